@@ -1,0 +1,297 @@
+"""A real single-node Apache Kafka 4.x broker (KRaft), assembled from Maven Central jars.
+
+``install`` fetches the jars once into the cache (keyed by the pom's hash, so the
+second start needs no network); ``up`` formats storage once, starts the broker
+detached, and waits until it answers; ``down`` stops it and keeps the data.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from adaptloop.settings import Settings
+from schemas.errors import BrokerUnavailable, KafkaLaunchError
+from streams.admin import wait_for_broker
+
+log = logging.getLogger(__name__)
+
+MIN_JAVA = 17
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    log_file: Path
+    already_running: bool = False
+
+
+def _resource(name: str) -> bytes:
+    return resources.files("adaptloop.localkafka").joinpath(name).read_bytes()
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def java_version(java: str) -> int:
+    """The major version of ``java`` (e.g. 17)."""
+    output = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
+    if not match:
+        raise KafkaLaunchError(f"could not read the version of {java}: {output.strip()[:200]}")
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major
+
+
+class LocalKafka:
+    """Manage a local broker under ``data_dir``, with jars cached under ``cache_dir``.
+
+    >>> kafka = LocalKafka(Path("/tmp/k"), Path("/tmp/cache"), port=19092, controller_port=19093)
+    >>> kafka.bootstrap
+    '127.0.0.1:19092'
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        cache_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        controller_port: int = 9093,
+        heap: str = "512m",
+        start_timeout: float = 90.0,
+    ) -> None:
+        self.data_dir = data_dir.absolute()
+        self.cache_dir = cache_dir.absolute()
+        self.host = host
+        self.port = port
+        self.controller_port = controller_port
+        self.heap = heap
+        self.start_timeout = start_timeout
+        pom = _resource("pom.xml")
+        self.lib_dir = self.cache_dir / f"kafka-{hashlib.sha256(pom).hexdigest()[:12]}" / "lib"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def _log_dirs(self) -> Path:
+        return self.data_dir / "logs"
+
+    # -- install ---------------------------------------------------------------------------
+
+    def install(self) -> Path:
+        """Fetch the broker's jars with Maven (once); return the lib directory."""
+        done = self.lib_dir / ".complete"
+        if done.exists():
+            return self.lib_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaLaunchError(
+                "Maven (mvn) is needed once to fetch the Kafka jars from Maven Central and was not found; "
+                "install it (apt-get install maven) or set ADAPTLOOP_BOOTSTRAP to an existing broker"
+            )
+        work = self.lib_dir.parent
+        work.mkdir(parents=True, exist_ok=True)
+        with open(work / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes installing at once share one download
+            if done.exists():
+                return self.lib_dir
+            (work / "pom.xml").write_bytes(_resource("pom.xml"))
+            log.info("fetching Kafka jars into %s", self.lib_dir)
+            result = subprocess.run(
+                [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={self.lib_dir}", "-DincludeScope=runtime"],
+                capture_output=True, text=True, check=False,
+            )
+            if result.returncode != 0:
+                raise KafkaLaunchError(f"mvn could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-3000:]}")
+            done.touch()
+        return self.lib_dir
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The broker's pid if our broker process is alive."""
+        try:
+            pid = int(self._pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        # Guard against a recycled pid: it must be a kafka.Kafka JVM on our data dir.
+        if b"kafka.Kafka" not in cmdline or str(self.data_dir).encode() not in cmdline:
+            return None
+        return pid
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        return BrokerStatus(pid is not None, pid, self.bootstrap, self.data_dir, self.log_file)
+
+    def up(self) -> BrokerStatus:
+        """Start the broker unless ours is already running; return once it answers."""
+        pid = self.pid()
+        if pid is not None:
+            wait_for_broker(self.bootstrap, self.start_timeout)
+            return BrokerStatus(True, pid, self.bootstrap, self.data_dir, self.log_file, already_running=True)
+        java = self._java()
+        for name, port in (("broker", self.port), ("controller", self.controller_port)):
+            if not _free(self.host, port):
+                raise KafkaLaunchError(
+                    f"{self.host}:{port} ({name} port) is taken by another process; stop it, choose another port "
+                    "(ADAPTLOOP_KAFKA_PORT / ADAPTLOOP_KAFKA_CONTROLLER_PORT) or point ADAPTLOOP_BOOTSTRAP at it"
+                )
+        lib = self.install()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_config()
+        log4j = self.data_dir / "log4j2.yaml"
+        log4j.write_bytes(_resource("log4j2.yaml"))
+        classpath = f"{lib}/*"
+        if not (self._log_dirs / "meta.properties").exists():
+            self._format(java, classpath, properties)
+        with open(self.log_file, "ab") as out:
+            process = subprocess.Popen(
+                [java, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                 f"-Dlog4j2.configurationFile={log4j}", f"-Dadaptloop.data={self.data_dir}",
+                 "-cp", classpath, "kafka.Kafka", str(properties)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI that started it
+            )
+        self._pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise KafkaLaunchError(f"the broker exited with code {process.returncode}:\n{self._log_tail()}")
+            try:
+                wait_for_broker(self.bootstrap, timeout=2.0)
+                return BrokerStatus(True, process.pid, self.bootstrap, self.data_dir, self.log_file)
+            except BrokerUnavailable:
+                continue
+        self.down()
+        raise KafkaLaunchError(f"the broker did not answer within {self.start_timeout:.0f}s:\n{self._log_tail()}")
+
+    def down(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (data is kept); False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _java(self) -> str:
+        home = os.environ.get("JAVA_HOME")
+        java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+        if java is None:
+            raise KafkaLaunchError(
+                f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and was not found; install it "
+                "(apt-get install openjdk-17-jre-headless), set JAVA_HOME, or set ADAPTLOOP_BOOTSTRAP to an existing broker"
+            )
+        version = java_version(java)
+        if version < MIN_JAVA:
+            raise KafkaLaunchError(f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {version}; set JAVA_HOME to a newer JDK")
+        return java
+
+    def _write_config(self) -> Path:
+        path = self.data_dir / "server.properties"
+        path.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self._log_dirs}",
+                    "num.partitions=1",
+                    # Topics are created explicitly, with their partitions and compaction.
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.cleaner.backoff.ms=1000",
+                    "",
+                ]
+            )
+        )
+        return path
+
+    def _format(self, java: str, classpath: str, properties: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", cluster_id, "-c", str(properties)],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise KafkaLaunchError(f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no broker log)"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKafka:
+        return cls(
+            settings.kafka_data_dir, settings.cache_dir, host=settings.kafka_host, port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port, heap=settings.kafka_heap,
+            start_timeout=settings.kafka_start_timeout,
+        )
+
+    def java_command(self, main_class: str, *args: str) -> list[str]:
+        """A command line running ``main_class`` from the broker's jars (e.g. the console producer)."""
+        return [self._java(), "-cp", f"{self.install()}/*", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+                main_class, *args]

@@ -1,0 +1,114 @@
+"""Seeded random events of every type, for the smoke demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+
+from schemas import (
+    AgentFeedbackEvent, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelVersion, OutcomeEvent,
+    PredictionEvent, PreferenceEvent, TrainingExample,
+)
+
+_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _when(rng: random.Random) -> datetime:
+    return _EPOCH + timedelta(microseconds=rng.randrange(10**13))
+
+
+def _features(rng: random.Random) -> dict:
+    return {"x0": rng.uniform(-5, 5), "x1": rng.randrange(100), "plan": rng.choice(["free", "pro", "team"]),
+            "active": rng.random() < 0.5, "missing": None}
+
+
+def _prediction(rng: random.Random, i: int) -> PredictionEvent:
+    p = rng.random()
+    return PredictionEvent(
+        decision_id=f"d-{i}", model="churn", model_version=f"v{rng.randrange(5)}", features=_features(rng),
+        prediction=p > 0.5, probabilities={"True": p, "False": 1 - p}, action_probability=rng.random(),
+        tenant=rng.choice(["acme", "globex"]), user_id=f"u{rng.randrange(1000)}", timestamp=_when(rng),
+    )
+
+
+def _outcome(rng: random.Random, i: int) -> OutcomeEvent:
+    return OutcomeEvent(decision_id=f"d-{i}", label=rng.random() < 0.3, reward=rng.uniform(0, 1),
+                        source="billing", timestamp=_when(rng))
+
+
+def _feedback(rng: random.Random, i: int) -> AgentFeedbackEvent:
+    kind = rng.choice(["thumbs", "rating", "step", "comment"])
+    return AgentFeedbackEvent(
+        trace_id=f"t{i}", run_id=f"r{i // 5}", session_id=f"s{i // 10}", agent="support",
+        variant=rng.choice(["a", "b", "c"]), step=i % 10, kind=kind,
+        value={"thumbs": float(rng.random() < 0.5), "rating": float(rng.randint(1, 5))}.get(kind),
+        comment="fine, thanks" if kind == "comment" else None,
+        action="search(q)" if kind == "step" else None, cost=rng.uniform(0, 0.01), tokens=rng.randrange(2000),
+        latency_ms=rng.uniform(10, 900), tenant="acme", user_id=f"u{rng.randrange(50)}", timestamp=_when(rng),
+    )
+
+
+def _preference(rng: random.Random, i: int) -> PreferenceEvent:
+    chosen, rejected = rng.sample(["a", "b", "c"], 2)
+    return PreferenceEvent(context={"task": rng.choice(["refund", "faq"])}, chosen=chosen, rejected=rejected,
+                           annotator=f"u{rng.randrange(50)}", timestamp=_when(rng))
+
+
+def _training(rng: random.Random, i: int) -> TrainingExample:
+    return TrainingExample(model="churn", decision_id=f"d-{i}", model_version="v1", features=_features(rng),
+                           prediction=True, label=rng.random() < 0.5, status="joined",
+                           predicted_at=_when(rng), outcome_at=_when(rng), timestamp=_when(rng))
+
+
+def _version(rng: random.Random, i: int) -> ModelVersion:
+    digest = f"{rng.getrandbits(256):064x}"
+    return ModelVersion(model=f"m{i % 7}", version=digest[:16], parent=None if i == 0 else f"{i - 1:016x}",
+                        examples_seen=i * 100, offsets={"training-examples:0": i * 100},
+                        metrics={"accuracy": rng.random()}, sha256=digest, uri=f"models/m/{digest[:16]}.pkl",
+                        size_bytes=rng.randrange(10**6), timestamp=_when(rng))
+
+
+def _drift(rng: random.Random, i: int) -> DriftAlert:
+    return DriftAlert(model="churn", model_version="v1", detector="ADWIN", signal="shadow_error",
+                      statistic=rng.random(), window=rng.randrange(1000), metric_before=0.9, metric_after=0.7,
+                      at_example=i, timestamp=_when(rng))
+
+
+def _guardrail(rng: random.Random, i: int) -> GuardrailAlert:
+    return GuardrailAlert(rule="tool_loop", subject=f"s{i}", agent="support", session_id=f"s{i}", observed=7.0,
+                          threshold=5.0, evidence={"action": "search(q)", "repeats": 7}, timestamp=_when(rng))
+
+
+def _dead_letter(rng: random.Random, i: int) -> DeadLetter:
+    return DeadLetter(source_topic="outcomes", partition=i % 3, offset=i, key=f"d-{i}".encode(),
+                      value=rng.randbytes(rng.randrange(1, 64)), kind="malformed", reason="not valid JSON",
+                      consumer="join", timestamp=_when(rng))
+
+
+SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
+    PredictionEvent: _prediction, OutcomeEvent: _outcome, AgentFeedbackEvent: _feedback,
+    PreferenceEvent: _preference, TrainingExample: _training, ModelVersion: _version, DriftAlert: _drift,
+    GuardrailAlert: _guardrail, DeadLetter: _dead_letter,
+}
+
+
+def sample_events(event_type: type[Event], count: int, seed: int = 0) -> Iterator[Event]:
+    """``count`` valid, varied events of ``event_type``, the same for the same seed.
+
+    >>> [event.decision_id for event in sample_events(OutcomeEvent, 2)]
+    ['d-0', 'd-1']
+    """
+    rng = random.Random(seed)
+    sampler = SAMPLERS[event_type]
+    for i in range(count):
+        yield sampler(rng, i)
+
+
+MALFORMED_RECORDS: dict[str, bytes] = {
+    "malformed": b'{"decision_id": "d-x", "label": tru',
+    "invalid": b'{"decision_id": "d-x", "label": [1, 2], "source": "s"}',
+    "unsupported_schema_version": b'{"schema_version": 2, "decision_id": "d-x", "label": true, "source": "s"}',
+    "missing_key": b'{"label": true, "source": "s"}',
+}
+"""One bad ``outcomes`` record per dead-letter kind: bad JSON, wrong types, unknown version, no decision_id."""

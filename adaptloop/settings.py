@@ -1,0 +1,53 @@
+"""All of adaptloop's settings in one typed place: environment (ADAPTLOOP_*) or ./adaptloop.toml."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptloop"
+
+
+class Settings(BaseSettings):
+    """adaptloop's settings; every field can be set as ``ADAPTLOOP_<FIELD>``.
+
+    >>> Settings(kafka_port=19092).bootstrap_address
+    '127.0.0.1:19092'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ADAPTLOOP_", toml_file="adaptloop.toml", extra="forbid")
+
+    home: Path = Field(Path(".adaptloop"), description="Where the local broker's data, models and archives live.")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where the Kafka jars are cached.")
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset means the local broker.")
+    topic_prefix: str = Field("", description="Prefix of every topic name, to share a cluster between setups.")
+    partitions: int = Field(6, ge=1, description="Partitions of each topic adaptloop creates.")
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_heap: str = Field("512m", description="Java heap of the local broker (-Xmx).")
+    kafka_start_timeout: float = Field(90.0, gt=0)
+
+    @property
+    def bootstrap_address(self) -> str:
+        return self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))

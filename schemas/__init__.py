@@ -1,0 +1,17 @@
+"""Event contracts of adaptloop: pydantic v2 models, topics, codec, JSON Schema export.
+
+This layer imports nothing but pydantic and orjson; every other layer builds on it.
+"""
+
+from schemas.agents import AgentFeedbackEvent, PreferenceEvent
+from schemas.base import Event
+from schemas.codec import decode, encode
+from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from schemas.system import DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
+from schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
+
+__all__ = [
+    "ALL_TOPICS", "AgentFeedbackEvent", "DeadLetter", "DriftAlert", "Event", "GuardrailAlert", "ModelVersion",
+    "OutcomeEvent", "PredictionEvent", "PreferenceEvent", "Topic", "TrainingExample", "decode", "encode",
+    "topic_for", "topic_named",
+]

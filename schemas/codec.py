@@ -1,0 +1,77 @@
+"""Bytes <-> events: orjson on the way out, pydantic's strict JSON parser on the way in.
+
+Decoding never raises anything but :class:`DecodeError`, whose ``kind`` and
+``reason`` go straight into a dead letter.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.base import Event
+from schemas.errors import DecodeError
+from schemas.topics import Topic
+
+MAX_RECORD_BYTES = 1_000_000
+
+
+def _default(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event to JSON bytes.
+
+    >>> from schemas import OutcomeEvent
+    >>> from datetime import datetime, timezone
+    >>> encode(OutcomeEvent(decision_id="d1", label=1, source="s",
+    ...                     timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    b'{"schema_version":1,"timestamp":"2026-01-01T00:00:00+00:00","decision_id":"d1","label":1,"reward":null,"source":"s"}'
+    """
+    return orjson.dumps(event.model_dump(), default=_default)
+
+
+def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """Parse and validate one record of ``topic``, or raise :class:`DecodeError`.
+
+    >>> from schemas.topics import OUTCOMES
+    >>> decode(OUTCOMES, b'{"decision_id": "d1", "label": true, "source": "s"}').label
+    True
+    >>> decode(OUTCOMES, b'{"schema_version": 9, "decision_id": "d1", "label": true, "source": "s"}')
+    Traceback (most recent call last):
+    ...
+    schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
+    """
+    if data is None:
+        raise DecodeError("empty", f"{topic.name} record has no value")
+    if len(data) > max_bytes:
+        raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        return topic.event.model_validate_json(data)
+    except ValidationError as error:
+        raise _classify(topic, error, data) from None
+
+
+def _classify(topic: Topic, error: ValidationError, data: bytes) -> DecodeError:
+    errors = error.errors(include_url=False)
+    name = topic.event.__name__
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return DecodeError("malformed", f"not valid JSON: {first['msg']}")
+    for item in errors:
+        if item["loc"] == ("schema_version",):
+            supported = topic.event.model_fields["schema_version"].default
+            return DecodeError(
+                "unsupported_schema_version",
+                f"{name} supports schema_version {supported}, got {item.get('input')!r}",
+            )
+        if item["loc"] == (topic.key,) and item["type"] == "missing":
+            return DecodeError("missing_key", f"{name} has no {topic.key}")
+    details = "; ".join(f"{'.'.join(map(str, item['loc'])) or '<root>'}: {item['msg']}" for item in errors[:5])
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return DecodeError("invalid", f"{name}: {details}{more}")

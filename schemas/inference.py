@@ -1,0 +1,80 @@
+"""Contracts of the inference loop: what a service predicted, and what happened next."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from schemas.base import Event, FeatureValue, FiniteFloat, Label, NonEmptyStr
+
+Probability = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
+
+
+class PredictionEvent(Event):
+    """A decision made by a served model, with the features exactly as served.
+
+    >>> from schemas import PredictionEvent
+    >>> event = PredictionEvent(decision_id="d-1", model="churn", model_version="v0",
+    ...                         features={"age": 42, "plan": "pro"}, prediction=True,
+    ...                         probabilities={"True": 0.8, "False": 0.2})
+    >>> event.decision_id, event.schema_version
+    ('d-1', 1)
+    """
+
+    decision_id: NonEmptyStr
+    model: NonEmptyStr
+    model_version: NonEmptyStr
+    features: dict[str, FeatureValue]
+    prediction: Label | None = None
+    probabilities: dict[str, Probability] | None = None
+    score: FiniteFloat | None = None
+    action_probability: Probability | None = Field(
+        default=None, description="Probability with which the served action was chosen (exploration/propensity)."
+    )
+    tenant: NonEmptyStr | None = None
+    user_id: NonEmptyStr | None = None
+    session_id: NonEmptyStr | None = None
+
+
+class OutcomeEvent(Event):
+    """The ground truth for a decision: a label, a reward, or both.
+
+    >>> from schemas import OutcomeEvent
+    >>> OutcomeEvent(decision_id="d-1", label=False, source="billing").label
+    False
+    """
+
+    decision_id: NonEmptyStr
+    label: Label | None = None
+    reward: FiniteFloat | None = None
+    source: NonEmptyStr
+
+    @model_validator(mode="after")
+    def _has_truth(self) -> OutcomeEvent:
+        if self.label is None and self.reward is None:
+            raise ValueError("an outcome needs a label or a reward")
+        return self
+
+
+JoinStatus = Literal["joined", "defaulted"]
+
+
+class TrainingExample(Event):
+    """A prediction joined with its outcome: what a learner learns from.
+
+    ``features`` are the features logged with the prediction, never looked up again.
+    ``status`` is ``joined`` for a real outcome and ``defaulted`` when the wait
+    horizon passed and the model's configured default label/reward was used.
+    """
+
+    model: NonEmptyStr
+    decision_id: NonEmptyStr
+    model_version: NonEmptyStr
+    features: dict[str, FeatureValue]
+    prediction: Label | None = None
+    label: Label | None = None
+    reward: FiniteFloat | None = None
+    status: JoinStatus = "joined"
+    predicted_at: AwareDatetime
+    outcome_at: AwareDatetime | None = None

@@ -1,0 +1,91 @@
+"""Contracts of the records adaptloop itself emits: versions, alerts, dead letters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictBytes, StrictInt, StrictStr
+
+from schemas.base import Event, FiniteFloat, NonEmptyStr
+
+Offset = Annotated[StrictInt, Field(ge=0)]
+
+
+class ModelVersion(Event):
+    """A published, content-addressed model version.
+
+    ``version`` is the hash of the model bytes; ``offsets`` maps
+    ``"topic:partition"`` to the next offset not yet learned, so a version says
+    exactly what it knew.
+
+    >>> from schemas import ModelVersion
+    >>> ModelVersion(model="churn", version="ab12", examples_seen=10, sha256="ab12" * 16,
+    ...              uri="models/churn/ab12.pkl", size_bytes=100).parent is None
+    True
+    """
+
+    model: NonEmptyStr
+    version: NonEmptyStr
+    parent: NonEmptyStr | None = None
+    reason: Literal["checkpoint", "rollback", "promotion", "initial"] = "checkpoint"
+    examples_seen: Offset
+    offsets: dict[NonEmptyStr, Offset] = Field(default_factory=dict)
+    metrics: dict[NonEmptyStr, FiniteFloat] = Field(default_factory=dict)
+    sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    uri: NonEmptyStr
+    size_bytes: Offset
+    dataset_hash: NonEmptyStr | None = None
+    actor: NonEmptyStr | None = None
+    note: StrictStr | None = None
+
+
+class DriftAlert(Event):
+    """A drift detector fired for a model (concept drift) or one of its inputs (data drift)."""
+
+    model: NonEmptyStr
+    model_version: NonEmptyStr | None = None
+    detector: NonEmptyStr
+    signal: NonEmptyStr = Field(description="What was watched: shadow_error, production_error, feature:<name>, ...")
+    statistic: FiniteFloat | None = None
+    threshold: FiniteFloat | None = None
+    window: Annotated[StrictInt, Field(ge=0)] | None = None
+    metric_before: FiniteFloat | None = None
+    metric_after: FiniteFloat | None = None
+    at_example: Offset | None = None
+
+
+class GuardrailAlert(Event):
+    """A guardrail was breached, with the evidence that shows it."""
+
+    rule: NonEmptyStr
+    subject: NonEmptyStr = Field(description="What breached it: a session, agent, tenant or feedback source.")
+    agent: NonEmptyStr | None = None
+    session_id: NonEmptyStr | None = None
+    tenant: NonEmptyStr | None = None
+    observed: FiniteFloat
+    threshold: FiniteFloat
+    evidence: dict[NonEmptyStr, StrictStr | StrictInt | FiniteFloat | None] = Field(default_factory=dict)
+
+
+DeadLetterKind = Literal[
+    "malformed", "invalid", "unsupported_schema_version", "missing_key", "too_large", "empty", "rejected"
+]
+
+
+class DeadLetter(Event):
+    """A record that could not be used, kept with its original bytes and the reason.
+
+    >>> from schemas import DeadLetter
+    >>> DeadLetter(source_topic="outcomes", partition=0, offset=7, key=None, value=b"{oops",
+    ...            kind="malformed", reason="Invalid JSON", consumer="join").value
+    b'{oops'
+    """
+
+    source_topic: NonEmptyStr
+    partition: Annotated[StrictInt, Field(ge=0)]
+    offset: Offset
+    key: StrictBytes | None
+    value: StrictBytes | None
+    kind: DeadLetterKind
+    reason: StrictStr
+    consumer: NonEmptyStr

@@ -1,0 +1,82 @@
+"""Every topic adaptloop uses, with its event type, its key and how it is kept.
+
+Partitioning is the scale-out story: ``predictions`` and ``outcomes`` are
+co-partitioned by ``decision_id`` so that one join task sees both sides of a
+decision; ``training-examples`` and ``model-updates`` are keyed by model so that
+each model is owned by exactly one learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.agents import AgentFeedbackEvent, PreferenceEvent
+from schemas.base import Event
+from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from schemas.system import DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic: its base name, the event it carries and the field used as key.
+
+    >>> from schemas.topics import PREDICTIONS
+    >>> PREDICTIONS.full_name("staging."), PREDICTIONS.key_of(PREDICTIONS.event.model_construct(decision_id="d1"))
+    ('staging.predictions', b'd1')
+    """
+
+    name: str
+    event: type[Event]
+    key: str
+    compacted: bool = False
+    copartitioned: bool = False
+    doc: str = ""
+
+    def full_name(self, prefix: str = "") -> str:
+        return f"{prefix}{self.name}"
+
+    def key_of(self, event: Event) -> bytes:
+        return str(getattr(event, self.key)).encode()
+
+
+PREDICTIONS = Topic("predictions", PredictionEvent, "decision_id", copartitioned=True,
+                    doc="Decisions made by served models, with features as served.")
+OUTCOMES = Topic("outcomes", OutcomeEvent, "decision_id", copartitioned=True,
+                 doc="Labels and rewards for decisions, arriving later.")
+AGENT_FEEDBACK = Topic("agent-feedback", AgentFeedbackEvent, "session_id",
+                       doc="Agent steps and user feedback, keyed by session so a session stays in order.")
+PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", doc="Pairwise preferences.")
+TRAINING_EXAMPLES = Topic("training-examples", TrainingExample, "model",
+                          doc="Joined prediction+outcome, keyed by model so one learner owns a model.")
+MODEL_UPDATES = Topic("model-updates", ModelVersion, "model", compacted=True,
+                      doc="The current version of each model (compacted: the latest per model is kept).")
+DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
+GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
+DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, TRAINING_EXAMPLES,
+    MODEL_UPDATES, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
+)
+
+_BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}
+_BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL_TOPICS}
+
+
+def topic_for(event: Event | type[Event]) -> Topic:
+    """The topic an event type is published to."""
+    event_type = event if isinstance(event, type) else type(event)
+    try:
+        return _BY_EVENT[event_type]
+    except KeyError:
+        raise TypeError(f"{event_type.__name__} is not an adaptloop event with a topic") from None
+
+
+def topic_named(name: str, prefix: str = "") -> Topic:
+    """The topic whose full name (with ``prefix``) is ``name``."""
+    base = name[len(prefix):] if prefix and name.startswith(prefix) else name
+    try:
+        return _BY_NAME[base]
+    except KeyError:
+        known = ", ".join(sorted(_BY_NAME))
+        raise KeyError(f"unknown topic {name!r} (prefix {prefix!r}); known: {known}") from None

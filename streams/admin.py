@@ -1,0 +1,101 @@
+"""Topic administration: wait for the broker, create adaptloop's topics idempotently."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from schemas.errors import BrokerUnavailable, TopicConfigMismatch
+from schemas.topics import ALL_TOPICS, Topic
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
+    """Return an admin client once a broker answers at ``bootstrap``, or raise BrokerUnavailable."""
+    # log_level 0: refused connections while a broker starts are expected, not worth a log line each.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            metadata = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            if metadata.brokers:
+                return admin
+        except KafkaException as error:
+            last_error = str(error)
+        time.sleep(0.2)
+    raise BrokerUnavailable(bootstrap, last_error or f"no answer within {timeout:.0f}s")
+
+
+def ensure_topics(
+    bootstrap: str,
+    *,
+    prefix: str = "",
+    partitions: int = 6,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    replication: int = 1,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Existing topics are checked: a compacted topic must be compacted, and
+    co-partitioned topics (``predictions``/``outcomes``) must agree on their
+    partition count, else the join could not see both sides of a decision.
+    """
+    admin = wait_for_broker(bootstrap, timeout)
+    wanted = {topic.full_name(prefix): topic for topic in topics}
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication,
+            config={"cleanup.policy": "compact"} if topic.compacted else {},
+        )
+        for name, topic in wanted.items()
+        if name not in existing
+    ]
+    created: list[str] = []
+    if missing:
+        for name, future in admin.create_topics(missing, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    _check_existing(admin, wanted, timeout)
+    return created
+
+
+def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout).topics
+        if all(name in metadata and metadata[name].partitions for name in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    counts = {name: len(metadata[name].partitions) for name in wanted if name in metadata}
+    copartitioned = {name: counts.get(name) for name, topic in wanted.items() if topic.copartitioned}
+    if len(set(copartitioned.values())) > 1:
+        raise TopicConfigMismatch(
+            f"co-partitioned topics disagree on partitions: {copartitioned}; "
+            "recreate them with the same count or use a new ADAPTLOOP_TOPIC_PREFIX"
+        )
+    compacted = [name for name, topic in wanted.items() if topic.compacted]
+    if compacted:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in compacted]
+        for resource, future in admin.describe_configs(resources).items():
+            policy = future.result()["cleanup.policy"].value
+            if "compact" not in policy:
+                raise TopicConfigMismatch(
+                    f"topic {resource.name!r} must be compacted (cleanup.policy=compact), has {policy!r}"
+                )
+
+
+def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
+    """The number of partitions of each named topic that exists."""
+    metadata = wait_for_broker(bootstrap, timeout).list_topics(timeout=timeout).topics
+    return {name: len(metadata[name].partitions) for name in names if name in metadata}

@@ -1,0 +1,38 @@
+"""Shared fixtures: a real Kafka broker for the session, and an isolated topic prefix per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from adaptloop.testing import test_broker
+from schemas.errors import AdaptloopError
+from streams.admin import ensure_topics
+
+SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker: testcontainers if Docker answers, else the local broker.
+
+    No broker is a failure, not a skip, unless ADAPTLOOP_SKIP_KAFKA_TESTS=1.
+    """
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1: Kafka tests skipped on request")
+    try:
+        with test_broker(tmp_path_factory.mktemp("broker")) as bootstrap:
+            yield bootstrap
+    except AdaptloopError as error:
+        pytest.fail(f"no Kafka broker for integration tests: {error} (set {SKIP_ENV}=1 to skip them on purpose)")
+
+
+@pytest.fixture
+def topic_prefix(kafka_bootstrap: str) -> str:
+    """A fresh prefix with every adaptloop topic created, so tests never see each other's records."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=3)
+    return prefix

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from adaptloop.localkafka import LocalKafka
+from adaptloop.settings import Settings
+from schemas.errors import KafkaLaunchError
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("ADAPTLOOP_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("ADAPTLOOP_PARTITIONS", "12")
+    settings = Settings()
+    assert settings.bootstrap_address == "kafka-1:9092,kafka-2:9092" and settings.partitions == 12
+
+
+def test_toml_file_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adaptloop.toml").write_text('kafka_port = 29092\ntopic_prefix = "staging."\n')
+    settings = Settings()
+    assert settings.bootstrap_address == "127.0.0.1:29092" and settings.topic_prefix == "staging."
+
+
+def test_launcher_refuses_clearly_without_java(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2)
+    with pytest.raises(KafkaLaunchError, match="Java 17\\+ is needed"):
+        kafka.up()
+    with pytest.raises(KafkaLaunchError, match="Maven"):
+        kafka.install()
+    assert not Path(tmp_path / "data" / "broker.pid").exists()
+
+
+def test_launcher_refuses_a_port_taken_by_another_process(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=port, controller_port=port + 1)
+        with pytest.raises(KafkaLaunchError, match=f"127.0.0.1:{port} \\(broker port\\) is taken"):
+            kafka.up()

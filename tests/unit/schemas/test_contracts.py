@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import jsonschema
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from adaptloop.samples import SAMPLERS, sample_events
+from schemas import AgentFeedbackEvent, PreferenceEvent, encode, topic_for, topic_named
+from schemas.export import export_json_schemas, json_schemas
+from schemas.topics import ALL_TOPICS, OUTCOMES, PREDICTIONS
+
+
+def test_every_event_type_has_exactly_one_topic_and_a_key_field():
+    assert len({topic.event for topic in ALL_TOPICS}) == len(ALL_TOPICS) == len(SAMPLERS)
+    for topic in ALL_TOPICS:
+        assert topic.key in topic.event.model_fields
+        assert topic_for(topic.event) is topic
+        assert topic_named(topic.full_name("p."), "p.") is topic
+
+
+def test_predictions_and_outcomes_are_copartitioned_by_decision_id():
+    assert PREDICTIONS.copartitioned and OUTCOMES.copartitioned
+    assert PREDICTIONS.key == OUTCOMES.key == "decision_id"
+
+
+def test_unknown_topic_names_the_known_ones():
+    with pytest.raises(KeyError, match="known: agent-feedback"):
+        topic_named("nope")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "thumbs", "value": 3.0}, "thumbs"),
+    ({"kind": "rating"}, "needs a value"),
+    ({"kind": "comment"}, "needs a comment"),
+    ({"kind": "step", "step": -1}, "greater than or equal"),
+    ({"kind": "step", "cost": -0.5}, "greater than or equal"),
+])
+def test_agent_feedback_rejects_out_of_range_values(kwargs, message):
+    base = {"trace_id": "t", "run_id": "r", "session_id": "s", "agent": "a", "variant": "v", "step": 0}
+    with pytest.raises(ValidationError, match=message):
+        AgentFeedbackEvent(**{**base, **kwargs})
+
+
+def test_preference_needs_two_different_variants():
+    with pytest.raises(ValidationError, match="must differ"):
+        PreferenceEvent(context={}, chosen="a", rejected="a", annotator="u")
+
+
+def test_events_are_immutable_facts():
+    event = next(sample_events(PreferenceEvent, 1))
+    with pytest.raises(ValidationError):
+        event.chosen = "z"
+
+
+@pytest.mark.parametrize("event_type", list(SAMPLERS), ids=lambda t: t.__name__)
+def test_encoded_events_validate_against_the_exported_json_schema(event_type):
+    schema = json_schemas()[topic_for(event_type).name]
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    for event in sample_events(event_type, 50):
+        validator.validate(orjson.loads(encode(event)))
+
+
+def test_json_schema_rejects_what_the_decoder_rejects():
+    schema = json_schemas()["outcomes"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"decision_id": "d", "label": True, "source": "s", "schema_version": 2}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"label": True, "source": "s"}, schema)
+
+
+def test_export_writes_one_file_per_topic_with_its_key(tmp_path):
+    paths = export_json_schemas(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"{t.name}.schema.json" for t in ALL_TOPICS)
+    outcomes = orjson.loads((tmp_path / "outcomes.schema.json").read_bytes())
+    assert outcomes["x-kafka-key"] == "decision_id" and "decision_id" in outcomes["required"]
