@@ -57,15 +57,21 @@ class OutcomeEvent(Event):
         return self
 
 
-JoinStatus = Literal["joined", "defaulted"]
+JoinStatus = Literal["joined", "defaulted", "expired", "late"]
+"""How a decision ended in the join. ``joined`` and ``defaulted`` are learned from;
+``expired`` (no outcome within the horizon, policy ``drop``) and ``late`` (the
+outcome came after the horizon) are recorded for audits and never learned."""
+
+LEARNABLE: frozenset[str] = frozenset({"joined", "defaulted"})
 
 
 class TrainingExample(Event):
     """A prediction joined with its outcome: what a learner learns from.
 
     ``features`` are the features logged with the prediction, never looked up again.
-    ``status`` is ``joined`` for a real outcome and ``defaulted`` when the wait
-    horizon passed and the model's configured default label/reward was used.
+    ``status`` is ``joined`` for a real outcome, ``defaulted`` when the wait
+    horizon passed and the model's default label/reward was used, and
+    ``expired``/``late`` for decisions recorded but not learned from.
     """
 
     model: NonEmptyStr

@@ -1,0 +1,229 @@
+"""The delayed-feedback join: predictions meet their outcomes by decision_id, within a wait horizon.
+
+Pure logic over any mutable mapping (a dict here, a faust Table with a changelog
+in the worker), so it is tested without Kafka. Time is event time: each
+partition's watermark is the latest timestamp seen there (or a clock tick), so
+the same records in the same order always give the same training examples.
+
+Every prediction ends exactly once as ``joined``, ``defaulted`` or ``expired``; an
+outcome that comes after its prediction expired adds a ``late`` record (not
+learned). Outcomes whose prediction never comes are returned as orphans for
+the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from learners.spec import LearnerSpec
+from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+
+PENDING, DONE, EXPIRED, LATE = "pending", "done", "expired", "late"
+
+
+@dataclass
+class JoinOutput:
+    """What one step of the join produced."""
+
+    examples: list[TrainingExample] = field(default_factory=list)
+    orphans: list[tuple[OutcomeEvent, str]] = field(default_factory=list)
+
+    def extend(self, other: JoinOutput) -> None:
+        self.examples.extend(other.examples)
+        self.orphans.extend(other.orphans)
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class DelayedJoin:
+    """Join predictions and outcomes arriving in any order.
+
+    >>> from datetime import timedelta
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> join = DelayedJoin({}, {"churn": LearnerSpec(name="churn", horizon_seconds=60)})
+    >>> p = PredictionEvent(decision_id="d1", model="churn", model_version="v1", features={"x": 1.0},
+    ...                     prediction=True, timestamp=t0)
+    >>> join.on_prediction(p, partition=0).examples
+    []
+    >>> out = join.on_outcome(OutcomeEvent(decision_id="d1", label=False, source="s",
+    ...                                    timestamp=t0 + timedelta(seconds=5)), partition=0)
+    >>> [(e.status, e.features, e.label) for e in out.examples]
+    [('joined', {'x': 1.0}, False)]
+    """
+
+    def __init__(
+        self,
+        state: MutableMapping[str, dict],
+        specs: Mapping[str, LearnerSpec],
+        *,
+        default_horizon: float = 3600.0,
+        late_retention: float = 3.0,
+        lateness: float = 0.0,
+        outcome_duplicates: str = "first",
+    ) -> None:
+        self.state = state
+        self.specs = specs
+        self.default_horizon = max([default_horizon, *(s.horizon_seconds for s in specs.values())])
+        self.late_retention = late_retention  # keep expired entries this many horizons to recognise late outcomes
+        self.lateness = lateness  # how far behind the newest timestamp the watermark trails
+        self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
+        self.counts: Counter[str] = Counter()
+        self._watermarks: dict[int, float] = {}
+        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
+        self.counts["predictions"] += 1
+        out = self._advance(partition, _ts(event.timestamp))
+        key = event.decision_id
+        entry = self.state.get(key)
+        spec = self.specs.get(event.model)
+        horizon = spec.horizon_seconds if spec else self.default_horizon
+        deadline = _ts(event.timestamp) + horizon
+        if entry is None:
+            self._put(key, {"pt": partition, "st": PENDING, "p": event.model_dump_json(), "o": None, "dl": deadline,
+                            "h": horizon})
+            self._schedule(partition, deadline, key)
+        elif entry["st"] == PENDING and entry["p"] is None:
+            outcome = OutcomeEvent.model_validate_json(entry["o"])
+            out.examples.append(self._joined(event, outcome))
+            self._finish(key, entry, partition)
+        elif entry["st"] == PENDING and self._policy(event.model) == "last":
+            self.counts["duplicate_predictions"] += 1
+            self._put(key, {**entry, "p": event.model_dump_json(), "dl": deadline, "h": horizon})
+            self._schedule(partition, deadline, key)
+        else:
+            self.counts["duplicate_predictions"] += 1
+        return out
+
+    def on_outcome(self, event: OutcomeEvent, partition: int) -> JoinOutput:
+        self.counts["outcomes"] += 1
+        out = self._advance(partition, _ts(event.timestamp))
+        key = event.decision_id
+        entry = self.state.get(key)
+        if entry is None:
+            deadline = _ts(event.timestamp) + self.default_horizon
+            self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": event.model_dump_json(), "dl": deadline,
+                            "h": self.default_horizon})
+            self._schedule(partition, deadline, key)
+            return out
+        if entry["st"] == PENDING and entry["p"] is not None:
+            prediction = PredictionEvent.model_validate_json(entry["p"])
+            if _ts(event.timestamp) > entry["dl"]:
+                # The outcome is past the horizon even if the watermark has not caught up yet.
+                out.examples.append(self._expire(key, entry))
+                entry = self.state[key]
+            else:
+                out.examples.append(self._joined(prediction, event))
+                self._finish(key, entry, partition)
+                return out
+        if entry["st"] == EXPIRED:
+            prediction = PredictionEvent.model_validate_json(entry["p"])
+            self.counts["late"] += 1
+            self.counts["expired"] -= 1  # it did get an answer, only too late
+            out.examples.append(self._example(prediction, event, "late", event.timestamp))
+            self._put(key, {**entry, "st": LATE})
+        elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
+            self.counts["duplicate_outcomes"] += 1
+            self._put(key, {**entry, "o": event.model_dump_json()})
+        else:
+            self.counts["duplicate_outcomes"] += 1
+        return out
+
+    def tick(self, partition: int, now: float) -> JoinOutput:
+        """Advance ``partition``'s clock without an event (an idle partition still expires)."""
+        return self._advance(partition, now)
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _advance(self, partition: int, timestamp: float) -> JoinOutput:
+        out = JoinOutput()
+        if partition not in self._deadlines:
+            self._rebuild(partition)
+        watermark = max(self._watermarks.get(partition, float("-inf")), timestamp - self.lateness)
+        self._watermarks[partition] = watermark
+        heap = self._deadlines[partition]
+        while heap and heap[0][0] <= watermark:
+            when, key = heapq.heappop(heap)
+            entry = self.state.get(key)
+            if entry is None or entry.get("dl") != when and entry.get("gc") != when:
+                continue  # superseded
+            if entry["st"] == PENDING and entry["p"] is not None:
+                out.examples.append(self._expire(key, entry))
+            elif entry["st"] == PENDING:
+                self.counts["orphan_outcomes"] += 1
+                outcome = OutcomeEvent.model_validate_json(entry["o"])
+                horizon = self.default_horizon
+                out.orphans.append((outcome, f"no prediction for decision_id {key!r} within {horizon:.0f}s"))
+                del self.state[key]
+            else:
+                del self.state[key]  # retention of a finished decision is over
+        return out
+
+    def _rebuild(self, partition: int) -> None:
+        # After a restart the table is restored from its changelog; rebuild the deadline index from it.
+        heap: list[tuple[float, str]] = []
+        for key, entry in self.state.items():
+            if entry.get("pt") == partition:
+                heap.append((entry["dl"] if entry["st"] == PENDING else entry["gc"], key))
+        heapq.heapify(heap)
+        self._deadlines[partition] = heap
+
+    def _schedule(self, partition: int, when: float, key: str) -> None:
+        heapq.heappush(self._deadlines[partition], (when, key))
+
+    # -- endings -----------------------------------------------------------------------------
+
+    def _joined(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
+        self.counts["joined"] += 1
+        return self._example(prediction, outcome, "joined", max(prediction.timestamp, outcome.timestamp))
+
+    def _finish(self, key: str, entry: dict, partition: int) -> None:
+        # Keep a small marker as long as expired entries, so duplicates are recognised, not orphaned.
+        gc = entry["dl"] + entry["h"] * self.late_retention
+        self._put(key, {"pt": partition, "st": DONE, "dl": None, "gc": gc})
+        self._schedule(partition, gc, key)
+
+    def _expire(self, key: str, entry: dict) -> TrainingExample:
+        prediction = PredictionEvent.model_validate_json(entry["p"])
+        spec = self.specs.get(prediction.model)
+        gc = entry["dl"] + entry["h"] * self.late_retention
+        self._put(key, {"pt": entry["pt"], "st": EXPIRED, "p": entry["p"], "dl": None, "gc": gc})
+        self._schedule(entry["pt"], gc, key)
+        self.counts["expired"] += 1
+        when = _at(entry["dl"])
+        if spec is not None and spec.on_missing == "default" and (spec.default_label is not None or spec.default_reward is not None):
+            self.counts["defaulted"] += 1
+            return TrainingExample(
+                model=prediction.model, decision_id=key, model_version=prediction.model_version,
+                features=prediction.features, prediction=prediction.prediction, label=spec.default_label,
+                reward=spec.default_reward, status="defaulted", predicted_at=prediction.timestamp, timestamp=when,
+            )
+        return self._example(prediction, None, "expired", when)
+
+    @staticmethod
+    def _example(prediction: PredictionEvent, outcome: OutcomeEvent | None, status: str, when: datetime) -> TrainingExample:
+        return TrainingExample(
+            model=prediction.model, decision_id=prediction.decision_id, model_version=prediction.model_version,
+            features=prediction.features, prediction=prediction.prediction,
+            label=outcome.label if outcome else None, reward=outcome.reward if outcome else None, status=status,
+            predicted_at=prediction.timestamp, outcome_at=outcome.timestamp if outcome else None, timestamp=when,
+        )
+
+    def _policy(self, model: str) -> str:
+        spec = self.specs.get(model)
+        return spec.duplicates if spec is not None else "first"
+
+    def _put(self, key: str, entry: dict) -> None:
+        self.state[key] = entry

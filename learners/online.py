@@ -1,0 +1,112 @@
+"""An online learner: predict before learn (the shadow metric), learn, and remember what it has seen."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from river import base, metrics
+
+from learners.recipes import build_metric, build_model
+from learners.spec import LearnerSpec
+from schemas.inference import LEARNABLE, TrainingExample
+
+RECENT_IDS = 100_000
+
+
+@dataclass
+class LearnerProgress:
+    """What a learner has seen, saved with each checkpoint so a restart resumes exactly."""
+
+    examples_seen: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next offset to learn
+    recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    version: str | None = None
+    learned_since_version: int = 0
+
+
+class OnlineLearner:
+    """Progressive validation on a live stream: each example is first predicted, then learned.
+
+    ``shadow`` metrics score the learner's own prediction made just before it
+    learns; ``production`` metrics score the prediction that was actually served
+    and logged. Examples are learned once: an offset already covered or a
+    decision_id seen recently is skipped.
+
+    >>> from datetime import datetime, timezone
+    >>> from river import datasets
+    >>> learner = OnlineLearner(LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"]))
+    >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> for i, (x, y) in enumerate(datasets.Phishing()):
+    ...     example = TrainingExample(model="phishing", decision_id=str(i), model_version="v0", features=x,
+    ...                               prediction=True, label=y, predicted_at=now)
+    ...     _ = learner.learn(example, ("training-examples:0", i))
+    >>> learner.shadow["Accuracy"]
+    Accuracy: 89.28%
+    >>> learner.learn(example, ("training-examples:0", i))  # the same offset again: skipped
+    False
+    """
+
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        model: base.Estimator | None = None,
+        *,
+        shadow: dict[str, metrics.base.Metric] | None = None,
+        production: dict[str, metrics.base.Metric] | None = None,
+        progress: LearnerProgress | None = None,
+    ) -> None:
+        self.spec = spec
+        self.model = model if model is not None else build_model(spec)
+        self.shadow = shadow if shadow is not None else {name: build_metric(name) for name in spec.metrics}
+        self.production = production if production is not None else {
+            name: build_metric(name) for name in spec.metrics if build_metric(name).requires_labels or spec.task == "regression"
+        }
+        self.progress = progress or LearnerProgress()
+        self._classifier = spec.task != "regression"
+
+    def already_learned(self, decision_id: str, position: tuple[str, int] | None) -> bool:
+        if position is not None and position[1] < self.progress.offsets.get(position[0], 0):
+            return True
+        return decision_id in self.progress.recent_ids
+
+    def learn(self, example: TrainingExample, position: tuple[str, int] | None = None) -> bool:
+        """Predict, score, learn; return False if the example was skipped (seen, or not learnable)."""
+        if self.already_learned(example.decision_id, position):
+            return False
+        if position is not None:
+            self.progress.offsets[position[0]] = position[1] + 1
+        target = example.label if example.label is not None else example.reward
+        if example.status not in LEARNABLE or target is None:
+            return False
+        x = example.features
+        if self._classifier:
+            proba = self.model.predict_proba_one(x)
+            # The same tie-break as river's Classifier.predict_one.
+            y_pred = max(proba, key=proba.get) if proba else None
+            for metric in self.shadow.values():
+                metric.update(target, y_pred if metric.requires_labels else proba)
+        else:
+            y_pred = self.model.predict_one(x)
+            for metric in self.shadow.values():
+                metric.update(target, y_pred)
+        if example.status == "joined" and example.prediction is not None:
+            for metric in self.production.values():
+                metric.update(target, example.prediction)
+        self.model.learn_one(x, target)
+        self._remember(example.decision_id)
+        self.progress.examples_seen += 1
+        self.progress.learned_since_version += 1
+        return True
+
+    def _remember(self, decision_id: str) -> None:
+        recent = self.progress.recent_ids
+        recent[decision_id] = None
+        if len(recent) > RECENT_IDS:
+            recent.popitem(last=False)
+
+    def metric_values(self) -> dict[str, float]:
+        """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": 0.8, ...}``."""
+        values = {f"shadow.{name}": metric.get() for name, metric in self.shadow.items()}
+        values.update({f"production.{name}": metric.get() for name, metric in self.production.items()})
+        return {name: float(value) for name, value in values.items() if value == value}  # drop NaN

@@ -1,0 +1,47 @@
+"""Named River pipelines, and the way to bring your own (``"module:function"``)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from river import base, linear_model, metrics, preprocessing, tree
+
+from learners.spec import LearnerSpec
+from schemas.errors import UnknownModel
+
+RECIPES: dict[str, Callable[..., base.Estimator]] = {
+    "logistic": lambda **p: preprocessing.StandardScaler() | linear_model.LogisticRegression(**p),
+    "hoeffding": lambda **p: tree.HoeffdingTreeClassifier(**p),
+    "linear": lambda **p: preprocessing.StandardScaler() | linear_model.LinearRegression(**p),
+    "hoeffding_regressor": lambda **p: tree.HoeffdingTreeRegressor(**p),
+}
+
+
+def build_model(spec: LearnerSpec) -> base.Estimator:
+    """A fresh, untrained River estimator for ``spec``.
+
+    >>> list(build_model(LearnerSpec(name="m", recipe="logistic")).steps)
+    ['StandardScaler', 'LogisticRegression']
+    """
+    if ":" in spec.recipe:
+        module, _, function = spec.recipe.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as error:
+            raise UnknownModel(f"recipe {spec.recipe!r} of model {spec.name!r} cannot be imported: {error}") from None
+        return factory(**spec.params)
+    try:
+        return RECIPES[spec.recipe](**spec.params)
+    except KeyError:
+        raise UnknownModel(
+            f"model {spec.name!r} names unknown recipe {spec.recipe!r}; known: {', '.join(RECIPES)} or 'module:function'"
+        ) from None
+
+
+def build_metric(name: str) -> metrics.base.Metric:
+    """A River metric by class name (``Accuracy``, ``LogLoss``, ``MAE``, ``ROCAUC`` ...)."""
+    metric = getattr(metrics, name, None)
+    if not (isinstance(metric, type) and issubclass(metric, metrics.base.Metric)):
+        raise ValueError(f"{name!r} is not a River metric class (river.metrics.{name})")
+    return metric()

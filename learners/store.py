@@ -1,0 +1,126 @@
+"""The model store: content-addressed model bytes and each learner's checkpoint, on a filesystem.
+
+Model bytes live at ``<root>/<model>/versions/<version>.pkl`` where ``version`` is
+the first 16 hex digits of their SHA-256; the serving side reads them from there.
+A learner's checkpoint (which version, what offsets, its metrics) is one file
+replaced atomically, so model and offsets can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from river import base, metrics
+
+from learners.online import LearnerProgress, OnlineLearner
+from learners.spec import LearnerSpec
+from schemas.errors import UnknownModel
+from schemas.system import ModelVersion
+
+PICKLE_PROTOCOL = 5
+
+
+def model_bytes(model: base.Estimator) -> bytes:
+    """The canonical bytes of a model: equal state gives equal bytes.
+
+    Pickle's output depends on object identity (a string shared by two fields is
+    written once), which differs between a freshly built model and a restored
+    one; one load/dump round trip reaches a fixed point, so versions hash alike.
+    (Models whose dict order depends on str hashing also need PYTHONHASHSEED
+    fixed: the worker sets it.)
+    """
+    return pickle.dumps(pickle.loads(pickle.dumps(model, protocol=PICKLE_PROTOCOL)), protocol=PICKLE_PROTOCOL)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+@dataclass
+class Checkpoint:
+    version: str
+    progress: LearnerProgress
+    shadow: dict[str, metrics.base.Metric]
+    production: dict[str, metrics.base.Metric]
+
+
+class ModelStore:
+    """Model versions and learner checkpoints under ``root``.
+
+    >>> import tempfile
+    >>> store = ModelStore(Path(tempfile.mkdtemp()))
+    >>> learner = OnlineLearner(LearnerSpec(name="churn"))
+    >>> v = store.checkpoint(learner)
+    >>> v.version == v.sha256[:16], v.reason, v.parent
+    (True, 'initial', None)
+    >>> store.restore(learner.spec).progress.version == v.version
+    True
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _version_path(self, model: str, version: str) -> Path:
+        return self.root / model / "versions" / f"{version}.pkl"
+
+    def put_model(self, model: str, data: bytes) -> tuple[str, str, Path]:
+        """Store model bytes (idempotent); return (version, sha256, path)."""
+        sha = hashlib.sha256(data).hexdigest()
+        version = sha[:16]
+        path = self._version_path(model, version)
+        if not path.exists():
+            _atomic_write(path, data)
+        return version, sha, path
+
+    def load_bytes(self, model: str, version: str) -> bytes:
+        path = self._version_path(model, version)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UnknownModel(f"no version {version!r} of model {model!r} in {self.root}") from None
+        if hashlib.sha256(data).hexdigest()[:16] != version:
+            raise UnknownModel(f"{path} is corrupt: its hash does not match version {version}")
+        return data
+
+    def load_model(self, model: str, version: str) -> base.Estimator:
+        return pickle.loads(self.load_bytes(model, version))
+
+    def versions(self, model: str) -> list[str]:
+        return sorted(p.stem for p in (self.root / model / "versions").glob("*.pkl"))
+
+    def checkpoint(self, learner: OnlineLearner, *, reason: str = "checkpoint") -> ModelVersion:
+        """Save the learner's model and progress together; return the version to publish."""
+        name = learner.spec.name
+        data = model_bytes(learner.model)
+        version, sha, path = self.put_model(name, data)
+        parent = learner.progress.version
+        learner.progress.version = version
+        learner.progress.learned_since_version = 0
+        checkpoint = Checkpoint(version, learner.progress, learner.shadow, learner.production)
+        _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
+        return ModelVersion(
+            model=name, version=version, parent=parent if parent != version else None,
+            reason="initial" if parent is None and reason == "checkpoint" else reason,
+            examples_seen=learner.progress.examples_seen, offsets=dict(learner.progress.offsets),
+            metrics=learner.metric_values(), sha256=sha, uri=str(path.relative_to(self.root)), size_bytes=len(data),
+        )
+
+    def restore(self, spec: LearnerSpec) -> OnlineLearner:
+        """The learner as of its last checkpoint, or a fresh one if it has none."""
+        path = self.root / spec.name / "checkpoint.pkl"
+        if not path.exists():
+            return OnlineLearner(spec)
+        checkpoint: Checkpoint = pickle.loads(path.read_bytes())
+        model = self.load_model(spec.name, checkpoint.version)
+        return OnlineLearner(spec, model, shadow=checkpoint.shadow, production=checkpoint.production,
+                             progress=checkpoint.progress)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from learners.join import DelayedJoin
+from learners.spec import LearnerSpec
+from schemas import OutcomeEvent, PredictionEvent
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _prediction(i: int, at: float, model: str = "m") -> PredictionEvent:
+    return PredictionEvent(decision_id=f"d{i}", model=model, model_version="v", features={"x": float(i)},
+                           prediction=i % 2 == 0, timestamp=T0 + timedelta(seconds=at))
+
+
+def _outcome(i: int, at: float, label: bool = True) -> OutcomeEvent:
+    return OutcomeEvent(decision_id=f"d{i}", label=label, source="s", timestamp=T0 + timedelta(seconds=at))
+
+
+def _traffic(n: int, seed: int, horizon: float, missing: float = 0.1, duplicates: float = 0.05):
+    """Time-ordered predictions and outcomes with random delays, some duplicated, some never answered."""
+    rng = random.Random(seed)
+    timeline = []
+    for i in range(n):
+        timeline.append((float(i), 0, _prediction(i, i)))
+        if rng.random() < duplicates:
+            timeline.append((i + 0.5, 0, _prediction(i, i + 0.5)))
+        if rng.random() >= missing:
+            at = i + min(rng.expovariate(1 / (horizon * 0.6)), horizon * 2)  # some after the horizon: late
+            timeline.append((at, 1, _outcome(i, at, label=rng.random() < 0.5)))
+            if rng.random() < duplicates:
+                timeline.append((at + 1, 1, _outcome(i, at + 1)))
+    timeline.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in timeline]
+
+
+def _run(join: DelayedJoin, events, end: float):
+    examples, orphans = [], []
+    for event in events:
+        out = join.on_prediction(event, 0) if isinstance(event, PredictionEvent) else join.on_outcome(event, 0)
+        examples += out.examples
+        orphans += out.orphans
+    out = join.tick(0, end)
+    return examples + out.examples, orphans + out.orphans
+
+
+def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
+    horizon = 30.0
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=horizon)})
+    events = _traffic(5000, seed=7, horizon=horizon)
+    examples, orphans = _run(join, events, end=(T0 + timedelta(days=1)).timestamp())
+    statuses = Counter(example.status for example in examples)
+    predictions = len({e.decision_id for e in events if isinstance(e, PredictionEvent)})
+    assert predictions == 5000
+    # Every prediction ends exactly once; a late outcome turns an expired one into a late one.
+    assert statuses["joined"] + statuses["expired"] == predictions
+    assert join.counts["joined"] + join.counts["expired"] + join.counts["late"] == predictions
+    assert join.counts["joined"] == statuses["joined"] and join.counts["late"] == statuses["late"]
+    assert statuses["late"] > 0 and statuses["expired"] - statuses["late"] > 400  # ~10% never answered
+    learned_ids = [e.decision_id for e in examples if e.status == "joined"]
+    assert len(learned_ids) == len(set(learned_ids))  # no decision joined twice
+    assert join.counts["duplicate_predictions"] > 0 and join.counts["duplicate_outcomes"] > 0
+    assert not orphans
+    assert not join.state  # everything finished and was garbage-collected
+
+
+def test_outcome_first_then_prediction_joins_with_features_as_served():
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=60)})
+    assert join.on_outcome(_outcome(1, 3, label=False), 0).examples == []
+    [example] = join.on_prediction(_prediction(1, 1), 0).examples
+    assert (example.status, example.features, example.label, example.model_version) == ("joined", {"x": 1.0}, False, "v")
+
+
+def test_an_outcome_past_the_horizon_is_late_even_before_the_watermark_moves():
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=10)})
+    join.on_prediction(_prediction(1, 0), 0)
+    out = join.on_outcome(_outcome(1, 11), 0)
+    assert [e.status for e in out.examples] == ["expired", "late"]
+    assert join.counts["late"] == 1 and join.counts["expired"] == 0
+
+
+def test_default_policy_learns_the_configured_label_when_the_outcome_never_comes():
+    spec = LearnerSpec(name="m", horizon_seconds=10, on_missing="default", default_label=False)
+    join = DelayedJoin({}, {"m": spec})
+    join.on_prediction(_prediction(1, 0), 0)
+    [example] = join.tick(0, (T0 + timedelta(seconds=10)).timestamp()).examples
+    assert (example.status, example.label) == ("defaulted", False)
+
+
+def test_duplicate_policy_last_keeps_the_latest_prediction():
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", duplicates="last")})
+    join.on_prediction(_prediction(1, 0), 0)
+    second = PredictionEvent(decision_id="d1", model="m", model_version="v2", features={"x": 9.0}, timestamp=T0)
+    join.on_prediction(second, 0)
+    [example] = join.on_outcome(_outcome(1, 1), 0).examples
+    assert (example.model_version, example.features) == ("v2", {"x": 9.0})
+
+
+def test_an_outcome_without_prediction_becomes_an_orphan_with_a_reason():
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=5)})
+    join.on_outcome(_outcome(1, 0), 0)
+    out = join.tick(0, (T0 + timedelta(hours=2)).timestamp())
+    [(outcome, reason)] = out.orphans
+    assert outcome.decision_id == "d1" and "no prediction" in reason and join.counts["orphan_outcomes"] == 1
+
+
+def test_state_restored_from_a_changelog_expires_the_same_way():
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=10)}
+    first = DelayedJoin({}, spec)
+    first.on_prediction(_prediction(1, 0), 0)
+    restored = DelayedJoin(dict(first.state), spec)  # a new process with the recovered table
+    [example] = restored.tick(0, (T0 + timedelta(seconds=11)).timestamp()).examples
+    assert example.status == "expired"
