@@ -99,6 +99,20 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write <t
     console.print(table)
 
 
+@app.command("worker")
+def worker(role: str = typer.Option("all", help="all, join (faust) or learn (learner agent).")) -> None:
+    """Run the loop's agents until stopped; several workers with the same settings share the work."""
+    from adaptloop.worker import ensure_reproducible_hashing, run_worker
+
+    if role not in ("all", "join", "learn"):
+        raise _fail(ValueError(f"--role must be all, join or learn, not {role!r}"))
+    ensure_reproducible_hashing()
+    try:
+        run_worker(Settings(), role)  # type: ignore[arg-type]
+    except AdaptloopError as error:
+        raise _fail(error) from None
+
+
 @app.command("demo")
 def demo(events: int = typer.Option(1000, help="Events of each type to send through the loop.")) -> None:
     """Start the local broker if none is configured, create topics, and run a round trip through Kafka."""

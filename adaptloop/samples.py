@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 from schemas import (
-    AgentFeedbackEvent, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelVersion, OutcomeEvent,
+    AgentFeedbackEvent, ClockTick, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelVersion, OutcomeEvent,
     PredictionEvent, PreferenceEvent, TrainingExample,
 )
 
@@ -86,10 +86,14 @@ def _dead_letter(rng: random.Random, i: int) -> DeadLetter:
                       consumer="join", timestamp=_when(rng))
 
 
+def _tick(rng: random.Random, i: int) -> ClockTick:
+    return ClockTick(source=f"worker-{i % 3}", timestamp=_when(rng))
+
+
 SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
     PredictionEvent: _prediction, OutcomeEvent: _outcome, AgentFeedbackEvent: _feedback,
     PreferenceEvent: _preference, TrainingExample: _training, ModelVersion: _version, DriftAlert: _drift,
-    GuardrailAlert: _guardrail, DeadLetter: _dead_letter,
+    GuardrailAlert: _guardrail, DeadLetter: _dead_letter, ClockTick: _tick,
 }
 
 

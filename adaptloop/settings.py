@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pydantic import Field
+from learners.spec import LearnerSpec
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -32,10 +33,25 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = Field("512m", description="Java heap of the local broker (-Xmx).")
     kafka_start_timeout: float = Field(90.0, gt=0)
+    models: list[LearnerSpec] = Field(
+        default_factory=list, description="Learner specs (JSON list in ADAPTLOOP_MODELS, or [[models]] in the TOML)."
+    )
+    tick_seconds: float | None = Field(1.0, gt=0, description="Join clock ticks (wall clock); unset: event time only.")
+    lateness_seconds: float = Field(0.0, ge=0, description="How far the join's watermark trails the newest timestamp.")
+    learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
+    group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
 
     @property
     def bootstrap_address(self) -> str:
         return self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def specs(self) -> dict[str, LearnerSpec]:
+        return {spec.name: spec for spec in self.models}
 
     @property
     def kafka_data_dir(self) -> Path:

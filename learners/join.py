@@ -141,6 +141,11 @@ class DelayedJoin:
             self.counts["duplicate_outcomes"] += 1
         return out
 
+    def forget(self, partition: int) -> None:
+        """Drop the in-memory clock and deadline index of a partition this worker no longer owns."""
+        self._watermarks.pop(partition, None)
+        self._deadlines.pop(partition, None)
+
     def tick(self, partition: int, now: float) -> JoinOutput:
         """Advance ``partition``'s clock without an event (an idle partition still expires)."""
         return self._advance(partition, now)

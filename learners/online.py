@@ -10,6 +10,7 @@ from river import base, metrics
 from learners.recipes import build_metric, build_model
 from learners.spec import LearnerSpec
 from schemas.inference import LEARNABLE, TrainingExample
+from schemas.system import ModelVersion
 
 RECENT_IDS = 100_000
 
@@ -23,6 +24,7 @@ class LearnerProgress:
     recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     version: str | None = None
     learned_since_version: int = 0
+    record: ModelVersion | None = None  # the published record of ``version``
 
 
 class OnlineLearner:

@@ -103,17 +103,21 @@ class ModelStore:
         name = learner.spec.name
         data = model_bytes(learner.model)
         version, sha, path = self.put_model(name, data)
-        parent = learner.progress.version
-        learner.progress.version = version
-        learner.progress.learned_since_version = 0
-        checkpoint = Checkpoint(version, learner.progress, learner.shadow, learner.production)
+        progress = learner.progress
+        if progress.record is not None and progress.record.version == version and reason == "checkpoint":
+            record = progress.record  # nothing new was learned: the same version, the same record
+        else:
+            record = ModelVersion(
+                model=name, version=version, parent=progress.version,
+                reason="initial" if progress.version is None and reason == "checkpoint" else reason,
+                examples_seen=progress.examples_seen, offsets=dict(progress.offsets),
+                metrics=learner.metric_values(), sha256=sha, uri=str(path.relative_to(self.root)),
+                size_bytes=len(data),
+            )
+        progress.version, progress.record, progress.learned_since_version = version, record, 0
+        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production)
         _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
-        return ModelVersion(
-            model=name, version=version, parent=parent if parent != version else None,
-            reason="initial" if parent is None and reason == "checkpoint" else reason,
-            examples_seen=learner.progress.examples_seen, offsets=dict(learner.progress.offsets),
-            metrics=learner.metric_values(), sha256=sha, uri=str(path.relative_to(self.root)), size_bytes=len(data),
-        )
+        return record
 
     def restore(self, spec: LearnerSpec) -> OnlineLearner:
         """The learner as of its last checkpoint, or a fresh one if it has none."""

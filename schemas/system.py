@@ -89,3 +89,13 @@ class DeadLetter(Event):
     kind: DeadLetterKind
     reason: StrictStr
     consumer: NonEmptyStr
+
+
+class ClockTick(Event):
+    """Advances the join's event-time clock on one partition, so idle partitions still expire.
+
+    The worker sends one to every partition each second; a replay or the demo
+    sends one far in the future to settle every pending decision.
+    """
+
+    source: NonEmptyStr

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from schemas.base import Event
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.system import DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
+from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,12 @@ MODEL_UPDATES = Topic("model-updates", ModelVersion, "model", compacted=True,
 DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
 GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
+JOIN_CLOCK = Topic("join-clock", ClockTick, "source", copartitioned=True,
+                   doc="Clock ticks for the join, one per partition, co-partitioned with predictions.")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, TRAINING_EXAMPLES,
-    MODEL_UPDATES, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
+    MODEL_UPDATES, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
 )
 
 _BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}

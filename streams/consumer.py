@@ -25,6 +25,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
+    value: bytes
     event: Event
 
 
@@ -52,6 +53,7 @@ class EventConsumer:
         prefix: str = "",
         config: dict[str, object] | None = None,
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
     ) -> None:
         self.dead_letters = dead_letters
         self._topics = {topic.full_name(prefix): topic for topic in topics}
@@ -66,8 +68,8 @@ class EventConsumer:
             },
             logger=KAFKA_LOG,
         )
-        kwargs = {"on_assign": on_assign} if on_assign else {}
-        self._consumer.subscribe(list(self._topics), **kwargs)
+        callbacks = {name: cb for name, cb in (("on_assign", on_assign), ("on_revoke", on_revoke)) if cb}
+        self._consumer.subscribe(list(self._topics), **callbacks)
 
     @property
     def kafka(self) -> Consumer:
@@ -92,7 +94,7 @@ class EventConsumer:
                 topic, name, message.partition(), message.offset(), message.key(), message.value()
             )
             if event is not None:
-                records.append(Record(topic, message.partition(), message.offset(), message.key(), event))
+                records.append(Record(topic, message.partition(), message.offset(), message.key(), message.value(), event))
         return records
 
     def commit(self) -> None:

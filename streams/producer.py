@@ -24,6 +24,9 @@ DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
     "batch.size": 1_000_000,
     "compression.type": "lz4",
     "queue.buffering.max.messages": 500_000,
+    # murmur2, like the Java client and aiokafka (faust): the same key lands on the same
+    # partition whichever language produced it, which the co-partitioned join relies on.
+    "partitioner": "murmur2_random",
 }
 
 
@@ -56,20 +59,24 @@ class EventProducer:
         self.sent = 0
         self.delivered = 0
 
-    def send(self, event: Event, *, topic: Topic | None = None) -> None:
-        """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched."""
+    def send(self, event: Event, *, topic: Topic | None = None, partition: int | None = None) -> None:
+        """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched.
+
+        ``partition`` overrides key-based partitioning (clock ticks go to every partition).
+        """
         if not isinstance(event, Event):
             raise TypeError(f"send() takes an adaptloop event, not {type(event).__name__}")
         topic = topic or topic_for(event)
         if not isinstance(event, topic.event):
             raise TypeError(f"{type(event).__name__} cannot go to topic {topic.name!r} ({topic.event.__name__})")
-        self.send_bytes(topic.full_name(self.topic_prefix), topic.key_of(event), encode(event))
+        self.send_bytes(topic.full_name(self.topic_prefix), topic.key_of(event), encode(event), partition)
 
-    def send_bytes(self, topic_name: str, key: bytes | None, value: bytes | None) -> None:
+    def send_bytes(self, topic_name: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         """Queue already-encoded bytes; for replays and tools, not for services."""
+        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic_name, value, key, on_delivery=self._delivered)
+                self._producer.produce(topic_name, value, key, on_delivery=self._delivered, **extra)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.

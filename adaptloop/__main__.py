@@ -1,0 +1,3 @@
+from adaptloop.cli import app
+
+app(prog_name="adaptloop")

@@ -1,0 +1,114 @@
+"""The join agent: a thin faust agent that feeds predictions, outcomes and clock ticks to the core join.
+
+State lives in a faust Table with a changelog topic, so a restarted (or new)
+worker recovers the pending decisions of the partitions it is assigned. Outputs
+are sent through faust and attached to the input record, so its offset is
+committed only after the training examples and dead letters are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faust
+
+from learners.join import DelayedJoin, JoinOutput
+from learners.spec import LearnerSpec
+from schemas.codec import encode
+from schemas.inference import OutcomeEvent, PredictionEvent
+from schemas.system import ClockTick
+from schemas.topics import DEAD_LETTERS, JOIN_CLOCK, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, topic_named
+from streams.deadletter import DeadLetters
+
+log = logging.getLogger(__name__)
+
+
+class _Collect:
+    """A dead-letter sink that keeps letters until the agent sends them through faust."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def send(self, event) -> None:
+        self.pending.append(event)
+
+
+def create_join_app(
+    *,
+    bootstrap: str,
+    prefix: str,
+    partitions: int,
+    specs: Mapping[str, LearnerSpec],
+    data_dir: Path,
+    tick_seconds: float | None = 1.0,
+    lateness_seconds: float = 0.0,
+    group: str = "adaptloop-join",
+) -> faust.App:
+    """A faust app running the delayed-feedback join; ``tick_seconds=None`` uses event time only."""
+    app = faust.App(
+        f"{prefix}{group}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(data_dir),
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        table_standby_replicas=0,
+    )
+    names = {topic: topic.full_name(prefix) for topic in (PREDICTIONS, OUTCOMES, JOIN_CLOCK)}
+    source = app.topic(*names.values(), key_serializer="raw", value_serializer="raw")
+    examples_out = app.topic(TRAINING_EXAMPLES.full_name(prefix), key_serializer="raw", value_serializer="raw")
+    dead_out = app.topic(DEAD_LETTERS.full_name(prefix), key_serializer="raw", value_serializer="raw")
+    clock_out = app.topic(names[JOIN_CLOCK], key_serializer="raw", value_serializer="raw")
+    table = app.Table("join-pending", partitions=partitions)  # JSON keys and values
+    collected = _Collect()
+    dead_letters = DeadLetters(collected, consumer=f"{prefix}{group}")  # type: ignore[arg-type]
+    join = DelayedJoin(table, specs, lateness=lateness_seconds)
+    app.join = join  # type: ignore[attr-defined]  # for the worker's status line and tests
+
+    @app.agent(source, name="join")
+    async def join_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            topic = topic_named(message.topic, prefix)
+            decoded = dead_letters.decode(topic, message.topic, message.partition, message.offset,
+                                          message.key, message.value)
+            out = JoinOutput()
+            if isinstance(decoded, PredictionEvent):
+                out = join.on_prediction(decoded, message.partition)
+            elif isinstance(decoded, OutcomeEvent):
+                out = join.on_outcome(decoded, message.partition)
+            elif isinstance(decoded, ClockTick):
+                out = join.tick(message.partition, decoded.timestamp.timestamp())
+            for outcome, reason in out.orphans:
+                dead_letters.reject(names[OUTCOMES], message.partition, message.offset,
+                                    outcome.decision_id.encode(), encode(outcome), "rejected", reason)
+            for example in out.examples:
+                await examples_out.send(key=example.model.encode(), value=encode(example))
+            while collected.pending:
+                letter = collected.pending.pop(0)
+                await dead_out.send(key=DEAD_LETTERS.key_of(letter), value=encode(letter))
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: set, **_: object) -> None:
+        for tp in revoked:
+            join.forget(tp.partition)
+
+    if tick_seconds:
+        @app.timer(tick_seconds)
+        async def clock() -> None:
+            tick = encode(ClockTick(source=f"{prefix}{group}", timestamp=datetime.now(timezone.utc)))
+            for partition in range(partitions):
+                await clock_out.send(value=tick, partition=partition)
+
+    return app
+
+
+def run_join_worker(app: faust.App, loglevel: str = "warn") -> None:
+    """Run the faust worker until SIGTERM/SIGINT."""
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,149 @@
+"""The learner agent: training examples in, exactly-once learning, model versions out.
+
+It uses the consumer helper (confluent-kafka) rather than faust because
+exactly-once needs control of where each partition starts: on assignment it
+seeks to the offsets saved in the models' checkpoints, and each model skips
+what its checkpoint already covers. Kafka's committed offsets are only for lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from learners.online import OnlineLearner
+from learners.spec import LearnerSpec
+from learners.store import ModelStore
+from schemas.inference import TrainingExample
+from schemas.system import ModelVersion
+from schemas.topics import TRAINING_EXAMPLES
+from streams.consumer import EventConsumer, Record
+from streams.deadletter import DeadLetters
+from streams.producer import EventProducer
+
+log = logging.getLogger(__name__)
+
+
+class LearnerAgent:
+    """Owns the models of the ``training-examples`` partitions assigned to it.
+
+    Typical use (needs a broker)::
+
+        agent = LearnerAgent("localhost:9092", specs={"churn": spec}, store=ModelStore(path))
+        agent.run(stop=threading.Event())
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        specs: Mapping[str, LearnerSpec],
+        store: ModelStore,
+        prefix: str = "",
+        group: str = "adaptloop-learner",
+        batch_size: int = 1000,
+    ) -> None:
+        self.specs = dict(specs)
+        self.store = store
+        self.prefix = prefix
+        self.topic_name = TRAINING_EXAMPLES.full_name(prefix)
+        self.batch_size = batch_size
+        self.producer = EventProducer(bootstrap, topic_prefix=prefix)
+        self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
+        self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
+        self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
+        self.published: list[ModelVersion] = []
+        self._last_version_at = {name: time.monotonic() for name in self.specs}
+        self.consumer = EventConsumer(
+            bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES], dead_letters=self.dead_letters, prefix=prefix,
+            config={"partition.assignment.strategy": "range"},  # eager: assign() with our own offsets
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+
+    # -- rebalances --------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = f"{tp.topic}:{tp.partition}"
+            covered = [learner.progress.offsets.get(key, 0) for learner in self.learners.values()]
+            tp.offset = min(covered) if covered and min(covered) > 0 else OFFSET_BEGINNING
+            self.positions[key] = max(0, tp.offset)
+        consumer.assign(partitions)
+        log.info("learner assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Hand over cleanly: whoever gets these partitions resumes from our checkpoint.
+        self.checkpoint(force=False)
+        consumer.unassign()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def publish_current(self) -> None:
+        """Publish every model's current version (at start, so serving has something to load)."""
+        for learner in self.learners.values():
+            self._publish(self.store.checkpoint(learner))
+        self.producer.flush()
+
+    def step(self, timeout: float = 0.5) -> int:
+        """Process one batch; return the number of examples learned."""
+        records = self.consumer.poll(self.batch_size, timeout)
+        learned = sum(self._learn(record) for record in records)
+        self.checkpoint()
+        return learned
+
+    def _learn(self, record: Record) -> bool:
+        position = f"{self.topic_name}:{record.partition}"
+        self.positions[position] = record.offset + 1
+        example: TrainingExample = record.event  # type: ignore[assignment]
+        learner = self.learners.get(example.model)
+        if learner is None:
+            known = ", ".join(sorted(self.specs)) or "none"
+            self.dead_letters.reject(self.topic_name, record.partition, record.offset, record.key, record.value,
+                                     "rejected", f"unknown model {example.model!r}; known models: {known}")
+            return False
+        return learner.learn(example, (position, record.offset))
+
+    def checkpoint(self, force: bool = False) -> list[ModelVersion]:
+        """Checkpoint and publish the models that are due (every N examples or T seconds)."""
+        now = time.monotonic()
+        versions = []
+        for name, learner in self.learners.items():
+            spec = learner.spec
+            pending = learner.progress.learned_since_version
+            due = pending >= spec.checkpoint_every or (
+                pending and spec.checkpoint_seconds is not None and now - self._last_version_at[name] >= spec.checkpoint_seconds
+            )
+            if not (due or (force and pending)):
+                continue
+            # The learner has seen every record of the partitions read so far, not only its own.
+            for position, offset in self.positions.items():
+                learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
+            versions.append(self._publish(self.store.checkpoint(learner)))
+            self._last_version_at[name] = now
+        if versions:
+            self.producer.flush()
+            self.consumer.commit()
+        return versions
+
+    def _publish(self, version: ModelVersion) -> ModelVersion:
+        self.producer.send(version)
+        self.published.append(version)
+        log.info("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
+        return version
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Learn until ``stop`` is set; checkpoint what is pending on the way out."""
+        stop = stop or threading.Event()
+        self.publish_current()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.checkpoint(force=True)
+            self.producer.flush()
+            self.consumer.close()

@@ -1,0 +1,185 @@
+"""Serving that refreshes itself: follow ``model-updates``, hot-swap, predict, log the prediction."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import TracebackType
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from river import base, compose
+
+from learners.store import ModelStore
+from schemas.base import FeatureValue
+from schemas.codec import decode
+from schemas.errors import DecodeError, UnknownModel
+from schemas.inference import PredictionEvent
+from schemas.system import ModelVersion
+from schemas.topics import MODEL_UPDATES
+from streams.admin import wait_for_broker
+from streams.producer import KAFKA_LOG, EventProducer
+
+log = logging.getLogger(__name__)
+
+
+def is_classifier(model: base.Estimator) -> bool:
+    """True for a classifier or a pipeline ending in one."""
+    if isinstance(model, compose.Pipeline):
+        model = list(model.steps.values())[-1]
+    return isinstance(model, base.Classifier)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    decision_id: str
+    model_version: str
+    prediction: object
+    probabilities: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class _Served:
+    version: ModelVersion
+    model: base.Estimator
+    classifier: bool
+
+
+class ModelClient:
+    """The current version of one model, always, without restarts.
+
+    Loads the latest published version at start, follows ``model-updates`` in a
+    background thread and swaps the model atomically; ``predict`` never mutates
+    the served model and logs a :class:`PredictionEvent` with the version used.
+
+    Typical use (needs a broker and a worker)::
+
+        with ModelClient("churn", bootstrap="localhost:9092", store=ModelStore(path)) as client:
+            result = client.predict({"age": 42, "plan": "pro"})
+            ...  # later: producer.send(OutcomeEvent(decision_id=result.decision_id, label=True, source="billing"))
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        bootstrap: str,
+        store: ModelStore,
+        prefix: str = "",
+        producer: EventProducer | None = None,
+        wait: float = 30.0,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.topic_name = MODEL_UPDATES.full_name(prefix)
+        self.producer = producer if producer is not None else EventProducer(bootstrap, topic_prefix=prefix)
+        self._owns_producer = producer is None
+        self.refresh_lags: deque[float] = deque(maxlen=10_000)  # seconds from version creation to swap
+        self.swaps = 0
+        self._served: _Served | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._changed = threading.Condition()
+        admin = wait_for_broker(bootstrap, timeout=wait)
+        partitions = admin.list_topics(self.topic_name, timeout=wait).topics[self.topic_name].partitions
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"model-client-{uuid.uuid4().hex}",
+             "enable.auto.commit": False, "fetch.wait.max.ms": 50},
+            logger=KAFKA_LOG,
+        )
+        # Read the compacted topic from the start: the last record for our model is the current version.
+        self._consumer.assign([TopicPartition(self.topic_name, p, OFFSET_BEGINNING) for p in partitions])
+        self._thread = threading.Thread(target=self._follow, name=f"model-client-{model}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(wait):
+            self.close()
+            raise UnknownModel(
+                f"no version of model {model!r} was published on {self.topic_name!r} within {wait:.0f}s; "
+                "is a worker running with a learner spec for it (ADAPTLOOP_MODELS)?"
+            )
+
+    @property
+    def version(self) -> ModelVersion:
+        assert self._served is not None
+        return self._served.version
+
+    def predict(self, features: dict[str, FeatureValue], decision_id: str | None = None, **context: str) -> Prediction:
+        """Predict with the current version and log the decision; ``context`` takes tenant/user_id/session_id."""
+        served = self._served  # one read: the whole call uses one version even if a swap happens meanwhile
+        assert served is not None
+        model = served.model
+        probabilities = None
+        if served.classifier:
+            proba = model.predict_proba_one(features)
+            label = max(proba, key=proba.get) if proba else None
+            probabilities = {str(k): float(v) for k, v in proba.items()}
+        else:
+            label = model.predict_one(features)
+        decision_id = decision_id or uuid.uuid4().hex
+        self.producer.send(PredictionEvent(
+            decision_id=decision_id, model=self.model, model_version=served.version.version, features=features,
+            prediction=label, probabilities=probabilities, **context,
+        ))
+        return Prediction(decision_id, served.version.version, label, probabilities)
+
+    def wait_for_version(self, version: str, timeout: float = 10.0) -> bool:
+        """Block until ``version`` is served (for tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._served is None or self._served.version.version != version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            caught_up = True
+            for message in self._consumer.consume(100, 0.1):
+                if message.error() is not None:
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("model-updates: %s", message.error().str())
+                    continue
+                caught_up = False
+                if message.key() != self.model.encode():
+                    continue
+                try:
+                    version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
+                    self._swap(version)
+                except (DecodeError, UnknownModel, pickle.UnpicklingError) as error:
+                    # Keep serving the current version; a broken update must not take serving down.
+                    log.error("cannot load %s version from offset %d: %s", self.model, message.offset(), error)
+            if caught_up and self._served is not None:
+                self._ready.set()
+
+    def _swap(self, version: ModelVersion) -> None:
+        if self._served is not None and self._served.version.version == version.version:
+            self._served = _Served(version, self._served.model, self._served.classifier)  # same bytes, newer record
+            return
+        model = pickle.loads(self.store.load_bytes(self.model, version.version))
+        with self._changed:
+            self._served = _Served(version, model, is_classifier(model))
+            self.swaps += 1
+            self._changed.notify_all()
+        if self._ready.is_set():  # catching up on history is not a refresh
+            self.refresh_lags.append((datetime.now(timezone.utc) - version.timestamp).total_seconds())
+        log.info("serving %s version %s", self.model, version.version)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+        if self._owns_producer:
+            self.producer.flush()
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
