@@ -45,7 +45,7 @@ def run_join(settings: Settings) -> None:
         specs=settings.specs, data_dir=settings.home / "faust", tick_seconds=settings.tick_seconds,
         lateness_seconds=settings.lateness_seconds, group=f"{settings.group}-join",
     )
-    run_join_worker(app, loglevel="warn")
+    run_join_worker(app, loglevel={"warning": "warn"}.get(settings.log_level, settings.log_level))
 
 
 def run_learner(settings: Settings) -> None:
@@ -60,8 +60,8 @@ def run_learner(settings: Settings) -> None:
 
 
 def _child(role: str) -> None:
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     run_join(settings) if role == "join" else run_learner(settings)
 
 

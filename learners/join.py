@@ -1,9 +1,14 @@
 """The delayed-feedback join: predictions meet their outcomes by decision_id, within a wait horizon.
 
 Pure logic over any mutable mapping (a dict here, a faust Table with a changelog
-in the worker), so it is tested without Kafka. Time is event time: each
-partition's watermark is the latest timestamp seen there (or a clock tick), so
-the same records in the same order always give the same training examples.
+in the worker), so it is tested without Kafka. Time is event time, with one
+clock per input: predictions and outcomes are separate topics that a consumer
+reads at different paces, so a pending prediction expires only when the
+*outcomes* clock of its partition passes its deadline, an outcome waiting for its
+prediction only when the *predictions* clock does, and finished entries are
+forgotten when both have passed. Clock ticks (wall clock) advance the clock of
+an input that has been read to its end, so idle partitions still expire while a
+backlog does not.
 
 Every prediction ends exactly once as ``joined``, ``defaulted`` or ``expired``; an
 outcome that comes after its prediction expired adds a ``late`` record (not
@@ -23,6 +28,9 @@ from learners.spec import LearnerSpec
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
 
 PENDING, DONE, EXPIRED, LATE = "pending", "done", "expired", "late"
+EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
+PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
+BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
 
 
 @dataclass
@@ -78,14 +86,14 @@ class DelayedJoin:
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
         self.counts: Counter[str] = Counter()
-        self._watermarks: dict[int, float] = {}
-        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+        self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
+        self._queues: dict[int, dict[str, list[tuple[float, str]]]] = {}  # partition -> queue -> heap
 
     # -- inputs ------------------------------------------------------------------------------
 
     def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
         self.counts["predictions"] += 1
-        out = self._advance(partition, _ts(event.timestamp))
+        out = self._advance(partition, _ts(event.timestamp), (PREDICTION_CLOCK,))
         key = event.decision_id
         entry = self.state.get(key)
         spec = self.specs.get(event.model)
@@ -94,34 +102,40 @@ class DelayedJoin:
         if entry is None:
             self._put(key, {"pt": partition, "st": PENDING, "p": event.model_dump_json(), "o": None, "dl": deadline,
                             "h": horizon})
-            self._schedule(partition, deadline, key)
+            self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
             outcome = OutcomeEvent.model_validate_json(entry["o"])
-            out.examples.append(self._joined(event, outcome))
-            self._finish(key, entry, partition)
+            entry = {**entry, "p": event.model_dump_json(), "dl": deadline, "h": horizon}
+            if _ts(outcome.timestamp) > deadline:
+                # It came first, but too long after the decision: the same rule as any late outcome.
+                out.examples.append(self._expire(key, entry))
+                out.examples.append(self._late(key, self.state[key], event, outcome))
+            else:
+                out.examples.append(self._joined(event, outcome))
+                self._finish(key, entry, partition)
         elif entry["st"] == PENDING and self._policy(event.model) == "last":
             self.counts["duplicate_predictions"] += 1
             self._put(key, {**entry, "p": event.model_dump_json(), "dl": deadline, "h": horizon})
-            self._schedule(partition, deadline, key)
+            self._schedule(partition, EXPIRE, deadline, key)
         else:
             self.counts["duplicate_predictions"] += 1
         return out
 
     def on_outcome(self, event: OutcomeEvent, partition: int) -> JoinOutput:
         self.counts["outcomes"] += 1
-        out = self._advance(partition, _ts(event.timestamp))
+        out = self._advance(partition, _ts(event.timestamp), (OUTCOME_CLOCK,))
         key = event.decision_id
         entry = self.state.get(key)
         if entry is None:
             deadline = _ts(event.timestamp) + self.default_horizon
             self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": event.model_dump_json(), "dl": deadline,
                             "h": self.default_horizon})
-            self._schedule(partition, deadline, key)
+            self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == PENDING and entry["p"] is not None:
             prediction = PredictionEvent.model_validate_json(entry["p"])
             if _ts(event.timestamp) > entry["dl"]:
-                # The outcome is past the horizon even if the watermark has not caught up yet.
+                # The outcome is past the horizon even if the clock has not caught up yet.
                 out.examples.append(self._expire(key, entry))
                 entry = self.state[key]
             else:
@@ -129,11 +143,7 @@ class DelayedJoin:
                 self._finish(key, entry, partition)
                 return out
         if entry["st"] == EXPIRED:
-            prediction = PredictionEvent.model_validate_json(entry["p"])
-            self.counts["late"] += 1
-            self.counts["expired"] -= 1  # it did get an answer, only too late
-            out.examples.append(self._example(prediction, event, "late", event.timestamp))
-            self._put(key, {**entry, "st": LATE})
+            out.examples.append(self._late(key, entry, PredictionEvent.model_validate_json(entry["p"]), event))
         elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
             self.counts["duplicate_outcomes"] += 1
             self._put(key, {**entry, "o": event.model_dump_json()})
@@ -142,51 +152,65 @@ class DelayedJoin:
         return out
 
     def forget(self, partition: int) -> None:
-        """Drop the in-memory clock and deadline index of a partition this worker no longer owns."""
-        self._watermarks.pop(partition, None)
-        self._deadlines.pop(partition, None)
+        """Drop the in-memory clocks and deadline index of a partition this worker no longer owns."""
+        self._clocks.pop(partition, None)
+        self._queues.pop(partition, None)
 
-    def tick(self, partition: int, now: float) -> JoinOutput:
-        """Advance ``partition``'s clock without an event (an idle partition still expires)."""
-        return self._advance(partition, now)
+    def tick(self, partition: int, now: float, clocks: tuple[int, ...] = BOTH_CLOCKS) -> JoinOutput:
+        """Advance clocks of ``partition`` without an event, so an idle partition still expires.
+
+        The caller passes only the clocks of inputs it has fully read: a tick must not
+        overtake older records still waiting in a topic (a backlog after a restart).
+        """
+        return self._advance(partition, now, clocks)
 
     # -- time --------------------------------------------------------------------------------
 
-    def _advance(self, partition: int, timestamp: float) -> JoinOutput:
+    def _advance(self, partition: int, timestamp: float, which: tuple[int, ...]) -> JoinOutput:
         out = JoinOutput()
-        if partition not in self._deadlines:
+        if partition not in self._queues:
             self._rebuild(partition)
-        watermark = max(self._watermarks.get(partition, float("-inf")), timestamp - self.lateness)
-        self._watermarks[partition] = watermark
-        heap = self._deadlines[partition]
-        while heap and heap[0][0] <= watermark:
-            when, key = heapq.heappop(heap)
-            entry = self.state.get(key)
-            if entry is None or entry.get("dl") != when and entry.get("gc") != when:
-                continue  # superseded
-            if entry["st"] == PENDING and entry["p"] is not None:
-                out.examples.append(self._expire(key, entry))
-            elif entry["st"] == PENDING:
-                self.counts["orphan_outcomes"] += 1
-                outcome = OutcomeEvent.model_validate_json(entry["o"])
-                horizon = self.default_horizon
-                out.orphans.append((outcome, f"no prediction for decision_id {key!r} within {horizon:.0f}s"))
-                del self.state[key]
-            else:
-                del self.state[key]  # retention of a finished decision is over
+        clocks = self._clocks.setdefault(partition, [float("-inf"), float("-inf")])
+        for index in which:
+            clocks[index] = max(clocks[index], timestamp - self.lateness)
+        queues = self._queues[partition]
+        # Predictions expire on the outcomes clock; waiting outcomes on the predictions clock.
+        for queue, clock in ((EXPIRE, clocks[OUTCOME_CLOCK]), (ORPHAN, clocks[PREDICTION_CLOCK]), (GC, min(clocks))):
+            heap = queues[queue]
+            while heap and heap[0][0] <= clock:
+                when, key = heapq.heappop(heap)
+                entry = self.state.get(key)
+                if entry is None or entry.get("dl" if queue != GC else "gc") != when:
+                    continue  # superseded
+                if queue == EXPIRE and entry["st"] == PENDING and entry["p"] is not None:
+                    out.examples.append(self._expire(key, entry))
+                elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
+                    self.counts["orphan_outcomes"] += 1
+                    outcome = OutcomeEvent.model_validate_json(entry["o"])
+                    out.orphans.append(
+                        (outcome, f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s")
+                    )
+                    del self.state[key]
+                elif queue == GC and entry["st"] != PENDING:
+                    del self.state[key]  # retention of a finished decision is over
         return out
 
     def _rebuild(self, partition: int) -> None:
         # After a restart the table is restored from its changelog; rebuild the deadline index from it.
-        heap: list[tuple[float, str]] = []
+        queues: dict[str, list[tuple[float, str]]] = {EXPIRE: [], ORPHAN: [], GC: []}
         for key, entry in self.state.items():
-            if entry.get("pt") == partition:
-                heap.append((entry["dl"] if entry["st"] == PENDING else entry["gc"], key))
-        heapq.heapify(heap)
-        self._deadlines[partition] = heap
+            if entry.get("pt") != partition:
+                continue
+            if entry["st"] != PENDING:
+                queues[GC].append((entry["gc"], key))
+            else:
+                queues[EXPIRE if entry["p"] is not None else ORPHAN].append((entry["dl"], key))
+        for heap in queues.values():
+            heapq.heapify(heap)
+        self._queues[partition] = queues
 
-    def _schedule(self, partition: int, when: float, key: str) -> None:
-        heapq.heappush(self._deadlines[partition], (when, key))
+    def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
+        heapq.heappush(self._queues[partition][queue], (when, key))
 
     # -- endings -----------------------------------------------------------------------------
 
@@ -194,18 +218,24 @@ class DelayedJoin:
         self.counts["joined"] += 1
         return self._example(prediction, outcome, "joined", max(prediction.timestamp, outcome.timestamp))
 
+    def _late(self, key: str, entry: dict, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
+        self.counts["late"] += 1
+        self.counts["expired"] -= 1  # it did get an answer, only too late
+        self._put(key, {**entry, "st": LATE})
+        return self._example(prediction, outcome, "late", outcome.timestamp)
+
     def _finish(self, key: str, entry: dict, partition: int) -> None:
         # Keep a small marker as long as expired entries, so duplicates are recognised, not orphaned.
         gc = entry["dl"] + entry["h"] * self.late_retention
         self._put(key, {"pt": partition, "st": DONE, "dl": None, "gc": gc})
-        self._schedule(partition, gc, key)
+        self._schedule(partition, GC, gc, key)
 
     def _expire(self, key: str, entry: dict) -> TrainingExample:
         prediction = PredictionEvent.model_validate_json(entry["p"])
         spec = self.specs.get(prediction.model)
         gc = entry["dl"] + entry["h"] * self.late_retention
         self._put(key, {"pt": entry["pt"], "st": EXPIRED, "p": entry["p"], "dl": None, "gc": gc})
-        self._schedule(entry["pt"], gc, key)
+        self._schedule(entry["pt"], GC, gc, key)
         self.counts["expired"] += 1
         when = _at(entry["dl"])
         if spec is not None and spec.on_missing == "default" and (spec.default_label is not None or spec.default_reward is not None):

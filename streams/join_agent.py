@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import faust
+from faust.types import TP
 
-from learners.join import DelayedJoin, JoinOutput
+from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput
 from learners.spec import LearnerSpec
 from schemas.codec import encode
 from schemas.inference import OutcomeEvent, PredictionEvent
@@ -70,11 +71,26 @@ def create_join_app(
     dead_letters = DeadLetters(collected, consumer=f"{prefix}{group}")  # type: ignore[arg-type]
     join = DelayedJoin(table, specs, lateness=lateness_seconds)
     app.join = join  # type: ignore[attr-defined]  # for the worker's status line and tests
+    next_offsets: dict[TP, int] = {}
+    clock_of = {names[PREDICTIONS]: PREDICTION_CLOCK, names[OUTCOMES]: OUTCOME_CLOCK}
+
+    def read_to_end(partition: int) -> tuple[int, ...]:
+        """The clocks whose topic partition has been processed up to its highwater mark."""
+        done = []
+        for name, clock in clock_of.items():
+            tp = TP(name, partition)
+            highwater = app.consumer.highwater(tp)
+            # Not read yet in this process: start from the committed offset (faust keeps no public accessor).
+            position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
+            if highwater is not None and position >= highwater:
+                done.append(clock)
+        return tuple(done)
 
     @app.agent(source, name="join")
     async def join_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            next_offsets[TP(message.topic, message.partition)] = message.offset + 1
             topic = topic_named(message.topic, prefix)
             decoded = dead_letters.decode(topic, message.topic, message.partition, message.offset,
                                           message.key, message.value)
@@ -84,7 +100,7 @@ def create_join_app(
             elif isinstance(decoded, OutcomeEvent):
                 out = join.on_outcome(decoded, message.partition)
             elif isinstance(decoded, ClockTick):
-                out = join.tick(message.partition, decoded.timestamp.timestamp())
+                out = join.tick(message.partition, decoded.timestamp.timestamp(), read_to_end(message.partition))
             for outcome, reason in out.orphans:
                 dead_letters.reject(names[OUTCOMES], message.partition, message.offset,
                                     outcome.decision_id.encode(), encode(outcome), "rejected", reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitio
     prefix = f"loop{uuid.uuid4().hex[:8]}."
     ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
     return Settings(bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions, home=home, models=specs,
-                    group=f"g{uuid.uuid4().hex[:6]}")
+                    group=f"g{uuid.uuid4().hex[:6]}", log_level=os.environ.get("ADAPTLOOP_TEST_WORKER_LOG", "warning"))
 
 
 class Worker:

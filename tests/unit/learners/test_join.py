@@ -114,3 +114,36 @@ def test_state_restored_from_a_changelog_expires_the_same_way():
     restored = DelayedJoin(dict(first.state), spec)  # a new process with the recovered table
     [example] = restored.tick(0, (T0 + timedelta(seconds=11)).timestamp()).examples
     assert example.status == "expired"
+
+
+def _final_statuses(events, horizon: float) -> tuple[dict[str, list[str]], Counter]:
+    join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=horizon)})
+    examples, orphans = _run(join, events, end=(T0 + timedelta(days=1)).timestamp())
+    assert not orphans
+    by_decision: dict[str, list[str]] = {}
+    for example in examples:
+        by_decision.setdefault(example.decision_id, []).append(example.status)
+    return by_decision, join.counts
+
+
+def test_any_interleaving_of_the_two_topics_gives_the_same_result():
+    """Kafka orders each topic, not the two together: a consumer may read either far ahead."""
+    horizon = 20.0
+    events = _traffic(1500, seed=11, horizon=horizon)
+    predictions = [e for e in events if isinstance(e, PredictionEvent)]
+    outcomes = [e for e in events if isinstance(e, OutcomeEvent)]
+    expected, counts = _final_statuses(events, horizon)
+    rng = random.Random(5)
+    shuffles = [predictions + outcomes, outcomes + predictions]
+    for _ in range(3):  # random merges that keep each topic's order
+        merged, i, j = [], 0, 0
+        while i < len(predictions) or j < len(outcomes):
+            if j == len(outcomes) or (i < len(predictions) and rng.random() < 0.5):
+                merged.append(predictions[i]); i += 1
+            else:
+                merged.append(outcomes[j]); j += 1
+        shuffles.append(merged)
+    for merged in shuffles:
+        got, got_counts = _final_statuses(merged, horizon)
+        assert got == expected
+        assert {k: got_counts[k] for k in ("joined", "expired", "late")} == {k: counts[k] for k in ("joined", "expired", "late")}
