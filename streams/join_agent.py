@@ -49,6 +49,7 @@ def create_join_app(
     group: str = "adaptloop-join",
 ) -> faust.App:
     """A faust app running the delayed-feedback join; ``tick_seconds=None`` uses event time only."""
+    data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         f"{prefix}{group}",
         broker=f"kafka://{bootstrap}",

@@ -78,7 +78,8 @@ class LearnerAgent:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Hand over cleanly: whoever gets these partitions resumes from our checkpoint.
-        self.checkpoint(force=False)
+        self.checkpoint(force=True)
+        self.producer.flush()
         consumer.unassign()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -92,11 +93,24 @@ class LearnerAgent:
     def step(self, timeout: float = 0.5) -> int:
         """Process one batch; return the number of examples learned."""
         records = self.consumer.poll(self.batch_size, timeout)
-        learned = sum(self._learn(record) for record in records)
-        self.checkpoint()
+        learned = published = 0
+        for record in records:
+            learner = self._learn(record)
+            if learner is not None:
+                learned += 1
+                # Count-based versions fall on exact example counts, whatever the batch boundaries,
+                # so a replay of the same examples reproduces the same versions.
+                if learner.progress.learned_since_version >= learner.spec.checkpoint_every:
+                    self._checkpoint(learner)
+                    published += 1
+        published += len(self.checkpoint())
+        if published:
+            self.producer.flush()
+            self.consumer.commit()
         return learned
 
-    def _learn(self, record: Record) -> bool:
+    def _learn(self, record: Record) -> OnlineLearner | None:
+        """Learn one record; the learner if it learned, None if skipped or dead-lettered."""
         position = f"{self.topic_name}:{record.partition}"
         self.positions[position] = record.offset + 1
         example: TrainingExample = record.event  # type: ignore[assignment]
@@ -105,30 +119,27 @@ class LearnerAgent:
             known = ", ".join(sorted(self.specs)) or "none"
             self.dead_letters.reject(self.topic_name, record.partition, record.offset, record.key, record.value,
                                      "rejected", f"unknown model {example.model!r}; known models: {known}")
-            return False
-        return learner.learn(example, (position, record.offset))
+            return None
+        return learner if learner.learn(example, (position, record.offset)) else None
 
     def checkpoint(self, force: bool = False) -> list[ModelVersion]:
-        """Checkpoint and publish the models that are due (every N examples or T seconds)."""
+        """Checkpoint and publish the models whose time is due (or all with pending learning if ``force``)."""
         now = time.monotonic()
         versions = []
         for name, learner in self.learners.items():
-            spec = learner.spec
+            seconds = learner.spec.checkpoint_seconds
             pending = learner.progress.learned_since_version
-            due = pending >= spec.checkpoint_every or (
-                pending and spec.checkpoint_seconds is not None and now - self._last_version_at[name] >= spec.checkpoint_seconds
-            )
-            if not (due or (force and pending)):
-                continue
-            # The learner has seen every record of the partitions read so far, not only its own.
-            for position, offset in self.positions.items():
-                learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
-            versions.append(self._publish(self.store.checkpoint(learner)))
-            self._last_version_at[name] = now
-        if versions:
-            self.producer.flush()
-            self.consumer.commit()
+            due = seconds is not None and now - self._last_version_at[name] >= seconds
+            if pending and (due or force):
+                versions.append(self._checkpoint(learner))
         return versions
+
+    def _checkpoint(self, learner: OnlineLearner) -> ModelVersion:
+        # The learner has seen every record of the partitions read so far, not only its own.
+        for position, offset in self.positions.items():
+            learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
+        self._last_version_at[learner.spec.name] = time.monotonic()
+        return self._publish(self.store.checkpoint(learner))
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
         self.producer.send(version)
@@ -144,6 +155,7 @@ class LearnerAgent:
             while not stop.is_set():
                 self.step()
         finally:
-            self.checkpoint(force=True)
+            if self.checkpoint(force=True):
+                self.consumer.commit()
             self.producer.flush()
             self.consumer.close()

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
@@ -15,6 +16,7 @@ from types import TracebackType
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from river import base, compose
 
+from learners.serving import read_only
 from learners.store import ModelStore
 from schemas.base import FeatureValue
 from schemas.codec import decode
@@ -73,6 +75,7 @@ class ModelClient:
         prefix: str = "",
         producer: EventProducer | None = None,
         wait: float = 30.0,
+        on_swap: Callable[[ModelVersion, float | None], None] | None = None,
     ) -> None:
         self.model = model
         self.store = store
@@ -81,6 +84,7 @@ class ModelClient:
         self._owns_producer = producer is None
         self.refresh_lags: deque[float] = deque(maxlen=10_000)  # seconds from version creation to swap
         self.swaps = 0
+        self._on_swap = on_swap  # called from the follower thread with (version, refresh lag or None)
         self._served: _Served | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -162,13 +166,17 @@ class ModelClient:
         if self._served is not None and self._served.version.version == version.version:
             self._served = _Served(version, self._served.model, self._served.classifier)  # same bytes, newer record
             return
-        model = pickle.loads(self.store.load_bytes(self.model, version.version))
+        model = read_only(pickle.loads(self.store.load_bytes(self.model, version.version)))
         with self._changed:
             self._served = _Served(version, model, is_classifier(model))
             self.swaps += 1
             self._changed.notify_all()
+        lag = None
         if self._ready.is_set():  # catching up on history is not a refresh
-            self.refresh_lags.append((datetime.now(timezone.utc) - version.timestamp).total_seconds())
+            lag = (datetime.now(timezone.utc) - version.timestamp).total_seconds()
+            self.refresh_lags.append(lag)
+        if self._on_swap is not None:
+            self._on_swap(version, lag)
         log.info("serving %s version %s", self.model, version.version)
 
     def close(self) -> None:

@@ -1,0 +1,91 @@
+"""Serving refreshes itself: a client in another process swaps to each new version within seconds."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from river import datasets
+
+from learners.spec import LearnerSpec
+from learners.store import ModelStore, model_bytes
+from schemas import ModelVersion, OutcomeEvent, PredictionEvent
+from schemas.errors import UnknownModel
+from schemas.topics import MODEL_UPDATES, PREDICTIONS
+from streams import EventProducer
+from streams.model_client import ModelClient
+
+from .loop_helpers import loop_settings, read_until, running_worker
+
+pytestmark = pytest.mark.kafka
+
+REFRESH_BOUND = 2.0  # seconds; generous on a shared machine, the tight figure belongs to the benchmark
+
+
+def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(kafka_bootstrap, tmp_path):
+    spec = LearnerSpec(name="phishing", metrics=["Accuracy"], checkpoint_every=400, checkpoint_seconds=None)
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
+    rows = list(datasets.Phishing())
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        read_until(settings, [MODEL_UPDATES], lambda seen: any(isinstance(e, ModelVersion) for e in seen),
+                   timeout=60, worker=worker)
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.follow_model", kafka_bootstrap, settings.topic_prefix,
+             str(settings.models_dir), "phishing", "90"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            ready = orjson.loads(follower.stdout.readline())
+            assert "ready" in ready
+            with ModelClient("phishing", bootstrap=kafka_bootstrap, store=ModelStore(settings.models_dir),
+                             prefix=settings.topic_prefix) as client:
+                # The first call fills River's lazy caches (a pipeline's execution plan); after it,
+                # predicting, even on features never seen, leaves the served model byte for byte the same.
+                results = [client.predict(rows[0][0], decision_id="served-0")]
+                served_before = model_bytes(client._served.model)
+                results += [client.predict({**x, "never_seen": 1.0} if i % 2 else x, decision_id=f"served-{i}")
+                            for i, (x, _) in enumerate(rows[1:200], 1)]
+                assert model_bytes(client._served.model) == served_before
+                assert {r.model_version for r in results} == {ready["ready"]}
+
+                start = datetime.now(timezone.utc)
+                with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
+                    for i, (x, y) in enumerate(rows[:800]):
+                        at = start + timedelta(milliseconds=i)
+                        producer.send(PredictionEvent(decision_id=f"d{i}", model="phishing", model_version="v0",
+                                                      features=x, timestamp=at))
+                        producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="test", timestamp=at))
+                swaps = []
+                deadline = time.monotonic() + 60
+                while len(swaps) < 2 and time.monotonic() < deadline:
+                    if select.select([follower.stdout], [], [], 0.5)[0]:
+                        swaps.append(orjson.loads(follower.stdout.readline()))
+                    worker.check_alive()
+                assert len(swaps) == 2, f"the follower saw {swaps}"
+                assert all(0 <= swap["lag"] < REFRESH_BOUND for swap in swaps), swaps
+                # The in-process client followed too, and logs its new version with each decision.
+                assert client.wait_for_version(swaps[-1]["version"], timeout=10)
+                assert client.predict(rows[0][0]).model_version == swaps[-1]["version"]
+                assert len(client.refresh_lags) >= 1
+        finally:
+            follower.kill()
+
+    versions = [e for e in read_until(settings, [MODEL_UPDATES], lambda s: len(s) >= 3) if isinstance(e, ModelVersion)]
+    assert [v.examples_seen for v in versions][:3] == [0, 400, 800]
+    assert versions[1].parent == versions[0].version and versions[2].parent == versions[1].version
+    assert [swap["version"] for swap in swaps] == [versions[1].version, versions[2].version]
+    logged = [e for e in read_until(settings, [PREDICTIONS], lambda s: len(s) >= 1001) if e.decision_id.startswith("served-")]
+    assert len(logged) == 200 and {e.model_version for e in logged} == {versions[0].version}
+    assert logged[0].probabilities is not None and set(logged[0].probabilities) == {"True", "False"}
+
+
+def test_unknown_model_is_a_clear_error_for_the_caller(kafka_bootstrap, tmp_path):
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=1)
+    with pytest.raises(UnknownModel, match="no version of model 'nope' was published"):
+        ModelClient("nope", bootstrap=kafka_bootstrap, store=ModelStore(settings.models_dir),
+                    prefix=settings.topic_prefix, wait=2)
