@@ -38,10 +38,20 @@ KRAFT_ENV = {
 }
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (held open together while choosing, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def docker_available() -> bool:
@@ -69,8 +79,9 @@ def test_broker(work_dir: Path) -> Iterator[str]:
         yield from _container_broker()
         return
     settings = Settings()
+    port, controller_port = free_ports(2)
     kafka = LocalKafka(
-        work_dir / "kafka", settings.cache_dir, port=free_port(), controller_port=free_port(),
+        work_dir / "kafka", settings.cache_dir, port=port, controller_port=controller_port,
         heap=settings.kafka_heap, start_timeout=settings.kafka_start_timeout,
     )
     try:

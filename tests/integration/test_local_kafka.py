@@ -9,7 +9,7 @@ from confluent_kafka import Consumer
 
 from adaptloop.localkafka import LocalKafka
 from adaptloop.settings import Settings
-from adaptloop.testing import free_port
+from adaptloop.testing import free_ports
 from schemas import OutcomeEvent, decode
 from schemas.topics import OUTCOMES
 from streams import EventProducer, ensure_topics
@@ -30,7 +30,8 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
 
 
 def test_up_is_idempotent_down_stops_and_data_survives(tmp_path):
-    kafka = LocalKafka(tmp_path / "kafka", Settings().cache_dir, port=free_port(), controller_port=free_port())
+    port, controller_port = free_ports(2)
+    kafka = LocalKafka(tmp_path / "kafka", Settings().cache_dir, port=port, controller_port=controller_port)
     try:
         first = kafka.up()
         assert first.running and not first.already_running

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -39,8 +40,10 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
              str(settings.models_dir), "phishing", "90"],
             stdout=subprocess.PIPE, text=True,
         )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
         try:
-            ready = orjson.loads(follower.stdout.readline())
+            ready = orjson.loads(lines.get(timeout=60))
             assert "ready" in ready
             with ModelClient("phishing", bootstrap=kafka_bootstrap, store=ModelStore(settings.models_dir),
                              prefix=settings.topic_prefix) as client:
@@ -63,10 +66,13 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
                 swaps = []
                 deadline = time.monotonic() + 60
                 while len(swaps) < 2 and time.monotonic() < deadline:
-                    if select.select([follower.stdout], [], [], 0.5)[0]:
-                        swaps.append(orjson.loads(follower.stdout.readline()))
-                    worker.check_alive()
-                assert len(swaps) == 2, f"the follower saw {swaps}"
+                    try:
+                        swaps.append(orjson.loads(lines.get(timeout=0.5)))
+                    except queue.Empty:
+                        worker.check_alive()
+                published = [(v.version, v.examples_seen, v.timestamp.isoformat()) for v in read_until(
+                    settings, [MODEL_UPDATES], lambda s: len(s) >= 3, timeout=5)]
+                assert len(swaps) == 2, f"the follower saw {swaps}; published {published}"
                 assert all(0 <= swap["lag"] < REFRESH_BOUND for swap in swaps), swaps
                 # The in-process client followed too, and logs its new version with each decision.
                 assert client.wait_for_version(swaps[-1]["version"], timeout=10)
