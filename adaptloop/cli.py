@@ -114,11 +114,14 @@ def worker(role: str = typer.Option("all", help="all, join (faust) or learn (lea
 
 
 @app.command("demo")
-def demo(events: int = typer.Option(1000, help="Events of each type to send through the loop.")) -> None:
-    """Start the local broker if none is configured, create topics, and run a round trip through Kafka."""
-    from adaptloop.smoke import run_smoke
+def demo(
+    decisions: int = typer.Option(12_000, help="Decisions to serve."),
+    rate: float = typer.Option(400.0, help="Decisions per second."),
+) -> None:
+    """The loop end to end: a local broker if none is set, a worker, a drifting stream served and learned."""
+    from adaptloop.demo import Scenario, run_demo
 
     try:
-        run_smoke(Settings(), events, console)
+        run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate))
     except AdaptloopError as error:
         raise _fail(error) from None

@@ -116,15 +116,25 @@ def start_worker_process(settings: Settings, log_file: Path, role: Role = "all")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "adaptloop", "worker", "--role", role], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own process group: one signal reaches every role
 
 
 def stop_worker_process(process: subprocess.Popen, timeout: float = 60.0) -> int:
-    """SIGTERM, wait (the learner checkpoints on the way out), SIGKILL if it hangs."""
+    """SIGTERM, wait (the learner checkpoints on the way out), SIGKILL the group if it hangs."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             return process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            kill_worker_process(process)
     return process.wait()
+
+
+def kill_worker_process(process: subprocess.Popen) -> None:
+    """SIGKILL the worker and every role it started: a crash, as in a fault test."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

@@ -64,6 +64,8 @@ class EventConsumer:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                # The join writes in transactions: never read records of an aborted one.
+                "isolation.level": "read_committed",
                 **(config or {}),
             },
             logger=KAFKA_LOG,

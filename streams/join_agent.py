@@ -61,6 +61,12 @@ def create_join_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         table_standby_replicas=0,
+        # One Kafka transaction per commit: the table's changelog, the training examples and dead
+        # letters, and the input offsets land together or not at all, so a crash can neither lose
+        # an example (changelog says "done", output lost) nor apply one twice.
+        processing_guarantee="exactly_once",
+        broker_session_timeout=10.0,  # a crashed worker's partitions move on within seconds
+        broker_heartbeat_interval=2.0,
     )
     names = {topic: topic.full_name(prefix) for topic in (PREDICTIONS, OUTCOMES, JOIN_CLOCK)}
     source = app.topic(*names.values(), key_serializer="raw", value_serializer="raw")

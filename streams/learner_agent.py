@@ -60,7 +60,10 @@ class LearnerAgent:
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self.consumer = EventConsumer(
             bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES], dead_letters=self.dead_letters, prefix=prefix,
-            config={"partition.assignment.strategy": "range"},  # eager: assign() with our own offsets
+            # eager "range": assign() with our own offsets; a 10 s session lets a crashed learner's
+            # partitions move to a live one quickly.
+            config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 2_000},
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )

@@ -1,0 +1,237 @@
+"""The demo: a drifting River stream served, answered late (or never), learned, and served again.
+
+Decisions go through :class:`ModelClient.predict` (which logs them); outcomes
+arrive after random delays, 10% never, a few twice; a worker process joins,
+learns and publishes versions; the client picks each one up by itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from river import metrics
+from river.datasets import synth
+
+from adaptloop.localkafka import LocalKafka
+from adaptloop.settings import Settings
+from adaptloop.worker import start_worker_process, stop_worker_process
+from learners.spec import LearnerSpec
+from learners.store import ModelStore
+from schemas import DeadLetter, ModelVersion, OutcomeEvent, TrainingExample
+from schemas.topics import DEAD_LETTERS, MODEL_UPDATES, OUTCOMES, TRAINING_EXAMPLES
+from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from streams.model_client import ModelClient
+
+MODEL = "sea"
+
+
+@dataclass
+class Scenario:
+    decisions: int = 12_000
+    rate: float = 400.0  # decisions per second
+    horizon: float = 3.0  # seconds the join waits for an outcome
+    mean_delay: float = 0.8  # seconds; some outcomes come after the horizon (late)
+    missing: float = 0.10
+    duplicates: float = 0.02
+    malformed: int = 20
+    seed: int = 7
+
+
+@dataclass
+class Watcher:
+    """Reads what the worker produced, in the background, for live progress and the final table."""
+
+    statuses: Counter = field(default_factory=Counter)
+    versions: list[ModelVersion] = field(default_factory=list)
+    dead: Counter = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, settings: Settings) -> None:
+        sink = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "demo")
+        with EventConsumer(settings.bootstrap_address, f"demo-watch-{uuid.uuid4().hex}",
+                           [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS], dead_letters=sink,
+                           prefix=settings.topic_prefix) as consumer:
+            while not self.stop.is_set():
+                for record in consumer.poll(5000, 0.2):
+                    event = record.event
+                    if isinstance(event, TrainingExample):
+                        self.statuses[event.status] += 1
+                    elif isinstance(event, ModelVersion):
+                        self.versions.append(event)
+                    elif isinstance(event, DeadLetter):
+                        self.dead[event.kind] += 1
+
+
+def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
+    run = uuid.uuid4().hex[:6]
+    spec = LearnerSpec(name=MODEL, recipe="logistic", metrics=["Accuracy"], checkpoint_every=1000,
+                       checkpoint_seconds=2.0, horizon_seconds=scenario.horizon)
+    return settings.model_copy(update={
+        "topic_prefix": f"{settings.topic_prefix}demo-{run}.", "home": settings.home / "demo" / run,
+        "models": [spec], "group": f"demo-{run}",
+    })
+
+
+def run_demo(base: Settings, console: Console, scenario: Scenario | None = None) -> dict[str, object]:
+    scenario = scenario or Scenario()
+    if base.bootstrap is None:
+        status = LocalKafka.from_settings(base).up()
+        console.print(f"local Kafka at [bold]{status.bootstrap}[/] "
+                      f"({'already running' if status.already_running else 'started'}, log {status.log_file})")
+    settings = demo_settings(base, scenario)
+    ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
+    log_file = settings.home / "worker.log"
+    worker = start_worker_process(settings, log_file)
+    watcher = Watcher()
+    watch = threading.Thread(target=watcher.run, args=(settings,), daemon=True)
+    watch.start()
+    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")
+    try:
+        with ModelClient(MODEL, bootstrap=settings.bootstrap_address, store=ModelStore(settings.models_dir),
+                         prefix=settings.topic_prefix, wait=120) as client:
+            served = _serve(settings, scenario, client, watcher, console)
+            _settle(scenario, watcher, served["predictions"], console, worker)
+            report = _report(scenario, watcher, client, served)
+    finally:
+        watcher.stop.set()
+        stop_worker_process(worker)
+    _print(console, report)
+    return report
+
+
+def _stream(scenario: Scenario):
+    # SEA concepts with an abrupt drift halfway: the boundary the model learned moves.
+    stream = synth.ConceptDriftStream(
+        stream=synth.SEA(variant=0, seed=scenario.seed), drift_stream=synth.SEA(variant=2, seed=scenario.seed),
+        position=scenario.decisions // 2, width=1, seed=scenario.seed,
+    )
+    for x, y in stream.take(scenario.decisions):
+        yield {f"x{k}": float(v) for k, v in x.items()}, bool(y)
+
+
+def _serve(settings: Settings, scenario: Scenario, client: ModelClient, watcher: Watcher,
+           console: Console) -> dict[str, object]:
+    rng = random.Random(scenario.seed)
+    pending: list[tuple[float, int, OutcomeEvent]] = []
+    windows: list[dict[str, object]] = []
+    window_size = max(1, scenario.decisions // 12)
+    accuracy, versions_used = metrics.Accuracy(), Counter()
+    sent_outcomes = 0
+    started = time.monotonic()
+    with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer, Progress(
+        TextColumn("[bold]serving[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("serve", total=scenario.decisions, status="")
+        for i, (x, y) in enumerate(_stream(scenario)):
+            due = started + i / scenario.rate
+            while (now := time.monotonic()) < due or (pending and pending[0][0] <= now):
+                if pending and pending[0][0] <= now:
+                    _, _, outcome = heapq.heappop(pending)
+                    producer.send(outcome.model_copy(update={"timestamp": datetime.now(timezone.utc)}))
+                    sent_outcomes += 1
+                else:
+                    time.sleep(min(0.002, max(0.0, due - now)))
+            result = client.predict(x, decision_id=f"{settings.topic_prefix}{i}")
+            accuracy.update(y, result.prediction)
+            versions_used[result.model_version] += 1
+            if rng.random() >= scenario.missing:
+                outcome = OutcomeEvent(decision_id=result.decision_id, label=y, source="demo")
+                delay = rng.expovariate(1 / scenario.mean_delay)
+                heapq.heappush(pending, (time.monotonic() + delay, i, outcome))
+                if rng.random() < scenario.duplicates:
+                    heapq.heappush(pending, (time.monotonic() + delay + 0.1, -i, outcome))
+            if (i + 1) % window_size == 0:
+                windows.append({"decisions": f"{i + 2 - window_size}-{i + 1}", "production": accuracy.get(),
+                                "versions": len(versions_used), "shadow": _latest_shadow(watcher)})
+                accuracy, versions_used = metrics.Accuracy(), Counter()
+            if i % 200 == 0:
+                progress.update(task, completed=i + 1, status=f"version {result.model_version[:8]} "
+                                f"({len(watcher.versions)} published), joined {watcher.statuses['joined']}")
+        while pending:
+            _, _, outcome = heapq.heappop(pending)
+            time.sleep(max(0.0, pending[0][0] - time.monotonic()) if pending else 0)
+            producer.send(outcome.model_copy(update={"timestamp": datetime.now(timezone.utc)}))
+            sent_outcomes += 1
+        for n in range(scenario.malformed):
+            producer.send_bytes(OUTCOMES.full_name(settings.topic_prefix), f"bad-{n}".encode(), b'{"decision_id": ')
+        progress.update(task, completed=scenario.decisions)
+    return {"predictions": scenario.decisions, "outcomes": sent_outcomes, "windows": windows,
+            "seconds": time.monotonic() - started}
+
+
+def _latest_shadow(watcher: Watcher) -> float | None:
+    return watcher.versions[-1].metrics.get("shadow.Accuracy") if watcher.versions else None
+
+
+def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Console, worker) -> None:
+    """Wait until every decision has ended (joined or expired) and the learner has published all it learned."""
+    deadline = time.monotonic() + 120
+    with console.status("waiting for the last outcomes to join or expire and the last version to publish"):
+        while time.monotonic() < deadline:
+            done = watcher.statuses["joined"] + watcher.statuses["expired"] == predictions
+            learned = bool(watcher.versions) and watcher.versions[-1].examples_seen == watcher.statuses["joined"]
+            if done and learned and sum(watcher.dead.values()) >= scenario.malformed:
+                return
+            if worker.poll() is not None:
+                raise RuntimeError("the worker stopped; see its log")
+            time.sleep(0.2)
+    console.print("[yellow]the loop did not settle within 120 s; the table shows where it stood[/]")
+
+
+def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, object]) -> dict[str, object]:
+    lags = sorted(client.refresh_lags)
+    joined, expired, late = (watcher.statuses[s] for s in ("joined", "expired", "late"))
+    return {
+        **served, "joined": joined, "expired": expired - late, "late": late,
+        "versions": len({v.version for v in watcher.versions}), "learned": watcher.versions[-1].examples_seen,
+        "shadow": watcher.versions[-1].metrics.get("shadow.Accuracy"), "dead_letters": dict(watcher.dead),
+        "refresh_p50": statistics.median(lags) if lags else None,
+        "refresh_max": lags[-1] if lags else None, "swaps": client.swaps,
+    }
+
+
+def _print(console: Console, report: dict[str, object]) -> None:
+    summary = Table(title="adaptloop demo: the loop, end to end", show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    rows = [
+        ("decisions served (predictions)", report["predictions"]),
+        ("outcomes sent (late, duplicated included)", report["outcomes"]),
+        ("joined", report["joined"]),
+        ("expired (no outcome)", report["expired"]),
+        ("late (outcome after the horizon)", report["late"]),
+        ("joined + expired + late", report["joined"] + report["expired"] + report["late"]),
+        ("examples learned", report["learned"]),
+        ("model versions published", report["versions"]),
+        ("versions picked up by serving", report["swaps"]),
+        ("refresh lag p50 / max (s)", _fmt(report["refresh_p50"]) + " / " + _fmt(report["refresh_max"])),
+        ("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()) or "0"),
+        ("final shadow accuracy", _fmt(report["shadow"])),
+        ("serving time (s)", _fmt(report["seconds"])),
+    ]
+    for name, value in rows:
+        summary.add_row(name, str(value))
+    console.print(summary)
+    over_time = Table(title="metric over the stream (concept drift at the middle)")
+    for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (latest version)"):
+        over_time.add_column(column, justify="right")
+    for window in report["windows"]:
+        over_time.add_row(window["decisions"], _fmt(window["production"]), str(window["versions"]),
+                          _fmt(window["shadow"]))
+    console.print(over_time)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)

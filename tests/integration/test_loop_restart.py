@@ -1,0 +1,69 @@
+"""A worker killed mid-run and restarted learns every example exactly once: the model equals River's."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from river import linear_model, metrics, preprocessing
+from river.datasets import synth
+
+from adaptloop.worker import kill_worker_process
+from learners.spec import LearnerSpec
+from learners.store import ModelStore, model_bytes
+from schemas import ModelVersion, OutcomeEvent, PredictionEvent
+from schemas.topics import MODEL_UPDATES
+from streams import EventProducer
+
+from .loop_helpers import Worker, loop_settings, read_until, running_worker
+
+pytestmark = pytest.mark.kafka
+
+N = 20_000
+
+
+def _versions(events) -> list[ModelVersion]:
+    return [e for e in events if isinstance(e, ModelVersion)]
+
+
+def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, tmp_path):
+    spec = LearnerSpec(name="hyperplane", metrics=["Accuracy"], checkpoint_every=500, checkpoint_seconds=1)
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
+    stream = [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Hyperplane(seed=42, n_features=10).take(N)]
+    start = datetime.now(timezone.utc)
+    with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
+        for i, (x, y) in enumerate(stream):
+            at = start + timedelta(milliseconds=i)
+            producer.send(PredictionEvent(decision_id=f"d{i}", model="hyperplane", model_version="v0", features=x,
+                                          timestamp=at))
+            producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="test", timestamp=at))
+
+    kills = 0
+    for threshold in (1_000, 7_000):  # crash while the join and the learner are both mid-stream
+        worker = Worker(settings, tmp_path / f"worker-{kills}.log")
+        read_until(settings, [MODEL_UPDATES],
+                   lambda seen: any(v.examples_seen >= threshold for v in _versions(seen)), timeout=120, worker=worker)
+        kill_worker_process(worker.process)
+        kills += 1
+    with running_worker(settings, tmp_path / "worker-final.log") as worker:
+        seen = read_until(settings, [MODEL_UPDATES],
+                          lambda seen: any(v.examples_seen == N for v in _versions(seen)), timeout=240, worker=worker)
+
+    final = [v for v in _versions(seen) if v.examples_seen == N]
+    assert final, f"never reached {N}: {[v.examples_seen for v in _versions(seen)][-5:]}"
+    assert max(v.examples_seen for v in _versions(seen)) == N  # nothing learned twice
+
+    reference = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    accuracy = metrics.Accuracy()
+    for x, y in stream:
+        accuracy.update(y, reference.predict_one(x))
+        reference.learn_one(x, y)
+    store = ModelStore(settings.models_dir)
+    assert store.load_bytes("hyperplane", final[-1].version) == model_bytes(reference)
+    assert final[-1].metrics["shadow.Accuracy"] == accuracy.get()
+    # The lineage is one unbroken chain of parents, crash or not.
+    chain = {v.version: v.parent for v in _versions(seen)}
+    version, length = final[-1].version, 0
+    while chain.get(version) is not None:
+        version, length = chain[version], length + 1
+    assert chain[version] is None and length >= N // 500
