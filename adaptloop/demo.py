@@ -10,12 +10,14 @@ from __future__ import annotations
 import heapq
 import random
 import statistics
+import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,12 +30,13 @@ from adaptloop.settings import Settings
 from adaptloop.worker import start_worker_process, stop_worker_process
 from learners.spec import LearnerSpec
 from learners.store import ModelStore
+from schemas.errors import AdaptloopError
 from schemas import DeadLetter, ModelVersion, OutcomeEvent, TrainingExample
 from schemas.topics import DEAD_LETTERS, MODEL_UPDATES, OUTCOMES, TRAINING_EXAMPLES
 from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from streams.model_client import ModelClient
 
-MODEL = "sea"
+MODEL = "sine"
 
 
 @dataclass
@@ -78,6 +81,7 @@ def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
     spec = LearnerSpec(name=MODEL, recipe="logistic", metrics=["Accuracy"], checkpoint_every=1000,
                        checkpoint_seconds=2.0, horizon_seconds=scenario.horizon)
     return settings.model_copy(update={
+        "bootstrap": settings.bootstrap_address,  # the worker uses this broker, it does not start its own
         "topic_prefix": f"{settings.topic_prefix}demo-{run}.", "home": settings.home / "demo" / run,
         "models": [spec], "group": f"demo-{run}",
     })
@@ -98,10 +102,15 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
     watch.start()
     console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")
     try:
+        with console.status("waiting for the worker to publish the first model version"):
+            deadline = time.monotonic() + 120
+            while not watcher.versions and time.monotonic() < deadline:
+                _check_worker(worker, log_file)
+                time.sleep(0.2)
         with ModelClient(MODEL, bootstrap=settings.bootstrap_address, store=ModelStore(settings.models_dir),
                          prefix=settings.topic_prefix, wait=120) as client:
             served = _serve(settings, scenario, client, watcher, console)
-            _settle(scenario, watcher, served["predictions"], console, worker)
+            _settle(scenario, watcher, served["predictions"], console, worker, log_file)
             report = _report(scenario, watcher, client, served)
     finally:
         watcher.stop.set()
@@ -111,10 +120,12 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
 
 
 def _stream(scenario: Scenario):
-    # SEA concepts with an abrupt drift halfway: the boundary the model learned moves.
+    # River's Sine concepts with an abrupt drift halfway: the concept reverses, so a model that
+    # does not keep learning goes from ~98% to worse than a coin.
     stream = synth.ConceptDriftStream(
-        stream=synth.SEA(variant=0, seed=scenario.seed), drift_stream=synth.SEA(variant=2, seed=scenario.seed),
-        position=scenario.decisions // 2, width=1, seed=scenario.seed,
+        stream=synth.Sine(classification_function=0, seed=scenario.seed),
+        drift_stream=synth.Sine(classification_function=1, seed=scenario.seed),
+        position=scenario.decisions // 2, width=max(1, scenario.decisions // 200), seed=scenario.seed,
     )
     for x, y in stream.take(scenario.decisions):
         yield {f"x{k}": float(v) for k, v in x.items()}, bool(y)
@@ -175,7 +186,14 @@ def _latest_shadow(watcher: Watcher) -> float | None:
     return watcher.versions[-1].metrics.get("shadow.Accuracy") if watcher.versions else None
 
 
-def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Console, worker) -> None:
+def _check_worker(worker: subprocess.Popen, log_file: Path) -> None:
+    if worker.poll() is not None:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+        raise AdaptloopError(f"the worker stopped (exit code {worker.returncode}); the end of {log_file}:\n{tail}")
+
+
+def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Console,
+            worker: subprocess.Popen, log_file: Path) -> None:
     """Wait until every decision has ended (joined or expired) and the learner has published all it learned."""
     deadline = time.monotonic() + 120
     with console.status("waiting for the last outcomes to join or expire and the last version to publish"):
@@ -184,8 +202,7 @@ def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Con
             learned = bool(watcher.versions) and watcher.versions[-1].examples_seen == watcher.statuses["joined"]
             if done and learned and sum(watcher.dead.values()) >= scenario.malformed:
                 return
-            if worker.poll() is not None:
-                raise RuntimeError("the worker stopped; see its log")
+            _check_worker(worker, log_file)
             time.sleep(0.2)
     console.print("[yellow]the loop did not settle within 120 s; the table shows where it stood[/]")
 
@@ -225,7 +242,7 @@ def _print(console: Console, report: dict[str, object]) -> None:
         summary.add_row(name, str(value))
     console.print(summary)
     over_time = Table(title="metric over the stream (concept drift at the middle)")
-    for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (latest version)"):
+    for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (cumulative)"):
         over_time.add_column(column, justify="right")
     for window in report["windows"]:
         over_time.add_row(window["decisions"], _fmt(window["production"]), str(window["versions"]),
