@@ -33,12 +33,21 @@ PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """An outcome whose prediction never came, with where it was read (for its dead letter)."""
+
+    outcome: OutcomeEvent
+    reason: str
+    offset: int | None
+
+
 @dataclass
 class JoinOutput:
     """What one step of the join produced."""
 
     examples: list[TrainingExample] = field(default_factory=list)
-    orphans: list[tuple[OutcomeEvent, str]] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
 
     def extend(self, other: JoinOutput) -> None:
         self.examples.extend(other.examples)
@@ -121,7 +130,7 @@ class DelayedJoin:
             self.counts["duplicate_predictions"] += 1
         return out
 
-    def on_outcome(self, event: OutcomeEvent, partition: int) -> JoinOutput:
+    def on_outcome(self, event: OutcomeEvent, partition: int, offset: int | None = None) -> JoinOutput:
         self.counts["outcomes"] += 1
         out = self._advance(partition, _ts(event.timestamp), (OUTCOME_CLOCK,))
         key = event.decision_id
@@ -129,7 +138,7 @@ class DelayedJoin:
         if entry is None:
             deadline = _ts(event.timestamp) + self.default_horizon
             self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": event.model_dump_json(), "dl": deadline,
-                            "h": self.default_horizon})
+                            "h": self.default_horizon, "off": offset})
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == PENDING and entry["p"] is not None:
@@ -187,9 +196,8 @@ class DelayedJoin:
                 elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
                     self.counts["orphan_outcomes"] += 1
                     outcome = OutcomeEvent.model_validate_json(entry["o"])
-                    out.orphans.append(
-                        (outcome, f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s")
-                    )
+                    reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
+                    out.orphans.append(Orphan(outcome, reason, entry.get("off")))
                     del self.state[key]
                 elif queue == GC and entry["st"] != PENDING:
                     del self.state[key]  # retention of a finished decision is over

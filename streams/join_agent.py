@@ -19,10 +19,12 @@ from faust.types import TP
 from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput
 from learners.spec import LearnerSpec
 from schemas.codec import encode
+from schemas.errors import DeliveryFailed
 from schemas.inference import OutcomeEvent, PredictionEvent
 from schemas.system import ClockTick
 from schemas.topics import DEAD_LETTERS, JOIN_CLOCK, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, topic_named
 from streams.deadletter import DeadLetters
+from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,10 @@ def create_join_app(
     source = app.topic(*names.values(), key_serializer="raw", value_serializer="raw")
     examples_out = app.topic(TRAINING_EXAMPLES.full_name(prefix), key_serializer="raw", value_serializer="raw")
     dead_out = app.topic(DEAD_LETTERS.full_name(prefix), key_serializer="raw", value_serializer="raw")
-    clock_out = app.topic(names[JOIN_CLOCK], key_serializer="raw", value_serializer="raw")
     table = app.Table("join-pending", partitions=partitions)  # JSON keys and values
     collected = _Collect()
     dead_letters = DeadLetters(collected, consumer=f"{prefix}{group}")  # type: ignore[arg-type]
     join = DelayedJoin(table, specs, lateness=lateness_seconds)
-    app.join = join  # type: ignore[attr-defined]  # for the worker's status line and tests
     next_offsets: dict[TP, int] = {}
     clock_of = {names[PREDICTIONS]: PREDICTION_CLOCK, names[OUTCOMES]: OUTCOME_CLOCK}
 
@@ -105,12 +105,14 @@ def create_join_app(
             if isinstance(decoded, PredictionEvent):
                 out = join.on_prediction(decoded, message.partition)
             elif isinstance(decoded, OutcomeEvent):
-                out = join.on_outcome(decoded, message.partition)
+                out = join.on_outcome(decoded, message.partition, message.offset)
             elif isinstance(decoded, ClockTick):
                 out = join.tick(message.partition, decoded.timestamp.timestamp(), read_to_end(message.partition))
-            for outcome, reason in out.orphans:
-                dead_letters.reject(names[OUTCOMES], message.partition, message.offset,
-                                    outcome.decision_id.encode(), encode(outcome), "rejected", reason)
+            for orphan in out.orphans:
+                # The outcome's own offset (the agent always records it; the current one is a fallback).
+                offset = orphan.offset if orphan.offset is not None else message.offset
+                dead_letters.reject(names[OUTCOMES], message.partition, offset, orphan.outcome.decision_id.encode(),
+                                    encode(orphan.outcome), "rejected", orphan.reason)
             for example in out.examples:
                 await examples_out.send(key=example.model.encode(), value=encode(example))
             while collected.pending:
@@ -123,11 +125,20 @@ def create_join_app(
             join.forget(tp.partition)
 
     if tick_seconds:
+        # Ticks belong to no read-process-write transaction, so they go through the plain producer
+        # SDK (faust's transactional producers exist only for partitions this worker owns).
+        ticker = EventProducer(bootstrap, topic_prefix=prefix)
+
         @app.timer(tick_seconds)
         async def clock() -> None:
-            tick = encode(ClockTick(source=f"{prefix}{group}", timestamp=datetime.now(timezone.utc)))
-            for partition in range(partitions):
-                await clock_out.send(value=tick, partition=partition)
+            tick = ClockTick(source=f"{prefix}{group}", timestamp=datetime.now(timezone.utc))
+            for tp in app.assignor.assigned_actives():
+                if tp.topic == names[JOIN_CLOCK]:
+                    ticker.send(tick, partition=tp.partition)
+            try:
+                ticker.poll()
+            except DeliveryFailed as error:  # a missed tick only delays expiry; the next one follows
+                log.warning("clock tick not delivered: %s", error)
 
     return app
 

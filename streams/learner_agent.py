@@ -56,7 +56,6 @@ class LearnerAgent:
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
         self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
-        self.published: list[ModelVersion] = []
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self.consumer = EventConsumer(
             bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES], dead_letters=self.dead_letters, prefix=prefix,
@@ -71,6 +70,10 @@ class LearnerAgent:
     # -- rebalances --------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Eager rebalancing: every member has checkpointed on revoke before anyone is assigned, so
+        # the store holds the latest state of every model, whoever owned it before.
+        self.learners = {name: self.store.restore(spec) for name, spec in self.specs.items()}
+        self.positions = {}
         for tp in partitions:
             key = f"{tp.topic}:{tp.partition}"
             covered = [learner.progress.offsets.get(key, 0) for learner in self.learners.values()]
@@ -87,10 +90,15 @@ class LearnerAgent:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def publish_current(self) -> None:
-        """Publish every model's current version (at start, so serving has something to load)."""
+    def publish_initial(self) -> None:
+        """Publish an untrained first version of each model that has none, so serving can start.
+
+        Models with a version already have it on the compacted ``model-updates`` topic; republishing
+        a stored one could step serving back behind a newer version another worker published since.
+        """
         for learner in self.learners.values():
-            self._publish(self.store.checkpoint(learner))
+            if learner.progress.version is None:
+                self._publish(self.store.checkpoint(learner))
         self.producer.flush()
 
     def step(self, timeout: float = 0.5) -> int:
@@ -146,14 +154,13 @@ class LearnerAgent:
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
         self.producer.send(version)
-        self.published.append(version)
         log.info("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
         return version
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Learn until ``stop`` is set; checkpoint what is pending on the way out."""
         stop = stop or threading.Event()
-        self.publish_current()
+        self.publish_initial()
         try:
             while not stop.is_set():
                 self.step()

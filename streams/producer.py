@@ -84,6 +84,13 @@ class EventProducer:
         self.sent += 1
         self._producer.poll(0)
 
+    def poll(self) -> None:
+        """Serve delivery reports without waiting (for long-lived producers that rarely flush)."""
+        self._producer.poll(0)
+        if self.failures:
+            failures, self.failures = self.failures, []
+            raise DeliveryFailed(failures)
+
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued record is acknowledged; raise if any failed."""
         deadline = time.monotonic() + timeout

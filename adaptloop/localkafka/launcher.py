@@ -66,6 +66,18 @@ def java_version(java: str) -> int:
     return int(match.group(2)) if major == 1 and match.group(2) else major
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 22 url-safe base64 characters, never starting with '-' (as Kafka's Uuid).
+
+    >>> all(len(new_cluster_id()) == 22 and not new_cluster_id().startswith("-") for _ in range(1000))
+    True
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """Manage a local broker under ``data_dir``, with jars cached under ``cache_dir``.
 
@@ -268,10 +280,9 @@ class LocalKafka:
         return path
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(properties)],
+             f"--cluster-id={new_cluster_id()}", "-c", str(properties)],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:

@@ -101,10 +101,11 @@ def test_duplicate_policy_last_keeps_the_latest_prediction():
 
 def test_an_outcome_without_prediction_becomes_an_orphan_with_a_reason():
     join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=5)})
-    join.on_outcome(_outcome(1, 0), 0)
+    join.on_outcome(_outcome(1, 0), 0, offset=41)
     out = join.tick(0, (T0 + timedelta(hours=2)).timestamp())
-    [(outcome, reason)] = out.orphans
-    assert outcome.decision_id == "d1" and "no prediction" in reason and join.counts["orphan_outcomes"] == 1
+    [orphan] = out.orphans
+    assert orphan.outcome.decision_id == "d1" and "no prediction" in orphan.reason and orphan.offset == 41
+    assert join.counts["orphan_outcomes"] == 1
 
 
 def test_state_restored_from_a_changelog_expires_the_same_way():
