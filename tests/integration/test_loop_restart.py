@@ -47,7 +47,7 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
         kills += 1
     with running_worker(settings, tmp_path / "worker-final.log") as worker:
         seen = read_until(settings, [MODEL_UPDATES],
-                          lambda seen: any(v.examples_seen == N for v in _versions(seen)), timeout=240, worker=worker)
+                          lambda seen: any(v.examples_seen == N for v in _versions(seen)), timeout=420, worker=worker)
 
     final = [v for v in _versions(seen) if v.examples_seen == N]
     assert final, f"never reached {N}: {[v.examples_seen for v in _versions(seen)][-5:]}"
