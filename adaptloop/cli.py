@@ -1,4 +1,4 @@
-"""The ``adaptloop`` command line: local Kafka, topics, schemas, and the demo."""
+"""The ``adaptloop`` command line: local Kafka, topics, schemas, the worker, the demo, and audits."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+snapshot_app = typer.Typer(help="Point-in-time DuckDB snapshots of the archive, for audits.", no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
 
 console = Console()
 
@@ -100,12 +102,12 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write <t
 
 
 @app.command("worker")
-def worker(role: str = typer.Option("all", help="all, join (faust) or learn (learner agent).")) -> None:
+def worker(role: str = typer.Option("all", help="all, join (faust), learn (learner agent) or archive (Parquet).")) -> None:
     """Run the loop's agents until stopped; several workers with the same settings share the work."""
     from adaptloop.worker import ensure_reproducible_hashing, run_worker
 
-    if role not in ("all", "join", "learn"):
-        raise _fail(ValueError(f"--role must be all, join or learn, not {role!r}"))
+    if role not in ("all", "join", "learn", "archive"):
+        raise _fail(ValueError(f"--role must be all, join, learn or archive, not {role!r}"))
     ensure_reproducible_hashing()
     try:
         run_worker(Settings(), role)  # type: ignore[arg-type]
@@ -125,3 +127,145 @@ def demo(
         run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate))
     except AdaptloopError as error:
         raise _fail(error) from None
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    out: Path = typer.Option(None, help="The snapshot file; default: <home>/snapshots/snapshot-<UTC time>.duckdb."),
+    model_bytes: bool = typer.Option(True, help="Copy the model bytes into the catalogue (else hashes only)."),
+) -> None:
+    """Write a point-in-time DuckDB snapshot of the archive and the model store."""
+    from datetime import datetime, timezone
+
+    from snapshots.snapshot import create_snapshot, snapshot_name
+
+    settings = Settings()
+    path = out or settings.snapshots_dir / snapshot_name(datetime.now(timezone.utc))
+    info = create_snapshot(settings.archive_dir, settings.models_dir, path, prefix=settings.topic_prefix,
+                           include_model_bytes=model_bytes)
+    table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
+    for topic, offsets in info.offsets.items():
+        table.add_row(topic, str(len(offsets)), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items()))
+    console.print(table)
+    console.print(f"open it with: [bold]duckdb -readonly {info.path}[/]")
+
+
+def _print_arrow(table, title: str) -> None:  # noqa: ANN001 (a pyarrow Table)
+    out = Table(*table.column_names, title=title)
+    for row in table.to_pylist():
+        out.add_row(*("" if value is None else str(value) for value in row.values()))
+    console.print(out)
+
+
+@app.command("audit")
+def audit(
+    query: str = typer.Argument(None, help="SQL, or the name of a query from --list."),
+    snapshot: Path = typer.Option(None, help="Snapshot file; default: the newest in <home>/snapshots."),
+    param: list[str] = typer.Option([], help="name=value for a $name in the query (repeatable)."),
+    output_format: str = typer.Option("table", "--format", help="table, csv or parquet."),
+    output: Path = typer.Option(None, help="Write csv/parquet here (csv defaults to stdout)."),
+    list_queries: bool = typer.Option(False, "--list", help="List the named queries."),
+) -> None:
+    """Run audit SQL, read-only, against a snapshot (views: predictions, training_examples, model_updates...)."""
+    from snapshots.audit import NAMED_QUERIES, run_audit
+    from snapshots.snapshot import latest_snapshot
+
+    if list_queries or query is None:
+        table = Table("name", "parameters", "what it answers", title="named audit queries")
+        for name, named in NAMED_QUERIES.items():
+            table.add_row(name, " ".join(f"--param {p}=..." for p in named.params), named.description)
+        console.print(table)
+        return
+    if output_format not in ("table", "csv", "parquet"):
+        raise _fail(ValueError(f"--format must be table, csv or parquet, not {output_format!r}"))
+    settings = Settings()
+    path = snapshot or latest_snapshot(settings.snapshots_dir)
+    if path is None or not path.exists():
+        raise _fail(FileNotFoundError(f"no snapshot at {path or settings.snapshots_dir}; run `adaptloop snapshot create`"))
+    try:
+        params = dict(item.split("=", 1) for item in param)
+    except ValueError:
+        raise _fail(ValueError(f"--param takes name=value, got {param}")) from None
+    try:
+        result = run_audit(path, query, params)
+    except (KeyError, ValueError) as error:
+        raise _fail(error) from None
+    except Exception as error:  # DuckDB's own errors (bad SQL, unknown column) are the caller's to fix
+        raise _fail(error) from None
+    if output_format == "table":
+        _print_arrow(result, f"{query if len(query) < 40 else 'query'} @ {path.name} ({result.num_rows} rows)")
+    elif output_format == "csv":
+        import pyarrow.csv as pacsv
+
+        if output is None:
+            import sys
+
+            pacsv.write_csv(result, sys.stdout.buffer)
+        else:
+            pacsv.write_csv(result, output)
+    else:
+        import pyarrow.parquet as pq
+
+        if output is None:
+            raise _fail(ValueError("--format parquet needs --output FILE"))
+        pq.write_table(result, output)
+    if output is not None:
+        console.print(f"{result.num_rows} rows written to {output}")
+
+
+@app.command("rollback")
+def rollback(
+    model: str = typer.Argument(..., help="The model to roll back."),
+    to: str = typer.Option(..., "--to", help="The stored version to serve again (see `adaptloop audit lineage`)."),
+    reason: str = typer.Option("", help="Why: recorded with the rollback."),
+    actor: str = typer.Option(None, help="Who: recorded with the rollback (default: $USER)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the learner's confirmation (0: do not wait)."),
+) -> None:
+    """Serve a stored version again and keep learning from it; the rollback is recorded with who and why."""
+    import getpass
+
+    from learners.store import ModelStore
+    from streams.rollback import request_rollback
+
+    settings = Settings()
+    try:
+        version = request_rollback(settings.bootstrap_address, ModelStore(settings.models_dir), model, to,
+                                   actor=actor or getpass.getuser(), reason=reason, prefix=settings.topic_prefix,
+                                   timeout=timeout or None)
+    except AdaptloopError as error:
+        raise _fail(error) from None
+    if version is None:
+        console.print(f"rollback of {model} to {to} requested; the learner carries it out when it reads the command")
+    else:
+        console.print(f"{model} rolled back to [bold]{version.version}[/] (was {version.parent}); serving follows "
+                      f"model-updates and swaps within seconds; learning continues from it")
+
+
+@app.command("replay")
+def replay(
+    model: str = typer.Argument(..., help="The model to rebuild."),
+    until: str = typer.Option(..., "--until", help="The version to rebuild."),
+) -> None:
+    """Rebuild a version from the archived training examples and check it is byte-identical to the stored one."""
+    from adaptloop.worker import ensure_reproducible_hashing
+    from learners.store import ModelStore
+    from snapshots.replay import replay as replay_version
+
+    ensure_reproducible_hashing()
+    settings = Settings()
+    spec = settings.specs.get(model)
+    if spec is None:
+        raise _fail(ValueError(f"no learner spec for {model!r} in the settings (known: {', '.join(settings.specs) or 'none'})"))
+    try:
+        steps = replay_version(settings.archive_dir, ModelStore(settings.models_dir), spec, until,
+                               prefix=settings.topic_prefix)
+    except AdaptloopError as error:
+        raise _fail(error) from None
+    table = Table("version", "reason", "examples", "bytes identical", "dataset hash", title=f"replay of {model} to {until}")
+    for step in steps:
+        table.add_row(step.version, step.reason, f"{step.examples_seen:,}", "yes" if step.reproduced else "[red]NO[/]",
+                      "matches" if step.dataset_hash_matches else "[red]differs[/]")
+    console.print(table)
+    if not steps[-1].reproduced:
+        raise _fail(AdaptloopError(f"replay did not reproduce {until}: the archive or the code differs"))
+    console.print(f"[green]{until} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples")

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 from schemas import (
-    AgentFeedbackEvent, ClockTick, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelVersion, OutcomeEvent,
+    AgentFeedbackEvent, ClockTick, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelCommand, ModelVersion,
+    OutcomeEvent,
     PredictionEvent, PreferenceEvent, TrainingExample,
 )
 
@@ -69,6 +70,11 @@ def _version(rng: random.Random, i: int) -> ModelVersion:
                         size_bytes=rng.randrange(10**6), timestamp=_when(rng))
 
 
+def _command(rng: random.Random, i: int) -> ModelCommand:
+    return ModelCommand(model=f"m{i % 7}", action="rollback", to_version=f"{rng.getrandbits(64):016x}",
+                        actor=f"ops-{i % 3}", reason="bad labels", command_id=f"c{i}", timestamp=_when(rng))
+
+
 def _drift(rng: random.Random, i: int) -> DriftAlert:
     return DriftAlert(model="churn", model_version="v1", detector="ADWIN", signal="shadow_error",
                       statistic=rng.random(), window=rng.randrange(1000), metric_before=0.9, metric_after=0.7,
@@ -92,7 +98,8 @@ def _tick(rng: random.Random, i: int) -> ClockTick:
 
 SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
     PredictionEvent: _prediction, OutcomeEvent: _outcome, AgentFeedbackEvent: _feedback,
-    PreferenceEvent: _preference, TrainingExample: _training, ModelVersion: _version, DriftAlert: _drift,
+    PreferenceEvent: _preference, TrainingExample: _training, ModelVersion: _version, ModelCommand: _command,
+    DriftAlert: _drift,
     GuardrailAlert: _guardrail, DeadLetter: _dead_letter, ClockTick: _tick,
 }
 

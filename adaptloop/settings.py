@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
     log_level: str = Field("warning", pattern="^(debug|info|warning|error)$", description="Worker log level.")
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
+    archive_flush_seconds: float = Field(5.0, gt=0, description="Longest a record waits before its Parquet file is written.")
+    archive_flush_rows: int = Field(50_000, ge=1, description="Records per partition that trigger a Parquet file at once.")
+    snapshot_seconds: float | None = Field(
+        600.0, gt=0, description="The worker writes a DuckDB snapshot this often; unset: only `adaptloop snapshot create`."
+    )
 
     @property
     def bootstrap_address(self) -> str:
@@ -49,6 +54,14 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.home / "archive"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
 
     @property
     def specs(self) -> dict[str, LearnerSpec]:

@@ -1,4 +1,4 @@
-"""``adaptloop worker``: the join (faust) and the learner (consumer helper) from one settings object.
+"""``adaptloop worker``: the join (faust), the learner and the archive (consumer helper) from one settings object.
 
 Each role runs in its own process so the join and learning use both cores;
 several workers started with the same settings share the partitions of their
@@ -22,13 +22,16 @@ import orjson
 from adaptloop.localkafka import LocalKafka
 from adaptloop.settings import Settings
 from learners.store import ModelStore
+from snapshots.archive import ParquetArchive
+from streams.archive_agent import ArchiveAgent
 from streams.admin import ensure_topics
 from streams.join_agent import create_join_app, run_join_worker
 from streams.learner_agent import LearnerAgent
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "join", "learn"]
+Role = Literal["all", "join", "learn", "archive"]
+ROLES: tuple[str, ...] = ("join", "learn", "archive")
 HASH_SEED = "0"
 
 
@@ -49,9 +52,7 @@ def run_join(settings: Settings) -> None:
 
 
 def run_learner(settings: Settings) -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     agent = LearnerAgent(
         settings.bootstrap_address, specs=settings.specs, store=ModelStore(settings.models_dir),
         prefix=settings.topic_prefix, group=f"{settings.group}-learner", batch_size=settings.learner_batch,
@@ -59,10 +60,27 @@ def run_learner(settings: Settings) -> None:
     agent.run(stop)
 
 
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_archiver(settings: Settings) -> None:
+    agent = ArchiveAgent(
+        settings.bootstrap_address, archive=ParquetArchive(settings.archive_dir), prefix=settings.topic_prefix,
+        group=f"{settings.group}-archive", flush_seconds=settings.archive_flush_seconds,
+        flush_rows=settings.archive_flush_rows, snapshot_dir=settings.snapshots_dir, models_dir=settings.models_dir,
+        snapshot_seconds=settings.snapshot_seconds,
+    )
+    agent.run(_stop_on_signals())
+
+
 def _child(role: str) -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
-    run_join(settings) if role == "join" else run_learner(settings)
+    {"join": run_join, "learn": run_learner, "archive": run_archiver}[role](settings)
 
 
 def run_worker(settings: Settings, role: Role = "all") -> None:
@@ -76,7 +94,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         _child(role)
         return
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(name,), name=f"adaptloop-{name}") for name in ("join", "learn")]
+    children = [context.Process(target=_child, args=(name,), name=f"adaptloop-{name}") for name in ROLES]
     for child in children:
         child.start()
     stopping = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ class LearnerProgress:
     version: str | None = None
     learned_since_version: int = 0
     record: ModelVersion | None = None  # the published record of ``version``
+    dataset_hash: str = hashlib.sha256(b"").hexdigest()  # chained over every example learned, in order
 
 
 class OnlineLearner:
@@ -97,6 +99,9 @@ class OnlineLearner:
                 metric.update(target, example.prediction)
         self.model.learn_one(x, target)
         self._remember(example.decision_id)
+        where = f"{position[0]}@{position[1]}:" if position is not None else ""
+        self.progress.dataset_hash = hashlib.sha256(
+            f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()).hexdigest()
         self.progress.examples_seen += 1
         self.progress.learned_since_version += 1
         return True

@@ -37,6 +37,11 @@ def model_bytes(model: base.Estimator) -> bytes:
     return pickle.dumps(pickle.loads(pickle.dumps(model, protocol=PICKLE_PROTOCOL)), protocol=PICKLE_PROTOCOL)
 
 
+def version_of(data: bytes) -> str:
+    """A version id: the first 16 hex digits of the SHA-256 of the model bytes."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
@@ -76,7 +81,7 @@ class ModelStore:
     def put_model(self, model: str, data: bytes) -> tuple[str, str, Path]:
         """Store model bytes (idempotent); return (version, sha256, path)."""
         sha = hashlib.sha256(data).hexdigest()
-        version = sha[:16]
+        version = version_of(data)
         path = self._version_path(model, version)
         if not path.exists():
             _atomic_write(path, data)
@@ -98,8 +103,13 @@ class ModelStore:
     def versions(self, model: str) -> list[str]:
         return sorted(p.stem for p in (self.root / model / "versions").glob("*.pkl"))
 
-    def checkpoint(self, learner: OnlineLearner, *, reason: str = "checkpoint") -> ModelVersion:
-        """Save the learner's model and progress together; return the version to publish."""
+    def checkpoint(
+        self, learner: OnlineLearner, *, reason: str = "checkpoint", actor: str | None = None, note: str | None = None
+    ) -> ModelVersion:
+        """Save the learner's model and progress together; return the version to publish.
+
+        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``).
+        """
         name = learner.spec.name
         data = model_bytes(learner.model)
         version, sha, path = self.put_model(name, data)
@@ -112,7 +122,7 @@ class ModelStore:
                 reason="initial" if progress.version is None and reason == "checkpoint" else reason,
                 examples_seen=progress.examples_seen, offsets=dict(progress.offsets),
                 metrics=learner.metric_values(), sha256=sha, uri=str(path.relative_to(self.root)),
-                size_bytes=len(data),
+                size_bytes=len(data), dataset_hash=progress.dataset_hash, actor=actor, note=note,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
         checkpoint = Checkpoint(version, progress, learner.shadow, learner.production)

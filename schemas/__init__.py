@@ -7,11 +7,12 @@ from schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from schemas.base import Event
 from schemas.codec import decode, encode
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
+from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
 from schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
 
 __all__ = [
-    "ALL_TOPICS", "AgentFeedbackEvent", "ClockTick", "DeadLetter", "DriftAlert", "Event", "GuardrailAlert", "ModelVersion",
+    "ALL_TOPICS", "AgentFeedbackEvent", "ClockTick", "DeadLetter", "DriftAlert", "Event", "GuardrailAlert", "ModelCommand",
+    "ModelVersion",
     "OutcomeEvent", "PredictionEvent", "PreferenceEvent", "Topic", "TrainingExample", "decode", "encode",
     "topic_for", "topic_named",
 ]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBytes, StrictInt, StrictStr
 
-from schemas.base import Event, FiniteFloat, NonEmptyStr
+from schemas.base import Event, FiniteFloat, NonEmptyStr, new_id
 
 Offset = Annotated[StrictInt, Field(ge=0)]
 
@@ -37,6 +37,24 @@ class ModelVersion(Event):
     dataset_hash: NonEmptyStr | None = None
     actor: NonEmptyStr | None = None
     note: StrictStr | None = None
+
+
+class ModelCommand(Event):
+    """An operator's instruction to the learner that owns ``model``, recorded like any event.
+
+    ``rollback``: serve ``to_version`` again and continue learning from it.
+
+    >>> from schemas import ModelCommand
+    >>> ModelCommand(model="churn", action="rollback", to_version="ab12", actor="ops", reason="bad labels").action
+    'rollback'
+    """
+
+    model: NonEmptyStr
+    action: Literal["rollback"]
+    to_version: NonEmptyStr
+    actor: NonEmptyStr
+    reason: StrictStr = ""
+    command_id: NonEmptyStr = Field(default_factory=new_id)
 
 
 class DriftAlert(Event):

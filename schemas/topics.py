@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from schemas.base import Event
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelVersion
+from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Topic:
     event: type[Event]
     key: str
     compacted: bool = False
-    copartitioned: bool = False
+    copartitioned: str | None = None  # topics of one group must have the same partition count
     doc: str = ""
 
     def full_name(self, prefix: str = "") -> str:
@@ -39,26 +39,28 @@ class Topic:
         return str(getattr(event, self.key)).encode()
 
 
-PREDICTIONS = Topic("predictions", PredictionEvent, "decision_id", copartitioned=True,
+PREDICTIONS = Topic("predictions", PredictionEvent, "decision_id", copartitioned="decisions",
                     doc="Decisions made by served models, with features as served.")
-OUTCOMES = Topic("outcomes", OutcomeEvent, "decision_id", copartitioned=True,
+OUTCOMES = Topic("outcomes", OutcomeEvent, "decision_id", copartitioned="decisions",
                  doc="Labels and rewards for decisions, arriving later.")
 AGENT_FEEDBACK = Topic("agent-feedback", AgentFeedbackEvent, "session_id",
                        doc="Agent steps and user feedback, keyed by session so a session stays in order.")
 PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", doc="Pairwise preferences.")
-TRAINING_EXAMPLES = Topic("training-examples", TrainingExample, "model",
+TRAINING_EXAMPLES = Topic("training-examples", TrainingExample, "model", copartitioned="models",
                           doc="Joined prediction+outcome, keyed by model so one learner owns a model.")
 MODEL_UPDATES = Topic("model-updates", ModelVersion, "model", compacted=True,
                       doc="The current version of each model (compacted: the latest per model is kept).")
+MODEL_COMMANDS = Topic("model-commands", ModelCommand, "model", copartitioned="models",
+                       doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.")
 DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
 GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
-JOIN_CLOCK = Topic("join-clock", ClockTick, "source", copartitioned=True,
+JOIN_CLOCK = Topic("join-clock", ClockTick, "source", copartitioned="decisions",
                    doc="Clock ticks for the join, one per partition, co-partitioned with predictions.")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, TRAINING_EXAMPLES,
-    MODEL_UPDATES, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
+    MODEL_UPDATES, MODEL_COMMANDS, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
 )
 
 _BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}

@@ -78,12 +78,13 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
             break
         time.sleep(0.1)
     counts = {name: len(metadata[name].partitions) for name in wanted if name in metadata}
-    copartitioned = {name: counts.get(name) for name, topic in wanted.items() if topic.copartitioned}
-    if len(set(copartitioned.values())) > 1:
-        raise TopicConfigMismatch(
-            f"co-partitioned topics disagree on partitions: {copartitioned}; "
-            "recreate them with the same count or use a new ADAPTLOOP_TOPIC_PREFIX"
-        )
+    for group in {topic.copartitioned for topic in wanted.values() if topic.copartitioned}:
+        copartitioned = {name: counts.get(name) for name, topic in wanted.items() if topic.copartitioned == group}
+        if len(set(copartitioned.values())) > 1:
+            raise TopicConfigMismatch(
+                f"co-partitioned topics disagree on partitions: {copartitioned}; "
+                "recreate them with the same count or use a new ADAPTLOOP_TOPIC_PREFIX"
+            )
     compacted = [name for name, topic in wanted.items() if topic.compacted]
     if compacted:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in compacted]

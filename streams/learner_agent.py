@@ -1,5 +1,11 @@
 """The learner agent: training examples in, exactly-once learning, model versions out.
 
+It also carries out operators' commands (``model-commands``, co-partitioned with
+``training-examples`` so the "range" assignment gives a model's commands to the
+worker that owns the model): a rollback swaps the model for a stored version,
+publishes that as the current one (parent: the version it replaces) and learning
+continues from it.
+
 It uses the consumer helper (confluent-kafka) rather than faust because
 exactly-once needs control of where each partition starts: on assignment it
 seeks to the offsets saved in the models' checkpoints, and each model skips
@@ -18,12 +24,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from learners.online import OnlineLearner
 from learners.spec import LearnerSpec
 from learners.store import ModelStore
+from schemas.errors import UnknownModel
 from schemas.inference import TrainingExample
-from schemas.system import ModelVersion
-from schemas.topics import TRAINING_EXAMPLES
+from schemas.system import ModelCommand, ModelVersion
+from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES
 from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
 from streams.producer import EventProducer
+from streams.versions import published_versions
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +55,12 @@ class LearnerAgent:
         group: str = "adaptloop-learner",
         batch_size: int = 1000,
     ) -> None:
+        self.bootstrap = bootstrap
         self.specs = dict(specs)
         self.store = store
         self.prefix = prefix
         self.topic_name = TRAINING_EXAMPLES.full_name(prefix)
+        self.commands_topic = MODEL_COMMANDS.full_name(prefix)
         self.batch_size = batch_size
         self.producer = EventProducer(bootstrap, topic_prefix=prefix)
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
@@ -58,9 +68,10 @@ class LearnerAgent:
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self.consumer = EventConsumer(
-            bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES], dead_letters=self.dead_letters, prefix=prefix,
-            # eager "range": assign() with our own offsets; a 10 s session lets a crashed learner's
-            # partitions move to a live one quickly.
+            bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES, MODEL_COMMANDS], dead_letters=self.dead_letters,
+            prefix=prefix,
+            # eager "range": assign() with our own offsets, and partition i of both topics to the same
+            # member; a 10 s session lets a crashed learner's partitions move to a live one quickly.
             config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
                     "heartbeat.interval.ms": 2_000},
             on_assign=self._on_assign,
@@ -73,6 +84,7 @@ class LearnerAgent:
         # Eager rebalancing: every member has checkpointed on revoke before anyone is assigned, so
         # the store holds the latest state of every model, whoever owned it before.
         self.learners = {name: self.store.restore(spec) for name, spec in self.specs.items()}
+        self.publish_missing()
         self.positions = {}
         for tp in partitions:
             key = f"{tp.topic}:{tp.partition}"
@@ -90,15 +102,22 @@ class LearnerAgent:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def publish_initial(self) -> None:
-        """Publish an untrained first version of each model that has none, so serving can start.
+    def publish_missing(self) -> None:
+        """Publish what serving lacks: a first version of new models, and checkpoints a crash kept unpublished.
 
-        Models with a version already have it on the compacted ``model-updates`` topic; republishing
-        a stored one could step serving back behind a newer version another worker published since.
+        A worker killed between saving a checkpoint and delivering its record leaves a version
+        nobody has seen (a hole in the lineage); the next owner publishes it. A checkpoint older
+        than what is on ``model-updates`` is never republished: that would step serving back.
         """
-        for learner in self.learners.values():
+        published = published_versions(self.bootstrap, self.prefix)
+        for name, learner in self.learners.items():
             if learner.progress.version is None:
                 self._publish(self.store.checkpoint(learner))
+                continue
+            record, latest = learner.progress.record, published.get(name)
+            if record is not None and (latest is None or (latest != record and latest.examples_seen <= record.examples_seen)):
+                log.warning("publishing %s %s: saved before a crash but never published", name, record.version)
+                self._publish(record)
         self.producer.flush()
 
     def step(self, timeout: float = 0.5) -> int:
@@ -106,6 +125,9 @@ class LearnerAgent:
         records = self.consumer.poll(self.batch_size, timeout)
         learned = published = 0
         for record in records:
+            if record.topic is MODEL_COMMANDS:
+                published += self._command(record)
+                continue
             learner = self._learn(record)
             if learner is not None:
                 learned += 1
@@ -133,6 +155,31 @@ class LearnerAgent:
             return None
         return learner if learner.learn(example, (position, record.offset)) else None
 
+    def _command(self, record: Record) -> int:
+        """Carry out an operator's command once; return the number of versions published."""
+        position = f"{self.commands_topic}:{record.partition}"
+        self.positions[position] = record.offset + 1
+        command: ModelCommand = record.event  # type: ignore[assignment]
+        learner = self.learners.get(command.model)
+        if learner is None:
+            known = ", ".join(sorted(self.specs)) or "none"
+            self.dead_letters.reject(self.commands_topic, record.partition, record.offset, record.key, record.value,
+                                     "rejected", f"unknown model {command.model!r}; known models: {known}")
+            return 0
+        if record.offset < learner.progress.offsets.get(position, 0):
+            return 0  # carried out before a restart: its version is already in the checkpoint
+        learner.progress.offsets[position] = record.offset + 1
+        try:
+            learner.model = self.store.load_model(command.model, command.to_version)
+        except UnknownModel as error:
+            self.dead_letters.reject(self.commands_topic, record.partition, record.offset, record.key, record.value,
+                                     "rejected", f"cannot roll back: {error}")
+            return 0
+        version = self._checkpoint(learner, reason="rollback", actor=command.actor,
+                                   note=f"{command.reason} (command {command.command_id})".strip())
+        log.warning("rolled %s back to %s on %s's command", command.model, version.version, command.actor)
+        return 1
+
     def checkpoint(self, force: bool = False) -> list[ModelVersion]:
         """Checkpoint and publish the models whose time is due (or all with pending learning if ``force``)."""
         now = time.monotonic()
@@ -145,12 +192,12 @@ class LearnerAgent:
                 versions.append(self._checkpoint(learner))
         return versions
 
-    def _checkpoint(self, learner: OnlineLearner) -> ModelVersion:
+    def _checkpoint(self, learner: OnlineLearner, **why: str) -> ModelVersion:
         # The learner has seen every record of the partitions read so far, not only its own.
         for position, offset in self.positions.items():
             learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
         self._last_version_at[learner.spec.name] = time.monotonic()
-        return self._publish(self.store.checkpoint(learner))
+        return self._publish(self.store.checkpoint(learner, **why))
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
         self.producer.send(version)
@@ -160,7 +207,7 @@ class LearnerAgent:
     def run(self, stop: threading.Event | None = None) -> None:
         """Learn until ``stop`` is set; checkpoint what is pending on the way out."""
         stop = stop or threading.Event()
-        self.publish_initial()
+        self.publish_missing()
         try:
             while not stop.is_set():
                 self.step()

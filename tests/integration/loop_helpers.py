@@ -9,11 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from adaptloop.settings import Settings
 from adaptloop.worker import start_worker_process, stop_worker_process
 from learners.spec import LearnerSpec
 from schemas import Event
-from schemas.topics import Topic
+from schemas.topics import Topic, topic_named
+from snapshots.archive import ParquetArchive, topic_glob
 from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 
 
@@ -56,3 +60,46 @@ def read_until(settings: Settings, topics: list[Topic], done: Callable[[list[Eve
             if worker is not None:
                 worker.check_alive()
     return events
+
+
+def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, int]]:
+    """Every (partition, offset) of a committed record of ``topic``, read straight from Kafka."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
+        found: list[tuple[int, int]] = []
+        deadline = time.monotonic() + timeout
+        todo = {p for p, end in ends.items() if end > 0}
+        while todo and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                if message.error() is None:
+                    found.append((message.partition(), message.offset()))
+            # Transaction markers take the last offsets: a partition is done when its position passes the end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        assert not todo, f"could not read {topic} to its end"
+        return sorted(found)
+    finally:
+        consumer.close()
+
+
+def wait_for_archive(settings: Settings, rows: dict[str, int], timeout: float = 120.0) -> dict[str, list[tuple[int, int]]]:
+    """Wait until the archive holds ``rows`` rows per topic; return each topic's archived (partition, offset)s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        archived = {}
+        for name in rows:
+            topic_name = topic_named(name).full_name(settings.topic_prefix)
+            if not ParquetArchive(settings.archive_dir).files(topic_name):
+                archived[name] = []
+                continue
+            archived[name] = duckdb.execute(
+                f"SELECT _partition, _offset FROM read_parquet('{topic_glob(settings.archive_dir, topic_name)}') "
+                "ORDER BY ALL").fetchall()
+        if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
+            return archived
+        time.sleep(0.5)

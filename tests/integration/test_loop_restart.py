@@ -1,9 +1,11 @@
-"""A worker killed mid-run and restarted learns every example exactly once: the model equals River's."""
+"""A worker killed mid-run and restarted learns every example exactly once (the model equals River's)
+and archives every record exactly once (no duplicate, no gap)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import duckdb
 import pytest
 from river import linear_model, metrics, preprocessing
 from river.datasets import synth
@@ -12,10 +14,11 @@ from adaptloop.worker import kill_worker_process
 from learners.spec import LearnerSpec
 from learners.store import ModelStore, model_bytes
 from schemas import ModelVersion, OutcomeEvent, PredictionEvent
-from schemas.topics import MODEL_UPDATES
+from schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
+from snapshots.archive import topic_glob
 from streams import EventProducer
 
-from .loop_helpers import Worker, loop_settings, read_until, running_worker
+from .loop_helpers import Worker, committed_offsets, loop_settings, read_until, running_worker, wait_for_archive
 
 pytestmark = pytest.mark.kafka
 
@@ -29,6 +32,9 @@ def _versions(events) -> list[ModelVersion]:
 def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, tmp_path):
     spec = LearnerSpec(name="hyperplane", metrics=["Accuracy"], checkpoint_every=500, checkpoint_seconds=1)
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
+    # Small archive batches, so the kills land while files are being written.
+    settings = settings.model_copy(update={"archive_flush_seconds": 0.2, "archive_flush_rows": 700,
+                                           "snapshot_seconds": None})
     stream = [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Hyperplane(seed=42, n_features=10).take(N)]
     start = datetime.now(timezone.utc)
     with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
@@ -48,6 +54,19 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
     with running_worker(settings, tmp_path / "worker-final.log") as worker:
         seen = read_until(settings, [MODEL_UPDATES],
                           lambda seen: any(v.examples_seen == N for v in _versions(seen)), timeout=420, worker=worker)
+        kafka_offsets = {topic.name: committed_offsets(kafka_bootstrap, topic.full_name(settings.topic_prefix))
+                         for topic in (PREDICTIONS, OUTCOMES, TRAINING_EXAMPLES)}
+        archived = wait_for_archive(settings, {name: len(offsets) for name, offsets in kafka_offsets.items()})
+    # The archive holds each record of Kafka exactly once, kills or not.
+    for name, offsets in kafka_offsets.items():
+        assert archived[name] == offsets, name
+    assert len(kafka_offsets["predictions"]) == len(kafka_offsets["outcomes"]) == N
+    # The join re-emits some examples after a SIGKILL (see the README's known limits); the archive keeps
+    # them as Kafka has them, every decision is there, and the learner learned each once (above).
+    decisions = duckdb.execute(
+        "SELECT count(DISTINCT decision_id) FROM read_parquet(?)",
+        [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))]).fetchone()[0]
+    assert decisions == N
 
     final = [v for v in _versions(seen) if v.examples_seen == N]
     assert final, f"never reached {N}: {[v.examples_seen for v in _versions(seen)][-5:]}"

@@ -1,0 +1,130 @@
+"""Audit SQL over a snapshot: any query, or one of the named ones analysts ask most.
+
+>>> sorted(NAMED_QUERIES)[:3]
+['alerts', 'dead_letters', 'decision']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    description: str
+    sql: str
+    params: tuple[str, ...] = field(default=())
+
+
+NAMED_QUERIES: dict[str, NamedQuery] = {
+    "versions": NamedQuery(
+        "Every model version in order: why it was made, what it had learned, its metrics at that point.",
+        """
+        SELECT model, version, parent, reason, examples_seen,
+               round(TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE), 4) AS shadow_accuracy,
+               round(TRY_CAST(metrics->>'$."production.Accuracy"' AS DOUBLE), 4) AS production_accuracy,
+               actor, timestamp AS published_at
+        FROM model_updates ORDER BY model, _kafka_timestamp, _offset
+        """,
+    ),
+    "metric_by_version": NamedQuery(
+        "Production accuracy of the served predictions, per model version that served them (from the joins).",
+        """
+        SELECT model, model_version, count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
+               round(avg(CASE WHEN status = 'joined' THEN (prediction = label)::INT END), 4) AS accuracy,
+               min(predicted_at) AS first_served, max(predicted_at) AS last_served
+        FROM training_examples GROUP BY ALL ORDER BY first_served
+        """,
+    ),
+    "decision": NamedQuery(
+        "Which model version answered a decision, what it knew then (offsets, examples) and what happened.",
+        """
+        SELECT p.decision_id, p.model, p.model_version, p.prediction, p.timestamp AS predicted_at,
+               v.examples_seen AS version_examples_seen, v.offsets AS version_learned_up_to, v.parent,
+               t.status AS join_status, t.label, t.outcome_at
+        FROM predictions p
+        LEFT JOIN (SELECT * FROM model_updates QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY _offset) = 1) v
+               ON v.model = p.model AND v.version = p.model_version
+        LEFT JOIN training_examples t ON t.decision_id = p.decision_id AND t.model = p.model
+        WHERE p.decision_id = $decision_id
+        """,
+        ("decision_id",),
+    ),
+    "label_lag": NamedQuery(
+        "How long outcomes take to arrive, per model (seconds, from the joined examples).",
+        """
+        SELECT model, count(*) AS joined,
+               round(quantile_cont(epoch(outcome_at) - epoch(predicted_at), 0.5), 3) AS p50_s,
+               round(quantile_cont(epoch(outcome_at) - epoch(predicted_at), 0.99), 3) AS p99_s,
+               round(max(epoch(outcome_at) - epoch(predicted_at)), 3) AS max_s
+        FROM training_examples WHERE status = 'joined' GROUP BY model ORDER BY model
+        """,
+    ),
+    "joins": NamedQuery(
+        "How decisions ended in the join, per model: joined, defaulted, expired, late.",
+        """
+        SELECT model, status, count(*) AS decisions FROM training_examples GROUP BY ALL ORDER BY model, status
+        """,
+    ),
+    "dead_letters": NamedQuery(
+        "Unusable records by where they came from and why.",
+        """
+        SELECT source_topic, consumer, kind, count(*) AS records, any_value(reason) AS example_reason
+        FROM dead_letters GROUP BY ALL ORDER BY records DESC
+        """,
+    ),
+    "alerts": NamedQuery(
+        "Drift and guardrail alerts, newest first.",
+        """
+        SELECT 'drift' AS kind, timestamp, model AS subject, detector AS rule, signal AS detail, statistic AS observed,
+               threshold FROM drift_alerts
+        UNION ALL
+        SELECT 'guardrail', timestamp, subject, rule, coalesce(agent, tenant, ''), observed, threshold FROM guardrail_alerts
+        ORDER BY timestamp DESC
+        """,
+    ),
+    "lineage": NamedQuery(
+        "A model's history, newest first: each version with its parent, why it was made and by whom.",
+        """
+        SELECT timestamp AS published_at, version, parent, reason, examples_seen, offsets AS learned_up_to,
+               dataset_hash, actor, note
+        FROM model_updates WHERE model = $model ORDER BY _offset DESC
+        """,
+        ("model",),
+    ),
+    "errors": NamedQuery(
+        "Archived records that could not be decoded, by topic and reason.",
+        """
+        SELECT _topic AS topic, split_part(_error, ':', 1) AS kind, count(*) AS records, any_value(_error) AS example
+        FROM archive_errors GROUP BY ALL ORDER BY records DESC
+        """,
+    ),
+}
+
+
+def _query_text(query: str) -> tuple[str, tuple[str, ...]]:
+    named = NAMED_QUERIES.get(query)
+    if named is not None:
+        return named.sql, named.params
+    if re.fullmatch(r"[a-z_]+", query.strip()):
+        raise KeyError(f"no named query {query!r}; named queries: {', '.join(sorted(NAMED_QUERIES))}")
+    return query, tuple(re.findall(r"\$([a-zA-Z_]\w*)", query))
+
+
+def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) -> pa.Table:
+    """Run SQL (or a named query) read-only against ``snapshot``; return an Arrow table.
+
+    Parameters are DuckDB's named ``$name`` placeholders, given as ``params``.
+    """
+    sql, needed = _query_text(query)
+    params = dict(params or {})
+    missing = [name for name in needed if name not in params]
+    if missing:
+        raise ValueError(f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}")
+    with duckdb.connect(str(snapshot), read_only=True) as db:
+        return db.sql(sql, params={name: params[name] for name in needed} or None).to_arrow_table()

@@ -1,0 +1,107 @@
+"""Lineage and exact replay: rebuild a model version from the archived training examples.
+
+A version's record names its parent and the offsets it had learned up to, so the
+chain of records from the model's first version to any later one says exactly
+which archived examples made it, and where a rollback swapped the model. Replay
+follows that chain with the same :class:`OnlineLearner` the worker runs and
+checks every version on the way against the stored bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from learners.online import OnlineLearner
+from learners.spec import LearnerSpec
+from learners.store import ModelStore, model_bytes, version_of
+from schemas.codec import decode
+from schemas.errors import AdaptloopError, UnknownModel
+from schemas.inference import TrainingExample
+from schemas.system import ModelVersion
+from schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
+from snapshots.archive import ParquetArchive, topic_glob
+
+
+class ReplayError(AdaptloopError):
+    """The archive cannot rebuild the version (missing records, or a chain that does not add up)."""
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    version: str
+    reason: str
+    examples_seen: int
+    reproduced: bool  # the rebuilt bytes hash to ``version``
+    dataset_hash_matches: bool
+
+
+def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
+    if not ParquetArchive(archive_root).files(topic_name):
+        return []
+    sql = (f"SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
+           f"WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset")
+    with duckdb.connect() as db:
+        return db.execute(sql, [topic_glob(archive_root, topic_name), model]).fetchall()
+
+
+def model_history(archive_root: Path, model: str, prefix: str = "") -> list[ModelVersion]:
+    """Every archived record of ``model`` on ``model-updates``, in publication order."""
+    rows = _rows(archive_root, MODEL_UPDATES.full_name(prefix), model)
+    return [decode(MODEL_UPDATES, value) for _, _, value in rows]  # type: ignore[misc]
+
+
+def lineage(history: list[ModelVersion], version: str) -> list[ModelVersion]:
+    """The chain of records from the first version to the record that created ``version``.
+
+    Versions are content hashes, so one version can appear more than once (a
+    rollback republishes an old one); a record's parent is the latest earlier
+    record of the parent version.
+    """
+    created = next((i for i, record in enumerate(history) if record.version == version), None)
+    if created is None:
+        raise UnknownModel(f"version {version!r} is not in the archived history of this model")
+    chain, index = [history[created]], created
+    while chain[-1].parent is not None:
+        parent = chain[-1].parent
+        index = next((i for i in range(index - 1, -1, -1) if history[i].version == parent), -1)
+        if index < 0:
+            raise ReplayError(f"the parent {parent} of {chain[-1].version} is not archived")
+        chain.append(history[index])
+    return chain[::-1]
+
+
+def _examples(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
+    topic_name = TRAINING_EXAMPLES.full_name(prefix)
+    for partition, offset, value in _rows(archive_root, topic_name, model):
+        yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
+
+
+def replay(archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "") -> list[ReplayStep]:
+    """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
+
+    The last step's ``reproduced`` says whether the rebuilt model is byte-identical
+    to the stored version. A rollback in the chain is replayed as it happened: the
+    examples before it are learned, then the model is swapped for the stored
+    version it rolled back to.
+    """
+    chain = lineage(model_history(archive_root, spec.name, prefix), until)
+    learner = OnlineLearner(spec)
+    examples = _examples(archive_root, spec.name, prefix)
+    pending: tuple[str, int, TrainingExample] | None = next(examples, None)
+    steps = []
+    for record in chain:
+        while pending is not None and pending[1] < record.offsets.get(pending[0], 0):
+            position, offset, example = pending
+            learner.learn(example, (position, offset))
+            pending = next(examples, None)
+        if record.reason == "rollback":
+            learner.model = store.load_model(spec.name, record.version)
+        version = version_of(model_bytes(learner.model))
+        steps.append(ReplayStep(record.version, record.reason, learner.progress.examples_seen,
+                                version == record.version,
+                                record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash))
+    return steps

@@ -1,0 +1,150 @@
+"""Point-in-time DuckDB snapshots: what the archive and the model store held at one moment.
+
+A snapshot is a small DuckDB file an analyst opens read-only (``duckdb -readonly
+FILE``) while the worker keeps running. It holds
+
+- ``manifest``: per topic and partition, the offset after the last archived record
+  and the number of rows below it: the snapshot's exact cut of each stream;
+- one view per topic (``predictions``, ``training_examples``, ``model_updates``...) over
+  the Parquet archive, cut at the manifest's offsets, so files archived later never
+  show up; ``archive_errors`` lists the records that could not be decoded, with why;
+- ``model_catalogue``: every stored model version with its hash, size and bytes;
+- ``snapshot_info``: when, from where, by which adaptloop.
+
+The Parquet files stay where they are (the views name them), so a snapshot is
+cheap to take; it is never written again after it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from schemas.topics import (
+    AGENT_FEEDBACK, DEAD_LETTERS, DRIFT_ALERTS, GUARDRAIL_ALERTS, MODEL_COMMANDS, MODEL_UPDATES, OUTCOMES,
+    PREDICTIONS, PREFERENCES, TRAINING_EXAMPLES, Topic,
+)
+from snapshots.archive import ParquetArchive, topic_glob
+from snapshots.columns import arrow_schema
+
+ARCHIVED_TOPICS: tuple[Topic, ...] = (
+    PREDICTIONS, OUTCOMES, TRAINING_EXAMPLES, AGENT_FEEDBACK, PREFERENCES, MODEL_UPDATES, MODEL_COMMANDS,
+    DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
+)
+"""Every event topic; only the join's internal clock is not archived."""
+
+
+def table_name(topic: Topic) -> str:
+    """The SQL name of a topic's view: ``training-examples`` -> ``training_examples``."""
+    return topic.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    path: Path
+    created_at: datetime
+    rows: dict[str, int]  # topic -> rows in the snapshot (errors included)
+    offsets: dict[str, dict[int, int]]  # topic -> partition -> next offset
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def create_snapshot(
+    archive_root: Path,
+    models_root: Path | None,
+    out: Path,
+    *,
+    prefix: str = "",
+    topics: Iterable[Topic] = ARCHIVED_TOPICS,
+    include_model_bytes: bool = True,
+) -> SnapshotInfo:
+    """Write a snapshot of the archive (and the model store) to ``out``, atomically.
+
+    >>> import tempfile
+    >>> from schemas.topics import OUTCOMES
+    >>> from snapshots.columns import RawRecord
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = ParquetArchive(root / "archive").write(OUTCOMES, "outcomes", 0, [
+    ...     RawRecord(0, 0, 0, b"d1", b'{"decision_id": "d1", "label": true, "source": "s"}')])
+    >>> info = create_snapshot(root / "archive", None, root / "s.duckdb", topics=[OUTCOMES])
+    >>> info.rows, info.offsets
+    ({'outcomes': 1}, {'outcomes': {0: 1}})
+    >>> duckdb.connect(str(info.path), read_only=True).sql("SELECT decision_id, label FROM outcomes").fetchall()
+    [('d1', 'true')]
+    """
+    archive = ParquetArchive(archive_root)  # a fresh look at the files: the cut is what is on disk now
+    created_at = datetime.now(timezone.utc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.unlink(missing_ok=True)
+    rows: dict[str, int] = {}
+    offsets: dict[str, dict[int, int]] = {}
+    with duckdb.connect(str(temp)) as db:
+        db.execute("CREATE TABLE manifest (topic VARCHAR, partition INTEGER, next_offset BIGINT, rows BIGINT, "
+                   "PRIMARY KEY (topic, partition))")
+        error_selects = []
+        for topic in topics:
+            name = topic.full_name(prefix)
+            offsets[name] = dict(sorted(archive.next_offsets(name).items()))
+            view = table_name(topic)
+            if not offsets[name]:
+                empty = pa.Table.from_pylist([], schema=arrow_schema(topic))  # noqa: F841 (read by DuckDB)
+                db.execute(f"CREATE TABLE {view} AS SELECT * EXCLUDE (_value, _error) FROM empty")
+                rows[name] = 0
+                continue
+            db.executemany("INSERT INTO manifest VALUES (?, ?, ?, 0)",
+                           [(name, partition, next_offset) for partition, next_offset in offsets[name].items()])
+            source = (f"(SELECT a.* FROM read_parquet({_sql_string(topic_glob(archive_root.resolve(), name))}, "
+                      f"hive_partitioning = false, union_by_name = true) a JOIN manifest m "
+                      f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)")
+            db.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
+            error_selects.append(f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
+                                 f"FROM {source} WHERE _error IS NOT NULL")
+            counts = db.execute(f"SELECT _partition, count(*) FROM {source} GROUP BY ALL").fetchall()
+            db.executemany("UPDATE manifest SET rows = ? WHERE topic = ? AND partition = ?",
+                           [(count, name, partition) for partition, count in counts])
+            rows[name] = sum(count for _, count in counts)
+        if error_selects:
+            db.execute("CREATE VIEW archive_errors AS " + " UNION ALL ".join(error_selects))
+        _write_catalogue(db, models_root, include_model_bytes)
+        db.execute("CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "
+                   "? AS topic_prefix, ? AS adaptloop_version",
+                   [created_at, str(archive_root.resolve()), str(models_root.resolve()) if models_root else None,
+                    prefix, package_version("adaptloop")])
+        db.execute("CHECKPOINT")
+    os.replace(temp, out)
+    return SnapshotInfo(out, created_at, rows, offsets)
+
+
+def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | None, include_bytes: bool) -> None:
+    db.execute("CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, size_bytes BIGINT, "
+               "stored_at TIMESTAMPTZ, bytes BLOB, PRIMARY KEY (model, version))")
+    if models_root is None or not models_root.exists():
+        return
+    for path in sorted(models_root.glob("*/versions/*.pkl")):
+        data = path.read_bytes()
+        stored_at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        db.execute("INSERT INTO model_catalogue VALUES (?, ?, ?, ?, ?, ?)",
+                   [path.parent.parent.name, path.stem, hashlib.sha256(data).hexdigest(), len(data), stored_at,
+                    data if include_bytes else None])
+
+
+def snapshot_name(when: datetime) -> str:
+    """``snapshot-20261124T101500Z.duckdb``: names sort by time."""
+    return f"snapshot-{when.astimezone(timezone.utc):%Y%m%dT%H%M%S}Z.duckdb"
+
+
+def latest_snapshot(directory: Path) -> Path | None:
+    """The newest snapshot in ``directory``, if any."""
+    found = sorted(directory.glob("snapshot-*.duckdb"))
+    return found[-1] if found else None

@@ -1,0 +1,141 @@
+"""The archive agent: every event topic into the Parquet archive, in micro-batches, exactly once.
+
+Like the learner it uses the consumer helper's client (confluent-kafka) rather than
+faust, because exactly-once here needs to choose where each partition starts: the
+archive is its own checkpoint (see :mod:`snapshots.archive`), so on assignment each
+partition is sought to the offset after the last archived one. A crash loses at
+most the unwritten buffer, which is read again; Kafka's committed offsets only
+report lag. Aborted transactions are never archived (``read_committed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from schemas.topics import Topic
+from snapshots.archive import ParquetArchive
+from snapshots.columns import RawRecord
+from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, snapshot_name
+from streams.producer import KAFKA_LOG
+
+log = logging.getLogger(__name__)
+
+
+class ArchiveAgent:
+    """Buffers records per partition and writes one Parquet file per partition every few seconds.
+
+    Typical use (needs a broker)::
+
+        ArchiveAgent("localhost:9092", archive=ParquetArchive(Path(".adaptloop/archive"))).run(stop)
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        archive: ParquetArchive,
+        prefix: str = "",
+        group: str = "adaptloop-archive",
+        flush_seconds: float = 5.0,
+        flush_rows: int = 50_000,
+        snapshot_dir: Path | None = None,
+        models_dir: Path | None = None,
+        snapshot_seconds: float | None = None,
+    ) -> None:
+        self.archive = archive
+        self.prefix = prefix
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.snapshot_dir, self.models_dir, self.snapshot_seconds = snapshot_dir, models_dir, snapshot_seconds
+        self._last_snapshot = time.monotonic()
+        self.topics: dict[str, Topic] = {topic.full_name(prefix): topic for topic in ARCHIVED_TOPICS}
+        self.buffers: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
+        self.buffered_since: dict[tuple[str, int], float] = {}
+        self.written_rows = 0
+        removed = archive.remove_partial_files()
+        if removed:
+            log.warning("removed %d partial archive files left by a crash", removed)
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"{prefix}{group}", "enable.auto.commit": False,
+             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+             "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
+             "heartbeat.interval.ms": 2_000},
+            logger=KAFKA_LOG,
+        )
+        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.archive = ParquetArchive(self.archive.root, self.archive.compression)  # another owner may have written
+        for tp in partitions:
+            start = self.archive.next_offsets(tp.topic).get(tp.partition, 0)
+            tp.offset = start if start > 0 else OFFSET_BEGINNING
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.flush(force=True)
+        consumer.unassign()
+
+    def step(self, max_records: int = 5000, timeout: float = 0.5) -> int:
+        """Read one batch into the buffers and write what is due; return the records read."""
+        messages = self.consumer.consume(max_records, timeout)
+        now = time.monotonic()
+        read = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("archive consumer: %s", error.str())
+                continue
+            key = (message.topic(), message.partition())
+            _, stamp = message.timestamp()
+            self.buffers[key].append(RawRecord(message.partition(), message.offset(), stamp if stamp > 0 else None,
+                                               message.key(), message.value()))
+            self.buffered_since.setdefault(key, now)
+            read += 1
+        self.flush()
+        self._snapshot_if_due()
+        return read
+
+    def flush(self, force: bool = False) -> int:
+        """Write every buffer that is full, old enough, or all of them if ``force``; return rows written."""
+        now = time.monotonic()
+        written = 0
+        for key in list(self.buffers):
+            records = self.buffers[key]
+            if records and (force or len(records) >= self.flush_rows or now - self.buffered_since[key] >= self.flush_seconds):
+                topic_name, partition = key
+                if self.archive.write(self.topics[topic_name], topic_name, partition, records) is not None:
+                    written += len(records)
+                del self.buffers[key], self.buffered_since[key]
+        if written:
+            self.written_rows += written
+            self.consumer.commit(asynchronous=True)  # for lag only: the archive is the checkpoint
+        return written
+
+    def _snapshot_if_due(self) -> None:
+        if self.snapshot_seconds is None or self.snapshot_dir is None:
+            return
+        if time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
+            self._last_snapshot = time.monotonic()
+            path = self.snapshot_dir / snapshot_name(datetime.now(timezone.utc))
+            info = create_snapshot(self.archive.root, self.models_dir, path, prefix=self.prefix)
+            log.info("snapshot %s: %d rows", info.path, sum(info.rows.values()))
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Archive until ``stop`` is set; write every buffer on the way out."""
+        stop = stop or threading.Event()
+        try:
+            while not stop.is_set():
+                self.step()
+            self.flush(force=True)
+        finally:
+            self.consumer.close()

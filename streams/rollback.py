@@ -1,0 +1,79 @@
+"""One-command rollback: ask the owning learner to serve a stored version again, and wait until it has.
+
+The command is an event on ``model-commands`` (so it is archived and audited like
+any other); the learner that owns the model carries it out in order with its
+training stream and publishes the rollback as a new record on ``model-updates``,
+whose parent is the version it replaced. Serving follows that topic and swaps.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+
+from learners.store import ModelStore
+from schemas.codec import decode
+from schemas.errors import AdaptloopError, DecodeError, UnknownModel
+from schemas.system import ModelCommand, ModelVersion
+from schemas.topics import MODEL_UPDATES
+from streams.producer import KAFKA_LOG, EventProducer
+
+
+class RollbackTimeout(AdaptloopError):
+    """The learner did not confirm the rollback in time (is a worker running?)."""
+
+
+def request_rollback(
+    bootstrap: str,
+    store: ModelStore,
+    model: str,
+    to_version: str,
+    *,
+    actor: str,
+    reason: str = "",
+    prefix: str = "",
+    timeout: float | None = 60.0,
+) -> ModelVersion | None:
+    """Send the rollback command; return the published rollback version (None if ``timeout`` is None).
+
+    Raises :class:`UnknownModel` before sending anything if the version is not in the store.
+    """
+    store.load_bytes(model, to_version)  # fails clearly for an unknown model or version
+    command = ModelCommand(model=model, action="rollback", to_version=to_version, actor=actor, reason=reason,
+                           command_id=uuid.uuid4().hex)
+    topic = MODEL_UPDATES.full_name(prefix)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rollback-{command.command_id}",
+                         "enable.auto.commit": False}, logger=KAFKA_LOG)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts = []
+        for partition in partitions:  # read from "now" on: the confirmation comes after the command
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            starts.append(TopicPartition(topic, partition, high))
+        consumer.assign(starts)
+        with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+            producer.send(command)
+        if timeout is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            try:
+                version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
+            except DecodeError:
+                continue
+            if version.model == model and version.reason == "rollback" and command.command_id in (version.note or ""):
+                return version
+        raise RollbackTimeout(
+            f"no learner confirmed the rollback of {model!r} to {to_version} within {timeout:.0f}s; the command "
+            f"{command.command_id} is on the topic and will be carried out when a worker owning {model!r} runs"
+        )
+    finally:
+        consumer.close()
+
+
+__all__ = ["RollbackTimeout", "UnknownModel", "request_rollback"]

@@ -1,0 +1,100 @@
+"""The Parquet archive and DuckDB snapshots, without a broker: exact rows, no duplicates, atomic files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from adaptloop.samples import MALFORMED_RECORDS, sample_events
+from schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode
+from schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
+from snapshots.archive import ParquetArchive
+from snapshots.audit import NAMED_QUERIES, run_audit
+from snapshots.columns import RawRecord
+from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot
+
+STAMP = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def _records(event_type, count, start=0, seed=0):
+    return [RawRecord(0, start + i, STAMP + i, event.decision_id.encode(), encode(event))
+            for i, event in enumerate(sample_events(event_type, count, seed=seed))]
+
+
+def test_replayed_and_overlapping_batches_add_no_duplicates_and_leave_no_gap(tmp_path):
+    archive = ParquetArchive(tmp_path)
+    records = _records(OutcomeEvent, 1000)
+    archive.write(OUTCOMES, "outcomes", 0, records[:300])
+    archive.write(OUTCOMES, "outcomes", 0, records[:300])  # the same batch again (a crash before commit)
+    archive.write(OUTCOMES, "outcomes", 0, records[200:700])  # overlapping: only 300..699 are new
+    reopened = ParquetArchive(tmp_path)  # a restarted writer learns its position from the files
+    assert reopened.next_offsets("outcomes") == {0: 700}
+    reopened.write(OUTCOMES, "outcomes", 0, records[650:])
+    offsets = duckdb.sql(f"SELECT _offset FROM read_parquet('{tmp_path}/topic=outcomes/*/*.parquet') ORDER BY 1").fetchall()
+    assert [o for (o,) in offsets] == list(range(1000))
+    assert len(reopened.files("outcomes")) == 3
+
+
+def test_partial_files_are_invisible_and_removed(tmp_path):
+    archive = ParquetArchive(tmp_path)
+    archive.write(OUTCOMES, "outcomes", 0, _records(OutcomeEvent, 10))
+    partial = next(tmp_path.glob("topic=outcomes/date=*")) / "p000-000000000010-000000000019.parquet.tmp"
+    partial.write_bytes(b"PAR1 half a file")
+    assert ParquetArchive(tmp_path).next_offsets("outcomes") == {0: 10}
+    assert archive.remove_partial_files() == 1 and not partial.exists()
+
+
+def test_archived_events_keep_every_field_and_bad_records_keep_their_reason(tmp_path):
+    archive = ParquetArchive(tmp_path)
+    good = _records(PredictionEvent, 50)
+    bad = [RawRecord(0, 50 + i, STAMP, None, value) for i, value in enumerate(MALFORMED_RECORDS.values())]
+    archive.write(PREDICTIONS, "predictions", 0, good + bad)
+    info = create_snapshot(tmp_path, None, tmp_path / "s.duckdb", topics=[PREDICTIONS])
+    assert info.rows == {"predictions": 54} and info.offsets == {"predictions": {0: 54}}
+    with duckdb.connect(str(info.path), read_only=True) as db:
+        rows = db.execute("SELECT decision_id, features::JSON, tenant, action_probability FROM predictions "
+                          "ORDER BY _offset").fetchall()
+        errors = db.execute("SELECT _offset, _error FROM archive_errors ORDER BY _offset").fetchall()
+    expected = list(sample_events(PredictionEvent, 50))
+    assert [(r[0], r[2], r[3]) for r in rows] == [(e.decision_id, e.tenant, e.action_probability) for e in expected]
+    assert [o for o, _ in errors] == [50, 51, 52, 53]
+    assert errors[0][1].startswith("malformed:")
+
+
+def test_a_snapshot_is_cut_at_its_manifest_offsets_and_opens_in_another_process(tmp_path):
+    archive = ParquetArchive(tmp_path / "archive")
+    for partition in (0, 1):
+        records = [RawRecord(partition, r.offset, r.timestamp_ms, r.key, r.value)
+                   for r in _records(TrainingExample, 400 + partition, seed=partition)]
+        archive.write(TRAINING_EXAMPLES, "training-examples", partition, records)
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+    # Written after the snapshot: must not show up in it.
+    later = _records(TrainingExample, 500, seed=0)
+    archive.write(TRAINING_EXAMPLES, "training-examples", 0, later)
+    code = ("import duckdb, sys; db = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(db.execute('SELECT count(*) FROM training_examples').fetchone()[0], "
+            "db.execute(\"SELECT sum(next_offset) FROM manifest WHERE topic = 'training-examples'\").fetchone()[0])")
+    out = subprocess.run([sys.executable, "-c", code, str(info.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["801", "801"]
+    assert set(info.rows) == {topic.name for topic in ARCHIVED_TOPICS}
+    assert info.rows["training-examples"] == 801 and info.rows["predictions"] == 0
+
+
+def test_named_queries_run_on_a_snapshot(tmp_path):
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(TRAINING_EXAMPLES, "training-examples", 0, _records(TrainingExample, 200))
+    archive.write(PREDICTIONS, "predictions", 0, _records(PredictionEvent, 200))
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+    joins = run_audit(info.path, "joins").to_pylist()
+    assert joins == [{"model": "churn", "status": "joined", "decisions": 200}]
+    decision = run_audit(info.path, "decision", {"decision_id": "d-7"}).to_pylist()
+    assert [row["decision_id"] for row in decision] == ["d-7"]
+    for name, query in NAMED_QUERIES.items():
+        run_audit(info.path, name, {p: "x" for p in query.params})  # every named query is valid SQL
+    with pytest.raises(ValueError, match="--param decision_id"):
+        run_audit(info.path, "decision")
+    with pytest.raises(KeyError, match="named queries"):
+        run_audit(info.path, "no_such_query")
