@@ -119,13 +119,16 @@ def worker(role: str = typer.Option("all", help="all, join (faust), learn (learn
 def demo(
     decisions: int = typer.Option(12_000, help="Decisions to serve."),
     rate: float = typer.Option(400.0, help="Decisions per second."),
+    policy: str = typer.Option("alert", help="Drift policy of the demo's model: alert, challenger or rollback."),
 ) -> None:
     """The loop end to end: a local broker if none is set, a worker, a drifting stream served and learned."""
     from adaptloop.demo import Scenario, run_demo
 
     try:
-        run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate))
-    except AdaptloopError as error:
+        if policy not in ("alert", "challenger", "rollback"):
+            raise ValueError(f"--policy must be alert, challenger or rollback, not {policy!r}")
+        run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate, policy=policy))
+    except (AdaptloopError, ValueError) as error:
         raise _fail(error) from None
 
 
@@ -269,3 +272,50 @@ def replay(
     if not steps[-1].reproduced:
         raise _fail(AdaptloopError(f"replay did not reproduce {until}: the archive or the code differs"))
     console.print(f"[green]{until} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples")
+
+
+@app.command("status")
+def status() -> None:
+    """Models, current versions, metrics, drift alerts and each role's lag, in one table."""
+    from datetime import datetime, timezone
+
+    from streams.status import loop_status
+
+    settings = Settings()
+    try:
+        state = loop_status(settings.bootstrap_address, settings.topic_prefix, settings.group)
+    except AdaptloopError as error:
+        raise _fail(error) from None
+    table = Table("model", "version", "reason", "examples", "shadow acc.", "production acc.", "published",
+                  "drift alerts", title=f"adaptloop status ({settings.bootstrap_address}, prefix {settings.topic_prefix!r})")
+    now = datetime.now(timezone.utc)
+    for name, version in sorted(state.versions.items()):
+        metrics = version.metrics
+        table.add_row(name, version.version, version.reason, f"{version.examples_seen:,}",
+                      f"{metrics.get('shadow.Accuracy', float('nan')):.3f}",
+                      f"{metrics.get('production.Accuracy', float('nan')):.3f}",
+                      f"{(now - version.timestamp).total_seconds():.0f}s ago", str(state.drift_alerts.get(name, 0)))
+    if not state.versions:
+        table.add_row("(none published yet)", "", "", "", "", "", "", "")
+    console.print(table)
+    lag = Table("role", "consumer group lag (records)", title="lag")
+    for role, records in state.lag.items():
+        lag.add_row(role, "no commits yet" if records is None else f"{records:,}")
+    console.print(lag)
+
+
+@app.command("report")
+def report(
+    snapshot: Path = typer.Option(None, help="Snapshot file; default: the newest in <home>/snapshots."),
+    out: Path = typer.Option(Path("report"), help="Directory for the PNG files."),
+) -> None:
+    """PNG plots from a snapshot: metric over time with versions and drift alerts, agent traffic share."""
+    from snapshots.report import write_report
+    from snapshots.snapshot import latest_snapshot
+
+    settings = Settings()
+    path = snapshot or latest_snapshot(settings.snapshots_dir)
+    if path is None or not path.exists():
+        raise _fail(FileNotFoundError(f"no snapshot at {path or settings.snapshots_dir}; run `adaptloop snapshot create`"))
+    for written in write_report(path, out):
+        console.print(f"wrote {written}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,11 +29,13 @@ from river.datasets import synth
 from adaptloop.localkafka import LocalKafka
 from adaptloop.settings import Settings
 from adaptloop.worker import start_worker_process, stop_worker_process
-from learners.spec import LearnerSpec
+from learners.spec import DriftSpec, LearnerSpec
 from learners.store import ModelStore
 from schemas.errors import AdaptloopError
-from schemas import DeadLetter, ModelVersion, OutcomeEvent, TrainingExample
-from schemas.topics import DEAD_LETTERS, MODEL_UPDATES, OUTCOMES, TRAINING_EXAMPLES
+from schemas import DeadLetter, DriftAlert, ModelVersion, OutcomeEvent, TrainingExample
+from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
+from snapshots.archive import ParquetArchive, topic_glob
+from snapshots.snapshot import create_snapshot, snapshot_name
 from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from streams.model_client import ModelClient
 
@@ -49,6 +52,7 @@ class Scenario:
     duplicates: float = 0.02
     malformed: int = 20
     seed: int = 7
+    policy: str = "alert"  # the drift policy: alert, challenger or rollback
 
 
 @dataclass
@@ -58,12 +62,13 @@ class Watcher:
     statuses: Counter = field(default_factory=Counter)
     versions: list[ModelVersion] = field(default_factory=list)
     dead: Counter = field(default_factory=Counter)
+    alerts: list[DriftAlert] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, settings: Settings) -> None:
         sink = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "demo")
         with EventConsumer(settings.bootstrap_address, f"demo-watch-{uuid.uuid4().hex}",
-                           [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS], dead_letters=sink,
+                           [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS, DRIFT_ALERTS], dead_letters=sink,
                            prefix=settings.topic_prefix) as consumer:
             while not self.stop.is_set():
                 for record in consumer.poll(5000, 0.2):
@@ -74,16 +79,19 @@ class Watcher:
                         self.versions.append(event)
                     elif isinstance(event, DeadLetter):
                         self.dead[event.kind] += 1
+                    elif isinstance(event, DriftAlert):
+                        self.alerts.append(event)
 
 
 def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
     run = uuid.uuid4().hex[:6]
     spec = LearnerSpec(name=MODEL, recipe="logistic", metrics=["Accuracy"], checkpoint_every=1000,
-                       checkpoint_seconds=2.0, horizon_seconds=scenario.horizon)
+                       checkpoint_seconds=2.0, horizon_seconds=scenario.horizon,
+                       drift=DriftSpec(policy=scenario.policy))  # type: ignore[arg-type]
     return settings.model_copy(update={
         "bootstrap": settings.bootstrap_address,  # the worker uses this broker, it does not start its own
         "topic_prefix": f"{settings.topic_prefix}demo-{run}.", "home": settings.home / "demo" / run,
-        "models": [spec], "group": f"demo-{run}",
+        "models": [spec], "group": f"demo-{run}", "archive_flush_seconds": 1.0,
     })
 
 
@@ -100,7 +108,8 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
     watcher = Watcher()
     watch = threading.Thread(target=watcher.run, args=(settings,), daemon=True)
     watch.start()
-    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")
+    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}"
+                  + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else ""))
     try:
         with console.status("waiting for the worker to publish the first model version"):
             deadline = time.monotonic() + 120
@@ -112,6 +121,8 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
             served = _serve(settings, scenario, client, watcher, console)
             _settle(scenario, watcher, served["predictions"], console, worker, log_file)
             report = _report(scenario, watcher, client, served)
+        report["policy"] = scenario.policy
+        report["snapshot"] = _snapshot(settings, watcher, served["predictions"], console)
     finally:
         watcher.stop.set()
         stop_worker_process(worker)
@@ -207,6 +218,29 @@ def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Con
     console.print("[yellow]the loop did not settle within 120 s; the table shows where it stood[/]")
 
 
+def _archived_rows(settings: Settings, topic: Topic) -> int:
+    name = topic.full_name(settings.topic_prefix)
+    if not ParquetArchive(settings.archive_dir).files(name):
+        return 0
+    return duckdb.execute("SELECT count(*) FROM read_parquet(?)", [topic_glob(settings.archive_dir, name)]).fetchone()[0]
+
+
+def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: Console) -> Path:
+    """Once the archive holds everything the demo saw, a snapshot for the analysts (taken while the worker runs)."""
+    expected = {PREDICTIONS: predictions, TRAINING_EXAMPLES: sum(watcher.statuses.values()),
+                MODEL_UPDATES: len(watcher.versions), DEAD_LETTERS: sum(watcher.dead.values())}
+    deadline = time.monotonic() + 60
+    with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
+        while any(_archived_rows(settings, topic) < count for topic, count in expected.items()):
+            if time.monotonic() > deadline:
+                console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
+                break
+            time.sleep(0.5)
+        return create_snapshot(settings.archive_dir, settings.models_dir,
+                               settings.snapshots_dir / snapshot_name(datetime.now(timezone.utc)),
+                               prefix=settings.topic_prefix).path
+
+
 def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, object]) -> dict[str, object]:
     lags = sorted(client.refresh_lags)
     joined, expired, late = (watcher.statuses[s] for s in ("joined", "expired", "late"))
@@ -216,6 +250,8 @@ def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: d
         "shadow": watcher.versions[-1].metrics.get("shadow.Accuracy"), "dead_letters": dict(watcher.dead),
         "refresh_p50": statistics.median(lags) if lags else None,
         "refresh_max": lags[-1] if lags else None, "swaps": client.swaps,
+        "alerts": Counter(alert.signal for alert in watcher.alerts),
+        "actions": Counter(v.reason for v in watcher.versions if v.reason in ("promotion", "rollback")),
     }
 
 
@@ -235,6 +271,9 @@ def _print(console: Console, report: dict[str, object]) -> None:
         ("versions picked up by serving", report["swaps"]),
         ("refresh lag p50 / max (s)", _fmt(report["refresh_p50"]) + " / " + _fmt(report["refresh_max"])),
         ("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()) or "0"),
+        ("drift alerts", ", ".join(f"{k}: {v}" for k, v in sorted(report["alerts"].items())) or "0"),
+        (f"drift policy ({report['policy']}) actions",
+         ", ".join(f"{k}: {v}" for k, v in report["actions"].items()) or "none"),
         ("final shadow accuracy", _fmt(report["shadow"])),
         ("serving time (s)", _fmt(report["seconds"])),
     ]
@@ -248,6 +287,8 @@ def _print(console: Console, report: dict[str, object]) -> None:
         over_time.add_row(window["decisions"], _fmt(window["production"]), str(window["versions"]),
                           _fmt(window["shadow"]))
     console.print(over_time)
+    console.print(f"snapshot for audits: [bold]{report['snapshot']}[/] (e.g. `adaptloop audit versions "
+                  f"--snapshot {report['snapshot']}`, or `duckdb -readonly {report['snapshot']}`)")
 
 
 def _fmt(value: object) -> str:

@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     '127.0.0.1:19092'
     """
 
-    model_config = SettingsConfigDict(env_prefix="ADAPTLOOP_", toml_file="adaptloop.toml", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ADAPTLOOP_", toml_file="adaptloop.toml", extra="forbid",
+                                      env_parse_none_str="null")
 
     home: Path = Field(Path(".adaptloop"), description="Where the local broker's data, models and archives live.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where the Kafka jars are cached.")
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
     archive_flush_seconds: float = Field(5.0, gt=0, description="Longest a record waits before its Parquet file is written.")
     archive_flush_rows: int = Field(50_000, ge=1, description="Records per partition that trigger a Parquet file at once.")
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="The worker's /metrics and /health port; null: none.")
     snapshot_seconds: float | None = Field(
         600.0, gt=0, description="The worker writes a DuckDB snapshot this often; unset: only `adaptloop snapshot create`."
     )

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -27,12 +28,14 @@ from streams.archive_agent import ArchiveAgent
 from streams.admin import ensure_topics
 from streams.join_agent import create_join_app, run_join_worker
 from streams.learner_agent import LearnerAgent
+from streams.metrics import prepare_multiprocess_dir, serve
 
 log = logging.getLogger(__name__)
 
 Role = Literal["all", "join", "learn", "archive"]
 ROLES: tuple[str, ...] = ("join", "learn", "archive")
 HASH_SEED = "0"
+MAX_RESTARTS, RESTART_WINDOW = 5, 300  # more restarts than this within the window stop the worker
 
 
 def ensure_reproducible_hashing() -> None:
@@ -84,19 +87,26 @@ def _child(role: str) -> None:
 
 
 def run_worker(settings: Settings, role: Role = "all") -> None:
-    """Start the roles and block until SIGTERM/SIGINT (or a role dies)."""
+    """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up()
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
-    if role != "all":
-        _child(role)
-        return
+    # The roles record metrics into files here; this process serves them (see streams.metrics).
+    prepare_multiprocess_dir(settings.home / "metrics" / str(os.getpid()))
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(name,), name=f"adaptloop-{name}") for name in ROLES]
+    roles = ROLES if role == "all" else (role,)
+    children = [context.Process(target=_child, args=(name,), name=f"adaptloop-{name}") for name in roles]
     for child in children:
         child.start()
+    if settings.metrics_port is not None:
+        try:
+            serve(settings.metrics_port, lambda: {child.name.removeprefix("adaptloop-"): child.is_alive()
+                                                  for child in children})
+            log.info("metrics on http://localhost:%d/metrics, health on /health", settings.metrics_port)
+        except OSError as error:  # another worker on this host has the port: run without the endpoint
+            log.warning("no metrics endpoint: port %d: %s", settings.metrics_port, error)
     stopping = threading.Event()
 
     def _stop(*_: object) -> None:
@@ -104,8 +114,25 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while not stopping.is_set() and all(child.is_alive() for child in children):
+    restarts: list[float] = []
+    while not stopping.is_set():
         stopping.wait(0.5)
+        for index, child in enumerate(children):
+            if child.is_alive() or stopping.is_set():
+                continue
+            # A role that stops on its own is restarted (its group rebalances, it resumes from its
+            # checkpoints); one that keeps dying stops the worker, so a supervisor can see it.
+            restarts = [at for at in restarts if time.monotonic() - at < RESTART_WINDOW] + [time.monotonic()]
+            if len(restarts) > MAX_RESTARTS:
+                log.error("role %s stopped (exit %s); %d restarts in %ds: giving up", child.name, child.exitcode,
+                          MAX_RESTARTS, RESTART_WINDOW)
+                stopping.set()
+                break
+            log.warning("role %s stopped (exit %s); restarting it", child.name, child.exitcode)
+            children[index] = context.Process(target=_child, args=(child.name.removeprefix("adaptloop-"),),
+                                              name=child.name)
+            children[index].start()
+    failed = [child.name for child in children if not child.is_alive()]
     for child in children:
         if child.is_alive():
             os.kill(child.pid, signal.SIGTERM)
@@ -113,18 +140,15 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         child.join(30)
         if child.is_alive():
             child.kill()
-    failed = [child.name for child in children if child.exitcode not in (0, -signal.SIGTERM)]
-    if failed and not stopping.is_set():
-        raise SystemExit(f"worker role(s) {', '.join(failed)} stopped unexpectedly")
+    if len(restarts) > MAX_RESTARTS:
+        raise SystemExit(f"worker role(s) {', '.join(failed)} kept stopping unexpectedly")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these exact settings."""
     env = {}
     for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        env[f"ADAPTLOOP_{name.upper()}"] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        env[f"ADAPTLOOP_{name.upper()}"] = value if isinstance(value, str) else orjson.dumps(value).decode()  # None: "null"
     return env
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from river import base, metrics
 
+from learners.drift import LABEL_RATE, PREDICTION
 from learners.recipes import build_metric, build_model
 from learners.spec import LearnerSpec
+from learners.watch import ModelWatch
 from schemas.inference import LEARNABLE, TrainingExample
 from schemas.system import ModelVersion
 
@@ -59,6 +61,7 @@ class OnlineLearner:
         shadow: dict[str, metrics.base.Metric] | None = None,
         production: dict[str, metrics.base.Metric] | None = None,
         progress: LearnerProgress | None = None,
+        watch: ModelWatch | None = None,
     ) -> None:
         self.spec = spec
         self.model = model if model is not None else build_model(spec)
@@ -67,6 +70,7 @@ class OnlineLearner:
             name: build_metric(name) for name in spec.metrics if build_metric(name).requires_labels or spec.task == "regression"
         }
         self.progress = progress or LearnerProgress()
+        self.watch = watch if watch is not None else ModelWatch(spec)
         self._classifier = spec.task != "regression"
 
     def already_learned(self, decision_id: str, position: tuple[str, int] | None) -> bool:
@@ -81,6 +85,10 @@ class OnlineLearner:
         if position is not None:
             self.progress.offsets[position[0]] = position[1] + 1
         target = example.label if example.label is not None else example.reward
+        if example.status != "late":  # a late record follows an expired one for the same decision
+            self.watch.observe_decision({**example.features, PREDICTION: example.prediction,
+                                         LABEL_RATE: float(example.status == "joined")},
+                                        self.progress.version, self.progress.examples_seen)
         if example.status not in LEARNABLE or target is None:
             return False
         x = example.features
@@ -90,14 +98,24 @@ class OnlineLearner:
             y_pred = max(proba, key=proba.get) if proba else None
             for metric in self.shadow.values():
                 metric.update(target, y_pred if metric.requires_labels else proba)
+            shadow_error = float(y_pred != target)
         else:
             y_pred = self.model.predict_one(x)
             for metric in self.shadow.values():
                 metric.update(target, y_pred)
+            shadow_error = abs(float(y_pred) - float(target))
+        production_error = None
         if example.status == "joined" and example.prediction is not None:
             for metric in self.production.values():
                 metric.update(target, example.prediction)
+            production_error = (float(example.prediction != target) if self._classifier
+                                else abs(float(example.prediction) - float(target)))
+        self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version,
+                                  self.progress.examples_seen)
+        promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
         self.model.learn_one(x, target)
+        if promoted is not None:
+            self.model = promoted  # it has learned this example too
         self._remember(example.decision_id)
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
         self.progress.dataset_hash = hashlib.sha256(

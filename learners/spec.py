@@ -9,6 +9,33 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 Task = Literal["binary", "multiclass", "regression"]
 
 
+class DriftSpec(BaseModel):
+    """How a model is watched for drift, and what the loop does when it drifts.
+
+    ``policy``: ``alert`` only; ``challenger`` starts a fresh learner on concept drift, fed the
+    same stream in shadow, and promotes it when its error over ``challenger_window`` examples
+    beats the champion's by ``challenger_margin``; ``rollback`` returns to the last good version
+    when the served versions' production error exceeds the last good one's by ``rollback_bound``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concept: StrictBool = True
+    detector: StrictStr = Field("ADWIN", description="A class of river.drift or river.drift.binary.")
+    detector_params: dict[StrictStr, StrictFloat | StrictInt | StrictStr | StrictBool] = Field(default_factory=dict)
+    window: int = Field(500, ge=10, description="Recent window: error before/after, and data-drift samples.")
+    data: StrictBool = True
+    reference_size: int = Field(1000, ge=10, description="Decisions in a data-drift reference window.")
+    check_every: int = Field(500, ge=1, description="Data drift is checked every N decisions.")
+    psi_threshold: float = Field(0.25, gt=0, description="PSI above this is data drift (0.25 is the usual 'major shift').")
+    js_threshold: float = Field(0.2, gt=0, le=1, description="Jensen-Shannon distance above this is drift (categories).")
+    label_rate_drop: float = Field(0.5, gt=0, lt=1, description="Alert when the share of decisions with an outcome falls by this.")
+    policy: Literal["alert", "challenger", "rollback"] = "alert"
+    challenger_window: int = Field(300, ge=10)
+    challenger_margin: float = Field(0.02, ge=0)
+    rollback_bound: float = Field(0.15, gt=0, description="Production error above the last good version's by this: roll back.")
+
+
 class LearnerSpec(BaseModel):
     """The declaration of one online model.
 
@@ -34,3 +61,4 @@ class LearnerSpec(BaseModel):
     default_label: StrictBool | StrictInt | StrictFloat | StrictStr | None = None
     default_reward: StrictFloat | None = None
     duplicates: Literal["first", "last"] = Field("first", description="Which of repeated predictions/outcomes counts.")
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")

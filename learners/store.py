@@ -19,6 +19,7 @@ from river import base, metrics
 
 from learners.online import LearnerProgress, OnlineLearner
 from learners.spec import LearnerSpec
+from learners.watch import ModelWatch
 from schemas.errors import UnknownModel
 from schemas.system import ModelVersion
 
@@ -57,6 +58,7 @@ class Checkpoint:
     progress: LearnerProgress
     shadow: dict[str, metrics.base.Metric]
     production: dict[str, metrics.base.Metric]
+    watch: ModelWatch | None = None
 
 
 class ModelStore:
@@ -125,7 +127,7 @@ class ModelStore:
                 size_bytes=len(data), dataset_hash=progress.dataset_hash, actor=actor, note=note,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
-        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production)
+        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch)
         _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
         return record
 
@@ -137,4 +139,4 @@ class ModelStore:
         checkpoint: Checkpoint = pickle.loads(path.read_bytes())
         model = self.load_model(spec.name, checkpoint.version)
         return OnlineLearner(spec, model, shadow=checkpoint.shadow, production=checkpoint.production,
-                             progress=checkpoint.progress)
+                             progress=checkpoint.progress, watch=checkpoint.watch)

@@ -38,7 +38,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         SELECT model, model_version, count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
                round(avg(CASE WHEN status = 'joined' THEN (prediction = label)::INT END), 4) AS accuracy,
                min(predicted_at) AS first_served, max(predicted_at) AS last_served
-        FROM training_examples GROUP BY ALL ORDER BY first_served
+        FROM (SELECT * FROM training_examples QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1)
+        GROUP BY ALL ORDER BY first_served
         """,
     ),
     "decision": NamedQuery(
@@ -50,7 +51,9 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         FROM predictions p
         LEFT JOIN (SELECT * FROM model_updates QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY _offset) = 1) v
                ON v.model = p.model AND v.version = p.model_version
-        LEFT JOIN training_examples t ON t.decision_id = p.decision_id AND t.model = p.model
+        LEFT JOIN (SELECT * FROM training_examples WHERE decision_id = $decision_id
+                   QUALIFY row_number() OVER (PARTITION BY model ORDER BY _offset DESC) = 1) t
+               ON t.decision_id = p.decision_id AND t.model = p.model
         WHERE p.decision_id = $decision_id
         """,
         ("decision_id",),
@@ -66,9 +69,11 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "joins": NamedQuery(
-        "How decisions ended in the join, per model: joined, defaulted, expired, late.",
+        "How decisions ended in the join, per model: joined, defaulted, expired, late (a late outcome turns an expired decision late).",
         """
-        SELECT model, status, count(*) AS decisions FROM training_examples GROUP BY ALL ORDER BY model, status
+        SELECT model, status, count(*) AS decisions FROM (
+            SELECT model, decision_id, arg_max(status, _offset) AS status FROM training_examples GROUP BY ALL
+        ) GROUP BY ALL ORDER BY model, status
         """,
     ),
     "dead_letters": NamedQuery(

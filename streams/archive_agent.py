@@ -23,6 +23,7 @@ from schemas.topics import Topic
 from snapshots.archive import ParquetArchive
 from snapshots.columns import RawRecord
 from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, snapshot_name
+from streams.metrics import ARCHIVED, EVENTS_IN, record_lag
 from streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ArchiveAgent:
         self.flush_rows = flush_rows
         self.snapshot_dir, self.models_dir, self.snapshot_seconds = snapshot_dir, models_dir, snapshot_seconds
         self._last_snapshot = time.monotonic()
+        self._lag_recorded_at = 0.0
         self.topics: dict[str, Topic] = {topic.full_name(prefix): topic for topic in ARCHIVED_TOPICS}
         self.buffers: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
         self.buffered_since: dict[tuple[str, int], float] = {}
@@ -101,8 +103,12 @@ class ArchiveAgent:
                                                message.key(), message.value()))
             self.buffered_since.setdefault(key, now)
             read += 1
+            EVENTS_IN.labels("archive", message.topic()).inc()
         self.flush()
         self._snapshot_if_due()
+        if now - self._lag_recorded_at > 10:
+            record_lag("archive", self.consumer)
+            self._lag_recorded_at = now
         return read
 
     def flush(self, force: bool = False) -> int:
@@ -115,6 +121,7 @@ class ArchiveAgent:
                 topic_name, partition = key
                 if self.archive.write(self.topics[topic_name], topic_name, partition, records) is not None:
                     written += len(records)
+                    ARCHIVED.labels(topic_name).inc(len(records))
                 del self.buffers[key], self.buffered_since[key]
         if written:
             self.written_rows += written

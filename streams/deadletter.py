@@ -10,6 +10,7 @@ from schemas.codec import MAX_RECORD_BYTES, decode
 from schemas.errors import DecodeError
 from schemas.system import DeadLetter
 from schemas.topics import Topic
+from streams.metrics import DEAD_LETTERS
 from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -69,5 +70,6 @@ class DeadLetters:
         )
         self.producer.send(letter)
         self.counts[kind] += 1
+        DEAD_LETTERS.labels(self.consumer, kind).inc()
         log.warning("dead letter from %s[%d]@%d: %s: %s", topic_name, partition, offset, kind, reason)
         return letter

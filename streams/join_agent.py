@@ -9,11 +9,15 @@ committed only after the training examples and dead letters are acknowledged.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
 import faust
+from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
 
 from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput
@@ -24,7 +28,8 @@ from schemas.inference import OutcomeEvent, PredictionEvent
 from schemas.system import ClockTick
 from schemas.topics import DEAD_LETTERS, JOIN_CLOCK, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, topic_named
 from streams.deadletter import DeadLetters
-from streams.producer import EventProducer
+from streams.metrics import CONSUMER_LAG, EVENTS_IN, JOINS
+from streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ def create_join_app(
     tick_seconds: float | None = 1.0,
     lateness_seconds: float = 0.0,
     group: str = "adaptloop-join",
+    stall_seconds: float = 45.0,
 ) -> faust.App:
     """A faust app running the delayed-feedback join; ``tick_seconds=None`` uses event time only."""
     data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
@@ -93,11 +99,15 @@ def create_join_app(
                 done.append(clock)
         return tuple(done)
 
+    progress = {"at": time.monotonic()}
+
     @app.agent(source, name="join")
     async def join_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            progress["at"] = time.monotonic()
             message = event.message
             next_offsets[TP(message.topic, message.partition)] = message.offset + 1
+            EVENTS_IN.labels("join", message.topic).inc()
             topic = topic_named(message.topic, prefix)
             decoded = dead_letters.decode(topic, message.topic, message.partition, message.offset,
                                           message.key, message.value)
@@ -115,6 +125,7 @@ def create_join_app(
                                     encode(orphan.outcome), "rejected", orphan.reason)
             for example in out.examples:
                 await examples_out.send(key=example.model.encode(), value=encode(example))
+                JOINS.labels(example.model, example.status).inc()
             while collected.pending:
                 letter = collected.pending.pop(0)
                 await dead_out.send(key=DEAD_LETTERS.key_of(letter), value=encode(letter))
@@ -139,6 +150,27 @@ def create_join_app(
                 ticker.poll()
             except DeliveryFailed as error:  # a missed tick only delays expiry; the next one follows
                 log.warning("clock tick not delivered: %s", error)
+
+    # Watchdog: a faust consumer has been seen (on a loaded 2-core machine, after a rebalance) to
+    # hold partitions and fetch nothing. If records wait and none has been processed for
+    # ``stall_seconds``, this role stops; the worker restarts it and the group rebalances.
+    watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}{group}-watchdog"}, logger=KAFKA_LOG)
+
+    @app.timer(10.0)
+    async def watchdog() -> None:
+        behind = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in clock_of and tp.topic != names[JOIN_CLOCK]:
+                continue
+            _, high = watermarks.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2.0)
+            position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
+            CONSUMER_LAG.labels("join", tp.topic, str(tp.partition)).set(max(0, high - position))
+            if high > position:
+                behind[f"{tp.topic}[{tp.partition}]"] = high - position
+        idle = time.monotonic() - progress["at"]
+        if behind and idle > stall_seconds:
+            log.error("join stalled: %s records waiting, none processed for %.0fs; restarting this role", behind, idle)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     return app
 

@@ -31,6 +31,7 @@ from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES
 from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
 from streams.producer import EventProducer
+from streams.metrics import DRIFT_ALERTS, EVENTS_IN, LEARNED, MODEL_METRIC, VERSIONS, record_lag
 from streams.versions import published_versions
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class LearnerAgent:
         self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
         self._last_version_at = {name: time.monotonic() for name in self.specs}
+        self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
             bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES, MODEL_COMMANDS], dead_letters=self.dead_letters,
             prefix=prefix,
@@ -124,26 +126,36 @@ class LearnerAgent:
         """Process one batch; return the number of examples learned."""
         records = self.consumer.poll(self.batch_size, timeout)
         learned = published = 0
+        if time.monotonic() - self._lag_recorded_at > 10:
+            record_lag("learn", self.consumer.kafka)
+            self._lag_recorded_at = time.monotonic()
         for record in records:
+            EVENTS_IN.labels("learn", record.topic.name).inc()
             if record.topic is MODEL_COMMANDS:
                 published += self._command(record)
                 continue
-            learner = self._learn(record)
-            if learner is not None:
+            learner, learned_one = self._learn(record)
+            if learner is None:
+                continue
+            if learner.watch.actions:
+                published += self._act(learner)
+            if learned_one:
                 learned += 1
+                LEARNED.labels(learner.spec.name).inc()
                 # Count-based versions fall on exact example counts, whatever the batch boundaries,
                 # so a replay of the same examples reproduces the same versions.
                 if learner.progress.learned_since_version >= learner.spec.checkpoint_every:
                     self._checkpoint(learner)
                     published += 1
         published += len(self.checkpoint())
-        if published:
+        alerts = self._send_alerts()
+        if published or alerts:
             self.producer.flush()
             self.consumer.commit()
         return learned
 
-    def _learn(self, record: Record) -> OnlineLearner | None:
-        """Learn one record; the learner if it learned, None if skipped or dead-lettered."""
+    def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
+        """Learn one record; (its learner, whether it learned), (None, False) if dead-lettered."""
         position = f"{self.topic_name}:{record.partition}"
         self.positions[position] = record.offset + 1
         example: TrainingExample = record.event  # type: ignore[assignment]
@@ -152,8 +164,35 @@ class LearnerAgent:
             known = ", ".join(sorted(self.specs)) or "none"
             self.dead_letters.reject(self.topic_name, record.partition, record.offset, record.key, record.value,
                                      "rejected", f"unknown model {example.model!r}; known models: {known}")
-            return None
-        return learner if learner.learn(example, (position, record.offset)) else None
+            return None, False
+        return learner, learner.learn(example, (position, record.offset))
+
+    def _act(self, learner: OnlineLearner) -> int:
+        """Carry out what the model's drift policy asks, right after the example that triggered it."""
+        published = 0
+        while learner.watch.actions:
+            action = learner.watch.actions.pop(0)
+            if action.kind == "rollback":
+                try:
+                    learner.model = self.store.load_model(learner.spec.name, action.to_version)
+                except UnknownModel as error:
+                    log.error("drift policy cannot roll %s back: %s", learner.spec.name, error)
+                    continue
+            version = self._checkpoint(learner, reason=action.kind, actor=f"policy:{learner.spec.drift.policy}",
+                                       note=action.note)
+            log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
+            published += 1
+        return published
+
+    def _send_alerts(self) -> int:
+        sent = 0
+        for learner in self.learners.values():
+            for alert in learner.watch.alerts:
+                self.producer.send(alert)
+                DRIFT_ALERTS.labels(alert.model, alert.signal).inc()
+                sent += 1
+            learner.watch.alerts.clear()
+        return sent
 
     def _command(self, record: Record) -> int:
         """Carry out an operator's command once; return the number of versions published."""
@@ -201,6 +240,9 @@ class LearnerAgent:
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
         self.producer.send(version)
+        VERSIONS.labels(version.model, version.reason).inc()
+        for name, value in version.metrics.items():
+            MODEL_METRIC.labels(version.model, name).set(value)
         log.info("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
         return version
 

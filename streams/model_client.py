@@ -25,6 +25,7 @@ from schemas.inference import PredictionEvent
 from schemas.system import ModelVersion
 from schemas.topics import MODEL_UPDATES
 from streams.admin import wait_for_broker
+from streams.metrics import REFRESH_LAG
 from streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class ModelClient:
         if self._ready.is_set():  # catching up on history is not a refresh
             lag = (datetime.now(timezone.utc) - version.timestamp).total_seconds()
             self.refresh_lags.append(lag)
+            REFRESH_LAG.labels(self.model).observe(lag)
         if self._on_swap is not None:
             self._on_swap(version, lag)
         log.info("serving %s version %s", self.model, version.version)

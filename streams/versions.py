@@ -1,4 +1,4 @@
-"""The versions currently published on ``model-updates``: the latest record of each model."""
+"""Reading a topic to its current end: the versions published on ``model-updates``, or any topic's events."""
 
 from __future__ import annotations
 
@@ -7,40 +7,52 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from schemas.base import Event
 from schemas.codec import decode
 from schemas.errors import DecodeError
 from schemas.system import ModelVersion
-from schemas.topics import MODEL_UPDATES
+from schemas.topics import MODEL_UPDATES, Topic
 from streams.producer import KAFKA_LOG
 
 
-def published_versions(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
-    """Read the compacted topic up to its current end; return the last record of each model."""
-    topic = MODEL_UPDATES.full_name(prefix)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"versions-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False}, logger=KAFKA_LOG)
-    latest: dict[str, ModelVersion] = {}
+def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30.0) -> list[Event]:
+    """Every decodable, committed event of ``topic`` from its start up to its end as of now.
+
+    Undecodable records are skipped here: the consumers that act on the topic dead-letter them.
+    """
+    name = topic.full_name(prefix)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"}, logger=KAFKA_LOG)
+    events: list[Event] = []
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in partitions}
+        metadata = consumer.list_topics(name, timeout=timeout).topics[name]
+        if metadata.error is not None:
+            return events
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1]
+                for p in metadata.partitions}
         todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.2):
+            for message in consumer.consume(1000, 0.2):
                 if message.error() is not None:
                     continue
                 try:
-                    version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
-                    latest[version.model] = version
+                    events.append(decode(topic, message.value()))
                 except DecodeError:
                     pass
-                if message.offset() + 1 >= ends[message.partition()]:
-                    todo.discard(message.partition())
             # Compaction or transaction markers can leave the last offsets without a record.
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):
+            for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
-        return latest
+        return events
     finally:
         consumer.close()
+
+
+def published_versions(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
+    """The last record of each model on the compacted ``model-updates`` topic."""
+    latest: dict[str, ModelVersion] = {}
+    for version in read_all(bootstrap, MODEL_UPDATES, prefix, timeout):
+        latest[version.model] = version  # type: ignore[attr-defined,assignment]
+    return latest

@@ -25,7 +25,8 @@ def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitio
     prefix = f"loop{uuid.uuid4().hex[:8]}."
     ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
     return Settings(bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions, home=home, models=specs,
-                    group=f"g{uuid.uuid4().hex[:6]}", log_level=os.environ.get("ADAPTLOOP_TEST_WORKER_LOG", "warning"))
+                    group=f"g{uuid.uuid4().hex[:6]}", log_level=os.environ.get("ADAPTLOOP_TEST_WORKER_LOG", "warning"),
+                    metrics_port=None, snapshot_seconds=None)
 
 
 class Worker:

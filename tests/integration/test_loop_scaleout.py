@@ -58,11 +58,12 @@ def test_two_workers_share_the_work_and_learn_each_example_once(kafka_bootstrap,
 
 
 def _assignments(workers: list[Worker]) -> list[list[int]]:
-    """The latest training-examples partitions of each worker's learner, sorted."""
+    """The latest partitions of each worker's learner, sorted (training-examples and model-commands are
+    co-partitioned: the "range" assignment gives a worker the same partition of both)."""
     latest = []
     for worker in workers:
         lines = re.findall(r"learner assigned \[(.*?)\]", worker.log_file.read_text()) if worker.log_file.exists() else []
-        latest.append(sorted(int(p) for p in re.findall(r"\((\d+),", lines[-1])) if lines else [])
+        latest.append(sorted({int(p) for p in re.findall(r"\((\d+),", lines[-1])}) if lines else [])
     return sorted(latest)
 
 

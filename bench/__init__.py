@@ -1,0 +1,1 @@
+"""Measurements of adaptloop, run from the repository root: ``python -m bench.drift``."""

@@ -1,0 +1,169 @@
+"""Drift monitoring for one model: concept drift on its error streams, data drift on its inputs.
+
+Concept drift: a River detector (ADWIN by default; any class of ``river.drift`` or
+``river.drift.binary`` by name) watches the shadow error (the learner's own
+prediction, made before it learns) and the production error (the prediction that
+was served). Data drift: every ``check_every`` examples, each feature's recent
+window is compared with a reference window, by the population stability index
+(PSI, numeric features, on the reference's deciles) or the Jensen-Shannon
+distance (categories, booleans, and the served prediction); and the share of
+decisions that got an outcome is compared with the reference's (feedback stopped
+arriving). A firing check re-bases the reference on the recent window, so one
+shift gives one alert.
+
+>>> from learners.spec import DriftSpec
+>>> monitor = ConceptDriftMonitor(DriftSpec(detector="ADWIN"))
+>>> alerts = [monitor.update("shadow_error", float(i >= 1000)) for i in range(2000)]
+>>> fired = [i for i, alert in enumerate(alerts) if alert]
+>>> fired[0] >= 1000, fired[0] - 1000 < 100
+(True, True)
+>>> alert = alerts[fired[0]]
+>>> alert["metric_before"] < 0.05, alert["metric_after"] > 0.3
+(True, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import math
+from collections import Counter, deque
+from typing import Any
+
+from river import base, stats, utils
+
+from learners.spec import DriftSpec
+
+
+def build_detector(name: str, params: dict[str, Any] | None = None) -> base.DriftDetector:
+    """A River drift detector by class name: ``ADWIN``, ``PageHinkley``, ``KSWIN``, ``DDM``, ``HDDMA``...
+
+    >>> type(build_detector("DDM")).__module__
+    'river.drift.binary.ddm'
+    """
+    for module in ("river.drift", "river.drift.binary"):
+        detector = getattr(importlib.import_module(module), name, None)
+        if isinstance(detector, type):
+            return detector(**(params or {}))
+    raise ValueError(f"{name!r} is not a drift detector of river.drift or river.drift.binary")
+
+
+class ConceptDriftMonitor:
+    """One detector per error stream; an alert carries the mean error since the previous alert
+    (``metric_before``) and over the last ``window / 10`` examples (``metric_after``)."""
+
+    def __init__(self, spec: DriftSpec) -> None:
+        self.spec = spec
+        self.detectors: dict[str, base.DriftDetector] = {}
+        self.since_reset: dict[str, stats.Mean] = {}
+        self.recent: dict[str, utils.Rolling] = {}
+        self.seen: dict[str, int] = {}
+
+    def update(self, signal: str, error: float) -> dict[str, Any] | None:
+        """Feed one error (0/1 for classes, absolute error for regression); the alert's fields if it fired."""
+        if signal not in self.detectors:
+            self.detectors[signal] = build_detector(self.spec.detector, self.spec.detector_params)
+            self.since_reset[signal] = stats.Mean()
+            self.recent[signal] = utils.Rolling(stats.Mean, window_size=max(10, self.spec.window // 10))
+            self.seen[signal] = 0
+        detector = self.detectors[signal]
+        before = self.since_reset[signal].get()
+        detector.update(error)
+        self.recent[signal].update(error)
+        self.since_reset[signal].update(error)
+        self.seen[signal] += 1
+        if not detector.drift_detected:
+            return None
+        after = self.recent[signal].get()
+        self.since_reset[signal] = stats.Mean()
+        return {"detector": self.spec.detector, "signal": signal, "window": self.spec.window,
+                "metric_before": float(before), "metric_after": float(after), "statistic": float(after - before),
+                "at_example": self.seen[signal]}
+
+
+def psi(reference: list[float], recent: list[float], bins: int = 10) -> float:
+    """Population stability index of ``recent`` against ``reference``, on the reference's quantile bins.
+
+    >>> round(psi([float(i) for i in range(1000)], [float(i) for i in range(1000)]), 6)
+    0.0
+    >>> psi([float(i) for i in range(1000)], [float(i) + 500 for i in range(1000)]) > 1
+    True
+    """
+    ordered = sorted(reference)
+    edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * k) // bins)] for k in range(1, bins)})
+
+    def shares(values: list[float]) -> list[float]:
+        counts = [0] * (len(edges) + 1)
+        for value in values:
+            counts[bisect.bisect_right(edges, value)] += 1
+        return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]  # smoothed: no log(0)
+
+    expected, actual = shares(reference), shares(recent)
+    return sum((a - e) * math.log(a / e) for a, e in zip(actual, expected))
+
+
+def js_distance(reference: list[object], recent: list[object]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two samples of categories.
+
+    >>> js_distance(["a", "b"] * 50, ["a", "b"] * 50), js_distance(["a"] * 10, ["b"] * 10)
+    (0.0, 1.0)
+    """
+    p, q = Counter(reference), Counter(recent)
+    divergence = 0.0
+    for key in p.keys() | q.keys():
+        pk, qk = p[key] / len(reference), q[key] / len(recent)
+        mk = (pk + qk) / 2
+        divergence += 0.5 * (pk * math.log2(pk / mk) if pk else 0.0) + 0.5 * (qk * math.log2(qk / mk) if qk else 0.0)
+    return math.sqrt(max(divergence, 0.0))
+
+
+LABEL_RATE = "@label_rate"  # 1.0 when the decision got an outcome, 0.0 when it expired
+PREDICTION = "@prediction"  # the served prediction
+
+
+class DataDriftMonitor:
+    """Reference window vs recent window, per feature, the served prediction, and the label rate."""
+
+    def __init__(self, spec: DriftSpec) -> None:
+        self.spec = spec
+        self.reference: dict[str, list[object]] = {}
+        self.recent: dict[str, deque] = {}
+        self.count = 0
+
+    def update(self, values: dict[str, object]) -> list[dict[str, Any]]:
+        """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); alerts' fields if a check fired."""
+        self.count += 1
+        for name, value in values.items():
+            if value is None:
+                continue
+            reference = self.reference.setdefault(name, [])
+            if len(reference) < self.spec.reference_size:
+                reference.append(value)
+            else:
+                self.recent.setdefault(name, deque(maxlen=self.spec.window)).append(value)
+        if self.count % self.spec.check_every:
+            return []
+        return [alert for name in list(self.recent) if (alert := self._check(name))]
+
+    def _check(self, name: str) -> dict[str, Any] | None:
+        reference, recent = self.reference[name], list(self.recent[name])
+        if len(recent) < self.spec.window:
+            return None
+        if name == LABEL_RATE:
+            before, after = sum(reference) / len(reference), sum(recent) / len(recent)
+            statistic, threshold = after / before if before else 1.0, 1 - self.spec.label_rate_drop
+            fired = before > 0 and statistic < threshold
+            detector = "label_rate_ratio"
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference[:50] + recent[:50]):
+            statistic, threshold, detector = psi(reference, recent), self.spec.psi_threshold, "PSI"
+            fired = statistic > threshold
+        else:
+            statistic, threshold, detector = js_distance(reference, recent), self.spec.js_threshold, "JensenShannon"
+            fired = statistic > threshold
+        if not fired:
+            return None
+        self.reference[name] = recent  # re-base: the new normal
+        self.recent[name] = deque(maxlen=self.spec.window)
+        signal = {LABEL_RATE: "label_rate", PREDICTION: "prediction"}.get(name, f"feature:{name}")
+        return {"detector": detector, "signal": signal, "statistic": float(statistic), "threshold": float(threshold),
+                "window": self.spec.window}

@@ -1,0 +1,135 @@
+"""What watches a learner: its drift monitors and the policy that acts on them.
+
+A :class:`ModelWatch` sees every example the learner sees (after deduplication),
+emits :class:`DriftAlert` s, and asks for an action when its policy says so:
+
+- ``challenger``: on a concept-drift alert on the shadow error, a fresh learner
+  starts in shadow on the same stream; once it beats the champion's shadow error
+  over ``challenger_window`` examples by ``challenger_margin``, it is promoted.
+- ``rollback``: production error is kept per served version (over the decisions it
+  served that got an outcome); when a version that served at least 100 of them is
+  worse than the best earlier version by ``rollback_bound``, the loop returns to that
+  one (then waits ``2 * window`` decisions before it may roll back again).
+  Meant for bad updates (poisoned feedback, a bug), not for a changed world, where
+  no old version is good.
+
+Its state is checkpointed with the learner, so a restarted worker watches on
+exactly as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from river import base, stats, utils
+
+from learners.drift import ConceptDriftMonitor, DataDriftMonitor
+from learners.recipes import build_model
+from learners.spec import LearnerSpec
+from schemas.system import DriftAlert
+
+MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
+
+
+@dataclass
+class Action:
+    """What the policy asks the agent to do: ``promotion`` (the model is already swapped) or ``rollback``."""
+
+    kind: str
+    to_version: str | None
+    note: str
+
+
+@dataclass
+class Challenger:
+    model: base.Estimator
+    champion_error: utils.Rolling
+    challenger_error: utils.Rolling
+    seen: int = 0
+
+
+@dataclass
+class ModelWatch:
+    spec: LearnerSpec
+    concept: ConceptDriftMonitor = field(init=False)
+    data: DataDriftMonitor = field(init=False)
+    challenger: Challenger | None = None
+    version_errors: dict[str, stats.Mean] = field(default_factory=dict)
+    cooldown: int = 0
+    alerts: list[DriftAlert] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        drift = self.spec.drift
+        self.concept = ConceptDriftMonitor(drift)
+        self.data = DataDriftMonitor(drift)
+
+    def _alert(self, fields: dict, version: str | None, examples: int) -> None:
+        fields = {"at_example": examples, **fields}
+        self.alerts.append(DriftAlert(model=self.spec.name, model_version=version, **fields))
+
+    def observe_decision(self, values: dict[str, object], version: str | None, examples: int) -> None:
+        """Every decision (learned or not): features, the served prediction, whether an outcome came."""
+        if self.spec.drift.data:
+            for fields in self.data.update(values):
+                self._alert(fields, version, examples)
+
+    def observe_errors(self, shadow: float, production: float | None, served_version: str | None,
+                       version: str | None, examples: int) -> None:
+        drift = self.spec.drift
+        if drift.concept:
+            for signal, error in (("shadow_error", shadow), ("production_error", production)):
+                if error is not None and (fields := self.concept.update(signal, error)):
+                    self._alert(fields, version, examples)
+                    if signal == "shadow_error" and drift.policy == "challenger" and self.challenger is None:
+                        self.challenger = Challenger(build_model(self.spec),
+                                                     utils.Rolling(stats.Mean, window_size=drift.challenger_window),
+                                                     utils.Rolling(stats.Mean, window_size=drift.challenger_window))
+        if production is not None and served_version is not None and drift.policy == "rollback":
+            self._judge_versions(production, served_version, version)
+
+    def _judge_versions(self, production: float, served_version: str, version: str | None) -> None:
+        drift = self.spec.drift
+        self.version_errors.setdefault(served_version, stats.Mean()).update(production)
+        self.cooldown = max(0, self.cooldown - 1)
+        served = self.version_errors[served_version]
+        if self.cooldown or served.n < MIN_VERSION_OUTCOMES:
+            return
+        # Only older versions count: a late decision of an old, worse version (an untrained first
+        # one, say) must not roll back a newer, better one. (The dict keeps first-served order.)
+        order = list(self.version_errors)
+        others = {v: m.get() for v, m in self.version_errors.items()
+                  if order.index(v) < order.index(served_version) and m.n >= MIN_VERSION_OUTCOMES}
+        if not others:
+            return
+        best = min(others, key=others.get)
+        if served.get() > others[best] + drift.rollback_bound and best != version:
+            self.actions.append(Action("rollback", best, f"production error {served.get():.3f} of {served_version} "
+                                       f"over {int(served.n)} decisions vs {others[best]:.3f} of {best}"))
+            self.cooldown = 2 * drift.window
+            self.version_errors.pop(served_version)  # judged: it must not count again if it is served again
+
+    def shadow_challenger(self, x: dict, target: object, champion_error: float, classifier: bool) -> base.Estimator | None:
+        """Feed the challenger (predict, then learn); the model to promote, if it has won."""
+        challenger = self.challenger
+        if challenger is None:
+            return None
+        if classifier:
+            proba = challenger.model.predict_proba_one(x)
+            y_pred = max(proba, key=proba.get) if proba else None
+            error = float(y_pred != target)
+        else:
+            error = abs(float(challenger.model.predict_one(x)) - float(target))
+        challenger.model.learn_one(x, target)
+        challenger.challenger_error.update(error)
+        challenger.champion_error.update(champion_error)
+        challenger.seen += 1
+        drift = self.spec.drift
+        if challenger.seen >= drift.challenger_window:
+            ours, theirs = challenger.challenger_error.get(), challenger.champion_error.get()
+            if ours + drift.challenger_margin < theirs:
+                self.challenger = None
+                self.actions.append(Action("promotion", None, f"challenger error {ours:.3f} vs champion {theirs:.3f} "
+                                           f"over {drift.challenger_window} examples"))
+                return challenger.model
+        return None

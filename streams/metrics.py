@@ -1,0 +1,85 @@
+"""Prometheus metrics of the worker's roles, and the one HTTP endpoint that serves them with health.
+
+The roles run in separate processes; they record into prometheus-client's
+multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by the worker before it
+starts them), and the worker's parent process serves ``/metrics`` (all roles
+summed) and ``/health`` (200 while every role is alive, 503 otherwise) on
+``ADAPTLOOP_METRICS_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
+EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
+DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
+JOINS = Counter("adaptloop_join_results_total", "Decisions ended by the join, per model and status.", ["model", "status"])
+LEARNED = Counter("adaptloop_examples_learned_total", "Examples learned, per model.", ["model"])
+VERSIONS = Counter("adaptloop_model_versions_total", "Model versions published, per model and reason.", ["model", "reason"])
+MODEL_METRIC = Gauge("adaptloop_model_metric", "Metrics of each model's current version (shadow.*, production.*).",
+                     ["model", "metric"], multiprocess_mode="mostrecent")
+DRIFT_ALERTS = Counter("adaptloop_drift_alerts_total", "Drift alerts, per model and signal.", ["model", "signal"])
+CONSUMER_LAG = Gauge("adaptloop_consumer_lag", "Records behind the end of each input partition, per role.",
+                     ["role", "topic", "partition"], multiprocess_mode="mostrecent")
+ARCHIVED = Counter("adaptloop_archived_rows_total", "Rows written to the Parquet archive, per topic.", ["topic"])
+REFRESH_LAG = Histogram("adaptloop_refresh_lag_seconds", "Version published -> served by a ModelClient.", ["model"],
+                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """Empty ``directory`` and point prometheus-client at it (before the role processes start)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve ``/metrics`` (the roles' multiprocess metrics) and ``/health`` in a daemon thread."""
+    from prometheus_client import multiprocess
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path.startswith("/metrics"):
+                registry = CollectorRegistry()
+                multiprocess.MultiProcessCollector(registry)
+                body, status, kind = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+            elif self.path.startswith("/health"):
+                roles = health()
+                ok = bool(roles) and all(roles.values())
+                body = orjson.dumps({"status": "ok" if ok else "degraded", "roles": roles})
+                status, kind = (200 if ok else 503), "application/json"
+            else:
+                body, status, kind = b"try /metrics or /health\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (quiet)
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def record_lag(role: str, consumer: object) -> None:
+    """Set the lag gauge of every partition assigned to a confluent-kafka ``consumer``."""
+    assignment = consumer.assignment()  # type: ignore[attr-defined]
+    if not assignment:
+        return
+    for tp in consumer.position(assignment):  # type: ignore[attr-defined]
+        if tp.offset < 0:
+            continue
+        _, high = consumer.get_watermark_offsets(tp, timeout=1.0)  # type: ignore[attr-defined]
+        CONSUMER_LAG.labels(role, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
