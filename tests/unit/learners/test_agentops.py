@@ -1,0 +1,160 @@
+"""Preference stores and guardrails, without a broker: exact counts, batch equivalence, one alert per breach."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits, scrub_pii
+from learners.preferences import BradleyTerry, PreferenceStore
+from schemas import AgentFeedbackEvent, PreferenceEvent
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STRENGTHS = {"a": 0.0, "b": 0.8, "c": -0.5, "d": 1.5}
+
+
+def _pairs(n: int, seed: int = 1) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        i, j = rng.sample(sorted(STRENGTHS), 2)
+        p = 1 / (1 + math.exp(STRENGTHS[j] - STRENGTHS[i]))
+        pairs.append((i, j) if rng.random() < p else (j, i))
+    return pairs
+
+
+def _batch_mle(pairs: list[tuple[str, str]], prior: float) -> dict[str, float]:
+    """Newton's method on the same penalised log-likelihood: an independent fit, all pairs at once."""
+    variants = sorted({v for pair in pairs for v in pair})
+    index = {v: k for k, v in enumerate(variants)}
+    theta = np.zeros(len(variants))
+    for _ in range(100):
+        gradient, hessian = np.zeros(len(variants)), np.zeros((len(variants), len(variants)))
+        for k in range(len(variants)):  # the prior: prior/2 wins and prior/2 losses against a rating-0 reference
+            p = 1 / (1 + math.exp(-theta[k]))
+            gradient[k] += prior / 2 - prior * p
+            hessian[k, k] -= prior * p * (1 - p)
+        for winner, loser in pairs:
+            w, l = index[winner], index[loser]
+            p = 1 / (1 + math.exp(theta[l] - theta[w]))
+            gradient[w] += 1 - p
+            gradient[l] -= 1 - p
+            for a, b, sign in ((w, w, -1), (l, l, -1), (w, l, 1), (l, w, 1)):
+                hessian[a, b] += sign * p * (1 - p)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    return {v: float(theta[index[v]]) for v in variants}
+
+
+def test_streamed_bradley_terry_ratings_match_a_batch_maximum_likelihood_fit():
+    pairs = _pairs(3000)
+    store = PreferenceStore()
+    for chosen, rejected in pairs:
+        store.add_preference("faq", "support", chosen, rejected)
+    streamed = store.segment("faq", "support").pairs
+    batch = _batch_mle(pairs, streamed.prior)
+    online = streamed.ratings()  # as the stream left them: a few warm-started sweeps per pair
+    assert max(abs(online[v] - batch[v]) for v in batch) < 1e-6
+    converged = streamed.fit()
+    assert max(abs(converged[v] - batch[v]) for v in batch) < 1e-8
+    assert sorted(batch, key=batch.get) == sorted(STRENGTHS, key=STRENGTHS.get)  # recovers the true order
+    few = BradleyTerry()
+    for chosen, rejected in pairs[:300]:
+        few.add(chosen, rejected)
+    few.fit()
+    errors, few_errors = streamed.standard_errors(), few.standard_errors()
+    assert all(0 < errors[v] < few_errors[v] for v in batch)  # more comparisons, less uncertainty
+
+
+def test_beta_posteriors_are_the_exact_counts():
+    rng = random.Random(3)
+    store, counts = PreferenceStore(), {"a": [0, 0], "b": [0, 0]}
+    for _ in range(5000):
+        variant, up = rng.choice("ab"), rng.random() < 0.6
+        store.add_thumbs("s", "agent", variant, up)
+        counts[variant][0 if up else 1] += 1
+    for variant, (ups, downs) in counts.items():
+        assert store.beta("s", "agent", variant) == (1.0 + ups, 1.0 + downs)
+
+
+def test_thompson_sampling_reports_the_probability_of_its_choice():
+    store = PreferenceStore()
+    for _ in range(50):
+        store.add_thumbs("s", "agent", "good", True)
+        store.add_thumbs("s", "agent", "bad", False)
+    choice, probability = store.choose_variant("s", "agent", ["good", "bad", "new"], random.Random(1))
+    shares = store.traffic_shares("s", "agent", ["good", "bad", "new"])
+    assert abs(sum(shares.values()) - 1) < 1e-12 and shares["good"] > shares["new"] > shares["bad"]
+    assert 0 < probability <= 1 and abs(probability - shares[choice]) < 0.05
+
+
+def _step(i: int, session: str = "s1", action: str | None = "search(q)", **fields) -> AgentFeedbackEvent:
+    values = {"trace_id": f"t{i}", "run_id": "r", "session_id": session, "agent": "support", "variant": "v1",
+              "step": i, "kind": "step", "action": action, "tenant": "acme", "timestamp": T0 + timedelta(seconds=i),
+              **fields}
+    return AgentFeedbackEvent(**values)
+
+
+LIMITS = GuardrailLimits(max_repeated_action=4, max_steps=10, session_cost=1.0, session_tokens=1000,
+                         agent_hourly_cost=5.0, tenant_hourly_cost=3.0, step_latency_ms=2000.0)
+
+
+@pytest.mark.parametrize(("rule", "breaching", "calm", "observed"), [
+    ("tool_loop", [_step(i) for i in range(4)], [_step(i, action=f"a{i % 2}") for i in range(10)], 4.0),
+    ("max_steps", [_step(i, action=f"a{i}") for i in range(11)], [_step(i, action=f"a{i}") for i in range(10)], 11.0),
+    ("session_cost", [_step(i, action=f"a{i}", cost=0.3) for i in range(4)],
+     [_step(i, action=f"a{i}", cost=0.25) for i in range(4)], 1.2),
+    ("session_tokens", [_step(i, action=f"a{i}", tokens=400) for i in range(3)],
+     [_step(i, action=f"a{i}", tokens=500) for i in range(2)], 1200.0),
+    ("latency_budget", [_step(0, latency_ms=2500.0)], [_step(0, latency_ms=2000.0)], 2500.0),
+    ("tenant_hourly_cost", [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8) for i in range(4)],
+     [_step(i, session=f"s{i}", action=f"a{i}", cost=0.75) for i in range(4)], 3.2),
+    ("agent_hourly_cost", [_step(i, session=f"s{i}", action=f"a{i}", cost=0.9, tenant=f"t{i}") for i in range(6)],
+     [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8, tenant=f"t{i}") for i in range(6)], 5.4),
+])
+def test_each_guardrail_fires_once_on_the_breaching_event_and_never_without_a_breach(rule, breaching, calm, observed):
+    guard = AgentGuard(LIMITS)
+    fired = [(k, alert) for k, event in enumerate(breaching) for alert in guard.observe(event)]
+    assert [(k, alert.rule) for k, alert in fired] == [(len(breaching) - 1, rule)]  # on the event that breached
+    alert = fired[0][1]
+    assert alert.observed == pytest.approx(observed) and alert.evidence["step"] == breaching[-1].step
+    calm_guard = AgentGuard(LIMITS)
+    assert [alert for event in calm for alert in calm_guard.observe(event)] == []
+
+
+def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
+    limits = GuardrailLimits(feedback_per_source_per_hour=100)
+    guard, store = FeedbackGuard(limits), PreferenceStore()
+    quarantine = []
+    for i in range(10_000):
+        event = AgentFeedbackEvent(trace_id=f"t{i}", run_id="r", session_id=f"s{i}", agent="support", variant="v1",
+                                   step=0, kind="thumbs", value=1.0, user_id="mallory",
+                                   timestamp=T0 + timedelta(milliseconds=i))
+        reason = guard.check(event)
+        if reason is None:
+            store.add_thumbs("s", "support", event.variant, event.value == 1.0)
+        else:
+            quarantine.append(reason)
+    assert store.beta("s", "support", "v1") == (101.0, 1.0)  # the quota, and not one more
+    assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900
+    honest = AgentFeedbackEvent(trace_id="x", run_id="r", session_id="x", agent="support", variant="v1", step=0,
+                                kind="thumbs", value=0.0, user_id="alice", timestamp=T0)
+    assert guard.check(honest) is None  # other users are not affected
+
+
+def test_out_of_range_feedback_is_quarantined_with_the_reason():
+    guard = FeedbackGuard(GuardrailLimits())
+    rating = AgentFeedbackEvent(trace_id="t", run_id="r", session_id="s", agent="a", variant="v", step=0,
+                                kind="rating", value=11.0, user_id="u")
+    assert "outside [1.0, 5.0]" in guard.check(rating) and guard.quarantined["invalid"] == 1
+
+
+def test_pii_is_scrubbed_but_ordinary_numbers_stay():
+    text = "I am bob@corp.io, call 020 7946 0958; order 12345 cost 19.99; card 5500-0000-0000-0004"
+    assert scrub_pii(text) == "I am [email], call [phone]; order 12345 cost 19.99; card [card]"
