@@ -102,12 +102,12 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write <t
 
 
 @app.command("worker")
-def worker(role: str = typer.Option("all", help="all, join (faust), learn (learner agent) or archive (Parquet).")) -> None:
+def worker(role: str = typer.Option("all", help="all, join (faust), learn (learner), archive (Parquet) or agents (guardrails, preference stores).")) -> None:
     """Run the loop's agents until stopped; several workers with the same settings share the work."""
     from adaptloop.worker import ensure_reproducible_hashing, run_worker
 
-    if role not in ("all", "join", "learn", "archive"):
-        raise _fail(ValueError(f"--role must be all, join, learn or archive, not {role!r}"))
+    if role not in ("all", "join", "learn", "archive", "agents"):
+        raise _fail(ValueError(f"--role must be all, join, learn, archive or agents, not {role!r}"))
     ensure_reproducible_hashing()
     try:
         run_worker(Settings(), role)  # type: ignore[arg-type]
@@ -117,16 +117,25 @@ def worker(role: str = typer.Option("all", help="all, join (faust), learn (learn
 
 @app.command("demo")
 def demo(
-    decisions: int = typer.Option(12_000, help="Decisions to serve."),
-    rate: float = typer.Option(400.0, help="Decisions per second."),
-    policy: str = typer.Option("alert", help="Drift policy of the demo's model: alert, challenger or rollback."),
+    scenario: str = typer.Argument("loop", help="loop (predictions, outcomes, learners) or agents (routing, guardrails)."),
+    decisions: int = typer.Option(12_000, help="Decisions to serve (loop)."),
+    rate: float = typer.Option(400.0, help="Decisions per second (loop)."),
+    policy: str = typer.Option("alert", help="Drift policy of the loop's model: alert, challenger or rollback."),
+    sessions: int = typer.Option(3000, help="Agent sessions (agents)."),
 ) -> None:
-    """The loop end to end: a local broker if none is set, a worker, a drifting stream served and learned."""
-    from adaptloop.demo import Scenario, run_demo
-
+    """End to end on a local broker (unless one is set): a worker, traffic, and the final tables."""
     try:
+        if scenario == "agents":
+            from adaptloop.agents_demo import AgentScenario, run_agents_demo
+
+            run_agents_demo(Settings(), console, AgentScenario(sessions=sessions))
+            return
+        if scenario != "loop":
+            raise ValueError(f"the scenario is loop or agents, not {scenario!r}")
         if policy not in ("alert", "challenger", "rollback"):
             raise ValueError(f"--policy must be alert, challenger or rollback, not {policy!r}")
+        from adaptloop.demo import Scenario, run_demo
+
         run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate, policy=policy))
     except (AdaptloopError, ValueError) as error:
         raise _fail(error) from None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 from schemas import (
-    AgentFeedbackEvent, ClockTick, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelCommand, ModelVersion,
+    AgentFeedbackEvent, ClockTick, PreferenceSnapshot, VariantStats, DeadLetter, DriftAlert, Event, GuardrailAlert, ModelCommand, ModelVersion,
     OutcomeEvent,
     PredictionEvent, PreferenceEvent, TrainingExample,
 )
@@ -56,6 +56,14 @@ def _preference(rng: random.Random, i: int) -> PreferenceEvent:
                            annotator=f"u{rng.randrange(50)}", timestamp=_when(rng))
 
 
+def _snapshot(rng: random.Random, i: int) -> PreferenceSnapshot:
+    stats = {v: VariantStats(ups=float(rng.randrange(50)), downs=float(rng.randrange(50)), ratings=2, rating_mean=3.5,
+                             rating_m2=0.5, wins={w: float(rng.randrange(9)) for w in "abc" if w != v}) for v in "abc"}
+    return PreferenceSnapshot(agent="support", shard=f"support@agent-feedback:{i % 6}",
+                              offsets={f"agent-feedback:{i % 6}": i * 10}, segments={"task=faq": stats},
+                              updates=i, quarantined={"rate_limited": i % 3}, timestamp=_when(rng))
+
+
 def _training(rng: random.Random, i: int) -> TrainingExample:
     return TrainingExample(model="churn", decision_id=f"d-{i}", model_version="v1", features=_features(rng),
                            prediction=True, label=rng.random() < 0.5, status="joined",
@@ -98,7 +106,7 @@ def _tick(rng: random.Random, i: int) -> ClockTick:
 
 SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
     PredictionEvent: _prediction, OutcomeEvent: _outcome, AgentFeedbackEvent: _feedback,
-    PreferenceEvent: _preference, TrainingExample: _training, ModelVersion: _version, ModelCommand: _command,
+    PreferenceEvent: _preference, PreferenceSnapshot: _snapshot, TrainingExample: _training, ModelVersion: _version, ModelCommand: _command,
     DriftAlert: _drift,
     GuardrailAlert: _guardrail, DeadLetter: _dead_letter, ClockTick: _tick,
 }

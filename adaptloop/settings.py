@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pydantic import Field
+from learners.guardrails import GuardrailLimits
 from learners.spec import LearnerSpec
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -44,6 +45,9 @@ class Settings(BaseSettings):
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
     archive_flush_seconds: float = Field(5.0, gt=0, description="Longest a record waits before its Parquet file is written.")
     archive_flush_rows: int = Field(50_000, ge=1, description="Records per partition that trigger a Parquet file at once.")
+    guardrails: GuardrailLimits = Field(default_factory=GuardrailLimits, description="Thresholds of the guardrails.")
+    segment_keys: list[str] = Field(default_factory=list, description="Context keys that split preference stores.")
+    preference_publish_seconds: float = Field(1.0, gt=0, description="How often changed store shards are published.")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="The worker's /metrics and /health port; null: none.")
     snapshot_seconds: float | None = Field(
         600.0, gt=0, description="The worker writes a DuckDB snapshot this often; unset: only `adaptloop snapshot create`."

@@ -1,4 +1,4 @@
-"""``adaptloop worker``: the join (faust), the learner and the archive (consumer helper) from one settings object.
+"""``adaptloop worker``: the join (faust), the learner, the archive and AgentOps (consumer helper), one settings object.
 
 Each role runs in its own process so the join and learning use both cores;
 several workers started with the same settings share the partitions of their
@@ -26,14 +26,15 @@ from learners.store import ModelStore
 from snapshots.archive import ParquetArchive
 from streams.archive_agent import ArchiveAgent
 from streams.admin import ensure_topics
+from streams.agentops_agent import AgentOpsAgent
 from streams.join_agent import create_join_app, run_join_worker
 from streams.learner_agent import LearnerAgent
 from streams.metrics import prepare_multiprocess_dir, serve
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "join", "learn", "archive"]
-ROLES: tuple[str, ...] = ("join", "learn", "archive")
+Role = Literal["all", "join", "learn", "archive", "agents"]
+ROLES: tuple[str, ...] = ("join", "learn", "archive", "agents")
 HASH_SEED = "0"
 MAX_RESTARTS, RESTART_WINDOW = 5, 300  # more restarts than this within the window stop the worker
 
@@ -80,10 +81,19 @@ def run_archiver(settings: Settings) -> None:
     agent.run(_stop_on_signals())
 
 
+def run_agentops(settings: Settings) -> None:
+    agent = AgentOpsAgent(
+        settings.bootstrap_address, limits=settings.guardrails, segment_keys=settings.segment_keys,
+        prefix=settings.topic_prefix, group=f"{settings.group}-agentops",
+        publish_seconds=settings.preference_publish_seconds,
+    )
+    agent.run(_stop_on_signals())
+
+
 def _child(role: str) -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
-    {"join": run_join, "learn": run_learner, "archive": run_archiver}[role](settings)
+    {"join": run_join, "learn": run_learner, "archive": run_archiver, "agents": run_agentops}[role](settings)
 
 
 def run_worker(settings: Settings, role: Role = "all") -> None:

@@ -117,8 +117,11 @@ class FeedbackGuard:
         self.windows: dict[str, deque[float]] = defaultdict(deque)
         self.quarantined: dict[str, int] = defaultdict(int)  # reason kind -> count
 
-    def check(self, event: AgentFeedbackEvent | PreferenceEvent) -> str | None:
-        """None to admit, else the reason to quarantine; admitted feedback counts toward its source's quota."""
+    def check(self, event: AgentFeedbackEvent | PreferenceEvent) -> tuple[str, str] | None:
+        """None to admit, else (``invalid`` or ``rate_limited``, the reason) for quarantine.
+
+        Admitted feedback counts toward its source's quota.
+        """
         reason = self._invalid(event) if isinstance(event, AgentFeedbackEvent) else None
         kind = "invalid"
         if reason is None:
@@ -133,9 +136,10 @@ class FeedbackGuard:
                           f"the quota is {self.limits.feedback_per_source_per_hour}")
             else:
                 window.append(now)
-        if reason is not None:
-            self.quarantined[kind] += 1
-        return reason
+        if reason is None:
+            return None
+        self.quarantined[kind] += 1
+        return kind, reason
 
     def _invalid(self, event: AgentFeedbackEvent) -> str | None:
         bounds = {"rating": self.limits.rating_range, "score": self.limits.score_range}.get(event.kind)

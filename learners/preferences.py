@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas.agents import VariantStats
+
 REFERENCE = "__reference__"  # a virtual variant of rating 0, played by each variant through the prior
 
 
@@ -132,6 +134,16 @@ class GaussianMean:
         self.mean += delta / self.n
         self.m2 += delta * (value - self.mean)
 
+    def merge(self, n: int, mean: float, m2: float) -> None:
+        """Add another sample's summary (Chan et al.'s parallel update)."""
+        if not n:
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.mean += delta * n / total
+        self.n = total
+
     @property
     def stderr(self) -> float:
         return math.sqrt(self.m2 / (self.n - 1) / self.n) if self.n > 1 else math.inf
@@ -173,6 +185,43 @@ class PreferenceStore:
         store.pairs.add(chosen, rejected)
         store.pairs.step()
         store.updates += 1
+
+    def stats(self, agent: str) -> dict[str, dict[str, VariantStats]]:
+        """The agent's sufficient statistics per segment and variant (what a shard snapshot carries)."""
+        out: dict[str, dict[str, VariantStats]] = {}
+        for (segment, owner), store in sorted(self.segments.items()):
+            if owner != agent:
+                continue
+            variants = sorted(set(store.thumbs) | set(store.ratings) | set(store.pairs.theta))
+            out[segment] = {}
+            for v in variants:
+                alpha, beta = store.thumbs.get(v, self.prior)
+                rating = store.ratings.get(v, GaussianMean())
+                out[segment][v] = VariantStats(
+                    ups=float(alpha - self.prior[0]), downs=float(beta - self.prior[1]), ratings=rating.n,
+                    rating_mean=float(rating.mean), rating_m2=float(rating.m2),
+                    wins={w: float(n) for w, n in sorted(store.pairs.wins.get(v, {}).items()) if n})
+        return out
+
+    def merge(self, agent: str, segments: dict[str, dict[str, VariantStats]]) -> None:
+        """Add a shard's statistics (counts add up, so merging shards is exact)."""
+        for segment, variants in segments.items():
+            store = self.segment(segment, agent)
+            for v, st in variants.items():
+                if st.ups or st.downs:
+                    posterior = store.thumbs.setdefault(v, list(self.prior))
+                    posterior[0] += st.ups
+                    posterior[1] += st.downs
+                if st.ratings:
+                    store.ratings.setdefault(v, GaussianMean()).merge(st.ratings, st.rating_mean, st.rating_m2)
+                for loser, won in st.wins.items():
+                    store.pairs.add(v, loser, won)
+                store.updates += int(st.ups + st.downs + st.ratings + sum(st.wins.values()))
+
+    def fit(self) -> None:
+        """Fit every segment's Bradley-Terry ratings to convergence."""
+        for store in self.segments.values():
+            store.pairs.fit()
 
     def beta(self, segment: str, agent: str, variant: str) -> tuple[float, float]:
         alpha, beta = self.segment(segment, agent).thumbs.get(variant, self.prior)

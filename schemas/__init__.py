@@ -3,7 +3,7 @@
 This layer imports nothing but pydantic and orjson; every other layer builds on it.
 """
 
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent
+from schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
 from schemas.base import Event
 from schemas.codec import decode, encode
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
@@ -13,6 +13,6 @@ from schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
 __all__ = [
     "ALL_TOPICS", "AgentFeedbackEvent", "ClockTick", "DeadLetter", "DriftAlert", "Event", "GuardrailAlert", "ModelCommand",
     "ModelVersion",
-    "OutcomeEvent", "PredictionEvent", "PreferenceEvent", "Topic", "TrainingExample", "decode", "encode",
+    "OutcomeEvent", "PredictionEvent", "PreferenceEvent", "PreferenceSnapshot", "Topic", "VariantStats", "TrainingExample", "decode", "encode",
     "topic_for", "topic_named",
 ]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from schemas.base import Event, FiniteFloat, NonEmptyStr, new_id
 
 NonNegative = Annotated[FiniteFloat, Field(ge=0.0)]
-FeedbackKind = Literal["thumbs", "rating", "score", "comment", "step"]
+FeedbackKind = Literal["thumbs", "rating", "score", "comment", "step", "route"]
 
 
 class AgentFeedbackEvent(Event):
     """One observation about an agent run: a user's thumbs/rating/score/comment,
-    or a ``step`` the agent took (its action, cost, tokens and latency).
+    a ``step`` the agent took (its action, cost, tokens and latency), or the
+    ``route`` a router chose (``variant``, with its probability as ``value``).
 
     >>> from schemas import AgentFeedbackEvent
     >>> AgentFeedbackEvent(trace_id="t1", run_id="r1", session_id="s1", agent="support",
@@ -47,6 +48,8 @@ class AgentFeedbackEvent(Event):
             raise ValueError(f"{self.kind} feedback needs a value")
         if self.kind == "comment" and not self.comment:
             raise ValueError("comment feedback needs a comment")
+        if self.kind == "route" and (self.value is None or not 0.0 < self.value <= 1.0):
+            raise ValueError("a route needs the probability of its choice as value, in (0, 1]")
         return self
 
 
@@ -71,3 +74,30 @@ class PreferenceEvent(Event):
         if self.chosen == self.rejected:
             raise ValueError("chosen and rejected must differ")
         return self
+
+
+class VariantStats(BaseModel):
+    """The sufficient statistics of one variant in one segment of a preference store shard."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    ups: NonNegative = 0.0
+    downs: NonNegative = 0.0
+    ratings: Annotated[StrictInt, Field(ge=0)] = 0
+    rating_mean: FiniteFloat = 0.0
+    rating_m2: NonNegative = 0.0
+    wins: dict[NonEmptyStr, NonNegative] = Field(default_factory=dict, description="Pairwise wins against each variant.")
+
+
+class PreferenceSnapshot(Event):
+    """One shard of an agent's preference store (the feedback of one input partition), as of ``offsets``.
+
+    Shards hold counts, so a client merges the shards of an agent exactly by adding them.
+    """
+
+    agent: NonEmptyStr
+    shard: NonEmptyStr = Field(description="The input partition this shard summarises, e.g. agent-feedback:3.")
+    offsets: dict[NonEmptyStr, Annotated[StrictInt, Field(ge=0)]]
+    segments: dict[NonEmptyStr, dict[NonEmptyStr, VariantStats]]
+    updates: Annotated[StrictInt, Field(ge=0)]
+    quarantined: dict[NonEmptyStr, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)

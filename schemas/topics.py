@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent
+from schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
 from schemas.base import Event
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
 from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
@@ -52,6 +52,8 @@ MODEL_UPDATES = Topic("model-updates", ModelVersion, "model", compacted=True,
                       doc="The current version of each model (compacted: the latest per model is kept).")
 MODEL_COMMANDS = Topic("model-commands", ModelCommand, "model", copartitioned="models",
                        doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.")
+PREFERENCE_STORE = Topic("preference-store", PreferenceSnapshot, "shard", compacted=True,
+                         doc="Preference store shards (counts per agent, segment and variant); compacted.")
 DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
 GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
@@ -60,7 +62,7 @@ JOIN_CLOCK = Topic("join-clock", ClockTick, "source", copartitioned="decisions",
 
 ALL_TOPICS: tuple[Topic, ...] = (
     PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, TRAINING_EXAMPLES,
-    MODEL_UPDATES, MODEL_COMMANDS, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
+    MODEL_UPDATES, MODEL_COMMANDS, PREFERENCE_STORE, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
 )
 
 _BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}

@@ -5,7 +5,9 @@ fields that are maps, lists or mixed types (``features``, ``label``, ``offsets``
 are stored as JSON text, which DuckDB reads with ``->>`` or ``json_extract``.
 Every row also keeps the record's own bytes (``_value``), so an archived event
 decodes to exactly what a consumer saw, and an undecodable record keeps its
-reason (``_error``) instead of being dropped.
+reason (``_error``) instead of being dropped. The one change: comments of agent
+feedback are scrubbed of obvious PII (emails, phone and card numbers), in the
+column and in ``_value``.
 
 >>> from schemas.topics import OUTCOMES
 >>> schema = arrow_schema(OUTCOMES)
@@ -24,7 +26,9 @@ import orjson
 import pyarrow as pa
 
 from schemas.base import Event
-from schemas.codec import decode
+from learners.guardrails import scrub_pii
+from schemas.agents import AgentFeedbackEvent
+from schemas.codec import decode, encode
 from schemas.errors import DecodeError
 from schemas.topics import Topic
 
@@ -113,15 +117,21 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
     """
     rows = []
     for record in records:
+        value = record.value
         try:
-            row = event_row(topic, decode(topic, record.value))
+            event = decode(topic, value)
+            if isinstance(event, AgentFeedbackEvent) and event.comment:
+                # Free text may carry PII: archive it scrubbed, in the column and in the raw bytes.
+                event = event.model_copy(update={"comment": scrub_pii(event.comment)})
+                value = encode(event)
+            row = event_row(topic, event)
             error = None
         except DecodeError as failure:
             row, error = {}, f"{failure.kind}: {failure.reason}"
         row.update(
             _topic=topic_name, _partition=record.partition, _offset=record.offset,
             _kafka_timestamp=None if record.timestamp_ms is None else datetime.fromtimestamp(record.timestamp_ms / 1000, tz=timezone.utc),
-            _key=record.key, _value=record.value, _error=error,
+            _key=record.key, _value=value, _error=error,
         )
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=arrow_schema(topic))

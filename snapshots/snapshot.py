@@ -30,14 +30,14 @@ import pyarrow as pa
 
 from schemas.topics import (
     AGENT_FEEDBACK, DEAD_LETTERS, DRIFT_ALERTS, GUARDRAIL_ALERTS, MODEL_COMMANDS, MODEL_UPDATES, OUTCOMES,
-    PREDICTIONS, PREFERENCES, TRAINING_EXAMPLES, Topic,
+    PREDICTIONS, PREFERENCE_STORE, PREFERENCES, TRAINING_EXAMPLES, Topic,
 )
 from snapshots.archive import ParquetArchive, topic_glob
 from snapshots.columns import arrow_schema
 
 ARCHIVED_TOPICS: tuple[Topic, ...] = (
     PREDICTIONS, OUTCOMES, TRAINING_EXAMPLES, AGENT_FEEDBACK, PREFERENCES, MODEL_UPDATES, MODEL_COMMANDS,
-    DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
+    PREFERENCE_STORE, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
 )
 """Every event topic; only the join's internal clock is not archived."""
 

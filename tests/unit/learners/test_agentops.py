@@ -140,9 +140,9 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
         if reason is None:
             store.add_thumbs("s", "support", event.variant, event.value == 1.0)
         else:
-            quarantine.append(reason)
+            quarantine.append(reason[0])
     assert store.beta("s", "support", "v1") == (101.0, 1.0)  # the quota, and not one more
-    assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900
+    assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900 and set(quarantine) == {"rate_limited"}
     honest = AgentFeedbackEvent(trace_id="x", run_id="r", session_id="x", agent="support", variant="v1", step=0,
                                 kind="thumbs", value=0.0, user_id="alice", timestamp=T0)
     assert guard.check(honest) is None  # other users are not affected
@@ -152,7 +152,8 @@ def test_out_of_range_feedback_is_quarantined_with_the_reason():
     guard = FeedbackGuard(GuardrailLimits())
     rating = AgentFeedbackEvent(trace_id="t", run_id="r", session_id="s", agent="a", variant="v", step=0,
                                 kind="rating", value=11.0, user_id="u")
-    assert "outside [1.0, 5.0]" in guard.check(rating) and guard.quarantined["invalid"] == 1
+    kind, reason = guard.check(rating)
+    assert kind == "invalid" and "outside [1.0, 5.0]" in reason and guard.quarantined["invalid"] == 1
 
 
 def test_pii_is_scrubbed_but_ordinary_numbers_stay():

@@ -1,0 +1,120 @@
+"""The agent side of a preference store: follow its shards, route by Thompson sampling, log each choice.
+
+``PreferenceClient(agent, variants)`` reads the compacted ``preference-store`` topic
+in the background, merges the agent's shards (they are counts, so the merge is
+exact) and swaps the merged store in atomically. ``choose_variant(context)``
+draws a variant by Thompson sampling over the thumbs posteriors of the context's
+segment and logs the choice with its probability as an ``AgentFeedbackEvent`` of
+kind ``route`` (the propensity an off-policy evaluation needs).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from types import TracebackType
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from learners.preferences import PreferenceStore, segment_of
+from schemas.agents import AgentFeedbackEvent, PreferenceSnapshot
+from schemas.codec import decode
+from schemas.errors import DecodeError
+from schemas.topics import PREFERENCE_STORE
+from streams.admin import wait_for_broker
+from streams.producer import KAFKA_LOG, EventProducer
+
+log = logging.getLogger(__name__)
+
+
+class PreferenceClient:
+    """Typical use (needs a broker and a worker)::
+
+        with PreferenceClient("support", ["prompt-a", "prompt-b"], bootstrap="localhost:9092") as router:
+            variant, probability = router.choose_variant({"tenant": "acme"}, session_id="s1")
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        variants: list[str],
+        *,
+        bootstrap: str,
+        prefix: str = "",
+        segment_keys: list[str] | None = None,
+        seed: int | None = None,
+        producer: EventProducer | None = None,
+    ) -> None:
+        self.agent, self.variants = agent, list(variants)
+        self.segment_keys = list(segment_keys or [])
+        self.rng = random.Random(seed)
+        self.producer = producer if producer is not None else EventProducer(bootstrap, topic_prefix=prefix)
+        self._owns_producer = producer is None
+        self.store = PreferenceStore()
+        self.updates = 0  # feedback counted in the store being served
+        self._shards: dict[str, PreferenceSnapshot] = {}
+        self._stop = threading.Event()
+        topic = PREFERENCE_STORE.full_name(prefix)
+        partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"router-{uuid.uuid4().hex}",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": 50}, logger=KAFKA_LOG)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._thread = threading.Thread(target=self._follow, name=f"router-{agent}", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            changed = False
+            for message in self._consumer.consume(500, 0.1):
+                if message.error() is not None:
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("preference-store: %s", message.error().str())
+                    continue
+                try:
+                    snapshot: PreferenceSnapshot = decode(PREFERENCE_STORE, message.value())  # type: ignore[assignment]
+                except DecodeError as error:
+                    log.error("unreadable preference snapshot at offset %d: %s", message.offset(), error)
+                    continue
+                if snapshot.agent == self.agent:
+                    self._shards[snapshot.shard] = snapshot
+                    changed = True
+            if changed:
+                merged = PreferenceStore()
+                for snapshot in self._shards.values():
+                    merged.merge(self.agent, snapshot.segments)
+                merged.fit()
+                self.store, self.updates = merged, sum(s.updates for s in self._shards.values())
+
+    def choose_variant(self, context: dict[str, str], *, session_id: str, trace_id: str | None = None,
+                       tenant: str | None = None) -> tuple[str, float]:
+        """Thompson-sample a variant for ``context``; log the route with its probability; return both."""
+        store = self.store  # one read: a swap meanwhile does not mix two stores
+        segment = segment_of({"tenant": tenant or "*", "agent": self.agent, **context}, self.segment_keys)
+        variant, probability = store.choose_variant(segment, self.agent, self.variants, self.rng)
+        self.producer.send(AgentFeedbackEvent(
+            trace_id=trace_id or uuid.uuid4().hex, run_id=session_id, session_id=session_id, agent=self.agent,
+            variant=variant, step=0, kind="route", value=probability, action="route", tenant=tenant))
+        return variant, probability
+
+    def wait_for_updates(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until the served store counts ``count`` pieces of feedback (for tests and demos)."""
+        deadline = time.monotonic() + timeout
+        while self.updates < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.updates >= count
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+        if self._owns_producer:
+            self.producer.flush()
+
+    def __enter__(self) -> PreferenceClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

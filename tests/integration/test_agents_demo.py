@@ -1,0 +1,40 @@
+"""The agents scenario end to end: routing learns the best variant, guardrails fire, floods are quarantined."""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import pytest
+from rich.console import Console
+
+from adaptloop.agents_demo import AgentScenario, run_agents_demo
+from adaptloop.settings import Settings
+from schemas.topics import AGENT_FEEDBACK
+from snapshots.archive import ParquetArchive, topic_glob
+
+pytestmark = pytest.mark.kafka
+
+
+def test_the_router_moves_to_the_best_variant_and_the_guardrails_fire(kafka_bootstrap, tmp_path):
+    scenario = AgentScenario(sessions=2000, rate=300.0, flood=1000, stuck_session=300, costly_session=700, seed=5)
+    settings = Settings(bootstrap=kafka_bootstrap, home=tmp_path / "home", metrics_port=None, snapshot_seconds=None)
+    report = run_agents_demo(settings, Console(file=open(tmp_path / "demo.txt", "w")), scenario)
+
+    assert report["share_last"]["prompt-c"] > 0.5  # the best variant ends with the majority of the traffic
+    assert report["share_first"]["prompt-c"] < 0.5  # before any feedback: about a third each
+    assert max(report["bt"], key=report["bt"].get) == "prompt-c"
+    rules = {(rule, subject): (observed, evidence) for rule, subject, observed, _, evidence in report["alerts"]}
+    assert rules[("tool_loop", "s300")][1]["action"] == "search(order)" and rules[("tool_loop", "s300")][0] == 5
+    assert rules[("session_cost", "s700")][0] == pytest.approx(1.2)
+    assert sum(1 for rule, subject in rules if subject.startswith("s") and rule in ("tool_loop", "session_cost")) == 2
+    assert report["quarantined"] == {"rate_limited": scenario.flood - 50}  # the flood beyond the quota, all of it
+
+    # Comments reach the archive scrubbed of the email addresses the users wrote.
+    name = AGENT_FEEDBACK.full_name(report["prefix"])
+    deadline = time.monotonic() + 30
+    while not ParquetArchive(report["archive"]).files(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    comments = [c for (c,) in duckdb.execute(
+        "SELECT comment FROM read_parquet(?) WHERE comment IS NOT NULL", [topic_glob(report["archive"], name)]).fetchall()]
+    assert comments and all("[email]" in c and "@" not in c for c in comments)
