@@ -15,6 +15,10 @@ from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
+KEPT_VALUE_BYTES = 512 * 1024
+"""A dead letter keeps values up to this size whole (base64 grows them by a third, and the letter must
+fit in one Kafka record); larger ones keep their first 1024 bytes."""
+
 
 class DeadLetters:
     """Decodes records, and turns those that fail into :class:`DeadLetter` events.
@@ -60,7 +64,7 @@ class DeadLetters:
         reason: str,
     ) -> DeadLetter:
         """Send one record to the dead-letter topic with ``reason``."""
-        if value is not None and len(value) > self.max_record_bytes:
+        if value is not None and len(value) > KEPT_VALUE_BYTES:
             # Keep the evidence without re-publishing a huge payload.
             reason = f"{reason}; value truncated to its first 1024 bytes"
             value = value[:1024]
