@@ -133,21 +133,30 @@ class DataDriftMonitor:
     def update(self, values: dict[str, object]) -> list[dict[str, Any]]:
         """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); alerts' fields if a check fired."""
         self.count += 1
+        if self.count <= self.spec.reference_size:  # the first decisions make the reference
+            reference = self.reference
+            for name, value in values.items():
+                if value is not None:
+                    reference.setdefault(name, []).append(value)
+            return []
+        recent = self.recent
         for name, value in values.items():
-            if value is None:
-                continue
-            reference = self.reference.setdefault(name, [])
-            if len(reference) < self.spec.reference_size:
-                reference.append(value)
-            else:
-                self.recent.setdefault(name, deque(maxlen=self.spec.window)).append(value)
+            if value is not None:
+                window = recent.get(name)
+                if window is None:
+                    window = recent[name] = deque(maxlen=self.spec.window)
+                window.append(value)
         if self.count % self.spec.check_every:
             return []
         return [alert for name in list(self.recent) if (alert := self._check(name))]
 
     def _check(self, name: str) -> dict[str, Any] | None:
-        reference, recent = self.reference[name], list(self.recent[name])
+        recent = list(self.recent[name])
         if len(recent) < self.spec.window:
+            return None
+        reference = self.reference.get(name)
+        if not reference:  # a feature that appeared after the reference: its first window becomes its reference
+            self.reference[name], self.recent[name] = recent, deque(maxlen=self.spec.window)
             return None
         if name == LABEL_RATE:
             before, after = sum(reference) / len(reference), sum(recent) / len(recent)

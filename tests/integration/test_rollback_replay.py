@@ -6,12 +6,15 @@ import pickle
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import orjson
 import pytest
 from river import datasets, linear_model, preprocessing
 
+from adaptloop.testing import free_port
 from learners.spec import LearnerSpec
 from learners.store import ModelStore, model_bytes
 from schemas import ModelVersion, OutcomeEvent, PredictionEvent, decode
@@ -60,7 +63,8 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
     spec = LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250,
                        checkpoint_seconds=None)
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
-    settings = settings.model_copy(update={"archive_flush_seconds": 0.5, "snapshot_seconds": None})
+    port = free_port()
+    settings = settings.model_copy(update={"archive_flush_seconds": 0.5, "snapshot_seconds": None, "metrics_port": port})
     data = list(datasets.Phishing())
     store = ModelStore(settings.models_dir)
     prefix = settings.topic_prefix
@@ -91,6 +95,18 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
                 "db.execute(\"SELECT sum(next_offset) FROM manifest WHERE topic LIKE '%predictions'\").fetchone()[0])")
         out = subprocess.run([sys.executable, "-c", code, str(info.path)], capture_output=True, text=True, check=True)
         assert out.stdout.split() == ["1250", "1250"]  # non-transactional topic: rows == offsets
+
+        # The worker's metrics and health, while it runs.
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert health.status == 200 and orjson.loads(health.read())["roles"] == {
+            "join": True, "learn": True, "archive": True, "agents": True}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line and not line.startswith("#")}
+        assert samples['adaptloop_examples_learned_total{model="phishing"}'] == 1250
+        assert samples['adaptloop_model_versions_total{model="phishing",reason="rollback"}'] == 1
+        assert samples['adaptloop_join_results_total{model="phishing",status="joined"}'] >= 1250
+        assert sum(v for k, v in samples.items() if k.startswith("adaptloop_archived_rows_total")) >= 2500
 
     # River in process, on the examples in the order Kafka holds them: 250 learned, then the rollback
     # discards what was learned after, then examples 750.. are learned on top.

@@ -98,3 +98,26 @@ def test_named_queries_run_on_a_snapshot(tmp_path):
         run_audit(info.path, "decision")
     with pytest.raises(KeyError, match="named queries"):
         run_audit(info.path, "no_such_query")
+
+
+def test_report_draws_pngs_that_open(tmp_path):
+    import matplotlib.image
+
+    from adaptloop.samples import sample_events as samples
+    from schemas import AgentFeedbackEvent, ModelVersion
+    from schemas.topics import AGENT_FEEDBACK, MODEL_UPDATES
+    from snapshots.report import write_report
+
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(TRAINING_EXAMPLES, "training-examples", 0, _records(TrainingExample, 300))
+    versions = [RawRecord(0, i, STAMP + i, None, encode(v)) for i, v in enumerate(samples(ModelVersion, 14))]
+    archive.write(MODEL_UPDATES, "model-updates", 0, versions)
+    feedback = [RawRecord(0, i, STAMP + i, None, encode(e)) for i, e in enumerate(samples(AgentFeedbackEvent, 200))]
+    archive.write(AGENT_FEEDBACK, "agent-feedback", 0, feedback)
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+    written = write_report(info.path, tmp_path / "report")
+    assert {path.name for path in written} == {"m0-metrics.png", "m1-metrics.png", "m2-metrics.png", "m3-metrics.png",
+                                               "m4-metrics.png", "m5-metrics.png", "m6-metrics.png", "traffic-share.png"}
+    for path in written:
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert height > 200 and width > 400
