@@ -68,7 +68,8 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
             axis.set_ylim(-0.02, 1.08)
             axis.set_title(f"{model}: accuracy over time ({len(versions)} versions, grey lines = new versions)")
             axis.set_ylabel("accuracy")
-            axis.legend(loc="lower left", fontsize=8)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(loc="lower left", fontsize=8)
             figure.autofmt_xdate()
             path = out / f"{model}-metrics.png"
             figure.savefig(path, dpi=110, bbox_inches="tight")
