@@ -138,7 +138,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
                           MAX_RESTARTS, RESTART_WINDOW)
                 stopping.set()
                 break
-            log.warning("role %s stopped (exit %s); restarting it", child.name, child.exitcode)
+            delay = min(30.0, 2.0 ** (len(restarts) - 1))  # back off: a broker that is down needs time
+            log.warning("role %s stopped (exit %s); restarting it in %.0fs", child.name, child.exitcode, delay)
+            if stopping.wait(delay):
+                break
             children[index] = context.Process(target=_child, args=(child.name.removeprefix("adaptloop-"),),
                                               name=child.name)
             children[index].start()

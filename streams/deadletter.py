@@ -64,7 +64,7 @@ class DeadLetters:
         reason: str,
     ) -> DeadLetter:
         """Send one record to the dead-letter topic with ``reason``."""
-        if value is not None and len(value) > KEPT_VALUE_BYTES:
+        if value is not None and len(value) > min(self.max_record_bytes, KEPT_VALUE_BYTES):
             # Keep the evidence without re-publishing a huge payload.
             reason = f"{reason}; value truncated to its first 1024 bytes"
             value = value[:1024]
