@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -40,14 +39,13 @@ from learners.online import OnlineLearner
 from learners.recipes import build_model
 from learners.spec import DriftSpec, LearnerSpec
 from learners.store import ModelStore
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample, encode
-from schemas.topics import MODEL_UPDATES, OUTCOMES, TRAINING_EXAMPLES
+from schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode
+from schemas.topics import OUTCOMES
 from snapshots.archive import ParquetArchive
 from snapshots.columns import RawRecord
 from streams import EventProducer, ensure_topics
 from streams.learner_agent import LearnerAgent
 from streams.model_client import ModelClient
-from streams.versions import read_all
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)

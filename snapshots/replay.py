@@ -42,8 +42,8 @@ class ReplayStep:
 def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
     if not ParquetArchive(archive_root).files(topic_name):
         return []
-    sql = (f"SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
-           f"WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset")
+    sql = ("SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
+           "WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset")
     with duckdb.connect() as db:
         return db.execute(sql, [topic_glob(archive_root, topic_name), model]).fetchall()
 

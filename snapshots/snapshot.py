@@ -98,8 +98,9 @@ def create_snapshot(
             offsets[name] = dict(sorted(archive.next_offsets(name).items()))
             view = table_name(topic)
             if not offsets[name]:
-                empty = pa.Table.from_pylist([], schema=arrow_schema(topic))  # noqa: F841 (read by DuckDB)
-                db.execute(f"CREATE TABLE {view} AS SELECT * EXCLUDE (_value, _error) FROM empty")
+                db.register("empty_topic", pa.Table.from_pylist([], schema=arrow_schema(topic)))
+                db.execute(f"CREATE TABLE {view} AS SELECT * EXCLUDE (_value, _error) FROM empty_topic")
+                db.unregister("empty_topic")
                 rows[name] = 0
                 continue
             db.executemany("INSERT INTO manifest VALUES (?, ?, ?, 0)",

@@ -154,16 +154,23 @@ class LearnerAgent:
             self.consumer.commit()
         return learned
 
-    def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
-        """Learn one record; (its learner, whether it learned), (None, False) if dead-lettered."""
-        position = f"{self.topic_name}:{record.partition}"
+    def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
+        """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
+        topic_name = record.topic.full_name(self.prefix)
+        position = f"{topic_name}:{record.partition}"
         self.positions[position] = record.offset + 1
-        example: TrainingExample = record.event  # type: ignore[assignment]
-        learner = self.learners.get(example.model)
+        learner = self.learners.get(model)
         if learner is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            self.dead_letters.reject(self.topic_name, record.partition, record.offset, record.key, record.value,
-                                     "rejected", f"unknown model {example.model!r}; known models: {known}")
+            self.dead_letters.reject(topic_name, record.partition, record.offset, record.key, record.value,
+                                     "rejected", f"unknown model {model!r}; known models: {known}")
+        return position, learner
+
+    def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
+        """Learn one record; (its learner, whether it learned), (None, False) if dead-lettered."""
+        example: TrainingExample = record.event  # type: ignore[assignment]
+        position, learner = self._owner(record, example.model)
+        if learner is None:
             return None, False
         return learner, learner.learn(example, (position, record.offset))
 
@@ -196,14 +203,9 @@ class LearnerAgent:
 
     def _command(self, record: Record) -> int:
         """Carry out an operator's command once; return the number of versions published."""
-        position = f"{self.commands_topic}:{record.partition}"
-        self.positions[position] = record.offset + 1
         command: ModelCommand = record.event  # type: ignore[assignment]
-        learner = self.learners.get(command.model)
+        position, learner = self._owner(record, command.model)
         if learner is None:
-            known = ", ".join(sorted(self.specs)) or "none"
-            self.dead_letters.reject(self.commands_topic, record.partition, record.offset, record.key, record.value,
-                                     "rejected", f"unknown model {command.model!r}; known models: {known}")
             return 0
         if record.offset < learner.progress.offsets.get(position, 0):
             return 0  # carried out before a restart: its version is already in the checkpoint

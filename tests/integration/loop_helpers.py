@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from datetime import datetime, timedelta, timezone
+
 import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.settings import Settings
 from adaptloop.worker import start_worker_process, stop_worker_process
 from learners.spec import LearnerSpec
-from schemas import Event
+from schemas import Event, OutcomeEvent, PredictionEvent
 from schemas.topics import Topic, topic_named
 from snapshots.archive import ParquetArchive, topic_glob
 from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
@@ -104,3 +106,12 @@ def wait_for_archive(settings: Settings, rows: dict[str, int], timeout: float = 
         if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
             return archived
         time.sleep(0.5)
+
+
+def send_decisions(producer: EventProducer, rows, first: int = 0, model: str = "phishing") -> None:
+    """A prediction and its outcome for each (x, y), decision ids ``d<first>``..., timestamps 1 ms apart."""
+    start = datetime.now(timezone.utc)
+    for n, (x, y) in enumerate(rows, first):
+        at = start + timedelta(milliseconds=n)
+        producer.send(PredictionEvent(decision_id=f"d{n}", model=model, model_version="v0", features=x, timestamp=at))
+        producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from river import datasets
@@ -12,21 +11,14 @@ from adaptloop.localkafka import LocalKafka
 from adaptloop.settings import Settings
 from adaptloop.testing import free_ports
 from learners.spec import LearnerSpec
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent
+from schemas import ModelVersion
 from schemas.topics import MODEL_UPDATES
 from streams import EventProducer
 
-from .loop_helpers import loop_settings, read_until, running_worker
+from .loop_helpers import loop_settings, read_until, running_worker, send_decisions
 
 pytestmark = pytest.mark.kafka
 
-
-def _send(producer: EventProducer, rows, first: int) -> None:
-    start = datetime.now(timezone.utc)
-    for n, (x, y) in enumerate(rows, first):
-        at = start + timedelta(milliseconds=n)
-        producer.send(PredictionEvent(decision_id=f"d{n}", model="phishing", model_version="v0", features=x, timestamp=at))
-        producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
 
 
 def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tmp_path):
@@ -43,12 +35,12 @@ def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tm
         rows = list(datasets.Phishing())
         with running_worker(settings, tmp_path / "worker.log") as worker:
             producer = EventProducer(kafka.bootstrap, topic_prefix=settings.topic_prefix)
-            _send(producer, rows[:600], 0)
+            send_decisions(producer, rows[:600], 0)
             producer.flush()
             read_until(settings, [MODEL_UPDATES], lambda seen: any(
                 isinstance(v, ModelVersion) and v.examples_seen >= 500 for v in seen), timeout=120, worker=worker)
             kafka.down()  # the broker goes away mid-run...
-            _send(producer, rows[600:], 600)  # ...while the service keeps producing (buffered, retried)
+            send_decisions(producer, rows[600:], 600)  # ...while the service keeps producing (buffered, retried)
             time.sleep(5)
             kafka.up()  # ...and comes back with its data
             producer.flush(120)  # every event is acknowledged: none was lost

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
 
 import duckdb
 import orjson
@@ -17,7 +16,7 @@ from river import datasets, linear_model, preprocessing
 from adaptloop.testing import free_port
 from learners.spec import LearnerSpec
 from learners.store import ModelStore, model_bytes
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent, decode
+from schemas import ModelVersion, decode
 from schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
 from snapshots.archive import ParquetArchive, topic_glob
 from snapshots.audit import run_audit
@@ -27,18 +26,10 @@ from streams import EventProducer
 from streams.model_client import ModelClient
 from streams.rollback import request_rollback
 
-from .loop_helpers import loop_settings, read_until, running_worker
+from .loop_helpers import loop_settings, read_until, running_worker, send_decisions
 
 pytestmark = pytest.mark.kafka
 
-
-def _send(producer: EventProducer, examples, first: int) -> None:
-    start = datetime.now(timezone.utc)
-    for n, (x, y) in enumerate(examples, first):
-        at = start + timedelta(milliseconds=n)
-        producer.send(PredictionEvent(decision_id=f"d{n}", model="phishing", model_version="v0", features=x, timestamp=at))
-        producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
-    producer.flush()
 
 
 def _version_at(settings, worker, count: int) -> ModelVersion:
@@ -71,7 +62,8 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
-            _send(producer, data[:750], 0)
+            send_decisions(producer, data[:750], 0)
+            producer.flush()
             good, current = _version_at(settings, worker, 250), _version_at(settings, worker, 750)
             with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client:
                 assert client.wait_for_version(current.version, timeout=30)
@@ -80,7 +72,8 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
                 assert (rolled.version, rolled.parent, rolled.reason, rolled.actor) == (
                     good.version, current.version, "rollback", "test-operator")
                 assert client.wait_for_version(good.version, timeout=10)  # serving swapped back
-            _send(producer, data[750:], 750)
+            send_decisions(producer, data[750:], 750)
+            producer.flush()
             after = _version_at(settings, worker, 1000)
             final = _version_at(settings, worker, 1250)
         assert after.parent == good.version  # learning continued from the rolled-back version

@@ -11,7 +11,7 @@ import pytest
 
 from learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits, scrub_pii
 from learners.preferences import BradleyTerry, PreferenceStore
-from schemas import AgentFeedbackEvent, PreferenceEvent
+from schemas import AgentFeedbackEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STRENGTHS = {"a": 0.0, "b": 0.8, "c": -0.5, "d": 1.5}
