@@ -102,7 +102,7 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write <t
 
 
 @app.command("worker")
-def worker(role: str = typer.Option("all", help="all, join (faust), learn (learner), archive (Parquet) or agents (guardrails, preference stores).")) -> None:
+def worker(role: str = typer.Option("all", help="all, join (predictions + outcomes), learn (learner), archive (Parquet) or agents (guardrails, preference stores).")) -> None:
     """Run the loop's agents until stopped; several workers with the same settings share the work."""
     from adaptloop.worker import ensure_reproducible_hashing, run_worker
 

@@ -1,4 +1,4 @@
-"""``adaptloop worker``: the join (faust), the learner, the archive and AgentOps (consumer helper), one settings object.
+"""``adaptloop worker``: the join, the learner, the archive and AgentOps, one settings object.
 
 Each role runs in its own process so the join and learning use both cores;
 several workers started with the same settings share the partitions of their
@@ -27,7 +27,7 @@ from snapshots.archive import ParquetArchive
 from streams.archive_agent import ArchiveAgent
 from streams.admin import ensure_topics
 from streams.agentops_agent import AgentOpsAgent
-from streams.join_agent import create_join_app, run_join_worker
+from streams.join_agent import JoinAgent
 from streams.learner_agent import LearnerAgent
 from streams.metrics import prepare_multiprocess_dir, serve
 
@@ -47,12 +47,12 @@ def ensure_reproducible_hashing() -> None:
 
 
 def run_join(settings: Settings) -> None:
-    app = create_join_app(
-        bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions,
-        specs=settings.specs, data_dir=settings.home / "faust", tick_seconds=settings.tick_seconds,
-        lateness_seconds=settings.lateness_seconds, group=f"{settings.group}-join",
+    agent = JoinAgent(
+        settings.bootstrap_address, specs=settings.specs, partitions=settings.partitions,
+        prefix=settings.topic_prefix, group=f"{settings.group}-join", tick_seconds=settings.tick_seconds,
+        lateness_seconds=settings.lateness_seconds,
     )
-    run_join_worker(app, loglevel={"warning": "warn"}.get(settings.log_level, settings.log_level))
+    agent.run(_stop_on_signals())
 
 
 def run_learner(settings: Settings) -> None:

@@ -1,7 +1,7 @@
 """The delayed-feedback join: predictions meet their outcomes by decision_id, within a wait horizon.
 
-Pure logic over any mutable mapping (a dict here, a faust Table with a changelog
-in the worker), so it is tested without Kafka. Time is event time, with one
+Pure logic over any mutable mapping (a dict here, a :class:`JoinState` whose
+changes the worker writes to a changelog topic), so it is tested without Kafka. Time is event time, with one
 clock per input: predictions and outcomes are separate topics that a consumer
 reads at different paces, so a pending prediction expires only when the
 *outcomes* clock of its partition passes its deadline, an outcome waiting for its
@@ -52,6 +52,50 @@ class JoinOutput:
     def extend(self, other: JoinOutput) -> None:
         self.examples.extend(other.examples)
         self.orphans.extend(other.orphans)
+
+
+class JoinState(dict):
+    """The join's entries by decision_id, noting per partition which keys changed, for the changelog.
+
+    >>> state = JoinState()
+    >>> state["d1"] = {"pt": 0, "st": "pending"}
+    >>> state["d2"] = {"pt": 1, "st": "pending"}
+    >>> del state["d1"]
+    >>> state.take_changes(0), state.take_changes(0)
+    ({'d1': None}, {})
+    >>> state.drop_partition(1); len(state)
+    0
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed: dict[int, set[str]] = {}
+
+    def __setitem__(self, key: str, entry: dict) -> None:
+        super().__setitem__(key, entry)
+        self._changed.setdefault(entry["pt"], set()).add(key)
+
+    def __delitem__(self, key: str) -> None:
+        partition = self[key]["pt"]
+        super().__delitem__(key)
+        self._changed.setdefault(partition, set()).add(key)
+
+    def take_changes(self, partition: int) -> dict[str, dict | None]:
+        """The current entry (``None``: deleted) of every key of ``partition`` changed since the last call."""
+        return {key: self.get(key) for key in self._changed.pop(partition, ())}
+
+    def restore(self, key: str, entry: dict | None) -> None:
+        """Apply one changelog record without noting it as a change."""
+        if entry is None:
+            super().pop(key, None)
+        else:
+            super().__setitem__(key, entry)
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a partition's entries and changes (it moved to another worker)."""
+        for key in [key for key, entry in self.items() if entry["pt"] == partition]:
+            super().__delitem__(key)
+        self._changed.pop(partition, None)
 
 
 def _ts(moment: datetime) -> float:

@@ -1,4 +1,4 @@
-"""Kafka wiring: the producer SDK, topic admin, the consumer helper, dead letters, and faust agents."""
+"""Kafka wiring: the producer SDK, topic admin, the consumer helper, dead letters, and the worker's agents."""
 
 from streams.admin import ensure_topics, wait_for_broker
 from streams.consumer import EventConsumer, Record

@@ -1,205 +1,307 @@
-"""The join agent: a thin faust agent that feeds predictions, outcomes and clock ticks to the core join.
+"""The join agent: predictions, outcomes and clock ticks in, training examples out, in Kafka transactions.
 
-State lives in a faust Table with a changelog topic, so a restarted (or new)
-worker recovers the pending decisions of the partitions it is assigned. The
-changelog and the input offsets commit in one Kafka transaction; outputs are
-delivered before each commit (see :func:`_flush_outputs_before_commits`).
+Each input partition ``i`` (of ``predictions``, ``outcomes`` and ``join-clock``,
+co-partitioned and given to one member by the "range" assignment) has its own
+transactional producer, ``transactional.id = <group>-<i>``. Everything the join
+does for partition ``i`` in a batch, the training examples (whatever partition
+their model key lands on), the dead letters, the changed entries of its state on
+a compacted changelog partition ``i``, and the input offsets, commits in one
+transaction: a crash replays the batch from the last commit, exactly once.
+
+Whoever takes over partition ``i`` creates producer ``i`` again, which fences the
+old owner and aborts its open transaction at once, then restores the state from
+the changelog and resumes from the committed offsets. The join logic itself is
+:class:`learners.join.DelayedJoin`, Kafka-free.
+
+It replaces a faust agent (faust's per-event asyncio path ran the join at about
+600 decisions/s here, and its per-partition transactions could not cover outputs
+keyed to other partitions).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 
-import faust
-from confluent_kafka import Consumer, TopicPartition
-from faust.types import TP
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
-from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput
+from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput, JoinState
 from learners.spec import LearnerSpec
 from schemas.codec import encode
 from schemas.errors import DeliveryFailed
 from schemas.inference import OutcomeEvent, PredictionEvent
-from schemas.system import ClockTick
-from schemas.topics import DEAD_LETTERS, JOIN_CLOCK, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, topic_named
+from schemas.system import ClockTick, DeadLetter
+from schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
+from streams.admin import wait_for_broker
+from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
-from streams.metrics import CONSUMER_LAG, EVENTS_IN, JOINS
+from streams.metrics import EVENTS_IN, JOINS, record_lag
 from streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
-
-class _Collect:
-    """A dead-letter sink that keeps letters until the agent sends them through faust."""
-
-    def __init__(self) -> None:
-        self.pending: list = []
-
-    def send(self, event) -> None:
-        self.pending.append(event)
+INPUTS: tuple[Topic, ...] = (PREDICTIONS, OUTCOMES, JOIN_CLOCK)
+RESTORE_TIMEOUT = 300.0
 
 
-def _flush_outputs_before_commits() -> None:
-    """Make faust deliver every output before it commits input offsets in a transaction.
+class _ToPartitionProducer:
+    """The dead-letter sink of the join: each letter goes out in the transaction of its input partition."""
 
-    A training example is keyed by model, so it goes to another partition than its input
-    and faust sends it outside the input's transaction; in ``exactly_once`` mode faust
-    commits offsets (with the table's changelog) without flushing such sends, so a
-    rebalance or a crash right after a commit lost them (seen: 36 decisions of one
-    partition in a scale-out test). Flushing first makes the output at-least-once; the
-    learner skips a decision it has learned, so learning stays exactly once.
+    def __init__(self, outputs: Mapping[int, EventProducer]) -> None:
+        self.outputs = outputs
+
+    def send(self, letter: DeadLetter) -> None:
+        self.outputs[letter.partition].send(letter)
+
+
+class JoinAgent:
+    """Runs :class:`DelayedJoin` on the partitions assigned to it, exactly once.
+
+    Typical use (needs a broker)::
+
+        JoinAgent("localhost:9092", specs={"churn": spec}, partitions=6).run(stop=threading.Event())
     """
-    from faust.transport.consumer import TransactionManager
 
-    if getattr(TransactionManager.commit, "flushes_first", False):
-        return
-    commit = TransactionManager.commit
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        specs: Mapping[str, LearnerSpec],
+        partitions: int,
+        prefix: str = "",
+        group: str = "adaptloop-join",
+        tick_seconds: float | None = 1.0,
+        lateness_seconds: float = 0.0,
+        batch_size: int = 5000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.group = f"{prefix}{group}"
+        self.changelog = f"{self.group}-state"
+        self.tick_seconds = tick_seconds
+        self.batch_size = batch_size
+        self.names = {topic: topic.full_name(prefix) for topic in INPUTS}
+        self.state = JoinState()
+        self.join = DelayedJoin(self.state, specs, lateness=lateness_seconds)
+        self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
+        self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
+        self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
+        self._ensure_changelog(partitions)
+        self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
+        self._last_tick = 0.0
+        self._lag_recorded_at = 0.0
+        self.consumer = EventConsumer(
+            bootstrap, self.group, INPUTS, dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
+            prefix=prefix,
+            # eager "range": partition i of the three inputs goes to one member, assigned with our own restore.
+            config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 2_000, "fetch.max.bytes": 16 * 1024 * 1024},
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
+        )
 
-    async def commit_after_flush(self, offsets, start_new_transaction: bool = True):  # noqa: ANN001, ANN202
-        await self.producer.flush()
-        return await commit(self, offsets, start_new_transaction=start_new_transaction)
+    def _ensure_changelog(self, partitions: int) -> None:
+        admin = wait_for_broker(self.bootstrap)
+        if self.changelog in admin.list_topics(timeout=30).topics:
+            return
+        futures = admin.create_topics([NewTopic(self.changelog, num_partitions=partitions, replication_factor=1,
+                                                config={"cleanup.policy": "compact"})])
+        for future in futures.values():
+            try:
+                future.result()
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
 
-    commit_after_flush.flushes_first = True  # type: ignore[attr-defined]
-    TransactionManager.commit = commit_after_flush  # type: ignore[method-assign]
+    # -- partitions: restore on assignment, forget on revocation --------------------------------
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for index in sorted({tp.partition for tp in partitions}):
+            self._take(index)
+        consumer.assign(partitions)  # from the offsets committed with the state just restored
+        log.info("join assigned %s", sorted(self.outputs))
 
-def create_join_app(
-    *,
-    bootstrap: str,
-    prefix: str,
-    partitions: int,
-    specs: Mapping[str, LearnerSpec],
-    data_dir: Path,
-    tick_seconds: float | None = 1.0,
-    lateness_seconds: float = 0.0,
-    group: str = "adaptloop-join",
-    stall_seconds: float = 45.0,
-) -> faust.App:
-    """A faust app running the delayed-feedback join; ``tick_seconds=None`` uses event time only."""
-    _flush_outputs_before_commits()
-    data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    app = faust.App(
-        f"{prefix}{group}",
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=str(data_dir),
-        web_enabled=False,
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        table_standby_replicas=0,
-        # One Kafka transaction per commit: the table's changelog, the training examples and dead
-        # letters, and the input offsets land together or not at all, so a crash can neither lose
-        # an example (changelog says "done", output lost) nor apply one twice.
-        processing_guarantee="exactly_once",
-        broker_session_timeout=10.0,  # a crashed worker's partitions move on within seconds
-        broker_heartbeat_interval=2.0,
-    )
-    names = {topic: topic.full_name(prefix) for topic in (PREDICTIONS, OUTCOMES, JOIN_CLOCK)}
-    source = app.topic(*names.values(), key_serializer="raw", value_serializer="raw")
-    examples_out = app.topic(TRAINING_EXAMPLES.full_name(prefix), key_serializer="raw", value_serializer="raw")
-    dead_out = app.topic(DEAD_LETTERS.full_name(prefix), key_serializer="raw", value_serializer="raw")
-    table = app.Table("join-pending", partitions=partitions)  # JSON keys and values
-    collected = _Collect()
-    dead_letters = DeadLetters(collected, consumer=f"{prefix}{group}")  # type: ignore[arg-type]
-    join = DelayedJoin(table, specs, lateness=lateness_seconds)
-    next_offsets: dict[TP, int] = {}
-    clock_of = {names[PREDICTIONS]: PREDICTION_CLOCK, names[OUTCOMES]: OUTCOME_CLOCK}
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch is committed before the next poll, so nothing is pending here.
+        for index in sorted({tp.partition for tp in partitions}):
+            self._release(index)
+        consumer.unassign()
 
-    def read_to_end(partition: int) -> tuple[int, ...]:
-        """The clocks whose topic partition has been processed up to its highwater mark."""
+    def _take(self, index: int) -> None:
+        """Become the owner of input partition ``index``: fence the previous one, restore its state."""
+        self._release(index)
+        self.outputs[index] = EventProducer(self.bootstrap, topic_prefix=self.prefix,
+                                            transactional_id=f"{self.group}-{index}")
+        restored = self._restore(index)
+        log.info("join partition %d: %d entries restored from %s", index, restored, self.changelog)
+
+    def _release(self, index: int) -> None:
+        producer = self.outputs.pop(index, None)
+        if producer is not None and producer.in_transaction:
+            producer.abort_transaction()
+        self.state.drop_partition(index)
+        self.join.forget(index)
+        for topic in INPUTS:
+            self.positions.pop((self.names[topic], index), None)
+            self._committed.pop((self.names[topic], index), None)
+
+    def _restore(self, index: int) -> int:
+        """Read changelog partition ``index`` to its end into the state (its producer just fenced any writer)."""
+        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed",
+                           "enable.partition.eof": True}, logger=KAFKA_LOG)
+        try:
+            tp = TopicPartition(self.changelog, index)
+            low, high = reader.get_watermark_offsets(tp, timeout=30)
+            if high <= low:
+                return 0
+            reader.assign([TopicPartition(self.changelog, index, OFFSET_BEGINNING)])
+            restored, deadline = 0, time.monotonic() + RESTORE_TIMEOUT
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read {self.changelog}[{index}] to offset {high} "
+                                       f"within {RESTORE_TIMEOUT:.0f}s; is the broker up?")
+                messages = reader.consume(10_000, 1.0)
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    value = message.value()
+                    self.state.restore(message.key().decode(), orjson.loads(value) if value is not None else None)
+                    restored += 1
+                # Transaction markers hold the last offsets: done when the position passes the end.
+                if reader.position([tp])[0].offset >= high:
+                    return restored
+        finally:
+            reader.close()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def step(self, timeout: float = 0.1) -> int:
+        """Process one batch and commit it; return the number of records processed."""
+        self._maybe_tick()
+        records = self.consumer.poll(self.batch_size, timeout)
+        received: Counter[str] = Counter()
+        joined: Counter[tuple[str, str]] = Counter()
+        for record in records:
+            received[record.topic.name] += 1
+            out = self._process(record)
+            output = self.outputs[record.partition]
+            for example in out.examples:
+                output.send(example)
+                joined[(example.model, example.status)] += 1
+        # Commit every partition that moved, also those whose records were all dead-lettered.
+        kafka = self.consumer.kafka
+        moved: dict[int, list[TopicPartition]] = {}
+        for tp in kafka.position(kafka.assignment()):
+            if tp.offset >= 0 and self._committed.get((tp.topic, tp.partition)) != tp.offset:
+                moved.setdefault(tp.partition, []).append(tp)
+        for index, offsets in sorted(moved.items()):
+            if index in self.outputs:
+                self._commit(index, offsets)
+        for name, count in received.items():
+            EVENTS_IN.labels("join", name).inc(count)
+        for (model, status), count in joined.items():
+            JOINS.labels(model, status).inc(count)
+        if time.monotonic() - self._lag_recorded_at > 10:
+            record_lag("join", kafka)
+            self._lag_recorded_at = time.monotonic()
+        return len(records)
+
+    def _process(self, record: Record) -> JoinOutput:
+        name, index = record.topic.full_name(self.prefix), record.partition
+        self.positions[(name, index)] = record.offset + 1
+        event = record.event
+        if isinstance(event, PredictionEvent):
+            out = self.join.on_prediction(event, index)
+        elif isinstance(event, OutcomeEvent):
+            out = self.join.on_outcome(event, index, record.offset)
+        else:
+            assert isinstance(event, ClockTick)
+            out = self.join.tick(index, event.timestamp.timestamp(), self._read_to_end(index))
+        dead_letters = self.consumer.dead_letters
+        for orphan in out.orphans:
+            offset = orphan.offset if orphan.offset is not None else record.offset
+            dead_letters.reject(self.names[OUTCOMES], index, offset, orphan.outcome.decision_id.encode(),
+                                encode(orphan.outcome), "rejected", orphan.reason)
+        return out
+
+    def _read_to_end(self, index: int) -> tuple[int, ...]:
+        """The clocks whose input partition has been processed up to its end, so a tick may advance them."""
         done = []
-        for name, clock in clock_of.items():
-            tp = TP(name, partition)
-            highwater = app.consumer.highwater(tp)
-            # Not read yet in this process: start from the committed offset (faust keeps no public accessor).
-            position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
-            if highwater is not None and position >= highwater:
+        for topic, clock in ((PREDICTIONS, PREDICTION_CLOCK), (OUTCOMES, OUTCOME_CLOCK)):
+            tp = TopicPartition(self.names[topic], index)
+            _, high = self.consumer.kafka.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # no fetch response yet: ask the broker
+                _, high = self.consumer.kafka.get_watermark_offsets(tp, timeout=5)
+            if self._position(self.names[topic], index) >= high:
                 done.append(clock)
         return tuple(done)
 
-    progress = {"at": time.monotonic()}
+    def _position(self, name: str, index: int) -> int:
+        known = self.positions.get((name, index))
+        if known is not None:
+            return known
+        committed = self.consumer.kafka.committed([TopicPartition(name, index)], timeout=10)[0].offset
+        self.positions[(name, index)] = max(committed, 0)
+        return self.positions[(name, index)]
 
-    @app.agent(source, name="join")
-    async def join_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            progress["at"] = time.monotonic()
-            message = event.message
-            next_offsets[TP(message.topic, message.partition)] = message.offset + 1
-            EVENTS_IN.labels("join", message.topic).inc()
-            topic = topic_named(message.topic, prefix)
-            decoded = dead_letters.decode(topic, message.topic, message.partition, message.offset,
-                                          message.key, message.value)
-            out = JoinOutput()
-            if isinstance(decoded, PredictionEvent):
-                out = join.on_prediction(decoded, message.partition)
-            elif isinstance(decoded, OutcomeEvent):
-                out = join.on_outcome(decoded, message.partition, message.offset)
-            elif isinstance(decoded, ClockTick):
-                out = join.tick(message.partition, decoded.timestamp.timestamp(), read_to_end(message.partition))
-            for orphan in out.orphans:
-                # The outcome's own offset (the agent always records it; the current one is a fallback).
-                offset = orphan.offset if orphan.offset is not None else message.offset
-                dead_letters.reject(names[OUTCOMES], message.partition, offset, orphan.outcome.decision_id.encode(),
-                                    encode(orphan.outcome), "rejected", orphan.reason)
-            for example in out.examples:
-                await examples_out.send(key=example.model.encode(), value=encode(example))
-                JOINS.labels(example.model, example.status).inc()
-            while collected.pending:
-                letter = collected.pending.pop(0)
-                await dead_out.send(key=DEAD_LETTERS.key_of(letter), value=encode(letter))
+    def _commit(self, index: int, offsets: list[TopicPartition]) -> None:
+        """One transaction: the partition's outputs (already sent), its state changes and its input offsets."""
+        output = self.outputs[index]
+        for key, entry in self.state.take_changes(index).items():
+            output.send_bytes(self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None,
+                              partition=index)
+        try:
+            output.commit_transaction(offsets, self.consumer.kafka.consumer_group_metadata())
+        except KafkaException as error:
+            if not error.args[0].txn_requires_abort():
+                raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
+            log.warning("join partition %d: transaction aborted (%s); replaying from the last commit", index,
+                        error.args[0].str())
+            output.abort_transaction()
+            self._rewind(index)
+            return
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+            self.positions[(tp.topic, tp.partition)] = tp.offset  # covers dead-lettered records too
 
-    @app.on_partitions_revoked.connect
-    async def _revoked(app: faust.App, revoked: set, **_: object) -> None:
-        for tp in revoked:
-            join.forget(tp.partition)
+    def _rewind(self, index: int) -> None:
+        """After an aborted transaction: the state and the positions of the last commit."""
+        self.state.drop_partition(index)
+        self.join.forget(index)
+        self._restore(index)
+        kafka = self.consumer.kafka
+        for tp in kafka.committed([TopicPartition(self.names[t], index) for t in INPUTS], timeout=30):
+            self.positions.pop((tp.topic, tp.partition), None)
+            self._committed.pop((tp.topic, tp.partition), None)
+            kafka.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
-    if tick_seconds:
-        # Ticks belong to no read-process-write transaction, so they go through the plain producer
-        # SDK (faust's transactional producers exist only for partitions this worker owns).
-        ticker = EventProducer(bootstrap, topic_prefix=prefix)
+    def _maybe_tick(self) -> None:
+        """Send a clock tick to every owned partition each ``tick_seconds`` (wall clock)."""
+        if not self.tick_seconds or time.monotonic() - self._last_tick < self.tick_seconds:
+            return
+        self._last_tick = time.monotonic()
+        tick = ClockTick(source=self.group, timestamp=datetime.now(timezone.utc))
+        for index in self.outputs:
+            self.ticker.send(tick, partition=index)
+        try:
+            self.ticker.poll()
+        except DeliveryFailed as error:  # a missed tick only delays expiry; the next one follows
+            log.warning("clock tick not delivered: %s", error)
 
-        @app.timer(tick_seconds)
-        async def clock() -> None:
-            tick = ClockTick(source=f"{prefix}{group}", timestamp=datetime.now(timezone.utc))
-            for tp in app.assignor.assigned_actives():
-                if tp.topic == names[JOIN_CLOCK]:
-                    ticker.send(tick, partition=tp.partition)
-            try:
-                ticker.poll()
-            except DeliveryFailed as error:  # a missed tick only delays expiry; the next one follows
-                log.warning("clock tick not delivered: %s", error)
-
-    # Watchdog: a faust consumer has been seen (on a loaded 2-core machine, after a rebalance) to
-    # hold partitions and fetch nothing. If records wait and none has been processed for
-    # ``stall_seconds``, this role stops; the worker restarts it and the group rebalances.
-    watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}{group}-watchdog"}, logger=KAFKA_LOG)
-
-    @app.timer(10.0)
-    async def watchdog() -> None:
-        behind = {}
-        for tp in app.assignor.assigned_actives():
-            if tp.topic not in clock_of and tp.topic != names[JOIN_CLOCK]:
-                continue
-            _, high = watermarks.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2.0)
-            position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
-            CONSUMER_LAG.labels("join", tp.topic, str(tp.partition)).set(max(0, high - position))
-            if high > position:
-                behind[f"{tp.topic}[{tp.partition}]"] = high - position
-        idle = time.monotonic() - progress["at"]
-        if behind and idle > stall_seconds:
-            log.error("join stalled: %s records waiting, none processed for %.0fs; restarting this role", behind, idle)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return app
-
-
-def run_join_worker(app: faust.App, loglevel: str = "warn") -> None:
-    """Run the faust worker until SIGTERM/SIGINT."""
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Join until ``stop`` is set; the last batch is committed on the way out."""
+        stop = stop or threading.Event()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            for index in list(self.outputs):
+                self._release(index)
+            self.ticker.flush(10)
+            self.consumer.close()

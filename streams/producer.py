@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.base import Event
 from schemas.codec import encode
@@ -15,6 +15,7 @@ from schemas.errors import DeliveryFailed
 from schemas.topics import Topic, topic_for
 
 KAFKA_LOG = logging.getLogger("librdkafka")
+log = logging.getLogger(__name__)
 
 DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
     # Idempotence + acks=all: a broker restart neither loses nor duplicates records.
@@ -40,6 +41,11 @@ class EventProducer:
     >>> from schemas import OutcomeEvent
     >>> with EventProducer("localhost:9092") as producer:  # doctest: +SKIP
     ...     producer.send(OutcomeEvent(decision_id="d-1", label=True, source="checkout"))
+
+    With ``transactional_id`` it is a transactional producer for read-process-write
+    (the join): sends open a transaction, :meth:`commit_transaction` commits them
+    together with the consumer's input offsets. Creating it fences any earlier
+    producer with the same id and aborts that one's open transaction.
     """
 
     def __init__(
@@ -49,15 +55,22 @@ class EventProducer:
         topic_prefix: str = "",
         config: dict[str, object] | None = None,
         on_error: Callable[[str, bytes | None, str], None] | None = None,
+        transactional_id: str | None = None,
+        timeout: float = 60.0,
     ) -> None:
         self.topic_prefix = topic_prefix
+        extra = {"transactional.id": transactional_id} if transactional_id else {}
         self._producer = Producer(
-            {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, **(config or {})}, logger=KAFKA_LOG
+            {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, **extra, **(config or {})}, logger=KAFKA_LOG
         )
         self._on_error = on_error
         self.failures: list[tuple[str, bytes | None, str]] = []
         self.sent = 0
         self.delivered = 0
+        self.transactional = transactional_id is not None
+        self._in_transaction = False
+        if self.transactional:
+            self._producer.init_transactions(timeout)
 
     def send(self, event: Event, *, topic: Topic | None = None, partition: int | None = None) -> None:
         """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched.
@@ -74,6 +87,9 @@ class EventProducer:
     def send_bytes(self, topic_name: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         """Queue already-encoded bytes; for replays and tools, not for services."""
         extra = {} if partition is None else {"partition": partition}
+        if self.transactional and not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
         while True:
             try:
                 self._producer.produce(topic_name, value, key, on_delivery=self._delivered, **extra)
@@ -100,6 +116,42 @@ class EventProducer:
         if self.failures or remaining:
             failures, self.failures = self.failures, []
             raise DeliveryFailed(failures, undelivered=remaining)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether records were sent since the last commit or abort (transactional producers)."""
+        return self._in_transaction
+
+    def commit_transaction(self, offsets: list[TopicPartition], group_metadata: object, timeout: float = 60.0) -> None:
+        """Commit what was sent since the last commit, and ``offsets`` for the consumer group, atomically.
+
+        Retriable errors (a broker restarting) are retried until ``timeout``; an error that
+        needs an abort raises :class:`confluent_kafka.KafkaException` with ``txn_requires_abort()``:
+        the caller aborts (:meth:`abort_transaction`) and reprocesses from the committed offsets.
+        """
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        deadline = time.monotonic() + timeout
+        for step in (lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left),
+                     self._producer.commit_transaction):
+            while True:
+                try:
+                    step(max(1.0, deadline - time.monotonic()))
+                    break
+                except KafkaException as error:
+                    if not error.args[0].retriable() or time.monotonic() > deadline:
+                        raise
+                    log.warning("transaction step failed, retrying: %s", error.args[0].str())
+        self._in_transaction = False
+        self.failures.clear()  # a committed transaction delivered every record in it
+
+    def abort_transaction(self, timeout: float = 60.0) -> None:
+        """Drop what was sent since the last commit (read_committed consumers never see it)."""
+        if self._in_transaction:
+            self._producer.abort_transaction(timeout)
+            self._in_transaction = False
+        self.failures.clear()
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:

@@ -61,12 +61,12 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
     for name, offsets in kafka_offsets.items():
         assert archived[name] == offsets, name
     assert len(kafka_offsets["predictions"]) == len(kafka_offsets["outcomes"]) == N
-    # The join re-emits some examples after a SIGKILL (see the README's known limits); the archive keeps
-    # them as Kafka has them, every decision is there, and the learner learned each once (above).
-    decisions = duckdb.execute(
-        "SELECT count(DISTINCT decision_id) FROM read_parquet(?)",
-        [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))]).fetchone()[0]
-    assert decisions == N
+    # The join commits its outputs with its input offsets in one transaction: after the SIGKILLs each
+    # decision has exactly one committed training example, not one more.
+    rows, decisions = duckdb.execute(
+        "SELECT count(*), count(DISTINCT decision_id) FROM read_parquet(?)",
+        [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))]).fetchone()
+    assert rows == decisions == N
 
     final = [v for v in _versions(seen) if v.examples_seen == N]
     assert final, f"never reached {N}: {[v.examples_seen for v in _versions(seen)][-5:]}"
