@@ -28,9 +28,10 @@ import bisect
 import importlib
 import math
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from river import base, stats, utils
+from river import base
 
 from learners.spec import DriftSpec
 
@@ -55,27 +56,30 @@ class ConceptDriftMonitor:
     def __init__(self, spec: DriftSpec) -> None:
         self.spec = spec
         self.detectors: dict[str, base.DriftDetector] = {}
-        self.since_reset: dict[str, stats.Mean] = {}
-        self.recent: dict[str, utils.Rolling] = {}
+        self.since_reset: dict[str, list[float]] = {}  # signal -> [sum, count] since the last alert
+        self.recent: dict[str, deque[float]] = {}
         self.seen: dict[str, int] = {}
 
     def update(self, signal: str, error: float) -> dict[str, Any] | None:
         """Feed one error (0/1 for classes, absolute error for regression); the alert's fields if it fired."""
-        if signal not in self.detectors:
-            self.detectors[signal] = build_detector(self.spec.detector, self.spec.detector_params)
-            self.since_reset[signal] = stats.Mean()
-            self.recent[signal] = utils.Rolling(stats.Mean, window_size=max(10, self.spec.window // 10))
+        detector = self.detectors.get(signal)
+        if detector is None:
+            detector = self.detectors[signal] = build_detector(self.spec.detector, self.spec.detector_params)
+            self.since_reset[signal] = [0.0, 0]
+            self.recent[signal] = deque(maxlen=max(10, self.spec.window // 10))
             self.seen[signal] = 0
-        detector = self.detectors[signal]
-        before = self.since_reset[signal].get()
+        total = self.since_reset[signal]
+        before = total[0] / total[1] if total[1] else 0.0
         detector.update(error)
-        self.recent[signal].update(error)
-        self.since_reset[signal].update(error)
+        self.recent[signal].append(error)
+        total[0] += error
+        total[1] += 1
         self.seen[signal] += 1
         if not detector.drift_detected:
             return None
-        after = self.recent[signal].get()
-        self.since_reset[signal] = stats.Mean()
+        recent = self.recent[signal]
+        after = sum(recent) / len(recent)
+        self.since_reset[signal] = [0.0, 0]
         return {"detector": self.spec.detector, "signal": signal, "window": self.spec.window,
                 "metric_before": float(before), "metric_after": float(after), "statistic": float(after - before),
                 "at_example": self.seen[signal]}
@@ -89,17 +93,27 @@ def psi(reference: list[float], recent: list[float], bins: int = 10) -> float:
     >>> psi([float(i) for i in range(1000)], [float(i) + 500 for i in range(1000)]) > 1
     True
     """
-    ordered = sorted(reference)
-    edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * k) // bins)] for k in range(1, bins)})
+    return _Bins(reference, bins).psi(recent)
 
-    def shares(values: list[float]) -> list[float]:
-        counts = [0] * (len(edges) + 1)
+
+class _Bins:
+    """A reference sample's quantile bins and its shares in them, computed once per reference."""
+
+    def __init__(self, reference: list[float], bins: int = 10) -> None:
+        ordered = sorted(reference)
+        self.edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * k) // bins)] for k in range(1, bins)})
+        self.expected = self.shares(reference)
+
+    def shares(self, values: list[float]) -> list[float]:
+        counts = [0] * (len(self.edges) + 1)
+        edges = self.edges
         for value in values:
             counts[bisect.bisect_right(edges, value)] += 1
         return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]  # smoothed: no log(0)
 
-    expected, actual = shares(reference), shares(recent)
-    return sum((a - e) * math.log(a / e) for a, e in zip(actual, expected))
+    def psi(self, recent: list[float]) -> float:
+        actual = self.shares(recent)
+        return sum((a - e) * math.log(a / e) for a, e in zip(actual, self.expected))
 
 
 def js_distance(reference: list[object], recent: list[object]) -> float:
@@ -122,33 +136,43 @@ PREDICTION = "@prediction"  # the served prediction
 
 
 class DataDriftMonitor:
-    """Reference window vs recent window, per feature, the served prediction, and the label rate."""
+    """Reference window vs recent window, per feature, the served prediction, and the label rate.
+
+    Decisions are kept as rows and spread into per-name windows only when a check is due
+    (or the reference is complete): the same windows as appending each value at once, for a
+    list append per decision.
+    """
 
     def __init__(self, spec: DriftSpec) -> None:
         self.spec = spec
         self.reference: dict[str, list[object]] = {}
         self.recent: dict[str, deque] = {}
         self.count = 0
+        self._rows: list[Mapping[str, object]] = []  # decisions not yet spread into the windows
+        self._bins: dict[str, _Bins] = {}  # PSI bins of each numeric reference
 
-    def update(self, values: dict[str, object]) -> list[dict[str, Any]]:
+    def update(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
         """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); alerts' fields if a check fired."""
         self.count += 1
-        if self.count <= self.spec.reference_size:  # the first decisions make the reference
-            reference = self.reference
-            for name, value in values.items():
-                if value is not None:
-                    reference.setdefault(name, []).append(value)
+        self._rows.append(values)
+        reference_size = self.spec.reference_size
+        if self.count <= reference_size:  # the first decisions make the reference
+            if self.count == reference_size:
+                self._spread(self.reference, list)
             return []
-        recent = self.recent
-        for name, value in values.items():
-            if value is not None:
-                window = recent.get(name)
-                if window is None:
-                    window = recent[name] = deque(maxlen=self.spec.window)
-                window.append(value)
         if self.count % self.spec.check_every:
             return []
+        self._spread(self.recent, lambda: deque(maxlen=self.spec.window))
         return [alert for name in list(self.recent) if (alert := self._check(name))]
+
+    def _spread(self, windows: dict, new: Callable[[], Any]) -> None:
+        rows, self._rows = self._rows, []
+        names = dict.fromkeys(name for row in rows for name in row)  # first-seen order, like appending
+        for name in names:
+            window = windows.get(name)
+            if window is None:
+                window = windows[name] = new()
+            window.extend(value for row in rows if (value := row.get(name)) is not None)
 
     def _check(self, name: str) -> dict[str, Any] | None:
         recent = list(self.recent[name])
@@ -164,7 +188,10 @@ class DataDriftMonitor:
             fired = before > 0 and statistic < threshold
             detector = "label_rate_ratio"
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference[:50] + recent[:50]):
-            statistic, threshold, detector = psi(reference, recent), self.spec.psi_threshold, "PSI"
+            bins = self._bins.get(name)
+            if bins is None:
+                bins = self._bins[name] = _Bins(reference)  # type: ignore[arg-type]
+            statistic, threshold, detector = bins.psi(recent), self.spec.psi_threshold, "PSI"  # type: ignore[arg-type]
             fired = statistic > threshold
         else:
             statistic, threshold, detector = js_distance(reference, recent), self.spec.js_threshold, "JensenShannon"
@@ -172,6 +199,7 @@ class DataDriftMonitor:
         if not fired:
             return None
         self.reference[name] = recent  # re-base: the new normal
+        self._bins.pop(name, None)
         self.recent[name] = deque(maxlen=self.spec.window)
         signal = {LABEL_RATE: "label_rate", PREDICTION: "prediction"}.get(name, f"feature:{name}")
         return {"detector": detector, "signal": signal, "statistic": float(statistic), "threshold": float(threshold),

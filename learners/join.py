@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from learners.spec import LearnerSpec
+from schemas.codec import encode
 from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
 
 PENDING, DONE, EXPIRED, LATE = "pending", "done", "expired", "late"
 EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
 PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
+PARSED_PREDICTIONS = 20_000  # pending predictions kept parsed in memory (the JSON in the state is the truth)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class DelayedJoin:
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
         self.counts: Counter[str] = Counter()
+        # The latest pending predictions, parsed: most outcomes come soon, and then need no re-parse.
+        self._parsed: dict[str, PredictionEvent] = {}
         self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
         self._queues: dict[int, dict[str, list[tuple[float, str]]]] = {}  # partition -> queue -> heap
 
@@ -153,12 +157,13 @@ class DelayedJoin:
         horizon = spec.horizon_seconds if spec else self.default_horizon
         deadline = _ts(event.timestamp) + horizon
         if entry is None:
-            self._put(key, {"pt": partition, "st": PENDING, "p": event.model_dump_json(), "o": None, "dl": deadline,
+            self._put(key, {"pt": partition, "st": PENDING, "p": encode(event).decode(), "o": None, "dl": deadline,
                             "h": horizon})
+            self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
             outcome = OutcomeEvent.model_validate_json(entry["o"])
-            entry = {**entry, "p": event.model_dump_json(), "dl": deadline, "h": horizon}
+            entry = {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon}
             if _ts(outcome.timestamp) > deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
                 out.examples.append(self._expire(key, entry))
@@ -168,7 +173,8 @@ class DelayedJoin:
                 self._finish(key, entry, partition)
         elif entry["st"] == PENDING and self._policy(event.model) == "last":
             self.counts["duplicate_predictions"] += 1
-            self._put(key, {**entry, "p": event.model_dump_json(), "dl": deadline, "h": horizon})
+            self._put(key, {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon})
+            self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         else:
             self.counts["duplicate_predictions"] += 1
@@ -181,12 +187,12 @@ class DelayedJoin:
         entry = self.state.get(key)
         if entry is None:
             deadline = _ts(event.timestamp) + self.default_horizon
-            self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": event.model_dump_json(), "dl": deadline,
+            self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": encode(event).decode(), "dl": deadline,
                             "h": self.default_horizon, "off": offset})
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == PENDING and entry["p"] is not None:
-            prediction = PredictionEvent.model_validate_json(entry["p"])
+            prediction = self._prediction(key, entry)
             if _ts(event.timestamp) > entry["dl"]:
                 # The outcome is past the horizon even if the clock has not caught up yet.
                 out.examples.append(self._expire(key, entry))
@@ -196,10 +202,10 @@ class DelayedJoin:
                 self._finish(key, entry, partition)
                 return out
         if entry["st"] == EXPIRED:
-            out.examples.append(self._late(key, entry, PredictionEvent.model_validate_json(entry["p"]), event))
+            out.examples.append(self._late(key, entry, self._prediction(key, entry), event))
         elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
             self.counts["duplicate_outcomes"] += 1
-            self._put(key, {**entry, "o": event.model_dump_json()})
+            self._put(key, {**entry, "o": encode(event).decode()})
         else:
             self.counts["duplicate_outcomes"] += 1
         return out
@@ -208,6 +214,7 @@ class DelayedJoin:
         """Drop the in-memory clocks and deadline index of a partition this worker no longer owns."""
         self._clocks.pop(partition, None)
         self._queues.pop(partition, None)
+        self._parsed.clear()  # the partition may come back changed by another worker
 
     def tick(self, partition: int, now: float, clocks: tuple[int, ...] = BOTH_CLOCKS) -> JoinOutput:
         """Advance clocks of ``partition`` without an event, so an idle partition still expires.
@@ -261,6 +268,17 @@ class DelayedJoin:
             heapq.heapify(heap)
         self._queues[partition] = queues
 
+    def _remember(self, key: str, event: PredictionEvent) -> None:
+        parsed = self._parsed
+        parsed[key] = event
+        if len(parsed) > PARSED_PREDICTIONS:
+            del parsed[next(iter(parsed))]  # the oldest
+
+    def _prediction(self, key: str, entry: dict) -> PredictionEvent:
+        """The pending prediction of ``key``: parsed already if recent, else from its stored JSON."""
+        event = self._parsed.pop(key, None)
+        return event if event is not None else PredictionEvent.model_validate_json(entry["p"])
+
     def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
         heapq.heappush(self._queues[partition][queue], (when, key))
 
@@ -283,7 +301,7 @@ class DelayedJoin:
         self._schedule(partition, GC, gc, key)
 
     def _expire(self, key: str, entry: dict) -> TrainingExample:
-        prediction = PredictionEvent.model_validate_json(entry["p"])
+        prediction = self._prediction(key, entry)
         spec = self.specs.get(prediction.model)
         gc = entry["dl"] + entry["h"] * self.late_retention
         self._put(key, {"pt": entry["pt"], "st": EXPIRED, "p": entry["p"], "dl": None, "gc": gc})

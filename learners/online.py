@@ -6,16 +6,19 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import pandas as pd
 from river import base, metrics
 
 from learners.drift import LABEL_RATE, PREDICTION
-from learners.recipes import build_metric, build_model
+from learners.recipes import NUMERIC_RECIPES, build_metric, build_model
 from learners.spec import LearnerSpec
 from learners.watch import ModelWatch
+from schemas.errors import UnlearnableExample
 from schemas.inference import LEARNABLE, TrainingExample
 from schemas.system import ModelVersion
 
 RECENT_IDS = 100_000
+_NUMBERS = (float, int, bool)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class LearnerProgress:
     learned_since_version: int = 0
     record: ModelVersion | None = None  # the published record of ``version``
     dataset_hash: str = hashlib.sha256(b"").hexdigest()  # chained over every example learned, in order
+    pending: list[tuple[TrainingExample, object, str]] = field(default_factory=list)  # a mini-batch being filled
 
 
 class OnlineLearner:
@@ -72,6 +76,11 @@ class OnlineLearner:
         self.progress = progress or LearnerProgress()
         self.watch = watch if watch is not None else ModelWatch(spec)
         self._classifier = spec.task != "regression"
+        self._numeric_only = spec.recipe in NUMERIC_RECIPES
+        if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
+            self.progress.pending = []
+        if spec.mini_batch and not hasattr(self.model, "learn_many"):
+            raise ValueError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
 
     def already_learned(self, decision_id: str, position: tuple[str, int] | None) -> bool:
         if position is not None and position[1] < self.progress.offsets.get(position[0], 0):
@@ -79,9 +88,15 @@ class OnlineLearner:
         return decision_id in self.progress.recent_ids
 
     def learn(self, example: TrainingExample, position: tuple[str, int] | None = None) -> bool:
-        """Predict, score, learn; return False if the example was skipped (seen, or not learnable)."""
+        """Predict, score, learn; return False if the example was skipped (seen, or not learnable).
+
+        With ``spec.mini_batch`` the example joins the pending batch (saved with each checkpoint),
+        and the batch is predicted and learned once it is full.
+        """
         if self.already_learned(example.decision_id, position):
             return False
+        if self._numeric_only:
+            self._check_numeric(example)
         if position is not None:
             self.progress.offsets[position[0]] = position[1] + 1
         target = example.label if example.label is not None else example.reward
@@ -91,38 +106,79 @@ class OnlineLearner:
                                         self.progress.version, self.progress.examples_seen)
         if example.status not in LEARNABLE or target is None:
             return False
+        where = f"{position[0]}@{position[1]}:" if position is not None else ""
+        self._remember(example.decision_id)
+        if self.spec.mini_batch:
+            self.progress.pending.append((example, target, where))
+            if len(self.progress.pending) >= self.spec.mini_batch:
+                self._learn_batch()
+            return True
         x = example.features
         if self._classifier:
             proba = self.model.predict_proba_one(x)
             # The same tie-break as river's Classifier.predict_one.
             y_pred = max(proba, key=proba.get) if proba else None
+        else:
+            proba, y_pred = None, self.model.predict_one(x)
+        shadow_error = self._score(example, target, y_pred, proba, self.progress.examples_seen)
+        promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
+        self.model.learn_one(x, target)
+        if promoted is not None:
+            self.model = promoted  # it has learned this example too
+        self._learned(example, where)
+        return True
+
+    def _check_numeric(self, example: TrainingExample) -> None:
+        for name, value in example.features.items():
+            if type(value) not in _NUMBERS:
+                raise UnlearnableExample(
+                    f"model {self.spec.name!r} (recipe {self.spec.recipe!r}) learns from numbers only; feature "
+                    f"{name!r} of decision {example.decision_id!r} is {value!r}")
+
+    def _learn_batch(self) -> None:
+        """Predict the whole pending batch, score each example, then learn it with one ``learn_many``."""
+        batch, self.progress.pending = self.progress.pending, []
+        X = pd.DataFrame([example.features for example, _, _ in batch])
+        targets = [target for _, target, _ in batch]
+        probas: list[dict | None] = [None] * len(batch)
+        if self._classifier:
+            frame = self.model.predict_proba_many(X)
+            predicted = frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
+            if any(not metric.requires_labels for metric in self.shadow.values()):
+                probas = frame.to_dict("records")  # type: ignore[assignment]
+        else:
+            predicted = self.model.predict_many(X).tolist()
+        seen = self.progress.examples_seen
+        for i, ((example, target, _), y_pred) in enumerate(zip(batch, predicted)):
+            self._score(example, target, y_pred, probas[i], seen + i)
+        self.model.learn_many(X, pd.Series(targets))
+        for example, _, where in batch:
+            self._learned(example, where)
+
+    def _score(self, example: TrainingExample, target: object, y_pred: object, proba: dict | None, seen: int) -> float:
+        """Update the shadow and production metrics and the drift watch; return the shadow error."""
+        if self._classifier:
             for metric in self.shadow.values():
                 metric.update(target, y_pred if metric.requires_labels else proba)
             shadow_error = float(y_pred != target)
         else:
-            y_pred = self.model.predict_one(x)
             for metric in self.shadow.values():
                 metric.update(target, y_pred)
-            shadow_error = abs(float(y_pred) - float(target))
+            shadow_error = abs(float(y_pred) - float(target))  # type: ignore[arg-type]
         production_error = None
         if example.status == "joined" and example.prediction is not None:
             for metric in self.production.values():
                 metric.update(target, example.prediction)
             production_error = (float(example.prediction != target) if self._classifier
-                                else abs(float(example.prediction) - float(target)))
-        self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version,
-                                  self.progress.examples_seen)
-        promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
-        self.model.learn_one(x, target)
-        if promoted is not None:
-            self.model = promoted  # it has learned this example too
-        self._remember(example.decision_id)
-        where = f"{position[0]}@{position[1]}:" if position is not None else ""
+                                else abs(float(example.prediction) - float(target)))  # type: ignore[arg-type]
+        self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version, seen)
+        return shadow_error
+
+    def _learned(self, example: TrainingExample, where: str) -> None:
         self.progress.dataset_hash = hashlib.sha256(
             f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()).hexdigest()
         self.progress.examples_seen += 1
         self.progress.learned_since_version += 1
-        return True
 
     def _remember(self, decision_id: str) -> None:
         recent = self.progress.recent_ids

@@ -18,6 +18,10 @@ RECIPES: dict[str, Callable[..., base.Estimator]] = {
 }
 
 
+NUMERIC_RECIPES = frozenset({"logistic", "linear"})
+"""Recipes whose models only take numbers (StandardScaler); other features are rejected before learning."""
+
+
 def build_model(spec: LearnerSpec) -> base.Estimator:
     """A fresh, untrained River estimator for ``spec``.
 

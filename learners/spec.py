@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -61,4 +61,17 @@ class LearnerSpec(BaseModel):
     default_label: StrictBool | StrictInt | StrictFloat | StrictStr | None = None
     default_reward: StrictFloat | None = None
     duplicates: Literal["first", "last"] = Field("first", description="Which of repeated predictions/outcomes counts.")
+    mini_batch: int | None = Field(
+        None, ge=2, description="Learn in mini-batches of this many examples with River's learn_many (models that "
+        "have it, e.g. the logistic recipe); unset: learn_one on each example.")
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")
+
+    @model_validator(mode="after")
+    def _mini_batches_fit(self) -> LearnerSpec:
+        if self.mini_batch is not None:
+            if self.checkpoint_every % self.mini_batch:
+                raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of mini_batch "
+                                 f"({self.mini_batch}), so versions fall on whole batches")
+            if self.drift.policy == "challenger":
+                raise ValueError("the challenger policy learns one example at a time; use it without mini_batch")
+        return self

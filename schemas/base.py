@@ -13,10 +13,11 @@ SCHEMA_VERSION = 1
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 """A float that is neither NaN nor infinite (JSON cannot carry those either)."""
 
-FeatureValue = Union[StrictBool, StrictInt, FiniteFloat, StrictStr, None]
+# Floats first: the common case is checked first (smart unions still pick the exact type, so 1 stays int).
+FeatureValue = Union[FiniteFloat, StrictBool, StrictInt, StrictStr, None]
 """One feature as served: a number, a category, a flag, or missing."""
 
-Label = Union[StrictBool, StrictInt, FiniteFloat, StrictStr]
+Label = Union[StrictBool, StrictInt, FiniteFloat, StrictStr]  # booleans are the common labels
 """A ground-truth label: a class (bool, int, str) or a regression target (float)."""
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=512)]

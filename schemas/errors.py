@@ -56,3 +56,10 @@ class KafkaLaunchError(AdaptloopError):
 
 class UnknownModel(AdaptloopError):
     """A model name that no learner spec or model store knows."""
+
+
+class UnlearnableExample(AdaptloopError):
+    """A valid training example that this model cannot learn (a category for a model of numbers).
+
+    The learner dead-letters it with this reason, before anything of the model changes.
+    """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -24,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from learners.online import OnlineLearner
 from learners.spec import LearnerSpec
 from learners.store import ModelStore
-from schemas.errors import UnknownModel
+from schemas.errors import UnknownModel, UnlearnableExample
 from schemas.inference import TrainingExample
 from schemas.system import ModelCommand, ModelVersion
 from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES
@@ -125,12 +126,12 @@ class LearnerAgent:
     def step(self, timeout: float = 0.5) -> int:
         """Process one batch; return the number of examples learned."""
         records = self.consumer.poll(self.batch_size, timeout)
-        learned = published = 0
+        learned: Counter[str] = Counter()
+        published = 0
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
         for record in records:
-            EVENTS_IN.labels("learn", record.topic.name).inc()
             if record.topic is MODEL_COMMANDS:
                 published += self._command(record)
                 continue
@@ -140,8 +141,7 @@ class LearnerAgent:
             if learner.watch.actions:
                 published += self._act(learner)
             if learned_one:
-                learned += 1
-                LEARNED.labels(learner.spec.name).inc()
+                learned[learner.spec.name] += 1
                 # Count-based versions fall on exact example counts, whatever the batch boundaries,
                 # so a replay of the same examples reproduces the same versions.
                 if learner.progress.learned_since_version >= learner.spec.checkpoint_every:
@@ -152,7 +152,11 @@ class LearnerAgent:
         if published or alerts:
             self.producer.flush()
             self.consumer.commit()
-        return learned
+        for topic, count in Counter(record.topic.name for record in records).items():
+            EVENTS_IN.labels("learn", topic).inc(count)
+        for name, count in learned.items():
+            LEARNED.labels(name).inc(count)
+        return sum(learned.values())
 
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
@@ -172,7 +176,16 @@ class LearnerAgent:
         position, learner = self._owner(record, example.model)
         if learner is None:
             return None, False
-        return learner, learner.learn(example, (position, record.offset))
+        try:
+            return learner, learner.learn(example, (position, record.offset))
+        except UnlearnableExample as error:
+            reason = str(error)
+        except Exception as error:  # noqa: BLE001 (a custom recipe's model failed: the record, not the worker)
+            log.exception("model %s failed to learn %s", example.model, example.decision_id)
+            reason = f"model {example.model!r} failed to learn it: {type(error).__name__}: {error}"
+        self.dead_letters.reject(record.topic.full_name(self.prefix), record.partition, record.offset, record.key,
+                                 record.value, "rejected", reason)
+        return None, False
 
     def _act(self, learner: OnlineLearner) -> int:
         """Carry out what the model's drift policy asks, right after the example that triggered it."""

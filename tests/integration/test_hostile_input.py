@@ -37,6 +37,9 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
         (TRAINING_EXAMPLES, orjson.dumps(TrainingExample(
             model="no-such-model", decision_id=f"h{k}", model_version="v", features={"x": 1.0}, label=True,
             predicted_at=datetime.now(timezone.utc)).model_dump(mode="json")), "rejected"),
+        (TRAINING_EXAMPLES, orjson.dumps(TrainingExample(  # valid, but a category for a model of numbers
+            model="phishing", decision_id=f"h{k}", model_version="v", features={"x": "pro"}, label=True,
+            predicted_at=datetime.now(timezone.utc)).model_dump(mode="json")), "rejected"),
         (OUTCOMES, b"", "malformed"),
     ]
     topic, value, kind = shapes[k % len(shapes)]
@@ -74,4 +77,5 @@ def test_the_worker_survives_hostile_input_and_learns_every_good_record(kafka_bo
     letters = [e for e in seen if isinstance(e, DeadLetter)]
     assert Counter(letter.kind for letter in letters) == expected  # every bad record, once, with its kind
     assert all(letter.reason for letter in letters)
+    assert any("learns from numbers only" in letter.reason for letter in letters)
     assert max(e.examples_seen for e in seen if isinstance(e, ModelVersion)) == len(data)  # every good one learned

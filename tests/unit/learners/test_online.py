@@ -94,3 +94,77 @@ def test_checkpoint_restore_continues_exactly_like_an_uninterrupted_learner(tmp_
     second = store.checkpoint(resumed)
     assert second.parent == first.version and second.examples_seen == len(stream)
     assert pickle.loads(store.load_bytes("p", second.version)).predict_one(stream[0][1].features) is not None
+
+
+def test_mini_batches_equal_rivers_own_learn_many_loop():
+    """mini_batch=B: each batch is predicted by the model before it, then learned with one learn_many."""
+    import pandas as pd
+
+    rows = list(datasets.Phishing())
+    batch = 50
+    reference, accuracy = preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.Accuracy()
+    whole = len(rows) - len(rows) % batch
+    for start in range(0, whole, batch):
+        X = pd.DataFrame([x for x, _ in rows[start:start + batch]])
+        y = pd.Series([y for _, y in rows[start:start + batch]])
+        for y_true, y_pred in zip(y, reference.predict_proba_many(X).idxmax(axis=1)):
+            accuracy.update(y_true, y_pred)
+        reference.learn_many(X, y)
+
+    spec = LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"], mini_batch=batch, checkpoint_every=100)
+    learner = OnlineLearner(spec)
+    for i, example in _examples(rows, "phishing"):
+        assert learner.learn(example, ("training-examples:0", i))
+    assert learner.progress.examples_seen == whole and len(learner.progress.pending) == len(rows) - whole
+    assert learner.shadow["Accuracy"].get() == accuracy.get()
+    assert model_bytes(learner.model) == model_bytes(reference)
+
+
+def test_a_pending_mini_batch_survives_a_checkpoint(tmp_path):
+    rows = list(datasets.Phishing())[:230]
+    spec = LearnerSpec(name="p", recipe="logistic", metrics=["Accuracy"], mini_batch=40, checkpoint_every=40)
+    whole = OnlineLearner(spec)
+    for i, example in _examples(rows, "p"):
+        whole.learn(example, ("t:0", i))
+    store = ModelStore(tmp_path)
+    first = OnlineLearner(spec)
+    for i, example in _examples(rows[:150], "p"):  # 3 batches learned, 30 examples pending
+        first.learn(example, ("t:0", i))
+    store.checkpoint(first)
+    resumed = store.restore(spec)
+    assert len(resumed.progress.pending) == 30
+    for i, example in _examples(rows, "p"):
+        resumed.learn(example, ("t:0", i))  # the first 150 are skipped by offset
+    assert resumed.progress.examples_seen == whole.progress.examples_seen == 200
+    assert model_bytes(resumed.model) == model_bytes(whole.model)
+    assert resumed.progress.dataset_hash == whole.progress.dataset_hash
+
+
+def test_mini_batch_needs_learn_many_and_whole_batches_per_version():
+    import pytest
+
+    with pytest.raises(ValueError, match="has no learn_many"):
+        OnlineLearner(LearnerSpec(name="t", recipe="hoeffding", mini_batch=10, checkpoint_every=100))
+    with pytest.raises(ValueError, match="multiple of mini_batch"):
+        LearnerSpec(name="t", mini_batch=300, checkpoint_every=1000)
+
+
+def test_a_category_for_a_model_of_numbers_is_rejected_before_anything_changes():
+    import pytest
+    from schemas.errors import UnlearnableExample
+
+    learner = OnlineLearner(LearnerSpec(name="m", recipe="logistic", metrics=["Accuracy"]))
+    good = TrainingExample(model="m", decision_id="1", model_version="v", features={"x": 1.0}, label=True,
+                           predicted_at=NOW)
+    learner.learn(good, ("t:0", 0))
+    before = model_bytes(learner.model), dict(learner.progress.offsets), learner.progress.examples_seen
+    bad = TrainingExample(model="m", decision_id="2", model_version="v", features={"x": "pro"}, label=True,
+                          predicted_at=NOW)
+    with pytest.raises(UnlearnableExample, match="'x' of decision '2' is 'pro'"):
+        learner.learn(bad, ("t:0", 1))
+    assert (model_bytes(learner.model), learner.progress.offsets, learner.progress.examples_seen) == before
+    # A tree takes categories and missing values.
+    tree_learner = OnlineLearner(LearnerSpec(name="m", recipe="hoeffding", metrics=["Accuracy"]))
+    assert tree_learner.learn(bad) and tree_learner.learn(
+        TrainingExample(model="m", decision_id="3", model_version="v", features={"x": None}, label=False,
+                        predicted_at=NOW))

@@ -18,6 +18,15 @@ def test_every_event_type_round_trips_field_for_field(event_type):
         assert decode(topic_for(event), encode(event)) == event
 
 
+@pytest.mark.parametrize("event_type", list(SAMPLERS), ids=lambda t: t.__name__)
+def test_encode_gives_the_bytes_of_pydantic_model_dump(event_type):
+    """encode() reads the instance's fields directly; it must write what model_dump() would."""
+    from schemas.codec import _default
+
+    for event in sample_events(event_type, 200, seed=4):
+        assert encode(event) == orjson.dumps(event.model_dump(), default=_default)
+
+
 @pytest.mark.parametrize("kind", list(MALFORMED_RECORDS))
 def test_each_bad_record_is_classified(kind):
     with pytest.raises(DecodeError) as caught:
