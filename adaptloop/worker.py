@@ -90,7 +90,17 @@ def run_agentops(settings: Settings) -> None:
     agent.run(_stop_on_signals())
 
 
+def process_name(role: str) -> str:
+    """The name a role's process shows in ``ps`` and ``top`` (Linux keeps 15 characters)."""
+    return f"adaptloop-{role}"[:15]
+
+
 def _child(role: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as comm:  # Linux; elsewhere the roles keep python's name
+            comm.write(process_name(role))
+    except OSError:
+        pass
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     {"join": run_join, "learn": run_learner, "archive": run_archiver, "agents": run_agentops}[role](settings)

@@ -81,7 +81,7 @@ class EventConsumer:
     def poll(self, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         """Up to ``max_records`` decoded records; bad ones are dead-lettered, not returned."""
         records: list[Record] = []
-        for message in self._consumer.consume(max_records, timeout):
+        for message in self._fetch(max_records, timeout):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
@@ -98,6 +98,19 @@ class EventConsumer:
             if event is not None:
                 records.append(Record(topic, message.partition(), message.offset(), message.key(), message.value(), event))
         return records
+
+    def _fetch(self, max_records: int, timeout: float) -> list:
+        """What is there now, up to ``max_records``; if nothing, wait up to ``timeout`` for the first record.
+
+        (librdkafka's batch consume waits for a *full* batch or the timeout: under a trickle
+        every poll would wait the whole timeout.)
+        """
+        messages = self._consumer.consume(max_records, 0)
+        if not messages:
+            messages = self._consumer.consume(1, timeout)
+            if messages and max_records > 1:
+                messages += self._consumer.consume(max_records - 1, 0)
+        return messages
 
     def commit(self) -> None:
         """Commit what was polled, once the batch's dead letters are safely on the broker."""

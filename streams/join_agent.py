@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import orjson
@@ -93,6 +94,7 @@ class JoinAgent:
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
         self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
         self._ensure_changelog(partitions)
+        self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
         self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
@@ -200,9 +202,7 @@ class JoinAgent:
         for tp in kafka.position(kafka.assignment()):
             if tp.offset >= 0 and self._committed.get((tp.topic, tp.partition)) != tp.offset:
                 moved.setdefault(tp.partition, []).append(tp)
-        for index, offsets in sorted(moved.items()):
-            if index in self.outputs:
-                self._commit(index, offsets)
+        self._commit({index: offsets for index, offsets in moved.items() if index in self.outputs})
         for name, count in received.items():
             EVENTS_IN.labels("join", name).inc(count)
         for (model, status), count in joined.items():
@@ -250,25 +250,34 @@ class JoinAgent:
         self.positions[(name, index)] = max(committed, 0)
         return self.positions[(name, index)]
 
-    def _commit(self, index: int, offsets: list[TopicPartition]) -> None:
-        """One transaction: the partition's outputs (already sent), its state changes and its input offsets."""
-        output = self.outputs[index]
-        for key, entry in self.state.take_changes(index).items():
-            output.send_bytes(self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None,
-                              partition=index)
-        try:
-            output.commit_transaction(offsets, self.consumer.kafka.consumer_group_metadata())
-        except KafkaException as error:
-            if not error.args[0].txn_requires_abort():
-                raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
-            log.warning("join partition %d: transaction aborted (%s); replaying from the last commit", index,
-                        error.args[0].str())
-            output.abort_transaction()
-            self._rewind(index)
-            return
-        for tp in offsets:
-            self._committed[(tp.topic, tp.partition)] = tp.offset
-            self.positions[(tp.topic, tp.partition)] = tp.offset  # covers dead-lettered records too
+    def _commit(self, moved: dict[int, list[TopicPartition]]) -> None:
+        """One transaction per partition that moved: its outputs (already sent), its state changes, its offsets.
+
+        The partitions' transactions are independent, so they commit in parallel (each is a few
+        round trips to the broker, and confluent-kafka waits for them without holding the GIL).
+        """
+        for index in moved:
+            output = self.outputs[index]
+            for key, entry in self.state.take_changes(index).items():
+                output.send_bytes(self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None,
+                                  partition=index)
+        metadata = self.consumer.kafka.consumer_group_metadata()
+        futures = {index: self._committer.submit(self.outputs[index].commit_transaction, offsets, metadata)
+                   for index, offsets in moved.items()}
+        for index, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as error:
+                if not error.args[0].txn_requires_abort():
+                    raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
+                log.warning("join partition %d: transaction aborted (%s); replaying from the last commit", index,
+                            error.args[0].str())
+                self.outputs[index].abort_transaction()
+                self._rewind(index)
+                continue
+            for tp in moved[index]:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+                self.positions[(tp.topic, tp.partition)] = tp.offset  # covers dead-lettered records too
 
     def _rewind(self, index: int) -> None:
         """After an aborted transaction: the state and the positions of the last commit."""
@@ -305,3 +314,4 @@ class JoinAgent:
                 self._release(index)
             self.ticker.flush(10)
             self.consumer.close()
+            self._committer.shutdown()

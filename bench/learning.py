@@ -1,0 +1,95 @@
+"""The learning stage, measured: River in process, the OnlineLearner, and the learner agent reading Kafka.
+
+Every rate is examples per second of predict-then-learn over the same data (River's
+``Hyperplane``, 10 numeric features), so each one divides by River's own in-process
+rate: the physical limit of that learner.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from river.datasets import synth
+
+from learners.online import OnlineLearner
+from learners.recipes import build_model
+from learners.spec import DriftSpec, LearnerSpec
+from learners.store import ModelStore
+from schemas import TrainingExample, encode
+from schemas.topics import TRAINING_EXAMPLES
+from streams import EventProducer, ensure_topics
+from streams.learner_agent import LearnerAgent
+
+AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+Data = list[tuple[dict, bool]]
+
+
+def stream(n: int, seed: int = 1) -> Data:
+    return [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Hyperplane(seed=seed, n_features=10).take(n)]
+
+
+def examples(data: Data, model: str = "b") -> list[TrainingExample]:
+    return [TrainingExample(model=model, decision_id=f"{model}-{i}", model_version="v", features=x, prediction=True,
+                            label=y, predicted_at=AT) for i, (x, y) in enumerate(data)]
+
+
+def river_rate(recipe: str, data: Data) -> float:
+    """River alone: predict_proba_one then learn_one on each example."""
+    model = build_model(LearnerSpec(name="b", recipe=recipe))
+    start = time.perf_counter()
+    for x, y in data:
+        model.predict_proba_one(x)
+        model.learn_one(x, y)
+    return len(data) / (time.perf_counter() - start)
+
+
+def river_many_rate(recipe: str, data: Data, batch: int) -> float:
+    """River alone in mini-batches: DataFrame, predict_proba_many, learn_many."""
+    model = build_model(LearnerSpec(name="b", recipe=recipe))
+    start = time.perf_counter()
+    for first in range(0, len(data), batch):
+        rows = data[first:first + batch]
+        X = pd.DataFrame([x for x, _ in rows])
+        model.predict_proba_many(X)
+        model.learn_many(X, pd.Series([y for _, y in rows]))
+    return len(data) / (time.perf_counter() - start)
+
+
+def learner_rate(spec: LearnerSpec, data: Data) -> float:
+    """The OnlineLearner in process: dedup, progressive validation, drift monitors, lineage hash."""
+    learner = OnlineLearner(spec.model_copy(update={"drift": DriftSpec()}))
+    batch = examples(data)
+    start = time.perf_counter()
+    for i, example in enumerate(batch):
+        learner.learn(example, ("t:0", i))
+    return len(data) / (time.perf_counter() - start)
+
+
+def produce_examples(bootstrap: str, data: Data) -> str:
+    """Training examples on a fresh one-partition topic; returns the topic prefix."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    ensure_topics(bootstrap, prefix=prefix, partitions=1)
+    with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+        for example in examples(data):
+            producer.send_bytes(TRAINING_EXAMPLES.full_name(prefix), b"b", encode(example))
+    return prefix
+
+
+def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int) -> float:
+    """The learner agent on already produced examples: consume, decode, learn, checkpoint, publish."""
+    agent = LearnerAgent(bootstrap, specs={"b": spec}, store=ModelStore(Path(tempfile.mkdtemp())), prefix=prefix,
+                         group=f"bench-{uuid.uuid4().hex[:6]}", batch_size=5000)
+    agent.publish_missing()
+    while not agent.consumer.kafka.assignment():
+        agent.step(0.2)
+    start = time.perf_counter()
+    while agent.learners["b"].progress.examples_seen < n:
+        agent.step(0.2)
+    elapsed = time.perf_counter() - start
+    agent.consumer.close()
+    return n / elapsed
