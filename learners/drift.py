@@ -24,13 +24,15 @@ shift gives one alert.
 
 from __future__ import annotations
 
-import bisect
+import functools
 import importlib
 import math
+import operator
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from river import base
 
 from learners.spec import DriftSpec
@@ -105,10 +107,9 @@ class _Bins:
         self.expected = self.shares(reference)
 
     def shares(self, values: list[float]) -> list[float]:
-        counts = [0] * (len(self.edges) + 1)
-        edges = self.edges
-        for value in values:
-            counts[bisect.bisect_right(edges, value)] += 1
+        # The bins of bisect_right, counted by numpy (a check bins every feature's whole window).
+        bins = np.searchsorted(np.asarray(self.edges, dtype=float), np.asarray(values, dtype=float), side="right")
+        counts = np.bincount(bins, minlength=len(self.edges) + 1).tolist()
         return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]  # smoothed: no log(0)
 
     def psi(self, recent: list[float]) -> float:
@@ -129,6 +130,25 @@ def js_distance(reference: list[object], recent: list[object]) -> float:
         mk = (pk + qk) / 2
         divergence += 0.5 * (pk * math.log2(pk / mk) if pk else 0.0) + 0.5 * (qk * math.log2(qk / mk) if qk else 0.0)
     return math.sqrt(max(divergence, 0.0))
+
+
+def _columns(rows: list[Mapping[str, object]]) -> dict[str, tuple]:
+    """Rows of values by name as columns, names in first-seen order (a missing value is ``None``)."""
+    if not rows:
+        return {}
+    names = list(rows[0])
+    if all(length == len(names) for length in map(len, rows)):
+        try:  # the usual case, every row with the same names: transposed in C
+            if len(names) == 1:
+                return {names[0]: tuple(row[names[0]] for row in rows)}
+            return dict(zip(names, zip(*map(operator.itemgetter(*names), rows))))
+        except KeyError:
+            pass
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {name: tuple(row.get(name) for row in rows) for name in names}
+
+
+_is_value = functools.partial(operator.is_not, None)  # filter(_is_value, ...) drops None, in C
 
 
 LABEL_RATE = "@label_rate"  # 1.0 when the decision got an outcome, 0.0 when it expired
@@ -167,12 +187,11 @@ class DataDriftMonitor:
 
     def _spread(self, windows: dict, new: Callable[[], Any]) -> None:
         rows, self._rows = self._rows, []
-        names = dict.fromkeys(name for row in rows for name in row)  # first-seen order, like appending
-        for name in names:
+        for name, column in _columns(rows).items():
             window = windows.get(name)
             if window is None:
                 window = windows[name] = new()
-            window.extend(value for row in rows if (value := row.get(name)) is not None)
+            window.extend(filter(_is_value, column))
 
     def _check(self, name: str) -> dict[str, Any] | None:
         recent = list(self.recent[name])

@@ -150,12 +150,13 @@ class DelayedJoin:
 
     def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
         self.counts["predictions"] += 1
-        out = self._advance(partition, _ts(event.timestamp), (PREDICTION_CLOCK,))
+        at = _ts(event.timestamp)
+        out = self._advance(partition, at, (PREDICTION_CLOCK,))
         key = event.decision_id
         entry = self.state.get(key)
         spec = self.specs.get(event.model)
         horizon = spec.horizon_seconds if spec else self.default_horizon
-        deadline = _ts(event.timestamp) + horizon
+        deadline = at + horizon
         if entry is None:
             self._put(key, {"pt": partition, "st": PENDING, "p": encode(event).decode(), "o": None, "dl": deadline,
                             "h": horizon})
@@ -182,18 +183,19 @@ class DelayedJoin:
 
     def on_outcome(self, event: OutcomeEvent, partition: int, offset: int | None = None) -> JoinOutput:
         self.counts["outcomes"] += 1
-        out = self._advance(partition, _ts(event.timestamp), (OUTCOME_CLOCK,))
+        at = _ts(event.timestamp)
+        out = self._advance(partition, at, (OUTCOME_CLOCK,))
         key = event.decision_id
         entry = self.state.get(key)
         if entry is None:
-            deadline = _ts(event.timestamp) + self.default_horizon
+            deadline = at + self.default_horizon
             self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": encode(event).decode(), "dl": deadline,
                             "h": self.default_horizon, "off": offset})
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == PENDING and entry["p"] is not None:
             prediction = self._prediction(key, entry)
-            if _ts(event.timestamp) > entry["dl"]:
+            if at > entry["dl"]:
                 # The outcome is past the horizon even if the clock has not caught up yet.
                 out.examples.append(self._expire(key, entry))
                 entry = self.state[key]
@@ -230,7 +232,9 @@ class DelayedJoin:
         out = JoinOutput()
         if partition not in self._queues:
             self._rebuild(partition)
-        clocks = self._clocks.setdefault(partition, [float("-inf"), float("-inf")])
+        clocks = self._clocks.get(partition)
+        if clocks is None:
+            clocks = self._clocks[partition] = [float("-inf"), float("-inf")]
         for index in which:
             clocks[index] = max(clocks[index], timestamp - self.lateness)
         queues = self._queues[partition]

@@ -56,7 +56,8 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
     if len(data) > max_bytes:
         raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        return topic.event.model_validate_json(data)
+        # The validator itself: model_validate_json adds keyword handling that costs a third as much.
+        return topic.event.__pydantic_validator__.validate_json(data)
     except ValidationError as error:
         raise _classify(topic, error, data) from None
 

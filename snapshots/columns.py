@@ -28,7 +28,7 @@ import pyarrow as pa
 from schemas.base import Event
 from learners.guardrails import scrub_pii
 from schemas.agents import AgentFeedbackEvent
-from schemas.codec import decode, encode
+from schemas.codec import _default, decode, encode
 from schemas.errors import DecodeError
 from schemas.topics import Topic
 
@@ -96,12 +96,16 @@ class RawRecord:
     value: bytes | None
 
 
-def event_row(topic: Topic, event: Event) -> dict:
-    """The typed columns of one event (JSON fields as text)."""
-    row = event.model_dump()
-    for name in json_fields(topic):
+def event_row(topic: Topic, event: Event, json_names: frozenset[str] | None = None) -> dict:
+    """The typed columns of one event (JSON fields as text).
+
+    Read from the instance's fields, like :func:`schemas.codec.encode`: the values of ``model_dump()``
+    for these plain models, at a fraction of the cost.
+    """
+    row = dict(event.__dict__)
+    for name in json_fields(topic) if json_names is None else json_names:
         if row[name] is not None:
-            row[name] = orjson.dumps(row[name]).decode()
+            row[name] = orjson.dumps(row[name], default=_default).decode()
     return row
 
 
@@ -116,6 +120,7 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
     (['true', None], 'malformed')
     """
     rows = []
+    json_names = json_fields(topic)
     for record in records:
         value = record.value
         try:
@@ -124,7 +129,7 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
                 # Free text may carry PII: archive it scrubbed, in the column and in the raw bytes.
                 event = event.model_copy(update={"comment": scrub_pii(event.comment)})
                 value = encode(event)
-            row = event_row(topic, event)
+            row = event_row(topic, event, json_names)
             error = None
         except DecodeError as failure:
             row, error = {}, f"{failure.kind}: {failure.reason}"

@@ -28,7 +28,7 @@ from learners.store import ModelStore
 from schemas.errors import UnknownModel, UnlearnableExample
 from schemas.inference import TrainingExample
 from schemas.system import ModelCommand, ModelVersion
-from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES
+from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
 from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
 from streams.producer import EventProducer
@@ -68,6 +68,7 @@ class LearnerAgent:
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
         self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
+        self._position_names: dict[tuple[Topic, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
@@ -160,14 +161,16 @@ class LearnerAgent:
 
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
-        topic_name = record.topic.full_name(self.prefix)
-        position = f"{topic_name}:{record.partition}"
+        position = self._position_names.get((record.topic, record.partition))
+        if position is None:
+            position = self._position_names[(record.topic, record.partition)] = \
+                f"{record.topic.full_name(self.prefix)}:{record.partition}"
         self.positions[position] = record.offset + 1
         learner = self.learners.get(model)
         if learner is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            self.dead_letters.reject(topic_name, record.partition, record.offset, record.key, record.value,
-                                     "rejected", f"unknown model {model!r}; known models: {known}")
+            self.dead_letters.reject(record.topic.full_name(self.prefix), record.partition, record.offset, record.key,
+                                     record.value, "rejected", f"unknown model {model!r}; known models: {known}")
         return position, learner
 
     def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:

@@ -74,12 +74,18 @@ def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0
 
 
 def record_lag(role: str, consumer: object) -> None:
-    """Set the lag gauge of every partition assigned to a confluent-kafka ``consumer``."""
+    """Set the lag gauge of every partition assigned to a confluent-kafka ``consumer``.
+
+    The high watermarks are those of the last fetch responses (``cached``): asking the broker
+    for each partition would block the role's loop, for seconds under load.
+    """
     assignment = consumer.assignment()  # type: ignore[attr-defined]
     if not assignment:
         return
     for tp in consumer.position(assignment):  # type: ignore[attr-defined]
         if tp.offset < 0:
             continue
-        _, high = consumer.get_watermark_offsets(tp, timeout=1.0)  # type: ignore[attr-defined]
+        _, high = consumer.get_watermark_offsets(tp, cached=True)  # type: ignore[attr-defined]
+        if high < 0:  # nothing fetched from this partition yet
+            continue
         CONSUMER_LAG.labels(role, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+import random
+from collections import deque
 from datetime import datetime, timezone
 
 import pytest
 
-from learners.drift import DataDriftMonitor, build_detector, js_distance, psi
+from learners.drift import DataDriftMonitor, _Bins, build_detector, js_distance, psi
 from learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
 from learners.online import OnlineLearner
 from learners.spec import DriftSpec, LearnerSpec
@@ -46,6 +49,54 @@ def test_statistics_agree_with_their_definitions():
     assert js_distance(["a"] * 3, ["b"] * 3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not a drift detector"):
         build_detector("Nope")
+
+
+def _windows_by_appending(rows: list[dict], reference_size: int, window: int) -> tuple[dict, dict]:
+    """The windows by definition: each non-missing value appended as its decision comes."""
+    reference: dict[str, list] = {}
+    recent: dict[str, deque] = {}
+    for i, row in enumerate(rows):
+        windows = reference if i < reference_size else recent
+        for name, value in row.items():
+            if value is not None:
+                windows.setdefault(name, [] if windows is reference else deque(maxlen=window)).append(value)
+    return reference, recent
+
+
+def test_the_windows_are_those_of_appending_each_value_whatever_the_rows_look_like():
+    rng = random.Random(7)
+    rows = []
+    for i in range(900):  # checked in blocks of 300: each block takes another way through the monitor
+        row = {"x": rng.random(), "plan": rng.choice(["a", "b", None]), "@label_rate": 1.0}
+        if i % 11 == 0:
+            row = dict(reversed(list(row.items())))  # the same names in another order
+        if 300 <= i < 600 and i % 13 == 0:
+            row["y"] = row.pop("x")  # as many names, not the same ones
+        if i >= 600 and i % 7 == 0:
+            del row["x"]  # a feature missing from some decisions
+        if i >= 600 and i % 5 == 0:
+            row["late"] = i  # a feature that appears later
+        rows.append(row)
+    monitor = DataDriftMonitor(DriftSpec(reference_size=300, window=200, check_every=300, psi_threshold=100,
+                                         js_threshold=1.0))
+    for row in rows:
+        monitor.update(row)
+    reference, recent = _windows_by_appending(rows, 300, 200)
+    assert monitor.reference == reference
+    assert {name: list(values) for name, values in monitor.recent.items()} == \
+        {name: list(values) for name, values in recent.items()}
+
+
+def test_psi_bins_values_as_bisect_does():
+    rng = random.Random(3)
+    reference = [rng.gauss(0, 1) for _ in range(1000)] + [0.0] * 50  # ties on an edge
+    recent = [rng.gauss(0.3, 1.2) for _ in range(500)] + [0.0] * 30
+    bins = _Bins(reference)
+    counts = [0] * (len(bins.edges) + 1)
+    for value in recent:
+        counts[bisect.bisect_right(bins.edges, value)] += 1
+    expected = [(c + 0.5) / (len(recent) + 0.5 * len(counts)) for c in counts]
+    assert bins.shares(recent) == expected
 
 
 def test_label_rate_drop_is_an_alert():

@@ -6,14 +6,15 @@ import subprocess
 import sys
 
 import duckdb
+import orjson
 import pytest
 
-from adaptloop.samples import MALFORMED_RECORDS, sample_events
-from schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode
+from adaptloop.samples import MALFORMED_RECORDS, SAMPLERS, sample_events
+from schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode, topic_for
 from schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from snapshots.archive import ParquetArchive
 from snapshots.audit import NAMED_QUERIES, run_audit
-from snapshots.columns import RawRecord
+from snapshots.columns import RawRecord, event_row, json_fields
 from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot
 
 STAMP = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -121,3 +122,15 @@ def test_report_draws_pngs_that_open(tmp_path):
     for path in written:
         height, width, _ = matplotlib.image.imread(path).shape
         assert height > 200 and width > 400
+
+
+@pytest.mark.parametrize("event_type", list(SAMPLERS), ids=lambda t: t.__name__)
+def test_archive_rows_hold_the_values_of_model_dump(event_type):
+    """event_row() reads the instance's fields directly; its columns must be model_dump()'s."""
+    for event in sample_events(event_type, 200, seed=5):
+        topic = topic_for(event)
+        expected = event.model_dump()
+        for name in json_fields(topic):
+            if expected[name] is not None:
+                expected[name] = orjson.dumps(expected[name]).decode()
+        assert event_row(topic, event) == expected
