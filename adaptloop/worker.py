@@ -96,6 +96,10 @@ def process_name(role: str) -> str:
     return f"adaptloop-{role}"[:15]
 
 
+BACKGROUND_ROLES, BACKGROUND_NICENESS = ("archive",), 5
+"""The archive may lag (it catches up from Kafka, its files stay exact); the join and the learner decide
+how fresh the served models are. When the cores are busy, the archive gives way to them."""
+
 GC_THRESHOLDS = (50_000, 20, 100)
 """Young collections every 50,000 allocations and full ones 100x rarer than Python's default: a role
 holds large, long-lived state (the join's table, models), and traversing it again and again cost the
@@ -118,6 +122,8 @@ def _child(role: str) -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     tune_gc()
+    if role in BACKGROUND_ROLES:
+        os.nice(BACKGROUND_NICENESS)
     {"join": run_join, "learn": run_learner, "archive": run_archiver, "agents": run_agentops}[role](settings)
 
 

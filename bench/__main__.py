@@ -9,7 +9,9 @@ moves both alike:
 - the OnlineLearner in process, and the learner agent reading training examples from Kafka;
 - the same with mini-batches (learn_many), against River's learn_one and learn_many;
 - the naive peer: the learning job as one faust agent, one event at a time (JSON + learn_one);
-- the whole loop (every role of a worker) from produced predictions and outcomes;
+- the whole loop from produced predictions and outcomes: a worker with every role, then the join and
+  the learner alone (the archive on another machine), with the CPU each process spent per decision:
+  their sum bounds the decisions per second this machine's cores allow;
 - two models learned by one learner process and by two;
 - outcome sent -> version serving it, and version published -> served, at half the loop's top rate;
 - the producer SDK against raw confluent-kafka produce, Parquet writes, a 10-million-row audit.
@@ -38,6 +40,9 @@ from schemas.topics import TRAINING_EXAMPLES
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
+LOOP_SCALE = 3  # the full-speed loop runs take this many times N decisions
+CPU_KEYS = ("bench (producer, model client)", "broker", "join", "learn", "archive", "agents")  # bench.cpu names
+CPU_COLUMNS = ("producer", "broker", "join", "learner", "archive", "agentops")
 REPEATS = 3  # the learning-stage rates are medians of this many runs: the machine is shared and noisy
 
 
@@ -47,7 +52,7 @@ def median_of(measure: Callable[[], float], repeats: int = REPEATS) -> float:
 
 def main() -> None:
     os.environ.setdefault("PYTHONHASHSEED", HASH_SEED)
-    console = Console(width=max(110, Console().width))
+    console = Console(width=max(130, Console().width))
     settings = Settings()
     bootstrap = settings.bootstrap_address
     data = stream(N)
@@ -82,16 +87,28 @@ def main() -> None:
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
 
-    with console.status("the whole loop in a worker (join, learner, archive)"):
-        loops = {recipe: loop_run(settings, recipe, data) for recipe in ("logistic", "hoeffding")}
-        for recipe, run in loops.items():
-            results.setdefault("loop", {})[recipe] = {"examples_per_s": run.rate}  # type: ignore[union-attr]
-            row(f"{recipe}: whole loop (join + learn) / River", run.rate,
-                results[recipe]["river_per_s"])  # type: ignore[index]
-        half = loop_run(settings, "logistic", data, per_second=loops["logistic"].rate / 2)
+    cpu = Table("CPU µs per decision", *CPU_COLUMNS, "total", "cores busy", "cores' ceiling",
+                title="where the loop's CPU goes (user + system time of each process, /proc)")
+    with console.status("the whole loop in a worker (join, learner, archive), then join and learner alone"):
+        decisions = stream(LOOP_SCALE * N, seed=3)  # long enough that start and end are a small part
+        loops = {}
+        for recipe in ("logistic", "hoeffding"):
+            river = results[recipe]["river_per_s"]  # type: ignore[index]
+            for roles, label in ((("all",), "whole worker"), (("join", "learn"), "join + learner")):
+                run = loops[(recipe, roles)] = loop_run(settings, recipe, decisions, roles=roles)
+                results.setdefault("loop", {}).setdefault(recipe, {})[label] = {  # type: ignore[union-attr]
+                    "examples_per_s": run.rate, "decisions": len(decisions), "cpu_us_per_decision": run.cpu_us,
+                    "cores_busy": run.cores_busy}
+                row(f"{recipe}: loop, {label} / River", run.rate, river)
+                total = sum(run.cpu_us.values())
+                cpu.add_row(f"{recipe}, {label}", *(f"{run.cpu_us[c]:.0f}" if c in run.cpu_us else "" for c in CPU_KEYS),
+                            f"{total:.0f}", f"{run.cores_busy:.2f}", f"{(os.cpu_count() or 1) * 1e6 / total:,.0f}/s")
+            cpu.add_row(f"{recipe}, River alone", *([""] * len(CPU_KEYS)), f"{1e6 / river:.0f}", "1.00",
+                        f"{river:,.0f}/s")  # one model learns on one core
+        half = loop_run(settings, "logistic", data, per_second=loops[("logistic", ("all",))].rate / 2)
         lags = {"outcome_to_served": half.learn_lags, "published_to_served": half.refresh_lags}
         results["latency_at_half_load"] = {
-            "per_second": loops["logistic"].rate / 2, "checkpoint_seconds": 0.5,
+            "per_second": loops[("logistic", ("all",))].rate / 2, "checkpoint_seconds": 0.5,
             **{f"{name}_p50_s": median(values) for name, values in lags.items()},
             **{f"{name}_p99_s": percentile(values, 0.99) for name, values in lags.items()}}
         for name, values in lags.items():
@@ -117,6 +134,7 @@ def main() -> None:
         row("archive: rows/s to Parquet (decode + typed columns)", archive, None)
         table.add_row("audit GROUP BY over 10M archived rows", f"{query:.2f} s", "", "")
     console.print(table)
+    console.print(cpu)
     out = Path(__file__).with_name("results.json")
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     console.print(f"results in {out}")

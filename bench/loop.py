@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from adaptloop.settings import Settings
 from adaptloop.worker import Role, start_worker_process, stop_worker_process
+from bench.cpu import cpu_of, loop_processes
 from bench.learning import Data, examples
 from learners.spec import LearnerSpec
 from learners.store import ModelStore
@@ -38,17 +39,25 @@ class LoopRun:
     rate: float  # examples learned per second, from the first event produced to the version that has them all
     refresh_lags: list[float] = field(default_factory=list)  # version published -> swapped in by a ModelClient
     learn_lags: list[float] = field(default_factory=list)  # k-th outcome sent -> first version with k examples
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU microseconds per decision, per process
+
+    @property
+    def cores_busy(self) -> float:
+        """CPU time of the run's processes over its wall time: 2.0 is both cores of this machine."""
+        return sum(self.cpu_us.values()) * self.rate / 1e6
 
 
-def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None = None) -> LoopRun:
-    """Predictions and outcomes into a worker (every role), as fast as possible or paced at ``per_second``."""
+def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None = None,
+             roles: tuple[Role, ...] = ("all",)) -> LoopRun:
+    """Predictions and outcomes into a worker (every role, or separate ``roles`` processes), as fast as
+    possible or paced at ``per_second``."""
     # Full speed: versions at exact counts, the last one at len(data) the moment it is learned. Paced:
     # a version every 0.5 s, the cadence a service waiting for fresh models would choose.
     spec = LearnerSpec(name="b", recipe=recipe, metrics=["Accuracy"],
                        checkpoint_every=len(data) // 10 if per_second is None else len(data),
                        checkpoint_seconds=None if per_second is None else 0.5)
     settings = _settings(base, [spec])
-    worker = start_worker_process(settings, settings.home / "worker.log")
+    workers = [start_worker_process(settings, settings.home / f"worker-{role}.log", role=role) for role in roles]
     refresh: list[float] = []
     versions: list[tuple[float, int]] = []  # (when swapped in, examples seen)
 
@@ -61,6 +70,9 @@ def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None =
         with ModelClient("b", bootstrap=settings.bootstrap_address, store=ModelStore(settings.models_dir),
                          prefix=settings.topic_prefix, wait=120, on_swap=swapped) as client:
             _wait_for_group(settings.bootstrap_address, f"{settings.topic_prefix}{settings.group}-join")
+            _wait_for_group(settings.bootstrap_address, f"{settings.topic_prefix}{settings.group}-learner")
+            processes = loop_processes([worker.pid for worker in workers])
+            cpu_before = cpu_of(processes)
             sent_at: list[float] = []
             start = time.perf_counter()
             with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
@@ -80,16 +92,26 @@ def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None =
             while client.version.examples_seen < len(data) and time.monotonic() < deadline:
                 time.sleep(0.01)
             rate = len(data) / (time.perf_counter() - start)
+            cpu_after = cpu_of(processes)
     finally:
-        stop_worker_process(worker)
+        for worker in workers:
+            stop_worker_process(worker)
+    cpu_us = {name: (cpu_after[name] - cpu_before[name]) * 1e6 / len(data) for name in cpu_after if name in cpu_before}
     # A version with k examples learned the first k decisions (sent in order, joined at once): its
     # latency is from the k-th outcome's send to the version reaching the service.
     learn_lags = [when - sent_at[k - 1] for when, k in versions if 0 < k <= len(sent_at)]
-    return LoopRun(rate, refresh, learn_lags)
+    return LoopRun(rate, refresh, learn_lags, cpu_us)
 
 
 def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> float:
-    """Examples/s of two models' training examples (one partition each) learned by ``workers`` learner roles."""
+    """Examples/s of two models (one partition each) learned by ``workers`` learner processes.
+
+    The learners' group settles before the examples are produced (a rebalance would move
+    version boundaries), and each model's rate is taken between its version at a quarter of its
+    examples and its last, from the versions' own timestamps: steady learning, not start-up,
+    and mostly after the producer (another machine in production) is done. The models learn at
+    the same time, so their rates add up.
+    """
     models = ("m0", "m1")
     specs = [LearnerSpec(name=m, recipe=recipe, metrics=["Accuracy"], checkpoint_every=len(data) // 4,
                          checkpoint_seconds=None) for m in models]
@@ -99,17 +121,21 @@ def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> f
     try:
         _wait_for_group(settings.bootstrap_address, f"{settings.topic_prefix}{settings.group}-learner", workers)
         payloads = {m: [encode(e) for e in examples(data, m)] for m in models}
-        start = time.perf_counter()
         with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
             for i in range(len(data)):
                 for partition, model in enumerate(models):
                     producer.send_bytes(TRAINING_EXAMPLES.full_name(settings.topic_prefix), model.encode(),
                                         payloads[model][i], partition=partition)
-        _wait_for_versions(settings, {m: len(data) for m in models})
-        return len(models) * len(data) / (time.perf_counter() - start)
+        versions = _wait_for_versions(settings, {m: len(data) for m in models})
     finally:
         for process in processes:
             stop_worker_process(process)
+    rate = 0.0
+    for model in models:
+        quarter = next(v for v in versions[model] if v.examples_seen >= len(data) // 4)
+        last = versions[model][-1]
+        rate += (last.examples_seen - quarter.examples_seen) / (last.timestamp - quarter.timestamp).total_seconds()
+    return rate
 
 
 def _wait_for_group(bootstrap: str, group: str, members: int = 1, timeout: float = 120.0) -> None:
@@ -129,19 +155,24 @@ def _wait_for_group(bootstrap: str, group: str, members: int = 1, timeout: float
     raise TimeoutError(f"consumer group {group} did not settle with {members} member(s) in {timeout:.0f}s")
 
 
-def _wait_for_versions(settings: Settings, wanted: dict[str, int], timeout: float = 600.0) -> None:
+def _wait_for_versions(settings: Settings, wanted: dict[str, int], timeout: float = 600.0) -> dict[str, list[ModelVersion]]:
+    """Every version of the ``wanted`` models, in order, until each has learned its number of examples."""
     dead = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "bench")
     done: set[str] = set()
+    versions: dict[str, list[ModelVersion]] = {model: [] for model in wanted}
     with EventConsumer(settings.bootstrap_address, f"bench-{uuid.uuid4().hex}", [MODEL_UPDATES], dead_letters=dead,
                        prefix=settings.topic_prefix) as consumer:
         deadline = time.monotonic() + timeout
         while done != set(wanted) and time.monotonic() < deadline:
             for record in consumer.poll(1000, 0.05):
                 version = record.event
-                if isinstance(version, ModelVersion) and version.examples_seen >= wanted.get(version.model, 1 << 62):
-                    done.add(version.model)
+                if isinstance(version, ModelVersion) and version.model in wanted:
+                    versions[version.model].append(version)
+                    if version.examples_seen >= wanted[version.model]:
+                        done.add(version.model)
     if done != set(wanted):
         raise TimeoutError(f"models {sorted(set(wanted) - done)} did not reach {wanted}")
+    return versions
 
 
 def percentile(values: list[float], q: float) -> float | None:

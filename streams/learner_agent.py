@@ -119,7 +119,9 @@ class LearnerAgent:
                 self._publish(self.store.checkpoint(learner))
                 continue
             record, latest = learner.progress.record, published.get(name)
-            if record is not None and (latest is None or (latest != record and latest.examples_seen <= record.examples_seen)):
+            # By version id: two workers starting together each publish the same first version.
+            if record is not None and (latest is None or (latest.version != record.version
+                                                          and latest.examples_seen <= record.examples_seen)):
                 log.warning("publishing %s %s: saved before a crash but never published", name, record.version)
                 self._publish(record)
         self.producer.flush()

@@ -62,7 +62,9 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
     with running_worker(settings, tmp_path / "worker.log") as worker:
         read_until(settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen),
                    worker=worker)  # the worker is up: its first version is out
-        roles = _roles(worker.process.pid)
+        deadline = time.monotonic() + 60
+        while set(roles := _roles(worker.process.pid)) != set(ROLES) and time.monotonic() < deadline:
+            time.sleep(0.2)  # a role still starting has not named its process yet
         assert set(roles) == set(ROLES), roles
         peak: dict[str, int] = {name: 0 for name in roles}
         stop = threading.Event()

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from adaptloop.samples import MALFORMED_RECORDS, SAMPLERS, sample_events
-from schemas import DeadLetter, encode, topic_for
+from schemas import DeadLetter, OutcomeEvent, encode, topic_for
 from schemas.topics import ALL_TOPICS, OUTCOMES
 from streams import DeadLetters, EventConsumer, EventProducer
 
@@ -80,3 +80,25 @@ def test_records_keep_their_key_and_per_key_order(kafka_bootstrap, topic_prefix)
     for record in got:
         by_session_got[record.event.session_id].append(record.event.event_id)
     assert by_session_got == by_session_sent
+
+
+def test_the_lag_gauge_is_what_is_left_to_read(kafka_bootstrap, topic_prefix):
+    """record_lag uses the watermarks of the last fetch (no blocking broker query): exact after a read."""
+    from prometheus_client import REGISTRY
+
+    from streams.metrics import record_lag
+
+    with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
+        for event in sample_events(OutcomeEvent, 50, seed=12):
+            producer.send(event, partition=0)
+    dead = DeadLetters(EventProducer(kafka_bootstrap, topic_prefix=topic_prefix), consumer="lag")
+    name = OUTCOMES.full_name(topic_prefix)
+    with EventConsumer(kafka_bootstrap, f"lag-{uuid.uuid4().hex}", [OUTCOMES], dead_letters=dead,
+                       prefix=topic_prefix) as consumer:
+        deadline, read = time.monotonic() + 60, 0
+        while read < 20 and time.monotonic() < deadline:
+            read += len(consumer.poll(20 - read, 0.5))
+        assert read == 20
+        record_lag("test", consumer.kafka)
+    lag = REGISTRY.get_sample_value("adaptloop_consumer_lag", {"role": "test", "topic": name, "partition": "0"})
+    assert lag == 30
