@@ -93,9 +93,12 @@ class JoinAgent:
         self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
         self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
-        self._ensure_changelog(partitions)
+        partitions = self._ensure_changelog(partitions)
         self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
         self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
+        # End offsets for ticks, on connections of their own: the consumer's hold its long-polling
+        # fetches, and a question queued behind one waits up to fetch.wait.max.ms.
+        self.ends = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{self.group}-ends"}, logger=KAFKA_LOG)
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
@@ -107,10 +110,22 @@ class JoinAgent:
             on_assign=self._on_assign, on_revoke=self._on_revoke,
         )
 
-    def _ensure_changelog(self, partitions: int) -> None:
+    def _ensure_changelog(self, partitions: int) -> int:
+        """Create the state changelog with a partition per input partition; return their number.
+
+        The inputs' own partition count wins over ``partitions`` (the setting may have changed
+        since they were created); a changelog with fewer partitions than the inputs is an error.
+        """
         admin = wait_for_broker(self.bootstrap)
-        if self.changelog in admin.list_topics(timeout=30).topics:
-            return
+        topics = admin.list_topics(timeout=30).topics
+        inputs = topics.get(self.names[PREDICTIONS])
+        partitions = len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
+        if self.changelog in topics:
+            have = len(topics[self.changelog].partitions)
+            if have < partitions:
+                raise RuntimeError(f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
+                                   f"{partitions}: the join state cannot follow the inputs")
+            return partitions
         futures = admin.create_topics([NewTopic(self.changelog, num_partitions=partitions, replication_factor=1,
                                                 config={"cleanup.policy": "compact"})])
         for future in futures.values():
@@ -119,6 +134,14 @@ class JoinAgent:
             except KafkaException as error:
                 if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+        deadline = time.monotonic() + 30  # created: wait until every partition has a leader (restore reads them)
+        while True:
+            found = admin.list_topics(self.changelog, timeout=10).topics[self.changelog].partitions
+            if len(found) == partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
+                return partitions
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.changelog} was created but its partitions have no leader after 30 s")
+            time.sleep(0.1)
 
     # -- partitions: restore on assignment, forget on revocation --------------------------------
 
@@ -231,14 +254,26 @@ class JoinAgent:
         return out
 
     def _read_to_end(self, index: int) -> tuple[int, ...]:
-        """The clocks whose input partition has been processed up to its end, so a tick may advance them."""
+        """The clocks whose input partition has been processed up to its end, so a tick may advance them.
+
+        The end is asked of the broker now, after the tick was sent: the end cached from the last
+        fetch may predate records written before the tick, and advancing the clock past those
+        would expire predictions whose outcomes are still to be read. (A backlog by the cached end
+        needs no question.)
+        """
         done = []
         for topic, clock in ((PREDICTIONS, PREDICTION_CLOCK), (OUTCOMES, OUTCOME_CLOCK)):
-            tp = TopicPartition(self.names[topic], index)
-            _, high = self.consumer.kafka.get_watermark_offsets(tp, cached=True)
-            if high < 0:  # no fetch response yet: ask the broker
-                _, high = self.consumer.kafka.get_watermark_offsets(tp, timeout=5)
-            if self._position(self.names[topic], index) >= high:
+            name = self.names[topic]
+            tp, position = TopicPartition(name, index), self._position(name, index)
+            if position < self.consumer.kafka.get_watermark_offsets(tp, cached=True)[1]:
+                continue
+            try:
+                _, high = self.ends.get_watermark_offsets(tp, timeout=5)
+            except KafkaException as error:  # no answer: the clock waits for the next tick
+                log.warning("join partition %d: no end offset of %s (%s); the tick does not advance it",
+                            index, name, error.args[0].str())
+                continue
+            if position >= high:
                 done.append(clock)
         return tuple(done)
 
@@ -314,4 +349,5 @@ class JoinAgent:
                 self._release(index)
             self.ticker.flush(10)
             self.consumer.close()
+            self.ends.close()
             self._committer.shutdown()

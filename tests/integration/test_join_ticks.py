@@ -1,0 +1,56 @@
+"""Clock ticks advance an idle partition's clocks, never past records that are written and not yet read."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK
+from learners.spec import LearnerSpec
+from schemas import OutcomeEvent, PredictionEvent
+from schemas.topics import OUTCOMES
+from streams import EventProducer
+from streams.join_agent import JoinAgent
+
+pytestmark = pytest.mark.kafka
+
+
+def _step_until(agent: JoinAgent, done, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        agent.step(0.2)
+    assert done()
+
+
+def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(kafka_bootstrap, topic_prefix):
+    agent = JoinAgent(kafka_bootstrap, specs={"m": LearnerSpec(name="m", horizon_seconds=1)}, partitions=3,
+                      prefix=topic_prefix, tick_seconds=None)
+    now = datetime.now(timezone.utc)
+    try:
+        with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
+            producer.send(PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0},
+                                          timestamp=now), partition=0)
+            producer.send(OutcomeEvent(decision_id="d0", label=True, source="test", timestamp=now), partition=0)
+        _step_until(agent, lambda: agent.join.counts["joined"] == 1)
+        assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)  # idle: a tick may advance both
+
+        # Outcomes the consumer has not fetched yet (paused: the end it cached stays as it was).
+        outcomes = TopicPartition(OUTCOMES.full_name(topic_prefix), 0)
+        agent.consumer.kafka.pause([outcomes])
+        with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
+            for i in range(1, 6):
+                producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test", timestamp=now),
+                              partition=0)
+        assert agent._read_to_end(0) == (PREDICTION_CLOCK,)
+
+        agent.consumer.kafka.resume([outcomes])
+        _step_until(agent, lambda: agent.join.counts["outcomes"] == 6)
+        assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)
+    finally:
+        for index in list(agent.outputs):
+            agent._release(index)
+        agent.consumer.close()
+        agent.ends.close()
