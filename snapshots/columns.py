@@ -18,9 +18,9 @@ column and in ``_value``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
+from typing import NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -85,9 +85,8 @@ def json_fields(topic: Topic) -> frozenset[str]:
     return _layout(topic)[1]
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A Kafka record as read, before decoding."""
+class RawRecord(NamedTuple):
+    """A Kafka record as read, before decoding (a tuple: cheap to make, one per archived record)."""
 
     partition: int
     offset: int

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -111,8 +112,9 @@ class AgentOpsAgent:
     def step(self, timeout: float = 0.5) -> int:
         records = self.consumer.poll(self.batch_size, timeout)
         for record in records:
-            EVENTS_IN.labels("agentops", record.topic.name).inc()
             self._handle(record)
+        for topic, count in Counter(record.topic.name for record in records).items():
+            EVENTS_IN.labels("agentops", topic).inc(count)
         self.publish()
         if time.monotonic() - self._lag_at > 10:
             record_lag("agentops", self.consumer.kafka)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,7 +88,7 @@ class ArchiveAgent:
         """Read one batch into the buffers and write what is due; return the records read."""
         messages = self.consumer.consume(max_records, timeout)
         now = time.monotonic()
-        read = 0
+        read: Counter[str] = Counter()
         for message in messages:
             error = message.error()
             if error is not None:
@@ -102,14 +102,15 @@ class ArchiveAgent:
             self.buffers[key].append(RawRecord(message.partition(), message.offset(), stamp if stamp > 0 else None,
                                                message.key(), message.value()))
             self.buffered_since.setdefault(key, now)
-            read += 1
-            EVENTS_IN.labels("archive", message.topic()).inc()
+            read[key[0]] += 1
+        for topic_name, count in read.items():  # counted per batch: a labelled metric costs microseconds
+            EVENTS_IN.labels("archive", topic_name).inc(count)
         self.flush()
         self._snapshot_if_due()
         if now - self._lag_recorded_at > 10:
             record_lag("archive", self.consumer)
             self._lag_recorded_at = now
-        return read
+        return sum(read.values())
 
     def flush(self, force: bool = False) -> int:
         """Write every buffer that is full, old enough, or all of them if ``force``; return rows written."""
