@@ -108,6 +108,7 @@ class _Bins:
 
     def shares(self, values: list[float]) -> list[float]:
         # The bins of bisect_right, counted by numpy (a check bins every feature's whole window).
+        # (Feature integers are 64-bit by contract, so every value converts to a float.)
         bins = np.searchsorted(np.asarray(self.edges, dtype=float), np.asarray(values, dtype=float), side="right")
         counts = np.bincount(bins, minlength=len(self.edges) + 1).tolist()
         return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]  # smoothed: no log(0)

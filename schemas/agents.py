@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from schemas.base import Event, FiniteFloat, NonEmptyStr, new_id
+from schemas.base import Count, Event, FiniteFloat, NonEmptyStr, new_id
 
 NonNegative = Annotated[FiniteFloat, Field(ge=0.0)]
 FeedbackKind = Literal["thumbs", "rating", "score", "comment", "step", "route"]
@@ -29,13 +29,13 @@ class AgentFeedbackEvent(Event):
     session_id: NonEmptyStr
     agent: NonEmptyStr
     variant: NonEmptyStr
-    step: Annotated[StrictInt, Field(ge=0)]
+    step: Count
     kind: FeedbackKind
     value: FiniteFloat | None = None
     comment: Annotated[StrictStr, Field(max_length=10_000)] | None = None
     action: NonEmptyStr | None = Field(default=None, description="The tool call or action of a step, for loop detection.")
     cost: NonNegative = 0.0
-    tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    tokens: Count = 0
     latency_ms: NonNegative = 0.0
     tenant: NonEmptyStr | None = None
     user_id: NonEmptyStr | None = None
@@ -83,7 +83,7 @@ class VariantStats(BaseModel):
 
     ups: NonNegative = 0.0
     downs: NonNegative = 0.0
-    ratings: Annotated[StrictInt, Field(ge=0)] = 0
+    ratings: Count = 0
     rating_mean: FiniteFloat = 0.0
     rating_m2: NonNegative = 0.0
     wins: dict[NonEmptyStr, NonNegative] = Field(default_factory=dict, description="Pairwise wins against each variant.")
@@ -97,7 +97,7 @@ class PreferenceSnapshot(Event):
 
     agent: NonEmptyStr
     shard: NonEmptyStr = Field(description="The input partition this shard summarises, e.g. agent-feedback:3.")
-    offsets: dict[NonEmptyStr, Annotated[StrictInt, Field(ge=0)]]
+    offsets: dict[NonEmptyStr, Count]
     segments: dict[NonEmptyStr, dict[NonEmptyStr, VariantStats]]
-    updates: Annotated[StrictInt, Field(ge=0)]
-    quarantined: dict[NonEmptyStr, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+    updates: Count
+    quarantined: dict[NonEmptyStr, Count] = Field(default_factory=dict)

@@ -13,11 +13,21 @@ SCHEMA_VERSION = 1
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 """A float that is neither NaN nor infinite (JSON cannot carry those either)."""
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""An integer of 64 bits. JSON allows any number of digits; orjson, Parquet's int64 columns and
+other languages' readers do not. Where a float is also allowed (features, labels) a larger integer
+is read as a float, as JavaScript reads it; elsewhere, and beyond any float, the event is invalid:
+never a crash downstream."""
+
+Count = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+"""A non-negative 64-bit integer: steps, tokens, offsets, counts."""
+
 # Floats first: the common case is checked first (smart unions still pick the exact type, so 1 stays int).
-FeatureValue = Union[FiniteFloat, StrictBool, StrictInt, StrictStr, None]
+FeatureValue = Union[FiniteFloat, StrictBool, Int64, StrictStr, None]
 """One feature as served: a number, a category, a flag, or missing."""
 
-Label = Union[StrictBool, StrictInt, FiniteFloat, StrictStr]  # booleans are the common labels
+Label = Union[StrictBool, Int64, FiniteFloat, StrictStr]  # booleans are the common labels
 """A ground-truth label: a class (bool, int, str) or a regression target (float)."""
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=512)]

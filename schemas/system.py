@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBytes, StrictInt, StrictStr
+from pydantic import Field, StrictBytes, StrictStr
 
-from schemas.base import Event, FiniteFloat, NonEmptyStr, new_id
+from schemas.base import Count, Event, FiniteFloat, Int64, NonEmptyStr, new_id
 
-Offset = Annotated[StrictInt, Field(ge=0)]
+Offset = Count
 
 
 class ModelVersion(Event):
@@ -66,7 +66,7 @@ class DriftAlert(Event):
     signal: NonEmptyStr = Field(description="What was watched: shadow_error, production_error, feature:<name>, ...")
     statistic: FiniteFloat | None = None
     threshold: FiniteFloat | None = None
-    window: Annotated[StrictInt, Field(ge=0)] | None = None
+    window: Count | None = None
     metric_before: FiniteFloat | None = None
     metric_after: FiniteFloat | None = None
     at_example: Offset | None = None
@@ -82,7 +82,7 @@ class GuardrailAlert(Event):
     tenant: NonEmptyStr | None = None
     observed: FiniteFloat
     threshold: FiniteFloat
-    evidence: dict[NonEmptyStr, StrictStr | StrictInt | FiniteFloat | None] = Field(default_factory=dict)
+    evidence: dict[NonEmptyStr, StrictStr | Int64 | FiniteFloat | None] = Field(default_factory=dict)
 
 
 DeadLetterKind = Literal[
@@ -100,7 +100,7 @@ class DeadLetter(Event):
     """
 
     source_topic: NonEmptyStr
-    partition: Annotated[StrictInt, Field(ge=0)]
+    partition: Count
     offset: Offset
     key: StrictBytes | None
     value: StrictBytes | None

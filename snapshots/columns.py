@@ -132,6 +132,8 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
             error = None
         except DecodeError as failure:
             row, error = {}, f"{failure.kind}: {failure.reason}"
+        except (TypeError, ValueError, OverflowError) as failure:  # valid, yet no column holds it: keep the bytes
+            row, error = {}, f"unarchivable: {type(failure).__name__}: {failure}"
         row.update(
             _topic=topic_name, _partition=record.partition, _offset=record.offset,
             _kafka_timestamp=None if record.timestamp_ms is None else datetime.fromtimestamp(record.timestamp_ms / 1000, tz=timezone.utc),

@@ -40,6 +40,8 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
         (TRAINING_EXAMPLES, orjson.dumps(TrainingExample(  # valid, but a category for a model of numbers
             model="phishing", decision_id=f"h{k}", model_version="v", features={"x": "pro"}, label=True,
             predicted_at=datetime.now(timezone.utc)).model_dump(mode="json")), "rejected"),
+        (PREDICTIONS, b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":1%s}}'
+                      % (k, b"0" * 400), "invalid"),  # valid JSON, an integer of 401 digits
         (OUTCOMES, b"", "malformed"),
     ]
     topic, value, kind = shapes[k % len(shapes)]
@@ -78,4 +80,7 @@ def test_the_worker_survives_hostile_input_and_learns_every_good_record(kafka_bo
     assert Counter(letter.kind for letter in letters) == expected  # every bad record, once, with its kind
     assert all(letter.reason for letter in letters)
     assert any("learns from numbers only" in letter.reason for letter in letters)
+    assert any("less than or equal to 9223372036854775807" in letter.reason for letter in letters)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "Traceback" not in log and "restarting it" not in log  # no role died on the way
     assert max(e.examples_seen for e in seen if isinstance(e, ModelVersion)) == len(data)  # every good one learned

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from adaptloop.samples import SAMPLERS, sample_events
-from schemas import AgentFeedbackEvent, PreferenceEvent, encode, topic_for, topic_named
+from schemas import AgentFeedbackEvent, PreferenceEvent, decode, encode, topic_for, topic_named
+from schemas.errors import DecodeError
 from schemas.export import export_json_schemas, json_schemas
 from schemas.topics import ALL_TOPICS, OUTCOMES, PREDICTIONS
 
@@ -35,11 +36,27 @@ def test_unknown_topic_names_the_known_ones():
     ({"kind": "comment"}, "needs a comment"),
     ({"kind": "step", "step": -1}, "greater than or equal"),
     ({"kind": "step", "cost": -0.5}, "greater than or equal"),
+    ({"kind": "step", "tokens": 2**63}, "less than or equal to 9223372036854775807"),
 ])
 def test_agent_feedback_rejects_out_of_range_values(kwargs, message):
     base = {"trace_id": "t", "run_id": "r", "session_id": "s", "agent": "a", "variant": "v", "step": 0}
     with pytest.raises(ValidationError, match=message):
         AgentFeedbackEvent(**{**base, **kwargs})
+
+
+def test_integers_are_64_bit_so_every_reader_can_hold_them():
+    """JSON allows any number of digits; orjson and Parquet's int64 do not (a larger one crashed the join)."""
+    def prediction(x: int) -> bytes:
+        return b'{"decision_id": "d", "model": "m", "model_version": "v", "features": {"x": %d}, "prediction": %d}' % (x, x)
+
+    for x in (2**63 - 1, -(2**63)):
+        assert decode(PREDICTIONS, prediction(x)).features == {"x": x}
+        assert orjson.loads(encode(decode(PREDICTIONS, prediction(x))))["prediction"] == x
+    for x in (2**63, -(2**63) - 1):  # a number, read as a float (as JavaScript reads it)
+        assert decode(PREDICTIONS, prediction(x)).features == {"x": float(x)}
+        assert orjson.loads(encode(decode(PREDICTIONS, prediction(x))))["features"]["x"] == float(x)
+    with pytest.raises(DecodeError, match="invalid"):  # beyond any float
+        decode(PREDICTIONS, prediction(10**400))
 
 
 def test_preference_needs_two_different_variants():

@@ -134,3 +134,17 @@ def test_archive_rows_hold_the_values_of_model_dump(event_type):
             if expected[name] is not None:
                 expected[name] = orjson.dumps(expected[name]).decode()
         assert event_row(topic, event) == expected
+
+
+def test_a_valid_event_no_column_holds_keeps_its_bytes_and_the_reason(monkeypatch):
+    """Defence in depth: a row that cannot be converted is archived with its error, never crashes the archive."""
+    import snapshots.columns as columns
+
+    def refuse(topic, event, json_names=None):
+        raise TypeError("Integer exceeds 64-bit range")
+
+    monkeypatch.setattr(columns, "event_row", refuse)
+    value = encode(OutcomeEvent(decision_id="d1", label=True, source="s"))
+    table = columns.to_table(OUTCOMES, "outcomes", [RawRecord(0, 7, STAMP, b"d1", value)])
+    assert table.column("_error").to_pylist() == ["unarchivable: TypeError: Integer exceeds 64-bit range"]
+    assert table.column("_value").to_pylist() == [value] and table.column("_offset").to_pylist() == [7]
