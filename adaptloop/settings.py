@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     )
     tick_seconds: float | None = Field(1.0, gt=0, description="Join clock ticks (wall clock); unset: event time only.")
     lateness_seconds: float = Field(0.0, ge=0, description="How far the join's watermark trails the newest timestamp.")
+    max_future_seconds: float = Field(
+        300.0, gt=0, description="Predictions and outcomes stamped further ahead of the worker's clock are "
+        "dead-lettered: one from the year 9999 would advance the join's event-time clock and expire every "
+        "pending decision of its partition.")
     learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
     log_level: str = Field("warning", pattern="^(debug|info|warning|error)$", description="Worker log level.")
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")

@@ -51,7 +51,7 @@ def run_join(settings: Settings) -> None:
     agent = JoinAgent(
         settings.bootstrap_address, specs=settings.specs, partitions=settings.partitions,
         prefix=settings.topic_prefix, group=f"{settings.group}-join", tick_seconds=settings.tick_seconds,
-        lateness_seconds=settings.lateness_seconds,
+        lateness_seconds=settings.lateness_seconds, max_future_seconds=settings.max_future_seconds,
     )
     agent.run(_stop_on_signals())
 

@@ -79,6 +79,7 @@ class JoinAgent:
         group: str = "adaptloop-join",
         tick_seconds: float | None = 1.0,
         lateness_seconds: float = 0.0,
+        max_future_seconds: float = 300.0,
         batch_size: int = 5000,
     ) -> None:
         self.bootstrap = bootstrap
@@ -86,6 +87,7 @@ class JoinAgent:
         self.group = f"{prefix}{group}"
         self.changelog = f"{self.group}-state"
         self.tick_seconds = tick_seconds
+        self.max_future_seconds = max_future_seconds
         self.batch_size = batch_size
         self.names = {topic: topic.full_name(prefix) for topic in INPUTS}
         self.state = JoinState()
@@ -239,6 +241,15 @@ class JoinAgent:
         name, index = record.topic.full_name(self.prefix), record.partition
         self.positions[(name, index)] = record.offset + 1
         event = record.event
+        if isinstance(event, (PredictionEvent, OutcomeEvent)):
+            ahead = event.timestamp.timestamp() - time.time()
+            if ahead > self.max_future_seconds:
+                self.consumer.dead_letters.reject(
+                    name, index, record.offset, record.key, record.value, "rejected",
+                    f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
+                    f"{self.max_future_seconds:,.0f}s): it would move the join's event time forward and expire "
+                    "pending decisions")
+                return JoinOutput()
         if isinstance(event, PredictionEvent):
             out = self.join.on_prediction(event, index)
         elif isinstance(event, OutcomeEvent):

@@ -1,9 +1,10 @@
-"""Clock ticks advance an idle partition's clocks, never past records that are written and not yet read."""
+"""The join's event-time clocks: ticks advance an idle partition's clocks, never past records written and not
+yet read; an event stamped far in the future cannot move them."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -49,6 +50,30 @@ def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(k
         agent.consumer.kafka.resume([outcomes])
         _step_until(agent, lambda: agent.join.counts["outcomes"] == 6)
         assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)
+    finally:
+        for index in list(agent.outputs):
+            agent._release(index)
+        agent.consumer.close()
+        agent.ends.close()
+
+
+def test_an_event_from_the_future_is_a_dead_letter_and_expires_nothing(kafka_bootstrap, topic_prefix):
+    agent = JoinAgent(kafka_bootstrap, specs={"m": LearnerSpec(name="m", horizon_seconds=60)}, partitions=3,
+                      prefix=topic_prefix, tick_seconds=None, max_future_seconds=300)
+    now = datetime.now(timezone.utc)
+    try:
+        with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
+            producer.send(PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0},
+                                          timestamp=now), partition=0)
+            # An outcome from a year ahead (a broken clock, or on purpose): it would move the outcomes
+            # clock past d0's deadline and expire it.
+            producer.send(OutcomeEvent(decision_id="poison", label=True, source="test",
+                                       timestamp=now + timedelta(days=365)), partition=0)
+            producer.send(OutcomeEvent(decision_id="d0", label=False, source="test",
+                                       timestamp=now + timedelta(seconds=5)), partition=0)
+        _step_until(agent, lambda: agent.join.counts["joined"] == 1 and agent.consumer.dead_letters.counts)
+        assert agent.join.counts["expired"] == 0
+        assert dict(agent.consumer.dead_letters.counts) == {"rejected": 1}
     finally:
         for index in list(agent.outputs):
             agent._release(index)
