@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adaptloop.settings import Settings
-from adaptloop.worker import HASH_SEED
+from adaptloop.worker import HASH_SEED, tune_gc
 from bench.io import archive_rate, audit_query, producer_rates
 from bench.learning import agent_rate, learner_rate, produce_examples, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile
@@ -56,6 +56,9 @@ def main() -> None:
     settings = Settings()
     bootstrap = settings.bootstrap_address
     data = stream(N)
+    # The learning stage runs in this process: collect garbage as the worker's roles do. River's
+    # baselines run under the same settings; the naive peer runs in a process of its own, with Python's.
+    tune_gc()
     results: dict[str, object] = {"examples": N, "at": datetime.now(timezone.utc).isoformat()}
     table = Table("measurement", "rate", "baseline", "ratio", title=f"adaptloop bench ({N:,} examples, Hyperplane)")
 

@@ -70,15 +70,15 @@ class ConceptDriftMonitor:
             self.since_reset[signal] = [0.0, 0]
             self.recent[signal] = deque(maxlen=max(10, self.spec.window // 10))
             self.seen[signal] = 0
-        total = self.since_reset[signal]
-        before = total[0] / total[1] if total[1] else 0.0
         detector.update(error)
         self.recent[signal].append(error)
-        total[0] += error
-        total[1] += 1
         self.seen[signal] += 1
+        total = self.since_reset[signal]
         if not detector.drift_detected:
+            total[0] += error
+            total[1] += 1
             return None
+        before = total[0] / total[1] if total[1] else 0.0  # the errors before this one
         recent = self.recent[signal]
         after = sum(recent) / len(recent)
         self.since_reset[signal] = [0.0, 0]
@@ -150,6 +150,18 @@ def _columns(rows: list[Mapping[str, object]]) -> dict[str, tuple]:
 
 
 _is_value = functools.partial(operator.is_not, None)  # filter(_is_value, ...) drops None, in C
+_REALS = frozenset({int, float})
+
+
+def _all_numbers(values: list[object]) -> bool:
+    """Whether every value is an int or a float, not a bool (exact types are checked in C).
+
+    >>> _all_numbers([1, 2.5]), _all_numbers([1, True]), _all_numbers([1, "a"])
+    (True, False, False)
+    """
+    if _REALS.issuperset(map(type, values)):
+        return True
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 LABEL_RATE = "@label_rate"  # 1.0 when the decision got an outcome, 0.0 when it expired
@@ -207,7 +219,7 @@ class DataDriftMonitor:
             statistic, threshold = after / before if before else 1.0, 1 - self.spec.label_rate_drop
             fired = before > 0 and statistic < threshold
             detector = "label_rate_ratio"
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference[:50] + recent[:50]):
+        elif _all_numbers(reference[:50] + recent[:50]):
             bins = self._bins.get(name)
             if bins is None:
                 bins = self._bins[name] = _Bins(reference)  # type: ignore[arg-type]

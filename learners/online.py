@@ -18,7 +18,7 @@ from schemas.inference import LEARNABLE, TrainingExample
 from schemas.system import ModelVersion
 
 RECENT_IDS = 100_000
-_NUMBERS = (float, int, bool)
+_NUMBERS = frozenset({float, int, bool})
 
 
 @dataclass
@@ -75,6 +75,8 @@ class OnlineLearner:
         }
         self.progress = progress or LearnerProgress()
         self.watch = watch if watch is not None else ModelWatch(spec)
+        # (metric, whether it scores the predicted class rather than the probabilities), looked up once
+        self._shadow_scoring = [(metric, metric.requires_labels) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
         self._numeric_only = spec.recipe in NUMERIC_RECIPES
         if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
@@ -129,6 +131,8 @@ class OnlineLearner:
         return True
 
     def _check_numeric(self, example: TrainingExample) -> None:
+        if _NUMBERS.issuperset(map(type, example.features.values())):  # the usual case, checked in C
+            return
         for name, value in example.features.items():
             if type(value) not in _NUMBERS:
                 raise UnlearnableExample(
@@ -158,8 +162,8 @@ class OnlineLearner:
     def _score(self, example: TrainingExample, target: object, y_pred: object, proba: dict | None, seen: int) -> float:
         """Update the shadow and production metrics and the drift watch; return the shadow error."""
         if self._classifier:
-            for metric in self.shadow.values():
-                metric.update(target, y_pred if metric.requires_labels else proba)
+            for metric, on_labels in self._shadow_scoring:
+                metric.update(target, y_pred if on_labels else proba)
             shadow_error = float(y_pred != target)
         else:
             for metric in self.shadow.values():

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from learners.join import DelayedJoin
 from learners.spec import LearnerSpec
-from schemas import OutcomeEvent, PredictionEvent
+from schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
+from schemas.topics import TRAINING_EXAMPLES
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -65,6 +66,19 @@ def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
     assert join.counts["duplicate_predictions"] > 0 and join.counts["duplicate_outcomes"] > 0
     assert not orphans
     assert not join.state  # everything finished and was garbage-collected
+
+
+def test_every_example_survives_validation_and_the_round_trip_through_bytes():
+    # What the learner reads back from Kafka is exactly what the join made, for every kind of ending.
+    for spec in (LearnerSpec(name="m", horizon_seconds=30.0),
+                 LearnerSpec(name="m", horizon_seconds=30.0, on_missing="default", default_label=False)):
+        join = DelayedJoin({}, {"m": spec})
+        examples, _ = _run(join, _traffic(500, seed=3, horizon=30.0), end=(T0 + timedelta(days=1)).timestamp())
+        assert {e.status for e in examples} == {"joined", "late", "expired" if spec.on_missing == "drop" else "defaulted"}
+        for example in examples:
+            validated = TrainingExample.model_validate(example.model_dump())
+            assert validated == example and list(validated.__dict__) == list(example.__dict__)
+            assert decode(TRAINING_EXAMPLES, encode(example)) == example
 
 
 def test_outcome_first_then_prediction_joins_with_features_as_served():
