@@ -90,6 +90,32 @@ def topics_create() -> None:
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
 
 
+@topics_app.command("delete")
+def topics_delete(
+    prefix: str = typer.Option(..., help="Delete the topics whose names start with this, e.g. a demo's 'demo-81cf29.'."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a run's topics (a demo's, a test's): their records are gone; the archive's files stay."""
+    from streams.admin import delete_topics, wait_for_broker
+
+    settings = Settings()
+    if not prefix:
+        raise typer.BadParameter("an empty prefix would match every topic", param_hint="--prefix")
+    try:
+        names = sorted(n for n in wait_for_broker(settings.bootstrap_address).list_topics(timeout=30).topics
+                       if n.startswith(prefix))
+        if not names:
+            console.print(f"no topic starts with {prefix!r}")
+            return
+        console.print(f"{len(names)} topic(s): {', '.join(names)}")
+        if not yes and not typer.confirm("delete them?"):
+            raise typer.Exit(code=1)
+        deleted = delete_topics(settings.bootstrap_address, prefix)
+    except AdaptloopError as error:
+        raise _fail(error) from None
+    console.print(f"deleted {len(deleted)} topic(s)")
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path = typer.Argument(..., help="Where to write <topic>.schema.json files.")) -> None:
     """Write a JSON Schema per topic, for producers in other languages."""

@@ -37,6 +37,7 @@ from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
 from learners.spec import LearnerSpec
 from schemas.topics import TRAINING_EXAMPLES
+from streams import delete_topics
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
@@ -89,11 +90,15 @@ def main() -> None:
         results["mini_batch"] = {"size": MINI_BATCH, "river_learn_many_per_s": many, "learner_agent_per_s": agent}
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
+        delete_topics(bootstrap, prefix)
 
     cpu = Table("CPU µs per decision", *CPU_COLUMNS, "total", "cores busy", "cores' ceiling",
                 title="where the loop's CPU goes (user + system time of each process, /proc)")
     with console.status("the whole loop in a worker (join, learner, archive), then join and learner alone"):
         decisions = stream(LOOP_SCALE * N, seed=3)  # long enough that start and end are a small part
+        # Untimed: a broker's JVM compiles its hot paths over its first minutes of load. Right after a
+        # start, the broker spent 90 µs of CPU per decision, falling to 41 over six runs (measured).
+        loop_run(settings, "logistic", decisions, roles=("join", "learn"))
         loops = {}
         for recipe in ("logistic", "hoeffding"):
             river = results[recipe]["river_per_s"]  # type: ignore[index]

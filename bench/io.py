@@ -19,7 +19,7 @@ from schemas import OutcomeEvent, encode
 from schemas.topics import OUTCOMES
 from snapshots.archive import ParquetArchive
 from snapshots.columns import RawRecord
-from streams import EventProducer, ensure_topics
+from streams import EventProducer, delete_topics, ensure_topics
 
 
 def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
@@ -39,7 +39,9 @@ def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
         raw.produce(f"{prefix}{OUTCOMES.name}", value=value, key=key)
         raw.poll(0)
     raw.flush(60)
-    return sdk, n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    delete_topics(bootstrap, prefix)
+    return sdk, rate
 
 
 def archive_rate(n: int = 200_000) -> float:

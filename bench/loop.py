@@ -20,7 +20,7 @@ from learners.spec import LearnerSpec
 from learners.store import ModelStore
 from schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
 from schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
-from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from streams import DeadLetters, EventConsumer, EventProducer, delete_topics, ensure_topics
 from streams.model_client import ModelClient
 
 
@@ -96,6 +96,7 @@ def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None =
     finally:
         for worker in workers:
             stop_worker_process(worker)
+        delete_topics(settings.bootstrap_address, settings.topic_prefix)  # later runs must not pay for them
     cpu_us = {name: (cpu_after[name] - cpu_before[name]) * 1e6 / len(data) for name in cpu_after if name in cpu_before}
     # A version with k examples learned the first k decisions (sent in order, joined at once): its
     # latency is from the k-th outcome's send to the version reaching the service.
@@ -130,6 +131,7 @@ def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> f
     finally:
         for process in processes:
             stop_worker_process(process)
+        delete_topics(settings.bootstrap_address, settings.topic_prefix)
     rate = 0.0
     for model in models:
         quarter = next(v for v in versions[model] if v.examples_seen >= len(data) // 4)

@@ -1,4 +1,4 @@
-"""Topic administration: wait for the broker, create adaptloop's topics idempotently."""
+"""Topic administration: wait for the broker, create adaptloop's topics idempotently, delete a run's topics."""
 
 from __future__ import annotations
 
@@ -100,3 +100,24 @@ def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0
     """The number of partitions of each named topic that exists."""
     metadata = wait_for_broker(bootstrap, timeout).list_topics(timeout=timeout).topics
     return {name: len(metadata[name].partitions) for name in names if name in metadata}
+
+
+def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their names.
+
+    A broker's background work (log cleaning, checkpoints) visits every partition it holds: after a
+    day of benchmark and test runs that left theirs behind (11,700 partitions), an idle broker used
+    0.13 of a core, and 0.02 once they were deleted.
+    """
+    if not prefix:
+        raise ValueError("a prefix is required: this never deletes every topic")
+    admin = wait_for_broker(bootstrap, timeout)
+    names = sorted(name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix))
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # deleted meanwhile: fine
+                    raise
+    return names

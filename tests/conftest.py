@@ -10,7 +10,7 @@ import pytest
 
 from adaptloop.testing import test_broker
 from schemas.errors import AdaptloopError
-from streams.admin import ensure_topics
+from streams.admin import ensure_topics, wait_for_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
 
@@ -28,6 +28,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield bootstrap
     except AdaptloopError as error:
         pytest.fail(f"no Kafka broker for integration tests: {error} (set {SKIP_ENV}=1 to skip them on purpose)")
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_broker_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete the topics a broker test created, once it is over: a broker's background work grows
+    with the partitions it holds, and later tests would pay for earlier ones."""
+    if "kafka_bootstrap" not in request.fixturenames:
+        yield
+        return
+    admin = wait_for_broker(request.getfixturevalue("kafka_bootstrap"))
+    before = set(admin.list_topics(timeout=30).topics)
+    yield
+    created = sorted(set(admin.list_topics(timeout=30).topics) - before)
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=60).values():
+            future.result()
 
 
 @pytest.fixture

@@ -1,0 +1,44 @@
+"""Deleting a run's topics: only those of its prefix, from the API and from the command line."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptloop.cli import app
+from schemas.topics import ALL_TOPICS
+from streams import delete_topics, ensure_topics, wait_for_broker
+
+
+def _names(bootstrap: str, prefix: str) -> set[str]:
+    return {name for name in wait_for_broker(bootstrap).list_topics(timeout=30).topics if name.startswith(prefix)}
+
+
+def test_delete_topics_deletes_those_of_the_prefix_and_no_other(kafka_bootstrap):
+    gone, kept = f"del{uuid.uuid4().hex[:8]}.", f"del{uuid.uuid4().hex[:8]}."
+    for prefix in (gone, kept):
+        ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    deleted = delete_topics(kafka_bootstrap, gone)
+    assert sorted(deleted) == sorted(topic.full_name(gone) for topic in ALL_TOPICS)
+    assert not _names(kafka_bootstrap, gone)
+    assert _names(kafka_bootstrap, kept) == {topic.full_name(kept) for topic in ALL_TOPICS}
+    assert delete_topics(kafka_bootstrap, gone) == []  # nothing left: not an error
+    with pytest.raises(ValueError, match="prefix is required"):
+        delete_topics(kafka_bootstrap, "")
+
+
+def test_the_command_asks_before_deleting(kafka_bootstrap, monkeypatch):
+    monkeypatch.setenv("ADAPTLOOP_BOOTSTRAP", kafka_bootstrap)
+    prefix = f"del{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["topics", "delete", "--prefix", prefix], input="n\n")
+    assert refused.exit_code == 1 and len(_names(kafka_bootstrap, prefix)) == len(ALL_TOPICS)
+    done = runner.invoke(app, ["topics", "delete", "--prefix", prefix, "--yes"])
+    assert done.exit_code == 0, done.output
+    assert f"deleted {len(ALL_TOPICS)} topic(s)" in done.output
+    assert not _names(kafka_bootstrap, prefix)
+    empty = runner.invoke(app, ["topics", "delete", "--prefix", "", "--yes"])
+    assert empty.exit_code != 0 and not _names(kafka_bootstrap, prefix)
