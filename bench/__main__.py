@@ -44,11 +44,14 @@ MINI_BATCH = 500
 LOOP_SCALE = 3  # the full-speed loop runs take this many times N decisions
 CPU_KEYS = ("bench (producer, model client)", "broker", "join", "learn", "archive", "agents")  # bench.cpu names
 CPU_COLUMNS = ("producer", "broker", "join", "learner", "archive", "agentops")
-REPEATS = 3  # the learning-stage rates are medians of this many runs: the machine is shared and noisy
+REPEATS = 3  # the learning-stage rates are medians of this many rounds: the machine is shared and noisy
 
 
-def median_of(measure: Callable[[], float], repeats: int = REPEATS) -> float:
-    return statistics.median(measure() for _ in range(repeats))
+def medians_of_rounds(*measures: Callable[[], float], rounds: int = REPEATS) -> list[float]:
+    """Each measure's median over ``rounds`` rounds of all of them, one after the other: a slow spell
+    of the machine falls on a rate and its baseline alike, not on one of them only."""
+    taken = [[measure() for measure in measures] for _ in range(rounds)]
+    return [statistics.median(column) for column in zip(*taken)]
 
 
 def main() -> None:
@@ -57,8 +60,10 @@ def main() -> None:
     settings = Settings()
     bootstrap = settings.bootstrap_address
     data = stream(N)
-    # The learning stage runs in this process: collect garbage as the worker's roles do. River's
-    # baselines run under the same settings; the naive peer runs in a process of its own, with Python's.
+    # The learning stage runs in this process: collect garbage as the worker's roles do (with
+    # Python's defaults, decoding cost 8-11 µs an example instead of 4). River's baselines run under
+    # the same settings; the naive peer runs in a process of its own with Python's, and the roles'
+    # settings did not change its rate (5,000-5,800/s either way, measured).
     tune_gc()
     results: dict[str, object] = {"examples": N, "at": datetime.now(timezone.utc).isoformat()}
     table = Table("measurement", "rate", "baseline", "ratio", title=f"adaptloop bench ({N:,} examples, Hyperplane)")
@@ -73,9 +78,8 @@ def main() -> None:
         for recipe in ("logistic", "hoeffding"):
             spec = LearnerSpec(name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000,
                                checkpoint_seconds=None)
-            river = median_of(lambda: river_rate(recipe, data))
-            ours = median_of(lambda: learner_rate(spec, data))
-            agent = median_of(lambda: agent_rate(bootstrap, prefix, spec, N))
+            river, ours, agent = medians_of_rounds(lambda: river_rate(recipe, data), lambda: learner_rate(spec, data),
+                                                   lambda: agent_rate(bootstrap, prefix, spec, N))
             naive = naive_rate(bootstrap, topic, N, recipe)
             results[recipe] = {"river_per_s": river, "online_learner_per_s": ours, "learner_agent_per_s": agent,
                                "naive_faust_per_s": naive}
@@ -85,8 +89,8 @@ def main() -> None:
         river = results["logistic"]["river_per_s"]  # type: ignore[index]
         batched = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"], checkpoint_every=5000,
                               checkpoint_seconds=None, mini_batch=MINI_BATCH)
-        many = median_of(lambda: river_many_rate("logistic", data, MINI_BATCH))
-        agent = median_of(lambda: agent_rate(bootstrap, prefix, batched, N - N % MINI_BATCH))
+        many, agent = medians_of_rounds(lambda: river_many_rate("logistic", data, MINI_BATCH),
+                                        lambda: agent_rate(bootstrap, prefix, batched, N - N % MINI_BATCH))
         results["mini_batch"] = {"size": MINI_BATCH, "river_learn_many_per_s": many, "learner_agent_per_s": agent}
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
@@ -101,7 +105,8 @@ def main() -> None:
         loop_run(settings, "logistic", decisions, roles=("join", "learn"))
         loops = {}
         for recipe in ("logistic", "hoeffding"):
-            river = results[recipe]["river_per_s"]  # type: ignore[index]
+            river = statistics.median(river_rate(recipe, data) for _ in range(REPEATS))  # now: the machine drifts
+            results.setdefault("loop", {}).setdefault(recipe, {})["river_per_s"] = river  # type: ignore[union-attr]
             for roles, label in ((("all",), "whole worker"), (("join", "learn"), "join + learner")):
                 run = loops[(recipe, roles)] = loop_run(settings, recipe, decisions, roles=roles)
                 results.setdefault("loop", {}).setdefault(recipe, {})[label] = {  # type: ignore[union-attr]
@@ -126,7 +131,8 @@ def main() -> None:
 
     with console.status("two models: one learner process, then two"):
         longer = stream(2 * N, seed=2)  # per model: long enough that start and end are a small part
-        one, two = (learner_scaleout(settings, "logistic", longer, workers) for workers in (1, 2))
+        one, two = medians_of_rounds(*(lambda workers=workers: learner_scaleout(settings, "logistic", longer, workers)
+                                       for workers in (1, 2)))
         results["scaleout"] = {"one_learner_per_s": one, "two_learners_per_s": two}
         row("2 models: two learner processes / one", two, one)
 
