@@ -8,6 +8,7 @@ moves both alike:
 - River in process (predict_proba_one + learn_one): the physical limit of each learner;
 - the OnlineLearner in process, and the learner agent reading training examples from Kafka;
 - the same with mini-batches (learn_many), against River's learn_one and learn_many;
+- the learner agent as it runs after a while: default versions, its duplicate window full;
 - the naive peer: the learning job as one faust agent, one event at a time (JSON + learn_one);
 - the whole loop from produced predictions and outcomes: a worker with every role, then the join and
   the learner alone (the archive on another machine), with the CPU each process spent per decision:
@@ -35,12 +36,14 @@ from bench.io import archive_rate, audit_query, producer_rates
 from bench.learning import agent_rate, learner_rate, produce_examples, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
+from learners.recent import RECENT_IDS
 from learners.spec import LearnerSpec
 from schemas.topics import TRAINING_EXAMPLES
 from streams import delete_topics
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
+STEADY_EXTRA = 50_000  # the steady-state row learns this many examples after the duplicate window is full
 LOOP_SCALE = 3  # the full-speed loop runs take this many times N decisions
 CPU_KEYS = ("bench (producer, model client)", "broker", "join", "learn", "archive", "agents")  # bench.cpu names
 CPU_COLUMNS = ("producer", "broker", "join", "learner", "archive", "agentops")
@@ -95,6 +98,18 @@ def main() -> None:
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
         delete_topics(bootstrap, prefix)
+        # A learner that has run a while, with the default versions (one every 1,000 examples): its
+        # duplicate window is full, and every version checkpoints it.
+        steady = stream(RECENT_IDS + STEADY_EXTRA, seed=4)
+        steady_prefix = produce_examples(bootstrap, steady)
+        defaults = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"])
+        river, agent = medians_of_rounds(
+            lambda: river_rate("logistic", data),
+            lambda: agent_rate(bootstrap, steady_prefix, defaults, len(steady), after=RECENT_IDS))
+        results["steady"] = {"examples": [RECENT_IDS, len(steady)], "checkpoint_every": defaults.checkpoint_every,
+                             "river_per_s": river, "learner_agent_per_s": agent}
+        row(f"logistic, defaults, examples {RECENT_IDS // 1000}k-{len(steady) // 1000}k: agent / River", agent, river)
+        delete_topics(bootstrap, steady_prefix)
 
     cpu = Table("CPU µs per decision", *CPU_COLUMNS, "total", "cores busy", "cores' ceiling",
                 title="where the loop's CPU goes (user + system time of each process, /proc)")

@@ -80,16 +80,25 @@ def produce_examples(bootstrap: str, data: Data) -> str:
     return prefix
 
 
-def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int) -> float:
-    """The learner agent on already produced examples: consume, decode, learn, checkpoint, publish."""
+def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int, after: int = 0) -> float:
+    """The learner agent on already produced examples: consume, decode, learn, checkpoint, publish.
+
+    Timed from its ``after``-th example to its ``n``-th: ``after`` > 0 measures a learner that has
+    been running a while (its duplicate window full, its model grown).
+    """
     agent = LearnerAgent(bootstrap, specs={"b": spec}, store=ModelStore(Path(tempfile.mkdtemp())), prefix=prefix,
                          group=f"bench-{uuid.uuid4().hex[:6]}", batch_size=5000)
     agent.publish_missing()
     while not agent.consumer.kafka.assignment():
         agent.step(0.2)
-    start = time.perf_counter()
+    progress = agent.learners["b"].progress
+    while progress.examples_seen < after:
+        agent.step(0.2)
+        progress = agent.learners["b"].progress
+    seen, start = progress.examples_seen, time.perf_counter()
     while agent.learners["b"].progress.examples_seen < n:
         agent.step(0.2)
     elapsed = time.perf_counter() - start
+    learned = agent.learners["b"].progress.examples_seen - seen
     agent.consumer.close()
-    return n / elapsed
+    return learned / elapsed

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import pandas as pd
 from river import base, metrics
 
 from learners.drift import LABEL_RATE, PREDICTION
+from learners.recent import RecentIds
 from learners.recipes import NUMERIC_RECIPES, build_metric, build_model
 from learners.spec import LearnerSpec
 from learners.watch import ModelWatch
@@ -17,7 +17,6 @@ from schemas.errors import UnlearnableExample
 from schemas.inference import LEARNABLE, TrainingExample
 from schemas.system import ModelVersion
 
-RECENT_IDS = 100_000
 _NUMBERS = frozenset({float, int, bool})
 
 
@@ -27,7 +26,7 @@ class LearnerProgress:
 
     examples_seen: int = 0
     offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next offset to learn
-    recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    recent_ids: RecentIds = field(default_factory=RecentIds)  # decision ids learned last, to skip duplicates
     version: str | None = None
     learned_since_version: int = 0
     record: ModelVersion | None = None  # the published record of ``version``
@@ -81,6 +80,8 @@ class OnlineLearner:
         self._numeric_only = spec.recipe in NUMERIC_RECIPES
         if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
             self.progress.pending = []
+        if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
+            self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
             raise ValueError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
 
@@ -109,7 +110,7 @@ class OnlineLearner:
         if example.status not in LEARNABLE or target is None:
             return False
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
-        self._remember(example.decision_id)
+        self.progress.recent_ids.add(example.decision_id)
         if self.spec.mini_batch:
             self.progress.pending.append((example, target, where))
             if len(self.progress.pending) >= self.spec.mini_batch:
@@ -183,12 +184,6 @@ class OnlineLearner:
             f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()).hexdigest()
         self.progress.examples_seen += 1
         self.progress.learned_since_version += 1
-
-    def _remember(self, decision_id: str) -> None:
-        recent = self.progress.recent_ids
-        recent[decision_id] = None
-        if len(recent) > RECENT_IDS:
-            recent.popitem(last=False)
 
     def metric_values(self) -> dict[str, float]:
         """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": 0.8, ...}``."""
