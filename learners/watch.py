@@ -7,11 +7,11 @@ emits :class:`DriftAlert` s, and asks for an action when its policy says so:
   starts in shadow on the same stream; once it beats the champion's shadow error
   over ``challenger_window`` examples by ``challenger_margin``, it is promoted.
 - ``rollback``: production error is kept per served version (over the decisions it
-  served that got an outcome); when a version that served at least 100 of them is
-  worse than the best earlier version by ``rollback_bound``, the loop returns to that
-  one (then waits ``2 * window`` decisions before it may roll back again).
-  Meant for bad updates (poisoned feedback, a bug), not for a changed world, where
-  no old version is good.
+  served that got an outcome) for the learner's last 20 versions, in the order the
+  learner had them; when a version that served at least 100 of them is worse than the
+  best earlier one by ``rollback_bound``, the loop returns to that one (then waits
+  ``2 * window`` decisions before it may roll back again). Meant for bad updates
+  (poisoned feedback, a bug), not for a changed world, where no old version is good.
 
 Its state is checkpointed with the learner, so a restarted worker watches on
 exactly as before.
@@ -29,6 +29,10 @@ from learners.spec import LearnerSpec
 from schemas.system import DriftAlert
 
 MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
+VERSIONS_JUDGED = 20
+"""The rollback policy keeps the production error of the learner's last 20 versions. Keeping every
+version ever served, and ordering them at each outcome, had made an outcome cost 185 µs after 100
+versions and 1.4 ms after 300 (a version every 1,000 examples: 300,000 examples)."""
 
 
 @dataclass
@@ -54,7 +58,8 @@ class ModelWatch:
     concept: ConceptDriftMonitor = field(init=False)
     data: DataDriftMonitor = field(init=False)
     challenger: Challenger | None = None
-    version_errors: dict[str, stats.Mean] = field(default_factory=dict)
+    # the learner's last versions, oldest first: their production error, None once judged bad
+    version_errors: dict[str, stats.Mean | None] = field(default_factory=dict)
     cooldown: int = 0
     alerts: list[DriftAlert] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
@@ -85,29 +90,42 @@ class ModelWatch:
                         self.challenger = Challenger(build_model(self.spec),
                                                      utils.Rolling(stats.Mean, window_size=drift.challenger_window),
                                                      utils.Rolling(stats.Mean, window_size=drift.challenger_window))
-        if production is not None and served_version is not None and drift.policy == "rollback":
-            self._judge_versions(production, served_version, version)
+        if drift.policy == "rollback" and version is not None:
+            if version not in self.version_errors:
+                self._new_version(version)
+            if production is not None and served_version is not None:
+                self._judge_versions(production, served_version, version)
 
-    def _judge_versions(self, production: float, served_version: str, version: str | None) -> None:
+    def _new_version(self, version: str) -> None:
+        """The learner has a new version: keep its production error, forget the oldest beyond the last 20."""
+        errors = self.version_errors
+        errors[version] = stats.Mean()
+        while len(errors) > VERSIONS_JUDGED:
+            del errors[next(iter(errors))]
+
+    def _judge_versions(self, production: float, served_version: str, version: str) -> None:
         drift = self.spec.drift
-        self.version_errors.setdefault(served_version, stats.Mean()).update(production)
         self.cooldown = max(0, self.cooldown - 1)
-        served = self.version_errors[served_version]
+        errors = self.version_errors
+        served = errors.get(served_version)
+        if served is None:  # older than the last versions, or judged bad already: not judged (again)
+            return
+        served.update(production)
         if self.cooldown or served.n < MIN_VERSION_OUTCOMES:
             return
         # Only older versions count: a late decision of an old, worse version (an untrained first
-        # one, say) must not roll back a newer, better one. (The dict keeps first-served order.)
-        order = list(self.version_errors)
-        others = {v: m.get() for v, m in self.version_errors.items()
-                  if order.index(v) < order.index(served_version) and m.n >= MIN_VERSION_OUTCOMES}
-        if not others:
-            return
-        best = min(others, key=others.get)
-        if served.get() > others[best] + drift.rollback_bound and best != version:
+        # one, say) must not roll back a newer, better one. (The dict keeps the learner's order.)
+        best, best_error = None, 0.0
+        for candidate, mean in errors.items():
+            if candidate == served_version:
+                break
+            if mean is not None and mean.n >= MIN_VERSION_OUTCOMES and (best is None or mean.get() < best_error):
+                best, best_error = candidate, mean.get()
+        if best is not None and served.get() > best_error + drift.rollback_bound and best != version:
             self.actions.append(Action("rollback", best, f"production error {served.get():.3f} of {served_version} "
-                                       f"over {int(served.n)} decisions vs {others[best]:.3f} of {best}"))
+                                       f"over {int(served.n)} decisions vs {best_error:.3f} of {best}"))
             self.cooldown = 2 * drift.window
-            self.version_errors.pop(served_version)  # judged: it must not count again if it is served again
+            errors[served_version] = None  # judged: it must not count again if it is served again
 
     def shadow_challenger(self, x: dict, target: object, champion_error: float, classifier: bool) -> base.Estimator | None:
         """Feed the challenger (predict, then learn); the model to promote, if it has won."""

@@ -8,12 +8,14 @@ from collections import deque
 from datetime import datetime, timezone
 
 import pytest
+from river import stats
 
 from learners.drift import DataDriftMonitor, _Bins, build_detector, js_distance, psi
 from learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
 from learners.online import OnlineLearner
 from learners.spec import DriftSpec, LearnerSpec
 from learners.store import ModelStore
+from learners.watch import MIN_VERSION_OUTCOMES, VERSIONS_JUDGED, ModelWatch
 from schemas.inference import TrainingExample
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -138,3 +140,58 @@ def test_the_watch_is_checkpointed_with_the_learner(tmp_path):
     store.checkpoint(learner)
     restored = store.restore(spec)
     assert restored.watch.data.count == learner.watch.data.count == 50
+
+
+def _rollbacks_as_before(events, bound: float, window: int) -> list[tuple[str, str]]:
+    """The rollback policy as it was, keeping every served version (first-served order): the reference.
+
+    (One fix: a version judged bad is never judged again. It used to be, once served again, though
+    its comment said otherwise, and the same bad version was rolled back twice.)
+    """
+    errors: dict[str, stats.Mean] = {}
+    judged: set[str] = set()
+    cooldown, actions = 0, []
+    for served_version, error, version in events:
+        cooldown = max(0, cooldown - 1)
+        if served_version in judged:
+            continue
+        errors.setdefault(served_version, stats.Mean()).update(error)
+        served = errors[served_version]
+        if cooldown or served.n < MIN_VERSION_OUTCOMES:
+            continue
+        order = list(errors)
+        others = {v: m.get() for v, m in errors.items()
+                  if order.index(v) < order.index(served_version) and m.n >= MIN_VERSION_OUTCOMES}
+        if others:
+            best = min(others, key=others.get)
+            if served.get() > others[best] + bound and best != version:
+                actions.append((served_version, best))
+                cooldown = 2 * window
+                errors.pop(served_version)
+                judged.add(served_version)
+    return actions
+
+
+def test_the_rollback_policy_judges_as_before_while_versions_are_few_and_keeps_only_the_last_ones():
+    rng = random.Random(11)
+    spec = LearnerSpec(name="m", drift=DriftSpec(policy="rollback", window=100, concept=False, data=False))
+    events = []  # (served version, production error, the learner's version), as the learner sees them
+    quality = {f"v{k}": rng.choice([0.05, 0.1, 0.1, 0.5]) for k in range(15)}
+    for k in range(15):
+        for _ in range(rng.randrange(150, 300)):
+            lag = min(k, rng.choice([0, 0, 0, 1, 2]))  # some decisions of earlier versions get their outcome late
+            served = f"v{k - lag}"
+            events.append((served, float(rng.random() < quality[served]), f"v{k}"))
+    watch = ModelWatch(spec)
+    for served, error, version in events:
+        watch.observe_errors(error, error, served, version, 0)
+    expected = _rollbacks_as_before(events, spec.drift.rollback_bound, spec.drift.window)
+    assert len(expected) >= 2  # the scenario does roll back
+    assert [(a.to_version, a.note.split(" of ")[1].split(" ")[0]) for a in watch.actions] == \
+        [(best, served) for served, best in expected]
+
+    for k in range(15, 15 + 2 * VERSIONS_JUDGED):  # many more versions: only the last ones are kept
+        watch.observe_errors(0.0, 0.0, f"v{k}", f"v{k}", 0)
+    assert list(watch.version_errors) == [f"v{k}" for k in range(15 + VERSIONS_JUDGED, 15 + 2 * VERSIONS_JUDGED)]
+    watch.observe_errors(1.0, 1.0, "v0", f"v{14 + 2 * VERSIONS_JUDGED}", 0)  # an outcome of a forgotten version
+    assert "v0" not in watch.version_errors
