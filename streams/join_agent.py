@@ -42,7 +42,7 @@ from schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
 from streams.admin import wait_for_broker
 from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
-from streams.metrics import EVENTS_IN, JOINS, record_lag
+from streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
 from streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class JoinAgent:
         for name, count in received.items():
             EVENTS_IN.labels("join", name).inc(count)
         for (model, status), count in joined.items():
-            JOINS.labels(model, status).inc(count)
+            JOINS.labels(model_label(model, self.join.specs), status).inc(count)
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("join", kafka)
             self._lag_recorded_at = time.monotonic()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
 EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
 DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
-JOINS = Counter("adaptloop_join_results_total", "Decisions ended by the join, per model and status.", ["model", "status"])
+JOINS = Counter("adaptloop_join_results_total", "Decisions ended by the join, per model and status "
+                "(models without a learner spec counted together as '(unregistered)').", ["model", "status"])
 LEARNED = Counter("adaptloop_examples_learned_total", "Examples learned, per model.", ["model"])
 VERSIONS = Counter("adaptloop_model_versions_total", "Model versions published, per model and reason.", ["model", "reason"])
 MODEL_METRIC = Gauge("adaptloop_model_metric", "Metrics of each model's current version (shadow.*, production.*).",
@@ -33,6 +34,19 @@ CONSUMER_LAG = Gauge("adaptloop_consumer_lag", "Records behind the end of each i
 ARCHIVED = Counter("adaptloop_archived_rows_total", "Rows written to the Parquet archive, per topic.", ["topic"])
 REFRESH_LAG = Histogram("adaptloop_refresh_lag_seconds", "Version published -> served by a ModelClient.", ["model"],
                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+
+UNREGISTERED = "(unregistered)"
+
+
+def model_label(model: str, registered: Container[str]) -> str:
+    """The ``model`` label of a metric counted from input: a model name any producer can write is
+    only a label if a spec registers it, so a typo or a hostile producer cannot add label values
+    (each one a time series kept by the worker and by Prometheus) without bound.
+
+    >>> model_label("churn", {"churn"}), model_label("churn-typo-1234", {"churn"})
+    ('churn', '(unregistered)')
+    """
+    return model if model in registered else UNREGISTERED
 
 
 def prepare_multiprocess_dir(directory: Path) -> None:
