@@ -131,6 +131,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
+    if role in ("all", "learn"):
+        store = ModelStore(settings.models_dir)
+        for spec in settings.specs.values():
+            store.check(spec)
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up()
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)

@@ -7,6 +7,8 @@ moves both alike:
 
 - River in process (predict_proba_one + learn_one): the physical limit of each learner;
 - the OnlineLearner in process, and the learner agent reading training examples from Kafka;
+- reading alone (consume + validate, nothing learned): with River's time on the same core, the
+  ceiling of any learner that reads its examples from Kafka;
 - the same with mini-batches (learn_many), against River's learn_one and learn_many;
 - the learner agent as it runs after a while: default versions, its duplicate window full;
 - the naive peer: the learning job as one faust agent, one event at a time (JSON + learn_one);
@@ -33,7 +35,7 @@ from rich.table import Table
 from adaptloop.settings import Settings
 from adaptloop.worker import HASH_SEED, tune_gc
 from bench.io import archive_rate, audit_query, producer_rates
-from bench.learning import agent_rate, learner_rate, produce_examples, river_many_rate, river_rate, stream
+from bench.learning import agent_rate, learner_rate, produce_examples, read_rate, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
 from learners.recent import RECENT_IDS
@@ -89,6 +91,14 @@ def main() -> None:
             row(f"{recipe}: OnlineLearner in process / River", ours, river)
             row(f"{recipe}: learner agent from Kafka / River", agent, river)
             row(f"{recipe}: learner agent / naive faust agent", agent, naive)
+            if recipe == "logistic":
+                # The floor under any learner that reads Kafka: consuming and validating alone.
+                river, read = medians_of_rounds(lambda: river_rate(recipe, data), lambda: read_rate(bootstrap, prefix, N))
+                ceiling = 1 / (1 / read + 1 / river)
+                results[recipe].update({"read_per_s": read, "river_read_round_per_s": river,
+                                        "ceiling_from_kafka_per_s": ceiling})
+                row("reading alone (consume + validate) / River logistic", read, river)
+                row("River logistic + reading on one core / River (the ceiling from Kafka)", ceiling, river)
         river = results["logistic"]["river_per_s"]  # type: ignore[index]
         batched = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"], checkpoint_every=5000,
                               checkpoint_seconds=None, mini_batch=MINI_BATCH)

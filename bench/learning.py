@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from river.datasets import synth
 
 from learners.online import OnlineLearner
@@ -23,6 +24,8 @@ from learners.store import ModelStore
 from schemas import TrainingExample, encode
 from schemas.topics import TRAINING_EXAMPLES
 from streams import EventProducer, ensure_topics
+from streams.consumer import EventConsumer
+from streams.deadletter import DeadLetters
 from streams.learner_agent import LearnerAgent
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -102,3 +105,21 @@ def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int, after: in
     learned = agent.learners["b"].progress.examples_seen - seen
     agent.consumer.close()
     return learned / elapsed
+
+
+def read_rate(bootstrap: str, prefix: str, n: int) -> float:
+    """Reading alone: the learner agent's consumer takes and validates ``n`` training examples and
+    learns nothing. It runs on the learner's core, so a learner reading from Kafka is at most
+    ``1 / (1 / read + 1 / river)`` examples per second, however little else it does."""
+    with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+        dead_letters = DeadLetters(producer, consumer=f"{prefix}bench-read")
+        with EventConsumer(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", [TRAINING_EXAMPLES], dead_letters=dead_letters,
+                           prefix=prefix) as consumer:
+            while not consumer.kafka.assignment():
+                consumer.poll(1, 0.2)
+                if consumer.kafka.assignment():
+                    consumer.kafka.seek(TopicPartition(TRAINING_EXAMPLES.full_name(prefix), 0, OFFSET_BEGINNING))
+            read, start = 0, time.perf_counter()
+            while read < n:
+                read += len(consumer.poll(5000, 0.2))
+            return read / (time.perf_counter() - start)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import math
 import operator
 from collections import Counter, deque
@@ -36,6 +37,8 @@ import numpy as np
 from river import base
 
 from learners.spec import DriftSpec
+
+log = logging.getLogger(__name__)
 
 
 def build_detector(name: str, params: dict[str, Any] | None = None) -> base.DriftDetector:
@@ -133,19 +136,26 @@ def js_distance(reference: list[object], recent: list[object]) -> float:
     return math.sqrt(max(divergence, 0.0))
 
 
-def _columns(rows: list[Mapping[str, object]]) -> dict[str, tuple]:
-    """Rows of values by name as columns, names in first-seen order (a missing value is ``None``)."""
+def _columns(rows: list[Mapping[str, object]], keep: Callable[[str], bool]) -> dict[str, tuple]:
+    """Rows of values by name as columns, for the names ``keep`` accepts, in first-seen order (a
+    missing value is ``None``).
+
+    >>> _columns([{"a": 1, "b": 2}, {"b": 3, "c": 4}], lambda name: name != "c")
+    {'a': (1, None), 'b': (2, 3)}
+    """
     if not rows:
         return {}
-    names = list(rows[0])
-    if all(length == len(names) for length in map(len, rows)):
+    first = list(rows[0])
+    if all(length == len(first) for length in map(len, rows)):
+        names = [name for name in first if keep(name)]
         try:  # the usual case, every row with the same names: transposed in C
             if len(names) == 1:
                 return {names[0]: tuple(row[names[0]] for row in rows)}
-            return dict(zip(names, zip(*map(operator.itemgetter(*names), rows))))
+            if names:
+                return dict(zip(names, zip(*map(operator.itemgetter(*names), rows))))
         except KeyError:
             pass
-    names = list(dict.fromkeys(name for row in rows for name in row))
+    names = [name for name in dict.fromkeys(name for row in rows for name in row) if keep(name)]
     return {name: tuple(row.get(name) for row in rows) for name in names}
 
 
@@ -173,16 +183,38 @@ class DataDriftMonitor:
 
     Decisions are kept as rows and spread into per-name windows only when a check is due
     (or the reference is complete): the same windows as appending each value at once, for a
-    list append per decision.
+    list append per decision. The first ``max_features`` feature names seen are watched; a
+    warning names the first one turned away.
     """
 
-    def __init__(self, spec: DriftSpec) -> None:
+    def __init__(self, spec: DriftSpec, model: str = "") -> None:
         self.spec = spec
+        self.model = model
         self.reference: dict[str, list[object]] = {}
         self.recent: dict[str, deque] = {}
         self.count = 0
+        self.watched: set[str] = {PREDICTION, LABEL_RATE}  # and up to max_features feature names
+        self.turned_away = 0  # names not watched, counted at each spread
         self._rows: list[Mapping[str, object]] = []  # decisions not yet spread into the windows
         self._bins: dict[str, _Bins] = {}  # PSI bins of each numeric reference
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "watched" not in state:  # a checkpoint from before the cap: it watches what it had
+            self.watched = {PREDICTION, LABEL_RATE, *self.reference, *self.recent}
+            self.turned_away, self.model = 0, ""
+
+    def _watches(self, name: str) -> bool:
+        if name in self.watched:
+            return True
+        if len(self.watched) - 2 < self.spec.max_features:
+            self.watched.add(name)
+            return True
+        if not self.turned_away:
+            log.warning("model %r: data drift watches its first %d features; %r and any later new feature are not "
+                        "watched (drift.max_features)", self.model, self.spec.max_features, name)
+        self.turned_away += 1
+        return False
 
     def update(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
         """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); alerts' fields if a check fired."""
@@ -200,16 +232,16 @@ class DataDriftMonitor:
 
     def _spread(self, windows: dict, new: Callable[[], Any]) -> None:
         rows, self._rows = self._rows, []
-        for name, column in _columns(rows).items():
+        for name, column in _columns(rows, self._watches).items():
             window = windows.get(name)
             if window is None:
                 window = windows[name] = new()
             window.extend(filter(_is_value, column))
 
     def _check(self, name: str) -> dict[str, Any] | None:
-        recent = list(self.recent[name])
-        if len(recent) < self.spec.window:
+        if len(self.recent[name]) < self.spec.window:
             return None
+        recent = list(self.recent[name])
         reference = self.reference.get(name)
         if not reference:  # a feature that appeared after the reference: its first window becomes its reference
             self.reference[name], self.recent[name] = recent, deque(maxlen=self.spec.window)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -18,6 +19,7 @@ from schemas.inference import LEARNABLE, TrainingExample
 from schemas.system import ModelVersion
 
 _NUMBERS = frozenset({float, int, bool})
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,12 +70,18 @@ class OnlineLearner:
     ) -> None:
         self.spec = spec
         self.model = model if model is not None else build_model(spec)
-        self.shadow = shadow if shadow is not None else {name: build_metric(name) for name in spec.metrics}
-        self.production = production if production is not None else {
-            name: build_metric(name) for name in spec.metrics if build_metric(name).requires_labels or spec.task == "regression"
-        }
+        # Restored metrics go on; a metric the spec added since starts now, one it dropped is gone.
+        shadow, production = shadow or {}, production or {}
+        self.shadow = {name: shadow[name] if name in shadow else build_metric(name) for name in spec.metrics}
+        self.production = {name: production[name] if name in production else metric for name in spec.metrics
+                           if (metric := build_metric(name)).requires_labels or spec.task == "regression"}
+        if shadow and list(shadow) != list(self.shadow):
+            log.warning("model %r: metrics %s restored, now %s", spec.name, list(shadow), list(self.shadow))
         self.progress = progress or LearnerProgress()
         self.watch = watch if watch is not None else ModelWatch(spec)
+        if watch is not None and (changed := watch.follow(spec)):
+            log.warning("model %r: drift settings changed since the checkpoint (%s): monitors whose settings "
+                        "changed start over", spec.name, ", ".join(changed))
         # (metric, whether it scores the predicted class rather than the probabilities), looked up once
         self._shadow_scoring = [(metric, metric.requires_labels) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
@@ -84,6 +92,10 @@ class OnlineLearner:
             self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
             raise ValueError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
+        if self.progress.pending and not spec.mini_batch:  # mini_batch unset since: learn the batch begun
+            log.warning("model %r: mini_batch unset since the checkpoint; learning its %d pending examples as one "
+                        "batch", spec.name, len(self.progress.pending))
+            self._learn_batch()
 
     def already_learned(self, decision_id: str, position: tuple[str, int] | None) -> bool:
         if position is not None and position[1] < self.progress.offsets.get(position[0], 0):

@@ -27,6 +27,9 @@ class DriftSpec(BaseModel):
     data: StrictBool = True
     reference_size: int = Field(1000, ge=10, description="Decisions in a data-drift reference window.")
     check_every: int = Field(500, ge=1, description="Data drift is checked every N decisions.")
+    max_features: int = Field(
+        100, ge=1, description="Data drift watches this many features at most, the first seen (sparse features, "
+        "one name per id or word, would otherwise keep a window each and make every check visit them all).")
     psi_threshold: float = Field(0.25, gt=0, description="PSI above this is data drift (0.25 is the usual 'major shift').")
     js_threshold: float = Field(0.2, gt=0, le=1, description="Jensen-Shannon distance above this is drift (categories).")
     label_rate_drop: float = Field(0.5, gt=0, lt=1, description="Alert when the share of decisions with an outcome falls by this.")

@@ -20,7 +20,7 @@ from river import base, metrics
 from learners.online import LearnerProgress, OnlineLearner
 from learners.spec import LearnerSpec
 from learners.watch import ModelWatch
-from schemas.errors import UnknownModel
+from schemas.errors import SpecChanged, UnknownModel
 from schemas.system import ModelVersion
 
 PICKLE_PROTOCOL = 5
@@ -59,6 +59,38 @@ class Checkpoint:
     shadow: dict[str, metrics.base.Metric]
     production: dict[str, metrics.base.Metric]
     watch: ModelWatch | None = None
+    spec: LearnerSpec | None = None  # what the model was learned as (older checkpoints: the watch's)
+
+    def learned_as(self) -> LearnerSpec | None:
+        return self.spec if self.spec is not None else (self.watch.spec if self.watch is not None else None)
+
+
+MODEL_FIELDS = ("task", "recipe", "params")
+"""What a model is. The rest of a spec (metrics, cadence, join rules, drift settings) may change
+between runs: a restarted learner goes on under the new settings."""
+
+
+def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: Path) -> None:
+    """Raise :class:`SpecChanged` if ``spec`` asks for another model than the one learned so far.
+
+    >>> old = LearnerSpec(name="churn", recipe="logistic")
+    >>> check_same_model(old.model_copy(update={"checkpoint_every": 10}), old, Path("models/churn"))
+    >>> check_same_model(old.model_copy(update={"recipe": "hoeffding"}), old, Path("models/churn"))
+    Traceback (most recent call last):
+    ...
+    schemas.errors.SpecChanged: model 'churn' was learned with recipe='logistic'; its spec now says recipe='hoeffding'. A model cannot change what it is: give the new one a new name (its versions and lineage start afresh beside the old ones), or remove models/churn to start 'churn' over
+    """
+    if learned_as is None:
+        return
+    before = {name: getattr(learned_as, name) for name in MODEL_FIELDS}
+    after = {name: getattr(spec, name) for name in MODEL_FIELDS}
+    if before != after:
+        was = ", ".join(f"{name}={before[name]!r}" for name in MODEL_FIELDS if before[name] != after[name])
+        now = ", ".join(f"{name}={after[name]!r}" for name in MODEL_FIELDS if before[name] != after[name])
+        raise SpecChanged(
+            f"model {spec.name!r} was learned with {was}; its spec now says {now}. A model cannot change what it "
+            f"is: give the new one a new name (its versions and lineage start afresh beside the old ones), or "
+            f"remove {where} to start {spec.name!r} over")
 
 
 class ModelStore:
@@ -127,16 +159,28 @@ class ModelStore:
                 size_bytes=len(data), dataset_hash=progress.dataset_hash, actor=actor, note=note,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
-        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch)
+        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
         _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
         return record
 
+    def check(self, spec: LearnerSpec) -> None:
+        """Raise :class:`SpecChanged` if ``spec`` asks for another model than its checkpoint holds
+        (before a worker starts, so it fails with the reason instead of restarting its learner)."""
+        path = self.root / spec.name / "checkpoint.pkl"
+        if path.exists():
+            check_same_model(spec, pickle.loads(path.read_bytes()).learned_as(), self.root / spec.name)
+
     def restore(self, spec: LearnerSpec) -> OnlineLearner:
-        """The learner as of its last checkpoint, or a fresh one if it has none."""
+        """The learner as of its last checkpoint, or a fresh one if it has none.
+
+        It goes on under ``spec``: new metrics, cadence and drift settings take effect; a changed
+        task, recipe or params raise :class:`SpecChanged`.
+        """
         path = self.root / spec.name / "checkpoint.pkl"
         if not path.exists():
             return OnlineLearner(spec)
         checkpoint: Checkpoint = pickle.loads(path.read_bytes())
+        check_same_model(spec, checkpoint.learned_as(), self.root / spec.name)
         model = self.load_model(spec.name, checkpoint.version)
         return OnlineLearner(spec, model, shadow=checkpoint.shadow, production=checkpoint.production,
                              progress=checkpoint.progress, watch=checkpoint.watch)

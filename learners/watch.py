@@ -25,7 +25,7 @@ from river import base, stats, utils
 
 from learners.drift import ConceptDriftMonitor, DataDriftMonitor
 from learners.recipes import build_model
-from learners.spec import LearnerSpec
+from learners.spec import DriftSpec, LearnerSpec
 from schemas.system import DriftAlert
 
 MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
@@ -67,7 +67,25 @@ class ModelWatch:
     def __post_init__(self) -> None:
         drift = self.spec.drift
         self.concept = ConceptDriftMonitor(drift)
-        self.data = DataDriftMonitor(drift)
+        self.data = DataDriftMonitor(drift, self.spec.name)
+
+    def follow(self, spec: LearnerSpec) -> list[str]:
+        """Watch on under ``spec``, a restarted worker's (its drift settings may have changed); the
+        monitors whose settings changed start over. Returns what changed, for the log."""
+        before, after = self.spec.drift, spec.drift
+        self.spec = spec
+        changed = [name for name in DriftSpec.model_fields if getattr(before, name, None) != getattr(after, name)]
+        if {"detector", "detector_params", "window"} & set(changed):
+            self.concept = ConceptDriftMonitor(after)
+        else:
+            self.concept.spec = after
+        if {"window", "reference_size", "max_features"} & set(changed):
+            self.data = DataDriftMonitor(after, spec.name)
+        else:
+            self.data.spec = after
+        if after.policy != "challenger":
+            self.challenger = None
+        return changed
 
     def _alert(self, fields: dict, version: str | None, examples: int) -> None:
         fields = {"at_example": examples, **fields}

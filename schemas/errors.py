@@ -63,3 +63,11 @@ class UnlearnableExample(AdaptloopError):
 
     The learner dead-letters it with this reason, before anything of the model changes.
     """
+
+
+class SpecChanged(AdaptloopError):
+    """A model's spec now asks for another model (task, recipe or params) than its checkpoint holds.
+
+    A checkpointed model cannot change what it is: its versions, lineage and metrics describe the
+    old one. The message says how to start the new one.
+    """

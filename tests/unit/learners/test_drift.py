@@ -89,6 +89,36 @@ def test_the_windows_are_those_of_appending_each_value_whatever_the_rows_look_li
         {name: list(values) for name, values in recent.items()}
 
 
+def test_sparse_features_watch_the_first_max_features_names_and_still_catch_drift(caplog):
+    """One name per word or id: only the first ``max_features`` names get windows, so memory and the
+    checks stay bounded (50,000 names had made each check take 480 ms), and those still alert."""
+    rng = random.Random(5)
+    vocabulary = [f"w{k}" for k in range(50_000)]
+    monitor = DataDriftMonitor(DriftSpec(reference_size=300, window=200, check_every=200, max_features=5), model="m")
+    first_seen: list[str] = []
+    alerts = []
+    for i in range(3000):
+        row = {"x": rng.gauss(0 if i < 2000 else 3, 1), **{w: 1 for w in rng.sample(vocabulary, 20)}}
+        first_seen.extend(name for name in row if name not in first_seen and len(first_seen) < 5)
+        alerts += monitor.update(row)
+    assert monitor.watched == {"@prediction", "@label_rate", *first_seen}
+    assert set(monitor.reference) | set(monitor.recent) <= monitor.watched
+    assert monitor.turned_away > 0
+    assert [a["signal"] for a in alerts] == ["feature:x"]  # the shift of a watched feature, once
+    assert "data drift watches its first 5 features" in caplog.text and "'m'" in caplog.text
+
+
+def test_a_monitor_from_before_the_cap_restores_watching_what_it_had():
+    monitor = DataDriftMonitor(DriftSpec(reference_size=10, window=10, check_every=10))
+    for i in range(30):
+        monitor.update({"a": float(i), "b": "c"})
+    state = dict(monitor.__dict__)
+    del state["watched"], state["turned_away"], state["model"]
+    old = DataDriftMonitor.__new__(DataDriftMonitor)
+    old.__setstate__(state)
+    assert old.watched == {"@prediction", "@label_rate", "a", "b"} and old.turned_away == 0
+
+
 def test_psi_bins_values_as_bisect_does():
     rng = random.Random(3)
     reference = [rng.gauss(0, 1) for _ in range(1000)] + [0.0] * 50  # ties on an edge

@@ -168,3 +168,72 @@ def test_a_category_for_a_model_of_numbers_is_rejected_before_anything_changes()
     assert tree_learner.learn(bad) and tree_learner.learn(
         TrainingExample(model="m", decision_id="3", model_version="v", features={"x": None}, label=False,
                         predicted_at=NOW))
+
+
+def test_a_restarted_learner_goes_on_under_its_changed_spec(tmp_path):
+    """Metrics, drift settings and the policy are a spec's to change between runs: they take effect
+    at restart, while the model, its restored metrics and unchanged monitors go on."""
+    from river import drift
+
+    from learners.spec import DriftSpec
+
+    rows = list(_examples(datasets.Phishing(), "p"))[:500]
+    spec = LearnerSpec(name="p", metrics=["Accuracy"], drift=DriftSpec(policy="challenger", window=100))
+    learner = OnlineLearner(spec)
+    for i, example in rows:
+        learner.learn(example, ("t:0", i))
+    store = ModelStore(tmp_path)
+    store.checkpoint(learner)
+    accuracy, detectors = learner.shadow["Accuracy"].get(), learner.watch.concept.detectors
+
+    same_detector = spec.model_copy(update={"metrics": ["Accuracy", "LogLoss"], "checkpoint_every": 50,
+                                            "drift": DriftSpec(policy="rollback", window=100, psi_threshold=0.5)})
+    resumed = store.restore(same_detector)
+    assert list(resumed.shadow) == ["Accuracy", "LogLoss"]
+    assert resumed.shadow["Accuracy"].get() == accuracy  # restored, not restarted
+    assert resumed.shadow["LogLoss"].get() == metrics.LogLoss().get()  # new: starts now
+    assert resumed.watch.spec.drift.policy == "rollback" and resumed.watch.challenger is None
+    assert resumed.watch.data.spec.psi_threshold == 0.5
+    assert resumed.watch.concept.detectors.keys() == detectors.keys()  # same detector settings: it goes on
+    assert resumed.watch.concept.seen["shadow_error"] == learner.watch.concept.seen["shadow_error"]
+
+    other_detector = spec.model_copy(update={"drift": DriftSpec(detector="PageHinkley", window=100)})
+    resumed = store.restore(other_detector)
+    assert resumed.watch.concept.detectors == {}  # a new detector starts over
+    i, example = list(_examples(datasets.Phishing(), "p"))[600]
+    assert resumed.learn(example, ("t:0", i))
+    assert isinstance(resumed.watch.concept.detectors["shadow_error"], drift.PageHinkley)
+
+
+def test_a_changed_recipe_is_refused_with_what_to_do(tmp_path):
+    import pytest
+
+    from schemas.errors import SpecChanged
+
+    store = ModelStore(tmp_path)
+    store.checkpoint(OnlineLearner(LearnerSpec(name="p", recipe="logistic")))
+    changed = LearnerSpec(name="p", recipe="hoeffding")
+    with pytest.raises(SpecChanged, match=r"recipe='logistic'.*now says recipe='hoeffding'.*new name"):
+        store.restore(changed)
+    with pytest.raises(SpecChanged):
+        store.check(changed)
+    store.check(LearnerSpec(name="p", recipe="logistic", checkpoint_every=5))  # cadence only: fine
+    with pytest.raises(SpecChanged, match="params"):
+        store.restore(LearnerSpec(name="p", recipe="logistic", params={"l2": 0.1}))
+
+
+def test_pending_examples_are_learned_when_mini_batch_is_unset(tmp_path):
+    rows = list(datasets.Phishing())[:150]
+    batched = LearnerSpec(name="p", recipe="logistic", metrics=["Accuracy"], mini_batch=40, checkpoint_every=40)
+    learner = OnlineLearner(batched)
+    for i, example in _examples(rows, "p"):  # 3 batches learned, 30 examples pending
+        learner.learn(example, ("t:0", i))
+    store = ModelStore(tmp_path)
+    store.checkpoint(learner)
+    pending = [example for example, _, _ in learner.progress.pending]
+    learner._learn_batch()  # what the restored learner must do with them: one batch of 30
+    resumed = store.restore(batched.model_copy(update={"mini_batch": None}))
+    assert resumed.progress.pending == [] and resumed.progress.examples_seen == 150 == learner.progress.examples_seen
+    assert model_bytes(resumed.model) == model_bytes(learner.model)
+    assert resumed.progress.dataset_hash == learner.progress.dataset_hash
+    assert [e.decision_id for e in pending] == [str(i) for i in range(120, 150)]
