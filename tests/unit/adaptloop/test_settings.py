@@ -43,3 +43,17 @@ def test_launcher_refuses_a_port_taken_by_another_process(tmp_path):
         kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=port, controller_port=port + 1)
         with pytest.raises(KafkaLaunchError, match=f"127.0.0.1:{port} \\(broker port\\) is taken"):
             kafka.up()
+
+
+def test_a_worker_with_a_changed_recipe_stops_before_it_starts_anything(tmp_path):
+    from adaptloop.worker import run_worker
+    from learners.online import OnlineLearner
+    from learners.spec import LearnerSpec
+    from learners.store import ModelStore
+    from schemas.errors import SpecChanged
+
+    learned = LearnerSpec(name="churn", recipe="logistic")
+    settings = Settings(home=tmp_path, bootstrap="127.0.0.1:1", models=[learned.model_copy(update={"recipe": "hoeffding"})])
+    ModelStore(settings.models_dir).checkpoint(OnlineLearner(learned))
+    with pytest.raises(SpecChanged, match="remove .*churn to start 'churn' over"):
+        run_worker(settings, "learn")  # no broker is asked: it fails first
