@@ -121,19 +121,41 @@ class _Bins:
         return sum((a - e) * math.log(a / e) for a, e in zip(actual, self.expected))
 
 
-def js_distance(reference: list[object], recent: list[object]) -> float:
+TOP_CATEGORIES = 20
+_OTHER = object()  # the categories beyond the reference's most common, counted together
+
+
+def js_distance(reference: list[object], recent: list[object], top: int | None = TOP_CATEGORIES) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between two samples of categories.
+
+    Categories beyond the reference's ``top`` most common (those seen more than once) are counted
+    together as one: an id-like feature (nearly every value new) compares as stationary, where
+    comparing every value had made it alert at every check; a new category that takes over shows
+    as that one bucket growing.
 
     >>> js_distance(["a", "b"] * 50, ["a", "b"] * 50), js_distance(["a"] * 10, ["b"] * 10)
     (0.0, 1.0)
+    >>> js_distance([f"user{i}" for i in range(1000)], [f"user{i}" for i in range(1000, 1500)])
+    0.0
     """
     p, q = Counter(reference), Counter(recent)
+    if top is not None and len(p) > top:
+        kept = {key for key, count in p.most_common(top) if count > 1}  # a value seen once is no category
+        p, q = _fold(p, kept), _fold(q, kept)
     divergence = 0.0
     for key in p.keys() | q.keys():
         pk, qk = p[key] / len(reference), q[key] / len(recent)
         mk = (pk + qk) / 2
         divergence += 0.5 * (pk * math.log2(pk / mk) if pk else 0.0) + 0.5 * (qk * math.log2(qk / mk) if qk else 0.0)
     return math.sqrt(max(divergence, 0.0))
+
+
+def _fold(counts: Counter, kept: set[object]) -> Counter:
+    folded: Counter = Counter({key: count for key, count in counts.items() if key in kept})
+    other = sum(count for key, count in counts.items() if key not in kept)
+    if other:
+        folded[_OTHER] = other
+    return folded
 
 
 def _columns(rows: list[Mapping[str, object]], keep: Callable[[str], bool]) -> dict[str, tuple]:

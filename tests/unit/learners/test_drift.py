@@ -108,6 +108,21 @@ def test_sparse_features_watch_the_first_max_features_names_and_still_catch_drif
     assert "data drift watches its first 5 features" in caplog.text and "'m'" in caplog.text
 
 
+def test_id_like_and_many_valued_categories_alert_on_a_shift_not_at_every_check():
+    rng = random.Random(8)
+    products = [f"p{k}" for k in range(200)]
+    weights = [1 / (k + 1) for k in range(200)]  # a long tail, as categories have
+    monitor = DataDriftMonitor(DriftSpec())
+    alerts = []
+    for i in range(20_000):
+        product = rng.choices(products, weights)[0] if i < 15_000 or rng.random() < 0.5 else "p-new"
+        alerts += monitor.update({"user": f"u{rng.randrange(10**9)}", "product": product})
+    fired = [(a["signal"], monitor.count) for a in alerts]
+    assert [signal for signal, _ in fired] == ["feature:product"]  # the new product taking half; ids never
+    assert js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50) == \
+        js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50, top=None)  # few categories: unchanged
+
+
 def test_a_monitor_from_before_the_cap_restores_watching_what_it_had():
     monitor = DataDriftMonitor(DriftSpec(reference_size=10, window=10, check_every=10))
     for i in range(30):
