@@ -74,7 +74,9 @@ class ModelWatch:
         monitors whose settings changed start over. Returns what changed, for the log."""
         before, after = self.spec.drift, spec.drift
         self.spec = spec
-        changed = [name for name in DriftSpec.model_fields if getattr(before, name, None) != getattr(after, name)]
+        # (A spec pickled before a field existed lacks it: not a change, the new value applies.)
+        changed = [name for name in DriftSpec.model_fields
+                   if name in vars(before) and getattr(before, name) != getattr(after, name)]
         if {"detector", "detector_params", "window"} & set(changed):
             self.concept = ConceptDriftMonitor(after)
         else:
