@@ -11,6 +11,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from schemas.errors import BrokerUnavailable, TopicConfigMismatch
 from schemas.topics import ALL_TOPICS, Topic
 
+COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+"""Compacted topics roll a segment every hour. Kafka compacts closed segments only; by default a
+segment closes after 7 days or 1 GB, so whoever reads the latest value of each key (a ModelClient
+starting, the join restoring its state) read up to a week of history."""
+
 
 def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
     """Return an admin client once a broker answers at ``bootstrap``, or raise BrokerUnavailable."""
@@ -52,7 +57,7 @@ def ensure_topics(
             name,
             num_partitions=partitions,
             replication_factor=replication,
-            config={"cleanup.policy": "compact"} if topic.compacted else {},
+            config=COMPACTED_CONFIG if topic.compacted else {},
         )
         for name, topic in wanted.items()
         if name not in existing

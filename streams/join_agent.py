@@ -39,7 +39,7 @@ from schemas.errors import DeliveryFailed
 from schemas.inference import OutcomeEvent, PredictionEvent
 from schemas.system import ClockTick, DeadLetter
 from schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
-from streams.admin import wait_for_broker
+from streams.admin import COMPACTED_CONFIG, wait_for_broker
 from streams.consumer import EventConsumer, Record
 from streams.deadletter import DeadLetters
 from streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
@@ -129,7 +129,7 @@ class JoinAgent:
                                    f"{partitions}: the join state cannot follow the inputs")
             return partitions
         futures = admin.create_topics([NewTopic(self.changelog, num_partitions=partitions, replication_factor=1,
-                                                config={"cleanup.policy": "compact"})])
+                                                config=COMPACTED_CONFIG)])
         for future in futures.values():
             try:
                 future.result()

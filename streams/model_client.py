@@ -38,6 +38,11 @@ def is_classifier(model: base.Estimator) -> bool:
     return isinstance(model, base.Classifier)
 
 
+CATCH_UP_CANDIDATES = 16
+"""At start, the newest versions on the topic tried in turn until one loads (a broken or missing one
+is skipped, as after start)."""
+
+
 @dataclass(frozen=True)
 class Prediction:
     decision_id: str
@@ -144,6 +149,11 @@ class ModelClient:
         return True
 
     def _follow(self) -> None:
+        key = self.model.encode()
+        # Catching up on the topic's history, only the newest versions matter: their records wait here
+        # and one is loaded once caught up. (Loading each in turn had cost 0.3 ms a version for a linear
+        # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
+        history: deque[tuple[int, bytes]] = deque(maxlen=CATCH_UP_CANDIDATES)
         while not self._stop.is_set():
             caught_up = True
             for message in self._consumer.consume(100, 0.1):
@@ -152,16 +162,29 @@ class ModelClient:
                         log.warning("model-updates: %s", message.error().str())
                     continue
                 caught_up = False
-                if message.key() != self.model.encode():
+                if message.key() != key:
                     continue
-                try:
-                    version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
-                    self._swap(version)
-                except (DecodeError, UnknownModel, pickle.UnpicklingError) as error:
-                    # Keep serving the current version; a broken update must not take serving down.
-                    log.error("cannot load %s version from offset %d: %s", self.model, message.offset(), error)
-            if caught_up and self._served is not None:
-                self._ready.set()
+                if self._ready.is_set():
+                    self._load(message.offset(), message.value())
+                else:
+                    history.append((message.offset(), message.value()))
+            if caught_up and not self._ready.is_set():
+                while history and not self._load(*history.pop()):  # the newest that loads
+                    pass
+                history.clear()
+                if self._served is not None:
+                    self._ready.set()
+
+    def _load(self, offset: int, value: bytes) -> bool:
+        """Serve the version of one record; False (and the current version kept) if it cannot be loaded."""
+        try:
+            version: ModelVersion = decode(MODEL_UPDATES, value)  # type: ignore[assignment]
+            self._swap(version)
+            return True
+        except (DecodeError, UnknownModel, pickle.UnpicklingError) as error:
+            # Keep serving the current version; a broken update must not take serving down.
+            log.error("cannot load %s version from offset %d: %s", self.model, offset, error)
+            return False
 
     def _swap(self, version: ModelVersion) -> None:
         if self._served is not None and self._served.version.version == version.version:

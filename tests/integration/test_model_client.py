@@ -95,3 +95,29 @@ def test_unknown_model_is_a_clear_error_for_the_caller(kafka_bootstrap, tmp_path
     with pytest.raises(UnknownModel, match="no version of model 'nope' was published"):
         ModelClient("nope", bootstrap=kafka_bootstrap, store=ModelStore(settings.models_dir),
                     prefix=settings.topic_prefix, wait=2)
+
+
+def test_a_client_starting_after_many_versions_loads_only_the_newest_that_loads(kafka_bootstrap, tmp_path, caplog):
+    """At start a client reads the topic's history but loads one version: the newest whose bytes load."""
+    from learners.online import OnlineLearner
+    from schemas import TrainingExample
+
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=1)
+    store = ModelStore(settings.models_dir)
+    learner = OnlineLearner(LearnerSpec(name="phishing", metrics=["Accuracy"]))
+    published = []
+    with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
+        for i, (x, y) in enumerate(list(datasets.Phishing())[:300]):
+            learner.learn(TrainingExample(model="phishing", decision_id=str(i), model_version="v", features=x,
+                                          label=y, predicted_at=datetime.now(timezone.utc)), ("t:0", i))
+            if i % 2:
+                published.append(store.checkpoint(learner))
+                producer.send(published[-1])
+            if i % 50 == 0:  # another model's versions in between
+                producer.send(published[-1].model_copy(update={"model": "other"}) if published else
+                              store.checkpoint(OnlineLearner(LearnerSpec(name="other"))))
+    newest = published[-1]
+    (settings.models_dir / "phishing" / "versions" / f"{newest.version}.pkl").unlink()  # say its file is lost
+    with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=settings.topic_prefix) as client:
+        assert client.version == published[-2] and client.swaps == 1
+    assert f"no version {newest.version!r} of model 'phishing'" in caplog.text

@@ -42,3 +42,19 @@ def test_the_command_asks_before_deleting(kafka_bootstrap, monkeypatch):
     assert not _names(kafka_bootstrap, prefix)
     empty = runner.invoke(app, ["topics", "delete", "--prefix", "", "--yes"])
     assert empty.exit_code != 0 and not _names(kafka_bootstrap, prefix)
+
+
+def test_compacted_topics_roll_segments_hourly_so_compaction_runs(kafka_bootstrap):
+    """Kafka compacts closed segments only: with its default (7 days or 1 GB a segment) a reader of the
+    latest value per key would read up to a week of history."""
+    from confluent_kafka.admin import ConfigResource
+
+    prefix = f"cfg{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    admin = wait_for_broker(kafka_bootstrap)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic.full_name(prefix)) for topic in ALL_TOPICS]
+    configs = {resource.name: future.result() for resource, future in admin.describe_configs(resources).items()}
+    compacted = {topic.full_name(prefix) for topic in ALL_TOPICS if topic.compacted}
+    assert compacted and all(configs[name]["segment.ms"].value == "3600000" for name in compacted)
+    assert all(configs[name]["segment.ms"].value == str(7 * 24 * 3600 * 1000) for name in configs if name not in compacted)
+    delete_topics(kafka_bootstrap, prefix)
