@@ -284,7 +284,7 @@ def replay(
     model: str = typer.Argument(..., help="The model to rebuild."),
     until: str = typer.Option(..., "--until", help="The version to rebuild."),
 ) -> None:
-    """Rebuild a version from the archived training examples and check it is byte-identical to the stored one."""
+    """Rebuild a version from the archived training examples and check its bytes hash to it; store it again if pruned."""
     from adaptloop.worker import ensure_reproducible_hashing
     from learners.store import ModelStore
     from snapshots.replay import replay as replay_version
@@ -294,9 +294,10 @@ def replay(
     spec = settings.specs.get(model)
     if spec is None:
         raise _fail(ValueError(f"no learner spec for {model!r} in the settings (known: {', '.join(settings.specs) or 'none'})"))
+    store = ModelStore(settings.models_dir)
+    was_stored = until in store.versions(model)
     try:
-        steps = replay_version(settings.archive_dir, ModelStore(settings.models_dir), spec, until,
-                               prefix=settings.topic_prefix)
+        steps = replay_version(settings.archive_dir, store, spec, until, prefix=settings.topic_prefix, restore=True)
     except AdaptloopError as error:
         raise _fail(error) from None
     table = Table("version", "reason", "examples", "bytes identical", "dataset hash", title=f"replay of {model} to {until}")
@@ -307,6 +308,9 @@ def replay(
     if not steps[-1].reproduced:
         raise _fail(AdaptloopError(f"replay did not reproduce {until}: the archive or the code differs"))
     console.print(f"[green]{until} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples")
+    if not was_stored:
+        console.print(f"{until} was no longer in the model store (pruned): stored again, so "
+                      f"`adaptloop rollback {model} --to {until}` can serve it")
 
 
 @app.command("status")

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     snapshot_seconds: float | None = Field(
         600.0, gt=0, description="The worker writes a DuckDB snapshot this often; unset: only `adaptloop snapshot create`."
     )
+    keep_snapshots: int | None = Field(
+        144, ge=1, description="The worker keeps this many snapshot-*.duckdb files in snapshots/, the newest (a day "
+        "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it."
+    )
 
     @property
     def bootstrap_address(self) -> str:

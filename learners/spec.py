@@ -59,6 +59,9 @@ class LearnerSpec(BaseModel):
     metrics: list[StrictStr] = Field(default_factory=lambda: ["Accuracy", "LogLoss"])
     checkpoint_every: int = Field(1000, ge=1, description="Publish a version every N learned examples...")
     checkpoint_seconds: float | None = Field(30.0, gt=0, description="...or after this long with unpublished learning.")
+    keep_versions: int = Field(
+        1000, ge=20, description="Model versions kept in the store, the newest (the current one always); older ones "
+        "are removed. Snapshots keep the bytes of theirs, and `adaptloop replay` rebuilds any from the archive.")
     horizon_seconds: float = Field(3600.0, gt=0, description="How long the join waits for an outcome (event time).")
     on_missing: Literal["drop", "default"] = Field("drop", description="An outcome that never came: drop, or learn the default.")
     default_label: StrictBool | StrictInt | StrictFloat | StrictStr | None = None

@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class Checkpoint:
         return self.spec if self.spec is not None else (self.watch.spec if self.watch is not None else None)
 
 
+PRUNE_EVERY = 50  # checkpoints between two prunings: a store holds at most keep_versions + 49 versions
+
 MODEL_FIELDS = ("task", "recipe", "params")
 """What a model is. The rest of a spec (metrics, cadence, join rules, drift settings) may change
 between runs: a restarted learner goes on under the new settings."""
@@ -108,6 +111,8 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._stored_since_pruning: dict[str, int] = {}
+        self._last_stamp = 0
 
     def _version_path(self, model: str, version: str) -> Path:
         return self.root / model / "versions" / f"{version}.pkl"
@@ -119,14 +124,44 @@ class ModelStore:
         path = self._version_path(model, version)
         if not path.exists():
             _atomic_write(path, data)
+        # Stored now, or again (a rollback, nothing new learned): recent for pruning. Set explicitly,
+        # strictly increasing: the kernel's own timestamps tick in milliseconds.
+        stamp = self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
+        os.utime(path, ns=(stamp, stamp))
         return version, sha, path
+
+    def prune(self, model: str, keep: int, current: str | None = None) -> list[str]:
+        """Remove all but the ``keep`` most recently stored (or stored again) versions of ``model``, never
+        ``current``; return the versions removed.
+
+        >>> import tempfile
+        >>> store = ModelStore(Path(tempfile.mkdtemp()))
+        >>> stored = [store.put_model("m", bytes([i]))[0] for i in range(5)]
+        >>> _ = store.put_model("m", bytes([0]))  # the first one, used again
+        >>> removed = store.prune("m", keep=2, current=stored[2])
+        >>> sorted(store.versions("m")) == sorted([stored[0], stored[4], stored[2]]), len(removed)
+        (True, 2)
+        """
+        paths = list((self.root / model / "versions").glob("*.pkl"))
+        if len(paths) <= keep:
+            return []
+        by_use = sorted(paths, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+        removed = []
+        for path in by_use[keep:]:
+            if path.stem != current:
+                path.unlink(missing_ok=True)
+                removed.append(path.stem)
+        return removed
 
     def load_bytes(self, model: str, version: str) -> bytes:
         path = self._version_path(model, version)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise UnknownModel(f"no version {version!r} of model {model!r} in {self.root}") from None
+            raise UnknownModel(
+                f"no version {version!r} of model {model!r} in {self.root} (the store keeps each model's newest "
+                f"keep_versions; `adaptloop replay {model} --until {version}` rebuilds an older one from the "
+                f"archive and stores it again)") from None
         if hashlib.sha256(data).hexdigest()[:16] != version:
             raise UnknownModel(f"{path} is corrupt: its hash does not match version {version}")
         return data
@@ -161,6 +196,11 @@ class ModelStore:
         progress.version, progress.record, progress.learned_since_version = version, record, 0
         checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
         _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
+        # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost more.
+        stored = self._stored_since_pruning[name] = self._stored_since_pruning.get(name, 0) + 1
+        if stored >= PRUNE_EVERY:
+            self._stored_since_pruning[name] = 0
+            self.prune(name, learner.spec.keep_versions, current=version)
         return record
 
     def check(self, spec: LearnerSpec) -> None:

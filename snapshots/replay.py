@@ -9,6 +9,7 @@ checks every version on the way against the stored bytes.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,28 +81,38 @@ def _examples(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str
         yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
 
 
-def replay(archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "") -> list[ReplayStep]:
+def replay(archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "",
+           *, restore: bool = False) -> list[ReplayStep]:
     """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
 
-    The last step's ``reproduced`` says whether the rebuilt model is byte-identical
-    to the stored version. A rollback in the chain is replayed as it happened: the
-    examples before it are learned, then the model is swapped for the stored
-    version it rolled back to.
+    The last step's ``reproduced`` says whether the rebuilt model's bytes hash to
+    ``until``. A rollback in the chain is replayed as it happened: the examples
+    before it are learned, then the model is swapped for the version it rolled
+    back to (rebuilt earlier in the chain, or else from the store). With
+    ``restore``, a reproduced ``until`` missing from the store (pruned) is stored again.
     """
     chain = lineage(model_history(archive_root, spec.name, prefix), until)
+    targets = {record.version for record in chain if record.reason == "rollback"}
+    rebuilt: dict[str, bytes] = {}  # the bytes of versions a later rollback returns to
     learner = OnlineLearner(spec)
     examples = _examples(archive_root, spec.name, prefix)
     pending: tuple[str, int, TrainingExample] | None = next(examples, None)
-    steps = []
+    steps, data = [], b""
     for record in chain:
         while pending is not None and pending[1] < record.offsets.get(pending[0], 0):
             position, offset, example = pending
             learner.learn(example, (position, offset))
             pending = next(examples, None)
         if record.reason == "rollback":
-            learner.model = store.load_model(spec.name, record.version)
-        version = version_of(model_bytes(learner.model))
+            learner.model = (pickle.loads(rebuilt[record.version]) if record.version in rebuilt
+                             else store.load_model(spec.name, record.version))
+        data = model_bytes(learner.model)
+        version = version_of(data)
+        if version in targets:
+            rebuilt[version] = data
         steps.append(ReplayStep(record.version, record.reason, learner.progress.examples_seen,
                                 version == record.version,
                                 record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash))
+    if restore and steps[-1].reproduced and until not in store.versions(spec.name):
+        store.put_model(spec.name, data)
     return steps

@@ -8,7 +8,8 @@ FILE``) while the worker keeps running. It holds
 - one view per topic (``predictions``, ``training_examples``, ``model_updates``...) over
   the Parquet archive, cut at the manifest's offsets, so files archived later never
   show up; ``archive_errors`` lists the records that could not be decoded, with why;
-- ``model_catalogue``: every stored model version with its hash, size and bytes;
+- ``model_catalogue``: every model version in the store with its hash, size, bytes and when it was
+  last stored (the store keeps each model's newest ``keep_versions``);
 - ``snapshot_info``: when, from where, by which adaptloop.
 
 The Parquet files stay where they are (the views name them), so a snapshot is
@@ -143,6 +144,26 @@ def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | None, in
 def snapshot_name(when: datetime) -> str:
     """``snapshot-20261124T101500Z.duckdb``: names sort by time."""
     return f"snapshot-{when.astimezone(timezone.utc):%Y%m%dT%H%M%S}Z.duckdb"
+
+
+def prune_snapshots(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` snapshots in ``directory`` (by their names' time); return those deleted.
+
+    >>> import tempfile
+    >>> directory = Path(tempfile.mkdtemp())
+    >>> for name in ("snapshot-20261124T101500Z.duckdb", "snapshot-20261124T102500Z.duckdb",
+    ...              "snapshot-20261124T103500Z.duckdb", "audit-march.duckdb"):
+    ...     _ = (directory / name).write_bytes(b"")
+    >>> [path.name for path in prune_snapshots(directory, keep=2)]
+    ['snapshot-20261124T101500Z.duckdb']
+    >>> sorted(path.name for path in directory.iterdir())  # other files are not the worker's to delete
+    ['audit-march.duckdb', 'snapshot-20261124T102500Z.duckdb', 'snapshot-20261124T103500Z.duckdb']
+    """
+    found = sorted(directory.glob("snapshot-*.duckdb"))
+    deleted = found[:max(0, len(found) - keep)]
+    for path in deleted:
+        path.unlink(missing_ok=True)
+    return deleted
 
 
 def latest_snapshot(directory: Path) -> Path | None:

@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from schemas.topics import Topic
 from snapshots.archive import ParquetArchive
 from snapshots.columns import RawRecord
-from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, snapshot_name
+from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
 from streams.metrics import ARCHIVED, EVENTS_IN, record_lag
 from streams.producer import KAFKA_LOG
 
@@ -49,12 +49,14 @@ class ArchiveAgent:
         snapshot_dir: Path | None = None,
         models_dir: Path | None = None,
         snapshot_seconds: float | None = None,
+        keep_snapshots: int | None = None,
     ) -> None:
         self.archive = archive
         self.prefix = prefix
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.snapshot_dir, self.models_dir, self.snapshot_seconds = snapshot_dir, models_dir, snapshot_seconds
+        self.keep_snapshots = keep_snapshots
         self._last_snapshot = time.monotonic()
         self._lag_recorded_at = 0.0
         self.topics: dict[str, Topic] = {topic.full_name(prefix): topic for topic in ARCHIVED_TOPICS}
@@ -137,6 +139,9 @@ class ArchiveAgent:
             path = self.snapshot_dir / snapshot_name(datetime.now(timezone.utc))
             info = create_snapshot(self.archive.root, self.models_dir, path, prefix=self.prefix)
             log.info("snapshot %s: %d rows", info.path, sum(info.rows.values()))
+            if self.keep_snapshots is not None:
+                for old in prune_snapshots(self.snapshot_dir, self.keep_snapshots):
+                    log.info("snapshot %s deleted (keep_snapshots=%d)", old, self.keep_snapshots)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Archive until ``stop`` is set; write every buffer on the way out."""

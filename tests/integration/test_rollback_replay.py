@@ -122,6 +122,15 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
     assert all(s.reproduced and s.dataset_hash_matches for s in steps)
     assert pickle.loads(store.load_bytes("phishing", final.version)) is not None
 
+    # Pruned versions: the rollback target comes from the replay's own chain, and the replayed
+    # version is stored again, byte for byte, so a rollback can serve it.
+    kept = store.load_bytes("phishing", final.version)
+    for version in (good.version, final.version):
+        (settings.models_dir / "phishing" / "versions" / f"{version}.pkl").unlink()
+    steps = replay(archive_root, store, spec, final.version, prefix=prefix, restore=True)
+    assert all(s.reproduced for s in steps) and store.load_bytes("phishing", final.version) == kept
+    assert good.version not in store.versions("phishing")  # only the version asked for is stored again
+
     history = run_audit(info.path, "lineage", {"model": "phishing"}).to_pylist()
     assert [(h["reason"], h["actor"]) for h in history][:3] == [
         ("checkpoint", None), ("checkpoint", None), ("rollback", "test-operator")]

@@ -1,0 +1,39 @@
+"""The archive role's periodic snapshots: written on time, the newest ``keep_snapshots`` kept."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import duckdb
+import pytest
+
+from snapshots.archive import ParquetArchive
+from streams import ensure_topics
+from streams.archive_agent import ArchiveAgent
+
+pytestmark = pytest.mark.kafka
+
+
+def test_periodic_snapshots_keep_the_newest_and_leave_other_files(kafka_bootstrap, tmp_path):
+    prefix = f"snap{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    (snapshots / "kept-for-the-audit.duckdb").write_bytes(b"")
+    agent = ArchiveAgent(kafka_bootstrap, archive=ParquetArchive(tmp_path / "archive"), prefix=prefix,
+                         group=f"g{uuid.uuid4().hex[:6]}", snapshot_dir=snapshots, snapshot_seconds=1.0,
+                         keep_snapshots=2)
+    written = set()
+    try:
+        deadline = time.monotonic() + 4.5  # snapshot names have a second's resolution
+        while time.monotonic() < deadline:
+            agent.step(timeout=0.1)
+            written |= {path.name for path in snapshots.glob("snapshot-*.duckdb")}
+    finally:
+        agent.consumer.close()
+    left = sorted(path.name for path in snapshots.glob("snapshot-*.duckdb"))
+    assert len(written) >= 3 and left == sorted(written)[-2:]
+    assert (snapshots / "kept-for-the-audit.duckdb").exists()
+    with duckdb.connect(str(snapshots / left[-1]), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM outcomes").fetchone() == (0,)
