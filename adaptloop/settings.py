@@ -47,8 +47,11 @@ class Settings(BaseSettings):
     learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
     log_level: str = Field("warning", pattern="^(debug|info|warning|error)$", description="Worker log level.")
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
-    archive_flush_seconds: float = Field(5.0, gt=0, description="Longest a record waits before its Parquet file is written.")
+    archive_flush_seconds: float = Field(
+        60.0, gt=0, description="Longest a record waits before its Parquet file is written (queries pay per file; "
+        "snapshots come every snapshot_seconds).")
     archive_flush_rows: int = Field(50_000, ge=1, description="Records per partition that trigger a Parquet file at once.")
+    archive_buffer_rows: int = Field(200_000, ge=1, description="Records buffered in all that write every buffer at once.")
     guardrails: GuardrailLimits = Field(default_factory=GuardrailLimits, description="Thresholds of the guardrails.")
     segment_keys: list[str] = Field(default_factory=list, description="Context keys that split preference stores.")
     preference_publish_seconds: float = Field(1.0, gt=0, description="How often changed store shards are published.")

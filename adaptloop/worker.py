@@ -76,7 +76,7 @@ def run_archiver(settings: Settings) -> None:
     agent = ArchiveAgent(
         settings.bootstrap_address, archive=ParquetArchive(settings.archive_dir), prefix=settings.topic_prefix,
         group=f"{settings.group}-archive", flush_seconds=settings.archive_flush_seconds,
-        flush_rows=settings.archive_flush_rows, snapshot_dir=settings.snapshots_dir, models_dir=settings.models_dir,
+        flush_rows=settings.archive_flush_rows, buffer_rows=settings.archive_buffer_rows, snapshot_dir=settings.snapshots_dir, models_dir=settings.models_dir,
         snapshot_seconds=settings.snapshot_seconds, keep_snapshots=settings.keep_snapshots,
     )
     agent.run(_stop_on_signals())

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class ArchiveAgent:
-    """Buffers records per partition and writes one Parquet file per partition every few seconds.
+    """Buffers records per partition and writes one Parquet file per partition when ``flush_rows`` have
+    come or ``flush_seconds`` have passed, and all of them when ``buffer_rows`` are buffered in all.
 
     Typical use (needs a broker)::
 
@@ -44,8 +45,9 @@ class ArchiveAgent:
         archive: ParquetArchive,
         prefix: str = "",
         group: str = "adaptloop-archive",
-        flush_seconds: float = 5.0,
+        flush_seconds: float = 60.0,
         flush_rows: int = 50_000,
+        buffer_rows: int = 200_000,
         snapshot_dir: Path | None = None,
         models_dir: Path | None = None,
         snapshot_seconds: float | None = None,
@@ -55,6 +57,7 @@ class ArchiveAgent:
         self.prefix = prefix
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
+        self.buffer_rows = buffer_rows
         self.snapshot_dir, self.models_dir, self.snapshot_seconds = snapshot_dir, models_dir, snapshot_seconds
         self.keep_snapshots = keep_snapshots
         self._last_snapshot = time.monotonic()
@@ -107,7 +110,9 @@ class ArchiveAgent:
             read[key[0]] += 1
         for topic_name, count in read.items():  # counted per batch: a labelled metric costs microseconds
             EVENTS_IN.labels("archive", topic_name).inc(count)
-        self.flush()
+        # Every buffer is written once they hold buffer_rows in all: memory is bounded whatever the
+        # number of topics and partitions (flush_rows alone would allow flush_rows for each).
+        self.flush(force=sum(map(len, self.buffers.values())) >= self.buffer_rows)
         self._snapshot_if_due()
         if now - self._lag_recorded_at > 10:
             record_lag("archive", self.consumer)

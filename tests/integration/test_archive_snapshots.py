@@ -37,3 +37,31 @@ def test_periodic_snapshots_keep_the_newest_and_leave_other_files(kafka_bootstra
     assert (snapshots / "kept-for-the-audit.duckdb").exists()
     with duckdb.connect(str(snapshots / left[-1]), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM outcomes").fetchone() == (0,)
+
+
+def test_buffers_are_written_once_they_hold_buffer_rows_in_all(kafka_bootstrap, tmp_path):
+    from schemas import OutcomeEvent
+    from streams import EventProducer
+
+    prefix = f"buf{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=3)
+    with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
+        for i in range(2500):
+            producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test"))
+    archive = ParquetArchive(tmp_path / "archive")
+    agent = ArchiveAgent(kafka_bootstrap, archive=archive, prefix=prefix, group=f"g{uuid.uuid4().hex[:6]}",
+                         flush_seconds=3600, flush_rows=1_000_000, buffer_rows=1000)
+    peak = 0
+    try:
+        deadline = time.monotonic() + 60
+        while agent.written_rows < 2000 and time.monotonic() < deadline:
+            agent.step(max_records=300, timeout=0.2)
+            peak = max(peak, sum(map(len, agent.buffers.values())))
+    finally:
+        agent.consumer.close()
+    # Neither a partition's flush_rows nor flush_seconds was reached: the total wrote them.
+    assert agent.written_rows >= 2000 and peak < 1000
+    name = f"{prefix}outcomes"
+    rows = duckdb.execute(f"SELECT count(*), count(DISTINCT (_partition, _offset)) FROM "
+                          f"read_parquet('{tmp_path}/archive/topic={name}/*/*.parquet')").fetchone()
+    assert rows == (agent.written_rows, agent.written_rows)
