@@ -315,9 +315,10 @@ def replay(
 
 @app.command("status")
 def status() -> None:
-    """Models, current versions, metrics, drift alerts and each role's lag, in one table."""
+    """Models, current versions, metrics, drift alerts, each role's lag, and what is kept on disk."""
     from datetime import datetime, timezone
 
+    from snapshots.usage import disk_usage
     from streams.status import loop_status
 
     settings = Settings()
@@ -339,8 +340,17 @@ def status() -> None:
     console.print(table)
     lag = Table("role", "consumer group lag (records)", title="lag")
     for role, records in state.lag.items():
-        lag.add_row(role, "no commits yet" if records is None else f"{records:,}")
+        lag.add_row(role, "no commits yet" if records is None else records if isinstance(records, str) else f"{records:,}")
     console.print(lag)
+    disk = Table("what", "files", "MB", "kept", title=f"on disk ({settings.home})")
+    for what, used in disk_usage(settings.models_dir, settings.archive_dir, settings.snapshots_dir).items():
+        if what.startswith("models/"):
+            spec = settings.specs.get(what.removeprefix("models/"))
+            kept = f"newest {spec.keep_versions:,}" if spec else "(no spec in these settings)"
+        else:
+            kept = f"newest {settings.keep_snapshots}" if what == "snapshots" and settings.keep_snapshots else "all"
+        disk.add_row(what, f"{used.files:,}", f"{used.bytes / 1e6:,.1f}", kept)
+    console.print(disk)
 
 
 @app.command("report")

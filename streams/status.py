@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.system import ModelVersion
 from schemas.topics import DRIFT_ALERTS, MODEL_COMMANDS, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
@@ -14,21 +15,39 @@ from streams.producer import KAFKA_LOG
 from streams.versions import published_versions, read_all
 
 
+COORDINATOR_ERRORS = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT})
+"""A group's coordinator moving or loading (or a new broker creating its offsets topic): asked again."""
+
+
 @dataclass(frozen=True)
 class Status:
     versions: dict[str, ModelVersion]
     drift_alerts: Counter  # model -> alerts
-    lag: dict[str, int | None]  # role -> records its group has not committed yet (None: the group never committed)
+    # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
+    lag: dict[str, int | str | None]
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int | None:
-    """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets)."""
+def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int | str | None:
+    """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
+    the group never committed, or why the broker could not say (its coordinator moving or loading,
+    past a few retries)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False},
                         logger=KAFKA_LOG)
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
-        committed = consumer.committed(tps, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                committed = consumer.committed(tps, timeout=timeout)
+                break
+            except KafkaException as error:
+                if not (error.args[0].retriable() or error.args[0].code() in COORDINATOR_ERRORS):
+                    raise
+                if time.monotonic() > deadline:
+                    return f"unknown: {error.args[0].str()}"
+                time.sleep(0.5)
         if all(tp.offset < 0 for tp in committed):
             return None
         lag = 0

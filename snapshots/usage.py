@@ -1,0 +1,50 @@
+"""What the loop keeps on disk: each model's stored versions, each topic's archive files, the snapshots.
+
+The store and the snapshots are pruned (``keep_versions``, ``keep_snapshots``); the archive is kept
+whole, and its file count is what its queries pay for. ``adaptloop status`` shows this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Usage:
+    files: int
+    bytes: int
+
+
+def files_usage(paths: Iterable[Path]) -> Usage:
+    """How many of ``paths`` are files, and their bytes."""
+    files = total = 0
+    for path in paths:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # pruned or compacted meanwhile
+            continue
+        files, total = files + 1, total + size
+    return Usage(files, total)
+
+
+def disk_usage(models_dir: Path, archive_dir: Path, snapshots_dir: Path) -> dict[str, Usage]:
+    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes.
+
+    >>> import tempfile
+    >>> home = Path(tempfile.mkdtemp())
+    >>> (home / "models" / "churn" / "versions").mkdir(parents=True)
+    >>> _ = (home / "models" / "churn" / "versions" / "0a1b.pkl").write_bytes(b"x" * 10)
+    >>> (home / "archive" / "topic=outcomes" / "date=2026-01-01").mkdir(parents=True)
+    >>> _ = (home / "archive" / "topic=outcomes" / "date=2026-01-01" / "p000-0-9.parquet").write_bytes(b"y" * 5)
+    >>> disk_usage(home / "models", home / "archive", home / "snapshots")
+    {'models/churn': Usage(files=1, bytes=10), 'archive/outcomes': Usage(files=1, bytes=5), 'snapshots': Usage(files=0, bytes=0)}
+    """
+    usage = {}
+    for model in sorted(models_dir.glob("*/versions")):
+        usage[f"models/{model.parent.name}"] = files_usage(model.glob("*.pkl"))
+    for topic in sorted(archive_dir.glob("topic=*")):
+        usage[f"archive/{topic.name.removeprefix('topic=')}"] = files_usage(topic.glob("date=*/*.parquet"))
+    usage["snapshots"] = files_usage(snapshots_dir.glob("snapshot-*.duckdb"))
+    return usage
