@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -10,6 +11,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from schemas.errors import BrokerUnavailable, TopicConfigMismatch
 from schemas.topics import ALL_TOPICS, Topic
+
+log = logging.getLogger(__name__)
 
 COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
 """Compacted topics roll a segment every hour. Kafka compacts closed segments only; by default a
@@ -94,11 +97,18 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
     if compacted:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in compacted]
         for resource, future in admin.describe_configs(resources).items():
-            policy = future.result()["cleanup.policy"].value
+            config = future.result()
+            policy = config["cleanup.policy"].value
             if "compact" not in policy:
                 raise TopicConfigMismatch(
                     f"topic {resource.name!r} must be compacted (cleanup.policy=compact), has {policy!r}"
                 )
+            segment_ms = int(config["segment.ms"].value)
+            if segment_ms > int(COMPACTED_CONFIG["segment.ms"]):  # a topic made by an earlier version
+                log.warning("topic %r rolls a segment every %.0f h, and Kafka compacts closed segments only: readers "
+                            "of its latest values read that much history; kafka-configs.sh --alter --entity-type "
+                            "topics --entity-name %s --add-config segment.ms=%s", resource.name, segment_ms / 3.6e6,
+                            resource.name, COMPACTED_CONFIG["segment.ms"])
 
 
 def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:

@@ -58,3 +58,19 @@ def test_compacted_topics_roll_segments_hourly_so_compaction_runs(kafka_bootstra
     assert compacted and all(configs[name]["segment.ms"].value == "3600000" for name in compacted)
     assert all(configs[name]["segment.ms"].value == str(7 * 24 * 3600 * 1000) for name in configs if name not in compacted)
     delete_topics(kafka_bootstrap, prefix)
+
+
+def test_a_compacted_topic_made_before_the_hourly_segments_gets_a_warning_with_the_fix(kafka_bootstrap, caplog):
+    from confluent_kafka.admin import NewTopic
+
+    from schemas.topics import MODEL_UPDATES
+
+    prefix = f"old{uuid.uuid4().hex[:8]}."
+    admin = wait_for_broker(kafka_bootstrap)
+    name = MODEL_UPDATES.full_name(prefix)
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1,
+                                  config={"cleanup.policy": "compact"})])[name].result()
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    warned = [record.getMessage() for record in caplog.records if name in record.getMessage()]
+    assert len(warned) == 1 and "every 168 h" in warned[0] and "segment.ms=3600000" in warned[0]
+    delete_topics(kafka_bootstrap, prefix)
