@@ -17,23 +17,23 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent
+from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.schemas.topics import DEAD_LETTERS, GUARDRAIL_ALERTS
 from adaptloop.settings import Settings
+from adaptloop.streams import EventProducer
+from adaptloop.streams.admin import ensure_topics
+from adaptloop.streams.preference_client import PreferenceClient
+from adaptloop.streams.versions import read_all
 from adaptloop.worker import start_worker_process, stop_worker_process
-from learners.guardrails import GuardrailLimits
-from schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent
-from schemas.errors import AdaptloopError
-from schemas.topics import DEAD_LETTERS, GUARDRAIL_ALERTS
-from streams import EventProducer
-from streams.admin import ensure_topics
-from streams.preference_client import PreferenceClient
-from streams.versions import read_all
 
 AGENT = "support"
 TOOLS = ["search(kb)", "lookup(order)", "draft(reply)", "refund(order)"]
@@ -54,39 +54,86 @@ class AgentScenario:
 
 def agents_settings(settings: Settings) -> Settings:
     run = uuid.uuid4().hex[:6]
-    return settings.model_copy(update={
-        "bootstrap": settings.bootstrap_address, "topic_prefix": f"{settings.topic_prefix}agents-{run}.",
-        "home": settings.home / "demo" / f"agents-{run}", "models": [], "group": f"agents-{run}",
-        "guardrails": GuardrailLimits(max_repeated_action=5, session_cost=1.0, feedback_per_source_per_hour=50),
-        "archive_flush_seconds": 1.0,
-    })
+    return settings.model_copy(
+        update={
+            "bootstrap": settings.bootstrap_address,
+            "topic_prefix": f"{settings.topic_prefix}agents-{run}.",
+            "home": settings.home / "demo" / f"agents-{run}",
+            "models": [],
+            "group": f"agents-{run}",
+            "guardrails": GuardrailLimits(max_repeated_action=5, session_cost=1.0, feedback_per_source_per_hour=50),
+            "archive_flush_seconds": 1.0,
+        }
+    )
 
 
 def _session(producer: EventProducer, rng: random.Random, scenario: AgentScenario, i: int, variant: str) -> str:
     """One session's steps and its user's feedback; return the user."""
     session, user = f"s{i}", f"u{rng.randrange(scenario.users)}"
-    actions = (["search(order)"] * 8 if i == scenario.stuck_session
-               else [rng.choice(TOOLS) for _ in range(rng.randint(2, 4))])
+    actions = (
+        ["search(order)"] * 8 if i == scenario.stuck_session else [rng.choice(TOOLS) for _ in range(rng.randint(2, 4))]
+    )
     for step, action in enumerate(actions, 1):
         cost = 0.6 if i == scenario.costly_session else rng.uniform(0.002, 0.02)
-        producer.send(AgentFeedbackEvent(trace_id=f"{session}-{step}", run_id=session, session_id=session, agent=AGENT,
-                                         variant=variant, step=step, kind="step", action=action, cost=cost,
-                                         tokens=rng.randrange(200, 1500), latency_ms=rng.uniform(50, 900),
-                                         tenant="acme", user_id=user))
+        producer.send(
+            AgentFeedbackEvent(
+                trace_id=f"{session}-{step}",
+                run_id=session,
+                session_id=session,
+                agent=AGENT,
+                variant=variant,
+                step=step,
+                kind="step",
+                action=action,
+                cost=cost,
+                tokens=rng.randrange(200, 1500),
+                latency_ms=rng.uniform(50, 900),
+                tenant="acme",
+                user_id=user,
+            )
+        )
     up = rng.random() < scenario.quality[variant]
-    producer.send(AgentFeedbackEvent(trace_id=f"{session}-fb", run_id=session, session_id=session, agent=AGENT,
-                                     variant=variant, step=len(actions), kind="thumbs", value=1.0 if up else 0.0,
-                                     tenant="acme", user_id=user))
+    producer.send(
+        AgentFeedbackEvent(
+            trace_id=f"{session}-fb",
+            run_id=session,
+            session_id=session,
+            agent=AGENT,
+            variant=variant,
+            step=len(actions),
+            kind="thumbs",
+            value=1.0 if up else 0.0,
+            tenant="acme",
+            user_id=user,
+        )
+    )
     if not up and rng.random() < 0.1:
-        producer.send(AgentFeedbackEvent(trace_id=f"{session}-c", run_id=session, session_id=session, agent=AGENT,
-                                         variant=variant, step=len(actions), kind="comment", tenant="acme",
-                                         comment=f"wrong answer, write to me at {user}@example.com", user_id=user))
+        producer.send(
+            AgentFeedbackEvent(
+                trace_id=f"{session}-c",
+                run_id=session,
+                session_id=session,
+                agent=AGENT,
+                variant=variant,
+                step=len(actions),
+                kind="comment",
+                tenant="acme",
+                comment=f"wrong answer, write to me at {user}@example.com",
+                user_id=user,
+            )
+        )
     if rng.random() < scenario.preference_share:
         a, b = rng.sample(sorted(scenario.quality), 2)
         logit = 4 * (scenario.quality[a] - scenario.quality[b])
         chosen, rejected = (a, b) if rng.random() < 1 / (1 + math.exp(-logit)) else (b, a)
-        producer.send(PreferenceEvent(context={"agent": AGENT, "task": "support"}, chosen=chosen, rejected=rejected,
-                                      annotator=f"annotator-{rng.randrange(20)}"))
+        producer.send(
+            PreferenceEvent(
+                context={"agent": AGENT, "task": "support"},
+                chosen=chosen,
+                rejected=rejected,
+                annotator=f"annotator-{rng.randrange(20)}",
+            )
+        )
     return user
 
 
@@ -94,7 +141,9 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     scenario = scenario or AgentScenario()
     if base.bootstrap is None:
         status = LocalKafka.from_settings(base).up()
-        console.print(f"local Kafka at [bold]{status.bootstrap}[/] ({'already running' if status.already_running else 'started'})")
+        console.print(
+            f"local Kafka at [bold]{status.bootstrap}[/] ({'already running' if status.already_running else 'started'})"
+        )
     settings = agents_settings(base)
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
     log_file = settings.home / "worker.log"
@@ -104,12 +153,26 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     variants = sorted(scenario.quality)
     routes: list[str] = []
     try:
-        with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer, \
-                PreferenceClient(AGENT, variants, bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix,
-                                 seed=scenario.seed, producer=producer) as router:
+        with (
+            EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer,
+            PreferenceClient(
+                AGENT,
+                variants,
+                bootstrap=settings.bootstrap_address,
+                prefix=settings.topic_prefix,
+                seed=scenario.seed,
+                producer=producer,
+            ) as router,
+        ):
             start = time.monotonic()
-            with Progress(TextColumn("sessions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("{task.fields[share]}"), console=console) as progress:
+            with Progress(
+                TextColumn("sessions"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[share]}"),
+                console=console,
+            ) as progress:
                 task = progress.add_task("serve", total=scenario.sessions, share="")
                 for i in range(scenario.sessions):
                     if worker.poll() is not None:
@@ -123,14 +186,28 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
                     _session(producer, rng, scenario, i, variant)
                     if i == scenario.sessions // 2:
                         for k in range(scenario.flood):  # one user tries to push the worst variant
-                            producer.send(AgentFeedbackEvent(
-                                trace_id=f"flood-{k}", run_id="flood", session_id=f"flood-{k}", agent=AGENT,
-                                variant=variants[0], step=0, kind="thumbs", value=1.0, tenant="acme", user_id="mallory"))
+                            producer.send(
+                                AgentFeedbackEvent(
+                                    trace_id=f"flood-{k}",
+                                    run_id="flood",
+                                    session_id=f"flood-{k}",
+                                    agent=AGENT,
+                                    variant=variants[0],
+                                    step=0,
+                                    kind="thumbs",
+                                    value=1.0,
+                                    tenant="acme",
+                                    user_id="mallory",
+                                )
+                            )
                     if i % 50 == 0:
                         producer.poll()
                         recent = Counter(routes[-300:])
-                        progress.update(task, completed=i + 1, share="  ".join(
-                            f"{v} {recent[v] / max(1, len(routes[-300:])):.0%}" for v in variants))
+                        progress.update(
+                            task,
+                            completed=i + 1,
+                            share="  ".join(f"{v} {recent[v] / max(1, len(routes[-300:])):.0%}" for v in variants),
+                        )
                         time.sleep(max(0.0, start + (i + 1) / scenario.rate - time.monotonic()))
                 progress.update(task, completed=scenario.sessions)
             producer.flush()
@@ -143,14 +220,15 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     return report
 
 
-def _report(settings: Settings, scenario: AgentScenario, variants: list[str], routes: list[str], store) -> dict:  # noqa: ANN001
+def _report(settings: Settings, scenario: AgentScenario, variants: list[str], routes: list[str], store) -> dict:
     deadline = time.monotonic() + 30
     expected_quarantine = scenario.flood - settings.guardrails.feedback_per_source_per_hour
     while True:
         alerts: list[GuardrailAlert] = read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)  # type: ignore[assignment]
         dead: list[DeadLetter] = read_all(settings.bootstrap_address, DEAD_LETTERS, settings.topic_prefix)  # type: ignore[assignment]
-        quarantined = Counter(d.reason.split(")")[0].removeprefix("quarantined (") for d in dead
-                              if d.reason.startswith("quarantined"))
+        quarantined = Counter(
+            d.reason.split(")")[0].removeprefix("quarantined (") for d in dead if d.reason.startswith("quarantined")
+        )
         if sum(quarantined.values()) >= expected_quarantine or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -159,29 +237,53 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
     pairs = store.segment(segment, AGENT).pairs
     ratings = pairs.ratings()
     return {
-        "sessions": len(routes), "variants": variants, "quality": scenario.quality,
+        "sessions": len(routes),
+        "variants": variants,
+        "quality": scenario.quality,
         "share_first": {v: Counter(routes[:first])[v] / first for v in variants},
         "share_last": {v: Counter(routes[-window:])[v] / window for v in variants},
         "thumbs_up": {v: (lambda a, b: a / (a + b))(*store.beta(segment, AGENT, v)) for v in variants},
         "bt": {v: ratings.get(v) for v in variants},
         "alerts": [(a.rule, a.subject, a.observed, a.threshold, dict(a.evidence)) for a in alerts],
-        "quarantined": dict(quarantined), "snapshot_dir": settings.snapshots_dir,
-        "archive": settings.archive_dir, "prefix": settings.topic_prefix,
-        "finished_at": datetime.now(timezone.utc),
+        "quarantined": dict(quarantined),
+        "snapshot_dir": settings.snapshots_dir,
+        "archive": settings.archive_dir,
+        "prefix": settings.topic_prefix,
+        "finished_at": datetime.now(UTC),
     }
 
 
 def _print(console: Console, report: dict) -> None:
-    table = Table("variant", "hidden quality", "thumbs-up (posterior mean)", "Bradley-Terry rating",
-                  "traffic, first 200 (no feedback yet)", "traffic, last 20%", title=f"adaptloop agents demo: {report['sessions']} sessions")
+    table = Table(
+        "variant",
+        "hidden quality",
+        "thumbs-up (posterior mean)",
+        "Bradley-Terry rating",
+        "traffic, first 200 (no feedback yet)",
+        "traffic, last 20%",
+        title=f"adaptloop agents demo: {report['sessions']} sessions",
+    )
     for v in report["variants"]:
         bt = report["bt"][v]
-        table.add_row(v, f"{report['quality'][v]:.2f}", f"{report['thumbs_up'][v]:.3f}",
-                      "-" if bt is None else f"{bt:+.2f}", f"{report['share_first'][v]:.0%}", f"{report['share_last'][v]:.0%}")
+        table.add_row(
+            v,
+            f"{report['quality'][v]:.2f}",
+            f"{report['thumbs_up'][v]:.3f}",
+            "-" if bt is None else f"{bt:+.2f}",
+            f"{report['share_first'][v]:.0%}",
+            f"{report['share_last'][v]:.0%}",
+        )
     console.print(table)
     alerts = Table("guardrail", "subject", "observed", "threshold", "evidence", title="guardrail alerts")
     for rule, subject, observed, threshold, evidence in report["alerts"]:
-        alerts.add_row(rule, subject, f"{observed:g}", f"{threshold:g}",
-                       ", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step")))
+        alerts.add_row(
+            rule,
+            subject,
+            f"{observed:g}",
+            f"{threshold:g}",
+            ", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step")),
+        )
     console.print(alerts)
-    console.print("quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none"))
+    console.print(
+        "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none")
+    )

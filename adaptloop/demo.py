@@ -16,8 +16,9 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
 from rich.console import Console
@@ -26,18 +27,26 @@ from rich.table import Table
 from river import metrics
 from river.datasets import synth
 
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.store import ModelStore
 from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas import DeadLetter, DriftAlert, ModelVersion, OutcomeEvent, TrainingExample
+from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.schemas.topics import (
+    DEAD_LETTERS,
+    DRIFT_ALERTS,
+    MODEL_UPDATES,
+    OUTCOMES,
+    PREDICTIONS,
+    TRAINING_EXAMPLES,
+    Topic,
+)
 from adaptloop.settings import Settings
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
+from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from adaptloop.streams.model_client import ModelClient
 from adaptloop.worker import start_worker_process, stop_worker_process
-from learners.spec import DriftSpec, LearnerSpec
-from learners.store import ModelStore
-from schemas.errors import AdaptloopError
-from schemas import DeadLetter, DriftAlert, ModelVersion, OutcomeEvent, TrainingExample
-from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
-from snapshots.archive import ParquetArchive, topic_glob
-from snapshots.snapshot import create_snapshot, snapshot_name
-from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
-from streams.model_client import ModelClient
 
 MODEL = "sine"
 
@@ -52,7 +61,7 @@ class Scenario:
     duplicates: float = 0.02
     malformed: int = 20
     seed: int = 7
-    policy: str = "alert"  # the drift policy: alert, challenger or rollback
+    policy: Literal["alert", "challenger", "rollback"] = "alert"  # the drift policy
 
 
 @dataclass
@@ -67,9 +76,13 @@ class Watcher:
 
     def run(self, settings: Settings) -> None:
         sink = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "demo")
-        with EventConsumer(settings.bootstrap_address, f"demo-watch-{uuid.uuid4().hex}",
-                           [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS, DRIFT_ALERTS], dead_letters=sink,
-                           prefix=settings.topic_prefix) as consumer:
+        with EventConsumer(
+            settings.bootstrap_address,
+            f"demo-watch-{uuid.uuid4().hex}",
+            [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS, DRIFT_ALERTS],
+            dead_letters=sink,
+            prefix=settings.topic_prefix,
+        ) as consumer:
             while not self.stop.is_set():
                 for record in consumer.poll(5000, 0.2):
                     event = record.event
@@ -85,22 +98,35 @@ class Watcher:
 
 def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
     run = uuid.uuid4().hex[:6]
-    spec = LearnerSpec(name=MODEL, recipe="logistic", metrics=["Accuracy"], checkpoint_every=1000,
-                       checkpoint_seconds=2.0, horizon_seconds=scenario.horizon,
-                       drift=DriftSpec(policy=scenario.policy))  # type: ignore[arg-type]
-    return settings.model_copy(update={
-        "bootstrap": settings.bootstrap_address,  # the worker uses this broker, it does not start its own
-        "topic_prefix": f"{settings.topic_prefix}demo-{run}.", "home": settings.home / "demo" / run,
-        "models": [spec], "group": f"demo-{run}", "archive_flush_seconds": 1.0,
-    })
+    spec = LearnerSpec(
+        name=MODEL,
+        recipe="logistic",
+        metrics=["Accuracy"],
+        checkpoint_every=1000,
+        checkpoint_seconds=2.0,
+        horizon_seconds=scenario.horizon,
+        drift=DriftSpec(policy=scenario.policy),
+    )
+    return settings.model_copy(
+        update={
+            "bootstrap": settings.bootstrap_address,  # the worker uses this broker, it does not start its own
+            "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
+            "home": settings.home / "demo" / run,
+            "models": [spec],
+            "group": f"demo-{run}",
+            "archive_flush_seconds": 1.0,
+        }
+    )
 
 
-def run_demo(base: Settings, console: Console, scenario: Scenario | None = None) -> dict[str, object]:
+def run_demo(base: Settings, console: Console, scenario: Scenario | None = None) -> dict[str, Any]:
     scenario = scenario or Scenario()
     if base.bootstrap is None:
         status = LocalKafka.from_settings(base).up()
-        console.print(f"local Kafka at [bold]{status.bootstrap}[/] "
-                      f"({'already running' if status.already_running else 'started'}, log {status.log_file})")
+        console.print(
+            f"local Kafka at [bold]{status.bootstrap}[/] "
+            f"({'already running' if status.already_running else 'started'}, log {status.log_file})"
+        )
     settings = demo_settings(base, scenario)
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
     log_file = settings.home / "worker.log"
@@ -108,16 +134,23 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
     watcher = Watcher()
     watch = threading.Thread(target=watcher.run, args=(settings,), daemon=True)
     watch.start()
-    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}"
-                  + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else ""))
+    console.print(
+        f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}"
+        + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else "")
+    )
     try:
         with console.status("waiting for the worker to publish the first model version"):
             deadline = time.monotonic() + 120
             while not watcher.versions and time.monotonic() < deadline:
                 _check_worker(worker, log_file)
                 time.sleep(0.2)
-        with ModelClient(MODEL, bootstrap=settings.bootstrap_address, store=ModelStore(settings.models_dir),
-                         prefix=settings.topic_prefix, wait=120) as client:
+        with ModelClient(
+            MODEL,
+            bootstrap=settings.bootstrap_address,
+            store=ModelStore(settings.models_dir),
+            prefix=settings.topic_prefix,
+            wait=120,
+        ) as client:
             served = _serve(settings, scenario, client, watcher, console)
             _settle(scenario, watcher, served["predictions"], console, worker, log_file)
             report = _report(scenario, watcher, client, served)
@@ -136,32 +169,43 @@ def _stream(scenario: Scenario):
     stream = synth.ConceptDriftStream(
         stream=synth.Sine(classification_function=0, seed=scenario.seed),
         drift_stream=synth.Sine(classification_function=1, seed=scenario.seed),
-        position=scenario.decisions // 2, width=max(1, scenario.decisions // 200), seed=scenario.seed,
+        position=scenario.decisions // 2,
+        width=max(1, scenario.decisions // 200),
+        seed=scenario.seed,
     )
     for x, y in stream.take(scenario.decisions):
         yield {f"x{k}": float(v) for k, v in x.items()}, bool(y)
 
 
-def _serve(settings: Settings, scenario: Scenario, client: ModelClient, watcher: Watcher,
-           console: Console) -> dict[str, object]:
+def _serve(
+    settings: Settings, scenario: Scenario, client: ModelClient, watcher: Watcher, console: Console
+) -> dict[str, Any]:
     rng = random.Random(scenario.seed)
     pending: list[tuple[float, int, OutcomeEvent]] = []
-    windows: list[dict[str, object]] = []
+    windows: list[dict[str, Any]] = []
     window_size = max(1, scenario.decisions // 12)
-    accuracy, versions_used = metrics.Accuracy(), Counter()
+    accuracy, versions_used = metrics.Accuracy(), Counter[str]()
     sent_outcomes = 0
     started = time.monotonic()
-    with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer, Progress(
-        TextColumn("[bold]serving[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"), console=console, transient=True,
-    ) as progress:
+    with (
+        EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer,
+        Progress(
+            TextColumn("[bold]serving[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("serve", total=scenario.decisions, status="")
         for i, (x, y) in enumerate(_stream(scenario)):
             due = started + i / scenario.rate
             while (now := time.monotonic()) < due or (pending and pending[0][0] <= now):
                 if pending and pending[0][0] <= now:
                     _, _, outcome = heapq.heappop(pending)
-                    producer.send(outcome.model_copy(update={"timestamp": datetime.now(timezone.utc)}))
+                    producer.send(outcome.model_copy(update={"timestamp": datetime.now(UTC)}))
                     sent_outcomes += 1
                 else:
                     time.sleep(min(0.002, max(0.0, due - now)))
@@ -175,22 +219,36 @@ def _serve(settings: Settings, scenario: Scenario, client: ModelClient, watcher:
                 if rng.random() < scenario.duplicates:
                     heapq.heappush(pending, (time.monotonic() + delay + 0.1, -i, outcome))
             if (i + 1) % window_size == 0:
-                windows.append({"decisions": f"{i + 2 - window_size}-{i + 1}", "production": accuracy.get(),
-                                "versions": len(versions_used), "shadow": _latest_shadow(watcher)})
+                windows.append(
+                    {
+                        "decisions": f"{i + 2 - window_size}-{i + 1}",
+                        "production": accuracy.get(),
+                        "versions": len(versions_used),
+                        "shadow": _latest_shadow(watcher),
+                    }
+                )
                 accuracy, versions_used = metrics.Accuracy(), Counter()
             if i % 200 == 0:
-                progress.update(task, completed=i + 1, status=f"version {result.model_version[:8]} "
-                                f"({len(watcher.versions)} published), joined {watcher.statuses['joined']}")
+                progress.update(
+                    task,
+                    completed=i + 1,
+                    status=f"version {result.model_version[:8]} "
+                    f"({len(watcher.versions)} published), joined {watcher.statuses['joined']}",
+                )
         while pending:
             _, _, outcome = heapq.heappop(pending)
             time.sleep(max(0.0, pending[0][0] - time.monotonic()) if pending else 0)
-            producer.send(outcome.model_copy(update={"timestamp": datetime.now(timezone.utc)}))
+            producer.send(outcome.model_copy(update={"timestamp": datetime.now(UTC)}))
             sent_outcomes += 1
         for n in range(scenario.malformed):
             producer.send_bytes(OUTCOMES.full_name(settings.topic_prefix), f"bad-{n}".encode(), b'{"decision_id": ')
         progress.update(task, completed=scenario.decisions)
-    return {"predictions": scenario.decisions, "outcomes": sent_outcomes, "windows": windows,
-            "seconds": time.monotonic() - started}
+    return {
+        "predictions": scenario.decisions,
+        "outcomes": sent_outcomes,
+        "windows": windows,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def _latest_shadow(watcher: Watcher) -> float | None:
@@ -203,8 +261,9 @@ def _check_worker(worker: subprocess.Popen, log_file: Path) -> None:
         raise AdaptloopError(f"the worker stopped (exit code {worker.returncode}); the end of {log_file}:\n{tail}")
 
 
-def _settle(scenario: Scenario, watcher: Watcher, predictions: int, console: Console,
-            worker: subprocess.Popen, log_file: Path) -> None:
+def _settle(
+    scenario: Scenario, watcher: Watcher, predictions: int, console: Console, worker: subprocess.Popen, log_file: Path
+) -> None:
     """Wait until every decision has ended (joined or expired) and the learner has published all it learned."""
     deadline = time.monotonic() + 120
     with console.status("waiting for the last outcomes to join or expire and the last version to publish"):
@@ -222,13 +281,20 @@ def _archived_rows(settings: Settings, topic: Topic) -> int:
     name = topic.full_name(settings.topic_prefix)
     if not ParquetArchive(settings.archive_dir).files(name):
         return 0
-    return duckdb.execute("SELECT count(*) FROM read_parquet(?)", [topic_glob(settings.archive_dir, name)]).fetchone()[0]
+    (rows,) = duckdb.execute(
+        "SELECT count(*) FROM read_parquet(?)", [topic_glob(settings.archive_dir, name)]
+    ).fetchone() or (0,)
+    return int(rows)
 
 
 def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: Console) -> Path:
     """Once the archive holds everything the demo saw, a snapshot for the analysts (taken while the worker runs)."""
-    expected = {PREDICTIONS: predictions, TRAINING_EXAMPLES: sum(watcher.statuses.values()),
-                MODEL_UPDATES: len(watcher.versions), DEAD_LETTERS: sum(watcher.dead.values())}
+    expected = {
+        PREDICTIONS: predictions,
+        TRAINING_EXAMPLES: sum(watcher.statuses.values()),
+        MODEL_UPDATES: len(watcher.versions),
+        DEAD_LETTERS: sum(watcher.dead.values()),
+    }
     deadline = time.monotonic() + 60
     with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
         while any(_archived_rows(settings, topic) < count for topic, count in expected.items()):
@@ -236,26 +302,35 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break
             time.sleep(0.5)
-        return create_snapshot(settings.archive_dir, settings.models_dir,
-                               settings.snapshots_dir / snapshot_name(datetime.now(timezone.utc)),
-                               prefix=settings.topic_prefix).path
+        return create_snapshot(
+            settings.archive_dir,
+            settings.models_dir,
+            settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
+            prefix=settings.topic_prefix,
+        ).path
 
 
-def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, object]) -> dict[str, object]:
+def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, Any]) -> dict[str, Any]:
     lags = sorted(client.refresh_lags)
     joined, expired, late = (watcher.statuses[s] for s in ("joined", "expired", "late"))
     return {
-        **served, "joined": joined, "expired": expired - late, "late": late,
-        "versions": len({v.version for v in watcher.versions}), "learned": watcher.versions[-1].examples_seen,
-        "shadow": watcher.versions[-1].metrics.get("shadow.Accuracy"), "dead_letters": dict(watcher.dead),
+        **served,
+        "joined": joined,
+        "expired": expired - late,
+        "late": late,
+        "versions": len({v.version for v in watcher.versions}),
+        "learned": watcher.versions[-1].examples_seen,
+        "shadow": watcher.versions[-1].metrics.get("shadow.Accuracy"),
+        "dead_letters": dict(watcher.dead),
         "refresh_p50": statistics.median(lags) if lags else None,
-        "refresh_max": lags[-1] if lags else None, "swaps": client.swaps,
+        "refresh_max": lags[-1] if lags else None,
+        "swaps": client.swaps,
         "alerts": Counter(alert.signal for alert in watcher.alerts),
         "actions": Counter(v.reason for v in watcher.versions if v.reason in ("promotion", "rollback")),
     }
 
 
-def _print(console: Console, report: dict[str, object]) -> None:
+def _print(console: Console, report: dict[str, Any]) -> None:
     summary = Table(title="adaptloop demo: the loop, end to end", show_header=False)
     summary.add_column(style="bold")
     summary.add_column(justify="right")
@@ -272,8 +347,10 @@ def _print(console: Console, report: dict[str, object]) -> None:
         ("refresh lag p50 / max (s)", _fmt(report["refresh_p50"]) + " / " + _fmt(report["refresh_max"])),
         ("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()) or "0"),
         ("drift alerts", ", ".join(f"{k}: {v}" for k, v in sorted(report["alerts"].items())) or "0"),
-        (f"drift policy ({report['policy']}) actions",
-         ", ".join(f"{k}: {v}" for k, v in report["actions"].items()) or "none"),
+        (
+            f"drift policy ({report['policy']}) actions",
+            ", ".join(f"{k}: {v}" for k, v in report["actions"].items()) or "none",
+        ),
         ("final shadow accuracy", _fmt(report["shadow"])),
         ("serving time (s)", _fmt(report["seconds"])),
     ]
@@ -284,11 +361,14 @@ def _print(console: Console, report: dict[str, object]) -> None:
     for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (cumulative)"):
         over_time.add_column(column, justify="right")
     for window in report["windows"]:
-        over_time.add_row(window["decisions"], _fmt(window["production"]), str(window["versions"]),
-                          _fmt(window["shadow"]))
+        over_time.add_row(
+            window["decisions"], _fmt(window["production"]), str(window["versions"]), _fmt(window["shadow"])
+        )
     console.print(over_time)
-    console.print(f"snapshot for audits: [bold]{report['snapshot']}[/] (e.g. `adaptloop audit versions "
-                  f"--snapshot {report['snapshot']}`, or `duckdb -readonly {report['snapshot']}`)")
+    console.print(
+        f"snapshot for audits: [bold]{report['snapshot']}[/] (e.g. `adaptloop audit versions "
+        f"--snapshot {report['snapshot']}`, or `duckdb -readonly {report['snapshot']}`)"
+    )
 
 
 def _fmt(value: object) -> str:

@@ -1,7 +1,7 @@
 """A real Kafka broker for tests: testcontainers when a Docker engine answers, the local broker otherwise.
 
 Both give the same thing, a bootstrap address. If no broker can be started the
-caller gets :class:`~schemas.errors.KafkaLaunchError`; tests turn that into a
+caller gets :class:`~adaptloop.schemas.errors.KafkaLaunchError`; tests turn that into a
 failure, never a skip, unless ``ADAPTLOOP_SKIP_KAFKA_TESTS=1`` says so.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas.errors import KafkaLaunchError
 from adaptloop.settings import Settings
-from schemas.errors import KafkaLaunchError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,12 @@ def test_broker(work_dir: Path) -> Iterator[str]:
     settings = Settings()
     port, controller_port = free_ports(2)
     kafka = LocalKafka(
-        work_dir / "kafka", settings.cache_dir, port=port, controller_port=controller_port,
-        heap=settings.kafka_heap, start_timeout=settings.kafka_start_timeout,
+        work_dir / "kafka",
+        settings.cache_dir,
+        port=port,
+        controller_port=controller_port,
+        heap=settings.kafka_heap,
+        start_timeout=settings.kafka_start_timeout,
     )
     try:
         kafka.up()
@@ -98,7 +102,7 @@ def test_broker(work_dir: Path) -> Iterator[str]:
 def _container_broker() -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
 
-    from streams.admin import wait_for_broker
+    from adaptloop.streams.admin import wait_for_broker
 
     port = free_port()
     container = DockerContainer(KAFKA_IMAGE).with_bind_ports(9092, port)

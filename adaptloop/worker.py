@@ -7,6 +7,7 @@ consumer groups.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -21,16 +22,17 @@ from typing import Literal
 
 import orjson
 
+from adaptloop.learners.store import ModelStore
 from adaptloop.localkafka import LocalKafka
 from adaptloop.settings import Settings
-from learners.store import ModelStore
-from snapshots.archive import ParquetArchive
-from streams.archive_agent import ArchiveAgent
-from streams.admin import ensure_topics
-from streams.agentops_agent import AgentOpsAgent
-from streams.join_agent import JoinAgent
-from streams.learner_agent import LearnerAgent
-from streams.metrics import prepare_multiprocess_dir, serve
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
+from adaptloop.streams.admin import ensure_topics
+from adaptloop.streams.agentops_agent import AgentOpsAgent
+from adaptloop.streams.archive_agent import ArchiveAgent
+from adaptloop.streams.join_agent import JoinAgent
+from adaptloop.streams.learner_agent import LearnerAgent
+from adaptloop.streams.metrics import prepare_multiprocess_dir, serve
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ MAX_RESTARTS, RESTART_WINDOW = 5, 300  # more restarts than this within the wind
 
 
 def ensure_reproducible_hashing() -> None:
-    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see learners.store)."""
+    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see adaptloop.learners.store)."""
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
         os.environ["PYTHONHASHSEED"] = HASH_SEED
         os.execv(sys.executable, [sys.executable, "-m", "adaptloop", *sys.argv[1:]])
@@ -49,9 +51,21 @@ def ensure_reproducible_hashing() -> None:
 
 def run_join(settings: Settings) -> None:
     agent = JoinAgent(
-        settings.bootstrap_address, specs=settings.specs, partitions=settings.partitions,
-        prefix=settings.topic_prefix, group=f"{settings.group}-join", tick_seconds=settings.tick_seconds,
-        lateness_seconds=settings.lateness_seconds, max_future_seconds=settings.max_future_seconds,
+        settings.bootstrap_address,
+        specs=settings.specs,
+        partitions=settings.partitions,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group}-join",
+        tick_seconds=settings.tick_seconds,
+        lateness_seconds=settings.lateness_seconds,
+        max_future_seconds=settings.max_future_seconds,
+    )
+    _ready(
+        "join",
+        settings,
+        ("predictions", "outcomes", "join-clock"),
+        f"{settings.group}-join",
+        f"training-examples, dead-letters, {agent.changelog}",
     )
     agent.run(_stop_on_signals())
 
@@ -59,10 +73,33 @@ def run_join(settings: Settings) -> None:
 def run_learner(settings: Settings) -> None:
     stop = _stop_on_signals()
     agent = LearnerAgent(
-        settings.bootstrap_address, specs=settings.specs, store=ModelStore(settings.models_dir),
-        prefix=settings.topic_prefix, group=f"{settings.group}-learner", batch_size=settings.learner_batch,
+        settings.bootstrap_address,
+        specs=settings.specs,
+        store=ModelStore(settings.models_dir),
+        prefix=settings.topic_prefix,
+        group=f"{settings.group}-learner",
+        batch_size=settings.learner_batch,
+    )
+    _ready(
+        "learn",
+        settings,
+        ("training-examples", "model-commands"),
+        f"{settings.group}-learner",
+        f"model-updates, drift-alerts, dead-letters; models {', '.join(settings.specs) or '(none)'} in "
+        f"{settings.models_dir}",
     )
     agent.run(stop)
+
+
+def _ready(role: str, settings: Settings, reads: tuple[str, ...], group: str, writes: str) -> None:
+    log.info(
+        "%s ready: reads %s (group %s) from %s; writes %s",
+        role,
+        ", ".join(settings.topic_prefix + name for name in reads),
+        group,
+        settings.bootstrap_address,
+        writes,
+    )
 
 
 def _stop_on_signals() -> threading.Event:
@@ -74,19 +111,43 @@ def _stop_on_signals() -> threading.Event:
 
 def run_archiver(settings: Settings) -> None:
     agent = ArchiveAgent(
-        settings.bootstrap_address, archive=ParquetArchive(settings.archive_dir), prefix=settings.topic_prefix,
-        group=f"{settings.group}-archive", flush_seconds=settings.archive_flush_seconds,
-        flush_rows=settings.archive_flush_rows, buffer_rows=settings.archive_buffer_rows, snapshot_dir=settings.snapshots_dir, models_dir=settings.models_dir,
-        snapshot_seconds=settings.snapshot_seconds, keep_snapshots=settings.keep_snapshots,
+        settings.bootstrap_address,
+        archive=ParquetArchive(settings.archive_dir),
+        prefix=settings.topic_prefix,
+        group=f"{settings.group}-archive",
+        flush_seconds=settings.archive_flush_seconds,
+        flush_rows=settings.archive_flush_rows,
+        buffer_rows=settings.archive_buffer_rows,
+        snapshot_dir=settings.snapshots_dir,
+        models_dir=settings.models_dir,
+        snapshot_seconds=settings.snapshot_seconds,
+        keep_snapshots=settings.keep_snapshots,
+    )
+    _ready(
+        "archive",
+        settings,
+        tuple(topic.name for topic in ARCHIVED_TOPICS),
+        f"{settings.group}-archive",
+        f"Parquet files under {settings.archive_dir}, snapshots under {settings.snapshots_dir}",
     )
     agent.run(_stop_on_signals())
 
 
 def run_agentops(settings: Settings) -> None:
     agent = AgentOpsAgent(
-        settings.bootstrap_address, limits=settings.guardrails, segment_keys=settings.segment_keys,
-        prefix=settings.topic_prefix, group=f"{settings.group}-agentops",
+        settings.bootstrap_address,
+        limits=settings.guardrails,
+        segment_keys=settings.segment_keys,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group}-agentops",
         publish_seconds=settings.preference_publish_seconds,
+    )
+    _ready(
+        "agents",
+        settings,
+        ("agent-feedback", "preferences"),
+        f"{settings.group}-agentops",
+        "preference-store, guardrail-alerts, dead-letters",
     )
     agent.run(_stop_on_signals())
 
@@ -120,7 +181,9 @@ def _child(role: str) -> None:
     except OSError:
         pass
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s"
+    )
     tune_gc()
     if role in BACKGROUND_ROLES:
         os.nice(BACKGROUND_NICENESS)
@@ -138,7 +201,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up()
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
-    # The roles record metrics into files here; this process serves them (see streams.metrics).
+    # The roles record metrics into files here; this process serves them (see adaptloop.streams.metrics).
     prepare_multiprocess_dir(settings.home / "metrics" / str(os.getpid()))
     context = multiprocessing.get_context("spawn")
     roles = ROLES if role == "all" else (role,)
@@ -147,8 +210,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         child.start()
     if settings.metrics_port is not None:
         try:
-            serve(settings.metrics_port, lambda: {child.name.removeprefix("adaptloop-"): child.is_alive()
-                                                  for child in children})
+            serve(
+                settings.metrics_port,
+                lambda: {child.name.removeprefix("adaptloop-"): child.is_alive() for child in children},
+            )
             log.info("metrics on http://localhost:%d/metrics, health on /health", settings.metrics_port)
         except OSError as error:  # another worker on this host has the port: run without the endpoint
             log.warning("no metrics endpoint: port %d: %s", settings.metrics_port, error)
@@ -169,21 +234,27 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
             # checkpoints); one that keeps dying stops the worker, so a supervisor can see it.
             restarts = [at for at in restarts if time.monotonic() - at < RESTART_WINDOW] + [time.monotonic()]
             if len(restarts) > MAX_RESTARTS:
-                log.error("role %s stopped (exit %s); %d restarts in %ds: giving up", child.name, child.exitcode,
-                          MAX_RESTARTS, RESTART_WINDOW)
+                log.error(
+                    "role %s stopped (exit %s); %d restarts in %ds: giving up",
+                    child.name,
+                    child.exitcode,
+                    MAX_RESTARTS,
+                    RESTART_WINDOW,
+                )
                 stopping.set()
                 break
             delay = min(30.0, 2.0 ** (len(restarts) - 1))  # back off: a broker that is down needs time
             log.warning("role %s stopped (exit %s); restarting it in %.0fs", child.name, child.exitcode, delay)
             if stopping.wait(delay):
                 break
-            children[index] = context.Process(target=_child, args=(child.name.removeprefix("adaptloop-"),),
-                                              name=child.name)
+            children[index] = context.Process(
+                target=_child, args=(child.name.removeprefix("adaptloop-"),), name=child.name
+            )
             children[index].start()
     failed = [child.name for child in children if not child.is_alive()]
     for child in children:
         if child.is_alive():
-            os.kill(child.pid, signal.SIGTERM)
+            child.terminate()  # SIGTERM: the role finishes its batch and checkpoints
     for child in children:
         child.join(30)
         if child.is_alive():
@@ -196,7 +267,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these exact settings."""
     env = {}
     for name, value in settings.model_dump(mode="json").items():
-        env[f"ADAPTLOOP_{name.upper()}"] = value if isinstance(value, str) else orjson.dumps(value).decode()  # None: "null"
+        env[f"ADAPTLOOP_{name.upper()}"] = (
+            value if isinstance(value, str) else orjson.dumps(value).decode()
+        )  # None: "null"
     return env
 
 
@@ -205,9 +278,14 @@ def start_worker_process(settings: Settings, log_file: Path, role: Role = "all")
     env = {**os.environ, **settings_env(settings), "PYTHONHASHSEED": HASH_SEED}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "adaptloop", "worker", "--role", role], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # its own process group: one signal reaches every role
+        return subprocess.Popen(
+            [sys.executable, "-m", "adaptloop", "worker", "--role", role],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group: one signal reaches every role
 
 
 def stop_worker_process(process: subprocess.Popen, timeout: float = 60.0) -> int:
@@ -223,8 +301,6 @@ def stop_worker_process(process: subprocess.Popen, timeout: float = 60.0) -> int
 
 def kill_worker_process(process: subprocess.Popen) -> None:
     """SIGKILL the worker and every role it started: a crash, as in a fault test."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()

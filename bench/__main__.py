@@ -25,23 +25,23 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
+from adaptloop.learners.recent import RECENT_IDS
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas.topics import TRAINING_EXAMPLES
 from adaptloop.settings import Settings
+from adaptloop.streams import delete_topics
 from adaptloop.worker import HASH_SEED, tune_gc
 from bench.io import archive_rate, audit_query, producer_rates
 from bench.learning import agent_rate, learner_rate, produce_examples, read_rate, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
-from learners.recent import RECENT_IDS
-from learners.spec import LearnerSpec
-from schemas.topics import TRAINING_EXAMPLES
-from streams import delete_topics
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
@@ -70,40 +70,63 @@ def main() -> None:
     # the same settings; the naive peer runs in a process of its own with Python's, and the roles'
     # settings did not change its rate (5,000-5,800/s either way, measured).
     tune_gc()
-    results: dict[str, object] = {"examples": N, "at": datetime.now(timezone.utc).isoformat()}
+    results: dict[str, object] = {"examples": N, "at": datetime.now(UTC).isoformat()}
     table = Table("measurement", "rate", "baseline", "ratio", title=f"adaptloop bench ({N:,} examples, Hyperplane)")
 
     def row(name: str, rate: float, baseline: float | None, unit: str = "/s") -> None:
-        table.add_row(name, f"{rate:,.0f}{unit}", f"{baseline:,.0f}{unit}" if baseline else "",
-                      f"{rate / baseline:.2f}" if baseline else "")
+        table.add_row(
+            name,
+            f"{rate:,.0f}{unit}",
+            f"{baseline:,.0f}{unit}" if baseline else "",
+            f"{rate / baseline:.2f}" if baseline else "",
+        )
 
     with console.status("the learning stage: River, OnlineLearner, learner agent, naive faust peer"):
         prefix = produce_examples(bootstrap, data)
         topic = TRAINING_EXAMPLES.full_name(prefix)
         for recipe in ("logistic", "hoeffding"):
-            spec = LearnerSpec(name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000,
-                               checkpoint_seconds=None)
-            river, ours, agent = medians_of_rounds(lambda: river_rate(recipe, data), lambda: learner_rate(spec, data),
-                                                   lambda: agent_rate(bootstrap, prefix, spec, N))
+            spec = LearnerSpec(
+                name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000, checkpoint_seconds=None
+            )
+            river, ours, agent = medians_of_rounds(
+                lambda recipe=recipe: river_rate(recipe, data),
+                lambda spec=spec: learner_rate(spec, data),
+                lambda spec=spec: agent_rate(bootstrap, prefix, spec, N),
+            )
             naive = naive_rate(bootstrap, topic, N, recipe)
-            results[recipe] = {"river_per_s": river, "online_learner_per_s": ours, "learner_agent_per_s": agent,
-                               "naive_faust_per_s": naive}
+            results[recipe] = {
+                "river_per_s": river,
+                "online_learner_per_s": ours,
+                "learner_agent_per_s": agent,
+                "naive_faust_per_s": naive,
+            }
             row(f"{recipe}: OnlineLearner in process / River", ours, river)
             row(f"{recipe}: learner agent from Kafka / River", agent, river)
             row(f"{recipe}: learner agent / naive faust agent", agent, naive)
             if recipe == "logistic":
                 # The floor under any learner that reads Kafka: consuming and validating alone.
-                river, read = medians_of_rounds(lambda: river_rate(recipe, data), lambda: read_rate(bootstrap, prefix, N))
+                river, read = medians_of_rounds(
+                    lambda recipe=recipe: river_rate(recipe, data), lambda: read_rate(bootstrap, prefix, N)
+                )
                 ceiling = 1 / (1 / read + 1 / river)
-                results[recipe].update({"read_per_s": read, "river_read_round_per_s": river,
-                                        "ceiling_from_kafka_per_s": ceiling})
+                results[recipe].update(
+                    {"read_per_s": read, "river_read_round_per_s": river, "ceiling_from_kafka_per_s": ceiling}
+                )
                 row("reading alone (consume + validate) / River logistic", read, river)
                 row("River logistic + reading on one core / River (the ceiling from Kafka)", ceiling, river)
         river = results["logistic"]["river_per_s"]  # type: ignore[index]
-        batched = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"], checkpoint_every=5000,
-                              checkpoint_seconds=None, mini_batch=MINI_BATCH)
-        many, agent = medians_of_rounds(lambda: river_many_rate("logistic", data, MINI_BATCH),
-                                        lambda: agent_rate(bootstrap, prefix, batched, N - N % MINI_BATCH))
+        batched = LearnerSpec(
+            name="b",
+            recipe="logistic",
+            metrics=["Accuracy"],
+            checkpoint_every=5000,
+            checkpoint_seconds=None,
+            mini_batch=MINI_BATCH,
+        )
+        many, agent = medians_of_rounds(
+            lambda: river_many_rate("logistic", data, MINI_BATCH),
+            lambda: agent_rate(bootstrap, prefix, batched, N - N % MINI_BATCH),
+        )
         results["mini_batch"] = {"size": MINI_BATCH, "river_learn_many_per_s": many, "learner_agent_per_s": agent}
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
@@ -115,14 +138,25 @@ def main() -> None:
         defaults = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"])
         river, agent = medians_of_rounds(
             lambda: river_rate("logistic", data),
-            lambda: agent_rate(bootstrap, steady_prefix, defaults, len(steady), after=RECENT_IDS))
-        results["steady"] = {"examples": [RECENT_IDS, len(steady)], "checkpoint_every": defaults.checkpoint_every,
-                             "river_per_s": river, "learner_agent_per_s": agent}
+            lambda: agent_rate(bootstrap, steady_prefix, defaults, len(steady), after=RECENT_IDS),
+        )
+        results["steady"] = {
+            "examples": [RECENT_IDS, len(steady)],
+            "checkpoint_every": defaults.checkpoint_every,
+            "river_per_s": river,
+            "learner_agent_per_s": agent,
+        }
         row(f"logistic, defaults, examples {RECENT_IDS // 1000}k-{len(steady) // 1000}k: agent / River", agent, river)
         delete_topics(bootstrap, steady_prefix)
 
-    cpu = Table("CPU µs per decision", *CPU_COLUMNS, "total", "cores busy", "cores' ceiling",
-                title="where the loop's CPU goes (user + system time of each process, /proc)")
+    cpu = Table(
+        "CPU µs per decision",
+        *CPU_COLUMNS,
+        "total",
+        "cores busy",
+        "cores' ceiling",
+        title="where the loop's CPU goes (user + system time of each process, /proc)",
+    )
     with console.status("the whole loop in a worker (join, learner, archive), then join and learner alone"):
         decisions = stream(LOOP_SCALE * N, seed=3)  # long enough that start and end are a small part
         # Untimed: a broker's JVM compiles its hot paths over its first minutes of load. Right after a
@@ -135,29 +169,45 @@ def main() -> None:
             for roles, label in ((("all",), "whole worker"), (("join", "learn"), "join + learner")):
                 run = loops[(recipe, roles)] = loop_run(settings, recipe, decisions, roles=roles)
                 results.setdefault("loop", {}).setdefault(recipe, {})[label] = {  # type: ignore[union-attr]
-                    "examples_per_s": run.rate, "decisions": len(decisions), "cpu_us_per_decision": run.cpu_us,
-                    "cores_busy": run.cores_busy}
+                    "examples_per_s": run.rate,
+                    "decisions": len(decisions),
+                    "cpu_us_per_decision": run.cpu_us,
+                    "cores_busy": run.cores_busy,
+                }
                 row(f"{recipe}: loop, {label} / River", run.rate, river)
                 total = sum(run.cpu_us.values())
-                cpu.add_row(f"{recipe}, {label}", *(f"{run.cpu_us[c]:.0f}" if c in run.cpu_us else "" for c in CPU_KEYS),
-                            f"{total:.0f}", f"{run.cores_busy:.2f}", f"{(os.cpu_count() or 1) * 1e6 / total:,.0f}/s")
-            cpu.add_row(f"{recipe}, River alone", *([""] * len(CPU_KEYS)), f"{1e6 / river:.0f}", "1.00",
-                        f"{river:,.0f}/s")  # one model learns on one core
+                cpu.add_row(
+                    f"{recipe}, {label}",
+                    *(f"{run.cpu_us[c]:.0f}" if c in run.cpu_us else "" for c in CPU_KEYS),
+                    f"{total:.0f}",
+                    f"{run.cores_busy:.2f}",
+                    f"{(os.cpu_count() or 1) * 1e6 / total:,.0f}/s",
+                )
+            cpu.add_row(
+                f"{recipe}, River alone", *([""] * len(CPU_KEYS)), f"{1e6 / river:.0f}", "1.00", f"{river:,.0f}/s"
+            )  # one model learns on one core
         half = loop_run(settings, "logistic", data, per_second=loops[("logistic", ("all",))].rate / 2)
         lags = {"outcome_to_served": half.learn_lags, "published_to_served": half.refresh_lags}
         results["latency_at_half_load"] = {
-            "per_second": loops[("logistic", ("all",))].rate / 2, "checkpoint_seconds": 0.5,
+            "per_second": loops[("logistic", ("all",))].rate / 2,
+            "checkpoint_seconds": 0.5,
             **{f"{name}_p50_s": median(values) for name, values in lags.items()},
-            **{f"{name}_p99_s": percentile(values, 0.99) for name, values in lags.items()}}
+            **{f"{name}_p99_s": percentile(values, 0.99) for name, values in lags.items()},
+        }
         for name, values in lags.items():
             if values:
-                table.add_row(f"{name.replace('_', ' ')} at half load, p50 / p99",
-                              f"{median(values) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f} ms", "", "")
+                table.add_row(
+                    f"{name.replace('_', ' ')} at half load, p50 / p99",
+                    f"{median(values) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f} ms",
+                    "",
+                    "",
+                )
 
     with console.status("two models: one learner process, then two"):
         longer = stream(2 * N, seed=2)  # per model: long enough that start and end are a small part
-        one, two = medians_of_rounds(*(lambda workers=workers: learner_scaleout(settings, "logistic", longer, workers)
-                                       for workers in (1, 2)))
+        one, two = medians_of_rounds(
+            *(lambda workers=workers: learner_scaleout(settings, "logistic", longer, workers) for workers in (1, 2))
+        )
         results["scaleout"] = {"one_learner_per_s": one, "two_learners_per_s": two}
         row("2 models: two learner processes / one", two, one)
 

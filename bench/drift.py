@@ -11,24 +11,44 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
+from adaptloop.learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
 
 
 def main() -> None:
     console = Console()
-    concept = Table("detector", "runs", "detected", "delay mean", "delay max", "false alarms / 10k (stationary)",
-                    title="concept drift on the shadow error: Sine, reversed at example 3000 (5 seeds x 6000)")
+    concept = Table(
+        "detector",
+        "runs",
+        "detected",
+        "delay mean",
+        "delay max",
+        "false alarms / 10k (stationary)",
+        title="concept drift on the shadow error: Sine, reversed at example 3000 (5 seeds x 6000)",
+    )
     for detector in ("ADWIN", "PageHinkley", "KSWIN", "DDM", "HDDMA"):
         r = concept_drift_calibration(detector)
-        concept.add_row(detector, str(r.runs), str(r.detected), f"{r.delay_mean:.1f}", str(r.delay_max),
-                        f"{r.false_alarms_per_10k:.2f}")
+        concept.add_row(
+            detector,
+            str(r.runs),
+            str(r.detected),
+            f"{r.delay_mean:.1f}",
+            str(r.delay_max),
+            f"{r.false_alarms_per_10k:.2f}",
+        )
     console.print(concept)
     d = data_drift_calibration()
-    data = Table("checks (stationary)", "false alarms", "x0 shifted by 0.5: caught", title="data drift (PSI / Jensen-Shannon)")
+    data = Table(
+        "checks (stationary)", "false alarms", "x0 shifted by 0.5: caught", title="data drift (PSI / Jensen-Shannon)"
+    )
     data.add_row(str(d.checks), str(d.false_alarms), f"{d.shift_detected}/{d.runs}")
     console.print(data)
-    policies = Table("policy", "accuracy, 2000 examples after the drift", "examples to recover (rolling 200 >= 0.9)",
-                     "promotions", title="the demo's stream (Sine, reversed at 6000): recovery after the drift")
+    policies = Table(
+        "policy",
+        "accuracy, 2000 examples after the drift",
+        "examples to recover (rolling 200 >= 0.9)",
+        "promotions",
+        title="the demo's stream (Sine, reversed at 6000): recovery after the drift",
+    )
     for policy in ("alert", "challenger"):
         r = recovery(policy)
         policies.add_row(policy, f"{r.accuracy_after:.3f}", str(r.to_recover), str(r.promotions))

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Producer
 
+from adaptloop.schemas import OutcomeEvent, encode
+from adaptloop.schemas.topics import OUTCOMES
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.snapshots.columns import RawRecord
+from adaptloop.streams import EventProducer, delete_topics, ensure_topics
 from bench.learning import AT
-from schemas import OutcomeEvent, encode
-from schemas.topics import OUTCOMES
-from snapshots.archive import ParquetArchive
-from snapshots.columns import RawRecord
-from streams import EventProducer, delete_topics, ensure_topics
 
 
 def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
@@ -32,8 +32,16 @@ def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
             producer.send(event)
     sdk = n / (time.perf_counter() - start)
     payloads = [(e.decision_id.encode(), encode(e)) for e in events]
-    raw = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                    "compression.type": "lz4", "linger.ms": 5, "queue.buffering.max.messages": 500_000})
+    raw = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
     start = time.perf_counter()
     for key, value in payloads:
         raw.produce(f"{prefix}{OUTCOMES.name}", value=value, key=key)
@@ -45,12 +53,20 @@ def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
 
 
 def archive_rate(n: int = 200_000) -> float:
-    records = [RawRecord(0, i, 1_767_225_600_000 + i, f"d{i}".encode(), orjson.dumps(
-        {"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"})) for i in range(n)]
+    records = [
+        RawRecord(
+            0,
+            i,
+            1_767_225_600_000 + i,
+            f"d{i}".encode(),
+            orjson.dumps({"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"}),
+        )
+        for i in range(n)
+    ]
     archive = ParquetArchive(Path(tempfile.mkdtemp()))
     start = time.perf_counter()
     for first in range(0, n, 50_000):
-        archive.write(OUTCOMES, "outcomes", 0, records[first:first + 50_000])
+        archive.write(OUTCOMES, "outcomes", 0, records[first : first + 50_000])
     return n / (time.perf_counter() - start)
 
 
@@ -61,15 +77,17 @@ def audit_query(rows: int = 10_000_000) -> tuple[float, float]:
     start = time.perf_counter()
     for part in range(10):
         size = rows // 10
-        table = pa.table({
-            "model": pa.array(rng.choice(["churn", "fraud", "ranker"], size)),
-            "model_version": pa.array(rng.integers(0, 200, size).astype(str)),
-            "status": pa.array(rng.choice(["joined", "expired", "late"], size, p=[0.85, 0.12, 0.03])),
-            "prediction": pa.array(rng.choice(["true", "false"], size)),
-            "label": pa.array(rng.choice(["true", "false"], size)),
-            "_partition": pa.array(np.full(size, part, dtype=np.int32)),
-            "_offset": pa.array(np.arange(size, dtype=np.int64)),
-        })
+        table = pa.table(
+            {
+                "model": pa.array(rng.choice(["churn", "fraud", "ranker"], size)),
+                "model_version": pa.array(rng.integers(0, 200, size).astype(str)),
+                "status": pa.array(rng.choice(["joined", "expired", "late"], size, p=[0.85, 0.12, 0.03])),
+                "prediction": pa.array(rng.choice(["true", "false"], size)),
+                "label": pa.array(rng.choice(["true", "false"], size)),
+                "_partition": pa.array(np.full(size, part, dtype=np.int32)),
+                "_offset": pa.array(np.arange(size, dtype=np.int64)),
+            }
+        )
         pq.write_table(table, root / f"p{part:03d}.parquet", compression="zstd")
     written = time.perf_counter() - start
     start = time.perf_counter()

@@ -10,25 +10,25 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from river.datasets import synth
 
-from learners.online import OnlineLearner
-from learners.recipes import build_model
-from learners.spec import DriftSpec, LearnerSpec
-from learners.store import ModelStore
-from schemas import TrainingExample, encode
-from schemas.topics import TRAINING_EXAMPLES
-from streams import EventProducer, ensure_topics
-from streams.consumer import EventConsumer
-from streams.deadletter import DeadLetters
-from streams.learner_agent import LearnerAgent
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.recipes import build_model
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas import TrainingExample, encode
+from adaptloop.schemas.topics import TRAINING_EXAMPLES
+from adaptloop.streams import EventProducer, ensure_topics
+from adaptloop.streams.consumer import EventConsumer
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.learner_agent import LearnerAgent
 
-AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 1, 1, tzinfo=UTC)
 Data = list[tuple[dict, bool]]
 
 
@@ -37,8 +37,18 @@ def stream(n: int, seed: int = 1) -> Data:
 
 
 def examples(data: Data, model: str = "b") -> list[TrainingExample]:
-    return [TrainingExample(model=model, decision_id=f"{model}-{i}", model_version="v", features=x, prediction=True,
-                            label=y, predicted_at=AT) for i, (x, y) in enumerate(data)]
+    return [
+        TrainingExample(
+            model=model,
+            decision_id=f"{model}-{i}",
+            model_version="v",
+            features=x,
+            prediction=True,
+            label=y,
+            predicted_at=AT,
+        )
+        for i, (x, y) in enumerate(data)
+    ]
 
 
 def river_rate(recipe: str, data: Data) -> float:
@@ -56,7 +66,7 @@ def river_many_rate(recipe: str, data: Data, batch: int) -> float:
     model = build_model(LearnerSpec(name="b", recipe=recipe))
     start = time.perf_counter()
     for first in range(0, len(data), batch):
-        rows = data[first:first + batch]
+        rows = data[first : first + batch]
         X = pd.DataFrame([x for x, _ in rows])
         model.predict_proba_many(X)
         model.learn_many(X, pd.Series([y for _, y in rows]))
@@ -89,8 +99,14 @@ def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int, after: in
     Timed from its ``after``-th example to its ``n``-th: ``after`` > 0 measures a learner that has
     been running a while (its duplicate window full, its model grown).
     """
-    agent = LearnerAgent(bootstrap, specs={"b": spec}, store=ModelStore(Path(tempfile.mkdtemp())), prefix=prefix,
-                         group=f"bench-{uuid.uuid4().hex[:6]}", batch_size=5000)
+    agent = LearnerAgent(
+        bootstrap,
+        specs={"b": spec},
+        store=ModelStore(Path(tempfile.mkdtemp())),
+        prefix=prefix,
+        group=f"bench-{uuid.uuid4().hex[:6]}",
+        batch_size=5000,
+    )
     agent.publish_missing()
     while not agent.consumer.kafka.assignment():
         agent.step(0.2)
@@ -113,8 +129,9 @@ def read_rate(bootstrap: str, prefix: str, n: int) -> float:
     ``1 / (1 / read + 1 / river)`` examples per second, however little else it does."""
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
         dead_letters = DeadLetters(producer, consumer=f"{prefix}bench-read")
-        with EventConsumer(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", [TRAINING_EXAMPLES], dead_letters=dead_letters,
-                           prefix=prefix) as consumer:
+        with EventConsumer(
+            bootstrap, f"bench-{uuid.uuid4().hex[:6]}", [TRAINING_EXAMPLES], dead_letters=dead_letters, prefix=prefix
+        ) as consumer:
             while not consumer.kafka.assignment():
                 consumer.poll(1, 0.2)
                 if consumer.kafka.assignment():

@@ -7,32 +7,40 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
+from adaptloop.schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
+from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, delete_topics, ensure_topics
+from adaptloop.streams.model_client import ModelClient
 from adaptloop.worker import Role, start_worker_process, stop_worker_process
 from bench.cpu import cpu_of, loop_processes
 from bench.learning import Data, examples
-from learners.spec import LearnerSpec
-from learners.store import ModelStore
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
-from schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
-from streams import DeadLetters, EventConsumer, EventProducer, delete_topics, ensure_topics
-from streams.model_client import ModelClient
 
 
 def _settings(base: Settings, specs: list[LearnerSpec], partitions: int | None = None) -> Settings:
     run = uuid.uuid4().hex[:6]
-    settings = base.model_copy(update={
-        "bootstrap": base.bootstrap_address, "topic_prefix": f"bench{run}.", "home": Path(tempfile.mkdtemp()),
-        "models": specs, "group": f"bench{run}", "metrics_port": None, "snapshot_seconds": None,
-        # The archive writes within the run (the default minute would leave its work to the final
-        # flush, after the CPU is counted).
-        "archive_flush_seconds": 5.0,
-        "partitions": partitions or base.partitions})
+    settings = base.model_copy(
+        update={
+            "bootstrap": base.bootstrap_address,
+            "topic_prefix": f"bench{run}.",
+            "home": Path(tempfile.mkdtemp()),
+            "models": specs,
+            "group": f"bench{run}",
+            "metrics_port": None,
+            "snapshot_seconds": None,
+            # The archive writes within the run (the default minute would leave its work to the final
+            # flush, after the CPU is counted).
+            "archive_flush_seconds": 5.0,
+            "partitions": partitions or base.partitions,
+        }
+    )
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
     return settings
 
@@ -50,15 +58,20 @@ class LoopRun:
         return sum(self.cpu_us.values()) * self.rate / 1e6
 
 
-def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None = None,
-             roles: tuple[Role, ...] = ("all",)) -> LoopRun:
+def loop_run(
+    base: Settings, recipe: str, data: Data, per_second: float | None = None, roles: tuple[Role, ...] = ("all",)
+) -> LoopRun:
     """Predictions and outcomes into a worker (every role, or separate ``roles`` processes), as fast as
     possible or paced at ``per_second``."""
     # Full speed: versions at exact counts, the last one at len(data) the moment it is learned. Paced:
     # a version every 0.5 s, the cadence a service waiting for fresh models would choose.
-    spec = LearnerSpec(name="b", recipe=recipe, metrics=["Accuracy"],
-                       checkpoint_every=len(data) // 10 if per_second is None else len(data),
-                       checkpoint_seconds=None if per_second is None else 0.5)
+    spec = LearnerSpec(
+        name="b",
+        recipe=recipe,
+        metrics=["Accuracy"],
+        checkpoint_every=len(data) // 10 if per_second is None else len(data),
+        checkpoint_seconds=None if per_second is None else 0.5,
+    )
     settings = _settings(base, [spec])
     workers = [start_worker_process(settings, settings.home / f"worker-{role}.log", role=role) for role in roles]
     refresh: list[float] = []
@@ -70,8 +83,14 @@ def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None =
             refresh.append(lag)
 
     try:
-        with ModelClient("b", bootstrap=settings.bootstrap_address, store=ModelStore(settings.models_dir),
-                         prefix=settings.topic_prefix, wait=120, on_swap=swapped) as client:
+        with ModelClient(
+            "b",
+            bootstrap=settings.bootstrap_address,
+            store=ModelStore(settings.models_dir),
+            prefix=settings.topic_prefix,
+            wait=120,
+            on_swap=swapped,
+        ) as client:
             _wait_for_group(settings.bootstrap_address, f"{settings.topic_prefix}{settings.group}-join")
             _wait_for_group(settings.bootstrap_address, f"{settings.topic_prefix}{settings.group}-learner")
             processes = loop_processes([worker.pid for worker in workers])
@@ -79,14 +98,15 @@ def loop_run(base: Settings, recipe: str, data: Data, per_second: float | None =
             sent_at: list[float] = []
             start = time.perf_counter()
             with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 for i, (x, y) in enumerate(data):
                     if per_second is not None:
                         while time.perf_counter() - start < i / per_second:
                             time.sleep(0.0005)
                     at = now + timedelta(microseconds=i)
-                    producer.send(PredictionEvent(decision_id=f"d{i}", model="b", model_version="v", features=x,
-                                                  timestamp=at))
+                    producer.send(
+                        PredictionEvent(decision_id=f"d{i}", model="b", model_version="v", features=x, timestamp=at)
+                    )
                     producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="bench", timestamp=at))
                     sent_at.append(time.time())
                     if per_second is not None and i % 50 == 0:
@@ -117,8 +137,12 @@ def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> f
     the same time, so their rates add up.
     """
     models = ("m0", "m1")
-    specs = [LearnerSpec(name=m, recipe=recipe, metrics=["Accuracy"], checkpoint_every=len(data) // 4,
-                         checkpoint_seconds=None) for m in models]
+    specs = [
+        LearnerSpec(
+            name=m, recipe=recipe, metrics=["Accuracy"], checkpoint_every=len(data) // 4, checkpoint_seconds=None
+        )
+        for m in models
+    ]
     settings = _settings(base, specs, partitions=2)
     role: Role = "learn"
     processes = [start_worker_process(settings, settings.home / f"worker-{n}.log", role=role) for n in range(workers)]
@@ -128,8 +152,12 @@ def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> f
         with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
             for i in range(len(data)):
                 for partition, model in enumerate(models):
-                    producer.send_bytes(TRAINING_EXAMPLES.full_name(settings.topic_prefix), model.encode(),
-                                        payloads[model][i], partition=partition)
+                    producer.send_bytes(
+                        TRAINING_EXAMPLES.full_name(settings.topic_prefix),
+                        model.encode(),
+                        payloads[model][i],
+                        partition=partition,
+                    )
         versions = _wait_for_versions(settings, {m: len(data) for m in models})
     finally:
         for process in processes:
@@ -154,19 +182,26 @@ def _wait_for_group(bootstrap: str, group: str, members: int = 1, timeout: float
             if str(description.state).endswith("STABLE") and len(owned) == members:
                 time.sleep(1)  # assigned: let the members restore and start fetching
                 return
-        except Exception:  # noqa: BLE001 (not there yet)
+        except Exception:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"consumer group {group} did not settle with {members} member(s) in {timeout:.0f}s")
 
 
-def _wait_for_versions(settings: Settings, wanted: dict[str, int], timeout: float = 600.0) -> dict[str, list[ModelVersion]]:
+def _wait_for_versions(
+    settings: Settings, wanted: dict[str, int], timeout: float = 600.0
+) -> dict[str, list[ModelVersion]]:
     """Every version of the ``wanted`` models, in order, until each has learned its number of examples."""
     dead = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "bench")
     done: set[str] = set()
     versions: dict[str, list[ModelVersion]] = {model: [] for model in wanted}
-    with EventConsumer(settings.bootstrap_address, f"bench-{uuid.uuid4().hex}", [MODEL_UPDATES], dead_letters=dead,
-                       prefix=settings.topic_prefix) as consumer:
+    with EventConsumer(
+        settings.bootstrap_address,
+        f"bench-{uuid.uuid4().hex}",
+        [MODEL_UPDATES],
+        dead_letters=dead,
+        prefix=settings.topic_prefix,
+    ) as consumer:
         deadline = time.monotonic() + timeout
         while done != set(wanted) and time.monotonic() < deadline:
             for record in consumer.poll(1000, 0.05):

@@ -19,17 +19,28 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.admin import delete_topics
+from adaptloop.streams.admin import delete_topics
 
 
 def naive_rate(bootstrap: str, topic: str, n: int, recipe: str, timeout: float = 300.0) -> float:
     """Examples/s of the naive faust agent over the first ``n`` records of ``topic``."""
     out = Path(tempfile.mkdtemp()) / "rate"
     app_id = f"naive-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "NAIVE_BOOTSTRAP": bootstrap, "NAIVE_TOPIC": topic, "NAIVE_N": str(n),
-           "NAIVE_RECIPE": recipe, "NAIVE_OUT": str(out), "NAIVE_APP": app_id}
-    process = subprocess.Popen([sys.executable, "-m", "bench.naive", "worker", "--loglevel", "error"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "NAIVE_BOOTSTRAP": bootstrap,
+        "NAIVE_TOPIC": topic,
+        "NAIVE_N": str(n),
+        "NAIVE_RECIPE": recipe,
+        "NAIVE_OUT": str(out),
+        "NAIVE_APP": app_id,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.naive", "worker", "--loglevel", "error"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not out.exists():
@@ -44,23 +55,29 @@ def naive_rate(bootstrap: str, topic: str, n: int, recipe: str, timeout: float =
         delete_topics(bootstrap, f"{app_id}-")  # faust's own topics
 
 
-def _app():  # noqa: ANN202 (faust types)
+def _app():
     import faust
 
-    from learners.recipes import build_model
-    from learners.spec import LearnerSpec
+    from adaptloop.learners.recipes import build_model
+    from adaptloop.learners.spec import LearnerSpec
 
     env = os.environ
     n, out = int(env["NAIVE_N"]), Path(env["NAIVE_OUT"])
-    app = faust.App(env["NAIVE_APP"], broker=f"kafka://{env['NAIVE_BOOTSTRAP']}", store="memory://",
-                    web_enabled=False, consumer_auto_offset_reset="earliest", topic_replication_factor=1,
-                    broker_session_timeout=10.0)
+    app = faust.App(
+        env["NAIVE_APP"],
+        broker=f"kafka://{env['NAIVE_BOOTSTRAP']}",
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_replication_factor=1,
+        broker_session_timeout=10.0,
+    )
     source = app.topic(env["NAIVE_TOPIC"], key_serializer="raw", value_serializer="raw")
     model = build_model(LearnerSpec(name="naive", recipe=env["NAIVE_RECIPE"]))
     seen = {"n": 0, "start": 0.0}
 
     @app.agent(source)
-    async def learn(values):  # noqa: ANN001, ANN202
+    async def learn(values):
         async for value in values:
             if not seen["n"]:
                 seen["start"] = time.perf_counter()

@@ -11,7 +11,7 @@ decisions that got an outcome is compared with the reference's (feedback stopped
 arriving). A firing check re-bases the reference on the recent window, so one
 shift gives one alert.
 
->>> from learners.spec import DriftSpec
+>>> from adaptloop.learners.spec import DriftSpec
 >>> monitor = ConceptDriftMonitor(DriftSpec(detector="ADWIN"))
 >>> alerts = [monitor.update("shadow_error", float(i >= 1000)) for i in range(2000)]
 >>> fired = [i for i, alert in enumerate(alerts) if alert]
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 from river import base
 
-from learners.spec import DriftSpec
+from adaptloop.learners.spec import DriftSpec
+from adaptloop.schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ def build_detector(name: str, params: dict[str, Any] | None = None) -> base.Drif
     for module in ("river.drift", "river.drift.binary"):
         detector = getattr(importlib.import_module(module), name, None)
         if isinstance(detector, type):
-            return detector(**(params or {}))
-    raise ValueError(f"{name!r} is not a drift detector of river.drift or river.drift.binary")
+            built: base.DriftDetector = detector(**(params or {}))
+            return built
+    raise ConfigError(f"{name!r} is not a drift detector of river.drift or river.drift.binary")
 
 
 class ConceptDriftMonitor:
@@ -85,9 +87,15 @@ class ConceptDriftMonitor:
         recent = self.recent[signal]
         after = sum(recent) / len(recent)
         self.since_reset[signal] = [0.0, 0]
-        return {"detector": self.spec.detector, "signal": signal, "window": self.spec.window,
-                "metric_before": float(before), "metric_after": float(after), "statistic": float(after - before),
-                "at_example": self.seen[signal]}
+        return {
+            "detector": self.spec.detector,
+            "signal": signal,
+            "window": self.spec.window,
+            "metric_before": float(before),
+            "metric_after": float(after),
+            "statistic": float(after - before),
+            "at_example": self.seen[signal],
+        }
 
 
 def psi(reference: list[float], recent: list[float], bins: int = 10) -> float:
@@ -150,15 +158,15 @@ def js_distance(reference: list[object], recent: list[object], top: int | None =
     return math.sqrt(max(divergence, 0.0))
 
 
-def _fold(counts: Counter, kept: set[object]) -> Counter:
-    folded: Counter = Counter({key: count for key, count in counts.items() if key in kept})
+def _fold(counts: Counter[object], kept: set[object]) -> Counter[object]:
+    folded: Counter[object] = Counter({key: count for key, count in counts.items() if key in kept})
     other = sum(count for key, count in counts.items() if key not in kept)
     if other:
         folded[_OTHER] = other
     return folded
 
 
-def _columns(rows: list[Mapping[str, object]], keep: Callable[[str], bool]) -> dict[str, tuple]:
+def _columns(rows: list[Mapping[str, object]], keep: Callable[[str], bool]) -> dict[str, tuple[object, ...]]:
     """Rows of values by name as columns, for the names ``keep`` accepts, in first-seen order (a
     missing value is ``None``).
 
@@ -213,7 +221,7 @@ class DataDriftMonitor:
         self.spec = spec
         self.model = model
         self.reference: dict[str, list[object]] = {}
-        self.recent: dict[str, deque] = {}
+        self.recent: dict[str, deque[object]] = {}
         self.count = 0
         self.watched: set[str] = {PREDICTION, LABEL_RATE}  # and up to max_features feature names
         self.turned_away = 0  # names not watched, counted at each spread
@@ -233,13 +241,19 @@ class DataDriftMonitor:
             self.watched.add(name)
             return True
         if not self.turned_away:
-            log.warning("model %r: data drift watches its first %d features; %r and any later new feature are not "
-                        "watched (drift.max_features)", self.model, self.spec.max_features, name)
+            log.warning(
+                "model %r: data drift watches its first %d features; %r and any later new feature are not "
+                "watched (drift.max_features)",
+                self.model,
+                self.spec.max_features,
+                name,
+            )
         self.turned_away += 1
         return False
 
     def update(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
-        """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); alerts' fields if a check fired."""
+        """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); the alerts' fields if a
+        check fired."""
         self.count += 1
         self._rows.append(values)
         reference_size = self.spec.reference_size
@@ -252,7 +266,7 @@ class DataDriftMonitor:
         self._spread(self.recent, lambda: deque(maxlen=self.spec.window))
         return [alert for name in list(self.recent) if (alert := self._check(name))]
 
-    def _spread(self, windows: dict, new: Callable[[], Any]) -> None:
+    def _spread(self, windows: dict[str, Any], new: Callable[[], Any]) -> None:
         rows, self._rows = self._rows, []
         for name, column in _columns(rows, self._watches).items():
             window = windows.get(name)
@@ -269,14 +283,15 @@ class DataDriftMonitor:
             self.reference[name], self.recent[name] = recent, deque(maxlen=self.spec.window)
             return None
         if name == LABEL_RATE:
-            before, after = sum(reference) / len(reference), sum(recent) / len(recent)
+            before = sum(map(float, reference)) / len(reference)  # type: ignore[arg-type]  # label rates: floats
+            after = sum(map(float, recent)) / len(recent)  # type: ignore[arg-type]
             statistic, threshold = after / before if before else 1.0, 1 - self.spec.label_rate_drop
             fired = before > 0 and statistic < threshold
             detector = "label_rate_ratio"
         elif _all_numbers(reference[:50] + recent[:50]):
             bins = self._bins.get(name)
             if bins is None:
-                bins = self._bins[name] = _Bins(reference)  # type: ignore[arg-type]
+                bins = self._bins[name] = _Bins(reference)  # type: ignore[arg-type]  # numbers, checked above
             statistic, threshold, detector = bins.psi(recent), self.spec.psi_threshold, "PSI"  # type: ignore[arg-type]
             fired = statistic > threshold
         else:
@@ -288,5 +303,10 @@ class DataDriftMonitor:
         self._bins.pop(name, None)
         self.recent[name] = deque(maxlen=self.spec.window)
         signal = {LABEL_RATE: "label_rate", PREDICTION: "prediction"}.get(name, f"feature:{name}")
-        return {"detector": detector, "signal": signal, "statistic": float(statistic), "threshold": float(threshold),
-                "window": self.spec.window}
+        return {
+            "detector": detector,
+            "signal": signal,
+            "statistic": float(statistic),
+            "threshold": float(threshold),
+            "window": self.spec.window,
+        }

@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from river.datasets import synth
 
-from learners.online import OnlineLearner
-from learners.spec import DriftSpec, LearnerSpec
-from schemas.inference import TrainingExample
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.schemas.base import FeatureValue
+from adaptloop.schemas.inference import TrainingExample
+from adaptloop.schemas.system import DriftAlert
 
-_AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def sine_stream(seed: int, n: int, drift_at: int | None, shift: float = 0.0):
+def sine_stream(seed: int, n: int, drift_at: int | None, shift: float = 0.0) -> Iterator[tuple[dict[Any, float], bool]]:
     """(x, y) of SINE1, reversed from ``drift_at`` on (None: never); ``shift`` moves x1 after it."""
     before = synth.Sine(classification_function=0, seed=seed)
     after = synth.Sine(classification_function=1, seed=seed + 1000)
-    for i, (x, y) in enumerate(itertools.islice(before, drift_at if drift_at is not None else n)):
+    for x, y in itertools.islice(before, drift_at if drift_at is not None else n):
         yield x, y
     if drift_at is not None:
         for x, y in itertools.islice(after, n - drift_at):
@@ -41,15 +45,24 @@ def _learner(drift: DriftSpec, recipe: str = "logistic") -> OnlineLearner:
     return OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=drift))
 
 
-def _feed(learner: OnlineLearner, stream) -> list[tuple[int, object]]:
+def _feed(learner: OnlineLearner, stream: Iterable[tuple[dict[Any, float], bool]]) -> list[tuple[int, DriftAlert]]:
     """Learn the stream as the loop would (served prediction = the learner's own); (index, alert) pairs."""
-    fired = []
+    fired: list[tuple[int, DriftAlert]] = []
     for i, (x, y) in enumerate(stream):
-        features = {f"x{k}": v for k, v in x.items()}
+        features: dict[str, FeatureValue] = {f"x{k}": v for k, v in x.items()}
         proba = learner.model.predict_proba_one(features)
         served = max(proba, key=proba.get) if proba else False
-        learner.learn(TrainingExample(model="eval", decision_id=str(i), model_version="v", features=features,
-                                      prediction=served, label=y, predicted_at=_AT))
+        learner.learn(
+            TrainingExample(
+                model="eval",
+                decision_id=str(i),
+                model_version="v",
+                features=features,
+                prediction=served,
+                label=y,
+                predicted_at=_AT,
+            )
+        )
         fired.extend((i, alert) for alert in learner.watch.alerts)
         learner.watch.alerts.clear()
     return fired
@@ -65,8 +78,9 @@ class ConceptCalibration:
     false_alarms_per_10k: float  # on the stationary stream
 
 
-def concept_drift_calibration(detector: str = "ADWIN", seeds: range = range(5), n: int = 6000,
-                              drift_at: int = 3000) -> ConceptCalibration:
+def concept_drift_calibration(
+    detector: str = "ADWIN", seeds: range = range(5), n: int = 6000, drift_at: int = 3000
+) -> ConceptCalibration:
     """Shadow-error alerts: delay after a known drift point, and false alarms without a drift.
 
     False alarms are counted after the first 500 examples (while a model is still learning
@@ -82,8 +96,14 @@ def concept_drift_calibration(detector: str = "ADWIN", seeds: range = range(5), 
         calm = [i for i, a in _feed(_learner(spec), sine_stream(seed, n, None)) if a.signal == "shadow_error"]
         false_alarms += sum(1 for i in calm if i >= 500)
         stationary_examples += n - 500
-    return ConceptCalibration(detector, len(seeds), len(delays), statistics.fmean(delays) if delays else float("nan"),
-                              max(delays) if delays else -1, 10_000 * false_alarms / stationary_examples)
+    return ConceptCalibration(
+        detector,
+        len(seeds),
+        len(delays),
+        statistics.fmean(delays) if delays else float("nan"),
+        max(delays) if delays else -1,
+        10_000 * false_alarms / stationary_examples,
+    )
 
 
 @dataclass
@@ -94,8 +114,9 @@ class DataCalibration:
     runs: int
 
 
-def data_drift_calibration(seeds: range = range(5), n: int = 6000, drift_at: int = 3000,
-                           shift: float = 0.5) -> DataCalibration:
+def data_drift_calibration(
+    seeds: range = range(5), n: int = 6000, drift_at: int = 3000, shift: float = 0.5
+) -> DataCalibration:
     """Data-drift alerts on a stationary stream (false alarms) and on one whose ``x0`` moves by ``shift``."""
     checks = false_alarms = detected = 0
     spec = DriftSpec(concept=False)
@@ -124,15 +145,24 @@ def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, 
     promotions = 0
     recovered = -1
     for i, (x, y) in enumerate(sine_stream(seed, n, drift_at)):
-        features = {f"x{k}": v for k, v in x.items()}
+        features: dict[str, FeatureValue] = {f"x{k}": v for k, v in x.items()}
         proba = learner.model.predict_proba_one(features)
         served = max(proba, key=proba.get) if proba else False
         hits.append(int(served == y))
-        learner.learn(TrainingExample(model="eval", decision_id=str(i), model_version="v", features=features,
-                                      prediction=served, label=y, predicted_at=_AT))
+        learner.learn(
+            TrainingExample(
+                model="eval",
+                decision_id=str(i),
+                model_version="v",
+                features=features,
+                prediction=served,
+                label=y,
+                predicted_at=_AT,
+            )
+        )
         promotions += sum(1 for action in learner.watch.actions if action.kind == "promotion")
         learner.watch.actions.clear()
         learner.watch.alerts.clear()
         if i >= drift_at + 200 and recovered < 0 and sum(hits[-200:]) / 200 >= 0.9:
             recovered = i - drift_at
-    return Recovery(policy, sum(hits[drift_at:drift_at + window]) / window, recovered, promotions)
+    return Recovery(policy, sum(hits[drift_at : drift_at + window]) / window, recovered, promotions)

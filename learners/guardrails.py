@@ -8,7 +8,7 @@ its quota per window, so a flood cannot dominate the store; what it refuses goes
 to quarantine with the reason. :func:`scrub_pii` removes obvious PII from free text.
 
 >>> guard = AgentGuard(GuardrailLimits(max_repeated_action=3))
->>> from schemas import AgentFeedbackEvent
+>>> from adaptloop.schemas import AgentFeedbackEvent
 >>> steps = [AgentFeedbackEvent(trace_id="t", run_id="r", session_id="s1", agent="a", variant="v", step=i,
 ...                             kind="step", action="search(q)") for i in range(4)]
 >>> [[alert.rule for alert in guard.observe(step)] for step in steps]
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent
-from schemas.system import GuardrailAlert
+from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent
+from adaptloop.schemas.system import GuardrailAlert
 
 
 class GuardrailLimits(BaseModel):
@@ -40,8 +40,8 @@ class GuardrailLimits(BaseModel):
     tenant_hourly_cost: float = Field(20.0, gt=0, description="Money per tenant per hour.")
     step_latency_ms: float = Field(30_000.0, gt=0, description="Latency budget of one step.")
     feedback_per_source_per_hour: int = Field(100, ge=1, description="Feedback one user/annotator may give per hour.")
-    rating_range: tuple[float, float] = (1.0, 5.0)
-    score_range: tuple[float, float] = (0.0, 1.0)
+    rating_range: tuple[float, float] = Field((1.0, 5.0), description="Ratings outside it are quarantined.")
+    score_range: tuple[float, float] = Field((0.0, 1.0), description="Scores outside it are quarantined.")
 
 
 @dataclass
@@ -67,12 +67,31 @@ class AgentGuard:
         limits, alerts = self.limits, []
         session = self.sessions[event.session_id]
 
-        def fire(rule: str, observed: float, threshold: float, subject: str | None = None, **evidence: object) -> None:
-            alerts.append(GuardrailAlert(
-                rule=rule, subject=subject or event.session_id, agent=event.agent, session_id=event.session_id,
-                tenant=event.tenant, observed=float(observed), threshold=float(threshold),
-                evidence={"variant": event.variant, "trace_id": event.trace_id, "step": event.step,
-                          "event_id": event.event_id, **evidence}))  # type: ignore[arg-type]
+        def fire(
+            rule: str,
+            observed: float,
+            threshold: float,
+            subject: str | None = None,
+            **evidence: str | int | float | None,
+        ) -> None:
+            alerts.append(
+                GuardrailAlert(
+                    rule=rule,
+                    subject=subject or event.session_id,
+                    agent=event.agent,
+                    session_id=event.session_id,
+                    tenant=event.tenant,
+                    observed=float(observed),
+                    threshold=float(threshold),
+                    evidence={
+                        "variant": event.variant,
+                        "trace_id": event.trace_id,
+                        "step": event.step,
+                        "event_id": event.event_id,
+                        **evidence,
+                    },
+                )
+            )
 
         if event.kind == "step":
             session.steps += 1
@@ -97,8 +116,10 @@ class AgentGuard:
             session.fired.add("session_tokens")
             fire("session_tokens", session.tokens, limits.session_tokens)
         hour = int(event.timestamp.timestamp() // 3600)
-        for kind, subject, limit in (("agent", event.agent, limits.agent_hourly_cost),
-                                     ("tenant", event.tenant, limits.tenant_hourly_cost)):
+        for kind, subject, limit in (
+            ("agent", event.agent, limits.agent_hourly_cost),
+            ("tenant", event.tenant, limits.tenant_hourly_cost),
+        ):
             if subject is None or not event.cost:
                 continue
             key = (kind, subject, hour)
@@ -125,15 +146,21 @@ class FeedbackGuard:
         reason = self._invalid(event) if isinstance(event, AgentFeedbackEvent) else None
         kind = "invalid"
         if reason is None:
-            source = event.annotator if isinstance(event, PreferenceEvent) else (event.user_id or f"session:{event.session_id}")
+            source = (
+                event.annotator
+                if isinstance(event, PreferenceEvent)
+                else (event.user_id or f"session:{event.session_id}")
+            )
             now = event.timestamp.timestamp()
             window = self.windows[source]
             while window and window[0] <= now - 3600:
                 window.popleft()
             if len(window) >= self.limits.feedback_per_source_per_hour:
                 kind = "rate_limited"
-                reason = (f"{source} gave {len(window)} feedback events in the last hour; "
-                          f"the quota is {self.limits.feedback_per_source_per_hour}")
+                reason = (
+                    f"{source} gave {len(window)} feedback events in the last hour; "
+                    f"the quota is {self.limits.feedback_per_source_per_hour}"
+                )
             else:
                 window.append(now)
         if reason is None:

@@ -22,17 +22,40 @@ import heapq
 from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Literal, TypedDict
 
-from learners.spec import LearnerSpec
-from schemas.codec import encode
-from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas.codec import encode
+from adaptloop.schemas.inference import JoinStatus, OutcomeEvent, PredictionEvent, TrainingExample
 
-PENDING, DONE, EXPIRED, LATE = "pending", "done", "expired", "late"
+EntryStatus = Literal["pending", "done", "expired", "late"]
+PENDING: EntryStatus = "pending"
+DONE: EntryStatus = "done"
+EXPIRED: EntryStatus = "expired"
+LATE: EntryStatus = "late"
 EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
 PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
 PARSED_PREDICTIONS = 20_000  # pending predictions kept parsed in memory (the JSON in the state is the truth)
+
+
+class JoinEntry(TypedDict, total=False):
+    """One decision in the join's state, as its changelog stores it (JSON with these short keys: the
+    state holds an entry per decision pending or recently finished, so the keys are most of its size).
+
+    A pending decision holds the event that came first (``p`` or ``o``) until the other one comes;
+    a finished one keeps a small marker (``st`` and ``gc``) so that duplicates are recognised.
+    """
+
+    pt: int  # the input partition the decision belongs to
+    st: EntryStatus
+    p: str | None  # the prediction, as JSON, while it is needed
+    o: str | None  # the outcome, as JSON, while it waits for its prediction
+    dl: float | None  # the deadline (event time, epoch seconds) of a pending decision
+    h: float  # the horizon it was given
+    off: int | None  # the offset of an outcome waiting for its prediction (for its dead letter)
+    gc: float  # when a finished decision is forgotten (event time)
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,7 @@ class JoinOutput:
         self.orphans.extend(other.orphans)
 
 
-class JoinState(dict):
+class JoinState(dict[str, JoinEntry]):
     """The join's entries by decision_id, noting per partition which keys changed, for the changelog.
 
     >>> state = JoinState()
@@ -73,7 +96,7 @@ class JoinState(dict):
         super().__init__()
         self._changed: dict[int, set[str]] = {}
 
-    def __setitem__(self, key: str, entry: dict) -> None:
+    def __setitem__(self, key: str, entry: JoinEntry) -> None:
         super().__setitem__(key, entry)
         self._changed.setdefault(entry["pt"], set()).add(key)
 
@@ -82,11 +105,11 @@ class JoinState(dict):
         super().__delitem__(key)
         self._changed.setdefault(partition, set()).add(key)
 
-    def take_changes(self, partition: int) -> dict[str, dict | None]:
+    def take_changes(self, partition: int) -> dict[str, JoinEntry | None]:
         """The current entry (``None``: deleted) of every key of ``partition`` changed since the last call."""
         return {key: self.get(key) for key in self._changed.pop(partition, ())}
 
-    def restore(self, key: str, entry: dict | None) -> None:
+    def restore(self, key: str, entry: JoinEntry | None) -> None:
         """Apply one changelog record without noting it as a change."""
         if entry is None:
             super().pop(key, None)
@@ -100,19 +123,31 @@ class JoinState(dict):
         self._changed.pop(partition, None)
 
 
+def _text(value: str | None) -> str:
+    """An event's JSON that the entry's status says is there."""
+    assert value is not None
+    return value
+
+
+def _time(value: float | None) -> float:
+    """A deadline that the entry's status says is set."""
+    assert value is not None
+    return value
+
+
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
 
 def _at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class DelayedJoin:
     """Join predictions and outcomes arriving in any order.
 
-    >>> from datetime import timedelta
-    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> from datetime import UTC, timedelta
+    >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
     >>> join = DelayedJoin({}, {"churn": LearnerSpec(name="churn", horizon_seconds=60)})
     >>> p = PredictionEvent(decision_id="d1", model="churn", model_version="v1", features={"x": 1.0},
     ...                     prediction=True, timestamp=t0)
@@ -126,7 +161,7 @@ class DelayedJoin:
 
     def __init__(
         self,
-        state: MutableMapping[str, dict],
+        state: MutableMapping[str, JoinEntry],
         specs: Mapping[str, LearnerSpec],
         *,
         default_horizon: float = 3600.0,
@@ -158,12 +193,14 @@ class DelayedJoin:
         horizon = spec.horizon_seconds if spec else self.default_horizon
         deadline = at + horizon
         if entry is None:
-            self._put(key, {"pt": partition, "st": PENDING, "p": encode(event).decode(), "o": None, "dl": deadline,
-                            "h": horizon})
+            self._put(
+                key,
+                {"pt": partition, "st": PENDING, "p": encode(event).decode(), "o": None, "dl": deadline, "h": horizon},
+            )
             self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
-            outcome = OutcomeEvent.model_validate_json(entry["o"])
+            outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
             entry = {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon}
             if _ts(outcome.timestamp) > deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
@@ -189,13 +226,23 @@ class DelayedJoin:
         entry = self.state.get(key)
         if entry is None:
             deadline = at + self.default_horizon
-            self._put(key, {"pt": partition, "st": PENDING, "p": None, "o": encode(event).decode(), "dl": deadline,
-                            "h": self.default_horizon, "off": offset})
+            self._put(
+                key,
+                {
+                    "pt": partition,
+                    "st": PENDING,
+                    "p": None,
+                    "o": encode(event).decode(),
+                    "dl": deadline,
+                    "h": self.default_horizon,
+                    "off": offset,
+                },
+            )
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == PENDING and entry["p"] is not None:
             prediction = self._prediction(key, entry)
-            if at > entry["dl"]:
+            if at > _time(entry["dl"]):
                 # The outcome is past the horizon even if the clock has not caught up yet.
                 out.examples.append(self._expire(key, entry))
                 entry = self.state[key]
@@ -250,7 +297,7 @@ class DelayedJoin:
                     out.examples.append(self._expire(key, entry))
                 elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
                     self.counts["orphan_outcomes"] += 1
-                    outcome = OutcomeEvent.model_validate_json(entry["o"])
+                    outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
                     reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
                     out.orphans.append(Orphan(outcome, reason, entry.get("off")))
                     del self.state[key]
@@ -267,7 +314,7 @@ class DelayedJoin:
             if entry["st"] != PENDING:
                 queues[GC].append((entry["gc"], key))
             else:
-                queues[EXPIRE if entry["p"] is not None else ORPHAN].append((entry["dl"], key))
+                queues[EXPIRE if entry["p"] is not None else ORPHAN].append((_time(entry["dl"]), key))
         for heap in queues.values():
             heapq.heapify(heap)
         self._queues[partition] = queues
@@ -278,10 +325,10 @@ class DelayedJoin:
         if len(parsed) > PARSED_PREDICTIONS:
             del parsed[next(iter(parsed))]  # the oldest
 
-    def _prediction(self, key: str, entry: dict) -> PredictionEvent:
+    def _prediction(self, key: str, entry: JoinEntry) -> PredictionEvent:
         """The pending prediction of ``key``: parsed already if recent, else from its stored JSON."""
         event = self._parsed.pop(key, None)
-        return event if event is not None else PredictionEvent.model_validate_json(entry["p"])
+        return event if event is not None else PredictionEvent.model_validate_json(_text(entry["p"]))
 
     def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
         heapq.heappush(self._queues[partition][queue], (when, key))
@@ -292,47 +339,67 @@ class DelayedJoin:
         self.counts["joined"] += 1
         return self._example(prediction, outcome, "joined", max(prediction.timestamp, outcome.timestamp))
 
-    def _late(self, key: str, entry: dict, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
+    def _late(self, key: str, entry: JoinEntry, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
         self.counts["late"] += 1
         self.counts["expired"] -= 1  # it did get an answer, only too late
         self._put(key, {**entry, "st": LATE})
         return self._example(prediction, outcome, "late", outcome.timestamp)
 
-    def _finish(self, key: str, entry: dict, partition: int) -> None:
+    def _finish(self, key: str, entry: JoinEntry, partition: int) -> None:
         # Keep a small marker as long as expired entries, so duplicates are recognised, not orphaned.
-        gc = entry["dl"] + entry["h"] * self.late_retention
+        gc = _time(entry["dl"]) + entry["h"] * self.late_retention
         self._put(key, {"pt": partition, "st": DONE, "dl": None, "gc": gc})
         self._schedule(partition, GC, gc, key)
 
-    def _expire(self, key: str, entry: dict) -> TrainingExample:
+    def _expire(self, key: str, entry: JoinEntry) -> TrainingExample:
         prediction = self._prediction(key, entry)
         spec = self.specs.get(prediction.model)
-        gc = entry["dl"] + entry["h"] * self.late_retention
+        gc = _time(entry["dl"]) + entry["h"] * self.late_retention
         self._put(key, {"pt": entry["pt"], "st": EXPIRED, "p": entry["p"], "dl": None, "gc": gc})
         self._schedule(entry["pt"], GC, gc, key)
         self.counts["expired"] += 1
-        when = _at(entry["dl"])
-        if spec is not None and spec.on_missing == "default" and (spec.default_label is not None or spec.default_reward is not None):
+        when = _at(_time(entry["dl"]))
+        if (
+            spec is not None
+            and spec.on_missing == "default"
+            and (spec.default_label is not None or spec.default_reward is not None)
+        ):
             self.counts["defaulted"] += 1
             return TrainingExample(
-                model=prediction.model, decision_id=key, model_version=prediction.model_version,
-                features=prediction.features, prediction=prediction.prediction, label=spec.default_label,
-                reward=spec.default_reward, status="defaulted", predicted_at=prediction.timestamp, timestamp=when,
+                model=prediction.model,
+                decision_id=key,
+                model_version=prediction.model_version,
+                features=prediction.features,
+                prediction=prediction.prediction,
+                label=spec.default_label,
+                reward=spec.default_reward,
+                status="defaulted",
+                predicted_at=prediction.timestamp,
+                timestamp=when,
             )
         return self._example(prediction, None, "expired", when)
 
     @staticmethod
-    def _example(prediction: PredictionEvent, outcome: OutcomeEvent | None, status: str, when: datetime) -> TrainingExample:
+    def _example(
+        prediction: PredictionEvent, outcome: OutcomeEvent | None, status: JoinStatus, when: datetime
+    ) -> TrainingExample:
         return TrainingExample(
-            model=prediction.model, decision_id=prediction.decision_id, model_version=prediction.model_version,
-            features=prediction.features, prediction=prediction.prediction,
-            label=outcome.label if outcome else None, reward=outcome.reward if outcome else None, status=status,
-            predicted_at=prediction.timestamp, outcome_at=outcome.timestamp if outcome else None, timestamp=when,
+            model=prediction.model,
+            decision_id=prediction.decision_id,
+            model_version=prediction.model_version,
+            features=prediction.features,
+            prediction=prediction.prediction,
+            label=outcome.label if outcome else None,
+            reward=outcome.reward if outcome else None,
+            status=status,
+            predicted_at=prediction.timestamp,
+            outcome_at=outcome.timestamp if outcome else None,
+            timestamp=when,
         )
 
     def _policy(self, model: str) -> str:
         spec = self.specs.get(model)
         return spec.duplicates if spec is not None else "first"
 
-    def _put(self, key: str, entry: dict) -> None:
+    def _put(self, key: str, entry: JoinEntry) -> None:
         self.state[key] = entry

@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
-from river import base, metrics
 
-from learners.drift import LABEL_RATE, PREDICTION
-from learners.recent import RecentIds
-from learners.recipes import NUMERIC_RECIPES, build_metric, build_model
-from learners.spec import LearnerSpec
-from learners.watch import ModelWatch
-from schemas.errors import UnlearnableExample
-from schemas.inference import LEARNABLE, TrainingExample
-from schemas.system import ModelVersion
+from adaptloop.learners.drift import LABEL_RATE, PREDICTION
+from adaptloop.learners.recent import RecentIds
+from adaptloop.learners.recipes import NUMERIC_RECIPES, Metric, Model, build_metric, build_model
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.watch import ModelWatch
+from adaptloop.schemas.errors import ConfigError, UnlearnableExample
+from adaptloop.schemas.inference import LEARNABLE, TrainingExample
+from adaptloop.schemas.system import ModelVersion
 
 _NUMBERS = frozenset({float, int, bool})
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ class OnlineLearner:
     and logged. Examples are learned once: an offset already covered or a
     decision_id seen recently is skipped.
 
-    >>> from datetime import datetime, timezone
+    >>> from datetime import UTC, datetime
     >>> from river import datasets
     >>> learner = OnlineLearner(LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"]))
-    >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
     >>> for i, (x, y) in enumerate(datasets.Phishing()):
     ...     example = TrainingExample(model="phishing", decision_id=str(i), model_version="v0", features=x,
     ...                               prediction=True, label=y, predicted_at=now)
@@ -61,10 +61,10 @@ class OnlineLearner:
     def __init__(
         self,
         spec: LearnerSpec,
-        model: base.Estimator | None = None,
+        model: Model | None = None,
         *,
-        shadow: dict[str, metrics.base.Metric] | None = None,
-        production: dict[str, metrics.base.Metric] | None = None,
+        shadow: dict[str, Metric] | None = None,
+        production: dict[str, Metric] | None = None,
         progress: LearnerProgress | None = None,
         watch: ModelWatch | None = None,
     ) -> None:
@@ -73,15 +73,22 @@ class OnlineLearner:
         # Restored metrics go on; a metric the spec added since starts now, one it dropped is gone.
         shadow, production = shadow or {}, production or {}
         self.shadow = {name: shadow[name] if name in shadow else build_metric(name) for name in spec.metrics}
-        self.production = {name: production[name] if name in production else metric for name in spec.metrics
-                           if (metric := build_metric(name)).requires_labels or spec.task == "regression"}
+        self.production: dict[str, Metric] = {
+            name: production.get(name, metric)
+            for name in spec.metrics
+            if (metric := build_metric(name)).requires_labels or spec.task == "regression"
+        }
         if shadow and list(shadow) != list(self.shadow):
             log.warning("model %r: metrics %s restored, now %s", spec.name, list(shadow), list(self.shadow))
         self.progress = progress or LearnerProgress()
         self.watch = watch if watch is not None else ModelWatch(spec)
         if watch is not None and (changed := watch.follow(spec)):
-            log.warning("model %r: drift settings changed since the checkpoint (%s): monitors whose settings "
-                        "changed start over", spec.name, ", ".join(changed))
+            log.warning(
+                "model %r: drift settings changed since the checkpoint (%s): monitors whose settings "
+                "changed start over",
+                spec.name,
+                ", ".join(changed),
+            )
         # (metric, whether it scores the predicted class rather than the probabilities), looked up once
         self._shadow_scoring = [(metric, metric.requires_labels) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
@@ -91,10 +98,13 @@ class OnlineLearner:
         if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
             self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
-            raise ValueError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
+            raise ConfigError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
         if self.progress.pending and not spec.mini_batch:  # mini_batch unset since: learn the batch begun
-            log.warning("model %r: mini_batch unset since the checkpoint; learning its %d pending examples as one "
-                        "batch", spec.name, len(self.progress.pending))
+            log.warning(
+                "model %r: mini_batch unset since the checkpoint; learning its %d pending examples as one batch",
+                spec.name,
+                len(self.progress.pending),
+            )
             self._learn_batch()
 
     def already_learned(self, decision_id: str, position: tuple[str, int] | None) -> bool:
@@ -116,9 +126,11 @@ class OnlineLearner:
             self.progress.offsets[position[0]] = position[1] + 1
         target = example.label if example.label is not None else example.reward
         if example.status != "late":  # a late record follows an expired one for the same decision
-            self.watch.observe_decision({**example.features, PREDICTION: example.prediction,
-                                         LABEL_RATE: float(example.status == "joined")},
-                                        self.progress.version, self.progress.examples_seen)
+            self.watch.observe_decision(
+                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(example.status == "joined")},
+                self.progress.version,
+                self.progress.examples_seen,
+            )
         if example.status not in LEARNABLE or target is None:
             return False
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
@@ -150,19 +162,20 @@ class OnlineLearner:
             if type(value) not in _NUMBERS:
                 raise UnlearnableExample(
                     f"model {self.spec.name!r} (recipe {self.spec.recipe!r}) learns from numbers only; feature "
-                    f"{name!r} of decision {example.decision_id!r} is {value!r}")
+                    f"{name!r} of decision {example.decision_id!r} is {value!r}"
+                )
 
     def _learn_batch(self) -> None:
         """Predict the whole pending batch, score each example, then learn it with one ``learn_many``."""
         batch, self.progress.pending = self.progress.pending, []
         X = pd.DataFrame([example.features for example, _, _ in batch])
         targets = [target for _, target, _ in batch]
-        probas: list[dict | None] = [None] * len(batch)
+        probas: list[dict[Any, float] | None] = [None] * len(batch)
         if self._classifier:
             frame = self.model.predict_proba_many(X)
             predicted = frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
             if any(not metric.requires_labels for metric in self.shadow.values()):
-                probas = frame.to_dict("records")  # type: ignore[assignment]
+                probas = frame.to_dict("records")
         else:
             predicted = self.model.predict_many(X).tolist()
         seen = self.progress.examples_seen
@@ -172,7 +185,9 @@ class OnlineLearner:
         for example, _, where in batch:
             self._learned(example, where)
 
-    def _score(self, example: TrainingExample, target: object, y_pred: object, proba: dict | None, seen: int) -> float:
+    def _score(
+        self, example: TrainingExample, target: Any, y_pred: Any, proba: dict[Any, float] | None, seen: int
+    ) -> float:
         """Update the shadow and production metrics and the drift watch; return the shadow error."""
         if self._classifier:
             for metric, on_labels in self._shadow_scoring:
@@ -181,19 +196,23 @@ class OnlineLearner:
         else:
             for metric in self.shadow.values():
                 metric.update(target, y_pred)
-            shadow_error = abs(float(y_pred) - float(target))  # type: ignore[arg-type]
+            shadow_error = abs(float(y_pred) - float(target))
         production_error = None
         if example.status == "joined" and example.prediction is not None:
             for metric in self.production.values():
                 metric.update(target, example.prediction)
-            production_error = (float(example.prediction != target) if self._classifier
-                                else abs(float(example.prediction) - float(target)))  # type: ignore[arg-type]
+            production_error = (
+                float(example.prediction != target)
+                if self._classifier
+                else abs(float(example.prediction) - float(target))
+            )
         self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version, seen)
         return shadow_error
 
     def _learned(self, example: TrainingExample, where: str) -> None:
         self.progress.dataset_hash = hashlib.sha256(
-            f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()).hexdigest()
+            f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()
+        ).hexdigest()
         self.progress.examples_seen += 1
         self.progress.learned_since_version += 1
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.agents import VariantStats
+from adaptloop.schemas.agents import VariantStats
 
 REFERENCE = "__reference__"  # a virtual variant of rating 0, played by each variant through the prior
 
@@ -198,9 +198,13 @@ class PreferenceStore:
                 alpha, beta = store.thumbs.get(v, self.prior)
                 rating = store.ratings.get(v, GaussianMean())
                 out[segment][v] = VariantStats(
-                    ups=float(alpha - self.prior[0]), downs=float(beta - self.prior[1]), ratings=rating.n,
-                    rating_mean=float(rating.mean), rating_m2=float(rating.m2),
-                    wins={w: float(n) for w, n in sorted(store.pairs.wins.get(v, {}).items()) if n})
+                    ups=float(alpha - self.prior[0]),
+                    downs=float(beta - self.prior[1]),
+                    ratings=rating.n,
+                    rating_mean=float(rating.mean),
+                    rating_m2=float(rating.m2),
+                    wins={w: float(n) for w, n in sorted(store.pairs.wins.get(v, {}).items()) if n},
+                )
         return out
 
     def merge(self, agent: str, segments: dict[str, dict[str, VariantStats]]) -> None:
@@ -227,8 +231,9 @@ class PreferenceStore:
         alpha, beta = self.segment(segment, agent).thumbs.get(variant, self.prior)
         return float(alpha), float(beta)
 
-    def choose_variant(self, segment: str, agent: str, variants: list[str], rng: random.Random,
-                       draws: int = 2000) -> tuple[str, float]:
+    def choose_variant(
+        self, segment: str, agent: str, variants: list[str], rng: random.Random, draws: int = 2000
+    ) -> tuple[str, float]:
         """Thompson sampling: draw each variant's thumbs-up rate, take the best; return it with its probability.
 
         The probability is estimated from ``draws`` further samples (the share of draws the
@@ -241,8 +246,9 @@ class PreferenceStore:
         probability = float(np.mean(samples.argmax(axis=0) == choice))
         return variants[choice], max(probability, 1.0 / draws)
 
-    def traffic_shares(self, segment: str, agent: str, variants: list[str], draws: int = 4000,
-                       seed: int = 0) -> dict[str, float]:
+    def traffic_shares(
+        self, segment: str, agent: str, variants: list[str], draws: int = 4000, seed: int = 0
+    ) -> dict[str, float]:
         """The share of traffic Thompson sampling gives each variant now."""
         generator = np.random.default_rng(seed)
         samples = np.stack([generator.beta(*self.beta(segment, agent, v), size=draws) for v in variants])

@@ -73,5 +73,5 @@ class RecentIds:
         self._chunks = deque((len(ids), chunk) for ids, chunk in zip(chunks, state["chunks"]))  # type: ignore[call-overload]
         self._in_chunks = sum(len(ids) for ids in chunks)
         everything = [decision_id for ids in chunks for decision_id in ids]
-        self._ids = OrderedDict.fromkeys(everything[max(0, len(everything) - self.limit):])
+        self._ids = OrderedDict.fromkeys(everything[max(0, len(everything) - self.limit) :])
         self._fresh = []

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from river import base
+from adaptloop.learners.recipes import Model
 
 
-class ReadOnlyDefaults(dict):
+class ReadOnlyDefaults(dict[Any, Any]):
     """Like a defaultdict for reads, but a missing key is answered, never inserted.
 
     >>> counts = ReadOnlyDefaults({"a": 1.0}, float)
@@ -25,7 +25,7 @@ class ReadOnlyDefaults(dict):
     (1.0, 0.0, False)
     """
 
-    def __init__(self, data: dict, default_factory: Any) -> None:
+    def __init__(self, data: dict[Any, Any], default_factory: Any) -> None:
         super().__init__(data)
         self.default_factory = default_factory
 
@@ -33,7 +33,7 @@ class ReadOnlyDefaults(dict):
         return self.default_factory()
 
 
-def read_only(model: base.Estimator) -> base.Estimator:
+def read_only(model: Model) -> Model:
     """Make ``model`` (in place) safe to share between predicting threads; returns it.
 
     >>> from river import preprocessing
@@ -54,8 +54,7 @@ def _freeze(value: Any, seen: set[int]) -> Any:
         return value
     seen.add(id(value))
     if isinstance(value, defaultdict):
-        frozen = ReadOnlyDefaults({k: _freeze(v, seen) for k, v in value.items()}, value.default_factory)
-        return frozen
+        return ReadOnlyDefaults({k: _freeze(v, seen) for k, v in value.items()}, value.default_factory)
     if isinstance(value, dict):
         for key, item in value.items():
             value[key] = _freeze(item, seen)

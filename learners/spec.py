@@ -20,29 +20,44 @@ class DriftSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    concept: StrictBool = True
+    concept: StrictBool = Field(True, description="Watch the shadow and production errors for concept drift.")
     detector: StrictStr = Field("ADWIN", description="A class of river.drift or river.drift.binary.")
-    detector_params: dict[StrictStr, StrictFloat | StrictInt | StrictStr | StrictBool] = Field(default_factory=dict)
+    detector_params: dict[StrictStr, StrictFloat | StrictInt | StrictStr | StrictBool] = Field(
+        default_factory=dict, description="Keyword arguments of the detector, e.g. {delta = 0.001} for ADWIN."
+    )
     window: int = Field(500, ge=10, description="Recent window: error before/after, and data-drift samples.")
-    data: StrictBool = True
+    data: StrictBool = Field(True, description="Watch the features, the prediction and the label rate.")
     reference_size: int = Field(1000, ge=10, description="Decisions in a data-drift reference window.")
     check_every: int = Field(500, ge=1, description="Data drift is checked every N decisions.")
     max_features: int = Field(
-        100, ge=1, description="Data drift watches this many features at most, the first seen (sparse features, "
-        "one name per id or word, would otherwise keep a window each and make every check visit them all).")
-    psi_threshold: float = Field(0.25, gt=0, description="PSI above this is data drift (0.25 is the usual 'major shift').")
-    js_threshold: float = Field(0.2, gt=0, le=1, description="Jensen-Shannon distance above this is drift (categories).")
-    label_rate_drop: float = Field(0.5, gt=0, lt=1, description="Alert when the share of decisions with an outcome falls by this.")
-    policy: Literal["alert", "challenger", "rollback"] = "alert"
-    challenger_window: int = Field(300, ge=10)
-    challenger_margin: float = Field(0.02, ge=0)
-    rollback_bound: float = Field(0.15, gt=0, description="Production error above the last good version's by this: roll back.")
+        100,
+        ge=1,
+        description="Data drift watches this many features at most, the first seen (sparse features, "
+        "one name per id or word, would otherwise keep a window each and make every check visit them all).",
+    )
+    psi_threshold: float = Field(
+        0.25, gt=0, description="PSI above this is data drift (0.25 is the usual 'major shift')."
+    )
+    js_threshold: float = Field(
+        0.2, gt=0, le=1, description="Jensen-Shannon distance above this is drift (categories)."
+    )
+    label_rate_drop: float = Field(
+        0.5, gt=0, lt=1, description="Alert when the share of decisions with an outcome falls by this."
+    )
+    policy: Literal["alert", "challenger", "rollback"] = Field(
+        "alert", description="What the loop does on drift: alert only; run a challenger; roll back (see above)."
+    )
+    challenger_window: int = Field(300, ge=10, description="Examples over which a challenger is compared.")
+    challenger_margin: float = Field(0.02, ge=0, description="How much lower a challenger's error must be.")
+    rollback_bound: float = Field(
+        0.15, gt=0, description="Production error above the last good version's by this: roll back."
+    )
 
 
 class LearnerSpec(BaseModel):
     """The declaration of one online model.
 
-    ``recipe`` names a pipeline from :mod:`learners.recipes`, or ``"module:function"``
+    ``recipe`` names a pipeline from :mod:`adaptloop.learners.recipes`, or ``"module:function"``
     returning your own River estimator.
 
     >>> spec = LearnerSpec(name="churn", task="binary", recipe="logistic", checkpoint_every=500)
@@ -52,32 +67,56 @@ class LearnerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: StrictStr = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Task = "binary"
-    recipe: StrictStr = "logistic"
-    params: dict[StrictStr, StrictFloat | StrictInt | StrictStr | StrictBool] = Field(default_factory=dict)
-    metrics: list[StrictStr] = Field(default_factory=lambda: ["Accuracy", "LogLoss"])
+    name: StrictStr = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The model's name, as services call it."
+    )
+    task: Task = Field("binary", description="binary, multiclass or regression.")
+    recipe: StrictStr = Field(
+        "logistic",
+        description="logistic, hoeffding, linear or hoeffding_regressor, or 'module:function' returning a River "
+        "estimator.",
+    )
+    params: dict[StrictStr, StrictFloat | StrictInt | StrictStr | StrictBool] = Field(
+        default_factory=dict, description="Keyword arguments of the recipe."
+    )
+    metrics: list[StrictStr] = Field(
+        default_factory=lambda: ["Accuracy", "LogLoss"], description="River metrics, by class name."
+    )
     checkpoint_every: int = Field(1000, ge=1, description="Publish a version every N learned examples...")
     checkpoint_seconds: float | None = Field(30.0, gt=0, description="...or after this long with unpublished learning.")
     keep_versions: int = Field(
-        1000, ge=20, description="Model versions kept in the store, the newest (the current one always); older ones "
-        "are removed. Snapshots keep the bytes of theirs, and `adaptloop replay` rebuilds any from the archive.")
+        1000,
+        ge=20,
+        description="Model versions kept in the store, the newest (the current one always); older ones "
+        "are removed. Snapshots keep the bytes of theirs, and `adaptloop replay` rebuilds any from the archive.",
+    )
     horizon_seconds: float = Field(3600.0, gt=0, description="How long the join waits for an outcome (event time).")
-    on_missing: Literal["drop", "default"] = Field("drop", description="An outcome that never came: drop, or learn the default.")
-    default_label: StrictBool | StrictInt | StrictFloat | StrictStr | None = None
-    default_reward: StrictFloat | None = None
+    on_missing: Literal["drop", "default"] = Field(
+        "drop", description="An outcome that never came: drop, or learn the default."
+    )
+    default_label: StrictBool | StrictInt | StrictFloat | StrictStr | None = Field(
+        None, description="The label learned when no outcome came (on_missing = 'default')."
+    )
+    default_reward: StrictFloat | None = Field(
+        None, description="The reward learned when no outcome came (on_missing = 'default')."
+    )
     duplicates: Literal["first", "last"] = Field("first", description="Which of repeated predictions/outcomes counts.")
     mini_batch: int | None = Field(
-        None, ge=2, description="Learn in mini-batches of this many examples with River's learn_many (models that "
-        "have it, e.g. the logistic recipe); unset: learn_one on each example.")
+        None,
+        ge=2,
+        description="Learn in mini-batches of this many examples with River's learn_many (models that "
+        "have it, e.g. the logistic recipe); unset: learn_one on each example.",
+    )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")
 
     @model_validator(mode="after")
     def _mini_batches_fit(self) -> LearnerSpec:
         if self.mini_batch is not None:
             if self.checkpoint_every % self.mini_batch:
-                raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of mini_batch "
-                                 f"({self.mini_batch}), so versions fall on whole batches")
+                raise ValueError(
+                    f"checkpoint_every ({self.checkpoint_every}) must be a multiple of mini_batch "
+                    f"({self.mini_batch}), so versions fall on whole batches"
+                )
             if self.drift.policy == "challenger":
                 raise ValueError("the challenger policy learns one example at a time; use it without mini_batch")
         return self

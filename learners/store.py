@@ -9,6 +9,7 @@ replaced atomically, so model and offsets can never disagree after a crash.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -16,18 +17,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from river import base, metrics
-
-from learners.online import LearnerProgress, OnlineLearner
-from learners.spec import LearnerSpec
-from learners.watch import ModelWatch
-from schemas.errors import SpecChanged, UnknownModel
-from schemas.system import ModelVersion
+from adaptloop.learners.online import LearnerProgress, OnlineLearner
+from adaptloop.learners.recipes import Metric, Model
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.watch import ModelWatch
+from adaptloop.schemas.errors import SpecChanged, UnknownModel
+from adaptloop.schemas.system import ModelVersion, VersionReason
 
 PICKLE_PROTOCOL = 5
 
 
-def model_bytes(model: base.Estimator) -> bytes:
+def model_bytes(model: Model) -> bytes:
     """The canonical bytes of a model: equal state gives equal bytes.
 
     Pickle's output depends on object identity (a string shared by two fields is
@@ -37,6 +37,28 @@ def model_bytes(model: base.Estimator) -> bytes:
     fixed: the worker sets it.)
     """
     return pickle.dumps(pickle.loads(pickle.dumps(model, protocol=PICKLE_PROTOCOL)), protocol=PICKLE_PROTOCOL)
+
+
+_RENAMED_PACKAGES = ("schemas", "learners", "snapshots", "streams")
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads pickles written before the layers installed as ``adaptloop.*`` (``learners.online`` is now
+    ``adaptloop.learners.online``), so old checkpoints still restore."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if module.partition(".")[0] in _RENAMED_PACKAGES:
+            module = f"adaptloop.{module}"
+        return super().find_class(module, name)
+
+
+def unpickle(data: bytes) -> object:
+    """``pickle.loads`` that also reads checkpoints written under the layers' old module names.
+
+    >>> unpickle(pickle.dumps({"a": 1}))
+    {'a': 1}
+    """
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 def version_of(data: bytes) -> str:
@@ -57,8 +79,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class Checkpoint:
     version: str
     progress: LearnerProgress
-    shadow: dict[str, metrics.base.Metric]
-    production: dict[str, metrics.base.Metric]
+    shadow: dict[str, Metric]
+    production: dict[str, Metric]
     watch: ModelWatch | None = None
     spec: LearnerSpec | None = None  # what the model was learned as (older checkpoints: the watch's)
 
@@ -79,9 +101,11 @@ def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: P
     >>> old = LearnerSpec(name="churn", recipe="logistic")
     >>> check_same_model(old.model_copy(update={"checkpoint_every": 10}), old, Path("models/churn"))
     >>> check_same_model(old.model_copy(update={"recipe": "hoeffding"}), old, Path("models/churn"))
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    schemas.errors.SpecChanged: model 'churn' was learned with recipe='logistic'; its spec now says recipe='hoeffding'. A model cannot change what it is: give the new one a new name (its versions and lineage start afresh beside the old ones), or remove models/churn to start 'churn' over
+    adaptloop.schemas.errors.SpecChanged: model 'churn' was learned with recipe='logistic'; its spec now says \
+recipe='hoeffding'. A model cannot change what it is: ... or remove models/churn to start 'churn' over
     """
     if learned_as is None:
         return
@@ -93,7 +117,8 @@ def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: P
         raise SpecChanged(
             f"model {spec.name!r} was learned with {was}; its spec now says {now}. A model cannot change what it "
             f"is: give the new one a new name (its versions and lineage start afresh beside the old ones), or "
-            f"remove {where} to start {spec.name!r} over")
+            f"remove {where} to start {spec.name!r} over"
+        )
 
 
 class ModelStore:
@@ -161,19 +186,25 @@ class ModelStore:
             raise UnknownModel(
                 f"no version {version!r} of model {model!r} in {self.root} (the store keeps each model's newest "
                 f"keep_versions; `adaptloop replay {model} --until {version}` rebuilds an older one from the "
-                f"archive and stores it again)") from None
+                f"archive and stores it again)"
+            ) from None
         if hashlib.sha256(data).hexdigest()[:16] != version:
             raise UnknownModel(f"{path} is corrupt: its hash does not match version {version}")
         return data
 
-    def load_model(self, model: str, version: str) -> base.Estimator:
-        return pickle.loads(self.load_bytes(model, version))
+    def load_model(self, model: str, version: str) -> Model:
+        return unpickle(self.load_bytes(model, version))
 
     def versions(self, model: str) -> list[str]:
         return sorted(p.stem for p in (self.root / model / "versions").glob("*.pkl"))
 
     def checkpoint(
-        self, learner: OnlineLearner, *, reason: str = "checkpoint", actor: str | None = None, note: str | None = None
+        self,
+        learner: OnlineLearner,
+        *,
+        reason: VersionReason = "checkpoint",
+        actor: str | None = None,
+        note: str | None = None,
     ) -> ModelVersion:
         """Save the learner's model and progress together; return the version to publish.
 
@@ -187,11 +218,19 @@ class ModelStore:
             record = progress.record  # nothing new was learned: the same version, the same record
         else:
             record = ModelVersion(
-                model=name, version=version, parent=progress.version,
+                model=name,
+                version=version,
+                parent=progress.version,
                 reason="initial" if progress.version is None and reason == "checkpoint" else reason,
-                examples_seen=progress.examples_seen, offsets=dict(progress.offsets),
-                metrics=learner.metric_values(), sha256=sha, uri=str(path.relative_to(self.root)),
-                size_bytes=len(data), dataset_hash=progress.dataset_hash, actor=actor, note=note,
+                examples_seen=progress.examples_seen,
+                offsets=dict(progress.offsets),
+                metrics=learner.metric_values(),
+                sha256=sha,
+                uri=str(path.relative_to(self.root)),
+                size_bytes=len(data),
+                dataset_hash=progress.dataset_hash,
+                actor=actor,
+                note=note,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
         checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
@@ -208,7 +247,7 @@ class ModelStore:
         (before a worker starts, so it fails with the reason instead of restarting its learner)."""
         path = self.root / spec.name / "checkpoint.pkl"
         if path.exists():
-            check_same_model(spec, pickle.loads(path.read_bytes()).learned_as(), self.root / spec.name)
+            check_same_model(spec, unpickle(path.read_bytes()).learned_as(), self.root / spec.name)  # type: ignore[attr-defined]
 
     def restore(self, spec: LearnerSpec) -> OnlineLearner:
         """The learner as of its last checkpoint, or a fresh one if it has none.
@@ -219,8 +258,14 @@ class ModelStore:
         path = self.root / spec.name / "checkpoint.pkl"
         if not path.exists():
             return OnlineLearner(spec)
-        checkpoint: Checkpoint = pickle.loads(path.read_bytes())
+        checkpoint: Checkpoint = unpickle(path.read_bytes())  # type: ignore[assignment]
         check_same_model(spec, checkpoint.learned_as(), self.root / spec.name)
         model = self.load_model(spec.name, checkpoint.version)
-        return OnlineLearner(spec, model, shadow=checkpoint.shadow, production=checkpoint.production,
-                             progress=checkpoint.progress, watch=checkpoint.watch)
+        return OnlineLearner(
+            spec,
+            model,
+            shadow=checkpoint.shadow,
+            production=checkpoint.production,
+            progress=checkpoint.progress,
+            watch=checkpoint.watch,
+        )

@@ -20,13 +20,14 @@ exactly as before.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from river import base, stats, utils
+from river import stats, utils
 
-from learners.drift import ConceptDriftMonitor, DataDriftMonitor
-from learners.recipes import build_model
-from learners.spec import DriftSpec, LearnerSpec
-from schemas.system import DriftAlert
+from adaptloop.learners.drift import ConceptDriftMonitor, DataDriftMonitor
+from adaptloop.learners.recipes import Model, build_model
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.schemas.system import DriftAlert
 
 MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
 VERSIONS_JUDGED = 20
@@ -39,16 +40,16 @@ versions and 1.4 ms after 300 (a version every 1,000 examples: 300,000 examples)
 class Action:
     """What the policy asks the agent to do: ``promotion`` (the model is already swapped) or ``rollback``."""
 
-    kind: str
+    kind: Literal["promotion", "rollback"]
     to_version: str | None
     note: str
 
 
 @dataclass
 class Challenger:
-    model: base.Estimator
-    champion_error: utils.Rolling
-    challenger_error: utils.Rolling
+    model: Model
+    champion_error: utils.Rolling  # type: ignore[type-arg]  # River's Rolling is generic only in its stubs
+    challenger_error: utils.Rolling  # type: ignore[type-arg]
     seen: int = 0
 
 
@@ -75,8 +76,11 @@ class ModelWatch:
         before, after = self.spec.drift, spec.drift
         self.spec = spec
         # (A spec pickled before a field existed lacks it: not a change, the new value applies.)
-        changed = [name for name in DriftSpec.model_fields
-                   if name in vars(before) and getattr(before, name) != getattr(after, name)]
+        changed = [
+            name
+            for name in DriftSpec.model_fields
+            if name in vars(before) and getattr(before, name) != getattr(after, name)
+        ]
         if {"detector", "detector_params", "window"} & set(changed):
             self.concept = ConceptDriftMonitor(after)
         else:
@@ -89,7 +93,7 @@ class ModelWatch:
             self.challenger = None
         return changed
 
-    def _alert(self, fields: dict, version: str | None, examples: int) -> None:
+    def _alert(self, fields: dict[str, Any], version: str | None, examples: int) -> None:
         fields = {"at_example": examples, **fields}
         self.alerts.append(DriftAlert(model=self.spec.name, model_version=version, **fields))
 
@@ -99,17 +103,20 @@ class ModelWatch:
             for fields in self.data.update(values):
                 self._alert(fields, version, examples)
 
-    def observe_errors(self, shadow: float, production: float | None, served_version: str | None,
-                       version: str | None, examples: int) -> None:
+    def observe_errors(
+        self, shadow: float, production: float | None, served_version: str | None, version: str | None, examples: int
+    ) -> None:
         drift = self.spec.drift
         if drift.concept:
             for signal, error in (("shadow_error", shadow), ("production_error", production)):
                 if error is not None and (fields := self.concept.update(signal, error)):
                     self._alert(fields, version, examples)
                     if signal == "shadow_error" and drift.policy == "challenger" and self.challenger is None:
-                        self.challenger = Challenger(build_model(self.spec),
-                                                     utils.Rolling(stats.Mean, window_size=drift.challenger_window),
-                                                     utils.Rolling(stats.Mean, window_size=drift.challenger_window))
+                        self.challenger = Challenger(
+                            build_model(self.spec),
+                            utils.Rolling(stats.Mean, window_size=drift.challenger_window),
+                            utils.Rolling(stats.Mean, window_size=drift.challenger_window),
+                        )
         if drift.policy == "rollback" and version is not None:
             if version not in self.version_errors:
                 self._new_version(version)
@@ -142,12 +149,20 @@ class ModelWatch:
             if mean is not None and mean.n >= MIN_VERSION_OUTCOMES and (best is None or mean.get() < best_error):
                 best, best_error = candidate, mean.get()
         if best is not None and served.get() > best_error + drift.rollback_bound and best != version:
-            self.actions.append(Action("rollback", best, f"production error {served.get():.3f} of {served_version} "
-                                       f"over {int(served.n)} decisions vs {best_error:.3f} of {best}"))
+            self.actions.append(
+                Action(
+                    "rollback",
+                    best,
+                    f"production error {served.get():.3f} of {served_version} "
+                    f"over {int(served.n)} decisions vs {best_error:.3f} of {best}",
+                )
+            )
             self.cooldown = 2 * drift.window
             errors[served_version] = None  # judged: it must not count again if it is served again
 
-    def shadow_challenger(self, x: dict, target: object, champion_error: float, classifier: bool) -> base.Estimator | None:
+    def shadow_challenger(
+        self, x: dict[str, Any], target: Any, champion_error: float, classifier: bool
+    ) -> Model | None:
         """Feed the challenger (predict, then learn); the model to promote, if it has won."""
         challenger = self.challenger
         if challenger is None:
@@ -164,10 +179,16 @@ class ModelWatch:
         challenger.seen += 1
         drift = self.spec.drift
         if challenger.seen >= drift.challenger_window:
-            ours, theirs = challenger.challenger_error.get(), challenger.champion_error.get()
+            ours: float = challenger.challenger_error.get()  # type: ignore[operator]  # untyped in River's stubs
+            theirs: float = challenger.champion_error.get()  # type: ignore[operator]
             if ours + drift.challenger_margin < theirs:
                 self.challenger = None
-                self.actions.append(Action("promotion", None, f"challenger error {ours:.3f} vs champion {theirs:.3f} "
-                                           f"over {drift.challenger_window} examples"))
+                self.actions.append(
+                    Action(
+                        "promotion",
+                        None,
+                        f"challenger error {ours:.3f} vs champion {theirs:.3f} over {drift.challenger_window} examples",
+                    )
+                )
                 return challenger.model
         return None

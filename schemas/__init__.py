@@ -3,16 +3,32 @@
 This layer imports nothing but pydantic and orjson; every other layer builds on it.
 """
 
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
-from schemas.base import Event
-from schemas.codec import decode, encode
-from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
-from schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
+from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import decode, encode
+from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
+from adaptloop.schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
 
 __all__ = [
-    "ALL_TOPICS", "AgentFeedbackEvent", "ClockTick", "DeadLetter", "DriftAlert", "Event", "GuardrailAlert", "ModelCommand",
+    "ALL_TOPICS",
+    "AgentFeedbackEvent",
+    "ClockTick",
+    "DeadLetter",
+    "DriftAlert",
+    "Event",
+    "GuardrailAlert",
+    "ModelCommand",
     "ModelVersion",
-    "OutcomeEvent", "PredictionEvent", "PreferenceEvent", "PreferenceSnapshot", "Topic", "VariantStats", "TrainingExample", "decode", "encode",
-    "topic_for", "topic_named",
+    "OutcomeEvent",
+    "PredictionEvent",
+    "PreferenceEvent",
+    "PreferenceSnapshot",
+    "Topic",
+    "TrainingExample",
+    "VariantStats",
+    "decode",
+    "encode",
+    "topic_for",
+    "topic_named",
 ]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from schemas.base import Count, Event, FiniteFloat, NonEmptyStr, new_id
+from adaptloop.schemas.base import Count, Event, FiniteFloat, NonEmptyStr, new_id
 
 NonNegative = Annotated[FiniteFloat, Field(ge=0.0)]
 FeedbackKind = Literal["thumbs", "rating", "score", "comment", "step", "route"]
@@ -17,7 +17,7 @@ class AgentFeedbackEvent(Event):
     a ``step`` the agent took (its action, cost, tokens and latency), or the
     ``route`` a router chose (``variant``, with its probability as ``value``).
 
-    >>> from schemas import AgentFeedbackEvent
+    >>> from adaptloop.schemas import AgentFeedbackEvent
     >>> AgentFeedbackEvent(trace_id="t1", run_id="r1", session_id="s1", agent="support",
     ...                    variant="prompt-b", step=3, kind="thumbs", value=1.0).value
     1.0
@@ -33,7 +33,9 @@ class AgentFeedbackEvent(Event):
     kind: FeedbackKind
     value: FiniteFloat | None = None
     comment: Annotated[StrictStr, Field(max_length=10_000)] | None = None
-    action: NonEmptyStr | None = Field(default=None, description="The tool call or action of a step, for loop detection.")
+    action: NonEmptyStr | None = Field(
+        default=None, description="The tool call or action of a step, for loop detection."
+    )
     cost: NonNegative = 0.0
     tokens: Count = 0
     latency_ms: NonNegative = 0.0
@@ -56,7 +58,7 @@ class AgentFeedbackEvent(Event):
 class PreferenceEvent(Event):
     """A pairwise judgement: in this context, ``chosen`` was preferred to ``rejected``.
 
-    >>> from schemas import PreferenceEvent
+    >>> from adaptloop.schemas import PreferenceEvent
     >>> PreferenceEvent(context={"task": "refund"}, chosen="prompt-b", rejected="prompt-a",
     ...                 annotator="u7").chosen
     'prompt-b'
@@ -86,7 +88,9 @@ class VariantStats(BaseModel):
     ratings: Count = 0
     rating_mean: FiniteFloat = 0.0
     rating_m2: NonNegative = 0.0
-    wins: dict[NonEmptyStr, NonNegative] = Field(default_factory=dict, description="Pairwise wins against each variant.")
+    wins: dict[NonEmptyStr, NonNegative] = Field(
+        default_factory=dict, description="Pairwise wins against each variant."
+    )
 
 
 class PreferenceSnapshot(Event):

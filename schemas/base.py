@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 """A float that is neither NaN nor infinite (JSON cannot carry those either)."""
@@ -24,17 +24,17 @@ Count = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 """A non-negative 64-bit integer: steps, tokens, offsets, counts."""
 
 # Floats first: the common case is checked first (smart unions still pick the exact type, so 1 stays int).
-FeatureValue = Union[FiniteFloat, StrictBool, Int64, StrictStr, None]
+FeatureValue = FiniteFloat | StrictBool | Int64 | StrictStr | None
 """One feature as served: a number, a category, a flag, or missing."""
 
-Label = Union[StrictBool, Int64, FiniteFloat, StrictStr]  # booleans are the common labels
+Label = StrictBool | Int64 | FiniteFloat | StrictStr  # booleans are the common labels
 """A ground-truth label: a class (bool, int, str) or a regression target (float)."""
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=512)]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -49,7 +49,9 @@ class Event(BaseModel):
     versioned by ``schema_version``.
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", val_json_bytes="base64", ser_json_bytes="base64")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", val_json_bytes="base64", ser_json_bytes="base64"
+    )
 
     schema_version: Literal[1] = SCHEMA_VERSION
     timestamp: AwareDatetime = Field(default_factory=utc_now)

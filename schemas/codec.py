@@ -11,9 +11,9 @@ import base64
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.base import Event
-from schemas.errors import DecodeError
-from schemas.topics import Topic
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.topics import Topic
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -29,10 +29,10 @@ def _default(value: object) -> object:
 def encode(event: Event) -> bytes:
     """Serialise an event to JSON bytes.
 
-    >>> from schemas import OutcomeEvent
-    >>> from datetime import datetime, timezone
+    >>> from adaptloop.schemas import OutcomeEvent
+    >>> from datetime import UTC, datetime
     >>> encode(OutcomeEvent(decision_id="d1", label=1, source="s",
-    ...                     timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    ...                     timestamp=datetime(2026, 1, 1, tzinfo=UTC)))
     b'{"schema_version":1,"timestamp":"2026-01-01T00:00:00+00:00","decision_id":"d1","label":1,"reward":null,"source":"s"}'
     """
     # The fields straight from the instance: the same bytes as orjson.dumps(event.model_dump()) for
@@ -43,13 +43,13 @@ def encode(event: Event) -> bytes:
 def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) -> Event:
     """Parse and validate one record of ``topic``, or raise :class:`DecodeError`.
 
-    >>> from schemas.topics import OUTCOMES
+    >>> from adaptloop.schemas.topics import OUTCOMES
     >>> decode(OUTCOMES, b'{"decision_id": "d1", "label": true, "source": "s"}').label
     True
     >>> decode(OUTCOMES, b'{"schema_version": 9, "decision_id": "d1", "label": true, "source": "s"}')
     Traceback (most recent call last):
     ...
-    schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
+    adaptloop.schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
     """
     if data is None:
         raise DecodeError("empty", f"{topic.name} record has no value")
@@ -57,7 +57,8 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
         raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
         # The validator itself: model_validate_json adds keyword handling that costs a third as much.
-        return topic.event.__pydantic_validator__.validate_json(data)
+        event: Event = topic.event.__pydantic_validator__.validate_json(data)
+        return event
     except ValidationError as error:
         raise _classify(topic, error, data) from None
 

@@ -1,14 +1,66 @@
-"""Every exception adaptloop raises, in one place.
+"""Every exception adaptloop raises on purpose, in one place; each message says what went wrong and what to do.
 
-They live in the lowest layer so that every layer can raise them; each message
-says what went wrong and what to do about it.
+They live in the lowest layer so that every layer can raise them. The tree::
+
+    AdaptloopError
+    ├── ConfigError (also a ValueError)        a setting, spec, recipe, metric, query or argument is wrong
+    │   ├── SpecChanged                        a checkpointed model's spec asks for another model
+    │   └── TopicConfigMismatch                a topic exists with other partitions or cleanup policy
+    ├── UnknownModel (also a KeyError)         no spec, store or version knows this model or version
+    ├── NoModelYet                             a model has published no version for serving yet
+    ├── DecodeError                            a record is not a valid event (kind + reason: a dead letter)
+    ├── UnlearnableExample                     a valid example that breaks its model's contract
+    ├── ModelRefused                           model bytes whose signature does not verify: never unpickled
+    ├── KafkaProblem                           Kafka did not do what was asked
+    │   ├── BrokerUnavailable                  no broker answers at the configured address
+    │   ├── DeliveryFailed                     produced records were not acknowledged
+    │   └── TimedOut (also a TimeoutError)     Kafka or a worker did not answer in time
+    ├── KafkaLaunchError                       the local broker could not be installed or started
+    ├── ReplayError                            a replay cannot rebuild what was asked
+    └── StorageError                           the model store, archive or object store failed
+
+Errors from a caller's own bad input inside pydantic models stay pydantic's ``ValidationError``
+(each field named); programming mistakes (an argument of the wrong type) stay ``TypeError``.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+DecodeKind = Literal["malformed", "invalid", "unsupported_schema_version", "missing_key", "too_large", "empty"]
+"""Why a record is not an event: not JSON, not the contract, a version not supported, no key, too big, no value."""
+
 
 class AdaptloopError(Exception):
     """Base class of every error adaptloop raises on purpose."""
+
+
+class ConfigError(AdaptloopError, ValueError):
+    """A setting, spec, recipe, metric, query or argument is wrong; the message names it and the fix."""
+
+
+class SpecChanged(ConfigError):
+    """A model's spec now asks for another model (task, recipe or params) than its checkpoint holds.
+
+    A checkpointed model cannot change what it is: its versions, lineage and metrics describe the
+    old one. The message says how to start the new one.
+    """
+
+
+class TopicConfigMismatch(ConfigError):
+    """An existing topic does not have the partitions or cleanup policy adaptloop needs."""
+
+
+class UnknownModel(AdaptloopError, KeyError):
+    """A model name or version that no learner spec or model store knows."""
+
+    def __str__(self) -> str:  # a KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoModelYet(AdaptloopError):
+    """A model has not published a version for serving yet (it is still learning its first examples),
+    and its spec declares no ``default_prediction`` to answer with meanwhile."""
 
 
 class DecodeError(AdaptloopError):
@@ -19,13 +71,30 @@ class DecodeError(AdaptloopError):
     ``reason`` is the human-readable detail that goes into the dead letter.
     """
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: DecodeKind, reason: str) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
 
 
-class BrokerUnavailable(AdaptloopError):
+class UnlearnableExample(AdaptloopError):
+    """A valid training example that its model cannot learn: a label or feature of another type than
+    the model's contract (a string label for a binary model, a category for a model of numbers).
+
+    The learner dead-letters it with this reason, before anything of the model changes.
+    """
+
+
+class ModelRefused(AdaptloopError):
+    """Model or checkpoint bytes whose signature does not verify with the configured key: they are
+    never unpickled (unpickling runs code)."""
+
+
+class KafkaProblem(AdaptloopError):
+    """Kafka did not do what was asked."""
+
+
+class BrokerUnavailable(KafkaProblem):
     """No Kafka broker answered at the configured address."""
 
     def __init__(self, bootstrap: str, detail: str = "") -> None:
@@ -34,7 +103,7 @@ class BrokerUnavailable(AdaptloopError):
         self.bootstrap = bootstrap
 
 
-class DeliveryFailed(AdaptloopError):
+class DeliveryFailed(KafkaProblem):
     """Some produced records were not acknowledged by the broker."""
 
     def __init__(self, failures: list[tuple[str, bytes | None, str]], undelivered: int = 0) -> None:
@@ -46,28 +115,17 @@ class DeliveryFailed(AdaptloopError):
         self.undelivered = undelivered
 
 
-class TopicConfigMismatch(AdaptloopError):
-    """An existing topic does not have the partitions or cleanup policy adaptloop needs."""
+class TimedOut(KafkaProblem, TimeoutError):
+    """Kafka, or a worker expected to answer through it, did not answer in time."""
 
 
 class KafkaLaunchError(AdaptloopError):
     """The local Kafka broker could not be installed or started."""
 
 
-class UnknownModel(AdaptloopError):
-    """A model name that no learner spec or model store knows."""
+class ReplayError(AdaptloopError):
+    """A replay cannot rebuild the version asked for (its lineage or examples are not archived)."""
 
 
-class UnlearnableExample(AdaptloopError):
-    """A valid training example that this model cannot learn (a category for a model of numbers).
-
-    The learner dead-letters it with this reason, before anything of the model changes.
-    """
-
-
-class SpecChanged(AdaptloopError):
-    """A model's spec now asks for another model (task, recipe or params) than its checkpoint holds.
-
-    A checkpointed model cannot change what it is: its versions, lineage and metrics describe the
-    old one. The message says how to start the new one.
-    """
+class StorageError(AdaptloopError):
+    """The model store, the archive or the object store behind them failed."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from schemas.topics import ALL_TOPICS
+from adaptloop.schemas.topics import ALL_TOPICS
 
 
-def json_schemas() -> dict[str, dict]:
+def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of each topic's event, keyed by topic name, annotated with the Kafka key."""
-    schemas: dict[str, dict] = {}
+    schemas: dict[str, dict[str, Any]] = {}
     for topic in ALL_TOPICS:
         schema = topic.event.model_json_schema(mode="validation")
         schema["x-kafka-topic"] = topic.name

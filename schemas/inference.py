@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from schemas.base import Event, FeatureValue, FiniteFloat, Label, NonEmptyStr
+from adaptloop.schemas.base import Event, FeatureValue, FiniteFloat, Label, NonEmptyStr
 
 Probability = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
 
@@ -14,7 +14,7 @@ Probability = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
 class PredictionEvent(Event):
     """A decision made by a served model, with the features exactly as served.
 
-    >>> from schemas import PredictionEvent
+    >>> from adaptloop.schemas import PredictionEvent
     >>> event = PredictionEvent(decision_id="d-1", model="churn", model_version="v0",
     ...                         features={"age": 42, "plan": "pro"}, prediction=True,
     ...                         probabilities={"True": 0.8, "False": 0.2})
@@ -40,7 +40,7 @@ class PredictionEvent(Event):
 class OutcomeEvent(Event):
     """The ground truth for a decision: a label, a reward, or both.
 
-    >>> from schemas import OutcomeEvent
+    >>> from adaptloop.schemas import OutcomeEvent
     >>> OutcomeEvent(decision_id="d-1", label=False, source="billing").label
     False
     """

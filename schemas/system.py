@@ -6,9 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBytes, StrictStr
 
-from schemas.base import Count, Event, FiniteFloat, Int64, NonEmptyStr, new_id
+from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, NonEmptyStr, new_id
+from adaptloop.schemas.errors import DecodeKind
 
 Offset = Count
+
+VersionReason = Literal["checkpoint", "rollback", "promotion", "initial"]
+"""Why a version exists: learned (``checkpoint``; ``initial`` for a model's first), or an operator's or a
+policy's ``rollback`` or ``promotion``."""
 
 
 class ModelVersion(Event):
@@ -18,7 +23,7 @@ class ModelVersion(Event):
     ``"topic:partition"`` to the next offset not yet learned, so a version says
     exactly what it knew.
 
-    >>> from schemas import ModelVersion
+    >>> from adaptloop.schemas import ModelVersion
     >>> ModelVersion(model="churn", version="ab12", examples_seen=10, sha256="ab12" * 16,
     ...              uri="models/churn/ab12.pkl", size_bytes=100).parent is None
     True
@@ -27,7 +32,7 @@ class ModelVersion(Event):
     model: NonEmptyStr
     version: NonEmptyStr
     parent: NonEmptyStr | None = None
-    reason: Literal["checkpoint", "rollback", "promotion", "initial"] = "checkpoint"
+    reason: VersionReason = "checkpoint"
     examples_seen: Offset
     offsets: dict[NonEmptyStr, Offset] = Field(default_factory=dict)
     metrics: dict[NonEmptyStr, FiniteFloat] = Field(default_factory=dict)
@@ -44,7 +49,7 @@ class ModelCommand(Event):
 
     ``rollback``: serve ``to_version`` again and continue learning from it.
 
-    >>> from schemas import ModelCommand
+    >>> from adaptloop.schemas import ModelCommand
     >>> ModelCommand(model="churn", action="rollback", to_version="ab12", actor="ops", reason="bad labels").action
     'rollback'
     """
@@ -85,15 +90,15 @@ class GuardrailAlert(Event):
     evidence: dict[NonEmptyStr, StrictStr | Int64 | FiniteFloat | None] = Field(default_factory=dict)
 
 
-DeadLetterKind = Literal[
-    "malformed", "invalid", "unsupported_schema_version", "missing_key", "too_large", "empty", "rejected"
-]
+DeadLetterKind = Literal[DecodeKind, "rejected"]
+"""A :data:`~adaptloop.schemas.errors.DecodeKind`, or ``rejected``: a valid event that cannot be used (an
+outcome without its prediction, an example its model cannot learn), with the reason."""
 
 
 class DeadLetter(Event):
     """A record that could not be used, kept with its original bytes and the reason.
 
-    >>> from schemas import DeadLetter
+    >>> from adaptloop.schemas import DeadLetter
     >>> DeadLetter(source_topic="outcomes", partition=0, offset=7, key=None, value=b"{oops",
     ...            kind="malformed", reason="Invalid JSON", consumer="join").value
     b'{oops'

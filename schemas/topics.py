@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
-from schemas.base import Event
-from schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
+from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
 
 
 @dataclass(frozen=True)
 class Topic:
     """A topic: its base name, the event it carries and the field used as key.
 
-    >>> from schemas.topics import PREDICTIONS
+    >>> from adaptloop.schemas.topics import PREDICTIONS
     >>> PREDICTIONS.full_name("staging."), PREDICTIONS.key_of(PREDICTIONS.event.model_construct(decision_id="d1"))
     ('staging.predictions', b'd1')
     """
@@ -39,30 +40,79 @@ class Topic:
         return str(getattr(event, self.key)).encode()
 
 
-PREDICTIONS = Topic("predictions", PredictionEvent, "decision_id", copartitioned="decisions",
-                    doc="Decisions made by served models, with features as served.")
-OUTCOMES = Topic("outcomes", OutcomeEvent, "decision_id", copartitioned="decisions",
-                 doc="Labels and rewards for decisions, arriving later.")
-AGENT_FEEDBACK = Topic("agent-feedback", AgentFeedbackEvent, "session_id",
-                       doc="Agent steps and user feedback, keyed by session so a session stays in order.")
+PREDICTIONS = Topic(
+    "predictions",
+    PredictionEvent,
+    "decision_id",
+    copartitioned="decisions",
+    doc="Decisions made by served models, with features as served.",
+)
+OUTCOMES = Topic(
+    "outcomes",
+    OutcomeEvent,
+    "decision_id",
+    copartitioned="decisions",
+    doc="Labels and rewards for decisions, arriving later.",
+)
+AGENT_FEEDBACK = Topic(
+    "agent-feedback",
+    AgentFeedbackEvent,
+    "session_id",
+    doc="Agent steps and user feedback, keyed by session so a session stays in order.",
+)
 PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", doc="Pairwise preferences.")
-TRAINING_EXAMPLES = Topic("training-examples", TrainingExample, "model", copartitioned="models",
-                          doc="Joined prediction+outcome, keyed by model so one learner owns a model.")
-MODEL_UPDATES = Topic("model-updates", ModelVersion, "model", compacted=True,
-                      doc="The current version of each model (compacted: the latest per model is kept).")
-MODEL_COMMANDS = Topic("model-commands", ModelCommand, "model", copartitioned="models",
-                       doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.")
-PREFERENCE_STORE = Topic("preference-store", PreferenceSnapshot, "shard", compacted=True,
-                         doc="Preference store shards (counts per agent, segment and variant); compacted.")
+TRAINING_EXAMPLES = Topic(
+    "training-examples",
+    TrainingExample,
+    "model",
+    copartitioned="models",
+    doc="Joined prediction+outcome, keyed by model so one learner owns a model.",
+)
+MODEL_UPDATES = Topic(
+    "model-updates",
+    ModelVersion,
+    "model",
+    compacted=True,
+    doc="The current version of each model (compacted: the latest per model is kept).",
+)
+MODEL_COMMANDS = Topic(
+    "model-commands",
+    ModelCommand,
+    "model",
+    copartitioned="models",
+    doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.",
+)
+PREFERENCE_STORE = Topic(
+    "preference-store",
+    PreferenceSnapshot,
+    "shard",
+    compacted=True,
+    doc="Preference store shards (counts per agent, segment and variant); compacted.",
+)
 DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
 GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
-JOIN_CLOCK = Topic("join-clock", ClockTick, "source", copartitioned="decisions",
-                   doc="Clock ticks for the join, one per partition, co-partitioned with predictions.")
+JOIN_CLOCK = Topic(
+    "join-clock",
+    ClockTick,
+    "source",
+    copartitioned="decisions",
+    doc="Clock ticks for the join, one per partition, co-partitioned with predictions.",
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
-    PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, TRAINING_EXAMPLES,
-    MODEL_UPDATES, MODEL_COMMANDS, PREFERENCE_STORE, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS, JOIN_CLOCK,
+    PREDICTIONS,
+    OUTCOMES,
+    AGENT_FEEDBACK,
+    PREFERENCES,
+    TRAINING_EXAMPLES,
+    MODEL_UPDATES,
+    MODEL_COMMANDS,
+    PREFERENCE_STORE,
+    DRIFT_ALERTS,
+    GUARDRAIL_ALERTS,
+    DEAD_LETTERS,
+    JOIN_CLOCK,
 )
 
 _BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}
@@ -80,9 +130,9 @@ def topic_for(event: Event | type[Event]) -> Topic:
 
 def topic_named(name: str, prefix: str = "") -> Topic:
     """The topic whose full name (with ``prefix``) is ``name``."""
-    base = name[len(prefix):] if prefix and name.startswith(prefix) else name
+    base = name[len(prefix) :] if prefix and name.startswith(prefix) else name
     try:
         return _BY_NAME[base]
     except KeyError:
         known = ", ".join(sorted(_BY_NAME))
-        raise KeyError(f"unknown topic {name!r} (prefix {prefix!r}); known: {known}") from None
+        raise ConfigError(f"unknown topic {name!r} (prefix {prefix!r}); known: {known}") from None

@@ -11,7 +11,7 @@ restarts resumes each partition after the highest offset already on disk, so a
 batch replayed after a crash adds no duplicate and leaves no gap.
 
 >>> import tempfile
->>> from schemas.topics import OUTCOMES
+>>> from adaptloop.schemas.topics import OUTCOMES
 >>> archive = ParquetArchive(Path(tempfile.mkdtemp()))
 >>> good = b'{"decision_id": "d1", "label": true, "source": "s"}'
 >>> archive.write(OUTCOMES, "outcomes", 0, [RawRecord(0, 0, 1767225600000, b"d1", good)]).name
@@ -24,17 +24,19 @@ True
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas.topics import Topic
-from snapshots.columns import RawRecord, to_table
+from adaptloop.schemas.errors import StorageError
+from adaptloop.schemas.topics import Topic
+from adaptloop.snapshots.columns import RawRecord, to_table
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,10 @@ class ParquetArchive:
         if not fresh:
             return None
         first, last = fresh[0].offset, fresh[-1].offset
-        if any(b.offset <= a.offset for a, b in zip(fresh, fresh[1:])):
-            raise ValueError(f"{topic_name}[{partition}]: records must come in increasing offset order")
+        if any(b.offset <= a.offset for a, b in itertools.pairwise(fresh)):
+            raise StorageError(f"{topic_name}[{partition}]: records must come in increasing offset order")
         stamp = fresh[0].timestamp_ms
-        day = datetime.fromtimestamp(stamp / 1000 if stamp is not None else 0, tz=timezone.utc).date().isoformat()
+        day = datetime.fromtimestamp(stamp / 1000 if stamp is not None else 0, tz=UTC).date().isoformat()
         path = topic_dir(self.root, topic_name) / f"date={day}" / f"p{partition:03d}-{first:012d}-{last:012d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(path.name + TEMP_SUFFIX)

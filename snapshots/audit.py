@@ -13,6 +13,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from adaptloop.schemas.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class NamedQuery:
@@ -38,7 +40,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         SELECT model, model_version, count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
                round(avg(CASE WHEN status = 'joined' THEN (prediction = label)::INT END), 4) AS accuracy,
                min(predicted_at) AS first_served, max(predicted_at) AS last_served
-        FROM (SELECT * FROM training_examples QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1)
+        FROM (SELECT * FROM training_examples
+              QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1)
         GROUP BY ALL ORDER BY first_served
         """,
     ),
@@ -49,7 +52,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
                v.examples_seen AS version_examples_seen, v.offsets AS version_learned_up_to, v.parent,
                t.status AS join_status, t.label, t.outcome_at
         FROM predictions p
-        LEFT JOIN (SELECT * FROM model_updates QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY _offset) = 1) v
+        LEFT JOIN (SELECT * FROM model_updates
+                   QUALIFY row_number() OVER (PARTITION BY model, version ORDER BY _offset) = 1) v
                ON v.model = p.model AND v.version = p.model_version
         LEFT JOIN (SELECT * FROM training_examples WHERE decision_id = $decision_id
                    QUALIFY row_number() OVER (PARTITION BY model ORDER BY _offset DESC) = 1) t
@@ -69,7 +73,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "joins": NamedQuery(
-        "How decisions ended in the join, per model: joined, defaulted, expired, late (a late outcome turns an expired decision late).",
+        "How decisions ended in the join, per model: joined, defaulted, expired, late (a late outcome turns an "
+        "expired decision late).",
         """
         SELECT model, status, count(*) AS decisions FROM (
             SELECT model, decision_id, arg_max(status, _offset) AS status FROM training_examples GROUP BY ALL
@@ -89,7 +94,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         SELECT 'drift' AS kind, timestamp, model AS subject, detector AS rule, signal AS detail, statistic AS observed,
                threshold FROM drift_alerts
         UNION ALL
-        SELECT 'guardrail', timestamp, subject, rule, coalesce(agent, tenant, ''), observed, threshold FROM guardrail_alerts
+        SELECT 'guardrail', timestamp, subject, rule, coalesce(agent, tenant, ''), observed, threshold
+        FROM guardrail_alerts
         ORDER BY timestamp DESC
         """,
     ),
@@ -117,7 +123,7 @@ def _query_text(query: str) -> tuple[str, tuple[str, ...]]:
     if named is not None:
         return named.sql, named.params
     if re.fullmatch(r"[a-z_]+", query.strip()):
-        raise KeyError(f"no named query {query!r}; named queries: {', '.join(sorted(NAMED_QUERIES))}")
+        raise ConfigError(f"no named query {query!r}; named queries: {', '.join(sorted(NAMED_QUERIES))}")
     return query, tuple(re.findall(r"\$([a-zA-Z_]\w*)", query))
 
 
@@ -130,6 +136,6 @@ def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) 
     params = dict(params or {})
     missing = [name for name in needed if name not in params]
     if missing:
-        raise ValueError(f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}")
+        raise ConfigError(f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}")
     with duckdb.connect(str(snapshot), read_only=True) as db:
         return db.sql(sql, params={name: params[name] for name in needed} or None).to_arrow_table()

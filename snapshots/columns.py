@@ -9,28 +9,35 @@ reason (``_error``) instead of being dropped. The one change: comments of agent
 feedback are scrubbed of obvious PII (emails, phone and card numbers), in the
 column and in ``_value``.
 
->>> from schemas.topics import OUTCOMES
+>>> from adaptloop.schemas.topics import OUTCOMES
 >>> schema = arrow_schema(OUTCOMES)
->>> [(f.name, str(f.type)) for f in schema if not f.name.startswith("_")]
-[('schema_version', 'int64'), ('timestamp', 'timestamp[us, tz=UTC]'), ('decision_id', 'string'), ('label', 'string'), ('reward', 'double'), ('source', 'string')]
+>>> for field in schema:
+...     if not field.name.startswith("_"):
+...         print(field.name, field.type)
+schema_version int64
+timestamp timestamp[us, tz=UTC]
+decision_id string
+label string
+reward double
+source string
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import NamedTuple
 
 import orjson
 import pyarrow as pa
 
-from schemas.base import Event
-from learners.guardrails import scrub_pii
-from schemas.agents import AgentFeedbackEvent
-from schemas.codec import _default, decode, encode
-from schemas.errors import DecodeError
-from schemas.topics import Topic
+from adaptloop.learners.guardrails import scrub_pii
+from adaptloop.schemas.agents import AgentFeedbackEvent
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import _default, decode, encode
+from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.topics import Topic
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -98,7 +105,7 @@ class RawRecord(NamedTuple):
 def event_row(topic: Topic, event: Event, json_names: frozenset[str] | None = None) -> dict:
     """The typed columns of one event (JSON fields as text).
 
-    Read from the instance's fields, like :func:`schemas.codec.encode`: the values of ``model_dump()``
+    Read from the instance's fields, like :func:`adaptloop.schemas.codec.encode`: the values of ``model_dump()``
     for these plain models, at a fraction of the cost.
     """
     row = dict(event.__dict__)
@@ -111,7 +118,7 @@ def event_row(topic: Topic, event: Event, json_names: frozenset[str] | None = No
 def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.Table:
     """Decode ``records`` of ``topic`` into one Arrow table; undecodable ones keep ``_error``.
 
-    >>> from schemas.topics import OUTCOMES
+    >>> from adaptloop.schemas.topics import OUTCOMES
     >>> table = to_table(OUTCOMES, "outcomes", [
     ...     RawRecord(0, 5, None, b"d1", b'{"decision_id": "d1", "label": true, "source": "s"}'),
     ...     RawRecord(0, 6, None, None, b'{oops')])
@@ -135,10 +142,15 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
         except (TypeError, ValueError, OverflowError) as failure:  # valid, yet no column holds it: keep the bytes
             row, error = {}, f"unarchivable: {type(failure).__name__}: {failure}"
         row.update(
-            _topic=topic_name, _partition=record.partition, _offset=record.offset,
-            _kafka_timestamp=None if record.timestamp_ms is None else datetime.fromtimestamp(record.timestamp_ms / 1000, tz=timezone.utc),
-            _key=record.key, _value=value, _error=error,
+            _topic=topic_name,
+            _partition=record.partition,
+            _offset=record.offset,
+            _kafka_timestamp=None
+            if record.timestamp_ms is None
+            else datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC),
+            _key=record.key,
+            _value=value,
+            _error=error,
         )
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=arrow_schema(topic))
-

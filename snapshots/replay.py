@@ -16,19 +16,15 @@ from pathlib import Path
 
 import duckdb
 
-from learners.online import OnlineLearner
-from learners.spec import LearnerSpec
-from learners.store import ModelStore, model_bytes, version_of
-from schemas.codec import decode
-from schemas.errors import AdaptloopError, UnknownModel
-from schemas.inference import TrainingExample
-from schemas.system import ModelVersion
-from schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
-from snapshots.archive import ParquetArchive, topic_glob
-
-
-class ReplayError(AdaptloopError):
-    """The archive cannot rebuild the version (missing records, or a chain that does not add up)."""
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore, model_bytes, version_of
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import ReplayError, UnknownModel
+from adaptloop.schemas.inference import TrainingExample
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
 
 
 @dataclass(frozen=True)
@@ -43,8 +39,10 @@ class ReplayStep:
 def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
     if not ParquetArchive(archive_root).files(topic_name):
         return []
-    sql = ("SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
-           "WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset")
+    sql = (
+        "SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
+        "WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset"
+    )
     with duckdb.connect() as db:
         return db.execute(sql, [topic_glob(archive_root, topic_name), model]).fetchall()
 
@@ -81,8 +79,9 @@ def _examples(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str
         yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
 
 
-def replay(archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "",
-           *, restore: bool = False) -> list[ReplayStep]:
+def replay(
+    archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "", *, restore: bool = False
+) -> list[ReplayStep]:
     """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
 
     The last step's ``reproduced`` says whether the rebuilt model's bytes hash to
@@ -104,15 +103,24 @@ def replay(archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str,
             learner.learn(example, (position, offset))
             pending = next(examples, None)
         if record.reason == "rollback":
-            learner.model = (pickle.loads(rebuilt[record.version]) if record.version in rebuilt
-                             else store.load_model(spec.name, record.version))
+            learner.model = (
+                pickle.loads(rebuilt[record.version])
+                if record.version in rebuilt
+                else store.load_model(spec.name, record.version)
+            )
         data = model_bytes(learner.model)
         version = version_of(data)
         if version in targets:
             rebuilt[version] = data
-        steps.append(ReplayStep(record.version, record.reason, learner.progress.examples_seen,
-                                version == record.version,
-                                record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash))
+        steps.append(
+            ReplayStep(
+                record.version,
+                record.reason,
+                learner.progress.examples_seen,
+                version == record.version,
+                record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash,
+            )
+        )
     if restore and steps[-1].reproduced and until not in store.versions(spec.name):
         store.put_model(spec.name, data)
     return steps

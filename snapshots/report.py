@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 
-def _plt():  # noqa: ANN202 (matplotlib's module)
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,30 +41,52 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
                             / (hi - lo + 1e-9) * $buckets), $buckets - 1) + 0.5) / $buckets) AS bucket_time,
                        avg((prediction = label)::INT) AS accuracy
                 FROM decided, bounds GROUP BY ALL ORDER BY bucket_time
-                """, {"model": model, "buckets": buckets}).fetchall()
+                """,
+                {"model": model, "buckets": buckets},
+            ).fetchall()
             versions = db.execute(
                 """SELECT timestamp, reason, TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE)
-                   FROM model_updates WHERE model = $model ORDER BY _offset""", {"model": model}).fetchall()
-            alerts = db.execute("SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY timestamp",
-                                {"model": model}).fetchall()
+                   FROM model_updates WHERE model = $model ORDER BY _offset""",
+                {"model": model},
+            ).fetchall()
+            alerts = db.execute(
+                "SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY timestamp", {"model": model}
+            ).fetchall()
             figure, axis = plt.subplots(figsize=(11, 4.5))
             if served:
-                axis.plot([t for t, _ in served], [a for _, a in served], label="production accuracy (served)",
-                          color="tab:blue")
+                axis.plot(
+                    [t for t, _ in served],
+                    [a for _, a in served],
+                    label="production accuracy (served)",
+                    color="tab:blue",
+                )
             shadow = [(t, a) for t, _, a in versions if a is not None]
             if shadow:
-                axis.plot([t for t, _ in shadow], [a for _, a in shadow], "o-", markersize=3, color="tab:orange",
-                          label="shadow accuracy at each version (cumulative)")
+                axis.plot(
+                    [t for t, _ in shadow],
+                    [a for _, a in shadow],
+                    "o-",
+                    markersize=3,
+                    color="tab:orange",
+                    label="shadow accuracy at each version (cumulative)",
+                )
             colours = {"rollback": "tab:red", "promotion": "tab:green"}
             for at, reason, _ in versions:
-                axis.axvline(at, color=colours.get(reason, "lightgrey"), linewidth=1.5 if reason in colours else 0.6,
-                             zorder=0)
+                axis.axvline(
+                    at, color=colours.get(reason, "lightgrey"), linewidth=1.5 if reason in colours else 0.6, zorder=0
+                )
             for reason, colour in colours.items():
                 if any(r == reason for _, r, _ in versions):
                     axis.plot([], [], color=colour, label=reason)
             if alerts:
-                axis.scatter([t for t, _ in alerts], [1.03] * len(alerts), marker="v", color="tab:purple",
-                             label="drift alert", zorder=3)
+                axis.scatter(
+                    [t for t, _ in alerts],
+                    [1.03] * len(alerts),
+                    marker="v",
+                    color="tab:purple",
+                    label="drift alert",
+                    zorder=3,
+                )
             axis.set_ylim(-0.02, 1.08)
             axis.set_title(f"{model}: accuracy over time ({len(versions)} versions, grey lines = new versions)")
             axis.set_ylabel("accuracy")
@@ -77,14 +99,21 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
             written.append(path)
         shares = db.execute(
             """SELECT date_trunc('second', timestamp) AS bucket_time, variant, count(*) AS steps FROM agent_feedback
-               GROUP BY ALL ORDER BY bucket_time""").fetchall()
+               GROUP BY ALL ORDER BY bucket_time"""
+        ).fetchall()
     if shares:
         times = sorted({t for t, _, _ in shares})
         variants = sorted({v for _, v, _ in shares})
         totals = {t: sum(n for tt, _, n in shares if tt == t) for t in times}
         figure, axis = plt.subplots(figsize=(11, 4))
-        axis.stackplot(times, [[next((n for tt, vv, n in shares if tt == t and vv == v), 0) / totals[t] for t in times]
-                               for v in variants], labels=variants)
+        axis.stackplot(
+            times,
+            [
+                [next((n for tt, vv, n in shares if tt == t and vv == v), 0) / totals[t] for t in times]
+                for v in variants
+            ],
+            labels=variants,
+        )
         axis.set_title("traffic share per agent variant")
         axis.legend(loc="upper left", fontsize=8)
         path = out / "traffic-share.png"

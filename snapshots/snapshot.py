@@ -22,23 +22,42 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from schemas.topics import (
-    AGENT_FEEDBACK, DEAD_LETTERS, DRIFT_ALERTS, GUARDRAIL_ALERTS, MODEL_COMMANDS, MODEL_UPDATES, OUTCOMES,
-    PREDICTIONS, PREFERENCE_STORE, PREFERENCES, TRAINING_EXAMPLES, Topic,
+from adaptloop.schemas.topics import (
+    AGENT_FEEDBACK,
+    DEAD_LETTERS,
+    DRIFT_ALERTS,
+    GUARDRAIL_ALERTS,
+    MODEL_COMMANDS,
+    MODEL_UPDATES,
+    OUTCOMES,
+    PREDICTIONS,
+    PREFERENCE_STORE,
+    PREFERENCES,
+    TRAINING_EXAMPLES,
+    Topic,
 )
-from snapshots.archive import ParquetArchive, topic_glob
-from snapshots.columns import arrow_schema
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.columns import arrow_schema
 
 ARCHIVED_TOPICS: tuple[Topic, ...] = (
-    PREDICTIONS, OUTCOMES, TRAINING_EXAMPLES, AGENT_FEEDBACK, PREFERENCES, MODEL_UPDATES, MODEL_COMMANDS,
-    PREFERENCE_STORE, DRIFT_ALERTS, GUARDRAIL_ALERTS, DEAD_LETTERS,
+    PREDICTIONS,
+    OUTCOMES,
+    TRAINING_EXAMPLES,
+    AGENT_FEEDBACK,
+    PREFERENCES,
+    MODEL_UPDATES,
+    MODEL_COMMANDS,
+    PREFERENCE_STORE,
+    DRIFT_ALERTS,
+    GUARDRAIL_ALERTS,
+    DEAD_LETTERS,
 )
 """Every event topic; only the join's internal clock is not archived."""
 
@@ -72,8 +91,8 @@ def create_snapshot(
     """Write a snapshot of the archive (and the model store) to ``out``, atomically.
 
     >>> import tempfile
-    >>> from schemas.topics import OUTCOMES
-    >>> from snapshots.columns import RawRecord
+    >>> from adaptloop.schemas.topics import OUTCOMES
+    >>> from adaptloop.snapshots.columns import RawRecord
     >>> root = Path(tempfile.mkdtemp())
     >>> _ = ParquetArchive(root / "archive").write(OUTCOMES, "outcomes", 0, [
     ...     RawRecord(0, 0, 0, b"d1", b'{"decision_id": "d1", "label": true, "source": "s"}')])
@@ -84,15 +103,17 @@ def create_snapshot(
     [('d1', 'true')]
     """
     archive = ParquetArchive(archive_root)  # a fresh look at the files: the cut is what is on disk now
-    created_at = datetime.now(timezone.utc)
+    created_at = datetime.now(UTC)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.tmp")
     temp.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     offsets: dict[str, dict[int, int]] = {}
     with duckdb.connect(str(temp)) as db:
-        db.execute("CREATE TABLE manifest (topic VARCHAR, partition INTEGER, next_offset BIGINT, rows BIGINT, "
-                   "PRIMARY KEY (topic, partition))")
+        db.execute(
+            "CREATE TABLE manifest (topic VARCHAR, partition INTEGER, next_offset BIGINT, rows BIGINT, "
+            "PRIMARY KEY (topic, partition))"
+        )
         error_selects = []
         for topic in topics:
             name = topic.full_name(prefix)
@@ -104,46 +125,71 @@ def create_snapshot(
                 db.unregister("empty_topic")
                 rows[name] = 0
                 continue
-            db.executemany("INSERT INTO manifest VALUES (?, ?, ?, 0)",
-                           [(name, partition, next_offset) for partition, next_offset in offsets[name].items()])
-            source = (f"(SELECT a.* FROM read_parquet({_sql_string(topic_glob(archive_root.resolve(), name))}, "
-                      f"hive_partitioning = false, union_by_name = true) a JOIN manifest m "
-                      f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)")
+            db.executemany(
+                "INSERT INTO manifest VALUES (?, ?, ?, 0)",
+                [(name, partition, next_offset) for partition, next_offset in offsets[name].items()],
+            )
+            source = (
+                f"(SELECT a.* FROM read_parquet({_sql_string(topic_glob(archive_root.resolve(), name))}, "
+                f"hive_partitioning = false, union_by_name = true) a JOIN manifest m "
+                f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)"
+            )
             db.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
-            error_selects.append(f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
-                                 f"FROM {source} WHERE _error IS NOT NULL")
+            error_selects.append(
+                f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
+                f"FROM {source} WHERE _error IS NOT NULL"
+            )
             counts = db.execute(f"SELECT _partition, count(*) FROM {source} GROUP BY ALL").fetchall()
-            db.executemany("UPDATE manifest SET rows = ? WHERE topic = ? AND partition = ?",
-                           [(count, name, partition) for partition, count in counts])
+            db.executemany(
+                "UPDATE manifest SET rows = ? WHERE topic = ? AND partition = ?",
+                [(count, name, partition) for partition, count in counts],
+            )
             rows[name] = sum(count for _, count in counts)
         if error_selects:
             db.execute("CREATE VIEW archive_errors AS " + " UNION ALL ".join(error_selects))
         _write_catalogue(db, models_root, include_model_bytes)
-        db.execute("CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "
-                   "? AS topic_prefix, ? AS adaptloop_version",
-                   [created_at, str(archive_root.resolve()), str(models_root.resolve()) if models_root else None,
-                    prefix, package_version("adaptloop")])
+        db.execute(
+            "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "
+            "? AS topic_prefix, ? AS adaptloop_version",
+            [
+                created_at,
+                str(archive_root.resolve()),
+                str(models_root.resolve()) if models_root else None,
+                prefix,
+                package_version("adaptloop"),
+            ],
+        )
         db.execute("CHECKPOINT")
     os.replace(temp, out)
     return SnapshotInfo(out, created_at, rows, offsets)
 
 
 def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | None, include_bytes: bool) -> None:
-    db.execute("CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, size_bytes BIGINT, "
-               "stored_at TIMESTAMPTZ, bytes BLOB, PRIMARY KEY (model, version))")
+    db.execute(
+        "CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, size_bytes BIGINT, "
+        "stored_at TIMESTAMPTZ, bytes BLOB, PRIMARY KEY (model, version))"
+    )
     if models_root is None or not models_root.exists():
         return
     for path in sorted(models_root.glob("*/versions/*.pkl")):
         data = path.read_bytes()
-        stored_at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
-        db.execute("INSERT INTO model_catalogue VALUES (?, ?, ?, ?, ?, ?)",
-                   [path.parent.parent.name, path.stem, hashlib.sha256(data).hexdigest(), len(data), stored_at,
-                    data if include_bytes else None])
+        stored_at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        db.execute(
+            "INSERT INTO model_catalogue VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                path.parent.parent.name,
+                path.stem,
+                hashlib.sha256(data).hexdigest(),
+                len(data),
+                stored_at,
+                data if include_bytes else None,
+            ],
+        )
 
 
 def snapshot_name(when: datetime) -> str:
     """``snapshot-20261124T101500Z.duckdb``: names sort by time."""
-    return f"snapshot-{when.astimezone(timezone.utc):%Y%m%dT%H%M%S}Z.duckdb"
+    return f"snapshot-{when.astimezone(UTC):%Y%m%dT%H%M%S}Z.duckdb"
 
 
 def prune_snapshots(directory: Path, keep: int) -> list[Path]:
@@ -160,7 +206,7 @@ def prune_snapshots(directory: Path, keep: int) -> list[Path]:
     ['audit-march.duckdb', 'snapshot-20261124T102500Z.duckdb', 'snapshot-20261124T103500Z.duckdb']
     """
     found = sorted(directory.glob("snapshot-*.duckdb"))
-    deleted = found[:max(0, len(found) - keep)]
+    deleted = found[: max(0, len(found) - keep)]
     for path in deleted:
         path.unlink(missing_ok=True)
     return deleted

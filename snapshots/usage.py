@@ -38,8 +38,11 @@ def disk_usage(models_dir: Path, archive_dir: Path, snapshots_dir: Path) -> dict
     >>> _ = (home / "models" / "churn" / "versions" / "0a1b.pkl").write_bytes(b"x" * 10)
     >>> (home / "archive" / "topic=outcomes" / "date=2026-01-01").mkdir(parents=True)
     >>> _ = (home / "archive" / "topic=outcomes" / "date=2026-01-01" / "p000-0-9.parquet").write_bytes(b"y" * 5)
-    >>> disk_usage(home / "models", home / "archive", home / "snapshots")
-    {'models/churn': Usage(files=1, bytes=10), 'archive/outcomes': Usage(files=1, bytes=5), 'snapshots': Usage(files=0, bytes=0)}
+    >>> for what, used in disk_usage(home / "models", home / "archive", home / "snapshots").items():
+    ...     print(what, used)
+    models/churn Usage(files=1, bytes=10)
+    archive/outcomes Usage(files=1, bytes=5)
+    snapshots Usage(files=0, bytes=0)
     """
     usage = {}
     for model in sorted(models_dir.glob("*/versions")):

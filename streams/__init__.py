@@ -1,8 +1,23 @@
-"""Kafka wiring: the producer SDK, topic admin, the consumer helper, dead letters, and the worker's agents."""
+"""Kafka wiring: the producer SDK, serving clients, topic admin, the consumer helper, dead letters, the roles."""
 
-from streams.admin import delete_topics, ensure_topics, wait_for_broker
-from streams.consumer import EventConsumer, Record
-from streams.deadletter import DeadLetters
-from streams.producer import EventProducer
+from adaptloop.streams.admin import delete_topics, ensure_topics, wait_for_broker
+from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.consumer import EventConsumer, Record
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.model_client import ModelClient, Prediction
+from adaptloop.streams.preference_client import PreferenceClient
+from adaptloop.streams.producer import EventProducer
 
-__all__ = ["DeadLetters", "EventConsumer", "EventProducer", "Record", "delete_topics", "ensure_topics", "wait_for_broker"]
+__all__ = [
+    "ClientSettings",
+    "DeadLetters",
+    "EventConsumer",
+    "EventProducer",
+    "ModelClient",
+    "Prediction",
+    "PreferenceClient",
+    "Record",
+    "delete_topics",
+    "ensure_topics",
+    "wait_for_broker",
+]

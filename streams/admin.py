@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from schemas.errors import BrokerUnavailable, TopicConfigMismatch
-from schemas.topics import ALL_TOPICS, Topic
+from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TopicConfigMismatch
+from adaptloop.schemas.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,15 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
                 )
             segment_ms = int(config["segment.ms"].value)
             if segment_ms > int(COMPACTED_CONFIG["segment.ms"]):  # a topic made by an earlier version
-                log.warning("topic %r rolls a segment every %.0f h, and Kafka compacts closed segments only: readers "
-                            "of its latest values read that much history; kafka-configs.sh --alter --entity-type "
-                            "topics --entity-name %s --add-config segment.ms=%s", resource.name, segment_ms / 3.6e6,
-                            resource.name, COMPACTED_CONFIG["segment.ms"])
+                log.warning(
+                    "topic %r rolls a segment every %.0f h, and Kafka compacts closed segments only: readers "
+                    "of its latest values read that much history; kafka-configs.sh --alter --entity-type "
+                    "topics --entity-name %s --add-config segment.ms=%s",
+                    resource.name,
+                    segment_ms / 3.6e6,
+                    resource.name,
+                    COMPACTED_CONFIG["segment.ms"],
+                )
 
 
 def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
@@ -118,14 +123,15 @@ def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0
 
 
 def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[str]:
-    """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their names.
+    """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their
+    names.
 
     A broker's background work (log cleaning, checkpoints) visits every partition it holds: after a
     day of benchmark and test runs that left theirs behind (11,700 partitions), an idle broker used
     0.13 of a core, and 0.02 once they were deleted.
     """
     if not prefix:
-        raise ValueError("a prefix is required: this never deletes every topic")
+        raise ConfigError("a prefix is required: this never deletes every topic")
     admin = wait_for_broker(bootstrap, timeout)
     names = sorted(name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix))
     if names:

@@ -8,7 +8,7 @@ letter with the reason). Each shard is published every ``publish_seconds`` on th
 compacted ``preference-store`` topic with the offset it covers; on assignment the
 agent restores its shards from that topic and resumes after those offsets, so
 every piece of feedback is counted once across restarts. Shards hold counts, so
-:class:`streams.preference_client.PreferenceClient` merges them exactly.
+:class:`adaptloop.streams.preference_client.PreferenceClient` merges them exactly.
 
 Like the learner it uses the consumer helper, for the seek. Guard counters (sessions,
 hourly costs, feedback quotas) live in memory: a restart starts them afresh.
@@ -23,15 +23,15 @@ from collections import Counter
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits
-from learners.preferences import PreferenceStore, segment_of
-from schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
-from schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
-from streams.consumer import EventConsumer, Record
-from streams.deadletter import DeadLetters
-from streams.metrics import EVENTS_IN, EVENTS_OUT, record_lag
-from streams.producer import EventProducer
-from streams.versions import read_all
+from adaptloop.learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits
+from adaptloop.learners.preferences import PreferenceStore, segment_of
+from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
+from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
+from adaptloop.streams.consumer import EventConsumer, Record
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, record_lag
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import read_all
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def preference_agent(event: PreferenceEvent) -> str:
 class AgentOpsAgent:
     """Typical use (needs a broker)::
 
-        AgentOpsAgent("localhost:9092", limits=GuardrailLimits()).run(stop)
+    AgentOpsAgent("localhost:9092", limits=GuardrailLimits()).run(stop)
     """
 
     def __init__(
@@ -75,10 +75,18 @@ class AgentOpsAgent:
         self._published_at = time.monotonic()
         self._lag_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap, f"{prefix}{group}", [AGENT_FEEDBACK, PREFERENCES], dead_letters=self.dead_letters, prefix=prefix,
-            config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 2_000},
-            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            bootstrap,
+            f"{prefix}{group}",
+            [AGENT_FEEDBACK, PREFERENCES],
+            dead_letters=self.dead_letters,
+            prefix=prefix,
+            config={
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+            },
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -119,6 +127,7 @@ class AgentOpsAgent:
         if time.monotonic() - self._lag_at > 10:
             record_lag("agentops", self.consumer.kafka)
             self._lag_at = time.monotonic()
+            self.dead_letters.log_summary()
         return len(records)
 
     def _handle(self, record: Record) -> None:
@@ -144,8 +153,15 @@ class AgentOpsAgent:
             kind, reason = refused
             counts = self.quarantined.setdefault(shard, {})
             counts[kind] = counts.get(kind, 0) + 1
-            self.dead_letters.reject(record.topic.full_name(self.prefix), record.partition, record.offset, record.key,
-                                     record.value, "rejected", f"quarantined ({kind}): {reason}")
+            self.dead_letters.reject(
+                record.topic.full_name(self.prefix),
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                "rejected",
+                f"quarantined ({kind}): {reason}",
+            )
             self.dirty.add(shard)
             return
         if isinstance(event, PreferenceEvent):
@@ -167,10 +183,16 @@ class AgentOpsAgent:
         sent = 0
         for shard in sorted(self.dirty):
             for agent in sorted(self.agents.get(shard, ())):
-                self.producer.send(PreferenceSnapshot(
-                    agent=agent, shard=f"{agent}@{shard}", offsets={shard: self.positions[shard]},
-                    segments=self.shards[shard].stats(agent), updates=self.updates.get(shard, 0),
-                    quarantined=self.quarantined.get(shard, {})))
+                self.producer.send(
+                    PreferenceSnapshot(
+                        agent=agent,
+                        shard=f"{agent}@{shard}",
+                        offsets={shard: self.positions[shard]},
+                        segments=self.shards[shard].stats(agent),
+                        updates=self.updates.get(shard, 0),
+                        quarantined=self.quarantined.get(shard, {}),
+                    )
+                )
                 sent += 1
         self.dirty.clear()
         self._published_at = time.monotonic()

@@ -2,7 +2,7 @@
 
 Like the learner it uses the consumer helper's client (confluent-kafka) rather than
 faust, because exactly-once here needs to choose where each partition starts: the
-archive is its own checkpoint (see :mod:`snapshots.archive`), so on assignment each
+archive is its own checkpoint (see :mod:`adaptloop.snapshots.archive`), so on assignment each
 partition is sought to the offset after the last archived one. A crash loses at
 most the unwritten buffer, which is read again; Kafka's committed offsets only
 report lag. Aborted transactions are never archived (``read_committed``).
@@ -14,17 +14,18 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from schemas.topics import Topic
-from snapshots.archive import ParquetArchive
-from snapshots.columns import RawRecord
-from snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
-from streams.metrics import ARCHIVED, EVENTS_IN, record_lag
-from streams.producer import KAFKA_LOG
+from adaptloop.schemas.topics import Topic
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.snapshots.columns import RawRecord
+from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
+from adaptloop.streams.consumer import position_of
+from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
+from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,16 @@ class ArchiveAgent:
         if removed:
             log.warning("removed %d partial archive files left by a crash", removed)
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"{prefix}{group}", "enable.auto.commit": False,
-             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-             "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
-             "heartbeat.interval.ms": 2_000},
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{prefix}{group}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+            },
             logger=KAFKA_LOG,
         )
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -102,10 +109,12 @@ class ArchiveAgent:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("archive consumer: %s", error.str())
                 continue
-            key = (message.topic(), message.partition())
+            topic_name, partition, offset = position_of(message)
+            key = (topic_name, partition)
             _, stamp = message.timestamp()
-            self.buffers[key].append(RawRecord(message.partition(), message.offset(), stamp if stamp > 0 else None,
-                                               message.key(), message.value()))
+            self.buffers[key].append(
+                RawRecord(partition, offset, stamp if stamp > 0 else None, message.key(), message.value())
+            )
             self.buffered_since.setdefault(key, now)
             read[key[0]] += 1
         for topic_name, count in read.items():  # counted per batch: a labelled metric costs microseconds
@@ -125,7 +134,9 @@ class ArchiveAgent:
         written = 0
         for key in list(self.buffers):
             records = self.buffers[key]
-            if records and (force or len(records) >= self.flush_rows or now - self.buffered_since[key] >= self.flush_seconds):
+            if records and (
+                force or len(records) >= self.flush_rows or now - self.buffered_since[key] >= self.flush_seconds
+            ):
                 topic_name, partition = key
                 if self.archive.write(self.topics[topic_name], topic_name, partition, records) is not None:
                     written += len(records)
@@ -141,7 +152,7 @@ class ArchiveAgent:
             return
         if time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
             self._last_snapshot = time.monotonic()
-            path = self.snapshot_dir / snapshot_name(datetime.now(timezone.utc))
+            path = self.snapshot_dir / snapshot_name(datetime.now(UTC))
             info = create_snapshot(self.archive.root, self.models_dir, path, prefix=self.prefix)
             log.info("snapshot %s: %d rows", info.path, sum(info.rows.values()))
             if self.keep_snapshots is not None:

@@ -7,14 +7,22 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from schemas.base import Event
-from schemas.topics import Topic
-from streams.deadletter import DeadLetters
-from streams.producer import KAFKA_LOG
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.topics import Topic
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
+
+
+def position_of(message: Message) -> tuple[str, int, int]:
+    """The topic, partition and offset of a fetched record (the client's types allow None, which only
+    error events have)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 class Record(NamedTuple):
@@ -90,15 +98,15 @@ class EventConsumer:
                     raise KafkaException(error)
                 log.warning("consumer error on %s: %s", message.topic(), error.str())
                 continue
-            name, partition, offset, key, value = (message.topic(), message.partition(), message.offset(),
-                                                   message.key(), message.value())
+            name, partition, offset = position_of(message)
+            key, value = message.key(), message.value()
             topic = topics[name]
             event = decode(topic, name, partition, offset, key, value)
-            if event is not None:
-                records.append(Record(topic, partition, offset, key, value, event))
+            if event is not None:  # (a record without a value was dead-lettered: value is bytes here)
+                records.append(Record(topic, partition, offset, key, value, event))  # type: ignore[arg-type]
         return records
 
-    def _fetch(self, max_records: int, timeout: float) -> list:
+    def _fetch(self, max_records: int, timeout: float) -> list[Message]:
         """What is there now, up to ``max_records``; if nothing, wait up to ``timeout`` for the first record.
 
         (librdkafka's batch consume waits for a *full* batch or the timeout: under a trickle
@@ -126,5 +134,7 @@ class EventConsumer:
     def __enter__(self) -> EventConsumer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

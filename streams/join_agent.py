@@ -11,7 +11,7 @@ transaction: a crash replays the batch from the last commit, exactly once.
 Whoever takes over partition ``i`` creates producer ``i`` again, which fences the
 old owner and aborts its open transaction at once, then restores the state from
 the changelog and resumes from the committed offsets. The join logic itself is
-:class:`learners.join.DelayedJoin`, Kafka-free.
+:class:`adaptloop.learners.join.DelayedJoin`, Kafka-free.
 
 It replaces a faust agent (faust's per-event asyncio path ran the join at about
 600 decisions/s here, and its per-partition transactions could not cover outputs
@@ -26,24 +26,24 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput, JoinState
-from learners.spec import LearnerSpec
-from schemas.codec import encode
-from schemas.errors import DeliveryFailed
-from schemas.inference import OutcomeEvent, PredictionEvent
-from schemas.system import ClockTick, DeadLetter
-from schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
-from streams.admin import COMPACTED_CONFIG, wait_for_broker
-from streams.consumer import EventConsumer, Record
-from streams.deadletter import DeadLetters
-from streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
-from streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput, JoinState
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas.codec import encode
+from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismatch
+from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
+from adaptloop.schemas.system import ClockTick, DeadLetter
+from adaptloop.schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
+from adaptloop.streams.admin import COMPACTED_CONFIG, wait_for_broker
+from adaptloop.streams.consumer import EventConsumer, Record
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
+from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,20 @@ class JoinAgent:
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap, self.group, INPUTS, dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
+            bootstrap,
+            self.group,
+            INPUTS,
+            dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
             prefix=prefix,
             # eager "range": partition i of the three inputs goes to one member, assigned with our own restore.
-            config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 2_000, "fetch.max.bytes": 16 * 1024 * 1024},
-            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            config={
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+                "fetch.max.bytes": 16 * 1024 * 1024,
+            },
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
         )
 
     def _ensure_changelog(self, partitions: int) -> int:
@@ -125,11 +133,14 @@ class JoinAgent:
         if self.changelog in topics:
             have = len(topics[self.changelog].partitions)
             if have < partitions:
-                raise RuntimeError(f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
-                                   f"{partitions}: the join state cannot follow the inputs")
+                raise TopicConfigMismatch(
+                    f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
+                    f"{partitions}: the join state cannot follow the inputs"
+                )
             return partitions
-        futures = admin.create_topics([NewTopic(self.changelog, num_partitions=partitions, replication_factor=1,
-                                                config=COMPACTED_CONFIG)])
+        futures = admin.create_topics(
+            [NewTopic(self.changelog, num_partitions=partitions, replication_factor=1, config=COMPACTED_CONFIG)]
+        )
         for future in futures.values():
             try:
                 future.result()
@@ -142,7 +153,7 @@ class JoinAgent:
             if len(found) == partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
                 return partitions
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.changelog} was created but its partitions have no leader after 30 s")
+                raise TimedOut(f"{self.changelog} was created but its partitions have no leader after 30 s")
             time.sleep(0.1)
 
     # -- partitions: restore on assignment, forget on revocation --------------------------------
@@ -162,8 +173,9 @@ class JoinAgent:
     def _take(self, index: int) -> None:
         """Become the owner of input partition ``index``: fence the previous one, restore its state."""
         self._release(index)
-        self.outputs[index] = EventProducer(self.bootstrap, topic_prefix=self.prefix,
-                                            transactional_id=f"{self.group}-{index}")
+        self.outputs[index] = EventProducer(
+            self.bootstrap, topic_prefix=self.prefix, transactional_id=f"{self.group}-{index}"
+        )
         restored = self._restore(index)
         log.info("join partition %d: %d entries restored from %s", index, restored, self.changelog)
 
@@ -179,9 +191,16 @@ class JoinAgent:
 
     def _restore(self, index: int) -> int:
         """Read changelog partition ``index`` to its end into the state (its producer just fenced any writer)."""
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed",
-                           "enable.partition.eof": True}, logger=KAFKA_LOG)
+        reader = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.group}-restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            },
+            logger=KAFKA_LOG,
+        )
         try:
             tp = TopicPartition(self.changelog, index)
             low, high = reader.get_watermark_offsets(tp, timeout=30)
@@ -191,14 +210,17 @@ class JoinAgent:
             restored, deadline = 0, time.monotonic() + RESTORE_TIMEOUT
             while True:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {self.changelog}[{index}] to offset {high} "
-                                       f"within {RESTORE_TIMEOUT:.0f}s; is the broker up?")
+                    raise TimedOut(
+                        f"could not read {self.changelog}[{index}] to offset {high} "
+                        f"within {RESTORE_TIMEOUT:.0f}s; is the broker up?"
+                    )
                 messages = reader.consume(10_000, 1.0)
                 for message in messages:
                     if message.error() is not None:
                         continue
-                    value = message.value()
-                    self.state.restore(message.key().decode(), orjson.loads(value) if value is not None else None)
+                    key, value = message.key(), message.value()
+                    assert key is not None  # the join writes every entry under its decision id
+                    self.state.restore(key.decode(), orjson.loads(value) if value is not None else None)
                     restored += 1
                 # Transaction markers hold the last offsets: done when the position passes the end.
                 if reader.position([tp])[0].offset >= high:
@@ -235,6 +257,7 @@ class JoinAgent:
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("join", kafka)
             self._lag_recorded_at = time.monotonic()
+            self.consumer.dead_letters.log_summary()
         return len(records)
 
     def _process(self, record: Record) -> JoinOutput:
@@ -245,10 +268,16 @@ class JoinAgent:
             ahead = event.timestamp.timestamp() - time.time()
             if ahead > self.max_future_seconds:
                 self.consumer.dead_letters.reject(
-                    name, index, record.offset, record.key, record.value, "rejected",
+                    name,
+                    index,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    "rejected",
                     f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
                     f"{self.max_future_seconds:,.0f}s): it would move the join's event time forward and expire "
-                    "pending decisions")
+                    "pending decisions",
+                )
                 return JoinOutput()
         if isinstance(event, PredictionEvent):
             out = self.join.on_prediction(event, index)
@@ -260,8 +289,15 @@ class JoinAgent:
         dead_letters = self.consumer.dead_letters
         for orphan in out.orphans:
             offset = orphan.offset if orphan.offset is not None else record.offset
-            dead_letters.reject(self.names[OUTCOMES], index, offset, orphan.outcome.decision_id.encode(),
-                                encode(orphan.outcome), "rejected", orphan.reason)
+            dead_letters.reject(
+                self.names[OUTCOMES],
+                index,
+                offset,
+                orphan.outcome.decision_id.encode(),
+                encode(orphan.outcome),
+                "rejected",
+                orphan.reason,
+            )
         return out
 
     def _read_to_end(self, index: int) -> tuple[int, ...]:
@@ -281,8 +317,12 @@ class JoinAgent:
             try:
                 _, high = self.ends.get_watermark_offsets(tp, timeout=5)
             except KafkaException as error:  # no answer: the clock waits for the next tick
-                log.warning("join partition %d: no end offset of %s (%s); the tick does not advance it",
-                            index, name, error.args[0].str())
+                log.warning(
+                    "join partition %d: no end offset of %s (%s); the tick does not advance it",
+                    index,
+                    name,
+                    error.args[0].str(),
+                )
                 continue
             if position >= high:
                 done.append(clock)
@@ -305,19 +345,25 @@ class JoinAgent:
         for index in moved:
             output = self.outputs[index]
             for key, entry in self.state.take_changes(index).items():
-                output.send_bytes(self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None,
-                                  partition=index)
+                output.send_bytes(
+                    self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None, partition=index
+                )
         metadata = self.consumer.kafka.consumer_group_metadata()
-        futures = {index: self._committer.submit(self.outputs[index].commit_transaction, offsets, metadata)
-                   for index, offsets in moved.items()}
+        futures = {
+            index: self._committer.submit(self.outputs[index].commit_transaction, offsets, metadata)
+            for index, offsets in moved.items()
+        }
         for index, future in futures.items():
             try:
                 future.result()
             except KafkaException as error:
                 if not error.args[0].txn_requires_abort():
                     raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
-                log.warning("join partition %d: transaction aborted (%s); replaying from the last commit", index,
-                            error.args[0].str())
+                log.warning(
+                    "join partition %d: transaction aborted (%s); replaying from the last commit",
+                    index,
+                    error.args[0].str(),
+                )
                 self.outputs[index].abort_transaction()
                 self._rewind(index)
                 continue
@@ -341,7 +387,7 @@ class JoinAgent:
         if not self.tick_seconds or time.monotonic() - self._last_tick < self.tick_seconds:
             return
         self._last_tick = time.monotonic()
-        tick = ClockTick(source=self.group, timestamp=datetime.now(timezone.utc))
+        tick = ClockTick(source=self.group, timestamp=datetime.now(UTC))
         for index in self.outputs:
             self.ticker.send(tick, partition=index)
         try:

@@ -22,18 +22,18 @@ from collections.abc import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from learners.online import OnlineLearner
-from learners.spec import LearnerSpec
-from learners.store import ModelStore
-from schemas.errors import UnknownModel, UnlearnableExample
-from schemas.inference import TrainingExample
-from schemas.system import ModelCommand, ModelVersion
-from schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
-from streams.consumer import EventConsumer, Record
-from streams.deadletter import DeadLetters
-from streams.producer import EventProducer
-from streams.metrics import DRIFT_ALERTS, EVENTS_IN, LEARNED, MODEL_METRIC, VERSIONS, record_lag
-from streams.versions import published_versions
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas.errors import UnknownModel, UnlearnableExample
+from adaptloop.schemas.inference import TrainingExample
+from adaptloop.schemas.system import ModelCommand, ModelVersion, VersionReason
+from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
+from adaptloop.streams.consumer import EventConsumer, Record
+from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.metrics import DRIFT_ALERTS, EVENTS_IN, LEARNED, MODEL_METRIC, VERSIONS, record_lag
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import published_versions
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,21 @@ class LearnerAgent:
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
         self._position_names: dict[tuple[Topic, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
-        self._checkpoint_cost = {name: 0.0 for name in self.specs}  # seconds the last checkpoint took
+        self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap, f"{prefix}{group}", [TRAINING_EXAMPLES, MODEL_COMMANDS], dead_letters=self.dead_letters,
+            bootstrap,
+            f"{prefix}{group}",
+            [TRAINING_EXAMPLES, MODEL_COMMANDS],
+            dead_letters=self.dead_letters,
             prefix=prefix,
             # eager "range": assign() with our own offsets, and partition i of both topics to the same
             # member; a 10 s session lets a crashed learner's partitions move to a live one quickly.
-            config={"partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 2_000},
+            config={
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+            },
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -147,8 +153,9 @@ class LearnerAgent:
                 continue
             record, latest = learner.progress.record, published.get(name)
             # By version id: two workers starting together each publish the same first version.
-            if record is not None and (latest is None or (latest.version != record.version
-                                                          and latest.examples_seen <= record.examples_seen)):
+            if record is not None and (
+                latest is None or (latest.version != record.version and latest.examples_seen <= record.examples_seen)
+            ):
                 log.warning("publishing %s %s: saved before a crash but never published", name, record.version)
                 self._publish(record)
         self.producer.flush()
@@ -161,6 +168,7 @@ class LearnerAgent:
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
+            self.dead_letters.log_summary()
         for record in records:
             if record.topic is MODEL_COMMANDS:
                 published += self._command(record)
@@ -177,8 +185,11 @@ class LearnerAgent:
                 # some of those counts; the lineage records where each version fell.)
                 name, every = learner.spec.name, learner.spec.checkpoint_every
                 if learner.progress.learned_since_version >= every and count_version_due(
-                        learner.progress.learned_since_version, every,
-                        time.monotonic() - self._last_version_at[name], self._checkpoint_cost[name]):
+                    learner.progress.learned_since_version,
+                    every,
+                    time.monotonic() - self._last_version_at[name],
+                    self._checkpoint_cost[name],
+                ):
                     self._checkpoint(learner)
                     published += 1
         published += len(self.checkpoint())
@@ -196,14 +207,22 @@ class LearnerAgent:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
         position = self._position_names.get((record.topic, record.partition))
         if position is None:
-            position = self._position_names[(record.topic, record.partition)] = \
+            position = self._position_names[(record.topic, record.partition)] = (
                 f"{record.topic.full_name(self.prefix)}:{record.partition}"
+            )
         self.positions[position] = record.offset + 1
         learner = self.learners.get(model)
         if learner is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            self.dead_letters.reject(record.topic.full_name(self.prefix), record.partition, record.offset, record.key,
-                                     record.value, "rejected", f"unknown model {model!r}; known models: {known}")
+            self.dead_letters.reject(
+                record.topic.full_name(self.prefix),
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                "rejected",
+                f"unknown model {model!r}; known models: {known}",
+            )
         return position, learner
 
     def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
@@ -216,11 +235,18 @@ class LearnerAgent:
             return learner, learner.learn(example, (position, record.offset))
         except UnlearnableExample as error:
             reason = str(error)
-        except Exception as error:  # noqa: BLE001 (a custom recipe's model failed: the record, not the worker)
+        except Exception as error:
             log.exception("model %s failed to learn %s", example.model, example.decision_id)
             reason = f"model {example.model!r} failed to learn it: {type(error).__name__}: {error}"
-        self.dead_letters.reject(record.topic.full_name(self.prefix), record.partition, record.offset, record.key,
-                                 record.value, "rejected", reason)
+        self.dead_letters.reject(
+            record.topic.full_name(self.prefix),
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            "rejected",
+            reason,
+        )
         return None, False
 
     def _act(self, learner: OnlineLearner) -> int:
@@ -230,12 +256,14 @@ class LearnerAgent:
             action = learner.watch.actions.pop(0)
             if action.kind == "rollback":
                 try:
+                    assert action.to_version is not None  # a rollback names its version
                     learner.model = self.store.load_model(learner.spec.name, action.to_version)
                 except UnknownModel as error:
                     log.error("drift policy cannot roll %s back: %s", learner.spec.name, error)
                     continue
-            version = self._checkpoint(learner, reason=action.kind, actor=f"policy:{learner.spec.drift.policy}",
-                                       note=action.note)
+            version = self._checkpoint(
+                learner, reason=action.kind, actor=f"policy:{learner.spec.drift.policy}", note=action.note
+            )
             log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
             published += 1
         return published
@@ -262,11 +290,22 @@ class LearnerAgent:
         try:
             learner.model = self.store.load_model(command.model, command.to_version)
         except UnknownModel as error:
-            self.dead_letters.reject(self.commands_topic, record.partition, record.offset, record.key, record.value,
-                                     "rejected", f"cannot roll back: {error}")
+            self.dead_letters.reject(
+                self.commands_topic,
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                "rejected",
+                f"cannot roll back: {error}",
+            )
             return 0
-        version = self._checkpoint(learner, reason="rollback", actor=command.actor,
-                                   note=f"{command.reason} (command {command.command_id})".strip())
+        version = self._checkpoint(
+            learner,
+            reason="rollback",
+            actor=command.actor,
+            note=f"{command.reason} (command {command.command_id})".strip(),
+        )
         log.warning("rolled %s back to %s on %s's command", command.model, version.version, command.actor)
         return 1
 
@@ -279,17 +318,24 @@ class LearnerAgent:
             pending = learner.progress.learned_since_version
             since_last = now - self._last_version_at[name]
             due = (seconds is not None and since_last >= seconds) or count_version_due(  # one that waited for its cost
-                pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name])
+                pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name]
+            )
             if pending and (due or force):
                 versions.append(self._checkpoint(learner))
         return versions
 
-    def _checkpoint(self, learner: OnlineLearner, **why: str) -> ModelVersion:
+    def _checkpoint(
+        self,
+        learner: OnlineLearner,
+        reason: VersionReason = "checkpoint",
+        actor: str | None = None,
+        note: str | None = None,
+    ) -> ModelVersion:
         # The learner has seen every record of the partitions read so far, not only its own.
         for position, offset in self.positions.items():
             learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
         started = time.monotonic()
-        version = self.store.checkpoint(learner, **why)
+        version = self.store.checkpoint(learner, reason=reason, actor=actor, note=note)
         self._last_version_at[learner.spec.name] = now = time.monotonic()
         self._checkpoint_cost[learner.spec.name] = now - started
         return self._publish(version)
@@ -299,7 +345,7 @@ class LearnerAgent:
         VERSIONS.labels(version.model, version.reason).inc()
         for name, value in version.metrics.items():
             MODEL_METRIC.labels(version.model, name).set(value)
-        log.info("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
+        log.debug("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
         return version
 
     def run(self, stop: threading.Event | None = None) -> None:

@@ -22,18 +22,36 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
 EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
 DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
-JOINS = Counter("adaptloop_join_results_total", "Decisions ended by the join, per model and status "
-                "(models without a learner spec counted together as '(unregistered)').", ["model", "status"])
+JOINS = Counter(
+    "adaptloop_join_results_total",
+    "Decisions ended by the join, per model and status "
+    "(models without a learner spec counted together as '(unregistered)').",
+    ["model", "status"],
+)
 LEARNED = Counter("adaptloop_examples_learned_total", "Examples learned, per model.", ["model"])
-VERSIONS = Counter("adaptloop_model_versions_total", "Model versions published, per model and reason.", ["model", "reason"])
-MODEL_METRIC = Gauge("adaptloop_model_metric", "Metrics of each model's current version (shadow.*, production.*).",
-                     ["model", "metric"], multiprocess_mode="mostrecent")
+VERSIONS = Counter(
+    "adaptloop_model_versions_total", "Model versions published, per model and reason.", ["model", "reason"]
+)
+MODEL_METRIC = Gauge(
+    "adaptloop_model_metric",
+    "Metrics of each model's current version (shadow.*, production.*).",
+    ["model", "metric"],
+    multiprocess_mode="mostrecent",
+)
 DRIFT_ALERTS = Counter("adaptloop_drift_alerts_total", "Drift alerts, per model and signal.", ["model", "signal"])
-CONSUMER_LAG = Gauge("adaptloop_consumer_lag", "Records behind the end of each input partition, per role.",
-                     ["role", "topic", "partition"], multiprocess_mode="mostrecent")
+CONSUMER_LAG = Gauge(
+    "adaptloop_consumer_lag",
+    "Records behind the end of each input partition, per role.",
+    ["role", "topic", "partition"],
+    multiprocess_mode="mostrecent",
+)
 ARCHIVED = Counter("adaptloop_archived_rows_total", "Rows written to the Parquet archive, per topic.", ["topic"])
-REFRESH_LAG = Histogram("adaptloop_refresh_lag_seconds", "Version published -> served by a ModelClient.", ["model"],
-                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+REFRESH_LAG = Histogram(
+    "adaptloop_refresh_lag_seconds",
+    "Version published -> served by a ModelClient.",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
 
 UNREGISTERED = "(unregistered)"
 
@@ -61,7 +79,7 @@ def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0
     from prometheus_client import multiprocess
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 registry = CollectorRegistry()
                 multiprocess.MultiProcessCollector(registry)
@@ -79,7 +97,7 @@ def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (quiet)
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)

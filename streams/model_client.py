@@ -10,28 +10,32 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from river import base, compose
 
-from learners.serving import read_only
-from learners.store import ModelStore
-from schemas.base import FeatureValue
-from schemas.codec import decode
-from schemas.errors import DecodeError, UnknownModel
-from schemas.inference import PredictionEvent
-from schemas.system import ModelVersion
-from schemas.topics import MODEL_UPDATES
-from streams.admin import wait_for_broker
-from streams.metrics import REFRESH_LAG
-from streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.learners.recipes import Model
+from adaptloop.learners.serving import read_only
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas.base import FeatureValue
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError, UnknownModel
+from adaptloop.schemas.inference import PredictionEvent
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams.admin import wait_for_broker
+from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.consumer import position_of
+from adaptloop.streams.metrics import REFRESH_LAG
+from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
 
-def is_classifier(model: base.Estimator) -> bool:
+def is_classifier(model: Model) -> bool:
     """True for a classifier or a pipeline ending in one."""
     if isinstance(model, compose.Pipeline):
         model = list(model.steps.values())[-1]
@@ -54,7 +58,7 @@ class Prediction:
 @dataclass(frozen=True)
 class _Served:
     version: ModelVersion
-    model: base.Estimator
+    model: Model
     classifier: bool
 
 
@@ -98,8 +102,12 @@ class ModelClient:
         admin = wait_for_broker(bootstrap, timeout=wait)
         partitions = admin.list_topics(self.topic_name, timeout=wait).topics[self.topic_name].partitions
         self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"model-client-{uuid.uuid4().hex}",
-             "enable.auto.commit": False, "fetch.wait.max.ms": 50},
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"model-client-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            },
             logger=KAFKA_LOG,
         )
         # Read the compacted topic from the start: the last record for our model is the current version.
@@ -113,13 +121,36 @@ class ModelClient:
                 "is a worker running with a learner spec for it (ADAPTLOOP_MODELS)?"
             )
 
+    @classmethod
+    def from_settings(cls, model: str, settings: ClientSettings | None = None, **options: Any) -> ModelClient:
+        """A client of ``model`` in the loop that ``settings`` (default: read from the environment) describe.
+
+        ``options`` go to the constructor (``producer``, ``wait``, ``on_swap``).
+        """
+        settings = settings if settings is not None else ClientSettings()
+        return cls(
+            model,
+            bootstrap=settings.bootstrap_address,
+            store=ModelStore(settings.models_dir),
+            prefix=settings.topic_prefix,
+            **options,
+        )
+
     @property
     def version(self) -> ModelVersion:
         assert self._served is not None
         return self._served.version
 
-    def predict(self, features: dict[str, FeatureValue], decision_id: str | None = None, **context: str) -> Prediction:
-        """Predict with the current version and log the decision; ``context`` takes tenant/user_id/session_id."""
+    def predict(
+        self,
+        features: dict[str, FeatureValue],
+        decision_id: str | None = None,
+        *,
+        tenant: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> Prediction:
+        """Predict with the current version and log the decision (with its tenant, user and session, if given)."""
         served = self._served  # one read: the whole call uses one version even if a swap happens meanwhile
         assert served is not None
         model = served.model
@@ -131,17 +162,31 @@ class ModelClient:
         else:
             label = model.predict_one(features)
         decision_id = decision_id or uuid.uuid4().hex
-        self.producer.send(PredictionEvent(
-            decision_id=decision_id, model=self.model, model_version=served.version.version, features=features,
-            prediction=label, probabilities=probabilities, **context,
-        ))
+        self.producer.send(
+            PredictionEvent(
+                decision_id=decision_id,
+                model=self.model,
+                model_version=served.version.version,
+                features=features,
+                prediction=label,
+                probabilities=probabilities,
+                tenant=tenant,
+                user_id=user_id,
+                session_id=session_id,
+            )
+        )
         return Prediction(decision_id, served.version.version, label, probabilities)
 
     def wait_for_version(self, version: str, timeout: float = 10.0) -> bool:
-        """Block until ``version`` is served (for tests and the demo)."""
+        """Block until ``version`` is served (for tests and the demo); False if it was not within ``timeout``."""
+        return self.wait_for(lambda served: served.version == version, timeout)
+
+    def wait_for(self, condition: Callable[[ModelVersion], bool], timeout: float = 10.0) -> bool:
+        """Block until the version served satisfies ``condition`` (say, has learned 1,000 examples); False if
+        none did within ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._served is None or self._served.version.version != version:
+            while self._served is None or not condition(self._served.version):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -157,17 +202,18 @@ class ModelClient:
         while not self._stop.is_set():
             caught_up = True
             for message in self._consumer.consume(100, 0.1):
-                if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("model-updates: %s", message.error().str())
+                if (error := message.error()) is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("model-updates: %s", error.str())
                     continue
                 caught_up = False
                 if message.key() != key:
                     continue
+                offset, value = position_of(message)[2], message.value() or b""
                 if self._ready.is_set():
-                    self._load(message.offset(), message.value())
+                    self._load(offset, value)
                 else:
-                    history.append((message.offset(), message.value()))
+                    history.append((offset, value))
             if caught_up and not self._ready.is_set():
                 while history and not self._load(*history.pop()):  # the newest that loads
                     pass
@@ -188,7 +234,9 @@ class ModelClient:
 
     def _swap(self, version: ModelVersion) -> None:
         if self._served is not None and self._served.version.version == version.version:
-            self._served = _Served(version, self._served.model, self._served.classifier)  # same bytes, newer record
+            with self._changed:  # the same bytes, a newer record
+                self._served = _Served(version, self._served.model, self._served.classifier)
+                self._changed.notify_all()
             return
         model = read_only(pickle.loads(self.store.load_bytes(self.model, version.version)))
         with self._changed:
@@ -197,12 +245,12 @@ class ModelClient:
             self._changed.notify_all()
         lag = None
         if self._ready.is_set():  # catching up on history is not a refresh
-            lag = (datetime.now(timezone.utc) - version.timestamp).total_seconds()
+            lag = (datetime.now(UTC) - version.timestamp).total_seconds()
             self.refresh_lags.append(lag)
             REFRESH_LAG.labels(self.model).observe(lag)
         if self._on_swap is not None:
             self._on_swap(version, lag)
-        log.info("serving %s version %s", self.model, version.version)
+        log.debug("serving %s version %s", self.model, version.version)
 
     def close(self) -> None:
         self._stop.set()
@@ -214,5 +262,7 @@ class ModelClient:
     def __enter__(self) -> ModelClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -16,16 +16,18 @@ import threading
 import time
 import uuid
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from learners.preferences import PreferenceStore, segment_of
-from schemas.agents import AgentFeedbackEvent, PreferenceSnapshot
-from schemas.codec import decode
-from schemas.errors import DecodeError
-from schemas.topics import PREFERENCE_STORE
-from streams.admin import wait_for_broker
-from streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.learners.preferences import PreferenceStore, segment_of
+from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceSnapshot
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.topics import PREFERENCE_STORE
+from adaptloop.streams.admin import wait_for_broker
+from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,8 @@ log = logging.getLogger(__name__)
 class PreferenceClient:
     """Typical use (needs a broker and a worker)::
 
-        with PreferenceClient("support", ["prompt-a", "prompt-b"], bootstrap="localhost:9092") as router:
-            variant, probability = router.choose_variant({"tenant": "acme"}, session_id="s1")
+    with PreferenceClient("support", ["prompt-a", "prompt-b"], bootstrap="localhost:9092") as router:
+        variant, probability = router.choose_variant({"tenant": "acme"}, session_id="s1")
     """
 
     def __init__(
@@ -59,19 +61,34 @@ class PreferenceClient:
         self._stop = threading.Event()
         topic = PREFERENCE_STORE.full_name(prefix)
         partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"router-{uuid.uuid4().hex}",
-                                   "enable.auto.commit": False, "fetch.wait.max.ms": 50}, logger=KAFKA_LOG)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"router-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            },
+            logger=KAFKA_LOG,
+        )
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self._thread = threading.Thread(target=self._follow, name=f"router-{agent}", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_settings(
+        cls, agent: str, variants: list[str], settings: ClientSettings | None = None, **options: Any
+    ) -> PreferenceClient:
+        """A router for ``agent`` in the loop that ``settings`` (default: read from the environment) describe."""
+        settings = settings if settings is not None else ClientSettings()
+        return cls(agent, variants, bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix, **options)
 
     def _follow(self) -> None:
         while not self._stop.is_set():
             changed = False
             for message in self._consumer.consume(500, 0.1):
-                if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("preference-store: %s", message.error().str())
+                if (error := message.error()) is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("preference-store: %s", error.str())
                     continue
                 try:
                     snapshot: PreferenceSnapshot = decode(PREFERENCE_STORE, message.value())  # type: ignore[assignment]
@@ -88,15 +105,27 @@ class PreferenceClient:
                 merged.fit()
                 self.store, self.updates = merged, sum(s.updates for s in self._shards.values())
 
-    def choose_variant(self, context: dict[str, str], *, session_id: str, trace_id: str | None = None,
-                       tenant: str | None = None) -> tuple[str, float]:
+    def choose_variant(
+        self, context: dict[str, str], *, session_id: str, trace_id: str | None = None, tenant: str | None = None
+    ) -> tuple[str, float]:
         """Thompson-sample a variant for ``context``; log the route with its probability; return both."""
         store = self.store  # one read: a swap meanwhile does not mix two stores
         segment = segment_of({"tenant": tenant or "*", "agent": self.agent, **context}, self.segment_keys)
         variant, probability = store.choose_variant(segment, self.agent, self.variants, self.rng)
-        self.producer.send(AgentFeedbackEvent(
-            trace_id=trace_id or uuid.uuid4().hex, run_id=session_id, session_id=session_id, agent=self.agent,
-            variant=variant, step=0, kind="route", value=probability, action="route", tenant=tenant))
+        self.producer.send(
+            AgentFeedbackEvent(
+                trace_id=trace_id or uuid.uuid4().hex,
+                run_id=session_id,
+                session_id=session_id,
+                agent=self.agent,
+                variant=variant,
+                step=0,
+                kind="route",
+                value=probability,
+                action="route",
+                tenant=tenant,
+            )
+        )
         return variant, probability
 
     def wait_for_updates(self, count: int, timeout: float = 30.0) -> bool:
@@ -116,5 +145,7 @@ class PreferenceClient:
     def __enter__(self) -> PreferenceClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -6,13 +6,15 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from schemas.base import Event
-from schemas.codec import encode
-from schemas.errors import DeliveryFailed
-from schemas.topics import Topic, topic_for
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import encode
+from adaptloop.schemas.errors import DeliveryFailed
+from adaptloop.schemas.topics import Topic, topic_for
+from adaptloop.streams.connection import ClientSettings
 
 KAFKA_LOG = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
@@ -37,10 +39,10 @@ class EventProducer:
     """Sends events to their topics, keyed by the topic's key field.
 
     Delivery failures are collected and raised by :meth:`flush` (and on leaving
-    the ``with`` block) as :class:`~schemas.errors.DeliveryFailed`, so nothing
+    the ``with`` block) as :class:`~adaptloop.schemas.errors.DeliveryFailed`, so nothing
     fails silently.
 
-    >>> from schemas import OutcomeEvent
+    >>> from adaptloop.schemas import OutcomeEvent
     >>> with EventProducer("localhost:9092") as producer:  # doctest: +SKIP
     ...     producer.send(OutcomeEvent(decision_id="d-1", label=True, source="checkout"))
 
@@ -74,6 +76,15 @@ class EventProducer:
         if self.transactional:
             self._producer.init_transactions(timeout)
 
+    @classmethod
+    def from_settings(cls, settings: ClientSettings | None = None, **options: Any) -> EventProducer:
+        """A producer for the loop that ``settings`` (default: read from the environment) describe.
+
+        ``options`` go to the constructor (``config``, ``on_error``, ...).
+        """
+        settings = settings if settings is not None else ClientSettings()
+        return cls(settings.bootstrap_address, topic_prefix=settings.topic_prefix, **options)
+
     def send(self, event: Event, *, topic: Topic | None = None, partition: int | None = None) -> None:
         """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched.
 
@@ -88,13 +99,15 @@ class EventProducer:
 
     def send_bytes(self, topic_name: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         """Queue already-encoded bytes; for replays and tools, not for services."""
-        extra = {} if partition is None else {"partition": partition}
         if self.transactional and not self._in_transaction:
             self._producer.begin_transaction()
             self._in_transaction = True
         while True:
             try:
-                self._producer.produce(topic_name, value, key, on_delivery=self._delivered, **extra)
+                if partition is None:
+                    self._producer.produce(topic_name, value, key, on_delivery=self._delivered)
+                else:
+                    self._producer.produce(topic_name, value, key, partition, on_delivery=self._delivered)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
@@ -136,8 +149,10 @@ class EventProducer:
             self._producer.begin_transaction()
             self._in_transaction = True
         deadline = time.monotonic() + timeout
-        for step in (lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left),
-                     self._producer.commit_transaction):
+        for step in (
+            lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left),
+            self._producer.commit_transaction,
+        ):
             while True:
                 try:
                     step(max(1.0, deadline - time.monotonic()))
@@ -165,7 +180,7 @@ class EventProducer:
         if error is None:
             return
         self.failed += 1
-        failure = (message.topic(), message.key(), error.str())
+        failure = (message.topic() or "", message.key(), error.str())
         self.failures.append(failure)
         if self._on_error is not None:
             self._on_error(*failure)
@@ -176,7 +191,9 @@ class EventProducer:
     def __enter__(self) -> EventProducer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.flush()
         else:

@@ -13,15 +13,15 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from learners.store import ModelStore
-from schemas.codec import decode
-from schemas.errors import AdaptloopError, DecodeError, UnknownModel
-from schemas.system import ModelCommand, ModelVersion
-from schemas.topics import MODEL_UPDATES
-from streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError, TimedOut, UnknownModel
+from adaptloop.schemas.system import ModelCommand, ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 
-class RollbackTimeout(AdaptloopError):
+class RollbackTimeout(TimedOut):
     """The learner did not confirm the rollback in time (is a worker running?)."""
 
 
@@ -41,11 +41,14 @@ def request_rollback(
     Raises :class:`UnknownModel` before sending anything if the version is not in the store.
     """
     store.load_bytes(model, to_version)  # fails clearly for an unknown model or version
-    command = ModelCommand(model=model, action="rollback", to_version=to_version, actor=actor, reason=reason,
-                           command_id=uuid.uuid4().hex)
+    command = ModelCommand(
+        model=model, action="rollback", to_version=to_version, actor=actor, reason=reason, command_id=uuid.uuid4().hex
+    )
     topic = MODEL_UPDATES.full_name(prefix)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rollback-{command.command_id}",
-                         "enable.auto.commit": False}, logger=KAFKA_LOG)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"rollback-{command.command_id}", "enable.auto.commit": False},
+        logger=KAFKA_LOG,
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         starts = []

@@ -8,22 +8,27 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from schemas.system import ModelVersion
-from schemas.topics import DRIFT_ALERTS, MODEL_COMMANDS, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
-from snapshots.snapshot import ARCHIVED_TOPICS
-from streams.producer import KAFKA_LOG
-from streams.versions import published_versions, read_all
+from adaptloop.schemas.system import DriftAlert, ModelVersion
+from adaptloop.schemas.topics import DRIFT_ALERTS, MODEL_COMMANDS, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
+from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
+from adaptloop.streams.producer import KAFKA_LOG
+from adaptloop.streams.versions import published_versions, read_all
 
-
-COORDINATOR_ERRORS = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-                                KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT})
+COORDINATOR_ERRORS = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._TIMED_OUT,
+    }
+)
 """A group's coordinator moving or loading (or a new broker creating its offsets topic): asked again."""
 
 
 @dataclass(frozen=True)
 class Status:
     versions: dict[str, ModelVersion]
-    drift_alerts: Counter  # model -> alerts
+    drift_alerts: Counter[str]  # model -> alerts
     # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
     lag: dict[str, int | str | None]
 
@@ -32,8 +37,9 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
     """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
     the group never committed, or why the broker could not say (its coordinator moving or loading,
     past a few retries)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False},
-                        logger=KAFKA_LOG)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}, logger=KAFKA_LOG
+    )
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
@@ -61,10 +67,13 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
 
 def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
     """The state of the loop, read from Kafka (no worker needed)."""
+
     def names(*topics: Topic) -> list[str]:
         return [topic.full_name(prefix) for topic in topics]
 
-    alerts = Counter(alert.model for alert in read_all(bootstrap, DRIFT_ALERTS, prefix))
+    alerts = Counter(
+        alert.model for alert in read_all(bootstrap, DRIFT_ALERTS, prefix) if isinstance(alert, DriftAlert)
+    )
     lag = {
         "join": group_lag(bootstrap, f"{prefix}{group}-join", names(PREDICTIONS, OUTCOMES)),
         "learn": group_lag(bootstrap, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)),

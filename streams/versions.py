@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from schemas.base import Event
-from schemas.codec import decode
-from schemas.errors import DecodeError
-from schemas.system import ModelVersion
-from schemas.topics import MODEL_UPDATES, Topic
-from streams.producer import KAFKA_LOG
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES, Topic
+from adaptloop.streams.producer import KAFKA_LOG
 
 
 def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30.0) -> list[Event]:
@@ -21,15 +22,23 @@ def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30
     Undecodable records are skipped here: the consumers that act on the topic dead-letter them.
     """
     name = topic.full_name(prefix)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"}, logger=KAFKA_LOG)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        },
+        logger=KAFKA_LOG,
+    )
     events: list[Event] = []
     try:
         metadata = consumer.list_topics(name, timeout=timeout).topics[name]
         if metadata.error is not None:
             return events
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1]
-                for p in metadata.partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
+        }
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout
@@ -37,10 +46,8 @@ def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30
             for message in consumer.consume(1000, 0.2):
                 if message.error() is not None:
                     continue
-                try:
+                with contextlib.suppress(DecodeError):
                     events.append(decode(topic, message.value()))
-                except DecodeError:
-                    pass
             # Compaction or transaction markers can leave the last offsets without a record.
             for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:

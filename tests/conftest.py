@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.streams.admin import ensure_topics, wait_for_broker
 from adaptloop.testing import test_broker
-from schemas.errors import AdaptloopError
-from streams.admin import ensure_topics, wait_for_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
 

@@ -8,6 +8,7 @@ detached, and waits until it answers; ``down`` stops it and keeps the data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -23,9 +24,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from adaptloop.schemas.errors import BrokerUnavailable, KafkaLaunchError
 from adaptloop.settings import Settings
-from schemas.errors import BrokerUnavailable, KafkaLaunchError
-from streams.admin import wait_for_broker
+from adaptloop.streams.admin import wait_for_broker
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +146,24 @@ class LocalKafka:
             (work / "pom.xml").write_bytes(_resource("pom.xml"))
             log.info("fetching Kafka jars into %s", self.lib_dir)
             result = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={self.lib_dir}", "-DincludeScope=runtime"],
-                capture_output=True, text=True, check=False,
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(work / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.lib_dir}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
-                raise KafkaLaunchError(f"mvn could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-3000:]}")
+                raise KafkaLaunchError(
+                    f"mvn could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-3000:]}"
+                )
             done.touch()
         return self.lib_dir
 
@@ -195,10 +208,21 @@ class LocalKafka:
             self._format(java, classpath, properties)
         with open(self.log_file, "ab") as out:
             process = subprocess.Popen(
-                [java, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={log4j}", f"-Dadaptloop.data={self.data_dir}",
-                 "-cp", classpath, "kafka.Kafka", str(properties)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    java,
+                    f"-Xmx{self.heap}",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    f"-Dadaptloop.data={self.data_dir}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(properties),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI that started it
             )
         self._pid_file.write_text(str(process.pid))
@@ -223,10 +247,8 @@ class LocalKafka:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.pid() is not None:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-            except ChildProcessError:
-                pass
             time.sleep(0.1)
         if self.pid() is not None:
             os.kill(pid, signal.SIGKILL)
@@ -238,15 +260,22 @@ class LocalKafka:
 
     def _java(self) -> str:
         home = os.environ.get("JAVA_HOME")
-        java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+        java = (
+            str(Path(home) / "bin" / "java")
+            if home and (Path(home) / "bin" / "java").exists()
+            else shutil.which("java")
+        )
         if java is None:
             raise KafkaLaunchError(
                 f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and was not found; install it "
-                "(apt-get install openjdk-17-jre-headless), set JAVA_HOME, or set ADAPTLOOP_BOOTSTRAP to an existing broker"
+                "(apt-get install openjdk-17-jre-headless), set JAVA_HOME, or set ADAPTLOOP_BOOTSTRAP to an existing "
+                "broker"
             )
         version = java_version(java)
         if version < MIN_JAVA:
-            raise KafkaLaunchError(f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {version}; set JAVA_HOME to a newer JDK")
+            raise KafkaLaunchError(
+                f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {version}; set JAVA_HOME to a newer JDK"
+            )
         return java
 
     def _write_config(self) -> Path:
@@ -281,9 +310,20 @@ class LocalKafka:
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
         result = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             f"--cluster-id={new_cluster_id()}", "-c", str(properties)],
-            capture_output=True, text=True, check=False,
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={new_cluster_id()}",
+                "-c",
+                str(properties),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise KafkaLaunchError(f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}")
@@ -297,12 +337,22 @@ class LocalKafka:
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
         return cls(
-            settings.kafka_data_dir, settings.cache_dir, host=settings.kafka_host, port=settings.kafka_port,
-            controller_port=settings.kafka_controller_port, heap=settings.kafka_heap,
+            settings.kafka_data_dir,
+            settings.cache_dir,
+            host=settings.kafka_host,
+            port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+            heap=settings.kafka_heap,
             start_timeout=settings.kafka_start_timeout,
         )
 
     def java_command(self, main_class: str, *args: str) -> list[str]:
         """A command line running ``main_class`` from the broker's jars (e.g. the console producer)."""
-        return [self._java(), "-cp", f"{self.install()}/*", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-                main_class, *args]
+        return [
+            self._java(),
+            "-cp",
+            f"{self.install()}/*",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            main_class,
+            *args,
+        ]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from learners.store import ModelStore
-from schemas.system import ModelVersion
-from streams.model_client import ModelClient
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.streams.model_client import ModelClient
 
 
 def report(version: ModelVersion, lag: float | None) -> None:
@@ -19,8 +19,9 @@ def report(version: ModelVersion, lag: float | None) -> None:
 
 
 def main(bootstrap: str, prefix: str, models_dir: str, model: str, seconds: float) -> None:
-    with ModelClient(model, bootstrap=bootstrap, store=ModelStore(Path(models_dir)), prefix=prefix,
-                     on_swap=report) as client:
+    with ModelClient(
+        model, bootstrap=bootstrap, store=ModelStore(Path(models_dir)), prefix=prefix, on_swap=report
+    ) as client:
         print(orjson.dumps({"ready": client.version.version}).decode(), flush=True)
         time.sleep(seconds)
 

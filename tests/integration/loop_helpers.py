@@ -7,28 +7,35 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from datetime import datetime, timedelta, timezone
 
 import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas import Event, OutcomeEvent, PredictionEvent
+from adaptloop.schemas.topics import Topic, topic_named
 from adaptloop.settings import Settings
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from adaptloop.worker import start_worker_process, stop_worker_process
-from learners.spec import LearnerSpec
-from schemas import Event, OutcomeEvent, PredictionEvent
-from schemas.topics import Topic, topic_named
-from snapshots.archive import ParquetArchive, topic_glob
-from streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 
 
 def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitions: int) -> Settings:
     prefix = f"loop{uuid.uuid4().hex[:8]}."
     ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
-    return Settings(bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions, home=home, models=specs,
-                    group=f"g{uuid.uuid4().hex[:6]}", log_level=os.environ.get("ADAPTLOOP_TEST_WORKER_LOG", "warning"),
-                    metrics_port=None, snapshot_seconds=None)
+    return Settings(
+        bootstrap=bootstrap,
+        topic_prefix=prefix,
+        partitions=partitions,
+        home=home,
+        models=specs,
+        group=f"g{uuid.uuid4().hex[:6]}",
+        log_level=os.environ.get("ADAPTLOOP_TEST_WORKER_LOG", "warning"),
+        metrics_port=None,
+        snapshot_seconds=None,
+    )
 
 
 class Worker:
@@ -50,13 +57,23 @@ def running_worker(settings: Settings, log_file: Path) -> Iterator[Worker]:
         stop_worker_process(worker.process)
 
 
-def read_until(settings: Settings, topics: list[Topic], done: Callable[[list[Event]], bool],
-               timeout: float = 120.0, worker: Worker | None = None) -> list[Event]:
+def read_until(
+    settings: Settings,
+    topics: list[Topic],
+    done: Callable[[list[Event]], bool],
+    timeout: float = 120.0,
+    worker: Worker | None = None,
+) -> list[Event]:
     """Read ``topics`` from the start until ``done(events)`` or the timeout."""
     dead = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "test-reader")
     events: list[Event] = []
-    with EventConsumer(settings.bootstrap_address, f"reader-{uuid.uuid4().hex}", topics, dead_letters=dead,
-                       prefix=settings.topic_prefix) as consumer:
+    with EventConsumer(
+        settings.bootstrap_address,
+        f"reader-{uuid.uuid4().hex}",
+        topics,
+        dead_letters=dead,
+        prefix=settings.topic_prefix,
+    ) as consumer:
         deadline = time.monotonic() + timeout
         while not done(events) and time.monotonic() < deadline:
             events.extend(record.event for record in consumer.poll(5000, 0.5))
@@ -67,8 +84,14 @@ def read_until(settings: Settings, topics: list[Topic], done: Callable[[list[Eve
 
 def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, int]]:
     """Every (partition, offset) of a committed record of ``topic``, read straight from Kafka."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"offsets-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -90,7 +113,9 @@ def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list
         consumer.close()
 
 
-def wait_for_archive(settings: Settings, rows: dict[str, int], timeout: float = 120.0) -> dict[str, list[tuple[int, int]]]:
+def wait_for_archive(
+    settings: Settings, rows: dict[str, int], timeout: float = 120.0
+) -> dict[str, list[tuple[int, int]]]:
     """Wait until the archive holds ``rows`` rows per topic; return each topic's archived (partition, offset)s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -102,7 +127,8 @@ def wait_for_archive(settings: Settings, rows: dict[str, int], timeout: float = 
                 continue
             archived[name] = duckdb.execute(
                 f"SELECT _partition, _offset FROM read_parquet('{topic_glob(settings.archive_dir, topic_name)}') "
-                "ORDER BY ALL").fetchall()
+                "ORDER BY ALL"
+            ).fetchall()
         if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
             return archived
         time.sleep(0.5)
@@ -110,7 +136,7 @@ def wait_for_archive(settings: Settings, rows: dict[str, int], timeout: float = 
 
 def send_decisions(producer: EventProducer, rows, first: int = 0, model: str = "phishing") -> None:
     """A prediction and its outcome for each (x, y), decision ids ``d<first>``..., timestamps 1 ms apart."""
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     for n, (x, y) in enumerate(rows, first):
         at = start + timedelta(milliseconds=n)
         producer.send(PredictionEvent(decision_id=f"d{n}", model=model, model_version="v0", features=x, timestamp=at))

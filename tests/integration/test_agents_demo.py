@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 
 from adaptloop.agents_demo import AgentScenario, run_agents_demo
+from adaptloop.schemas.topics import AGENT_FEEDBACK
 from adaptloop.settings import Settings
-from schemas.topics import AGENT_FEEDBACK
-from snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
 
 pytestmark = pytest.mark.kafka
 
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.kafka
 def test_the_router_moves_to_the_best_variant_and_the_guardrails_fire(kafka_bootstrap, tmp_path):
     scenario = AgentScenario(sessions=2000, rate=300.0, flood=1000, stuck_session=300, costly_session=700, seed=5)
     settings = Settings(bootstrap=kafka_bootstrap, home=tmp_path / "home", metrics_port=None, snapshot_seconds=None)
-    report = run_agents_demo(settings, Console(file=open(tmp_path / "demo.txt", "w")), scenario)
+    with open(tmp_path / "demo.txt", "w") as out:
+        report = run_agents_demo(settings, Console(file=out), scenario)
 
     assert report["share_last"]["prompt-c"] > 0.5  # the best variant ends with the majority of the traffic
     assert report["share_first"]["prompt-c"] < 0.5  # before any feedback: about a third each
@@ -35,6 +36,10 @@ def test_the_router_moves_to_the_best_variant_and_the_guardrails_fire(kafka_boot
     deadline = time.monotonic() + 30
     while not ParquetArchive(report["archive"]).files(name) and time.monotonic() < deadline:
         time.sleep(0.5)
-    comments = [c for (c,) in duckdb.execute(
-        "SELECT comment FROM read_parquet(?) WHERE comment IS NOT NULL", [topic_glob(report["archive"], name)]).fetchall()]
+    comments = [
+        c
+        for (c,) in duckdb.execute(
+            "SELECT comment FROM read_parquet(?) WHERE comment IS NOT NULL", [topic_glob(report["archive"], name)]
+        ).fetchall()
+    ]
     assert comments and all("[email]" in c and "@" not in c for c in comments)

@@ -8,9 +8,9 @@ import uuid
 import duckdb
 import pytest
 
-from snapshots.archive import ParquetArchive
-from streams import ensure_topics
-from streams.archive_agent import ArchiveAgent
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.streams import ensure_topics
+from adaptloop.streams.archive_agent import ArchiveAgent
 
 pytestmark = pytest.mark.kafka
 
@@ -21,9 +21,15 @@ def test_periodic_snapshots_keep_the_newest_and_leave_other_files(kafka_bootstra
     snapshots = tmp_path / "snapshots"
     snapshots.mkdir()
     (snapshots / "kept-for-the-audit.duckdb").write_bytes(b"")
-    agent = ArchiveAgent(kafka_bootstrap, archive=ParquetArchive(tmp_path / "archive"), prefix=prefix,
-                         group=f"g{uuid.uuid4().hex[:6]}", snapshot_dir=snapshots, snapshot_seconds=1.0,
-                         keep_snapshots=2)
+    agent = ArchiveAgent(
+        kafka_bootstrap,
+        archive=ParquetArchive(tmp_path / "archive"),
+        prefix=prefix,
+        group=f"g{uuid.uuid4().hex[:6]}",
+        snapshot_dir=snapshots,
+        snapshot_seconds=1.0,
+        keep_snapshots=2,
+    )
     written = set()
     try:
         deadline = time.monotonic() + 4.5  # snapshot names have a second's resolution
@@ -40,8 +46,8 @@ def test_periodic_snapshots_keep_the_newest_and_leave_other_files(kafka_bootstra
 
 
 def test_buffers_are_written_once_they_hold_buffer_rows_in_all(kafka_bootstrap, tmp_path):
-    from schemas import OutcomeEvent
-    from streams import EventProducer
+    from adaptloop.schemas import OutcomeEvent
+    from adaptloop.streams import EventProducer
 
     prefix = f"buf{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=3)
@@ -49,8 +55,15 @@ def test_buffers_are_written_once_they_hold_buffer_rows_in_all(kafka_bootstrap, 
         for i in range(2500):
             producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test"))
     archive = ParquetArchive(tmp_path / "archive")
-    agent = ArchiveAgent(kafka_bootstrap, archive=archive, prefix=prefix, group=f"g{uuid.uuid4().hex[:6]}",
-                         flush_seconds=3600, flush_rows=1_000_000, buffer_rows=1000)
+    agent = ArchiveAgent(
+        kafka_bootstrap,
+        archive=archive,
+        prefix=prefix,
+        group=f"g{uuid.uuid4().hex[:6]}",
+        flush_seconds=3600,
+        flush_rows=1_000_000,
+        buffer_rows=1000,
+    )
     peak = 0
     try:
         deadline = time.monotonic() + 60
@@ -62,6 +75,8 @@ def test_buffers_are_written_once_they_hold_buffer_rows_in_all(kafka_bootstrap, 
     # Neither a partition's flush_rows nor flush_seconds was reached: the total wrote them.
     assert agent.written_rows >= 2000 and peak < 1000
     name = f"{prefix}outcomes"
-    rows = duckdb.execute(f"SELECT count(*), count(DISTINCT (_partition, _offset)) FROM "
-                          f"read_parquet('{tmp_path}/archive/topic={name}/*/*.parquet')").fetchone()
+    rows = duckdb.execute(
+        f"SELECT count(*), count(DISTINCT (_partition, _offset)) FROM "
+        f"read_parquet('{tmp_path}/archive/topic={name}/*/*.parquet')"
+    ).fetchone()
     assert rows == (agent.written_rows, agent.written_rows)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from river.datasets import synth
 
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
+from adaptloop.schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS
+from adaptloop.streams import EventProducer
 from adaptloop.worker import ROLES, process_name
-from learners.spec import LearnerSpec
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
-from schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS
-from streams import EventProducer
 
 from .loop_helpers import loop_settings, read_until, running_worker
 
@@ -46,27 +46,40 @@ def _kb(pid: int, field: str) -> int:
 
 
 def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(kafka_bootstrap, tmp_path):
-    spec = LearnerSpec(name="flood", recipe="logistic", metrics=["Accuracy"], checkpoint_every=10_000,
-                       checkpoint_seconds=2, horizon_seconds=2)
+    spec = LearnerSpec(
+        name="flood",
+        recipe="logistic",
+        metrics=["Accuracy"],
+        checkpoint_every=10_000,
+        checkpoint_seconds=2,
+        horizon_seconds=2,
+    )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=3)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     predictions, outcomes = PREDICTIONS.full_name(settings.topic_prefix), OUTCOMES.full_name(settings.topic_prefix)
     records = []
     for i, (x, y) in enumerate(synth.Hyperplane(seed=5, n_features=10).take(N)):
         x = {f"x{k}": v for k, v in x.items()}
         at = start + timedelta(microseconds=i)
         key = f"d{i}".encode()
-        records.append((key, encode(PredictionEvent(decision_id=f"d{i}", model="flood", model_version="v0",
-                                                    features=x, timestamp=at)),
-                        encode(OutcomeEvent(decision_id=f"d{i}", label=y, source="flood", timestamp=at))))
+        records.append(
+            (
+                key,
+                encode(
+                    PredictionEvent(decision_id=f"d{i}", model="flood", model_version="v0", features=x, timestamp=at)
+                ),
+                encode(OutcomeEvent(decision_id=f"d{i}", label=y, source="flood", timestamp=at)),
+            )
+        )
     with running_worker(settings, tmp_path / "worker.log") as worker:
-        read_until(settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen),
-                   worker=worker)  # the worker is up: its first version is out
+        read_until(
+            settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen), worker=worker
+        )  # the worker is up: its first version is out
         deadline = time.monotonic() + 60
         while set(roles := _roles(worker.process.pid)) != set(ROLES) and time.monotonic() < deadline:
             time.sleep(0.2)  # a role still starting has not named its process yet
         assert set(roles) == set(ROLES), roles
-        peak: dict[str, int] = {name: 0 for name in roles}
+        peak: dict[str, int] = dict.fromkeys(roles, 0)
         stop = threading.Event()
 
         def sample() -> None:
@@ -83,15 +96,22 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
                 producer.send_bytes(predictions, key, prediction)
                 producer.send_bytes(outcomes, key, outcome)
         produced_in = time.monotonic() - began
-        seen = read_until(settings, [MODEL_UPDATES], lambda seen: any(
-            isinstance(v, ModelVersion) and v.examples_seen == N for v in seen), timeout=600, worker=worker)
+        seen = read_until(
+            settings,
+            [MODEL_UPDATES],
+            lambda seen: any(isinstance(v, ModelVersion) and v.examples_seen == N for v in seen),
+            timeout=600,
+            worker=worker,
+        )
         learned_in = time.monotonic() - began
         stop.set()
         sampler.join()
         high_water = {name: _kb(pid, "VmHWM") for name, pid in roles.items()}  # the kernel's peak RSS
     assert max(v.examples_seen for v in seen if isinstance(v, ModelVersion)) == N  # every decision, once
     assert learned_in >= 5 * produced_in, f"the producer was not 5x faster: {produced_in:.1f}s vs {learned_in:.1f}s"
-    print(f"produced in {produced_in:.1f}s, learned in {learned_in:.1f}s; peak RSS MB",
-          {role: round(kb / 1024) for role, kb in high_water.items()})
+    print(
+        f"produced in {produced_in:.1f}s, learned in {learned_in:.1f}s; peak RSS MB",
+        {role: round(kb / 1024) for role, kb in high_water.items()},
+    )
     for role, kb in high_water.items():
         assert kb / 1024 < PEAK_RSS_MB[role], f"{role} peaked at {kb / 1024:.0f} MB (sampled {peak[role] / 1024:.0f})"

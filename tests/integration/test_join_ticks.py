@@ -4,17 +4,17 @@ yet read; an event stamped far in the future cannot move them."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import TopicPartition
 
-from learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK
-from learners.spec import LearnerSpec
-from schemas import OutcomeEvent, PredictionEvent
-from schemas.topics import OUTCOMES
-from streams import EventProducer
-from streams.join_agent import JoinAgent
+from adaptloop.learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas import OutcomeEvent, PredictionEvent
+from adaptloop.schemas.topics import OUTCOMES
+from adaptloop.streams import EventProducer
+from adaptloop.streams.join_agent import JoinAgent
 
 pytestmark = pytest.mark.kafka
 
@@ -27,13 +27,20 @@ def _step_until(agent: JoinAgent, done, timeout: float = 60.0) -> None:
 
 
 def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(kafka_bootstrap, topic_prefix):
-    agent = JoinAgent(kafka_bootstrap, specs={"m": LearnerSpec(name="m", horizon_seconds=1)}, partitions=3,
-                      prefix=topic_prefix, tick_seconds=None)
-    now = datetime.now(timezone.utc)
+    agent = JoinAgent(
+        kafka_bootstrap,
+        specs={"m": LearnerSpec(name="m", horizon_seconds=1)},
+        partitions=3,
+        prefix=topic_prefix,
+        tick_seconds=None,
+    )
+    now = datetime.now(UTC)
     try:
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
-            producer.send(PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0},
-                                          timestamp=now), partition=0)
+            producer.send(
+                PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0}, timestamp=now),
+                partition=0,
+            )
             producer.send(OutcomeEvent(decision_id="d0", label=True, source="test", timestamp=now), partition=0)
         _step_until(agent, lambda: agent.join.counts["joined"] == 1)
         assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)  # idle: a tick may advance both
@@ -43,8 +50,7 @@ def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(k
         agent.consumer.kafka.pause([outcomes])
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
             for i in range(1, 6):
-                producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test", timestamp=now),
-                              partition=0)
+                producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test", timestamp=now), partition=0)
         assert agent._read_to_end(0) == (PREDICTION_CLOCK,)
 
         agent.consumer.kafka.resume([outcomes])
@@ -58,19 +64,31 @@ def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(k
 
 
 def test_an_event_from_the_future_is_a_dead_letter_and_expires_nothing(kafka_bootstrap, topic_prefix):
-    agent = JoinAgent(kafka_bootstrap, specs={"m": LearnerSpec(name="m", horizon_seconds=60)}, partitions=3,
-                      prefix=topic_prefix, tick_seconds=None, max_future_seconds=300)
-    now = datetime.now(timezone.utc)
+    agent = JoinAgent(
+        kafka_bootstrap,
+        specs={"m": LearnerSpec(name="m", horizon_seconds=60)},
+        partitions=3,
+        prefix=topic_prefix,
+        tick_seconds=None,
+        max_future_seconds=300,
+    )
+    now = datetime.now(UTC)
     try:
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
-            producer.send(PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0},
-                                          timestamp=now), partition=0)
+            producer.send(
+                PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0}, timestamp=now),
+                partition=0,
+            )
             # An outcome from a year ahead (a broken clock, or on purpose): it would move the outcomes
             # clock past d0's deadline and expire it.
-            producer.send(OutcomeEvent(decision_id="poison", label=True, source="test",
-                                       timestamp=now + timedelta(days=365)), partition=0)
-            producer.send(OutcomeEvent(decision_id="d0", label=False, source="test",
-                                       timestamp=now + timedelta(seconds=5)), partition=0)
+            producer.send(
+                OutcomeEvent(decision_id="poison", label=True, source="test", timestamp=now + timedelta(days=365)),
+                partition=0,
+            )
+            producer.send(
+                OutcomeEvent(decision_id="d0", label=False, source="test", timestamp=now + timedelta(seconds=5)),
+                partition=0,
+            )
         _step_until(agent, lambda: agent.join.counts["joined"] == 1 and agent.consumer.dead_letters.counts)
         assert agent.join.counts["expired"] == 0
         assert dict(agent.consumer.dead_letters.counts) == {"rejected": 1}

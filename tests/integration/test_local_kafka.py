@@ -8,11 +8,11 @@ import pytest
 from confluent_kafka import Consumer
 
 from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas import OutcomeEvent, decode
+from adaptloop.schemas.topics import OUTCOMES
 from adaptloop.settings import Settings
+from adaptloop.streams import EventProducer, ensure_topics
 from adaptloop.testing import free_ports
-from schemas import OutcomeEvent, decode
-from schemas.topics import OUTCOMES
-from streams import EventProducer, ensure_topics
 
 pytestmark = pytest.mark.kafka
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adaptloop.learners.spec import LearnerSpec
 from adaptloop.samples import MALFORMED_RECORDS
-from learners.spec import LearnerSpec
-from schemas import DeadLetter, ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample
-from schemas.topics import DEAD_LETTERS, MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPLES
-from streams import EventProducer
+from adaptloop.schemas import DeadLetter, ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPLES
+from adaptloop.streams import EventProducer
 
 from .loop_helpers import loop_settings, read_until, running_worker
 
@@ -28,16 +28,22 @@ def _traffic(rng: random.Random, start: datetime):
     timeline = []
     for i in range(N):
         at = start + timedelta(seconds=i)
-        prediction = PredictionEvent(decision_id=f"d{i}", model="churn", model_version="v0",
-                                     features={"x": rng.uniform(-1, 1), "y": rng.uniform(-1, 1)}, timestamp=at)
+        prediction = PredictionEvent(
+            decision_id=f"d{i}",
+            model="churn",
+            model_version="v0",
+            features={"x": rng.uniform(-1, 1), "y": rng.uniform(-1, 1)},
+            timestamp=at,
+        )
         timeline.append((at, prediction))
         if rng.random() < 0.05:
             timeline.append((at + timedelta(seconds=0.5), prediction))
         if rng.random() < 0.10:
             continue
         delay = timedelta(seconds=min(rng.expovariate(1 / (HORIZON * 0.5)), HORIZON * 2))
-        outcome = OutcomeEvent(decision_id=f"d{i}", label=prediction.features["x"] > 0, source="test",
-                               timestamp=at + delay)
+        outcome = OutcomeEvent(
+            decision_id=f"d{i}", label=prediction.features["x"] > 0, source="test", timestamp=at + delay
+        )
         timeline.append((at + delay, outcome))
         if rng.random() < 0.05:
             timeline.append((at + delay + timedelta(seconds=1), outcome))
@@ -50,7 +56,7 @@ def test_joined_expired_and_late_add_up_to_predictions_and_nothing_is_learned_tw
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=PARTITIONS)
     # A backlog from the past: the worker's wall-clock ticks must not expire it before it is read,
     # and must settle every decision once it has been.
-    start = datetime.now(timezone.utc) - timedelta(seconds=N + 20 * HORIZON)
+    start = datetime.now(UTC) - timedelta(seconds=N + 20 * HORIZON)
     events = _traffic(random.Random(42), start)
 
     with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
@@ -58,8 +64,11 @@ def test_joined_expired_and_late_add_up_to_predictions_and_nothing_is_learned_tw
             producer.send(event)
         for i, value in enumerate(MALFORMED_RECORDS.values()):
             producer.send_bytes(PREDICTIONS.full_name(settings.topic_prefix), f"bad{i}".encode(), value)
-        producer.send(PredictionEvent(decision_id="ghost-1", model="no-such-model", model_version="v0",
-                                      features={"x": 1.0}, timestamp=start))
+        producer.send(
+            PredictionEvent(
+                decision_id="ghost-1", model="no-such-model", model_version="v0", features={"x": 1.0}, timestamp=start
+            )
+        )
         producer.send(OutcomeEvent(decision_id="ghost-1", label=True, source="test", timestamp=start))
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
@@ -70,11 +79,15 @@ def test_joined_expired_and_late_add_up_to_predictions_and_nothing_is_learned_tw
             final = Counter(e.status for e in examples)
             learned = max((e.examples_seen for e in seen if isinstance(e, ModelVersion)), default=-1)
             letters = sum(isinstance(e, DeadLetter) for e in seen)
-            return (final["joined"] + final["expired"] == predictions and learned == final["joined"] - 1
-                    and letters >= len(MALFORMED_RECORDS) + 1)
+            return (
+                final["joined"] + final["expired"] == predictions
+                and learned == final["joined"] - 1
+                and letters >= len(MALFORMED_RECORDS) + 1
+            )
 
-        seen = read_until(settings, [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS], settled, timeout=180,
-                          worker=worker)
+        seen = read_until(
+            settings, [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS], settled, timeout=180, worker=worker
+        )
 
     examples = [e for e in seen if isinstance(e, TrainingExample)]
     statuses = Counter(e.status for e in examples)
@@ -95,8 +108,9 @@ def test_joined_expired_and_late_add_up_to_predictions_and_nothing_is_learned_tw
     assert last.examples_seen == statuses["joined"] - 1
     letters = [e for e in seen if isinstance(e, DeadLetter)]
     kinds = Counter(letter.kind for letter in letters)
-    assert kinds == {**{kind: 1 for kind in MALFORMED_RECORDS}, "rejected": 1}
+    assert kinds == {**dict.fromkeys(MALFORMED_RECORDS, 1), "rejected": 1}
     [ghost] = [letter for letter in letters if letter.kind == "rejected"]
     assert "unknown model 'no-such-model'" in ghost.reason and ghost.source_topic.endswith("training-examples")
     assert {letter.source_topic for letter in letters if letter.kind != "rejected"} == {
-        PREDICTIONS.full_name(settings.topic_prefix)}
+        PREDICTIONS.full_name(settings.topic_prefix)
+    }

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from river import datasets, linear_model, metrics, preprocessing, tree
 from river.datasets import synth
 
-from learners.spec import LearnerSpec
-from learners.store import ModelStore, model_bytes
-from schemas import ModelVersion, OutcomeEvent, PredictionEvent
-from schemas.topics import MODEL_UPDATES
-from streams import EventProducer
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore, model_bytes
+from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent
+from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams import EventProducer
 
 from .loop_helpers import loop_settings, read_until, running_worker
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.kafka
 
 
 def _send_in_order(producer: EventProducer, model: str, stream) -> int:
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     n = 0
     for n, (x, y) in enumerate(stream, 1):
         at = start + timedelta(milliseconds=n)
@@ -32,16 +32,22 @@ def _send_in_order(producer: EventProducer, model: str, stream) -> int:
 
 def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tmp_path):
     specs = [
-        LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1),
-        LearnerSpec(name="agrawal", recipe="hoeffding", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1),
+        LearnerSpec(
+            name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1
+        ),
+        LearnerSpec(
+            name="agrawal", recipe="hoeffding", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1
+        ),
     ]
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", specs, partitions=1)
     agrawal = list(synth.Agrawal(seed=7).take(2000))
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
-            sent = {"phishing": _send_in_order(producer, "phishing", datasets.Phishing()),
-                    "agrawal": _send_in_order(producer, "agrawal", agrawal)}
+            sent = {
+                "phishing": _send_in_order(producer, "phishing", datasets.Phishing()),
+                "agrawal": _send_in_order(producer, "agrawal", agrawal),
+            }
 
         def all_learned(events) -> bool:
             seen = {e.model: e.examples_seen for e in events if isinstance(e, ModelVersion)}

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
-from learners.online import OnlineLearner
-from learners.spec import LearnerSpec
-from learners.store import ModelStore
-from streams import ensure_topics
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.streams import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -25,8 +25,13 @@ def test_status_shows_the_files_each_model_keeps(kafka_bootstrap, tmp_path, monk
     learner = OnlineLearner(spec)
     store.checkpoint(learner)
     store.checkpoint(learner)  # nothing learned: the same version, no new file
-    for env, value in {"BOOTSTRAP": kafka_bootstrap, "TOPIC_PREFIX": prefix, "HOME": str(tmp_path),
-                       "MODELS": orjson.dumps([spec.model_dump(mode="json")]).decode(), "KEEP_SNAPSHOTS": "3"}.items():
+    for env, value in {
+        "BOOTSTRAP": kafka_bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "HOME": str(tmp_path),
+        "MODELS": orjson.dumps([spec.model_dump(mode="json")]).decode(),
+        "KEEP_SNAPSHOTS": "3",
+    }.items():
         monkeypatch.setenv(f"ADAPTLOOP_{env}", value)
     result = CliRunner().invoke(app, ["status"], terminal_width=200)
     assert result.exit_code == 0, result.output

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
-from schemas.topics import ALL_TOPICS
-from streams import delete_topics, ensure_topics, wait_for_broker
+from adaptloop.schemas.topics import ALL_TOPICS
+from adaptloop.streams import delete_topics, ensure_topics, wait_for_broker
 
 
 def _names(bootstrap: str, prefix: str) -> set[str]:
@@ -56,20 +56,23 @@ def test_compacted_topics_roll_segments_hourly_so_compaction_runs(kafka_bootstra
     configs = {resource.name: future.result() for resource, future in admin.describe_configs(resources).items()}
     compacted = {topic.full_name(prefix) for topic in ALL_TOPICS if topic.compacted}
     assert compacted and all(configs[name]["segment.ms"].value == "3600000" for name in compacted)
-    assert all(configs[name]["segment.ms"].value == str(7 * 24 * 3600 * 1000) for name in configs if name not in compacted)
+    assert all(
+        configs[name]["segment.ms"].value == str(7 * 24 * 3600 * 1000) for name in configs if name not in compacted
+    )
     delete_topics(kafka_bootstrap, prefix)
 
 
 def test_a_compacted_topic_made_before_the_hourly_segments_gets_a_warning_with_the_fix(kafka_bootstrap, caplog):
     from confluent_kafka.admin import NewTopic
 
-    from schemas.topics import MODEL_UPDATES
+    from adaptloop.schemas.topics import MODEL_UPDATES
 
     prefix = f"old{uuid.uuid4().hex[:8]}."
     admin = wait_for_broker(kafka_bootstrap)
     name = MODEL_UPDATES.full_name(prefix)
-    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1,
-                                  config={"cleanup.policy": "compact"})])[name].result()
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"})])[
+        name
+    ].result()
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
     warned = [record.getMessage() for record in caplog.records if name in record.getMessage()]
     assert len(warned) == 1 and "every 168 h" in warned[0] and "segment.ms=3600000" in warned[0]

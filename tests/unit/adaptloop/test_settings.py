@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas.errors import KafkaLaunchError
 from adaptloop.settings import Settings
-from schemas.errors import KafkaLaunchError
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -46,14 +46,32 @@ def test_launcher_refuses_a_port_taken_by_another_process(tmp_path):
 
 
 def test_a_worker_with_a_changed_recipe_stops_before_it_starts_anything(tmp_path):
+    from adaptloop.learners.online import OnlineLearner
+    from adaptloop.learners.spec import LearnerSpec
+    from adaptloop.learners.store import ModelStore
+    from adaptloop.schemas.errors import SpecChanged
     from adaptloop.worker import run_worker
-    from learners.online import OnlineLearner
-    from learners.spec import LearnerSpec
-    from learners.store import ModelStore
-    from schemas.errors import SpecChanged
 
     learned = LearnerSpec(name="churn", recipe="logistic")
-    settings = Settings(home=tmp_path, bootstrap="127.0.0.1:1", models=[learned.model_copy(update={"recipe": "hoeffding"})])
+    settings = Settings(
+        home=tmp_path, bootstrap="127.0.0.1:1", models=[learned.model_copy(update={"recipe": "hoeffding"})]
+    )
     ModelStore(settings.models_dir).checkpoint(OnlineLearner(learned))
-    with pytest.raises(SpecChanged, match="remove .*churn to start 'churn' over"):
+    with pytest.raises(SpecChanged, match=r"remove .*churn to start 'churn' over"):
         run_worker(settings, "learn")  # no broker is asked: it fails first
+
+
+def test_the_settings_reference_is_up_to_date():
+    from adaptloop.settings import reference
+
+    path = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
+    assert path.read_text() == reference() + "\n", "run: adaptloop settings --reference > docs/settings.md"
+
+
+def test_every_setting_says_what_it_is():
+    from adaptloop.learners.guardrails import GuardrailLimits
+    from adaptloop.learners.spec import DriftSpec, LearnerSpec
+
+    for model in (Settings, LearnerSpec, DriftSpec, GuardrailLimits):
+        undocumented = [name for name, field in model.model_fields.items() if not field.description]
+        assert not undocumented, f"{model.__name__}: {undocumented} have no description"

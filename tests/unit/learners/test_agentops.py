@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits, scrub_pii
-from learners.preferences import BradleyTerry, PreferenceStore
-from schemas import AgentFeedbackEvent
+from adaptloop.learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits, scrub_pii
+from adaptloop.learners.preferences import BradleyTerry, PreferenceStore
+from adaptloop.schemas import AgentFeedbackEvent
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STRENGTHS = {"a": 0.0, "b": 0.8, "c": -0.5, "d": 1.5}
 
 
@@ -39,11 +39,11 @@ def _batch_mle(pairs: list[tuple[str, str]], prior: float) -> dict[str, float]:
             gradient[k] += prior / 2 - prior * p
             hessian[k, k] -= prior * p * (1 - p)
         for winner, loser in pairs:
-            w, l = index[winner], index[loser]
-            p = 1 / (1 + math.exp(theta[l] - theta[w]))
+            w, lose = index[winner], index[loser]
+            p = 1 / (1 + math.exp(theta[lose] - theta[w]))
             gradient[w] += 1 - p
-            gradient[l] -= 1 - p
-            for a, b, sign in ((w, w, -1), (l, l, -1), (w, l, 1), (l, w, 1)):
+            gradient[lose] -= 1 - p
+            for a, b, sign in ((w, w, -1), (lose, lose, -1), (w, lose, 1), (lose, w, 1)):
                 hessian[a, b] += sign * p * (1 - p)
         step = np.linalg.solve(hessian, gradient)
         theta -= step
@@ -95,29 +95,70 @@ def test_thompson_sampling_reports_the_probability_of_its_choice():
 
 
 def _step(i: int, session: str = "s1", action: str | None = "search(q)", **fields) -> AgentFeedbackEvent:
-    values = {"trace_id": f"t{i}", "run_id": "r", "session_id": session, "agent": "support", "variant": "v1",
-              "step": i, "kind": "step", "action": action, "tenant": "acme", "timestamp": T0 + timedelta(seconds=i),
-              **fields}
+    values = {
+        "trace_id": f"t{i}",
+        "run_id": "r",
+        "session_id": session,
+        "agent": "support",
+        "variant": "v1",
+        "step": i,
+        "kind": "step",
+        "action": action,
+        "tenant": "acme",
+        "timestamp": T0 + timedelta(seconds=i),
+        **fields,
+    }
     return AgentFeedbackEvent(**values)
 
 
-LIMITS = GuardrailLimits(max_repeated_action=4, max_steps=10, session_cost=1.0, session_tokens=1000,
-                         agent_hourly_cost=5.0, tenant_hourly_cost=3.0, step_latency_ms=2000.0)
+LIMITS = GuardrailLimits(
+    max_repeated_action=4,
+    max_steps=10,
+    session_cost=1.0,
+    session_tokens=1000,
+    agent_hourly_cost=5.0,
+    tenant_hourly_cost=3.0,
+    step_latency_ms=2000.0,
+)
 
 
-@pytest.mark.parametrize(("rule", "breaching", "calm", "observed"), [
-    ("tool_loop", [_step(i) for i in range(4)], [_step(i, action=f"a{i % 2}") for i in range(10)], 4.0),
-    ("max_steps", [_step(i, action=f"a{i}") for i in range(11)], [_step(i, action=f"a{i}") for i in range(10)], 11.0),
-    ("session_cost", [_step(i, action=f"a{i}", cost=0.3) for i in range(4)],
-     [_step(i, action=f"a{i}", cost=0.25) for i in range(4)], 1.2),
-    ("session_tokens", [_step(i, action=f"a{i}", tokens=400) for i in range(3)],
-     [_step(i, action=f"a{i}", tokens=500) for i in range(2)], 1200.0),
-    ("latency_budget", [_step(0, latency_ms=2500.0)], [_step(0, latency_ms=2000.0)], 2500.0),
-    ("tenant_hourly_cost", [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8) for i in range(4)],
-     [_step(i, session=f"s{i}", action=f"a{i}", cost=0.75) for i in range(4)], 3.2),
-    ("agent_hourly_cost", [_step(i, session=f"s{i}", action=f"a{i}", cost=0.9, tenant=f"t{i}") for i in range(6)],
-     [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8, tenant=f"t{i}") for i in range(6)], 5.4),
-])
+@pytest.mark.parametrize(
+    ("rule", "breaching", "calm", "observed"),
+    [
+        ("tool_loop", [_step(i) for i in range(4)], [_step(i, action=f"a{i % 2}") for i in range(10)], 4.0),
+        (
+            "max_steps",
+            [_step(i, action=f"a{i}") for i in range(11)],
+            [_step(i, action=f"a{i}") for i in range(10)],
+            11.0,
+        ),
+        (
+            "session_cost",
+            [_step(i, action=f"a{i}", cost=0.3) for i in range(4)],
+            [_step(i, action=f"a{i}", cost=0.25) for i in range(4)],
+            1.2,
+        ),
+        (
+            "session_tokens",
+            [_step(i, action=f"a{i}", tokens=400) for i in range(3)],
+            [_step(i, action=f"a{i}", tokens=500) for i in range(2)],
+            1200.0,
+        ),
+        ("latency_budget", [_step(0, latency_ms=2500.0)], [_step(0, latency_ms=2000.0)], 2500.0),
+        (
+            "tenant_hourly_cost",
+            [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8) for i in range(4)],
+            [_step(i, session=f"s{i}", action=f"a{i}", cost=0.75) for i in range(4)],
+            3.2,
+        ),
+        (
+            "agent_hourly_cost",
+            [_step(i, session=f"s{i}", action=f"a{i}", cost=0.9, tenant=f"t{i}") for i in range(6)],
+            [_step(i, session=f"s{i}", action=f"a{i}", cost=0.8, tenant=f"t{i}") for i in range(6)],
+            5.4,
+        ),
+    ],
+)
 def test_each_guardrail_fires_once_on_the_breaching_event_and_never_without_a_breach(rule, breaching, calm, observed):
     guard = AgentGuard(LIMITS)
     fired = [(k, alert) for k, event in enumerate(breaching) for alert in guard.observe(event)]
@@ -133,9 +174,18 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
     guard, store = FeedbackGuard(limits), PreferenceStore()
     quarantine = []
     for i in range(10_000):
-        event = AgentFeedbackEvent(trace_id=f"t{i}", run_id="r", session_id=f"s{i}", agent="support", variant="v1",
-                                   step=0, kind="thumbs", value=1.0, user_id="mallory",
-                                   timestamp=T0 + timedelta(milliseconds=i))
+        event = AgentFeedbackEvent(
+            trace_id=f"t{i}",
+            run_id="r",
+            session_id=f"s{i}",
+            agent="support",
+            variant="v1",
+            step=0,
+            kind="thumbs",
+            value=1.0,
+            user_id="mallory",
+            timestamp=T0 + timedelta(milliseconds=i),
+        )
         reason = guard.check(event)
         if reason is None:
             store.add_thumbs("s", "support", event.variant, event.value == 1.0)
@@ -143,15 +193,26 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
             quarantine.append(reason[0])
     assert store.beta("s", "support", "v1") == (101.0, 1.0)  # the quota, and not one more
     assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900 and set(quarantine) == {"rate_limited"}
-    honest = AgentFeedbackEvent(trace_id="x", run_id="r", session_id="x", agent="support", variant="v1", step=0,
-                                kind="thumbs", value=0.0, user_id="alice", timestamp=T0)
+    honest = AgentFeedbackEvent(
+        trace_id="x",
+        run_id="r",
+        session_id="x",
+        agent="support",
+        variant="v1",
+        step=0,
+        kind="thumbs",
+        value=0.0,
+        user_id="alice",
+        timestamp=T0,
+    )
     assert guard.check(honest) is None  # other users are not affected
 
 
 def test_out_of_range_feedback_is_quarantined_with_the_reason():
     guard = FeedbackGuard(GuardrailLimits())
-    rating = AgentFeedbackEvent(trace_id="t", run_id="r", session_id="s", agent="a", variant="v", step=0,
-                                kind="rating", value=11.0, user_id="u")
+    rating = AgentFeedbackEvent(
+        trace_id="t", run_id="r", session_id="s", agent="a", variant="v", step=0, kind="rating", value=11.0, user_id="u"
+    )
     kind, reason = guard.check(rating)
     assert kind == "invalid" and "outside [1.0, 5.0]" in reason and guard.quarantined["invalid"] == 1
 

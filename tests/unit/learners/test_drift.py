@@ -5,20 +5,20 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from river import stats
 
-from learners.drift import DataDriftMonitor, _Bins, build_detector, js_distance, psi
-from learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
-from learners.online import OnlineLearner
-from learners.spec import DriftSpec, LearnerSpec
-from learners.store import ModelStore
-from learners.watch import MIN_VERSION_OUTCOMES, VERSIONS_JUDGED, ModelWatch
-from schemas.inference import TrainingExample
+from adaptloop.learners.drift import DataDriftMonitor, _Bins, build_detector, js_distance, psi
+from adaptloop.learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.learners.watch import MIN_VERSION_OUTCOMES, VERSIONS_JUDGED, ModelWatch
+from adaptloop.schemas.inference import TrainingExample
 
-AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_adwin_catches_the_concept_change_within_100_examples_and_rarely_cries_wolf():
@@ -79,14 +79,16 @@ def test_the_windows_are_those_of_appending_each_value_whatever_the_rows_look_li
         if i >= 600 and i % 5 == 0:
             row["late"] = i  # a feature that appears later
         rows.append(row)
-    monitor = DataDriftMonitor(DriftSpec(reference_size=300, window=200, check_every=300, psi_threshold=100,
-                                         js_threshold=1.0))
+    monitor = DataDriftMonitor(
+        DriftSpec(reference_size=300, window=200, check_every=300, psi_threshold=100, js_threshold=1.0)
+    )
     for row in rows:
         monitor.update(row)
     reference, recent = _windows_by_appending(rows, 300, 200)
     assert monitor.reference == reference
-    assert {name: list(values) for name, values in monitor.recent.items()} == \
-        {name: list(values) for name, values in recent.items()}
+    assert {name: list(values) for name, values in monitor.recent.items()} == {
+        name: list(values) for name, values in recent.items()
+    }
 
 
 def test_sparse_features_watch_the_first_max_features_names_and_still_catch_drift(caplog):
@@ -98,7 +100,7 @@ def test_sparse_features_watch_the_first_max_features_names_and_still_catch_drif
     first_seen: list[str] = []
     alerts = []
     for i in range(3000):
-        row = {"x": rng.gauss(0 if i < 2000 else 3, 1), **{w: 1 for w in rng.sample(vocabulary, 20)}}
+        row = {"x": rng.gauss(0 if i < 2000 else 3, 1), **dict.fromkeys(rng.sample(vocabulary, 20), 1)}
         first_seen.extend(name for name in row if name not in first_seen and len(first_seen) < 5)
         alerts += monitor.update(row)
     assert monitor.watched == {"@prediction", "@label_rate", *first_seen}
@@ -119,8 +121,9 @@ def test_id_like_and_many_valued_categories_alert_on_a_shift_not_at_every_check(
         alerts += monitor.update({"user": f"u{rng.randrange(10**9)}", "product": product})
     fired = [(a["signal"], monitor.count) for a in alerts]
     assert [signal for signal, _ in fired] == ["feature:product"]  # the new product taking half; ids never
-    assert js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50) == \
-        js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50, top=None)  # few categories: unchanged
+    assert js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50) == js_distance(
+        ["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50, top=None
+    )  # few categories: unchanged
 
 
 def test_a_monitor_from_before_the_cap_restores_watching_what_it_had():
@@ -155,13 +158,23 @@ def test_label_rate_drop_is_an_alert():
 
 
 def _example(i: int, x: float, label: bool, served: str, prediction: bool) -> TrainingExample:
-    return TrainingExample(model="m", decision_id=str(i), model_version=served, features={"x": x},
-                           prediction=prediction, label=label, predicted_at=AT)
+    return TrainingExample(
+        model="m",
+        decision_id=str(i),
+        model_version=served,
+        features={"x": x},
+        prediction=prediction,
+        label=label,
+        predicted_at=AT,
+    )
 
 
 def test_the_rollback_policy_returns_to_the_best_served_version(tmp_path):
-    spec = LearnerSpec(name="m", metrics=["Accuracy"], drift=DriftSpec(policy="rollback", window=200, data=False,
-                                                                        concept=False, rollback_bound=0.15))
+    spec = LearnerSpec(
+        name="m",
+        metrics=["Accuracy"],
+        drift=DriftSpec(policy="rollback", window=200, data=False, concept=False, rollback_bound=0.15),
+    )
     learner = OnlineLearner(spec)
     store = ModelStore(tmp_path)
     good = store.checkpoint(learner).version
@@ -205,8 +218,11 @@ def _rollbacks_as_before(events, bound: float, window: int) -> list[tuple[str, s
         if cooldown or served.n < MIN_VERSION_OUTCOMES:
             continue
         order = list(errors)
-        others = {v: m.get() for v, m in errors.items()
-                  if order.index(v) < order.index(served_version) and m.n >= MIN_VERSION_OUTCOMES}
+        others = {
+            v: m.get()
+            for v, m in errors.items()
+            if order.index(v) < order.index(served_version) and m.n >= MIN_VERSION_OUTCOMES
+        }
         if others:
             best = min(others, key=others.get)
             if served.get() > others[best] + bound and best != version:
@@ -232,8 +248,9 @@ def test_the_rollback_policy_judges_as_before_while_versions_are_few_and_keeps_o
         watch.observe_errors(error, error, served, version, 0)
     expected = _rollbacks_as_before(events, spec.drift.rollback_bound, spec.drift.window)
     assert len(expected) >= 2  # the scenario does roll back
-    assert [(a.to_version, a.note.split(" of ")[1].split(" ")[0]) for a in watch.actions] == \
-        [(best, served) for served, best in expected]
+    assert [(a.to_version, a.note.split(" of ")[1].split(" ")[0]) for a in watch.actions] == [
+        (best, served) for served, best in expected
+    ]
 
     for k in range(15, 15 + 2 * VERSIONS_JUDGED):  # many more versions: only the last ones are kept
         watch.observe_errors(0.0, 0.0, f"v{k}", f"v{k}", 0)

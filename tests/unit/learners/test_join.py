@@ -2,19 +2,25 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from learners.join import DelayedJoin
-from learners.spec import LearnerSpec
-from schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
-from schemas.topics import TRAINING_EXAMPLES
+from adaptloop.learners.join import DelayedJoin
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
+from adaptloop.schemas.topics import TRAINING_EXAMPLES
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _prediction(i: int, at: float, model: str = "m") -> PredictionEvent:
-    return PredictionEvent(decision_id=f"d{i}", model=model, model_version="v", features={"x": float(i)},
-                           prediction=i % 2 == 0, timestamp=T0 + timedelta(seconds=at))
+    return PredictionEvent(
+        decision_id=f"d{i}",
+        model=model,
+        model_version="v",
+        features={"x": float(i)},
+        prediction=i % 2 == 0,
+        timestamp=T0 + timedelta(seconds=at),
+    )
 
 
 def _outcome(i: int, at: float, label: bool = True) -> OutcomeEvent:
@@ -70,11 +76,17 @@ def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
 
 def test_every_example_survives_validation_and_the_round_trip_through_bytes():
     # What the learner reads back from Kafka is exactly what the join made, for every kind of ending.
-    for spec in (LearnerSpec(name="m", horizon_seconds=30.0),
-                 LearnerSpec(name="m", horizon_seconds=30.0, on_missing="default", default_label=False)):
+    for spec in (
+        LearnerSpec(name="m", horizon_seconds=30.0),
+        LearnerSpec(name="m", horizon_seconds=30.0, on_missing="default", default_label=False),
+    ):
         join = DelayedJoin({}, {"m": spec})
         examples, _ = _run(join, _traffic(500, seed=3, horizon=30.0), end=(T0 + timedelta(days=1)).timestamp())
-        assert {e.status for e in examples} == {"joined", "late", "expired" if spec.on_missing == "drop" else "defaulted"}
+        assert {e.status for e in examples} == {
+            "joined",
+            "late",
+            "expired" if spec.on_missing == "drop" else "defaulted",
+        }
         for example in examples:
             validated = TrainingExample.model_validate(example.model_dump())
             assert validated == example and list(validated.__dict__) == list(example.__dict__)
@@ -85,7 +97,12 @@ def test_outcome_first_then_prediction_joins_with_features_as_served():
     join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=60)})
     assert join.on_outcome(_outcome(1, 3, label=False), 0).examples == []
     [example] = join.on_prediction(_prediction(1, 1), 0).examples
-    assert (example.status, example.features, example.label, example.model_version) == ("joined", {"x": 1.0}, False, "v")
+    assert (example.status, example.features, example.label, example.model_version) == (
+        "joined",
+        {"x": 1.0},
+        False,
+        "v",
+    )
 
 
 def test_an_outcome_past_the_horizon_is_late_even_before_the_watermark_moves():
@@ -154,11 +171,15 @@ def test_any_interleaving_of_the_two_topics_gives_the_same_result():
         merged, i, j = [], 0, 0
         while i < len(predictions) or j < len(outcomes):
             if j == len(outcomes) or (i < len(predictions) and rng.random() < 0.5):
-                merged.append(predictions[i]); i += 1
+                merged.append(predictions[i])
+                i += 1
             else:
-                merged.append(outcomes[j]); j += 1
+                merged.append(outcomes[j])
+                j += 1
         shuffles.append(merged)
     for merged in shuffles:
         got, got_counts = _final_statuses(merged, horizon)
         assert got == expected
-        assert {k: got_counts[k] for k in ("joined", "expired", "late")} == {k: counts[k] for k in ("joined", "expired", "late")}
+        assert {k: got_counts[k] for k in ("joined", "expired", "late")} == {
+            k: counts[k] for k in ("joined", "expired", "late")
+        }

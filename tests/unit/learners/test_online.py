@@ -1,23 +1,27 @@
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from river import datasets, metrics, preprocessing, linear_model, tree
+from river import datasets, linear_model, metrics, preprocessing, tree
 from river.datasets import synth
 
-from learners.online import OnlineLearner
-from learners.spec import LearnerSpec
-from learners.store import ModelStore, model_bytes
-from schemas import TrainingExample
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore, model_bytes
+from adaptloop.schemas import TrainingExample
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _examples(stream, model: str):
     for i, (x, y) in enumerate(stream):
-        yield i, TrainingExample(model=model, decision_id=str(i), model_version="v0", features=x, prediction=y,
-                                 label=y, predicted_at=NOW)
+        yield (
+            i,
+            TrainingExample(
+                model=model, decision_id=str(i), model_version="v0", features=x, prediction=y, label=y, predicted_at=NOW
+            ),
+        )
 
 
 def test_logistic_learner_equals_rivers_own_predict_then_learn_loop():
@@ -48,21 +52,33 @@ def test_hoeffding_learner_equals_rivers_own_loop():
         learner.learn(example, ("training-examples:0", i))
     assert learner.shadow["Accuracy"].get() == accuracy.get()
     assert learner.model.n_nodes == reference.n_nodes and learner.model.height == reference.height
-    assert [learner.model.predict_one(x) for x, _ in stream[:500]] == [reference.predict_one(x) for x, _ in stream[:500]]
+    assert [learner.model.predict_one(x) for x, _ in stream[:500]] == [
+        reference.predict_one(x) for x, _ in stream[:500]
+    ]
 
 
 def test_production_metric_scores_the_served_prediction_not_the_learner():
     learner = OnlineLearner(LearnerSpec(name="m", metrics=["Accuracy"]))
     for i in range(10):
-        learner.learn(TrainingExample(model="m", decision_id=str(i), model_version="v", features={"x": 1.0},
-                                      prediction=False, label=i < 3, predicted_at=NOW))
+        learner.learn(
+            TrainingExample(
+                model="m",
+                decision_id=str(i),
+                model_version="v",
+                features={"x": 1.0},
+                prediction=False,
+                label=i < 3,
+                predicted_at=NOW,
+            )
+        )
     assert learner.production["Accuracy"].get() == 0.7
 
 
 def test_each_example_is_learned_once_and_unlearnable_ones_are_skipped():
     learner = OnlineLearner(LearnerSpec(name="m"))
-    example = TrainingExample(model="m", decision_id="d", model_version="v", features={"x": 1.0}, label=True,
-                              predicted_at=NOW)
+    example = TrainingExample(
+        model="m", decision_id="d", model_version="v", features={"x": 1.0}, label=True, predicted_at=NOW
+    )
     assert learner.learn(example, ("t:0", 5)) is True
     assert learner.learn(example, ("t:0", 5)) is False  # same offset
     assert learner.learn(example, ("t:0", 6)) is False  # same decision re-emitted at a new offset
@@ -105,8 +121,8 @@ def test_mini_batches_equal_rivers_own_learn_many_loop():
     reference, accuracy = preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.Accuracy()
     whole = len(rows) - len(rows) % batch
     for start in range(0, whole, batch):
-        X = pd.DataFrame([x for x, _ in rows[start:start + batch]])
-        y = pd.Series([y for _, y in rows[start:start + batch]])
+        X = pd.DataFrame([x for x, _ in rows[start : start + batch]])
+        y = pd.Series([y for _, y in rows[start : start + batch]])
         for y_true, y_pred in zip(y, reference.predict_proba_many(X).idxmax(axis=1)):
             accuracy.update(y_true, y_pred)
         reference.learn_many(X, y)
@@ -151,23 +167,28 @@ def test_mini_batch_needs_learn_many_and_whole_batches_per_version():
 
 def test_a_category_for_a_model_of_numbers_is_rejected_before_anything_changes():
     import pytest
-    from schemas.errors import UnlearnableExample
+
+    from adaptloop.schemas.errors import UnlearnableExample
 
     learner = OnlineLearner(LearnerSpec(name="m", recipe="logistic", metrics=["Accuracy"]))
-    good = TrainingExample(model="m", decision_id="1", model_version="v", features={"x": 1.0}, label=True,
-                           predicted_at=NOW)
+    good = TrainingExample(
+        model="m", decision_id="1", model_version="v", features={"x": 1.0}, label=True, predicted_at=NOW
+    )
     learner.learn(good, ("t:0", 0))
     before = model_bytes(learner.model), dict(learner.progress.offsets), learner.progress.examples_seen
-    bad = TrainingExample(model="m", decision_id="2", model_version="v", features={"x": "pro"}, label=True,
-                          predicted_at=NOW)
+    bad = TrainingExample(
+        model="m", decision_id="2", model_version="v", features={"x": "pro"}, label=True, predicted_at=NOW
+    )
     with pytest.raises(UnlearnableExample, match="'x' of decision '2' is 'pro'"):
         learner.learn(bad, ("t:0", 1))
     assert (model_bytes(learner.model), learner.progress.offsets, learner.progress.examples_seen) == before
     # A tree takes categories and missing values.
     tree_learner = OnlineLearner(LearnerSpec(name="m", recipe="hoeffding", metrics=["Accuracy"]))
     assert tree_learner.learn(bad) and tree_learner.learn(
-        TrainingExample(model="m", decision_id="3", model_version="v", features={"x": None}, label=False,
-                        predicted_at=NOW))
+        TrainingExample(
+            model="m", decision_id="3", model_version="v", features={"x": None}, label=False, predicted_at=NOW
+        )
+    )
 
 
 def test_a_restarted_learner_goes_on_under_its_changed_spec(tmp_path):
@@ -175,7 +196,7 @@ def test_a_restarted_learner_goes_on_under_its_changed_spec(tmp_path):
     at restart, while the model, its restored metrics and unchanged monitors go on."""
     from river import drift
 
-    from learners.spec import DriftSpec
+    from adaptloop.learners.spec import DriftSpec
 
     rows = list(_examples(datasets.Phishing(), "p"))[:500]
     spec = LearnerSpec(name="p", metrics=["Accuracy"], drift=DriftSpec(policy="challenger", window=100))
@@ -186,8 +207,13 @@ def test_a_restarted_learner_goes_on_under_its_changed_spec(tmp_path):
     store.checkpoint(learner)
     accuracy, detectors = learner.shadow["Accuracy"].get(), learner.watch.concept.detectors
 
-    same_detector = spec.model_copy(update={"metrics": ["Accuracy", "LogLoss"], "checkpoint_every": 50,
-                                            "drift": DriftSpec(policy="rollback", window=100, psi_threshold=0.5)})
+    same_detector = spec.model_copy(
+        update={
+            "metrics": ["Accuracy", "LogLoss"],
+            "checkpoint_every": 50,
+            "drift": DriftSpec(policy="rollback", window=100, psi_threshold=0.5),
+        }
+    )
     resumed = store.restore(same_detector)
     assert list(resumed.shadow) == ["Accuracy", "LogLoss"]
     assert resumed.shadow["Accuracy"].get() == accuracy  # restored, not restarted
@@ -208,7 +234,7 @@ def test_a_restarted_learner_goes_on_under_its_changed_spec(tmp_path):
 def test_a_changed_recipe_is_refused_with_what_to_do(tmp_path):
     import pytest
 
-    from schemas.errors import SpecChanged
+    from adaptloop.schemas.errors import SpecChanged
 
     store = ModelStore(tmp_path)
     store.checkpoint(OnlineLearner(LearnerSpec(name="p", recipe="logistic")))

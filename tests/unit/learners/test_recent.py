@@ -4,9 +4,9 @@ import pickle
 import random
 from collections import OrderedDict
 
-from learners.online import LearnerProgress, OnlineLearner
-from learners.recent import RecentIds
-from learners.spec import LearnerSpec
+from adaptloop.learners.online import LearnerProgress, OnlineLearner
+from adaptloop.learners.recent import RecentIds
+from adaptloop.learners.spec import LearnerSpec
 
 
 def _reference_add(reference: OrderedDict[str, None], decision_id: str, limit: int) -> None:

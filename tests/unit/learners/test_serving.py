@@ -5,10 +5,10 @@ import pickle
 import pytest
 from river import datasets
 
-from learners.recipes import RECIPES, build_model
-from learners.serving import read_only
-from learners.spec import LearnerSpec
-from learners.store import model_bytes
+from adaptloop.learners.recipes import RECIPES, build_model
+from adaptloop.learners.serving import read_only
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import model_bytes
 
 ROWS = list(datasets.Phishing())[:400]
 

@@ -6,10 +6,10 @@ import orjson
 import pytest
 
 from adaptloop.samples import MALFORMED_RECORDS, SAMPLERS, sample_events
-from schemas import OutcomeEvent, PredictionEvent, decode, encode, topic_for
-from schemas.codec import MAX_RECORD_BYTES
-from schemas.errors import DecodeError
-from schemas.topics import OUTCOMES, PREDICTIONS
+from adaptloop.schemas import OutcomeEvent, PredictionEvent, decode, encode, topic_for
+from adaptloop.schemas.codec import MAX_RECORD_BYTES
+from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS
 
 
 @pytest.mark.parametrize("event_type", list(SAMPLERS), ids=lambda t: t.__name__)
@@ -21,7 +21,7 @@ def test_every_event_type_round_trips_field_for_field(event_type):
 @pytest.mark.parametrize("event_type", list(SAMPLERS), ids=lambda t: t.__name__)
 def test_encode_gives_the_bytes_of_pydantic_model_dump(event_type):
     """encode() reads the instance's fields directly; it must write what model_dump() would."""
-    from schemas.codec import _default
+    from adaptloop.schemas.codec import _default
 
     for event in sample_events(event_type, 200, seed=4):
         assert encode(event) == orjson.dumps(event.model_dump(), default=_default)
@@ -70,8 +70,12 @@ def test_deep_json_is_a_dead_letter_not_a_crash():
 
 
 def test_feature_types_survive_the_wire_exactly():
-    event = PredictionEvent(decision_id="d", model="m", model_version="v",
-                            features={"i": 1, "f": 1.0, "b": True, "s": "1", "n": None, "tiny": 5e-324})
+    event = PredictionEvent(
+        decision_id="d",
+        model="m",
+        model_version="v",
+        features={"i": 1, "f": 1.0, "b": True, "s": "1", "n": None, "tiny": 5e-324},
+    )
     back = decode(PREDICTIONS, encode(event))
     assert [type(v) for v in back.features.values()] == [int, float, bool, str, type(None), float]
     assert back.features["tiny"] == 5e-324 and not math.isnan(back.features["f"])

@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from adaptloop.samples import SAMPLERS, sample_events
-from schemas import AgentFeedbackEvent, PreferenceEvent, decode, encode, topic_for, topic_named
-from schemas.errors import DecodeError
-from schemas.export import export_json_schemas, json_schemas
-from schemas.topics import ALL_TOPICS, OUTCOMES, PREDICTIONS
+from adaptloop.schemas import AgentFeedbackEvent, PreferenceEvent, decode, encode, topic_for, topic_named
+from adaptloop.schemas.errors import ConfigError, DecodeError
+from adaptloop.schemas.export import export_json_schemas, json_schemas
+from adaptloop.schemas.topics import ALL_TOPICS, OUTCOMES, PREDICTIONS
 
 
 def test_every_event_type_has_exactly_one_topic_and_a_key_field():
@@ -26,18 +26,21 @@ def test_predictions_and_outcomes_are_copartitioned_by_decision_id():
 
 
 def test_unknown_topic_names_the_known_ones():
-    with pytest.raises(KeyError, match="known: agent-feedback"):
+    with pytest.raises(ConfigError, match="known: agent-feedback"):
         topic_named("nope")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"kind": "thumbs", "value": 3.0}, "thumbs"),
-    ({"kind": "rating"}, "needs a value"),
-    ({"kind": "comment"}, "needs a comment"),
-    ({"kind": "step", "step": -1}, "greater than or equal"),
-    ({"kind": "step", "cost": -0.5}, "greater than or equal"),
-    ({"kind": "step", "tokens": 2**63}, "less than or equal to 9223372036854775807"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "thumbs", "value": 3.0}, "thumbs"),
+        ({"kind": "rating"}, "needs a value"),
+        ({"kind": "comment"}, "needs a comment"),
+        ({"kind": "step", "step": -1}, "greater than or equal"),
+        ({"kind": "step", "cost": -0.5}, "greater than or equal"),
+        ({"kind": "step", "tokens": 2**63}, "less than or equal to 9223372036854775807"),
+    ],
+)
 def test_agent_feedback_rejects_out_of_range_values(kwargs, message):
     base = {"trace_id": "t", "run_id": "r", "session_id": "s", "agent": "a", "variant": "v", "step": 0}
     with pytest.raises(ValidationError, match=message):
@@ -46,8 +49,12 @@ def test_agent_feedback_rejects_out_of_range_values(kwargs, message):
 
 def test_integers_are_64_bit_so_every_reader_can_hold_them():
     """JSON allows any number of digits; orjson and Parquet's int64 do not (a larger one crashed the join)."""
+
     def prediction(x: int) -> bytes:
-        return b'{"decision_id": "d", "model": "m", "model_version": "v", "features": {"x": %d}, "prediction": %d}' % (x, x)
+        return b'{"decision_id": "d", "model": "m", "model_version": "v", "features": {"x": %d}, "prediction": %d}' % (
+            x,
+            x,
+        )
 
     for x in (2**63 - 1, -(2**63)):
         assert decode(PREDICTIONS, prediction(x)).features == {"x": x}

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from schemas import DeadLetter, OutcomeEvent, decode, encode
-from schemas.topics import DEAD_LETTERS, OUTCOMES
-from streams.deadletter import DeadLetters
+from adaptloop.schemas import DeadLetter, OutcomeEvent, decode, encode
+from adaptloop.schemas.topics import DEAD_LETTERS, OUTCOMES
+from adaptloop.streams.deadletter import DeadLetters
 
 
 class RecordingProducer:
@@ -21,7 +21,13 @@ def test_good_records_pass_and_bad_ones_become_dead_letters_with_original_bytes(
     assert dead.decode(OUTCOMES, "p.outcomes", 2, 11, b"k", b"\xff\xfe") is None
     assert dead.decode(OUTCOMES, "p.outcomes", 2, 12, None, b"x" * 5000) is None
     first, second = producer.sent
-    assert (first.source_topic, first.partition, first.offset, first.key, first.value) == ("p.outcomes", 2, 11, b"k", b"\xff\xfe")
+    assert (first.source_topic, first.partition, first.offset, first.key, first.value) == (
+        "p.outcomes",
+        2,
+        11,
+        b"k",
+        b"\xff\xfe",
+    )
     assert first.kind == "malformed" and first.consumer == "test"
     assert second.kind == "too_large" and len(second.value) == 1024 and "truncated" in second.reason
     assert dict(dead.counts) == {"malformed": 1, "too_large": 1}

@@ -1,0 +1,160 @@
+"""``adaptloop snapshot``, ``audit``, ``report`` and ``schemas``: what analysts and other teams read."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adaptloop.cli.common import app, console, fail, sub_app
+from adaptloop.schemas.errors import AdaptloopError, ConfigError
+from adaptloop.settings import Settings
+
+snapshot_app = sub_app("snapshot", "Point-in-time DuckDB snapshots of the archive, for audits.")
+schemas_app = sub_app("schemas", "Event contracts, for producers in other languages.")
+
+
+class OutputFormat(str, Enum):
+    TABLE = "table"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+def chosen_snapshot(snapshot: Path | None, settings: Settings) -> Path:
+    """``snapshot``, or the newest one in ``<home>/snapshots``; a clear error if there is none."""
+    from adaptloop.snapshots.snapshot import latest_snapshot
+
+    path = snapshot or latest_snapshot(settings.snapshots_dir)
+    if path is None or not path.exists():
+        raise fail(ConfigError(f"no snapshot at {path or settings.snapshots_dir}; run 'adaptloop snapshot create'"))
+    return path
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="The snapshot file; default: <home>/snapshots/snapshot-<UTC time>.duckdb."),
+    ] = None,
+    model_bytes: Annotated[
+        bool, typer.Option(help="Copy the model bytes into the catalogue (else hashes only).")
+    ] = True,
+) -> None:
+    """Write a point-in-time DuckDB snapshot of the archive and the model store."""
+    from datetime import datetime
+
+    from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
+
+    settings = Settings()
+    path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
+    info = create_snapshot(
+        settings.archive_dir, settings.models_dir, path, prefix=settings.topic_prefix, include_model_bytes=model_bytes
+    )
+    table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
+    for topic, offsets in info.offsets.items():
+        table.add_row(
+            topic, str(len(offsets)), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items())
+        )
+    console.print(table)
+    console.print(f"open it with: [bold]duckdb -readonly {info.path}[/]")
+
+
+def print_arrow(result: object, title: str) -> None:
+    """A pyarrow Table as a rich table; columns of version ids are never cut."""
+    import pyarrow as pa
+
+    assert isinstance(result, pa.Table)
+    out = Table(title=title)
+    for name in result.column_names:
+        keep_whole = name in ("version", "model_version", "parent", "to_version", "decision_id")
+        out.add_column(name, no_wrap=keep_whole, min_width=16 if keep_whole else None)
+    for row in result.to_pylist():
+        out.add_row(*("" if value is None else str(value) for value in row.values()))
+    console.print(out)
+
+
+@app.command("audit")
+def audit(
+    query: Annotated[
+        str | None, typer.Argument(metavar="QUERY", help="SQL, or the name of a query from --list.")
+    ] = None,
+    snapshot: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(metavar="NAME=VALUE", help="A value for $NAME in the query (repeatable).")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="How to print the result.")] = (
+        OutputFormat.TABLE
+    ),
+    output: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write csv/parquet here (csv defaults to stdout).")
+    ] = None,
+    list_queries: Annotated[bool, typer.Option("--list", help="List the named queries.")] = False,
+) -> None:
+    """Run audit SQL, read-only, against a snapshot (views: predictions, training_examples, model_updates...)."""
+    from adaptloop.snapshots.audit import NAMED_QUERIES, run_audit
+
+    if list_queries or query is None:
+        table = Table("name", "parameters", "what it answers", title="named audit queries")
+        for name, named in NAMED_QUERIES.items():
+            table.add_row(name, " ".join(f"--param {p}=..." for p in named.params), named.description)
+        console.print(table)
+        return
+    path = chosen_snapshot(snapshot, Settings())
+    try:
+        params = dict(item.split("=", 1) for item in param or [])
+    except ValueError:
+        raise fail(ConfigError(f"--param takes NAME=VALUE, got {param}")) from None
+    try:
+        result = run_audit(path, query, params)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    except Exception as error:  # DuckDB's own errors (bad SQL, unknown column) are the caller's to fix
+        raise fail(error) from None
+    if output_format is OutputFormat.TABLE:
+        print_arrow(result, f"{query if len(query) < 40 else 'query'} @ {path.name} ({result.num_rows} rows)")
+    elif output_format is OutputFormat.CSV:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(result, output if output is not None else sys.stdout.buffer)
+    else:
+        import pyarrow.parquet as pq
+
+        if output is None:
+            raise fail(ConfigError("--format parquet needs --output FILE"))
+        pq.write_table(result, output)
+    if output is not None:
+        console.print(f"{result.num_rows} rows written to {output}")
+
+
+@app.command("report")
+def report(
+    snapshot: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+    ] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the PNG files.")] = Path("report"),
+) -> None:
+    """PNG plots from a snapshot: metric over time with versions and drift alerts, agent traffic share."""
+    from adaptloop.snapshots.report import write_report
+
+    for written in write_report(chosen_snapshot(snapshot, Settings()), out):
+        console.print(f"wrote {written}")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")],
+) -> None:
+    """Write a JSON Schema per topic, for producers in other languages."""
+    from adaptloop.schemas.export import export_json_schemas
+
+    table = Table("topic schema", "path")
+    for path in export_json_schemas(directory):
+        table.add_row(path.name.removesuffix(".schema.json"), str(path))
+    console.print(table)

@@ -1,0 +1,127 @@
+"""``adaptloop kafka``, ``topics`` and ``settings``: the local broker, adaptloop's topics, the settings in effect."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from adaptloop.cli.common import app, console, fail, sub_app
+from adaptloop.localkafka import LocalKafka
+from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.settings import Settings
+
+kafka_app = sub_app("kafka", "The local single-node Kafka broker (KRaft, from Maven Central jars).")
+topics_app = sub_app("topics", "adaptloop's Kafka topics.")
+
+
+@kafka_app.command("install")
+def kafka_install() -> None:
+    """Fetch the broker's jars from Maven Central into the cache (once)."""
+    try:
+        lib = LocalKafka.from_settings(Settings()).install()
+    except AdaptloopError as error:
+        raise fail(error) from None
+    console.print(f"Kafka jars in {lib}")
+
+
+@kafka_app.command("up")
+def kafka_up() -> None:
+    """Start the local broker (idempotent) and wait until it answers."""
+    try:
+        status = LocalKafka.from_settings(Settings()).up()
+    except AdaptloopError as error:
+        raise fail(error) from None
+    word = "already running" if status.already_running else "started"
+    console.print(
+        f"Kafka {word} at [bold]{status.bootstrap}[/] (pid {status.pid}, data {status.data_dir}, log {status.log_file})"
+    )
+
+
+@kafka_app.command("down")
+def kafka_down() -> None:
+    """Stop the local broker; its data is kept for the next 'up'."""
+    stopped = LocalKafka.from_settings(Settings()).down()
+    console.print("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Tell whether the local broker runs (exit code 3 if not)."""
+    status = LocalKafka.from_settings(Settings()).status()
+    if status.running:
+        console.print(f"Kafka running at [bold]{status.bootstrap}[/] (pid {status.pid}, data {status.data_dir})")
+    else:
+        console.print(f"Kafka not running (data {status.data_dir})")
+        raise typer.Exit(code=3)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create adaptloop's topics (idempotent) on the configured broker."""
+    from adaptloop.streams.admin import ensure_topics
+
+    settings = Settings()
+    try:
+        created = ensure_topics(
+            settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions
+        )
+    except AdaptloopError as error:
+        raise fail(error) from None
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
+
+
+@topics_app.command("delete")
+def topics_delete(
+    prefix: Annotated[
+        str,
+        typer.Option(
+            metavar="PREFIX", help="Delete the topics whose names start with this, e.g. a demo's 'demo-81cf29.'."
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a run's topics (a demo's, a test's): their records are gone; the archive's files stay."""
+    from adaptloop.streams.admin import delete_topics, wait_for_broker
+
+    settings = Settings()
+    if not prefix:
+        raise typer.BadParameter("an empty prefix would match every topic", param_hint="--prefix")
+    try:
+        names = sorted(
+            n
+            for n in wait_for_broker(settings.bootstrap_address).list_topics(timeout=30).topics
+            if n.startswith(prefix)
+        )
+        if not names:
+            console.print(f"no topic starts with {prefix!r}")
+            return
+        console.print(f"{len(names)} topic(s): {', '.join(names)}")
+        if not yes and not typer.confirm("delete them?"):
+            raise typer.Exit(code=1)
+        deleted = delete_topics(settings.bootstrap_address, prefix)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    console.print(f"deleted {len(deleted)} topic(s)")
+
+
+@app.command("settings")
+def settings_show(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Print the reference of every setting (docs/settings.md) instead.")
+    ] = False,
+) -> None:
+    """Print the settings in effect (environment, ./adaptloop.toml, defaults), secrets hidden."""
+    import orjson
+
+    from adaptloop.settings import reference as settings_reference
+
+    if reference:
+        print(settings_reference())
+        return
+    try:
+        settings = Settings()
+    except Exception as error:  # pydantic's ValidationError names every bad setting
+        raise fail(error) from None
+    for name, value in settings.model_dump(mode="json").items():
+        console.print(f"{name} = {orjson.dumps(value).decode()}", soft_wrap=True, markup=False, highlight=False)

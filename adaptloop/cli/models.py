@@ -1,0 +1,158 @@
+"""``adaptloop status``, ``rollback`` and ``replay``: what the models are doing, and putting them right."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adaptloop.cli.common import app, console, fail, version_column
+from adaptloop.schemas.errors import AdaptloopError, ConfigError, ReplayError
+from adaptloop.settings import Settings
+
+
+@app.command("status")
+def status() -> None:
+    """Models, current versions, metrics, drift alerts, each role's lag, and what is kept on disk."""
+    from datetime import datetime
+
+    from adaptloop.snapshots.usage import disk_usage
+    from adaptloop.streams.status import loop_status
+
+    settings = Settings()
+    try:
+        state = loop_status(settings.bootstrap_address, settings.topic_prefix, settings.group)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    table = Table(title=f"adaptloop status ({settings.bootstrap_address}, prefix {settings.topic_prefix!r})")
+    table.add_column("model", no_wrap=True)
+    version_column(table)
+    for header in ("reason", "examples", "shadow acc.", "production acc.", "published", "drift alerts"):
+        table.add_column(header)
+    now = datetime.now(UTC)
+    for name, version in sorted(state.versions.items()):
+        metrics = version.metrics
+        table.add_row(
+            name,
+            version.version,
+            version.reason,
+            f"{version.examples_seen:,}",
+            f"{metrics.get('shadow.Accuracy', float('nan')):.3f}",
+            f"{metrics.get('production.Accuracy', float('nan')):.3f}",
+            f"{(now - version.timestamp).total_seconds():.0f}s ago",
+            str(state.drift_alerts.get(name, 0)),
+        )
+    if not state.versions:
+        table.add_row("(none published yet)", "", "", "", "", "", "", "")
+    console.print(table)
+    lag = Table("role", "consumer group lag (records)", title="lag")
+    for role, records in state.lag.items():
+        lag.add_row(
+            role, "no commits yet" if records is None else records if isinstance(records, str) else f"{records:,}"
+        )
+    console.print(lag)
+    disk = Table("what", "files", "MB", "kept", title=f"on disk ({settings.home})")
+    for what, used in disk_usage(settings.models_dir, settings.archive_dir, settings.snapshots_dir).items():
+        if what.startswith("models/"):
+            spec = settings.specs.get(what.removeprefix("models/"))
+            kept = f"newest {spec.keep_versions:,}" if spec else "(no spec in these settings)"
+        else:
+            kept = f"newest {settings.keep_snapshots}" if what == "snapshots" and settings.keep_snapshots else "all"
+        disk.add_row(what, f"{used.files:,}", f"{used.bytes / 1e6:,.1f}", kept)
+    console.print(disk)
+
+
+@app.command("rollback")
+def rollback(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to roll back.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", metavar="VERSION", help="The stored version to serve again (see 'adaptloop audit lineage')."
+        ),
+    ],
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why: recorded with the rollback.")] = "",
+    actor: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Who: recorded with the rollback (default: $USER).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for the learner's confirmation (0: do not wait).")
+    ] = 60.0,
+) -> None:
+    """Serve a stored version again and keep learning from it; the rollback is recorded with who and why."""
+    import getpass
+
+    from adaptloop.learners.store import ModelStore
+    from adaptloop.streams.rollback import request_rollback
+
+    settings = Settings()
+    try:
+        version = request_rollback(
+            settings.bootstrap_address,
+            ModelStore(settings.models_dir),
+            model,
+            to,
+            actor=actor or getpass.getuser(),
+            reason=reason,
+            prefix=settings.topic_prefix,
+            timeout=timeout or None,
+        )
+    except AdaptloopError as error:
+        raise fail(error) from None
+    if version is None:
+        console.print(f"rollback of {model} to {to} requested; the learner carries it out when it reads the command")
+    else:
+        console.print(
+            f"{model} rolled back; now serving version:\n{version.version}\n(it replaced {version.parent}; "
+            "serving follows model-updates and swaps within seconds; learning continues from it)",
+            soft_wrap=True,
+        )
+
+
+@app.command("replay")
+def replay(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to rebuild.")],
+    until: Annotated[str, typer.Option("--until", metavar="VERSION", help="The version to rebuild.")],
+) -> None:
+    """Rebuild a version from the archived training examples and check it byte for byte; store it again if
+    it was pruned."""
+    from adaptloop.learners.store import ModelStore
+    from adaptloop.snapshots.replay import replay as replay_version
+    from adaptloop.worker import ensure_reproducible_hashing
+
+    ensure_reproducible_hashing()
+    settings = Settings()
+    spec = settings.specs.get(model)
+    if spec is None:
+        raise fail(
+            ConfigError(f"no learner spec for {model!r} in the settings (known: {', '.join(settings.specs) or 'none'})")
+        )
+    store = ModelStore(settings.models_dir)
+    was_stored = until in store.versions(model)
+    try:
+        steps = replay_version(settings.archive_dir, store, spec, until, prefix=settings.topic_prefix, restore=True)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    table = Table(title=f"replay of {model} to {until}")
+    version_column(table)
+    for header in ("reason", "examples", "bytes identical", "dataset hash"):
+        table.add_column(header)
+    for step in steps:
+        table.add_row(
+            step.version,
+            step.reason,
+            f"{step.examples_seen:,}",
+            "yes" if step.reproduced else "[red]NO[/]",
+            "matches" if step.dataset_hash_matches else "[red]differs[/]",
+        )
+    console.print(table)
+    if not steps[-1].reproduced:
+        raise fail(ReplayError(f"replay did not reproduce {until}: the archive or the code differs"))
+    console.print(f"[green]{until} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples")
+    if not was_stored:
+        console.print(
+            f"{until} was no longer in the model store (pruned): stored again, so "
+            f"'adaptloop rollback {model} --to {until}' can serve it"
+        )

@@ -1,0 +1,77 @@
+"""``adaptloop worker`` and ``adaptloop demo``: the loop's roles, and the end-to-end demos."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from adaptloop.cli.common import app, console, fail
+from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.settings import Settings
+
+
+class Role(str, Enum):
+    """Which of the worker's roles to run."""
+
+    ALL = "all"
+    JOIN = "join"
+    LEARN = "learn"
+    ARCHIVE = "archive"
+    AGENTS = "agents"
+
+
+class DemoScenario(str, Enum):
+    LOOP = "loop"
+    AGENTS = "agents"
+
+
+class DriftPolicy(str, Enum):
+    ALERT = "alert"
+    CHALLENGER = "challenger"
+    ROLLBACK = "rollback"
+
+
+@app.command("worker")
+def worker(
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all; join (predictions + outcomes); learn (the learners); archive "
+            "(Parquet, snapshots); agents (guardrails, preference stores)."
+        ),
+    ] = Role.ALL,
+) -> None:
+    """Run the loop's roles until stopped; several workers with the same settings share the work."""
+    from adaptloop.worker import ensure_reproducible_hashing, run_worker
+
+    ensure_reproducible_hashing()
+    try:
+        run_worker(Settings(), role.value)
+    except AdaptloopError as error:
+        raise fail(error) from None
+
+
+@app.command("demo")
+def demo(
+    scenario: Annotated[
+        DemoScenario, typer.Argument(help="loop (predictions, outcomes, learners) or agents (routing, guardrails).")
+    ] = DemoScenario.LOOP,
+    decisions: Annotated[int, typer.Option(min=1, metavar="N", help="Decisions to serve (loop).")] = 12_000,
+    rate: Annotated[float, typer.Option(min=1, metavar="PER_SECOND", help="Decisions per second (loop).")] = 400.0,
+    policy: Annotated[DriftPolicy, typer.Option(help="Drift policy of the loop's model.")] = DriftPolicy.ALERT,
+    sessions: Annotated[int, typer.Option(min=1, metavar="N", help="Agent sessions (agents).")] = 3000,
+) -> None:
+    """End to end on a local broker (unless one is set): a worker, traffic, and the final tables."""
+    try:
+        if scenario is DemoScenario.AGENTS:
+            from adaptloop.agents_demo import AgentScenario, run_agents_demo
+
+            run_agents_demo(Settings(), console, AgentScenario(sessions=sessions))
+            return
+        from adaptloop.demo import Scenario, run_demo
+
+        run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate, policy=policy.value))
+    except AdaptloopError as error:
+        raise fail(error) from None
