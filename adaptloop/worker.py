@@ -163,7 +163,7 @@ how fresh the served models are. When the cores are busy, the archive gives way 
 
 GC_THRESHOLDS = (50_000, 20, 100)
 """Young collections every 50,000 allocations and full ones 100x rarer than Python's default: a role
-holds large, long-lived state (the join's table, models), and traversing it again and again cost the
+holds large, long-lived state (the join's table, models), and traversing it again and again costs the
 join a third of its throughput (measured with the bench's loop)."""
 
 

@@ -137,9 +137,9 @@ def js_distance(reference: list[object], recent: list[object], top: int | None =
     """Jensen-Shannon distance (base 2, in [0, 1]) between two samples of categories.
 
     Categories beyond the reference's ``top`` most common (those seen more than once) are counted
-    together as one: an id-like feature (nearly every value new) compares as stationary, where
-    comparing every value had made it alert at every check; a new category that takes over shows
-    as that one bucket growing.
+    together as one: an id-like feature (nearly every value new) compares as stationary (compared
+    value by value, it would alert at every check); a new category that takes over shows as that one
+    bucket growing.
 
     >>> js_distance(["a", "b"] * 50, ["a", "b"] * 50), js_distance(["a"] * 10, ["b"] * 10)
     (0.0, 1.0)

@@ -31,9 +31,9 @@ from adaptloop.schemas.system import DriftAlert
 
 MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
 VERSIONS_JUDGED = 20
-"""The rollback policy keeps the production error of the learner's last 20 versions. Keeping every
-version ever served, and ordering them at each outcome, had made an outcome cost 185 µs after 100
-versions and 1.4 ms after 300 (a version every 1,000 examples: 300,000 examples)."""
+"""The rollback policy keeps the production error of the learner's last 20 versions, so judging an
+outcome costs the same after 300 versions as after 3 (every version ever served, ordered at each
+outcome, would cost 1.4 ms an outcome after 300)."""
 
 
 @dataclass

@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
 """Compacted topics roll a segment every hour. Kafka compacts closed segments only; by default a
-segment closes after 7 days or 1 GB, so whoever reads the latest value of each key (a ModelClient
-starting, the join restoring its state) read up to a week of history."""
+segment closes after 7 days or 1 GB, and whoever reads the latest value of each key (a ModelClient
+starting, the join restoring its state) would read up to a week of history."""
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
@@ -126,9 +126,9 @@ def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[st
     """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their
     names.
 
-    A broker's background work (log cleaning, checkpoints) visits every partition it holds: after a
-    day of benchmark and test runs that left theirs behind (11,700 partitions), an idle broker used
-    0.13 of a core, and 0.02 once they were deleted.
+    A broker's background work (log cleaning, checkpoints) visits every partition it holds: an idle
+    broker holding 11,700 partitions (a day of benchmark and test runs) uses 0.13 of a core, and 0.02
+    once they are deleted.
     """
     if not prefix:
         raise ConfigError("a prefix is required: this never deletes every topic")

@@ -13,9 +13,9 @@ old owner and aborts its open transaction at once, then restores the state from
 the changelog and resumes from the committed offsets. The join logic itself is
 :class:`adaptloop.learners.join.DelayedJoin`, Kafka-free.
 
-It replaces a faust agent (faust's per-event asyncio path ran the join at about
-600 decisions/s here, and its per-partition transactions could not cover outputs
-keyed to other partitions).
+It is a confluent-kafka loop rather than a faust agent: faust's per-event asyncio path
+runs the join at about 600 decisions/s, and its per-partition transactions cannot cover
+outputs keyed to other partitions.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SHARE = 0.2
 """At most this share of a learner's time goes to count-based versions of a big model: a checkpoint
 that took ``d`` seconds delays the next one until ``4 d`` have passed. A Hoeffding tree of 5 MB
-(200,000 examples) takes 160-300 ms to checkpoint; a version every 1,000 examples (the default) had
-the learner checkpointing three quarters of the time, at 3,500 examples/s where River learns 14,000."""
+(200,000 examples) takes 160-300 ms to checkpoint: a version every 1,000 examples (the default) would
+have the learner checkpointing three quarters of the time, at 3,500 examples/s where River learns 14,000."""
 
 COSTLY_CHECKPOINT_SECONDS = 0.05
 """Checkpoints quicker than this never delay a version (a linear model's take 3-10 ms): their

@@ -196,7 +196,7 @@ class ModelClient:
     def _follow(self) -> None:
         key = self.model.encode()
         # Catching up on the topic's history, only the newest versions matter: their records wait here
-        # and one is loaded once caught up. (Loading each in turn had cost 0.3 ms a version for a linear
+        # and one is loaded once caught up. (Loading each in turn costs 0.3 ms a version of a linear
         # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
         history: deque[tuple[int, bytes]] = deque(maxlen=CATCH_UP_CANDIDATES)
         while not self._stop.is_set():
