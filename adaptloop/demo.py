@@ -105,6 +105,7 @@ def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
         checkpoint_every=1000,
         checkpoint_seconds=2.0,
         horizon_seconds=scenario.horizon,
+        default_prediction=False,  # answered (flagged) until a version has learned min_examples (100)
         drift=DriftSpec(policy=scenario.policy),
     )
     return settings.model_copy(

@@ -10,10 +10,12 @@ from adaptloop.schemas import (
     AgentFeedbackEvent,
     ClockTick,
     DeadLetter,
+    DeadLetterReplay,
     DriftAlert,
     Event,
     GuardrailAlert,
     ModelCommand,
+    ModelHealth,
     ModelVersion,
     OutcomeEvent,
     PredictionEvent,
@@ -23,6 +25,7 @@ from adaptloop.schemas import (
     VariantStats,
 )
 from adaptloop.schemas.agents import FeedbackKind
+from adaptloop.schemas.contract import ModelContract
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -146,6 +149,10 @@ def _version(rng: random.Random, i: int) -> ModelVersion:
         sha256=digest,
         uri=f"models/m/{digest[:16]}.pkl",
         size_bytes=rng.randrange(10**6),
+        servable=i > 0,
+        contract=ModelContract(
+            model=f"m{i % 7}", task="binary", labels_01=rng.random() < 0.5, default_prediction=False, min_examples=100
+        ),
         timestamp=_when(rng),
     )
 
@@ -173,6 +180,23 @@ def _drift(rng: random.Random, i: int) -> DriftAlert:
         metric_before=0.9,
         metric_after=0.7,
         at_example=i,
+        direction=rng.choice(["rose", "fell"]),
+        timestamp=_when(rng),
+    )
+
+
+def _health(rng: random.Random, i: int) -> ModelHealth:
+    sick = rng.random() < 0.5
+    return ModelHealth(
+        model=f"m{i % 7}",
+        status="sick" if sick else "ok",
+        reasons=["rejecting"] if sick else [],
+        window=200,
+        learned=rng.randrange(200),
+        rejected=rng.randrange(200),
+        errors=rng.randrange(3),
+        rejected_total=rng.randrange(10_000),
+        last_rejections=["decision 'd-1': label 'true' is a string; model 'm' (binary) takes true or false"],
         timestamp=_when(rng),
     )
 
@@ -204,6 +228,18 @@ def _dead_letter(rng: random.Random, i: int) -> DeadLetter:
     )
 
 
+def _replay(rng: random.Random, i: int) -> DeadLetterReplay:
+    return DeadLetterReplay(
+        letter=f"dead-letters:0@{i}",
+        source_topic="outcomes",
+        partition=i % 3,
+        offset=i,
+        actor="ops",
+        note="fixed",
+        timestamp=_when(rng),
+    )
+
+
 def _tick(rng: random.Random, i: int) -> ClockTick:
     return ClockTick(source=f"worker-{i % 3}", timestamp=_when(rng))
 
@@ -217,6 +253,8 @@ SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
     TrainingExample: _training,
     ModelVersion: _version,
     ModelCommand: _command,
+    ModelHealth: _health,
+    DeadLetterReplay: _replay,
     DriftAlert: _drift,
     GuardrailAlert: _guardrail,
     DeadLetter: _dead_letter,

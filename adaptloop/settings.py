@@ -53,6 +53,12 @@ class Settings(ClientSettings):
         "pending decision of its partition.",
     )
     learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
+    health_window: int = Field(
+        200, ge=10, description="A model's health is judged over its latest decisions, this many (see monitoring)."
+    )
+    max_rejected_share: float = Field(
+        0.2, gt=0, le=1, description="A model that rejects more than this share of its latest examples is sick."
+    )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Worker log level.")
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
     archive_flush_seconds: float = Field(

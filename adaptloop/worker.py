@@ -17,8 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -32,7 +34,7 @@ from adaptloop.streams.agentops_agent import AgentOpsAgent
 from adaptloop.streams.archive_agent import ArchiveAgent
 from adaptloop.streams.join_agent import JoinAgent
 from adaptloop.streams.learner_agent import LearnerAgent
-from adaptloop.streams.metrics import prepare_multiprocess_dir, serve
+from adaptloop.streams.metrics import prepare_multiprocess_dir, read_health, serve
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ def run_learner(settings: Settings) -> None:
         prefix=settings.topic_prefix,
         group=f"{settings.group}-learner",
         batch_size=settings.learner_batch,
+        health_window=settings.health_window,
+        max_rejected_share=settings.max_rejected_share,
     )
     _ready(
         "learn",
@@ -190,6 +194,24 @@ def _child(role: str) -> None:
     {"join": run_join, "learn": run_learner, "archive": run_archiver, "agents": run_agentops}[role](settings)
 
 
+def worker_health(children: Sequence[BaseProcess], metrics_dir: Path) -> tuple[bool, dict[str, Any]]:
+    """Whether the worker is well, and why not: each role alive, and each model its learner owns not sick.
+
+    >>> worker_health([], Path("/nonexistent"))
+    (False, {'roles': {}, 'problems': ['no role runs']})
+    """
+    roles = {child.name.removeprefix("adaptloop-"): child.is_alive() for child in children}
+    problems = [f"role {role} is not running" for role, alive in roles.items() if not alive]
+    if not roles:
+        problems.append("no role runs")
+    models: dict[str, Any] = {}
+    for state in read_health(metrics_dir).values():
+        for model, health in state.get("models", {}).items():
+            models[model] = health
+            problems += [f"model {model} is sick: {reason}" for reason in health.get("reasons", [])]
+    return not problems, {"roles": roles, "problems": problems, **({"models": models} if models else {})}
+
+
 def run_worker(settings: Settings, role: Role = "all") -> None:
     """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
     if not settings.models:
@@ -201,8 +223,9 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up()
     ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
-    # The roles record metrics into files here; this process serves them (see adaptloop.streams.metrics).
-    prepare_multiprocess_dir(settings.home / "metrics" / str(os.getpid()))
+    # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
+    metrics_dir = settings.home / "metrics" / str(os.getpid())
+    prepare_multiprocess_dir(metrics_dir)
     context = multiprocessing.get_context("spawn")
     roles = ROLES if role == "all" else (role,)
     children = [context.Process(target=_child, args=(name,), name=f"adaptloop-{name}") for name in roles]
@@ -210,10 +233,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         child.start()
     if settings.metrics_port is not None:
         try:
-            serve(
-                settings.metrics_port,
-                lambda: {child.name.removeprefix("adaptloop-"): child.is_alive() for child in children},
-            )
+            serve(settings.metrics_port, lambda: worker_health(children, metrics_dir))
             log.info("metrics on http://localhost:%d/metrics, health on /health", settings.metrics_port)
         except OSError as error:  # another worker on this host has the port: run without the endpoint
             log.warning("no metrics endpoint: port %d: %s", settings.metrics_port, error)

@@ -33,7 +33,9 @@ Data = list[tuple[dict, bool]]
 
 
 def stream(n: int, seed: int = 1) -> Data:
-    return [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Hyperplane(seed=seed, n_features=10).take(n)]
+    return [
+        ({f"x{k}": v for k, v in x.items()}, bool(y)) for x, y in synth.Hyperplane(seed=seed, n_features=10).take(n)
+    ]
 
 
 def examples(data: Data, model: str = "b") -> list[TrainingExample]:

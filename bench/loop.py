@@ -68,6 +68,7 @@ def loop_run(
     spec = LearnerSpec(
         name="b",
         recipe=recipe,
+        min_examples=0,
         metrics=["Accuracy"],
         checkpoint_every=len(data) // 10 if per_second is None else len(data),
         checkpoint_seconds=None if per_second is None else 0.5,

@@ -90,11 +90,11 @@ class ConceptDriftMonitor:
         return {
             "detector": self.spec.detector,
             "signal": signal,
+            "direction": "rose" if after > before else "fell",
             "window": self.spec.window,
             "metric_before": float(before),
             "metric_after": float(after),
             "statistic": float(after - before),
-            "at_example": self.seen[signal],
         }
 
 
@@ -306,6 +306,8 @@ class DataDriftMonitor:
         return {
             "detector": detector,
             "signal": signal,
+            # The label rate fell; a distribution moved (PSI and Jensen-Shannon have no direction).
+            "direction": "fell" if name == LABEL_RATE else None,
             "statistic": float(statistic),
             "threshold": float(threshold),
             "window": self.spec.window,

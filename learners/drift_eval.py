@@ -35,10 +35,10 @@ def sine_stream(seed: int, n: int, drift_at: int | None, shift: float = 0.0) -> 
     before = synth.Sine(classification_function=0, seed=seed)
     after = synth.Sine(classification_function=1, seed=seed + 1000)
     for x, y in itertools.islice(before, drift_at if drift_at is not None else n):
-        yield x, y
+        yield x, bool(y)
     if drift_at is not None:
         for x, y in itertools.islice(after, n - drift_at):
-            yield ({**x, 0: x[0] + shift} if shift else x), y
+            yield ({**x, 0: x[0] + shift} if shift else x), bool(y)
 
 
 def _learner(drift: DriftSpec, recipe: str = "logistic") -> OnlineLearner:

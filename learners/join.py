@@ -12,8 +12,10 @@ backlog does not.
 
 Every prediction ends exactly once as ``joined``, ``defaulted`` or ``expired``; an
 outcome that comes after its prediction expired adds a ``late`` record (not
-learned). Outcomes whose prediction never comes are returned as orphans for
-the dead-letter topic.
+learned). Outcomes whose prediction never comes are returned as rejections for
+the dead-letter topic, and so is what breaks a registered model's contract: a
+prediction with features the model refuses (its outcome is refused with it), an
+outcome whose label the model cannot learn (its prediction waits on for a good one).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.inference import JoinStatus, OutcomeEvent, PredictionEvent, TrainingExample
 
-EntryStatus = Literal["pending", "done", "expired", "late"]
+EntryStatus = Literal["pending", "done", "expired", "late", "rejected"]
 PENDING: EntryStatus = "pending"
 DONE: EntryStatus = "done"
 EXPIRED: EntryStatus = "expired"
 LATE: EntryStatus = "late"
+REJECTED: EntryStatus = "rejected"
 EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
 PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
@@ -56,13 +59,15 @@ class JoinEntry(TypedDict, total=False):
     h: float  # the horizon it was given
     off: int | None  # the offset of an outcome waiting for its prediction (for its dead letter)
     gc: float  # when a finished decision is forgotten (event time)
+    r: str  # why its prediction was rejected
 
 
 @dataclass(frozen=True)
-class Orphan:
-    """An outcome whose prediction never came, with where it was read (for its dead letter)."""
+class Rejection:
+    """A prediction or outcome the join will not use, why, and where it was read (None: the record being
+    processed), for its dead letter."""
 
-    outcome: OutcomeEvent
+    event: PredictionEvent | OutcomeEvent
     reason: str
     offset: int | None
 
@@ -72,11 +77,11 @@ class JoinOutput:
     """What one step of the join produced."""
 
     examples: list[TrainingExample] = field(default_factory=list)
-    orphans: list[Orphan] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
     def extend(self, other: JoinOutput) -> None:
         self.examples.extend(other.examples)
-        self.orphans.extend(other.orphans)
+        self.rejections.extend(other.rejections)
 
 
 class JoinState(dict[str, JoinEntry]):
@@ -176,6 +181,7 @@ class DelayedJoin:
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
         self.counts: Counter[str] = Counter()
+        self._contracts = {name: spec.contract() for name, spec in specs.items()}
         # The latest pending predictions, parsed: most outcomes come soon, and then need no re-parse.
         self._parsed: dict[str, PredictionEvent] = {}
         self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
@@ -192,6 +198,21 @@ class DelayedJoin:
         spec = self.specs.get(event.model)
         horizon = spec.horizon_seconds if spec else self.default_horizon
         deadline = at + horizon
+        contract = self._contracts.get(event.model)
+        if contract is not None and (problem := contract.feature_problem(event.features)) is not None:
+            self.counts["rejected_predictions"] += 1
+            out.rejections.append(Rejection(event, problem, None))
+            if entry is None or (entry["st"] == PENDING and entry["p"] is None):
+                out.examples.append(self._rejected(event, None, problem))
+                if entry is not None:  # its outcome came first: refused with it
+                    outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
+                    out.rejections.append(
+                        Rejection(outcome, f"its prediction was rejected: {problem}", entry.get("off"))
+                    )
+                gc = deadline + horizon * self.late_retention
+                self._put(key, {"pt": partition, "st": REJECTED, "dl": None, "gc": gc, "r": problem[:500]})
+                self._schedule(partition, GC, gc, key)
+            return out
         if entry is None:
             self._put(
                 key,
@@ -201,6 +222,25 @@ class DelayedJoin:
             self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
             outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
+            if contract is not None and (problem := contract.label_problem(outcome.label, outcome.reward)):
+                # The outcome that came first breaks the contract: refused; the prediction waits for a good one.
+                self.counts["rejected_outcomes"] += 1
+                out.rejections.append(Rejection(outcome, problem, entry.get("off")))
+                out.examples.append(self._rejected(event, outcome, problem))
+                self._put(
+                    key,
+                    {
+                        "pt": partition,
+                        "st": PENDING,
+                        "p": encode(event).decode(),
+                        "o": None,
+                        "dl": deadline,
+                        "h": horizon,
+                    },
+                )
+                self._remember(key, event)
+                self._schedule(partition, EXPIRE, deadline, key)
+                return out
             entry = {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon}
             if _ts(outcome.timestamp) > deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
@@ -240,6 +280,10 @@ class DelayedJoin:
             )
             self._schedule(partition, ORPHAN, deadline, key)
             return out
+        if entry["st"] == REJECTED:
+            self.counts["rejected_outcomes"] += 1
+            out.rejections.append(Rejection(event, f"its prediction was rejected: {entry.get('r', '')}", None))
+            return out
         if entry["st"] == PENDING and entry["p"] is not None:
             prediction = self._prediction(key, entry)
             if at > _time(entry["dl"]):
@@ -247,6 +291,13 @@ class DelayedJoin:
                 out.examples.append(self._expire(key, entry))
                 entry = self.state[key]
             else:
+                contract = self._contracts.get(prediction.model)
+                if contract is not None and (problem := contract.label_problem(event.label, event.reward)):
+                    self.counts["rejected_outcomes"] += 1
+                    out.rejections.append(Rejection(event, problem, None))
+                    out.examples.append(self._rejected(prediction, event, problem))
+                    self._remember(key, prediction)  # it waits on for a good outcome
+                    return out
                 out.examples.append(self._joined(prediction, event))
                 self._finish(key, entry, partition)
                 return out
@@ -299,7 +350,7 @@ class DelayedJoin:
                     self.counts["orphan_outcomes"] += 1
                     outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
                     reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
-                    out.orphans.append(Orphan(outcome, reason, entry.get("off")))
+                    out.rejections.append(Rejection(outcome, reason, entry.get("off")))
                     del self.state[key]
                 elif queue == GC and entry["st"] != PENDING:
                     del self.state[key]  # retention of a finished decision is over
@@ -374,10 +425,17 @@ class DelayedJoin:
                 label=spec.default_label,
                 reward=spec.default_reward,
                 status="defaulted",
+                fallback=prediction.fallback,
                 predicted_at=prediction.timestamp,
                 timestamp=when,
             )
         return self._example(prediction, None, "expired", when)
+
+    def _rejected(self, prediction: PredictionEvent, outcome: OutcomeEvent | None, reason: str) -> TrainingExample:
+        """The record of a decision whose prediction, or an outcome, broke the model's contract."""
+        self.counts["rejected"] += 1
+        example = self._example(prediction, outcome, "rejected", (outcome or prediction).timestamp)
+        return example.model_copy(update={"reason": reason})
 
     @staticmethod
     def _example(
@@ -395,6 +453,7 @@ class DelayedJoin:
             predicted_at=prediction.timestamp,
             outcome_at=outcome.timestamp if outcome else None,
             timestamp=when,
+            fallback=prediction.fallback,
         )
 
     def _policy(self, model: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,15 +13,21 @@ import pandas as pd
 
 from adaptloop.learners.drift import LABEL_RATE, PREDICTION
 from adaptloop.learners.recent import RecentIds
-from adaptloop.learners.recipes import NUMERIC_RECIPES, Metric, Model, build_metric, build_model
+from adaptloop.learners.recipes import Metric, Model, build_metric, build_model
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.watch import ModelWatch
-from adaptloop.schemas.errors import ConfigError, UnlearnableExample
+from adaptloop.schemas.contract import LabelType, label_type_of
+from adaptloop.schemas.errors import ConfigError, ModelFailure, UnlearnableExample
 from adaptloop.schemas.inference import LEARNABLE, TrainingExample
 from adaptloop.schemas.system import ModelVersion
 
-_NUMBERS = frozenset({float, int, bool})
 log = logging.getLogger(__name__)
+
+_DECISION_ENDS = frozenset({"joined", "defaulted", "expired"})  # what the drift watch sees of each decision
+
+PUBLISHED_VERSIONS = 5_000
+"""The learner remembers the ids of its last 5,000 versions: a served decision whose version is not among them
+(a service's own model, an invented id) is an external decision, never scored as a version's production."""
 
 
 @dataclass
@@ -34,6 +42,40 @@ class LearnerProgress:
     record: ModelVersion | None = None  # the published record of ``version``
     dataset_hash: str = hashlib.sha256(b"").hexdigest()  # chained over every example learned, in order
     pending: list[tuple[TrainingExample, object, str]] = field(default_factory=list)  # a mini-batch being filled
+    label_type: LabelType | None = None  # a multiclass model's label type, from its first label (if not declared)
+    published: RecentIds = field(default_factory=lambda: RecentIds(limit=PUBLISHED_VERSIONS))  # its version ids
+
+
+def interned(features: dict[str, Any]) -> dict[str, Any]:
+    """``features`` with its names and category values interned: one object per name, whatever decoded them.
+
+    Pickle writes a string once per object and refers back to it after, so whether a model's feature names
+    are one object or many changes its bytes (and version id). How they arrive (a JSON parser's string
+    cache, say) is not the model's state; interned, equal strings are one object, in every process.
+
+    >>> a, b = interned({"".join(["x", "1"]): 1.0}), interned({"".join(["x", "1"]): 2.0})
+    >>> next(iter(a)) is next(iter(b))
+    True
+    """
+    return {_intern(name): (_intern(value) if type(value) is str else value) for name, value in features.items()}
+
+
+_intern = sys.intern
+
+
+def probe(model: Model, spec: LearnerSpec, features: dict[str, Any]) -> None:
+    """Predict ``features`` (and forget the prediction); raise :class:`ModelFailure` if the model cannot.
+
+    Predicting can change a River model (its defaultdicts gain the features' names): probe a copy, or a
+    learner of its own.
+    """
+    try:
+        if spec.task != "regression":
+            model.predict_proba_one(features)
+        else:
+            model.predict_one(features)
+    except Exception as error:
+        raise ModelFailure(spec.name, "predict", error) from error
 
 
 class OnlineLearner:
@@ -41,8 +83,11 @@ class OnlineLearner:
 
     ``shadow`` metrics score the learner's own prediction made just before it
     learns; ``production`` metrics score the prediction that was actually served
-    and logged. Examples are learned once: an offset already covered or a
-    decision_id seen recently is skipped.
+    and logged, by one of this model's versions (a fallback, or a version the loop
+    never published, is counted in ``counts`` instead). Examples are learned once:
+    an offset already covered or a decision_id seen recently is skipped. An example
+    that breaks the model's contract (:class:`~adaptloop.schemas.contract.ModelContract`)
+    raises :class:`UnlearnableExample` before anything of the learner changes.
 
     >>> from datetime import UTC, datetime
     >>> from river import datasets
@@ -69,15 +114,16 @@ class OnlineLearner:
         watch: ModelWatch | None = None,
     ) -> None:
         self.spec = spec
+        self.contract = spec.contract()
         self.model = model if model is not None else build_model(spec)
         # Restored metrics go on; a metric the spec added since starts now, one it dropped is gone.
         shadow, production = shadow or {}, production or {}
         self.shadow = {name: shadow[name] if name in shadow else build_metric(name) for name in spec.metrics}
-        self.production: dict[str, Metric] = {
-            name: production.get(name, metric)
-            for name in spec.metrics
-            if (metric := build_metric(name)).requires_labels or spec.task == "regression"
-        }
+        self.production: dict[str, Metric] = {}  # a served prediction is a label: metrics of probabilities skip it
+        for name in spec.metrics:
+            metric = build_metric(name)
+            if spec.task == "regression" or metric.requires_labels:
+                self.production[name] = production.get(name, metric)
         if shadow and list(shadow) != list(self.shadow):
             log.warning("model %r: metrics %s restored, now %s", spec.name, list(shadow), list(self.shadow))
         self.progress = progress or LearnerProgress()
@@ -90,11 +136,17 @@ class OnlineLearner:
                 ", ".join(changed),
             )
         # (metric, whether it scores the predicted class rather than the probabilities), looked up once
-        self._shadow_scoring = [(metric, metric.requires_labels) for metric in self.shadow.values()]
+        self._shadow_scoring = [(metric, getattr(metric, "requires_labels", True)) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
-        self._numeric_only = spec.recipe in NUMERIC_RECIPES
+        self.counts: Counter[str] = Counter()  # decisions not scored as production: "fallback", "external"
+        self.failed_batch: list[TrainingExample] = []  # a mini-batch whose learning raised
         if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
             self.progress.pending = []
+        if not hasattr(self.progress, "published"):  # a checkpoint from before contracts
+            self.progress.label_type = None
+            self.progress.published = RecentIds(
+                [self.progress.version] if self.progress.version else [], limit=PUBLISHED_VERSIONS
+            )
         if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
             self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
@@ -120,68 +172,91 @@ class OnlineLearner:
         """
         if self.already_learned(example.decision_id, position):
             return False
-        if self._numeric_only:
-            self._check_numeric(example)
+        learnable = example.status in LEARNABLE
+        if learnable:
+            self.check(example)
         if position is not None:
             self.progress.offsets[position[0]] = position[1] + 1
-        target = example.label if example.label is not None else example.reward
-        if example.status != "late":  # a late record follows an expired one for the same decision
+        if example.status in _DECISION_ENDS:  # (a late record follows an expired one for the same decision)
             self.watch.observe_decision(
                 {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(example.status == "joined")},
                 self.progress.version,
                 self.progress.examples_seen,
             )
-        if example.status not in LEARNABLE or target is None:
+        target = self.contract.target_of(example.label, example.reward)
+        if not learnable or target is None:
             return False
+        if self.progress.label_type is None and self.contract.task == "multiclass":
+            self.progress.label_type = self.contract.label_type or label_type_of(target)
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
         self.progress.recent_ids.add(example.decision_id)
+        x = interned(example.features)
+        if type(target) is str:
+            target = sys.intern(target)
         if self.spec.mini_batch:
             self.progress.pending.append((example, target, where))
             if len(self.progress.pending) >= self.spec.mini_batch:
                 self._learn_batch()
             return True
-        x = example.features
-        if self._classifier:
-            proba = self.model.predict_proba_one(x)
-            # The same tie-break as river's Classifier.predict_one.
-            y_pred = max(proba, key=proba.get) if proba else None
-        else:
-            proba, y_pred = None, self.model.predict_one(x)
+        try:
+            if self._classifier:
+                proba = self.model.predict_proba_one(x)
+                # The same tie-break as river's Classifier.predict_one.
+                y_pred = max(proba, key=proba.get) if proba else None
+            else:
+                proba, y_pred = None, self.model.predict_one(x)
+        except Exception as error:  # any error of the model's own: an earlier example broke it
+            raise ModelFailure(self.spec.name, "predict", error) from error
         shadow_error = self._score(example, target, y_pred, proba, self.progress.examples_seen)
-        promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
-        self.model.learn_one(x, target)
+        try:
+            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
+            self.model.learn_one(x, target)
+        except Exception as error:  # the model (or its challenger) may be half-updated
+            raise ModelFailure(self.spec.name, "learn", error) from error
         if promoted is not None:
             self.model = promoted  # it has learned this example too
         self._learned(example, where)
         return True
 
-    def _check_numeric(self, example: TrainingExample) -> None:
-        if _NUMBERS.issuperset(map(type, example.features.values())):  # the usual case, checked in C
-            return
-        for name, value in example.features.items():
-            if type(value) not in _NUMBERS:
-                raise UnlearnableExample(
-                    f"model {self.spec.name!r} (recipe {self.spec.recipe!r}) learns from numbers only; feature "
-                    f"{name!r} of decision {example.decision_id!r} is {value!r}"
-                )
+    def probe(self, features: dict[str, Any]) -> None:
+        """Predict ``features`` with the learner's model: see :func:`probe`."""
+        probe(self.model, self.spec, features)
+
+    def check(self, example: TrainingExample) -> None:
+        """Raise :class:`UnlearnableExample` if the example breaks the model's contract (its features, or its
+        label's type), naming the decision, the field and the type expected."""
+        problem = self.contract.feature_problem(example.features)
+        if problem is not None:
+            raise UnlearnableExample(f"decision {example.decision_id!r}: {problem}", "features")
+        problem = self.contract.label_problem(example.label, example.reward, self.progress.label_type)
+        if problem is not None:
+            raise UnlearnableExample(f"decision {example.decision_id!r}: {problem}", "label")
 
     def _learn_batch(self) -> None:
         """Predict the whole pending batch, score each example, then learn it with one ``learn_many``."""
         batch, self.progress.pending = self.progress.pending, []
-        X = pd.DataFrame([example.features for example, _, _ in batch])
+        self.failed_batch = [example for example, _, _ in batch]  # cleared once the batch is learned
+        X = pd.DataFrame([interned(example.features) for example, _, _ in batch])
         targets = [target for _, target, _ in batch]
         probas: list[dict[Any, float] | None] = [None] * len(batch)
-        if self._classifier:
-            frame = self.model.predict_proba_many(X)
-            predicted = frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
-            if any(not metric.requires_labels for metric in self.shadow.values()):
-                probas = frame.to_dict("records")
-        else:
-            predicted = self.model.predict_many(X).tolist()
+        try:
+            if self._classifier:
+                frame = self.model.predict_proba_many(X)
+                predicted = frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
+                if any(not metric.requires_labels for metric in self.shadow.values()):
+                    probas = frame.to_dict("records")
+            else:
+                predicted = self.model.predict_many(X).tolist()
+        except Exception as error:
+            raise ModelFailure(self.spec.name, "predict", error) from error
         seen = self.progress.examples_seen
         for i, ((example, target, _), y_pred) in enumerate(zip(batch, predicted)):
             self._score(example, target, y_pred, probas[i], seen + i)
-        self.model.learn_many(X, pd.Series(targets))
+        try:
+            self.model.learn_many(X, pd.Series(targets))
+        except Exception as error:
+            raise ModelFailure(self.spec.name, "learn", error) from error
+        self.failed_batch = []
         for example, _, where in batch:
             self._learned(example, where)
 
@@ -198,7 +273,7 @@ class OnlineLearner:
                 metric.update(target, y_pred)
             shadow_error = abs(float(y_pred) - float(target))
         production_error = None
-        if example.status == "joined" and example.prediction is not None:
+        if example.status == "joined" and example.prediction is not None and self._served_by_a_version(example):
             for metric in self.production.values():
                 metric.update(target, example.prediction)
             production_error = (
@@ -208,6 +283,16 @@ class OnlineLearner:
             )
         self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version, seen)
         return shadow_error
+
+    def _served_by_a_version(self, example: TrainingExample) -> bool:
+        """Whether one of this model's versions made the served prediction (not a fallback, not a service's own)."""
+        if example.fallback:
+            self.counts["fallback"] += 1
+            return False
+        if example.model_version not in self.progress.published:
+            self.counts["external"] += 1
+            return False
+        return True
 
     def _learned(self, example: TrainingExample, where: str) -> None:
         self.progress.dataset_hash = hashlib.sha256(

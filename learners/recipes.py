@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -10,6 +13,8 @@ from river import linear_model, metrics, preprocessing, tree
 
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.errors import ConfigError, UnknownModel
+
+log = logging.getLogger(__name__)
 
 Model: TypeAlias = Any
 """A River estimator: a classifier or a regressor, or a pipeline ending in one. River's types do not say
@@ -28,12 +33,22 @@ RECIPES: dict[str, Callable[..., Model]] = {
 }
 
 
-NUMERIC_RECIPES = frozenset({"logistic", "linear"})
-"""Recipes whose models only take numbers (StandardScaler); other features are rejected before learning."""
+def model_seed(name: str) -> int:
+    """The seed of a model's random sources, derived from its name: the same in every process and run.
+
+    >>> model_seed("churn") == model_seed("churn"), model_seed("churn") == model_seed("fraud")
+    (True, False)
+    """
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
 
 
 def build_model(spec: LearnerSpec) -> Model:
     """A fresh, untrained River estimator for ``spec``.
+
+    A ``module:function`` recipe that takes a ``seed`` and is not given one in ``params`` gets
+    :func:`model_seed`, so the same examples make the same model, byte for byte, in every run. A model
+    with a component left unseeded that takes a seed (a forest, an adaptive tree) is built, with a
+    warning: its versions would not reproduce.
 
     >>> list(build_model(LearnerSpec(name="m", recipe="logistic")).steps)
     ['StandardScaler', 'LogisticRegression']
@@ -44,14 +59,44 @@ def build_model(spec: LearnerSpec) -> Model:
             factory = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as error:
             raise UnknownModel(f"recipe {spec.recipe!r} of model {spec.name!r} cannot be imported: {error}") from None
-        return factory(**spec.params)
-    try:
-        return RECIPES[spec.recipe](**spec.params)
-    except KeyError:
+    elif spec.recipe in RECIPES:
+        factory = RECIPES[spec.recipe]
+    else:
         raise UnknownModel(
             f"model {spec.name!r} names unknown recipe {spec.recipe!r}; known: {', '.join(RECIPES)} or "
             "'module:function'"
-        ) from None
+        )
+    params: dict[str, Any] = dict(spec.params)
+    if "seed" not in params and "seed" in inspect.signature(factory).parameters:
+        params["seed"] = model_seed(spec.name)
+    model = factory(**params)
+    if (unseeded := _unseeded(model)) is not None:
+        log.warning(
+            "model %r: %s has no seed, so its versions will not reproduce (adaptloop replay); give the recipe a seed",
+            spec.name,
+            unseeded,
+        )
+    return model
+
+
+def _unseeded(model: Model) -> str | None:
+    """The first River component of ``model`` that takes a seed and was given none, if any."""
+    todo: list[tuple[str, Any]] = [(type(model).__name__, model)]
+    while todo:
+        name, component = todo.pop()
+        get_params = getattr(component, "_get_params", None)
+        if get_params is None:
+            continue
+        if "seed" in inspect.signature(type(component)).parameters and getattr(component, "seed", 0) is None:
+            return name
+        for value in vars(component).values():
+            if hasattr(value, "_get_params"):
+                todo.append((type(value).__name__, value))
+            elif isinstance(value, (list, tuple)):
+                todo.extend((type(item).__name__, item) for item in value if hasattr(item, "_get_params"))
+            elif isinstance(value, dict):
+                todo.extend((type(item).__name__, item) for item in value.values() if hasattr(item, "_get_params"))
+    return None
 
 
 def build_metric(name: str) -> Metric:

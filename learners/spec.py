@@ -6,7 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
-Task = Literal["binary", "multiclass", "regression"]
+from adaptloop.schemas.contract import FeatureKind, LabelType, ModelContract, Task
+
+NUMERIC_RECIPES = frozenset({"logistic", "linear"})
+"""Recipes whose pipelines only take numbers (they scale their inputs): other features are refused."""
 
 
 class DriftSpec(BaseModel):
@@ -101,6 +104,28 @@ class LearnerSpec(BaseModel):
         None, description="The reward learned when no outcome came (on_missing = 'default')."
     )
     duplicates: Literal["first", "last"] = Field("first", description="Which of repeated predictions/outcomes counts.")
+    label_type: LabelType | None = Field(
+        None,
+        description="multiclass: the type of the labels (bool, int or str); unset: the type of the first label "
+        "learned, kept from then on. A label of another type is refused before the model changes.",
+    )
+    labels_01: StrictBool = Field(
+        False, description="binary: also take the labels 0 and 1 (learned as false and true)."
+    )
+    features: dict[StrictStr, FeatureKind] | None = Field(
+        None,
+        description="The kind of each feature (number, category or flag); a prediction with another feature or "
+        "kind is refused. Unset: any features (the logistic and linear recipes take numbers only).",
+    )
+    min_examples: int = Field(
+        100,
+        ge=0,
+        description="Versions learned from fewer examples are published for the lineage but not served; "
+        "meanwhile ModelClient answers with default_prediction, or raises NoModelYet.",
+    )
+    default_prediction: StrictBool | StrictInt | StrictFloat | StrictStr | None = Field(
+        None, description="What serving answers (flagged as a fallback) before a version may serve."
+    )
     mini_batch: int | None = Field(
         None,
         ge=2,
@@ -108,6 +133,33 @@ class LearnerSpec(BaseModel):
         "have it, e.g. the logistic recipe); unset: learn_one on each example.",
     )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")
+
+    def contract(self) -> ModelContract:
+        """What this model learns from, as published with its versions.
+
+        >>> LearnerSpec(name="churn", recipe="logistic").contract().numbers_only
+        True
+        """
+        return ModelContract(
+            model=self.name,
+            task=self.task,
+            label_type=self.label_type,
+            labels_01=self.labels_01,
+            features=self.features,
+            numbers_only=self.recipe in NUMERIC_RECIPES,
+            default_prediction=self.default_prediction,
+            min_examples=self.min_examples,
+        )
+
+    @model_validator(mode="after")
+    def _defaults_fit_the_contract(self) -> LearnerSpec:
+        contract = self.contract()
+        for name, value in (("default_label", self.default_label), ("default_prediction", self.default_prediction)):
+            if value is not None and (problem := contract.label_problem(value)) is not None:
+                raise ValueError(f"{name}: {problem}")
+        if self.label_type is not None and self.task != "multiclass":
+            raise ValueError(f"label_type is for multiclass models; a {self.task} model's labels are fixed")
+        return self
 
     @model_validator(mode="after")
     def _mini_batches_fit(self) -> LearnerSpec:

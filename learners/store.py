@@ -8,16 +8,22 @@ replaced atomically, so model and offsets can never disagree after a crash.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import io
 import os
 import pickle
+import random
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from river.proba.base import Distribution
 
 from adaptloop.learners.online import LearnerProgress, OnlineLearner
+from adaptloop.learners.online import probe as probe_model
 from adaptloop.learners.recipes import Metric, Model
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.watch import ModelWatch
@@ -27,16 +33,63 @@ from adaptloop.schemas.system import ModelVersion, VersionReason
 PICKLE_PROTOCOL = 5
 
 
-def model_bytes(model: Model) -> bytes:
-    """The canonical bytes of a model: equal state gives equal bytes.
+def _distribution_classes() -> list[type]:
+    found: list[type] = []
+    todo: list[type] = [Distribution]
+    while todo:
+        subclass: type
+        for subclass in todo.pop().__subclasses__():
+            found.append(subclass)
+            todo.append(subclass)
+    return found
 
-    Pickle's output depends on object identity (a string shared by two fields is
-    written once), which differs between a freshly built model and a restored
-    one; one load/dump round trip reaches a fixed point, so versions hash alike.
-    (Models whose dict order depends on str hashing also need PYTHONHASHSEED
-    fixed: the worker sets it.)
+
+_UNSEEDED_RNG = random.Random(0)
+
+
+def _reduce_distribution(distribution: Any) -> Any:
+    """Pickle a River distribution with its unseeded random generator as one fixed generator.
+
+    River's distributions (the Gaussian estimators inside a Hoeffding tree's leaves, for one) hold a
+    ``random.Random`` seeded from the OS when they are made without a seed, and use it only to ``sample()``,
+    which learning and predicting never call: the generator's state says nothing about the model, but it
+    would make every version's bytes, and so its id, depend on OS entropy.
     """
-    return pickle.dumps(pickle.loads(pickle.dumps(model, protocol=PICKLE_PROTOCOL)), protocol=PICKLE_PROTOCOL)
+    reduced = distribution.__reduce_ex__(PICKLE_PROTOCOL)
+    state = reduced[2]
+    if getattr(distribution, "seed", 0) is None and isinstance(state, dict) and "_rng" in state:
+        reduced = (reduced[0], reduced[1], {**state, "_rng": _UNSEEDED_RNG}, *reduced[3:])
+    return reduced
+
+
+_CANONICAL_DISPATCH = {**copyreg.dispatch_table, **dict.fromkeys(_distribution_classes(), _reduce_distribution)}
+
+
+def _canonical_dumps(model: Model) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
+    pickler.dispatch_table = _CANONICAL_DISPATCH
+    pickler.dump(model)
+    return buffer.getvalue()
+
+
+def canonical(model: Model) -> tuple[bytes, Model]:
+    """:func:`model_bytes`, and the copy of the model they were written from (to probe without touching
+    ``model``)."""
+    copied = pickle.loads(_canonical_dumps(model))
+    return _canonical_dumps(copied), copied
+
+
+def model_bytes(model: Model) -> bytes:
+    """The canonical bytes of a model: equal state gives equal bytes, in any process.
+
+    Pickle's output depends on object identity (a string shared by two fields is written once), which
+    differs between a freshly built model and a restored one; one load/dump round trip reaches a fixed
+    point, so versions hash alike. Random generators that do not take part in learning are written as
+    one fixed generator (see :func:`_reduce_distribution`). (Models whose dict order depends on str
+    hashing also need PYTHONHASHSEED fixed: the worker sets it.)
+    """
+    return canonical(model)[0]
 
 
 _RENAMED_PACKAGES = ("schemas", "learners", "snapshots", "streams")
@@ -137,6 +190,7 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._stored_since_pruning: dict[str, int] = {}
+        self.last_checkpoint: dict[str, bytes] = {}  # model -> its last checkpoint's bytes, to undo a failure
         self._last_stamp = 0
 
     def _version_path(self, model: str, version: str) -> Path:
@@ -205,13 +259,18 @@ class ModelStore:
         reason: VersionReason = "checkpoint",
         actor: str | None = None,
         note: str | None = None,
+        probe: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Save the learner's model and progress together; return the version to publish.
 
-        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``).
+        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``). With
+        ``probe`` (features, say the last example's), the model must predict them first, on a copy: one that
+        cannot raises :class:`ModelFailure` and nothing is saved.
         """
         name = learner.spec.name
-        data = model_bytes(learner.model)
+        data, copied = canonical(learner.model)
+        if probe is not None:
+            probe_model(copied, learner.spec, probe)
         version, sha, path = self.put_model(name, data)
         progress = learner.progress
         if progress.record is not None and progress.record.version == version and reason == "checkpoint":
@@ -231,10 +290,15 @@ class ModelStore:
                 dataset_hash=progress.dataset_hash,
                 actor=actor,
                 note=note,
+                servable=progress.examples_seen >= learner.spec.min_examples,
+                contract=learner.contract,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
+        progress.published.add(version)
         checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
-        _atomic_write(self.root / name / "checkpoint.pkl", pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL))
+        saved = pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL)
+        _atomic_write(self.root / name / "checkpoint.pkl", saved)
+        self.last_checkpoint[name] = saved
         # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost more.
         stored = self._stored_since_pruning[name] = self._stored_since_pruning.get(name, 0) + 1
         if stored >= PRUNE_EVERY:
@@ -257,8 +321,18 @@ class ModelStore:
         """
         path = self.root / spec.name / "checkpoint.pkl"
         if not path.exists():
+            self.last_checkpoint.pop(spec.name, None)
             return OnlineLearner(spec)
-        checkpoint: Checkpoint = unpickle(path.read_bytes())  # type: ignore[assignment]
+        data = path.read_bytes()
+        self.last_checkpoint[spec.name] = data
+        return self.learner_from(data, spec)
+
+    def learner_from(self, checkpoint_bytes: bytes | None, spec: LearnerSpec) -> OnlineLearner:
+        """The learner a checkpoint holds (None: a fresh one), going on under ``spec``."""
+        if checkpoint_bytes is None:
+            return OnlineLearner(spec)
+        checkpoint = unpickle(checkpoint_bytes)
+        assert isinstance(checkpoint, Checkpoint)
         check_same_model(spec, checkpoint.learned_as(), self.root / spec.name)
         model = self.load_model(spec.name, checkpoint.version)
         return OnlineLearner(

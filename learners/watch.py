@@ -94,7 +94,7 @@ class ModelWatch:
         return changed
 
     def _alert(self, fields: dict[str, Any], version: str | None, examples: int) -> None:
-        fields = {"at_example": examples, **fields}
+        fields = {**fields, "at_example": examples}  # the learner's count, whatever signal fired
         self.alerts.append(DriftAlert(model=self.spec.name, model_version=version, **fields))
 
     def observe_decision(self, values: dict[str, object], version: str | None, examples: int) -> None:
@@ -111,7 +111,8 @@ class ModelWatch:
             for signal, error in (("shadow_error", shadow), ("production_error", production)):
                 if error is not None and (fields := self.concept.update(signal, error)):
                     self._alert(fields, version, examples)
-                    if signal == "shadow_error" and drift.policy == "challenger" and self.challenger is None:
+                    rose = fields["direction"] == "rose"  # a model that got better needs no challenger
+                    if signal == "shadow_error" and rose and drift.policy == "challenger" and self.challenger is None:
                         self.challenger = Challenger(
                             build_model(self.spec),
                             utils.Rolling(stats.Mean, window_size=drift.challenger_window),

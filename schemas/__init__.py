@@ -6,8 +6,18 @@ This layer imports nothing but pydantic and orjson; every other layer builds on 
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import decode, encode
+from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from adaptloop.schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
+from adaptloop.schemas.system import (
+    ClockTick,
+    DeadLetter,
+    DeadLetterReplay,
+    DriftAlert,
+    GuardrailAlert,
+    ModelCommand,
+    ModelHealth,
+    ModelVersion,
+)
 from adaptloop.schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
 
 __all__ = [
@@ -15,10 +25,13 @@ __all__ = [
     "AgentFeedbackEvent",
     "ClockTick",
     "DeadLetter",
+    "DeadLetterReplay",
     "DriftAlert",
     "Event",
     "GuardrailAlert",
     "ModelCommand",
+    "ModelContract",
+    "ModelHealth",
     "ModelVersion",
     "OutcomeEvent",
     "PredictionEvent",

@@ -6,10 +6,13 @@ They live in the lowest layer so that every layer can raise them. The tree::
     ├── ConfigError (also a ValueError)        a setting, spec, recipe, metric, query or argument is wrong
     │   ├── SpecChanged                        a checkpointed model's spec asks for another model
     │   └── TopicConfigMismatch                a topic exists with other partitions or cleanup policy
+    ├── InvalidInput (also a ValueError)       a caller's input breaks a contract (a model's features, a request)
     ├── UnknownModel (also a KeyError)         no spec, store or version knows this model or version
     ├── NoModelYet                             a model has published no version for serving yet
     ├── DecodeError                            a record is not a valid event (kind + reason: a dead letter)
     ├── UnlearnableExample                     a valid example that breaks its model's contract
+    ├── ModelFailure                           a model raised while predicting or learning (a learner undoes it)
+    ├── PredictionFailed                       no version of a model could answer a prediction
     ├── ModelRefused                           model bytes whose signature does not verify: never unpickled
     ├── KafkaProblem                           Kafka did not do what was asked
     │   ├── BrokerUnavailable                  no broker answers at the configured address
@@ -51,6 +54,11 @@ class TopicConfigMismatch(ConfigError):
     """An existing topic does not have the partitions or cleanup policy adaptloop needs."""
 
 
+class InvalidInput(AdaptloopError, ValueError):
+    """A caller's input breaks a contract: features a model's contract refuses, a request that is not an event.
+    The message names the field and what it should be."""
+
+
 class UnknownModel(AdaptloopError, KeyError):
     """A model name or version that no learner spec or model store knows."""
 
@@ -81,8 +89,30 @@ class UnlearnableExample(AdaptloopError):
     """A valid training example that its model cannot learn: a label or feature of another type than
     the model's contract (a string label for a binary model, a category for a model of numbers).
 
-    The learner dead-letters it with this reason, before anything of the model changes.
+    The learner dead-letters it with this reason, before anything of the model changes. ``field`` says what
+    broke the contract: ``label`` or ``features``.
     """
+
+    def __init__(self, reason: str, field: Literal["label", "features"] = "label") -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+class ModelFailure(AdaptloopError):
+    """A model raised while it predicted (``stage="predict"``: an earlier example broke it) or learned
+    (``stage="learn"``: it may be half-updated). The learner restores it as it was, without the example
+    to blame, and dead-letters that example."""
+
+    def __init__(self, model: str, stage: Literal["predict", "learn"], error: BaseException) -> None:
+        super().__init__(f"model {model!r} failed to {stage}: {type(error).__name__}: {error}")
+        self.model = model
+        self.stage = stage
+        self.error = error
+
+
+class PredictionFailed(AdaptloopError):
+    """No version of a model could answer a prediction (the current one raised, and so did those before it),
+    and its spec declares no ``default_prediction``."""
 
 
 class ModelRefused(AdaptloopError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, StrictBool, StrictStr, model_validator
 
 from adaptloop.schemas.base import Event, FeatureValue, FiniteFloat, Label, NonEmptyStr
 
@@ -35,6 +35,11 @@ class PredictionEvent(Event):
     tenant: NonEmptyStr | None = None
     user_id: NonEmptyStr | None = None
     session_id: NonEmptyStr | None = None
+    fallback: StrictBool = Field(
+        default=False,
+        description="The prediction is the model's declared default_prediction, not a model's: no version of it "
+        "could serve yet. Such decisions are learned from, never scored as a version's production.",
+    )
 
 
 class OutcomeEvent(Event):
@@ -57,10 +62,13 @@ class OutcomeEvent(Event):
         return self
 
 
-JoinStatus = Literal["joined", "defaulted", "expired", "late"]
+JoinStatus = Literal["joined", "defaulted", "expired", "late", "rejected"]
 """How a decision ended in the join. ``joined`` and ``defaulted`` are learned from;
 ``expired`` (no outcome within the horizon, policy ``drop``) and ``late`` (the
-outcome came after the horizon) are recorded for audits and never learned."""
+outcome came after the horizon) are recorded for audits and never learned;
+``rejected``: its prediction, or an outcome, broke the model's contract (``reason``
+says how; the record itself is a dead letter). An outcome rejected leaves its
+decision pending: a later record of the decision says how it ended."""
 
 LEARNABLE: frozenset[str] = frozenset({"joined", "defaulted"})
 
@@ -71,7 +79,7 @@ class TrainingExample(Event):
     ``features`` are the features logged with the prediction, never looked up again.
     ``status`` is ``joined`` for a real outcome, ``defaulted`` when the wait
     horizon passed and the model's default label/reward was used, and
-    ``expired``/``late`` for decisions recorded but not learned from.
+    ``expired``/``late``/``rejected`` for decisions recorded but not learned from.
     """
 
     model: NonEmptyStr
@@ -84,3 +92,5 @@ class TrainingExample(Event):
     status: JoinStatus = "joined"
     predicted_at: AwareDatetime
     outcome_at: AwareDatetime | None = None
+    fallback: StrictBool = False  # the prediction was the model's default_prediction
+    reason: StrictStr | None = None  # why a ``rejected`` decision was

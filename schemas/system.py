@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBytes, StrictStr
+from pydantic import Field, StrictBool, StrictBytes, StrictStr
 
 from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, NonEmptyStr, new_id
+from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.errors import DecodeKind
 
 Offset = Count
@@ -42,6 +44,14 @@ class ModelVersion(Event):
     dataset_hash: NonEmptyStr | None = None
     actor: NonEmptyStr | None = None
     note: StrictStr | None = None
+    servable: StrictBool = Field(
+        default=True,
+        description="Whether serving may use it: a version learned from fewer than the model's min_examples is "
+        "published for the lineage, not for serving.",
+    )
+    contract: ModelContract | None = Field(
+        default=None, description="What the model learns from and serves before it may serve (its default)."
+    )
 
 
 class ModelCommand(Event):
@@ -63,18 +73,45 @@ class ModelCommand(Event):
 
 
 class DriftAlert(Event):
-    """A drift detector fired for a model (concept drift) or one of its inputs (data drift)."""
+    """A model is drifting (a detector fired on its errors or inputs) or is sick (its health check failed).
+
+    ``kind`` says which; ``signal`` what was watched (``shadow_error``, ``production_error``,
+    ``feature:<name>``, ``prediction``, ``label_rate``, or for health ``rejecting``, ``model_errors``,
+    ``no_outcomes``); ``direction`` whether the watched error or statistic rose or fell.
+    """
 
     model: NonEmptyStr
     model_version: NonEmptyStr | None = None
+    kind: Literal["drift", "health"] = "drift"
     detector: NonEmptyStr
     signal: NonEmptyStr = Field(description="What was watched: shadow_error, production_error, feature:<name>, ...")
+    direction: Literal["rose", "fell"] | None = None
     statistic: FiniteFloat | None = None
     threshold: FiniteFloat | None = None
     window: Count | None = None
     metric_before: FiniteFloat | None = None
     metric_after: FiniteFloat | None = None
-    at_example: Offset | None = None
+    at_example: Offset | None = Field(default=None, description="The learner's example count when it fired.")
+    reason: StrictStr | None = Field(default=None, description="For a health alert: what is wrong, in words.")
+
+
+class ModelHealth(Event):
+    """How one model is doing, as the learner that owns it sees it over its latest decisions.
+
+    Published on the compacted ``model-health`` topic when its status changes, and every minute while it
+    learns. ``sick`` names its ``reasons``: it rejects more than its share of examples (``rejecting``), its
+    model failed and was restored (``model_errors``), or decisions end without outcomes (``no_outcomes``).
+    """
+
+    model: NonEmptyStr
+    status: Literal["ok", "sick"]
+    reasons: list[StrictStr] = Field(default_factory=list)
+    window: Count = Field(description="The latest decisions looked at.")
+    learned: Count
+    rejected: Count
+    errors: Count
+    rejected_total: Count = 0
+    last_rejections: list[StrictStr] = Field(default_factory=list, description="The latest reasons, newest last.")
 
 
 class GuardrailAlert(Event):
@@ -90,9 +127,10 @@ class GuardrailAlert(Event):
     evidence: dict[NonEmptyStr, StrictStr | Int64 | FiniteFloat | None] = Field(default_factory=dict)
 
 
-DeadLetterKind = Literal[DecodeKind, "rejected"]
-"""A :data:`~adaptloop.schemas.errors.DecodeKind`, or ``rejected``: a valid event that cannot be used (an
-outcome without its prediction, an example its model cannot learn), with the reason."""
+DeadLetterKind = Literal[DecodeKind, "rejected", "error"]
+"""A :data:`~adaptloop.schemas.errors.DecodeKind`; ``rejected``: a valid event that cannot be used (an outcome
+without its prediction, an example that breaks its model's contract), with the reason; ``error``: handling the
+record raised (the exception's type and message), and the role went on."""
 
 
 class DeadLetter(Event):
@@ -112,6 +150,40 @@ class DeadLetter(Event):
     kind: DeadLetterKind
     reason: StrictStr
     consumer: NonEmptyStr
+    truncated: StrictBool = Field(default=False, description="The value kept is the first 1024 bytes of a larger one.")
+
+
+class DeadLetterReplay(Event):
+    """A dead letter sent again to its source topic, by whom and why: each letter is replayed once, whoever asks
+    again (its record on the compacted ``dead-letter-replays`` topic says it was).
+
+    >>> DeadLetterReplay(letter="dead-letters:0@41", source_topic="outcomes", partition=2, offset=7,
+    ...                  actor="ops", note="labels_01 set").letter
+    'dead-letters:0@41'
+    """
+
+    letter: NonEmptyStr = Field(description="Where the dead letter is: dead-letters:<partition>@<offset>.")
+    source_topic: NonEmptyStr
+    partition: Count
+    offset: Offset
+    actor: NonEmptyStr
+    note: StrictStr = ""
+
+
+def reason_pattern(reason: str) -> str:
+    """A dead letter's reason with its particulars (quoted values, numbers) taken out, so letters group by cause.
+
+    >>> reason_pattern("decision 'd-17': label 'true' is a string; model 'churn' (binary) takes true or false")
+    "decision '…': label '…' is a string; model '…' (binary) takes true or false"
+    >>> reason_pattern("timestamp 9999-01-01T00:00:00+00:00 is 250,000,000s ahead")
+    'timestamp … is …s ahead'
+    """
+    reason = _QUOTED.sub(lambda match: match.group(0)[0] + "…" + match.group(0)[0], reason)
+    return _NUMBERS.sub("…", reason)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBERS = re.compile(r"[0-9][0-9.,:T+\-]*")
 
 
 class ClockTick(Event):

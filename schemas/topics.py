@@ -14,7 +14,16 @@ from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, Prefer
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
-from adaptloop.schemas.system import ClockTick, DeadLetter, DriftAlert, GuardrailAlert, ModelCommand, ModelVersion
+from adaptloop.schemas.system import (
+    ClockTick,
+    DeadLetter,
+    DeadLetterReplay,
+    DriftAlert,
+    GuardrailAlert,
+    ModelCommand,
+    ModelHealth,
+    ModelVersion,
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,14 @@ PREFERENCE_STORE = Topic(
     compacted=True,
     doc="Preference store shards (counts per agent, segment and variant); compacted.",
 )
-DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Concept and data drift alerts.")
+DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Drift and model health alerts.")
+MODEL_HEALTH = Topic(
+    "model-health", ModelHealth, "model", compacted=True, doc="Each model's health, as its learner sees it."
+)
 GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
+DEAD_LETTER_REPLAYS = Topic(
+    "dead-letter-replays", DeadLetterReplay, "letter", compacted=True, doc="Dead letters sent again, once each."
+)
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
 JOIN_CLOCK = Topic(
     "join-clock",
@@ -110,8 +125,10 @@ ALL_TOPICS: tuple[Topic, ...] = (
     MODEL_COMMANDS,
     PREFERENCE_STORE,
     DRIFT_ALERTS,
+    MODEL_HEALTH,
     GUARDRAIL_ALERTS,
     DEAD_LETTERS,
+    DEAD_LETTER_REPLAYS,
     JOIN_CLOCK,
 )
 

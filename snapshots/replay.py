@@ -9,21 +9,22 @@ checks every version on the way against the stored bytes.
 
 from __future__ import annotations
 
-import pickle
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import river
 
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.learners.store import ModelStore, model_bytes, version_of
+from adaptloop.learners.store import ModelStore, model_bytes, unpickle, version_of
 from adaptloop.schemas.codec import decode
-from adaptloop.schemas.errors import ReplayError, UnknownModel
+from adaptloop.schemas.errors import ReplayError, UnknownModel, UnlearnableExample
 from adaptloop.schemas.inference import TrainingExample
 from adaptloop.schemas.system import ModelVersion
-from adaptloop.schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
+from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, TRAINING_EXAMPLES
 from adaptloop.snapshots.archive import ParquetArchive, topic_glob
 
 
@@ -34,6 +35,7 @@ class ReplayStep:
     examples_seen: int
     reproduced: bool  # the rebuilt bytes hash to ``version``
     dataset_hash_matches: bool
+    why_not: str | None = None  # for the first version not reproduced: where it diverged, and the likely cause
 
 
 def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
@@ -74,9 +76,28 @@ def lineage(history: list[ModelVersion], version: str) -> list[ModelVersion]:
 
 
 def _examples(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
+    """The model's archived examples in their learning order, without those its learner dead-lettered."""
     topic_name = TRAINING_EXAMPLES.full_name(prefix)
+    skipped = dead_lettered(archive_root, topic_name, prefix)
     for partition, offset, value in _rows(archive_root, topic_name, model):
-        yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
+        if (partition, offset) not in skipped:
+            yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
+
+
+def dead_lettered(archive_root: Path, source_topic: str, prefix: str = "") -> set[tuple[int, int]]:
+    """(partition, offset) of every archived record of ``source_topic`` that was dead-lettered: a learner
+    never learned those, so a replay skips them."""
+    letters = DEAD_LETTERS.full_name(prefix)
+    if not ParquetArchive(archive_root).files(letters):
+        return set()
+    sql = (
+        'SELECT DISTINCT "partition", "offset" FROM read_parquet(?, hive_partitioning = false, '
+        "union_by_name = true) WHERE _error IS NULL AND source_topic = ?"
+    )
+    with duckdb.connect() as db:
+        return {
+            (int(p), int(o)) for p, o in db.execute(sql, [topic_glob(archive_root, letters), source_topic]).fetchall()
+        }
 
 
 def replay(
@@ -84,11 +105,11 @@ def replay(
 ) -> list[ReplayStep]:
     """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
 
-    The last step's ``reproduced`` says whether the rebuilt model's bytes hash to
-    ``until``. A rollback in the chain is replayed as it happened: the examples
-    before it are learned, then the model is swapped for the version it rolled
-    back to (rebuilt earlier in the chain, or else from the store). With
-    ``restore``, a reproduced ``until`` missing from the store (pruned) is stored again.
+    The last step's ``reproduced`` says whether the rebuilt model's bytes hash to ``until``. A rollback in
+    the chain is replayed as it happened: the examples before it are learned, then the model is swapped
+    for the version it rolled back to (rebuilt earlier in the chain, or else from the store). The examples
+    the learner dead-lettered are skipped, as it skipped them. With ``restore``, a reproduced ``until``
+    missing from the store (pruned) is stored again.
     """
     chain = lineage(model_history(archive_root, spec.name, prefix), until)
     targets = {record.version for record in chain if record.reason == "rollback"}
@@ -96,15 +117,18 @@ def replay(
     learner = OnlineLearner(spec)
     examples = _examples(archive_root, spec.name, prefix)
     pending: tuple[str, int, TrainingExample] | None = next(examples, None)
-    steps, data = [], b""
+    steps: list[ReplayStep] = []
+    data, previous = b"", None
     for record in chain:
+        learned_before = learner.progress.examples_seen
         while pending is not None and pending[1] < record.offsets.get(pending[0], 0):
             position, offset, example = pending
-            learner.learn(example, (position, offset))
+            with contextlib.suppress(UnlearnableExample):  # refused by the contract, as the learner refused it
+                learner.learn(example, (position, offset))
             pending = next(examples, None)
         if record.reason == "rollback":
             learner.model = (
-                pickle.loads(rebuilt[record.version])
+                unpickle(rebuilt[record.version])
                 if record.version in rebuilt
                 else store.load_model(spec.name, record.version)
             )
@@ -112,15 +136,42 @@ def replay(
         version = version_of(data)
         if version in targets:
             rebuilt[version] = data
+        same_examples = record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash
+        why = None
+        if version != record.version and all(step.reproduced for step in steps):
+            why = _why_not(record, previous, learner.progress.examples_seen - learned_before, same_examples)
         steps.append(
             ReplayStep(
                 record.version,
                 record.reason,
                 learner.progress.examples_seen,
                 version == record.version,
-                record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash,
+                same_examples,
+                why,
             )
         )
+        previous = record
     if restore and steps[-1].reproduced and until not in store.versions(spec.name):
         store.put_model(spec.name, data)
     return steps
+
+
+def _why_not(record: ModelVersion, previous: ModelVersion | None, replayed: int, same_examples: bool) -> str:
+    """Where a replay first diverged from the lineage, and the likely cause."""
+    since = (
+        f"after {previous.version} ({previous.examples_seen:,} examples, offsets {previous.offsets})"
+        if previous is not None
+        else "from the first example"
+    )
+    learned = record.examples_seen - (previous.examples_seen if previous is not None else 0)
+    if not same_examples:
+        return (
+            f"the examples diverge {since}, before {record.version} (offsets {record.offsets}): the learner "
+            f"learned {learned:,} there, the archive gives {replayed:,} (missing archive files, or dead letters "
+            "not archived yet: take a new snapshot once the archive has caught up)"
+        )
+    return (
+        f"the same examples in the same order ({since}, up to {record.version}) gave other bytes: the model is "
+        f"not deterministic (a component with a random source and no seed?), or the code differs (River "
+        f"{river.__version__} here)"
+    )

@@ -31,10 +31,12 @@ import pyarrow as pa
 
 from adaptloop.schemas.topics import (
     AGENT_FEEDBACK,
+    DEAD_LETTER_REPLAYS,
     DEAD_LETTERS,
     DRIFT_ALERTS,
     GUARDRAIL_ALERTS,
     MODEL_COMMANDS,
+    MODEL_HEALTH,
     MODEL_UPDATES,
     OUTCOMES,
     PREDICTIONS,
@@ -56,8 +58,10 @@ ARCHIVED_TOPICS: tuple[Topic, ...] = (
     MODEL_COMMANDS,
     PREFERENCE_STORE,
     DRIFT_ALERTS,
+    MODEL_HEALTH,
     GUARDRAIL_ALERTS,
     DEAD_LETTERS,
+    DEAD_LETTER_REPLAYS,
 )
 """Every event topic; only the join's internal clock is not archived."""
 

@@ -28,7 +28,7 @@ from adaptloop.learners.preferences import PreferenceStore, segment_of
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
 from adaptloop.streams.consumer import EventConsumer, Record
-from adaptloop.streams.deadletter import DeadLetters
+from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
 from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, record_lag
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import read_all
@@ -109,6 +109,10 @@ class AgentOpsAgent:
             start = min(covered) if covered else 0
             self.positions[shard] = start
             tp.offset = start if start > 0 else OFFSET_BEGINNING
+        # What was quarantined after the shards' snapshots is read again: each record stays one dead letter.
+        stamps = [s.timestamp.timestamp() for s in latest.values() if any(o in s.offsets for o in self.shards)]
+        since = min(stamps) - RECALL_MARGIN_SECONDS if stamps else 0.0
+        self.dead_letters.already = dead_lettered_since(self.bootstrap, self.prefix, self.dead_letters.consumer, since)
         consumer.assign(partitions)
         log.info("agentops assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 

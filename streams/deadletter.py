@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 
+from confluent_kafka import Consumer, TopicPartition
+
+from adaptloop.schemas import topics
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import MAX_RECORD_BYTES, decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import Topic
 from adaptloop.streams.metrics import DEAD_LETTERS
-from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
+
+RECALL_MARGIN_SECONDS = 60.0
+"""A role that restarts reads back its dead letters from this long before its last checkpoint (clocks of the
+worker and the broker may differ a little), so that a record read again is not dead-lettered twice."""
 
 LOG_EVERY_SECONDS = 60.0
 """Dead letters are logged as a summary at most this often (the first of each kind at once): a spammer's
@@ -50,6 +59,8 @@ class DeadLetters:
         self._unlogged: Counter[str] = Counter()  # kind -> dead letters since the last summary
         self._last_reason: dict[str, str] = {}
         self._logged_at = time.monotonic()
+        # (topic, partition, offset) of records dead-lettered before a restart, read back: not again
+        self.already: set[tuple[str, int, int]] = set()
 
     def decode(
         self, topic: Topic, topic_name: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -70,12 +81,14 @@ class DeadLetters:
         value: bytes | None,
         kind: DeadLetterKind,
         reason: str,
-    ) -> DeadLetter:
-        """Send one record to the dead-letter topic with ``reason``."""
-        if value is not None and len(value) > min(self.max_record_bytes, KEPT_VALUE_BYTES):
-            # Keep the evidence without re-publishing a huge payload.
+    ) -> DeadLetter | None:
+        """Send one record to the dead-letter topic with ``reason`` (None: it was, before a restart)."""
+        if (topic_name, partition, offset) in self.already:
+            return None
+        truncated = value is not None and len(value) > min(self.max_record_bytes, KEPT_VALUE_BYTES)
+        if truncated:  # keep the evidence without re-publishing a huge payload
             reason = f"{reason}; value truncated to its first 1024 bytes"
-            value = value[:1024]
+            value = value[:1024]  # type: ignore[index]
         letter = DeadLetter(
             source_topic=topic_name,
             partition=partition,
@@ -85,6 +98,7 @@ class DeadLetters:
             kind=kind,
             reason=reason,
             consumer=self.consumer,
+            truncated=truncated,
         )
         self.producer.send(letter)
         self.counts[kind] += 1
@@ -112,3 +126,52 @@ class DeadLetters:
         )
         self._unlogged.clear()
         self._logged_at = time.monotonic()
+
+
+def dead_lettered_since(
+    bootstrap: str, prefix: str, consumer: str, since: float, timeout: float = 30.0
+) -> set[tuple[str, int, int]]:
+    """Where each record ``consumer`` dead-lettered since ``since`` (epoch seconds) came from: (topic,
+    partition, offset). A role that restarts reads again what it read after its last checkpoint; with these it
+    dead-letters each of those records once."""
+    name = topics.DEAD_LETTERS.full_name(prefix)
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"recall-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        },
+        logger=KAFKA_LOG,
+    )
+    found: set[tuple[str, int, int]] = set()
+    try:
+        metadata = reader.list_topics(name, timeout=timeout).topics.get(name)
+        if metadata is None or metadata.error is not None:
+            return found
+        starts = reader.offsets_for_times(
+            [TopicPartition(name, p, int(since * 1000)) for p in metadata.partitions], timeout=timeout
+        )
+        ends = {
+            p: reader.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
+        }
+        todo = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
+        if not todo:
+            return found
+        reader.assign(todo)
+        left = {tp.partition for tp in todo}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for message in reader.consume(1000, 0.2):
+                if message.error() is not None or message.value() is None:
+                    continue
+                with contextlib.suppress(DecodeError):
+                    letter = decode(topics.DEAD_LETTERS, message.value())
+                    if isinstance(letter, DeadLetter) and letter.consumer == consumer:
+                        found.add((letter.source_topic, letter.partition, letter.offset))
+            for tp in reader.position([TopicPartition(name, p) for p in list(left)]):
+                if tp.offset >= ends[tp.partition]:
+                    left.discard(tp.partition)
+        return found
+    finally:
+        reader.close()

@@ -287,17 +287,13 @@ class JoinAgent:
             assert isinstance(event, ClockTick)
             out = self.join.tick(index, event.timestamp.timestamp(), self._read_to_end(index))
         dead_letters = self.consumer.dead_letters
-        for orphan in out.orphans:
-            offset = orphan.offset if orphan.offset is not None else record.offset
-            dead_letters.reject(
-                self.names[OUTCOMES],
-                index,
-                offset,
-                orphan.outcome.decision_id.encode(),
-                encode(orphan.outcome),
-                "rejected",
-                orphan.reason,
-            )
+        for rejection in out.rejections:
+            topic = PREDICTIONS if isinstance(rejection.event, PredictionEvent) else OUTCOMES
+            if rejection.offset is None:  # the record being processed: its own bytes
+                offset, key, value = record.offset, record.key, record.value
+            else:
+                offset, key, value = rejection.offset, rejection.event.decision_id.encode(), encode(rejection.event)
+            dead_letters.reject(self.names[topic], index, offset, key, value, "rejected", rejection.reason)
         return out
 
     def _read_to_end(self, index: int) -> tuple[int, ...]:

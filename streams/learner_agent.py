@@ -10,6 +10,13 @@ It uses the consumer helper (confluent-kafka) rather than faust because
 exactly-once needs control of where each partition starts: on assignment it
 seeks to the offsets saved in the models' checkpoints, and each model skips
 what its checkpoint already covers. Kafka's committed offsets are only for lag.
+
+A model never stays broken: an example that breaks its model's contract is
+dead-lettered before the model changes, and one that makes the model raise is
+undone (:mod:`adaptloop.learners.recovery`: the learner is restored from its last
+checkpoint and relearns its journal without the example to blame). Each model's
+health (:mod:`adaptloop.learners.health`) is published on ``model-health``, with an
+alert on ``drift-alerts`` when it turns sick, and written for the worker's ``/health``.
 """
 
 from __future__ import annotations
@@ -19,19 +26,42 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from adaptloop.learners.health import Ending, HealthWatch
 from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.recovery import Entry, recover
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
-from adaptloop.schemas.errors import UnknownModel, UnlearnableExample
-from adaptloop.schemas.inference import TrainingExample
-from adaptloop.schemas.system import ModelCommand, ModelVersion, VersionReason
+from adaptloop.schemas.codec import encode
+from adaptloop.schemas.errors import ModelFailure, UnknownModel, UnlearnableExample
+from adaptloop.schemas.inference import LEARNABLE, TrainingExample
+from adaptloop.schemas.system import (
+    DeadLetterKind,
+    DriftAlert,
+    ModelCommand,
+    ModelHealth,
+    ModelVersion,
+    VersionReason,
+)
 from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
 from adaptloop.streams.consumer import EventConsumer, Record
-from adaptloop.streams.deadletter import DeadLetters
-from adaptloop.streams.metrics import DRIFT_ALERTS, EVENTS_IN, LEARNED, MODEL_METRIC, VERSIONS, record_lag
+from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
+from adaptloop.streams.metrics import (
+    DRIFT_ALERTS,
+    EVENTS_IN,
+    LEARNED,
+    MODEL_ERRORS,
+    MODEL_METRIC,
+    NOT_PRODUCTION,
+    REJECTED,
+    UNREGISTERED,
+    VERSIONS,
+    record_lag,
+    write_health,
+)
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import published_versions
 
@@ -42,6 +72,9 @@ CHECKPOINT_SHARE = 0.2
 that took ``d`` seconds delays the next one until ``4 d`` have passed. A Hoeffding tree of 5 MB
 (200,000 examples) takes 160-300 ms to checkpoint: a version every 1,000 examples (the default) would
 have the learner checkpointing three quarters of the time, at 3,500 examples/s where River learns 14,000."""
+
+HEALTH_EVERY_SECONDS = 60.0
+"""A model's health is published when it changes, and at least this often while the model learns."""
 
 COSTLY_CHECKPOINT_SECONDS = 0.05
 """Checkpoints quicker than this never delay a version (a linear model's take 3-10 ms): their
@@ -82,6 +115,8 @@ class LearnerAgent:
         prefix: str = "",
         group: str = "adaptloop-learner",
         batch_size: int = 1000,
+        health_window: int = 200,
+        max_rejected_share: float = 0.2,
     ) -> None:
         self.bootstrap = bootstrap
         self.specs = dict(specs)
@@ -98,6 +133,12 @@ class LearnerAgent:
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
+        # What recovery needs: each model's examples since its last checkpoint, and its alerts sent since.
+        self.journals: dict[str, list[Entry]] = {name: [] for name in self.specs}
+        self._alerts_sent: Counter[str] = Counter()
+        self.health = {name: HealthWatch(name, health_window, max_rejected_share) for name in self.specs}
+        self._health_published: dict[str, float] = {}  # model -> when its health was last published
+        self._counted: dict[str, Counter[str]] = {}  # model -> decisions not scored as production, counted
         self.consumer = EventConsumer(
             bootstrap,
             f"{prefix}{group}",
@@ -121,7 +162,10 @@ class LearnerAgent:
         # Eager rebalancing: every member has checkpointed on revoke before anyone is assigned, so
         # the store holds the latest state of every model, whoever owned it before.
         self.learners = {name: self.store.restore(spec) for name, spec in self.specs.items()}
+        self.journals = {name: [] for name in self.specs}
+        self._alerts_sent.clear()
         self.publish_missing()
+        self._recall_dead_letters()
         self.positions = {}
         for tp in partitions:
             key = f"{tp.topic}:{tp.partition}"
@@ -130,6 +174,21 @@ class LearnerAgent:
             self.positions[key] = max(0, tp.offset)
         consumer.assign(partitions)
         log.info("learner assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+
+    def _recall_dead_letters(self) -> None:
+        """Read back what this learner dead-lettered since its oldest checkpoint (a restart reads those
+        records again: each must stay one dead letter)."""
+        stamps = [
+            learner.progress.record.timestamp.timestamp()
+            for learner in self.learners.values()
+            if learner.progress.record is not None
+        ]
+        since = min(stamps, default=time.time()) - RECALL_MARGIN_SECONDS
+        self.dead_letters.already = dead_lettered_since(self.bootstrap, self.prefix, self.dead_letters.consumer, since)
+        if self.dead_letters.already:
+            log.info(
+                "%d records dead-lettered since the last checkpoint will not be again", len(self.dead_letters.already)
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Hand over cleanly: whoever gets these partitions resumes from our checkpoint.
@@ -190,10 +249,9 @@ class LearnerAgent:
                     time.monotonic() - self._last_version_at[name],
                     self._checkpoint_cost[name],
                 ):
-                    self._checkpoint(learner)
-                    published += 1
+                    published += self._checkpoint(learner) is not None
         published += len(self.checkpoint())
-        alerts = self._send_alerts()
+        alerts = self._send_alerts() + self._report_health()
         if published or alerts:
             self.producer.flush()
             self.consumer.commit()
@@ -201,6 +259,7 @@ class LearnerAgent:
             EVENTS_IN.labels("learn", topic).inc(count)
         for name, count in learned.items():
             LEARNED.labels(name).inc(count)
+        self._count_not_production()
         return sum(learned.values())
 
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
@@ -214,16 +273,14 @@ class LearnerAgent:
         learner = self.learners.get(model)
         if learner is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            self.dead_letters.reject(
-                record.topic.full_name(self.prefix),
-                record.partition,
-                record.offset,
-                record.key,
-                record.value,
-                "rejected",
-                f"unknown model {model!r}; known models: {known}",
-            )
+            self._reject(record, f"unknown model {model!r}; known models: {known}")
+            REJECTED.labels(UNREGISTERED, "unknown_model").inc()
         return position, learner
+
+    def _reject(self, record: Record, reason: str, kind: DeadLetterKind = "rejected") -> None:
+        self.dead_letters.reject(
+            record.topic.full_name(self.prefix), record.partition, record.offset, record.key, record.value, kind, reason
+        )
 
     def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
         """Learn one record; (its learner, whether it learned), (None, False) if dead-lettered."""
@@ -231,23 +288,67 @@ class LearnerAgent:
         position, learner = self._owner(record, example.model)
         if learner is None:
             return None, False
+        name, where = example.model, (position, record.offset)
         try:
-            return learner, learner.learn(example, (position, record.offset))
+            learned = learner.learn(example, where)
         except UnlearnableExample as error:
-            reason = str(error)
-        except Exception as error:
-            log.exception("model %s failed to learn %s", example.model, example.decision_id)
-            reason = f"model {example.model!r} failed to learn it: {type(error).__name__}: {error}"
-        self.dead_letters.reject(
-            record.topic.full_name(self.prefix),
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            "rejected",
-            reason,
+            self._reject(record, str(error))
+            self.health[name].observe("rejected", str(error))
+            REJECTED.labels(name, error.field).inc()
+            return None, False
+        except ModelFailure as failure:
+            return self._recover(learner, Entry(example, where), failure, record), False
+        self.journals[name].append(Entry(example, where))
+        if example.status == "rejected":  # the join refused its prediction or an outcome: a dead letter there
+            reason = example.reason or "rejected by the join"
+            self.health[name].observe("rejected", f"decision {example.decision_id!r}: {reason}")
+            REJECTED.labels(name, "features" if reason.startswith("feature") else "label").inc()
+        elif learned or example.status in ("expired", "late"):
+            ending: Ending = "learned" if learned else "unlearned"
+            self.health[name].observe(ending)
+        return learner, learned
+
+    def _recover(
+        self,
+        learner: OnlineLearner,
+        failing: Entry,
+        failure: ModelFailure,
+        record: Record | None = None,
+        probe: dict[str, Any] | None = None,
+    ) -> OnlineLearner:
+        """Undo ``failure`` exactly: restore the learner from its last checkpoint, relearn its journal without
+        the example to blame, dead-letter that one (kind ``error``). ``record``: the failing example's record
+        (its bytes go into the dead letter); ``probe``: features the restored model must predict."""
+        name, spec = learner.spec.name, learner.spec
+        log.error("model %s: %s; restoring it from its last checkpoint", name, failure)
+        recovery = recover(
+            lambda: self.store.learner_from(self.store.last_checkpoint.get(name), spec),
+            self.journals[name],
+            failing,
+            probe=probe,
         )
-        return None, False
+        restored = recovery.learner
+        for entry, reason in recovery.blamed:
+            assert entry.position is not None
+            topic_name, offset = entry.position[0].rsplit(":", 1)[0], entry.position[1]
+            partition = int(entry.position[0].rsplit(":", 1)[1])
+            # It stays read: a restart must not learn it, nor dead-letter it again.
+            restored.progress.offsets[entry.position[0]] = max(
+                restored.progress.offsets.get(entry.position[0], 0), offset + 1
+            )
+            key, value = (
+                (record.key, record.value)
+                if entry is failing and record is not None
+                else (entry.example.model.encode(), encode(entry.example))
+            )
+            self.dead_letters.reject(topic_name, partition, offset, key, value, "error", reason)
+            self.health[name].observe("error", reason)
+            MODEL_ERRORS.labels(name, failure.stage).inc()
+        del restored.watch.alerts[: self._alerts_sent[name]]  # sent already: the replay made them again
+        self._alerts_sent[name] = 0
+        self.journals[name] = recovery.journal
+        self.learners[name] = restored
+        return restored
 
     def _act(self, learner: OnlineLearner) -> int:
         """Carry out what the model's drift policy asks, right after the example that triggered it."""
@@ -264,19 +365,83 @@ class LearnerAgent:
             version = self._checkpoint(
                 learner, reason=action.kind, actor=f"policy:{learner.spec.drift.policy}", note=action.note
             )
+            assert version is not None  # a swapped-in model is not probed
             log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
             published += 1
         return published
 
     def _send_alerts(self) -> int:
         sent = 0
-        for learner in self.learners.values():
+        for name, learner in self.learners.items():
             for alert in learner.watch.alerts:
                 self.producer.send(alert)
                 DRIFT_ALERTS.labels(alert.model, alert.signal).inc()
                 sent += 1
+                self._alerts_sent[name] += 1
             learner.watch.alerts.clear()
         return sent
+
+    def _report_health(self, force: bool = False) -> int:
+        """Publish the health of the models that changed (or every minute), alert on those turned sick, and
+        write it for the worker's ``/health``; return the records sent."""
+        sent, now = 0, time.monotonic()
+        reports: dict[str, ModelHealth] = {}
+        for name, watch in self.health.items():
+            if not watch.endings:
+                continue  # not this learner's model (or nothing seen yet)
+            before = watch.status
+            report = reports[name] = watch.report()
+            if (
+                report.status == before
+                and not force
+                and now - self._health_published.get(name, 0) < HEALTH_EVERY_SECONDS
+            ):
+                continue
+            self.producer.send(report)
+            self._health_published[name] = now
+            sent += 1
+            if report.status == "sick" and before == "ok":
+                for reason in report.reasons:
+                    log.warning("model %s is sick: %s", name, watch.describe(reason))
+                    self.producer.send(
+                        DriftAlert(
+                            model=name,
+                            model_version=self.learners[name].progress.version,
+                            kind="health",
+                            detector="health",
+                            signal=reason,
+                            reason=watch.describe(reason),
+                            at_example=self.learners[name].progress.examples_seen,
+                            window=report.window,
+                            statistic=float(report.rejected if reason == "rejecting" else report.errors),
+                        )
+                    )
+                    DRIFT_ALERTS.labels(name, reason).inc()
+                    sent += 1
+            elif report.status == "ok" and before == "sick":
+                log.warning("model %s is well again", name)
+        if reports:
+            write_health(
+                "learn",
+                {
+                    "models": {
+                        name: {
+                            "status": report.status,
+                            "reasons": [self.health[name].describe(reason) for reason in report.reasons],
+                        }
+                        for name, report in reports.items()
+                    }
+                },
+            )
+        return sent
+
+    def _count_not_production(self) -> None:
+        for name, learner in self.learners.items():
+            counted = self._counted.setdefault(name, Counter())
+            for kind, count in learner.counts.items():
+                if count > counted[kind]:
+                    NOT_PRODUCTION.labels(name, kind).inc(count - counted[kind])
+                    counted[kind] = count
 
     def _command(self, record: Record) -> int:
         """Carry out an operator's command once; return the number of versions published."""
@@ -290,15 +455,7 @@ class LearnerAgent:
         try:
             learner.model = self.store.load_model(command.model, command.to_version)
         except UnknownModel as error:
-            self.dead_letters.reject(
-                self.commands_topic,
-                record.partition,
-                record.offset,
-                record.key,
-                record.value,
-                "rejected",
-                f"cannot roll back: {error}",
-            )
+            self._reject(record, f"cannot roll back: {error}")
             return 0
         version = self._checkpoint(
             learner,
@@ -306,6 +463,7 @@ class LearnerAgent:
             actor=command.actor,
             note=f"{command.reason} (command {command.command_id})".strip(),
         )
+        assert version is not None  # a swapped-in model is not probed
         log.warning("rolled %s back to %s on %s's command", command.model, version.version, command.actor)
         return 1
 
@@ -320,8 +478,8 @@ class LearnerAgent:
             due = (seconds is not None and since_last >= seconds) or count_version_due(  # one that waited for its cost
                 pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name]
             )
-            if pending and (due or force):
-                versions.append(self._checkpoint(learner))
+            if pending and (due or force) and (version := self._checkpoint(learner)) is not None:
+                versions.append(version)
         return versions
 
     def _checkpoint(
@@ -330,14 +488,38 @@ class LearnerAgent:
         reason: VersionReason = "checkpoint",
         actor: str | None = None,
         note: str | None = None,
-    ) -> ModelVersion:
+    ) -> ModelVersion | None:
+        """Checkpoint and publish the learner's model, once it can predict the last example it learned; a model
+        that cannot is restored without the example to blame, and checkpointed at the next occasion."""
+        name = learner.spec.name
+        journal = self.journals[name]
+        # A model swapped in (rollback, promotion) served before; one that learned must predict its last example.
+        last = (
+            None
+            if reason != "checkpoint"
+            else next((entry for entry in reversed(journal) if entry.example.status in LEARNABLE), None)
+        )
         # The learner has seen every record of the partitions read so far, not only its own.
         for position, offset in self.positions.items():
             learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
         started = time.monotonic()
-        version = self.store.checkpoint(learner, reason=reason, actor=actor, note=note)
-        self._last_version_at[learner.spec.name] = now = time.monotonic()
-        self._checkpoint_cost[learner.spec.name] = now - started
+        try:
+            version = self.store.checkpoint(
+                learner,
+                reason=reason,
+                actor=actor,
+                note=note,
+                probe=last.example.features if last is not None else None,
+            )
+        except ModelFailure as failure:
+            assert last is not None
+            journal.remove(last)  # learned, but the model cannot predict it after: relearned or blamed
+            self._recover(learner, last, failure, probe=last.example.features)
+            return None
+        self._last_version_at[name] = now = time.monotonic()
+        self._checkpoint_cost[name] = now - started
+        self.journals[name] = []
+        self._alerts_sent[name] = 0  # alerts not sent yet are in the checkpoint; those sent from now on count
         return self._publish(version)
 
     def _publish(self, version: ModelVersion) -> ModelVersion:

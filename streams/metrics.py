@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Container
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +54,30 @@ REFRESH_LAG = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 
+REJECTED = Counter(
+    "adaptloop_examples_rejected_total",
+    "Training examples a model refused before learning, per model and what broke its contract (label, features, "
+    "unknown_model).",
+    ["model", "reason"],
+)
+MODEL_ERRORS = Counter(
+    "adaptloop_model_errors_total",
+    "Times a model raised while it predicted or learned, and was restored without the example to blame.",
+    ["model", "stage"],
+)
+NOT_PRODUCTION = Counter(
+    "adaptloop_decisions_not_production_total",
+    "Joined decisions not scored as a version's production: answered by the model's default (fallback) or by a "
+    "version the loop never published (external).",
+    ["model", "kind"],
+)
+SERVING_FALLBACKS = Counter(
+    "adaptloop_serving_fallbacks_total",
+    "Predictions a ModelClient answered with an earlier version (or the model's default) because the current "
+    "one raised.",
+    ["model"],
+)
+
 UNREGISTERED = "(unregistered)"
 
 
@@ -74,8 +99,32 @@ def prepare_multiprocess_dir(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve ``/metrics`` (the roles' multiprocess metrics) and ``/health`` in a daemon thread."""
+def write_health(role: str, state: dict[str, Any]) -> None:
+    """Leave a role's health (its models, its broker) where the worker's ``/health`` reads it: a file in the
+    worker's metrics directory, replaced atomically. Outside a worker (no directory), nothing."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory) / f"health-{role}.json"
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(orjson.dumps(state))
+    os.replace(temp, path)
+
+
+def read_health(directory: Path) -> dict[str, dict[str, Any]]:
+    """Each role's health as it last wrote it."""
+    found = {}
+    for path in sorted(directory.glob("health-*.json")):
+        try:
+            found[path.stem.removeprefix("health-")] = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue  # being replaced: the next request reads it
+    return found
+
+
+def serve(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve ``/metrics`` (the roles' multiprocess metrics), ``/health`` (200 while the worker is well, 503 and
+    why while it is not) and ``/live`` (200 while the process answers) in a daemon thread."""
     from prometheus_client import multiprocess
 
     class Handler(BaseHTTPRequestHandler):
@@ -85,12 +134,13 @@ def serve(port: int, health: Callable[[], dict[str, bool]], host: str = "0.0.0.0
                 multiprocess.MultiProcessCollector(registry)
                 body, status, kind = generate_latest(registry), 200, CONTENT_TYPE_LATEST
             elif self.path.startswith("/health"):
-                roles = health()
-                ok = bool(roles) and all(roles.values())
-                body = orjson.dumps({"status": "ok" if ok else "degraded", "roles": roles})
+                ok, state = health()
+                body = orjson.dumps({"status": "ok" if ok else "degraded", **state})
                 status, kind = (200 if ok else 503), "application/json"
+            elif self.path.startswith("/live"):
+                body, status, kind = b'{"status":"alive"}', 200, "application/json"
             else:
-                body, status, kind = b"try /metrics or /health\n", 404, "text/plain"
+                body, status, kind = b"try /metrics, /health or /live\n", 404, "text/plain"
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))

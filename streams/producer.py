@@ -138,8 +138,14 @@ class EventProducer:
         """Whether records were sent since the last commit or abort (transactional producers)."""
         return self._in_transaction
 
-    def commit_transaction(self, offsets: list[TopicPartition], group_metadata: object, timeout: float = 60.0) -> None:
-        """Commit what was sent since the last commit, and ``offsets`` for the consumer group, atomically.
+    def commit_transaction(
+        self,
+        offsets: list[TopicPartition] | None = None,
+        group_metadata: object | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Commit what was sent since the last commit, and ``offsets`` for the consumer group (if given),
+        atomically.
 
         Retriable errors (a broker restarting) are retried until ``timeout``; an error that
         needs an abort raises :class:`confluent_kafka.KafkaException` with ``txn_requires_abort()``:
@@ -149,10 +155,10 @@ class EventProducer:
             self._producer.begin_transaction()
             self._in_transaction = True
         deadline = time.monotonic() + timeout
-        for step in (
-            lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left),
-            self._producer.commit_transaction,
-        ):
+        steps: list[Callable[[float], object]] = [self._producer.commit_transaction]
+        if offsets is not None:
+            steps.insert(0, lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left))
+        for step in steps:
             while True:
                 try:
                     step(max(1.0, deadline - time.monotonic()))

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from adaptloop.schemas.system import DriftAlert, ModelVersion
-from adaptloop.schemas.topics import DRIFT_ALERTS, MODEL_COMMANDS, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.system import DriftAlert, ModelHealth, ModelVersion
+from adaptloop.schemas.topics import (
+    DRIFT_ALERTS,
+    MODEL_COMMANDS,
+    MODEL_HEALTH,
+    OUTCOMES,
+    PREDICTIONS,
+    TRAINING_EXAMPLES,
+    Topic,
+)
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.producer import KAFKA_LOG
 from adaptloop.streams.versions import published_versions, read_all
@@ -28,6 +36,7 @@ COORDINATOR_ERRORS = frozenset(
 @dataclass(frozen=True)
 class Status:
     versions: dict[str, ModelVersion]
+    health: dict[str, ModelHealth]  # model -> its latest health, as its learner published it
     drift_alerts: Counter[str]  # model -> alerts
     # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
     lag: dict[str, int | str | None]
@@ -79,4 +88,5 @@ def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
         "learn": group_lag(bootstrap, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)),
         "archive": group_lag(bootstrap, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
     }
-    return Status(published_versions(bootstrap, prefix), alerts, lag)
+    health = {h.model: h for h in read_all(bootstrap, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
+    return Status(published_versions(bootstrap, prefix), health, alerts, lag)

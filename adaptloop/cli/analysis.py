@@ -151,10 +151,11 @@ def report(
 def schemas_export(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")],
 ) -> None:
-    """Write a JSON Schema per topic, for producers in other languages."""
+    """Write a JSON Schema per topic, and per model (its features and labels), for producers in other languages."""
     from adaptloop.schemas.export import export_json_schemas
 
-    table = Table("topic schema", "path")
-    for path in export_json_schemas(directory):
+    contracts = [spec.contract() for spec in Settings().models]
+    table = Table("schema", "path")
+    for path in export_json_schemas(directory, contracts):
         table.add_row(path.name.removesuffix(".schema.json"), str(path))
     console.print(table)

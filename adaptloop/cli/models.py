@@ -47,6 +47,27 @@ def status() -> None:
     if not state.versions:
         table.add_row("(none published yet)", "", "", "", "", "", "", "")
     console.print(table)
+    if state.health:
+        health = Table(
+            "model",
+            "health",
+            "rejected (latest)",
+            "rejected (all)",
+            "model errors",
+            "last reasons",
+            title="model health (as each model's learner sees its latest decisions)",
+        )
+        for name, report in sorted(state.health.items()):
+            status = "[green]ok[/]" if report.status == "ok" else f"[red]sick: {', '.join(report.reasons)}[/]"
+            health.add_row(
+                name,
+                status,
+                f"{report.rejected:,} of {report.window:,}",
+                f"{report.rejected_total:,}",
+                str(report.errors),
+                "\n".join(report.last_rejections) or "-",
+            )
+        console.print(health)
     lag = Table("role", "consumer group lag (records)", title="lag")
     for role, records in state.lag.items():
         lag.add_row(
@@ -149,7 +170,8 @@ def replay(
         )
     console.print(table)
     if not steps[-1].reproduced:
-        raise fail(ReplayError(f"replay did not reproduce {until}: the archive or the code differs"))
+        why = next((step.why_not for step in steps if step.why_not), "")
+        raise fail(ReplayError(f"replay did not reproduce {until}: {why}"))
     console.print(f"[green]{until} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples")
     if not was_stored:
         console.print(

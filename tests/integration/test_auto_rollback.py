@@ -46,6 +46,7 @@ def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version
     spec = LearnerSpec(
         name="sine",
         recipe="logistic",
+        min_examples=0,  # served from its first version: this test is about rolling back
         metrics=["Accuracy"],
         checkpoint_every=200,
         checkpoint_seconds=None,
@@ -53,7 +54,8 @@ def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
     stream = [
-        ({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Sine(classification_function=0, seed=3).take(4000)
+        ({f"x{k}": v for k, v in x.items()}, bool(y))
+        for x, y in synth.Sine(classification_function=0, seed=3).take(4000)
     ]
     store = ModelStore(settings.models_dir)
     served: list[ModelVersion] = []  # every version the client swapped to, in order

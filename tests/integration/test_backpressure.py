@@ -68,7 +68,7 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
                 encode(
                     PredictionEvent(decision_id=f"d{i}", model="flood", model_version="v0", features=x, timestamp=at)
                 ),
-                encode(OutcomeEvent(decision_id=f"d{i}", label=y, source="flood", timestamp=at)),
+                encode(OutcomeEvent(decision_id=f"d{i}", label=bool(y), source="flood", timestamp=at)),
             )
         )
     with running_worker(settings, tmp_path / "worker.log") as worker:

@@ -35,8 +35,13 @@ def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tm
         LearnerSpec(
             name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1
         ),
-        LearnerSpec(
-            name="agrawal", recipe="hoeffding", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1
+        LearnerSpec(  # Agrawal's labels are the integers 0 and 1: a multiclass model keeps them, as River does
+            name="agrawal",
+            task="multiclass",
+            recipe="hoeffding",
+            metrics=["Accuracy"],
+            checkpoint_every=100_000,
+            checkpoint_seconds=1,
         ),
     ]
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", specs, partitions=1)

@@ -39,7 +39,9 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
     settings = settings.model_copy(
         update={"archive_flush_seconds": 0.2, "archive_flush_rows": 700, "snapshot_seconds": None}
     )
-    stream = [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Hyperplane(seed=42, n_features=10).take(N)]
+    stream = [
+        ({f"x{k}": v for k, v in x.items()}, bool(y)) for x, y in synth.Hyperplane(seed=42, n_features=10).take(N)
+    ]
     start = datetime.now(UTC)
     with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
         for i, (x, y) in enumerate(stream):

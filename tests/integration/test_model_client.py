@@ -29,7 +29,9 @@ REFRESH_BOUND = 2.0  # seconds; generous on a shared machine, the tight figure b
 
 
 def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(kafka_bootstrap, tmp_path):
-    spec = LearnerSpec(name="phishing", metrics=["Accuracy"], checkpoint_every=400, checkpoint_seconds=None)
+    spec = LearnerSpec(
+        name="phishing", metrics=["Accuracy"], checkpoint_every=400, checkpoint_seconds=None, min_examples=0
+    )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
     rows = list(datasets.Phishing())
     with running_worker(settings, tmp_path / "worker.log") as worker:
@@ -136,7 +138,7 @@ def test_a_client_starting_after_many_versions_loads_only_the_newest_that_loads(
 
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=1)
     store = ModelStore(settings.models_dir)
-    learner = OnlineLearner(LearnerSpec(name="phishing", metrics=["Accuracy"]))
+    learner = OnlineLearner(LearnerSpec(name="phishing", metrics=["Accuracy"], min_examples=0))
     published = []
     with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
         for i, (x, y) in enumerate(list(datasets.Phishing())[:300]):

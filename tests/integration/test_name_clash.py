@@ -45,7 +45,13 @@ def test_a_worker_and_a_service_run_from_a_folder_with_its_own_schemas_module(ka
     (service / "service.py").write_text(SERVICE)
     prefix = f"clash{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
-    spec = {"name": "churn", "recipe": "logistic", "checkpoint_every": 100, "checkpoint_seconds": 1.0}
+    spec = {
+        "name": "churn",
+        "recipe": "logistic",
+        "checkpoint_every": 100,
+        "checkpoint_seconds": 1.0,
+        "default_prediction": False,
+    }
     env = {
         **os.environ,
         "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap,

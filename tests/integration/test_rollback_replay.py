@@ -57,7 +57,12 @@ def _wait_archived(archive_root, topic_name: str, rows: int, timeout: float = 60
 
 def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kafka_bootstrap, tmp_path):
     spec = LearnerSpec(
-        name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=None
+        name="phishing",
+        recipe="logistic",
+        metrics=["Accuracy"],
+        checkpoint_every=250,
+        checkpoint_seconds=None,
+        min_examples=0,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
     port = free_port()

@@ -257,3 +257,21 @@ def test_the_rollback_policy_judges_as_before_while_versions_are_few_and_keeps_o
     assert list(watch.version_errors) == [f"v{k}" for k in range(15 + VERSIONS_JUDGED, 15 + 2 * VERSIONS_JUDGED)]
     watch.observe_errors(1.0, 1.0, "v0", f"v{14 + 2 * VERSIONS_JUDGED}", 0)  # an outcome of a forgotten version
     assert "v0" not in watch.version_errors
+
+
+def test_an_alert_says_which_way_the_error_went_and_only_a_rise_starts_a_challenger():
+    from adaptloop.learners.watch import ModelWatch
+
+    spec = LearnerSpec(name="m", drift=DriftSpec(policy="challenger", data=False, window=100))
+    watch = ModelWatch(spec)
+    # The error falls (a model that learned): an alert, "fell", and no challenger.
+    for i in range(2000):
+        watch.observe_errors(1.0 if i < 1000 else 0.0, None, "v", "v", examples=i + 500)
+    fell = [a for a in watch.alerts if a.signal == "shadow_error"]
+    assert fell and {a.direction for a in fell} == {"fell"} and watch.challenger is None
+    assert fell[0].at_example >= 1500  # the learner's count, not the monitor's own
+    # The error rises: "rose", and the challenger starts.
+    for i in range(2000, 4000):
+        watch.observe_errors(0.0 if i < 3000 else 1.0, None, "v", "v", examples=i + 500)
+    rose = [a for a in watch.alerts if a.signal == "shadow_error" and a.direction == "rose"]
+    assert rose and watch.challenger is not None

@@ -49,9 +49,9 @@ def _run(join: DelayedJoin, events, end: float):
     for event in events:
         out = join.on_prediction(event, 0) if isinstance(event, PredictionEvent) else join.on_outcome(event, 0)
         examples += out.examples
-        orphans += out.orphans
+        orphans += out.rejections
     out = join.tick(0, end)
-    return examples + out.examples, orphans + out.orphans
+    return examples + out.examples, orphans + out.rejections
 
 
 def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
@@ -134,8 +134,8 @@ def test_an_outcome_without_prediction_becomes_an_orphan_with_a_reason():
     join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=5)})
     join.on_outcome(_outcome(1, 0), 0, offset=41)
     out = join.tick(0, (T0 + timedelta(hours=2)).timestamp())
-    [orphan] = out.orphans
-    assert orphan.outcome.decision_id == "d1" and "no prediction" in orphan.reason and orphan.offset == 41
+    [orphan] = out.rejections
+    assert orphan.event.decision_id == "d1" and "no prediction" in orphan.reason and orphan.offset == 41
     assert join.counts["orphan_outcomes"] == 1
 
 
@@ -183,3 +183,57 @@ def test_any_interleaving_of_the_two_topics_gives_the_same_result():
         assert {k: got_counts[k] for k in ("joined", "expired", "late")} == {
             k: counts[k] for k in ("joined", "expired", "late")
         }
+
+
+def test_what_breaks_a_models_contract_is_rejected_where_it_entered():
+    """A string label for a binary model, a category for a model of numbers: each is one rejection, named, and
+    every good decision still joins."""
+    join = DelayedJoin(
+        {},
+        {
+            "m": LearnerSpec(name="m", recipe="hoeffding", horizon_seconds=60),
+            "numbers": LearnerSpec(name="numbers", recipe="logistic", horizon_seconds=60),
+        },
+    )
+    out = join.on_prediction(_prediction(1, 0), 0)
+    bad = OutcomeEvent(decision_id="d1", label="true", source="other-language", timestamp=T0 + timedelta(seconds=1))
+    out.extend(join.on_outcome(bad, 0, offset=7))
+    assert [(r.event.decision_id, r.reason) for r in out.rejections] == [
+        ("d1", "label 'true' is a string; model 'm' (binary) takes true or false")
+    ]
+    # Recorded for the learner's health and the audits, never learned:
+    assert [(e.decision_id, e.status, e.label, e.reason) for e in out.examples] == [
+        ("d1", "rejected", "true", "label 'true' is a string; model 'm' (binary) takes true or false")
+    ]
+    # The prediction waits on: a good outcome still joins it.
+    good = join.on_outcome(_outcome(1, 2, label=False), 0)
+    assert [(e.decision_id, e.status, e.label) for e in good.examples] == [("d1", "joined", False)]
+    # An outcome that came first, then broke the contract when its prediction came: refused, prediction pending.
+    early = join.on_outcome(OutcomeEvent(decision_id="d2", label=3.5, source="s", timestamp=T0), 0, offset=9)
+    early.extend(join.on_prediction(_prediction(2, 1), 0))
+    assert [(r.event.decision_id, r.offset, r.reason) for r in early.rejections] == [
+        ("d2", 9, "label 3.5 is a number; model 'm' (binary) takes true or false")
+    ]
+    assert join.state["d2"]["st"] == "pending" and join.state["d2"]["p"] is not None
+    # A prediction whose features a model of numbers refuses: rejected, and its outcome after it.
+    category = PredictionEvent(
+        decision_id="d3",
+        model="numbers",
+        model_version="v",
+        features={"plan": "pro"},
+        timestamp=T0 + timedelta(seconds=2),
+    )
+    refused = join.on_prediction(category, 0)
+    refused.extend(join.on_outcome(_outcome(3, 3), 0, offset=11))
+    assert [r.reason for r in refused.rejections] == [
+        "feature 'plan' is 'pro', a string; model 'numbers' learns from numbers only",
+        "its prediction was rejected: feature 'plan' is 'pro', a string; model 'numbers' learns from numbers only",
+    ]
+    assert join.counts["rejected_predictions"] == 1 and join.counts["rejected_outcomes"] == 3
+    assert [(e.decision_id, e.status) for e in early.examples + refused.examples] == [
+        ("d2", "rejected"),
+        ("d3", "rejected"),
+    ]  # the refused outcome of d3 ends nothing new
+    # Nothing rejected is ever learned; the pending prediction of d2 expires at its horizon.
+    final = join.tick(0, (T0 + timedelta(days=1)).timestamp())
+    assert [(e.decision_id, e.status) for e in final.examples] == [("d2", "expired")]

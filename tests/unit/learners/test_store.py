@@ -26,7 +26,7 @@ def test_the_store_keeps_the_newest_versions_and_the_one_used_again(tmp_path):
                 decision_id=str(i),
                 model_version="v",
                 features={f"x{k}": v for k, v in x.items()},
-                label=y,
+                label=bool(y),
                 predicted_at=AT,
             ),
             ("t:0", i),

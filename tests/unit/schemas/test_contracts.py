@@ -98,3 +98,40 @@ def test_export_writes_one_file_per_topic_with_its_key(tmp_path):
     assert sorted(p.name for p in paths) == sorted(f"{t.name}.schema.json" for t in ALL_TOPICS)
     outcomes = orjson.loads((tmp_path / "outcomes.schema.json").read_bytes())
     assert outcomes["x-kafka-key"] == "decision_id" and "decision_id" in outcomes["required"]
+
+
+def test_each_models_schema_refuses_what_its_contract_refuses(tmp_path):
+    import jsonschema
+
+    from adaptloop.learners.spec import LearnerSpec
+
+    contracts = [
+        LearnerSpec(name="churn", recipe="logistic").contract(),
+        LearnerSpec(
+            name="plan",
+            task="multiclass",
+            label_type="str",
+            recipe="hoeffding",
+            features={"age": "number", "tier": "category"},
+        ).contract(),
+    ]
+    paths = {path.name: path for path in export_json_schemas(tmp_path, contracts)}
+    churn_outcomes = orjson.loads(paths["churn.outcomes.schema.json"].read_bytes())
+    jsonschema.validate({"decision_id": "d", "label": True, "source": "s"}, churn_outcomes)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"decision_id": "d", "label": "true", "source": "s"}, churn_outcomes)
+    churn_predictions = orjson.loads(paths["churn.predictions.schema.json"].read_bytes())
+    with pytest.raises(jsonschema.ValidationError):  # a numbers-only model
+        jsonschema.validate(
+            {"decision_id": "d", "model": "churn", "model_version": "v", "features": {"plan": "pro"}}, churn_predictions
+        )
+    plan_predictions = orjson.loads(paths["plan.predictions.schema.json"].read_bytes())
+    jsonschema.validate(
+        {"decision_id": "d", "model": "plan", "model_version": "v", "features": {"age": 41, "tier": "gold"}},
+        plan_predictions,
+    )
+    with pytest.raises(jsonschema.ValidationError):  # a feature the contract does not declare
+        jsonschema.validate(
+            {"decision_id": "d", "model": "plan", "model_version": "v", "features": {"age": 41, "city": "Lyon"}},
+            plan_predictions,
+        )
