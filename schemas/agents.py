@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from adaptloop.schemas.base import Count, Event, FiniteFloat, NonEmptyStr, new_id
+from adaptloop.schemas.base import Count, Event, FiniteFloat, Name, NonEmptyStr, new_id
 
 NonNegative = Annotated[FiniteFloat, Field(ge=0.0)]
 FeedbackKind = Literal["thumbs", "rating", "score", "comment", "step", "route"]
@@ -23,12 +23,12 @@ class AgentFeedbackEvent(Event):
     1.0
     """
 
-    event_id: NonEmptyStr = Field(default_factory=new_id)
-    trace_id: NonEmptyStr
-    run_id: NonEmptyStr
-    session_id: NonEmptyStr
-    agent: NonEmptyStr
-    variant: NonEmptyStr
+    event_id: Name = Field(default_factory=new_id)
+    trace_id: Name
+    run_id: Name
+    session_id: Name
+    agent: Name
+    variant: Name
     step: Count
     kind: FeedbackKind
     value: FiniteFloat | None = None
@@ -39,8 +39,8 @@ class AgentFeedbackEvent(Event):
     cost: NonNegative = 0.0
     tokens: Count = 0
     latency_ms: NonNegative = 0.0
-    tenant: NonEmptyStr | None = None
-    user_id: NonEmptyStr | None = None
+    tenant: Name | None = None
+    user_id: Name | None = None
 
     @model_validator(mode="after")
     def _value_matches_kind(self) -> AgentFeedbackEvent:
@@ -64,12 +64,12 @@ class PreferenceEvent(Event):
     'prompt-b'
     """
 
-    event_id: NonEmptyStr = Field(default_factory=new_id)
-    context: dict[NonEmptyStr, StrictStr]
-    chosen: NonEmptyStr
-    rejected: NonEmptyStr
-    annotator: NonEmptyStr
-    trace_id: NonEmptyStr | None = None
+    event_id: Name = Field(default_factory=new_id)
+    context: dict[Name, StrictStr]
+    chosen: Name
+    rejected: Name
+    annotator: Name
+    trace_id: Name | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> PreferenceEvent:
@@ -99,7 +99,7 @@ class PreferenceSnapshot(Event):
     Shards hold counts, so a client merges the shards of an agent exactly by adding them.
     """
 
-    agent: NonEmptyStr
+    agent: Name
     shard: NonEmptyStr = Field(description="The input partition this shard summarises, e.g. agent-feedback:3.")
     offsets: dict[NonEmptyStr, Count]
     segments: dict[NonEmptyStr, dict[NonEmptyStr, VariantStats]]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, StrictBool, StrictStr, model_validator
+from pydantic import Field, StrictBool, StrictStr, model_validator
 
-from adaptloop.schemas.base import Event, FeatureValue, FiniteFloat, Label, NonEmptyStr
+from adaptloop.schemas.base import Event, EventTime, FeatureValue, FiniteFloat, Label, Name
 
 Probability = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
 
@@ -22,9 +22,9 @@ class PredictionEvent(Event):
     ('d-1', 1)
     """
 
-    decision_id: NonEmptyStr
-    model: NonEmptyStr
-    model_version: NonEmptyStr
+    decision_id: Name
+    model: Name
+    model_version: Name
     features: dict[str, FeatureValue]
     prediction: Label | None = None
     probabilities: dict[str, Probability] | None = None
@@ -32,9 +32,9 @@ class PredictionEvent(Event):
     action_probability: Probability | None = Field(
         default=None, description="Probability with which the served action was chosen (exploration/propensity)."
     )
-    tenant: NonEmptyStr | None = None
-    user_id: NonEmptyStr | None = None
-    session_id: NonEmptyStr | None = None
+    tenant: Name | None = None
+    user_id: Name | None = None
+    session_id: Name | None = None
     fallback: StrictBool = Field(
         default=False,
         description="The prediction is the model's declared default_prediction, not a model's: no version of it "
@@ -50,10 +50,10 @@ class OutcomeEvent(Event):
     False
     """
 
-    decision_id: NonEmptyStr
+    decision_id: Name
     label: Label | None = None
     reward: FiniteFloat | None = None
-    source: NonEmptyStr
+    source: Name
 
     @model_validator(mode="after")
     def _has_truth(self) -> OutcomeEvent:
@@ -82,15 +82,15 @@ class TrainingExample(Event):
     ``expired``/``late``/``rejected`` for decisions recorded but not learned from.
     """
 
-    model: NonEmptyStr
-    decision_id: NonEmptyStr
-    model_version: NonEmptyStr
+    model: Name
+    decision_id: Name
+    model_version: Name
     features: dict[str, FeatureValue]
     prediction: Label | None = None
     label: Label | None = None
     reward: FiniteFloat | None = None
     status: JoinStatus = "joined"
-    predicted_at: AwareDatetime
-    outcome_at: AwareDatetime | None = None
+    predicted_at: EventTime
+    outcome_at: EventTime | None = None
     fallback: StrictBool = False  # the prediction was the model's default_prediction
     reason: StrictStr | None = None  # why a ``rejected`` decision was

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictBytes, StrictStr
 
-from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, NonEmptyStr, new_id
+from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, ModelName, Name, NonEmptyStr, VersionId, new_id
 from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.errors import DecodeKind
 
@@ -26,14 +26,14 @@ class ModelVersion(Event):
     exactly what it knew.
 
     >>> from adaptloop.schemas import ModelVersion
-    >>> ModelVersion(model="churn", version="ab12", examples_seen=10, sha256="ab12" * 16,
-    ...              uri="models/churn/ab12.pkl", size_bytes=100).parent is None
+    >>> ModelVersion(model="churn", version="ab12ab12ab12ab12", examples_seen=10, sha256="ab12" * 16,
+    ...              uri="models/churn/ab12ab12ab12ab12.pkl", size_bytes=100).parent is None
     True
     """
 
-    model: NonEmptyStr
-    version: NonEmptyStr
-    parent: NonEmptyStr | None = None
+    model: ModelName
+    version: VersionId
+    parent: VersionId | None = None
     reason: VersionReason = "checkpoint"
     examples_seen: Offset
     offsets: dict[NonEmptyStr, Offset] = Field(default_factory=dict)
@@ -42,7 +42,7 @@ class ModelVersion(Event):
     uri: NonEmptyStr
     size_bytes: Offset
     dataset_hash: NonEmptyStr | None = None
-    actor: NonEmptyStr | None = None
+    actor: Name | None = None
     note: StrictStr | None = None
     servable: StrictBool = Field(
         default=True,
@@ -60,16 +60,22 @@ class ModelCommand(Event):
     ``rollback``: serve ``to_version`` again and continue learning from it.
 
     >>> from adaptloop.schemas import ModelCommand
-    >>> ModelCommand(model="churn", action="rollback", to_version="ab12", actor="ops", reason="bad labels").action
+    >>> ModelCommand(model="churn", action="rollback", to_version="ab12ab12ab12ab12", actor="ops", reason="bad").action
     'rollback'
+    >>> ModelCommand(model="churn", action="rollback", to_version="x" * 300, actor="ops")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelCommand
+    to_version
+      String should match pattern '^[0-9a-f]{16}$' ...
     """
 
-    model: NonEmptyStr
+    model: ModelName
     action: Literal["rollback"]
-    to_version: NonEmptyStr
-    actor: NonEmptyStr
+    to_version: VersionId
+    actor: Name
     reason: StrictStr = ""
-    command_id: NonEmptyStr = Field(default_factory=new_id)
+    command_id: Name = Field(default_factory=new_id)
 
 
 class DriftAlert(Event):
@@ -80,8 +86,8 @@ class DriftAlert(Event):
     ``no_outcomes``); ``direction`` whether the watched error or statistic rose or fell.
     """
 
-    model: NonEmptyStr
-    model_version: NonEmptyStr | None = None
+    model: ModelName
+    model_version: Name | None = None
     kind: Literal["drift", "health"] = "drift"
     detector: NonEmptyStr
     signal: NonEmptyStr = Field(description="What was watched: shadow_error, production_error, feature:<name>, ...")
@@ -103,7 +109,7 @@ class ModelHealth(Event):
     model failed and was restored (``model_errors``), or decisions end without outcomes (``no_outcomes``).
     """
 
-    model: NonEmptyStr
+    model: ModelName
     status: Literal["ok", "sick"]
     reasons: list[StrictStr] = Field(default_factory=list)
     window: Count = Field(description="The latest decisions looked at.")
@@ -119,9 +125,9 @@ class GuardrailAlert(Event):
 
     rule: NonEmptyStr
     subject: NonEmptyStr = Field(description="What breached it: a session, agent, tenant or feedback source.")
-    agent: NonEmptyStr | None = None
-    session_id: NonEmptyStr | None = None
-    tenant: NonEmptyStr | None = None
+    agent: Name | None = None
+    session_id: Name | None = None
+    tenant: Name | None = None
     observed: FiniteFloat
     threshold: FiniteFloat
     evidence: dict[NonEmptyStr, StrictStr | Int64 | FiniteFloat | None] = Field(default_factory=dict)
@@ -166,7 +172,7 @@ class DeadLetterReplay(Event):
     source_topic: NonEmptyStr
     partition: Count
     offset: Offset
-    actor: NonEmptyStr
+    actor: Name
     note: StrictStr = ""
 
 

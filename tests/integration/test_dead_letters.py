@@ -55,13 +55,10 @@ def _letters(settings, source: str, count: int, worker: Worker | None = None) ->
 
 
 def _learned(settings, count: int, worker: Worker) -> None:
-    read_until(
-        settings,
-        [MODEL_UPDATES],
-        lambda s: any(isinstance(v, ModelVersion) and v.model == "once" and v.examples_seen >= count for v in s),
-        timeout=120,
-        worker=worker,
-    )
+    def done(seen: list) -> bool:
+        return any(isinstance(v, ModelVersion) and v.model == "once" and v.examples_seen >= count for v in seen)
+
+    assert done(read_until(settings, [MODEL_UPDATES], done, timeout=120, worker=worker)), f"{count} never learned"
 
 
 def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_replayed_once(
@@ -72,7 +69,7 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         recipe="logistic",
         metrics=["Accuracy"],
         checkpoint_every=100,
-        checkpoint_seconds=None,
+        checkpoint_seconds=None,  # no version between the ghosts and the crash: the restart reads them again
         min_examples=0,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
@@ -87,7 +84,9 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
             assert len(_letters(settings, "outcomes", 10, worker)) == 10
         kill_worker_process(worker.process)  # after the ghosts' letters, before a checkpoint covers them
         # The operator widens the contract (0 and 1 are labels too) and restarts the worker.
-        fixed = settings.model_copy(update={"models": [spec.model_copy(update={"labels_01": True})]})
+        fixed = settings.model_copy(
+            update={"models": [spec.model_copy(update={"labels_01": True, "checkpoint_seconds": 1.0})]}
+        )
         worker = Worker(fixed, tmp_path / "worker-2.log")
         with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
             _decisions(producer, "once", range(160, 250))
