@@ -34,10 +34,11 @@ from rich.table import Table
 
 from adaptloop.learners.recent import RECENT_IDS
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.roles import tune_gc
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import delete_topics
-from adaptloop.worker import HASH_SEED, tune_gc
+from adaptloop.worker import HASH_SEED
 from bench.io import archive_rate, audit_query, producer_rates
 from bench.learning import agent_rate, learner_rate, produce_examples, read_rate, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile

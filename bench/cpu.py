@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adaptloop.worker import ROLES, process_name
+from adaptloop.roles import ROLES, process_name
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
+import msgspec
+import orjson
+
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.inference import JoinStatus, OutcomeEvent, PredictionEvent, TrainingExample
@@ -53,8 +56,8 @@ class JoinEntry(TypedDict, total=False):
 
     pt: int  # the input partition the decision belongs to
     st: EntryStatus
-    p: str | None  # the prediction, as JSON, while it is needed
-    o: str | None  # the outcome, as JSON, while it waits for its prediction
+    p: bytes | None  # the prediction, as JSON, while it is needed
+    o: bytes | None  # the outcome, as JSON, while it waits for its prediction
     dl: float | None  # the deadline (event time, epoch seconds) of a pending decision
     h: float  # the horizon it was given
     off: int | None  # the offset of an outcome waiting for its prediction (for its dead letter)
@@ -82,6 +85,36 @@ class JoinOutput:
     def extend(self, other: JoinOutput) -> None:
         self.examples.extend(other.examples)
         self.rejections.extend(other.rejections)
+
+
+_PACK = msgspec.msgpack.Encoder()
+_UNPACK = msgspec.msgpack.Decoder()
+
+
+def entry_bytes(entry: JoinEntry) -> bytes:
+    """An entry as the changelog keeps it: MessagePack, with the events' JSON as raw bytes (as a JSON string it
+    would be escaped, and a prediction near the record limit would no longer fit).
+
+    >>> entry: JoinEntry = {"pt": 3, "st": "pending", "p": b'{"decision_id":"d1"}', "o": None, "dl": 1.5, "h": 60.0}
+    >>> entry_from(entry_bytes(entry)) == entry
+    True
+    """
+    return _PACK.encode(entry)
+
+
+def entry_from(data: bytes) -> JoinEntry:
+    """An entry read back from the changelog (also one written as JSON by adaptloop 0.1).
+
+    >>> entry_from(b'{"pt":0,"st":"pending","p":"[1, 2]","o":null,"dl":2.0,"h":60.0}')["p"]
+    b'[1, 2]'
+    """
+    if data[:1] == b"{":
+        entry = orjson.loads(data)
+        for key in ("p", "o"):
+            if isinstance(entry.get(key), str):
+                entry[key] = entry[key].encode()
+        return entry  # type: ignore[no-any-return]
+    return _UNPACK.decode(data)  # type: ignore[no-any-return]
 
 
 class JoinState(dict[str, JoinEntry]):
@@ -128,7 +161,22 @@ class JoinState(dict[str, JoinEntry]):
         self._changed.pop(partition, None)
 
 
-def _text(value: str | None) -> str:
+MAX_JOINABLE_BYTES = 990_000
+"""The largest prediction or outcome the join keeps (as JSON): its state entry, and the training example made
+of it, must each fit in one Kafka record (a producer's message.max.bytes, 1,000,000 by default) with room for
+their own fields. A 998 KB prediction read as JSON can come out larger (``1e5`` is written ``100000.0``)."""
+
+
+def _too_large(encoded: bytes, what: str) -> str | None:
+    if len(encoded) <= MAX_JOINABLE_BYTES:
+        return None
+    return (
+        f"the {what} takes {len(encoded):,} bytes as the join writes it, over the {MAX_JOINABLE_BYTES:,} it can "
+        "keep in its state and in a training example"
+    )
+
+
+def _json(value: bytes | None) -> bytes:
     """An event's JSON that the entry's status says is there."""
     assert value is not None
     return value
@@ -191,37 +239,27 @@ class DelayedJoin:
 
     def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
         self.counts["predictions"] += 1
+        encoded = encode(event)
+        contract = self._contracts.get(event.model)
+        spec = self.specs.get(event.model)
+        horizon = spec.horizon_seconds if spec else self.default_horizon
+        problem = _too_large(encoded, "prediction") or (contract.feature_problem(event.features) if contract else None)
+        if problem is not None:  # checked before its time moves the clock: the join does not take it
+            return self._reject_prediction(event, partition, problem, horizon)
         at = _ts(event.timestamp)
         out = self._advance(partition, at, (PREDICTION_CLOCK,))
         key = event.decision_id
         entry = self.state.get(key)
-        spec = self.specs.get(event.model)
-        horizon = spec.horizon_seconds if spec else self.default_horizon
         deadline = at + horizon
-        contract = self._contracts.get(event.model)
-        if contract is not None and (problem := contract.feature_problem(event.features)) is not None:
-            self.counts["rejected_predictions"] += 1
-            out.rejections.append(Rejection(event, problem, None))
-            if entry is None or (entry["st"] == PENDING and entry["p"] is None):
-                out.examples.append(self._rejected(event, None, problem))
-                if entry is not None:  # its outcome came first: refused with it
-                    outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
-                    out.rejections.append(
-                        Rejection(outcome, f"its prediction was rejected: {problem}", entry.get("off"))
-                    )
-                gc = deadline + horizon * self.late_retention
-                self._put(key, {"pt": partition, "st": REJECTED, "dl": None, "gc": gc, "r": problem[:500]})
-                self._schedule(partition, GC, gc, key)
-            return out
         if entry is None:
             self._put(
                 key,
-                {"pt": partition, "st": PENDING, "p": encode(event).decode(), "o": None, "dl": deadline, "h": horizon},
+                {"pt": partition, "st": PENDING, "p": encoded, "o": None, "dl": deadline, "h": horizon},
             )
             self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
-            outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
+            outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
             if contract is not None and (problem := contract.label_problem(outcome.label, outcome.reward)):
                 # The outcome that came first breaks the contract: refused; the prediction waits for a good one.
                 self.counts["rejected_outcomes"] += 1
@@ -232,7 +270,7 @@ class DelayedJoin:
                     {
                         "pt": partition,
                         "st": PENDING,
-                        "p": encode(event).decode(),
+                        "p": encoded,
                         "o": None,
                         "dl": deadline,
                         "h": horizon,
@@ -241,7 +279,7 @@ class DelayedJoin:
                 self._remember(key, event)
                 self._schedule(partition, EXPIRE, deadline, key)
                 return out
-            entry = {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon}
+            entry = {**entry, "p": encoded, "dl": deadline, "h": horizon}
             if _ts(outcome.timestamp) > deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
                 out.examples.append(self._expire(key, entry))
@@ -251,15 +289,37 @@ class DelayedJoin:
                 self._finish(key, entry, partition)
         elif entry["st"] == PENDING and self._policy(event.model) == "last":
             self.counts["duplicate_predictions"] += 1
-            self._put(key, {**entry, "p": encode(event).decode(), "dl": deadline, "h": horizon})
+            self._put(key, {**entry, "p": encoded, "dl": deadline, "h": horizon})
             self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         else:
             self.counts["duplicate_predictions"] += 1
         return out
 
+    def _reject_prediction(self, event: PredictionEvent, partition: int, problem: str, horizon: float) -> JoinOutput:
+        """Refuse a prediction (its outcome, come first, with it); a decision it would open ends ``rejected``."""
+        self.counts["rejected_predictions"] += 1
+        out = JoinOutput(rejections=[Rejection(event, problem, None)])
+        key = event.decision_id
+        entry = self.state.get(key)
+        if entry is None or (entry["st"] == PENDING and entry["p"] is None):
+            out.examples.append(self._rejected(event, None, problem))
+            if entry is not None:  # its outcome came first: refused with it
+                outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
+                out.rejections.append(Rejection(outcome, f"its prediction was rejected: {problem}", entry.get("off")))
+            if partition not in self._queues:
+                self._rebuild(partition)
+            gc = _ts(event.timestamp) + horizon * (1 + self.late_retention)
+            self._put(key, {"pt": partition, "st": REJECTED, "dl": None, "gc": gc, "r": problem[:500]})
+            self._schedule(partition, GC, gc, key)
+        return out
+
     def on_outcome(self, event: OutcomeEvent, partition: int, offset: int | None = None) -> JoinOutput:
         self.counts["outcomes"] += 1
+        encoded = encode(event)
+        if (problem := _too_large(encoded, "outcome")) is not None:
+            self.counts["rejected_outcomes"] += 1
+            return JoinOutput(rejections=[Rejection(event, problem, None)])
         at = _ts(event.timestamp)
         out = self._advance(partition, at, (OUTCOME_CLOCK,))
         key = event.decision_id
@@ -272,7 +332,7 @@ class DelayedJoin:
                     "pt": partition,
                     "st": PENDING,
                     "p": None,
-                    "o": encode(event).decode(),
+                    "o": encoded,
                     "dl": deadline,
                     "h": self.default_horizon,
                     "off": offset,
@@ -305,7 +365,7 @@ class DelayedJoin:
             out.examples.append(self._late(key, entry, self._prediction(key, entry), event))
         elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
             self.counts["duplicate_outcomes"] += 1
-            self._put(key, {**entry, "o": encode(event).decode()})
+            self._put(key, {**entry, "o": encoded})
         else:
             self.counts["duplicate_outcomes"] += 1
         return out
@@ -315,6 +375,11 @@ class DelayedJoin:
         self._clocks.pop(partition, None)
         self._queues.pop(partition, None)
         self._parsed.clear()  # the partition may come back changed by another worker
+
+    def latest(self, partition: int) -> float | None:
+        """The latest time a clock of ``partition`` has reached (None: none has moved yet)."""
+        clocks = self._clocks.get(partition)
+        return max(clocks) if clocks is not None and max(clocks) > float("-inf") else None
 
     def tick(self, partition: int, now: float, clocks: tuple[int, ...] = BOTH_CLOCKS) -> JoinOutput:
         """Advance clocks of ``partition`` without an event, so an idle partition still expires.
@@ -348,7 +413,7 @@ class DelayedJoin:
                     out.examples.append(self._expire(key, entry))
                 elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
                     self.counts["orphan_outcomes"] += 1
-                    outcome = OutcomeEvent.model_validate_json(_text(entry["o"]))
+                    outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
                     reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
                     out.rejections.append(Rejection(outcome, reason, entry.get("off")))
                     del self.state[key]
@@ -379,7 +444,7 @@ class DelayedJoin:
     def _prediction(self, key: str, entry: JoinEntry) -> PredictionEvent:
         """The pending prediction of ``key``: parsed already if recent, else from its stored JSON."""
         event = self._parsed.pop(key, None)
-        return event if event is not None else PredictionEvent.model_validate_json(_text(entry["p"]))
+        return event if event is not None else PredictionEvent.model_validate_json(_json(entry["p"]))
 
     def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
         heapq.heappush(self._queues[partition][queue], (when, key))

@@ -28,12 +28,20 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from adaptloop.learners.join import OUTCOME_CLOCK, PREDICTION_CLOCK, DelayedJoin, JoinOutput, JoinState
+from adaptloop.learners.join import (
+    OUTCOME_CLOCK,
+    PREDICTION_CLOCK,
+    DelayedJoin,
+    JoinOutput,
+    JoinState,
+    entry_bytes,
+    entry_from,
+)
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
@@ -220,7 +228,7 @@ class JoinAgent:
                         continue
                     key, value = message.key(), message.value()
                     assert key is not None  # the join writes every entry under its decision id
-                    self.state.restore(key.decode(), orjson.loads(value) if value is not None else None)
+                    self.state.restore(key.decode(), entry_from(value) if value is not None else None)
                     restored += 1
                 # Transaction markers hold the last offsets: done when the position passes the end.
                 if reader.position([tp])[0].offset >= high:
@@ -238,7 +246,7 @@ class JoinAgent:
         joined: Counter[tuple[str, str]] = Counter()
         for record in records:
             received[record.topic.name] += 1
-            out = self._process(record)
+            out = self._process_safely(record)
             output = self.outputs[record.partition]
             for example in out.examples:
                 output.send(example)
@@ -260,25 +268,41 @@ class JoinAgent:
             self.consumer.dead_letters.log_summary()
         return len(records)
 
+    def _process_safely(self, record: Record) -> JoinOutput:
+        """Process one record; if that raises, its decision is left as it was and the record is a dead letter of
+        kind ``error`` (in its partition's transaction): no record stops the join."""
+        event = record.event
+        key = getattr(event, "decision_id", None)
+        before = self.state.get(key) if key is not None else None
+        try:
+            return self._process(record)
+        except Exception as error:
+            log.exception(
+                "join: %s[%d]@%d raised; it is dead-lettered", record.topic.name, record.partition, record.offset
+            )
+            if key is not None and before is not None:
+                self.state[key] = before
+            elif key is not None and key in self.state:
+                del self.state[key]
+            self.consumer.dead_letters.reject(
+                record.topic.full_name(self.prefix),
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                "error",
+                f"the join raised {type(error).__name__}: {error}",
+            )
+            return JoinOutput()
+
     def _process(self, record: Record) -> JoinOutput:
         name, index = record.topic.full_name(self.prefix), record.partition
         self.positions[(name, index)] = record.offset + 1
         event = record.event
-        if isinstance(event, (PredictionEvent, OutcomeEvent)):
-            ahead = event.timestamp.timestamp() - time.time()
-            if ahead > self.max_future_seconds:
-                self.consumer.dead_letters.reject(
-                    name,
-                    index,
-                    record.offset,
-                    record.key,
-                    record.value,
-                    "rejected",
-                    f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
-                    f"{self.max_future_seconds:,.0f}s): it would move the join's event time forward and expire "
-                    "pending decisions",
-                )
-                return JoinOutput()
+        problem = self._time_problem(event, index)
+        if problem is not None:
+            self.consumer.dead_letters.reject(name, index, record.offset, record.key, record.value, "rejected", problem)
+            return JoinOutput()
         if isinstance(event, PredictionEvent):
             out = self.join.on_prediction(event, index)
         elif isinstance(event, OutcomeEvent):
@@ -295,6 +319,27 @@ class JoinAgent:
                 offset, key, value = rejection.offset, rejection.event.decision_id.encode(), encode(rejection.event)
             dead_letters.reject(self.names[topic], index, offset, key, value, "rejected", rejection.reason)
         return out
+
+    def _time_problem(self, event: Event, index: int) -> str | None:
+        """Why a record's time must not reach the join's clocks, if it must not: ahead of this worker's clock by
+        more than ``max_future_seconds`` (a prediction from the year 9999, or a forged clock tick, would expire
+        every pending decision of its partition), or a clock tick that far behind what the partition has seen."""
+        moment = event.timestamp.timestamp()
+        ahead = moment - time.time()
+        if ahead > self.max_future_seconds:
+            return (
+                f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
+                f"{self.max_future_seconds:,.0f}s): it would move the join's event time forward and expire "
+                "pending decisions"
+            )
+        if isinstance(event, ClockTick):
+            latest = self.join.latest(index)
+            if latest is not None and latest - moment > self.max_future_seconds:
+                return (
+                    f"clock tick {event.timestamp.isoformat()} is {latest - moment:,.0f}s behind what partition "
+                    f"{index} has seen (limit {self.max_future_seconds:,.0f}s)"
+                )
+        return None
 
     def _read_to_end(self, index: int) -> tuple[int, ...]:
         """The clocks whose input partition has been processed up to its end, so a tick may advance them.
@@ -342,7 +387,7 @@ class JoinAgent:
             output = self.outputs[index]
             for key, entry in self.state.take_changes(index).items():
                 output.send_bytes(
-                    self.changelog, key.encode(), orjson.dumps(entry) if entry is not None else None, partition=index
+                    self.changelog, key.encode(), entry_bytes(entry) if entry is not None else None, partition=index
                 )
         metadata = self.consumer.kafka.consumer_group_metadata()
         futures = {

@@ -230,7 +230,11 @@ class LearnerAgent:
             self.dead_letters.log_summary()
         for record in records:
             if record.topic is MODEL_COMMANDS:
-                published += self._command(record)
+                try:
+                    published += self._command(record)
+                except Exception as error:  # a command that cannot be carried out: its dead letter says why
+                    log.exception("model command %s@%d raised", record.topic.name, record.offset)
+                    self._reject(record, f"the command raised {type(error).__name__}: {error}", "error")
                 continue
             learner, learned_one = self._learn(record)
             if learner is None:
@@ -298,6 +302,8 @@ class LearnerAgent:
             return None, False
         except ModelFailure as failure:
             return self._recover(learner, Entry(example, where), failure, record), False
+        except Exception as error:  # anything else: the learner may be half-updated, as after a model's failure
+            return self._recover(learner, Entry(example, where), ModelFailure(name, "learn", error), record), False
         self.journals[name].append(Entry(example, where))
         if example.status == "rejected":  # the join refused its prediction or an outcome: a dead letter there
             reason = example.reason or "rejected by the join"

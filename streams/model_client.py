@@ -331,9 +331,15 @@ class ModelClient:
                 self._swap(version)
             self._latest = version
             return True
-        except (DecodeError, UnknownModel, pickle.UnpicklingError) as error:
-            # Keep serving the current version; a broken update must not take serving down.
-            log.error("cannot load %s version from offset %d: %s", self.model, offset, error)
+        except Exception as error:  # any record: a broken or forged update must not take serving down
+            log.error(
+                "cannot load %s version from offset %d (%s: %s); serving %s",
+                self.model,
+                offset,
+                type(error).__name__,
+                error,
+                self._served.version.version if self._served else "no version",
+            )
             return False
 
     def _swap(self, version: ModelVersion) -> None:

@@ -12,10 +12,10 @@ import pytest
 from river.datasets import synth
 
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.roles import ROLES, process_name
 from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
 from adaptloop.schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS
 from adaptloop.streams import EventProducer
-from adaptloop.worker import ROLES, process_name
 
 from .loop_helpers import loop_settings, read_until, running_worker
 
@@ -26,7 +26,7 @@ PEAK_RSS_MB = {"join": 600, "learn": 500, "archive": 900, "agents": 300}
 
 
 def _roles(worker_pid: int) -> dict[str, int]:
-    """The worker's role processes, by role (each names its process, see adaptloop.worker.process_name)."""
+    """The worker's role processes, by role (each names its process, see adaptloop.roles.process_name)."""
     names = {process_name(role): role for role in ROLES}
     found = {}
     for pid in subprocess.run(["pgrep", "-P", str(worker_pid)], capture_output=True, text=True).stdout.split():

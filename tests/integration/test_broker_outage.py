@@ -1,9 +1,14 @@
-"""A broker restart mid-run: producers and workers resume, and no event is lost (idempotent producers, acks=all)."""
+"""A broker down for three minutes mid-run: the worker waits it out, says so on /health, resumes by itself,
+and every decision is learned once (idempotent producers, acks=all, exactly-once roles)."""
 
 from __future__ import annotations
 
+import os
 import time
+import urllib.error
+import urllib.request
 
+import orjson
 import pytest
 from river import datasets
 
@@ -13,14 +18,24 @@ from adaptloop.schemas import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer
-from adaptloop.testing import free_ports
+from adaptloop.testing import free_port, free_ports
 
 from .loop_helpers import loop_settings, read_until, running_worker, send_decisions
 
 pytestmark = pytest.mark.kafka
 
+OUTAGE_SECONDS = float(os.environ.get("ADAPTLOOP_TEST_OUTAGE_SECONDS", "180"))
 
-def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tmp_path):
+
+def _health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_bootstrap, tmp_path):
     # A broker of its own (the session's broker serves the other tests); kafka_bootstrap only proves jars exist.
     base = Settings()
     port, controller = free_ports(2)
@@ -37,7 +52,10 @@ def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tm
         spec = LearnerSpec(
             name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=1
         )
-        settings = loop_settings(kafka.bootstrap, tmp_path / "home", [spec], partitions=2)
+        health_port = free_port()
+        settings = loop_settings(kafka.bootstrap, tmp_path / "home", [spec], partitions=2).model_copy(
+            update={"metrics_port": health_port}
+        )
         rows = list(datasets.Phishing())
         with running_worker(settings, tmp_path / "worker.log") as worker:
             producer = EventProducer(kafka.bootstrap, topic_prefix=settings.topic_prefix)
@@ -50,10 +68,18 @@ def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tm
                 timeout=120,
                 worker=worker,
             )
+            down_at = time.monotonic()
             kafka.down()  # the broker goes away mid-run...
             send_decisions(producer, rows[600:], 600)  # ...while the service keeps producing (buffered, retried)
-            time.sleep(5)
-            kafka.up()  # ...and comes back with its data
+            reported = None
+            while time.monotonic() - down_at < OUTAGE_SECONDS:
+                worker.check_alive()  # the worker waits; it never gives up
+                status, body = _health(health_port)
+                if status == 503 and any("broker unreachable since" in p for p in body["problems"]):
+                    reported = reported or body
+                time.sleep(5)
+            assert reported is not None, "/health never said the broker was unreachable"
+            kafka.up()  # ...and comes back with its data, three minutes later
             producer.flush(120)  # every event is acknowledged: none was lost
             seen = read_until(
                 settings,
@@ -62,7 +88,13 @@ def test_producers_and_workers_resume_after_a_broker_restart(kafka_bootstrap, tm
                 timeout=300,
                 worker=worker,
             )
+            deadline = time.monotonic() + 60
+            while _health(health_port)[0] != 200 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert _health(health_port)[0] == 200  # well again, with no manual step
         versions = [v for v in seen if isinstance(v, ModelVersion)]
         assert max(v.examples_seen for v in versions) == len(rows)  # each decision learned once, none lost
+        log = (tmp_path / "worker.log").read_text(errors="replace")
+        assert "giving up" not in log
     finally:
         kafka.down()
