@@ -6,7 +6,7 @@ users give thumbs, some comments (with an email address, scrubbed before the
 archive) and pairwise preferences; one session is stuck in a tool loop, one blows
 its budget, and one user floods the store with thumbs-up for the worst variant.
 The router's traffic moves to the best variant; the guardrails fire; the flood is
-quarantined beyond its quota.
+contained: beyond ``votes_per_source_per_variant`` votes its feedback is quarantined.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class AgentScenario:
     rate: float = 250.0  # sessions per second
     quality: dict[str, float] = field(default_factory=lambda: {"prompt-a": 0.35, "prompt-b": 0.55, "prompt-c": 0.75})
     preference_share: float = 0.2  # sessions that also yield a pairwise judgement
-    users: int = 300
+    users: int = 5000  # few sessions each: no honest user reaches the cap of votes per variant
+    annotators: int = 1000
     flood: int = 2000  # thumbs-up from one user for the worst variant
     stuck_session: int = 500  # repeats one tool call
     costly_session: int = 900  # blows its budget
@@ -102,7 +103,7 @@ def _session(producer: EventProducer, rng: random.Random, scenario: AgentScenari
             variant=variant,
             step=len(actions),
             kind="thumbs",
-            value=1.0 if up else 0.0,
+            value=up,
             tenant="acme",
             user_id=user,
         )
@@ -131,7 +132,7 @@ def _session(producer: EventProducer, rng: random.Random, scenario: AgentScenari
                 context={"agent": AGENT, "task": "support"},
                 chosen=chosen,
                 rejected=rejected,
-                annotator=f"annotator-{rng.randrange(20)}",
+                annotator=f"annotator-{rng.randrange(scenario.annotators)}",
             )
         )
     return user
@@ -195,7 +196,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
                                     variant=variants[0],
                                     step=0,
                                     kind="thumbs",
-                                    value=1.0,
+                                    value=True,
                                     tenant="acme",
                                     user_id="mallory",
                                 )
@@ -222,7 +223,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
 
 def _report(settings: Settings, scenario: AgentScenario, variants: list[str], routes: list[str], store) -> dict:
     deadline = time.monotonic() + 30
-    expected_quarantine = scenario.flood - settings.guardrails.feedback_per_source_per_hour
+    expected_quarantine = scenario.flood - settings.guardrails.votes_per_source_per_variant
     while True:
         alerts: list[GuardrailAlert] = read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)  # type: ignore[assignment]
         dead: list[DeadLetter] = read_all(settings.bootstrap_address, DEAD_LETTERS, settings.topic_prefix)  # type: ignore[assignment]

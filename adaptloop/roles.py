@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -159,13 +160,16 @@ def _agents(settings: Settings, stop: threading.Event) -> None:
         prefix=settings.topic_prefix,
         group=f"{settings.group}-agentops",
         publish_seconds=settings.preference_publish_seconds,
+        max_future_seconds=settings.max_future_seconds,
+        # Stable while the worker runs: a restarted role fences the one it replaces at once.
+        transactional_id=f"{settings.topic_prefix}{settings.group}-agentops-{socket.gethostname()}-{os.getppid()}",
     )
     _ready(
         "agents",
         settings,
         ("agent-feedback", "preferences"),
         f"{settings.group}-agentops",
-        "preference-store, guardrail-alerts, dead-letters",
+        f"preference-store, guardrail-alerts, dead-letters, {agent.state_topic}",
     )
     agent.run(stop)
 

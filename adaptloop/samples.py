@@ -76,7 +76,7 @@ def _feedback(rng: random.Random, i: int) -> AgentFeedbackEvent:
         variant=rng.choice(["a", "b", "c"]),
         step=i % 10,
         kind=kind,
-        value={"thumbs": float(rng.random() < 0.5), "rating": float(rng.randint(1, 5))}.get(kind),
+        value={"thumbs": rng.random() < 0.5, "rating": float(rng.randint(1, 5))}.get(kind),
         comment="fine, thanks" if kind == "comment" else None,
         action="search(q)" if kind == "step" else None,
         cost=rng.uniform(0, 0.01),

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,5 +232,15 @@ def main() -> None:
     console.print(f"results in {out}")
 
 
+def fuzz(examples: int) -> None:
+    """``python -m bench fuzz [N]``: the fuzz test of the suite with ``N`` Hypothesis batches (default 2,000;
+    the suite draws 40), against the test broker."""
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/integration/test_fuzz.py"]
+    env = {**os.environ, "ADAPTLOOP_FUZZ_EXAMPLES": str(examples)}
+    raise SystemExit(subprocess.run(command, env=env, cwd=Path(__file__).parent.parent).returncode)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["fuzz"]:
+        fuzz(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
     main()

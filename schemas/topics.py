@@ -39,6 +39,9 @@ class Topic:
     event: type[Event]
     key: str
     compacted: bool = False
+    # Kafka stamps each record with the time the broker appended it (LogAppendTime), a time no sender can
+    # forge: quotas count by it.
+    arrival_time: bool = False
     copartitioned: str | None = None  # topics of one group must have the same partition count
     doc: str = ""
 
@@ -67,9 +70,10 @@ AGENT_FEEDBACK = Topic(
     "agent-feedback",
     AgentFeedbackEvent,
     "session_id",
+    arrival_time=True,
     doc="Agent steps and user feedback, keyed by session so a session stays in order.",
 )
-PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", doc="Pairwise preferences.")
+PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", arrival_time=True, doc="Pairwise preferences.")
 TRAINING_EXAMPLES = Topic(
     "training-examples",
     TrainingExample,

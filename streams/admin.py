@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TopicConfigMismatch
+from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,14 @@ COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
 """Compacted topics roll a segment every hour. Kafka compacts closed segments only; by default a
 segment closes after 7 days or 1 GB, and whoever reads the latest value of each key (a ModelClient
 starting, the join restoring its state) would read up to a week of history."""
+
+ARRIVAL_TIME_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+"""Topics whose quotas count by arrival: the broker stamps each record when it appends it."""
+
+
+def topic_config(topic: Topic) -> dict[str, str]:
+    """The configuration adaptloop creates ``topic`` with."""
+    return {**(COMPACTED_CONFIG if topic.compacted else {}), **(ARRIVAL_TIME_CONFIG if topic.arrival_time else {})}
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
@@ -60,7 +69,7 @@ def ensure_topics(
             name,
             num_partitions=partitions,
             replication_factor=replication,
-            config=COMPACTED_CONFIG if topic.compacted else {},
+            config=topic_config(topic),
         )
         for name, topic in wanted.items()
         if name not in existing
@@ -93,27 +102,70 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
                 f"co-partitioned topics disagree on partitions: {copartitioned}; "
                 "recreate them with the same count or use a new ADAPTLOOP_TOPIC_PREFIX"
             )
+    for name, config in describe(admin, [n for n, t in wanted.items() if t.arrival_time]).items():
+        if config["message.timestamp.type"].value != ARRIVAL_TIME_CONFIG["message.timestamp.type"]:
+            log.warning(
+                "topic %r keeps the times its producers give (CreateTime): feedback quotas count by the time "
+                "the worker reads a record instead, which a backlog bunches up; kafka-configs.sh --alter "
+                "--entity-type topics --entity-name %s --add-config message.timestamp.type=LogAppendTime",
+                name,
+                name,
+            )
     compacted = [name for name, topic in wanted.items() if topic.compacted]
     if compacted:
-        resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in compacted]
-        for resource, future in admin.describe_configs(resources).items():
-            config = future.result()
+        for name, config in describe(admin, compacted).items():
             policy = config["cleanup.policy"].value
             if "compact" not in policy:
-                raise TopicConfigMismatch(
-                    f"topic {resource.name!r} must be compacted (cleanup.policy=compact), has {policy!r}"
-                )
+                raise TopicConfigMismatch(f"topic {name!r} must be compacted (cleanup.policy=compact), has {policy!r}")
             segment_ms = int(config["segment.ms"].value)
             if segment_ms > int(COMPACTED_CONFIG["segment.ms"]):  # a topic made by an earlier version
                 log.warning(
                     "topic %r rolls a segment every %.0f h, and Kafka compacts closed segments only: readers "
                     "of its latest values read that much history; kafka-configs.sh --alter --entity-type "
                     "topics --entity-name %s --add-config segment.ms=%s",
-                    resource.name,
+                    name,
                     segment_ms / 3.6e6,
-                    resource.name,
+                    name,
                     COMPACTED_CONFIG["segment.ms"],
                 )
+
+
+def describe(admin: AdminClient, names: list[str]) -> dict[str, Any]:
+    """The configuration of each named topic (name -> config entries by key)."""
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    return {resource.name: future.result() for resource, future in admin.describe_configs(resources).items()}
+
+
+def arrival_stamped(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, bool]:
+    """Whether each named topic stamps records with the time the broker appended them (LogAppendTime)."""
+    configs = describe(wait_for_broker(bootstrap, timeout), names)
+    return {name: config["message.timestamp.type"].value == "LogAppendTime" for name, config in configs.items()}
+
+
+def ensure_changelog(bootstrap: str, name: str, partitions: int, timeout: float = 30.0) -> int:
+    """Create the compacted topic ``name`` (a role's state changelog) with ``partitions`` partitions if it does
+    not exist, and wait until each has a leader (a restore reads them all); return its partition count."""
+    admin = wait_for_broker(bootstrap, timeout)
+    topics = admin.list_topics(timeout=timeout).topics
+    if name in topics and topics[name].partitions:
+        return len(topics[name].partitions)
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=COMPACTED_CONFIG)
+    for future in admin.create_topics([new]).values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.list_topics(name, timeout=10).topics[name].partitions
+        if len(found) >= partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
+            return len(found)
+        if time.monotonic() > deadline:
+            raise TimedOut(f"{name} was created but its partitions have no leader after {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:

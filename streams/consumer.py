@@ -26,7 +26,11 @@ def position_of(message: Message) -> tuple[str, int, int]:
 
 
 class Record(NamedTuple):
-    """A decoded event with where it came from (a tuple: cheap to make, one per record)."""
+    """A decoded event with where it came from (a tuple: cheap to make, one per record).
+
+    ``timestamp``: Kafka's timestamp of the record in epoch seconds: when the broker appended it on a topic
+    with ``message.timestamp.type=LogAppendTime``, else the time its producer gave it.
+    """
 
     topic: Topic
     partition: int
@@ -34,6 +38,7 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes
     event: Event
+    timestamp: float = 0.0
 
 
 class EventConsumer:
@@ -103,7 +108,8 @@ class EventConsumer:
             topic = topics[name]
             event = decode(topic, name, partition, offset, key, value)
             if event is not None:  # (a record without a value was dead-lettered: value is bytes here)
-                records.append(Record(topic, partition, offset, key, value, event))  # type: ignore[arg-type]
+                stamp = message.timestamp()[1] / 1000.0
+                records.append(Record(topic, partition, offset, key, value, event, stamp))  # type: ignore[arg-type]
         return records
 
     def _fetch(self, max_records: int, timeout: float) -> list[Message]:

@@ -28,8 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import NewTopic
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from adaptloop.learners.join import (
     OUTCOME_CLOCK,
@@ -47,7 +46,7 @@ from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismat
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.system import ClockTick, DeadLetter
 from adaptloop.schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
-from adaptloop.streams.admin import COMPACTED_CONFIG, wait_for_broker
+from adaptloop.streams.admin import ensure_changelog, wait_for_broker
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
@@ -134,35 +133,16 @@ class JoinAgent:
         The inputs' own partition count wins over ``partitions`` (the setting may have changed
         since they were created); a changelog with fewer partitions than the inputs is an error.
         """
-        admin = wait_for_broker(self.bootstrap)
-        topics = admin.list_topics(timeout=30).topics
+        topics = wait_for_broker(self.bootstrap).list_topics(timeout=30).topics
         inputs = topics.get(self.names[PREDICTIONS])
         partitions = len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
-        if self.changelog in topics:
-            have = len(topics[self.changelog].partitions)
-            if have < partitions:
-                raise TopicConfigMismatch(
-                    f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
-                    f"{partitions}: the join state cannot follow the inputs"
-                )
-            return partitions
-        futures = admin.create_topics(
-            [NewTopic(self.changelog, num_partitions=partitions, replication_factor=1, config=COMPACTED_CONFIG)]
-        )
-        for future in futures.values():
-            try:
-                future.result()
-            except KafkaException as error:
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-        deadline = time.monotonic() + 30  # created: wait until every partition has a leader (restore reads them)
-        while True:
-            found = admin.list_topics(self.changelog, timeout=10).topics[self.changelog].partitions
-            if len(found) == partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
-                return partitions
-            if time.monotonic() > deadline:
-                raise TimedOut(f"{self.changelog} was created but its partitions have no leader after 30 s")
-            time.sleep(0.1)
+        have = ensure_changelog(self.bootstrap, self.changelog, partitions)
+        if have < partitions:
+            raise TopicConfigMismatch(
+                f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
+                f"{partitions}: the join state cannot follow the inputs"
+            )
+        return partitions
 
     # -- partitions: restore on assignment, forget on revocation --------------------------------
 

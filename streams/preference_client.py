@@ -1,8 +1,9 @@
 """The agent side of a preference store: follow its shards, route by Thompson sampling, log each choice.
 
 ``PreferenceClient(agent, variants)`` reads the compacted ``preference-store`` topic
-in the background, merges the agent's shards (they are counts, so the merge is
-exact) and swaps the merged store in atomically. ``choose_variant(context)``
+in the background, merges the newest complete publication of each of the agent's
+shards (they are counts, so the merge is exact) and swaps the merged store in
+atomically. ``choose_variant(context)``
 draws a variant by Thompson sampling over the thumbs posteriors of the context's
 segment and logs the choice with its probability as an ``AgentFeedbackEvent`` of
 kind ``route`` (the propensity an off-policy evaluation needs).
@@ -20,10 +21,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from adaptloop.learners.preferences import PreferenceStore, segment_of
+from adaptloop.learners.preferences import PreferenceStore, Publications, segment_of
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceSnapshot
 from adaptloop.schemas.codec import decode
-from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.topics import PREFERENCE_STORE
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import ClientSettings
@@ -57,7 +58,8 @@ class PreferenceClient:
         self._owns_producer = producer is None
         self.store = PreferenceStore()
         self.updates = 0  # feedback counted in the store being served
-        self._shards: dict[str, PreferenceSnapshot] = {}
+        self._publications = Publications()
+        self.problem: ConfigError | None = None  # set if the store is split by other segment keys
         self._stop = threading.Event()
         topic = PREFERENCE_STORE.full_name(prefix)
         partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
@@ -67,6 +69,7 @@ class PreferenceClient:
                 "group.id": f"router-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
+                "isolation.level": "read_committed",
             },
             logger=KAFKA_LOG,
         )
@@ -90,25 +93,41 @@ class PreferenceClient:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("preference-store: %s", error.str())
                     continue
+                if message.value() is None:
+                    continue  # a part deleted since: compaction drops it
                 try:
                     snapshot: PreferenceSnapshot = decode(PREFERENCE_STORE, message.value())  # type: ignore[assignment]
                 except DecodeError as error:
                     log.error("unreadable preference snapshot at offset %d: %s", message.offset(), error)
                     continue
-                if snapshot.agent == self.agent:
-                    self._shards[snapshot.shard] = snapshot
-                    changed = True
+                if snapshot.agent != self.agent:
+                    continue
+                if snapshot.segment_keys is not None and snapshot.segment_keys != self.segment_keys:
+                    self.problem = ConfigError(
+                        f"the preference store of {self.agent!r} is split by segment_keys {snapshot.segment_keys}, "
+                        f"this client by {self.segment_keys}: give it the worker's segment_keys"
+                    )
+                    log.error("%s", self.problem)
+                    continue
+                changed |= self._publications.add(snapshot)
             if changed:
                 merged = PreferenceStore()
-                for snapshot in self._shards.values():
-                    merged.merge(self.agent, snapshot.segments)
+                parts = self._publications.of(self.agent)
+                for part in parts:
+                    merged.merge(self.agent, part.segments)
                 merged.fit()
-                self.store, self.updates = merged, sum(s.updates for s in self._shards.values())
+                self.store, self.updates = merged, sum(part.updates for part in parts if part.part == 0)
 
     def choose_variant(
         self, context: dict[str, str], *, session_id: str, trace_id: str | None = None, tenant: str | None = None
     ) -> tuple[str, float]:
-        """Thompson-sample a variant for ``context``; log the route with its probability; return both."""
+        """Thompson-sample a variant for ``context``; log the route with its probability; return both.
+
+        Raises :class:`~adaptloop.schemas.errors.ConfigError` if the worker splits the store by other
+        ``segment_keys`` than this client (it would route every context with the wrong segment's feedback).
+        """
+        if self.problem is not None:
+            raise self.problem
         store = self.store  # one read: a swap meanwhile does not mix two stores
         segment = segment_of({"tenant": tenant or "*", "agent": self.agent, **context}, self.segment_keys)
         variant, probability = store.choose_variant(segment, self.agent, self.variants, self.rng)

@@ -10,18 +10,34 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import decode
-from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.errors import DecodeError, TimedOut
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic
 from adaptloop.streams.producer import KAFKA_LOG
 
 
-def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30.0) -> list[Event]:
+def read_all(
+    bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30.0, *, strict: bool = False
+) -> list[Event]:
     """Every decodable, committed event of ``topic`` from its start up to its end as of now.
 
-    Undecodable records are skipped here: the consumers that act on the topic dead-letter them.
+    Undecodable records and tombstones are skipped here: the consumers that act on the topic dead-letter the
+    former. ``strict``: raise :class:`TimedOut` rather than return what ``timeout`` allowed to read.
     """
-    name = topic.full_name(prefix)
+    events: list[Event] = []
+    for _, value in read_raw(bootstrap, topic.full_name(prefix), timeout, strict=strict):
+        if value is not None:
+            with contextlib.suppress(DecodeError):
+                events.append(decode(topic, value))
+    return events
+
+
+def read_raw(
+    bootstrap: str, name: str, timeout: float = 30.0, *, strict: bool = False
+) -> list[tuple[bytes | None, bytes | None]]:
+    """The (key, value) of every committed record of topic ``name`` up to its end as of now (none if the topic
+    does not exist). ``strict``: raise :class:`TimedOut` if the end is not reached within ``timeout`` (an open
+    transaction holds committed readers back until it ends): a restore must not go on with part of a state."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -31,11 +47,11 @@ def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30
         },
         logger=KAFKA_LOG,
     )
-    events: list[Event] = []
+    records: list[tuple[bytes | None, bytes | None]] = []
     try:
         metadata = consumer.list_topics(name, timeout=timeout).topics[name]
         if metadata.error is not None:
-            return events
+            return records
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
         }
@@ -44,15 +60,18 @@ def read_all(bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.2):
-                if message.error() is not None:
-                    continue
-                with contextlib.suppress(DecodeError):
-                    events.append(decode(topic, message.value()))
+                if message.error() is None:
+                    records.append((message.key(), message.value()))
             # Compaction or transaction markers can leave the last offsets without a record.
             for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
-        return events
+        if todo and strict:
+            raise TimedOut(
+                f"could not read {name} to its end within {timeout:.0f}s (partitions {sorted(todo)}); is the "
+                "broker up, or does a transaction of a stopped writer hold it until its timeout?"
+            )
+        return records
     finally:
         consumer.close()
 

@@ -38,6 +38,11 @@ def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitio
     )
 
 
+def no_role_stopped(log_file: Path) -> bool:
+    """Whether no role of the worker stopped and was started again (the worker logs each time one does)."""
+    return " stopped (exit " not in log_file.read_text(errors="replace")
+
+
 class Worker:
     def __init__(self, settings: Settings, log_file: Path) -> None:
         self.log_file = log_file

@@ -170,7 +170,7 @@ def test_each_guardrail_fires_once_on_the_breaching_event_and_never_without_a_br
 
 
 def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
-    limits = GuardrailLimits(feedback_per_source_per_hour=100)
+    limits = GuardrailLimits(feedback_per_source_per_hour=100, votes_per_source_per_variant=1_000)
     guard, store = FeedbackGuard(limits), PreferenceStore()
     quarantine = []
     for i in range(10_000):
@@ -188,7 +188,7 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
         )
         reason = guard.check(event)
         if reason is None:
-            store.add_thumbs("s", "support", event.variant, event.value == 1.0)
+            store.add_thumbs("s", "support", event.variant, event.thumb == "up")
         else:
             quarantine.append(reason[0])
     assert store.beta("s", "support", "v1") == (101.0, 1.0)  # the quota, and not one more
@@ -201,7 +201,7 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
         variant="v1",
         step=0,
         kind="thumbs",
-        value=0.0,
+        value=-1.0,
         user_id="alice",
         timestamp=T0,
     )
@@ -220,3 +220,80 @@ def test_out_of_range_feedback_is_quarantined_with_the_reason():
 def test_pii_is_scrubbed_but_ordinary_numbers_stay():
     text = "I am bob@corp.io, call 020 7946 0958; order 12345 cost 19.99; card 5500-0000-0000-0004"
     assert scrub_pii(text) == "I am [email], call [phone]; order 12345 cost 19.99; card [card]"
+
+
+def test_one_source_counts_for_at_most_a_few_votes_per_variant_and_forged_times_do_not_bypass_the_quota():
+    limits = GuardrailLimits(feedback_per_source_per_hour=50, votes_per_source_per_variant=3)
+    guard = FeedbackGuard(limits)
+
+    def thumb(i: int, variant: str, at: datetime) -> AgentFeedbackEvent:
+        return AgentFeedbackEvent(
+            trace_id=f"t{i}",
+            run_id="r",
+            session_id=f"s{i}",
+            agent="support",
+            variant=variant,
+            step=0,
+            kind="thumbs",
+            value=True,
+            user_id="mallory",
+            timestamp=at,
+        )
+
+    # Three votes for prompt-a count; the rest of the hour's votes for it are capped, other variants still count.
+    verdicts = [guard.check(thumb(i, "prompt-a", T0 + timedelta(seconds=i)), arrived=1000.0 + i) for i in range(10)]
+    assert [v is None for v in verdicts] == [True] * 3 + [False] * 7
+    assert {v[0] for v in verdicts if v} == {"capped"} and "at most 3" in verdicts[3][1]
+    assert guard.check(thumb(10, "prompt-b", T0 + timedelta(seconds=10)), arrived=1010.0) is None
+    # Timestamps an hour apart (forged) do not reset the quota: it is also counted by arrival.
+    forged = [guard.check(thumb(100 + i, f"v{i}", T0 + timedelta(hours=i + 1)), arrived=2000.0 + i) for i in range(60)]
+    admitted = sum(v is None for v in forged)
+    assert admitted == 50 - 4  # the quota by arrival, less the four votes already admitted in that hour
+    assert {v[0] for v in forged if v} == {"rate_limited"} and "received in the last hour" in next(
+        v for v in forged if v
+    )[1]
+
+
+def test_the_guards_memory_is_bounded_and_their_state_restores():
+    limits = GuardrailLimits(max_sessions=100, max_sources=50, session_ttl_seconds=60.0)
+    guard, feedback = AgentGuard(limits), FeedbackGuard(limits)
+    for i in range(5_000):
+        guard.observe(
+            _step(i, session=f"s{i}", action="a", cost=0.01, tenant=f"t{i}", timestamp=T0 + timedelta(milliseconds=i))
+        )
+        feedback.check(
+            AgentFeedbackEvent(
+                trace_id="t",
+                run_id="r",
+                session_id=f"s{i}",
+                agent="a",
+                variant="v",
+                step=0,
+                kind="thumbs",
+                value=True,
+                user_id=f"u{i}",
+            )
+        )
+    assert len(guard.sessions) <= 100 and len(guard.hourly) <= 50 and len(feedback.windows) <= 50
+    later = _step(0, session="late", action="a", timestamp=T0 + timedelta(hours=2))
+    guard.observe(later)  # two hours on: every idle session is forgotten
+    assert list(guard.sessions) == ["late"]
+    # The changelog of all that happened: the forgotten as tombstones, the rest as entries that load back.
+    changes = {**guard.take_changes(), **feedback.take_changes()}
+    assert changes["session:late"] is not None and changes["session:s0"] is None
+    restored, restored_feedback = AgentGuard(limits), FeedbackGuard(limits)
+    for key, value in changes.items():
+        if value is not None:
+            assert restored.load(key, value) or restored_feedback.load(key, value)
+    kept = {key: value for key, value in changes.items() if value is not None}
+    assert {**restored.take_changes(), **restored_feedback.take_changes()} == kept
+    assert list(restored.sessions) == ["late"] and len(restored_feedback.windows) == len(feedback.windows)
+
+
+def test_the_pii_scrubber_takes_time_linear_in_the_text():
+    import time
+
+    for hostile in ("1 " * 50_000, "a" * 100_000, "a." * 50_000 + "@", ("9" * 18 + " ") * 5_000):
+        started = time.process_time()
+        scrub_pii(hostile)
+        assert time.process_time() - started < 1.0, hostile[:20]  # quadratic backtracking would take minutes

@@ -34,7 +34,10 @@ def test_unknown_topic_names_the_known_ones():
     ("kwargs", "message"),
     [
         ({"kind": "thumbs", "value": 3.0}, "thumbs"),
-        ({"kind": "rating"}, "needs a value"),
+        ({"kind": "thumbs", "value": 0.0}, "1 or true"),  # zero is neither up nor down
+        ({"kind": "thumbs"}, "1 or true"),
+        ({"kind": "rating"}, "needs a number"),
+        ({"kind": "rating", "value": True}, "needs a number"),
         ({"kind": "comment"}, "needs a comment"),
         ({"kind": "step", "step": -1}, "greater than or equal"),
         ({"kind": "step", "cost": -0.5}, "greater than or equal"),
