@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "DeliveryFailed": "adaptloop.schemas.errors",
     "UnknownModel": "adaptloop.schemas.errors",
     "SpecChanged": "adaptloop.schemas.errors",
+    "ModelRefused": "adaptloop.schemas.errors",
     # specs (adaptloop.learners)
     "LearnerSpec": "adaptloop.learners.spec",
     "DriftSpec": "adaptloop.learners.spec",
@@ -83,6 +84,7 @@ __all__ = [  # the same names as _EXPORTS (a test checks)
     "LearnerSpec",
     "ModelClient",
     "ModelCommand",
+    "ModelRefused",
     "ModelVersion",
     "OutcomeEvent",
     "Prediction",
@@ -131,6 +133,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         BrokerUnavailable,
         DecodeError,
         DeliveryFailed,
+        ModelRefused,
         SpecChanged,
         UnknownModel,
     )

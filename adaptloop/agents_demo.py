@@ -146,7 +146,12 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
             f"local Kafka at [bold]{status.bootstrap}[/] ({'already running' if status.already_running else 'started'})"
         )
     settings = agents_settings(base)
-    ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
+    ensure_topics(
+        settings.bootstrap_address,
+        prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        replication=settings.replication,
+    )
     log_file = settings.home / "worker.log"
     worker = start_worker_process(settings, log_file)
     console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")

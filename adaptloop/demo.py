@@ -28,7 +28,6 @@ from river import metrics
 from river.datasets import synth
 
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
-from adaptloop.learners.store import ModelStore
 from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas import DeadLetter, DriftAlert, ModelVersion, OutcomeEvent, TrainingExample
 from adaptloop.schemas.errors import AdaptloopError
@@ -129,7 +128,12 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
             f"({'already running' if status.already_running else 'started'}, log {status.log_file})"
         )
     settings = demo_settings(base, scenario)
-    ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
+    ensure_topics(
+        settings.bootstrap_address,
+        prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        replication=settings.replication,
+    )
     log_file = settings.home / "worker.log"
     worker = start_worker_process(settings, log_file)
     watcher = Watcher()
@@ -148,7 +152,7 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
         with ModelClient(
             MODEL,
             bootstrap=settings.bootstrap_address,
-            store=ModelStore(settings.models_dir),
+            store=settings.model_store(),
             prefix=settings.topic_prefix,
             wait=120,
         ) as client:
@@ -305,7 +309,7 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
             time.sleep(0.5)
         return create_snapshot(
             settings.archive_dir,
-            settings.models_dir,
+            settings.models_location,
             settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
             prefix=settings.topic_prefix,
         ).path

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from adaptloop.learners.store import ModelStore
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
@@ -95,6 +94,7 @@ def _join(settings: Settings, stop: threading.Event) -> None:
         tick_seconds=settings.tick_seconds,
         lateness_seconds=settings.lateness_seconds,
         max_future_seconds=settings.max_future_seconds,
+        replication=settings.replication,
     )
     _ready(
         "join",
@@ -110,7 +110,7 @@ def _learn(settings: Settings, stop: threading.Event) -> None:
     agent = LearnerAgent(
         settings.bootstrap_address,
         specs=settings.specs,
-        store=ModelStore(settings.models_dir),
+        store=settings.worker_model_store(),
         prefix=settings.topic_prefix,
         group=f"{settings.group}-learner",
         batch_size=settings.learner_batch,
@@ -123,7 +123,7 @@ def _learn(settings: Settings, stop: threading.Event) -> None:
         ("training-examples", "model-commands"),
         f"{settings.group}-learner",
         f"model-updates, drift-alerts, dead-letters; models {', '.join(settings.specs) or '(none)'} in "
-        f"{settings.models_dir}",
+        f"{settings.models_location}",
     )
     agent.run(stop)
 
@@ -138,7 +138,7 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
         flush_rows=settings.archive_flush_rows,
         buffer_rows=settings.archive_buffer_rows,
         snapshot_dir=settings.snapshots_dir,
-        models_dir=settings.models_dir,
+        models_dir=settings.models_location,
         snapshot_seconds=settings.snapshot_seconds,
         keep_snapshots=settings.keep_snapshots,
     )
@@ -163,6 +163,7 @@ def _agents(settings: Settings, stop: threading.Event) -> None:
         max_future_seconds=settings.max_future_seconds,
         # Stable while the worker runs: a restarted role fences the one it replaces at once.
         transactional_id=f"{settings.topic_prefix}{settings.group}-agentops-{socket.gethostname()}-{os.getppid()}",
+        replication=settings.replication,
     )
     _ready(
         "agents",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,8 +12,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import SettingsConfigDict
 
 from adaptloop.learners.guardrails import GuardrailLimits
+from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
+
+log = logging.getLogger(__name__)
 
 
 def _default_cache_dir() -> Path:
@@ -28,7 +34,11 @@ class Settings(ClientSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="ADAPTLOOP_", toml_file="adaptloop.toml", extra="forbid", env_parse_none_str="null"
+        env_prefix="ADAPTLOOP_",
+        env_nested_delimiter="__",
+        toml_file="adaptloop.toml",
+        extra="forbid",
+        env_parse_none_str="null",
     )
 
     cache_dir: Path = Field(
@@ -37,7 +47,26 @@ class Settings(ClientSettings):
         json_schema_extra={"shown_default": "~/.cache/adaptloop ($XDG_CACHE_HOME/adaptloop if set)"},
     )
     partitions: int = Field(6, ge=1, description="Partitions of each topic adaptloop creates.")
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each partition of the topics adaptloop creates; unset: min(3, brokers)."
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Copies a write needs before it counts (min.insync.replicas of the topics adaptloop creates); "
+        "unset: 2 with 3 copies or more, else 1.",
+    )
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="The local broker's KRaft controller port.")
+    kafka_secure_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The local broker's SASL_SSL listener (SCRAM users, a local CA, ACLs enforced); unset: none. "
+        "`adaptloop kafka up --secure` sets 9094.",
+    )
+    kafka_plaintext: bool = Field(
+        True, description="Whether the local broker keeps its plaintext listener (on `kafka_host`) for clients."
+    )
     kafka_heap: str = Field("512m", description="Java heap of the local broker (-Xmx).")
     kafka_start_timeout: float = Field(90.0, gt=0, description="Seconds the local broker may take to answer.")
     models: list[LearnerSpec] = Field(
@@ -76,6 +105,11 @@ class Settings(ClientSettings):
     guardrails: GuardrailLimits = Field(default_factory=GuardrailLimits, description="Thresholds of the guardrails.")
     segment_keys: list[str] = Field(default_factory=list, description="Context keys that split preference stores.")
     preference_publish_seconds: float = Field(1.0, gt=0, description="How often changed store shards are published.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Where the worker's /metrics and /health listen: the loopback host unless set (e.g. 0.0.0.0 in "
+        "a container that Prometheus scrapes); they need no login, so expose them on a private network only.",
+    )
     metrics_port: int | None = Field(
         9464, ge=0, le=65535, description="The worker's /metrics and /health port; null: none."
     )
@@ -90,6 +124,25 @@ class Settings(ClientSettings):
         description="The worker keeps this many snapshot-*.duckdb files in snapshots/, the newest (a day "
         "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it.",
     )
+
+    def worker_model_store(self) -> ModelStore:
+        """The model store as the worker writes it: every file signed with its key, made at the first start (a
+        store from before then is adopted: its files are signed as the worker's own)."""
+        keys, made = ModelKeys.for_worker(self.keys_dir)
+        store = ModelStore(self.models_location, keys)
+        if made:
+            adopted = store.adopt()
+            log.warning(
+                "made the key pair that signs models in %s; services check models with %s%s",
+                self.keys_dir,
+                self.keys_dir / PUBLIC_NAME,
+                f" (signed the {adopted} files already in {self.models_location})" if adopted else "",
+            )
+        return store
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.replication_factor, self.min_insync_replicas)
 
     @property
     def archive_dir(self) -> Path:

@@ -78,8 +78,9 @@ def test_broker(work_dir: Path) -> Iterator[str]:
     if docker_available():
         yield from _container_broker()
         return
+    global _LOCAL
     settings = Settings()
-    port, controller_port = free_ports(2)
+    port, controller_port, secure_port = free_ports(3)
     kafka = LocalKafka(
         work_dir / "kafka",
         settings.cache_dir,
@@ -87,16 +88,35 @@ def test_broker(work_dir: Path) -> Iterator[str]:
         controller_port=controller_port,
         heap=settings.kafka_heap,
         start_timeout=settings.kafka_start_timeout,
+        secure_port=secure_port,
     )
     try:
         kafka.up()
     except Exception as error:
         kafka.down()
         raise KafkaLaunchError(f"could not start the local test broker: {error}") from error
+    _LOCAL = kafka
     try:
         yield kafka.bootstrap
     finally:
+        _LOCAL = None
         kafka.down()
+
+
+_LOCAL: LocalKafka | None = None
+
+
+def secure_listener() -> LocalKafka:
+    """The running local test broker, whose SASL_SSL listener (``secure_bootstrap``) enforces ACLs.
+
+    Its plaintext listener, which the other tests use, stays a super user's.
+    """
+    if _LOCAL is None:
+        raise KafkaLaunchError(
+            "the secured listener is the local test broker's; this run's broker is another "
+            "(ADAPTLOOP_TEST_BOOTSTRAP or a container)"
+        )
+    return _LOCAL
 
 
 def _container_broker() -> Iterator[str]:

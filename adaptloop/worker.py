@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 import orjson
 
-from adaptloop.learners.store import ModelStore
 from adaptloop.localkafka import LocalKafka
 from adaptloop.roles import ROLES, run_role
 from adaptloop.settings import Settings
@@ -98,13 +97,18 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
     if role in ("all", "learn"):
-        store = ModelStore(settings.models_dir)
+        store = settings.worker_model_store()
         for spec in settings.specs.values():
             store.check(spec)
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up()
     wait_patiently(settings.bootstrap_address)
-    ensure_topics(settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions)
+    ensure_topics(
+        settings.bootstrap_address,
+        prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        replication=settings.replication,
+    )
     # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
     metrics_dir = settings.home / "metrics" / str(os.getpid())
     prepare_multiprocess_dir(metrics_dir)
@@ -118,8 +122,8 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     roles = [RoleProcess(name, start(name)) for name in (ROLES if role == "all" else (role,))]
     if settings.metrics_port is not None:
         try:
-            serve(settings.metrics_port, lambda: worker_health(roles, metrics_dir))
-            log.info("metrics on http://localhost:%d/metrics, health on /health", settings.metrics_port)
+            serve(settings.metrics_port, lambda: worker_health(roles, metrics_dir), host=settings.metrics_host)
+            log.info("metrics on http://%s:%d/metrics, health on /health", settings.metrics_host, settings.metrics_port)
         except OSError as error:  # another worker on this host has the port: run without the endpoint
             log.warning("no metrics endpoint: port %d: %s", settings.metrics_port, error)
     stopping = threading.Event()

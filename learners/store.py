@@ -4,6 +4,9 @@ Model bytes live at ``<root>/<model>/versions/<version>.pkl`` where ``version`` 
 the first 16 hex digits of their SHA-256; the serving side reads them from there.
 A learner's checkpoint (which version, what offsets, its metrics) is one file
 replaced atomically, so model and offsets can never disagree after a crash.
+
+With :class:`~adaptloop.learners.signing.ModelKeys`, each file has its signature beside it (``.sig``): the
+worker's store signs what it writes, and every store checks a signature before it unpickles the bytes.
 """
 
 from __future__ import annotations
@@ -11,10 +14,8 @@ from __future__ import annotations
 import copyreg
 import hashlib
 import io
-import os
 import pickle
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,17 @@ from river.proba.base import Distribution
 from adaptloop.learners.online import LearnerProgress, OnlineLearner
 from adaptloop.learners.online import probe as probe_model
 from adaptloop.learners.recipes import Metric, Model
+from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.storage import Storage
 from adaptloop.learners.watch import ModelWatch
 from adaptloop.schemas.errors import SpecChanged, UnknownModel
 from adaptloop.schemas.system import ModelVersion, VersionReason
 
 PICKLE_PROTOCOL = 5
+
+SEALED, SIGNATURE_BYTES = b"adaptloop signed checkpoint 1\n", 64
+"""A signed checkpoint file: this line, the 64-byte ed25519 signature, then the pickle."""
 
 
 def _distribution_classes() -> list[type]:
@@ -119,13 +125,8 @@ def version_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+def _signature_key(key: str) -> str:
+    return key.removesuffix(".pkl") + ".sig"
 
 
 @dataclass
@@ -148,7 +149,7 @@ MODEL_FIELDS = ("task", "recipe", "params")
 between runs: a restarted learner goes on under the new settings."""
 
 
-def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: Path) -> None:
+def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: Path | str) -> None:
     """Raise :class:`SpecChanged` if ``spec`` asks for another model than the one learned so far.
 
     >>> old = LearnerSpec(name="churn", recipe="logistic")
@@ -175,7 +176,8 @@ recipe='hoeffding'. A model cannot change what it is: ... or remove models/churn
 
 
 class ModelStore:
-    """Model versions and learner checkpoints under ``root``.
+    """Model versions and learner checkpoints under ``root``: a directory, or an object store shared by workers
+    and services on other hosts (``s3://bucket/prefix``, see :mod:`adaptloop.learners.storage`).
 
     >>> import tempfile
     >>> store = ModelStore(Path(tempfile.mkdtemp()))
@@ -187,27 +189,37 @@ class ModelStore:
     True
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path | str, keys: ModelKeys | None = None) -> None:
+        self.storage = Storage(root)
+        self.root = self.storage.root  # for messages: where the store is
+        self.keys = keys  # None: files are neither signed nor checked (a store that only this process writes)
         self._stored_since_pruning: dict[str, int] = {}
         self.last_checkpoint: dict[str, bytes] = {}  # model -> its last checkpoint's bytes, to undo a failure
         self._last_stamp = 0
 
-    def _version_path(self, model: str, version: str) -> Path:
-        return self.root / model / "versions" / f"{version}.pkl"
+    @staticmethod
+    def _version_key(model: str, version: str) -> str:
+        return f"{model}/versions/{version}.pkl"
 
-    def put_model(self, model: str, data: bytes) -> tuple[str, str, Path]:
-        """Store model bytes (idempotent); return (version, sha256, path)."""
+    @staticmethod
+    def _checkpoint_key(model: str) -> str:
+        return f"{model}/checkpoint.pkl"
+
+    def put_model(self, model: str, data: bytes) -> tuple[str, str, str]:
+        """Store model bytes (idempotent); return (version, sha256, key)."""
         sha = hashlib.sha256(data).hexdigest()
         version = version_of(data)
-        path = self._version_path(model, version)
-        if not path.exists():
-            _atomic_write(path, data)
+        key = self._version_key(model, version)
+        stored = self.storage.exists(key)
+        if not stored:
+            self.storage.write(key, data)
+        self._sign(key, data)
         # Stored now, or again (a rollback, nothing new learned): recent for pruning. Set explicitly,
         # strictly increasing: the kernel's own timestamps tick in milliseconds.
         stamp = self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
-        os.utime(path, ns=(stamp, stamp))
-        return version, sha, path
+        if stored or not self.storage.remote:
+            self.storage.touch(key, data, stamp)
+        return version, sha, key
 
     def prune(self, model: str, keep: int, current: str | None = None) -> list[str]:
         """Remove all but the ``keep`` most recently stored (or stored again) versions of ``model``, never
@@ -221,21 +233,75 @@ class ModelStore:
         >>> sorted(store.versions("m")) == sorted([stored[0], stored[4], stored[2]]), len(removed)
         (True, 2)
         """
-        paths = list((self.root / model / "versions").glob("*.pkl"))
-        if len(paths) <= keep:
+        files = self.storage.files(f"{model}/versions", ".pkl")
+        if len(files) <= keep:
             return []
-        by_use = sorted(paths, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+        by_use = sorted(files, key=lambda item: (item[1], item[0]), reverse=True)
         removed = []
-        for path in by_use[keep:]:
-            if path.stem != current:
-                path.unlink(missing_ok=True)
-                removed.append(path.stem)
+        for key, _ in by_use[keep:]:
+            version = key.rsplit("/", 1)[1].removesuffix(".pkl")
+            if version != current:
+                self.storage.delete(key)
+                self.storage.delete(_signature_key(key))
+                removed.append(version)
         return removed
 
-    def load_bytes(self, model: str, version: str) -> bytes:
-        path = self._version_path(model, version)
+    def _sign(self, key: str, data: bytes) -> None:
+        if self.keys is not None and self.keys.private is not None:
+            self.storage.write(_signature_key(key), self.keys.sign(data))
+
+    def _checked(self, key: str, data: bytes, what: str) -> bytes:
+        """``data`` read from ``key``, once its signature is checked (if this store checks them)."""
+        if self.keys is not None:
+            try:
+                signature: bytes | None = self.storage.read(_signature_key(key))
+            except FileNotFoundError:
+                signature = None
+            self.keys.verify(data, signature, what)
+        return data
+
+    def _sealed(self, checkpoint: bytes) -> bytes:
+        """A checkpoint as its file holds it: with its signature in front when this store signs (one file,
+        replaced atomically: a crash never leaves a checkpoint with another's signature)."""
+        if self.keys is None or self.keys.private is None:
+            return checkpoint
+        return SEALED + self.keys.sign(checkpoint) + checkpoint
+
+    def _checkpoint_bytes(self, model: str) -> bytes | None:
+        """The model's checkpoint, its signature checked (if this store checks them); None if it has none."""
+        key = self._checkpoint_key(model)
         try:
-            data = path.read_bytes()
+            data = self.storage.read(key)
+        except FileNotFoundError:
+            return None
+        signature = None
+        if data.startswith(SEALED):
+            start = len(SEALED) + SIGNATURE_BYTES
+            signature, data = data[len(SEALED) : start], data[start:]
+        if self.keys is not None:
+            self.keys.verify(data, signature, f"the checkpoint of model {model!r} ({self.storage.uri(key)})")
+        return data
+
+    def adopt(self) -> int:
+        """Sign every file of the store that has no signature yet; return how many. For a store that existed
+        before its worker had keys: its files are the worker's own (call it only when the keys are new)."""
+        signed = 0
+        for model in self.storage.directories():
+            for key, _ in self.storage.files(f"{model}/versions", ".pkl"):
+                if not self.storage.exists(_signature_key(key)):
+                    self._sign(key, self.storage.read(key))
+                    signed += 1
+            if self.storage.exists(self._checkpoint_key(model)):
+                data = self.storage.read(self._checkpoint_key(model))
+                if not data.startswith(SEALED):
+                    self.storage.write(self._checkpoint_key(model), self._sealed(data))
+                    signed += 1
+        return signed
+
+    def load_bytes(self, model: str, version: str) -> bytes:
+        key = self._version_key(model, version)
+        try:
+            data = self.storage.read(key)
         except FileNotFoundError:
             raise UnknownModel(
                 f"no version {version!r} of model {model!r} in {self.root} (the store keeps each model's newest "
@@ -243,14 +309,16 @@ class ModelStore:
                 f"archive and stores it again)"
             ) from None
         if hashlib.sha256(data).hexdigest()[:16] != version:
-            raise UnknownModel(f"{path} is corrupt: its hash does not match version {version}")
-        return data
+            raise UnknownModel(f"{self.storage.uri(key)} is corrupt: its hash does not match version {version}")
+        return self._checked(key, data, f"version {version} of model {model!r} ({self.storage.uri(key)})")
 
     def load_model(self, model: str, version: str) -> Model:
         return unpickle(self.load_bytes(model, version))
 
     def versions(self, model: str) -> list[str]:
-        return sorted(p.stem for p in (self.root / model / "versions").glob("*.pkl"))
+        return sorted(
+            key.rsplit("/", 1)[1].removesuffix(".pkl") for key, _ in self.storage.files(f"{model}/versions", ".pkl")
+        )
 
     def checkpoint(
         self,
@@ -271,7 +339,7 @@ class ModelStore:
         data, copied = canonical(learner.model)
         if probe is not None:
             probe_model(copied, learner.spec, probe)
-        version, sha, path = self.put_model(name, data)
+        version, sha, key = self.put_model(name, data)
         progress = learner.progress
         if progress.record is not None and progress.record.version == version and reason == "checkpoint":
             record = progress.record  # nothing new was learned: the same version, the same record
@@ -285,7 +353,7 @@ class ModelStore:
                 offsets=dict(progress.offsets),
                 metrics=learner.metric_values(),
                 sha256=sha,
-                uri=str(path.relative_to(self.root)),
+                uri=self.storage.uri(key),
                 size_bytes=len(data),
                 dataset_hash=progress.dataset_hash,
                 actor=actor,
@@ -297,7 +365,7 @@ class ModelStore:
         progress.published.add(version)
         checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
         saved = pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL)
-        _atomic_write(self.root / name / "checkpoint.pkl", saved)
+        self.storage.write(self._checkpoint_key(name), self._sealed(saved))
         self.last_checkpoint[name] = saved
         # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost more.
         stored = self._stored_since_pruning[name] = self._stored_since_pruning.get(name, 0) + 1
@@ -309,9 +377,9 @@ class ModelStore:
     def check(self, spec: LearnerSpec) -> None:
         """Raise :class:`SpecChanged` if ``spec`` asks for another model than its checkpoint holds
         (before a worker starts, so it fails with the reason instead of restarting its learner)."""
-        path = self.root / spec.name / "checkpoint.pkl"
-        if path.exists():
-            check_same_model(spec, unpickle(path.read_bytes()).learned_as(), self.root / spec.name)  # type: ignore[attr-defined]
+        data = self._checkpoint_bytes(spec.name)
+        if data is not None:
+            check_same_model(spec, unpickle(data).learned_as(), self.storage.uri(spec.name))  # type: ignore[attr-defined]
 
     def restore(self, spec: LearnerSpec) -> OnlineLearner:
         """The learner as of its last checkpoint, or a fresh one if it has none.
@@ -319,11 +387,10 @@ class ModelStore:
         It goes on under ``spec``: new metrics, cadence and drift settings take effect; a changed
         task, recipe or params raise :class:`SpecChanged`.
         """
-        path = self.root / spec.name / "checkpoint.pkl"
-        if not path.exists():
+        data = self._checkpoint_bytes(spec.name)
+        if data is None:
             self.last_checkpoint.pop(spec.name, None)
             return OnlineLearner(spec)
-        data = path.read_bytes()
         self.last_checkpoint[spec.name] = data
         return self.learner_from(data, spec)
 
@@ -333,7 +400,7 @@ class ModelStore:
             return OnlineLearner(spec)
         checkpoint = unpickle(checkpoint_bytes)
         assert isinstance(checkpoint, Checkpoint)
-        check_same_model(spec, checkpoint.learned_as(), self.root / spec.name)
+        check_same_model(spec, checkpoint.learned_as(), self.storage.uri(spec.name))
         model = self.load_model(spec.name, checkpoint.version)
         return OnlineLearner(
             spec,

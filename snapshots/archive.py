@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _FILE = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
 TEMP_SUFFIX = ".tmp"
+UNTRUSTED_SUFFIX = ".untrusted"
 
 
 def topic_dir(root: Path, topic_name: str) -> Path:
@@ -75,6 +76,21 @@ class ParquetArchive:
                     found[partition] = max(found.get(partition, 0), last + 1)
             self._next[topic_name] = found
         return self._next[topic_name]
+
+    def resume(self, topic_name: str, partition: int, start: int) -> list[Path]:
+        """Archive ``partition`` again from offset ``start``: files holding offsets from ``start`` on are set
+        aside (renamed ``*.untrusted``, out of every query) and their records will be written again; return
+        them. The start comes from what the archiver committed to Kafka, not from file names, which anyone who
+        can write a file here could forge."""
+        aside = []
+        for path in self.files(topic_name):
+            match = _FILE.match(path.name)
+            if match and int(match[1]) == partition and int(match[3]) >= start:
+                target = path.with_name(path.name + UNTRUSTED_SUFFIX)
+                os.replace(path, target)
+                aside.append(target)
+        self.next_offsets(topic_name)[partition] = start
+        return aside
 
     def remove_partial_files(self) -> int:
         """Delete temporary files a crashed writer left behind; return how many."""

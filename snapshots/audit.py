@@ -130,12 +130,35 @@ def _query_text(query: str) -> tuple[str, tuple[str, ...]]:
 def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) -> pa.Table:
     """Run SQL (or a named query) read-only against ``snapshot``; return an Arrow table.
 
-    Parameters are DuckDB's named ``$name`` placeholders, given as ``params``.
+    Parameters are DuckDB's named ``$name`` placeholders, given as ``params``. The query runs in a sandbox:
+    one ``SELECT`` (no ``COPY``, ``ATTACH``, ``SET``, ``INSTALL``...), with DuckDB's access to files limited to
+    the snapshot's archive, read only, and its configuration locked: an audit reads, it never writes a file
+    (a ``COPY`` into the archive would put forged rows into the next snapshot).
     """
     sql, needed = _query_text(query)
     params = dict(params or {})
     missing = [name for name in needed if name not in params]
     if missing:
         raise ConfigError(f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}")
+    statements = duckdb.extract_statements(sql)
+    kinds = [statement.type for statement in statements]
+    if kinds != [duckdb.StatementType.SELECT]:
+        shown = ", ".join(kind.name for kind in kinds) or "nothing"
+        raise ConfigError(f"an audit runs one query (SELECT ... or WITH ... SELECT ...), not {shown}")
     with duckdb.connect(str(snapshot), read_only=True) as db:
+        _sandbox(db)
         return db.sql(sql, params={name: params[name] for name in needed} or None).to_arrow_table()
+
+
+def _sandbox(db: duckdb.DuckDBPyConnection) -> None:
+    """Files: the snapshot's archive only; no other external access; settings locked for the session."""
+    archive = db.execute("SELECT archive FROM snapshot_info").fetchone() if _has_table(db, "snapshot_info") else None
+    if archive is not None and archive[0]:
+        db.execute("SET allowed_directories = $dirs", {"dirs": [str(Path(archive[0])) + "/"]})
+    db.execute("SET enable_external_access = false")
+    db.execute("SET lock_configuration = true")
+
+
+def _has_table(db: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = db.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchone()
+    return found is not None and found[0] > 0

@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from adaptloop.learners.storage import Storage
 from adaptloop.schemas.topics import (
     AGENT_FEEDBACK,
     DEAD_LETTER_REPLAYS,
@@ -85,7 +86,7 @@ def _sql_string(value: str) -> str:
 
 def create_snapshot(
     archive_root: Path,
-    models_root: Path | None,
+    models_root: Path | str | None,
     out: Path,
     *,
     prefix: str = "",
@@ -158,7 +159,7 @@ def create_snapshot(
             [
                 created_at,
                 str(archive_root.resolve()),
-                str(models_root.resolve()) if models_root else None,
+                Storage(models_root).root if models_root else None,
                 prefix,
                 package_version("adaptloop"),
             ],
@@ -168,27 +169,28 @@ def create_snapshot(
     return SnapshotInfo(out, created_at, rows, offsets)
 
 
-def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | None, include_bytes: bool) -> None:
+def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | str | None, include_bytes: bool) -> None:
     db.execute(
         "CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, size_bytes BIGINT, "
         "stored_at TIMESTAMPTZ, bytes BLOB, PRIMARY KEY (model, version))"
     )
-    if models_root is None or not models_root.exists():
+    if models_root is None:
         return
-    for path in sorted(models_root.glob("*/versions/*.pkl")):
-        data = path.read_bytes()
-        stored_at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-        db.execute(
-            "INSERT INTO model_catalogue VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                path.parent.parent.name,
-                path.stem,
-                hashlib.sha256(data).hexdigest(),
-                len(data),
-                stored_at,
-                data if include_bytes else None,
-            ],
-        )
+    storage = Storage(models_root)
+    for model in storage.directories():
+        for key, stored_ns in storage.files(f"{model}/versions", ".pkl"):
+            data = storage.read(key)
+            db.execute(
+                "INSERT INTO model_catalogue VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    model,
+                    key.rsplit("/", 1)[1].removesuffix(".pkl"),
+                    hashlib.sha256(data).hexdigest(),
+                    len(data),
+                    datetime.fromtimestamp(stored_ns / 1e9, tz=UTC),
+                    data if include_bytes else None,
+                ],
+            )
 
 
 def snapshot_name(when: datetime) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.topics import ALL_TOPICS, Topic
+from adaptloop.streams.connection import kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def topic_config(topic: Topic) -> dict[str, str]:
 def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
     """Return an admin client once a broker answers at ``bootstrap``, or raise BrokerUnavailable."""
     # log_level 0: refused connections while a broker starts are expected, not worth a log line each.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 0})
+    admin = AdminClient(kafka_config(bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0}))
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
@@ -46,13 +48,46 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
     raise BrokerUnavailable(bootstrap, last_error or f"no answer within {timeout:.0f}s")
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How the topics adaptloop creates are replicated: ``factor`` copies of each partition, of which
+    ``min_insync`` must have a write (acks=all) before it counts. None: from the cluster's size (3 copies,
+    2 in sync where there are 3 brokers or more; as many as there are brokers otherwise)."""
+
+    factor: int | None = None
+    min_insync: int | None = None
+
+    def resolve(self, brokers: int) -> tuple[int, int]:
+        """(factor, min_insync) on a cluster of ``brokers`` brokers.
+
+        >>> Replication().resolve(1), Replication().resolve(5), Replication(factor=2).resolve(5)
+        ((1, 1), (3, 2), (2, 1))
+        """
+        factor = self.factor if self.factor is not None else min(3, brokers)
+        if factor > brokers:
+            raise ConfigError(f"replication_factor {factor} needs {factor} brokers; the cluster has {brokers}")
+        return factor, self.min_insync if self.min_insync is not None else max(1, min(2, factor - 1))
+
+    def new_topic(self, admin: AdminClient, name: str, partitions: int, config: dict[str, str]) -> NewTopic:
+        factor, min_insync = self.resolve(len(admin.list_topics(timeout=30).brokers))
+        return NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=factor,
+            config={**config, "min.insync.replicas": str(min_insync)},
+        )
+
+
+BY_CLUSTER_SIZE = Replication()
+
+
 def ensure_topics(
     bootstrap: str,
     *,
     prefix: str = "",
     partitions: int = 6,
     topics: Iterable[Topic] = ALL_TOPICS,
-    replication: int = 1,
+    replication: Replication = BY_CLUSTER_SIZE,
     timeout: float = 30.0,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
@@ -65,12 +100,7 @@ def ensure_topics(
     wanted = {topic.full_name(prefix): topic for topic in topics}
     existing = admin.list_topics(timeout=timeout).topics
     missing = [
-        NewTopic(
-            name,
-            num_partitions=partitions,
-            replication_factor=replication,
-            config=topic_config(topic),
-        )
+        replication.new_topic(admin, name, partitions, topic_config(topic))
         for name, topic in wanted.items()
         if name not in existing
     ]
@@ -144,14 +174,16 @@ def arrival_stamped(bootstrap: str, names: list[str], timeout: float = 30.0) -> 
     return {name: config["message.timestamp.type"].value == "LogAppendTime" for name, config in configs.items()}
 
 
-def ensure_changelog(bootstrap: str, name: str, partitions: int, timeout: float = 30.0) -> int:
+def ensure_changelog(
+    bootstrap: str, name: str, partitions: int, replication: Replication = BY_CLUSTER_SIZE, timeout: float = 30.0
+) -> int:
     """Create the compacted topic ``name`` (a role's state changelog) with ``partitions`` partitions if it does
     not exist, and wait until each has a leader (a restore reads them all); return its partition count."""
     admin = wait_for_broker(bootstrap, timeout)
     topics = admin.list_topics(timeout=timeout).topics
     if name in topics and topics[name].partitions:
         return len(topics[name].partitions)
-    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=COMPACTED_CONFIG)
+    new = replication.new_topic(admin, name, partitions, COMPACTED_CONFIG)
     for future in admin.create_topics([new]).values():
         try:
             future.result()

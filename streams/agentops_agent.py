@@ -36,7 +36,7 @@ from adaptloop.learners.preferences import Cardinality, PreferenceStore, Publica
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
-from adaptloop.streams.admin import arrival_stamped, ensure_changelog
+from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, arrival_stamped, ensure_changelog
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, record_lag
@@ -107,6 +107,7 @@ class AgentOpsAgent:
         batch_size: int = 2000,
         max_future_seconds: float = 300.0,
         transactional_id: str | None = None,
+        replication: Replication = BY_CLUSTER_SIZE,
     ) -> None:
         self.bootstrap, self.prefix = bootstrap, prefix
         self.group = f"{prefix}{group}"
@@ -119,7 +120,7 @@ class AgentOpsAgent:
         self.max_future_seconds = max_future_seconds
         self.guard, self.feedback = AgentGuard(limits), FeedbackGuard(limits)
         self.names = self._names()
-        ensure_changelog(bootstrap, self.state_topic, 1)
+        ensure_changelog(bootstrap, self.state_topic, 1, replication)
         inputs = [AGENT_FEEDBACK.full_name(prefix), PREFERENCES.full_name(prefix)]
         self.arrival = arrival_stamped(bootstrap, inputs)
         for name, stamped in self.arrival.items():

@@ -1,11 +1,13 @@
 """The archive agent: every event topic into the Parquet archive, in micro-batches, exactly once.
 
 Like the learner it uses the consumer helper's client (confluent-kafka) rather than
-faust, because exactly-once here needs to choose where each partition starts: the
-archive is its own checkpoint (see :mod:`adaptloop.snapshots.archive`), so on assignment each
-partition is sought to the offset after the last archived one. A crash loses at
-most the unwritten buffer, which is read again; Kafka's committed offsets only
-report lag. Aborted transactions are never archived (``read_committed``).
+faust, because exactly-once here needs to choose where each partition starts. After
+each file it commits the offset after the file's last record; on assignment each
+partition starts from its committed offset (or from the files, for a partition never
+committed, or where files end before it), and any file beyond that start is set aside
+and written again: a file planted under a forged name cannot make the archiver skip
+records. A crash loses at most the unwritten buffer, which is read again. Aborted
+transactions are never archived (``read_committed``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import RawRecord
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
 from adaptloop.streams.producer import KAFKA_LOG
@@ -50,7 +53,7 @@ class ArchiveAgent:
         flush_rows: int = 50_000,
         buffer_rows: int = 200_000,
         snapshot_dir: Path | None = None,
-        models_dir: Path | None = None,
+        models_dir: Path | str | None = None,
         snapshot_seconds: float | None = None,
         keep_snapshots: int | None = None,
     ) -> None:
@@ -72,7 +75,7 @@ class ArchiveAgent:
             log.warning("removed %d partial archive files left by a crash", removed)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": f"{prefix}{group}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -87,8 +90,21 @@ class ArchiveAgent:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.archive = ParquetArchive(self.archive.root, self.archive.compression)  # another owner may have written
-        for tp in partitions:
-            start = self.archive.next_offsets(tp.topic).get(tp.partition, 0)
+        committed = consumer.committed(partitions, timeout=30)
+        for tp, done in zip(partitions, committed, strict=True):
+            on_disk = self.archive.next_offsets(tp.topic).get(tp.partition, 0)
+            start = min(done.offset, on_disk) if done.offset >= 0 else on_disk
+            aside = self.archive.resume(tp.topic, tp.partition, start)
+            if aside:
+                log.warning(
+                    "%s[%d]: %d archive file(s) beyond the committed offset %d set aside (%s); their records are "
+                    "archived again from Kafka",
+                    tp.topic,
+                    tp.partition,
+                    len(aside),
+                    start,
+                    ", ".join(path.name for path in aside),
+                )
             tp.offset = start if start > 0 else OFFSET_BEGINNING
         consumer.assign(partitions)
 
@@ -132,6 +148,7 @@ class ArchiveAgent:
         """Write every buffer that is full, old enough, or all of them if ``force``; return rows written."""
         now = time.monotonic()
         written = 0
+        done: list[TopicPartition] = []
         for key in list(self.buffers):
             records = self.buffers[key]
             if records and (
@@ -141,10 +158,11 @@ class ArchiveAgent:
                 if self.archive.write(self.topics[topic_name], topic_name, partition, records) is not None:
                     written += len(records)
                     ARCHIVED.labels(topic_name).inc(len(records))
+                done.append(TopicPartition(topic_name, partition, records[-1].offset + 1))
                 del self.buffers[key], self.buffered_since[key]
-        if written:
+        if done:
             self.written_rows += written
-            self.consumer.commit(asynchronous=True)  # for lag only: the archive is the checkpoint
+            self.consumer.commit(offsets=done, asynchronous=False)  # where the archive resumes
         return written
 
     def _snapshot_if_due(self) -> None:

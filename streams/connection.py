@@ -6,14 +6,26 @@ worker's :class:`adaptloop.settings.Settings`, which extends it. Every client of
 
     with ModelClient.from_settings("churn") as model, EventProducer.from_settings() as events:
         ...
+
+Every Kafka client adaptloop makes takes its configuration from :func:`kafka_config`: the bootstrap address
+and the connection properties (TLS, SASL) of the ``kafka`` setting for that address, registered when a
+setup's address is read (:attr:`ClientSettings.bootstrap_address`); an address no setup named takes the
+environment's.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from adaptloop.schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from adaptloop.learners.store import ModelStore
 
 
 class ClientSettings(BaseSettings):
@@ -24,7 +36,11 @@ class ClientSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="ADAPTLOOP_", toml_file="adaptloop.toml", extra="ignore", env_parse_none_str="null"
+        env_prefix="ADAPTLOOP_",
+        env_nested_delimiter="__",
+        toml_file="adaptloop.toml",
+        extra="ignore",
+        env_parse_none_str="null",
     )
 
     home: Path = Field(Path(".adaptloop"), description="Where the local broker's data, models and archives live.")
@@ -32,14 +48,74 @@ class ClientSettings(BaseSettings):
     kafka_host: str = Field("127.0.0.1", description="The local broker's host (when `bootstrap` is unset).")
     kafka_port: int = Field(9092, ge=1, le=65535, description="The local broker's port (when `bootstrap` is unset).")
     topic_prefix: str = Field("", description="Prefix of every topic name, to share a cluster between setups.")
+    store: str | None = Field(
+        None,
+        description="Where model versions and checkpoints live: a directory, or an object store that workers and "
+        "services on other hosts share (s3://bucket/prefix; options in the URI's query, e.g. "
+        "?endpoint_override=minio:9000&scheme=http; credentials from the AWS environment); unset: <home>/models.",
+    )
+    model_verify_key: Path | None = Field(
+        None,
+        description="The worker's public key (`<home>/keys/model-signing.pub`) that every model file's signature is "
+        "checked with before it is loaded; unset: the one in `home`.",
+    )
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka connection properties for every client (worker, SDK, CLI): `security.protocol`, "
+        "`sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... In the environment one "
+        "per variable: ADAPTLOOP_KAFKA__SASL_USERNAME (underscores for dots). A value `file:/path` is read from "
+        "that file (a mounted secret). Passwords and keys are never shown or logged.",
+    )
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _property_names(cls, value: Any) -> Any:
+        """``sasl_username`` (an environment variable's spelling) is ``sasl.username``."""
+        if isinstance(value, dict):
+            return {str(key).lower().replace("_", "."): str(item) for key, item in value.items()}
+        return value
 
     @property
     def bootstrap_address(self) -> str:
-        return self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+        """The Kafka address. Every client this process makes for it connects with this setup's ``kafka``
+        properties (registered here: the address is what every client is given)."""
+        address = self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+        use_connection(address, self.kafka_properties())
+        return address
+
+    def kafka_properties(self) -> dict[str, str]:
+        """The ``kafka`` properties with ``file:`` values read from their files."""
+        return resolve_secrets(self.kafka)
+
+    def shown_kafka(self) -> dict[str, str]:
+        """The ``kafka`` properties as they may be shown: secrets masked.
+
+        >>> ClientSettings(kafka={"sasl.username": "svc", "sasl.password": "hunter2"}).shown_kafka()
+        {'sasl.username': 'svc', 'sasl.password': '********'}
+        """
+        return {key: "********" if _secret(key) else value for key, value in self.kafka.items()}
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def models_location(self) -> str:
+        """The model store: ``store``, or ``<home>/models``."""
+        return self.store or str(self.models_dir)
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the worker keeps the key pair that signs models."""
+        return self.home / "keys"
+
+    def model_store(self) -> ModelStore:
+        """The model store as a service reads it: each file's signature checked with ``model_verify_key``."""
+        from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys  # (River and pickle: only when serving)
+        from adaptloop.learners.store import ModelStore
+
+        key = self.model_verify_key or self.keys_dir / PUBLIC_NAME
+        return ModelStore(self.models_location, ModelKeys.for_client(key))
 
     @classmethod
     def settings_customise_sources(
@@ -51,3 +127,51 @@ class ClientSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+_REGISTERED: dict[str, dict[str, str]] = {}
+_SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
+
+
+def _secret(name: str) -> bool:
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(".location")
+
+
+def resolve_secrets(properties: dict[str, str]) -> dict[str, str]:
+    """``properties`` with each ``file:<path>`` value replaced by that file's content."""
+    return {key: _resolve(value) for key, value in properties.items()}
+
+
+def _resolve(value: str) -> str:
+    if not value.startswith("file:"):
+        return value
+    path = Path(value.removeprefix("file:"))
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"a kafka setting names the file {path}, which cannot be read: {error}") from None
+
+
+@functools.cache
+def _from_environment() -> tuple[str, dict[str, str]]:
+    settings = ClientSettings()
+    return settings.bootstrap_address, settings.kafka_properties()
+
+
+def use_connection(bootstrap: str, properties: dict[str, str]) -> None:
+    """Make every client this process creates for ``bootstrap`` connect with ``properties`` (TLS, SASL)."""
+    _REGISTERED[bootstrap] = dict(properties)
+
+
+def kafka_config(bootstrap: str, **properties: Any) -> dict[str, Any]:
+    """The librdkafka configuration of a client of ``bootstrap``: the address, its connection properties (those
+    registered for it, else the environment's if it names the same address), then ``properties``.
+
+    >>> kafka_config("broker:9092", **{"group.id": "g"})
+    {'bootstrap.servers': 'broker:9092', 'group.id': 'g'}
+    """
+    connection = _REGISTERED.get(bootstrap)
+    if connection is None:
+        address, environment = _from_environment()
+        connection = environment if address == bootstrap else {}
+    return {"bootstrap.servers": bootstrap, **connection, **properties}

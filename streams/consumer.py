@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.topics import Topic
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.producer import KAFKA_LOG
 
@@ -71,7 +72,7 @@ class EventConsumer:
         self._topics = {topic.full_name(prefix): topic for topic in topics}
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

@@ -16,6 +16,7 @@ from adaptloop.schemas.codec import MAX_RECORD_BYTES, decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import Topic
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.metrics import DEAD_LETTERS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
@@ -137,7 +138,7 @@ def dead_lettered_since(
     name = topics.DEAD_LETTERS.full_name(prefix)
     reader = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"recall-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

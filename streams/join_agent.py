@@ -46,7 +46,8 @@ from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismat
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.system import ClockTick, DeadLetter
 from adaptloop.schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
-from adaptloop.streams.admin import ensure_changelog, wait_for_broker
+from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, ensure_changelog, wait_for_broker
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
@@ -88,6 +89,7 @@ class JoinAgent:
         lateness_seconds: float = 0.0,
         max_future_seconds: float = 300.0,
         batch_size: int = 5000,
+        replication: Replication = BY_CLUSTER_SIZE,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -102,12 +104,12 @@ class JoinAgent:
         self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
         self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
-        partitions = self._ensure_changelog(partitions)
+        partitions = self._ensure_changelog(partitions, replication)
         self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
         self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
         # End offsets for ticks, on connections of their own: the consumer's hold its long-polling
         # fetches, and a question queued behind one waits up to fetch.wait.max.ms.
-        self.ends = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{self.group}-ends"}, logger=KAFKA_LOG)
+        self.ends = Consumer(kafka_config(bootstrap, **{"group.id": f"{self.group}-ends"}), logger=KAFKA_LOG)
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
@@ -127,7 +129,7 @@ class JoinAgent:
             on_revoke=self._on_revoke,
         )
 
-    def _ensure_changelog(self, partitions: int) -> int:
+    def _ensure_changelog(self, partitions: int, replication: Replication) -> int:
         """Create the state changelog with a partition per input partition; return their number.
 
         The inputs' own partition count wins over ``partitions`` (the setting may have changed
@@ -136,7 +138,7 @@ class JoinAgent:
         topics = wait_for_broker(self.bootstrap).list_topics(timeout=30).topics
         inputs = topics.get(self.names[PREDICTIONS])
         partitions = len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
-        have = ensure_changelog(self.bootstrap, self.changelog, partitions)
+        have = ensure_changelog(self.bootstrap, self.changelog, partitions, replication)
         if have < partitions:
             raise TopicConfigMismatch(
                 f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
@@ -181,7 +183,7 @@ class JoinAgent:
         """Read changelog partition ``index`` to its end into the state (its producer just fenced any writer)."""
         reader = Consumer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **kafka_config(self.bootstrap),
                 "group.id": f"{self.group}-restore",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -21,6 +21,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_pattern
 from adaptloop.schemas.topics import DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import read_all
 
@@ -137,7 +138,7 @@ def replay_letters(
 def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"letters-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

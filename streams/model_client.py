@@ -42,7 +42,7 @@ from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.connection import ClientSettings, kafka_config
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
@@ -131,7 +131,7 @@ class ModelClient:
         partitions = self._partitions(bootstrap, wait)
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": f"model-client-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
@@ -174,7 +174,7 @@ class ModelClient:
         return cls(
             model,
             bootstrap=settings.bootstrap_address,
-            store=ModelStore(settings.models_dir),
+            store=settings.model_store(),
             prefix=settings.topic_prefix,
             **options,
         )

@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from adaptloop.schemas.errors import BrokerUnavailable, DeliveryFailed, TimedOut
+from adaptloop.streams.connection import kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def wait_patiently(
     minute.
     """
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})}
+        kafka_config(bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})})
     )
     since, delay, logged = time.time(), 0.5, 0.0
     while True:

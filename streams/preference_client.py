@@ -27,7 +27,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.topics import PREFERENCE_STORE
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.connection import ClientSettings, kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class PreferenceClient:
         partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": f"router-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,

@@ -14,7 +14,7 @@ from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.errors import DeliveryFailed
 from adaptloop.schemas.topics import Topic, topic_for
-from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.connection import ClientSettings, kafka_config
 
 KAFKA_LOG = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class EventProducer:
         self.topic_prefix = topic_prefix
         extra = {"transactional.id": transactional_id} if transactional_id else {}
         self._producer = Producer(
-            {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, **extra, **(config or {})}, logger=KAFKA_LOG
+            kafka_config(bootstrap, **DEFAULT_PRODUCER_CONFIG, **extra, **(config or {})), logger=KAFKA_LOG
         )
         self._on_error = on_error
         self.failures: list[tuple[str, bytes | None, str]] = []

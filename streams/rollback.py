@@ -18,6 +18,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut, UnknownModel
 from adaptloop.schemas.system import ModelCommand, ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 
@@ -46,7 +47,7 @@ def request_rollback(
     )
     topic = MODEL_UPDATES.full_name(prefix)
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"rollback-{command.command_id}", "enable.auto.commit": False},
+        kafka_config(bootstrap, **{"group.id": f"rollback-{command.command_id}", "enable.auto.commit": False}),
         logger=KAFKA_LOG,
     )
     try:

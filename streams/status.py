@@ -19,6 +19,7 @@ from adaptloop.schemas.topics import (
     Topic,
 )
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
 from adaptloop.streams.versions import published_versions, read_all
 
@@ -46,9 +47,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
     """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
     the group never committed, or why the broker could not say (its coordinator moving or loading,
     past a few retries)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}, logger=KAFKA_LOG
-    )
+    consumer = Consumer(kafka_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}), logger=KAFKA_LOG)
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]

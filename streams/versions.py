@@ -13,6 +13,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
 
 
@@ -40,7 +41,7 @@ def read_raw(
     transaction holds committed readers back until it ends): a restore must not go on with part of a state."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"read-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.streams.admin import ensure_topics, wait_for_broker
-from adaptloop.testing import test_broker
+from adaptloop.testing import secure_listener, test_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
 
@@ -52,3 +53,63 @@ def topic_prefix(kafka_bootstrap: str) -> str:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=3)
     return prefix
+
+
+@pytest.fixture
+def secure_kafka(kafka_bootstrap: str) -> LocalKafka:
+    """The session broker's SASL_SSL listener (ACLs enforced): ``secure_bootstrap`` and its users' settings."""
+    try:
+        return secure_listener()
+    except AdaptloopError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API server on 127.0.0.1 (moto's server, in its own process): the endpoint, host:port.
+
+    Clients find it through the store URI's query (``?endpoint_override=...&scheme=http``) and the AWS
+    variables set here.
+    """
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from adaptloop.testing import free_port
+
+    server = str(
+        Path(sys.executable).parent / "moto_server"
+    )  # this environment's (the dev extra's), not another on PATH
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
+    import socket
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the S3 API server did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> str:
+    """A fresh bucket on the S3 API server; its URI with the options to reach it."""
+    import pyarrow.fs as pafs
+
+    name = f"b{uuid.uuid4().hex[:12]}"
+    fs = pafs.S3FileSystem(endpoint_override=s3_server, scheme="http", allow_bucket_creation=True)
+    fs.create_dir(name)
+    return f"s3://{name}/models?endpoint_override={s3_server}&scheme=http"

@@ -53,7 +53,11 @@ def snapshot_create(
     settings = Settings()
     path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
     info = create_snapshot(
-        settings.archive_dir, settings.models_dir, path, prefix=settings.topic_prefix, include_model_bytes=model_bytes
+        settings.archive_dir,
+        settings.models_location,
+        path,
+        prefix=settings.topic_prefix,
+        include_model_bytes=model_bytes,
     )
     table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
     for topic, offsets in info.offsets.items():

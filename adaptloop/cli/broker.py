@@ -26,16 +26,43 @@ def kafka_install() -> None:
 
 
 @kafka_app.command("up")
-def kafka_up() -> None:
+def kafka_up(
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Only a SASL_SSL listener (SCRAM users admin, worker, service, operator; a local CA; ACLs "
+            "enforced), on ADAPTLOOP_KAFKA_SECURE_PORT (default 9094). Prints each user's `kafka` setting.",
+        ),
+    ] = False,
+) -> None:
     """Start the local broker (idempotent) and wait until it answers."""
+    settings = Settings()
+    if secure:
+        settings = settings.model_copy(
+            update={"kafka_secure_port": settings.kafka_secure_port or 9094, "kafka_plaintext": False}
+        )
+    kafka = LocalKafka.from_settings(settings)
     try:
-        status = LocalKafka.from_settings(Settings()).up()
+        status = kafka.up()
     except AdaptloopError as error:
         raise fail(error) from None
     word = "already running" if status.already_running else "started"
     console.print(
         f"Kafka {word} at [bold]{status.bootstrap}[/] (pid {status.pid}, data {status.data_dir}, log {status.log_file})"
     )
+    if kafka.secure_port is not None:
+        import orjson
+
+        console.print(f"secured listener at {kafka.secure_bootstrap}; log in as a user with its kafka setting:")
+        for user in ("worker", "service", "operator", "admin"):
+            setting = orjson.dumps(kafka.client_properties(user)).decode()
+            console.print(
+                f"  {user}: ADAPTLOOP_BOOTSTRAP={kafka.secure_bootstrap} ADAPTLOOP_KAFKA='{setting}'",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
 
 
 @kafka_app.command("down")
@@ -64,7 +91,10 @@ def topics_create() -> None:
     settings = Settings()
     try:
         created = ensure_topics(
-            settings.bootstrap_address, prefix=settings.topic_prefix, partitions=settings.partitions
+            settings.bootstrap_address,
+            prefix=settings.topic_prefix,
+            partitions=settings.partitions,
+            replication=settings.replication,
         )
     except AdaptloopError as error:
         raise fail(error) from None
@@ -123,5 +153,31 @@ def settings_show(
         settings = Settings()
     except Exception as error:  # pydantic's ValidationError names every bad setting
         raise fail(error) from None
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in {**settings.model_dump(mode="json"), "kafka": settings.shown_kafka()}.items():
         console.print(f"{name} = {orjson.dumps(value).decode()}", soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command("acls")
+def acls(
+    apply: Annotated[bool, typer.Option("--apply", help="Create them (the settings must log in as an admin).")] = False,
+    worker: Annotated[str, typer.Option(help="The worker's principal.")] = "User:worker",
+    service: Annotated[str, typer.Option(help="The services' principal.")] = "User:service",
+    operator: Annotated[str, typer.Option(help="The operators' principal (rollbacks, audits).")] = "User:operator",
+) -> None:
+    """Print the least-privilege Kafka ACLs of this deployment (topic prefix, group); --apply creates them."""
+    from rich.table import Table
+
+    from adaptloop.streams.acls import acl_bindings, apply_acls
+
+    settings = Settings()
+    grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
+    table = Table("principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)")
+    for grant in grants:
+        table.add_row(grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)
+    console.print(table)
+    if apply:
+        try:
+            created = apply_acls(settings.bootstrap_address, grants)
+        except Exception as error:  # an authorisation error names what the login lacks
+            raise fail(error) from None
+        console.print(f"created {created} ACLs on {settings.bootstrap_address}")

@@ -105,14 +105,13 @@ def rollback(
     """Serve a stored version again and keep learning from it; the rollback is recorded with who and why."""
     import getpass
 
-    from adaptloop.learners.store import ModelStore
     from adaptloop.streams.rollback import request_rollback
 
     settings = Settings()
     try:
         version = request_rollback(
             settings.bootstrap_address,
-            ModelStore(settings.models_dir),
+            settings.model_store(),
             model,
             to,
             actor=actor or getpass.getuser(),
@@ -139,7 +138,6 @@ def replay(
 ) -> None:
     """Rebuild a version from the archived training examples and check it byte for byte; store it again if
     it was pruned."""
-    from adaptloop.learners.store import ModelStore
     from adaptloop.snapshots.replay import replay as replay_version
     from adaptloop.worker import ensure_reproducible_hashing
 
@@ -150,7 +148,7 @@ def replay(
         raise fail(
             ConfigError(f"no learner spec for {model!r} in the settings (known: {', '.join(settings.specs) or 'none'})")
         )
-    store = ModelStore(settings.models_dir)
+    store = settings.worker_model_store()
     was_stored = until in store.versions(model)
     try:
         steps = replay_version(settings.archive_dir, store, spec, until, prefix=settings.topic_prefix, restore=True)

@@ -3,6 +3,12 @@
 ``install`` fetches the jars once into the cache (keyed by the pom's hash, so the
 second start needs no network); ``up`` formats storage once, starts the broker
 detached, and waits until it answers; ``down`` stops it and keeps the data.
+
+With ``secure_port`` the broker also has a SASL_SSL listener (SCRAM-SHA-512 users, a locally made CA,
+:mod:`adaptloop.localkafka.security`) and enforces ACLs with Kafka's StandardAuthorizer; with
+``plaintext=False`` that is its only listener for clients. Its plaintext listeners (the controller's, and the
+clients' unless turned off) are bound to the loopback host and their principal, ``User:ANONYMOUS``, is a
+super user: the KRaft controller authorises the broker's own requests that way.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from adaptloop.localkafka.security import MECHANISM, USERS, SecureFiles, client_properties
 from adaptloop.schemas.errors import BrokerUnavailable, KafkaLaunchError
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import wait_for_broker
+from adaptloop.streams.connection import resolve_secrets, use_connection
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +105,12 @@ class LocalKafka:
         controller_port: int = 9093,
         heap: str = "512m",
         start_timeout: float = 90.0,
+        secure_port: int | None = None,
+        plaintext: bool = True,
     ) -> None:
+        if secure_port is None and not plaintext:
+            raise KafkaLaunchError("a broker without its plaintext listener needs a secure port")
+        self.secure_port, self.plaintext = secure_port, plaintext
         self.data_dir = data_dir.absolute()
         self.cache_dir = cache_dir.absolute()
         self.host = host
@@ -110,7 +123,23 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where clients connect: the plaintext listener, else the secured one."""
+        return f"{self.host}:{self.port}" if self.plaintext else self.secure_bootstrap
+
+    @property
+    def secure_bootstrap(self) -> str:
+        if self.secure_port is None:
+            raise KafkaLaunchError("this broker has no secured listener (ADAPTLOOP_KAFKA_SECURE_PORT)")
+        return f"{self.host}:{self.secure_port}"
+
+    @property
+    def security(self) -> SecureFiles:
+        """The CA, the server certificate and the users' passwords of the secured listener."""
+        return SecureFiles(self.data_dir / "security")
+
+    def client_properties(self, user: str) -> dict[str, str]:
+        """The ``kafka`` setting that logs in to the secured listener as ``user`` (see :data:`USERS`)."""
+        return client_properties(self.security, user)
 
     @property
     def log_file(self) -> Path:
@@ -189,22 +218,34 @@ class LocalKafka:
         """Start the broker unless ours is already running; return once it answers."""
         pid = self.pid()
         if pid is not None:
-            wait_for_broker(self.bootstrap, self.start_timeout)
+            self._wait(self.start_timeout)
             return BrokerStatus(True, pid, self.bootstrap, self.data_dir, self.log_file, already_running=True)
         java = self._java()
-        for name, port in (("broker", self.port), ("controller", self.controller_port)):
+        ports = [("broker", self.port), ("controller", self.controller_port), ("secured", self.secure_port)]
+        for name, port in ports:
+            if port is None:
+                continue
             if not _free(self.host, port):
                 raise KafkaLaunchError(
                     f"{self.host}:{port} ({name} port) is taken by another process; stop it, choose another port "
-                    "(ADAPTLOOP_KAFKA_PORT / ADAPTLOOP_KAFKA_CONTROLLER_PORT) or point ADAPTLOOP_BOOTSTRAP at it"
+                    "(ADAPTLOOP_KAFKA_PORT / ADAPTLOOP_KAFKA_CONTROLLER_PORT / ADAPTLOOP_KAFKA_SECURE_PORT) or point "
+                    "ADAPTLOOP_BOOTSTRAP at it"
                 )
         lib = self.install()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        formatted = (self._log_dirs / "meta.properties").exists()
+        if self.secure_port is not None and not self.security.exists():
+            if formatted:  # SCRAM users are made when the storage is formatted
+                raise KafkaLaunchError(
+                    f"the broker's storage in {self.data_dir} was formatted without users for a secured listener; "
+                    "start the secured broker in another home (ADAPTLOOP_HOME), or remove that directory"
+                )
+            self.security.create(self.host)
         properties = self._write_config()
         log4j = self.data_dir / "log4j2.yaml"
         log4j.write_bytes(_resource("log4j2.yaml"))
         classpath = f"{lib}/*"
-        if not (self._log_dirs / "meta.properties").exists():
+        if not formatted:
             self._format(java, classpath, properties)
         with open(self.log_file, "ab") as out:
             process = subprocess.Popen(
@@ -231,7 +272,7 @@ class LocalKafka:
             if process.poll() is not None:
                 raise KafkaLaunchError(f"the broker exited with code {process.returncode}:\n{self._log_tail()}")
             try:
-                wait_for_broker(self.bootstrap, timeout=2.0)
+                self._wait(2.0)
                 return BrokerStatus(True, process.pid, self.bootstrap, self.data_dir, self.log_file)
             except BrokerUnavailable:
                 continue
@@ -258,6 +299,14 @@ class LocalKafka:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _wait(self, timeout: float) -> None:
+        """Until the broker answers on its client listener (logged in as admin on a secured-only broker)."""
+        if self.plaintext:
+            wait_for_broker(self.bootstrap, timeout)
+            return
+        use_connection(self.bootstrap, resolve_secrets(self.client_properties("admin")))
+        wait_for_broker(self.bootstrap, timeout)
+
     def _java(self) -> str:
         home = os.environ.get("JAVA_HOME")
         java = (
@@ -280,35 +329,65 @@ class LocalKafka:
 
     def _write_config(self) -> Path:
         path = self.data_dir / "server.properties"
-        path.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
-                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    f"log.dirs={self._log_dirs}",
-                    "num.partitions=1",
-                    # Topics are created explicitly, with their partitions and compaction.
-                    "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "log.cleaner.backoff.ms=1000",
-                    "",
-                ]
-            )
-        )
+        listeners = [f"CONTROLLER://{self.host}:{self.controller_port}"]
+        advertised, protocols = [], ["CONTROLLER:PLAINTEXT"]
+        if self.plaintext:
+            listeners.append(f"PLAINTEXT://{self.host}:{self.port}")
+            advertised.append(f"PLAINTEXT://{self.host}:{self.port}")
+            protocols.append("PLAINTEXT:PLAINTEXT")
+        if self.secure_port is not None:
+            listeners.append(f"SASL_SSL://{self.host}:{self.secure_port}")
+            advertised.append(f"SASL_SSL://{self.host}:{self.secure_port}")
+            protocols.append("SASL_SSL:SASL_SSL")
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
+            "controller.listener.names=CONTROLLER",
+            f"listener.security.protocol.map={','.join(protocols)}",
+            f"inter.broker.listener.name={'PLAINTEXT' if self.plaintext else 'SASL_SSL'}",
+            f"log.dirs={self._log_dirs}",
+            "num.partitions=1",
+            # Topics are created explicitly, with their partitions and compaction.
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.cleaner.backoff.ms=1000",
+        ]
+        if self.secure_port is not None:
+            files = self.security
+            lines += [
+                f"sasl.enabled.mechanisms={MECHANISM}",
+                f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
+                (
+                    f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config="
+                    'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" '
+                    f'password="{files.password("admin")}";'
+                ),
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={files.server}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={files.ca}",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:admin;User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
+            ]
+        path.touch(mode=0o600)  # it holds the admin's password
+        path.write_text("\n".join([*lines, ""]))
         return path
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
+        users = []
+        if self.secure_port is not None:
+            for user in USERS:
+                users += ["--add-scram", f"{MECHANISM}=[name={user},password={self.security.password(user)}]"]
         result = subprocess.run(
             [
                 java,
@@ -320,6 +399,7 @@ class LocalKafka:
                 f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(properties),
+                *users,
             ],
             capture_output=True,
             text=True,
@@ -344,6 +424,8 @@ class LocalKafka:
             controller_port=settings.kafka_controller_port,
             heap=settings.kafka_heap,
             start_timeout=settings.kafka_start_timeout,
+            secure_port=settings.kafka_secure_port,
+            plaintext=settings.kafka_plaintext,
         )
 
     def java_command(self, main_class: str, *args: str) -> list[str]:

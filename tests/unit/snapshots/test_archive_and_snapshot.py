@@ -166,3 +166,36 @@ def test_a_valid_event_no_column_holds_keeps_its_bytes_and_the_reason(monkeypatc
     table = columns.to_table(OUTCOMES, "outcomes", [RawRecord(0, 7, STAMP, b"d1", value)])
     assert table.column("_error").to_pylist() == ["unarchivable: TypeError: Integer exceeds 64-bit range"]
     assert table.column("_value").to_pylist() == [value] and table.column("_offset").to_pylist() == [7]
+
+
+def test_an_audit_reads_and_never_writes_a_file(tmp_path):
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(OUTCOMES, "outcomes", 0, _records(OutcomeEvent, 10))
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb", topics=[OUTCOMES])
+    assert run_audit(info.path, "SELECT count(*) AS n FROM outcomes").to_pylist() == [{"n": 10}]
+    forged = tmp_path / "archive" / "topic=outcomes" / "date=2026-01-01" / "p000-000000000000-100000000000.parquet"
+    copy = f"COPY (SELECT * FROM outcomes) TO '{forged}' (FORMAT parquet)"
+    with pytest.raises(ConfigError, match="not COPY"):
+        run_audit(info.path, copy)
+    with pytest.raises(ConfigError, match="not SELECT, COPY"):
+        run_audit(info.path, f"SELECT 1; {copy}")
+    (tmp_path / "secret.csv").write_text("password\nhunter2\n")
+    for escape in ("SELECT * FROM read_csv('/etc/passwd')", f"SELECT * FROM '{tmp_path}/secret.csv'"):
+        with pytest.raises(duckdb.PermissionException):
+            run_audit(info.path, escape)
+    assert not forged.exists()
+
+
+def test_the_archiver_resumes_from_its_committed_offset_and_sets_forged_files_aside(tmp_path):
+    archive = ParquetArchive(tmp_path)
+    records = _records(OutcomeEvent, 100)
+    archive.write(OUTCOMES, "outcomes", 0, records[:60])
+    forged = tmp_path / "topic=outcomes" / "date=2026-01-01" / "p000-000000000060-100000000000.parquet"
+    forged.write_bytes((tmp_path / "topic=outcomes").glob("date=*/*.parquet").__next__().read_bytes())
+    reopened = ParquetArchive(tmp_path)
+    assert reopened.next_offsets("outcomes") == {0: 100_000_000_001}  # what the file names claim
+    aside = reopened.resume("outcomes", 0, 60)  # what the archiver committed
+    assert [path.name for path in aside] == [forged.name + ".untrusted"]
+    reopened.write(OUTCOMES, "outcomes", 0, records[60:])
+    offsets = duckdb.sql(f"SELECT _offset FROM read_parquet('{tmp_path}/topic=outcomes/*/*.parquet') ORDER BY 1")
+    assert [offset for (offset,) in offsets.fetchall()] == list(range(100))

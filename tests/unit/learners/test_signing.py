@@ -1,0 +1,110 @@
+"""Model files are signed by the worker and checked before anything unpickles them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas.errors import ConfigError, ModelRefused
+
+
+class _Planted:
+    """A pickle that runs code when loaded: it writes a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _stores(tmp_path: Path) -> tuple[ModelStore, ModelStore]:
+    keys, made = ModelKeys.for_worker(tmp_path / "keys")
+    assert made and (tmp_path / "keys" / PUBLIC_NAME).exists()
+    assert oct((tmp_path / "keys" / "model-signing.key").stat().st_mode & 0o777) == "0o600"
+    worker = ModelStore(tmp_path / "models", keys)
+    client = ModelStore(tmp_path / "models", ModelKeys.for_client(tmp_path / "keys" / PUBLIC_NAME))
+    return worker, client
+
+
+def _learned(worker: ModelStore) -> tuple[OnlineLearner, str]:
+    spec = LearnerSpec(name="m", recipe="logistic", min_examples=1)
+    learner = OnlineLearner(spec)
+    version = worker.checkpoint(learner)
+    return learner, version.version
+
+
+def test_a_version_the_worker_stored_loads_and_a_changed_one_is_refused_without_running_it(tmp_path):
+    worker, client = _stores(tmp_path)
+    learner, version = _learned(worker)
+    assert type(client.load_model("m", version)) is type(learner.model)
+
+    path = tmp_path / "models" / "m" / "versions" / f"{version}.pkl"
+    marker = tmp_path / "ran"
+    planted = pickle.dumps(_Planted(marker))
+    path.write_bytes(planted)
+    # Its hash no longer matches its name: refused as corrupt before any signature is looked at.
+    with pytest.raises(Exception, match="corrupt"):
+        client.load_model("m", version)
+    # Planted under its own hash (a name that matches its bytes), without the worker's signature: refused.
+    from adaptloop.learners.store import version_of
+
+    planted_version = version_of(planted)
+    (path.parent / f"{planted_version}.pkl").write_bytes(planted)
+    with pytest.raises(ModelRefused, match="no signature"):
+        client.load_model("m", planted_version)
+    # With another version's signature beside it: refused too.
+    (path.parent / f"{planted_version}.sig").write_bytes((path.parent / f"{version}.sig").read_bytes())
+    with pytest.raises(ModelRefused, match="does not match"):
+        client.load_model("m", planted_version)
+    assert not marker.exists()  # never unpickled
+
+
+def test_a_changed_checkpoint_is_refused_at_restore_and_at_the_spec_check(tmp_path):
+    worker, _ = _stores(tmp_path)
+    learner, _ = _learned(worker)
+    restored = worker.restore(learner.spec)
+    assert restored.progress.version == learner.progress.version
+
+    path = tmp_path / "models" / "m" / "checkpoint.pkl"
+    data = path.read_bytes()
+    marker = tmp_path / "ran"
+    forged = bytearray(data)
+    forged[-10] ^= 1  # one bit of the pickle changed, the signature in front kept
+    path.write_bytes(bytes(forged))
+    with pytest.raises(ModelRefused, match="checkpoint of model 'm'"):
+        worker.restore(learner.spec)
+    path.write_bytes(pickle.dumps(_Planted(marker)))  # no signature at all
+    with pytest.raises(ModelRefused, match="no signature"):
+        worker.check(learner.spec)
+    assert not marker.exists()
+
+
+def test_a_store_from_before_signatures_is_adopted_once_when_the_keys_are_made(tmp_path):
+    unsigned = ModelStore(tmp_path / "models")
+    learner, version = _learned(unsigned)
+    worker, client = _stores(tmp_path)
+    with pytest.raises(ModelRefused):
+        client.load_model("m", version)
+    assert worker.adopt() == 2  # the version and the checkpoint
+    assert worker.adopt() == 0
+    client.load_model("m", version)
+    assert worker.restore(learner.spec).progress.version == version
+
+
+def test_only_the_worker_signs_and_a_missing_public_key_says_where_to_put_it(tmp_path):
+    _, client = _stores(tmp_path)
+    with pytest.raises(ConfigError, match="only the worker signs"):
+        client.keys.sign(b"x")  # type: ignore[union-attr]
+    lost = ModelStore(tmp_path / "models", ModelKeys.for_client(tmp_path / "nowhere.pub"))
+    worker, _ = _stores(tmp_path / "other")
+    _, version = _learned(ModelStore(tmp_path / "models", worker.keys))
+    with pytest.raises(ConfigError, match="ADAPTLOOP_MODEL_VERIFY_KEY"):
+        lost.load_model("m", version)
