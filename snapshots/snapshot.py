@@ -13,7 +13,8 @@ FILE``) while the worker keeps running. It holds
 - ``snapshot_info``: when, from where, by which adaptloop.
 
 The Parquet files stay where they are (the views name them), so a snapshot is
-cheap to take; it is never written again after it is created.
+cheap to take; it is never written again after it is created. A self-contained
+snapshot copies the rows instead, and opens anywhere.
 """
 
 from __future__ import annotations
@@ -92,8 +93,12 @@ def create_snapshot(
     prefix: str = "",
     topics: Iterable[Topic] = ARCHIVED_TOPICS,
     include_model_bytes: bool = True,
+    self_contained: bool = False,
 ) -> SnapshotInfo:
     """Write a snapshot of the archive (and the model store) to ``out``, atomically.
+
+    ``self_contained``: the rows are copied into the file (tables instead of views over the archive), so it
+    opens on any machine, without the archive: one to hand to a colleague or keep with an audit.
 
     >>> import tempfile
     >>> from adaptloop.schemas.topics import OUTCOMES
@@ -139,7 +144,8 @@ def create_snapshot(
                 f"hive_partitioning = false, union_by_name = true) a JOIN manifest m "
                 f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)"
             )
-            db.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
+            kind = "TABLE" if self_contained else "VIEW"
+            db.execute(f"CREATE {kind} {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
             error_selects.append(
                 f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
                 f"FROM {source} WHERE _error IS NOT NULL"
@@ -151,7 +157,8 @@ def create_snapshot(
             )
             rows[name] = sum(count for _, count in counts)
         if error_selects:
-            db.execute("CREATE VIEW archive_errors AS " + " UNION ALL ".join(error_selects))
+            kind = "TABLE" if self_contained else "VIEW"
+            db.execute(f"CREATE {kind} archive_errors AS " + " UNION ALL ".join(error_selects))
         _write_catalogue(db, models_root, include_model_bytes)
         db.execute(
             "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "

@@ -44,6 +44,12 @@ def snapshot_create(
     model_bytes: Annotated[
         bool, typer.Option(help="Copy the model bytes into the catalogue (else hashes only).")
     ] = True,
+    self_contained: Annotated[
+        bool,
+        typer.Option(
+            "--self-contained", help="Copy the rows into the file, so it opens anywhere (else views over the archive)."
+        ),
+    ] = False,
 ) -> None:
     """Write a point-in-time DuckDB snapshot of the archive and the model store."""
     from datetime import datetime
@@ -58,6 +64,7 @@ def snapshot_create(
         path,
         prefix=settings.topic_prefix,
         include_model_bytes=model_bytes,
+        self_contained=self_contained,
     )
     table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
     for topic, offsets in info.offsets.items():

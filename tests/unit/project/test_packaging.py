@@ -24,3 +24,21 @@ def test_the_wheel_installs_only_adaptloop(tmp_path):
         assert f"adaptloop/{layer}/__init__.py" in names
     assert "adaptloop/py.typed" in names
     assert "adaptloop/localkafka/pom.xml" in names
+
+
+def test_the_image_copies_every_layer_and_compose_scrapes_the_worker():
+    """Docker does not run here, so the image is not built in the suite; what would rot is checked instead."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    layers = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    copied = set(re.findall(r"^COPY (\w+) \1$", (root / "Dockerfile").read_text(), re.M))
+    assert copied == layers
+    compose = (root / "docker-compose.yml").read_text()
+    assert "build: ." in compose and "./deploy/prometheus.yml" in compose
+    from adaptloop.settings import Settings
+
+    port = Settings.model_fields["metrics_port"].default
+    assert f'"worker:{port}"' in (root / "deploy" / "prometheus.yml").read_text()
+    assert f"{port}:{port}" in compose

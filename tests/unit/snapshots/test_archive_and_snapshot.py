@@ -199,3 +199,17 @@ def test_the_archiver_resumes_from_its_committed_offset_and_sets_forged_files_as
     reopened.write(OUTCOMES, "outcomes", 0, records[60:])
     offsets = duckdb.sql(f"SELECT _offset FROM read_parquet('{tmp_path}/topic=outcomes/*/*.parquet') ORDER BY 1")
     assert [offset for (offset,) in offsets.fetchall()] == list(range(100))
+
+
+def test_a_self_contained_snapshot_opens_without_the_archive(tmp_path):
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(OUTCOMES, "outcomes", 0, _records(OutcomeEvent, 25))
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb", topics=[OUTCOMES], self_contained=True)
+    moved = tmp_path / "colleague" / "s.duckdb"
+    moved.parent.mkdir()
+    info.path.rename(moved)
+    import shutil
+
+    shutil.rmtree(tmp_path / "archive")
+    assert run_audit(moved, "SELECT count(*) AS n FROM outcomes").to_pylist() == [{"n": 25}]
+    assert duckdb.connect(str(moved), read_only=True).sql("SELECT count(*) FROM outcomes").fetchall() == [(25,)]

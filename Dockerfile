@@ -1,0 +1,24 @@
+# The image of the worker and the CLI: adaptloop and its Python dependencies, no broker (the cluster's
+# address and login come from the settings: ADAPTLOOP_BOOTSTRAP, ADAPTLOOP_KAFKA__*). Built by
+# `docker build -t adaptloop .`; `docker compose up` runs it with a broker and Prometheus.
+FROM python:3.11-slim
+
+RUN useradd --create-home --uid 10001 adaptloop \
+    && mkdir -p /var/lib/adaptloop && chown adaptloop /var/lib/adaptloop
+WORKDIR /opt/adaptloop
+COPY pyproject.toml README.md ./
+COPY adaptloop adaptloop
+COPY schemas schemas
+COPY learners learners
+COPY snapshots snapshots
+COPY streams streams
+RUN pip install --no-cache-dir .
+
+USER adaptloop
+# Models, keys, the archive and snapshots live here: mount a volume (or set ADAPTLOOP_STORE to s3://...).
+ENV ADAPTLOOP_HOME=/var/lib/adaptloop \
+    ADAPTLOOP_METRICS_HOST=0.0.0.0
+VOLUME ["/var/lib/adaptloop"]
+EXPOSE 9464
+ENTRYPOINT ["adaptloop"]
+CMD ["worker"]
