@@ -1,4 +1,4 @@
-# The image of the worker and the CLI: adaptloop and its Python dependencies, no broker (the cluster's
+# The image of the worker, `adaptloop serve` and the CLI: adaptloop and its Python dependencies, no broker (the cluster's
 # address and login come from the settings: ADAPTLOOP_BOOTSTRAP, ADAPTLOOP_KAFKA__*). Built by
 # `docker build -t adaptloop .`; `docker compose up` runs it with a broker and Prometheus.
 FROM python:3.11-slim
@@ -19,6 +19,6 @@ USER adaptloop
 ENV ADAPTLOOP_HOME=/var/lib/adaptloop \
     ADAPTLOOP_METRICS_HOST=0.0.0.0
 VOLUME ["/var/lib/adaptloop"]
-EXPOSE 9464
+EXPOSE 9464 8000
 ENTRYPOINT ["adaptloop"]
 CMD ["worker"]

@@ -17,6 +17,7 @@ moves both alike:
   their sum bounds the decisions per second this machine's cores allow;
 - two models learned by one learner process and by two;
 - outcome sent -> version serving it, and version published -> served, at half the loop's top rate;
+- ``adaptloop serve``: predictions per second over HTTP, and p50/p99 latency at half that rate;
 - the producer SDK against raw confluent-kafka produce, Parquet writes, a 10-million-row audit.
 """
 
@@ -45,6 +46,7 @@ from bench.io import archive_rate, audit_query, producer_rates
 from bench.learning import agent_rate, learner_rate, produce_examples, read_rate, river_many_rate, river_rate, stream
 from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
+from bench.serve import serve_run
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
@@ -213,6 +215,23 @@ def main() -> None:
         )
         results["scaleout"] = {"one_learner_per_s": one, "two_learners_per_s": two}
         row("2 models: two learner processes / one", two, one)
+
+    with console.status("adaptloop serve: top rate and latencies at half of it"):
+        served = serve_run(settings)
+        results["serve"] = {
+            "top_per_s": served.top_rate,
+            "paced_per_s": served.paced_rate,
+            "p50_ms": served.p50_ms,
+            "p99_ms": served.p99_ms,
+            "errors": served.errors,
+        }
+        row("adaptloop serve: predictions/s over HTTP (8 keep-alive clients)", served.top_rate, None)
+        table.add_row(
+            f"adaptloop serve at half rate ({served.paced_rate:,.0f}/s): p50 / p99",
+            f"{served.p50_ms:.1f} / {served.p99_ms:.1f} ms",
+            "target p99 < 10 ms",
+            f"{served.errors} errors",
+        )
 
     with console.status("producer SDK against raw confluent-kafka"):
         sdk, raw = producer_rates(bootstrap)

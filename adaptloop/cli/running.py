@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -51,6 +52,38 @@ def worker(
         run_worker(Settings(), role.value)
     except AdaptloopError as error:
         raise fail(error) from None
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model to serve (repeat); default: every model in the settings."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="The address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
+    openapi: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write the OpenAPI document to FILE and exit.")
+    ] = None,
+) -> None:
+    """Serve the models over HTTP (predict, outcomes, feedback) for services in any language."""
+    import uvicorn
+
+    from adaptloop.streams.serve import create_app
+
+    settings = Settings()
+    models = list(model or settings.specs)
+    if not models and openapi is None:
+        raise fail(AdaptloopError("no model to serve: give --model NAME, or set ADAPTLOOP_MODELS"))
+    app_ = create_app(settings, models)
+    if openapi is not None:
+        import orjson
+
+        openapi.write_bytes(orjson.dumps(app_.openapi(), option=orjson.OPT_INDENT_2))
+        console.print(f"OpenAPI document in {openapi}")
+        return
+    console.print(f"serving {', '.join(models)} on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command("demo")

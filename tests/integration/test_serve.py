@@ -1,0 +1,116 @@
+"""HTTP serving through the loop: `adaptloop serve` answers predictions with the current version, takes
+outcomes, swaps to each new version by itself, and answers bad requests with a 4xx and the reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.testing import free_port
+from adaptloop.worker import settings_env
+
+from .loop_helpers import loop_settings, running_worker
+
+pytestmark = pytest.mark.kafka
+
+N = 600
+
+
+def _wait(check, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.3)
+    return check()
+
+
+def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serve_by_themselves(
+    kafka_bootstrap, tmp_path
+):
+    spec = LearnerSpec(
+        name="churn",
+        recipe="logistic",
+        min_examples=50,
+        default_prediction=False,
+        checkpoint_every=100,
+        checkpoint_seconds=1,
+    )
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
+    port = free_port()
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        with open(tmp_path / "serve.log", "wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "adaptloop", "serve", "--port", str(port)],
+                env={**os.environ, **settings_env(settings)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=10) as http:
+
+                def healthy() -> bool:
+                    try:
+                        return http.get("/health").status_code == 200
+                    except httpx.TransportError:
+                        assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                        return False
+
+                assert _wait(healthy), (tmp_path / "serve.log").read_text()
+                first = http.get("/v1/models/churn").json()
+                assert first["ready"] and first["examples_seen"] == 0
+
+                versions, fallbacks = set(), 0
+                for i in range(N):
+                    features = {"tenure": float(i % 11), "spend": float(i % 7)}
+                    answer = http.post("/v1/models/churn:predict", json={"features": features})
+                    assert answer.status_code == 200, answer.text
+                    body = answer.json()
+                    versions.add(body["model_version"])
+                    fallbacks += body["fallback"]
+                    outcome = {"decision_id": body["decision_id"], "label": i % 11 < 3, "source": "billing"}
+                    assert http.post("/v1/outcomes", json=outcome).status_code == 202
+                assert fallbacks >= 1 and body["fallback"] is False  # the default until 50 were learned, then versions
+
+                # Each new version serves by itself: the last one has learned every decision.
+                def learned_all():
+                    info = http.get("/v1/models/churn").json()
+                    return info if info["examples_seen"] == N else None
+
+                info = _wait(learned_all)
+                assert info, http.get("/v1/models/churn").json()
+                worker.check_alive()
+                answer = http.post("/v1/models/churn:predict", json={"features": {"tenure": 1.0, "spend": 2.0}})
+                assert answer.json()["model_version"] == info["version"]
+                assert set(answer.json()["probabilities"]) == {"False", "True"}  # class keys as JSON text
+
+                # Bad requests: a 4xx with the reason, never a 500.
+                bad = [
+                    ("/v1/models/nope:predict", {"features": {"tenure": 1.0}}, 404, "serves no model"),
+                    ("/v1/models/churn:predict", {"features": {"plan": "pro"}}, 422, "numbers"),
+                    ("/v1/models/churn:predict", {"feature": {}}, 422, "features"),
+                    ("/v1/models/churn:predict", {"features": {"x": 1.0}, "decision_id": "a\x00b"}, 422, "pattern"),
+                    ("/v1/outcomes", {"decision_id": "d", "label": [1], "source": "s"}, 422, "label"),
+                    ("/v1/feedback", {"kind": "thumbs"}, 422, "trace_id"),
+                ]
+                for path, payload, status, says in bad:
+                    response = http.post(path, json=payload)
+                    assert response.status_code == status and says in response.text, (path, response.text)
+                garbage = http.post("/v1/outcomes", content=b"{not json", headers={"content-type": "application/json"})
+                assert garbage.status_code == 422
+                paths = http.get("/openapi.json").json()["paths"]
+                assert {"/v1/models/{model}:predict", "/v1/outcomes", "/v1/feedback", "/v1/models"} <= set(paths)
+                assert "adaptloop_serve_predict_seconds" in http.get("/metrics").text
+        finally:
+            server.terminate()
+            server.wait(30)
+    assert "default" in versions and len(versions) >= 2  # the model's default, then learned versions
+    assert info["version"] != first["version"]  # swapped to the newest by itself
