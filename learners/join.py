@@ -61,6 +61,7 @@ class JoinEntry(TypedDict, total=False):
     dl: float | None  # the deadline (event time, epoch seconds) of a pending decision
     h: float  # the horizon it was given
     off: int | None  # the offset of an outcome waiting for its prediction (for its dead letter)
+    ro: bool  # that outcome was read from the repartition topic (sent on from another partition)
     gc: float  # when a finished decision is forgotten (event time)
     r: str  # why its prediction was rejected
 
@@ -68,11 +69,12 @@ class JoinEntry(TypedDict, total=False):
 @dataclass(frozen=True)
 class Rejection:
     """A prediction or outcome the join will not use, why, and where it was read (None: the record being
-    processed), for its dead letter."""
+    processed; ``sent_on``: an outcome read from the repartition topic), for its dead letter."""
 
     event: PredictionEvent | OutcomeEvent
     reason: str
     offset: int | None
+    sent_on: bool = False
 
 
 @dataclass
@@ -270,7 +272,7 @@ class DelayedJoin:
             if contract is not None and (problem := contract.label_problem(outcome.label, outcome.reward)):
                 # The outcome that came first breaks the contract: refused; the prediction waits for a good one.
                 self.counts["rejected_outcomes"] += 1
-                out.rejections.append(Rejection(outcome, problem, entry.get("off")))
+                out.rejections.append(Rejection(outcome, problem, entry.get("off"), entry.get("ro", False)))
                 out.examples.append(self._rejected(event, outcome, problem))
                 self._put(
                     key,
@@ -313,7 +315,11 @@ class DelayedJoin:
             out.examples.append(self._rejected(event, None, problem))
             if entry is not None:  # its outcome came first: refused with it
                 outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
-                out.rejections.append(Rejection(outcome, f"its prediction was rejected: {problem}", entry.get("off")))
+                out.rejections.append(
+                    Rejection(
+                        outcome, f"its prediction was rejected: {problem}", entry.get("off"), entry.get("ro", False)
+                    )
+                )
             if partition not in self._queues:
                 self._rebuild(partition)
             gc = _ts(event.timestamp) + horizon * (1 + self.late_retention)
@@ -321,7 +327,10 @@ class DelayedJoin:
             self._schedule(partition, GC, gc, key)
         return out
 
-    def on_outcome(self, event: OutcomeEvent, partition: int, offset: int | None = None) -> JoinOutput:
+    def on_outcome(
+        self, event: OutcomeEvent, partition: int, offset: int | None = None, sent_on: bool = False
+    ) -> JoinOutput:
+        """Join an outcome read at ``offset`` of ``partition`` (``sent_on``: of the repartition topic)."""
         self.counts["outcomes"] += 1
         encoded = _kept(encode(event))
         if (problem := _too_large(encoded, "outcome")) is not None:
@@ -333,18 +342,18 @@ class DelayedJoin:
         entry = self.state.get(key)
         if entry is None:
             deadline = at + self.default_horizon
-            self._put(
-                key,
-                {
-                    "pt": partition,
-                    "st": PENDING,
-                    "p": None,
-                    "o": encoded,
-                    "dl": deadline,
-                    "h": self.default_horizon,
-                    "off": offset,
-                },
-            )
+            waiting: JoinEntry = {
+                "pt": partition,
+                "st": PENDING,
+                "p": None,
+                "o": encoded,
+                "dl": deadline,
+                "h": self.default_horizon,
+                "off": offset,
+            }
+            if sent_on:
+                waiting["ro"] = True
+            self._put(key, waiting)
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == REJECTED:
@@ -422,7 +431,7 @@ class DelayedJoin:
                     self.counts["orphan_outcomes"] += 1
                     outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
                     reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
-                    out.rejections.append(Rejection(outcome, reason, entry.get("off")))
+                    out.rejections.append(Rejection(outcome, reason, entry.get("off"), entry.get("ro", False)))
                     del self.state[key]
                 elif queue == GC and entry["st"] != PENDING:
                     del self.state[key]  # retention of a finished decision is over

@@ -8,6 +8,7 @@ each model is owned by exactly one learner.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot
@@ -43,6 +44,7 @@ class Topic:
     # forge: quotas count by it.
     arrival_time: bool = False
     copartitioned: str | None = None  # topics of one group must have the same partition count
+    repartition_of: str | None = None  # the input whose misplaced records the join sends on here
     doc: str = ""
 
     def full_name(self, prefix: str = "") -> str:
@@ -111,6 +113,22 @@ DEAD_LETTER_REPLAYS = Topic(
     "dead-letter-replays", DeadLetterReplay, "letter", compacted=True, doc="Dead letters sent again, once each."
 )
 DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
+PREDICTIONS_REPARTITION = Topic(
+    "predictions-repartition",
+    PredictionEvent,
+    "decision_id",
+    copartitioned="decisions",
+    repartition_of="predictions",
+    doc="Predictions the join read on another partition than their key's, sent on to it (written by the join).",
+)
+OUTCOMES_REPARTITION = Topic(
+    "outcomes-repartition",
+    OutcomeEvent,
+    "decision_id",
+    copartitioned="decisions",
+    repartition_of="outcomes",
+    doc="Outcomes the join read on another partition than their key's, sent on to it (written by the join).",
+)
 JOIN_CLOCK = Topic(
     "join-clock",
     ClockTick,
@@ -134,9 +152,11 @@ ALL_TOPICS: tuple[Topic, ...] = (
     DEAD_LETTERS,
     DEAD_LETTER_REPLAYS,
     JOIN_CLOCK,
+    PREDICTIONS_REPARTITION,
+    OUTCOMES_REPARTITION,
 )
 
-_BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS}
+_BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS if topic.repartition_of is None}
 _BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL_TOPICS}
 
 
@@ -157,3 +177,42 @@ def topic_named(name: str, prefix: str = "") -> Topic:
     except KeyError:
         known = ", ".join(sorted(_BY_NAME))
         raise ConfigError(f"unknown topic {name!r} (prefix {prefix!r}); known: {known}") from None
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(key: bytes) -> int:
+    """Kafka's murmur2 hash of a key (unsigned 32 bits), as Java's ``Utils.murmur2`` computes it.
+
+    >>> murmur2(b"21")
+    3321034988
+    """
+    length = len(key)
+    h = (0x9747B28C ^ length) & _MASK
+    whole = length - length % 4
+    for (k,) in struct.iter_unpack("<I", key[:whole]):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    rest = length % 4
+    if rest == 3:
+        h ^= key[whole + 2] << 16
+    if rest >= 2:
+        h ^= key[whole + 1] << 8
+    if rest >= 1:
+        h = ((h ^ key[whole]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Java's default partitioner (and librdkafka's ``murmur2_random``, the SDK's) gives a key:
+    the join expects each decision's prediction and outcome where this puts its ``decision_id``.
+
+    >>> partition_for(b"d-1", 6) == partition_for(b"d-1", 6)
+    True
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

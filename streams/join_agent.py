@@ -8,6 +8,12 @@ their model key lands on), the dead letters, the changed entries of its state on
 a compacted changelog partition ``i``, and the input offsets, commits in one
 transaction: a crash replays the batch from the last commit, exactly once.
 
+A decision's prediction and outcome must be read by the member that owns its partition. A service whose
+client partitions keys otherwise than Java's murmur2 (librdkafka's default ``consistent_random``: Go, .NET,
+node-rdkafka) puts some records on another partition: the join sends each such record on to its key's
+partition of ``predictions-repartition`` or ``outcomes-repartition``, in the transaction that commits
+having read it, and joins it there, so nothing is lost or joined twice whatever the sender's partitioner.
+
 Whoever takes over partition ``i`` creates producer ``i`` again, which fences the
 old owner and aborts its open transaction at once, then restores the state from
 the changelog and resumes from the committed offsets. The join logic itself is
@@ -45,17 +51,26 @@ from adaptloop.schemas.codec import encode
 from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.system import ClockTick, DeadLetter
-from adaptloop.schemas.topics import JOIN_CLOCK, OUTCOMES, PREDICTIONS, Topic
+from adaptloop.schemas.topics import (
+    JOIN_CLOCK,
+    OUTCOMES,
+    OUTCOMES_REPARTITION,
+    PREDICTIONS,
+    PREDICTIONS_REPARTITION,
+    Topic,
+    partition_for,
+)
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, ensure_changelog, wait_for_broker
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
-from adaptloop.streams.metrics import EVENTS_IN, JOINS, model_label, record_lag
+from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
 
-INPUTS: tuple[Topic, ...] = (PREDICTIONS, OUTCOMES, JOIN_CLOCK)
+INPUTS: tuple[Topic, ...] = (PREDICTIONS, OUTCOMES, JOIN_CLOCK, PREDICTIONS_REPARTITION, OUTCOMES_REPARTITION)
+REPARTITION = {PREDICTIONS: PREDICTIONS_REPARTITION, OUTCOMES: OUTCOMES_REPARTITION}
 RESTORE_TIMEOUT = 300.0
 
 
@@ -105,6 +120,7 @@ class JoinAgent:
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
         self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
         partitions = self._ensure_changelog(partitions, replication)
+        self.partitions = partitions
         self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
         self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
         # End offsets for ticks, on connections of their own: the consumer's hold its long-polling
@@ -118,7 +134,7 @@ class JoinAgent:
             INPUTS,
             dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
             prefix=prefix,
-            # eager "range": partition i of the three inputs goes to one member, assigned with our own restore.
+            # eager "range": partition i of the inputs goes to one member, assigned with our own restore.
             config={
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": 10_000,
@@ -228,6 +244,8 @@ class JoinAgent:
         joined: Counter[tuple[str, str]] = Counter()
         for record in records:
             received[record.topic.name] += 1
+            if self._send_on(record):
+                continue
             out = self._process_safely(record)
             output = self.outputs[record.partition]
             for example in out.examples:
@@ -249,6 +267,21 @@ class JoinAgent:
             self._lag_recorded_at = time.monotonic()
             self.consumer.dead_letters.log_summary()
         return len(records)
+
+    def _send_on(self, record: Record) -> bool:
+        """Send a prediction or outcome read on another partition than its decision's on to that partition's
+        repartition topic (in this partition's transaction); return whether it was sent on."""
+        topic = REPARTITION.get(record.topic)
+        if topic is None:
+            return False
+        key = record.event.decision_id.encode()  # type: ignore[attr-defined]
+        home = partition_for(key, self.partitions)
+        if home == record.partition:
+            return False
+        self.positions[(record.topic.full_name(self.prefix), record.partition)] = record.offset + 1
+        self.outputs[record.partition].send_bytes(topic.full_name(self.prefix), key, record.value, partition=home)
+        REPARTITIONED.labels(record.topic.name).inc()
+        return True
 
     def _process_safely(self, record: Record) -> JoinOutput:
         """Process one record; if that raises, its decision is left as it was and the record is a dead letter of
@@ -288,18 +321,18 @@ class JoinAgent:
         if isinstance(event, PredictionEvent):
             out = self.join.on_prediction(event, index)
         elif isinstance(event, OutcomeEvent):
-            out = self.join.on_outcome(event, index, record.offset)
+            out = self.join.on_outcome(event, index, record.offset, record.topic is OUTCOMES_REPARTITION)
         else:
             assert isinstance(event, ClockTick)
             out = self.join.tick(index, event.timestamp.timestamp(), self._read_to_end(index))
         dead_letters = self.consumer.dead_letters
         for rejection in out.rejections:
-            topic = PREDICTIONS if isinstance(rejection.event, PredictionEvent) else OUTCOMES
             if rejection.offset is None:  # the record being processed: its own bytes
-                offset, key, value = record.offset, record.key, record.value
-            else:
+                topic_name, offset, key, value = name, record.offset, record.key, record.value
+            else:  # an outcome read earlier
+                topic_name = self.names[OUTCOMES_REPARTITION if rejection.sent_on else OUTCOMES]
                 offset, key, value = rejection.offset, rejection.event.decision_id.encode(), encode(rejection.event)
-            dead_letters.reject(self.names[topic], index, offset, key, value, "rejected", rejection.reason)
+            dead_letters.reject(topic_name, index, offset, key, value, "rejected", rejection.reason)
         return out
 
     def _time_problem(self, event: Event, index: int) -> str | None:
@@ -333,23 +366,26 @@ class JoinAgent:
         """
         done = []
         for topic, clock in ((PREDICTIONS, PREDICTION_CLOCK), (OUTCOMES, OUTCOME_CLOCK)):
-            name = self.names[topic]
-            tp, position = TopicPartition(name, index), self._position(name, index)
-            if position < self.consumer.kafka.get_watermark_offsets(tp, cached=True)[1]:
-                continue
-            try:
-                _, high = self.ends.get_watermark_offsets(tp, timeout=5)
-            except KafkaException as error:  # no answer: the clock waits for the next tick
-                log.warning(
-                    "join partition %d: no end offset of %s (%s); the tick does not advance it",
-                    index,
-                    name,
-                    error.args[0].str(),
-                )
-                continue
-            if position >= high:
+            if self._at_end(topic, index) and self._at_end(REPARTITION[topic], index):
                 done.append(clock)
         return tuple(done)
+
+    def _at_end(self, topic: Topic, index: int) -> bool:
+        name = self.names[topic]
+        tp, position = TopicPartition(name, index), self._position(name, index)
+        if position < self.consumer.kafka.get_watermark_offsets(tp, cached=True)[1]:
+            return False
+        try:
+            _, high = self.ends.get_watermark_offsets(tp, timeout=5)
+        except KafkaException as error:  # no answer: the clock waits for the next tick
+            log.warning(
+                "join partition %d: no end offset of %s (%s); the tick does not advance it",
+                index,
+                name,
+                error.args[0].str(),
+            )
+            return False
+        return position >= high
 
     def _position(self, name: str, index: int) -> int:
         known = self.positions.get((name, index))

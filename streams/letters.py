@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_pattern
-from adaptloop.schemas.topics import DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
+from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import read_all
@@ -116,7 +116,7 @@ def replay_letters(
                 if on_skip is not None:
                     on_skip(item, why)
                 continue
-            producer.send_bytes(letter.source_topic, letter.key, letter.value)
+            producer.send_bytes(_sent_to(letter.source_topic, prefix), letter.key, letter.value)
             producer.send(
                 DeadLetterReplay(
                     letter=item.id,
@@ -170,3 +170,13 @@ def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple
         return found
     finally:
         consumer.close()
+
+
+def _sent_to(source_topic: str, prefix: str) -> str:
+    """Where a replayed record goes: its source topic, or for a record the join had sent on to a repartition
+    topic, the input it came from (the join routes it again)."""
+    base = source_topic[len(prefix) :] if source_topic.startswith(prefix) else source_topic
+    for topic in ALL_TOPICS:
+        if topic.name == base and topic.repartition_of is not None:
+            return f"{prefix}{topic.repartition_of}"
+    return source_topic

@@ -21,6 +21,12 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
+REPARTITIONED = Counter(
+    "adaptloop_join_repartitioned_total",
+    "Predictions and outcomes the join read on another partition than murmur2 of their decision_id gives "
+    "(a producer with another partitioner) and sent on to their own partition, per topic.",
+    ["topic"],
+)
 EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
 DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
 JOINS = Counter(

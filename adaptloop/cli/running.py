@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from adaptloop.cli.common import app, console, fail
+from adaptloop.roles import tune_gc
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.settings import Settings
 
@@ -83,6 +84,7 @@ def serve(
         console.print(f"OpenAPI document in {openapi}")
         return
     console.print(f"serving {', '.join(models)} on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    tune_gc()  # as the worker's roles: a full collection of start-up's objects would stall requests
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
