@@ -22,12 +22,21 @@ class PredictionEvent(Event):
     ('d-1', 1)
     """
 
-    decision_id: Name
+    decision_id: Name = Field(description="The decision's id; its outcome names it. The record's Kafka key.")
     model: Name
-    model_version: Name
+    model_version: Name = Field(
+        description="What answered: a version id the loop published (model-updates; adaptloop serve and "
+        "ModelClient answer with it), 'default' for the model's declared default_prediction, or any other name "
+        "for a service's own model. Decisions of a version the loop did not publish are counted as external: "
+        "learned from, never scored as a published version's production."
+    )
     features: dict[str, FeatureValue]
     prediction: Label | None = None
-    probabilities: dict[str, Probability] | None = None
+    probabilities: dict[str, Probability] | None = Field(
+        default=None,
+        description="Per class, the probability; each key is the class as Python's str() writes it: 'True' and "
+        "'False' for booleans, '3' for the integer 3, the text itself for a string class.",
+    )
     score: FiniteFloat | None = None
     action_probability: Probability | None = Field(
         default=None, description="Probability with which the served action was chosen (exploration/propensity)."
@@ -50,8 +59,10 @@ class OutcomeEvent(Event):
     False
     """
 
-    decision_id: Name
-    label: Label | None = None
+    decision_id: Name = Field(description="The decision's id, as its prediction gave it. The record's Kafka key.")
+    label: Label | None = Field(
+        default=None, description="What the right answer was; its type is the model's (models/<model>.outcomes)."
+    )
     reward: FiniteFloat | None = None
     source: Name
 

@@ -23,6 +23,21 @@ class NamedQuery:
     params: tuple[str, ...] = field(default=())
 
 
+_NUMERIC_JSON = "('BOOLEAN', 'UBIGINT', 'BIGINT', 'DOUBLE')"
+
+
+def _number(column: str) -> str:
+    return f"(CASE json_type({column}) WHEN 'BOOLEAN' THEN {column}::BOOLEAN::INT::DOUBLE ELSE {column}::DOUBLE END)"
+
+
+def _same(a: str, b: str) -> str:
+    """SQL: whether two JSON values are equal as Python compares them (``True == 1 == 1.0``; text as text)."""
+    return (
+        f"CASE WHEN json_type({a}) IN {_NUMERIC_JSON} AND json_type({b}) IN {_NUMERIC_JSON} "
+        f"THEN {_number(a)} = {_number(b)} ELSE {a}::JSON = {b}::JSON END"
+    )
+
+
 NAMED_QUERIES: dict[str, NamedQuery] = {
     "versions": NamedQuery(
         "Every model version in order: why it was made, what it had learned, its metrics at that point.",
@@ -35,13 +50,22 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "metric_by_version": NamedQuery(
-        "Production accuracy of the served predictions, per model version that served them (from the joins).",
-        """
-        SELECT model, model_version, count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
-               round(avg(CASE WHEN status = 'joined' THEN (prediction = label)::INT END), 4) AS accuracy,
+        "Production accuracy of the served predictions, per model version that served them (from the joins); "
+        "served_by says whether a published version (version), the model's default (default) or something the "
+        "loop never published, a service's own model (external), answered. Labels and predictions compare as "
+        "the learner compares them (true equals 1).",
+        f"""
+        SELECT t.model, t.model_version,
+               CASE WHEN t.fallback THEN 'default' WHEN v.version IS NOT NULL THEN 'version' ELSE 'external' END
+                   AS served_by,
+               count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
+               round(avg(CASE WHEN status = 'joined' THEN ({_same("t.prediction", "t.label")})::INT END), 4)
+                   AS accuracy,
                min(predicted_at) AS first_served, max(predicted_at) AS last_served
         FROM (SELECT * FROM training_examples
-              QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1)
+              QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1) t
+        LEFT JOIN (SELECT DISTINCT model, version FROM model_updates) v
+               ON v.model = t.model AND v.version = t.model_version
         GROUP BY ALL ORDER BY first_served
         """,
     ),

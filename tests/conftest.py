@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +116,18 @@ def s3_bucket(s3_server: str) -> str:
     fs = pafs.S3FileSystem(endpoint_override=s3_server, scheme="http", allow_bucket_creation=True)
     fs.create_dir(name)
     return f"s3://{name}/models?endpoint_override={s3_server}&scheme=http"
+
+
+NODE_TOOLS = Path(__file__).parent / "node"
+
+
+@pytest.fixture(scope="session")
+def node_tools() -> Path:
+    """tests/node with its npm packages (Ajv), installed from the npm registry on first use."""
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is needed for the tests of other languages (Node.js 20 with npm)"
+    if not (NODE_TOOLS / "node_modules" / "ajv").exists():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_TOOLS, check=True, capture_output=True, timeout=300
+        )
+    return NODE_TOOLS

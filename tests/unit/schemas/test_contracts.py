@@ -6,7 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from adaptloop.samples import SAMPLERS, sample_events
-from adaptloop.schemas import AgentFeedbackEvent, PreferenceEvent, decode, encode, topic_for, topic_named
+from adaptloop.schemas import (
+    AgentFeedbackEvent,
+    OutcomeEvent,
+    PreferenceEvent,
+    decode,
+    encode,
+    topic_for,
+    topic_named,
+)
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.export import export_json_schemas, json_schemas
 from adaptloop.schemas.topics import ALL_TOPICS, OUTCOMES, PREDICTIONS
@@ -99,11 +107,51 @@ def test_json_schema_rejects_what_the_decoder_rejects():
         jsonschema.validate({"label": True, "source": "s"}, schema)
 
 
-def test_export_writes_one_file_per_topic_with_its_key(tmp_path):
+def test_export_writes_one_file_per_topic_and_a_manifest_with_keys_and_partitioner(tmp_path):
     paths = export_json_schemas(tmp_path)
-    assert sorted(p.name for p in paths) == sorted(f"{t.name}.schema.json" for t in ALL_TOPICS)
+    public = [t for t in ALL_TOPICS if t.repartition_of is None]
+    assert sorted(p.name for p in paths) == sorted([*(f"{t.name}.schema.json" for t in public), "topics.json"])
     outcomes = orjson.loads((tmp_path / "outcomes.schema.json").read_bytes())
-    assert outcomes["x-kafka-key"] == "decision_id" and "decision_id" in outcomes["required"]
+    assert outcomes["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "decision_id" in outcomes["required"] and "key: the UTF-8 bytes of `decision_id`" in outcomes["description"]
+    manifest = {entry["topic"]: entry for entry in orjson.loads((tmp_path / "topics.json").read_bytes())}
+    assert manifest["predictions"] == {
+        "topic": "predictions",
+        "schema": "predictions.schema.json",
+        "key": "decision_id",
+        "key_encoding": "UTF-8",
+        "partitioner": "murmur2",
+        "compacted": False,
+        "doc": PREDICTIONS.doc,
+    }
+
+
+def test_schemas_hold_standard_keywords_and_descriptions_without_doctests():
+    text = orjson.dumps(json_schemas()).decode()
+    assert "x-kafka" not in text and ">>>" not in text and "``" not in text
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "valid"),
+    [
+        ("2026-11-24T08:00:00Z", True),
+        ("2026-11-24T08:00:00.25+01:00", True),
+        ("2026-11-24T08:00:00", False),  # no zone: the contract refuses it, and so does the schema's pattern
+        ("2026-11-24 08:00:00Z", False),
+    ],
+)
+def test_a_timestamp_without_a_zone_is_refused_by_the_schema_alone(timestamp, valid):
+    record = {"decision_id": "d", "label": True, "source": "s", "timestamp": timestamp}
+    schema = json_schemas()["outcomes"]
+    # No format checker: the pattern alone decides, as in a validator that does not check formats.
+    assert jsonschema.Draft202012Validator(schema).is_valid(record) is valid
+    try:
+        OutcomeEvent.model_validate_json(orjson.dumps(record))
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted or not valid  # the schema never takes what the contract refuses
+    assert accepted is (timestamp != "2026-11-24T08:00:00")  # of these, the contract refuses the one without a zone
 
 
 def test_each_models_schema_refuses_what_its_contract_refuses(tmp_path):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
 import pytest
 
 from adaptloop.samples import MALFORMED_RECORDS, SAMPLERS, sample_events
-from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode, topic_for
+from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample, encode, topic_for
 from adaptloop.schemas.errors import ConfigError
-from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
+from adaptloop.schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.audit import NAMED_QUERIES, run_audit
 from adaptloop.snapshots.columns import RawRecord, event_row, json_fields
@@ -213,3 +215,43 @@ def test_a_self_contained_snapshot_opens_without_the_archive(tmp_path):
     shutil.rmtree(tmp_path / "archive")
     assert run_audit(moved, "SELECT count(*) AS n FROM outcomes").to_pylist() == [{"n": 25}]
     assert duckdb.connect(str(moved), read_only=True).sql("SELECT count(*) FROM outcomes").fetchall() == [(25,)]
+
+
+def test_metric_by_version_compares_as_the_learner_does_and_keeps_external_decisions_apart(tmp_path):
+    version = next(iter(sample_events(ModelVersion, 1))).model_copy(update={"model": "churn"})
+    rng = random.Random(3)
+    served = [  # (model_version, fallback, prediction, label): labels of several JSON types, as services send
+        *[
+            (version.version, False, rng.choice([True, False, 1, 0]), rng.choice([True, False, 1, 0]))
+            for _ in range(60)
+        ],
+        *[("default", True, False, rng.choice([True, False])) for _ in range(15)],
+        *[("java-rules", False, rng.choice([1.0, 0.0]), rng.choice([True, False, 1])) for _ in range(25)],
+    ]
+    examples = [
+        TrainingExample(
+            model="churn",
+            decision_id=f"d-{i}",
+            model_version=model_version,
+            features={"x": 1.0},
+            prediction=prediction,
+            label=label,
+            fallback=fallback,
+            predicted_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+        )
+        for i, (model_version, fallback, prediction, label) in enumerate(served)
+    ]
+    archive = ParquetArchive(tmp_path / "archive")
+    records = [RawRecord(0, i, STAMP + i, b"churn", encode(e)) for i, e in enumerate(examples)]
+    archive.write(TRAINING_EXAMPLES, "training-examples", 0, records)
+    archive.write(MODEL_UPDATES, "model-updates", 0, [RawRecord(0, 0, STAMP, b"churn", encode(version))])
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+
+    rows = {row["model_version"]: row for row in run_audit(info.path, "metric_by_version").to_pylist()}
+    expected_by = {version.version: "version", "default": "default", "java-rules": "external"}
+    for model_version, served_by in expected_by.items():
+        mine = [(p, y) for v, _, p, y in served if v == model_version]
+        # Python's equality, as River's metrics and the learner use it: True == 1 == 1.0.
+        accuracy = round(sum(p == y for p, y in mine) / len(mine), 4)
+        assert (rows[model_version]["served_by"], rows[model_version]["decisions"]) == (served_by, len(mine))
+        assert rows[model_version]["accuracy"] == accuracy
