@@ -110,3 +110,51 @@ def demo(
         run_demo(Settings(), console, Scenario(decisions=decisions, rate=rate, policy=policy.value))
     except AdaptloopError as error:
         raise fail(error) from None
+
+
+@app.command("ingest")
+def ingest_command(
+    source: Annotated[str, typer.Argument(help="A CSV or Parquet file, or river:<Dataset> (e.g. river:Phishing).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The model to learn it (a spec in the settings).")],
+    label: Annotated[str | None, typer.Option(help="The label column of a CSV or Parquet file.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, metavar="PER_SECOND", help="Decisions per second (default: at once).")
+    ] = None,
+    delay: Annotated[
+        str, typer.Option(help="Outcome delay: fixed:S, exp:MEAN or uniform:LOW,HIGH (seconds).")
+    ] = "fixed:0",
+    ordered: Annotated[
+        bool, typer.Option(help="Learn in the file's order (one partition, fixed delay): equal to River in process.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, metavar="N", help="At most N rows.")] = None,
+    snapshot: Annotated[bool, typer.Option(help="Take a snapshot once the archive holds the run.")] = True,
+    timeout: Annotated[float, typer.Option(min=1, metavar="SECONDS", help="Give up after this long.")] = 600.0,
+) -> None:
+    """Push a dataset through the running loop as decisions and outcomes; wait until each is accounted for."""
+    from adaptloop.ingest import Delay, ingest
+
+    try:
+        result = ingest(
+            Settings(),
+            source,
+            model,
+            label=label,
+            rate=rate,
+            delay=Delay.parse(delay),
+            ordered=ordered,
+            limit=limit,
+            snapshot=snapshot,
+            timeout=timeout,
+            progress=lambda step: console.print(f"[dim]{step}[/]"),
+        )
+    except AdaptloopError as error:
+        raise fail(error) from None
+    statuses = ", ".join(f"{status} {count}" for status, count in sorted(result.statuses.items()))
+    console.print(f"{result.decisions} decisions in {result.seconds:.1f}s: {statuses}")
+    version = result.version
+    if version is not None:
+        metrics = ", ".join(f"{name} {value:.4f}" for name, value in sorted(version.metrics.items()))
+        console.print(f"version {version.version} of {model}: {version.examples_seen} examples seen; {metrics}")
+    console.print(f"archived {result.archived} training examples of this run")
+    if result.snapshot is not None:
+        console.print(f"snapshot {result.snapshot}")

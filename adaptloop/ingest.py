@@ -1,0 +1,285 @@
+"""``adaptloop ingest``: a dataset pushed through the real loop, as if a service had served it.
+
+Each row becomes a decision: a ``PredictionEvent`` with the row's features (``model_version`` ``ingest``: the
+loop learns from it but never scores it as a version's production) and, after a delay drawn from a stated
+distribution, an ``OutcomeEvent`` with the row's label. Then it waits until every decision has ended in the
+join (joined, defaulted, expired or rejected), the model has published a version that learned them, and the
+archive holds them, and takes a snapshot: what an analyst needs to evaluate a model on real data.
+
+Ordered mode makes the loop learn the rows in the file's order, so its progressive metrics equal River's run
+in process over the file: every decision id is chosen to fall on one partition of the inputs (the join reads a
+partition in order) and every outcome comes the same delay after its prediction.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from confluent_kafka import Consumer, TopicPartition
+
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import ConfigError, DecodeError, InvalidInput, TimedOut
+from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPLES, partition_for
+from adaptloop.settings import Settings
+from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
+from adaptloop.streams.admin import wait_for_broker
+from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import read_all
+
+INGEST_VERSION = "ingest"
+"""The ``model_version`` of ingested decisions: no version of the loop served them."""
+
+ENDED = ("joined", "defaulted", "expired", "rejected")  # a decision ends once with one of these
+
+
+@dataclass(frozen=True)
+class Delay:
+    """How long after its prediction a decision's outcome is sent: ``fixed:S``, ``exp:MEAN`` or
+    ``uniform:LOW,HIGH`` (seconds).
+
+    >>> Delay.parse("uniform:0,2").kind, Delay.parse("0").draw(random.Random(1))
+    ('uniform', 0.0)
+    """
+
+    kind: str
+    a: float
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Delay:
+        match = re.fullmatch(r"(?:(fixed|exp|uniform):)?([0-9.]+)(?:,([0-9.]+))?", text.strip())
+        if match is None or (match[1] == "uniform") != (match[3] is not None):
+            raise ConfigError(f"delay {text!r}: write fixed:SECONDS, exp:MEAN_SECONDS or uniform:LOW,HIGH")
+        return cls(match[1] or "fixed", float(match[2]), float(match[3] or 0))
+
+    def draw(self, rng: random.Random) -> float:
+        if self.kind == "exp":
+            return rng.expovariate(1 / self.a) if self.a > 0 else 0.0
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        return self.a
+
+
+def dataset_rows(source: str, label: str | None = None) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(features, label) of each row of ``source``: ``river:<Dataset>`` (e.g. ``river:Phishing``), or a CSV or
+    Parquet file whose ``label`` column holds the labels (every other column is a feature)."""
+    if source.startswith("river:"):
+        from river import datasets
+
+        dataset = getattr(datasets, source.removeprefix("river:"), None)
+        if not isinstance(dataset, type):
+            known = ", ".join(name for name in dir(datasets) if name[:1].isupper())
+            raise ConfigError(f"{source}: no such River dataset (River has: {known})")
+        yield from dataset()
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such file (give a CSV or Parquet file, or river:<Dataset>)")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    else:
+        import pyarrow.csv as csv
+
+        # An empty cell is a missing feature, in text columns too.
+        table = csv.read_csv(path, convert_options=csv.ConvertOptions(strings_can_be_null=True))
+    if label is None or label not in table.column_names:
+        raise ConfigError(
+            f"{source}: name the label column with --label (the columns: {', '.join(table.column_names)})"
+        )
+    labels = table.column(label).to_pylist()
+    features = table.drop_columns([label])
+    yield from zip(features.to_pylist(), labels, strict=True)
+
+
+@dataclass
+class IngestResult:
+    decisions: int
+    statuses: Counter[str] = field(default_factory=Counter)
+    version: ModelVersion | None = None  # the first version that learned every joined decision
+    archived: int = 0  # training examples of this run in the archive
+    snapshot: Path | None = None
+    seconds: float = 0.0
+
+
+class _Outputs:
+    """This run's training examples and the model's versions, read from where the topics ended at its start."""
+
+    def __init__(self, settings: Settings, run: str, model: str) -> None:
+        self.run, self.model = f"{run}-", model
+        self.prefix = settings.topic_prefix
+        self.consumer = Consumer(
+            kafka_config(
+                settings.bootstrap_address,
+                **{"group.id": f"adaptloop-ingest-{run}", "isolation.level": "read_committed"},
+            )
+        )
+        self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
+        start = []
+        for name in self.topics:
+            for partition in self.consumer.list_topics(name, timeout=30).topics[name].partitions:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=30)
+                start.append(TopicPartition(name, partition, high))
+        self.consumer.assign(start)
+        self.statuses: Counter[str] = Counter()
+        self.versions: list[ModelVersion] = []
+
+    def poll(self) -> None:
+        for message in self.consumer.consume(5000, 0.2):
+            name = message.topic()
+            if message.error() is not None or name is None:
+                continue
+            try:
+                event = decode(self.topics[name], message.value())
+            except DecodeError:
+                continue  # not this run's business; the worker dead-letters its own inputs
+            if isinstance(event, TrainingExample) and event.decision_id.startswith(self.run):
+                self.statuses[event.status] += 1
+            elif isinstance(event, ModelVersion) and event.model == self.model:
+                self.versions.append(event)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def ingest(
+    settings: Settings,
+    source: str,
+    model: str,
+    *,
+    label: str | None = None,
+    rate: float | None = None,
+    delay: Delay = Delay("fixed", 0.0),
+    ordered: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    snapshot: bool = True,
+    timeout: float = 600.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> IngestResult:
+    """Push ``source`` through the loop as decisions of ``model`` and wait until all are accounted for."""
+    if model not in settings.specs:
+        raise ConfigError(f"no learner spec for model {model!r} in the settings: the worker would not learn it")
+    if ordered and delay.kind != "fixed":
+        raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
+    run = f"ingest-{uuid.uuid4().hex[:8]}"
+    topic = PREDICTIONS.full_name(settings.topic_prefix)
+    partitions = len(
+        wait_for_broker(settings.bootstrap_address).list_topics(topic, timeout=30).topics[topic].partitions
+    )
+    outputs = _Outputs(settings, run, model)
+    before = max(  # what the model had learned before this run
+        (
+            v.examples_seen
+            for v in read_all(settings.bootstrap_address, MODEL_UPDATES, settings.topic_prefix)
+            if isinstance(v, ModelVersion) and v.model == model
+        ),
+        default=0,
+    )
+    rng, started = random.Random(seed), time.monotonic()
+    result = IngestResult(decisions=0)
+    try:
+        progress("sending the decisions")
+        with EventProducer.from_settings(settings) as producer:
+            due: list[tuple[float, int, OutcomeEvent]] = []
+            for i, (features, y) in enumerate(dataset_rows(source, label)):
+                if limit is not None and i >= limit:
+                    break
+                if rate:
+                    time.sleep(max(0.0, started + i / rate - time.monotonic()))
+                decision = _decision_id(run, i, partitions if ordered else None)
+                try:
+                    prediction = PredictionEvent(
+                        decision_id=decision, model=model, model_version=INGEST_VERSION, features=features
+                    )
+                    outcome = OutcomeEvent(decision_id=decision, label=y, source="adaptloop-ingest")
+                except ValueError as error:
+                    raise InvalidInput(f"{source}, row {i + 1}: {error}") from None
+                producer.send(prediction)
+                heapq.heappush(due, (time.monotonic() + delay.draw(rng), i, outcome))
+                _send_due(producer, due, time.monotonic())
+                result.decisions += 1
+                if i % 1000 == 999:
+                    outputs.poll()  # keeps its consumer in touch with the broker
+            while due:
+                time.sleep(max(0.0, min(0.2, due[0][0] - time.monotonic())))
+                _send_due(producer, due, time.monotonic())
+        progress("waiting for every decision to end in the join and the model to learn them")
+        deadline = started + timeout
+        while True:
+            outputs.poll()
+            learned = outputs.statuses["joined"] + outputs.statuses["defaulted"]
+            ended = sum(outputs.statuses[status] for status in ENDED) >= result.decisions
+            version = next((v for v in outputs.versions if v.examples_seen >= before + learned), None)
+            if ended and version is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TimedOut(
+                    f"after {timeout:.0f}s, {dict(outputs.statuses)} of {result.decisions} decisions; is a worker "
+                    f"running with a spec for {model!r} (adaptloop worker)?"
+                )
+        result.statuses, result.version = outputs.statuses, version
+        progress("waiting for the archive to hold them")
+        total = sum(outputs.statuses.values())
+        while (archived := _archived(settings, run)) < total:
+            if time.monotonic() > deadline:
+                raise TimedOut(f"the archive holds {archived} of this run's {total} training examples")
+            time.sleep(0.5)
+        result.archived = archived
+        outputs.poll()  # late outcomes that came meanwhile
+        result.statuses = outputs.statuses
+        if snapshot:
+            result.snapshot = create_snapshot(
+                settings.archive_dir,
+                settings.models_location,
+                settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
+                prefix=settings.topic_prefix,
+            ).path
+    finally:
+        outputs.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _decision_id(run: str, i: int, partitions: int | None) -> str:
+    """``<run>-<row>``; in ordered mode with a suffix that puts it on partition 0 (murmur2, as the join reads)."""
+    decision = f"{run}-{i}"
+    if partitions is None:
+        return decision
+    k = 0
+    while partition_for(f"{decision}-{k}".encode(), partitions) != 0:
+        k += 1
+    return f"{decision}-{k}"
+
+
+def _send_due(producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]], now: float) -> None:
+    while due and due[0][0] <= now:
+        _, _, outcome = heapq.heappop(due)
+        producer.send(outcome)
+
+
+def _archived(settings: Settings, run: str) -> int:
+    name = TRAINING_EXAMPLES.full_name(settings.topic_prefix)
+    if not ParquetArchive(settings.archive_dir).files(name):
+        return 0
+    row = duckdb.execute(
+        "SELECT count(*) FROM read_parquet(?) WHERE starts_with(decision_id, ?)",
+        [topic_glob(settings.archive_dir, name), f"{run}-"],
+    ).fetchone()
+    return int(row[0]) if row else 0
