@@ -18,19 +18,24 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adaptloop.demo import archived_rows
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent
 from adaptloop.schemas.errors import AdaptloopError
-from adaptloop.schemas.topics import DEAD_LETTERS, GUARDRAIL_ALERTS
+from adaptloop.schemas.topics import AGENT_FEEDBACK, DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE, PREFERENCES
 from adaptloop.settings import Settings
+from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
+from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.preference_client import PreferenceClient
 from adaptloop.streams.versions import read_all
 from adaptloop.worker import start_worker_process, stop_worker_process
@@ -220,6 +225,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
             time.sleep(2 * settings.preference_publish_seconds + 1)  # the last feedback reaches the store
             store = router.store
             report = _report(settings, scenario, variants, routes, store)
+            report["snapshot"] = _snapshot(settings, console)
     finally:
         stop_worker_process(worker)
     _print(console, report)
@@ -259,6 +265,35 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
     }
 
 
+def _snapshot(settings: Settings, console: Console) -> Path:
+    """Once the archive holds every feedback, preference and store publication sent, a snapshot for the analysts
+    (as the main demo takes; its ``preference_variants`` view is the merged store)."""
+    ends = Consumer(kafka_config(settings.bootstrap_address, **{"group.id": f"{settings.group}-demo-ends"}))
+    sent = {}
+    try:
+        for topic in (AGENT_FEEDBACK, PREFERENCES):
+            name = topic.full_name(settings.topic_prefix)
+            partitions = ends.list_topics(name, timeout=30).topics[name].partitions
+            sent[topic] = sum(ends.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1] for p in partitions)
+    finally:
+        ends.close()
+    deadline = time.monotonic() + 60
+    with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
+        while any(archived_rows(settings, topic) < count for topic, count in sent.items()) or not archived_rows(
+            settings, PREFERENCE_STORE
+        ):
+            if time.monotonic() > deadline:
+                console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
+                break
+            time.sleep(0.5)
+        return create_snapshot(
+            settings.archive_dir,
+            settings.models_location,
+            settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
+            prefix=settings.topic_prefix,
+        ).path
+
+
 def _print(console: Console, report: dict) -> None:
     table = Table(
         "variant",
@@ -293,3 +328,8 @@ def _print(console: Console, report: dict) -> None:
     console.print(
         "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none")
     )
+    if report.get("snapshot") is not None:
+        console.print(
+            f'snapshot for audits: [bold]{report["snapshot"]}[/] (e.g. `adaptloop audit "SELECT * FROM '
+            f'preference_variants" --snapshot {report["snapshot"]}`)'
+        )

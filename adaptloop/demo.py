@@ -282,7 +282,8 @@ def _settle(
     console.print("[yellow]the loop did not settle within 120 s; the table shows where it stood[/]")
 
 
-def _archived_rows(settings: Settings, topic: Topic) -> int:
+def archived_rows(settings: Settings, topic: Topic) -> int:
+    """How many records of ``topic`` the archive holds."""
     name = topic.full_name(settings.topic_prefix)
     if not ParquetArchive(settings.archive_dir).files(name):
         return 0
@@ -302,7 +303,7 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
     }
     deadline = time.monotonic() + 60
     with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
-        while any(_archived_rows(settings, topic) < count for topic, count in expected.items()):
+        while any(archived_rows(settings, topic) < count for topic, count in expected.items()):
             if time.monotonic() > deadline:
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break

@@ -23,6 +23,13 @@ class NamedQuery:
     params: tuple[str, ...] = field(default=())
 
 
+# schemas.system.reason_pattern in SQL: quoted values, then numbers, replaced by "…".
+_QUOTE = "chr(39)"
+_REASON_PATTERN = (
+    "regexp_replace(regexp_replace(regexp_replace(reason, "
+    f"{_QUOTE} || '[^' || {_QUOTE} || ']*' || {_QUOTE}, {_QUOTE} || '…' || {_QUOTE}, 'g'), "
+    "'\"[^\"]*\"', '\"…\"', 'g'), '[0-9][0-9.,:T+\\-]*', '…', 'g')"
+)
 _NUMERIC_JSON = "('BOOLEAN', 'UBIGINT', 'BIGINT', 'DOUBLE')"
 
 
@@ -106,10 +113,12 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "dead_letters": NamedQuery(
-        "Unusable records by where they came from and why.",
-        """
-        SELECT source_topic, consumer, kind, count(*) AS records, any_value(reason) AS example_reason
-        FROM dead_letters GROUP BY ALL ORDER BY records DESC
+        "Unusable records by where they came from and why: one row per cause (the reason with its particulars, "
+        "quoted values and numbers, taken out), with its count and an example.",
+        f"""
+        SELECT source_topic, consumer, kind, {_REASON_PATTERN} AS cause, count(*) AS records,
+               min(reason) AS example_reason, min(timestamp) AS first_seen, max(timestamp) AS last_seen
+        FROM dead_letters GROUP BY ALL ORDER BY records DESC, cause
         """,
     ),
     "alerts": NamedQuery(

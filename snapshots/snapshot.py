@@ -67,6 +67,34 @@ ARCHIVED_TOPICS: tuple[Topic, ...] = (
 )
 """Every event topic; only the join's internal clock is not archived."""
 
+PREFERENCE_VARIANTS = """
+WITH records AS (
+    SELECT agent, part, parts, segments, _offset,
+           substr(split_part(shard, '/', 1), length(agent) + 2) AS input_shard,
+           (offsets::JSON ->> substr(split_part(shard, '/', 1), length(agent) + 2))::BIGINT AS position
+    FROM preference_store
+), parts AS (  -- one record per part of each publication (a part sent again counts once)
+    SELECT * FROM records
+    QUALIFY row_number() OVER (PARTITION BY agent, input_shard, position, part ORDER BY _offset DESC) = 1
+), newest AS (  -- the newest complete publication of each shard
+    SELECT agent, input_shard, max(position) AS position
+    FROM (SELECT agent, input_shard, position FROM parts GROUP BY ALL HAVING count(*) = any_value(parts))
+    GROUP BY ALL
+), cells AS (
+    SELECT p.agent, segment.key AS segment, variant.key AS variant, variant.value AS stats
+    FROM parts p JOIN newest USING (agent, input_shard, position), json_each(p.segments) segment,
+         json_each(segment.value) variant
+)
+SELECT agent, segment, variant,
+       sum((stats ->> 'ups')::DOUBLE) AS ups, sum((stats ->> 'downs')::DOUBLE) AS downs,
+       (1 + ups) / (2 + ups + downs) AS thumbs_posterior_mean,
+       sum((stats ->> 'ratings')::BIGINT) AS ratings,
+       sum((stats ->> 'ratings')::BIGINT * (stats ->> 'rating_mean')::DOUBLE) / nullif(ratings, 0) AS rating_mean
+FROM cells GROUP BY ALL ORDER BY agent, segment, variant
+"""
+"""The preference store as the agents' clients see it: each shard's newest complete publication, merged (counts
+add up), per agent, segment and variant; the thumbs posterior is Beta(1 + ups, 1 + downs), its mean here."""
+
 
 def table_name(topic: Topic) -> str:
     """The SQL name of a topic's view: ``training-examples`` -> ``training_examples``."""
@@ -159,6 +187,8 @@ def create_snapshot(
         if error_selects:
             kind = "TABLE" if self_contained else "VIEW"
             db.execute(f"CREATE {kind} archive_errors AS " + " UNION ALL ".join(error_selects))
+        if PREFERENCE_STORE in topics:
+            db.execute(f"CREATE VIEW preference_variants AS {PREFERENCE_VARIANTS}")
         _write_catalogue(db, models_root, include_model_bytes)
         db.execute(
             "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "

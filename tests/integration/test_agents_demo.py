@@ -45,3 +45,12 @@ def test_the_router_moves_to_the_best_variant_and_the_guardrails_fire(kafka_boot
         ).fetchall()
     ]
     assert comments and all("[email]" in c and "@" not in c for c in comments)
+
+    # The demo's snapshot holds the merged store, as the router sees it.
+    with duckdb.connect(str(report["snapshot"]), read_only=True) as db:
+        rows = db.execute(
+            "SELECT variant, thumbs_posterior_mean FROM preference_variants WHERE segment = '*'"
+        ).fetchall()
+    assert {variant for variant, _ in rows} == set(report["variants"])
+    for variant, mean in rows:
+        assert mean == pytest.approx(report["thumbs_up"][variant], abs=0.02)

@@ -5,16 +5,35 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
 import pytest
 
+from adaptloop.learners.preferences import PreferenceStore, Publications
 from adaptloop.samples import MALFORMED_RECORDS, SAMPLERS, sample_events
-from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample, encode, topic_for
+from adaptloop.schemas import (
+    DeadLetter,
+    ModelVersion,
+    OutcomeEvent,
+    PredictionEvent,
+    PreferenceSnapshot,
+    TrainingExample,
+    encode,
+    topic_for,
+)
 from adaptloop.schemas.errors import ConfigError
-from adaptloop.schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
+from adaptloop.schemas.system import reason_pattern
+from adaptloop.schemas.topics import (
+    DEAD_LETTERS,
+    MODEL_UPDATES,
+    OUTCOMES,
+    PREDICTIONS,
+    PREFERENCE_STORE,
+    TRAINING_EXAMPLES,
+)
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.audit import NAMED_QUERIES, run_audit
 from adaptloop.snapshots.columns import RawRecord, event_row, json_fields
@@ -255,3 +274,81 @@ def test_metric_by_version_compares_as_the_learner_does_and_keeps_external_decis
         accuracy = round(sum(p == y for p, y in mine) / len(mine), 4)
         assert (rows[model_version]["served_by"], rows[model_version]["decisions"]) == (served_by, len(mine))
         assert rows[model_version]["accuracy"] == accuracy
+
+
+def test_dead_letters_are_grouped_by_cause_as_the_cli_groups_them(tmp_path):
+    reasons = [
+        *[f"decision 'd-{i}': label 'yes' is a string; model 'churn' (binary) takes true or false" for i in range(7)],
+        *[f"features of decision \"d-{i}\": 'plan' is text; model 'churn' takes numbers" for i in range(3)],
+        *[f"timestamp 9999-01-0{i}T00:00:00+00:00 is {i},000s ahead of this worker's clock" for i in range(1, 5)],
+        "not valid JSON",
+    ]
+    letters = [
+        next(iter(sample_events(DeadLetter, 1))).model_copy(update={"reason": reason, "kind": "rejected"})
+        for reason in reasons
+    ]
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(
+        DEAD_LETTERS, "dead-letters", 0, [RawRecord(0, i, STAMP + i, None, encode(e)) for i, e in enumerate(letters)]
+    )
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+    rows = run_audit(info.path, "dead_letters").to_pylist()
+    assert {row["cause"]: row["records"] for row in rows} == Counter(reason_pattern(r) for r in reasons)
+    assert [row["records"] for row in rows] == [7, 4, 3, 1]
+    assert all(reason_pattern(row["example_reason"]) == row["cause"] for row in rows)
+
+
+def test_preference_variants_merge_each_shards_newest_complete_publication_as_clients_do(tmp_path):
+    rng = random.Random(5)
+
+    def shard_store(n: int) -> PreferenceStore:
+        store = PreferenceStore()
+        for _ in range(n):
+            segment, variant = rng.choice(["eu", "us"]), rng.choice(["a", "b", "c"])
+            if rng.random() < 0.7:
+                store.add_thumbs(segment, "support", variant, rng.random() < 0.4)
+            else:
+                store.add_rating(segment, "support", variant, rng.uniform(1, 5))
+        return store
+
+    def publication(store: PreferenceStore, shard: int, position: int, split: bool) -> list[PreferenceSnapshot]:
+        segments = store.stats("support")
+        groups = [{k: v} for k, v in segments.items()] if split else [segments]
+        return [
+            PreferenceSnapshot(
+                agent="support",
+                shard=f"support@agent-feedback:{shard}/{part}",
+                offsets={f"agent-feedback:{shard}": position},
+                segments=group,
+                updates=position,
+                part=part,
+                parts=len(groups),
+            )
+            for part, group in enumerate(groups)
+        ]
+
+    old, new0, new1 = shard_store(50), shard_store(300), shard_store(200)
+    records = [
+        *publication(old, 0, 50, split=False),  # shard 0's older publication: replaced by the newer one
+        *publication(new0, 0, 300, split=True),  # in two parts
+        *publication(new1, 1, 200, split=False),
+        *publication(shard_store(400), 1, 600, split=True)[:1],  # incomplete: shard 1 keeps its position 200
+    ]
+    archive = ParquetArchive(tmp_path / "archive")
+    raw = [RawRecord(0, i, STAMP + i, e.shard.encode(), encode(e)) for i, e in enumerate(records)]
+    archive.write(PREFERENCE_STORE, "preference-store", 0, raw)
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+
+    publications, merged = Publications(), PreferenceStore()
+    for record in records:
+        publications.add(record)
+    for part in publications.of("support"):
+        merged.merge("support", part.segments)
+    expected = merged.stats("support")
+    rows = duckdb.connect(str(info.path), read_only=True).execute("SELECT * FROM preference_variants").fetchall()
+    assert len(rows) == sum(len(variants) for variants in expected.values())
+    for agent, segment, variant, ups, downs, mean, ratings, rating_mean in rows:
+        stats = expected[segment][variant]
+        assert (agent, ups, downs, ratings) == ("support", stats.ups, stats.downs, stats.ratings)
+        assert mean == (1 + stats.ups) / (2 + stats.ups + stats.downs)
+        assert (rating_mean is None and stats.ratings == 0) or abs(rating_mean - stats.rating_mean) < 1e-9
