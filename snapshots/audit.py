@@ -37,7 +37,7 @@ def _number(column: str) -> str:
     return f"(CASE json_type({column}) WHEN 'BOOLEAN' THEN {column}::BOOLEAN::INT::DOUBLE ELSE {column}::DOUBLE END)"
 
 
-def _same(a: str, b: str) -> str:
+def json_equal(a: str, b: str) -> str:
     """SQL: whether two JSON values are equal as Python compares them (``True == 1 == 1.0``; text as text)."""
     return (
         f"CASE WHEN json_type({a}) IN {_NUMERIC_JSON} AND json_type({b}) IN {_NUMERIC_JSON} "
@@ -66,7 +66,7 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
                CASE WHEN t.fallback THEN 'default' WHEN v.version IS NOT NULL THEN 'version' ELSE 'external' END
                    AS served_by,
                count(*) AS decisions, count(*) FILTER (status = 'joined') AS with_outcome,
-               round(avg(CASE WHEN status = 'joined' THEN ({_same("t.prediction", "t.label")})::INT END), 4)
+               round(avg(CASE WHEN status = 'joined' THEN ({json_equal("t.prediction", "t.label")})::INT END), 4)
                    AS accuracy,
                min(predicted_at) AS first_served, max(predicted_at) AS last_served
         FROM (SELECT * FROM training_examples

@@ -1,17 +1,118 @@
-"""PNG plots from a snapshot, for people who would rather look than read.
+"""A snapshot for people who would rather look than read: PNG plots, or one self-contained HTML page.
 
-- ``<model>-metrics.png``: production accuracy of the served decisions over time, the
-  shadow accuracy at each published version, version changes (rollbacks and
+Both draw the same numbers (:func:`report_data`):
+
+- per model, the production accuracy of the decisions its published versions served, over time, in equal
+  time buckets (a bucket without decisions is a gap, never a line drawn across it; labels and predictions
+  compare as the learner compares them), the shadow accuracy at each version, version changes (rollbacks and
   promotions marked) and drift alerts;
-- ``traffic-share.png``: the share of agent steps per variant over time (when the
-  snapshot has agent feedback).
+- per agent variant, its share of the agents' steps over time, and its preference posterior;
+- the dead letters by cause.
+
+The HTML page holds its charts as inline SVG and needs nothing from the network: it can be mailed or kept
+with an audit.
 """
 
 from __future__ import annotations
 
+import html
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
+
+from adaptloop.snapshots.audit import NAMED_QUERIES, json_equal
+
+MARKED = {"rollback": "#d62728", "promotion": "#2ca02c"}  # version reasons drawn in colour
+
+
+@dataclass
+class ModelSeries:
+    model: str
+    buckets: list[tuple[datetime, float | None]]  # (bucket middle, accuracy; None: no decision served)
+    versions: list[dict[str, Any]]  # version, parent, reason, examples_seen, shadow accuracy, timestamp
+    alerts: list[tuple[datetime, str]]
+
+
+@dataclass
+class ReportData:
+    models: list[ModelSeries] = field(default_factory=list)
+    traffic: dict[str, list[tuple[datetime, float | None]]] = field(default_factory=dict)  # variant -> shares
+    posteriors: list[tuple[Any, ...]] = field(default_factory=list)  # preference_variants rows
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _bucketed(db: duckdb.DuckDBPyConnection, rows_sql: str, params: dict[str, Any], buckets: int) -> list[tuple]:
+    """``rows_sql`` (columns ``moment`` and ``value``) averaged in ``buckets`` equal time buckets, every bucket listed
+    (``None`` where none fell)."""
+    return db.execute(
+        f"""
+        WITH points AS ({rows_sql}),
+        bounds AS (SELECT min(epoch(moment)) AS lo, max(epoch(moment)) + 1e-6 AS hi FROM points),
+        grid AS (SELECT range AS bucket FROM range($buckets)),
+        filled AS (
+            SELECT least(floor((epoch(moment) - lo) / (hi - lo) * $buckets), $buckets - 1)::BIGINT AS bucket,
+                   avg(value) AS value
+            FROM points, bounds GROUP BY ALL
+        )
+        SELECT to_timestamp(lo + (hi - lo) * (grid.bucket + 0.5) / $buckets) AS moment, filled.value
+        FROM grid CROSS JOIN bounds LEFT JOIN filled USING (bucket)
+        WHERE lo IS NOT NULL ORDER BY grid.bucket
+        """,
+        {**params, "buckets": buckets},
+    ).fetchall()
+
+
+def report_data(snapshot: Path, buckets: int = 60) -> ReportData:
+    """What the report draws, read from ``snapshot``."""
+    data = ReportData()
+    with duckdb.connect(str(snapshot), read_only=True) as db:
+        models = [m for (m,) in db.execute("SELECT DISTINCT model FROM model_updates ORDER BY 1").fetchall()]
+        for model in models:
+            served = _bucketed(
+                db,
+                f"""
+                SELECT predicted_at AS moment, ({json_equal("t.prediction", "t.label")})::INT AS value
+                FROM (SELECT * FROM training_examples WHERE model = $model AND status = 'joined' AND NOT fallback
+                      QUALIFY row_number() OVER (PARTITION BY decision_id ORDER BY _offset DESC) = 1) t
+                WHERE t.model_version IN (SELECT version FROM model_updates WHERE model = $model)
+                """,
+                {"model": model},
+                buckets,
+            )
+            versions = [
+                dict(zip(("version", "parent", "reason", "examples_seen", "shadow", "timestamp"), row, strict=True))
+                for row in db.execute(
+                    """SELECT version, parent, reason, examples_seen,
+                              TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE), timestamp
+                       FROM model_updates WHERE model = $model ORDER BY _offset""",
+                    {"model": model},
+                ).fetchall()
+            ]
+            alerts = db.execute(
+                "SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY timestamp", {"model": model}
+            ).fetchall()
+            data.models.append(ModelSeries(model, served, versions, alerts))
+        variants = [v for (v,) in db.execute("SELECT DISTINCT variant FROM agent_feedback ORDER BY 1").fetchall()]
+        for variant in variants:
+            data.traffic[variant] = _bucketed(
+                db,
+                "SELECT timestamp AS moment, (variant = $variant)::INT AS value FROM agent_feedback",
+                {"variant": variant},
+                buckets,
+            )
+        tables = {name for (name,) in db.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        if "preference_variants" in tables:
+            data.posteriors = db.execute(
+                "SELECT agent, segment, variant, ups, downs, thumbs_posterior_mean FROM preference_variants"
+            ).fetchall()
+        letters = db.execute(NAMED_QUERIES["dead_letters"].sql)
+        names = [column[0] for column in letters.description]
+        data.dead_letters = [dict(zip(names, row, strict=True)) for row in letters.fetchall()]
+    return data
 
 
 def _plt():
@@ -23,101 +124,240 @@ def _plt():
     return plt
 
 
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value  # matplotlib leaves a gap at NaN
+
+
 def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
-    """Write the plots of ``snapshot`` into ``out``; return the files written."""
+    """Write the PNG plots of ``snapshot`` into ``out``; return the files written."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
+    data = report_data(snapshot, buckets)
     written = []
-    with duckdb.connect(str(snapshot), read_only=True) as db:
-        models = [m for (m,) in db.execute("SELECT DISTINCT model FROM model_updates ORDER BY 1").fetchall()]
-        for model in models:
-            served = db.execute(
-                """
-                WITH decided AS (
-                    SELECT * FROM training_examples WHERE model = $model AND status = 'joined'
-                    QUALIFY row_number() OVER (PARTITION BY decision_id ORDER BY _offset DESC) = 1
-                ), bounds AS (SELECT min(epoch(predicted_at)) AS lo, max(epoch(predicted_at)) AS hi FROM decided)
-                SELECT to_timestamp(lo + (hi - lo + 1e-9) * (least(floor((epoch(predicted_at) - lo)
-                            / (hi - lo + 1e-9) * $buckets), $buckets - 1) + 0.5) / $buckets) AS bucket_time,
-                       avg((prediction = label)::INT) AS accuracy
-                FROM decided, bounds GROUP BY ALL ORDER BY bucket_time
-                """,
-                {"model": model, "buckets": buckets},
-            ).fetchall()
-            versions = db.execute(
-                """SELECT timestamp, reason, TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE)
-                   FROM model_updates WHERE model = $model ORDER BY _offset""",
-                {"model": model},
-            ).fetchall()
-            alerts = db.execute(
-                "SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY timestamp", {"model": model}
-            ).fetchall()
-            figure, axis = plt.subplots(figsize=(11, 4.5))
-            if served:
-                axis.plot(
-                    [t for t, _ in served],
-                    [a for _, a in served],
-                    label="production accuracy (served)",
-                    color="tab:blue",
-                )
-            shadow = [(t, a) for t, _, a in versions if a is not None]
-            if shadow:
-                axis.plot(
-                    [t for t, _ in shadow],
-                    [a for _, a in shadow],
-                    "o-",
-                    markersize=3,
-                    color="tab:orange",
-                    label="shadow accuracy at each version (cumulative)",
-                )
-            colours = {"rollback": "tab:red", "promotion": "tab:green"}
-            for at, reason, _ in versions:
-                axis.axvline(
-                    at, color=colours.get(reason, "lightgrey"), linewidth=1.5 if reason in colours else 0.6, zorder=0
-                )
-            for reason, colour in colours.items():
-                if any(r == reason for _, r, _ in versions):
-                    axis.plot([], [], color=colour, label=reason)
-            if alerts:
-                axis.scatter(
-                    [t for t, _ in alerts],
-                    [1.03] * len(alerts),
-                    marker="v",
-                    color="tab:purple",
-                    label="drift alert",
-                    zorder=3,
-                )
-            axis.set_ylim(-0.02, 1.08)
-            axis.set_title(f"{model}: accuracy over time ({len(versions)} versions, grey lines = new versions)")
-            axis.set_ylabel("accuracy")
-            if axis.get_legend_handles_labels()[0]:
-                axis.legend(loc="lower left", fontsize=8)
-            figure.autofmt_xdate()
-            path = out / f"{model}-metrics.png"
-            figure.savefig(path, dpi=110, bbox_inches="tight")
-            plt.close(figure)
-            written.append(path)
-        shares = db.execute(
-            """SELECT date_trunc('second', timestamp) AS bucket_time, variant, count(*) AS steps FROM agent_feedback
-               GROUP BY ALL ORDER BY bucket_time"""
-        ).fetchall()
-    if shares:
-        times = sorted({t for t, _, _ in shares})
-        variants = sorted({v for _, v, _ in shares})
-        totals = {t: sum(n for tt, _, n in shares if tt == t) for t in times}
-        figure, axis = plt.subplots(figsize=(11, 4))
-        axis.stackplot(
-            times,
-            [
-                [next((n for tt, vv, n in shares if tt == t and vv == v), 0) / totals[t] for t in times]
-                for v in variants
-            ],
-            labels=variants,
+    for series in data.models:
+        figure, axis = plt.subplots(figsize=(11, 4.5))
+        if series.buckets:
+            axis.plot(
+                [t for t, _ in series.buckets],
+                [_nan(a) for _, a in series.buckets],
+                label="production accuracy (served by a version)",
+                color="tab:blue",
+            )
+        shadow = [(v["timestamp"], v["shadow"]) for v in series.versions if v["shadow"] is not None]
+        if shadow:
+            axis.plot(
+                [t for t, _ in shadow],
+                [a for _, a in shadow],
+                "o-",
+                markersize=3,
+                color="tab:orange",
+                label="shadow accuracy at each version (cumulative)",
+            )
+        for version in series.versions:
+            reason = version["reason"]
+            axis.axvline(
+                version["timestamp"],
+                color=MARKED.get(reason, "lightgrey"),
+                linewidth=1.5 if reason in MARKED else 0.6,
+                zorder=0,
+            )
+        for reason, colour in MARKED.items():
+            if any(v["reason"] == reason for v in series.versions):
+                axis.plot([], [], color=colour, label=reason)
+        if series.alerts:
+            axis.scatter(
+                [t for t, _ in series.alerts],
+                [1.03] * len(series.alerts),
+                marker="v",
+                color="tab:purple",
+                label="drift alert",
+                zorder=3,
+            )
+        axis.set_ylim(-0.02, 1.08)
+        axis.set_title(
+            f"{series.model}: accuracy over time ({len(series.versions)} versions, grey lines = new versions)"
         )
-        axis.set_title("traffic share per agent variant")
+        axis.set_ylabel("accuracy")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower left", fontsize=8)
+        figure.autofmt_xdate()
+        path = out / f"{series.model}-metrics.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    if data.traffic:
+        figure, axis = plt.subplots(figsize=(11, 4))
+        for variant, shares in data.traffic.items():
+            axis.plot([t for t, _ in shares], [_nan(s) for _, s in shares], label=variant)
+        axis.set_ylim(0, 1)
+        axis.set_title("share of the agents' steps per variant (gaps: no traffic)")
         axis.legend(loc="upper left", fontsize=8)
         path = out / "traffic-share.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(figure)
         written.append(path)
     return written
+
+
+# -- the HTML page ---------------------------------------------------------------------------------------------
+
+WIDTH, HEIGHT, PAD = 900, 260, 40
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+
+
+def _svg_chart(
+    lines: dict[str, list[tuple[datetime, float | None]]],
+    marks: list[tuple[datetime, str, str]],
+    title: str,
+) -> str:
+    """An SVG line chart on 0..1 (each line split into segments at its gaps) with vertical marks."""
+    times = [t for points in lines.values() for t, _ in points] + [t for t, _, _ in marks]
+    if not times:
+        return f'<p class="empty">{html.escape(title)}: nothing to draw yet.</p>'
+    lo, hi = min(times).timestamp(), max(times).timestamp()
+    span = (hi - lo) or 1.0
+
+    def x(at: datetime) -> float:
+        return PAD + (at.timestamp() - lo) / span * (WIDTH - 2 * PAD)
+
+    def y(value: float) -> float:
+        return HEIGHT - PAD - value * (HEIGHT - 2 * PAD)
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{PAD}" y="18" class="title">{html.escape(title)}</text>',
+        f'<line x1="{PAD}" y1="{y(0)}" x2="{WIDTH - PAD}" y2="{y(0)}" class="axis"/>',
+        f'<line x1="{PAD}" y1="{y(1)}" x2="{WIDTH - PAD}" y2="{y(1)}" class="grid"/>',
+        f'<text x="4" y="{y(1) + 4}" class="tick">1.0</text><text x="4" y="{y(0) + 4}" class="tick">0.0</text>',
+        f'<text x="{PAD}" y="{HEIGHT - 8}" class="tick">{min(times):%Y-%m-%d %H:%M:%S}</text>',
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" class="tick" text-anchor="end">{max(times):%H:%M:%S}</text>',
+    ]
+    for at, colour, label in marks:
+        parts.append(
+            f'<line x1="{x(at):.1f}" y1="{y(1):.1f}" x2="{x(at):.1f}" y2="{y(0):.1f}" stroke="{colour}" '
+            f'class="mark"><title>{html.escape(label)}</title></line>'
+        )
+    for index, (name, points) in enumerate(lines.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        for run in _runs(points):  # a gap ends a run: no line is drawn across it
+            coordinates = [f"{x(at):.1f},{y(value):.1f}" for at, value in run]
+            if len(coordinates) > 1:
+                parts.append(
+                    f'<polyline class="series" data-series="{html.escape(name)}" points="{" ".join(coordinates)}" '
+                    f'stroke="{colour}"/>'
+                )
+            else:
+                cx, cy = coordinates[0].split(",")
+                parts.append(f'<circle class="series" cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
+        parts.append(
+            f'<text x="{WIDTH - PAD - 200}" y="{34 + 14 * index}" style="fill: {colour}" class="legend">'
+            f"{html.escape(name)}</text>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _runs(points: list[tuple[datetime, float | None]]) -> list[list[tuple[datetime, float]]]:
+    """The stretches of ``points`` without a gap (a ``None`` value).
+
+    >>> t = datetime(2026, 1, 1)
+    >>> [len(run) for run in _runs([(t, 0.5), (t, 0.6), (t, None), (t, 0.7)])]
+    [2, 1]
+    """
+    runs: list[list[tuple[datetime, float]]] = [[]]
+    for at, value in points:
+        if value is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((at, value))
+    return [run for run in runs if run]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(value))}</td>" for value in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value)
+
+
+STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 2em auto; max-width: 960px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 12px; }
+td, th { border: 1px solid #ddd; padding: 3px 6px; text-align: left; }
+svg.chart { width: 100%; height: auto; background: #fafafa; border: 1px solid #eee; }
+.series { fill: none; stroke-width: 1.8; } circle.series { stroke: none; }
+.axis { stroke: #999; } .grid { stroke: #eee; } .mark { stroke-width: 1; opacity: .55; }
+.title { font-weight: 600; font-size: 13px; } .tick, .legend { font-size: 11px; fill: #666; }
+.empty { color: #888; }
+"""
+
+
+def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
+    """Write ``snapshot``'s report as one self-contained HTML page at ``out``; return it."""
+    data = report_data(snapshot, buckets)
+    body = [f"<h1>adaptloop report</h1><p>Snapshot <code>{html.escape(str(snapshot))}</code>.</p>"]
+    for series in data.models:
+        marks = [
+            (v["timestamp"], MARKED.get(v["reason"], "#bbb"), f"{v['version']} ({v['reason']})")
+            for v in series.versions
+        ]
+        marks += [(at, "#9467bd", f"drift alert: {signal}") for at, signal in series.alerts]
+        shadow = [(v["timestamp"], v["shadow"]) for v in series.versions if v["shadow"] is not None]
+        body.append(f"<h2>Model {html.escape(series.model)}</h2>")
+        body.append(
+            _svg_chart(
+                {
+                    "production accuracy (served by a version)": series.buckets,
+                    "shadow accuracy at each version": shadow,
+                },
+                marks,
+                f"{series.model}: accuracy over time (grey: new versions; red: rollbacks; green: promotions; "
+                "purple: drift alerts)",
+            )
+        )
+        body.append(
+            _table(
+                ["version", "parent", "reason", "examples seen", "shadow accuracy", "published"],
+                [
+                    [v["version"], v["parent"], v["reason"], v["examples_seen"], v["shadow"], v["timestamp"]]
+                    for v in series.versions
+                ],
+            )
+        )
+    if data.traffic:
+        body.append("<h2>Agents</h2>")
+        body.append(_svg_chart(data.traffic, [], "share of the agents' steps per variant (gaps: no traffic)"))
+    if data.posteriors:
+        body.append(
+            _table(
+                ["agent", "segment", "variant", "ups", "downs", "thumbs-up posterior mean"],
+                [list(r) for r in data.posteriors],
+            )
+        )
+    body.append("<h2>Dead letters</h2>")
+    body.append(
+        _table(
+            ["source", "consumer", "kind", "cause", "records"],
+            [[d["source_topic"], d["consumer"], d["kind"], d["cause"], d["records"]] for d in data.dead_letters],
+        )
+        if data.dead_letters
+        else '<p class="empty">None.</p>'
+    )
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>adaptloop report</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -131,3 +131,20 @@ def node_tools() -> Path:
             [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_TOOLS, check=True, capture_output=True, timeout=300
         )
     return NODE_TOOLS
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get on first use when the machine lacks it."""
+    found = shutil.which("chromium")
+    if found is None:
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        found = shutil.which("chromium")
+    assert found is not None, "chromium is needed to check the HTML report (apt-get install chromium)"
+    return found

@@ -150,11 +150,19 @@ def report(
         Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
     ] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the PNG files.")] = Path("report"),
+    html: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write one self-contained HTML page instead of PNG files.")
+    ] = None,
 ) -> None:
-    """PNG plots from a snapshot: metric over time with versions and drift alerts, agent traffic share."""
-    from adaptloop.snapshots.report import write_report
+    """Plots from a snapshot: metrics over time with versions, rollbacks and drift alerts; agents' traffic and
+    posteriors; dead letters (PNG files, or one HTML page)."""
+    from adaptloop.snapshots.report import write_html_report, write_report
 
-    for written in write_report(chosen_snapshot(snapshot, Settings()), out):
+    chosen = chosen_snapshot(snapshot, Settings())
+    if html is not None:
+        console.print(f"wrote {write_html_report(chosen, html)}")
+        return
+    for written in write_report(chosen, out):
         console.print(f"wrote {written}")
 
 

@@ -26,21 +26,22 @@ from .loop_helpers import loop_settings, running_worker
 
 pytestmark = pytest.mark.kafka
 
-N = 600
 
+class _Answers:
+    """The app's answers, read as they come."""
 
-def _answers(bootstrap: str, topic: str, want: int, timeout: float, app: subprocess.Popen, log) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"answers-{uuid.uuid4().hex}"})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    got: list[dict] = []
-    try:
+    def __init__(self, bootstrap: str, topic: str, app: subprocess.Popen, log) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"answers-{uuid.uuid4().hex}"})
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.app, self.log, self.got = app, log, []
+
+    def read(self, want: int, timeout: float = 120) -> list[dict]:
         deadline = time.monotonic() + timeout
-        while len(got) < want and time.monotonic() < deadline:
-            assert app.poll() is None, log.read_text()[-3000:]
-            got += [orjson.loads(m.value()) for m in consumer.consume(500, 0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return got
+        while len(self.got) < want and time.monotonic() < deadline:
+            assert self.app.poll() is None, self.log.read_text()[-3000:]
+            self.got += [orjson.loads(m.value()) for m in self.consumer.consume(500, 0.5) if m.error() is None]
+        assert len(self.got) >= want, f"{len(self.got)} of {want} orders answered"
+        return self.got
 
 
 def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learned(kafka_bootstrap, tmp_path):
@@ -77,36 +78,49 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
                 stderr=subprocess.STDOUT,
             )
         try:
-            producer = Producer({"bootstrap.servers": kafka_bootstrap})
-            for i in range(N):
-                features = {"basket": float(i % 9), "visits": float(i % 4)}
-                order = {"id": f"order-{i}", "features": features, "label": i % 9 < 3}
-                producer.produce(orders_topic, orjson.dumps(order), key=order["id"].encode())
-                if i % 50 == 49:  # in waves, so that versions are published while the app scores
-                    producer.flush(30)
-                    time.sleep(1.0)
-            producer.flush(30)
-            answers = _answers(kafka_bootstrap, answers_topic, N, 180, app, log)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                versions = [
-                    v
-                    for v in read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)
-                    if isinstance(v, ModelVersion)
-                ]
-                if versions and max(v.examples_seen for v in versions) >= N:
-                    break
-                worker.check_alive()
-                time.sleep(1)
+            producer, sent = Producer({"bootstrap.servers": kafka_bootstrap}), 0
+            answers = _Answers(kafka_bootstrap, answers_topic, app, log)
+
+            def send(count: int) -> None:
+                nonlocal sent
+                for i in range(sent, sent + count):
+                    features = {"basket": float(i % 9), "visits": float(i % 4)}
+                    order = {"id": f"order-{i}", "features": features, "label": i % 9 < 3}
+                    producer.produce(orders_topic, orjson.dumps(order), key=order["id"].encode())
+                sent += count
+                producer.flush(30)
+                answers.read(sent)
+
+            def published(examples: int) -> ModelVersion:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    worker.check_alive()
+                    versions = read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)
+                    learned = [v for v in versions if isinstance(v, ModelVersion) and v.examples_seen >= examples]
+                    if learned:
+                        return learned[0]
+                    time.sleep(0.5)
+                raise AssertionError(f"no version learned {examples} examples within 120 s")
+
+            # Waves: each one scored after the loop learned the one before; the app swaps versions by itself.
+            send(200)
+            published(200)
+            send(200)
+            newer = published(400)
+            deadline = time.monotonic() + 60
+            while answers.got[-1]["version"] != newer.version and time.monotonic() < deadline:
+                send(20)
+            final = published(sent)
         finally:
             app.terminate()
             app.wait(60)
             delete_topics(kafka_bootstrap, f"{app_id}")
 
-    assert sorted(a["decision_id"] for a in answers) == sorted(f"order-{i}" for i in range(N))
-    assert max(v.examples_seen for v in versions) == N  # every decision and outcome it logged, learned once
-    published = {v.version for v in versions}
-    served = [a["version"] for a in answers if not a["fallback"]]
-    assert {a["version"] for a in answers if a["fallback"]} <= {"default"}
-    assert set(served) <= published and len(set(served)) >= 2  # new versions swapped in while it ran
-    assert served[-1] != served[0]
+    got = answers.got
+    assert sorted(a["decision_id"] for a in got) == sorted(f"order-{i}" for i in range(sent))
+    assert final.examples_seen == sent  # every decision and outcome it logged, learned once
+    versions = {v.version for v in read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)}
+    served = [a["version"] for a in got if not a["fallback"]]
+    assert {a["version"] for a in got if a["fallback"]} <= {"default"}
+    assert set(served) <= versions and len(set(served)) >= 2  # new versions swapped in while it ran
+    assert got[-1]["version"] == newer.version
