@@ -75,7 +75,7 @@ def lineage(history: list[ModelVersion], version: str) -> list[ModelVersion]:
     return chain[::-1]
 
 
-def _examples(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
+def learning_order(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
     """The model's archived examples in their learning order, without those its learner dead-lettered."""
     topic_name = TRAINING_EXAMPLES.full_name(prefix)
     skipped = dead_lettered(archive_root, topic_name, prefix)
@@ -115,7 +115,7 @@ def replay(
     targets = {record.version for record in chain if record.reason == "rollback"}
     rebuilt: dict[str, bytes] = {}  # the bytes of versions a later rollback returns to
     learner = OnlineLearner(spec)
-    examples = _examples(archive_root, spec.name, prefix)
+    examples = learning_order(archive_root, spec.name, prefix)
     pending: tuple[str, int, TrainingExample] | None = next(examples, None)
     steps: list[ReplayStep] = []
     data, previous = b"", None

@@ -166,6 +166,57 @@ def report(
         console.print(f"wrote {written}")
 
 
+@app.command("backtest")
+def backtest_command(
+    model: Annotated[str, typer.Argument(help="The model whose archived traffic the candidates learn.")],
+    candidate: Annotated[
+        list[str],
+        typer.Option(
+            "--candidate",
+            "-c",
+            metavar="JSON",
+            help='Spec fields a candidate changes (repeat), e.g. \'{"recipe": "hoeffding"}\' or '
+            '\'{"drift": {"policy": "challenger"}}\'.',
+        ),
+    ],
+    png: Annotated[Path | None, typer.Option(metavar="FILE", help="Also draw the rolling metric to FILE.")] = None,
+    window: Annotated[int, typer.Option(min=10, help="Examples in the rolling window of the chart.")] = 500,
+) -> None:
+    """Evaluate candidate specs on a model's archived examples (progressive validation), beside the production
+    spec and what its versions served; nothing in production changes."""
+    import orjson
+
+    from adaptloop.snapshots.backtest import backtest, candidate_spec, write_backtest_png
+
+    settings = Settings()
+    try:
+        production = settings.specs.get(model)
+        if production is None:
+            raise ConfigError(f"no spec for model {model!r} in the settings")
+        candidates = {}
+        for text in candidate:
+            try:
+                changes = orjson.loads(text)
+            except orjson.JSONDecodeError as error:
+                raise ConfigError(f"--candidate {text!r} is not JSON: {error}") from None
+            if not isinstance(changes, dict):
+                raise ConfigError(f"--candidate {text!r}: give a JSON object of spec fields")
+            try:
+                candidates[text] = candidate_spec(production, changes)
+            except ValueError as error:
+                raise ConfigError(f"--candidate {text}: {error}") from None
+        results = backtest(settings.archive_dir, production, candidates, settings.topic_prefix, window=window)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    table = Table("evaluated", results[0].metric, "examples", "challengers promoted", title=f"backtest of {model}")
+    for result in results:
+        value = "-" if result.value is None else f"{result.value:.4f}"
+        table.add_row(result.name, value, str(result.examples), str(result.promotions))
+    console.print(table)
+    if png is not None:
+        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}")
+
+
 @schemas_app.command("export")
 def schemas_export(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")],
