@@ -121,6 +121,21 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         FROM dead_letters GROUP BY ALL ORDER BY records DESC, cause
         """,
     ),
+    "session": NamedQuery(
+        "One agent session's timeline: its steps (action, variant, cost, tokens, latency), routes, feedback and "
+        "guardrail alerts, in time order.",
+        """
+        SELECT timestamp, 'feedback' AS source, kind, run_id, step, variant, action, value, cost, tokens,
+               latency_ms, comment AS detail
+        FROM agent_feedback WHERE session_id = $session_id
+        UNION ALL
+        SELECT timestamp, 'guardrail' AS source, rule, NULL, NULL, NULL, NULL, observed::VARCHAR, NULL, NULL, NULL,
+               'threshold ' || threshold || ': ' || evidence
+        FROM guardrail_alerts WHERE session_id = $session_id
+        ORDER BY timestamp, step NULLS LAST
+        """,
+        ("session_id",),
+    ),
     "alerts": NamedQuery(
         "Drift and guardrail alerts, newest first.",
         """

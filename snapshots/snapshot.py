@@ -67,6 +67,24 @@ ARCHIVED_TOPICS: tuple[Topic, ...] = (
 )
 """Every event topic; only the join's internal clock is not archived."""
 
+SESSIONS = """
+WITH alerts AS (SELECT session_id, count(*) AS alerts, string_agg(DISTINCT rule, ', ') AS alert_rules
+                FROM guardrail_alerts WHERE session_id IS NOT NULL GROUP BY ALL)
+SELECT f.session_id, any_value(f.agent) AS agent, string_agg(DISTINCT f.variant, ', ') AS variants,
+       any_value(f.tenant) AS tenant, any_value(f.user_id) AS user_id,
+       min(f.timestamp) AS started, max(f.timestamp) AS ended, count(DISTINCT f.run_id) AS runs,
+       count(*) FILTER (kind = 'step') AS steps, sum(f.cost) AS cost, sum(f.tokens) AS tokens,
+       sum(f.latency_ms) AS latency_ms,
+       count(*) FILTER (kind = 'thumbs' AND value IN ('1.0', '1', 'true')) AS thumbs_up,
+       count(*) FILTER (kind = 'thumbs' AND value IN ('-1.0', '-1', 'false')) AS thumbs_down,
+       avg(TRY_CAST(value AS DOUBLE)) FILTER (kind = 'rating') AS rating,
+       coalesce(any_value(a.alerts), 0) AS alerts, any_value(a.alert_rules) AS alert_rules
+FROM agent_feedback f LEFT JOIN alerts a USING (session_id)
+GROUP BY f.session_id ORDER BY started
+"""
+"""One row per agent session: its agent and variants, when, its steps with their cost, tokens and latency, its
+feedback and its guardrail alerts (`adaptloop audit session` gives one session's timeline)."""
+
 PREFERENCE_VARIANTS = """
 WITH records AS (
     SELECT agent, part, parts, segments, _offset,
@@ -189,6 +207,8 @@ def create_snapshot(
             db.execute(f"CREATE {kind} archive_errors AS " + " UNION ALL ".join(error_selects))
         if PREFERENCE_STORE in topics:
             db.execute(f"CREATE VIEW preference_variants AS {PREFERENCE_VARIANTS}")
+        if AGENT_FEEDBACK in topics and GUARDRAIL_ALERTS in topics:
+            db.execute(f"CREATE VIEW sessions AS {SESSIONS}")
         _write_catalogue(db, models_root, include_model_bytes)
         db.execute(
             "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "

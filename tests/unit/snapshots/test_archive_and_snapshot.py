@@ -352,3 +352,51 @@ def test_preference_variants_merge_each_shards_newest_complete_publication_as_cl
         assert (agent, ups, downs, ratings) == ("support", stats.ups, stats.downs, stats.ratings)
         assert mean == (1 + stats.ups) / (2 + stats.ups + stats.downs)
         assert (rating_mean is None and stats.ratings == 0) or abs(rating_mean - stats.rating_mean) < 1e-9
+
+
+def test_sessions_view_and_a_sessions_timeline(tmp_path):
+    from adaptloop.schemas import AgentFeedbackEvent, GuardrailAlert
+    from adaptloop.schemas.topics import AGENT_FEEDBACK, GUARDRAIL_ALERTS
+
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+    def step(i: int, **fields) -> AgentFeedbackEvent:
+        base = {"trace_id": f"t{i}", "run_id": "r1", "session_id": "s1", "agent": "support", "variant": "b"}
+        return AgentFeedbackEvent(**{**base, "step": i, "timestamp": start + timedelta(seconds=i), **fields})
+
+    events = [
+        step(0, kind="route", value=0.4),
+        *[step(i, kind="step", action="search", cost=0.01, tokens=100, latency_ms=250.0) for i in range(1, 6)],
+        step(6, kind="thumbs", value=True),
+        step(7, kind="thumbs", value=-1.0),
+        step(8, kind="rating", value=4.0),
+        step(9, kind="step", session_id="s2", cost=1.0),
+    ]
+    alert = GuardrailAlert(
+        rule="tool_loop",
+        subject="s1",
+        agent="support",
+        session_id="s1",
+        observed=5.0,
+        threshold=4.0,
+        timestamp=start + timedelta(seconds=5, milliseconds=500),
+    )
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write(
+        AGENT_FEEDBACK, "agent-feedback", 0, [RawRecord(0, i, STAMP, None, encode(e)) for i, e in enumerate(events)]
+    )
+    archive.write(GUARDRAIL_ALERTS, "guardrail-alerts", 0, [RawRecord(0, 0, STAMP, None, encode(alert))])
+    info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
+    with duckdb.connect(str(info.path), read_only=True) as db:
+        db.execute("SELECT * FROM sessions WHERE session_id = 's1'")
+        row = dict(zip([c[0] for c in db.description], db.fetchone(), strict=True))
+    assert (row["steps"], row["tokens"], row["thumbs_up"], row["thumbs_down"], row["rating"]) == (5, 500, 1, 1, 4.0)
+    assert row["cost"] == pytest.approx(0.05) and row["latency_ms"] == 1250.0
+    assert (row["alerts"], row["alert_rules"], row["variants"]) == (1, "tool_loop", "b")
+    timeline = run_audit(info.path, "session", {"session_id": "s1"}).to_pylist()
+    assert [(r["source"], r["kind"]) for r in timeline][:7] == [
+        ("feedback", "route"),
+        *[("feedback", "step")] * 5,
+        ("guardrail", "tool_loop"),
+    ]
+    assert len(timeline) == 10
