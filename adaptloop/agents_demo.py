@@ -32,6 +32,7 @@ from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, Pr
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.topics import AGENT_FEEDBACK, DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE, PREFERENCES
 from adaptloop.settings import Settings
+from adaptloop.snapshots.routing import ROUTING_COLUMNS, evaluate_routing, routing_rows
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
@@ -226,6 +227,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
             store = router.store
             report = _report(settings, scenario, variants, routes, store)
             report["snapshot"] = _snapshot(settings, console)
+            report["off_policy"] = routing_rows(evaluate_routing(report["snapshot"], AGENT))
     finally:
         stop_worker_process(worker)
     _print(console, report)
@@ -328,6 +330,11 @@ def _print(console: Console, report: dict) -> None:
     console.print(
         "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none")
     )
+    if report.get("off_policy"):
+        estimates = Table(*ROUTING_COLUMNS, title="what other routing policies would have earned (off-policy)")
+        for row in report["off_policy"]:
+            estimates.add_row(*row)
+        console.print(estimates)
     if report.get("snapshot") is not None:
         console.print(
             f'snapshot for audits: [bold]{report["snapshot"]}[/] (e.g. `adaptloop audit "SELECT * FROM '

@@ -217,6 +217,40 @@ def backtest_command(
         console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}")
 
 
+evaluate_app = sub_app("evaluate", "Evaluate policies off-line, from what was logged.")
+
+
+@evaluate_app.command("routing")
+def evaluate_routing_command(
+    agent: Annotated[str, typer.Option(help="The agent whose routing to evaluate.")],
+    snapshot: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+    ] = None,
+) -> None:
+    """What other routing policies would have earned on the logged routes and thumbs: IPS, self-normalised IPS and
+    doubly robust estimates with 95% intervals."""
+    from adaptloop.snapshots.routing import evaluate_routing
+
+    try:
+        results = evaluate_routing(chosen_snapshot(snapshot, Settings()), agent)
+    except AdaptloopError as error:
+        raise fail(error) from None
+    console.print(routing_table(results, agent))
+
+
+def routing_table(results: list, agent: str) -> Table:
+    """The off-policy estimates as a table (also printed by the agents demo)."""
+    table = Table(
+        "policy", "estimator", "value", "95% interval", "effective n", title=f"routing of {agent}, off-policy"
+    )
+    for result in results:
+        e = result.estimate
+        table.add_row(
+            result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
+        )
+    return table
+
+
 @schemas_app.command("export")
 def schemas_export(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")],
