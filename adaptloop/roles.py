@@ -27,11 +27,12 @@ from adaptloop.streams.archive_agent import ArchiveAgent
 from adaptloop.streams.join_agent import JoinAgent
 from adaptloop.streams.learner_agent import LearnerAgent
 from adaptloop.streams.metrics import write_health
+from adaptloop.streams.notify import AlertNotifier
 from adaptloop.streams.outage import OUTAGE_EXIT, is_outage, wait_patiently
 
 log = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("join", "learn", "archive", "agents")
+ROLES: tuple[str, ...] = ("join", "learn", "archive", "agents", "notify")
 
 BACKGROUND_ROLES, BACKGROUND_NICENESS = ("archive",), 5
 """The archive may lag (it catches up from Kafka, its files stay exact); the join and the learner decide
@@ -175,11 +176,31 @@ def _agents(settings: Settings, stop: threading.Event) -> None:
     agent.run(stop)
 
 
+def _notify(settings: Settings, stop: threading.Event) -> None:
+    notifier = AlertNotifier(
+        settings.bootstrap_address, settings.webhooks, prefix=settings.topic_prefix, group=f"{settings.group}-notify"
+    )
+    _ready(
+        "notify",
+        settings,
+        ("guardrail-alerts", "drift-alerts"),
+        f"{settings.group}-notify",
+        f"{len(settings.webhooks)} webhook(s)",
+    )
+    notifier.run(stop)
+
+
+def roles_of(settings: Settings) -> tuple[str, ...]:
+    """The roles a worker with ``--role all`` runs: notify only when a webhook is set."""
+    return tuple(role for role in ROLES if role != "notify" or settings.webhooks)
+
+
 AGENTS: dict[str, Callable[[Settings, threading.Event], None]] = {
     "join": _join,
     "learn": _learn,
     "archive": _archive,
     "agents": _agents,
+    "notify": _notify,
 }
 
 

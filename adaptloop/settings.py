@@ -17,6 +17,7 @@ from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.learners.store import ModelStore
 from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.notify import Webhook
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class Settings(ClientSettings):
         200_000, ge=1, description="Records buffered in all that write every buffer at once."
     )
     guardrails: GuardrailLimits = Field(default_factory=GuardrailLimits, description="Thresholds of the guardrails.")
+    webhooks: list[Webhook] = Field(
+        default_factory=list,
+        description="Where guardrail and model alerts are posted (the worker's notify role runs when any is set).",
+    )
     segment_keys: list[str] = Field(default_factory=list, description="Context keys that split preference stores.")
     preference_publish_seconds: float = Field(1.0, gt=0, description="How often changed store shards are published.")
     metrics_host: str = Field(

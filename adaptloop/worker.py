@@ -32,7 +32,7 @@ from typing import Any, Literal
 import orjson
 
 from adaptloop.localkafka import LocalKafka
-from adaptloop.roles import ROLES, run_role
+from adaptloop.roles import roles_of, run_role
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.metrics import prepare_multiprocess_dir, read_health, serve
@@ -40,7 +40,7 @@ from adaptloop.streams.outage import OUTAGE_EXIT, wait_patiently
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "join", "learn", "archive", "agents"]
+Role = Literal["all", "join", "learn", "archive", "agents", "notify"]
 HASH_SEED = "0"
 MAX_RESTARTS, RESTART_WINDOW = 5, 300  # more crashes of one role than this within the window stop the worker
 BACKOFF_CAP_SECONDS = 30.0
@@ -119,7 +119,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         process.start()
         return process
 
-    roles = [RoleProcess(name, start(name)) for name in (ROLES if role == "all" else (role,))]
+    roles = [RoleProcess(name, start(name)) for name in (roles_of(settings) if role == "all" else (role,))]
     if settings.metrics_port is not None:
         try:
             serve(settings.metrics_port, lambda: worker_health(roles, metrics_dir), host=settings.metrics_host)

@@ -21,6 +21,12 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
+WEBHOOK_DELIVERIES = Counter(
+    "adaptloop_webhook_deliveries_total",
+    "Alerts offered to webhooks, by result: delivered, summary, retried (one retry), failed, duplicate (not "
+    "posted again within dedup_seconds), rate_limited (held for the next summary).",
+    ["result"],
+)
 REPARTITIONED = Counter(
     "adaptloop_join_repartitioned_total",
     "Predictions and outcomes the join read on another partition than murmur2 of their decision_id gives "

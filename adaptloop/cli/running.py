@@ -22,6 +22,7 @@ class Role(str, Enum):
     LEARN = "learn"
     ARCHIVE = "archive"
     AGENTS = "agents"
+    NOTIFY = "notify"
 
 
 class DemoScenario(str, Enum):
