@@ -237,9 +237,13 @@ def ingest(
         result.statuses, result.version = outputs.statuses, version
         progress("waiting for the archive to hold them")
         total = sum(outputs.statuses.values())
-        while (archived := _archived(settings, run)) < total:
+        assert version is not None
+        while (archived := _archived(settings, run)) < total or not _version_archived(settings, version):
             if time.monotonic() > deadline:
-                raise TimedOut(f"the archive holds {archived} of this run's {total} training examples")
+                raise TimedOut(
+                    f"the archive holds {archived} of this run's {total} training examples"
+                    f"{'' if _version_archived(settings, version) else f' and not version {version.version}'}"
+                )
             time.sleep(0.5)
         result.archived = archived
         outputs.poll()  # late outcomes that came meanwhile
@@ -283,3 +287,15 @@ def _archived(settings: Settings, run: str) -> int:
         [topic_glob(settings.archive_dir, name), f"{run}-"],
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _version_archived(settings: Settings, version: ModelVersion) -> bool:
+    """Whether the archive holds ``version``'s record (a snapshot without it would not show what was learned)."""
+    name = MODEL_UPDATES.full_name(settings.topic_prefix)
+    if not ParquetArchive(settings.archive_dir).files(name):
+        return False
+    row = duckdb.execute(
+        "SELECT count(*) FROM read_parquet(?, union_by_name = true) WHERE model = ? AND version = ?",
+        [topic_glob(settings.archive_dir, name), version.model, version.version],
+    ).fetchone()
+    return bool(row and row[0])

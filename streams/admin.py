@@ -225,4 +225,8 @@ def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[st
             except KafkaException as error:
                 if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # deleted meanwhile: fine
                     raise
+        # The controller has deleted them; wait until the metadata says so too (a caller may create them again).
+        deadline = time.monotonic() + timeout
+        while set(names) & set(admin.list_topics(timeout=timeout).topics) and time.monotonic() < deadline:
+            time.sleep(0.1)
     return names
