@@ -300,17 +300,20 @@ class PreferenceStore:
     def choose_variant(
         self, segment: str, agent: str, variants: list[str], rng: random.Random, draws: int = 2000
     ) -> tuple[str, float]:
-        """Thompson sampling: draw each variant's thumbs-up rate, take the best; return it with its probability.
+        """Thompson sampling by probability matching: each variant's chance of having the best thumbs-up rate is
+        estimated from ``draws`` samples of the posteriors, and the variant is drawn with those chances; return it
+        with its chance.
 
-        The probability is estimated from ``draws`` further samples (the share of draws the
-        chosen variant wins), for the propensity logged with the choice.
+        The returned probability is the one the choice was made with, exactly: the propensity an off-policy
+        estimate divides by. (Drawing the choice from one sample and estimating its chance from others logs a
+        wrong propensity for rare choices, and biases every estimate that uses it.)
         """
         posteriors = [self.beta(segment, agent, v) for v in variants]
-        choice = max(range(len(variants)), key=lambda k: rng.betavariate(*posteriors[k]))
         generator = np.random.default_rng(rng.getrandbits(64))
         samples = np.stack([generator.beta(a, b, size=draws) for a, b in posteriors])
-        probability = float(np.mean(samples.argmax(axis=0) == choice))
-        return variants[choice], max(probability, 1.0 / draws)
+        chances = np.bincount(samples.argmax(axis=0), minlength=len(variants)) / draws
+        choice = rng.choices(range(len(variants)), weights=chances.tolist())[0]
+        return variants[choice], float(chances[choice])
 
     def traffic_shares(
         self, segment: str, agent: str, variants: list[str], draws: int = 4000, seed: int = 0

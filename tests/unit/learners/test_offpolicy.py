@@ -69,3 +69,20 @@ def test_no_evidence_is_an_error_not_a_number():
         estimate(logs, fixed("b"), "snips")
     with pytest.raises(ValueError, match="propensity"):
         estimate([Logged("*", "a", 0.0, 1.0)], fixed("a"), "ips")
+
+
+def test_the_routers_logged_propensities_are_the_chances_its_choices_were_made_with():
+    from adaptloop.learners.preferences import PreferenceStore
+
+    store = PreferenceStore()
+    for variant, ups, downs in (("a", 30, 10), ("b", 24, 16), ("c", 9, 11)):
+        for k in range(ups + downs):
+            store.add_thumbs("*", "support", variant, k < ups)
+    rng = random.Random(5)
+    logs = [Logged("*", *store.choose_variant("*", "support", VARIANTS, rng, draws=500), 1.0) for _ in range(4000)]
+    # With every reward 1, IPS of "always v" is the mean of 1{chosen v} / propensity: 1 when propensities are exact,
+    # for the rare variant too (c is chosen about 3% of the time here).
+    for variant in VARIANTS:
+        result = estimate(logs, fixed(variant), "ips")
+        assert result.low <= 1.0 <= result.high, (variant, result)
+    assert 0 < sum(log.variant == "c" for log in logs) < 400
