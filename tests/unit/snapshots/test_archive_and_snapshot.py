@@ -246,6 +246,10 @@ def test_metric_by_version_compares_as_the_learner_does_and_keeps_external_decis
         ],
         *[("default", True, False, rng.choice([True, False])) for _ in range(15)],
         *[("java-rules", False, rng.choice([1.0, 0.0]), rng.choice([True, False, 1])) for _ in range(25)],
+        *[
+            (version.version, False, rng.choice(["gold", "silver", "1"]), rng.choice(["gold", "silver", 1]))
+            for _ in range(40)
+        ],
     ]
     examples = [
         TrainingExample(
