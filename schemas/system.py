@@ -57,7 +57,8 @@ class ModelVersion(Event):
 class ModelCommand(Event):
     """An operator's instruction to the learner that owns ``model``, recorded like any event.
 
-    ``rollback``: serve ``to_version`` again and continue learning from it.
+    ``rollback``: serve ``to_version`` again and continue learning from it. ``promote``: serve ``to_version``, a
+    model stored by a backtest (``adaptloop backtest --store``), and continue learning from it.
 
     >>> from adaptloop.schemas import ModelCommand
     >>> ModelCommand(model="churn", action="rollback", to_version="ab12ab12ab12ab12", actor="ops", reason="bad").action
@@ -71,7 +72,7 @@ class ModelCommand(Event):
     """
 
     model: ModelName
-    action: Literal["rollback"]
+    action: Literal["rollback", "promote"]
     to_version: VersionId
     actor: Name
     reason: StrictStr = ""

@@ -13,11 +13,13 @@ import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from river import metrics as river_metrics
 
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore, model_bytes
 from adaptloop.schemas.errors import ConfigError, UnlearnableExample
 from adaptloop.snapshots.replay import learning_order, model_history
 
@@ -35,6 +37,8 @@ class Evaluation:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (examples seen, the key metric over the window)
     examples: int = 0
     promotions: int = 0  # challengers that replaced the model (a drift policy at work)
+    stored: str | None = None  # the version its final model was stored as (to promote it)
+    model: Any = field(default=None, repr=False)  # its final model
 
 
 def key_metric(spec: LearnerSpec) -> str:
@@ -62,7 +66,7 @@ def _evaluate(name: str, spec: LearnerSpec, examples: list, window: int, points:
         result.promotions += learner.model is not model
         if seen % every == 0:
             result.curve.append((seen, sum(recent) / len(recent)))
-    result.examples = learner.progress.examples_seen
+    result.examples, result.model = learner.progress.examples_seen, learner.model
     result.metrics = {name_: float(m.get()) for name_, m in learner.shadow.items()}
     result.value = result.metrics.get(metric) if result.examples else None
     return result
@@ -76,9 +80,12 @@ def backtest(
     *,
     window: int = 500,
     points: int = 200,
+    store: ModelStore | None = None,
 ) -> list[Evaluation]:
     """The production spec, each candidate, and what the production versions served, on the archived examples
-    of ``production.name``; the key metric of each over every example and over a rolling ``window``."""
+    of ``production.name``; the key metric of each over every example and over a rolling ``window``. With
+    ``store``, each candidate's final model is stored as a version of the model (signed, as the learner's are),
+    which ``adaptloop promote`` can serve."""
     for name, spec in candidates.items():
         if spec.name != production.name or spec.task != production.task:
             raise ConfigError(
@@ -88,7 +95,11 @@ def backtest(
     if not examples:
         raise ConfigError(f"the archive holds no training examples of model {production.name!r}")
     results = [_evaluate("production spec (replayed)", production, examples, window, points)]
-    results += [_evaluate(name, spec, examples, window, points) for name, spec in candidates.items()]
+    for name, spec in candidates.items():
+        result = _evaluate(name, spec, examples, window, points)
+        if store is not None:
+            result.stored = store.put_model(production.name, model_bytes(result.model))[0]
+        results.append(result)
     results.append(_served(production, examples, model_history(archive_root, production.name, prefix)))
     return results
 

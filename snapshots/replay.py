@@ -38,6 +38,9 @@ class ReplayStep:
     why_not: str | None = None  # for the first version not reproduced: where it diverged, and the likely cause
 
 
+SWAPS = ("rollback", "promotion")  # versions that swap the model for a stored one rather than learn
+
+
 def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
     if not ParquetArchive(archive_root).files(topic_name):
         return []
@@ -112,7 +115,7 @@ def replay(
     missing from the store (pruned) is stored again.
     """
     chain = lineage(model_history(archive_root, spec.name, prefix), until)
-    targets = {record.version for record in chain if record.reason == "rollback"}
+    targets = {record.version for record in chain if record.reason in SWAPS}
     rebuilt: dict[str, bytes] = {}  # the bytes of versions a later rollback returns to
     learner = OnlineLearner(spec)
     examples = learning_order(archive_root, spec.name, prefix)
@@ -126,7 +129,7 @@ def replay(
             with contextlib.suppress(UnlearnableExample):  # refused by the contract, as the learner refused it
                 learner.learn(example, (position, offset))
             pending = next(examples, None)
-        if record.reason == "rollback":
+        if record.reason in SWAPS:  # a rollback, or a promotion of a model a backtest stored
             learner.model = (
                 unpickle(rebuilt[record.version])
                 if record.version in rebuilt

@@ -461,16 +461,17 @@ class LearnerAgent:
         try:
             learner.model = self.store.load_model(command.model, command.to_version)
         except UnknownModel as error:
-            self._reject(record, f"cannot roll back: {error}")
+            self._reject(record, f"cannot {command.action}: {error}")
             return 0
+        reason: VersionReason = "rollback" if command.action == "rollback" else "promotion"
         version = self._checkpoint(
             learner,
-            reason="rollback",
+            reason=reason,
             actor=command.actor,
             note=f"{command.reason} (command {command.command_id})".strip(),
         )
         assert version is not None  # a swapped-in model is not probed
-        log.warning("rolled %s back to %s on %s's command", command.model, version.version, command.actor)
+        log.warning("%s of %s to %s on %s's command", reason, command.model, version.version, command.actor)
         return 1
 
     def checkpoint(self, force: bool = False) -> list[ModelVersion]:

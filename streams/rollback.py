@@ -1,4 +1,4 @@
-"""One-command rollback: ask the owning learner to serve a stored version again, and wait until it has.
+"""One-command rollback (or promotion): ask the owning learner to serve a stored version, and wait until it has.
 
 The command is an event on ``model-commands`` (so it is archived and audited like
 any other); the learner that owns the model carries it out in order with its
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Literal
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -36,15 +37,18 @@ def request_rollback(
     reason: str = "",
     prefix: str = "",
     timeout: float | None = 60.0,
+    action: Literal["rollback", "promote"] = "rollback",
 ) -> ModelVersion | None:
-    """Send the rollback command; return the published rollback version (None if ``timeout`` is None).
+    """Send the rollback (or promote) command; return the version the learner published for it (None if
+    ``timeout`` is None).
 
     Raises :class:`UnknownModel` before sending anything if the version is not in the store.
     """
     store.load_bytes(model, to_version)  # fails clearly for an unknown model or version
     command = ModelCommand(
-        model=model, action="rollback", to_version=to_version, actor=actor, reason=reason, command_id=uuid.uuid4().hex
+        model=model, action=action, to_version=to_version, actor=actor, reason=reason, command_id=uuid.uuid4().hex
     )
+    published_as = "rollback" if action == "rollback" else "promotion"
     topic = MODEL_UPDATES.full_name(prefix)
     consumer = Consumer(
         kafka_config(bootstrap, **{"group.id": f"rollback-{command.command_id}", "enable.auto.commit": False}),
@@ -70,10 +74,10 @@ def request_rollback(
                 version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
             except DecodeError:
                 continue
-            if version.model == model and version.reason == "rollback" and command.command_id in (version.note or ""):
+            if version.model == model and version.reason == published_as and command.command_id in (version.note or ""):
                 return version
         raise RollbackTimeout(
-            f"no learner confirmed the rollback of {model!r} to {to_version} within {timeout:.0f}s; the command "
+            f"no learner confirmed the {action} of {model!r} to {to_version} within {timeout:.0f}s; the command "
             f"{command.command_id} is on the topic and will be carried out when a worker owning {model!r} runs"
         )
     finally:

@@ -181,6 +181,9 @@ def backtest_command(
     ],
     png: Annotated[Path | None, typer.Option(metavar="FILE", help="Also draw the rolling metric to FILE.")] = None,
     window: Annotated[int, typer.Option(min=10, help="Examples in the rolling window of the chart.")] = 500,
+    store: Annotated[
+        bool, typer.Option("--store", help="Store each candidate's final model as a version, for adaptloop promote.")
+    ] = False,
 ) -> None:
     """Evaluate candidate specs on a model's archived examples (progressive validation), beside the production
     spec and what its versions served; nothing in production changes."""
@@ -205,13 +208,22 @@ def backtest_command(
                 candidates[text] = candidate_spec(production, changes)
             except ValueError as error:
                 raise ConfigError(f"--candidate {text}: {error}") from None
-        results = backtest(settings.archive_dir, production, candidates, settings.topic_prefix, window=window)
+        results = backtest(
+            settings.archive_dir,
+            production,
+            candidates,
+            settings.topic_prefix,
+            window=window,
+            store=settings.worker_model_store() if store else None,
+        )
     except AdaptloopError as error:
         raise fail(error) from None
-    table = Table("evaluated", results[0].metric, "examples", "challengers promoted", title=f"backtest of {model}")
+    columns = ["evaluated", results[0].metric, "examples", "challengers promoted"] + (["stored as"] if store else [])
+    table = Table(*columns, title=f"backtest of {model}")
     for result in results:
         value = "-" if result.value is None else f"{result.value:.4f}"
-        table.add_row(result.name, value, str(result.examples), str(result.promotions))
+        stored = [result.stored or ""] if store else []
+        table.add_row(result.name, value, str(result.examples), str(result.promotions), *stored)
     console.print(table)
     if png is not None:
         console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}")

@@ -131,6 +131,47 @@ def rollback(
         )
 
 
+@app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to promote a stored candidate of.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="VERSION", help="The stored version ('adaptloop backtest --store' prints it)."),
+    ],
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why: recorded with the promotion.")] = "",
+    actor: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Who: recorded with the promotion (default: $USER).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for the learner's confirmation (0: do not wait).")
+    ] = 60.0,
+) -> None:
+    """Serve a model a backtest stored and keep learning from it; the promotion is recorded with who and why."""
+    import getpass
+
+    from adaptloop.streams.rollback import request_rollback
+
+    settings = Settings()
+    try:
+        version = request_rollback(
+            settings.bootstrap_address,
+            settings.model_store(),
+            model,
+            to,
+            actor=actor or getpass.getuser(),
+            reason=reason,
+            prefix=settings.topic_prefix,
+            timeout=timeout or None,
+            action="promote",
+        )
+    except AdaptloopError as error:
+        raise fail(error) from None
+    if version is None:
+        console.print(f"promotion of {to} requested; the learner of {model} carries it out when it reads the command")
+    else:
+        console.print(f"{model} now serves the promoted version {version.version} (it replaced {version.parent})")
+
+
 @app.command("replay")
 def replay(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to rebuild.")],
