@@ -56,6 +56,7 @@ class AgentScenario:
     flood: int = 2000  # thumbs-up from one user for the worst variant
     stuck_session: int = 500  # repeats one tool call
     costly_session: int = 900  # blows its budget
+    exploration: float = 0.05  # traffic spread evenly, so the off-policy table has decisions for every policy
     seed: int = 11
 
 
@@ -174,6 +175,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
                 prefix=settings.topic_prefix,
                 seed=scenario.seed,
                 producer=producer,
+                exploration=scenario.exploration,
             ) as router,
         ):
             start = time.monotonic()

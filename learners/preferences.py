@@ -298,11 +298,20 @@ class PreferenceStore:
         return float(alpha), float(beta)
 
     def choose_variant(
-        self, segment: str, agent: str, variants: list[str], rng: random.Random, draws: int = 2000
+        self,
+        segment: str,
+        agent: str,
+        variants: list[str],
+        rng: random.Random,
+        draws: int = 2000,
+        exploration: float = 0.0,
     ) -> tuple[str, float]:
         """Thompson sampling by probability matching: each variant's chance of having the best thumbs-up rate is
         estimated from ``draws`` samples of the posteriors, and the variant is drawn with those chances; return it
         with its chance.
+
+        ``exploration`` gives every variant at least ``exploration / len(variants)`` of the traffic (the chances are
+        mixed with the uniform ones), so that off-policy estimates of any policy rest on some decisions.
 
         The returned probability is the one the choice was made with, exactly: the propensity an off-policy
         estimate divides by. (Drawing the choice from one sample and estimating its chance from others logs a
@@ -312,6 +321,7 @@ class PreferenceStore:
         generator = np.random.default_rng(rng.getrandbits(64))
         samples = np.stack([generator.beta(a, b, size=draws) for a, b in posteriors])
         chances = np.bincount(samples.argmax(axis=0), minlength=len(variants)) / draws
+        chances = (1 - exploration) * chances + exploration / len(variants)
         choice = rng.choices(range(len(variants)), weights=chances.tolist())[0]
         return variants[choice], float(chances[choice])
 

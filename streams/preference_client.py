@@ -38,6 +38,9 @@ class PreferenceClient:
 
     with PreferenceClient("support", ["prompt-a", "prompt-b"], bootstrap="localhost:9092") as router:
         variant, probability = router.choose_variant({"tenant": "acme"}, session_id="s1")
+
+    ``exploration`` spreads that share of the traffic evenly over the variants, whatever the feedback says, so
+    that off-policy estimates of other policies (``adaptloop evaluate routing``) have decisions to rest on.
     """
 
     def __init__(
@@ -50,8 +53,12 @@ class PreferenceClient:
         segment_keys: list[str] | None = None,
         seed: int | None = None,
         producer: EventProducer | None = None,
+        exploration: float = 0.0,
     ) -> None:
+        if not 0.0 <= exploration < 1.0:
+            raise ConfigError(f"exploration {exploration} must be in [0, 1): the share of traffic spread evenly")
         self.agent, self.variants = agent, list(variants)
+        self.exploration = exploration
         self.segment_keys = list(segment_keys or [])
         self.rng = random.Random(seed)
         self.producer = producer if producer is not None else EventProducer(bootstrap, topic_prefix=prefix)
@@ -130,7 +137,9 @@ class PreferenceClient:
             raise self.problem
         store = self.store  # one read: a swap meanwhile does not mix two stores
         segment = segment_of({"tenant": tenant or "*", "agent": self.agent, **context}, self.segment_keys)
-        variant, probability = store.choose_variant(segment, self.agent, self.variants, self.rng)
+        variant, probability = store.choose_variant(
+            segment, self.agent, self.variants, self.rng, exploration=self.exploration
+        )
         self.producer.send(
             AgentFeedbackEvent(
                 trace_id=trace_id or uuid.uuid4().hex,

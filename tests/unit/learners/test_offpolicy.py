@@ -86,3 +86,18 @@ def test_the_routers_logged_propensities_are_the_chances_its_choices_were_made_w
         result = estimate(logs, fixed(variant), "ips")
         assert result.low <= 1.0 <= result.high, (variant, result)
     assert 0 < sum(log.variant == "c" for log in logs) < 400
+
+
+def test_exploration_gives_every_variant_its_share_and_the_logged_chance():
+    from adaptloop.learners.preferences import PreferenceStore
+
+    store = PreferenceStore()
+    for k in range(200):  # c is far behind: without exploration it is (almost) never chosen
+        store.add_thumbs("*", "support", "a", k < 180)
+        store.add_thumbs("*", "support", "c", k < 20)
+    rng = random.Random(8)
+    chosen = [store.choose_variant("*", "support", ["a", "c"], rng, draws=500, exploration=0.2) for _ in range(3000)]
+    assert {p for v, p in chosen if v == "c"} == {0.1}  # exactly the explored share: the posterior gives c nothing
+    assert 0.08 < sum(v == "c" for v, _ in chosen) / len(chosen) < 0.12
+    logs = [Logged("*", v, p, 1.0) for v, p in chosen]
+    assert estimate(logs, fixed("c"), "ips").low <= 1.0 <= estimate(logs, fixed("c"), "ips").high
