@@ -113,8 +113,26 @@ def ensure_topics(
             except KafkaException as error:
                 if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+        _wait_for_leaders(admin, [topic.topic for topic in missing], timeout)
     _check_existing(admin, wanted, timeout)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until every partition of ``names`` has a leader: a topic the controller has just created cannot be
+    read or written until then (NOT_LEADER_FOR_PARTITION), and the caller is about to use it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(
+            name in topics
+            and topics[name].error is None
+            and topics[name].partitions
+            and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+            for name in names
+        ):
+            return
+        time.sleep(0.1)
 
 
 def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float) -> None:
