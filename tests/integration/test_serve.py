@@ -78,7 +78,14 @@ def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serv
                     fallbacks += body["fallback"]
                     outcome = {"decision_id": body["decision_id"], "label": i % 11 < 3, "source": "billing"}
                     assert http.post("/v1/outcomes", json=outcome).status_code == 202
-                assert fallbacks >= 1 and body["fallback"] is False  # the default until 50 were learned, then versions
+                assert fallbacks >= 1  # the model's default until 50 were learned
+
+                def served_by_a_version():  # then versions (on a slow machine, maybe only after the 600)
+                    answer = http.post("/v1/models/churn:predict", json={"features": {"tenure": 1.0, "spend": 2.0}})
+                    versions.add(answer.json()["model_version"])
+                    return not answer.json()["fallback"]
+
+                assert _wait(served_by_a_version)
 
                 # Each new version serves by itself: the last one has learned every decision.
                 def learned_all():
