@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from adaptloop.cli.common import app, console, fail, version_column
 from adaptloop.schemas.errors import AdaptloopError, ConfigError, ReplayError
+from adaptloop.schemas.system import ModelVersion
 from adaptloop.settings import Settings
 
 
@@ -85,6 +86,31 @@ def status() -> None:
     console.print(disk)
 
 
+def _command_learner(
+    model: str, to: str, reason: str, actor: str | None, timeout: float, action: Literal["rollback", "promote"]
+) -> ModelVersion | None:
+    """Send a rollback or promote command and wait for the learner's version (None: not waited for)."""
+    import getpass
+
+    from adaptloop.streams.rollback import request_rollback
+
+    settings = Settings()
+    try:
+        return request_rollback(
+            settings.bootstrap_address,
+            settings.model_store(),
+            model,
+            to,
+            actor=actor or getpass.getuser(),
+            reason=reason,
+            prefix=settings.topic_prefix,
+            timeout=timeout or None,
+            action=action,
+        )
+    except AdaptloopError as error:
+        raise fail(error) from None
+
+
 @app.command("rollback")
 def rollback(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to roll back.")],
@@ -103,24 +129,7 @@ def rollback(
     ] = 60.0,
 ) -> None:
     """Serve a stored version again and keep learning from it; the rollback is recorded with who and why."""
-    import getpass
-
-    from adaptloop.streams.rollback import request_rollback
-
-    settings = Settings()
-    try:
-        version = request_rollback(
-            settings.bootstrap_address,
-            settings.model_store(),
-            model,
-            to,
-            actor=actor or getpass.getuser(),
-            reason=reason,
-            prefix=settings.topic_prefix,
-            timeout=timeout or None,
-        )
-    except AdaptloopError as error:
-        raise fail(error) from None
+    version = _command_learner(model, to, reason, actor, timeout, "rollback")
     if version is None:
         console.print(f"rollback of {model} to {to} requested; the learner carries it out when it reads the command")
     else:
@@ -147,25 +156,7 @@ def promote(
     ] = 60.0,
 ) -> None:
     """Serve a model a backtest stored and keep learning from it; the promotion is recorded with who and why."""
-    import getpass
-
-    from adaptloop.streams.rollback import request_rollback
-
-    settings = Settings()
-    try:
-        version = request_rollback(
-            settings.bootstrap_address,
-            settings.model_store(),
-            model,
-            to,
-            actor=actor or getpass.getuser(),
-            reason=reason,
-            prefix=settings.topic_prefix,
-            timeout=timeout or None,
-            action="promote",
-        )
-    except AdaptloopError as error:
-        raise fail(error) from None
+    version = _command_learner(model, to, reason, actor, timeout, "promote")
     if version is None:
         console.print(f"promotion of {to} requested; the learner of {model} carries it out when it reads the command")
     else:
