@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaptloop.demo import archived_rows
+from adaptloop.demo import archived_rows, take_snapshot
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent
@@ -33,7 +33,6 @@ from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.topics import AGENT_FEEDBACK, DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE, PREFERENCES
 from adaptloop.settings import Settings
 from adaptloop.snapshots.routing import ROUTING_COLUMNS, evaluate_routing, routing_rows
-from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.connection import kafka_config
@@ -290,12 +289,7 @@ def _snapshot(settings: Settings, console: Console) -> Path:
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break
             time.sleep(0.5)
-        return create_snapshot(
-            settings.archive_dir,
-            settings.models_location,
-            settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
-            prefix=settings.topic_prefix,
-        ).path
+        return take_snapshot(settings)
 
 
 def _print(console: Console, report: dict) -> None:

@@ -308,12 +308,17 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break
             time.sleep(0.5)
-        return create_snapshot(
-            settings.archive_dir,
-            settings.models_location,
-            settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
-            prefix=settings.topic_prefix,
-        ).path
+        return take_snapshot(settings)
+
+
+def take_snapshot(settings: Settings) -> Path:
+    """A snapshot of the archive now, among the worker's (both demos end with one)."""
+    return create_snapshot(
+        settings.archive_dir,
+        settings.models_location,
+        settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
+        prefix=settings.topic_prefix,
+    ).path
 
 
 def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, Any]) -> dict[str, Any]:
