@@ -31,6 +31,7 @@ import msgspec
 import orjson
 
 from adaptloop.learners.spec import LearnerSpec
+from adaptloop.schemas.base import SCHEMA_VERSION
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.inference import JoinStatus, OutcomeEvent, PredictionEvent, TrainingExample
 
@@ -522,19 +523,24 @@ class DelayedJoin:
     def _example(
         prediction: PredictionEvent, outcome: OutcomeEvent | None, status: JoinStatus, when: datetime
     ) -> TrainingExample:
-        return TrainingExample(
-            model=prediction.model,
-            decision_id=prediction.decision_id,
-            model_version=prediction.model_version,
-            features=prediction.features,
-            prediction=prediction.prediction,
-            label=outcome.label if outcome else None,
-            reward=outcome.reward if outcome else None,
-            status=status,
-            predicted_at=prediction.timestamp,
-            outcome_at=outcome.timestamp if outcome else None,
-            timestamp=when,
-            fallback=prediction.fallback,
+        # Every field comes from the validated prediction and outcome: not validated a third time.
+        return TrainingExample.from_valid(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "timestamp": when,
+                "model": prediction.model,
+                "decision_id": prediction.decision_id,
+                "model_version": prediction.model_version,
+                "features": prediction.features,
+                "prediction": prediction.prediction,
+                "label": outcome.label if outcome else None,
+                "reward": outcome.reward if outcome else None,
+                "status": status,
+                "predicted_at": prediction.timestamp,
+                "outcome_at": outcome.timestamp if outcome else None,
+                "fallback": prediction.fallback,
+                "reason": None,
+            }
         )
 
     def _policy(self, model: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -73,3 +73,26 @@ class Event(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     timestamp: EventTime = Field(default_factory=utc_now)
+
+    @classmethod
+    def from_valid(cls, fields: dict[str, Any]) -> Self:
+        """The event of ``fields``, each taken from events validated already: not validated again.
+
+        ``fields`` names every field, in the order the class declares them (the order they are
+        encoded in). The join builds each training example this way: 1.5 µs where validating the
+        same fields again (or pydantic's ``model_construct``) cost 4.4-4.7 µs.
+
+        >>> from adaptloop.schemas import OutcomeEvent
+        >>> event = OutcomeEvent(decision_id="d1", label=True, source="s")
+        >>> OutcomeEvent.from_valid(dict(event)) == event
+        True
+        """
+        event = _new(cls)
+        _set(event, "__dict__", fields)
+        _set(event, "__pydantic_fields_set__", set(fields))
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
+
+
+_new, _set = object.__new__, object.__setattr__

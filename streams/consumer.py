@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.topics import Topic
+from adaptloop.schemas.trusted import TRUSTED_READERS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.producer import KAFKA_LOG
@@ -45,6 +46,9 @@ class Record(NamedTuple):
 class EventConsumer:
     """Reads adaptloop topics in batches; yields decoded :class:`Record` s.
 
+    ``trusted``: read the topics only the worker writes (``training-examples``) with their fast reader
+    (:mod:`adaptloop.schemas.trusted`).
+
     Offsets are committed only by :meth:`commit`, after the dead letters of the
     batch are acknowledged: a crash re-reads records, it never loses one.
 
@@ -67,9 +71,15 @@ class EventConsumer:
         config: dict[str, object] | None = None,
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        trusted: bool = False,
     ) -> None:
         self.dead_letters = dead_letters
         self._topics = {topic.full_name(prefix): topic for topic in topics}
+        # The worker's own topics read with their fast reader: their events are structs of the contract's
+        # fields, not pydantic models (schemas.trusted says what each checks).
+        self._readers = {
+            name: TRUSTED_READERS[topic] for name, topic in self._topics.items() if trusted and topic in TRUSTED_READERS
+        }
         self._consumer = Consumer(
             {
                 **kafka_config(bootstrap),
@@ -94,7 +104,7 @@ class EventConsumer:
     def poll(self, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         """Up to ``max_records`` decoded records; bad ones are dead-lettered, not returned."""
         records: list[Record] = []
-        topics, decode = self._topics, self.dead_letters.decode
+        topics, readers, decode = self._topics, self._readers, self.dead_letters.decode
         for message in self._fetch(max_records, timeout):
             error = message.error()
             if error is not None:
@@ -107,7 +117,7 @@ class EventConsumer:
             name, partition, offset = position_of(message)
             key, value = message.key(), message.value()
             topic = topics[name]
-            event = decode(topic, name, partition, offset, key, value)
+            event = decode(topic, name, partition, offset, key, value, readers.get(name))
             if event is not None:  # (a record without a value was dead-lettered: value is bytes here)
                 stamp = message.timestamp()[1] / 1000.0
                 records.append(Record(topic, partition, offset, key, value, event, stamp))  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -64,10 +66,21 @@ class DeadLetters:
         self.already: set[tuple[str, int, int]] = set()
 
     def decode(
-        self, topic: Topic, topic_name: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: Topic,
+        topic_name: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reader: Callable[..., Any] | None = None,
     ) -> Event | None:
-        """The decoded event, or ``None`` after dead-lettering the record."""
+        """The decoded event, or ``None`` after dead-lettering the record. ``reader``: a fast reader of a
+        topic only the worker writes (:data:`~adaptloop.schemas.trusted.TRUSTED_READERS`) instead of the
+        contract's full validation."""
         try:
+            if reader is not None:
+                return reader(value, max_bytes=self.max_record_bytes)
             return decode(topic, value, max_bytes=self.max_record_bytes)
         except DecodeError as error:
             self.reject(topic_name, partition, offset, key, value, error.kind, error.reason)

@@ -47,6 +47,7 @@ from adaptloop.schemas.system import (
     VersionReason,
 )
 from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.trusted import as_event
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
 from adaptloop.streams.metrics import (
@@ -154,6 +155,7 @@ class LearnerAgent:
             },
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            trusted=True,  # the join's own examples: typed structs, not validated again by pydantic
         )
 
     # -- rebalances --------------------------------------------------------------------------
@@ -345,7 +347,7 @@ class LearnerAgent:
             key, value = (
                 (record.key, record.value)
                 if entry is failing and record is not None
-                else (entry.example.model.encode(), encode(entry.example))
+                else (entry.example.model.encode(), encode(as_event(entry.example)))
             )
             self.dead_letters.reject(topic_name, partition, offset, key, value, "error", reason)
             self.health[name].observe("error", reason)

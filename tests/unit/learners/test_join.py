@@ -8,6 +8,7 @@ from adaptloop.learners.join import DelayedJoin
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
+from adaptloop.schemas.trusted import as_event, decode_training
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -91,6 +92,7 @@ def test_every_example_survives_validation_and_the_round_trip_through_bytes():
             validated = TrainingExample.model_validate(example.model_dump())
             assert validated == example and list(validated.__dict__) == list(example.__dict__)
             assert decode(TRAINING_EXAMPLES, encode(example)) == example
+            assert as_event(decode_training(encode(example))) == example  # the learner's fast reader
 
 
 def test_outcome_first_then_prediction_joins_with_features_as_served():
