@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from pydantic import BaseModel, Field
@@ -14,10 +15,12 @@ from pydantic_settings import SettingsConfigDict
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
-from adaptloop.learners.store import ModelStore
 from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
 from adaptloop.streams.notify import Webhook
+
+if TYPE_CHECKING:
+    from adaptloop.learners.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,8 @@ class Settings(ClientSettings):
     def worker_model_store(self) -> ModelStore:
         """The model store as the worker writes it: every file signed with its key, made at the first start (a
         store from before then is adopted: its files are signed as the worker's own)."""
+        from adaptloop.learners.store import ModelStore  # (River, pandas: only the processes that need them)
+
         keys, made = ModelKeys.for_worker(self.keys_dir)
         store = ModelStore(self.models_location, keys)
         if made:

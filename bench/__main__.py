@@ -1,10 +1,14 @@
 """``python -m bench``: how fast the loop runs, as ratios against baselines measured in the same run.
 
 Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra
-(faust, for the naive peer). Prints a table and writes ``bench/results.json``. Each row
+(faust for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a
+table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone. Each row
 divides a measurement by a baseline taken now on this machine, so a noisy shared machine
 moves both alike:
 
+- the peers users would pick instead (:mod:`bench.peers`): the loop (join + learner) on a backlog of
+  decisions against a Bytewax dataflow and a Quix Streams app, and the learner alone against a
+  Quix Streams learner app, all with the same River recipe;
 - River in process (predict_proba_one + learn_one): the physical limit of each learner;
 - the OnlineLearner in process, and the learner agent reading training examples from Kafka;
 - reading alone (consume + validate, nothing learned): with River's time on the same core, the
@@ -36,16 +40,26 @@ from rich.console import Console
 from rich.table import Table
 
 from adaptloop.learners.recent import RECENT_IDS
-from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.roles import tune_gc
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import delete_topics
 from adaptloop.worker import HASH_SEED
 from bench.io import archive_rate, audit_query, producer_rates
-from bench.learning import agent_rate, learner_rate, produce_examples, read_rate, river_many_rate, river_rate, stream
+from bench.learning import (
+    Data,
+    agent_rate,
+    learner_rate,
+    produce_examples,
+    read_rate,
+    river_many_rate,
+    river_rate,
+    stream,
+)
 from bench.loop import learner_scaleout, loop_run, median, percentile
 from bench.naive import naive_rate
+from bench.peers import PeerRun, adaptloop_loop, bytewax_loop, quix_loop, quix_run
 from bench.serve import serve_run
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
@@ -64,7 +78,69 @@ def medians_of_rounds(*measures: Callable[[], float], rounds: int = REPEATS) -> 
     return [statistics.median(column) for column in zip(*taken)]
 
 
-def main() -> None:
+def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None], results: dict[str, object]) -> None:
+    """adaptloop against Bytewax and Quix Streams with River (:mod:`bench.peers`): the loop on a backlog
+    of decisions, then the learner alone on a topic of training examples; medians of rounds of all."""
+    bootstrap = settings.bootstrap_address
+    decisions = stream(LOOP_SCALE * N, seed=3)
+    found: dict[str, object] = {}
+    for recipe in ("logistic", "hoeffding"):
+        runs: dict[str, list[PeerRun]] = {"adaptloop": [], "bytewax": [], "quix": []}
+        rivers = []
+        for _ in range(REPEATS):
+            rivers.append(river_rate(recipe, data))
+            runs["adaptloop"].append(adaptloop_loop(settings, recipe, decisions))
+            runs["bytewax"].append(bytewax_loop(settings, recipe, decisions))
+            runs["quix"].append(quix_loop(settings, recipe, decisions))
+        rates = {name: statistics.median(run.rate for run in rounds) for name, rounds in runs.items()}
+        river = statistics.median(rivers)
+        found[f"{recipe}_loop"] = {
+            "decisions": len(decisions),
+            "river_per_s": river,
+            **{f"{name}_per_s": rate for name, rate in rates.items()},
+            "accuracy": {name: [run.accuracy for run in rounds] for name, rounds in runs.items()},
+            "startup_s": {name: [run.startup_s for run in rounds] for name, rounds in runs.items()},
+            "adaptloop_assignment_to_first_example_s": [run.after_assignment_s for run in runs["adaptloop"]],
+        }
+        row(f"{recipe}: loop (join + learner), backlog / Bytewax dataflow", rates["adaptloop"], rates["bytewax"])
+        row(f"{recipe}: loop (join + learner), backlog / Quix Streams app", rates["adaptloop"], rates["quix"])
+        row(f"{recipe}: loop (join + learner), backlog / River", rates["adaptloop"], river)
+        if recipe == "logistic":
+            startups = {name: statistics.median(run.startup_s for run in rounds) for name, rounds in runs.items()}
+            table.add_row(
+                "start-up to the first decision joined (adaptloop) / learned: adaptloop, Bytewax, Quix",
+                " / ".join(f"{startups[name]:.1f}" for name in ("adaptloop", "bytewax", "quix")) + " s",
+                "",
+                "",
+            )
+    prefix = produce_examples(bootstrap, data)
+    topic = TRAINING_EXAMPLES.full_name(prefix)
+    for recipe in ("logistic", "hoeffding"):
+        spec = LearnerSpec(
+            name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000, checkpoint_seconds=None
+        )
+        # What the drift monitors cost: the same agent watching neither errors nor data.
+        unwatched = spec.model_copy(update={"drift": DriftSpec(concept=False, data=False)})
+        river, agent, bare, quix = medians_of_rounds(
+            lambda recipe=recipe: river_rate(recipe, data),
+            lambda spec=spec: agent_rate(bootstrap, prefix, spec, N),
+            lambda spec=unwatched: agent_rate(bootstrap, prefix, spec, N),
+            lambda recipe=recipe: quix_run(bootstrap, "learn", topic, recipe, N).rate,
+        )
+        found[f"{recipe}_learner"] = {
+            "river_per_s": river,
+            "learner_agent_per_s": agent,
+            "learner_agent_no_drift_monitors_per_s": bare,
+            "quix_learner_per_s": quix,
+        }
+        row(f"{recipe}: learner agent / Quix Streams learner app", agent, quix)
+        row(f"{recipe}: learner agent, drift monitors off / Quix Streams learner app", bare, quix)
+        row(f"{recipe}: learner agent / River", agent, river)
+    delete_topics(bootstrap, prefix)
+    results["peers"] = found
+
+
+def main(sections: tuple[str, ...] = ("all",)) -> None:
     os.environ.setdefault("PYTHONHASHSEED", HASH_SEED)
     console = Console(width=max(130, Console().width))
     settings = Settings()
@@ -85,6 +161,16 @@ def main() -> None:
             f"{baseline:,.0f}{unit}" if baseline else "",
             f"{rate / baseline:.2f}" if baseline else "",
         )
+
+    out = Path(__file__).with_name("results.json")
+    with console.status("the peers: adaptloop, Bytewax and Quix Streams on the same backlog"):
+        peers(settings, data, table, row, results)
+    if sections == ("peers",):  # only these rows: the other results of the last full run stay
+        console.print(table)
+        previous = orjson.loads(out.read_bytes()) if out.exists() else {}
+        out.write_bytes(orjson.dumps({**previous, "peers": results["peers"]}, option=orjson.OPT_INDENT_2))
+        console.print(f"results in {out}")
+        return
 
     with console.status("the learning stage: River, OnlineLearner, learner agent, naive faust peer"):
         prefix = produce_examples(bootstrap, data)
@@ -246,7 +332,6 @@ def main() -> None:
         table.add_row("audit GROUP BY over 10M archived rows", f"{query:.2f} s", "", "")
     console.print(table)
     console.print(cpu)
-    out = Path(__file__).with_name("results.json")
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     console.print(f"results in {out}")
 
@@ -262,4 +347,4 @@ def fuzz(examples: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["fuzz"]:
         fuzz(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
-    main()
+    main(tuple(sys.argv[1:2]) or ("all",))

@@ -165,8 +165,8 @@ class JoinAgent:
     # -- partitions: restore on assignment, forget on revocation --------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for index in sorted({tp.partition for tp in partitions}):
-            self._take(index)
+        indexes = sorted({tp.partition for tp in partitions})
+        self._take(indexes)
         consumer.assign(partitions)  # from the offsets committed with the state just restored
         log.info("join assigned %s", sorted(self.outputs))
 
@@ -176,14 +176,24 @@ class JoinAgent:
             self._release(index)
         consumer.unassign()
 
-    def _take(self, index: int) -> None:
-        """Become the owner of input partition ``index``: fence the previous one, restore its state."""
-        self._release(index)
-        self.outputs[index] = EventProducer(
-            self.bootstrap, topic_prefix=self.prefix, transactional_id=f"{self.group}-{index}"
+    def _take(self, indexes: list[int]) -> None:
+        """Become the owner of these input partitions: fence their previous owners, restore their state.
+
+        Each partition's transactional producer fences the last one as it starts (a few round trips to the
+        transaction coordinator), so they start side by side; then one reader restores every partition.
+        One after the other, producer and reader per partition, six partitions took 0.4-2.7 s (measured).
+        """
+        for index in indexes:
+            self._release(index)
+        producers = self._committer.map(
+            lambda index: EventProducer(
+                self.bootstrap, topic_prefix=self.prefix, transactional_id=f"{self.group}-{index}"
+            ),
+            indexes,
         )
-        restored = self._restore(index)
-        log.info("join partition %d: %d entries restored from %s", index, restored, self.changelog)
+        self.outputs.update(zip(indexes, producers))
+        for index, restored in self._restore(indexes).items():
+            log.info("join partition %d: %d entries restored from %s", index, restored, self.changelog)
 
     def _release(self, index: int) -> None:
         producer = self.outputs.pop(index, None)
@@ -195,42 +205,48 @@ class JoinAgent:
             self.positions.pop((self.names[topic], index), None)
             self._committed.pop((self.names[topic], index), None)
 
-    def _restore(self, index: int) -> int:
-        """Read changelog partition ``index`` to its end into the state (its producer just fenced any writer)."""
+    def _restore(self, indexes: list[int]) -> dict[int, int]:
+        """Read these changelog partitions to their ends into the state (their producers just fenced any writer);
+        return the entries restored per partition."""
         reader = Consumer(
             {
                 **kafka_config(self.bootstrap),
                 "group.id": f"{self.group}-restore",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-                "enable.partition.eof": True,
             },
             logger=KAFKA_LOG,
         )
+        restored = dict.fromkeys(indexes, 0)
         try:
-            tp = TopicPartition(self.changelog, index)
-            low, high = reader.get_watermark_offsets(tp, timeout=30)
-            if high <= low:
-                return 0
-            reader.assign([TopicPartition(self.changelog, index, OFFSET_BEGINNING)])
-            restored, deadline = 0, time.monotonic() + RESTORE_TIMEOUT
-            while True:
+            ends = {}  # partition -> the offset its restore reads up to
+            for index in indexes:
+                low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, index), timeout=30)
+                if high > low:
+                    ends[index] = high
+            if not ends:
+                return restored
+            reader.assign([TopicPartition(self.changelog, index, OFFSET_BEGINNING) for index in ends])
+            deadline = time.monotonic() + RESTORE_TIMEOUT
+            while ends:
                 if time.monotonic() > deadline:
                     raise TimedOut(
-                        f"could not read {self.changelog}[{index}] to offset {high} "
+                        f"could not read {self.changelog} partitions {sorted(ends)} to their ends "
                         f"within {RESTORE_TIMEOUT:.0f}s; is the broker up?"
                     )
-                messages = reader.consume(10_000, 1.0)
-                for message in messages:
+                for message in reader.consume(10_000, 1.0):
                     if message.error() is not None:
                         continue
                     key, value = message.key(), message.value()
                     assert key is not None  # the join writes every entry under its decision id
                     self.state.restore(key.decode(), entry_from(value) if value is not None else None)
-                    restored += 1
-                # Transaction markers hold the last offsets: done when the position passes the end.
-                if reader.position([tp])[0].offset >= high:
-                    return restored
+                    restored[message.partition() or 0] += 1
+                # Transaction markers hold the last offsets: a partition is done when its position passes its end.
+                positions = reader.position([TopicPartition(self.changelog, index) for index in ends])
+                for tp in positions:
+                    if tp.offset >= ends[tp.partition]:
+                        del ends[tp.partition]
+            return restored
         finally:
             reader.close()
 
@@ -434,7 +450,7 @@ class JoinAgent:
         """After an aborted transaction: the state and the positions of the last commit."""
         self.state.drop_partition(index)
         self.join.forget(index)
-        self._restore(index)
+        self._restore([index])
         kafka = self.consumer.kafka
         for tp in kafka.committed([TopicPartition(self.names[t], index) for t in INPUTS], timeout=30):
             self.positions.pop((tp.topic, tp.partition), None)

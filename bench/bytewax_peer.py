@@ -1,0 +1,92 @@
+"""The Bytewax peer: the whole loop as one Bytewax 0.21 dataflow with River, written as its docs show.
+
+Kafka input of predictions and outcomes (JSON) -> ``key_on`` the decision id -> ``stateful_map``
+joins a decision's two events, in either order -> predict, learn, score -> a sink that drops
+what it gets. State lives in memory (no recovery store: the peer's fastest setting), and nothing
+is written back to Kafka: it has no transactional output, no versions, no checkpoints.
+:func:`bench.peers.bytewax_loop` runs it with ``python -m bytewax.run bench.bytewax_peer:flow``
+(one worker, as the docs start it) on a finite input (``tail=False``); it writes, as JSON, when it
+learned its first decision, a tenth and all of them, how many it learned and its accuracy.
+
+Configured by environment: ``PEER_BOOTSTRAP``, ``PEER_TOPICS`` (predictions,outcomes), ``PEER_N``,
+``PEER_RECIPE``, ``PEER_OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from river import metrics
+
+from bench.quix_peer import build_model
+
+
+class _Discard(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+
+class Discard(DynamicSink[Any]):
+    """A sink that keeps nothing: the dataflow's work is the learning before it."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Discard:
+        return _Discard()
+
+
+def join(waiting: dict[str, Any] | None, message: KafkaSourceMessage) -> tuple[dict[str, Any] | None, Any]:
+    """A decision's prediction and outcome, in either order: (no state left, the pair) once both came."""
+    event = json.loads(message.value)
+    if waiting is None:
+        return event, None
+    prediction, outcome = (event, waiting) if "features" in event else (waiting, event)
+    return None, (prediction["features"], outcome["label"])
+
+
+def build_flow(bootstrap: str, topics: list[str], n: int, recipe: str, out: Path) -> Dataflow:
+    model, accuracy = build_model(recipe), metrics.Accuracy()
+    seen = {"n": 0, "tenth": 0.0, "first_at": 0.0}
+
+    def learn(pair: tuple[str, tuple[dict[str, Any], Any]]) -> None:
+        x, y = pair[1]
+        proba = model.predict_proba_one(x)
+        accuracy.update(y, max(proba, key=proba.get) if proba else None)
+        model.learn_one(x, y)
+        seen["n"] += 1
+        if seen["n"] == 1:
+            seen["first_at"] = time.time()
+        elif seen["n"] == n // 10:
+            seen["tenth"] = time.perf_counter()
+        elif seen["n"] == n:
+            result = {
+                "tenth_to_all_s": time.perf_counter() - seen["tenth"],
+                "first_at": seen["first_at"],
+                "learned": n,
+                "accuracy": accuracy.get(),
+            }
+            out.write_text(json.dumps(result))
+
+    flow = Dataflow("adaptloop-peer")
+    messages = op.input("in", flow, KafkaSource([bootstrap], topics, tail=False))
+    keyed = op.key_on("decision", messages, lambda message: message.key.decode())
+    pairs = op.filter("joined", op.stateful_map("join", keyed, join), lambda pair: pair[1] is not None)
+    op.output("out", op.map("learn", pairs, learn), Discard())
+    return flow
+
+
+if "PEER_BOOTSTRAP" in os.environ:
+    env = os.environ
+    flow = build_flow(
+        env["PEER_BOOTSTRAP"],
+        env["PEER_TOPICS"].split(","),
+        int(env["PEER_N"]),
+        env["PEER_RECIPE"],
+        Path(env["PEER_OUT"]),
+    )

@@ -1,0 +1,94 @@
+"""The Quix Streams peer: the loop's stages as a Quix Streams 3 app with River, written as its docs show.
+
+- ``learn``: a ``StreamingDataFrame`` over ``training-examples`` (JSON): predict, learn, score.
+- ``loop``: predictions and outcomes concatenated (co-partitioned by decision id), joined per key in
+  RocksDB state (``apply(stateful=True)``), then predict, learn, score.
+
+Both run with ``processing_guarantee="exactly-once"``, as adaptloop does. Quix Streams pins
+confluent-kafka < 2.13 and pydantic < 2.14, older than adaptloop's, so this file runs in a venv of its
+own (:func:`bench.peers.quix_python` makes it) and imports nothing of adaptloop. It writes, as JSON,
+when it learned its first example, a tenth and all of ``n`` examples (the rate between the last two is
+steady work, not start-up), how many it learned and its accuracy.
+
+``python -m bench.quix_peer MODE BOOTSTRAP TOPIC[,TOPIC] N RECIPE OUT STATE_DIR``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def build_model(recipe: str) -> Any:
+    """adaptloop's recipes of the same name (``adaptloop.learners.recipes``), with River's defaults."""
+    from river import linear_model, preprocessing, tree
+
+    if recipe == "logistic":
+        return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return tree.HoeffdingTreeClassifier()
+
+
+def main(mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path, state_dir: str) -> None:
+    from quixstreams import Application, State
+    from river import metrics
+
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=f"quix-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        state_dir=state_dir,
+    )
+    model, accuracy = build_model(recipe), metrics.Accuracy()
+    seen = {"n": 0, "tenth": 0.0, "first_at": 0.0}
+
+    def learn(example: tuple[dict[str, Any], Any]) -> None:
+        x, y = example
+        proba = model.predict_proba_one(x)
+        accuracy.update(y, max(proba, key=proba.get) if proba else None)
+        model.learn_one(x, y)
+        seen["n"] += 1
+        if seen["n"] == 1:
+            seen["first_at"] = time.time()
+        elif seen["n"] == n // 10:
+            seen["tenth"] = time.perf_counter()
+        elif seen["n"] == n:
+            result = {
+                "tenth_to_all_s": time.perf_counter() - seen["tenth"],
+                "first_at": seen["first_at"],
+                "learned": n,
+                "accuracy": accuracy.get(),
+            }
+            out.write_text(json.dumps(result))
+            app.stop()
+
+    if mode == "learn":
+        sdf = app.dataframe(app.topic(topics, value_deserializer="json"))
+        sdf = sdf.apply(lambda value: (value["features"], value["label"]))
+    else:
+        predictions, outcomes = (app.topic(name, value_deserializer="json") for name in topics.split(","))
+
+        def join(value: dict[str, Any], state: State) -> tuple[dict[str, Any], Any] | None:
+            """A decision's prediction and outcome, in either order: the pair once both came."""
+            side, other = ("p", "o") if "features" in value else ("o", "p")
+            waiting = state.get(other)
+            if waiting is None:
+                state.set(side, value)
+                return None
+            state.delete(other)
+            prediction, outcome = (value, waiting) if side == "p" else (waiting, value)
+            return prediction["features"], outcome["label"]
+
+        sdf = app.dataframe(predictions).concat(app.dataframe(outcomes))
+        sdf = sdf.apply(join, stateful=True).filter(lambda pair: pair is not None)
+    sdf = sdf.update(learn)
+    app.run()
+
+
+if __name__ == "__main__":
+    mode, bootstrap, topics, n, recipe, out, state_dir = sys.argv[1:8]
+    main(mode, bootstrap, topics, int(n), recipe, Path(out), state_dir)
