@@ -50,22 +50,33 @@ class ModelKeys:
 
     @classmethod
     def create(cls, directory: Path) -> ModelKeys:
-        """A new key pair, written to ``directory`` (the private key readable by this user only)."""
+        """A new key pair, written to ``directory`` (the private key readable by this user only); raise
+        :class:`FileExistsError` if another process made one there first.
+
+        Each file appears whole or not at all (written aside, then linked or renamed into place): two worker
+        processes starting together on a fresh home read one complete key, never a half-written one.
+        """
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         private = Ed25519PrivateKey.generate()
-        private_path = directory / PRIVATE_NAME
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        aside = directory / f".{PRIVATE_NAME}.{os.getpid()}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(
                 private.private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
                 )
             )
-        (directory / PUBLIC_NAME).write_bytes(
+        try:
+            os.link(aside, directory / PRIVATE_NAME)  # the first process to link wins; the others read its key
+        finally:
+            aside.unlink()
+        public_aside = directory / f".{PUBLIC_NAME}.{os.getpid()}"
+        public_aside.write_bytes(
             private.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+        os.replace(public_aside, directory / PUBLIC_NAME)
         return cls(private.public_key(), private)
 
     @classmethod

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
@@ -108,3 +111,23 @@ def test_only_the_worker_signs_and_a_missing_public_key_says_where_to_put_it(tmp
     _, version = _learned(ModelStore(tmp_path / "models", worker.keys))
     with pytest.raises(ConfigError, match="ADAPTLOOP_MODEL_VERIFY_KEY"):
         lost.load_model("m", version)
+
+
+def _worker_keys(directory: str, start: float) -> bytes:
+    while time.time() < start:  # all processes make their keys at the same moment
+        pass
+    keys, _ = ModelKeys.for_worker(Path(directory))
+    return keys.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def test_worker_processes_starting_together_on_a_fresh_home_share_one_whole_key_pair(tmp_path):
+    # Two learner processes on a fresh home once crashed here: one read the private key while the other wrote it.
+    context = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        directory = tmp_path / f"keys{attempt}"
+        with context.Pool(4) as pool:
+            publics = pool.starmap(_worker_keys, [(str(directory), time.time() + 1.5)] * 4)
+        assert len(set(publics)) == 1
+        on_disk = ModelKeys.for_client(directory / "model-signing.pub").public
+        assert on_disk.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == publics[0]
+        assert sorted(path.name for path in directory.iterdir()) == ["model-signing.key", "model-signing.pub"]
