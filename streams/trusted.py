@@ -1,5 +1,7 @@
 """The fast reader of topics only the worker writes: typed structs derived from the contracts.
 
+(A codec, but kept out of the schemas layer, which depends on pydantic and orjson only: this one is msgspec's.)
+
 ``training-examples`` is written by the join's transactional producer alone (with ACLs, nobody
 else may write it), from events it validated itself. Reading it back through pydantic validated
 each example a second time: 5.7 µs of the learner's core per example, half of River's own
