@@ -55,26 +55,31 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
         horizon_seconds=2,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=3)
-    start = datetime.now(UTC)
     predictions, outcomes = PREDICTIONS.full_name(settings.topic_prefix), OUTCOMES.full_name(settings.topic_prefix)
-    records = []
-    for i, (x, y) in enumerate(synth.Hyperplane(seed=5, n_features=10).take(N)):
-        x = {f"x{k}": v for k, v in x.items()}
-        at = start + timedelta(microseconds=i)
-        key = f"d{i}".encode()
-        records.append(
-            (
-                key,
-                encode(
-                    PredictionEvent(decision_id=f"d{i}", model="flood", model_version="v0", features=x, timestamp=at)
-                ),
-                encode(OutcomeEvent(decision_id=f"d{i}", label=bool(y), source="flood", timestamp=at)),
-            )
-        )
     with running_worker(settings, tmp_path / "worker.log") as worker:
         read_until(
             settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen), worker=worker
         )  # the worker is up: its first version is out
+        # Encoded ahead, so the producer outruns the loop. Their times start a little after the flood will (an
+        # idle join's clocks follow its ticks, the wall clock: events stamped before it, by more than the
+        # 2 s horizon, would expire as they arrive, as a service's events held that long would).
+        start = datetime.now(UTC) + timedelta(seconds=15)
+        records = []
+        for i, (x, y) in enumerate(synth.Hyperplane(seed=5, n_features=10).take(N)):
+            x = {f"x{k}": v for k, v in x.items()}
+            at = start + timedelta(microseconds=i)
+            key = f"d{i}".encode()
+            records.append(
+                (
+                    key,
+                    encode(
+                        PredictionEvent(
+                            decision_id=f"d{i}", model="flood", model_version="v0", features=x, timestamp=at
+                        )
+                    ),
+                    encode(OutcomeEvent(decision_id=f"d{i}", label=bool(y), source="flood", timestamp=at)),
+                )
+            )
         deadline = time.monotonic() + 60
         while set(roles := _roles(worker.process.pid)) != set(roles_of(settings)) and time.monotonic() < deadline:
             time.sleep(0.2)  # a role still starting has not named its process yet
