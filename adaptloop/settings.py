@@ -77,7 +77,13 @@ class Settings(ClientSettings):
         default_factory=list, description="Learner specs (JSON list in ADAPTLOOP_MODELS, or [[models]] in the TOML)."
     )
     tick_seconds: float | None = Field(1.0, gt=0, description="Join clock ticks (wall clock); unset: event time only.")
-    lateness_seconds: float = Field(0.0, ge=0, description="How far the join's watermark trails the newest timestamp.")
+    lateness_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How far the join's watermark trails the newest timestamp (when idle, the worker's clock: "
+        "its ticks). Set it to the clock skew between the services and the worker: a decision stamped earlier "
+        "than the watermark by more than its horizon expires as it arrives.",
+    )
     max_future_seconds: float = Field(
         300.0,
         gt=0,
