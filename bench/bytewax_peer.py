@@ -5,8 +5,8 @@ joins a decision's two events, in either order -> predict, learn, score -> a sin
 what it gets. State lives in memory (no recovery store: the peer's fastest setting), and nothing
 is written back to Kafka: it has no transactional output, no versions, no checkpoints.
 :func:`bench.peers.bytewax_loop` runs it with ``python -m bytewax.run bench.bytewax_peer:flow``
-(one worker, as the docs start it) on a finite input (``tail=False``); it writes, as JSON, when it
-learned its first decision, a tenth and all of them, how many it learned and its accuracy.
+(one worker, as the docs start it) on a finite input (``tail=False``); it learns and reports with
+:class:`bench.peer_learner.PeerLearner`, as the Quix Streams peer does.
 
 Configured by environment: ``PEER_BOOTSTRAP``, ``PEER_TOPICS`` (predictions,outcomes), ``PEER_N``,
 ``PEER_RECIPE``, ``PEER_OUT``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from river import metrics
 
-from bench.quix_peer import build_model
+from bench.peer_learner import PeerLearner
 
 
 class _Discard(StatelessSinkPartition[Any]):
@@ -51,27 +49,10 @@ def join(waiting: dict[str, Any] | None, message: KafkaSourceMessage) -> tuple[d
 
 
 def build_flow(bootstrap: str, topics: list[str], n: int, recipe: str, out: Path) -> Dataflow:
-    model, accuracy = build_model(recipe), metrics.Accuracy()
-    seen = {"n": 0, "tenth": 0.0, "first_at": 0.0}
+    learner = PeerLearner(recipe, n, out)
 
     def learn(pair: tuple[str, tuple[dict[str, Any], Any]]) -> None:
-        x, y = pair[1]
-        proba = model.predict_proba_one(x)
-        accuracy.update(y, max(proba, key=proba.get) if proba else None)
-        model.learn_one(x, y)
-        seen["n"] += 1
-        if seen["n"] == 1:
-            seen["first_at"] = time.time()
-        elif seen["n"] == n // 10:
-            seen["tenth"] = time.perf_counter()
-        elif seen["n"] == n:
-            result = {
-                "tenth_to_all_s": time.perf_counter() - seen["tenth"],
-                "first_at": seen["first_at"],
-                "learned": n,
-                "accuracy": accuracy.get(),
-            }
-            out.write_text(json.dumps(result))
+        learner.learn(*pair[1])
 
     flow = Dataflow("adaptloop-peer")
     messages = op.input("in", flow, KafkaSource([bootstrap], topics, tail=False))

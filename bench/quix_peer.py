@@ -6,35 +6,24 @@
 
 Both run with ``processing_guarantee="exactly-once"``, as adaptloop does. Quix Streams pins
 confluent-kafka < 2.13 and pydantic < 2.14, older than adaptloop's, so this file runs in a venv of its
-own (:func:`bench.peers.quix_python` makes it) and imports nothing of adaptloop. It writes, as JSON,
-when it learned its first example, a tenth and all of ``n`` examples (the rate between the last two is
-steady work, not start-up), how many it learned and its accuracy.
+own (:func:`bench.peers.quix_python` makes it) and imports nothing of adaptloop. It learns and reports
+with :class:`bench.peer_learner.PeerLearner`, as the Bytewax peer does.
 
 ``python -m bench.quix_peer MODE BOOTSTRAP TOPIC[,TOPIC] N RECIPE OUT STATE_DIR``
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-
-def build_model(recipe: str) -> Any:
-    """adaptloop's recipes of the same name (``adaptloop.learners.recipes``), with River's defaults."""
-    from river import linear_model, preprocessing, tree
-
-    if recipe == "logistic":
-        return preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    return tree.HoeffdingTreeClassifier()
+from bench.peer_learner import PeerLearner
 
 
 def main(mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path, state_dir: str) -> None:
     from quixstreams import Application, State
-    from river import metrics
 
     app = Application(
         broker_address=bootstrap,
@@ -43,27 +32,10 @@ def main(mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path,
         processing_guarantee="exactly-once",
         state_dir=state_dir,
     )
-    model, accuracy = build_model(recipe), metrics.Accuracy()
-    seen = {"n": 0, "tenth": 0.0, "first_at": 0.0}
+    learner = PeerLearner(recipe, n, out)
 
     def learn(example: tuple[dict[str, Any], Any]) -> None:
-        x, y = example
-        proba = model.predict_proba_one(x)
-        accuracy.update(y, max(proba, key=proba.get) if proba else None)
-        model.learn_one(x, y)
-        seen["n"] += 1
-        if seen["n"] == 1:
-            seen["first_at"] = time.time()
-        elif seen["n"] == n // 10:
-            seen["tenth"] = time.perf_counter()
-        elif seen["n"] == n:
-            result = {
-                "tenth_to_all_s": time.perf_counter() - seen["tenth"],
-                "first_at": seen["first_at"],
-                "learned": n,
-                "accuracy": accuracy.get(),
-            }
-            out.write_text(json.dumps(result))
+        if learner.learn(*example):
             app.stop()
 
     if mode == "learn":

@@ -51,16 +51,22 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
     ...
     adaptloop.schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
     """
-    if data is None:
-        raise DecodeError("empty", f"{topic.name} record has no value")
-    if len(data) > max_bytes:
-        raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
+    data = checked_size(topic, data, max_bytes)
     try:
         # The validator itself: model_validate_json adds keyword handling that costs a third as much.
         event: Event = topic.event.__pydantic_validator__.validate_json(data)
         return event
     except ValidationError as error:
         raise _classify(topic, error, data) from None
+
+
+def checked_size(topic: Topic, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """``data``, if a record of ``topic`` may be decoded at all: it has a value, of at most ``max_bytes``."""
+    if data is None:
+        raise DecodeError("empty", f"{topic.name} record has no value")
+    if len(data) > max_bytes:
+        raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
+    return data
 
 
 def _classify(topic: Topic, error: ValidationError, data: bytes) -> DecodeError:

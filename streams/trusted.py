@@ -46,7 +46,7 @@ from pydantic.fields import FieldInfo
 from pydantic.types import AllowInfNan, Strict
 
 from adaptloop.schemas.base import Event
-from adaptloop.schemas.codec import MAX_RECORD_BYTES
+from adaptloop.schemas.codec import MAX_RECORD_BYTES, checked_size
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.inference import TrainingExample
 from adaptloop.schemas.topics import TRAINING_EXAMPLES, Topic
@@ -62,14 +62,14 @@ _BOUNDS = {
 }  # pydantic's constraint -> msgspec.Meta's keyword of the same name
 
 
-def _constraints(metadata: list[Any]) -> dict[str, Any]:
+def _constraints(metadata: tuple[Any, ...]) -> dict[str, Any]:
     """msgspec.Meta keywords for pydantic's constraint metadata (strictness is msgspec's default)."""
     meta: dict[str, Any] = {}
     for item in metadata:
         if type(item) in _BOUNDS:
             meta[_BOUNDS[type(item)]] = getattr(item, _BOUNDS[type(item)])
         elif isinstance(item, FieldInfo):  # Annotated[T, Field(...)]: its own metadata
-            meta.update(_constraints(item.metadata))
+            meta.update(_constraints(tuple(item.metadata)))
         elif isinstance(item, AllowInfNan):
             if not item.allow_inf_nan:  # NaN fails any bound, and the infinities these
                 meta.update(ge=-_FLOAT_MAX, le=_FLOAT_MAX)
@@ -80,17 +80,16 @@ def _constraints(metadata: list[Any]) -> dict[str, Any]:
     return meta
 
 
-def _translate(annotation: Any, metadata: list[Any] = []) -> Any:  # noqa: B006 (never mutated)
+def _translate(annotation: Any, metadata: tuple[Any, ...] = ()) -> Any:
     """The msgspec type of a pydantic field's annotation (with its constraints)."""
     origin = get_origin(annotation)
     if origin is Annotated:
         inner, *extra = get_args(annotation)
-        return _translate(inner, [*extra, *metadata])
-    meta = _constraints(metadata)
+        return _translate(inner, (*extra, *metadata))
     if annotation is AwareDatetime:  # with its time zone; its range is the writer's (msgspec bounds numbers only)
-        meta = {"tz": True}
-        annotation = datetime
-    elif origin in (Union, types.UnionType):
+        return Annotated[datetime, msgspec.Meta(tz=True)]
+    meta = _constraints(metadata)
+    if origin in (Union, types.UnionType):
         annotation = Union[tuple(_translate(arg) for arg in get_args(annotation))]  # noqa: UP007 (built at run time)
     elif origin is dict:
         key, value = get_args(annotation)
@@ -106,7 +105,7 @@ def struct_of(model: type[BaseModel], name: str) -> type[msgspec.Struct]:
     pending mini-batch)."""
     fields: list[Any] = []
     for field_name, info in model.model_fields.items():
-        kind = _translate(info.annotation, list(info.metadata))
+        kind = _translate(info.annotation, tuple(info.metadata))
         if info.is_required():
             fields.append((field_name, kind))
         elif info.default_factory is not None:
@@ -139,10 +138,7 @@ def decode_training(data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) ->
     ...
     adaptloop.schemas.errors.DecodeError: invalid: TrainingExample: Object missing required field `decision_id`
     """
-    if data is None:
-        raise DecodeError("empty", "training-examples record has no value")
-    if len(data) > max_bytes:
-        raise DecodeError("too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
+    data = checked_size(TRAINING_EXAMPLES, data, max_bytes)
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as error:
