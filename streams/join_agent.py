@@ -84,6 +84,19 @@ class _ToPartitionProducer:
         self.outputs[letter.partition].send(letter)
 
 
+FIRST_JOINS_FAST: dict[str, object] = {
+    # A partition just assigned joins the fetch in flight only when it returns, and a fetch of partitions
+    # with nothing new waits fetch.wait.max.ms (500 ms by default) on the broker: 0.5 s after every
+    # assignment before the first record. (Once data flows, fetch.min.bytes=1 answers at once anyway.)
+    "fetch.wait.max.ms": 100,
+    # A fetch answers topic by topic, up to this much of each partition: at librdkafka's 1 MB, a backlog's
+    # first fetch held 6 MB of predictions (12,000) before its first outcome, so the first decision joined
+    # 0.9 s after assignment. At 128 KB, predictions and outcomes alternate every 1,500 records or so
+    # (measured: the first example 0.26 s after assignment, the backlog's total time unchanged).
+    "max.partition.fetch.bytes": 128 * 1024,
+}
+
+
 class JoinAgent:
     """Runs :class:`DelayedJoin` on the partitions assigned to it, exactly once.
 
@@ -140,6 +153,7 @@ class JoinAgent:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
                 "fetch.max.bytes": 16 * 1024 * 1024,
+                **FIRST_JOINS_FAST,
             },
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
