@@ -11,7 +11,6 @@ worker's store signs what it writes, and every store checks a signature before i
 
 from __future__ import annotations
 
-import copyreg
 import hashlib
 import io
 import pickle
@@ -25,6 +24,7 @@ from river.proba.base import Distribution
 
 from adaptloop.learners.online import LearnerProgress, OnlineLearner
 from adaptloop.learners.online import probe as probe_model
+from adaptloop.learners.pickling import FastLoadPickler
 from adaptloop.learners.recipes import Metric, Model
 from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
@@ -68,14 +68,12 @@ def _reduce_distribution(distribution: Any) -> Any:
     return reduced
 
 
-_CANONICAL_DISPATCH = {**copyreg.dispatch_table, **dict.fromkeys(_distribution_classes(), _reduce_distribution)}
+_CANONICAL_REDUCERS = dict.fromkeys(_distribution_classes(), _reduce_distribution)
 
 
 def _canonical_dumps(model: Model) -> bytes:
     buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
-    pickler.dispatch_table = _CANONICAL_DISPATCH
-    pickler.dump(model)
+    FastLoadPickler(buffer, PICKLE_PROTOCOL, _CANONICAL_REDUCERS).dump(model)
     return buffer.getvalue()
 
 
@@ -96,6 +94,17 @@ def model_bytes(model: Model) -> bytes:
     hashing also need PYTHONHASHSEED fixed: the worker sets it.)
     """
     return canonical(model)[0]
+
+
+def learn_on_from(data: bytes) -> Model:
+    """The model a learner goes on learning with once it wrote a version's bytes ``data``: loaded from them.
+
+    Writing them moved the model's attributes into dicts, where River reads them slower; loaded from the
+    bytes, they are inline again (:mod:`adaptloop.learners.pickling`). And a learner that goes on from its
+    last version's bytes is the learner a restart makes, whose objects (a tree's shared strings, say) are
+    the ones loading makes: with or without a restart, and in a replay, each version's bytes are the same.
+    """
+    return pickle.loads(data)
 
 
 _RENAMED_PACKAGES = ("schemas", "learners", "snapshots", "streams")
@@ -340,6 +349,7 @@ class ModelStore:
         if probe is not None:
             probe_model(copied, learner.spec, probe)
         version, sha, key = self.put_model(name, data)
+        learner.model = learn_on_from(data)
         progress = learner.progress
         if progress.record is not None and progress.record.version == version and reason == "checkpoint":
             record = progress.record  # nothing new was learned: the same version, the same record

@@ -19,7 +19,7 @@ import river
 
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.learners.store import ModelStore, model_bytes, unpickle, version_of
+from adaptloop.learners.store import ModelStore, learn_on_from, model_bytes, unpickle, version_of
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ReplayError, UnknownModel, UnlearnableExample
 from adaptloop.schemas.inference import TrainingExample
@@ -136,6 +136,7 @@ def replay(
                 else store.load_model(spec.name, record.version)
             )
         data = model_bytes(learner.model)
+        learner.model = learn_on_from(data)  # as the learner goes on after each version
         version = version_of(data)
         if version in targets:
             rebuilt[version] = data

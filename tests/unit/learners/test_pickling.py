@@ -1,0 +1,123 @@
+"""Model bytes that load into fast objects: the same state as pickle's, attributes kept inline."""
+
+from __future__ import annotations
+
+import gc
+import io
+import pickle
+from typing import Any
+
+import pytest
+from river import datasets, linear_model, preprocessing, tree
+
+from adaptloop.learners.pickling import FastLoadPickler
+from adaptloop.learners.store import model_bytes, unpickle
+
+
+class Leaf:
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self.label = f"leaf {value}"
+
+
+class Branch:
+    def __init__(self, left: Leaf, right: Leaf) -> None:
+        self.left, self.right, self.depth = left, right, 1
+
+
+class Guarded:
+    """An attribute behind a property whose setter refuses: pickle's default writes ``__dict__`` directly."""
+
+    def __init__(self) -> None:
+        self.__dict__["size"] = 3
+        self.other = "x"
+
+    @property
+    def size(self) -> int:
+        return int(self.__dict__["size"])
+
+    @size.setter
+    def size(self, value: int) -> None:
+        raise AttributeError("read only")
+
+
+class OwnState:
+    def __init__(self) -> None:
+        self.items = [1, 2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"items": self.items, "restored": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, restored=True)
+
+
+class Tally(dict[str, int]):
+    """A dict subclass with attributes of its own: its items go with pickle's default, not the setter."""
+
+    def __init__(self) -> None:
+        super().__init__(a=2, b=1)
+        self.note = "n"
+
+
+def fast_round_trip(value: object) -> Any:
+    buffer = io.BytesIO()
+    FastLoadPickler(buffer, 5, {}).dump(value)
+    return pickle.loads(buffer.getvalue())
+
+
+def has_dict(instance: object) -> bool:
+    """Whether the instance's attributes moved into a dict (its referents are the dict, not the values)."""
+    return any(type(referent) is dict for referent in gc.get_referents(instance))
+
+
+def test_instances_load_with_their_attributes_inline() -> None:
+    loaded = fast_round_trip(Branch(Leaf(1), Leaf(2)))
+    assert (loaded.left.value, loaded.right.label, loaded.depth) == (1, "leaf 2", 1)
+    assert not any(has_dict(instance) for instance in (loaded, loaded.left, loaded.right))
+    plain = pickle.loads(pickle.dumps(Branch(Leaf(1), Leaf(2))))  # what the setter avoids
+    assert all(has_dict(instance) for instance in (plain, plain.left, plain.right))
+
+
+def test_the_state_is_what_pickle_writes() -> None:
+    guarded = fast_round_trip(Guarded())
+    assert (guarded.size, guarded.other) == (3, "x")
+    own = fast_round_trip(OwnState())
+    assert (own.items, own.restored) == ([1, 2], True)
+    tally = fast_round_trip(Tally())
+    assert (dict(tally), tally.note) == ({"a": 2, "b": 1}, "n")
+    shared = Leaf(5)
+    both = fast_round_trip([shared, shared])
+    assert both[0] is both[1]  # one object, as written
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        lambda: tree.HoeffdingTreeClassifier(grace_period=50),
+    ],
+    ids=["logistic", "hoeffding"],
+)
+def test_a_model_learns_on_alike_after_loading_its_bytes(make: Any) -> None:
+    stream = list(datasets.Phishing())
+    straight, resumed = make(), make()
+    for x, y in stream[:600]:
+        straight.learn_one(x, y)
+        resumed.learn_one(x, y)
+    resumed = pickle.loads(model_bytes(resumed))
+    for x, y in stream[600:]:
+        assert resumed.predict_proba_one(x) == straight.predict_proba_one(x)
+        straight.learn_one(x, y)
+        resumed.learn_one(x, y)
+    assert pickle.loads(model_bytes(resumed)).predict_proba_one(stream[0][0]) == straight.predict_proba_one(
+        stream[0][0]
+    )
+
+
+def test_bytes_written_by_plain_pickle_still_load() -> None:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in list(datasets.Phishing())[:100]:
+        model.learn_one(x, y)
+    loaded = unpickle(pickle.dumps(model))
+    assert model_bytes(loaded) == model_bytes(model)
