@@ -52,6 +52,7 @@ def _data_descriptors(cls: type) -> frozenset[str]:
 
 _plain: dict[type, bool] = {}
 _DEFAULTS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setattr__")  # object's own, for a plain class
+_OVERRIDES = ("__setstate__", "__getnewargs__", "__getnewargs_ex__")  # object has none of them
 _NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]  # (not in typeshed's copyreg)
 
 
@@ -63,7 +64,9 @@ def _is_plain(cls: type) -> bool:
         plain = _plain[cls] = (
             bool(cls.__flags__ & _MANAGED_DICT)
             and all(getattr(cls, name) is getattr(object, name) for name in _DEFAULTS)
-            and not hasattr(cls, "__setstate__")
+            and not any(hasattr(cls, name) for name in _OVERRIDES)
+            and not any("__slots__" in vars(klass) for klass in cls.__mro__)  # slots go in a state of their own
+            and not issubclass(cls, (dict, list))  # their items go after the state
             and copyreg.dispatch_table.get(cls) is None
         )
     return plain
@@ -81,17 +84,26 @@ class FastLoadPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
         reducer = self.reducers.get(cls)
-        if reducer is None and not _is_plain(cls):
-            return NotImplemented
-        reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(self._protocol)
-        if (
-            not _is_plain(cls)
-            or len(reduced) != 5
-            or reduced[0] is not _NEWOBJ
-            or reduced[3] is not None
-            or reduced[4] is not None
-            or type(reduced[2]) is not dict
-            or not all(type(name) is str for name in reduced[2])
-        ):
+        if reducer is not None:
+            reduced = reducer(obj)
+            if (
+                _is_plain(cls)
+                and len(reduced) == 5
+                and reduced[0] is _NEWOBJ
+                and reduced[3] is None
+                and reduced[4] is None
+                and _settable(reduced[2])
+            ):
+                return (*reduced, set_attributes)
             return reduced
-        return (*reduced, set_attributes)
+        if not _is_plain(cls):
+            return NotImplemented
+        state = obj.__dict__
+        if not _settable(state):
+            return NotImplemented
+        # What object.__reduce_ex__ gives a plain instance, with the setter (built here: a third quicker).
+        return (_NEWOBJ, (cls,), state, None, None, set_attributes)
+
+
+def _settable(state: object) -> bool:
+    return type(state) is dict and bool(state) and all(type(name) is str for name in state)

@@ -60,6 +60,15 @@ class Tally(dict[str, int]):
         self.note = "n"
 
 
+class Slotted:
+    """Slots and a dict: pickle writes both, the slots in a state of their own."""
+
+    __slots__ = ("__dict__", "kept")
+
+    def __init__(self) -> None:
+        self.kept, self.extra = 1, 2
+
+
 def fast_round_trip(value: object) -> Any:
     buffer = io.BytesIO()
     FastLoadPickler(buffer, 5, {}).dump(value)
@@ -86,6 +95,8 @@ def test_the_state_is_what_pickle_writes() -> None:
     assert (own.items, own.restored) == ([1, 2], True)
     tally = fast_round_trip(Tally())
     assert (dict(tally), tally.note) == ({"a": 2, "b": 1}, "n")
+    slotted = fast_round_trip(Slotted())
+    assert (slotted.kept, slotted.extra) == (1, 2)
     shared = Leaf(5)
     both = fast_round_trip([shared, shared])
     assert both[0] is both[1]  # one object, as written
