@@ -65,11 +65,17 @@ def _is_plain(cls: type) -> bool:
             bool(cls.__flags__ & _MANAGED_DICT)
             and all(getattr(cls, name) is getattr(object, name) for name in _DEFAULTS)
             and not any(hasattr(cls, name) for name in _OVERRIDES)
-            and not any("__slots__" in vars(klass) for klass in cls.__mro__)  # slots go in a state of their own
+            and not any(_slots(klass) for klass in cls.__mro__)  # slots go in a state of their own
             and not issubclass(cls, (dict, list))  # their items go after the state
             and copyreg.dispatch_table.get(cls) is None
         )
     return plain
+
+
+def _slots(cls: type) -> set[str]:
+    """The slots ``cls`` declares for values (``abc.ABC`` and ``typing.Generic`` declare none)."""
+    declared = vars(cls).get("__slots__", ())
+    return {declared} if isinstance(declared, str) else set(declared) - {"__dict__", "__weakref__"}
 
 
 class FastLoadPickler(pickle.Pickler):

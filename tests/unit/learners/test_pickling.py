@@ -8,7 +8,7 @@ import pickle
 from typing import Any
 
 import pytest
-from river import datasets, linear_model, preprocessing, tree
+from river import datasets, linear_model, preprocessing, stats, tree
 
 from adaptloop.learners.pickling import FastLoadPickler
 from adaptloop.learners.store import model_bytes, unpickle
@@ -124,6 +124,27 @@ def test_a_model_learns_on_alike_after_loading_its_bytes(make: Any) -> None:
     assert pickle.loads(model_bytes(resumed)).predict_proba_one(stream[0][0]) == straight.predict_proba_one(
         stream[0][0]
     )
+
+
+def test_a_tree_loads_with_its_statistics_inline() -> None:
+    """The statistics in a Hoeffding tree's leaves, read at every example, keep their attributes inline."""
+    model = tree.HoeffdingTreeClassifier(grace_period=50)
+    for x, y in list(datasets.Phishing())[:400]:
+        model.learn_one(x, y)
+
+    def statistics(root: object) -> list[stats.Mean]:
+        seen, todo, found = set(), [root], []
+        while todo:
+            item = todo.pop()
+            if id(item) not in seen and not isinstance(item, type):
+                seen.add(id(item))
+                found += [item] if type(item) is stats.Mean else []
+                todo.extend(gc.get_referents(item))
+        return found
+
+    fast, plain = statistics(pickle.loads(model_bytes(model))), statistics(pickle.loads(pickle.dumps(model)))
+    assert fast and len(fast) == len(plain)
+    assert not any(has_dict(mean) for mean in fast) and all(has_dict(mean) for mean in plain)
 
 
 def test_bytes_written_by_plain_pickle_still_load() -> None:
