@@ -114,6 +114,27 @@ def test_checkpoint_restore_continues_exactly_like_an_uninterrupted_learner(tmp_
     assert pickle.loads(store.load_bytes("p", second.version)).predict_one(stream[0][1].features) is not None
 
 
+def test_a_restarted_tree_writes_the_versions_of_one_never_restarted(tmp_path):
+    """A learner goes on from each version's bytes, as a restart does: a Hoeffding tree (whose leaves keep
+    feature names in dicts of their own) has the same version ids with and without a restart between them."""
+    stream = list(_examples(datasets.Phishing(), "p"))
+    spec = LearnerSpec(name="p", recipe="hoeffding", params={"grace_period": 50})
+
+    def versions(store: ModelStore, learner: OnlineLearner, examples: list) -> list[str]:
+        ids = []
+        for i, example in examples:
+            learner.learn(example, ("t:0", i))
+            if (i + 1) % 250 == 0:
+                ids.append(store.checkpoint(learner).version)
+        return ids
+
+    straight = versions(ModelStore(tmp_path / "a"), OnlineLearner(spec), stream)
+    store = ModelStore(tmp_path / "b")
+    before = versions(store, OnlineLearner(spec), stream[:500])
+    after = versions(store, store.restore(spec), stream[500:])
+    assert len(straight) == 5 and before + after == straight
+
+
 def test_mini_batches_equal_rivers_own_learn_many_loop():
     """mini_batch=B: each batch is predicted by the model before it, then learned with one learn_many."""
     import pandas as pd
