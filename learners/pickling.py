@@ -84,31 +84,18 @@ class FastLoadPickler(pickle.Pickler):
 
     def __init__(self, file: Any, protocol: int, reducers: Mapping[type, Callable[[Any], Any]]) -> None:
         super().__init__(file, protocol=protocol)
-        self._protocol = protocol
         self.reducers = reducers
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
         reducer = self.reducers.get(cls)
-        if reducer is not None:
-            reduced = reducer(obj)
-            if (
-                _is_plain(cls)
-                and len(reduced) == 5
-                and reduced[0] is _NEWOBJ
-                and reduced[3] is None
-                and reduced[4] is None
-                and _settable(reduced[2])
-            ):
-                return (*reduced, set_attributes)
-            return reduced
-        if not _is_plain(cls):
+        if reducer is None and not _is_plain(cls):
             return NotImplemented
-        state = obj.__dict__
-        if not _settable(state):
-            return NotImplemented
-        # What object.__reduce_ex__ gives a plain instance, with the setter (built here: a third quicker).
-        return (_NEWOBJ, (cls,), state, None, None, set_attributes)
+        # The class's reducer, or what object.__reduce_ex__ gives a plain instance (built here: a third quicker).
+        reduced = reducer(obj) if reducer is not None else (_NEWOBJ, (cls,), obj.__dict__, None, None)
+        if _is_plain(cls) and reduced[0] is _NEWOBJ and reduced[3:] == (None, None) and _settable(reduced[2]):
+            return (*reduced, set_attributes)
+        return reduced if reducer is not None else NotImplemented
 
 
 def _settable(state: object) -> bool:
