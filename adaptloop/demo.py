@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -41,7 +40,7 @@ from adaptloop.schemas.topics import (
     Topic,
 )
 from adaptloop.settings import Settings
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import count_archived
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from adaptloop.streams.model_client import ModelClient
@@ -284,13 +283,7 @@ def _settle(
 
 def archived_rows(settings: Settings, topic: Topic) -> int:
     """How many records of ``topic`` the archive holds."""
-    name = topic.full_name(settings.topic_prefix)
-    if not ParquetArchive(settings.archive_dir).files(name):
-        return 0
-    (rows,) = duckdb.execute(
-        "SELECT count(*) FROM read_parquet(?)", [topic_glob(settings.archive_dir, name)]
-    ).fetchone() or (0,)
-    return int(rows)
+    return count_archived(settings.archive_dir, topic.full_name(settings.topic_prefix))
 
 
 def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: Console) -> Path:

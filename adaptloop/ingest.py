@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from confluent_kafka import Consumer, TopicPartition
 
 from adaptloop.schemas.codec import decode
@@ -34,7 +33,7 @@ from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingE
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPLES, partition_for
 from adaptloop.settings import Settings
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import count_archived
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import kafka_config
@@ -280,22 +279,10 @@ def _send_due(producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]
 
 def _archived(settings: Settings, run: str) -> int:
     name = TRAINING_EXAMPLES.full_name(settings.topic_prefix)
-    if not ParquetArchive(settings.archive_dir).files(name):
-        return 0
-    row = duckdb.execute(
-        "SELECT count(*) FROM read_parquet(?) WHERE starts_with(decision_id, ?)",
-        [topic_glob(settings.archive_dir, name), f"{run}-"],
-    ).fetchone()
-    return int(row[0]) if row else 0
+    return count_archived(settings.archive_dir, name, "starts_with(decision_id, ?)", [f"{run}-"])
 
 
 def _version_archived(settings: Settings, version: ModelVersion) -> bool:
     """Whether the archive holds ``version``'s record (a snapshot without it would not show what was learned)."""
     name = MODEL_UPDATES.full_name(settings.topic_prefix)
-    if not ParquetArchive(settings.archive_dir).files(name):
-        return False
-    row = duckdb.execute(
-        "SELECT count(*) FROM read_parquet(?, union_by_name = true) WHERE model = ? AND version = ?",
-        [topic_glob(settings.archive_dir, name), version.model, version.version],
-    ).fetchone()
-    return bool(row and row[0])
+    return count_archived(settings.archive_dir, name, "model = ? AND version = ?", [version.model, version.version]) > 0

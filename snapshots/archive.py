@@ -20,6 +20,8 @@ batch replayed after a crash adds no duplicate and leaves no gap.
 {0: 1}
 >>> archive.write(OUTCOMES, "outcomes", 0, [RawRecord(0, 0, 1767225600000, b"d1", good)]) is None  # already there
 True
+>>> count_archived(archive.root, "outcomes", "label AND source = ?", ["s"])
+1
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 
 from adaptloop.schemas.errors import StorageError
@@ -52,6 +55,23 @@ def topic_dir(root: Path, topic_name: str) -> Path:
 def topic_glob(root: Path, topic_name: str) -> str:
     """The glob of every archived file of a topic (what DuckDB's ``read_parquet`` takes)."""
     return str(topic_dir(root, topic_name) / "date=*" / "*.parquet")
+
+
+def count_archived(root: Path, topic_name: str, where: str = "true", params: Sequence[object] = ()) -> int:
+    """How many archived records of a topic match ``where`` (SQL over its columns, ``?`` for ``params``);
+    0 before its first file.
+
+    It queries through a connection of its own: DuckDB's default connection is one per process, shared by
+    every thread and caller, and a result left half-read on it fails the next query there.
+    """
+    if not any(topic_dir(root, topic_name).glob("date=*/*.parquet")):
+        return 0
+    with duckdb.connect() as db:
+        row = db.execute(
+            f"SELECT count(*) FROM read_parquet(?, union_by_name = true) WHERE {where}",
+            [topic_glob(root, topic_name), *params],
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class ParquetArchive:

@@ -70,32 +70,40 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SHARE = 0.2
 """At most this share of a learner's time goes to count-based versions of a big model: a checkpoint
-that took ``d`` seconds delays the next one until ``4 d`` have passed. A Hoeffding tree of 5 MB
-(200,000 examples) takes 160-300 ms to checkpoint: a version every 1,000 examples (the default) would
-have the learner checkpointing three quarters of the time, at 3,500 examples/s where River learns 14,000."""
+that took ``d`` seconds delays the next one until ``4 d`` have passed. A big Hoeffding tree takes 0.1-0.3 s
+to checkpoint: a version every 1,000 examples (the default) would have the learner checkpointing most of
+the time."""
 
 HEALTH_EVERY_SECONDS = 60.0
 """A model's health is published when it changes, and at least this often while the model learns."""
 
-COSTLY_CHECKPOINT_SECONDS = 0.05
-"""Checkpoints quicker than this never delay a version (a linear model's take 3-10 ms): their
-versions keep falling on exact counts, as operators and tests expect."""
+SMALL_MODEL_BYTES = 256 * 1024
+"""A model smaller than this never has a version delayed: its versions fall on exact counts, as operators
+and tests expect. Decided by the model's size, not by how long its last checkpoint took: a size is the same
+on every machine, while a linear model's checkpoint (3-10 ms) can take over 50 ms on a loaded host with a
+slow ``fsync``. A Hoeffding tree of 250 KB (240,000 examples of a 10-feature hyperplane) takes 40-125 ms."""
 
 
-def count_version_due(learned: int, every: int, since_last: float, last_cost: float) -> bool:
+def count_version_due(learned: int, every: int, since_last: float, last_cost: float, last_size: int) -> bool:
     """Whether a count-based version is due: a multiple of ``every`` examples learned since the last
-    version, and long enough since it that checkpoints take at most :data:`CHECKPOINT_SHARE` of the time.
+    version, and, for a model of :data:`SMALL_MODEL_BYTES` or more, long enough since it that checkpoints
+    take at most :data:`CHECKPOINT_SHARE` of the time.
 
-    >>> count_version_due(1000, 1000, since_last=0.001, last_cost=0.003)  # a small model: every 1,000
+    >>> count_version_due(1000, 1000, since_last=0.001, last_cost=0.3, last_size=4_000)  # small: every 1,000
     True
-    >>> count_version_due(1000, 1000, since_last=0.05, last_cost=0.25)  # a big one: 1,000 more
+    >>> count_version_due(1000, 1000, since_last=0.05, last_cost=0.25, last_size=5_000_000)  # big: 1,000 more
     False
-    >>> count_version_due(2000, 1000, 1.0, 0.25), count_version_due(2500, 1000, 1.0, 0.25)
+    >>> count_version_due(2000, 1000, 1.0, 0.25, 5_000_000), count_version_due(2500, 1000, 1.0, 0.25, 5_000_000)
     (True, False)
     """
     if learned < every or learned % every:
         return False
-    return last_cost < COSTLY_CHECKPOINT_SECONDS or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
+    return last_size < SMALL_MODEL_BYTES or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
+
+
+def _version_size(learner: OnlineLearner) -> int:
+    """The bytes of the learner's last version (0 before its first)."""
+    return learner.progress.record.size_bytes if learner.progress.record is not None else 0
 
 
 class LearnerAgent:
@@ -254,6 +262,7 @@ class LearnerAgent:
                     every,
                     time.monotonic() - self._last_version_at[name],
                     self._checkpoint_cost[name],
+                    _version_size(learner),
                 ):
                     published += self._checkpoint(learner) is not None
         published += len(self.checkpoint())
@@ -485,7 +494,7 @@ class LearnerAgent:
             pending = learner.progress.learned_since_version
             since_last = now - self._last_version_at[name]
             due = (seconds is not None and since_last >= seconds) or count_version_due(  # one that waited for its cost
-                pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name]
+                pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name], _version_size(learner)
             )
             if pending and (due or force) and (version := self._checkpoint(learner)) is not None:
                 versions.append(version)

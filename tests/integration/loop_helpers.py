@@ -130,10 +130,11 @@ def wait_for_archive(
             if not ParquetArchive(settings.archive_dir).files(topic_name):
                 archived[name] = []
                 continue
-            archived[name] = duckdb.execute(
-                f"SELECT _partition, _offset FROM read_parquet('{topic_glob(settings.archive_dir, topic_name)}') "
-                "ORDER BY ALL"
-            ).fetchall()
+            with duckdb.connect() as db:
+                archived[name] = db.execute(
+                    f"SELECT _partition, _offset FROM read_parquet('{topic_glob(settings.archive_dir, topic_name)}') "
+                    "ORDER BY ALL"
+                ).fetchall()
         if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
             return archived
         time.sleep(0.5)

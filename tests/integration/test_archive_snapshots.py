@@ -75,8 +75,9 @@ def test_buffers_are_written_once_they_hold_buffer_rows_in_all(kafka_bootstrap, 
     # Neither a partition's flush_rows nor flush_seconds was reached: the total wrote them.
     assert agent.written_rows >= 2000 and peak < 1000
     name = f"{prefix}outcomes"
-    rows = duckdb.execute(
-        f"SELECT count(*), count(DISTINCT (_partition, _offset)) FROM "
-        f"read_parquet('{tmp_path}/archive/topic={name}/*/*.parquet')"
-    ).fetchone()
+    with duckdb.connect() as db:
+        rows = db.execute(
+            f"SELECT count(*), count(DISTINCT (_partition, _offset)) FROM "
+            f"read_parquet('{tmp_path}/archive/topic={name}/*/*.parquet')"
+        ).fetchone()
     assert rows == (agent.written_rows, agent.written_rows)

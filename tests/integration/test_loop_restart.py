@@ -82,10 +82,12 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
     assert len(kafka_offsets["predictions"]) == len(kafka_offsets["outcomes"]) == N
     # The join commits its outputs with its input offsets in one transaction: after the SIGKILLs each
     # decision has exactly one committed training example, not one more.
-    rows, decisions, joined = duckdb.execute(
-        "SELECT count(*), count(DISTINCT decision_id), count(*) FILTER (WHERE status = 'joined') FROM read_parquet(?)",
-        [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))],
-    ).fetchone()
+    with duckdb.connect() as db:
+        rows, decisions, joined = db.execute(
+            "SELECT count(*), count(DISTINCT decision_id), count(*) FILTER (WHERE status = 'joined') "
+            "FROM read_parquet(?)",
+            [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))],
+        ).fetchone()
     assert rows == decisions == joined == N
 
     final = [v for v in _versions(seen) if v.examples_seen == N]

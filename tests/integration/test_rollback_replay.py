@@ -17,7 +17,7 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
 from adaptloop.schemas import ModelVersion, decode
 from adaptloop.schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import count_archived, topic_glob
 from adaptloop.snapshots.audit import run_audit
 from adaptloop.snapshots.replay import replay
 from adaptloop.snapshots.snapshot import create_snapshot
@@ -44,15 +44,10 @@ def _version_at(settings, worker, count: int) -> ModelVersion:
 
 def _wait_archived(archive_root, topic_name: str, rows: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ParquetArchive(archive_root).files(topic_name):
-            count = duckdb.execute(
-                f"SELECT count(*) FROM read_parquet('{topic_glob(archive_root, topic_name)}')"
-            ).fetchone()[0]
-            if count >= rows:
-                return
+    while (count := count_archived(archive_root, topic_name)) < rows:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic_name}: {count} rows archived after {timeout}s, not {rows}")
         time.sleep(0.5)
-    raise AssertionError(f"{topic_name}: fewer than {rows} rows archived after {timeout}s")
 
 
 def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kafka_bootstrap, tmp_path):
