@@ -1,0 +1,65 @@
+"""A small model publishes a version at every ``checkpoint_every`` examples, however slow its checkpoints."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from river.datasets import synth
+
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas import ModelVersion, TrainingExample
+from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams import EventProducer, ensure_topics
+from adaptloop.streams.learner_agent import SMALL_MODEL_BYTES, LearnerAgent
+from adaptloop.streams.versions import read_all
+
+pytestmark = pytest.mark.kafka
+
+N, EVERY = 600, 100
+SLOW_WRITE_SECONDS = 0.08  # a loaded host's fsync: over the 50 ms that once counted a checkpoint as costly
+
+
+def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_bootstrap, tmp_path):
+    prefix = f"counts{uuid.uuid4().hex[:6]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
+    at = datetime.now(UTC)
+    with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
+        for i, (x, y) in enumerate(synth.Hyperplane(seed=3, n_features=4).take(N)):
+            producer.send(
+                TrainingExample(
+                    model="m",
+                    decision_id=f"d{i}",
+                    model_version="v0",
+                    features={f"x{k}": v for k, v in x.items()},
+                    prediction=True,
+                    label=bool(y),
+                    predicted_at=at,
+                )
+            )
+    store = ModelStore(tmp_path / "models")
+    write = store.storage.write
+
+    def slow_write(key: str, data: bytes) -> None:
+        time.sleep(SLOW_WRITE_SECONDS)
+        write(key, data)
+
+    store.storage.write = slow_write  # type: ignore[method-assign]
+    spec = LearnerSpec(name="m", recipe="logistic", checkpoint_every=EVERY, checkpoint_seconds=None, min_examples=0)
+    agent = LearnerAgent(kafka_bootstrap, specs={"m": spec}, store=store, prefix=prefix, group="counts")
+    try:
+        agent.publish_missing()
+        deadline = time.monotonic() + 120
+        while agent.learners["m"].progress.examples_seen < N and time.monotonic() < deadline:
+            agent.step(0.2)
+        agent.producer.flush()
+    finally:
+        agent.consumer.close()
+
+    versions = [v for v in read_all(kafka_bootstrap, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+    assert [v.examples_seen for v in versions] == list(range(0, N + 1, EVERY))
+    assert all(v.size_bytes < SMALL_MODEL_BYTES for v in versions)
+    assert agent._checkpoint_cost["m"] >= 2 * SLOW_WRITE_SECONDS  # the model and its checkpoint file
