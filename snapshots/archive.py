@@ -58,8 +58,8 @@ def topic_glob(root: Path, topic_name: str) -> str:
 
 
 def count_archived(root: Path, topic_name: str, where: str = "true", params: Sequence[object] = ()) -> int:
-    """How many archived records of a topic match ``where`` (SQL over its columns, ``?`` for ``params``);
-    0 before its first file.
+    """How many archived records of a topic match ``where`` (SQL over its columns, written by the caller; values
+    go in ``params``, one per ``?``); 0 before its first file.
 
     It queries through a connection of its own: DuckDB's default connection is one per process, shared by
     every thread and caller, and a result left half-read on it fails the next query there.
