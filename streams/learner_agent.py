@@ -101,11 +101,6 @@ def count_version_due(learned: int, every: int, since_last: float, last_cost: fl
     return last_size < SMALL_MODEL_BYTES or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
 
 
-def _version_size(learner: OnlineLearner) -> int:
-    """The bytes of the learner's last version (0 before its first)."""
-    return learner.progress.record.size_bytes if learner.progress.record is not None else 0
-
-
 class LearnerAgent:
     """Owns the models of the ``training-examples`` partitions assigned to it.
 
@@ -256,13 +251,8 @@ class LearnerAgent:
                 # Count-based versions fall on exact example counts, whatever the batch boundaries, so a
                 # replay of the same examples reproduces the same versions. (Costly checkpoints skip
                 # some of those counts; the lineage records where each version fell.)
-                name, every = learner.spec.name, learner.spec.checkpoint_every
-                if learner.progress.learned_since_version >= every and count_version_due(
-                    learner.progress.learned_since_version,
-                    every,
-                    time.monotonic() - self._last_version_at[name],
-                    self._checkpoint_cost[name],
-                    _version_size(learner),
+                if learner.progress.learned_since_version >= learner.spec.checkpoint_every and self._count_due(
+                    learner, time.monotonic()
                 ):
                     published += self._checkpoint(learner) is not None
         published += len(self.checkpoint())
@@ -492,13 +482,23 @@ class LearnerAgent:
         for name, learner in self.learners.items():
             seconds = learner.spec.checkpoint_seconds
             pending = learner.progress.learned_since_version
-            since_last = now - self._last_version_at[name]
-            due = (seconds is not None and since_last >= seconds) or count_version_due(  # one that waited for its cost
-                pending, learner.spec.checkpoint_every, since_last, self._checkpoint_cost[name], _version_size(learner)
-            )
+            due = (seconds is not None and now - self._last_version_at[name] >= seconds) or self._count_due(
+                learner, now
+            )  # (a count-based one that waited for its cost)
             if pending and (due or force) and (version := self._checkpoint(learner)) is not None:
                 versions.append(version)
         return versions
+
+    def _count_due(self, learner: OnlineLearner, now: float) -> bool:
+        """:func:`count_version_due` for ``learner`` at monotonic time ``now``."""
+        name, record = learner.spec.name, learner.progress.record
+        return count_version_due(
+            learner.progress.learned_since_version,
+            learner.spec.checkpoint_every,
+            now - self._last_version_at[name],
+            self._checkpoint_cost[name],
+            record.size_bytes if record is not None else 0,
+        )
 
     def _checkpoint(
         self,
