@@ -11,10 +11,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.topics import Topic
+from adaptloop.schemas.trusted import TRUSTED_READERS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.trusted import TRUSTED_READERS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EventConsumer:
     """Reads adaptloop topics in batches; yields decoded :class:`Record` s.
 
     ``trusted``: read the topics only the worker writes (``training-examples``) with their fast reader
-    (:mod:`adaptloop.streams.trusted`).
+    (:mod:`adaptloop.schemas.trusted`).
 
     Offsets are committed only by :meth:`commit`, after the dead letters of the
     batch are acknowledged: a crash re-reads records, it never loses one.
@@ -76,7 +76,7 @@ class EventConsumer:
         self.dead_letters = dead_letters
         self._topics = {topic.full_name(prefix): topic for topic in topics}
         # The worker's own topics read with their fast reader: their events are structs of the contract's
-        # fields, not pydantic models (streams.trusted says what each checks).
+        # fields, not pydantic models (schemas.trusted says what each checks).
         self._readers = {
             name: TRUSTED_READERS[topic] for name, topic in self._topics.items() if trusted and topic in TRUSTED_READERS
         }

@@ -76,7 +76,7 @@ class DeadLetters:
         reader: Callable[..., Any] | None = None,
     ) -> Event | None:
         """The decoded event, or ``None`` after dead-lettering the record. ``reader``: a fast reader of a
-        topic only the worker writes (:data:`~adaptloop.streams.trusted.TRUSTED_READERS`) instead of the
+        topic only the worker writes (:data:`~adaptloop.schemas.trusted.TRUSTED_READERS`) instead of the
         contract's full validation."""
         try:
             if reader is not None:

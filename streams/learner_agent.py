@@ -47,6 +47,7 @@ from adaptloop.schemas.system import (
     VersionReason,
 )
 from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.trusted import as_event
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
 from adaptloop.streams.metrics import (
@@ -63,7 +64,6 @@ from adaptloop.streams.metrics import (
     write_health,
 )
 from adaptloop.streams.producer import EventProducer
-from adaptloop.streams.trusted import as_event
 from adaptloop.streams.versions import published_versions
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from adaptloop.learners.join import DelayedJoin
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
-from adaptloop.streams.trusted import as_event, decode_training
+from adaptloop.schemas.trusted import as_event, decode_training
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

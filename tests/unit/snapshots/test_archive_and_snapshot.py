@@ -24,7 +24,7 @@ from adaptloop.schemas import (
     encode,
     topic_for,
 )
-from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.system import reason_pattern
 from adaptloop.schemas.topics import (
     DEAD_LETTERS,
@@ -173,6 +173,49 @@ def test_archive_rows_hold_the_values_of_model_dump(event_type):
             if expected[name] is not None:
                 expected[name] = orjson.dumps(expected[name]).decode()
         assert event_row(topic, event) == expected
+
+
+def test_training_examples_are_archived_as_the_learner_reads_them_with_the_contracts_columns(monkeypatch):
+    """The archive reads ``training-examples`` (written by the join alone) with the learner's fast reader, never
+    pydantic: every row holds what the contract's decoding would put there, and a record in another shape gets
+    the learner's own reason."""
+    import adaptloop.snapshots.columns as columns
+    from adaptloop.schemas.trusted import decode_training
+
+    statuses = ["joined", "defaulted", "expired", "late", "rejected"]
+    examples = [  # every way a decision ends, labels of every type
+        TrainingExample.model_validate(
+            example.model_dump()
+            | {
+                "status": statuses[i % 5],
+                "label": [True, i, i / 7, f"class {i}"][i % 4],
+                "reward": i / 3 if i % 3 else None,
+            }
+            | ({"label": None, "outcome_at": None} if i % 5 == 2 else {})
+            | ({"reason": "features: x is not a number"} if i % 5 == 4 else {})
+        )
+        for i, example in enumerate(sample_events(TrainingExample, 400, seed=11))
+    ]
+    assert {type(example.label) for example in examples} >= {bool, int, float, str, type(None)}
+    forged = b'{"model": "churn", "decision_id": "d1", "source": "s"}'
+    records = [RawRecord(i % 3, i, STAMP + i, b"churn", encode(example)) for i, example in enumerate(examples)]
+    records.append(RawRecord(0, 400, STAMP, b"churn", forged))
+
+    def refuse(topic, data, **_):
+        raise AssertionError("validated by pydantic")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(columns, "decode", refuse)
+        fast = columns.to_table(TRAINING_EXAMPLES, "training-examples", records)
+    monkeypatch.delitem(columns.TRUSTED_READERS, TRAINING_EXAMPLES)
+    contract = columns.to_table(TRAINING_EXAMPLES, "training-examples", records)
+
+    assert fast.drop_columns(["_error"]).equals(contract.drop_columns(["_error"]))
+    errors = fast.column("_error").to_pylist()
+    with pytest.raises(DecodeError) as refused:
+        decode_training(forged)
+    assert errors == [None] * 400 + [f"{refused.value.kind}: {refused.value.reason}"]
+    assert contract.column("_error").to_pylist()[400] is not None
 
 
 def test_a_valid_event_no_column_holds_keeps_its_bytes_and_the_reason(monkeypatch):

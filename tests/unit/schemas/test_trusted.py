@@ -16,7 +16,7 @@ from adaptloop.schemas.codec import decode, encode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.inference import TrainingExample
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
-from adaptloop.streams.trusted import TrainingRecord, as_event, decode_training
+from adaptloop.schemas.trusted import TrainingRecord, as_event, decode_training
 
 names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
 finite = st.floats(allow_nan=False, allow_infinity=False)

@@ -1,6 +1,7 @@
 """The fast reader of topics only the worker writes: typed structs derived from the contracts.
 
-(A codec, but kept out of the schemas layer, which depends on pydantic and orjson only: this one is msgspec's.)
+(The one codec of this layer built on msgspec rather than pydantic: nothing imports it but the readers of
+these topics, the learner and the archive.)
 
 ``training-examples`` is written by the join's transactional producer alone (with ACLs, nobody
 else may write it), from events it validated itself. Reading it back through pydantic validated
@@ -12,8 +13,8 @@ is still a dead letter, never a crash. What the writer checked and the learner n
 is not checked again: the names' patterns (a regex each cost as much again as all the rest)
 and the times' range (the learner does no arithmetic on them).
 
-The wire format stays the contract's JSON: analysts' consumers, the archive and services in
-other languages read the topic with the exported JSON Schema, and records written before this
+The wire format stays the contract's JSON: analysts' consumers and services in other languages
+read the topic with the exported JSON Schema, and records written before this
 reader existed read the same. (MessagePack into the same struct decoded in 0.9 µs: not worth a
 second format for every other reader of the topic.)
 
@@ -154,6 +155,12 @@ def decode_training(data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) ->
 
 TRUSTED_READERS: dict[Topic, Callable[..., Any]] = {TRAINING_EXAMPLES: decode_training}
 """The fast reader of each topic only the worker writes (what ``EventConsumer(..., trusted=True)`` uses)."""
+
+
+def record_fields(record: Any) -> dict[str, Any]:
+    """A decoded record's fields by name, in the contract's order: what ``event.__dict__`` holds for the
+    pydantic event (the archive's columns)."""
+    return msgspec.structs.asdict(record)
 
 
 def as_event(record: Any) -> Event:
