@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Producer
 
-from adaptloop.schemas import OutcomeEvent, encode
-from adaptloop.schemas.topics import OUTCOMES
+from adaptloop.schemas import OutcomeEvent, TrainingExample, encode
+from adaptloop.schemas.topics import OUTCOMES, Topic
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import RawRecord
 from adaptloop.streams import EventProducer, delete_topics, ensure_topics
@@ -52,21 +52,34 @@ def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
     return sdk, rate
 
 
-def archive_rate(n: int = 200_000) -> float:
-    records = [
-        RawRecord(
-            0,
-            i,
-            1_767_225_600_000 + i,
-            f"d{i}".encode(),
-            orjson.dumps({"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"}),
-        )
-        for i in range(n)
-    ]
+def archive_rate(topic: Topic = OUTCOMES, n: int = 200_000) -> float:
+    """Records of ``topic`` per second, decoded and written to Parquet by the archive (files of 50,000):
+    outcomes (validated by the contract) or training examples of 10 features (the learner's reader)."""
+    rng = np.random.default_rng(7)
+    values = (
+        [orjson.dumps({"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"}) for i in range(n)]
+        if topic is OUTCOMES
+        else [
+            encode(
+                TrainingExample(
+                    model="bench",
+                    decision_id=f"d{i}",
+                    model_version="v1",
+                    features={f"x{k}": float(v) for k, v in enumerate(row)},
+                    prediction=bool(i % 3),
+                    label=i % 2 == 0,
+                    predicted_at=AT,
+                    outcome_at=AT,
+                )
+            )
+            for i, row in enumerate(rng.random((n, 10)))
+        ]
+    )
+    records = [RawRecord(0, i, 1_767_225_600_000 + i, f"d{i}".encode(), value) for i, value in enumerate(values)]
     archive = ParquetArchive(Path(tempfile.mkdtemp()))
     start = time.perf_counter()
     for first in range(0, n, 50_000):
-        archive.write(OUTCOMES, "outcomes", 0, records[first : first + 50_000])
+        archive.write(topic, topic.name, 0, records[first : first + 50_000])
     return n / (time.perf_counter() - start)
 
 
