@@ -18,11 +18,13 @@ moves both alike:
 - the naive peer: the learning job as one faust agent, one event at a time (JSON + learn_one);
 - the whole loop from produced predictions and outcomes: a worker with every role, then the join and
   the learner alone (the archive on another machine), with the CPU each process spent per decision:
-  their sum bounds the decisions per second this machine's cores allow;
+  their sum bounds the decisions per second this machine's cores allow; and the join's Kafka work alone
+  (:mod:`bench.join_floor`: its reads, writes and transactions, no logic), the floor under its column;
 - two models learned by one learner process and by two;
 - outcome sent -> version serving it, and version published -> served, at half the loop's top rate;
 - ``adaptloop serve``: predictions per second over HTTP, and p50/p99 latency at half that rate;
-- the producer SDK against raw confluent-kafka produce, Parquet writes, a 10-million-row audit.
+- the producer SDK against raw confluent-kafka produce, the archive's Parquet writes (outcomes, training
+  examples), a 10-million-row audit.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from adaptloop.settings import Settings
 from adaptloop.streams import delete_topics
 from adaptloop.worker import HASH_SEED
 from bench.io import archive_rate, audit_query, producer_rates
+from bench.join_floor import join_kafka_floor
 from bench.learning import (
     Data,
     agent_rate,
@@ -286,6 +289,16 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             cpu.add_row(
                 f"{recipe}, River alone", *([""] * len(CPU_KEYS)), f"{1e6 / river:.0f}", "1.00", f"{river:,.0f}/s"
             )  # one model learns on one core
+        # The floor under the join column: its Kafka reads, writes and transactions, no decoding and no logic.
+        floor = statistics.median(join_kafka_floor(settings, decisions).cpu_us for _ in range(REPEATS))
+        results["join_kafka_floor_cpu_us_per_decision"] = floor
+        cpu.add_row(
+            "the join's Kafka work alone (no decoding, no logic)",
+            *(f"{floor:.0f}" if key == "join" else "" for key in CPU_KEYS),
+            "",
+            "",
+            "",
+        )
         half = loop_run(settings, "logistic", data, per_second=loops[("logistic", ("all",))].rate / 2)
         lags = {"outcome_to_served": half.learn_lags, "published_to_served": half.refresh_lags}
         results["latency_at_half_load"] = {
