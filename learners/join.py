@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import msgspec
 import orjson
@@ -44,7 +44,10 @@ REJECTED: EntryStatus = "rejected"
 EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
 PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
-PARSED_PREDICTIONS = 20_000  # pending predictions kept parsed in memory (the JSON in the state is the truth)
+PARSED_EVENTS = 20_000
+"""Pending predictions, and outcomes waiting for their prediction, kept parsed in memory (each kind up to this
+many; the JSON in the state is the truth). Most are used soon: a live decision's outcome follows its prediction,
+and in a backlog a fetch of outcomes (smaller records) runs ahead of the predictions by a thousand or so."""
 
 
 class JoinEntry(TypedDict, total=False):
@@ -198,6 +201,13 @@ def _time(value: float | None) -> float:
     return value
 
 
+def _keep(parsed: dict[str, Any], key: str, value: Any) -> None:
+    """Keep ``value`` as ``key``'s parsed event, forgetting the oldest beyond :data:`PARSED_EVENTS`."""
+    parsed[key] = value
+    if len(parsed) > PARSED_EVENTS:
+        del parsed[next(iter(parsed))]
+
+
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -240,8 +250,10 @@ class DelayedJoin:
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
         self.counts: Counter[str] = Counter()
         self._contracts = {name: spec.contract() for name, spec in specs.items()}
-        # The latest pending predictions, parsed: most outcomes come soon, and then need no re-parse.
+        # The latest pending predictions and waiting outcomes, parsed (see PARSED_EVENTS). An outcome is kept with
+        # the JSON its entry holds, so one that the entry no longer holds is never used.
         self._parsed: dict[str, PredictionEvent] = {}
+        self._parsed_outcomes: dict[str, tuple[bytes, OutcomeEvent]] = {}
         self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
         self._queues: dict[int, dict[str, list[tuple[float, str]]]] = {}  # partition -> queue -> heap
 
@@ -269,7 +281,7 @@ class DelayedJoin:
             self._remember(key, event)
             self._schedule(partition, EXPIRE, deadline, key)
         elif entry["st"] == PENDING and entry["p"] is None:
-            outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
+            outcome = self._waiting_outcome(key, entry)
             if contract is not None and (problem := contract.label_problem(outcome.label, outcome.reward)):
                 # The outcome that came first breaks the contract: refused; the prediction waits for a good one.
                 self.counts["rejected_outcomes"] += 1
@@ -315,7 +327,7 @@ class DelayedJoin:
         if entry is None or (entry["st"] == PENDING and entry["p"] is None):
             out.examples.append(self._rejected(event, None, problem))
             if entry is not None:  # its outcome came first: refused with it
-                outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
+                outcome = self._waiting_outcome(key, entry)
                 out.rejections.append(
                     Rejection(
                         outcome, f"its prediction was rejected: {problem}", entry.get("off"), entry.get("ro", False)
@@ -355,6 +367,7 @@ class DelayedJoin:
             if sent_on:
                 waiting["ro"] = True
             self._put(key, waiting)
+            _keep(self._parsed_outcomes, key, (encoded, event))
             self._schedule(partition, ORPHAN, deadline, key)
             return out
         if entry["st"] == REJECTED:
@@ -383,6 +396,7 @@ class DelayedJoin:
         elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
             self.counts["duplicate_outcomes"] += 1
             self._put(key, {**entry, "o": encoded})
+            _keep(self._parsed_outcomes, key, (encoded, event))
         else:
             self.counts["duplicate_outcomes"] += 1
         return out
@@ -392,6 +406,7 @@ class DelayedJoin:
         self._clocks.pop(partition, None)
         self._queues.pop(partition, None)
         self._parsed.clear()  # the partition may come back changed by another worker
+        self._parsed_outcomes.clear()
 
     def latest(self, partition: int) -> float | None:
         """The latest time a clock of ``partition`` has reached (None: none has moved yet)."""
@@ -430,7 +445,7 @@ class DelayedJoin:
                     out.examples.append(self._expire(key, entry))
                 elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
                     self.counts["orphan_outcomes"] += 1
-                    outcome = OutcomeEvent.model_validate_json(_json(entry["o"]))
+                    outcome = self._waiting_outcome(key, entry)
                     reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
                     out.rejections.append(Rejection(outcome, reason, entry.get("off"), entry.get("ro", False)))
                     del self.state[key]
@@ -453,15 +468,20 @@ class DelayedJoin:
         self._queues[partition] = queues
 
     def _remember(self, key: str, event: PredictionEvent) -> None:
-        parsed = self._parsed
-        parsed[key] = event
-        if len(parsed) > PARSED_PREDICTIONS:
-            del parsed[next(iter(parsed))]  # the oldest
+        _keep(self._parsed, key, event)
 
     def _prediction(self, key: str, entry: JoinEntry) -> PredictionEvent:
         """The pending prediction of ``key``: parsed already if recent, else from its stored JSON."""
         event = self._parsed.pop(key, None)
         return event if event is not None else PredictionEvent.model_validate_json(_json(entry["p"]))
+
+    def _waiting_outcome(self, key: str, entry: JoinEntry) -> OutcomeEvent:
+        """The outcome that waits in ``key``'s entry for its prediction: parsed already if recent, else from its
+        stored JSON."""
+        parsed = self._parsed_outcomes.pop(key, None)
+        if parsed is not None and parsed[0] is entry["o"]:
+            return parsed[1]
+        return OutcomeEvent.model_validate_json(_json(entry["o"]))
 
     def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
         heapq.heappush(self._queues[partition][queue], (when, key))

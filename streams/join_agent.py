@@ -304,7 +304,11 @@ class JoinAgent:
         topic = REPARTITION.get(record.topic)
         if topic is None:
             return False
-        key = record.event.decision_id.encode()  # type: ignore[attr-defined]
+        decision = record.event.decision_id  # type: ignore[attr-defined]
+        entry = self.state.get(decision)
+        if entry is not None and entry["pt"] == record.partition:
+            return False  # its decision's entry is here: this partition is its home (no need to hash the key)
+        key = decision.encode()
         home = partition_for(key, self.partitions)
         if home == record.partition:
             return False

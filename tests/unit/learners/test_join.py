@@ -107,6 +107,27 @@ def test_outcome_first_then_prediction_joins_with_features_as_served():
     )
 
 
+def test_a_waiting_outcome_joins_the_same_kept_parsed_or_read_back_from_the_state():
+    """The join keeps an outcome that came first parsed, beside its JSON in the state: a restarted join (nothing
+    kept) joins it the same, the latest of duplicates wins in both, and an entry changed under it is read anew."""
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=60)}
+    live = DelayedJoin({}, spec, outcome_duplicates="last")
+    live.on_outcome(_outcome(1, 2, label=False), 0)
+    live.on_outcome(_outcome(1, 3, label=True), 0)
+    restarted = DelayedJoin(dict(live.state), spec, outcome_duplicates="last")
+    [kept] = live.on_prediction(_prediction(1, 1), 0).examples
+    [read_back] = restarted.on_prediction(_prediction(1, 1), 0).examples
+    assert kept == read_back
+    assert (kept.label, kept.outcome_at) == (True, T0 + timedelta(seconds=3))
+
+    state: dict = {}
+    join = DelayedJoin(state, spec)
+    join.on_outcome(_outcome(2, 2, label=False), 0)
+    state["d2"] = {**state["d2"], "o": encode(_outcome(2, 4, label=True))}  # e.g. restored from the changelog
+    [example] = join.on_prediction(_prediction(2, 1), 0).examples
+    assert (example.label, example.outcome_at) == (True, T0 + timedelta(seconds=4))
+
+
 def test_an_outcome_past_the_horizon_is_late_even_before_the_watermark_moves():
     join = DelayedJoin({}, {"m": LearnerSpec(name="m", horizon_seconds=10)})
     join.on_prediction(_prediction(1, 0), 0)
