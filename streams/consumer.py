@@ -136,8 +136,15 @@ class EventConsumer:
                 messages += self._consumer.consume(max_records - 1, 0)
         return messages
 
-    def commit(self) -> None:
-        """Commit what was polled, once the batch's dead letters are safely on the broker."""
+    def commit(self, wait: bool = True) -> None:
+        """Commit what was polled, once the batch's dead letters are safely on the broker.
+
+        ``wait=False``: commit without waiting for the dead letters or the broker, for a reader that resumes
+        from offsets of its own (the learner's checkpoints), to whom the group's offsets only show its lag.
+        """
+        if not wait:
+            self._consumer.commit(asynchronous=True)
+            return
         self.dead_letters.producer.flush()
         try:
             self._consumer.commit(asynchronous=False)
