@@ -80,14 +80,16 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
         producer.commit_transaction()
 
     consumer.subscribe([predictions, OUTCOMES.full_name(prefix)])
-    joined, started = 0, None
+    joined, started, deadline = 0, None, time.monotonic() + 300
     try:
         while joined < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the join's Kafka floor read {joined:,} of {n:,} decisions in 300 s")
             moved: dict[int, dict[str, Message]] = {}
             for message in consumer.consume(5000, 0.5):
                 if message.error():
                     continue
-                partition = message.partition() or 0
+                partition = message.partition() or 0  # (None only on error events)
                 producer = producers[partition]
                 if partition not in moved:
                     producer.begin_transaction()

@@ -142,12 +142,12 @@ class EventConsumer:
         ``wait=False``: commit without waiting for the dead letters or the broker, for a reader that resumes
         from offsets of its own (the learner's checkpoints), to whom the group's offsets only show its lag.
         """
-        if not wait:
-            self._consumer.commit(asynchronous=True)
-            return
-        self.dead_letters.producer.flush()
         try:
-            self._consumer.commit(asynchronous=False)
+            if wait:
+                self.dead_letters.producer.flush()
+                self._consumer.commit(asynchronous=False)
+            else:
+                self._consumer.commit(asynchronous=True)
         except KafkaException as error:
             if error.args[0].code() != KafkaError._NO_OFFSET:
                 raise
