@@ -60,10 +60,11 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
         read_until(
             settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen), worker=worker
         )  # the worker is up: its first version is out
-        # Encoded ahead, so the producer outruns the loop. Their times start a little after the flood will (an
-        # idle join's clocks follow its ticks, the wall clock: events stamped before it, by more than the
-        # 2 s horizon, would expire as they arrive, as a service's events held that long would).
-        start = datetime.now(UTC) + timedelta(seconds=15)
+        # Encoded ahead, so the producer outruns the loop. Their times start after the flood will have been sent
+        # (an idle join's clocks follow its ticks, the wall clock: events stamped before it, by more than the 2 s
+        # horizon, would expire as they arrive, as a service's events held that long would). Encoding took 19.5 s
+        # on a loaded machine, so 2 minutes ahead; the join refuses only times over max_future_seconds (300 s).
+        start = datetime.now(UTC) + timedelta(seconds=120)
         records = []
         for i, (x, y) in enumerate(synth.Hyperplane(seed=5, n_features=10).take(N)):
             x = {f"x{k}": v for k, v in x.items()}
