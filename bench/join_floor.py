@@ -26,7 +26,7 @@ from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import delete_topics
 from adaptloop.streams.connection import kafka_config
-from adaptloop.streams.join_agent import FIRST_JOINS_FAST
+from adaptloop.streams.join_agent import JOIN_CONSUMER_CONFIG
 from adaptloop.streams.producer import DEFAULT_PRODUCER_CONFIG
 from bench.learning import Data
 from bench.loop import _settings
@@ -61,9 +61,7 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "partition.assignment.strategy": "range",
-            "fetch.max.bytes": 16 * 1024 * 1024,
-            **FIRST_JOINS_FAST,
+            **JOIN_CONSUMER_CONFIG,
         }
     )
     producers = {}

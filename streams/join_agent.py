@@ -96,6 +96,16 @@ FIRST_JOINS_FAST: dict[str, object] = {
     "max.partition.fetch.bytes": 128 * 1024,
 }
 
+JOIN_CONSUMER_CONFIG: dict[str, object] = {
+    # eager "range": partition i of the inputs goes to one member, assigned with our own restore.
+    "partition.assignment.strategy": "range",
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 2_000,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    **FIRST_JOINS_FAST,
+}
+"""The join's consumer settings, over :class:`~adaptloop.streams.consumer.EventConsumer`'s own."""
+
 
 class JoinAgent:
     """Runs :class:`DelayedJoin` on the partitions assigned to it, exactly once.
@@ -147,14 +157,7 @@ class JoinAgent:
             INPUTS,
             dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
             prefix=prefix,
-            # eager "range": partition i of the inputs goes to one member, assigned with our own restore.
-            config={
-                "partition.assignment.strategy": "range",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 2_000,
-                "fetch.max.bytes": 16 * 1024 * 1024,
-                **FIRST_JOINS_FAST,
-            },
+            config=JOIN_CONSUMER_CONFIG,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
