@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -37,7 +37,7 @@ from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.preference_client import PreferenceClient
-from adaptloop.streams.versions import read_all
+from adaptloop.streams.versions import read_all, watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
 
 AGENT = "support"
@@ -277,7 +277,7 @@ def _snapshot(settings: Settings, console: Console) -> Path:
         for topic in (AGENT_FEEDBACK, PREFERENCES):
             name = topic.full_name(settings.topic_prefix)
             partitions = ends.list_topics(name, timeout=30).topics[name].partitions
-            sent[topic] = sum(ends.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1] for p in partitions)
+            sent[topic] = sum(high for _, high in watermarks(ends, name, partitions, 30).values())
     finally:
         ends.close()
     deadline = time.monotonic() + 60

@@ -38,7 +38,7 @@ from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import EventProducer
-from adaptloop.streams.versions import read_all
+from adaptloop.streams.versions import read_all, watermarks
 
 INGEST_VERSION = "ingest"
 """The ``model_version`` of ingested decisions: no version of the loop served them."""
@@ -132,9 +132,11 @@ class _Outputs:
         self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
         start = []
         for name in self.topics:
-            for partition in self.consumer.list_topics(name, timeout=30).topics[name].partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=30)
-                start.append(TopicPartition(name, partition, high))
+            partitions = self.consumer.list_topics(name, timeout=30).topics[name].partitions
+            start += [
+                TopicPartition(name, p, high)
+                for p, (_, high) in watermarks(self.consumer, name, partitions, 30).items()
+            ]
         self.consumer.assign(start)
         self.statuses: Counter[str] = Counter()
         self.versions: list[ModelVersion] = []

@@ -37,6 +37,7 @@ from adaptloop.schemas import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer, delete_topics, ensure_topics
+from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
 from bench.learning import Data
 from bench.loop import _settings, _wait_for_versions
@@ -116,7 +117,7 @@ def _first_record_at(bootstrap: str, topic: str) -> float:
         partitions = [
             TopicPartition(topic, p, OFFSET_BEGINNING)
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] > 0
+            if watermarks(consumer, topic, [p], 10)[p][1] > 0
         ]
         consumer.assign(partitions)
         stamps: dict[int, float] = {}  # partition -> its first record's time

@@ -21,6 +21,7 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.metrics import DEAD_LETTERS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.versions import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,7 @@ def dead_lettered_since(
         starts = reader.offsets_for_times(
             [TopicPartition(name, p, int(since * 1000)) for p in metadata.partitions], timeout=timeout
         )
-        ends = {
-            p: reader.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
-        }
+        ends = {p: high for p, (_, high) in watermarks(reader, name, metadata.partitions, timeout).items()}
         todo = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
         if not todo:
             return found

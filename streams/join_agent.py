@@ -66,6 +66,7 @@ from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.versions import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,7 @@ class JoinAgent:
         restored = dict.fromkeys(indexes, 0)
         try:
             ends = {}  # partition -> the offset its restore reads up to
-            for index in indexes:
-                low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, index), timeout=30)
+            for index, (low, high) in watermarks(reader, self.changelog, indexes, 30).items():
                 if high > low:
                     ends[index] = high
             if not ends:

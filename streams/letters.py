@@ -23,7 +23,7 @@ from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_patter
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import read_all
+from adaptloop.streams.versions import read_all, watermarks
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,7 @@ def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple
         metadata = consumer.list_topics(name, timeout=timeout).topics.get(name)
         if metadata is None or metadata.error is not None:
             return found
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
-        }
+        ends = {p: high for p, (_, high) in watermarks(consumer, name, metadata.partitions, timeout).items()}
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout

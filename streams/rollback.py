@@ -21,6 +21,7 @@ from adaptloop.schemas.system import ModelCommand, ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.versions import watermarks
 
 
 class RollbackTimeout(TimedOut):
@@ -56,10 +57,10 @@ def request_rollback(
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        starts = []
-        for partition in partitions:  # read from "now" on: the confirmation comes after the command
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            starts.append(TopicPartition(topic, partition, high))
+        # Read from "now" on: the confirmation comes after the command.
+        starts = [
+            TopicPartition(topic, p, high) for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()
+        ]
         consumer.assign(starts)
         with EventProducer(bootstrap, topic_prefix=prefix) as producer:
             producer.send(command)

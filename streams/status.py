@@ -21,7 +21,7 @@ from adaptloop.schemas.topics import (
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import published_versions, read_all
+from adaptloop.streams.versions import published_versions, read_all, watermarks
 
 COORDINATOR_ERRORS = frozenset(
     {
@@ -66,7 +66,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
             return None
         lag = 0
         for tp in committed:
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            _, high = watermarks(consumer, tp.topic, [tp.partition], timeout)[tp.partition]
             lag += high - max(tp.offset, 0)
         return lag
     finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import decode
@@ -15,6 +16,34 @@ from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
+
+LEADERSHIP_ERRORS = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+"""A partition whose leader the broker has not taken up yet: a topic just created is in the metadata, with its
+leader, a moment before that broker answers for it. Asked again."""
+
+
+def watermarks(consumer: Consumer, name: str, partitions: Iterable[int], timeout: float) -> dict[int, tuple[int, int]]:
+    """The (low, high) offsets of each of ``partitions`` of topic ``name``.
+
+    A partition without a leader yet (:data:`LEADERSHIP_ERRORS`) is asked again until ``timeout``; any other
+    error, or one that lasts, raises :class:`~confluent_kafka.KafkaException`.
+    """
+    deadline = time.monotonic() + timeout
+    found: dict[int, tuple[int, int]] = {}
+    for partition in partitions:
+        while True:
+            try:
+                found[partition] = consumer.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=max(deadline - time.monotonic(), 1.0)
+                )
+                break
+            except KafkaException as error:
+                if error.args[0].code() not in LEADERSHIP_ERRORS or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    return found
 
 
 def read_all(
@@ -53,9 +82,7 @@ def read_raw(
         metadata = consumer.list_topics(name, timeout=timeout).topics[name]
         if metadata.error is not None:
             return records
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1] for p in metadata.partitions
-        }
+        ends = {p: high for p, (_, high) in watermarks(consumer, name, metadata.partitions, timeout).items()}
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from adaptloop.schemas.topics import Topic, topic_named
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive, topic_glob
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
 
 
@@ -99,7 +100,7 @@ def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {p: high for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
         found: list[tuple[int, int]] = []
         deadline = time.monotonic() + timeout

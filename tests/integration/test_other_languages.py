@@ -31,7 +31,7 @@ from adaptloop.schemas.topics import (
     topic_named,
 )
 from adaptloop.settings import Settings
-from adaptloop.streams.versions import read_all
+from adaptloop.streams.versions import read_all, watermarks
 
 from .loop_helpers import committed_offsets, loop_settings, running_worker
 
@@ -173,7 +173,7 @@ def _keys_by_partition(bootstrap: str, topic: str) -> dict[bytes, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keys-{uuid.uuid4().hex}"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {p: high for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         placed: dict[bytes, int] = {}
         deadline = time.monotonic() + 60
