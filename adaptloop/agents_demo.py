@@ -262,7 +262,7 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
         "alerts": [(a.rule, a.subject, a.observed, a.threshold, dict(a.evidence)) for a in alerts],
         "quarantined": dict(quarantined),
         "snapshot_dir": settings.snapshots_dir,
-        "archive": settings.archive_dir,
+        "archive": settings.archive_location,
         "prefix": settings.topic_prefix,
         "finished_at": datetime.now(UTC),
     }

@@ -283,7 +283,7 @@ def _settle(
 
 def archived_rows(settings: Settings, topic: Topic) -> int:
     """How many records of ``topic`` the archive holds."""
-    return count_archived(settings.archive_dir, topic.full_name(settings.topic_prefix))
+    return count_archived(settings.archive_location, topic.full_name(settings.topic_prefix))
 
 
 def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: Console) -> Path:
@@ -307,7 +307,7 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
 def take_snapshot(settings: Settings) -> Path:
     """A snapshot of the archive now, among the worker's (both demos end with one)."""
     return create_snapshot(
-        settings.archive_dir,
+        settings.archive_location,
         settings.models_location,
         settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
         prefix=settings.topic_prefix,

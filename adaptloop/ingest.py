@@ -251,7 +251,7 @@ def ingest(
         result.statuses = outputs.statuses
         if snapshot:
             result.snapshot = create_snapshot(
-                settings.archive_dir,
+                settings.archive_location,
                 settings.models_location,
                 settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
                 prefix=settings.topic_prefix,
@@ -281,10 +281,13 @@ def _send_due(producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]
 
 def _archived(settings: Settings, run: str) -> int:
     name = TRAINING_EXAMPLES.full_name(settings.topic_prefix)
-    return count_archived(settings.archive_dir, name, "starts_with(decision_id, ?)", [f"{run}-"])
+    return count_archived(settings.archive_location, name, "starts_with(decision_id, ?)", [f"{run}-"])
 
 
 def _version_archived(settings: Settings, version: ModelVersion) -> bool:
     """Whether the archive holds ``version``'s record (a snapshot without it would not show what was learned)."""
     name = MODEL_UPDATES.full_name(settings.topic_prefix)
-    return count_archived(settings.archive_dir, name, "model = ? AND version = ?", [version.model, version.version]) > 0
+    return (
+        count_archived(settings.archive_location, name, "model = ? AND version = ?", [version.model, version.version])
+        > 0
+    )

@@ -136,7 +136,7 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
 
     agent = ArchiveAgent(
         settings.bootstrap_address,
-        archive=ParquetArchive(settings.archive_dir),
+        archive=ParquetArchive(settings.archive_location),
         prefix=settings.topic_prefix,
         group=f"{settings.group}-archive",
         flush_seconds=settings.archive_flush_seconds,
@@ -152,7 +152,7 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
         settings,
         tuple(topic.name for topic in ARCHIVED_TOPICS),
         f"{settings.group}-archive",
-        f"Parquet files under {settings.archive_dir}, snapshots under {settings.snapshots_dir}",
+        f"Parquet files under {settings.archive_location}, snapshots under {settings.snapshots_dir}",
     )
     agent.run(stop)
 

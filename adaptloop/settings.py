@@ -100,6 +100,12 @@ class Settings(ClientSettings):
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Worker log level.")
     group: str = Field("adaptloop", description="Consumer group prefix shared by the workers of one deployment.")
+    archive: str | None = Field(
+        None,
+        description="Where the Parquet archive of every topic lives: a directory, or an object store that workers "
+        "and analysts on other hosts share (s3://bucket/prefix, options and credentials as for `store`); unset: "
+        "<home>/archive. A snapshot of an archive in an object store copies its rows in, so it opens anywhere.",
+    )
     archive_flush_seconds: float = Field(
         60.0,
         gt=0,
@@ -161,8 +167,9 @@ class Settings(ClientSettings):
         return Replication(self.replication_factor, self.min_insync_replicas)
 
     @property
-    def archive_dir(self) -> Path:
-        return self.home / "archive"
+    def archive_location(self) -> str:
+        """The archive: ``archive``, or ``<home>/archive``."""
+        return self.archive or str(self.home / "archive")
 
     @property
     def snapshots_dir(self) -> Path:

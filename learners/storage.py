@@ -71,7 +71,7 @@ class Storage:
     def exists(self, key: str) -> bool:
         return bool(self.fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound)
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes | memoryview) -> None:
         """Replace ``key`` with ``data``, atomically."""
         if self.remote:
             try:
@@ -105,9 +105,14 @@ class Storage:
             if "not exist" not in str(error) and "NoSuchKey" not in str(error):
                 raise StorageError(f"cannot delete {self.uri(key)}: {error}") from None
 
-    def files(self, directory: str, suffix: str) -> list[tuple[str, int]]:
-        """(key, time stored in ns) of each file directly in ``directory`` whose name ends with ``suffix``."""
-        selector = pafs.FileSelector(self._path(directory), allow_not_found=True)
+    def files(self, directory: str, suffix: str, *, recursive: bool = False) -> list[tuple[str, int]]:
+        """(key, time stored in ns) of each file in ``directory`` (and below it, if ``recursive``) whose name ends
+        with ``suffix``; files being written (their names start with ``.``) are left out."""
+        return [(key, mtime) for key, mtime, _ in self.listing(directory, suffix, recursive=recursive)]
+
+    def listing(self, directory: str, suffix: str, *, recursive: bool = False) -> list[tuple[str, int, int]]:
+        """Like :meth:`files`, with each file's size: (key, time stored in ns, bytes)."""
+        selector = pafs.FileSelector(self._path(directory), allow_not_found=True, recursive=recursive)
         found = []
         for info in self.fs.get_file_info(selector):
             if (
@@ -116,8 +121,20 @@ class Storage:
                 and not info.base_name.startswith(".")
             ):
                 mtime = info.mtime_ns if info.mtime_ns is not None else time.time_ns()
-                found.append((f"{directory}/{info.base_name}", mtime))
+                key = info.path[len(self.base) + 1 :] if recursive else f"{directory}/{info.base_name}"
+                found.append((key, mtime, info.size or 0))
         return sorted(found)
+
+    def move(self, key: str, new_key: str) -> None:
+        """Rename ``key`` to ``new_key`` (on an object store: a copy, then the old object deleted)."""
+        try:
+            self.fs.move(self._path(key), self._path(new_key))
+        except OSError as error:
+            raise StorageError(f"cannot move {self.uri(key)} to {new_key}: {error}") from None
+
+    def dataset_paths(self, keys: list[str]) -> list[str]:
+        """The paths of ``keys`` as :attr:`fs` names them (what ``pyarrow.dataset`` takes with it)."""
+        return [self._path(key) for key in keys]
 
     def directories(self) -> list[str]:
         """The names of the directories at the root (the models)."""

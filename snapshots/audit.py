@@ -199,9 +199,10 @@ def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) 
 
 
 def _sandbox(db: duckdb.DuckDBPyConnection) -> None:
-    """Files: the snapshot's archive only; no other external access; settings locked for the session."""
+    """Files: the snapshot's archive only (none for an object store's: that snapshot holds its rows); no other
+    external access; settings locked for the session."""
     archive = db.execute("SELECT archive FROM snapshot_info").fetchone() if _has_table(db, "snapshot_info") else None
-    if archive is not None and archive[0]:
+    if archive is not None and archive[0] and "://" not in archive[0]:
         db.execute("SET allowed_directories = $dirs", {"dirs": [str(Path(archive[0])) + "/"]})
     db.execute("SET enable_external_access = false")
     db.execute("SET lock_configuration = true")

@@ -73,7 +73,7 @@ def _evaluate(name: str, spec: LearnerSpec, examples: list, window: int, points:
 
 
 def backtest(
-    archive_root: Path,
+    archive_root: Path | str,
     production: LearnerSpec,
     candidates: dict[str, LearnerSpec],
     prefix: str = "",

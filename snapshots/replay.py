@@ -25,7 +25,7 @@ from adaptloop.schemas.errors import ReplayError, UnknownModel, UnlearnableExamp
 from adaptloop.schemas.inference import TrainingExample
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, TRAINING_EXAMPLES
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import archived_rows_sql
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,19 @@ class ReplayStep:
 SWAPS = ("rollback", "promotion")  # versions that swap the model for a stored one rather than learn
 
 
-def _rows(archive_root: Path, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
-    if not ParquetArchive(archive_root).files(topic_name):
-        return []
-    sql = (
-        "SELECT _partition, _offset, _value FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
-        "WHERE _error IS NULL AND model = ? ORDER BY _partition, _offset"
-    )
+def _rows(archive_root: Path | str, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
     with duckdb.connect() as db:
-        return db.execute(sql, [topic_glob(archive_root, topic_name), model]).fetchall()
+        source = archived_rows_sql(db, archive_root, topic_name)
+        if source is None:
+            return []
+        sql = (
+            f"SELECT _partition, _offset, _value FROM {source} WHERE _error IS NULL AND model = ? "
+            "ORDER BY _partition, _offset"
+        )
+        return db.execute(sql, [model]).fetchall()
 
 
-def model_history(archive_root: Path, model: str, prefix: str = "") -> list[ModelVersion]:
+def model_history(archive_root: Path | str, model: str, prefix: str = "") -> list[ModelVersion]:
     """Every archived record of ``model`` on ``model-updates``, in publication order."""
     rows = _rows(archive_root, MODEL_UPDATES.full_name(prefix), model)
     return [decode(MODEL_UPDATES, value) for _, _, value in rows]  # type: ignore[misc]
@@ -78,7 +79,7 @@ def lineage(history: list[ModelVersion], version: str) -> list[ModelVersion]:
     return chain[::-1]
 
 
-def learning_order(archive_root: Path, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
+def learning_order(archive_root: Path | str, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
     """The model's archived examples in their learning order, without those its learner dead-lettered."""
     topic_name = TRAINING_EXAMPLES.full_name(prefix)
     skipped = dead_lettered(archive_root, topic_name, prefix)
@@ -87,24 +88,25 @@ def learning_order(archive_root: Path, model: str, prefix: str) -> Iterator[tupl
             yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
 
 
-def dead_lettered(archive_root: Path, source_topic: str, prefix: str = "") -> set[tuple[int, int]]:
+def dead_lettered(archive_root: Path | str, source_topic: str, prefix: str = "") -> set[tuple[int, int]]:
     """(partition, offset) of every archived record of ``source_topic`` that was dead-lettered: a learner
     never learned those, so a replay skips them."""
-    letters = DEAD_LETTERS.full_name(prefix)
-    if not ParquetArchive(archive_root).files(letters):
-        return set()
-    sql = (
-        'SELECT DISTINCT "partition", "offset" FROM read_parquet(?, hive_partitioning = false, '
-        "union_by_name = true) WHERE _error IS NULL AND source_topic = ?"
-    )
     with duckdb.connect() as db:
-        return {
-            (int(p), int(o)) for p, o in db.execute(sql, [topic_glob(archive_root, letters), source_topic]).fetchall()
-        }
+        source = archived_rows_sql(db, archive_root, DEAD_LETTERS.full_name(prefix))
+        if source is None:
+            return set()
+        sql = f'SELECT DISTINCT "partition", "offset" FROM {source} WHERE _error IS NULL AND source_topic = ?'
+        return {(int(p), int(o)) for p, o in db.execute(sql, [source_topic]).fetchall()}
 
 
 def replay(
-    archive_root: Path, store: ModelStore, spec: LearnerSpec, until: str, prefix: str = "", *, restore: bool = False
+    archive_root: Path | str,
+    store: ModelStore,
+    spec: LearnerSpec,
+    until: str,
+    prefix: str = "",
+    *,
+    restore: bool = False,
 ) -> list[ReplayStep]:
     """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
 

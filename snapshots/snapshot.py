@@ -14,7 +14,9 @@ FILE``) while the worker keeps running. It holds
 
 The Parquet files stay where they are (the views name them), so a snapshot is
 cheap to take; it is never written again after it is created. A self-contained
-snapshot copies the rows instead, and opens anywhere.
+snapshot copies the rows instead, and opens anywhere; a snapshot of an archive in an
+object store is always one (DuckDB reads such files through a connection's dataset,
+which a view cannot keep).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from adaptloop.schemas.topics import (
     TRAINING_EXAMPLES,
     Topic,
 )
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import ParquetArchive, archived_rows_sql
 from adaptloop.snapshots.columns import arrow_schema
 
 ARCHIVED_TOPICS: tuple[Topic, ...] = (
@@ -127,12 +129,8 @@ class SnapshotInfo:
     offsets: dict[str, dict[int, int]]  # topic -> partition -> next offset
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def create_snapshot(
-    archive_root: Path,
+    archive_root: Path | str,
     models_root: Path | str | None,
     out: Path,
     *,
@@ -144,7 +142,8 @@ def create_snapshot(
     """Write a snapshot of the archive (and the model store) to ``out``, atomically.
 
     ``self_contained``: the rows are copied into the file (tables instead of views over the archive), so it
-    opens on any machine, without the archive: one to hand to a colleague or keep with an audit.
+    opens on any machine, without the archive: one to hand to a colleague or keep with an audit. A snapshot of
+    an archive in an object store always is.
 
     >>> import tempfile
     >>> from adaptloop.schemas.topics import OUTCOMES
@@ -158,7 +157,9 @@ def create_snapshot(
     >>> duckdb.connect(str(info.path), read_only=True).sql("SELECT decision_id, label FROM outcomes").fetchall()
     [('d1', 'true')]
     """
-    archive = ParquetArchive(archive_root)  # a fresh look at the files: the cut is what is on disk now
+    archive = ParquetArchive(archive_root)  # a fresh look at the files: the cut is what is stored now
+    self_contained = self_contained or archive.storage.remote
+    kind = "TABLE" if self_contained else "VIEW"
     created_at = datetime.now(UTC)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.tmp")
@@ -186,11 +187,9 @@ def create_snapshot(
                 [(name, partition, next_offset) for partition, next_offset in offsets[name].items()],
             )
             source = (
-                f"(SELECT a.* FROM read_parquet({_sql_string(topic_glob(archive_root.resolve(), name))}, "
-                f"hive_partitioning = false, union_by_name = true) a JOIN manifest m "
+                f"(SELECT a.* FROM {archived_rows_sql(db, archive_root, name)} a JOIN manifest m "
                 f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)"
             )
-            kind = "TABLE" if self_contained else "VIEW"
             db.execute(f"CREATE {kind} {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
             error_selects.append(
                 f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
@@ -203,7 +202,6 @@ def create_snapshot(
             )
             rows[name] = sum(count for _, count in counts)
         if error_selects:
-            kind = "TABLE" if self_contained else "VIEW"
             db.execute(f"CREATE {kind} archive_errors AS " + " UNION ALL ".join(error_selects))
         if PREFERENCE_STORE in topics:
             db.execute(f"CREATE VIEW preference_variants AS {PREFERENCE_VARIANTS}")
@@ -215,7 +213,7 @@ def create_snapshot(
             "? AS topic_prefix, ? AS adaptloop_version",
             [
                 created_at,
-                str(archive_root.resolve()),
+                archive.storage.root,
                 Storage(models_root).root if models_root else None,
                 prefix,
                 package_version("adaptloop"),

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptloop.snapshots.archive import ParquetArchive
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -29,8 +31,9 @@ def files_usage(paths: Iterable[Path]) -> Usage:
     return Usage(files, total)
 
 
-def disk_usage(models_dir: Path, archive_dir: Path, snapshots_dir: Path) -> dict[str, Usage]:
-    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes.
+def disk_usage(models_dir: Path, archive: Path | str, snapshots_dir: Path) -> dict[str, Usage]:
+    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes (the archive's
+    in its directory or object store).
 
     >>> import tempfile
     >>> home = Path(tempfile.mkdtemp())
@@ -47,7 +50,7 @@ def disk_usage(models_dir: Path, archive_dir: Path, snapshots_dir: Path) -> dict
     usage = {}
     for model in sorted(models_dir.glob("*/versions")):
         usage[f"models/{model.parent.name}"] = files_usage(model.glob("*.pkl"))
-    for topic in sorted(archive_dir.glob("topic=*")):
-        usage[f"archive/{topic.name.removeprefix('topic=')}"] = files_usage(topic.glob("date=*/*.parquet"))
+    for topic, (files, total) in ParquetArchive(archive).usage().items():
+        usage[f"archive/{topic}"] = Usage(files, total)
     usage["snapshots"] = files_usage(snapshots_dir.glob("snapshot-*.duckdb"))
     return usage

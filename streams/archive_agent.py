@@ -39,7 +39,7 @@ class ArchiveAgent:
 
     Typical use (needs a broker)::
 
-        ArchiveAgent("localhost:9092", archive=ParquetArchive(Path(".adaptloop/archive"))).run(stop)
+        ArchiveAgent("localhost:9092", archive=ParquetArchive(".adaptloop/archive")).run(stop)
     """
 
     def __init__(
@@ -103,7 +103,7 @@ class ArchiveAgent:
                     tp.partition,
                     len(aside),
                     start,
-                    ", ".join(path.name for path in aside),
+                    ", ".join(key.rsplit("/", 1)[-1] for key in aside),
                 )
             tp.offset = start if start > 0 else OFFSET_BEGINNING
         consumer.assign(partitions)

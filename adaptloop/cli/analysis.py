@@ -59,7 +59,7 @@ def snapshot_create(
     settings = Settings()
     path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
     info = create_snapshot(
-        settings.archive_dir,
+        settings.archive_location,
         settings.models_location,
         path,
         prefix=settings.topic_prefix,
@@ -209,7 +209,7 @@ def backtest_command(
             except ValueError as error:
                 raise ConfigError(f"--candidate {text}: {error}") from None
         results = backtest(
-            settings.archive_dir,
+            settings.archive_location,
             production,
             candidates,
             settings.topic_prefix,

@@ -75,8 +75,14 @@ def status() -> None:
             role, "no commits yet" if records is None else records if isinstance(records, str) else f"{records:,}"
         )
     console.print(lag)
-    disk = Table("what", "files", "MB", "kept", title=f"on disk ({settings.home})")
-    for what, used in disk_usage(settings.models_dir, settings.archive_dir, settings.snapshots_dir).items():
+    disk = Table(
+        "what",
+        "files",
+        "MB",
+        "kept",
+        title=f"stored (home {settings.home}, archive {settings.archive_location.split('?')[0]})",
+    )
+    for what, used in disk_usage(settings.models_dir, settings.archive_location, settings.snapshots_dir).items():
         if what.startswith("models/"):
             spec = settings.specs.get(what.removeprefix("models/"))
             kept = f"newest {spec.keep_versions:,}" if spec else "(no spec in these settings)"
@@ -183,7 +189,9 @@ def replay(
     store = settings.worker_model_store()
     was_stored = until in store.versions(model)
     try:
-        steps = replay_version(settings.archive_dir, store, spec, until, prefix=settings.topic_prefix, restore=True)
+        steps = replay_version(
+            settings.archive_location, store, spec, until, prefix=settings.topic_prefix, restore=True
+        )
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(title=f"replay of {model} to {until}")

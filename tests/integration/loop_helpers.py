@@ -17,7 +17,7 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import Event, OutcomeEvent, PredictionEvent
 from adaptloop.schemas.topics import Topic, topic_named
 from adaptloop.settings import Settings
-from adaptloop.snapshots.archive import ParquetArchive, topic_glob
+from adaptloop.snapshots.archive import archived_rows_sql
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
@@ -128,14 +128,10 @@ def wait_for_archive(
         archived = {}
         for name in rows:
             topic_name = topic_named(name).full_name(settings.topic_prefix)
-            if not ParquetArchive(settings.archive_dir).files(topic_name):
-                archived[name] = []
-                continue
             with duckdb.connect() as db:
-                archived[name] = db.execute(
-                    f"SELECT _partition, _offset FROM read_parquet('{topic_glob(settings.archive_dir, topic_name)}') "
-                    "ORDER BY ALL"
-                ).fetchall()
+                source = archived_rows_sql(db, settings.archive_location, topic_name)
+                found = db.execute(f"SELECT _partition, _offset FROM {source} ORDER BY ALL") if source else None
+                archived[name] = found.fetchall() if found else []
         if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
             return archived
         time.sleep(0.5)

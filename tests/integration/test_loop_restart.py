@@ -86,7 +86,7 @@ def test_sigkill_and_restart_learns_each_example_exactly_once(kafka_bootstrap, t
         rows, decisions, joined = db.execute(
             "SELECT count(*), count(DISTINCT decision_id), count(*) FILTER (WHERE status = 'joined') "
             "FROM read_parquet(?)",
-            [topic_glob(settings.archive_dir, TRAINING_EXAMPLES.full_name(settings.topic_prefix))],
+            [topic_glob(settings.archive_location, TRAINING_EXAMPLES.full_name(settings.topic_prefix))],
         ).fetchone()
     assert rows == decisions == joined == N
 

@@ -37,10 +37,10 @@ def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka
             send_decisions(producer, data[:1000], 0)
             producer.flush()
             current = _version_at(settings, worker, 1000)
-            _wait_archived(settings.archive_dir, TRAINING_EXAMPLES.full_name(prefix), 1000)
+            _wait_archived(settings.archive_location, TRAINING_EXAMPLES.full_name(prefix), 1000)
 
             candidate = candidate_spec(spec, {"params": {"l2": 0.001}})
-            production, tried, _ = backtest(settings.archive_dir, spec, {"l2": candidate}, prefix, store=store)
+            production, tried, _ = backtest(settings.archive_location, spec, {"l2": candidate}, prefix, store=store)
             assert production.examples == tried.examples == 1000 and tried.stored is not None
             assert production.value == current.metrics["shadow.Accuracy"]  # the replay is the learner's own
 
@@ -68,10 +68,10 @@ def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka
             producer.flush()
             after = _version_at(settings, worker, 1250)
         assert after.parent == tried.stored  # learning continued from the promoted model
-        _wait_archived(settings.archive_dir, MODEL_UPDATES.full_name(prefix), 6)  # 250 .. 1000, promotion, 1250
-        _wait_archived(settings.archive_dir, TRAINING_EXAMPLES.full_name(prefix), 1250)
+        _wait_archived(settings.archive_location, MODEL_UPDATES.full_name(prefix), 6)  # 250 .. 1000, promotion, 1250
+        _wait_archived(settings.archive_location, TRAINING_EXAMPLES.full_name(prefix), 1250)
         history = read_until(settings, [MODEL_UPDATES], lambda e: len(e) >= 6, timeout=60)
         assert [v.reason for v in history if isinstance(v, ModelVersion)][-2:] == ["promotion", "checkpoint"]
 
-    steps = replay(settings.archive_dir, store, spec, after.version, prefix)
+    steps = replay(settings.archive_location, store, spec, after.version, prefix)
     assert [s.reason for s in steps][-2:] == ["promotion", "checkpoint"] and all(s.reproduced for s in steps)

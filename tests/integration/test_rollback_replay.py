@@ -98,7 +98,7 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
             final = _version_at(settings, worker, 1250)
         assert after.parent == good.version  # learning continued from the rolled-back version
 
-        archive_root = settings.archive_dir
+        archive_root = settings.archive_location
         _wait_archived(archive_root, TRAINING_EXAMPLES.full_name(prefix), 1250)
         _wait_archived(archive_root, MODEL_UPDATES.full_name(prefix), 7)  # initial, 250, 500, 750, rollback, 1000, 1250
         # A snapshot taken while the worker runs opens in a separate process.

@@ -68,7 +68,7 @@ def test_replayed_and_overlapping_batches_add_no_duplicates_and_leave_no_gap(tmp
 def test_partial_files_are_invisible_and_removed(tmp_path):
     archive = ParquetArchive(tmp_path)
     archive.write(OUTCOMES, "outcomes", 0, _records(OutcomeEvent, 10))
-    partial = next(tmp_path.glob("topic=outcomes/date=*")) / "p000-000000000010-000000000019.parquet.tmp"
+    partial = next(tmp_path.glob("topic=outcomes/date=*")) / ".p000-000000000010-000000000019.parquet.k2x9q"
     partial.write_bytes(b"PAR1 half a file")
     assert ParquetArchive(tmp_path).next_offsets("outcomes") == {0: 10}
     assert archive.remove_partial_files() == 1 and not partial.exists()
@@ -259,7 +259,8 @@ def test_the_archiver_resumes_from_its_committed_offset_and_sets_forged_files_as
     reopened = ParquetArchive(tmp_path)
     assert reopened.next_offsets("outcomes") == {0: 100_000_000_001}  # what the file names claim
     aside = reopened.resume("outcomes", 0, 60)  # what the archiver committed
-    assert [path.name for path in aside] == [forged.name + ".untrusted"]
+    assert aside == [f"topic=outcomes/date=2026-01-01/{forged.name}.untrusted"]
+    assert (forged.parent / f"{forged.name}.untrusted").exists() and not forged.exists()
     reopened.write(OUTCOMES, "outcomes", 0, records[60:])
     offsets = duckdb.sql(f"SELECT _offset FROM read_parquet('{tmp_path}/topic=outcomes/*/*.parquet') ORDER BY 1")
     assert [offset for (offset,) in offsets.fetchall()] == list(range(100))
