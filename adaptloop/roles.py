@@ -134,9 +134,17 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
     from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
     from adaptloop.streams.archive_agent import ArchiveAgent
 
+    archive = ParquetArchive(settings.archive_location)
+    snapshot_seconds = settings.snapshot_seconds
+    if archive.storage.remote and snapshot_seconds is not None:
+        log.info(
+            "the archive is in an object store: this worker takes no periodic snapshots (each would copy every "
+            "archived row); take one where it is needed with `adaptloop snapshot create`"
+        )
+        snapshot_seconds = None
     agent = ArchiveAgent(
         settings.bootstrap_address,
-        archive=ParquetArchive(settings.archive_location),
+        archive=archive,
         prefix=settings.topic_prefix,
         group=f"{settings.group}-archive",
         flush_seconds=settings.archive_flush_seconds,
@@ -144,7 +152,7 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
         buffer_rows=settings.archive_buffer_rows,
         snapshot_dir=settings.snapshots_dir,
         models_dir=settings.models_location,
-        snapshot_seconds=settings.snapshot_seconds,
+        snapshot_seconds=snapshot_seconds,
         keep_snapshots=settings.keep_snapshots,
     )
     _ready(

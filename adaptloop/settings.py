@@ -136,7 +136,8 @@ class Settings(ClientSettings):
     snapshot_seconds: float | None = Field(
         600.0,
         gt=0,
-        description="The worker writes a DuckDB snapshot this often; unset: only `adaptloop snapshot create`.",
+        description="The worker writes a DuckDB snapshot this often; unset (and with an `archive` in an object "
+        "store, whose snapshots copy every row): only `adaptloop snapshot create`.",
     )
     keep_snapshots: int | None = Field(
         144,

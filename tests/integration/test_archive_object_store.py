@@ -103,7 +103,12 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
     spec = LearnerSpec(name="phishing", recipe="logistic", checkpoint_every=250, checkpoint_seconds=3600)
     settings = loop_settings(kafka_bootstrap, tmp_path / "worker-home", [spec], partitions=2)
     settings = settings.model_copy(
-        update={"store": s3_bucket, "archive": _archive_uri(s3_bucket), "archive_flush_seconds": 0.5}
+        update={
+            "store": s3_bucket,
+            "archive": _archive_uri(s3_bucket),
+            "archive_flush_seconds": 0.5,
+            "snapshot_seconds": 1,  # not taken: each would copy the whole archive
+        }
     )
     rows = list(datasets.Phishing())
     prefix = settings.topic_prefix
@@ -136,6 +141,7 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
             assert time.monotonic() < deadline, "the archive did not catch up within 60 s"
             time.sleep(0.5)
     assert not (tmp_path / "worker-home" / "archive").exists()  # nothing archived on the worker's disk
+    assert not list((tmp_path / "worker-home").glob("snapshots/*.duckdb"))
 
     info = create_snapshot(
         analyst.archive_location, analyst.models_location, tmp_path / "analyst.duckdb", prefix=prefix
