@@ -1,4 +1,5 @@
-"""What the loop keeps on disk: each model's stored versions, each topic's archive files, the snapshots.
+"""What the loop keeps: each model's stored versions, each topic's archive files (on disk or in an object
+store), the snapshots.
 
 The store and the snapshots are pruned (``keep_versions``, ``keep_snapshots``); the archive is kept
 whole, and its file count is what its queries pay for. ``adaptloop status`` shows this table.
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptloop.learners.storage import Storage
 from adaptloop.snapshots.archive import ParquetArchive
 
 
@@ -31,9 +33,9 @@ def files_usage(paths: Iterable[Path]) -> Usage:
     return Usage(files, total)
 
 
-def disk_usage(models_dir: Path, archive: Path | str, snapshots_dir: Path) -> dict[str, Usage]:
-    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes (the archive's
-    in its directory or object store).
+def disk_usage(models: Path | str, archive: Path | str, snapshots_dir: Path) -> dict[str, Usage]:
+    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes (the model store
+    and the archive where they are: a directory or an object store).
 
     >>> import tempfile
     >>> home = Path(tempfile.mkdtemp())
@@ -48,8 +50,11 @@ def disk_usage(models_dir: Path, archive: Path | str, snapshots_dir: Path) -> di
     snapshots Usage(files=0, bytes=0)
     """
     usage = {}
-    for model in sorted(models_dir.glob("*/versions")):
-        usage[f"models/{model.parent.name}"] = files_usage(model.glob("*.pkl"))
+    store = Storage(models)
+    for model in store.directories():
+        versions = store.listing(f"{model}/versions", ".pkl")
+        if versions:
+            usage[f"models/{model}"] = Usage(len(versions), sum(size for _, _, size in versions))
     for topic, (files, total) in ParquetArchive(archive).usage().items():
         usage[f"archive/{topic}"] = Usage(files, total)
     usage["snapshots"] = files_usage(snapshots_dir.glob("snapshot-*.duckdb"))

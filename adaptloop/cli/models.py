@@ -82,7 +82,7 @@ def status() -> None:
         "kept",
         title=f"stored (home {settings.home}, archive {settings.archive_location.split('?')[0]})",
     )
-    for what, used in disk_usage(settings.models_dir, settings.archive_location, settings.snapshots_dir).items():
+    for what, used in disk_usage(settings.models_location, settings.archive_location, settings.snapshots_dir).items():
         if what.startswith("models/"):
             spec = settings.specs.get(what.removeprefix("models/"))
             kept = f"newest {spec.keep_versions:,}" if spec else "(no spec in these settings)"

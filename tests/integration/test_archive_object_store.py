@@ -123,6 +123,7 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
         )
         final = max((e for e in seen if isinstance(e, ModelVersion)), key=lambda v: v.examples_seen)
         versions = sum(1 for e in seen if isinstance(e, ModelVersion))
+        published = {e.version for e in seen if isinstance(e, ModelVersion)}
         # Another host: its own home, the archive's and the store's URIs, the worker's public key.
         analyst = Settings(
             bootstrap=kafka_bootstrap,
@@ -149,9 +150,9 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
     assert info.rows[examples] == len(rows) and info.rows[updates] == versions
     joined = run_audit(info.path, "SELECT count(*) AS n FROM training_examples WHERE status = 'joined'")
     assert joined.to_pylist() == [{"n": len(rows)}]
-    assert (
-        disk_usage(analyst.models_dir, analyst.archive_location, analyst.snapshots_dir)[f"archive/{examples}"].files > 0
-    )
+    used = disk_usage(analyst.models_location, analyst.archive_location, analyst.snapshots_dir)  # what status shows
+    assert used["models/phishing"].files == len(published) and used["models/phishing"].bytes > 0
+    assert used[f"archive/{examples}"].files >= 1 and used[f"archive/{updates}"].files >= 1
 
     steps = replay(analyst.archive_location, analyst.model_store(), spec, final.version, prefix=prefix)
     assert steps[-1].examples_seen == len(rows)
