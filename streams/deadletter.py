@@ -21,7 +21,7 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.metrics import DEAD_LETTERS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.versions import partitions_of, watermarks
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,13 @@ def dead_lettered_since(
     )
     found: set[tuple[str, int, int]] = set()
     try:
-        metadata = reader.list_topics(name, timeout=timeout).topics.get(name)
-        if metadata is None or metadata.error is not None:
+        partitions = partitions_of(reader, name, timeout)
+        if partitions is None:
             return found
         starts = reader.offsets_for_times(
-            [TopicPartition(name, p, int(since * 1000)) for p in metadata.partitions], timeout=timeout
+            [TopicPartition(name, p, int(since * 1000)) for p in partitions], timeout=timeout
         )
-        ends = {p: high for p, (_, high) in watermarks(reader, name, metadata.partitions, timeout).items()}
+        ends = {p: high for p, (_, high) in watermarks(reader, name, partitions, timeout).items()}
         todo = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
         if not todo:
             return found

@@ -23,7 +23,7 @@ from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_patter
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import partitions_of, read_all, watermarks
 
 
 @dataclass(frozen=True)
@@ -147,10 +147,10 @@ def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple
     )
     found: list[tuple[int, int, object]] = []
     try:
-        metadata = consumer.list_topics(name, timeout=timeout).topics.get(name)
-        if metadata is None or metadata.error is not None:
+        partitions = partitions_of(consumer, name, timeout)
+        if partitions is None:
             return found
-        ends = {p: high for p, (_, high) in watermarks(consumer, name, metadata.partitions, timeout).items()}
+        ends = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout

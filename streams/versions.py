@@ -24,6 +24,26 @@ LEADERSHIP_ERRORS = frozenset(
 leader, a moment before that broker answers for it. Asked again."""
 
 
+def partitions_of(client: Consumer, name: str, timeout: float) -> list[int] | None:
+    """The partitions of topic ``name``, or None if there is no such topic.
+
+    A topic whose leaders are still being chosen is asked again until ``timeout``; any other error of the topic
+    (no permission to describe it, above all) raises :class:`~confluent_kafka.KafkaException`, rather than
+    pass for a topic with nothing in it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = client.list_topics(name, timeout=max(deadline - time.monotonic(), 1.0)).topics.get(name)
+        error = None if metadata is None else metadata.error
+        if metadata is None or (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return None
+        if error is None:
+            return sorted(metadata.partitions)
+        if error.code() != KafkaError.LEADER_NOT_AVAILABLE or time.monotonic() > deadline:
+            raise KafkaException(error)
+        time.sleep(0.1)
+
+
 def watermarks(consumer: Consumer, name: str, partitions: Iterable[int], timeout: float) -> dict[int, tuple[int, int]]:
     """The (low, high) offsets of each of ``partitions`` of topic ``name``.
 
@@ -79,10 +99,10 @@ def read_raw(
     )
     records: list[tuple[bytes | None, bytes | None]] = []
     try:
-        metadata = consumer.list_topics(name, timeout=timeout).topics[name]
-        if metadata.error is not None:
+        partitions = partitions_of(consumer, name, timeout)
+        if partitions is None:
             return records
-        ends = {p: high for p, (_, high) in watermarks(consumer, name, metadata.partitions, timeout).items()}
+        ends = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + timeout

@@ -1,11 +1,11 @@
-"""Reading a topic's ends: a partition whose leader is not serving yet is asked again, other errors raise."""
+"""Reading a topic's partitions and ends: a leader not serving yet is asked again, other errors raise."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.versions import partitions_of, watermarks
 
 
 class _Broker:
@@ -43,3 +43,35 @@ def test_other_errors_and_a_leader_that_never_serves_raise():
     with pytest.raises(KafkaException) as raised:
         watermarks(stuck, "t", [0], timeout=0.5)  # type: ignore[arg-type]
     assert raised.value.args[0].code() == KafkaError.NOT_LEADER_FOR_PARTITION and 2 <= stuck.asked <= 10
+
+
+class _Metadata:
+    """What ``list_topics`` answers: topics by name, each with its partitions or its error."""
+
+    def __init__(self, name: str, partitions: list[int], error: int | None) -> None:
+        topic = type("TopicMetadata", (), {})()
+        topic.partitions = dict.fromkeys(partitions)
+        topic.error = None if error is None else KafkaError(error)
+        self.topics = {name: topic}
+
+
+class _Cluster:
+    def __init__(self, answers: list[tuple[list[int], int | None]]) -> None:
+        self.answers, self.asked = answers, 0
+
+    def list_topics(self, name: str, timeout: float) -> _Metadata:
+        self.asked += 1
+        partitions, error = self.answers[min(self.asked, len(self.answers)) - 1]
+        return _Metadata(name, partitions, error)
+
+
+def test_a_topic_whose_leaders_are_being_chosen_is_asked_again_and_a_refusal_is_not_an_empty_topic():
+    choosing = _Cluster([([], KafkaError.LEADER_NOT_AVAILABLE)] * 2 + [([2, 0, 1], None)])
+    assert partitions_of(choosing, "t", timeout=10) == [0, 1, 2] and choosing.asked == 3  # type: ignore[arg-type]
+
+    assert partitions_of(_Cluster([([], KafkaError.UNKNOWN_TOPIC_OR_PART)]), "t", timeout=10) is None  # type: ignore[arg-type]
+
+    refused = _Cluster([([], KafkaError.TOPIC_AUTHORIZATION_FAILED)])
+    with pytest.raises(KafkaException) as raised:
+        partitions_of(refused, "t", timeout=10)  # type: ignore[arg-type]
+    assert raised.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and refused.asked == 1
