@@ -11,7 +11,7 @@ aside and renamed, an object is one PUT. The archive is its own checkpoint: a wr
 restarts resumes each partition after the highest offset already stored, so a
 batch replayed after a crash adds no duplicate and leaves no gap.
 
-DuckDB reads a local archive's files itself (:func:`archived_rows_sql`); an object store's are handed to it as
+DuckDB reads a local archive's files itself (:meth:`ParquetArchive.rows_sql`); an object store's are handed to it as
 a ``pyarrow`` dataset over the store's filesystem, so no DuckDB extension is needed to query one.
 
 >>> import tempfile
@@ -67,29 +67,6 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def archived_rows_sql(db: duckdb.DuckDBPyConnection, root: Path | str, topic_name: str) -> str | None:
-    """What to put after ``FROM`` on ``db`` to read every archived row of a topic (None before its first file).
-
-    A local archive: a ``read_parquet`` of its files (a literal, so a snapshot's view can keep it). An object
-    store: the files as of now, as a dataset registered on ``db`` (it lives as long as the connection).
-    Files written by other versions of adaptloop are read by column name; a column a file lacks is null.
-    """
-    archive = ParquetArchive(root)
-    keys = archive.files(topic_name)
-    if not keys:
-        return None
-    if not archive.storage.remote:
-        return (
-            f"read_parquet({_sql_string(topic_glob(Path(root).absolute(), topic_name))}, "
-            "hive_partitioning = false, union_by_name = true)"
-        )
-    paths = archive.storage.dataset_paths(keys)
-    schema = pa.unify_schemas([pq.read_schema(path, filesystem=archive.storage.fs) for path in paths])
-    name = "archived_" + re.sub(r"\W", "_", topic_name)
-    db.register(name, ds.dataset(paths, schema=schema, format="parquet", filesystem=archive.storage.fs))
-    return name
-
-
 def count_archived(root: Path | str, topic_name: str, where: str = "true", params: Sequence[object] = ()) -> int:
     """How many archived records of a topic match ``where`` (SQL over its columns, written by the caller; values
     go in ``params``, one per ``?``); 0 before its first file.
@@ -98,7 +75,7 @@ def count_archived(root: Path | str, topic_name: str, where: str = "true", param
     every thread and caller, and a result left half-read on it fails the next query there.
     """
     with duckdb.connect() as db:
-        source = archived_rows_sql(db, root, topic_name)
+        source = ParquetArchive(root).rows_sql(db, topic_name)
         if source is None:
             return 0
         row = db.execute(f"SELECT count(*) FROM {source} WHERE {where}", list(params)).fetchone()
@@ -122,6 +99,27 @@ class ParquetArchive:
             for key, _ in self.storage.files(f"topic={topic_name}", ".parquet", recursive=True)
             if _FILE.match(PurePosixPath(key).name) and PurePosixPath(key).parent.name.startswith("date=")
         ]
+
+    def rows_sql(self, db: duckdb.DuckDBPyConnection, topic_name: str) -> str | None:
+        """What to put after ``FROM`` on ``db`` to read every archived row of a topic (None before its first file).
+
+        A local archive: a ``read_parquet`` of its files (a literal, so a snapshot's view can keep it). An object
+        store: the files as of now, as a dataset registered on ``db`` (it lives as long as the connection).
+        Files written by other versions of adaptloop are read by column name; a column a file lacks is null.
+        """
+        keys = self.files(topic_name)
+        if not keys:
+            return None
+        if not self.storage.remote:
+            return (
+                f"read_parquet({_sql_string(topic_glob(self.storage.base, topic_name))}, "
+                "hive_partitioning = false, union_by_name = true)"
+            )
+        paths = self.storage.dataset_paths(keys)
+        schema = pa.unify_schemas([pq.read_schema(path, filesystem=self.storage.fs) for path in paths])
+        name = "archived_" + re.sub(r"\W", "_", topic_name)
+        db.register(name, ds.dataset(paths, schema=schema, format="parquet", filesystem=self.storage.fs))
+        return name
 
     def next_offsets(self, topic_name: str) -> dict[int, int]:
         """Per partition, the offset after the last one archived (read from the file names once)."""

@@ -25,7 +25,7 @@ from adaptloop.schemas.errors import ReplayError, UnknownModel, UnlearnableExamp
 from adaptloop.schemas.inference import TrainingExample
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, TRAINING_EXAMPLES
-from adaptloop.snapshots.archive import archived_rows_sql
+from adaptloop.snapshots.archive import ParquetArchive
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ SWAPS = ("rollback", "promotion")  # versions that swap the model for a stored o
 
 def _rows(archive_root: Path | str, topic_name: str, model: str) -> list[tuple[int, int, bytes]]:
     with duckdb.connect() as db:
-        source = archived_rows_sql(db, archive_root, topic_name)
+        source = ParquetArchive(archive_root).rows_sql(db, topic_name)
         if source is None:
             return []
         sql = (
@@ -92,7 +92,7 @@ def dead_lettered(archive_root: Path | str, source_topic: str, prefix: str = "")
     """(partition, offset) of every archived record of ``source_topic`` that was dead-lettered: a learner
     never learned those, so a replay skips them."""
     with duckdb.connect() as db:
-        source = archived_rows_sql(db, archive_root, DEAD_LETTERS.full_name(prefix))
+        source = ParquetArchive(archive_root).rows_sql(db, DEAD_LETTERS.full_name(prefix))
         if source is None:
             return set()
         sql = f'SELECT DISTINCT "partition", "offset" FROM {source} WHERE _error IS NULL AND source_topic = ?'

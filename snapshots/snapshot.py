@@ -49,7 +49,7 @@ from adaptloop.schemas.topics import (
     TRAINING_EXAMPLES,
     Topic,
 )
-from adaptloop.snapshots.archive import ParquetArchive, archived_rows_sql
+from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import arrow_schema
 
 ARCHIVED_TOPICS: tuple[Topic, ...] = (
@@ -187,7 +187,7 @@ def create_snapshot(
                 [(name, partition, next_offset) for partition, next_offset in offsets[name].items()],
             )
             source = (
-                f"(SELECT a.* FROM {archived_rows_sql(db, archive_root, name)} a JOIN manifest m "
+                f"(SELECT a.* FROM {archive.rows_sql(db, name)} a JOIN manifest m "
                 f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)"
             )
             db.execute(f"CREATE {kind} {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")

@@ -14,10 +14,10 @@ import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas import Event, OutcomeEvent, PredictionEvent
-from adaptloop.schemas.topics import Topic, topic_named
+from adaptloop.schemas import Event, ModelVersion, OutcomeEvent, PredictionEvent
+from adaptloop.schemas.topics import MODEL_UPDATES, Topic, topic_named
 from adaptloop.settings import Settings
-from adaptloop.snapshots.archive import archived_rows_sql
+from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
@@ -129,7 +129,7 @@ def wait_for_archive(
         for name in rows:
             topic_name = topic_named(name).full_name(settings.topic_prefix)
             with duckdb.connect() as db:
-                source = archived_rows_sql(db, settings.archive_location, topic_name)
+                source = ParquetArchive(settings.archive_location).rows_sql(db, topic_name)
                 found = db.execute(f"SELECT _partition, _offset FROM {source} ORDER BY ALL") if source else None
                 archived[name] = found.fetchall() if found else []
         if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
@@ -144,3 +144,17 @@ def send_decisions(producer: EventProducer, rows, first: int = 0, model: str = "
         at = start + timedelta(milliseconds=n)
         producer.send(PredictionEvent(decision_id=f"d{n}", model=model, model_version="v0", features=x, timestamp=at))
         producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
+
+
+def learn_all(settings: Settings, worker: Worker, rows, model: str = "phishing") -> list[ModelVersion]:
+    """Send a decision for each of ``rows`` and wait until a version of ``model`` has learned them all; return the
+    versions published so far, in order."""
+    with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
+        send_decisions(producer, rows, model=model)
+    seen = read_until(
+        settings,
+        [MODEL_UPDATES],
+        lambda events: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) for e in events),
+        worker=worker,
+    )
+    return [e for e in seen if isinstance(e, ModelVersion) and e.model == model]

@@ -13,7 +13,7 @@ from river import datasets
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.storage import Storage
 from adaptloop.samples import MALFORMED_RECORDS, sample_events
-from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent, encode
+from adaptloop.schemas import OutcomeEvent, PredictionEvent, encode
 from adaptloop.schemas.topics import MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive, count_archived
@@ -22,9 +22,8 @@ from adaptloop.snapshots.columns import RawRecord
 from adaptloop.snapshots.replay import replay
 from adaptloop.snapshots.snapshot import create_snapshot
 from adaptloop.snapshots.usage import disk_usage
-from adaptloop.streams import EventProducer
 
-from .loop_helpers import loop_settings, read_until, running_worker, send_decisions
+from .loop_helpers import learn_all, loop_settings, running_worker
 
 STAMP = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -113,17 +112,9 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
     rows = list(datasets.Phishing())
     prefix = settings.topic_prefix
     with running_worker(settings, tmp_path / "worker.log") as worker:
-        with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
-            send_decisions(producer, rows, model="phishing")
-        seen = read_until(
-            settings,
-            [MODEL_UPDATES],
-            lambda events: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) for e in events),
-            worker=worker,
-        )
-        final = max((e for e in seen if isinstance(e, ModelVersion)), key=lambda v: v.examples_seen)
-        versions = sum(1 for e in seen if isinstance(e, ModelVersion))
-        published = {e.version for e in seen if isinstance(e, ModelVersion)}
+        seen = learn_all(settings, worker, rows)
+        final = max(seen, key=lambda v: v.examples_seen)
+        versions, published = len(seen), {v.version for v in seen}
         # Another host: its own home, the archive's and the store's URIs, the worker's public key.
         analyst = Settings(
             bootstrap=kafka_bootstrap,

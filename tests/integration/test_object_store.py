@@ -14,13 +14,10 @@ from adaptloop import ModelClient
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.storage import Storage
 from adaptloop.learners.store import version_of
-from adaptloop.schemas import ModelVersion
 from adaptloop.schemas.errors import ModelRefused
-from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.settings import Settings
-from adaptloop.streams import EventProducer
 
-from .loop_helpers import loop_settings, read_until, running_worker, send_decisions
+from .loop_helpers import learn_all, loop_settings, running_worker
 
 pytestmark = pytest.mark.kafka
 
@@ -31,15 +28,7 @@ def test_a_client_on_another_host_serves_versions_from_the_object_store(kafka_bo
     settings = settings.model_copy(update={"store": s3_bucket})
     rows = list(datasets.Phishing())
     with running_worker(settings, tmp_path / "worker.log") as worker:
-        with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
-            send_decisions(producer, rows, model="phishing")
-        seen = read_until(
-            settings,
-            [MODEL_UPDATES],
-            lambda events: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) for e in events),
-            worker=worker,
-        )
-        latest = max((e for e in seen if isinstance(e, ModelVersion)), key=lambda v: v.examples_seen)
+        latest = max(learn_all(settings, worker, rows), key=lambda v: v.examples_seen)
         assert latest.uri.startswith(s3_bucket.split("?")[0] + "/phishing/versions/")  # a URI for any host
         assert not (tmp_path / "worker-home" / "models").exists()  # nothing on the worker's disk
 
