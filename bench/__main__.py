@@ -2,7 +2,8 @@
 
 Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra
 (faust for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a
-table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone. Each row
+table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone, and
+``python -m bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker). Each row
 divides a measurement by a baseline taken now on this machine, so a noisy shared machine
 moves both alike:
 
@@ -375,4 +376,9 @@ def fuzz(examples: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["fuzz"]:
         fuzz(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    if sys.argv[1:2] == ["policies"]:  # the drift policies' suite: no broker, no peers
+        from bench.policies import main as policies
+
+        policies(sys.argv[2:])
+        raise SystemExit(0)
     main(tuple(sys.argv[1:2]) or ("all",))

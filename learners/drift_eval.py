@@ -5,16 +5,22 @@
   the same stream without the change;
 - :func:`data_drift_calibration`: false alarms of the data-drift checks on a stationary
   stream, and whether a shifted feature is caught;
-- :func:`recovery`: the accuracy after the drift with a drift policy on or off.
+- :func:`recovery`: the accuracy after the drift with a drift policy on or off;
+- :func:`policy_suite`: every drift policy on drifting streams nobody tuned for (River's SEA,
+  Agrawal, STAGGER, Mixed and Sine generators; abrupt and gradual drifts at two positions, two
+  seeds, two recipes), served as the loop serves: production accuracy after the drift, examples
+  to recover, switches.
 
-``python -m bench.drift`` prints all three; ``tests/unit/learners/test_drift.py`` asserts them.
+``python -m bench.drift`` prints the first three and ``tests/unit/learners/test_drift.py`` asserts
+them; ``python -m bench policies`` prints the suite.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -166,3 +172,149 @@ def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, 
         if i >= drift_at + 200 and recovered < 0 and sum(hits[-200:]) / 200 >= 0.9:
             recovered = i - drift_at
     return Recovery(policy, sum(hits[drift_at : drift_at + window]) / window, recovered, promotions)
+
+
+POLICIES = ("none", "alert", "challenger", "rollback")
+"""The drift policies the suite compares; ``none`` watches nothing (no monitor, no action)."""
+
+SUITE_STREAMS: dict[str, tuple[Callable[[int], Any], Callable[[int], Any]]] = {
+    # name: (the concept before, the concept after), each made from a seed
+    "SEA 0>3": (lambda s: synth.SEA(variant=0, noise=0.05, seed=s), lambda s: synth.SEA(variant=3, noise=0.05, seed=s)),
+    "Agrawal 0>2": (
+        lambda s: synth.Agrawal(classification_function=0, seed=s),
+        lambda s: synth.Agrawal(classification_function=2, seed=s),
+    ),
+    "Agrawal 1>4": (
+        lambda s: synth.Agrawal(classification_function=1, seed=s),
+        lambda s: synth.Agrawal(classification_function=4, seed=s),
+    ),
+    "STAGGER 0>2": (
+        lambda s: synth.STAGGER(classification_function=0, seed=s),
+        lambda s: synth.STAGGER(classification_function=2, seed=s),
+    ),
+    "Mixed 0>1": (
+        lambda s: synth.Mixed(classification_function=0, seed=s),
+        lambda s: synth.Mixed(classification_function=1, seed=s),
+    ),
+    "Sine 2>3": (
+        lambda s: synth.Sine(classification_function=2, seed=s),
+        lambda s: synth.Sine(classification_function=3, seed=s),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SuiteStream:
+    """One drifting stream of the suite: a generator pair, the drift's position and width, a seed."""
+
+    name: str
+    position: int
+    width: int  # 1: abrupt; more: the examples over which the new concept takes over
+    seed: int
+    after: int = 5000  # examples after the drift
+
+    def examples(self) -> Iterator[tuple[dict[str, FeatureValue], bool]]:
+        before, after = SUITE_STREAMS[self.name]
+        stream: Iterable[tuple[dict[Any, Any], Any]]
+        if self.width == 1:  # (River's ConceptDriftStream overflows its sigmoid at width 1)
+            stream = itertools.chain(itertools.islice(before(self.seed), self.position), after(self.seed + 1000))
+        else:
+            stream = synth.ConceptDriftStream(
+                stream=before(self.seed),
+                drift_stream=after(self.seed + 1000),
+                position=self.position,
+                width=self.width,
+                seed=self.seed,
+            )
+        for x, y in itertools.islice(stream, self.position + self.after):
+            yield {str(k): v for k, v in x.items()}, bool(y)
+
+
+@dataclass
+class PolicyRun:
+    stream: SuiteStream
+    recipe: str
+    policy: str
+    accuracy_before: float  # production accuracy over the 1,000 decisions before the drift
+    accuracy_after: float  # production accuracy over every decision after the drift
+    to_recover: int | None  # decisions after the drift until the rolling accuracy (200) is back within 0.02
+    switches: int  # promotions and rollbacks
+
+
+def _policy_spec(policy: str) -> DriftSpec:
+    if policy == "none":
+        return DriftSpec(concept=False, data=False)
+    return DriftSpec(policy=policy, data=False)
+
+
+def policy_run(stream: SuiteStream, recipe: str, policy: str, version_every: int = 500) -> PolicyRun:
+    """Learn ``stream`` as the loop does: services are served the newest version (a copy of the model
+    published every ``version_every`` examples and at every switch), and the learner scores each served
+    prediction against its outcome."""
+    learner = OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(policy)))
+    versions: dict[str, Any] = {}  # version id -> the model as published
+
+    def publish() -> None:
+        version = f"v{len(versions)}"
+        versions[version] = copy.deepcopy(learner.model)
+        learner.progress.version = version
+        learner.progress.published.add(version)
+
+    publish()
+    hits: list[int] = []
+    switches = 0
+    for i, (features, y) in enumerate(stream.examples()):
+        served_version = learner.progress.version or "v0"
+        proba = versions[served_version].predict_proba_one(features)
+        served = max(proba, key=proba.get) if proba else False
+        hits.append(int(served == y))
+        learner.learn(
+            TrainingExample(
+                model="eval",
+                decision_id=str(i),
+                model_version=served_version,
+                features=features,
+                prediction=served,
+                label=y,
+                predicted_at=_AT,
+            )
+        )
+        actions = learner.watch.actions
+        for action in actions:
+            if action.kind == "rollback" and action.to_version is not None:  # as the agent: the stored version
+                learner.model = copy.deepcopy(versions[action.to_version])
+        switches += len(actions)
+        if actions or (i + 1) % version_every == 0:
+            publish()
+        actions.clear()
+        learner.watch.alerts.clear()
+    at = stream.position
+    before = statistics.fmean(hits[at - 1000 : at])
+    recovered = None
+    rolling = sum(hits[at : at + 200])
+    for j in range(at + 200, len(hits)):
+        if rolling / 200 >= before - 0.02:
+            recovered = j - at
+            break
+        rolling += hits[j] - hits[j - 200]
+    return PolicyRun(stream, recipe, policy, before, statistics.fmean(hits[at:]), recovered, switches)
+
+
+def suite_streams(
+    names: Iterable[str] = SUITE_STREAMS, positions: Iterable[int] = (2000, 5000), seeds: Iterable[int] = (1, 2)
+) -> list[SuiteStream]:
+    """Every stream of the suite: each generator pair, abrupt and gradual (1,000 wide), at each position and seed."""
+    return [
+        SuiteStream(name, position, width, seed)
+        for name in names
+        for position in positions
+        for width in (1, 1000)
+        for seed in seeds
+    ]
+
+
+def policy_suite(
+    streams: list[SuiteStream], recipes: Iterable[str] = ("logistic", "hoeffding"), policies: Iterable[str] = POLICIES
+) -> list[PolicyRun]:
+    """Every policy on every stream with every recipe (see :func:`policy_run`)."""
+    return [policy_run(stream, recipe, policy) for stream in streams for recipe in recipes for policy in policies]

@@ -209,7 +209,7 @@ class OnlineLearner:
             raise ModelFailure(self.spec.name, "predict", error) from error
         shadow_error = self._score(example, target, y_pred, proba, self.progress.examples_seen)
         try:
-            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier)
+            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, self.model)
             self.model.learn_one(x, target)
         except Exception as error:  # the model (or its challenger) may be half-updated
             raise ModelFailure(self.spec.name, "learn", error) from error

@@ -16,9 +16,11 @@ class DriftSpec(BaseModel):
     """How a model is watched for drift, and what the loop does when it drifts.
 
     ``policy``: ``alert`` only; ``challenger`` starts a fresh learner on concept drift, fed the
-    same stream in shadow, and promotes it when its error over ``challenger_window`` examples
-    beats the champion's by ``challenger_margin``; ``rollback`` returns to the last good version
-    when the served versions' production error exceeds the last good one's by ``rollback_bound``.
+    same stream in shadow, and promotes it only when a paired sequential test on the two models'
+    errors finds it better at ``challenger_confidence`` (after ``challenger_window`` examples at
+    least); the replaced champion learns on as the challenger and may win back the same way;
+    ``rollback`` returns to the last good version when the served versions' production error
+    exceeds the last good one's by ``rollback_bound``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,8 +52,23 @@ class DriftSpec(BaseModel):
     policy: Literal["alert", "challenger", "rollback"] = Field(
         "alert", description="What the loop does on drift: alert only; run a challenger; roll back (see above)."
     )
-    challenger_window: int = Field(300, ge=10, description="Examples over which a challenger is compared.")
-    challenger_margin: float = Field(0.02, ge=0, description="How much lower a challenger's error must be.")
+    challenger_window: int = Field(
+        300, ge=10, description="The fewest examples a challenger is compared on before it may be promoted."
+    )
+    challenger_confidence: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        description="How sure the paired sequential sign test must be that a challenger is better to promote it.",
+    )
+    challenger_margin: float = Field(
+        0.0, ge=0, description="How much lower a challenger's mean error must also be, over the examples compared."
+    )
+    challenger_examples: int = Field(
+        5000,
+        ge=10,
+        description="A challenger not better after this many examples is dropped (a replaced champion too).",
+    )
     rollback_bound: float = Field(
         0.15, gt=0, description="Production error above the last good version's by this: roll back."
     )

@@ -4,8 +4,13 @@ A :class:`ModelWatch` sees every example the learner sees (after deduplication),
 emits :class:`DriftAlert` s, and asks for an action when its policy says so:
 
 - ``challenger``: on a concept-drift alert on the shadow error, a fresh learner
-  starts in shadow on the same stream; once it beats the champion's shadow error
-  over ``challenger_window`` examples by ``challenger_margin``, it is promoted.
+  starts in shadow on the same stream. Both predict every example before learning
+  it, and a paired sequential sign test (:mod:`adaptloop.learners.evidence`) weighs
+  their errors: the challenger is promoted only when it is better at
+  ``challenger_confidence``, after at least ``challenger_window`` examples (and, if
+  set, by ``challenger_margin`` in mean error). The champion it replaces learns on
+  in shadow as the new challenger and wins back the same way. A challenger that has
+  not won after ``challenger_examples`` examples is dropped.
 - ``rollback``: production error is kept per served version (over the decisions it
   served that got an outcome) for the learner's last 20 versions, in the order the
   learner had them; when a version that served at least 100 of them is worse than the
@@ -19,15 +24,19 @@ exactly as before.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from river import stats, utils
+from river import stats
 
 from adaptloop.learners.drift import ConceptDriftMonitor, DataDriftMonitor
+from adaptloop.learners.evidence import PairedSignTest
 from adaptloop.learners.recipes import Model, build_model
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.schemas.system import DriftAlert
+
+log = logging.getLogger(__name__)
 
 MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
 VERSIONS_JUDGED = 20
@@ -47,10 +56,20 @@ class Action:
 
 @dataclass
 class Challenger:
+    """A model learning in shadow beside the champion, and the test of the two on the same examples.
+
+    ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a champion
+    that a promotion replaced (it may win back)."""
+
     model: Model
-    champion_error: utils.Rolling  # type: ignore[type-arg]  # River's Rolling is generic only in its stubs
-    challenger_error: utils.Rolling  # type: ignore[type-arg]
-    seen: int = 0
+    test: PairedSignTest = field(default_factory=PairedSignTest)
+    origin: Literal["drift", "replaced"] = "drift"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A checkpoint from before the sign test kept rolling error windows: the test starts over."""
+        if "test" not in state:
+            state = {"model": state["model"], "test": PairedSignTest(), "origin": "drift"}
+        self.__dict__.update(state)
 
 
 @dataclass
@@ -113,11 +132,7 @@ class ModelWatch:
                     self._alert(fields, version, examples)
                     rose = fields["direction"] == "rose"  # a model that got better needs no challenger
                     if signal == "shadow_error" and rose and drift.policy == "challenger" and self.challenger is None:
-                        self.challenger = Challenger(
-                            build_model(self.spec),
-                            utils.Rolling(stats.Mean, window_size=drift.challenger_window),
-                            utils.Rolling(stats.Mean, window_size=drift.challenger_window),
-                        )
+                        self.challenger = Challenger(build_model(self.spec))
         if drift.policy == "rollback" and version is not None:
             if version not in self.version_errors:
                 self._new_version(version)
@@ -162,9 +177,13 @@ class ModelWatch:
             errors[served_version] = None  # judged: it must not count again if it is served again
 
     def shadow_challenger(
-        self, x: dict[str, Any], target: Any, champion_error: float, classifier: bool
+        self, x: dict[str, Any], target: Any, champion_error: float, classifier: bool, champion: Model
     ) -> Model | None:
-        """Feed the challenger (predict, then learn); the model to promote, if it has won."""
+        """Feed the challenger (predict, then learn); the model to promote, if the test says it is better.
+
+        On a promotion ``champion`` becomes the challenger: the caller still has it learn this example, as
+        the promoted model just did, so both keep having learned the same examples.
+        """
         challenger = self.challenger
         if challenger is None:
             return None
@@ -175,21 +194,24 @@ class ModelWatch:
         else:
             error = abs(float(challenger.model.predict_one(x)) - float(target))
         challenger.model.learn_one(x, target)
-        challenger.challenger_error.update(error)
-        challenger.champion_error.update(champion_error)
-        challenger.seen += 1
+        test = challenger.test
+        test.update(error, champion_error)
         drift = self.spec.drift
-        if challenger.seen >= drift.challenger_window:
-            ours: float = challenger.challenger_error.get()  # type: ignore[operator]  # untyped in River's stubs
-            theirs: float = challenger.champion_error.get()  # type: ignore[operator]
-            if ours + drift.challenger_margin < theirs:
-                self.challenger = None
-                self.actions.append(
-                    Action(
-                        "promotion",
-                        None,
-                        f"challenger error {ours:.3f} vs champion {theirs:.3f} over {drift.challenger_window} examples",
-                    )
-                )
-                return challenger.model
+        if test.compared < drift.challenger_window:
+            return None
+        ours, theirs = test.mean_errors()
+        if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
+            what = "the replaced champion wins back" if challenger.origin == "replaced" else "challenger promoted"
+            self.actions.append(Action("promotion", None, f"{what}: {test.describe(drift.challenger_confidence)}"))
+            self.challenger = Challenger(champion, origin="replaced")
+            return challenger.model
+        if test.compared >= drift.challenger_examples:
+            log.info(
+                "model %r: challenger (%s) dropped, not better after %d examples: %s",
+                self.spec.name,
+                challenger.origin,
+                test.compared,
+                test.describe(drift.challenger_confidence),
+            )
+            self.challenger = None
         return None
