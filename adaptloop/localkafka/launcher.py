@@ -150,6 +150,17 @@ class LocalKafka:
         """The ``kafka`` setting that logs in to the secured listener as ``user`` (see :data:`USERS`)."""
         return client_properties(self.security, user)
 
+    def up_for_plaintext_clients(self) -> BrokerStatus:
+        """:meth:`up` for a caller that connects without credentials (a worker or demo given no bootstrap); a
+        secure home refuses, saying how to log in instead."""
+        if not self.plaintext:
+            raise KafkaLaunchError(
+                f"the local broker's home {self.data_dir} is secure: it has no plaintext listener. Start it with "
+                f"`adaptloop kafka up` and log in: ADAPTLOOP_BOOTSTRAP={self.secure_bootstrap} and ADAPTLOOP_KAFKA "
+                "set to a user's setting (it prints them)"
+            )
+        return self.up()
+
     @property
     def open_to_anonymous(self) -> bool:
         """Whether a secured broker also has a plaintext listener, whose clients are super users."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from adaptloop.localkafka import LocalKafka
 from adaptloop.localkafka.security import CONTROLLER_PRINCIPAL
+from adaptloop.schemas.errors import KafkaLaunchError
 
 
 def _properties(kafka: LocalKafka) -> dict[str, str]:
@@ -44,3 +47,12 @@ def test_a_plain_home_stays_plain(tmp_path):
     assert (kafka.secure_port, kafka.plaintext) == (None, True)
     assert config["listener.security.protocol.map"] == "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
     assert "super.users" not in config and "authorizer.class.name" not in config
+
+
+def test_a_worker_or_demo_without_a_bootstrap_is_told_how_to_log_in_to_a_secure_home(tmp_path):
+    kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3)
+    kafka.security.create(kafka.host)
+    kafka._secure_port_file.write_text("3\n")
+    again = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2)
+    with pytest.raises(KafkaLaunchError, match=r"is secure: it has no plaintext listener.*BOOTSTRAP=127.0.0.1:3"):
+        again.up_for_plaintext_clients()
