@@ -186,7 +186,10 @@ def acls(
     from adaptloop.streams.acls import acl_bindings, apply_acls
 
     settings = Settings()
-    grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
+    try:
+        grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
+    except ValueError as error:  # a group whose name would hand the worker what only operators write
+        raise fail(error) from None
     table = Table("principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)")
     for grant in grants:
         table.add_row(grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)
