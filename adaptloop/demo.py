@@ -121,7 +121,7 @@ def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
 def run_demo(base: Settings, console: Console, scenario: Scenario | None = None) -> dict[str, Any]:
     scenario = scenario or Scenario()
     if base.bootstrap is None:
-        status = LocalKafka.from_settings(base).up()
+        status = LocalKafka.from_settings(base).up_for_plaintext_clients()
         console.print(
             f"local Kafka at [bold]{status.bootstrap}[/] "
             f"({'already running' if status.already_running else 'started'}, log {status.log_file})"

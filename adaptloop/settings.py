@@ -65,11 +65,14 @@ class Settings(ClientSettings):
         None,
         ge=1,
         le=65535,
-        description="The local broker's SASL_SSL listener (SCRAM users, a local CA, ACLs enforced); unset: none. "
-        "`adaptloop kafka up --secure` sets 9094.",
+        description="The local broker's SASL_SSL listener (SCRAM users, a local CA, ACLs enforced); unset: none, "
+        "or for a home made secure the port it was made with. `adaptloop kafka up --secure` sets 9094.",
     )
-    kafka_plaintext: bool = Field(
-        True, description="Whether the local broker keeps its plaintext listener (on `kafka_host`) for clients."
+    kafka_plaintext: bool | None = Field(
+        None,
+        description="Whether the local broker has a plaintext listener (on `kafka_host`) for clients; unset: only "
+        "if its home is not secure. True on a secure home opens one beside the secured listener, whose clients "
+        "are super users (`adaptloop kafka up --plaintext`).",
     )
     kafka_heap: str = Field("512m", description="Java heap of the local broker (-Xmx).")
     kafka_start_timeout: float = Field(90.0, gt=0, description="Seconds the local broker may take to answer.")

@@ -89,6 +89,7 @@ def test_broker(work_dir: Path) -> Iterator[str]:
         heap=settings.kafka_heap,
         start_timeout=settings.kafka_start_timeout,
         secure_port=secure_port,
+        plaintext=True,  # the suite's tests use it; its anonymous clients are super users (see secure_listener)
     )
     try:
         kafka.up()
@@ -109,7 +110,10 @@ _LOCAL: LocalKafka | None = None
 def secure_listener() -> LocalKafka:
     """The running local test broker, whose SASL_SSL listener (``secure_bootstrap``) enforces ACLs.
 
-    Its plaintext listener, which the other tests use, stays a super user's.
+    Its plaintext listener, which the other tests use, stays a super user's: its clients are ``User:ANONYMOUS``,
+    a super user of this broker only because it has that listener. No other listener yields that principal (the
+    SASL_SSL one names the user who logged in, the controller's TLS one the broker's own certificate, the only
+    one it accepts), so the ACLs, and the controller, are closed to anyone on the secured listener.
     """
     if _LOCAL is None:
         raise KafkaLaunchError(

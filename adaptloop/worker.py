@@ -101,7 +101,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         for spec in settings.specs.values():
             store.check(spec)
     if settings.bootstrap is None:
-        LocalKafka.from_settings(settings).up()
+        LocalKafka.from_settings(settings).up_for_plaintext_clients()
     wait_patiently(settings.bootstrap_address)
     ensure_topics(
         settings.bootstrap_address,

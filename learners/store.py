@@ -337,10 +337,12 @@ class ModelStore:
         actor: str | None = None,
         note: str | None = None,
         probe: dict[str, Any] | None = None,
+        principal: str | None = None,
     ) -> ModelVersion:
         """Save the learner's model and progress together; return the version to publish.
 
-        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``). With
+        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``, and the
+        ``principal`` their command was sent as). With
         ``probe`` (features, say the last example's), the model must predict them first, on a copy: one that
         cannot raises :class:`ModelFailure` and nothing is saved.
         """
@@ -367,6 +369,7 @@ class ModelStore:
                 size_bytes=len(data),
                 dataset_hash=progress.dataset_hash,
                 actor=actor,
+                principal=principal,
                 note=note,
                 servable=progress.examples_seen >= learner.spec.min_examples,
                 contract=learner.contract,

@@ -43,6 +43,10 @@ class ModelVersion(Event):
     size_bytes: Offset
     dataset_hash: NonEmptyStr | None = None
     actor: Name | None = None
+    principal: Name | None = Field(
+        default=None,
+        description="For a rollback or promotion: the Kafka user the command was sent as (its ``principal``).",
+    )
     note: StrictStr | None = None
     servable: StrictBool = Field(
         default=True,
@@ -75,6 +79,11 @@ class ModelCommand(Event):
     action: Literal["rollback", "promote"]
     to_version: VersionId
     actor: Name
+    principal: Name | None = Field(
+        default=None,
+        description="The Kafka user the sender logged in as (None: not known, e.g. an unauthenticated listener); "
+        "``actor`` is who the sender says asked, free text.",
+    )
     reason: StrictStr = ""
     command_id: Name = Field(default_factory=new_id)
 
@@ -174,6 +183,9 @@ class DeadLetterReplay(Event):
     partition: Count
     offset: Offset
     actor: Name
+    principal: Name | None = Field(
+        default=None, description="The Kafka user the replay was sent as (None: not known); ``actor``: free text."
+    )
     note: StrictStr = ""
 
 

@@ -5,11 +5,16 @@
 - a **service** writes ``predictions``, ``outcomes``, ``agent-feedback`` and ``preferences`` and reads
   ``model-updates`` and ``preference-store`` (to be served); it cannot write a model, a training example, a
   command or a dead letter;
-- an **operator** reads every topic (audits, status, dead letters), writes ``model-commands`` (rollbacks) and
-  replays dead letters to the inputs.
+- an **operator** reads every topic (audits, status, dead letters), writes ``model-commands`` (rollbacks,
+  promotions) and replays dead letters to the inputs, with their records on ``dead-letter-replays``, in
+  transactions of its own (:func:`replay_transactional_id`).
 
-Only the worker writes ``training-examples``, ``model-updates`` and ``preference-store``. :func:`acl_bindings`
-is the set; ``adaptloop acls --apply`` creates it (as an admin).
+Only the worker writes ``training-examples``, ``model-updates`` and ``preference-store``; only an operator
+writes ``model-commands`` and ``dead-letter-replays`` (the worker reads them). So the ``principal`` a command
+or a replay record carries, the Kafka user the CLI logged in as (:func:`login_principal`), was written by an
+operator: someone holding the operator's (or an admin's) credentials could write another name there, no one
+else can write those topics at all. :func:`acl_bindings` is the set; ``adaptloop acls --apply`` creates it
+(as an admin).
 """
 
 from __future__ import annotations
@@ -20,10 +25,39 @@ from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, R
 
 from adaptloop.schemas import topics as t
 from adaptloop.streams.admin import wait_for_broker
+from adaptloop.streams.connection import kafka_config
 
 SERVICE_WRITES = (t.PREDICTIONS, t.OUTCOMES, t.AGENT_FEEDBACK, t.PREFERENCES)
 SERVICE_READS = (t.MODEL_UPDATES, t.PREFERENCE_STORE)
-OPERATOR_WRITES = (t.MODEL_COMMANDS, t.DEAD_LETTER_REPLAYS, *SERVICE_WRITES)  # rollbacks, dead-letter replays
+OPERATOR_ONLY = (t.MODEL_COMMANDS, t.DEAD_LETTER_REPLAYS)  # rollbacks and promotions, dead-letter replays
+OPERATOR_WRITES = (*OPERATOR_ONLY, *SERVICE_WRITES)  # (replayed records go back to the inputs)
+
+
+def replay_transactional_id(prefix: str) -> str:
+    """The transactional id of ``adaptloop deadletters replay`` (the operator's, outside the worker's prefix).
+
+    >>> replay_transactional_id("prod.")
+    'prod.letters-replay'
+    """
+    return f"{prefix}letters-replay"
+
+
+def login_principal(bootstrap: str) -> str | None:
+    """The Kafka user this process logs in to ``bootstrap`` as (its SASL user name), None when that is not
+    known here (no SASL login: a plaintext listener; or a mechanism, GSSAPI or OAUTHBEARER, whose principal
+    the broker derives).
+
+    >>> from adaptloop.streams.connection import use_connection
+    >>> use_connection("b:9094", {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "operator"})
+    >>> login_principal("b:9094"), login_principal("elsewhere:9092")
+    ('operator', None)
+    """
+    config = kafka_config(bootstrap)
+    mechanism = str(config.get("sasl.mechanism", config.get("sasl.mechanisms", ""))).upper()
+    username = config.get("sasl.username")
+    if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and username:
+        return str(username)
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,10 +94,19 @@ def acl_bindings(
     op = AclOperation
     grants: list[Grant] = []
     own = f"{prefix}{group}"  # the worker's groups, transactions and state topics
+    replay_id = replay_transactional_id(prefix)
+    covered = [n for n in (replay_id, *(x.full_name(prefix) for x in OPERATOR_ONLY)) if n.startswith(own)]
+    if covered:
+        raise ValueError(
+            f"the group {group!r} would give the worker (everything named {own}...) {', '.join(covered)}, which "
+            "only operators may write; choose another group"
+        )
     for topic_ in t.ALL_TOPICS:
         name = topic_.full_name(prefix)
-        for operation in (op.READ, op.WRITE, op.DESCRIBE, op.DESCRIBE_CONFIGS, op.CREATE):
-            grants.append(Grant(worker, operation, topic, literal, name))
+        worker_may = [op.READ, op.DESCRIBE, op.DESCRIBE_CONFIGS, op.CREATE]
+        if topic_ not in OPERATOR_ONLY:
+            worker_may.append(op.WRITE)
+        grants += [Grant(worker, operation, topic, literal, name) for operation in worker_may]
         grants += [Grant(operator, operation, topic, literal, name) for operation in (op.READ, op.DESCRIBE)]
     for operation in (op.READ, op.WRITE, op.DESCRIBE, op.DESCRIBE_CONFIGS, op.CREATE):
         grants.append(Grant(worker, operation, topic, prefixed, own))
@@ -73,6 +116,8 @@ def acl_bindings(
         Grant(worker, op.WRITE, ResourceType.TRANSACTIONAL_ID, prefixed, own),
         Grant(worker, op.DESCRIBE, ResourceType.TRANSACTIONAL_ID, prefixed, own),
         Grant(operator, op.DESCRIBE, ResourceType.GROUP, prefixed, own),  # lag in `adaptloop status`
+        Grant(operator, op.WRITE, ResourceType.TRANSACTIONAL_ID, literal, replay_id),  # replays, with their records
+        Grant(operator, op.DESCRIBE, ResourceType.TRANSACTIONAL_ID, literal, replay_id),
     ]
     for topic_ in SERVICE_WRITES:
         grants += [Grant(service, o, topic, literal, topic_.full_name(prefix)) for o in (op.WRITE, op.DESCRIBE)]

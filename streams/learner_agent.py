@@ -473,6 +473,7 @@ class LearnerAgent:
             learner,
             reason=reason,
             actor=command.actor,
+            principal=command.principal,
             note=f"{command.reason} (command {command.command_id})".strip(),
         )
         assert version is not None  # a swapped-in model is not probed
@@ -510,6 +511,7 @@ class LearnerAgent:
         reason: VersionReason = "checkpoint",
         actor: str | None = None,
         note: str | None = None,
+        principal: str | None = None,
     ) -> ModelVersion | None:
         """Checkpoint and publish the learner's model, once it can predict the last example it learned; a model
         that cannot is restored without the example to blame, and checkpointed at the next occasion."""
@@ -530,6 +532,7 @@ class LearnerAgent:
                 learner,
                 reason=reason,
                 actor=actor,
+                principal=principal,
                 note=note,
                 probe=last.example.features if last is not None else None,
             )

@@ -4,7 +4,9 @@
 (:func:`~adaptloop.schemas.system.reason_pattern`); ``adaptloop deadletters replay`` sends chosen ones again,
 with their original key and bytes, to the topic they came from (after the producer's bug is fixed, or the
 model's contract widened). A replay and its record on the compacted ``dead-letter-replays`` topic commit in
-one Kafka transaction, and a letter with a record is never replayed again: asking twice replays once.
+one Kafka transaction (the operator's, :func:`~adaptloop.streams.acls.replay_transactional_id`), and a letter
+with a record is never replayed again: asking twice replays once. The record names the free-text ``actor`` and
+the Kafka user the replay was sent as (``principal``); only operators may write that topic.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_pattern
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
+from adaptloop.streams.acls import login_principal, replay_transactional_id
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import partitions_of, read_all, watermarks
@@ -101,7 +104,8 @@ def replay_letters(
     skipped (``on_skip`` is told why)."""
     replayed = replayed if replayed is not None else replayed_ids(bootstrap, prefix)
     sent: list[Letter] = []
-    producer = EventProducer(bootstrap, topic_prefix=prefix, transactional_id=f"{prefix}adaptloop-letters-replay")
+    principal = login_principal(bootstrap)
+    producer = EventProducer(bootstrap, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
     try:
         for item in chosen:
             letter = item.letter
@@ -124,6 +128,7 @@ def replay_letters(
                     partition=letter.partition,
                     offset=letter.offset,
                     actor=actor,
+                    principal=principal,
                     note=note,
                 )
             )

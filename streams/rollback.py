@@ -4,6 +4,9 @@ The command is an event on ``model-commands`` (so it is archived and audited lik
 any other); the learner that owns the model carries it out in order with its
 training stream and publishes the rollback as a new record on ``model-updates``,
 whose parent is the version it replaced. Serving follows that topic and swaps.
+
+The command, and the version published for it, name the free-text ``actor`` and the Kafka user the command
+was sent as (``principal``, :func:`~adaptloop.streams.acls.login_principal`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut, UnknownModel
 from adaptloop.schemas.system import ModelCommand, ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.streams.acls import login_principal
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import watermarks
@@ -47,7 +51,13 @@ def request_rollback(
     """
     store.load_bytes(model, to_version)  # fails clearly for an unknown model or version
     command = ModelCommand(
-        model=model, action=action, to_version=to_version, actor=actor, reason=reason, command_id=uuid.uuid4().hex
+        model=model,
+        action=action,
+        to_version=to_version,
+        actor=actor,
+        principal=login_principal(bootstrap),
+        reason=reason,
+        command_id=uuid.uuid4().hex,
     )
     published_as = "rollback" if action == "rollback" else "promotion"
     topic = MODEL_UPDATES.full_name(prefix)

@@ -31,18 +31,34 @@ def kafka_up(
         bool,
         typer.Option(
             "--secure",
-            help="Only a SASL_SSL listener (SCRAM users admin, worker, service, operator; a local CA; ACLs "
-            "enforced), on ADAPTLOOP_KAFKA_SECURE_PORT (default 9094). Prints each user's `kafka` setting.",
+            help="Make the home secure: only a SASL_SSL listener (SCRAM users admin, worker, service, operator; a "
+            "local CA; ACLs enforced), on ADAPTLOOP_KAFKA_SECURE_PORT (default 9094), and a controller listener "
+            "that takes the broker's own certificate only. The home stays secure at every later start. Prints "
+            "each user's `kafka` setting.",
+        ),
+    ] = False,
+    plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--plaintext",
+            help="On a secure home, also open the plaintext listener (ADAPTLOOP_KAFKA_PORT): anyone reaching it "
+            "is a super user, ACLs do not apply. For tests on this host only.",
         ),
     ] = False,
 ) -> None:
     """Start the local broker (idempotent) and wait until it answers."""
     settings = Settings()
-    if secure:
-        settings = settings.model_copy(
-            update={"kafka_secure_port": settings.kafka_secure_port or 9094, "kafka_plaintext": False}
+    if plaintext:
+        settings = settings.model_copy(update={"kafka_plaintext": True})
+    elif secure:
+        settings = settings.model_copy(update={"kafka_plaintext": False})
+    kafka = LocalKafka.from_settings(settings, secure=secure)
+    if kafka.open_to_anonymous:
+        console.print(
+            f"[yellow]warning:[/] the secured broker also listens in plaintext at {kafka.host}:{kafka.port}: anyone "
+            "who reaches that port is a super user (ACLs do not apply to them)",
+            soft_wrap=True,
         )
-    kafka = LocalKafka.from_settings(settings)
     try:
         status = kafka.up()
     except AdaptloopError as error:
@@ -170,7 +186,10 @@ def acls(
     from adaptloop.streams.acls import acl_bindings, apply_acls
 
     settings = Settings()
-    grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
+    try:
+        grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
+    except ValueError as error:  # a group whose name would hand the worker what only operators write
+        raise fail(error) from None
     table = Table("principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)")
     for grant in grants:
         table.add_row(grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)

@@ -4,11 +4,14 @@
 second start needs no network); ``up`` formats storage once, starts the broker
 detached, and waits until it answers; ``down`` stops it and keeps the data.
 
-With ``secure_port`` the broker also has a SASL_SSL listener (SCRAM-SHA-512 users, a locally made CA,
-:mod:`adaptloop.localkafka.security`) and enforces ACLs with Kafka's StandardAuthorizer; with
-``plaintext=False`` that is its only listener for clients. Its plaintext listeners (the controller's, and the
-clients' unless turned off) are bound to the loopback host and their principal, ``User:ANONYMOUS``, is a
-super user: the KRaft controller authorises the broker's own requests that way.
+With ``secure_port`` the home is made secure: the broker has a SASL_SSL listener (SCRAM-SHA-512 users, a
+locally made CA, :mod:`adaptloop.localkafka.security`), enforces ACLs with Kafka's StandardAuthorizer, and its
+KRaft controller listener takes TLS with the broker's own client certificate only (so no one reaches the
+controller, ``--bootstrap-controller``, without that file). The super users are ``admin`` and the broker's own
+certificate; a secure home keeps that port and opens no plaintext listener for clients at its next starts,
+whatever the settings say, unless ``plaintext=True`` asks for one explicitly: then that listener's clients,
+``User:ANONYMOUS`` (a principal only a plaintext connection gets), are super users too (the test suite's broker).
+A home without a secured listener has plaintext listeners only and no authorizer.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from adaptloop.localkafka.security import MECHANISM, USERS, SecureFiles, client_properties
+from adaptloop.localkafka.security import CONTROLLER_PRINCIPAL, MECHANISM, USERS, SecureFiles, client_properties
 from adaptloop.schemas.errors import BrokerUnavailable, KafkaLaunchError
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import wait_for_broker
@@ -39,6 +42,7 @@ from adaptloop.streams.connection import resolve_secrets, use_connection
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
+DEFAULT_SECURE_PORT = 9094
 
 
 @dataclass(frozen=True)
@@ -106,12 +110,17 @@ class LocalKafka:
         heap: str = "512m",
         start_timeout: float = 90.0,
         secure_port: int | None = None,
-        plaintext: bool = True,
+        plaintext: bool | None = None,
+        secure: bool = False,
     ) -> None:
+        self.data_dir = data_dir.absolute()
+        if secure_port is None and (secure or self.security.exists()):  # a secure home keeps its port
+            secure_port = self._recorded_secure_port() or DEFAULT_SECURE_PORT
+        if plaintext is None:
+            plaintext = secure_port is None  # a secure home opens a plaintext listener only when asked
         if secure_port is None and not plaintext:
             raise KafkaLaunchError("a broker without its plaintext listener needs a secure port")
         self.secure_port, self.plaintext = secure_port, plaintext
-        self.data_dir = data_dir.absolute()
         self.cache_dir = cache_dir.absolute()
         self.host = host
         self.port = port
@@ -140,6 +149,32 @@ class LocalKafka:
     def client_properties(self, user: str) -> dict[str, str]:
         """The ``kafka`` setting that logs in to the secured listener as ``user`` (see :data:`USERS`)."""
         return client_properties(self.security, user)
+
+    def up_for_plaintext_clients(self) -> BrokerStatus:
+        """:meth:`up` for a caller that connects without credentials (a worker or demo given no bootstrap); a
+        secure home refuses, saying how to log in instead."""
+        if not self.plaintext:
+            raise KafkaLaunchError(
+                f"the local broker's home {self.data_dir} is secure: it has no plaintext listener. Start it with "
+                f"`adaptloop kafka up` and log in: ADAPTLOOP_BOOTSTRAP={self.secure_bootstrap} and ADAPTLOOP_KAFKA "
+                "set to a user's setting (it prints them)"
+            )
+        return self.up()
+
+    @property
+    def open_to_anonymous(self) -> bool:
+        """Whether a secured broker also has a plaintext listener, whose clients are super users."""
+        return self.plaintext and self.secure_port is not None
+
+    @property
+    def _secure_port_file(self) -> Path:
+        return self.data_dir / "security" / "secure.port"
+
+    def _recorded_secure_port(self) -> int | None:
+        try:
+            return int(self._secure_port_file.read_text())
+        except (OSError, ValueError):
+            return None
 
     @property
     def log_file(self) -> Path:
@@ -241,6 +276,18 @@ class LocalKafka:
                     "start the secured broker in another home (ADAPTLOOP_HOME), or remove that directory"
                 )
             self.security.create(self.host)
+        if self.secure_port is not None:
+            if not self.security.controller.exists():  # a home made secure before the controller needed it
+                self.security.create_controller(self.host)
+            self._secure_port_file.write_text(f"{self.secure_port}\n")
+            if self.open_to_anonymous:
+                log.warning(
+                    "the secured broker in %s also listens in plaintext at %s:%d: anyone who reaches that port is "
+                    "a super user (ACLs do not apply to them)",
+                    self.data_dir,
+                    self.host,
+                    self.port,
+                )
         properties = self._write_config()
         log4j = self.data_dir / "log4j2.yaml"
         log4j.write_bytes(_resource("log4j2.yaml"))
@@ -330,7 +377,7 @@ class LocalKafka:
     def _write_config(self) -> Path:
         path = self.data_dir / "server.properties"
         listeners = [f"CONTROLLER://{self.host}:{self.controller_port}"]
-        advertised, protocols = [], ["CONTROLLER:PLAINTEXT"]
+        advertised, protocols = [], [f"CONTROLLER:{'PLAINTEXT' if self.secure_port is None else 'SSL'}"]
         if self.plaintext:
             listeners.append(f"PLAINTEXT://{self.host}:{self.port}")
             advertised.append(f"PLAINTEXT://{self.host}:{self.port}")
@@ -375,13 +422,25 @@ class LocalKafka:
                 f"ssl.keystore.location={files.server}",
                 "ssl.truststore.type=PEM",
                 f"ssl.truststore.location={files.ca}",
+                # The controller listener: TLS, and only the broker's own certificate gets in. The broker's side of
+                # that connection (its registration, heartbeats, the metadata log) uses the same listener settings.
+                "listener.name.controller.ssl.client.auth=required",
+                "listener.name.controller.ssl.keystore.type=PEM",
+                f"listener.name.controller.ssl.keystore.location={files.controller}",
+                "listener.name.controller.ssl.truststore.type=PEM",
+                f"listener.name.controller.ssl.truststore.location={files.controller_ca}",
                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                "super.users=User:admin;User:ANONYMOUS",
+                f"super.users={';'.join(self._super_users())}",
                 "allow.everyone.if.no.acl.found=false",
             ]
         path.touch(mode=0o600)  # it holds the admin's password
         path.write_text("\n".join([*lines, ""]))
         return path
+
+    def _super_users(self) -> list[str]:
+        """The admin, the broker itself on its controller listener, and, only with an explicitly asked plaintext
+        listener, that listener's anonymous clients: SASL and the controller's TLS always name someone else."""
+        return ["User:admin", CONTROLLER_PRINCIPAL, *(["User:ANONYMOUS"] if self.open_to_anonymous else [])]
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
         users = []
@@ -415,7 +474,8 @@ class LocalKafka:
             return "(no broker log)"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalKafka:
+    def from_settings(cls, settings: Settings, *, secure: bool = False) -> LocalKafka:
+        """The local broker of ``settings`` (``secure``: make its home secure if it is not)."""
         return cls(
             settings.kafka_data_dir,
             settings.cache_dir,
@@ -426,6 +486,7 @@ class LocalKafka:
             start_timeout=settings.kafka_start_timeout,
             secure_port=settings.kafka_secure_port,
             plaintext=settings.kafka_plaintext,
+            secure=secure,
         )
 
     def java_command(self, main_class: str, *args: str) -> list[str]:

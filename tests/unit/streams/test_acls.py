@@ -1,0 +1,56 @@
+"""The generated ACLs: who writes the topics whose records name an operator, and in which transactions."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
+
+from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, MODEL_COMMANDS
+from adaptloop.streams.acls import acl_bindings, login_principal, replay_transactional_id
+from adaptloop.streams.connection import use_connection
+
+
+def _writers(grants, name: str) -> set[str]:
+    return {
+        g.principal
+        for g in grants
+        if g.operation is AclOperation.WRITE and g.resource is ResourceType.TOPIC and name.startswith(g.name)
+        if g.pattern is ResourcePatternType.PREFIXED or g.name == name
+    }
+
+
+def test_only_the_operator_writes_commands_and_replay_records_and_every_other_topic_keeps_its_writers():
+    grants = acl_bindings("prod.", "adaptloop")
+    assert _writers(grants, MODEL_COMMANDS.full_name("prod.")) == {"User:operator"}
+    assert _writers(grants, DEAD_LETTER_REPLAYS.full_name("prod.")) == {"User:operator"}
+    for topic in ALL_TOPICS:
+        if topic not in (MODEL_COMMANDS, DEAD_LETTER_REPLAYS):
+            assert "User:worker" in _writers(grants, topic.full_name("prod.")), topic.name
+
+
+def test_the_operator_has_a_transactional_id_of_its_own_outside_the_workers_prefix():
+    grants = acl_bindings("prod.", "adaptloop")
+    ids = {(g.principal, g.operation, g.pattern, g.name) for g in grants if g.resource is ResourceType.TRANSACTIONAL_ID}
+    replay_id = replay_transactional_id("prod.")
+    assert ("User:operator", AclOperation.WRITE, ResourcePatternType.LITERAL, replay_id) in ids
+    assert ("User:operator", AclOperation.DESCRIBE, ResourcePatternType.LITERAL, replay_id) in ids
+    assert not replay_id.startswith("prod.adaptloop")  # the worker's prefixed grants do not reach it
+
+
+@pytest.mark.parametrize("group", ["letters", "model-c", "dead-letter-r"])
+def test_a_group_whose_prefix_would_cover_what_only_operators_write_is_refused(group):
+    with pytest.raises(ValueError, match="only operators may write"):
+        acl_bindings("prod.", group)
+
+
+def test_the_login_principal_is_the_sasl_user_or_unknown():
+    use_connection("scram:9094", {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "operator"})
+    use_connection("plain:9094", {"sasl.mechanisms": "PLAIN", "sasl.username": "alice"})
+    use_connection("oauth:9094", {"sasl.mechanism": "OAUTHBEARER", "sasl.username": "bob"})
+    use_connection("tls:9094", {"security.protocol": "SSL"})
+    assert [login_principal(f"{name}:9094") for name in ("scram", "plain", "oauth", "tls")] == [
+        "operator",
+        "alice",
+        None,
+        None,
+    ]
