@@ -20,7 +20,9 @@ adaptloop.schemas.errors.ModelRefused: churn@ab12: its signature does not match 
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from adaptloop.schemas.errors import ConfigError, ModelRefused
+
+log = logging.getLogger(__name__)
 
 PRIVATE_NAME, PUBLIC_NAME = "model-signing.key", "model-signing.pub"
 
@@ -122,6 +126,13 @@ class ModelKeys:
             raise ConfigError(f"cannot read the key that signs models, {private_key} ({error})") from None
         if not isinstance(private, Ed25519PrivateKey):
             raise ConfigError(f"{private_key} is not an ed25519 private key")
+        mode = stat.S_IMODE(private_key.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "%s, the key that signs models, can be read by other users (mode %o): it is a secret, chmod 600 it",
+                private_key,
+                mode,
+            )
         return cls([private.public_key(), *also_trusted], private)
 
     @classmethod

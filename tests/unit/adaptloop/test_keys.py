@@ -80,14 +80,22 @@ def test_a_worker_makes_a_key_only_for_a_new_empty_store_in_its_home(home, tmp_p
     Settings().model_store().load_model("m", version)  # a service on the host verifies with the home's key
 
 
-def test_a_worker_given_the_deployment_key_signs_with_it_and_a_missing_one_is_named(home, tmp_path, monkeypatch):
+def test_a_worker_given_the_deployment_key_signs_with_it_and_a_missing_one_is_named(
+    home, tmp_path, monkeypatch, caplog
+):
     _, version = _store_in_use(tmp_path / "shared")
     monkeypatch.setenv("ADAPTLOOP_STORE", str(tmp_path / "shared"))
     monkeypatch.setenv("ADAPTLOOP_MODEL_SIGNING_KEY", str(tmp_path / "nowhere.key"))
     with pytest.raises(ConfigError, match=r"model_signing_key .* names .*nowhere.key, which does not exist"):
         Settings().worker_model_store()
     monkeypatch.setenv("ADAPTLOOP_MODEL_SIGNING_KEY", str(tmp_path / "first-worker-keys" / "model-signing.key"))
-    second = Settings().worker_model_store()
+    with caplog.at_level(logging.WARNING):
+        second = Settings().worker_model_store()
+    assert "can be read by other users" not in caplog.text
+    (tmp_path / "first-worker-keys" / "model-signing.key").chmod(0o644)  # a secret mounted readable by all
+    with caplog.at_level(logging.WARNING):
+        Settings().worker_model_store()
+    assert "can be read by other users (mode 644): it is a secret, chmod 600 it" in caplog.text
     restored = second.restore(LearnerSpec(name="m"))
     assert restored.progress.version == version
     assert not (home / "keys").exists()
