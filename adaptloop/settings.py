@@ -13,8 +13,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import SettingsConfigDict
 
 from adaptloop.learners.guardrails import GuardrailLimits
-from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
+from adaptloop.learners.signing import PRIVATE_NAME, PUBLIC_NAME, ModelKeys
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.schemas.errors import ConfigError
 from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
 from adaptloop.streams.notify import Webhook
@@ -73,6 +74,12 @@ class Settings(ClientSettings):
         description="Whether the local broker has a plaintext listener (on `kafka_host`) for clients; unset: only "
         "if its home is not secure. True on a secure home opens one beside the secured listener, whose clients "
         "are super users (`adaptloop kafka up --plaintext`).",
+    )
+    model_signing_key: Path | None = Field(
+        None,
+        description="The deployment's private key that workers sign model files with, made once by `adaptloop keys "
+        "create` and given to every worker (a secret file, readable by its user only); unset: "
+        "`<home>/keys/model-signing.key`, which a worker makes only for a new, empty store in its home.",
     )
     kafka_heap: str = Field("512m", description="Java heap of the local broker (-Xmx).")
     kafka_start_timeout: float = Field(90.0, gt=0, description="Seconds the local broker may take to answer.")
@@ -149,22 +156,48 @@ class Settings(ClientSettings):
         "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it.",
     )
 
+    @property
+    def signing_key_path(self) -> Path:
+        """The deployment's private key that this worker signs with: ``model_signing_key``, or the home's."""
+        return self.model_signing_key or self.keys_dir / PRIVATE_NAME
+
     def worker_model_store(self) -> ModelStore:
-        """The model store as the worker writes it: every file signed with its key, made at the first start (a
-        store from before then is adopted: its files are signed as the worker's own)."""
+        """The model store as a worker writes it: every file signed with the deployment's key
+        (``model_signing_key``), each file it loads checked with that key or one of ``model_verify_key``.
+
+        A worker never makes a key for a store in use, nor signs what it did not write: without the key, it
+        refuses to start, naming the setting. Only a brand-new, empty store in its own home (``store`` unset:
+        the single-host quickstart) gets a key pair made in ``<home>/keys``, said in the log.
+        """
         from adaptloop.learners.store import ModelStore  # (River, pandas: only the processes that need them)
 
-        keys, made = ModelKeys.for_worker(self.keys_dir)
-        store = ModelStore(self.models_location, keys)
-        if made:
-            adopted = store.adopt()
-            log.warning(
-                "made the key pair that signs models in %s; services check models with %s%s",
-                self.keys_dir,
-                self.keys_dir / PUBLIC_NAME,
-                f" (signed the {adopted} files already in {self.models_location})" if adopted else "",
+        trusted = self.verify_keys if self.model_verify_key is not None else []
+        path = self.signing_key_path
+        if path.exists():
+            return ModelStore(self.models_location, ModelKeys.signing(path, trusted))
+        if self.model_signing_key is not None:
+            raise ConfigError(
+                f"model_signing_key (ADAPTLOOP_MODEL_SIGNING_KEY) names {path}, which does not exist: make the "
+                "deployment's key once with `adaptloop keys create` and give that file to every worker"
             )
-        return store
+        if self.store is not None or ModelStore(self.models_location).holds_models():
+            if path.exists():  # another process of this worker made it a moment ago
+                return ModelStore(self.models_location, ModelKeys.signing(path, trusted))
+            raise ConfigError(
+                f"no key to sign models with: set model_signing_key (ADAPTLOOP_MODEL_SIGNING_KEY) to the "
+                f"deployment's private key (`adaptloop keys create` makes it, once), as every worker sharing "
+                f"{self.models_location} must; a worker makes one only for a new, empty store in its home"
+            )
+        _, made = ModelKeys.for_worker(self.keys_dir)
+        if made:
+            log.warning(
+                "made the key pair that signs models in %s, for the new model store %s; services check models with "
+                "%s. Workers on other hosts need the private key: see `adaptloop keys --help`",
+                self.keys_dir,
+                self.models_location,
+                self.keys_dir / PUBLIC_NAME,
+            )
+        return ModelStore(self.models_location, ModelKeys.signing(path, trusted))
 
     @property
     def replication(self) -> Replication:

@@ -291,21 +291,35 @@ class ModelStore:
             self.keys.verify(data, signature, f"the checkpoint of model {model!r} ({self.storage.uri(key)})")
         return data
 
-    def adopt(self) -> int:
-        """Sign every file of the store that has no signature yet; return how many. For a store that existed
-        before its worker had keys: its files are the worker's own (call it only when the keys are new)."""
-        signed = 0
+    def unsigned(self) -> list[str]:
+        """The keys of the store's model files that carry no signature (a store from before signatures)."""
+        found = []
         for model in self.storage.directories():
             for key, _ in self.storage.files(f"{model}/versions", ".pkl"):
                 if not self.storage.exists(_signature_key(key)):
-                    self._sign(key, self.storage.read(key))
-                    signed += 1
-            if self.storage.exists(self._checkpoint_key(model)):
-                data = self.storage.read(self._checkpoint_key(model))
+                    found.append(key)
+            checkpoint = self._checkpoint_key(model)
+            if self.storage.exists(checkpoint) and not self.storage.read(checkpoint).startswith(SEALED):
+                found.append(checkpoint)
+        return found
+
+    def adopt(self, keys: list[str]) -> None:
+        """Sign the files ``keys`` (from :meth:`unsigned`) as this store's own: only for a store from before
+        signatures whose files an operator vouches for (``adaptloop keys adopt-store``), never by itself."""
+        for key in keys:
+            data = self.storage.read(key)
+            if key.endswith("/checkpoint.pkl"):
                 if not data.startswith(SEALED):
-                    self.storage.write(self._checkpoint_key(model), self._sealed(data))
-                    signed += 1
-        return signed
+                    self.storage.write(key, self._sealed(data))
+            else:
+                self._sign(key, data)
+
+    def holds_models(self) -> bool:
+        """Whether any model has a version or a checkpoint here (a store already in use)."""
+        return any(
+            self.storage.exists(self._checkpoint_key(model)) or self.storage.files(f"{model}/versions", ".pkl")
+            for model in self.storage.directories()
+        )
 
     def load_bytes(self, model: str, version: str) -> bytes:
         key = self._version_key(model, version)
@@ -356,8 +370,12 @@ class ModelStore:
         if progress.record is not None and progress.record.version == version and reason == "checkpoint":
             record = progress.record  # nothing new was learned: the same version, the same record
         else:
+            # One more than the record it replaces, which the checkpoint holds: across restarts and hand-overs
+            # the numbers only grow, and a rollback's record is newer than the one it undoes.
+            previous = progress.record.sequence if progress.record is not None else None
             record = ModelVersion(
                 model=name,
+                sequence=(previous or 0) + 1,
                 version=version,
                 parent=progress.version,
                 reason="initial" if progress.version is None and reason == "checkpoint" else reason,

@@ -56,6 +56,12 @@ class ModelVersion(Event):
     contract: ModelContract | None = Field(
         default=None, description="What the model learns from and serves before it may serve (its default)."
     )
+    sequence: Count | None = Field(
+        default=None,
+        description="The model's publication number: one more than the record of the version it replaces, from "
+        "the learner's own checkpoint (so it only grows, across restarts and hand-overs; a rollback gets a new "
+        "one too). Serving takes the highest; unset (a record from before numbers): 0, older than any numbered one.",
+    )
 
 
 class ModelCommand(Event):

@@ -54,10 +54,12 @@ class ClientSettings(BaseSettings):
         "services on other hosts share (s3://bucket/prefix; options in the URI's query, e.g. "
         "?endpoint_override=minio:9000&scheme=http; credentials from the AWS environment); unset: <home>/models.",
     )
-    model_verify_key: Path | None = Field(
+    model_verify_key: Path | list[Path] | None = Field(
         None,
-        description="The worker's public key (`<home>/keys/model-signing.pub`) that every model file's signature is "
-        "checked with before it is loaded; unset: the one in `home`.",
+        description="The deployment's public key (made with its private key by `adaptloop keys create`) that every "
+        "model file's signature is checked with before it is loaded, or a list of them (a JSON list in the "
+        "environment; during a key rotation: the old and the new); a worker accepts these beside its own key. "
+        "Unset: `<home>/keys/model-signing.pub`.",
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
@@ -109,13 +111,22 @@ class ClientSettings(BaseSettings):
         """Where the worker keeps the key pair that signs models."""
         return self.home / "keys"
 
+    @property
+    def verify_keys(self) -> list[Path]:
+        """The public keys a service trusts: ``model_verify_key``, or ``<home>/keys/model-signing.pub``."""
+        from adaptloop.learners.signing import PUBLIC_NAME
+
+        key = self.model_verify_key
+        if key is None:
+            return [self.keys_dir / PUBLIC_NAME]
+        return list(key) if isinstance(key, list) else [key]
+
     def model_store(self) -> ModelStore:
         """The model store as a service reads it: each file's signature checked with ``model_verify_key``."""
-        from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys  # (River and pickle: only when serving)
+        from adaptloop.learners.signing import ModelKeys  # (River and pickle: only when serving)
         from adaptloop.learners.store import ModelStore
 
-        key = self.model_verify_key or self.keys_dir / PUBLIC_NAME
-        return ModelStore(self.models_location, ModelKeys.for_client(key))
+        return ModelStore(self.models_location, ModelKeys.for_client(self.verify_keys))
 
     @classmethod
     def settings_customise_sources(

@@ -217,9 +217,7 @@ class LearnerAgent:
                 continue
             record, latest = learner.progress.record, published.get(name)
             # By version id: two workers starting together each publish the same first version.
-            if record is not None and (
-                latest is None or (latest.version != record.version and latest.examples_seen <= record.examples_seen)
-            ):
+            if record is not None and (latest is None or (latest.version != record.version and _later(record, latest))):
                 log.warning("publishing %s %s: saved before a crash but never published", name, record.version)
                 self._publish(record)
         self.producer.flush()
@@ -567,3 +565,11 @@ class LearnerAgent:
                 self.consumer.commit()
             self.producer.flush()
             self.consumer.close()
+
+
+def _later(record: ModelVersion, published: ModelVersion) -> bool:
+    """Whether a checkpoint's ``record`` came after the ``published`` one: by sequence number, or (both from
+    before numbers) by examples learned."""
+    if record.sequence is None and published.sequence is None:
+        return published.examples_seen <= record.examples_seen
+    return (record.sequence or 0) > (published.sequence or 0)

@@ -1,10 +1,11 @@
 """Serving that refreshes itself: follow ``model-updates``, hot-swap, predict, log the prediction.
 
-A client serves the newest *servable* version of its model (one learned from at least the spec's
-``min_examples``); before there is one it answers with the model's ``default_prediction``, flagged as a
-fallback, or raises :class:`NoModelYet`. A version that raises on a prediction is set aside for the version
-served before it (counted in ``adaptloop_serving_fallbacks_total``), so one bad version never fails the
-service's requests.
+A client serves the newest *servable* version of its model (the highest ``sequence`` on the model's own
+partition of ``model-updates``, whatever order the records are read in: see :mod:`.versions`; servable: learned
+from at least the spec's ``min_examples``); before there is one it answers with the model's
+``default_prediction``, flagged as a fallback, or raises :class:`NoModelYet`. A version that raises on a
+prediction is set aside for the version served before it (counted in ``adaptloop_serving_fallbacks_total``), so
+one bad version never fails the service's requests.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from adaptloop.streams.connection import ClientSettings, kafka_config
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.versions import is_newer, on_its_partition
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,8 @@ def is_classifier(model: Model) -> bool:
 
 
 CATCH_UP_CANDIDATES = 16
-"""At start, the newest versions on the topic tried in turn until one loads (a broken or missing one
-is skipped, as after start)."""
+"""At start, the newest versions on the topic (by sequence) tried in turn until one loads (a broken or missing
+one is skipped, as after start)."""
 
 EARLIER_VERSIONS = 3
 """Versions kept loaded behind the current one, to answer if the current one raises."""
@@ -129,6 +131,7 @@ class ModelClient:
         self._ready = threading.Event()
         self._changed = threading.Condition()
         partitions = self._partitions(bootstrap, wait)
+        self._partitions_count = len(partitions)
         self._consumer = Consumer(
             {
                 **kafka_config(bootstrap),
@@ -297,7 +300,7 @@ class ModelClient:
         # Catching up on the topic's history, only the newest versions matter: their records wait here
         # and one is loaded once caught up. (Loading each in turn costs 0.3 ms a version of a linear
         # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
-        history: deque[tuple[int, bytes]] = deque(maxlen=CATCH_UP_CANDIDATES)
+        history: list[tuple[int, int, ModelVersion]] = []  # (sequence, offset, record)
         while not self._stop.is_set():
             caught_up = True
             for message in self._consumer.consume(100, 0.1):
@@ -306,35 +309,65 @@ class ModelClient:
                         log.warning("model-updates: %s", error.str())
                     continue
                 caught_up = False
-                if message.key() != key:
+                offset = position_of(message)[2]
+                if message.key() != key or not on_its_partition(
+                    self.model, message.partition() or 0, self._partitions_count, offset
+                ):
                     continue
-                offset, value = position_of(message)[2], message.value() or b""
+                if (version := self._decode(offset, message.value() or b"")) is None:
+                    continue
                 if self._ready.is_set():
-                    self._load(offset, value)
+                    self._take(offset, version)
                 else:
-                    history.append((offset, value))
+                    history.append((version.sequence or 0, offset, version))
+                    if len(history) > 2 * CATCH_UP_CANDIDATES:
+                        history = sorted(history, key=lambda item: item[:2])[-CATCH_UP_CANDIDATES:]
             if caught_up and not self._ready.is_set():
-                while history and not self._load(*history.pop()):  # the newest that loads
+                history.sort(key=lambda item: item[:2])  # the newest by sequence (then by offset) last
+                while history and not self._take(*history.pop()[1:]):  # the newest that loads
                     pass
                 history.clear()
                 if self._latest is not None:
                     self._ready.set()
 
-    def _load(self, offset: int, value: bytes) -> bool:
-        """Take in one record (serve its version if it may); False (the current version kept) if it cannot be."""
+    def _decode(self, offset: int, value: bytes) -> ModelVersion | None:
+        """The record at ``offset`` of the model's partition; None (logged) if it is not one of its versions."""
         try:
             version = decode(MODEL_UPDATES, value)
             assert isinstance(version, ModelVersion)
             if version.model != self.model:
                 raise DecodeError("invalid", f"a record of model {version.model!r} under the key {self.model!r}")
+            return version
+        except Exception as error:  # any record: a broken or forged update must not take serving down
+            log.error(
+                "cannot read the %s record at offset %d (%s: %s)", self.model, offset, type(error).__name__, error
+            )
+            return None
+
+    def _take(self, offset: int, version: ModelVersion) -> bool:
+        """Take in one record (serve its version if it may, unless a newer one is known); False (the current
+        version kept) if it cannot be loaded."""
+        if self._latest is not None and not is_newer(version, self._latest):
+            log.warning(
+                "ignored %s version %s (offset %d, sequence %s): the newest record is sequence %s (version %s)",
+                self.model,
+                version.version,
+                offset,
+                version.sequence,
+                self._latest.sequence,
+                self._latest.version,
+            )
+            return True
+        try:
             if version.servable:
                 self._swap(version)
             self._latest = version
             return True
-        except Exception as error:  # any record: a broken or forged update must not take serving down
+        except Exception as error:  # a missing, unsigned or broken version must not take serving down
             log.error(
-                "cannot load %s version from offset %d (%s: %s); serving %s",
+                "cannot load %s version %s from offset %d (%s: %s); serving %s",
                 self.model,
+                version.version,
                 offset,
                 type(error).__name__,
                 error,

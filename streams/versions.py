@@ -1,8 +1,16 @@
-"""Reading a topic to its current end: the versions published on ``model-updates``, or any topic's events."""
+"""Reading a topic to its current end: the versions published on ``model-updates``, or any topic's events.
+
+Which published version is a model's current one (:func:`is_newer`): the record with the highest ``sequence``
+on the model's own partition of ``model-updates`` (where its key puts it). The order records are read in says
+nothing (partitions are read in any order), and a record of the model on another partition was not written
+by its learner's producer: it is ignored, with a warning. Records from before sequence numbers count as 0:
+older than any numbered one, and among themselves the later on the partition is the newer, as before.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,9 +21,11 @@ from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut
 from adaptloop.schemas.system import ModelVersion
-from adaptloop.schemas.topics import MODEL_UPDATES, Topic
+from adaptloop.schemas.topics import MODEL_UPDATES, Topic, partition_for
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
+
+log = logging.getLogger(__name__)
 
 LEADERSHIP_ERRORS = frozenset(
     {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
@@ -88,6 +98,14 @@ def read_raw(
     """The (key, value) of every committed record of topic ``name`` up to its end as of now (none if the topic
     does not exist). ``strict``: raise :class:`TimedOut` if the end is not reached within ``timeout`` (an open
     transaction holds committed readers back until it ends): a restore must not go on with part of a state."""
+    return [(key, value) for _, _, key, value in read_placed(bootstrap, name, timeout, strict=strict)[0]]
+
+
+def read_placed(
+    bootstrap: str, name: str, timeout: float = 30.0, *, strict: bool = False
+) -> tuple[list[tuple[int, int, bytes | None, bytes | None]], int]:
+    """:func:`read_raw` with where each record was: ((partition, offset, key, value) of each, in partition and
+    offset order; and how many partitions the topic has, 0 if it does not exist)."""
     consumer = Consumer(
         {
             **kafka_config(bootstrap),
@@ -97,11 +115,11 @@ def read_raw(
         },
         logger=KAFKA_LOG,
     )
-    records: list[tuple[bytes | None, bytes | None]] = []
+    records: list[tuple[int, int, bytes | None, bytes | None]] = []
     try:
         partitions = partitions_of(consumer, name, timeout)
         if partitions is None:
-            return records
+            return records, 0
         ends = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
@@ -109,7 +127,7 @@ def read_raw(
         while todo and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.2):
                 if message.error() is None:
-                    records.append((message.key(), message.value()))
+                    records.append((message.partition() or 0, message.offset() or 0, message.key(), message.value()))
             # Compaction or transaction markers can leave the last offsets without a record.
             for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:
@@ -119,14 +137,61 @@ def read_raw(
                 f"could not read {name} to its end within {timeout:.0f}s (partitions {sorted(todo)}); is the "
                 "broker up, or does a transaction of a stopped writer hold it until its timeout?"
             )
-        return records
+        return sorted(records, key=lambda record: record[:2]), len(partitions)
     finally:
         consumer.close()
 
 
 def published_versions(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
-    """The last record of each model on the compacted ``model-updates`` topic."""
+    """Each model's current version on the compacted ``model-updates`` topic: its newest record by
+    :func:`is_newer`, from the model's own partition."""
     latest: dict[str, ModelVersion] = {}
-    for version in read_all(bootstrap, MODEL_UPDATES, prefix, timeout):
-        latest[version.model] = version  # type: ignore[attr-defined,assignment]
+    records, partitions = read_placed(bootstrap, MODEL_UPDATES.full_name(prefix), timeout)
+    for partition, offset, _, value in records:
+        if value is None:
+            continue
+        try:
+            version = decode(MODEL_UPDATES, value)
+        except DecodeError:
+            continue
+        assert isinstance(version, ModelVersion)
+        if not on_its_partition(version.model, partition, partitions, offset):
+            continue
+        current = latest.get(version.model)
+        if current is None or is_newer(version, current):
+            latest[version.model] = version
     return latest
+
+
+def home_partition(model: str, partitions: int) -> int:
+    """The partition of ``model-updates`` where the learner's producer puts the records of ``model`` (by key)."""
+    return partition_for(model.encode(), partitions)
+
+
+def on_its_partition(model: str, partition: int, partitions: int, offset: int) -> bool:
+    """Whether a record of ``model`` read at ``partition`` is where its learner writes it; warn if not."""
+    home = home_partition(model, partitions)
+    if partition == home:
+        return True
+    log.warning(
+        "ignored a record of model %s on partition %d of model-updates (offset %d): its learner publishes it on "
+        "partition %d only",
+        model,
+        partition,
+        offset,
+        home,
+    )
+    return False
+
+
+def is_newer(record: ModelVersion, than: ModelVersion) -> bool:
+    """Whether ``record`` replaces ``than`` as the model's current version: a higher ``sequence`` (a record from
+    before numbers counts as 0), or the same, read later on the model's partition (a record published again).
+
+    >>> from adaptloop.schemas import ModelVersion
+    >>> def v(sequence): return ModelVersion(model="m", version="ab12ab12ab12ab12", examples_seen=1,
+    ...                                      sha256="ab12" * 16, uri="u", size_bytes=1, sequence=sequence)
+    >>> is_newer(v(3), v(2)), is_newer(v(2), v(3)), is_newer(v(None), v(1)), is_newer(v(None), v(None))
+    (True, False, False, True)
+    """
+    return (record.sequence or 0) >= (than.sequence or 0)

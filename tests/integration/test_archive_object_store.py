@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from river import datasets
 
+from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.storage import Storage
 from adaptloop.samples import MALFORMED_RECORDS, sample_events
@@ -101,9 +102,11 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
 ):
     spec = LearnerSpec(name="phishing", recipe="logistic", checkpoint_every=250, checkpoint_seconds=3600)
     settings = loop_settings(kafka_bootstrap, tmp_path / "worker-home", [spec], partitions=2)
+    ModelKeys.create(tmp_path / "deployment-keys")  # a store shared by hosts: the deployment's key
     settings = settings.model_copy(
         update={
             "store": s3_bucket,
+            "model_signing_key": tmp_path / "deployment-keys" / "model-signing.key",
             "archive": _archive_uri(s3_bucket),
             "archive_flush_seconds": 0.5,
             "snapshot_seconds": 1,  # not taken: each would copy the whole archive
@@ -122,7 +125,7 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
             home=tmp_path / "analyst-home",
             store=s3_bucket,
             archive=_archive_uri(s3_bucket),
-            model_verify_key=tmp_path / "worker-home" / "keys" / "model-signing.pub",
+            model_verify_key=tmp_path / "deployment-keys" / "model-signing.pub",
         )
         examples, updates = TRAINING_EXAMPLES.full_name(prefix), MODEL_UPDATES.full_name(prefix)
         deadline = time.monotonic() + 60

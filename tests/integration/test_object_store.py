@@ -11,6 +11,7 @@ import pytest
 from river import datasets
 
 from adaptloop import ModelClient
+from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.storage import Storage
 from adaptloop.learners.store import version_of
@@ -25,17 +26,19 @@ pytestmark = pytest.mark.kafka
 def test_a_client_on_another_host_serves_versions_from_the_object_store(kafka_bootstrap, s3_bucket, tmp_path):
     spec = LearnerSpec(name="phishing", recipe="logistic", checkpoint_every=200, checkpoint_seconds=1)
     settings = loop_settings(kafka_bootstrap, tmp_path / "worker-home", [spec], partitions=2)
-    settings = settings.model_copy(update={"store": s3_bucket})
+    keys = tmp_path / "deployment-keys"
+    ModelKeys.create(keys)  # a store shared by hosts: the deployment's key, made once (`adaptloop keys create`)
+    settings = settings.model_copy(update={"store": s3_bucket, "model_signing_key": keys / "model-signing.key"})
     rows = list(datasets.Phishing())
     with running_worker(settings, tmp_path / "worker.log") as worker:
         latest = max(learn_all(settings, worker, rows), key=lambda v: v.examples_seen)
         assert latest.uri.startswith(s3_bucket.split("?")[0] + "/phishing/versions/")  # a URI for any host
         assert not (tmp_path / "worker-home" / "models").exists()  # nothing on the worker's disk
 
-        # Another host: its own home, the store's URI and the worker's public key, nothing else.
+        # Another host: its own home, the store's URI and the deployment's public key, nothing else.
         public_key = tmp_path / "other-host" / "model-signing.pub"
         public_key.parent.mkdir()
-        shutil.copy(tmp_path / "worker-home" / "keys" / "model-signing.pub", public_key)
+        shutil.copy(keys / "model-signing.pub", public_key)
         client_settings = Settings(
             bootstrap=kafka_bootstrap,
             topic_prefix=settings.topic_prefix,

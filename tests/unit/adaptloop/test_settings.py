@@ -48,7 +48,6 @@ def test_launcher_refuses_a_port_taken_by_another_process(tmp_path):
 def test_a_worker_with_a_changed_recipe_stops_before_it_starts_anything(tmp_path):
     from adaptloop.learners.online import OnlineLearner
     from adaptloop.learners.spec import LearnerSpec
-    from adaptloop.learners.store import ModelStore
     from adaptloop.schemas.errors import SpecChanged
     from adaptloop.worker import run_worker
 
@@ -56,7 +55,7 @@ def test_a_worker_with_a_changed_recipe_stops_before_it_starts_anything(tmp_path
     settings = Settings(
         home=tmp_path, bootstrap="127.0.0.1:1", models=[learned.model_copy(update={"recipe": "hoeffding"})]
     )
-    ModelStore(settings.models_dir).checkpoint(OnlineLearner(learned))
+    settings.worker_model_store().checkpoint(OnlineLearner(learned))  # (its key made: a new store in its home)
     with pytest.raises(SpecChanged, match=r"remove .*churn to start 'churn' over"):
         run_worker(settings, "learn")  # no broker is asked: it fails first
 

@@ -90,16 +90,39 @@ def test_a_changed_checkpoint_is_refused_at_restore_and_at_the_spec_check(tmp_pa
     assert not marker.exists()
 
 
-def test_a_store_from_before_signatures_is_adopted_once_when_the_keys_are_made(tmp_path):
+def test_a_store_from_before_signatures_is_adopted_only_when_asked_and_only_what_is_listed(tmp_path):
     unsigned = ModelStore(tmp_path / "models")
     learner, version = _learned(unsigned)
     worker, client = _stores(tmp_path)
     with pytest.raises(ModelRefused):
         client.load_model("m", version)
-    assert worker.adopt() == 2  # the version and the checkpoint
-    assert worker.adopt() == 0
+    listed = worker.unsigned()
+    assert listed == [f"m/versions/{version}.pkl", "m/checkpoint.pkl"]
+    worker.adopt(listed)
+    assert worker.unsigned() == []
     client.load_model("m", version)
     assert worker.restore(learner.spec).progress.version == version
+
+
+def test_after_a_key_rotation_what_either_key_signed_loads_and_a_worker_restores_the_old_checkpoint(tmp_path):
+    ModelKeys.create(tmp_path / "old")
+    ModelKeys.create(tmp_path / "new")
+    old_pub, new_pub = tmp_path / "old" / PUBLIC_NAME, tmp_path / "new" / PUBLIC_NAME
+    old = ModelStore(tmp_path / "models", ModelKeys.signing(tmp_path / "old" / "model-signing.key"))
+    learner, before = _learned(old)
+    only_new = ModelStore(tmp_path / "models", ModelKeys.for_client(new_pub))
+    both = ModelStore(tmp_path / "models", ModelKeys.for_client([old_pub, new_pub]))
+    both.load_model("m", before)
+    with pytest.raises(ModelRefused, match="under any trusted key"):
+        only_new.load_model("m", before)
+    # The worker now signs with the new key and still trusts the old one: it restores the old checkpoint.
+    new = ModelStore(tmp_path / "models", ModelKeys.signing(tmp_path / "new" / "model-signing.key", [old_pub]))
+    restored = new.restore(learner.spec)
+    assert new.checkpoint(restored, reason="rollback").version == before  # its bytes stored again, signed anew
+    only_new.load_model("m", before)
+    both.restore(learner.spec)
+    with pytest.raises(ModelRefused, match="checkpoint of model 'm'"):
+        ModelStore(tmp_path / "models", ModelKeys.for_client(old_pub)).restore(learner.spec)
 
 
 def test_only_the_worker_signs_and_a_missing_public_key_says_where_to_put_it(tmp_path):
