@@ -146,6 +146,16 @@ class Settings(ClientSettings):
         "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it.",
     )
 
+    audit_seconds: float = Field(
+        60.0, gt=0, description="How long one `adaptloop audit` query may run before it is stopped."
+    )
+    audit_memory_mb: int = Field(
+        1024,
+        ge=16,
+        description="How much memory one `adaptloop audit` query may take, its result's rows included (it "
+        "never spills to disk); a query that needs more is stopped.",
+    )
+
     def worker_model_store(self) -> ModelStore:
         """The model store as the worker writes it: every file signed with its key, made at the first start (a
         store from before then is adopted: its files are signed as the worker's own)."""
