@@ -146,6 +146,15 @@ class Settings(ClientSettings):
         "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it.",
     )
 
+    serve_max_body_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="The largest request body `adaptloop serve` takes (413 beyond it, before it is read); default: "
+        "the contracts' record limit.",
+    )
+    serve_max_features: int = Field(
+        1000, ge=1, description="The most features one prediction request to `adaptloop serve` may carry (else 422)."
+    )
     audit_seconds: float = Field(
         60.0, gt=0, description="How long one `adaptloop audit` query may run before it is stopped."
     )
