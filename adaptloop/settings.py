@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.signing import PUBLIC_NAME, ModelKeys
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.schemas.codec import MAX_RECORD_BYTES
 from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
 from adaptloop.streams.notify import Webhook
@@ -147,7 +148,7 @@ class Settings(ClientSettings):
     )
 
     serve_max_body_bytes: int = Field(
-        1_000_000,
+        MAX_RECORD_BYTES,
         ge=1024,
         description="The largest request body `adaptloop serve` takes (413 beyond it, before it is read); default: "
         "the contracts' record limit.",

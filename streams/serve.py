@@ -8,9 +8,12 @@
 - ``GET /v1/models`` and ``GET /v1/models/{model}``: each model's served version, its parent, what it has
   learned and its metrics; ``GET /health``, ``GET /metrics``; ``GET /openapi.json`` describes it all.
 
-A request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
-503: no version may serve yet), never a 500. Each configured model gets a client in the background, so the
-server starts before the models have versions and serves each one as soon as it has.
+No client input gets a 5xx. :class:`RequestGate` refuses a body before a route reads it: too large (413, from
+its ``Content-Length`` or counted as it streams), not JSON (415), not RFC 8259 JSON or nested too deep (422);
+a request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
+503: no version may serve yet). Every error is one :class:`ErrorBody`, quoting inputs as short excerpts. Each
+configured model gets a client in the background, so the server starts before the models have versions and
+serves each one as soon as it has.
 """
 
 from __future__ import annotations
