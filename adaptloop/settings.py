@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.signing import PRIVATE_NAME, PUBLIC_NAME, ModelKeys
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.schemas.codec import MAX_RECORD_BYTES
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.streams.admin import Replication
 from adaptloop.streams.connection import ClientSettings
@@ -154,6 +155,25 @@ class Settings(ClientSettings):
         ge=1,
         description="The worker keeps this many snapshot-*.duckdb files in snapshots/, the newest (a day "
         "at 600 s); unset: all. Each holds the model store's bytes, so they grow with it.",
+    )
+
+    serve_max_body_bytes: int = Field(
+        MAX_RECORD_BYTES,
+        ge=1024,
+        description="The largest request body `adaptloop serve` takes (413 beyond it, before it is read); default: "
+        "the contracts' record limit.",
+    )
+    serve_max_features: int = Field(
+        1000, ge=1, description="The most features one prediction request to `adaptloop serve` may carry (else 422)."
+    )
+    audit_seconds: float = Field(
+        60.0, gt=0, description="How long one `adaptloop audit` query may run before it is stopped."
+    )
+    audit_memory_mb: int = Field(
+        1024,
+        ge=16,
+        description="How much memory one `adaptloop audit` query may take, its result's rows included (it "
+        "never spills to disk); a query that needs more is stopped.",
     )
 
     @property

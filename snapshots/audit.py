@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,13 +176,30 @@ def _query_text(query: str) -> tuple[str, tuple[str, ...]]:
     return query, tuple(re.findall(r"\$([a-zA-Z_]\w*)", query))
 
 
-def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) -> pa.Table:
+AUDIT_SECONDS = 60.0
+"""How long one audit query may run (the ``audit_seconds`` setting's default)."""
+AUDIT_MEMORY_MB = 1024
+"""How much memory one audit query may take, its result included (the ``audit_memory_mb`` setting's default)."""
+
+
+def run_audit(
+    snapshot: Path,
+    query: str,
+    params: dict[str, str] | None = None,
+    *,
+    seconds: float = AUDIT_SECONDS,
+    memory_mb: int = AUDIT_MEMORY_MB,
+) -> pa.Table:
     """Run SQL (or a named query) read-only against ``snapshot``; return an Arrow table.
 
     Parameters are DuckDB's named ``$name`` placeholders, given as ``params``. The query runs in a sandbox:
     one ``SELECT`` (no ``COPY``, ``ATTACH``, ``SET``, ``INSTALL``...), with DuckDB's access to files limited to
     the snapshot's archive, read only, and its configuration locked: an audit reads, it never writes a file
     (a ``COPY`` into the archive would put forged rows into the next snapshot).
+
+    It is also bounded: it is interrupted after ``seconds``, and refused once DuckDB's working memory or the
+    result's rows take more than ``memory_mb`` (nothing spills to disk): a :class:`ConfigError` names the limit
+    and its setting. A cross join of two big tables would otherwise run for hours and take the host's memory.
     """
     sql, needed = _query_text(query)
     params = dict(params or {})
@@ -194,16 +212,55 @@ def run_audit(snapshot: Path, query: str, params: dict[str, str] | None = None) 
         shown = ", ".join(kind.name for kind in kinds) or "nothing"
         raise ConfigError(f"an audit runs one query (SELECT ... or WITH ... SELECT ...), not {shown}")
     with duckdb.connect(str(snapshot), read_only=True) as db:
-        _sandbox(db)
-        return db.sql(sql, params={name: params[name] for name in needed} or None).to_arrow_table()
+        _sandbox(db, memory_mb)
+        timed_out = threading.Event()
+
+        def interrupt() -> None:
+            timed_out.set()
+            db.interrupt()
+
+        timer = threading.Timer(seconds, interrupt)
+        timer.start()
+        try:
+            return _bounded_result(db, sql, {name: params[name] for name in needed}, memory_mb)
+        except (duckdb.InterruptException, OSError):  # Arrow's reader reports an interrupt as an OSError
+            if timed_out.is_set():
+                raise _limit_hit(f"ran longer than {seconds:g} s", "audit_seconds") from None
+            raise
+        except duckdb.OutOfMemoryException:
+            raise _limit_hit(f"needed more than {memory_mb:,} MB of memory", "audit_memory_mb") from None
+        finally:
+            timer.cancel()
+            timer.join()  # an interrupt under way ends before the connection closes
 
 
-def _sandbox(db: duckdb.DuckDBPyConnection) -> None:
+def _bounded_result(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str], memory_mb: int) -> pa.Table:
+    """The query's rows, read batch by batch: refused as soon as they take more than ``memory_mb``."""
+    reader = db.sql(sql, params=params or None).to_arrow_reader(100_000)
+    batches, size = [], 0
+    for batch in reader:
+        size += batch.nbytes
+        if size > memory_mb * 2**20:
+            raise _limit_hit(f"returned more than {memory_mb:,} MB of rows", "audit_memory_mb")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, reader.schema)
+
+
+def _limit_hit(what: str, setting: str) -> ConfigError:
+    return ConfigError(
+        f"the audit query {what} and was stopped: the limit is the setting {setting} (ADAPTLOOP_{setting.upper()}); "
+        "narrow the query (a WHERE, a LIMIT, an aggregate instead of a join's rows) or raise the limit"
+    )
+
+
+def _sandbox(db: duckdb.DuckDBPyConnection, memory_mb: int) -> None:
     """Files: the snapshot's archive only (none for an object store's: that snapshot holds its rows); no other
-    external access; settings locked for the session."""
+    external access; at most ``memory_mb`` of memory, nothing spilled to disk; settings locked for the session."""
     archive = db.execute("SELECT archive FROM snapshot_info").fetchone() if _has_table(db, "snapshot_info") else None
     if archive is not None and archive[0] and "://" not in archive[0]:
         db.execute("SET allowed_directories = $dirs", {"dirs": [str(Path(archive[0])) + "/"]})
+    db.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
+    db.execute("SET temp_directory = ''")
     db.execute("SET enable_external_access = false")
     db.execute("SET lock_configuration = true")
 

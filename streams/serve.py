@@ -8,29 +8,39 @@
 - ``GET /v1/models`` and ``GET /v1/models/{model}``: each model's served version, its parent, what it has
   learned and its metrics; ``GET /health``, ``GET /metrics``; ``GET /openapi.json`` describes it all.
 
-A request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
-503: no version may serve yet), never a 500. Each configured model gets a client in the background, so the
-server starts before the models have versions and serves each one as soon as it has.
+No client input gets a 5xx. :class:`RequestGate` refuses a body before a route reads it: too large (413, from
+its ``Content-Length`` or counted as it streams), not JSON (415), not RFC 8259 JSON or nested too deep (422);
+a request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
+503: no version may serve yet). Every error is one :class:`ErrorBody`, quoting inputs as short excerpts. Each
+configured model gets a client in the background, so the server starts before the models have versions and
+serves each one as soon as it has.
 """
 
 from __future__ import annotations
 
 import logging
+import reprlib
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Body, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from adaptloop.schemas.base import FeatureValue, Name
+from adaptloop.schemas.codec import MAX_RECORD_BYTES
 from adaptloop.schemas.errors import (
     AdaptloopError,
     DeliveryFailed,
@@ -56,6 +66,183 @@ PREDICT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 CLIENT_RETRY_SECONDS = 5.0
+MAX_DEPTH = 32
+"""JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's or a
+validator's recursion over 100,000 levels is an easy way to exhaust a server."""
+MAX_FEATURES = 1000
+"""Features a prediction request may carry at most (the ``serve_max_features`` setting's default)."""
+EXCERPT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may be: its body's bytes (default: the contracts' record limit, what Kafka would take),
+    its JSON's depth and a prediction's number of features."""
+
+    max_body_bytes: int = MAX_RECORD_BYTES
+    max_depth: int = MAX_DEPTH
+    max_features: int = MAX_FEATURES
+
+
+class Problem(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body` and the path of the field in it.")
+    msg: str = Field(description="What is wrong with it.")
+    input: str | None = Field(None, description=f"An excerpt of the value sent (at most {EXCERPT_CHARS} characters).")
+
+
+class ErrorBody(BaseModel):
+    """Every error's answer (4xx and 503): what kind of error, a sentence for a person, and for a request the
+    contracts refuse, each problem with an excerpt of the input (never the whole input)."""
+
+    error: str = Field(
+        description="The kind: BodyTooLarge (413), UnsupportedMediaType (415), InvalidJSON, InvalidRequest or "
+        "InvalidInput (422), UnknownModel or NotFound (404), MethodNotAllowed (405), NoModelYet, "
+        "PredictionFailed or DeliveryFailed (503)."
+    )
+    detail: str = Field(description="What went wrong and what to do.")
+    problems: list[Problem] = Field(default_factory=list, description="Each field the contracts refuse.")
+
+
+_excerpts = reprlib.Repr()  # (keywords only from Python 3.12)
+_excerpts.maxlevel, _excerpts.maxdict, _excerpts.maxlist = 2, 4, 4
+_excerpts.maxstring, _excerpts.maxother, _excerpts.maxlong = EXCERPT_CHARS - 2, EXCERPT_CHARS, EXCERPT_CHARS
+
+
+def excerpt(value: Any) -> str:
+    """A short, printable excerpt of ``value`` (bounded work and length, whatever its size).
+
+    >>> excerpt("x" * 10_000)[:12], len(excerpt("x" * 10_000)) <= EXCERPT_CHARS
+    ("'xxxxxxxxxxx", True)
+    >>> excerpt({f"f{i}": i for i in range(10_000)})
+    "{'f0': 0, 'f1': 1, 'f10': 10, 'f100': 100, ...}"
+    """
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value[: EXCERPT_CHARS * 4]).decode("utf-8", "replace")
+    shown = _excerpts.repr(value)
+    return shown if len(shown) <= EXCERPT_CHARS else shown[: EXCERPT_CHARS - 1] + "…"
+
+
+def error_response(status: int, error: str, detail: str, problems: list[Problem] | None = None) -> Response:
+    """An :class:`ErrorBody` answer (counted in the requests metric)."""
+    REQUESTS.labels("error", status).inc()
+    body = {"error": error, "detail": detail, "problems": [p.model_dump() for p in problems or []]}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _problems(errors: list[Any]) -> list[Problem]:
+    return [
+        Problem(loc=list(e["loc"]), msg=str(e["msg"]), input=excerpt(e["input"]) if "input" in e else None)
+        for e in errors[:20]
+    ]
+
+
+def invalid_request(errors: list[Any], prefix: tuple[str, ...] = ()) -> Response:
+    """422 for a body the contracts refuse: each problem (at most 20) with an excerpt of its input."""
+    problems = _problems([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
+    first = problems[0] if problems else None
+    where = ".".join(map(str, first.loc)) if first else "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return error_response(422, "InvalidRequest", f"{where}: {first.msg if first else 'invalid'}{more}", problems)
+
+
+class RequestGate:
+    """The body of every POST, checked before the app reads it (an ASGI middleware).
+
+    - 415 unless its ``Content-Type`` is JSON;
+    - 413 as soon as it is larger than ``max_body_bytes``: from its ``Content-Length`` before a byte is read,
+      else counted as it streams in (chunked), so a 10 GB body costs at most the limit;
+    - 422 unless it is JSON as RFC 8259 defines it (no ``NaN``, no ``Infinity``; UTF-8) nested at most
+      ``max_depth`` deep.
+
+    The routes then get the body as it came, and validate it against their contract.
+    """
+
+    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers, limit = Headers(scope=scope), self.limits.max_body_bytes
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            shown = excerpt(media_type) if media_type else "none"
+            detail = f"the body must be JSON, sent with Content-Type: application/json (not {shown})"
+            await error_response(415, "UnsupportedMediaType", detail)(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(int(declared), scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await self._too_large(None, scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        problem = json_problem(bytes(body), self.limits.max_depth)
+        if problem is not None:
+            await error_response(422, "InvalidJSON", problem)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = f"{size:,} bytes" if size is not None else "more"
+        detail = f"the body may take at most {self.limits.max_body_bytes:,} bytes (this one: {sent})"
+        response = error_response(413, "BodyTooLarge", detail)
+        response.headers["connection"] = "close"  # the rest of the body is never read
+        await response(scope, receive, send)
+
+
+def json_problem(body: bytes, max_depth: int) -> str | None:
+    """Why ``body`` is not a JSON document a contract could take, or None.
+
+    >>> print(json_problem(b'[NaN]', 32))
+    not valid JSON at byte 1: NaN and Infinity are not JSON numbers (send null for a missing value), near '[NaN]'
+    >>> json_problem(b'[' * 40 + b']' * 40, 32)
+    'JSON nested deeper than 32 levels'
+    >>> json_problem(b'{"features": {"x": 1}}', 32) is None
+    True
+    """
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        at = error.pos
+        if error.msg == "depth limit exceeded":
+            return f"JSON nested deeper than {max_depth} levels"
+        if any(word in body[max(0, at - 1) : at + 9] for word in (b"NaN", b"Infinity")):
+            why = "NaN and Infinity are not JSON numbers (send null for a missing value)"
+        else:
+            why = error.msg
+        return f"not valid JSON at byte {at}: {why}, near {excerpt(body[max(0, at - 20) : at + 20])}"
+    return f"JSON nested deeper than {max_depth} levels" if _deeper(value, max_depth) else None
+
+
+def _deeper(value: Any, limit: int) -> bool:
+    """Whether ``value``'s containers nest deeper than ``limit`` (a walk without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class PredictRequest(BaseModel):
@@ -68,9 +255,6 @@ class PredictRequest(BaseModel):
     tenant: Name | None = None
     user_id: Name | None = None
     session_id: Name | None = None
-
-
-PREDICT_BODY = PredictRequest.model_json_schema()  # documents the body the predict route validates itself
 
 
 class PredictResponse(BaseModel):
@@ -161,8 +345,26 @@ def _info(name: str, client: ModelClient | None) -> ModelInfo:
 STATUS = {UnknownModel: 404, InvalidInput: 422, NoModelYet: 503, PredictionFailed: 503, DeliveryFailed: 503}
 
 
-def create_app(settings: ClientSettings, models: list[str]) -> FastAPI:
-    """The HTTP app serving ``models`` of the loop ``settings`` describe."""
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these error statuses: each an :class:`ErrorBody`."""
+    what = {
+        404: "No such model",
+        413: "The body is larger than the server takes",
+        415: "The body is not JSON",
+        422: "Not valid JSON, or a request the contracts refuse (each problem with an excerpt)",
+        503: "The model cannot serve yet, or Kafka did not take the event",
+    }
+    return {status: {"model": ErrorBody, "description": what[status]} for status in statuses}
+
+
+class Health(BaseModel):
+    ok: bool
+    waiting: dict[str, str] = Field(description="Each model not serving yet, and why.")
+
+
+def create_app(settings: ClientSettings, models: list[str], limits: RequestLimits | None = None) -> FastAPI:
+    """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within ``limits``."""
+    limits = limits or RequestLimits()
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -184,25 +386,41 @@ def create_app(settings: ClientSettings, models: list[str]) -> FastAPI:
         version=package_version("adaptloop"),
         summary="The loop's models and event intake over HTTP: predict with the current version, send outcomes "
         "and feedback.",
+        description=f"Every error is an `ErrorBody`. A body must be JSON (`Content-Type: application/json`, else "
+        f"415), of at most {limits.max_body_bytes:,} bytes (else 413), without NaN or Infinity and nested at most "
+        f"{limits.max_depth} levels (else 422); a prediction takes at most {limits.max_features:,} features.",
         lifespan=lifespan,
     )
+    app.add_middleware(RequestGate, limits=limits)
 
     @app.exception_handler(AdaptloopError)
-    async def adaptloop_error(request: Request, error: AdaptloopError) -> JSONResponse:
+    async def adaptloop_error(request: Request, error: AdaptloopError) -> Response:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
-        REQUESTS.labels("error", status).inc()
-        return JSONResponse({"detail": str(error), "error": type(error).__name__}, status_code=status)
+        return error_response(status, type(error).__name__, str(error))
 
     @app.exception_handler(ValidationError)
-    async def invalid_body(request: Request, error: ValidationError) -> JSONResponse:
-        REQUESTS.labels("error", 422).inc()
-        return JSONResponse({"detail": error.errors(include_url=False, include_context=False)}, status_code=422)
+    async def invalid_body(request: Request, error: ValidationError) -> Response:
+        return invalid_request(error.errors(include_url=False, include_context=False), ("body",))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request: Request, error: RequestValidationError) -> Response:
+        return invalid_request(list(error.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        kinds = {404: "NotFound", 405: "MethodNotAllowed"}
+        response = error_response(error.status_code, kinds.get(error.status_code, "HTTPError"), str(error.detail))
+        response.headers.update(error.headers or {})
+        return response
+
+    predict_body = PredictRequest.model_json_schema()  # documents the body the predict route validates itself
+    predict_body["properties"]["features"]["maxProperties"] = limits.max_features
 
     @app.post(
         "/v1/models/{model}:predict",
         response_model=PredictResponse,
-        responses={404: {"description": "No such model"}, 422: {"description": "Features the contract refuses"}},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_BODY}}}},
+        responses=_documented(404, 413, 415, 422, 503),
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": predict_body}}}},
     )
     async def predict(model: str, http: Request) -> Response:
         """Predict with the model's current version and log the decision (its ``decision_id`` names the
@@ -212,6 +430,14 @@ def create_app(settings: ClientSettings, models: list[str]) -> FastAPI:
         # microseconds, a thread hop more); the answer is serialised directly (the documented PredictResponse).
         started = time.perf_counter()
         request = PredictRequest.model_validate_json(await http.body())
+        if len(request.features) > limits.max_features:
+            problem = Problem(
+                loc=["body", "features"],
+                msg=f"{len(request.features):,} features: a prediction takes at most {limits.max_features:,} "
+                "(the setting serve_max_features)",
+                input=excerpt(request.features),
+            )
+            return error_response(422, "InvalidRequest", f"body.features: {problem.msg}", [problem])
         client = state["served"].get(model)
         answer = client.predict(
             request.features,
@@ -232,14 +458,14 @@ def create_app(settings: ClientSettings, models: list[str]) -> FastAPI:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @app.post("/v1/outcomes", response_model=Accepted, status_code=202)
+    @app.post("/v1/outcomes", response_model=Accepted, status_code=202, responses=_documented(413, 415, 422, 503))
     async def outcome(event: OutcomeEvent) -> Response:
         """Report what happened to a decision (its label or reward)."""
         state["producer"].send(event)
         REQUESTS.labels("outcomes", 202).inc()
         return Response(b'{"accepted":true,"topic":"outcomes"}', status_code=202, media_type="application/json")
 
-    @app.post("/v1/feedback", response_model=Accepted, status_code=202)
+    @app.post("/v1/feedback", response_model=Accepted, status_code=202, responses=_documented(413, 415, 422, 503))
     async def feedback(event: Annotated[AgentFeedbackEvent | PreferenceEvent, Body()]) -> Accepted:
         """An agent's step or a user's feedback (``AgentFeedbackEvent``), or a pairwise preference
         (``PreferenceEvent``)."""
@@ -253,21 +479,21 @@ def create_app(settings: ClientSettings, models: list[str]) -> FastAPI:
         """Every model this server serves: its current version, lineage head and metrics."""
         return [_info(name, client) for name, client in state["served"].clients.items()]
 
-    @app.get("/v1/models/{model}", response_model=ModelInfo)
+    @app.get("/v1/models/{model}", response_model=ModelInfo, responses=_documented(404, 422))
     def one_model(model: str) -> ModelInfo:
         served: ServedModels = state["served"]
         if model not in served.clients:
             raise UnknownModel(f"this server serves no model {model!r}")
         return _info(model, served.clients[model])
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Models waiting"}})
     def health() -> JSONResponse:
         """200 once every model serves a version; 503 (naming those still waiting) before."""
         served: ServedModels = state["served"]
         waiting = {name: served.problems.get(name, "connecting") for name, c in served.clients.items() if c is None}
         return JSONResponse({"ok": not waiting, "waiting": waiting}, status_code=503 if waiting else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

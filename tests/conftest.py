@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -14,10 +15,25 @@ from confluent_kafka import KafkaError, KafkaException
 
 from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas.errors import AdaptloopError
+from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics, wait_for_broker
 from adaptloop.testing import secure_listener, test_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
+SETTINGS_ENV = re.compile(
+    "ADAPTLOOP_(" + "|".join(name.upper() for name in Settings.model_fields) + ")(__.*)?", re.IGNORECASE
+)
+
+
+@pytest.fixture(autouse=True)
+def _settings_from_the_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the developer's ``ADAPTLOOP_<SETTING>`` variables for the test (and the processes it starts): a test
+    gets the settings it makes itself, whatever the shell exported (``ADAPTLOOP_KAFKA_PORT`` would otherwise
+    change what ``Settings()`` reads). The test suite's own knobs (``ADAPTLOOP_TEST_*``, ``ADAPTLOOP_SKIP_*``...)
+    name no setting and stay; session fixtures (the broker) were made before and keep what they read."""
+    for name in list(os.environ):
+        if SETTINGS_ENV.fullmatch(name):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -117,13 +117,14 @@ def audit(
             table.add_row(name, " ".join(f"--param {p}=..." for p in named.params), named.description)
         console.print(table)
         return
-    path = chosen_snapshot(snapshot, Settings())
+    settings = Settings()
+    path = chosen_snapshot(snapshot, settings)
     try:
         params = dict(item.split("=", 1) for item in param or [])
     except ValueError:
         raise fail(ConfigError(f"--param takes NAME=VALUE, got {param}")) from None
     try:
-        result = run_audit(path, query, params)
+        result = run_audit(path, query, params, seconds=settings.audit_seconds, memory_mb=settings.audit_memory_mb)
     except AdaptloopError as error:
         raise fail(error) from None
     except Exception as error:  # DuckDB's own errors (bad SQL, unknown column) are the caller's to fix

@@ -71,13 +71,14 @@ def serve(
     """Serve the models over HTTP (predict, outcomes, feedback) for services in any language."""
     import uvicorn
 
-    from adaptloop.streams.serve import create_app
+    from adaptloop.streams.serve import RequestLimits, create_app
 
     settings = Settings()
     models = list(model or settings.specs)
     if not models and openapi is None:
         raise fail(AdaptloopError("no model to serve: give --model NAME, or set ADAPTLOOP_MODELS"))
-    app_ = create_app(settings, models)
+    limits = RequestLimits(max_body_bytes=settings.serve_max_body_bytes, max_features=settings.serve_max_features)
+    app_ = create_app(settings, models, limits)
     if openapi is not None:
         import orjson
 
