@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ from adaptloop.streams.admin import ensure_topics, wait_for_broker
 from adaptloop.testing import secure_listener, test_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run of the tests has a data directory of its own: nothing a test starts without a home of its own
+    (the default one, ``$XDG_DATA_HOME/adaptloop``) writes into the user's."""
+    data = tempfile.mkdtemp(prefix="adaptloop-tests-data-")
+    os.environ["XDG_DATA_HOME"] = data
+    config.add_cleanup(lambda: shutil.rmtree(data, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")
