@@ -6,12 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from adaptloop.streams import ensure_topics
+from adaptloop.streams.versions import published_versions
 
 pytestmark = pytest.mark.kafka
 
@@ -58,6 +60,11 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
             start_new_session=True,
         )
     try:
+        # As a user would, the service starts once the worker runs: it has published the model's first version.
+        deadline = time.monotonic() + 300
+        while "churn" not in published_versions(kafka_bootstrap, prefix):
+            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.5)
         (service_folder / "quickstart.py").write_text(code)
         result = subprocess.run(
             [sys.executable, "quickstart.py"],
