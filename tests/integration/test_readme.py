@@ -89,3 +89,6 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
     # Each learned version, served from the worker's home, answers better than the fallback (the non-churners).
     assert all(accuracy > fallback + 0.2 for accuracy in served.values()), result.stdout
     assert all((home / "models" / "churn" / "versions" / f"{version}.pkl").is_file() for version in served)
+    # The CLI, from a folder of its own, finds the same home.
+    shown = subprocess.run([adaptloop, "settings"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert f'home = "{home}"' in shown.stdout.splitlines()
