@@ -94,6 +94,8 @@ def worker_health(roles: Sequence[RoleProcess], metrics_dir: Path) -> tuple[bool
 
 def run_worker(settings: Settings, role: Role = "all") -> None:
     """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
+    # One line that says where models, keys and the archive are: services and commands read the same setting.
+    log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
     if role in ("all", "learn"):

@@ -39,7 +39,7 @@ class ArchiveAgent:
 
     Typical use (needs a broker)::
 
-        ArchiveAgent("localhost:9092", archive=ParquetArchive(".adaptloop/archive")).run(stop)
+        ArchiveAgent("localhost:9092", archive=ParquetArchive("/var/lib/adaptloop/archive")).run(stop)
     """
 
     def __init__(

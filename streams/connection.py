@@ -16,6 +16,7 @@ environment's.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,16 @@ from adaptloop.schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from adaptloop.learners.store import ModelStore
+
+
+def default_home() -> Path:
+    """The user's own home for adaptloop: ``$XDG_DATA_HOME/adaptloop``, by default ``~/.local/share/adaptloop``.
+
+    It is absolute, so a worker and the services and commands its user runs on the same machine find the same
+    home from any folder. A relative ``XDG_DATA_HOME`` is ignored, as the XDG Base Directory spec says.
+    """
+    data = os.environ.get("XDG_DATA_HOME", "")
+    return (Path(data) if os.path.isabs(data) else Path.home() / ".local" / "share") / "adaptloop"
 
 
 class ClientSettings(BaseSettings):
@@ -43,7 +54,13 @@ class ClientSettings(BaseSettings):
         env_parse_none_str="null",
     )
 
-    home: Path = Field(Path(".adaptloop"), description="Where the local broker's data, models and archives live.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="Where the local broker's data, models and archives live; the worker logs it when it starts. The "
+        "default is the user's, so a worker and the services and commands of one user on one machine share it from "
+        "any folder.",
+        json_schema_extra={"shown_default": "~/.local/share/adaptloop ($XDG_DATA_HOME/adaptloop if set)"},
+    )
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: the local broker.")
     kafka_host: str = Field("127.0.0.1", description="The local broker's host (when `bootstrap` is unset).")
     kafka_port: int = Field(9092, ge=1, le=65535, description="The local broker's port (when `bootstrap` is unset).")
@@ -68,6 +85,12 @@ class ClientSettings(BaseSettings):
         "per variable: ADAPTLOOP_KAFKA__SASL_USERNAME (underscores for dots). A value `file:/path` is read from "
         "that file (a mounted secret). Passwords and keys are never shown or logged.",
     )
+
+    @field_validator("home")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        """``~/adaptloop`` (in ``adaptloop.toml``, where no shell expands it) is in the user's home directory."""
+        return value.expanduser()
 
     @field_validator("kafka", mode="before")
     @classmethod

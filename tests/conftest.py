@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,14 @@ def _settings_from_the_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if SETTINGS_ENV.fullmatch(name):
             monkeypatch.delenv(name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run of the tests has a data directory of its own: nothing a test starts without a home of its own
+    (the default one, ``$XDG_DATA_HOME/adaptloop``) writes into the user's."""
+    data = tempfile.mkdtemp(prefix="adaptloop-tests-data-")
+    os.environ["XDG_DATA_HOME"] = data
+    config.add_cleanup(lambda: shutil.rmtree(data, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

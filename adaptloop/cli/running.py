@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -51,7 +52,10 @@ def worker(
 
     ensure_reproducible_hashing()
     try:
-        run_worker(Settings(), role.value)
+        settings = Settings()
+        root = logging.getLogger()  # the worker logs at its log_level (-v: at least INFO), as its roles do
+        root.setLevel(min(root.level, logging.getLevelName(settings.log_level.upper())))
+        run_worker(settings, role.value)
     except AdaptloopError as error:
         raise fail(error) from None
 

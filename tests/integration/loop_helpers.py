@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -15,10 +16,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import Event, ModelVersion, OutcomeEvent, PredictionEvent
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic, topic_named
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from adaptloop.streams.status import group_lag
 from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
 
@@ -86,6 +90,64 @@ def read_until(
             if worker is not None:
                 worker.check_alive()
     return events
+
+
+def wait_until_read(settings: Settings, group: str, topics: list[Topic], worker: Worker, timeout: float = 180) -> None:
+    """Wait until the worker's consumer ``group`` (``join``, ``learner``, ...) has committed every record written
+    so far to ``topics``: it has read them, whatever order its consumer fetched its topics in."""
+    names = [topic.full_name(settings.topic_prefix) for topic in topics]
+    deadline = time.monotonic() + timeout
+    group = f"{settings.topic_prefix}{settings.group}-{group}"  # (the roles prefix their groups as their topics)
+    while (lag := group_lag(settings.bootstrap_address, group, names)) != 0:
+        assert time.monotonic() < deadline, f"{group} still behind on {names} after {timeout:.0f}s: {lag}"
+        worker.check_alive()
+        time.sleep(0.5)
+
+
+class TopicReader:
+    """The committed events of one topic from its start, read as the topic grows by one consumer: a check that
+    read the topic again from its start each time would cost more the longer it waits, and on a loaded machine
+    one read could outlast the wait. Tombstones and undecodable records are skipped, as ``read_all`` does."""
+
+    def __init__(self, settings: Settings, topic: Topic) -> None:
+        self.topic, self.name = topic, topic.full_name(settings.topic_prefix)
+        self.events: list[Event] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_address,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        self._partitions = list(self._consumer.list_topics(self.name, timeout=30).topics[self.name].partitions)
+        self._consumer.assign([TopicPartition(self.name, p, OFFSET_BEGINNING) for p in self._partitions])
+
+    def read(self, timeout: float = 60.0) -> list[Event]:
+        """Every event so far: those read before, and those since up to the topic's end as of now (or what
+        ``timeout`` allowed: an open transaction holds a committed reader back until it ends)."""
+        ends = {p: high for p, (_, high) in watermarks(self._consumer, self.name, self._partitions, timeout).items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self._consumer.consume(1000, 0.2):
+                if message.error() is None and message.value() is not None:
+                    with contextlib.suppress(DecodeError):
+                        self.events.append(decode(self.topic, message.value()))
+            # Transaction markers take the last offsets: a partition is read when its position passes the end.
+            positions = self._consumer.position([TopicPartition(self.name, p) for p in ends])
+            if all(ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in positions):
+                return self.events
+            if time.monotonic() > deadline:
+                return self.events
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, int]]:

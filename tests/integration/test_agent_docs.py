@@ -57,9 +57,9 @@ def test_the_agent_teams_twenty_lines_run_as_written(kafka_bootstrap, tmp_path):
             settings,
             [AGENT_FEEDBACK, GUARDRAIL_ALERTS],
             lambda seen: any(isinstance(e, GuardrailAlert) for e in seen),
-            timeout=60,
+            timeout=120,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not posted and time.monotonic() < deadline:
             time.sleep(0.2)
     server.shutdown()

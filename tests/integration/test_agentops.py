@@ -11,13 +11,13 @@ import pytest
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.preferences import PreferenceStore, Publications
 from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent, PreferenceSnapshot
-from adaptloop.schemas.topics import DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE
+from adaptloop.schemas.topics import AGENT_FEEDBACK, DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer
 from adaptloop.streams.versions import read_all
 from adaptloop.worker import kill_worker_process
 
-from .loop_helpers import Worker, loop_settings, no_role_stopped, running_worker
+from .loop_helpers import TopicReader, Worker, loop_settings, no_role_stopped, running_worker, wait_until_read
 
 pytestmark = pytest.mark.kafka
 
@@ -44,13 +44,9 @@ def _thumb(user: str, agent: str, variant: str, up: bool, n: int, **fields) -> A
     )
 
 
-def _store(settings: Settings, agent: str) -> tuple[PreferenceStore, int, list[PreferenceSnapshot]]:
+def _store(reader: TopicReader, agent: str) -> tuple[PreferenceStore, int, list[PreferenceSnapshot]]:
     """The agent's store as a client merges it, the feedback it counts, and every record it was published in."""
-    records = [
-        s
-        for s in read_all(settings.bootstrap_address, PREFERENCE_STORE, settings.topic_prefix)
-        if isinstance(s, PreferenceSnapshot) and s.agent == agent
-    ]
+    records = [s for s in reader.read() if isinstance(s, PreferenceSnapshot) and s.agent == agent]
     publications = Publications()
     for snapshot in records:
         publications.add(snapshot)
@@ -61,12 +57,11 @@ def _store(settings: Settings, agent: str) -> tuple[PreferenceStore, int, list[P
     return store, sum(p.updates for p in parts if p.part == 0), records
 
 
-def _letters(settings: Settings) -> list[DeadLetter]:
-    letters = read_all(settings.bootstrap_address, DEAD_LETTERS, settings.topic_prefix)
-    return [letter for letter in letters if isinstance(letter, DeadLetter)]
+def _letters(reader: TopicReader) -> list[DeadLetter]:
+    return [letter for letter in reader.read() if isinstance(letter, DeadLetter)]
 
 
-def _wait(check, timeout: float = 120.0, worker=None):
+def _wait(check, timeout: float = 300.0, worker=None):
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -107,29 +102,29 @@ def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, 
             for n in range(180):
                 producer.send(_thumb(f"calm-{n}", "calm", f"c{n % 3}", n % 4 != 0, n))
         preferences = sum(1 for n in range(1200) if n % 60 != (n * 7 + 1) % 60)
+        with TopicReader(settings, PREFERENCE_STORE) as stores, TopicReader(settings, DEAD_LETTERS) as dead_letters:
+            wide = _wait(lambda: (found := _store(stores, "wide"))[1] == 2000 and found, worker=worker)
+            assert wide, "the wide agent's store never counted 2,000 variants"
+            store, _, records = wide
+            assert sorted(store.variants("wide")) == names[:2000]
+            assert all(store.beta("*", "wide", name) == (2.0, 1.0) for name in names[:2000])
+            assert max(record.parts for record in records) >= 2  # one publication in parts, each under Kafka's limit
 
-        wide = _wait(lambda: (found := _store(settings, "wide"))[1] == 2000 and found, worker=worker)
-        assert wide, "the wide agent's store never counted 2,000 variants"
-        store, _, records = wide
-        assert sorted(store.variants("wide")) == names[:2000]
-        assert all(store.beta("*", "wide", name) == (2.0, 1.0) for name in names[:2000])
-        assert max(record.parts for record in records) >= 2  # one publication in parts, each under Kafka's limit
+            spaced = _wait(lambda: (found := _store(stores, "spaced"))[1] == 50 and found, worker=worker)
+            assert spaced and spaced[0].beta("*", "spaced", "v") == (1.0 + 25, 1.0 + 25)
+            ranked = _wait(lambda: (found := _store(stores, "ranked"))[1] == preferences and found, worker=worker)
+            assert ranked and len(ranked[0].variants("ranked")) == 60
+            calm = _wait(lambda: (found := _store(stores, "calm"))[1] == 180 and found, worker=worker)
+            assert calm
+            # Publications are coalesced: a handful of records for 180 pieces of feedback, not one per piece.
+            assert len(calm[2]) <= 3 * 20
 
-        spaced = _wait(lambda: (found := _store(settings, "spaced"))[1] == 50 and found, worker=worker)
-        assert spaced and spaced[0].beta("*", "spaced", "v") == (1.0 + 25, 1.0 + 25)
-        ranked = _wait(lambda: (found := _store(settings, "ranked"))[1] == preferences and found, worker=worker)
-        assert ranked and len(ranked[0].variants("ranked")) == 60
-        calm = _wait(lambda: (found := _store(settings, "calm"))[1] == 180 and found, worker=worker)
-        assert calm
-        # Publications are coalesced: a handful of records for 180 pieces of feedback, not one per piece.
-        assert len(calm[2]) <= 3 * 20
-
-        letters = _wait(lambda: len(found := _letters(settings)) >= 600 + 150 + 1 and found, worker=worker)
-        kinds = Counter(letter.reason.split(")")[0].removeprefix("quarantined (") for letter in letters)
-        assert len(letters) == 751 and kinds["cardinality"] == 600 and kinds["rate_limited"] == 150
-        assert all("received in the last hour" in d.reason for d in letters if "rate_limited" in d.reason)
-        assert sum("ahead of this worker's clock" in d.reason for d in letters) == 1
-        assert len({(d.source_topic, d.partition, d.offset) for d in letters}) == len(letters)
+            letters = _wait(lambda: len(found := _letters(dead_letters)) >= 600 + 150 + 1 and found, worker=worker)
+            kinds = Counter(letter.reason.split(")")[0].removeprefix("quarantined (") for letter in letters)
+            assert len(letters) == 751 and kinds["cardinality"] == 600 and kinds["rate_limited"] == 150
+            assert all("received in the last hour" in d.reason for d in letters if "rate_limited" in d.reason)
+            assert sum("ahead of this worker's clock" in d.reason for d in letters) == 1
+            assert len({(d.source_topic, d.partition, d.offset) for d in letters}) == len(letters)
         assert no_role_stopped(tmp_path / "worker.log")
 
 
@@ -167,23 +162,25 @@ def test_guard_counters_and_stores_survive_a_sigkill(kafka_bootstrap, tmp_path):
     second += [_thumb(f"u{n}", "support", "b", n % 3 == 0, 300 + n) for n in range(60)]
     second += [step(n) for n in range(3, 5)]
 
+    stores = TopicReader(settings, PREFERENCE_STORE)
     worker = Worker(settings, tmp_path / "worker-1.log")
     try:
         send(first)
-        assert _wait(lambda: _store(settings, "support")[1] == 90, worker=worker)
+        assert _wait(lambda: _store(stores, "support")[1] == 90, worker=worker)
         send(second)
         time.sleep(0.7)  # part of the second batch processed, perhaps committed: SIGKILL mid-way
     finally:
         kill_worker_process(worker.process)
-    with running_worker(settings, tmp_path / "worker-2.log") as worker:
+    with stores, running_worker(settings, tmp_path / "worker-2.log") as worker:
         # Counted once each: 40 from the heavy user (its quota), 120 from the others.
-        assert _wait(lambda: _store(settings, "support")[1] == 160, timeout=180, worker=worker)
-        time.sleep(2)  # nothing more arrives
-        store, updates, _ = _store(settings, "support")
+        assert _wait(lambda: _store(stores, "support")[1] == 160, worker=worker)
+        wait_until_read(settings, "agentops", [AGENT_FEEDBACK], worker)  # all read: nothing more will come
+        store, updates, _ = _store(stores, "support")
         assert updates == 160
         assert store.beta("*", "support", "a") == (1.0 + 40, 1.0)
         assert store.beta("*", "support", "b") == (1.0 + 40 + 20, 1.0 + 20 + 40)
-    letters = [d for d in _letters(settings) if d.reason.startswith("quarantined")]
+    with TopicReader(settings, DEAD_LETTERS) as dead_letters:
+        letters = [d for d in _letters(dead_letters) if d.reason.startswith("quarantined")]
     assert len(letters) == 20 and len({(d.partition, d.offset) for d in letters}) == 20
     assert all("rate_limited" in d.reason for d in letters)
     alerts = read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)

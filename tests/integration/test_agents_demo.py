@@ -35,7 +35,7 @@ def test_the_router_moves_to_the_best_variant_and_the_guardrails_fire(kafka_boot
 
     # Comments reach the archive scrubbed of the email addresses the users wrote.
     name = AGENT_FEEDBACK.full_name(report["prefix"])
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not ParquetArchive(report["archive"]).files(name) and time.monotonic() < deadline:
         time.sleep(0.5)
     comments = [

@@ -112,7 +112,7 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         _learned(settings, 250, worker)  # the ten outcomes joined their predictions and were learned
         again = CliRunner().invoke(app, replay, terminal_width=250)
         assert "10 letter(s) chosen, 10 replayed before" in again.output
-        replays = read_until(settings, [DEAD_LETTER_REPLAYS], lambda s: len(s) >= 10, timeout=30)
+        replays = read_until(settings, [DEAD_LETTER_REPLAYS], lambda s: len(s) >= 10, timeout=120)
         assert len({r.letter for r in replays if isinstance(r, DeadLetterReplay)}) == 10
         assert {r.note for r in replays if isinstance(r, DeadLetterReplay)} == {"labels_01 set"}
     finally:
@@ -121,6 +121,6 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         settings,
         [MODEL_UPDATES],
         lambda s: any(isinstance(v, ModelVersion) and v.examples_seen == 250 for v in s),
-        timeout=30,
+        timeout=120,
     )
     assert max(v.examples_seen for v in versions if isinstance(v, ModelVersion)) == 250  # learned once each

@@ -107,7 +107,7 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
             published(200)
             send(200)
             newer = published(400)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while answers.got[-1]["version"] != newer.version and time.monotonic() < deadline:
                 send(20)
             final = published(sent)

@@ -55,10 +55,11 @@ from adaptloop.schemas.topics import (
     Topic,
     topic_for,
 )
+from adaptloop.streams.join_agent import INPUTS as JOIN_INPUTS
 from adaptloop.streams.producer import DEFAULT_PRODUCER_CONFIG
 from adaptloop.streams.versions import read_all
 
-from .loop_helpers import loop_settings, no_role_stopped, running_worker
+from .loop_helpers import loop_settings, no_role_stopped, running_worker, wait_until_read
 
 pytestmark = pytest.mark.kafka
 
@@ -342,7 +343,11 @@ def _settle(settings, sent: Sent, worker, timeout: float = 300.0) -> tuple[list,
             and len(decided) == sent.decisions
             and _learned(versions) + _learner_letters(settings, sent, letters) >= joined
         ) or time.monotonic() > deadline:
-            time.sleep(3)  # anything still in flight lands: the counts are final
+            # Every role has read all there is (the join's own repartitioned records too, then what it wrote for
+            # the learner): what they wrote is committed with what they read, so the counts are final.
+            wait_until_read(settings, "join", list(JOIN_INPUTS), worker)
+            wait_until_read(settings, "learner", [TRAINING_EXAMPLES, MODEL_COMMANDS], worker)
+            wait_until_read(settings, "agentops", [AGENT_FEEDBACK, PREFERENCES], worker)
             return _read(settings)
         worker.check_alive()
         time.sleep(1)

@@ -176,7 +176,7 @@ def _keys_by_partition(bootstrap: str, topic: str) -> dict[bytes, int]:
         ends = {p: high for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         placed: dict[bytes, int] = {}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while len(placed) < sum(ends.values()) and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
                 if message.error() is None:

@@ -24,7 +24,14 @@ from adaptloop.schemas.topics import (
 )
 from adaptloop.streams import EventProducer
 
-from .loop_helpers import loop_settings, no_role_stopped, read_until, running_worker, send_decisions
+from .loop_helpers import (
+    loop_settings,
+    no_role_stopped,
+    read_until,
+    running_worker,
+    send_decisions,
+    wait_until_read,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -80,6 +87,9 @@ def test_each_poison_record_is_one_dead_letter_and_the_worker_learns_on(kafka_bo
             for event in predictions:
                 producer.send(event)
             producer.flush()
+            # A tick is judged against what the join has read of its partition, whatever order its consumer
+            # fetches the topics in: it has read every decision before the forged ticks come.
+            wait_until_read(settings, "join", [PREDICTIONS, OUTCOMES], worker)
             for tick, _ in forged:
                 for partition in range(2):
                     producer.send(tick, partition=partition)
@@ -102,7 +112,7 @@ def test_each_poison_record_is_one_dead_letter_and_the_worker_learns_on(kafka_bo
                 sum(isinstance(e, DeadLetter) for e in events) >= expected
                 and any(isinstance(e, ModelVersion) and e.examples_seen >= learned for e in events)
             ),
-            timeout=180,
+            timeout=300,
             worker=worker,
         )
     letters = [e for e in seen if isinstance(e, DeadLetter)]

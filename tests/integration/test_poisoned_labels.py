@@ -118,7 +118,7 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
 
     letters = [
         d
-        for d in read_until(settings, [DEAD_LETTERS], lambda s: len(s) >= len(BAD), timeout=60)
+        for d in read_until(settings, [DEAD_LETTERS], lambda s: len(s) >= len(BAD), timeout=120)
         if isinstance(d, DeadLetter)
     ]
     assert len(letters) == len(BAD) and len({d.offset for d in letters}) == len(BAD)
@@ -132,7 +132,7 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
             [DRIFT_ALERTS],
             # The rejecting alert itself: another health signal (no outcomes yet, on a slow machine) may come first.
             lambda s: any(isinstance(a, DriftAlert) and a.kind == "health" and a.signal == "rejecting" for a in s),
-            timeout=60,
+            timeout=120,
         )
         if isinstance(a, DriftAlert)
     ]

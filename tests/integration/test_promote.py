@@ -63,14 +63,14 @@ def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka
                     "promotion",
                     "analyst",
                 )
-                assert client.wait_for_version(tried.stored, timeout=30)  # served by itself
+                assert client.wait_for_version(tried.stored, timeout=60)  # served by itself
             send_decisions(producer, data[1000:], 1000)
             producer.flush()
             after = _version_at(settings, worker, 1250)
         assert after.parent == tried.stored  # learning continued from the promoted model
         _wait_archived(settings.archive_location, MODEL_UPDATES.full_name(prefix), 6)  # 250 .. 1000, promotion, 1250
         _wait_archived(settings.archive_location, TRAINING_EXAMPLES.full_name(prefix), 1250)
-        history = read_until(settings, [MODEL_UPDATES], lambda e: len(e) >= 6, timeout=60)
+        history = read_until(settings, [MODEL_UPDATES], lambda e: len(e) >= 6, timeout=120)
         assert [v.reason for v in history if isinstance(v, ModelVersion)][-2:] == ["promotion", "checkpoint"]
 
     steps = replay(settings.archive_location, store, spec, after.version, prefix)

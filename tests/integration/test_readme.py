@@ -6,12 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from adaptloop.streams import ensure_topics
+from adaptloop.streams.versions import published_versions
 
 pytestmark = pytest.mark.kafka
 
@@ -29,34 +31,48 @@ def quickstart() -> tuple[dict[str, str], str]:
     return exports, code.group(1)
 
 
-def test_the_readme_quickstart_runs_as_written(kafka_bootstrap, tmp_path):
+def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_bootstrap, tmp_path):
     exports, code = quickstart()
     prefix = f"readme{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {
-        **os.environ,
+    env = {  # one user's environment: no home is set, so the worker and the service take the user's default
+        **{name: value for name, value in os.environ.items() if name != "ADAPTLOOP_HOME"},
         **exports,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
         "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap,
         "ADAPTLOOP_TOPIC_PREFIX": prefix,
-        "ADAPTLOOP_HOME": str(tmp_path / "home"),
         "ADAPTLOOP_GROUP": f"readme{uuid.uuid4().hex[:6]}",
         "ADAPTLOOP_METRICS_PORT": "null",
         "ADAPTLOOP_SNAPSHOT_SECONDS": "null",
     }
+    home = tmp_path / "data" / "adaptloop"
+    worker_folder, service_folder = tmp_path / "worker", tmp_path / "service"  # each run from a folder of its own
+    worker_folder.mkdir()
+    service_folder.mkdir()
     adaptloop = os.path.join(os.path.dirname(sys.executable), "adaptloop")
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [adaptloop, "worker"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [adaptloop, "worker"],
+            cwd=worker_folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
-        (tmp_path / "quickstart.py").write_text(code)
+        # As a user would, the service starts once the worker runs: it has published the model's first version.
+        deadline = time.monotonic() + 300
+        while "churn" not in published_versions(kafka_bootstrap, prefix):
+            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.5)
+        (service_folder / "quickstart.py").write_text(code)
         result = subprocess.run(
             [sys.executable, "quickstart.py"],
-            cwd=tmp_path,
+            cwd=service_folder,
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=900,
             check=False,
         )
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
@@ -64,7 +80,15 @@ def test_the_readme_quickstart_runs_as_written(kafka_bootstrap, tmp_path):
     finally:
         worker.terminate()
         worker.wait(60)
-    match = re.fullmatch(r"serving ([0-9a-f]{16}): learned (\d+) examples, shadow accuracy (0\.\d{3})\n", result.stdout)
-    assert match, result.stdout
-    assert int(match.group(2)) == 3_000
-    assert float(match.group(3)) > 0.8  # the churn rule is learnable
+    assert f"home {home} (ADAPTLOOP_HOME)" in (tmp_path / "worker.log").read_text()  # one line at start
+    waves = re.findall(r"^wave (\d): served by (\S+), production accuracy ([01]\.\d{3})$", result.stdout, re.M)
+    assert [int(wave) for wave, _, _ in waves] == [1, 2, 3, 4] and "no new version" not in result.stdout, result.stdout
+    served = {version: float(accuracy) for _, version, accuracy in waves}
+    fallback = served.pop("default")  # wave 1 only: no version had learned anything yet
+    assert waves[0][1] == "default" and len(served) == 3, result.stdout
+    # Each learned version, served from the worker's home, answers better than the fallback (the non-churners).
+    assert all(accuracy > fallback + 0.2 for accuracy in served.values()), result.stdout
+    assert all((home / "models" / "churn" / "versions" / f"{version}.pkl").is_file() for version in served)
+    # The CLI, from a folder of its own, finds the same home.
+    shown = subprocess.run([adaptloop, "settings"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert f'home = "{home}"' in shown.stdout.splitlines()

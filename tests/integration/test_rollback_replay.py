@@ -42,7 +42,7 @@ def _version_at(settings, worker, count: int) -> ModelVersion:
     return [e for e in seen if isinstance(e, ModelVersion) and e.examples_seen == count][-1]
 
 
-def _wait_archived(archive_root, topic_name: str, rows: int, timeout: float = 60) -> None:
+def _wait_archived(archive_root, topic_name: str, rows: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while (count := count_archived(archive_root, topic_name)) < rows:
         if time.monotonic() > deadline:
@@ -74,7 +74,7 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
             producer.flush()
             good, current = _version_at(settings, worker, 250), _version_at(settings, worker, 750)
             with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client:
-                assert client.wait_for_version(current.version, timeout=30)
+                assert client.wait_for_version(current.version, timeout=60)
                 rolled = request_rollback(
                     kafka_bootstrap,
                     store,
@@ -91,7 +91,7 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
                     "rollback",
                     "test-operator",
                 )
-                assert client.wait_for_version(good.version, timeout=10)  # serving swapped back
+                assert client.wait_for_version(good.version, timeout=60)  # serving swapped back
             send_decisions(producer, data[750:], 750)
             producer.flush()
             after = _version_at(settings, worker, 1000)

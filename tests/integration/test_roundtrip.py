@@ -71,7 +71,7 @@ def test_records_keep_their_key_and_per_key_order(kafka_bootstrap, topic_prefix)
     with EventConsumer(
         kafka_bootstrap, f"order-{uuid.uuid4().hex}", [topic], dead_letters=dead, prefix=topic_prefix
     ) as consumer:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while len(got) < len(events) and time.monotonic() < deadline:
             got.extend(consumer.poll(5000, 0.5))
     assert all(record.key == record.event.session_id.encode() for record in got)
@@ -98,7 +98,7 @@ def test_the_lag_gauge_is_what_is_left_to_read(kafka_bootstrap, topic_prefix):
     with EventConsumer(
         kafka_bootstrap, f"lag-{uuid.uuid4().hex}", [OUTCOMES], dead_letters=dead, prefix=topic_prefix
     ) as consumer:
-        deadline, read = time.monotonic() + 60, 0
+        deadline, read = time.monotonic() + 120, 0
         while read < 20 and time.monotonic() < deadline:
             read += len(consumer.poll(20 - read, 0.5))
         assert read == 20

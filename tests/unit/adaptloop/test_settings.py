@@ -24,6 +24,29 @@ def test_toml_file_is_read_from_the_working_directory(tmp_path, monkeypatch):
     assert settings.bootstrap_address == "127.0.0.1:29092" and settings.topic_prefix == "staging."
 
 
+def test_the_default_home_is_the_users_from_any_folder(tmp_path, monkeypatch):
+    from adaptloop import ClientSettings
+
+    monkeypatch.delenv("ADAPTLOOP_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "ana"))
+    homes = set()
+    for folder in (tmp_path / "worker", tmp_path / "service"):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        homes |= {Settings().home, ClientSettings().home}
+    assert homes == {tmp_path / "ana" / ".local" / "share" / "adaptloop"}
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert Settings().home == ClientSettings().home == tmp_path / "data" / "adaptloop"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # not absolute: ignored, as the XDG spec says
+    assert Settings().home == tmp_path / "ana" / ".local" / "share" / "adaptloop"
+    monkeypatch.setenv("ADAPTLOOP_HOME", "~/loop")
+    assert Settings().home == tmp_path / "ana" / "loop"
+    (tmp_path / "service" / "adaptloop.toml").write_text('home = "/srv/adaptloop"\n')
+    monkeypatch.delenv("ADAPTLOOP_HOME")
+    assert ClientSettings().home == Path("/srv/adaptloop")  # ./adaptloop.toml is still read from the folder
+
+
 def test_launcher_refuses_clearly_without_java(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
