@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from river import datasets
+from typer.testing import CliRunner
 
+from adaptloop.cli import app
+from adaptloop.cli.common import console
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
@@ -25,7 +28,8 @@ WIDE_AT = 200  # the wide decision comes after this many rows
 
 
 def _reference_versions(spec: LearnerSpec, rows) -> dict[int, bytes]:
-    """The model bytes of a learner that never saw the wide record, after each 100 examples."""
+    """The model bytes of a learner that learned ``rows`` (features, label), after each 100 examples and at the
+    end."""
     learner, versions = OnlineLearner(spec), {}
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for i, (x, y) in enumerate(rows):
@@ -33,12 +37,14 @@ def _reference_versions(spec: LearnerSpec, rows) -> dict[int, bytes]:
             model=spec.name, decision_id=f"d{i}", model_version="v0", features=x, label=y, predicted_at=now
         )
         assert learner.learn(example)
-        if (i + 1) % spec.checkpoint_every == 0:
+        if (i + 1) % spec.checkpoint_every == 0 or i + 1 == len(rows):
             versions[i + 1] = model_bytes(learner.model)
     return versions
 
 
-def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_never_saw_it(kafka_bootstrap, tmp_path):
+def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_never_saw_it(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
     specs = [
         LearnerSpec(
             name=name,
@@ -84,6 +90,7 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
             worker=worker,
         )
     store = ModelStore(settings.models_dir)
+    versions_of_logistic_at_400 = 0
     for spec in specs:
         versions = {
             e.examples_seen: e
@@ -95,6 +102,8 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
         for seen, version in versions.items():  # the size and the learning of a model that never saw it
             assert store.load_bytes(spec.name, version.version) == reference[seen], (spec.name, seen)
             assert version.size_bytes == len(reference[seen])
+        if spec.name == "wide-logistic":
+            versions_of_logistic_at_400 = versions[400].size_bytes
     letters = [e for e in events if isinstance(e, DeadLetter)]
     assert sorted((d.source_topic, d.kind, d.reason) for d in letters) == sorted(
         (
@@ -107,3 +116,34 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
         )
         for name in MODELS
     )
+
+    # The operator raises the logistic model's budget and replays its letter: the model learns the record.
+    raised = [
+        spec.model_copy(update={"max_event_features": 20_000, "checkpoint_seconds": 1.0})
+        if spec.name == "wide-logistic"
+        else spec
+        for spec in specs
+    ]
+    for name, value in {
+        "BOOTSTRAP": kafka_bootstrap,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "HOME": str(settings.home),
+    }.items():
+        monkeypatch.setenv(f"ADAPTLOOP_{name}", value)
+    monkeypatch.setattr(console, "width", 300)
+    with running_worker(settings.model_copy(update={"models": raised}), tmp_path / "worker-2.log") as worker:
+        replay = ["deadletters", "replay", "--reason", "model 'wide-logistic' takes 1000", "--note", "raised", "--yes"]
+        replayed = CliRunner().invoke(app, replay, terminal_width=250)
+        assert replayed.exit_code == 0 and "replayed 1 record(s)" in replayed.output, replayed.output
+        after = read_until(
+            settings,
+            [MODEL_UPDATES],
+            lambda seen: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1 for e in seen),
+            timeout=120,
+            worker=worker,
+        )
+    learned = next(e for e in after if isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1)
+    assert learned.model == "wide-logistic"
+    expected = _reference_versions(raised[0], [*rows, (wide, True)])[len(rows) + 1]
+    assert store.load_bytes("wide-logistic", learned.version) == expected
+    assert learned.size_bytes == len(expected) > 100 * versions_of_logistic_at_400
