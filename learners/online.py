@@ -198,7 +198,7 @@ class OnlineLearner:
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
         self.progress.recent_ids.add(example.decision_id)
         x = interned(example.features)
-        if self.budget is not None:
+        if self.budget is not None and not self.progress.feature_names.keys() >= x.keys():
             self.progress.feature_names.update(dict.fromkeys(x))
         if type(target) is str:
             target = sys.intern(target)
