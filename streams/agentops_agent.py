@@ -208,6 +208,9 @@ class AgentOpsAgent:
                     f"settings say {self.segment_keys}: set them back, or start a new store (a new "
                     "ADAPTLOOP_TOPIC_PREFIX); merging segments of different keys would mix their feedback"
                 )
+            starts[shard] = max(starts.get(shard, 0), first.position)
+            if first.parts == 1 and not (first.segments or first.updates or first.quarantined):
+                continue  # a reclaimed agent's last (empty) publication: it holds nothing
             for part in parts:
                 self.shards[shard].merge(agent, part.segments)
             self.updates[(shard, agent)] = first.updates
@@ -215,7 +218,6 @@ class AgentOpsAgent:
             self.parts[(shard, agent)] = first.parts
             if first.shard == f"{agent}@{shard}":
                 self.legacy.add(first.shard)
-            starts[shard] = max(starts.get(shard, 0), first.position)
         self.names = {shard: self._names() for shard in self.shards}
         for shard, store in self.shards.items():
             self.names[shard].admit_store(store)
