@@ -14,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.signing import PRIVATE_NAME, PUBLIC_NAME, ModelKeys
-from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.spec import MAX_EVENT_FEATURES, MAX_FEATURE_NAMES, DriftSpec, LearnerSpec
 from adaptloop.schemas.codec import MAX_RECORD_BYTES
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.streams.admin import Replication
@@ -103,6 +103,18 @@ class Settings(ClientSettings):
         "pending decision of its partition.",
     )
     learner_batch: int = Field(1000, ge=1, description="Training examples read per batch by the learner.")
+    max_event_features: int = Field(
+        MAX_EVENT_FEATURES,
+        ge=1,
+        description="The feature budget of each model whose spec sets none: an example with more features is "
+        "dead-lettered before its model changes (unless the model's `features` declares them).",
+    )
+    max_feature_names: int = Field(
+        MAX_FEATURE_NAMES,
+        ge=1,
+        description="The feature budget of each model whose spec sets none: distinct feature names a model learns "
+        "from at most; an example with new names beyond them is dead-lettered (unless `features` declares them).",
+    )
     health_window: int = Field(
         200, ge=10, description="A model's health is judged over its latest decisions, this many (see monitoring)."
     )
@@ -234,7 +246,8 @@ class Settings(ClientSettings):
 
     @property
     def specs(self) -> dict[str, LearnerSpec]:
-        return {spec.name: spec for spec in self.models}
+        """The learner specs by name, with the feature budget of the settings where a spec sets none."""
+        return {spec.name: spec.budgeted(self.max_event_features, self.max_feature_names) for spec in self.models}
 
     @property
     def kafka_data_dir(self) -> Path:

@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from adaptloop.schemas.system import GuardrailAlert
@@ -68,12 +68,25 @@ class GuardrailLimits(BaseModel):
     max_sources: int = Field(
         100_000, ge=1, description="Feedback sources remembered at once (the least recent go first)."
     )
-    max_agents: int = Field(1_000, ge=1, description="Agents a preference store takes; feedback for more: quarantined.")
+    agents: dict[StrictStr, list[StrictStr]] = Field(
+        {},
+        description='Declared agents and their variants (`{support = ["prompt-a", "prompt-b"]}`): they never count '
+        "toward `max_agents` or `max_variants_per_agent`, and their slots are never reclaimed.",
+    )
+    max_agents: int = Field(
+        1_000,
+        ge=1,
+        description="Undeclared agents a preference shard (input partition) holds; a new one takes the slot of the "
+        "one with the least feedback (the idlest of those), which is dropped and reported (rule slot_reclaimed).",
+    )
     max_variants_per_agent: int = Field(
-        100, ge=2, description="Variants an agent's store takes; feedback for more: quarantined."
+        100,
+        ge=2,
+        description="Undeclared variants an agent holds in a shard; a new one takes the slot of the one with the "
+        "least feedback (the idlest of those), which is dropped and reported (rule slot_reclaimed).",
     )
     max_segments_per_agent: int = Field(
-        1_000, ge=1, description="Segments an agent's store takes; feedback for more: quarantined."
+        1_000, ge=1, description="Segments an agent holds in a shard; feedback for more: quarantined."
     )
 
 

@@ -44,6 +44,9 @@ class LearnerProgress:
     pending: list[tuple[TrainingExample, object, str]] = field(default_factory=list)  # a mini-batch being filled
     label_type: LabelType | None = None  # a multiclass model's label type, from its first label (if not declared)
     published: RecentIds = field(default_factory=lambda: RecentIds(limit=PUBLISHED_VERSIONS))  # its version ids
+    # The feature names learned, in the order first learned (a dict: its pickle is the same whatever the hash
+    # seed), for the feature budget.
+    feature_names: dict[str, None] = field(default_factory=dict)
 
 
 def interned(features: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +90,8 @@ class OnlineLearner:
     never published, is counted in ``counts`` instead). Examples are learned once:
     an offset already covered or a decision_id seen recently is skipped. An example
     that breaks the model's contract (:class:`~adaptloop.schemas.contract.ModelContract`)
-    raises :class:`UnlearnableExample` before anything of the learner changes.
+    raises :class:`UnlearnableExample` before anything of the learner changes, and so does one over the model's
+    feature budget (:class:`~adaptloop.learners.budget.FeatureBudget`: too many features, or too many new names).
 
     >>> from datetime import UTC, datetime
     >>> from river import datasets
@@ -147,6 +151,9 @@ class OnlineLearner:
             self.progress.published = RecentIds(
                 [self.progress.version] if self.progress.version else [], limit=PUBLISHED_VERSIONS
             )
+        if not hasattr(self.progress, "feature_names"):  # a checkpoint from before feature budgets: names from now on
+            self.progress.feature_names = {}
+        self.budget = spec.budget()
         if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
             self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
@@ -191,6 +198,8 @@ class OnlineLearner:
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
         self.progress.recent_ids.add(example.decision_id)
         x = interned(example.features)
+        if self.budget is not None and not self.progress.feature_names.keys() >= x.keys():
+            self.progress.feature_names.update(dict.fromkeys(x))
         if type(target) is str:
             target = sys.intern(target)
         if self.spec.mini_batch:
@@ -224,8 +233,10 @@ class OnlineLearner:
 
     def check(self, example: TrainingExample) -> None:
         """Raise :class:`UnlearnableExample` if the example breaks the model's contract (its features, or its
-        label's type), naming the decision, the field and the type expected."""
+        label's type) or its feature budget, naming the decision, the field and what was expected."""
         problem = self.contract.feature_problem(example.features)
+        if problem is None and self.budget is not None:
+            problem = self.budget.problem(self.spec.name, example.features, self.progress.feature_names)
         if problem is not None:
             raise UnlearnableExample(f"decision {example.decision_id!r}: {problem}", "features")
         problem = self.contract.label_problem(example.label, example.reward, self.progress.label_type)

@@ -22,9 +22,11 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +66,20 @@ class BradleyTerry:
         self.wins[chosen][rejected] += weight
         for variant in (chosen, rejected):
             self.theta.setdefault(variant, 0.0)
+        self._fitted = False
+
+    def include(self, variant: str) -> None:
+        """Rate ``variant`` (at the prior's 0) without a comparison."""
+        if variant not in self.theta:
+            self.theta[variant] = 0.0
+            self._fitted = False
+
+    def forget(self, variant: str) -> None:
+        """Drop ``variant`` and every comparison it took part in."""
+        self.wins.pop(variant, None)
+        for row in self.wins.values():
+            row.pop(variant, None)
+        self.theta.pop(variant, None)
         self._fitted = False
 
     @property
@@ -119,53 +135,219 @@ class BradleyTerry:
         return {v: float(math.sqrt(covariance[a, a])) for a, v in enumerate(self.variants)}
 
 
-class Cardinality:
-    """The names a worker's preference stores take: at most ``agents`` agents, and per agent at most
-    ``variants`` variants and ``segments`` segments, so a flood of invented names can grow neither the stores
-    nor the cost of publishing them.
+@dataclass(slots=True)
+class Holding:
+    """What a name holds its slot by: when it last had traffic (the offset of its last admitted feedback in
+    the shard's input partition) and its evidence (the feedback admitted for it)."""
 
-    >>> names = Cardinality(agents=10, variants=2, segments=10)
-    >>> names.admit("*", "support", ["a"])
-    >>> names.refuses("*", "support", ["b", "c"])
-    "agent 'support' has 1 variant(s) and takes 2 at most: 'c' would be one too many"
+    last: int = -1
+    evidence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    """A slot taken from an undeclared agent (``variant`` None: the whole agent) or from one of its variants,
+    for the name ``by``."""
+
+    agent: str
+    variant: str | None
+    held: Holding
+    by: str
+    cap: int
+
+
+_Entry = tuple[int, int, str]  # (evidence, last, name): the weakest holder sorts first
+
+
+class _Weakest:
+    """The weakest of a set of holders in O(log n): a heap of their (evidence, last, name), where an entry
+    whose holder has moved on since (more evidence) or gone is stale and skipped. A holding only grows, so its
+    newest entry is its only valid one; the heap is rebuilt when stale entries outnumber the holders."""
+
+    __slots__ = ("heap",)
+
+    def __init__(self) -> None:
+        self.heap: list[_Entry] = []
+
+    def push(self, name: str, holding: Holding) -> None:
+        heapq.heappush(self.heap, (holding.evidence, holding.last, name))
+
+    def pop(self, holders: Callable[[str], Holding | None], spare: Collection[str] = ()) -> tuple[str, Holding]:
+        """Take the weakest holder not in ``spare`` off the heap (a caller drops it)."""
+        spared: list[_Entry] = []
+        while True:
+            entry = heapq.heappop(self.heap)
+            holding = holders(entry[2])
+            if holding is None or (holding.evidence, holding.last) != entry[:2]:
+                continue
+            if entry[2] in spare:
+                spared.append(entry)
+                continue
+            for kept in spared:
+                heapq.heappush(self.heap, kept)
+            return entry[2], holding
+
+    def compact(self, count: int, holders: Callable[[], Iterable[tuple[str, Holding]]]) -> None:
+        """Rebuild the heap from the ``count`` ``holders()`` if it holds over four times their number."""
+        if len(self.heap) > 4 * count + 64:
+            self.heap = [(holding.evidence, holding.last, name) for name, holding in holders()]
+            heapq.heapify(self.heap)
+
+
+@dataclass(slots=True)
+class _Agent:
+    holding: Holding = field(default_factory=Holding)
+    segments: set[str] = field(default_factory=set)
+    variants: dict[str, Holding] = field(default_factory=dict)
+    undeclared: int = 0  # its variants that are not declared
+    weakest: _Weakest = field(default_factory=_Weakest)  # of its undeclared variants
+
+
+class Cardinality:
+    """The names one preference shard takes: at most ``agents`` undeclared agents, and per agent at most
+    ``variants`` undeclared variants and ``segments`` segments, so a flood of invented names can grow neither
+    the stores nor the cost of publishing them.
+
+    Agents and variants named in ``declared`` (the settings' ``guardrails.agents``) never count toward a cap
+    and are never reclaimed. An undeclared newcomer beyond a cap is not refused: it takes the slot of the
+    holder with the least evidence, the idlest of those (then the first name), so names invented by the
+    thousand (one piece of feedback each) reclaim each other's slots and never those of agents with a history.
+    The choice depends only on the shard's records in their order: a replay gives the same store. A segment
+    beyond its cap is refused (a segment is a context of a known agent, not a name anyone invents alone).
+
+    >>> names = Cardinality(agents=1, variants=2, segments=10, declared={"support": ["a"]})
+    >>> names.admit("*", "junk-1", ["x"], at=0)
+    []
+    >>> [(r.agent, r.variant, r.by) for r in names.admit("*", "junk-2", ["x"], at=1)]
+    [('junk-1', None, 'junk-2')]
+    >>> names.admit("*", "support", ["a", "b"], at=2) + names.admit("*", "support", ["c"], at=3)  # declared
+    []
+    >>> [(r.agent, r.variant, r.by) for r in names.admit("*", "support", ["d"], at=4)]
+    [('support', 'b', 'd')]
+    >>> sorted(names.known["support"].variants)
+    ['a', 'c', 'd']
     """
 
-    def __init__(self, agents: int, variants: int, segments: int) -> None:
+    def __init__(
+        self, agents: int, variants: int, segments: int, declared: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         self.agents, self.variants, self.segments = agents, variants, segments
-        self.known: dict[str, tuple[set[str], set[str]]] = {}  # agent -> (its segments, its variants)
+        self.declared = {agent: frozenset(held) for agent, held in (declared or {}).items()}
+        self.known: dict[str, _Agent] = {}
+        self.undeclared = 0  # undeclared agents held
+        self.weakest = _Weakest()  # of the undeclared agents
+        self.changed: dict[tuple[str, ...], None] = {}  # (agent,) or (agent, variant) whose holding changed
 
     def refuses(self, segment: str, agent: str, variants: list[str]) -> str | None:
-        """Why feedback for ``variants`` of ``agent`` in ``segment`` would take one name too many, if it would."""
-        known = self.known.get(agent)
-        if known is None:
-            if len(self.known) >= self.agents:
-                return (
-                    f"the store has {len(self.known)} agents and takes {self.agents} at most: {agent!r} is one too many"
-                )
-            known = (set(), set())
-        segments, seen = known
+        """Why feedback for ``variants`` of ``agent`` in ``segment`` is refused, if it is: only a segment beyond
+        its cap is (agents and variants take a slot from the least held; see the class)."""
+        held = self.known.get(agent)
+        segments = held.segments if held is not None else ()
         if segment not in segments and len(segments) >= self.segments:
             return (
                 f"agent {agent!r} has {len(segments)} segments and takes {self.segments} at most: {segment!r} "
                 "is one too many"
             )
-        new = [v for v in dict.fromkeys(variants) if v not in seen]
-        if len(seen) + len(new) > self.variants:
-            return (
-                f"agent {agent!r} has {len(seen)} variant(s) and takes {self.variants} at most: "
-                f"{new[-1]!r} would be one too many"
-            )
         return None
 
-    def admit(self, segment: str, agent: str, variants: list[str]) -> None:
-        segments, seen = self.known.setdefault(agent, (set(), set()))
-        segments.add(segment)
-        seen.update(variants)
+    def admit(self, segment: str, agent: str, variants: list[str], at: int) -> list[Reclaimed]:
+        """Take feedback for ``variants`` of ``agent`` in ``segment``, admitted at offset ``at``; return the slots
+        reclaimed for it (their names are forgotten: the caller drops their statistics and reports them)."""
+        reclaimed: list[Reclaimed] = []
+        held = self.known.get(agent)
+        if held is None:
+            if agent not in self.declared:
+                while self.undeclared >= self.agents:
+                    reclaimed.append(self._reclaim_agent(agent))
+                self.undeclared += 1
+            held = self.known[agent] = _Agent()
+        held.segments.add(segment)
+        self._count(held.holding, at, (agent,), None if agent in self.declared else self.weakest)
+        declared = self.declared.get(agent, frozenset())
+        for variant in dict.fromkeys(variants):
+            slot = held.variants.get(variant)
+            if slot is None:
+                if variant not in declared:
+                    while held.undeclared >= self.variants:
+                        reclaimed.append(self._reclaim_variant(agent, held, variants, variant))
+                    held.undeclared += 1
+                slot = held.variants[variant] = Holding()
+            self._count(slot, at, (agent, variant), None if variant in declared else held.weakest)
+        return reclaimed
+
+    def _count(self, holding: Holding, at: int, key: tuple[str, ...], weakest: _Weakest | None) -> None:
+        holding.last = at
+        holding.evidence += 1
+        self.changed[key] = None
+        if weakest is not None:
+            weakest.push(key[-1], holding)
+
+    def _agent_holding(self, name: str) -> Holding | None:
+        held = self.known.get(name)
+        return held.holding if held is not None else None
+
+    def _reclaim_agent(self, newcomer: str) -> Reclaimed:
+        name, holding = self.weakest.pop(self._agent_holding)
+        held = self.known.pop(name)
+        self.undeclared -= 1
+        self.changed[(name,)] = None
+        for variant in held.variants:
+            self.changed[(name, variant)] = None
+        self.weakest.compact(
+            self.undeclared,
+            lambda: ((agent, known.holding) for agent, known in self.known.items() if agent not in self.declared),
+        )
+        return Reclaimed(name, None, holding, newcomer, self.agents)
+
+    def _reclaim_variant(self, agent: str, held: _Agent, keep: list[str], newcomer: str) -> Reclaimed:
+        name, holding = held.weakest.pop(held.variants.get, spare=keep)
+        del held.variants[name]
+        held.undeclared -= 1
+        self.changed[(agent, name)] = None
+        declared = self.declared.get(agent, frozenset())
+        held.weakest.compact(
+            held.undeclared, lambda: ((v, slot) for v, slot in held.variants.items() if v not in declared)
+        )
+        return Reclaimed(agent, name, holding, newcomer, self.variants)
 
     def admit_store(self, store: PreferenceStore) -> None:
-        """Take the names a (restored) store holds."""
+        """Take the names a (restored) store holds (their holdings: :meth:`load`)."""
         for (segment, agent), held in store.segments.items():
-            self.admit(segment, agent, [*held.thumbs, *held.ratings, *held.pairs.theta])
+            names = self.known.get(agent)
+            if names is None:
+                names = self.known[agent] = _Agent()
+                if agent not in self.declared:
+                    self.undeclared += 1
+                    self.weakest.push(agent, names.holding)
+            names.segments.add(segment)
+            declared = self.declared.get(agent, frozenset())
+            for variant in [*held.thumbs, *held.ratings, *held.pairs.theta]:
+                if variant not in names.variants:
+                    slot = names.variants[variant] = Holding()
+                    if variant not in declared:
+                        names.undeclared += 1
+                        names.weakest.push(variant, slot)
+
+    def take_changes(self) -> dict[tuple[str, ...], list[int] | None]:
+        """The holdings changed since the last call (``[last, evidence]``, None: reclaimed), for a changelog."""
+        changes: dict[tuple[str, ...], list[int] | None] = {}
+        for key in self.changed:
+            held = self.known.get(key[0])
+            holding = None if held is None else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+            changes[key] = [holding.last, holding.evidence] if holding is not None else None
+        self.changed = {}
+        return changes
+
+    def load(self, key: tuple[str, ...], values: list[int]) -> None:
+        """Take back one holding of :meth:`take_changes` (of a name the restored store holds)."""
+        held = self.known.get(key[0])
+        holding = None if held is None else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+        if holding is not None and held is not None:
+            holding.last, holding.evidence = values
+            if len(key) == 1 and key[0] not in self.declared:
+                self.weakest.push(key[0], holding)
+            elif len(key) == 2 and key[1] not in self.declared.get(key[0], ()):
+                held.weakest.push(key[1], holding)
 
 
 @dataclass
@@ -234,6 +416,20 @@ class PreferenceStore:
         """The variants ``agent`` has feedback for, in any segment."""
         return self._agents.get(agent, ({}, set()))[1]
 
+    def forget(self, agent: str, variant: str | None = None) -> None:
+        """Drop the statistics of ``agent`` (``variant``: of that variant only) in every segment."""
+        segments, variants = self._agents.get(agent, ({}, set()))
+        if variant is None:
+            for segment in segments:
+                del self.segments[(segment, agent)]
+            self._agents.pop(agent, None)
+            return
+        variants.discard(variant)
+        for store in segments.values():
+            store.thumbs.pop(variant, None)
+            store.ratings.pop(variant, None)
+            store.pairs.forget(variant)
+
     def add_thumbs(self, segment: str, agent: str, variant: str, up: bool) -> None:
         store = self.segment(segment, agent)
         posterior = store.thumbs.setdefault(variant, list(self.prior))
@@ -285,6 +481,8 @@ class PreferenceStore:
                     store.ratings.setdefault(v, GaussianMean()).merge(st.ratings, st.rating_mean, st.rating_m2)
                 for loser, won in st.wins.items():
                     store.pairs.add(v, loser, won)
+                if not (st.ups or st.downs or st.ratings or st.wins):  # compared only with a variant forgotten since
+                    store.pairs.include(v)
                 self._agents[agent][1].add(v)
                 store.updates += int(st.ups + st.downs + st.ratings + sum(st.wins.values()))
 

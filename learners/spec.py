@@ -6,10 +6,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
+from adaptloop.learners.budget import FeatureBudget
 from adaptloop.schemas.contract import FeatureKind, LabelType, ModelContract, Task
 
 NUMERIC_RECIPES = frozenset({"logistic", "linear"})
 """Recipes whose pipelines only take numbers (they scale their inputs): other features are refused."""
+
+MAX_EVENT_FEATURES = 1_000
+"""The default feature budget per example: wide tabular rows have tens to hundreds of features; a thousand is
+no row a service sends by accident."""
+
+MAX_FEATURE_NAMES = 50_000
+"""The default number of feature names a model grows to: sparse features (one name per id or word) reach it,
+tabular ones never; a logistic model of 50,000 names is a 2.5 MB version."""
 
 
 class DriftSpec(BaseModel):
@@ -149,7 +158,45 @@ class LearnerSpec(BaseModel):
         description="Learn in mini-batches of this many examples with River's learn_many (models that "
         "have it, e.g. the logistic recipe); unset: learn_one on each example.",
     )
+    max_event_features: int | None = Field(
+        None,
+        ge=1,
+        description="The feature budget: an example with more features is dead-lettered before the model changes "
+        "(unless `features` declares them). Unset: the worker's `max_event_features`.",
+    )
+    max_feature_names: int | None = Field(
+        None,
+        ge=1,
+        description="The feature budget: distinct feature names the model learns from at most; an example with "
+        "new names beyond them is dead-lettered (unless `features` declares them). Unset: the worker's "
+        "`max_feature_names`.",
+    )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")
+
+    def budget(self) -> FeatureBudget | None:
+        """The model's feature budget; None if its contract declares its features (it refuses any other name).
+
+        >>> LearnerSpec(name="churn", max_event_features=10).budget()
+        FeatureBudget(per_event=10, names=50000)
+        >>> LearnerSpec(name="churn", features={"age": "number"}).budget() is None
+        True
+        """
+        if self.features is not None:
+            return None
+        return FeatureBudget(self.max_event_features or MAX_EVENT_FEATURES, self.max_feature_names or MAX_FEATURE_NAMES)
+
+    def budgeted(self, per_event: int, names: int) -> LearnerSpec:
+        """This spec with the worker's feature budget where it sets none of its own.
+
+        >>> LearnerSpec(name="churn", max_feature_names=10).budgeted(100, 1000).budget()
+        FeatureBudget(per_event=100, names=10)
+        """
+        return self.model_copy(
+            update={
+                "max_event_features": self.max_event_features or per_event,
+                "max_feature_names": self.max_feature_names or names,
+            }
+        )
 
     def contract(self) -> ModelContract:
         """What this model learns from, as published with its versions.

@@ -1,22 +1,26 @@
 """The AgentOps agent: guardrails on agent events, quarantine for bad feedback, preference stores out, exactly once.
 
 It reads ``agent-feedback`` and ``preferences``. Every agent event passes the :class:`AgentGuard` (alerts on
-``guardrail-alerts`` on the breaching event); thumbs, ratings, scores and preferences pass the store's
-cardinality limits and the :class:`FeedbackGuard`, then update the preference store of their input partition
-(a *shard*), or go to quarantine (a dead letter with the reason).
+``guardrail-alerts`` on the breaching event); thumbs, ratings, scores and preferences pass the shard's
+segment cap and the :class:`FeedbackGuard`, then update the preference store of their input partition (a
+*shard*), or go to quarantine (a dead letter with the reason). A new undeclared agent or variant beyond its
+cap takes the slot of the weakest holder (:class:`~adaptloop.learners.preferences.Cardinality`), whose
+statistics are dropped and reported (a ``slot_reclaimed`` alert).
 
 Everything it does in ``publish_seconds`` commits in one Kafka transaction with the input offsets: the
 alerts and dead letters, the snapshots of the shards that changed (one publication per changed shard and
-agent), and the guard counters that changed, as entries of the compacted ``<group>-state`` topic. On
-assignment it restores the shards from ``preference-store`` and the counters from its state topic and
-resumes from the committed offsets, so every piece of feedback is counted once, and quotas, sessions and
-hourly costs go on counting, across crashes. A publication larger than a Kafka record is split into parts
-(:class:`adaptloop.learners.preferences.Publications` puts them together); shards hold counts, so
-:class:`adaptloop.streams.preference_client.PreferenceClient` merges them exactly.
+agent), and the guard counters and names' holdings that changed, as entries of the compacted
+``<group>-state`` topic. On assignment it restores the shards from ``preference-store`` and the counters and
+holdings from its state topic and resumes from the committed offsets, so every piece of feedback is counted
+once, quotas, sessions and hourly costs go on counting, and slots are reclaimed as without a crash. A
+publication larger than a Kafka record is split into parts (:class:`adaptloop.learners.preferences.Publications`
+puts them together); shards hold counts, so :class:`adaptloop.streams.preference_client.PreferenceClient`
+merges them exactly.
 
 Quotas count by the time the broker received each record (the topics are created with LogAppendTime) as
 well as by the event's own time, so forged timestamps cannot get around them. Guard counters are per
-process: with several workers, each counts what it reads.
+process: with several workers, each counts what it reads. Quotas are per source, not per Kafka principal: a
+consumer is not told which principal produced a record, and the events carry none.
 """
 
 from __future__ import annotations
@@ -28,18 +32,20 @@ import uuid
 from collections import Counter
 
 import msgspec
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from pydantic import TypeAdapter
 
 from adaptloop.learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits
-from adaptloop.learners.preferences import Cardinality, PreferenceStore, Publications, segment_of
+from adaptloop.learners.preferences import Cardinality, PreferenceStore, Publications, Reclaimed, segment_of
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
 from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.system import GuardrailAlert
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, arrival_stamped, ensure_changelog
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
-from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, record_lag
+from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, RECLAIMED, record_lag
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import read_all, read_raw
 
@@ -58,6 +64,9 @@ committed readers (a restore) wait behind it."""
 RESTORE_TIMEOUT = 120.0
 
 _PACK, _UNPACK = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder()
+
+SLOT = "slot:"
+"""State entries of the names' holdings: ``slot:["<shard>", "<agent>"(, "<variant>")]`` -> [last offset, evidence]."""
 _STATS = TypeAdapter(VariantStats)
 
 
@@ -115,11 +124,10 @@ class AgentOpsAgent:
         self.store_topic = PREFERENCE_STORE.full_name(prefix)
         self.segment_keys = list(segment_keys or [])
         self.limits = limits
-        self.cardinality = Cardinality(limits.max_agents, limits.max_variants_per_agent, limits.max_segments_per_agent)
         self.publish_seconds, self.batch_size = publish_seconds, batch_size
         self.max_future_seconds = max_future_seconds
         self.guard, self.feedback = AgentGuard(limits), FeedbackGuard(limits)
-        self.names = self._names()
+        self.names: dict[str, Cardinality] = {}  # input partition -> the names its store holds
         ensure_changelog(bootstrap, self.state_topic, 1, replication)
         inputs = [AGENT_FEEDBACK.full_name(prefix), PREFERENCES.full_name(prefix)]
         self.arrival = arrival_stamped(bootstrap, inputs)
@@ -159,7 +167,9 @@ class AgentOpsAgent:
 
     def _names(self) -> Cardinality:
         limits = self.limits
-        return Cardinality(limits.max_agents, limits.max_variants_per_agent, limits.max_segments_per_agent)
+        return Cardinality(
+            limits.max_agents, limits.max_variants_per_agent, limits.max_segments_per_agent, limits.agents
+        )
 
     # -- assignment: restore the shards and the guards' counters ---------------------------------------
 
@@ -177,7 +187,7 @@ class AgentOpsAgent:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.commit(force=True)
         consumer.unassign()
-        self.shards, self.dirty = {}, set()
+        self.shards, self.names, self.dirty = {}, {}, set()
 
     def _restore(self, shards: list[str]) -> dict[str, int]:
         """Rebuild the stores of ``shards`` and every guard counter from their topics; return the offset each
@@ -198,6 +208,9 @@ class AgentOpsAgent:
                     f"settings say {self.segment_keys}: set them back, or start a new store (a new "
                     "ADAPTLOOP_TOPIC_PREFIX); merging segments of different keys would mix their feedback"
                 )
+            starts[shard] = max(starts.get(shard, 0), first.position)
+            if first.parts == 1 and not (first.segments or first.updates or first.quarantined):
+                continue  # a reclaimed agent's last (empty) publication: it holds nothing
             for part in parts:
                 self.shards[shard].merge(agent, part.segments)
             self.updates[(shard, agent)] = first.updates
@@ -205,23 +218,33 @@ class AgentOpsAgent:
             self.parts[(shard, agent)] = first.parts
             if first.shard == f"{agent}@{shard}":
                 self.legacy.add(first.shard)
-            starts[shard] = max(starts.get(shard, 0), first.position)
-        self.names = self._names()
-        for store in self.shards.values():
-            self.names.admit_store(store)
+        self.names = {shard: self._names() for shard in self.shards}
+        for shard, store in self.shards.items():
+            self.names[shard].admit_store(store)
         self.guard, self.feedback = AgentGuard(self.limits), FeedbackGuard(self.limits)
         entries = 0
         for key, value in read_raw(self.bootstrap, self.state_topic, RESTORE_TIMEOUT, strict=True):
             if key is not None and value is not None:
                 name = key.decode()
                 values = _UNPACK.decode(value)
-                if not (self.guard.load(name, values) or self.feedback.load(name, values)):
+                if not (
+                    self.guard.load(name, values) or self.feedback.load(name, values) or self._load_slot(name, values)
+                ):
                     log.warning("agentops state: unknown entry %r ignored", name)
                 entries += 1
         self.guard.clear_changes()
         self.feedback.clear_changes()
         log.info("agentops restored %d shard publications and %d guard entries", len(publications.complete), entries)
         return starts
+
+    def _load_slot(self, key: str, values: list[int]) -> bool:
+        """Take back one name's holding (see :meth:`Cardinality.take_changes`); False: not a holding's entry."""
+        if not key.startswith(SLOT):
+            return False
+        shard, *name = orjson.loads(key.removeprefix(SLOT))
+        if shard in self.names:
+            self.names[shard].load(tuple(name), values)
+        return True
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -248,6 +271,7 @@ class AgentOpsAgent:
     def _handle(self, record: Record) -> None:
         shard = f"{record.topic.full_name(self.prefix)}:{record.partition}"
         store = self.shards.setdefault(shard, PreferenceStore())
+        names = self.names.get(shard) or self.names.setdefault(shard, self._names())
         event = record.event
         ahead = event.timestamp.timestamp() - time.time()
         if ahead > self.max_future_seconds:  # it would expire every session and open a new hour of costs
@@ -271,16 +295,17 @@ class AgentOpsAgent:
             assert isinstance(event, PreferenceEvent)
             agent, variants = preference_agent(event), [event.chosen, event.rejected]
             segment = segment_of(event.context, self.segment_keys)
-        overflow = self.names.refuses(segment, agent, variants)
+        overflow = names.refuses(segment, agent, variants)
         refused = ("cardinality", overflow) if overflow else self.feedback.check(event, self._arrived(record), agent)
         if refused is not None:
             kind, reason = refused
             self._reject(record, "rejected", f"quarantined ({kind}): {reason}")
-            if agent in self.names.known:  # an unknown agent's name is not worth a publication of its own
+            if agent in names.known:  # an unknown agent's name is not worth a publication of its own
                 self.quarantined.setdefault((shard, agent), Counter())[kind] += 1
                 self.dirty.add((shard, agent))
             return
-        self.names.admit(segment, agent, variants)
+        for reclaimed in names.admit(segment, agent, variants, record.offset):
+            self._reclaim(shard, reclaimed)
         if isinstance(event, PreferenceEvent):
             store.add_preference(segment, agent, event.chosen, event.rejected)
         elif event.kind == "thumbs":
@@ -289,6 +314,38 @@ class AgentOpsAgent:
             store.add_rating(segment, agent, event.variant, float(event.value))  # type: ignore[arg-type]
         self.updates[(shard, agent)] += 1
         self.dirty.add((shard, agent))
+
+    def _reclaim(self, shard: str, reclaimed: Reclaimed) -> None:
+        """Drop the statistics of a name whose slot was taken, and say so on ``guardrail-alerts``."""
+        agent, variant = reclaimed.agent, reclaimed.variant
+        self.shards[shard].forget(agent, variant)
+        if variant is None:  # its counters go too
+            self.updates.pop((shard, agent), None)
+            self.quarantined.pop((shard, agent), None)
+        if variant is None and not self.parts.get((shard, agent)):  # never published: nothing to retract
+            self.dirty.discard((shard, agent))
+        else:  # its next publication is without it (an agent's: empty, see _publish)
+            self.dirty.add((shard, agent))
+        what = f"variant {variant!r} of {agent!r}" if variant is not None else f"agent {agent!r}"
+        self.output.send(
+            GuardrailAlert(
+                rule="slot_reclaimed",
+                subject=agent,
+                agent=agent,
+                observed=float(reclaimed.held.evidence),
+                threshold=float(reclaimed.cap),
+                evidence={
+                    "variant": variant,
+                    "shard": shard,
+                    "last_offset": reclaimed.held.last,
+                    "taken_by": reclaimed.by,
+                    "why": f"{what} had the least feedback ({reclaimed.held.evidence}) of the undeclared names "
+                    f"at the cap of {reclaimed.cap}; its statistics in this shard were dropped",
+                },
+            )
+        )
+        EVENTS_OUT.labels("agentops", "guardrail-alerts").inc()
+        RECLAIMED.labels("agent" if variant is None else "variant").inc()
 
     def _arrived(self, record: Record) -> float:
         """When Kafka received the record (on a topic with producer timestamps: when it is read)."""
@@ -323,7 +380,11 @@ class AgentOpsAgent:
             return 0
         positions = {f"{tp.topic}:{tp.partition}": tp.offset for tp in kafka.position(kafka.assignment())}
         sent = sum(self._publish(shard, agent, positions.get(shard, 0)) for shard, agent in sorted(self.dirty))
-        for key, values in {**self.guard.take_changes(), **self.feedback.take_changes()}.items():
+        changes = {**self.guard.take_changes(), **self.feedback.take_changes()}
+        for shard, names in self.names.items():
+            for name, holding in names.take_changes().items():
+                changes[SLOT + orjson.dumps([shard, *name]).decode()] = holding
+        for key, values in changes.items():
             value = _PACK.encode(values) if values is not None else None
             self.output.send_bytes(self.state_topic, key.encode(), value, partition=0)
         try:
@@ -363,10 +424,15 @@ class AgentOpsAgent:
         if f"{agent}@{shard}" in self.legacy:
             stale.append(f"{agent}@{shard}")
             self.legacy.discard(f"{agent}@{shard}")
+        if parts == [{}] and not self.updates[(shard, agent)] and not quarantined:
+            # Nothing left (its slot was reclaimed): readers from the start take the empty publication above, and
+            # compaction deletes both.
+            stale.append(f"{agent}@{shard}/0")
+            parts = []
         for key in stale:  # tombstones: compaction deletes them
             self.output.send_bytes(self.store_topic, key.encode(), None)
         self.parts[(shard, agent)] = len(parts)
-        return len(parts)
+        return max(len(parts), 1)
 
     def _rewind(self) -> None:
         """After an aborted transaction: the stores, counters and positions of the last commit."""

@@ -35,6 +35,11 @@ REPARTITIONED = Counter(
 )
 EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
 DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
+RECLAIMED = Counter(
+    "adaptloop_slots_reclaimed_total",
+    "Undeclared agents or variants whose preference-store slot went to a newcomer (each also a guardrail alert).",
+    ["kind"],
+)
 JOINS = Counter(
     "adaptloop_join_results_total",
     "Decisions ended by the join, per model and status "

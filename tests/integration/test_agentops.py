@@ -103,11 +103,12 @@ def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, 
                 producer.send(_thumb(f"calm-{n}", "calm", f"c{n % 3}", n % 4 != 0, n))
         preferences = sum(1 for n in range(1200) if n % 60 != (n * 7 + 1) % 60)
         with TopicReader(settings, PREFERENCE_STORE) as stores, TopicReader(settings, DEAD_LETTERS) as dead_letters:
-            wide = _wait(lambda: (found := _store(stores, "wide"))[1] == 2000 and found, worker=worker)
-            assert wide, "the wide agent's store never counted 2,000 variants"
+            wide = _wait(lambda: (found := _store(stores, "wide"))[1] == 2600 and found, worker=worker)
+            assert wide, "the wide agent's store never counted 2,600 pieces of feedback"
             store, _, records = wide
-            assert sorted(store.variants("wide")) == names[:2000]
-            assert all(store.beta("*", "wide", name) == (2.0, 1.0) for name in names[:2000])
+            # 2,000 variant slots: each of the last 600 took the slot of the idlest (one vote each).
+            assert sorted(store.variants("wide")) == names[600:]
+            assert all(store.beta("*", "wide", name) == (2.0, 1.0) for name in names[600:])
             assert max(record.parts for record in records) >= 2  # one publication in parts, each under Kafka's limit
 
             spaced = _wait(lambda: (found := _store(stores, "spaced"))[1] == 50 and found, worker=worker)
@@ -119,9 +120,15 @@ def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, 
             # Publications are coalesced: a handful of records for 180 pieces of feedback, not one per piece.
             assert len(calm[2]) <= 3 * 20
 
-            letters = _wait(lambda: len(found := _letters(dead_letters)) >= 600 + 150 + 1 and found, worker=worker)
+            letters = _wait(lambda: len(found := _letters(dead_letters)) >= 150 + 1 and found, worker=worker)
             kinds = Counter(letter.reason.split(")")[0].removeprefix("quarantined (") for letter in letters)
-            assert len(letters) == 751 and kinds["cardinality"] == 600 and kinds["rate_limited"] == 150
+            assert len(letters) == 151 and kinds["rate_limited"] == 150
+            reclaimed = [
+                a
+                for a in read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)
+                if isinstance(a, GuardrailAlert) and a.rule == "slot_reclaimed"
+            ]
+            assert sorted(str(a.evidence["variant"]) for a in reclaimed) == names[:600]
             assert all("received in the last hour" in d.reason for d in letters if "rate_limited" in d.reason)
             assert sum("ahead of this worker's clock" in d.reason for d in letters) == 1
             assert len({(d.source_topic, d.partition, d.offset) for d in letters}) == len(letters)
@@ -186,3 +193,55 @@ def test_guard_counters_and_stores_survive_a_sigkill(kafka_bootstrap, tmp_path):
     alerts = read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)
     loops = [a for a in alerts if isinstance(a, GuardrailAlert) and a.rule == "tool_loop"]
     assert len(loops) == 1 and loops[0].subject == "looping" and loops[0].observed == 5
+
+
+def test_junk_names_cannot_lock_out_a_new_agent_or_a_declared_variant(kafka_bootstrap, tmp_path):
+    """10,000 invented agent names and 100 invented variants of a declared agent fill every slot; a new agent,
+    a declared variant and a new variant are still counted, exactly, and each slot taken is reported."""
+    settings = loop_settings(kafka_bootstrap, tmp_path, [], partitions=1).model_copy(
+        update={
+            "guardrails": GuardrailLimits(agents={"support": ["prompt-a"]}),
+            "preference_publish_seconds": 0.5,
+        }
+    )
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
+            for k in range(10_000):
+                producer.send(_thumb(f"junk-user-{k}", f"junk-{k}", "v", True, k))
+            for k in range(100):
+                producer.send(_thumb(f"variant-user-{k}", "support", f"junk-variant-{k}", True, 20_000 + k))
+            for k in range(10):
+                producer.send(_thumb(f"billing-user-{k}", "billing", "b1", k < 7, 30_000 + k))
+            for k in range(6):
+                producer.send(_thumb(f"support-user-{k}", "support", "prompt-a", k < 4, 40_000 + k))
+            producer.send(_thumb("support-user-new", "support", "prompt-new", True, 50_000))
+        readers = (TopicReader(settings, t) for t in (PREFERENCE_STORE, GUARDRAIL_ALERTS, DEAD_LETTERS))
+        with next(readers) as stores, next(readers) as guardrail_alerts, next(readers) as dead_letters:
+            billing = _wait(lambda: (found := _store(stores, "billing"))[1] == 10 and found, worker=worker)
+            assert billing and billing[0].beta("*", "billing", "b1") == (1.0 + 7, 1.0 + 3)
+            support = _wait(lambda: (found := _store(stores, "support"))[1] == 107 and found, worker=worker)
+            assert support
+            store = support[0]
+            assert store.beta("*", "support", "prompt-a") == (1.0 + 4, 1.0 + 2)
+            assert store.beta("*", "support", "prompt-new") == (2.0, 1.0)
+            assert store.variants("support") == {"prompt-a", "prompt-new"} | {
+                f"junk-variant-{k}" for k in range(1, 100)
+            }
+
+            def reclaimed() -> list[GuardrailAlert]:
+                return [
+                    a for a in guardrail_alerts.read() if isinstance(a, GuardrailAlert) and a.rule == "slot_reclaimed"
+                ]
+
+            alerts = _wait(lambda: len(found := reclaimed()) >= 9_002 and found, worker=worker)
+            assert alerts and len(alerts) == 9_002
+            agents = [a for a in alerts if a.evidence["variant"] is None]
+            assert sorted(a.agent or "" for a in agents) == sorted(f"junk-{k}" for k in range(9_001))
+            assert [a.evidence["taken_by"] for a in agents if a.agent == "junk-9000"] == ["billing"]
+            variants = [(a.agent, a.evidence["variant"], a.evidence["taken_by"]) for a in alerts if a not in agents]
+            assert variants == [("support", "junk-variant-0", "prompt-new")]
+            assert all(a.observed == 1.0 for a in alerts)
+            # A reclaimed agent's statistics are gone; nothing was quarantined.
+            assert _store(stores, "junk-0")[1] == 0 and _store(stores, "junk-0")[0].agents == []
+            assert not [d for d in _letters(dead_letters) if d.reason.startswith("quarantined")]
+        assert no_role_stopped(tmp_path / "worker.log")
