@@ -24,6 +24,7 @@ from confluent_kafka import Consumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from adaptloop.demo import archived_rows, take_snapshot
 from adaptloop.learners.guardrails import GuardrailLimits
@@ -315,16 +316,17 @@ def _print(console: Console, report: dict) -> None:
     console.print(table)
     alerts = Table("guardrail", "subject", "observed", "threshold", "evidence", title="guardrail alerts")
     for rule, subject, observed, threshold, evidence in report["alerts"]:
-        alerts.add_row(
-            rule,
-            subject,
+        alerts.add_row(  # data, never markup
+            Text(rule),
+            Text(subject),
             f"{observed:g}",
             f"{threshold:g}",
-            ", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step")),
+            Text(", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step"))),
         )
     console.print(alerts)
     console.print(
-        "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none")
+        "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none"),
+        markup=False,
     )
     if report.get("off_policy"):
         estimates = Table(*ROUTING_COLUMNS, title="what other routing policies would have earned (off-policy)")

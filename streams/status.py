@@ -5,23 +5,30 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+import duckdb
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DriftAlert, ModelHealth, ModelVersion
 from adaptloop.schemas.topics import (
     DRIFT_ALERTS,
     MODEL_COMMANDS,
     MODEL_HEALTH,
+    MODEL_UPDATES,
     OUTCOMES,
     PREDICTIONS,
     TRAINING_EXAMPLES,
     Topic,
 )
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import published_versions, read_all, watermarks
+from adaptloop.streams.versions import read_all, watermarks
 
 COORDINATOR_ERRORS = frozenset(
     {
@@ -36,7 +43,11 @@ COORDINATOR_ERRORS = frozenset(
 
 @dataclass(frozen=True)
 class Status:
-    versions: dict[str, ModelVersion]
+    versions: dict[str, ModelVersion]  # model -> its latest record on model-updates (the version it serves)
+    # model -> the record that describes the served version itself: its own record (what it had learned and
+    # scored when it was made) for a version swapped in by a rollback or promotion, whose latest record carries
+    # the stream's figures; None where that record is gone (compacted away and not archived).
+    own: dict[str, ModelVersion | None]
     health: dict[str, ModelHealth]  # model -> its latest health, as its learner published it
     drift_alerts: Counter[str]  # model -> alerts
     # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
@@ -73,8 +84,51 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
         consumer.close()
 
 
-def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
-    """The state of the loop, read from Kafka (no worker needed)."""
+def own_records(
+    records: list[ModelVersion], archive_root: Path | str | None, prefix: str
+) -> dict[str, ModelVersion | None]:
+    """For each model, the record of its current version (the last of ``records``, in topic order) as made.
+
+    A rollback or promotion publishes the version it swaps in again, with the learner's running figures (the
+    stream's examples and metrics, from which learning goes on). What that version itself had learned and
+    scored is in the record that first published it: on ``model-updates`` while compaction keeps it, in the
+    archive (``archive_root``) for ever.
+    """
+    latest = {record.model: record for record in records}
+    own: dict[str, ModelVersion | None] = {}
+    for model, current in latest.items():
+        if current.reason not in SWAPS:
+            own[model] = current
+            continue
+        made = (r for r in records if r.model == model and r.version == current.version and r.reason not in SWAPS)
+        own[model] = next(made, None) or _archived_record(archive_root, prefix, model, current.version)
+    return own
+
+
+def _archived_record(archive_root: Path | str | None, prefix: str, model: str, version: str) -> ModelVersion | None:
+    """The archived record that first published ``version`` of ``model`` (None if the archive has none)."""
+    if archive_root is None:
+        return None
+    with duckdb.connect() as db:  # a connection of its own (see count_archived)
+        source = ParquetArchive(archive_root).rows_sql(db, MODEL_UPDATES.full_name(prefix))
+        if source is None:
+            return None
+        reasons = ", ".join(f"'{reason}'" for reason in SWAPS)
+        row = db.execute(
+            f"SELECT _value FROM {source} WHERE _error IS NULL AND model = ? AND version = ? "
+            f"AND reason NOT IN ({reasons}) ORDER BY _kafka_timestamp, _offset LIMIT 1",
+            [model, version],
+        ).fetchone()
+    try:
+        record = decode(MODEL_UPDATES, row[0]) if row else None
+    except DecodeError:
+        return None
+    return record if isinstance(record, ModelVersion) else None
+
+
+def loop_status(bootstrap: str, prefix: str, group: str, archive_root: Path | str | None = None) -> Status:
+    """The state of the loop, read from Kafka (no worker needed); the archive at ``archive_root`` is read for the
+    records of versions a rollback or promotion swapped back in (see :func:`own_records`)."""
 
     def names(*topics: Topic) -> list[str]:
         return [topic.full_name(prefix) for topic in topics]
@@ -88,4 +142,6 @@ def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
         "archive": group_lag(bootstrap, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
     }
     health = {h.model: h for h in read_all(bootstrap, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
-    return Status(published_versions(bootstrap, prefix), health, alerts, lag)
+    records = [r for r in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
+    versions = {record.model: record for record in records}
+    return Status(versions, own_records(records, archive_root, prefix), health, alerts, lag)

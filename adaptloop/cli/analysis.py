@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from adaptloop.cli.common import app, console, fail, sub_app
+from adaptloop.cli.common import add_row, app, console, fail, plain, sub_app
 from adaptloop.schemas.errors import AdaptloopError, ConfigError
 from adaptloop.settings import Settings
 
@@ -66,13 +67,11 @@ def snapshot_create(
         include_model_bytes=model_bytes,
         self_contained=self_contained,
     )
-    table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
+    table = Table("topic", "partitions", "rows", "next offsets", title=plain(f"snapshot {info.path}"))
     for topic, offsets in info.offsets.items():
-        table.add_row(
-            topic, str(len(offsets)), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items())
-        )
+        add_row(table, topic, len(offsets), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items()))
     console.print(table)
-    console.print(f"open it with: [bold]duckdb -readonly {info.path}[/]")
+    console.print(f"open it with: [bold]duckdb -readonly {escape(str(info.path))}[/]")
 
 
 def print_arrow(result: object, title: str) -> None:
@@ -80,12 +79,12 @@ def print_arrow(result: object, title: str) -> None:
     import pyarrow as pa
 
     assert isinstance(result, pa.Table)
-    out = Table(title=title)
+    out = Table(title=plain(title))
     for name in result.column_names:
         keep_whole = name in ("version", "model_version", "parent", "to_version", "decision_id")
-        out.add_column(name, no_wrap=keep_whole, min_width=16 if keep_whole else None)
+        out.add_column(plain(name), no_wrap=keep_whole, min_width=16 if keep_whole else None)
     for row in result.to_pylist():
-        out.add_row(*("" if value is None else str(value) for value in row.values()))
+        add_row(out, *row.values())
     console.print(out)
 
 
@@ -114,7 +113,7 @@ def audit(
     if list_queries or query is None:
         table = Table("name", "parameters", "what it answers", title="named audit queries")
         for name, named in NAMED_QUERIES.items():
-            table.add_row(name, " ".join(f"--param {p}=..." for p in named.params), named.description)
+            add_row(table, name, " ".join(f"--param {p}=..." for p in named.params), named.description)
         console.print(table)
         return
     path = chosen_snapshot(snapshot, Settings())
@@ -141,7 +140,7 @@ def audit(
             raise fail(ConfigError("--format parquet needs --output FILE"))
         pq.write_table(result, output)
     if output is not None:
-        console.print(f"{result.num_rows} rows written to {output}")
+        console.print(f"{result.num_rows} rows written to {output}", markup=False)
 
 
 @app.command("report")
@@ -160,10 +159,10 @@ def report(
 
     chosen = chosen_snapshot(snapshot, Settings())
     if html is not None:
-        console.print(f"wrote {write_html_report(chosen, html)}")
+        console.print(f"wrote {write_html_report(chosen, html)}", markup=False)
         return
     for written in write_report(chosen, out):
-        console.print(f"wrote {written}")
+        console.print(f"wrote {written}", markup=False)
 
 
 @app.command("backtest")
@@ -219,14 +218,14 @@ def backtest_command(
     except AdaptloopError as error:
         raise fail(error) from None
     columns = ["evaluated", results[0].metric, "examples", "challengers promoted"] + (["stored as"] if store else [])
-    table = Table(*columns, title=f"backtest of {model}")
+    table = Table(*columns, title=plain(f"backtest of {model}"))
     for result in results:
         value = "-" if result.value is None else f"{result.value:.4f}"
         stored = [result.stored or ""] if store else []
-        table.add_row(result.name, value, str(result.examples), str(result.promotions), *stored)
+        add_row(table, result.name, value, result.examples, result.promotions, *stored)
     console.print(table)
     if png is not None:
-        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}")
+        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}", markup=False)
 
 
 evaluate_app = sub_app("evaluate", "Evaluate policies off-line, from what was logged.")
@@ -253,12 +252,12 @@ def evaluate_routing_command(
 def routing_table(results: list, agent: str) -> Table:
     """The off-policy estimates as a table (also printed by the agents demo)."""
     table = Table(
-        "policy", "estimator", "value", "95% interval", "effective n", title=f"routing of {agent}, off-policy"
+        "policy", "estimator", "value", "95% interval", "effective n", title=plain(f"routing of {agent}, off-policy")
     )
     for result in results:
         e = result.estimate
-        table.add_row(
-            result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
+        add_row(
+            table, result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
         )
     return table
 
@@ -273,5 +272,5 @@ def schemas_export(
     contracts = [spec.contract() for spec in Settings().models]
     table = Table("schema", "path")
     for path in export_json_schemas(directory, contracts):
-        table.add_row(path.name.removesuffix(".schema.json"), str(path))
+        add_row(table, path.name.removesuffix(".schema.json"), path)
     console.print(table)
