@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import partitions_of, read_all, watermarks
 
 COORDINATOR_ERRORS = frozenset(
     {
@@ -145,3 +146,86 @@ def loop_status(bootstrap: str, prefix: str, group: str, archive_root: Path | st
     records = [r for r in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
     versions = {record.model: record for record in records}
     return Status(versions, own_records(records, archive_root, prefix), health, alerts, lag)
+
+
+@dataclass(frozen=True)
+class ArchiveCut:
+    """How far the archive holds a topic: per partition, the next offset it holds, and the topic's end."""
+
+    topic: str
+    archived: dict[int, int]  # partition -> the next offset the archive holds
+    ends: dict[int, int]  # partition -> the topic's end offset
+    waiting: frozenset[int]  # partitions with committed records past the archive's cut
+
+    @property
+    def behind(self) -> int:
+        """Offsets past the archive's cut: records, and the markers of transactions (which are never archived)."""
+        return sum(max(0, end - self.archived.get(partition, 0)) for partition, end in self.ends.items())
+
+
+def topic_ends(bootstrap: str, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
+    consumer = Consumer(kafka_config(bootstrap, **{"group.id": f"ends-{uuid.uuid4().hex}"}), logger=KAFKA_LOG)
+    try:
+        ends: dict[str, dict[int, int]] = {}
+        for name in names:
+            partitions = partitions_of(consumer, name, timeout) or []
+            ends[name] = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
+        return ends
+    finally:
+        consumer.close()
+
+
+def archive_cuts(
+    bootstrap: str, archived: dict[str, dict[int, int]], ends: dict[str, dict[int, int]], timeout: float = 10.0
+) -> list[ArchiveCut]:
+    """For each topic of ``archived`` (topic -> partition -> next offset archived), how it stands against
+    ``ends`` (the topics' ends when asked): which partitions hold committed records the archive has not.
+
+    An end offset alone cannot say: a transaction's commit marker takes an offset too, and is never archived.
+    So a partition behind its end is read from the archive's cut, read-committed, for the first record before
+    the end; one not read to a verdict within ``timeout`` counts as waiting.
+    """
+    todo = {
+        (name, partition): end
+        for name, partitions in ends.items()
+        for partition, end in partitions.items()
+        if archived.get(name, {}).get(partition, 0) < end
+    }
+    waiting: set[tuple[str, int]] = set()
+    if todo:
+        consumer = Consumer(
+            kafka_config(
+                bootstrap,
+                **{
+                    "group.id": f"cut-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            ),
+            logger=KAFKA_LOG,
+        )
+        try:
+            consumer.assign([TopicPartition(n, p, archived.get(n, {}).get(p, 0)) for n, p in todo])
+            deadline = time.monotonic() + timeout
+            while todo and time.monotonic() < deadline:
+                for message in consumer.consume(100, 0.2):
+                    key = (message.topic() or "", message.partition() or 0)
+                    if message.error() is None and key in todo and (message.offset() or 0) < todo[key]:
+                        waiting.add(key)
+                        del todo[key]
+                for tp in consumer.position([TopicPartition(n, p) for n, p in todo]):
+                    if tp.offset >= todo[(tp.topic, tp.partition)]:
+                        del todo[(tp.topic, tp.partition)]  # only markers were left: all archived
+        finally:
+            consumer.close()
+        waiting |= set(todo)
+    return [
+        ArchiveCut(
+            name,
+            archived.get(name, {}),
+            ends.get(name, {}),
+            frozenset(p for n, p in waiting if n == name),
+        )
+        for name in archived
+    ]

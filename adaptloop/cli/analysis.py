@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,6 +16,10 @@ from rich.table import Table
 from adaptloop.cli.common import add_row, app, console, fail, plain, sub_app
 from adaptloop.schemas.errors import AdaptloopError, ConfigError
 from adaptloop.settings import Settings
+
+if TYPE_CHECKING:
+    from adaptloop.snapshots.archive import ParquetArchive
+    from adaptloop.streams.status import ArchiveCut
 
 snapshot_app = sub_app("snapshot", "Point-in-time DuckDB snapshots of the archive, for audits.")
 schemas_app = sub_app("schemas", "Event contracts, for producers in other languages.")
@@ -51,13 +56,32 @@ def snapshot_create(
             "--self-contained", help="Copy the rows into the file, so it opens anywhere (else views over the archive)."
         ),
     ] = False,
+    flush: Annotated[
+        bool,
+        typer.Option(
+            "--flush",
+            help="First wait until the archive holds every record the topics had now (the archiver writes every "
+            "archive_flush_seconds).",
+        ),
+    ] = False,
+    flush_timeout: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="Give up waiting for the archive (--flush) after this long.")
+    ] = 180.0,
 ) -> None:
-    """Write a point-in-time DuckDB snapshot of the archive and the model store."""
+    """Write a point-in-time DuckDB snapshot of the archive and the model store, and say how far the archive had
+    caught up with the topics."""
     from datetime import datetime
 
-    from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
+    from adaptloop.snapshots.archive import ParquetArchive
+    from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, snapshot_name
 
     settings = Settings()
+    names = [topic.full_name(settings.topic_prefix) for topic in ARCHIVED_TOPICS]
+    ends = _topic_ends(settings, names)
+    if flush:
+        if ends is None:
+            raise fail(ConfigError("--flush needs the broker, to know where the topics end"))
+        _wait_for_archive(settings, ends, flush_timeout, lambda: ParquetArchive(settings.archive_location), names)
     path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
     info = create_snapshot(
         settings.archive_location,
@@ -67,11 +91,108 @@ def snapshot_create(
         include_model_bytes=model_bytes,
         self_contained=self_contained,
     )
-    table = Table("topic", "partitions", "rows", "next offsets", title=plain(f"snapshot {info.path}"))
+    cuts = _cuts(settings, info.offsets, ends)
+    table = Table(
+        "topic",
+        "partitions",
+        "rows",
+        "archived up to",
+        "topic ends at",
+        "not archived",
+        title=plain(f"snapshot {info.path}"),
+    )
     for topic, offsets in info.offsets.items():
-        add_row(table, topic, len(offsets), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items()))
+        cut = cuts.get(topic)
+        add_row(
+            table,
+            topic,
+            len(offsets),
+            f"{info.rows[topic]:,}",
+            " ".join(f"{p}:{o}" for p, o in offsets.items()) or "-",
+            "?" if cut is None else " ".join(f"{p}:{o}" for p, o in cut.ends.items()) or "-",
+            "?" if cut is None else _behind(cut),
+        )
     console.print(table)
+    behind = sorted(topic for topic, cut in cuts.items() if cut.waiting)
+    if ends is None:
+        console.print("the broker did not answer: how far the archive had caught up is unknown", markup=False)
+    elif behind:
+        console.print(
+            f"the archive had not caught up with {len(behind)} topic(s) ({', '.join(behind)}): it writes every "
+            f"{settings.archive_flush_seconds:g}s (archive_flush_seconds); 'adaptloop snapshot create --flush' "
+            "waits for it first",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print("the archive held every record of the topics when the snapshot was taken", markup=False)
     console.print(f"open it with: [bold]duckdb -readonly {escape(str(info.path))}[/]")
+
+
+def _behind(cut: ArchiveCut) -> str:
+    if not cut.waiting:
+        return "0"
+    return f"{cut.behind:,} (partitions {', '.join(map(str, sorted(cut.waiting)))})"
+
+
+def _topic_ends(settings: Settings, names: list[str]) -> dict[str, dict[int, int]] | None:
+    """The topics' ends, or None if the broker does not answer (a snapshot needs only the archive)."""
+    from confluent_kafka import KafkaException
+
+    from adaptloop.streams.status import topic_ends
+
+    try:
+        return topic_ends(settings.bootstrap_address, names)
+    except (KafkaException, AdaptloopError):
+        return None
+
+
+def _cuts(
+    settings: Settings, archived: dict[str, dict[int, int]], ends: dict[str, dict[int, int]] | None
+) -> dict[str, ArchiveCut]:
+    from confluent_kafka import KafkaException
+
+    from adaptloop.streams.status import archive_cuts
+
+    if ends is None:
+        return {}
+    try:
+        return {cut.topic: cut for cut in archive_cuts(settings.bootstrap_address, archived, ends)}
+    except (KafkaException, AdaptloopError):
+        return {}
+
+
+def _wait_for_archive(
+    settings: Settings,
+    ends: dict[str, dict[int, int]],
+    timeout: float,
+    archive: Callable[[], ParquetArchive],
+    names: list[str],
+) -> None:
+    """Wait until the archive holds every committed record below ``ends``, showing how far it is."""
+    import time
+
+    from adaptloop.progress import Steps
+    from adaptloop.streams.status import archive_cuts
+
+    deadline = time.monotonic() + timeout
+    with Steps(console, "waiting for the archive to catch up with the topics") as steps:
+        while True:
+            current = archive()  # a fresh look at the files
+            cuts = archive_cuts(settings.bootstrap_address, {name: current.next_offsets(name) for name in names}, ends)
+            waiting = [cut for cut in cuts if cut.waiting]
+            steps.update(status=f"{sum(cut.behind for cut in waiting):,} offsets of {len(waiting)} topic(s) to go")
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                console.print(
+                    f"the archive did not catch up within {timeout:g}s ({', '.join(c.topic for c in waiting)}); is "
+                    "the worker's archive role running? The snapshot shows where it stood",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                return
+            time.sleep(1.0)
 
 
 def print_arrow(result: object, title: str) -> None:
