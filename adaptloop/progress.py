@@ -13,6 +13,7 @@ serving: 3 of 3 (0s) version ab12, done
 
 from __future__ import annotations
 
+import threading
 import time
 from types import TracebackType
 
@@ -35,7 +36,8 @@ class Steps:
     """The progress of one long step (``description``), counted to ``total`` if it is known.
 
     Each :meth:`update` sets the count and a status text; on a terminal the bar follows at once, elsewhere a
-    line is printed when the step starts, then at most every ``every`` seconds, and when it ends.
+    line is printed when the step starts, then every ``every`` seconds (from a thread of its own, so a step that
+    waits on one long call is seen alive too), and when it ends.
     """
 
     def __init__(self, console: Console, description: str, total: int | None = None, every: float = EVERY_SECONDS):
@@ -44,6 +46,8 @@ class Steps:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self._started = self._printed = time.monotonic()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> Steps:
         self._started = time.monotonic()
@@ -62,7 +66,14 @@ class Steps:
             self._task = self._bar.add_task(self.description, total=self.total, status="")
         else:
             self._line()
+            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._ticker.start()
         return self
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(1.0, self.every)):
+            if time.monotonic() - self._printed >= self.every:
+                self._line()
 
     def update(self, completed: int | None = None, status: str | None = None, total: int | None = None) -> None:
         """Set the count done so far, the status text (data: printed as it is) and/or the total, once known."""
@@ -74,8 +85,6 @@ class Steps:
             self.total = total
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=self.completed, status=self.status, total=self.total)
-        elif time.monotonic() - self._printed >= self.every:
-            self._line()
 
     def _line(self, end: str = "") -> None:
         self._printed = now = time.monotonic()
@@ -87,6 +96,9 @@ class Steps:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self._bar is not None:
             self._bar.stop()
         elif kind is None:

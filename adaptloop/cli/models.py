@@ -206,6 +206,7 @@ def replay(
 ) -> None:
     """Rebuild a version from the archived training examples and check it byte for byte; store it again if
     it was pruned."""
+    from adaptloop.progress import Steps
     from adaptloop.snapshots.replay import replay as replay_version
     from adaptloop.worker import ensure_reproducible_hashing
 
@@ -219,9 +220,10 @@ def replay(
     store = settings.worker_model_store()
     was_stored = until in store.versions(model)
     try:
-        steps = replay_version(
-            settings.archive_location, store, spec, until, prefix=settings.topic_prefix, restore=True
-        )
+        with Steps(console, f"replaying {model} to {until} from the archived examples"):
+            steps = replay_version(
+                settings.archive_location, store, spec, until, prefix=settings.topic_prefix, restore=True
+            )
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(title=plain(f"replay of {model} to {until}"))
