@@ -162,7 +162,9 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     )
     log_file = settings.home / "worker.log"
     worker = start_worker_process(settings, log_file)
-    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")
+    console.print(
+        f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}", markup=False
+    )
     rng = random.Random(scenario.seed)
     variants = sorted(scenario.quality)
     routes: list[str] = []
@@ -324,7 +326,7 @@ def _print(console: Console, report: dict) -> None:
     if report.get("off_policy"):
         estimates = Table(*ROUTING_COLUMNS, title="what other routing policies would have earned (off-policy)")
         for row in report["off_policy"]:
-            estimates.add_row(*row)
+            estimates.add_row(*(Text(str(cell)) for cell in row))
         console.print(estimates)
     if report.get("snapshot") is not None:
         console.print(

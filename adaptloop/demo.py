@@ -23,6 +23,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from river import metrics
 from river.datasets import synth
 
@@ -355,7 +356,7 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         ("serving time (s)", _fmt(report["seconds"])),
     ]
     for name, value in rows:
-        summary.add_row(name, str(value))
+        summary.add_row(name, Text(str(value)))  # counts by kind and signal: data, never markup
     console.print(summary)
     over_time = Table(title="metric over the stream (concept drift at the middle)")
     for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (cumulative)"):
