@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -12,7 +13,7 @@ import duckdb
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from adaptloop.schemas.codec import decode
-from adaptloop.schemas.errors import DecodeError
+from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.system import DriftAlert, ModelHealth, ModelVersion
 from adaptloop.schemas.topics import (
     DRIFT_ALERTS,
@@ -30,6 +31,8 @@ from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
 from adaptloop.streams.versions import partitions_of, read_all, watermarks
+
+log = logging.getLogger(__name__)
 
 COORDINATOR_ERRORS = frozenset(
     {
@@ -110,19 +113,20 @@ def _archived_record(archive_root: Path | str | None, prefix: str, model: str, v
     """The archived record that first published ``version`` of ``model`` (None if the archive has none)."""
     if archive_root is None:
         return None
-    with duckdb.connect() as db:  # a connection of its own (see count_archived)
-        source = ParquetArchive(archive_root).rows_sql(db, MODEL_UPDATES.full_name(prefix))
-        if source is None:
-            return None
-        reasons = ", ".join(f"'{reason}'" for reason in SWAPS)
-        row = db.execute(
-            f"SELECT _value FROM {source} WHERE _error IS NULL AND model = ? AND version = ? "
-            f"AND reason NOT IN ({reasons}) ORDER BY _kafka_timestamp, _offset LIMIT 1",
-            [model, version],
-        ).fetchone()
     try:
+        with duckdb.connect() as db:  # a connection of its own (see count_archived)
+            source = ParquetArchive(archive_root).rows_sql(db, MODEL_UPDATES.full_name(prefix))
+            if source is None:
+                return None
+            reasons = ", ".join(f"'{reason}'" for reason in SWAPS)
+            row = db.execute(
+                f"SELECT _value FROM {source} WHERE _error IS NULL AND model = ? AND version = ? "
+                f"AND reason NOT IN ({reasons}) ORDER BY _kafka_timestamp, _offset LIMIT 1",
+                [model, version],
+            ).fetchone()
         record = decode(MODEL_UPDATES, row[0]) if row else None
-    except DecodeError:
+    except (duckdb.Error, OSError, AdaptloopError) as error:  # an archive out of reach: the figures are unknown
+        log.warning("cannot read %s's record of %s from the archive %s: %s", model, version, archive_root, error)
         return None
     return record if isinstance(record, ModelVersion) else None
 
