@@ -22,12 +22,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from adaptloop.demo import archived_rows, take_snapshot
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.localkafka import LocalKafka
+from adaptloop.progress import Steps
 from adaptloop.schemas import AgentFeedbackEvent, DeadLetter, GuardrailAlert, PreferenceEvent
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.topics import AGENT_FEEDBACK, DEAD_LETTERS, GUARDRAIL_ALERTS, PREFERENCE_STORE, PREFERENCES
@@ -149,7 +150,8 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     if base.bootstrap is None:
         status = LocalKafka.from_settings(base).up()
         console.print(
-            f"local Kafka at [bold]{status.bootstrap}[/] ({'already running' if status.already_running else 'started'})"
+            f"local Kafka at {status.bootstrap} ({'already running' if status.already_running else 'started'})",
+            markup=False,
         )
     settings = agents_settings(base)
     ensure_topics(
@@ -160,7 +162,9 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     )
     log_file = settings.home / "worker.log"
     worker = start_worker_process(settings, log_file)
-    console.print(f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}")
+    console.print(
+        f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}", markup=False
+    )
     rng = random.Random(scenario.seed)
     variants = sorted(scenario.quality)
     routes: list[str] = []
@@ -178,15 +182,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
             ) as router,
         ):
             start = time.monotonic()
-            with Progress(
-                TextColumn("sessions"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[share]}"),
-                console=console,
-            ) as progress:
-                task = progress.add_task("serve", total=scenario.sessions, share="")
+            with Steps(console, "sessions", total=scenario.sessions) as progress:
                 for i in range(scenario.sessions):
                     if worker.poll() is not None:
                         raise AdaptloopError(f"the worker stopped; see {log_file}")
@@ -217,12 +213,11 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
                         producer.poll()
                         recent = Counter(routes[-300:])
                         progress.update(
-                            task,
                             completed=i + 1,
-                            share="  ".join(f"{v} {recent[v] / max(1, len(routes[-300:])):.0%}" for v in variants),
+                            status="  ".join(f"{v} {recent[v] / max(1, len(routes[-300:])):.0%}" for v in variants),
                         )
                         time.sleep(max(0.0, start + (i + 1) / scenario.rate - time.monotonic()))
-                progress.update(task, completed=scenario.sessions)
+                progress.update(completed=scenario.sessions)
             producer.flush()
             time.sleep(2 * settings.preference_publish_seconds + 1)  # the last feedback reaches the store
             store = router.store
@@ -281,13 +276,14 @@ def _snapshot(settings: Settings, console: Console) -> Path:
     finally:
         ends.close()
     deadline = time.monotonic() + 60
-    with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
+    with Steps(console, "waiting for the archive to catch up, then writing a DuckDB snapshot") as steps:
         while any(archived_rows(settings, topic) < count for topic, count in sent.items()) or not archived_rows(
             settings, PREFERENCE_STORE
         ):
             if time.monotonic() > deadline:
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break
+            steps.update()
             time.sleep(0.5)
         return take_snapshot(settings)
 
@@ -315,21 +311,22 @@ def _print(console: Console, report: dict) -> None:
     console.print(table)
     alerts = Table("guardrail", "subject", "observed", "threshold", "evidence", title="guardrail alerts")
     for rule, subject, observed, threshold, evidence in report["alerts"]:
-        alerts.add_row(
-            rule,
-            subject,
+        alerts.add_row(  # data, never markup
+            Text(rule),
+            Text(subject),
             f"{observed:g}",
             f"{threshold:g}",
-            ", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step")),
+            Text(", ".join(f"{k}={v}" for k, v in evidence.items() if k in ("action", "variant", "step"))),
         )
     console.print(alerts)
     console.print(
-        "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none")
+        "quarantined feedback: " + (", ".join(f"{k}: {v}" for k, v in report["quarantined"].items()) or "none"),
+        markup=False,
     )
     if report.get("off_policy"):
         estimates = Table(*ROUTING_COLUMNS, title="what other routing policies would have earned (off-policy)")
         for row in report["off_policy"]:
-            estimates.add_row(*row)
+            estimates.add_row(*(Text(str(cell)) for cell in row))
         console.print(estimates)
     if report.get("snapshot") is not None:
         console.print(

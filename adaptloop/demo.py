@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from river import metrics
 from river.datasets import synth
 
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.localkafka import LocalKafka
+from adaptloop.progress import Steps
 from adaptloop.schemas import DeadLetter, DriftAlert, ModelVersion, OutcomeEvent, TrainingExample
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.topics import (
@@ -121,10 +123,11 @@ def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
 def run_demo(base: Settings, console: Console, scenario: Scenario | None = None) -> dict[str, Any]:
     scenario = scenario or Scenario()
     if base.bootstrap is None:
+        console.print("starting the local Kafka broker (adaptloop kafka up)", markup=False)
         status = LocalKafka.from_settings(base).up_for_plaintext_clients()
         console.print(
-            f"local Kafka at [bold]{status.bootstrap}[/] "
-            f"({'already running' if status.already_running else 'started'}, log {status.log_file})"
+            f"local Kafka at [bold]{escape(status.bootstrap)}[/] "
+            + escape(f"({'already running' if status.already_running else 'started'}, log {status.log_file})")
         )
     settings = demo_settings(base, scenario)
     ensure_topics(
@@ -140,13 +143,15 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
     watch.start()
     console.print(
         f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}"
-        + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else "")
+        + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else ""),
+        markup=False,
     )
     try:
-        with console.status("waiting for the worker to publish the first model version"):
+        with Steps(console, "waiting for the worker to publish the first model version") as steps:
             deadline = time.monotonic() + 120
             while not watcher.versions and time.monotonic() < deadline:
                 _check_worker(worker, log_file)
+                steps.update()
                 time.sleep(0.2)
         with ModelClient(
             MODEL,
@@ -193,17 +198,8 @@ def _serve(
     started = time.monotonic()
     with (
         EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer,
-        Progress(
-            TextColumn("[bold]serving[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=console,
-            transient=True,
-        ) as progress,
+        Steps(console, "serving", total=scenario.decisions) as progress,
     ):
-        task = progress.add_task("serve", total=scenario.decisions, status="")
         for i, (x, y) in enumerate(_stream(scenario)):
             due = started + i / scenario.rate
             while (now := time.monotonic()) < due or (pending and pending[0][0] <= now):
@@ -234,7 +230,6 @@ def _serve(
                 accuracy, versions_used = metrics.Accuracy(), Counter()
             if i % 200 == 0:
                 progress.update(
-                    task,
                     completed=i + 1,
                     status=f"version {result.model_version[:8]} "
                     f"({len(watcher.versions)} published), joined {watcher.statuses['joined']}",
@@ -246,7 +241,7 @@ def _serve(
             sent_outcomes += 1
         for n in range(scenario.malformed):
             producer.send_bytes(OUTCOMES.full_name(settings.topic_prefix), f"bad-{n}".encode(), b'{"decision_id": ')
-        progress.update(task, completed=scenario.decisions)
+        progress.update(completed=scenario.decisions)
     return {
         "predictions": scenario.decisions,
         "outcomes": sent_outcomes,
@@ -270,8 +265,9 @@ def _settle(
 ) -> None:
     """Wait until every decision has ended (joined or expired) and the learner has published all it learned."""
     deadline = time.monotonic() + 120
-    with console.status("waiting for the last outcomes to join or expire and the last version to publish"):
+    with Steps(console, "waiting for the last outcomes to join or expire and the last version to publish") as steps:
         while time.monotonic() < deadline:
+            steps.update(status=f"joined {watcher.statuses['joined']:,}, expired {watcher.statuses['expired']:,}")
             done = watcher.statuses["joined"] + watcher.statuses["expired"] == predictions
             learned = bool(watcher.versions) and watcher.versions[-1].examples_seen == watcher.statuses["joined"]
             if done and learned and sum(watcher.dead.values()) >= scenario.malformed:
@@ -295,8 +291,9 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
         DEAD_LETTERS: sum(watcher.dead.values()),
     }
     deadline = time.monotonic() + 60
-    with console.status("waiting for the archive to catch up, then writing a DuckDB snapshot"):
+    with Steps(console, "waiting for the archive to catch up, then writing a DuckDB snapshot") as steps:
         while any(archived_rows(settings, topic) < count for topic, count in expected.items()):
+            steps.update()
             if time.monotonic() > deadline:
                 console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
                 break
@@ -359,7 +356,7 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         ("serving time (s)", _fmt(report["seconds"])),
     ]
     for name, value in rows:
-        summary.add_row(name, str(value))
+        summary.add_row(name, Text(str(value)))  # counts by kind and signal: data, never markup
     console.print(summary)
     over_time = Table(title="metric over the stream (concept drift at the middle)")
     for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (cumulative)"):
@@ -370,8 +367,11 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         )
     console.print(over_time)
     console.print(
-        f"snapshot for audits: [bold]{report['snapshot']}[/] (e.g. `adaptloop audit versions "
-        f"--snapshot {report['snapshot']}`, or `duckdb -readonly {report['snapshot']}`)"
+        f"snapshot for audits: [bold]{escape(str(report['snapshot']))}[/] "
+        + escape(
+            f"(e.g. `adaptloop audit versions --snapshot {report['snapshot']}`, "
+            f"or `duckdb -readonly {report['snapshot']}`)"
+        )
     )
 
 

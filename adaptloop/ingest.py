@@ -45,6 +45,14 @@ INGEST_VERSION = "ingest"
 
 ENDED = ("joined", "defaulted", "expired", "rejected")  # a decision ends once with one of these
 
+SENDING, LEARNING, ARCHIVING, SNAPSHOT = (
+    "sending decisions and outcomes",
+    "decisions ended in the join and learned",
+    "training examples archived",
+    "taking a snapshot",
+)
+"""The steps of an ingest, as :data:`Progress` is told them."""
+
 
 @dataclass(frozen=True)
 class Delay:
@@ -114,7 +122,18 @@ class IngestResult:
     version: ModelVersion | None = None  # the first version that learned every joined decision
     archived: int = 0  # training examples of this run in the archive
     snapshot: Path | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first decision sent to the end (snapshot included)
+    sent_seconds: float = 0.0  # until every decision and outcome was sent
+    learned_seconds: float = 0.0  # until every decision had ended in the join and a version had learned them
+    archived_seconds: float = 0.0  # until the archive held them (it writes every archive_flush_seconds)
+
+
+Progress = Callable[[str, int, int | None], None]
+"""Told ``(step, done, total)``: at each step's start (``done`` 0), and as it goes (``total`` None: not known)."""
+
+
+def _quiet(step: str, done: int, total: int | None) -> None:
+    pass
 
 
 class _Outputs:
@@ -172,9 +191,13 @@ def ingest(
     seed: int = 0,
     snapshot: bool = True,
     timeout: float = 600.0,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Progress = _quiet,
 ) -> IngestResult:
-    """Push ``source`` through the loop as decisions of ``model`` and wait until all are accounted for."""
+    """Push ``source`` through the loop as decisions of ``model`` and wait until all are accounted for.
+
+    The result times each stage apart: sending, the loop's learning, and the archive's writing (which waits
+    for its next flush, up to ``archive_flush_seconds``), so a slow archive is not taken for a slow loop.
+    """
     if model not in settings.specs:
         raise ConfigError(f"no learner spec for model {model!r} in the settings: the worker would not learn it")
     if ordered and delay.kind != "fixed":
@@ -196,7 +219,7 @@ def ingest(
     rng, started = random.Random(seed), time.monotonic()
     result = IngestResult(decisions=0)
     try:
-        progress("sending the decisions")
+        progress(SENDING, 0, limit)
         with EventProducer.from_settings(settings) as producer:
             due: list[tuple[float, int, OutcomeEvent]] = []
             for i, (features, y) in enumerate(dataset_rows(source, label)):
@@ -218,17 +241,20 @@ def ingest(
                 result.decisions += 1
                 if i % 1000 == 999:
                     outputs.poll()  # keeps its consumer in touch with the broker
+                    progress(SENDING, result.decisions, limit)
             while due:
                 time.sleep(max(0.0, min(0.2, due[0][0] - time.monotonic())))
                 _send_due(producer, due, time.monotonic())
-        progress("waiting for every decision to end in the join and the model to learn them")
+        result.sent_seconds = time.monotonic() - started
+        progress(LEARNING, 0, result.decisions)
         deadline = started + timeout
         while True:
             outputs.poll()
             learned = outputs.statuses["joined"] + outputs.statuses["defaulted"]
-            ended = sum(outputs.statuses[status] for status in ENDED) >= result.decisions
+            ended = sum(outputs.statuses[status] for status in ENDED)
+            progress(LEARNING, ended, result.decisions)
             version = next((v for v in outputs.versions if v.examples_seen >= before + learned), None)
-            if ended and version is not None:
+            if ended >= result.decisions and version is not None:
                 break
             if time.monotonic() > deadline:
                 raise TimedOut(
@@ -236,10 +262,12 @@ def ingest(
                     f"running with a spec for {model!r} (adaptloop worker)?"
                 )
         result.statuses, result.version = outputs.statuses, version
-        progress("waiting for the archive to hold them")
+        result.learned_seconds = time.monotonic() - started
         total = sum(outputs.statuses.values())
+        progress(ARCHIVING, 0, total)
         assert version is not None
         while (archived := _archived(settings, run)) < total or not _version_archived(settings, version):
+            progress(ARCHIVING, archived, total)
             if time.monotonic() > deadline:
                 raise TimedOut(
                     f"the archive holds {archived} of this run's {total} training examples"
@@ -247,9 +275,12 @@ def ingest(
                 )
             time.sleep(0.5)
         result.archived = archived
+        result.archived_seconds = time.monotonic() - started
+        progress(ARCHIVING, archived, total)
         outputs.poll()  # late outcomes that came meanwhile
         result.statuses = outputs.statuses
         if snapshot:
+            progress(SNAPSHOT, 0, None)
             result.snapshot = create_snapshot(
                 settings.archive_location,
                 settings.models_location,

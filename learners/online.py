@@ -13,7 +13,7 @@ import pandas as pd
 
 from adaptloop.learners.drift import LABEL_RATE, PREDICTION
 from adaptloop.learners.recent import RecentIds
-from adaptloop.learners.recipes import Metric, Model, build_metric, build_model
+from adaptloop.learners.recipes import Metric, Model, build_metric, build_model, metric_value
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.watch import ModelWatch
 from adaptloop.schemas.contract import LabelType, label_type_of
@@ -312,8 +312,10 @@ class OnlineLearner:
         self.progress.examples_seen += 1
         self.progress.learned_since_version += 1
 
-    def metric_values(self) -> dict[str, float]:
-        """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": 0.8, ...}``."""
-        values = {f"shadow.{name}": metric.get() for name, metric in self.shadow.items()}
-        values.update({f"production.{name}": metric.get() for name, metric in self.production.items()})
-        return {name: float(value) for name, value in values.items() if value == value}  # drop NaN
+    def metric_values(self) -> dict[str, float | None]:
+        """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": None, ...}``: None where the
+        metric has scored nothing yet (no production metric before a version has served a decision), never a
+        0.0 that no decision earned."""
+        values = {f"shadow.{name}": metric_value(metric) for name, metric in self.shadow.items()}
+        values.update({f"production.{name}": metric_value(metric) for name, metric in self.production.items()})
+        return values

@@ -6,6 +6,8 @@ import hashlib
 import importlib
 import inspect
 import logging
+import math
+import pickle
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -105,3 +107,29 @@ def build_metric(name: str) -> Metric:
     if not (isinstance(metric, type) and issubclass(metric, metrics.base.Metric)):
         raise ConfigError(f"{name!r} is not a River metric class (river.metrics.{name})")
     return metric()
+
+
+def metric_value(metric: Metric) -> float | None:
+    """``metric``'s value, or None while it has scored nothing: River answers 0.0 then, which would read as a
+    model that is always wrong. (A NaN, River's answer where a value is undefined, is None as well.)
+
+    A metric still in the state it was built in has scored nothing (every update changes its counts), whatever
+    its kind: this holds for every River metric without knowing how each keeps its counts.
+
+    >>> accuracy = build_metric("Accuracy")
+    >>> metric_value(accuracy) is None
+    True
+    >>> accuracy.update(True, False)
+    >>> metric_value(accuracy)
+    0.0
+    """
+    kind = type(metric)
+    if kind not in _UNSCORED:
+        _UNSCORED[kind] = pickle.dumps(kind(), protocol=pickle.HIGHEST_PROTOCOL)
+    if pickle.dumps(metric, protocol=pickle.HIGHEST_PROTOCOL) == _UNSCORED[kind]:
+        return None
+    value = float(metric.get())
+    return value if math.isfinite(value) else None
+
+
+_UNSCORED: dict[type, bytes] = {}  # each kind of metric as built, pickled

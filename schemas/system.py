@@ -37,7 +37,11 @@ class ModelVersion(Event):
     reason: VersionReason = "checkpoint"
     examples_seen: Offset
     offsets: dict[NonEmptyStr, Offset] = Field(default_factory=dict)
-    metrics: dict[NonEmptyStr, FiniteFloat] = Field(default_factory=dict)
+    metrics: dict[NonEmptyStr, FiniteFloat | None] = Field(
+        default_factory=dict,
+        description="The learner's metrics when it was published (``shadow.<Metric>``, ``production.<Metric>``); "
+        "null where a metric has scored nothing (no production metric before a version served a decision).",
+    )
     sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     uri: NonEmptyStr
     size_bytes: Offset

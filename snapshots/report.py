@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ from adaptloop.snapshots.audit import NAMED_QUERIES, json_equal
 MARKED = {"rollback": "#d62728", "promotion": "#2ca02c"}  # version reasons drawn in colour
 
 
+VERSION_COLUMNS = ("version", "parent", "reason", "examples_seen", "shadow", "production", "timestamp")
+
+
 @dataclass
 class ModelSeries:
     model: str
     buckets: list[tuple[datetime, float | None]]  # (bucket middle, accuracy; None: no decision served)
-    versions: list[dict[str, Any]]  # version, parent, reason, examples_seen, shadow accuracy, timestamp
+    versions: list[dict[str, Any]]  # VERSION_COLUMNS: shadow and production accuracy None where nothing scored
     alerts: list[tuple[datetime, str]]
 
 
@@ -83,11 +87,14 @@ def report_data(snapshot: Path, buckets: int = 60) -> ReportData:
                 {"model": model},
                 buckets,
             )
+            # A metric over no example has no value: null in a record, and 0.0 in one written before nulls were.
             versions = [
-                dict(zip(("version", "parent", "reason", "examples_seen", "shadow", "timestamp"), row, strict=True))
+                dict(zip(VERSION_COLUMNS, row, strict=True))
                 for row in db.execute(
                     """SELECT version, parent, reason, examples_seen,
-                              TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE), timestamp
+                              CASE WHEN examples_seen > 0
+                                   THEN TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE) END,
+                              TRY_CAST(metrics->>'$."production.Accuracy"' AS DOUBLE), timestamp
                        FROM model_updates WHERE model = $model ORDER BY _offset""",
                     {"model": model},
                 ).fetchall()
@@ -136,7 +143,7 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
     written = []
     for series in data.models:
         figure, axis = plt.subplots(figsize=(11, 4.5))
-        if series.buckets:
+        if any(value is not None for _, value in series.buckets):  # only what has data is drawn, and listed
             axis.plot(
                 [t for t, _ in series.buckets],
                 [_nan(a) for _, a in series.buckets],
@@ -161,6 +168,8 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
                 linewidth=1.5 if reason in MARKED else 0.6,
                 zorder=0,
             )
+        if any(v["reason"] not in MARKED for v in series.versions):
+            axis.plot([], [], color="lightgrey", label="new version")
         for reason, colour in MARKED.items():
             if any(v["reason"] == reason for v in series.versions):
                 axis.plot([], [], color=colour, label=reason)
@@ -174,10 +183,9 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
                 zorder=3,
             )
         axis.set_ylim(-0.02, 1.08)
-        axis.set_title(
-            f"{series.model}: accuracy over time ({len(series.versions)} versions, grey lines = new versions)"
-        )
+        axis.set_title(f"{series.model}: accuracy over time ({len(series.versions)} versions)")
         axis.set_ylabel("accuracy")
+        axis.set_xlabel("time (UTC)")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower left", fontsize=8)
         figure.autofmt_xdate()
@@ -201,44 +209,72 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
 
 # -- the HTML page ---------------------------------------------------------------------------------------------
 
-WIDTH, HEIGHT, PAD = 900, 260, 40
+WIDTH, HEIGHT = 900, 340
+LEFT, RIGHT, TOP, BOTTOM = 64, 24, 40, 104  # room for the y axis' title and ticks, the x ticks, the legend
+LEGEND_ROW = 18
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+MARKS = {  # kind of mark -> (colour, legend, whether it is drawn strongly)
+    "version": ("#bbbbbb", "new version", False),
+    "rollback": (MARKED["rollback"], "rollback", True),
+    "promotion": (MARKED["promotion"], "promotion", True),
+    "alert": ("#9467bd", "drift alert", True),
+}
+Y_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+X_TICKS = 6
 
 
 def _svg_chart(
     lines: dict[str, list[tuple[datetime, float | None]]],
     marks: list[tuple[datetime, str, str]],
     title: str,
+    y_title: str = "accuracy",
 ) -> str:
-    """An SVG line chart on 0..1 (each line split into segments at its gaps) with vertical marks."""
-    times = [t for points in lines.values() for t, _ in points] + [t for t, _, _ in marks]
+    """An SVG line chart on 0..1 with labelled axes, each line split into segments at its gaps, and vertical
+    marks (``(time, kind, label)``, kinds from :data:`MARKS`); the legend lists only what is drawn."""
+    drawn = {name: points for name, points in lines.items() if any(value is not None for _, value in points)}
+    times = [t for points in drawn.values() for t, value in points if value is not None] + [t for t, _, _ in marks]
     if not times:
         return f'<p class="empty">{html.escape(title)}: nothing to draw yet.</p>'
     lo, hi = min(times).timestamp(), max(times).timestamp()
     span = (hi - lo) or 1.0
+    bottom = HEIGHT - BOTTOM
 
-    def x(at: datetime) -> float:
-        return PAD + (at.timestamp() - lo) / span * (WIDTH - 2 * PAD)
+    def x(at: datetime | float) -> float:
+        seconds = at if isinstance(at, float) else at.timestamp()
+        return LEFT + (seconds - lo) / span * (WIDTH - LEFT - RIGHT)
 
     def y(value: float) -> float:
-        return HEIGHT - PAD - value * (HEIGHT - 2 * PAD)
+        return bottom - value * (bottom - TOP)
 
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{PAD}" y="18" class="title">{html.escape(title)}</text>',
-        f'<line x1="{PAD}" y1="{y(0)}" x2="{WIDTH - PAD}" y2="{y(0)}" class="axis"/>',
-        f'<line x1="{PAD}" y1="{y(1)}" x2="{WIDTH - PAD}" y2="{y(1)}" class="grid"/>',
-        f'<text x="4" y="{y(1) + 4}" class="tick">1.0</text><text x="4" y="{y(0) + 4}" class="tick">0.0</text>',
-        f'<text x="{PAD}" y="{HEIGHT - 8}" class="tick">{min(times):%Y-%m-%d %H:%M:%S}</text>',
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" class="tick" text-anchor="end">{max(times):%H:%M:%S}</text>',
+        f'<text x="{LEFT}" y="18" class="title">{html.escape(title)}</text>',
+        *_axes(x, y, lo, hi, bottom, y_title, min(times).tzinfo),
     ]
-    for at, colour, label in marks:
+    kinds_drawn = []
+    for at, kind, label in sorted(marks, key=lambda mark: list(MARKS).index(mark[1])):  # the strong ones on top
+        colour, _, strong = MARKS[kind]
+        kinds_drawn += [kind] if kind not in kinds_drawn else []
         parts.append(
-            f'<line x1="{x(at):.1f}" y1="{y(1):.1f}" x2="{x(at):.1f}" y2="{y(0):.1f}" stroke="{colour}" '
-            f'class="mark"><title>{html.escape(label)}</title></line>'
+            f'<line x1="{x(at):.1f}" y1="{y(1):.1f}" x2="{x(at):.1f}" y2="{bottom:.1f}" stroke="{colour}" '
+            f'class="mark mark-{kind}{" strong" if strong else ""}"><title>{html.escape(label)}</title></line>'
         )
+        if strong and kind != "alert":  # a rollback or promotion says so where it happened
+            parts.append(
+                f'<text x="{x(at) + 3:.1f}" y="{y(1) - 4:.1f}" class="mark-label" style="fill: {colour}">'
+                f"{html.escape(MARKS[kind][1])}</text>"
+            )
+        if kind == "alert":
+            parts.append(
+                f'<path class="mark-{kind}" d="M{x(at) - 5:.1f},{y(1) - 9:.1f} h10 l-5,8 z" fill="{colour}">'
+                f"<title>{html.escape(label)}</title></path>"
+            )
+    legend: list[tuple[str, str, str]] = []  # (colour, name, swatch kind)
     for index, (name, points) in enumerate(lines.items()):
+        if name not in drawn:
+            continue  # nothing to draw: not in the legend either
         colour = PALETTE[index % len(PALETTE)]
+        legend.append((colour, name, "line"))
         for run in _runs(points):  # a gap ends a run: no line is drawn across it
             coordinates = [f"{x(at):.1f},{y(value):.1f}" for at, value in run]
             if len(coordinates) > 1:
@@ -248,13 +284,78 @@ def _svg_chart(
                 )
             else:
                 cx, cy = coordinates[0].split(",")
-                parts.append(f'<circle class="series" cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{WIDTH - PAD - 200}" y="{34 + 14 * index}" style="fill: {colour}" class="legend">'
-            f"{html.escape(name)}</text>"
-        )
+                parts.append(
+                    f'<circle class="series" data-series="{html.escape(name)}" cx="{cx}" cy="{cy}" r="3" '
+                    f'fill="{colour}"/>'
+                )
+    legend += [(MARKS[kind][0], MARKS[kind][1], kind) for kind in MARKS if kind in kinds_drawn]
+    parts += _legend(legend, bottom + 58)
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _axes(
+    x: Callable[[float], float],
+    y: Callable[[float], float],
+    lo: float,
+    hi: float,
+    bottom: float,
+    y_title: str,
+    zone: tzinfo | None,
+) -> list[str]:
+    """The axes of a chart: y ticks and grid lines at :data:`Y_TICKS`, :data:`X_TICKS` times along x, both titled."""
+    parts = [
+        f'<line x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}" class="axis"/>',
+        f'<line x1="{LEFT}" y1="{y(1):.1f}" x2="{LEFT}" y2="{bottom}" class="axis"/>',
+        (
+            f'<text class="axis-title" transform="translate(14 {(y(1) + bottom) / 2:.0f}) rotate(-90)" '
+            f'text-anchor="middle">{html.escape(y_title)}</text>'
+        ),
+    ]
+    for value in Y_TICKS:
+        parts.append(
+            f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{WIDTH - RIGHT}" y2="{y(value):.1f}" class="grid"/>'
+            f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" class="tick" text-anchor="end">{value:.2f}</text>'
+        )
+    multi_day = hi - lo > 86_400
+    for i in range(X_TICKS):
+        seconds = lo + (hi - lo) * i / (X_TICKS - 1)
+        moment = datetime.fromtimestamp(seconds, zone)
+        label = f"{moment:%m-%d %H:%M}" if multi_day else f"{moment:%H:%M:%S}"
+        anchor = "start" if i == 0 else "end" if i == X_TICKS - 1 else "middle"
+        parts.append(
+            f'<line x1="{x(seconds):.1f}" y1="{bottom}" x2="{x(seconds):.1f}" y2="{bottom + 4}" class="axis"/>'
+            f'<text x="{x(seconds):.1f}" y="{bottom + 16}" class="tick" text-anchor="{anchor}">{label}</text>'
+        )
+    start = datetime.fromtimestamp(lo, zone)
+    parts.append(
+        f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{bottom + 34}" class="axis-title" text-anchor="middle">'
+        f"time ({html.escape(start.tzname() or 'local')}; from {start:%Y-%m-%d %H:%M:%S})</text>"
+    )
+    return parts
+
+
+def _legend(entries: list[tuple[str, str, str]], at_y: float) -> list[str]:
+    """The legend, in rows from ``at_y``: a swatch (a line, or a vertical mark) and a name per entry."""
+    parts, left = ['<g class="legend">'], float(LEFT)
+    for colour, name, swatch in entries:
+        width = 24 + 6.5 * len(name) + 18
+        if left + width > WIDTH - RIGHT and left > LEFT:  # the next row
+            left, at_y = float(LEFT), at_y + LEGEND_ROW
+        if swatch == "line":
+            parts.append(
+                f'<line x1="{left}" y1="{at_y - 4}" x2="{left + 18}" y2="{at_y - 4}" stroke="{colour}" '
+                'stroke-width="2.5"/>'
+            )
+        else:
+            parts.append(
+                f'<line x1="{left + 9}" y1="{at_y - 12}" x2="{left + 9}" y2="{at_y + 3}" stroke="{colour}" '
+                'stroke-width="2"/>'
+            )
+        parts.append(f'<text x="{left + 24}" y="{at_y}" class="legend-text">{html.escape(name)}</text>')
+        left += width
+    parts.append("</g>")
+    return parts
 
 
 def _runs(points: list[tuple[datetime, float | None]]) -> list[list[tuple[datetime, float]]]:
@@ -282,7 +383,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _cell(value: Any) -> str:
     if value is None:
-        return ""
+        return "-"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, datetime):
@@ -297,9 +398,11 @@ table { border-collapse: collapse; margin: .5em 0; font-size: 12px; }
 td, th { border: 1px solid #ddd; padding: 3px 6px; text-align: left; }
 svg.chart { width: 100%; height: auto; background: #fafafa; border: 1px solid #eee; }
 .series { fill: none; stroke-width: 1.8; } circle.series { stroke: none; }
-.axis { stroke: #999; } .grid { stroke: #eee; } .mark { stroke-width: 1; opacity: .55; }
-.title { font-weight: 600; font-size: 13px; } .tick, .legend { font-size: 11px; fill: #666; }
-.empty { color: #888; }
+.axis { stroke: #999; } .grid { stroke: #e6e6e6; } .mark { stroke-width: 1; opacity: .7; stroke-dasharray: 3 3; }
+.mark.strong { stroke-width: 2; opacity: .9; stroke-dasharray: none; }
+.title { font-weight: 600; font-size: 13px; } .tick, .legend-text { font-size: 11px; fill: #555; }
+.axis-title { font-size: 12px; fill: #333; } .mark-label { font-size: 10px; font-weight: 600; }
+.empty, .note { color: #888; } .note { font-size: 12px; }
 """
 
 
@@ -309,32 +412,40 @@ def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
     body = [f"<h1>adaptloop report</h1><p>Snapshot <code>{html.escape(str(snapshot))}</code>.</p>"]
     for series in data.models:
         marks = [
-            (v["timestamp"], MARKED.get(v["reason"], "#bbb"), f"{v['version']} ({v['reason']})")
+            (v["timestamp"], v["reason"] if v["reason"] in MARKED else "version", f"{v['version']} ({v['reason']})")
             for v in series.versions
         ]
-        marks += [(at, "#9467bd", f"drift alert: {signal}") for at, signal in series.alerts]
+        marks += [(at, "alert", f"drift alert: {signal}") for at, signal in series.alerts]
         shadow = [(v["timestamp"], v["shadow"]) for v in series.versions if v["shadow"] is not None]
         body.append(f"<h2>Model {html.escape(series.model)}</h2>")
         body.append(
             _svg_chart(
                 {
                     "production accuracy (served by a version)": series.buckets,
-                    "shadow accuracy at each version": shadow,
+                    "shadow accuracy at each version (cumulative)": shadow,
                 },
                 marks,
-                f"{series.model}: accuracy over time (grey: new versions; red: rollbacks; green: promotions; "
-                "purple: drift alerts)",
+                f"{series.model}: accuracy over time",
             )
         )
         body.append(
             _table(
-                ["version", "parent", "reason", "examples seen", "shadow accuracy", "published"],
+                ["version", "parent", "reason", "examples seen", "shadow accuracy", "production accuracy", "published"],
                 [
-                    [v["version"], v["parent"], v["reason"], v["examples_seen"], v["shadow"], v["timestamp"]]
+                    [
+                        v["version"],
+                        v["parent"],
+                        v["reason"],
+                        v["examples_seen"],
+                        v["shadow"],
+                        v["production"],
+                        v["timestamp"],
+                    ]
                     for v in series.versions
                 ],
             )
         )
+        body.append('<p class="note">-: no decision scored (a metric over none has no value).</p>')
     if data.traffic:
         body.append("<h2>Agents</h2>")
         body.append(_svg_chart(data.traffic, [], "share of the agents' steps per variant (gaps: no traffic)"))

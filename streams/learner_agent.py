@@ -549,7 +549,8 @@ class LearnerAgent:
         self.producer.send(version)
         VERSIONS.labels(version.model, version.reason).inc()
         for name, value in version.metrics.items():
-            MODEL_METRIC.labels(version.model, name).set(value)
+            # A metric over no decisions has no number; the gauge says NaN (Prometheus' "no value") meanwhile.
+            MODEL_METRIC.labels(version.model, name).set(float("nan") if value is None else value)
         log.debug("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
         return version
 

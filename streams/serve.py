@@ -274,7 +274,9 @@ class ModelInfo(BaseModel):
     reason: str | None = None
     examples_seen: int | None = None
     servable: bool | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict, description="The version's metrics; null where one has scored no decision."
+    )
     published_at: str | None = None
 
 

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+import duckdb
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.system import DriftAlert, ModelHealth, ModelVersion
 from adaptloop.schemas.topics import (
     DRIFT_ALERTS,
     MODEL_COMMANDS,
     MODEL_HEALTH,
+    MODEL_UPDATES,
     OUTCOMES,
     PREDICTIONS,
     TRAINING_EXAMPLES,
     Topic,
 )
+from adaptloop.snapshots.archive import ParquetArchive
+from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import published_versions, read_all, watermarks
+from adaptloop.streams.versions import partitions_of, read_all, watermarks
+
+log = logging.getLogger(__name__)
 
 COORDINATOR_ERRORS = frozenset(
     {
@@ -36,7 +47,11 @@ COORDINATOR_ERRORS = frozenset(
 
 @dataclass(frozen=True)
 class Status:
-    versions: dict[str, ModelVersion]
+    versions: dict[str, ModelVersion]  # model -> its latest record on model-updates (the version it serves)
+    # model -> the record that describes the served version itself: its own record (what it had learned and
+    # scored when it was made) for a version swapped in by a rollback or promotion, whose latest record carries
+    # the stream's figures; None where that record is gone (compacted away and not archived).
+    own: dict[str, ModelVersion | None]
     health: dict[str, ModelHealth]  # model -> its latest health, as its learner published it
     drift_alerts: Counter[str]  # model -> alerts
     # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
@@ -73,8 +88,52 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
         consumer.close()
 
 
-def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
-    """The state of the loop, read from Kafka (no worker needed)."""
+def own_records(
+    records: list[ModelVersion], archive_root: Path | str | None, prefix: str
+) -> dict[str, ModelVersion | None]:
+    """For each model, the record of its current version (the last of ``records``, in topic order) as made.
+
+    A rollback or promotion publishes the version it swaps in again, with the learner's running figures (the
+    stream's examples and metrics, from which learning goes on). What that version itself had learned and
+    scored is in the record that first published it: on ``model-updates`` while compaction keeps it, in the
+    archive (``archive_root``) for ever.
+    """
+    latest = {record.model: record for record in records}
+    own: dict[str, ModelVersion | None] = {}
+    for model, current in latest.items():
+        if current.reason not in SWAPS:
+            own[model] = current
+            continue
+        made = (r for r in records if r.model == model and r.version == current.version and r.reason not in SWAPS)
+        own[model] = next(made, None) or _archived_record(archive_root, prefix, model, current.version)
+    return own
+
+
+def _archived_record(archive_root: Path | str | None, prefix: str, model: str, version: str) -> ModelVersion | None:
+    """The archived record that first published ``version`` of ``model`` (None if the archive has none)."""
+    if archive_root is None:
+        return None
+    try:
+        with duckdb.connect() as db:  # a connection of its own (see count_archived)
+            source = ParquetArchive(archive_root).rows_sql(db, MODEL_UPDATES.full_name(prefix))
+            if source is None:
+                return None
+            reasons = ", ".join(f"'{reason}'" for reason in SWAPS)
+            row = db.execute(
+                f"SELECT _value FROM {source} WHERE _error IS NULL AND model = ? AND version = ? "
+                f"AND reason NOT IN ({reasons}) ORDER BY _kafka_timestamp, _offset LIMIT 1",
+                [model, version],
+            ).fetchone()
+        record = decode(MODEL_UPDATES, row[0]) if row else None
+    except (duckdb.Error, OSError, AdaptloopError) as error:  # an archive out of reach: the figures are unknown
+        log.warning("cannot read %s's record of %s from the archive %s: %s", model, version, archive_root, error)
+        return None
+    return record if isinstance(record, ModelVersion) else None
+
+
+def loop_status(bootstrap: str, prefix: str, group: str, archive_root: Path | str | None = None) -> Status:
+    """The state of the loop, read from Kafka (no worker needed); the archive at ``archive_root`` is read for the
+    records of versions a rollback or promotion swapped back in (see :func:`own_records`)."""
 
     def names(*topics: Topic) -> list[str]:
         return [topic.full_name(prefix) for topic in topics]
@@ -88,4 +147,89 @@ def loop_status(bootstrap: str, prefix: str, group: str) -> Status:
         "archive": group_lag(bootstrap, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
     }
     health = {h.model: h for h in read_all(bootstrap, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
-    return Status(published_versions(bootstrap, prefix), health, alerts, lag)
+    records = [r for r in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
+    versions = {record.model: record for record in records}
+    return Status(versions, own_records(records, archive_root, prefix), health, alerts, lag)
+
+
+@dataclass(frozen=True)
+class ArchiveCut:
+    """How far the archive holds a topic: per partition, the next offset it holds, and the topic's end."""
+
+    topic: str
+    archived: dict[int, int]  # partition -> the next offset the archive holds
+    ends: dict[int, int]  # partition -> the topic's end offset
+    waiting: frozenset[int]  # partitions with committed records past the archive's cut
+
+    @property
+    def behind(self) -> int:
+        """Offsets past the archive's cut: records, and the markers of transactions (which are never archived)."""
+        return sum(max(0, end - self.archived.get(partition, 0)) for partition, end in self.ends.items())
+
+
+def topic_ends(bootstrap: str, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
+    consumer = Consumer(kafka_config(bootstrap, **{"group.id": f"ends-{uuid.uuid4().hex}"}), logger=KAFKA_LOG)
+    try:
+        ends: dict[str, dict[int, int]] = {}
+        for name in names:
+            partitions = partitions_of(consumer, name, timeout) or []
+            ends[name] = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
+        return ends
+    finally:
+        consumer.close()
+
+
+def archive_cuts(
+    bootstrap: str, archived: dict[str, dict[int, int]], ends: dict[str, dict[int, int]], timeout: float = 10.0
+) -> list[ArchiveCut]:
+    """For each topic of ``archived`` (topic -> partition -> next offset archived), how it stands against
+    ``ends`` (the topics' ends when asked): which partitions hold committed records the archive has not.
+
+    An end offset alone cannot say: a transaction's commit marker takes an offset too, and is never archived.
+    So a partition behind its end is read from the archive's cut, read-committed, for the first record before
+    the end; one not read to a verdict within ``timeout`` counts as waiting.
+    """
+    todo = {
+        (name, partition): end
+        for name, partitions in ends.items()
+        for partition, end in partitions.items()
+        if archived.get(name, {}).get(partition, 0) < end
+    }
+    waiting: set[tuple[str, int]] = set()
+    if todo:
+        consumer = Consumer(
+            kafka_config(
+                bootstrap,
+                **{
+                    "group.id": f"cut-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            ),
+            logger=KAFKA_LOG,
+        )
+        try:
+            consumer.assign([TopicPartition(n, p, archived.get(n, {}).get(p, 0)) for n, p in todo])
+            deadline = time.monotonic() + timeout
+            while todo and time.monotonic() < deadline:
+                for message in consumer.consume(100, 0.2):
+                    key = (message.topic() or "", message.partition() or 0)
+                    if message.error() is None and key in todo and (message.offset() or 0) < todo[key]:
+                        waiting.add(key)
+                        del todo[key]
+                for tp in consumer.position([TopicPartition(n, p) for n, p in todo]):
+                    if tp.offset >= todo[(tp.topic, tp.partition)]:
+                        del todo[(tp.topic, tp.partition)]  # only markers were left: all archived
+        finally:
+            consumer.close()
+        waiting |= set(todo)
+    return [
+        ArchiveCut(
+            name,
+            archived.get(name, {}),
+            ends.get(name, {}),
+            frozenset(p for n, p in waiting if n == name),
+        )
+        for name in archived
+    ]

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from adaptloop.cli.common import app, console, fail, sub_app
+from adaptloop.cli.common import add_row, app, console, fail, plain, sub_app
 from adaptloop.schemas.errors import AdaptloopError, ConfigError
 from adaptloop.settings import Settings
+
+if TYPE_CHECKING:
+    from adaptloop.snapshots.archive import ParquetArchive
+    from adaptloop.streams.status import ArchiveCut
 
 snapshot_app = sub_app("snapshot", "Point-in-time DuckDB snapshots of the archive, for audits.")
 schemas_app = sub_app("schemas", "Event contracts, for producers in other languages.")
@@ -50,13 +56,32 @@ def snapshot_create(
             "--self-contained", help="Copy the rows into the file, so it opens anywhere (else views over the archive)."
         ),
     ] = False,
+    flush: Annotated[
+        bool,
+        typer.Option(
+            "--flush",
+            help="First wait until the archive holds every record the topics had now (the archiver writes every "
+            "archive_flush_seconds).",
+        ),
+    ] = False,
+    flush_timeout: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="Give up waiting for the archive (--flush) after this long.")
+    ] = 180.0,
 ) -> None:
-    """Write a point-in-time DuckDB snapshot of the archive and the model store."""
+    """Write a point-in-time DuckDB snapshot of the archive and the model store, and say how far the archive had
+    caught up with the topics."""
     from datetime import datetime
 
-    from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
+    from adaptloop.snapshots.archive import ParquetArchive
+    from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, snapshot_name
 
     settings = Settings()
+    names = [topic.full_name(settings.topic_prefix) for topic in ARCHIVED_TOPICS]
+    ends = _topic_ends(settings, names)
+    if flush:
+        if ends is None:
+            raise fail(ConfigError("--flush needs the broker, to know where the topics end"))
+        _wait_for_archive(settings, ends, flush_timeout, lambda: ParquetArchive(settings.archive_location), names)
     path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
     info = create_snapshot(
         settings.archive_location,
@@ -66,13 +91,108 @@ def snapshot_create(
         include_model_bytes=model_bytes,
         self_contained=self_contained,
     )
-    table = Table("topic", "partitions", "rows", "next offsets", title=f"snapshot {info.path}")
+    cuts = _cuts(settings, info.offsets, ends)
+    table = Table(
+        "topic",
+        "partitions",
+        "rows",
+        "archived up to",
+        "topic ends at",
+        "not archived",
+        title=plain(f"snapshot {info.path}"),
+    )
     for topic, offsets in info.offsets.items():
-        table.add_row(
-            topic, str(len(offsets)), f"{info.rows[topic]:,}", " ".join(f"{p}:{o}" for p, o in offsets.items())
+        cut = cuts.get(topic)
+        add_row(
+            table,
+            topic,
+            len(offsets),
+            f"{info.rows[topic]:,}",
+            " ".join(f"{p}:{o}" for p, o in offsets.items()) or "-",
+            "?" if cut is None else " ".join(f"{p}:{o}" for p, o in cut.ends.items()) or "-",
+            "?" if cut is None else _behind(cut),
         )
     console.print(table)
-    console.print(f"open it with: [bold]duckdb -readonly {info.path}[/]")
+    behind = sorted(topic for topic, cut in cuts.items() if cut.waiting)
+    if ends is None:
+        console.print("the broker did not answer: how far the archive had caught up is unknown", markup=False)
+    elif behind:
+        console.print(
+            f"the archive had not caught up with {len(behind)} topic(s) ({', '.join(behind)}): it writes every "
+            f"{settings.archive_flush_seconds:g}s (archive_flush_seconds); 'adaptloop snapshot create --flush' "
+            "waits for it first",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print("the archive held every record of the topics when the snapshot was taken", markup=False)
+    console.print(f"open it with: [bold]duckdb -readonly {escape(str(info.path))}[/]")
+
+
+def _behind(cut: ArchiveCut) -> str:
+    if not cut.waiting:
+        return "0"
+    return f"{cut.behind:,} (partitions {', '.join(map(str, sorted(cut.waiting)))})"
+
+
+def _topic_ends(settings: Settings, names: list[str]) -> dict[str, dict[int, int]] | None:
+    """The topics' ends, or None if the broker does not answer (a snapshot needs only the archive)."""
+    from confluent_kafka import KafkaException
+
+    from adaptloop.streams.status import topic_ends
+
+    try:
+        return topic_ends(settings.bootstrap_address, names)
+    except (KafkaException, AdaptloopError):
+        return None
+
+
+def _cuts(
+    settings: Settings, archived: dict[str, dict[int, int]], ends: dict[str, dict[int, int]] | None
+) -> dict[str, ArchiveCut]:
+    from confluent_kafka import KafkaException
+
+    from adaptloop.streams.status import archive_cuts
+
+    if ends is None:
+        return {}
+    try:
+        return {cut.topic: cut for cut in archive_cuts(settings.bootstrap_address, archived, ends)}
+    except (KafkaException, AdaptloopError):
+        return {}
+
+
+def _wait_for_archive(
+    settings: Settings,
+    ends: dict[str, dict[int, int]],
+    timeout: float,
+    archive: Callable[[], ParquetArchive],
+    names: list[str],
+) -> None:
+    """Wait until the archive holds every committed record below ``ends``, showing how far it is."""
+    import time
+
+    from adaptloop.progress import Steps
+    from adaptloop.streams.status import archive_cuts
+
+    deadline = time.monotonic() + timeout
+    with Steps(console, "waiting for the archive to catch up with the topics") as steps:
+        while True:
+            current = archive()  # a fresh look at the files
+            cuts = archive_cuts(settings.bootstrap_address, {name: current.next_offsets(name) for name in names}, ends)
+            waiting = [cut for cut in cuts if cut.waiting]
+            steps.update(status=f"{sum(cut.behind for cut in waiting):,} offsets of {len(waiting)} topic(s) to go")
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                console.print(
+                    f"the archive did not catch up within {timeout:g}s ({', '.join(c.topic for c in waiting)}); is "
+                    "the worker's archive role running? The snapshot shows where it stood",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                return
+            time.sleep(1.0)
 
 
 def print_arrow(result: object, title: str) -> None:
@@ -80,12 +200,12 @@ def print_arrow(result: object, title: str) -> None:
     import pyarrow as pa
 
     assert isinstance(result, pa.Table)
-    out = Table(title=title)
+    out = Table(title=plain(title))
     for name in result.column_names:
         keep_whole = name in ("version", "model_version", "parent", "to_version", "decision_id")
-        out.add_column(name, no_wrap=keep_whole, min_width=16 if keep_whole else None)
+        out.add_column(plain(name), no_wrap=keep_whole, min_width=16 if keep_whole else None)
     for row in result.to_pylist():
-        out.add_row(*("" if value is None else str(value) for value in row.values()))
+        add_row(out, *row.values())
     console.print(out)
 
 
@@ -114,7 +234,7 @@ def audit(
     if list_queries or query is None:
         table = Table("name", "parameters", "what it answers", title="named audit queries")
         for name, named in NAMED_QUERIES.items():
-            table.add_row(name, " ".join(f"--param {p}=..." for p in named.params), named.description)
+            add_row(table, name, " ".join(f"--param {p}=..." for p in named.params), named.description)
         console.print(table)
         return
     settings = Settings()
@@ -142,7 +262,7 @@ def audit(
             raise fail(ConfigError("--format parquet needs --output FILE"))
         pq.write_table(result, output)
     if output is not None:
-        console.print(f"{result.num_rows} rows written to {output}")
+        console.print(f"{result.num_rows} rows written to {output}", markup=False)
 
 
 @app.command("report")
@@ -161,10 +281,10 @@ def report(
 
     chosen = chosen_snapshot(snapshot, Settings())
     if html is not None:
-        console.print(f"wrote {write_html_report(chosen, html)}")
+        console.print(f"wrote {write_html_report(chosen, html)}", markup=False)
         return
     for written in write_report(chosen, out):
-        console.print(f"wrote {written}")
+        console.print(f"wrote {written}", markup=False)
 
 
 @app.command("backtest")
@@ -220,14 +340,14 @@ def backtest_command(
     except AdaptloopError as error:
         raise fail(error) from None
     columns = ["evaluated", results[0].metric, "examples", "challengers promoted"] + (["stored as"] if store else [])
-    table = Table(*columns, title=f"backtest of {model}")
+    table = Table(*columns, title=plain(f"backtest of {model}"))
     for result in results:
         value = "-" if result.value is None else f"{result.value:.4f}"
         stored = [result.stored or ""] if store else []
-        table.add_row(result.name, value, str(result.examples), str(result.promotions), *stored)
+        add_row(table, result.name, value, result.examples, result.promotions, *stored)
     console.print(table)
     if png is not None:
-        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}")
+        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}", markup=False)
 
 
 evaluate_app = sub_app("evaluate", "Evaluate policies off-line, from what was logged.")
@@ -254,12 +374,12 @@ def evaluate_routing_command(
 def routing_table(results: list, agent: str) -> Table:
     """The off-policy estimates as a table (also printed by the agents demo)."""
     table = Table(
-        "policy", "estimator", "value", "95% interval", "effective n", title=f"routing of {agent}, off-policy"
+        "policy", "estimator", "value", "95% interval", "effective n", title=plain(f"routing of {agent}, off-policy")
     )
     for result in results:
         e = result.estimate
-        table.add_row(
-            result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
+        add_row(
+            table, result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
         )
     return table
 
@@ -274,5 +394,5 @@ def schemas_export(
     contracts = [spec.contract() for spec in Settings().models]
     table = Table("schema", "path")
     for path in export_json_schemas(directory, contracts):
-        table.add_row(path.name.removesuffix(".schema.json"), str(path))
+        add_row(table, path.name.removesuffix(".schema.json"), path)
     console.print(table)

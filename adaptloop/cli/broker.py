@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from adaptloop.cli.common import app, console, fail, sub_app
+from adaptloop.cli.common import add_row, app, console, fail, sub_app
 from adaptloop.localkafka import LocalKafka
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.settings import Settings
@@ -22,7 +23,7 @@ def kafka_install() -> None:
         lib = LocalKafka.from_settings(Settings()).install()
     except AdaptloopError as error:
         raise fail(error) from None
-    console.print(f"Kafka jars in {lib}")
+    console.print(f"Kafka jars in {lib}", markup=False)
 
 
 @kafka_app.command("up")
@@ -65,12 +66,15 @@ def kafka_up(
         raise fail(error) from None
     word = "already running" if status.already_running else "started"
     console.print(
-        f"Kafka {word} at [bold]{status.bootstrap}[/] (pid {status.pid}, data {status.data_dir}, log {status.log_file})"
+        f"Kafka {word} at [bold]{escape(status.bootstrap)}[/] "
+        + escape(f"(pid {status.pid}, data {status.data_dir}, log {status.log_file})")
     )
     if kafka.secure_port is not None:
         import orjson
 
-        console.print(f"secured listener at {kafka.secure_bootstrap}; log in as a user with its kafka setting:")
+        console.print(
+            f"secured listener at {kafka.secure_bootstrap}; log in as a user with its kafka setting:", markup=False
+        )
         for user in ("worker", "service", "operator", "admin"):
             setting = orjson.dumps(kafka.client_properties(user)).decode()
             console.print(
@@ -93,9 +97,12 @@ def kafka_status() -> None:
     """Tell whether the local broker runs (exit code 3 if not)."""
     status = LocalKafka.from_settings(Settings()).status()
     if status.running:
-        console.print(f"Kafka running at [bold]{status.bootstrap}[/] (pid {status.pid}, data {status.data_dir})")
+        console.print(
+            f"Kafka running at [bold]{escape(status.bootstrap)}[/] "
+            + escape(f"(pid {status.pid}, data {status.data_dir})")
+        )
     else:
-        console.print(f"Kafka not running (data {status.data_dir})")
+        console.print(f"Kafka not running (data {status.data_dir})", markup=False)
         raise typer.Exit(code=3)
 
 
@@ -114,7 +121,7 @@ def topics_create() -> None:
         )
     except AdaptloopError as error:
         raise fail(error) from None
-    console.print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}", markup=False)
 
 
 @topics_app.command("delete")
@@ -140,9 +147,9 @@ def topics_delete(
             if n.startswith(prefix)
         )
         if not names:
-            console.print(f"no topic starts with {prefix!r}")
+            console.print(f"no topic starts with {prefix!r}", markup=False)
             return
-        console.print(f"{len(names)} topic(s): {', '.join(names)}")
+        console.print(f"{len(names)} topic(s): {', '.join(names)}", markup=False)
         if not yes and not typer.confirm("delete them?"):
             raise typer.Exit(code=1)
         deleted = delete_topics(settings.bootstrap_address, prefix)
@@ -192,11 +199,11 @@ def acls(
         raise fail(error) from None
     table = Table("principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)")
     for grant in grants:
-        table.add_row(grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)
+        add_row(table, grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)
     console.print(table)
     if apply:
         try:
             created = apply_acls(settings.bootstrap_address, grants)
         except Exception as error:  # an authorisation error names what the login lacks
             raise fail(error) from None
-        console.print(f"created {created} ACLs on {settings.bootstrap_address}")
+        console.print(f"created {created} ACLs on {settings.bootstrap_address}", markup=False)

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from adaptloop import __version__
 
@@ -25,8 +27,24 @@ VERSION_ID_WIDTH = 16
 
 def fail(error: Exception) -> typer.Exit:
     """Print ``error`` for a person and return the exit to raise (code 1)."""
-    console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """``value`` as text to print: data (a label, a reason, a query's result, a path) is shown as it is, never
+    read as rich markup (``[/x]`` in a label would otherwise end the command with a MarkupError)."""
+    return Text("" if value is None else str(value), style=style)
+
+
+def add_row(table: Table, *cells: object) -> None:
+    """Add a row of data to ``table``: every cell that is not already :class:`Text` is :func:`plain`."""
+    table.add_row(*(cell if isinstance(cell, Text) else plain(cell) for cell in cells))
+
+
+def figure(value: float | None, digits: int = 3) -> str:
+    """A metric as a table shows it: ``-`` where there is no number (a metric over no decisions)."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def version_column(table: Table, header: str = "version") -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from adaptloop.cli.common import console, fail, sub_app
+from adaptloop.cli.common import add_row, console, fail, sub_app
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.system import reason_pattern
 from adaptloop.settings import Settings
@@ -39,7 +40,8 @@ def letters_list(
         "source", "role", "kind", "cause", "letters", "replayed", "example", title=f"dead letters ({len(letters):,})"
     )
     for group in groups(letters, replayed):
-        table.add_row(
+        add_row(
+            table,
             group.source_topic,
             group.consumer,
             group.kind,
@@ -90,7 +92,7 @@ def letters_replay(
     except AdaptloopError as error:
         raise fail(error) from None
     for line in skipped:
-        console.print(f"[yellow]skipped[/] {line}", soft_wrap=True)
+        console.print(f"[yellow]skipped[/] {escape(line)}", soft_wrap=True)
     console.print(
         f"replayed {len(sent):,} record(s); each is recorded on dead-letter-replays and will not be sent again"
     )

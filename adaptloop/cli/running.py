@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from adaptloop.cli.common import app, console, fail
+from adaptloop.cli.common import app, console, fail, figure
 from adaptloop.roles import tune_gc
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.settings import Settings
@@ -87,9 +87,11 @@ def serve(
         import orjson
 
         openapi.write_bytes(orjson.dumps(app_.openapi(), option=orjson.OPT_INDENT_2))
-        console.print(f"OpenAPI document in {openapi}")
+        console.print(f"OpenAPI document in {openapi}", markup=False)
         return
-    console.print(f"serving {', '.join(models)} on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    console.print(
+        f"serving {', '.join(models)} on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)", markup=False
+    )
     tune_gc()  # as the worker's roles: a full collection of start-up's objects would stall requests
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
@@ -138,29 +140,41 @@ def ingest_command(
 ) -> None:
     """Push a dataset through the running loop as decisions and outcomes; wait until each is accounted for."""
     from adaptloop.ingest import Delay, ingest
+    from adaptloop.progress import StepsInTurn
 
+    settings = Settings()
     try:
-        result = ingest(
-            Settings(),
-            source,
-            model,
-            label=label,
-            rate=rate,
-            delay=Delay.parse(delay),
-            ordered=ordered,
-            limit=limit,
-            snapshot=snapshot,
-            timeout=timeout,
-            progress=lambda step: console.print(f"[dim]{step}[/]"),
-        )
+        with StepsInTurn(console) as progress:
+            result = ingest(
+                settings,
+                source,
+                model,
+                label=label,
+                rate=rate,
+                delay=Delay.parse(delay),
+                ordered=ordered,
+                limit=limit,
+                snapshot=snapshot,
+                timeout=timeout,
+                progress=progress,
+            )
     except AdaptloopError as error:
         raise fail(error) from None
-    statuses = ", ".join(f"{status} {count}" for status, count in sorted(result.statuses.items()))
-    console.print(f"{result.decisions} decisions in {result.seconds:.1f}s: {statuses}")
+    statuses = ", ".join(f"{status} {count:,}" for status, count in sorted(result.statuses.items()))
+    console.print(f"{result.decisions:,} decisions: {statuses}", markup=False)
+    console.print(
+        f"sent in {result.sent_seconds:.1f}s; learned in {result.learned_seconds:.1f}s (every decision ended in "
+        f"the join and a version learned them); archived in {result.archived_seconds:.1f}s (the archive writes "
+        f"every {settings.archive_flush_seconds:g}s: archive_flush_seconds); {result.seconds:.1f}s in all",
+        markup=False,
+        soft_wrap=True,
+    )
     version = result.version
     if version is not None:
-        metrics = ", ".join(f"{name} {value:.4f}" for name, value in sorted(version.metrics.items()))
-        console.print(f"version {version.version} of {model}: {version.examples_seen} examples seen; {metrics}")
-    console.print(f"archived {result.archived} training examples of this run")
+        metrics = ", ".join(f"{name} {figure(value, 4)}" for name, value in sorted(version.metrics.items()))
+        console.print(
+            f"version {version.version} of {model}: {version.examples_seen:,} examples seen; {metrics}", markup=False
+        )
+    console.print(f"archived {result.archived:,} training examples of this run", markup=False)
     if result.snapshot is not None:
-        console.print(f"snapshot {result.snapshot}")
+        console.print(f"snapshot {result.snapshot}", markup=False)

@@ -45,14 +45,29 @@ def test_ordered_ingest_of_phishing_equals_rivers_progressive_accuracy(kafka_boo
             v for v in read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix) if v.examples_seen == 1250
         ]
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1250 decisions" in done.stdout and "joined 1250" in done.stdout, done.stdout
+    assert "1,250 decisions: joined 1,250" in done.stdout, done.stdout
     assert f"shadow.Accuracy {accuracy.get():.4f}" in done.stdout, done.stdout
+    # No version served them: no production accuracy (not 0.0), in the output and in the audit.
+    assert "production.Accuracy -" in done.stdout, done.stdout
+    # The time to learned and the time to archived apart, in the order they happen; progress along the way
+    # (plain lines: the output is a pipe).
+    times = re.search(
+        r"sent in ([\d.]+)s; learned in ([\d.]+)s .*; archived in ([\d.]+)s \(the archive writes every 1s: "
+        r"archive_flush_seconds\); ([\d.]+)s in all",
+        done.stdout,
+    )
+    assert times, done.stdout
+    sent, learned_in, archived_in, total = map(float, times.groups())
+    assert 0 < sent <= learned_in <= archived_in <= total
+    for step in ("sending decisions and outcomes: ", "decisions ended in the join and learned: 1,250 of 1,250"):
+        assert step in done.stdout, done.stdout
     assert learned and learned[0].metrics["shadow.Accuracy"] == accuracy.get()  # exactly River's
     snapshot = re.search(r"snapshot (\S+\.duckdb)", done.stdout)[1]
     versions = run_audit(snapshot, "versions").to_pylist()
     final = max(versions, key=lambda v: v["examples_seen"])
     assert final["examples_seen"] == 1250
     assert final["shadow_accuracy"] == round(accuracy.get(), 4) == 0.8928
+    assert final["production_accuracy"] is None
     # The ingested decisions are external: learned from, never a published version's production.
     by_version = run_audit(snapshot, "metric_by_version").to_pylist()
     assert [(row["model_version"], row["served_by"], row["decisions"]) for row in by_version] == [

@@ -3,6 +3,7 @@ gaps, and its numbers are the learner's way of counting (true equals 1)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -32,10 +33,15 @@ document.title = JSON.stringify([...document.querySelectorAll("svg.chart")].map(
 
 def _snapshot(tmp_path):
     version = next(iter(sample_events(ModelVersion, 2))).model_copy(
-        update={"model": "churn", "timestamp": START, "metrics": {"shadow.Accuracy": 0.61}}
+        update={"model": "churn", "timestamp": START, "examples_seen": 200, "metrics": {"shadow.Accuracy": 0.61}}
     )
     rollback = version.model_copy(
-        update={"reason": "rollback", "timestamp": START + timedelta(minutes=9), "metrics": {"shadow.Accuracy": 0.58}}
+        update={
+            "reason": "rollback",
+            "timestamp": START + timedelta(minutes=9),
+            "examples_seen": 400,
+            "metrics": {"shadow.Accuracy": 0.58},
+        }
     )
     examples, expected = [], {}
     # Two bursts of traffic with ten idle minutes between them: the report must not draw across the gap.
@@ -110,3 +116,131 @@ def test_the_html_report_renders_its_charts_in_chromium_with_gaps_as_gaps(chromi
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[0] >= 1600 and len(np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 50
     assert "rollback" in page.read_text() and "drift alert" in page.read_text()
+
+
+def _lineage_snapshot(tmp_path):
+    """A model's life: an initial version that learned and served nothing (null metrics), four versions that
+    learned, a rollback, a promotion and a drift alert; decisions served by the versions."""
+    first = next(iter(sample_events(ModelVersion, 1))).model_copy(update={"model": "churn"})
+    records = [
+        first.model_copy(
+            update={
+                "version": "0" * 16,
+                "reason": "initial",
+                "examples_seen": 0,
+                "timestamp": START,
+                "metrics": {"shadow.Accuracy": None, "production.Accuracy": None},
+            }
+        )
+    ]
+    for i, shadow in enumerate((0.7, 0.8, 0.85, 0.9), start=1):
+        records.append(
+            first.model_copy(
+                update={
+                    "version": f"{i:016x}",
+                    "reason": "checkpoint",
+                    "examples_seen": 500 * i,
+                    "timestamp": START + timedelta(minutes=4 * i),
+                    "metrics": {"shadow.Accuracy": shadow, "production.Accuracy": None if i == 1 else shadow - 0.05},
+                }
+            )
+        )
+    for minutes, reason, version in ((18, "rollback", 2), (22, "promotion", 9)):
+        records.append(
+            first.model_copy(
+                update={
+                    "version": f"{version:016x}",
+                    "reason": reason,
+                    "examples_seen": 2000,
+                    "timestamp": START + timedelta(minutes=minutes),
+                    "metrics": {"shadow.Accuracy": 0.9, "production.Accuracy": 0.85},
+                }
+            )
+        )
+    examples = [
+        TrainingExample(
+            model="churn",
+            decision_id=f"d{i}",
+            model_version=f"{1 + i // 100:016x}",
+            features={"x": 1.0},
+            prediction=i % 5 != 0,
+            label=True,
+            predicted_at=START + timedelta(minutes=4, seconds=3 * i),
+            timestamp=START + timedelta(minutes=4, seconds=3 * i),
+        )
+        for i in range(400)
+    ]
+    alert = next(iter(sample_events(DriftAlert, 1))).model_copy(
+        update={"model": "churn", "signal": "error_rate", "timestamp": START + timedelta(minutes=17)}
+    )
+    fraud = [  # a model whose versions learned but never served a decision
+        first.model_copy(
+            update={
+                "model": "fraud",
+                "version": f"{i:016x}",
+                "examples_seen": 100 * i,
+                "timestamp": START + timedelta(minutes=5 * i),
+                "metrics": {"shadow.Accuracy": 0.5 + i / 10, "production.Accuracy": None},
+            }
+        )
+        for i in (1, 2)
+    ]
+    archive = ParquetArchive(tmp_path / "archive")
+    for topic, name, events in (
+        (TRAINING_EXAMPLES, "training-examples", examples),
+        (MODEL_UPDATES, "model-updates", records + fraud),
+        (DRIFT_ALERTS, "drift-alerts", [alert]),
+    ):
+        archive.write(topic, name, 0, [RawRecord(0, i, 0, None, encode(e)) for i, e in enumerate(events)])
+    return create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb").path
+
+
+# What the browser drew of each chart: its series' lowest point (SVG y grows downwards), its legend, its axes.
+LINEAGE_PROBE = """<script>
+document.title = JSON.stringify([...document.querySelectorAll("svg.chart")].map(chart => ({
+  series: [...chart.querySelectorAll(".series")].map(s => s.dataset.series),
+  lowest: Math.max(...[...chart.querySelectorAll(".series")].map(s => s.getBBox().y + s.getBBox().height)),
+  legend: [...chart.querySelectorAll(".legend-text")].map(t => t.textContent),
+  ticks: [...chart.querySelectorAll(".tick")].map(t => t.textContent),
+  axes: [...chart.querySelectorAll(".axis-title")].map(t => t.textContent),
+  marks: [...chart.querySelectorAll(".mark-label")].map(t => t.textContent),
+})));
+</script>"""
+
+
+def test_the_report_draws_only_what_has_data_with_labelled_axes_and_marks(chromium, tmp_path):
+    snapshot = _lineage_snapshot(tmp_path)
+    (churn, fraud) = report_data(snapshot).models
+    assert [(v["shadow"], v["production"]) for v in churn.versions[:3]] == [(None, None), (0.7, None), (0.8, 0.75)]
+
+    page = write_html_report(snapshot, tmp_path / "report.html")
+    text = page.read_text()
+    assert "<td>initial</td><td>0</td><td>-</td><td>-</td>" in text  # no 0.0000 that no decision earned
+    probed = tmp_path / "probed.html"
+    probed.write_text(text.replace("</body>", LINEAGE_PROBE + "</body>"))
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu"]
+    dom = subprocess.run(
+        [*browser, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    )
+    charts = json.loads(html.unescape(re.search(r"<title>(\[.*\])</title>", dom.stdout)[1]))
+    churn_chart, fraud_chart = charts
+    assert churn_chart["legend"] == [
+        "production accuracy (served by a version)",
+        "shadow accuracy at each version (cumulative)",
+        "new version",
+        "rollback",
+        "promotion",
+        "drift alert",
+    ]
+    assert churn_chart["marks"] == ["rollback", "promotion"]
+    assert churn_chart["ticks"][:5] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert len(churn_chart["ticks"]) == 5 + 6 and churn_chart["ticks"][5] == "09:00:00"  # times along x
+    assert churn_chart["axes"] == ["accuracy", "time (UTC; from 2026-11-30 09:00:00)"]
+    # No line climbs from the initial version's missing accuracy: the lowest point drawn is an accuracy
+    # some decisions or examples earned (0.6 at the least), far above 0.0 at y = 236.
+    y_of = {0.0: 340 - 104, 0.6: 340 - 104 - 0.6 * (340 - 104 - 40)}
+    assert churn_chart["lowest"] <= y_of[0.6] + 1 < y_of[0.0]
+    # A model that served nothing: no production line, and none in its legend.
+    assert set(fraud_chart["series"]) == {"shadow accuracy at each version (cumulative)"}
+    assert fraud_chart["legend"] == ["shadow accuracy at each version (cumulative)", "new version"]
+    assert [v["production"] for v in fraud.versions] == [None, None]

@@ -67,6 +67,8 @@ def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serv
                 assert _wait(healthy), (tmp_path / "serve.log").read_text()
                 first = http.get("/v1/models/churn").json()
                 assert first["ready"] and first["examples_seen"] == 0
+                # Nothing learned or served yet: no metric has a value (null, never 0.0).
+                assert "production.Accuracy" in first["metrics"] and set(first["metrics"].values()) == {None}
 
                 versions, fallbacks = set(), 0
                 for i in range(N):

@@ -288,3 +288,46 @@ def test_pending_examples_are_learned_when_mini_batch_is_unset(tmp_path):
     assert model_bytes(resumed.model) == model_bytes(learner.model)
     assert resumed.progress.dataset_hash == learner.progress.dataset_hash
     assert [e.decision_id for e in pending] == [str(i) for i in range(120, 150)]
+
+
+def test_a_metric_over_no_decisions_is_none_in_the_version_record_never_0(tmp_path):
+    """A version that served no decision has no production accuracy (None, null in JSON), not River's 0.0; once
+    a version's served decisions are scored, the figure is exactly River's."""
+    from adaptloop.schemas import encode
+
+    store = ModelStore(tmp_path)
+    learner = OnlineLearner(LearnerSpec(name="phishing", recipe="logistic", metrics=["Accuracy"]))
+    initial = store.checkpoint(learner)
+    assert initial.metrics == {"shadow.Accuracy": None, "production.Accuracy": None}
+    assert b'"metrics":{"shadow.Accuracy":null,"production.Accuracy":null}' in encode(initial)
+
+    stream = list(datasets.Phishing())
+    shadow, production = metrics.Accuracy(), metrics.Accuracy()
+    reference = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for i, (x, y) in enumerate(stream):
+        served_by = initial.version if i >= 600 else "v0"  # first a service's own model, then the version
+        fallback = 300 <= i < 600  # meanwhile answered by the default prediction
+        example = TrainingExample(
+            model="phishing",
+            decision_id=str(i),
+            model_version=served_by,
+            features=x,
+            prediction=not y if i % 3 == 0 else y,
+            label=y,
+            predicted_at=NOW,
+            fallback=fallback,
+        )
+        shadow.update(y, reference.predict_one(x))
+        reference.learn_one(x, y)
+        learner.learn(example, ("training-examples:0", i))
+        if i >= 600:
+            production.update(y, example.prediction)
+        if i == 599:
+            before = store.checkpoint(learner)
+            assert before.metrics == {"shadow.Accuracy": shadow.get(), "production.Accuracy": None}
+            assert 0 < shadow.get() < 1
+    after = store.checkpoint(learner)
+    assert after.metrics == {"shadow.Accuracy": shadow.get(), "production.Accuracy": production.get()}
+    assert after.metrics["production.Accuracy"] == (len(stream) - 600 - len(range(600, len(stream), 3))) / (
+        len(stream) - 600
+    )

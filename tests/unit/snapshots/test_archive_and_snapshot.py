@@ -448,3 +448,30 @@ def test_sessions_view_and_a_sessions_timeline(tmp_path):
         ("guardrail", "tool_loop"),
     ]
     assert len(timeline) == 10
+
+
+def test_a_metric_over_no_decisions_is_null_in_the_snapshot_and_the_audit(tmp_path):
+    from adaptloop.learners.online import OnlineLearner
+    from adaptloop.learners.spec import LearnerSpec
+    from adaptloop.learners.store import ModelStore
+
+    version = ModelStore(tmp_path / "models").checkpoint(OnlineLearner(LearnerSpec(name="churn", metrics=["Accuracy"])))
+    scored = version.model_copy(update={"metrics": {"shadow.Accuracy": 0.75, "production.Accuracy": None}})
+    ParquetArchive(tmp_path / "archive").write(
+        MODEL_UPDATES,
+        "model-updates",
+        0,
+        [RawRecord(0, i, 0, None, encode(v)) for i, v in enumerate([version, scored])],
+    )
+    snapshot = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb").path
+    with duckdb.connect(str(snapshot), read_only=True) as db:
+        rows = db.execute(
+            """SELECT metrics->>'$."shadow.Accuracy"', metrics->>'$."production.Accuracy"',
+                      json_type(metrics->'$."production.Accuracy"') FROM model_updates ORDER BY _offset"""
+        ).fetchall()
+    assert rows == [(None, None, "NULL"), ("0.75", None, "NULL")]
+    audit = run_audit(snapshot, "versions").select(["shadow_accuracy", "production_accuracy"]).to_pylist()
+    assert audit == [
+        {"shadow_accuracy": None, "production_accuracy": None},
+        {"shadow_accuracy": 0.75, "production_accuracy": None},
+    ]
