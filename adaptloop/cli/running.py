@@ -50,10 +50,7 @@ def worker(
     from adaptloop.worker import ensure_reproducible_hashing, run_worker
 
     ensure_reproducible_hashing()
-    try:
-        run_worker(Settings(), role.value)
-    except AdaptloopError as error:
-        raise fail(error) from None
+    run_worker(Settings(), role.value)  # a wrong setting or login: one line, exit 78 (adaptloop.cli.common)
 
 
 @app.command("serve")
