@@ -288,3 +288,4 @@ def fail_fast(seconds: float | None) -> None:
     in one line); None: no check (each client waits as long as its own timeouts say). For command line runs,
     which should not wait 30 s per client to say that nothing listens."""
     _FAIL_FAST.seconds = seconds
+    _FAIL_FAST.checked.clear()

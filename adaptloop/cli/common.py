@@ -141,11 +141,18 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    librdkafka, level = logging.getLogger("librdkafka"), logging.getLogger("librdkafka").level
     if not verbose:  # its lines (one per failed connection) are summed up in the error a command ends with
-        logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+        librdkafka.setLevel(logging.CRITICAL)
     _OPTIONS["traceback"] = traceback
     if context.invoked_subcommand not in PATIENT_COMMANDS:
         fail_fast(FAIL_FAST_SECONDS)
+
+    def _restore() -> None:  # for the command only: a process that runs commands in-process (tests) goes on as before
+        fail_fast(None)
+        librdkafka.setLevel(level)
+
+    context.call_on_close(_restore)
 
 
 def sub_app(name: str, help: str) -> typer.Typer:
