@@ -38,8 +38,10 @@ def test_a_misspelt_recipe_stops_the_worker_at_once_in_one_line(tmp_path):
     status, lines, seconds = run(tmp_path, "worker", bootstrap=f"127.0.0.1:{free_port()}", models=models)
     assert status == 78  # EX_CONFIG: a supervisor need not start it again
     assert lines == [
-        "error: model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, "
-        "hoeffding_regressor, or 'module:function' returning a River estimator"
+        (
+            "error: model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, "
+            "hoeffding_regressor, or 'module:function' returning a River estimator"
+        )
     ]
     assert seconds < 30  # the check is before any role or broker: seconds, even on a loaded machine (not 70 s)
     assert not (tmp_path / "home" / "metrics").exists()  # no role was started

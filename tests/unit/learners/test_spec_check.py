@@ -14,33 +14,48 @@ from adaptloop.schemas.errors import ConfigError
     [
         (
             LearnerSpec(name="churn", recipe="logisitc"),
-            "model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, hoeffding_regressor, "
-            "or 'module:function' returning a River estimator",
+            (
+                "model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, "
+                "hoeffding_regressor, "
+                "or 'module:function' returning a River estimator"
+            ),
         ),
         (
             LearnerSpec(name="churn", recipe="linear"),
-            "model 'churn': recipe 'linear' is not a classifier, which task 'binary' needs; choices: logistic, "
-            "hoeffding",
+            (
+                "model 'churn': recipe 'linear' is not a classifier, which task 'binary' needs; choices: logistic, "
+                "hoeffding"
+            ),
         ),
         (
             LearnerSpec(name="price", task="regression", recipe="hoeffding"),
-            "model 'price': recipe 'hoeffding' is not a regressor, which task 'regression' needs; choices: linear, "
-            "hoeffding_regressor",
+            (
+                "model 'price': recipe 'hoeffding' is not a regressor, which task 'regression' needs; choices: linear, "
+                "hoeffding_regressor"
+            ),
         ),
         (
             LearnerSpec(name="churn", params={"lrr": 0.1}),
-            "model 'churn': params {'lrr': 0.1} do not fit recipe 'logistic': LogisticRegression.__init__() got an "
-            "unexpected keyword argument 'lrr'",
+            (
+                "model 'churn': params {'lrr': 0.1} do not fit recipe 'logistic': LogisticRegression.__init__() got an "
+                "unexpected keyword argument 'lrr'"
+            ),
         ),
         (
             LearnerSpec(name="churn", drift=DriftSpec(detector="ADWN")),
-            "model 'churn': drift.detector 'ADWN' is unknown; choices: ADWIN, DDM, DummyDriftDetector, EDDM, FHDDM, "
-            "HDDMA, HDDMW, KSWIN, NoDrift, PageHinkley",
+            (
+                "model 'churn': drift.detector 'ADWN' is unknown; choices: ADWIN, DDM, DummyDriftDetector, EDDM, "
+                "FHDDM, "
+                "HDDMA, HDDMW, KSWIN, NoDrift, PageHinkley"
+            ),
         ),
         (
             LearnerSpec(name="churn", drift=DriftSpec(detector_params={"delt": 0.1})),
-            "model 'churn': drift.detector_params {'delt': 0.1} do not fit detector 'ADWIN': ADWIN.__init__() got an "
-            "unexpected keyword argument 'delt'",
+            (
+                "model 'churn': drift.detector_params {'delt': 0.1} do not fit detector 'ADWIN': ADWIN.__init__() "
+                "got an "
+                "unexpected keyword argument 'delt'"
+            ),
         ),
     ],
 )

@@ -58,7 +58,9 @@ def test_a_denied_login_or_acl_is_a_refusal(code):
 
 
 def test_adaptloops_own_errors_are_classified_by_what_they_mean():
-    login = AuthenticationFailed("b:9094", "user 'worker' with SASL SCRAM-SHA-512 over SASL_SSL", "Authentication failed")
+    login = AuthenticationFailed(
+        "b:9094", "user 'worker' with SASL SCRAM-SHA-512 over SASL_SSL", "Authentication failed"
+    )
     assert [
         classify(error)
         for error in (
@@ -76,26 +78,26 @@ def test_adaptloops_own_errors_are_classified_by_what_they_mean():
     ] == ["outage", "outage", "outage", "crash", "refused", "refused", "refused", "crash", "crash", "crash"]
 
 
+def _close_after(first: BaseException, then: BaseException, *, cause: bool) -> None:
+    """Raise ``then`` while handling ``first`` (as its cause, or only as its context)."""
+    try:
+        raise first
+    except type(first) as error:
+        raise then from (error if cause else None)
+
+
 def test_an_error_raised_while_handling_an_outage_is_still_an_outage():
     """A consumer closing after its coordinator moved raises again on the way out (its revoke commits)."""
-    try:
-        try:
-            raise kafka(KafkaError.NOT_COORDINATOR)
-        except KafkaException:
-            raise RuntimeError("the consumer could not close") from None  # the chain still holds the cause
-    except RuntimeError as error:
-        assert error.__cause__ is None and error.__context__ is not None
-        assert classify(error) == "outage"
+    with pytest.raises(RuntimeError) as raised:
+        _close_after(kafka(KafkaError.NOT_COORDINATOR), RuntimeError("the consumer could not close"), cause=False)
+    assert raised.value.__cause__ is None and raised.value.__context__ is not None
+    assert classify(raised.value) == "outage"
 
 
 def test_a_refusal_anywhere_in_the_chain_wins():
-    try:
-        try:
-            raise kafka(KafkaError._TRANSPORT)
-        except KafkaException as outage:
-            raise ConfigError("a wrong setting") from outage
-    except ConfigError as error:
-        assert classify(error) == "refused"
+    with pytest.raises(ConfigError) as raised:
+        _close_after(kafka(KafkaError._TRANSPORT), ConfigError("a wrong setting"), cause=True)
+    assert classify(raised.value) == "refused"
 
 
 def test_the_broker_refusing_a_login_is_told_from_a_login_cut_short():
@@ -107,7 +109,9 @@ def test_the_broker_refusing_a_login_is_told_from_a_login_cut_short():
         )
     )
     assert not refused_login(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failure: Disconnected"))
-    assert not refused_login(KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#127.0.0.1:9 failed: Connection refused"))
+    assert not refused_login(
+        KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#127.0.0.1:9 failed: Connection refused")
+    )
 
 
 def test_a_clients_error_callback_raises_a_refused_login_naming_user_and_mechanism_but_never_the_password():
