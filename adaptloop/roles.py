@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from adaptloop.settings import Settings
 from adaptloop.streams.metrics import write_health
-from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, classify, wait_patiently
+from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, classify, raised_kafka_error, wait_patiently
 
 # Each role imports its agent when it starts: a join process never loads River, pandas, SciPy, pyarrow or
 # DuckDB (1.5 s of start-up, measured), and the archive never loads River.
@@ -74,17 +74,25 @@ def run_role(role: str) -> None:
         write_health(role, {"broker": {"reachable": True}})
         AGENTS[role](settings, _stop_on_signals())
     except Exception as error:
-        verdict = classify(error)
-        if verdict == "crash":
+        _stop_for(role, error)
+    except:  # noqa: E722 (a KafkaError raised by Consumer.close(): no clause with a class catches it)
+        error = raised_kafka_error()
+        if error is None:
             raise
-        if verdict == "refused":
-            log.error("%s stops: %s", role, error)
-            sys.exit(REFUSED_EXIT)
-        write_health(role, {"broker": {"unreachable_since": time.time(), "why": str(error)}})
-        log.warning(
-            "%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka", role, error
-        )
-        sys.exit(OUTAGE_EXIT)
+        _stop_for(role, error)
+
+
+def _stop_for(role: str, error: Exception) -> None:
+    """Exit as :func:`classify` says of ``error``: the outage or refusal status, or raise it again (a crash)."""
+    verdict = classify(error)
+    if verdict == "crash":
+        raise error
+    if verdict == "refused":
+        log.error("%s stops: %s", role, error)
+        sys.exit(REFUSED_EXIT)
+    write_health(role, {"broker": {"unreachable_since": time.time(), "why": str(error)}})
+    log.warning("%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka", role, error)
+    sys.exit(OUTAGE_EXIT)
 
 
 def _join(settings: Settings, stop: threading.Event) -> None:

@@ -11,6 +11,7 @@ stops with that one line. Any other error is a crash, which the budget counts.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -86,18 +87,20 @@ def classify(error: BaseException) -> Verdict:
     """
     verdicts: set[Verdict] = set()
     seen: set[int] = set()
-    todo: list[BaseException | None] = [error]
+    todo: list[object] = [error]
     while todo:
         item = todo.pop()
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
         verdicts.add(_verdict(item))
-        todo += [item.__cause__, item.__context__]
+        todo += [getattr(item, "__cause__", None), getattr(item, "__context__", None)]
     return "refused" if "refused" in verdicts else "outage" if "outage" in verdicts else "crash"
 
 
-def _verdict(error: BaseException) -> Verdict:
+def _verdict(error: object) -> Verdict:
+    if isinstance(error, KafkaError):  # raised bare, by Consumer.close(): see raised_kafka_error()
+        error = KafkaException(error)
     if isinstance(error, AuthenticationFailed | ConfigError):
         return "refused"
     if isinstance(error, BrokerUnavailable | TimedOut):
@@ -112,6 +115,17 @@ def _verdict(error: BaseException) -> Verdict:
         if kafka_error.retriable() or kafka_error.code() in _OUTAGE_CODES:
             return "outage"
     return "crash"
+
+
+def raised_kafka_error() -> KafkaException | None:
+    """The KafkaError being handled (in a bare ``except:``), as a KafkaException; None for anything else.
+
+    confluent-kafka's ``Consumer.close()`` raises a KafkaError itself when its last commit fails (a coordinator
+    moving, after a broker restart), and a KafkaError is not an exception class: no ``except`` clause naming a
+    class catches it, so a role would stop as if it had crashed.
+    """
+    error = sys.exc_info()[1]
+    return KafkaException(error) if isinstance(error, KafkaError) else None
 
 
 def is_outage(error: BaseException) -> bool:

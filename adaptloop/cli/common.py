@@ -27,11 +27,24 @@ class App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except Exception as error:
-            shown = error_line(error)
-            if shown is None or _OPTIONS.get("traceback"):
-                raise
-            console.print(f"[bold red]error:[/] {escape(shown)}", soft_wrap=True)
-            raise SystemExit(REFUSED_STATUS if _refused(error) else 1) from None
+            _exit_for(error)
+            raise
+        except:
+            from adaptloop.streams.outage import raised_kafka_error
+
+            error = raised_kafka_error()
+            if error is not None:
+                _exit_for(error)
+            raise
+
+
+def _exit_for(error: Exception) -> None:
+    """Print ``error`` in one line and exit, unless it is a bug or ``--traceback`` was given (then return)."""
+    shown = error_line(error)
+    if shown is None or _OPTIONS.get("traceback"):
+        return
+    console.print(f"[bold red]error:[/] {escape(shown)}", soft_wrap=True)
+    raise SystemExit(REFUSED_STATUS if _refused(error) else 1) from None
 
 
 REFUSED_STATUS = 78

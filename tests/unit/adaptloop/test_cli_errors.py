@@ -43,7 +43,9 @@ def test_a_misspelt_recipe_stops_the_worker_at_once_in_one_line(tmp_path):
             "hoeffding_regressor, or 'module:function' returning a River estimator"
         )
     ]
-    assert seconds < 30  # the check is before any role or broker: seconds, even on a loaded machine (not 70 s)
+    # Before any role or broker: seconds (imports, and River's), where it crashed for 70 s or waited for ever for
+    # the broker; generous, as a loaded machine stretches a process's start-up several times.
+    assert seconds < 60
     assert not (tmp_path / "home" / "metrics").exists()  # no role was started
 
 
@@ -64,7 +66,9 @@ def test_status_says_in_one_line_within_seconds_that_nothing_answers(tmp_path):
     line = lines[0]
     assert line.startswith(f"error: no Kafka at {address}; run 'adaptloop kafka up' or set ADAPTLOOP_BOOTSTRAP (")
     assert "tried for 5s, no login (PLAINTEXT): " in line and "Connection refused" in line
-    assert seconds < 15  # 5 s of trying and the start-up of a Python process on a loaded machine; was 32-37 s
+    # 5 s of trying (said in the line) and a process's start-up, which a loaded machine stretches; before, the
+    # first client alone waited out its 30 s timeout (32-37 s in all)
+    assert seconds < 25
 
 
 def test_every_kafka_command_fails_fast_the_same_way(tmp_path):
@@ -73,7 +77,7 @@ def test_every_kafka_command_fails_fast_the_same_way(tmp_path):
         status, lines, seconds = run(tmp_path, *command, bootstrap=address)
         assert status == 1, (command, lines)
         assert len(lines) == 1 and lines[0].startswith(f"error: no Kafka at {address};"), (command, lines)
-        assert seconds < 15, command
+        assert seconds < 25, command
 
 
 def test_a_command_that_needs_no_kafka_does_not_check_it(tmp_path):

@@ -15,7 +15,7 @@ from adaptloop.schemas.errors import (
     UnknownModel,
 )
 from adaptloop.streams.connection import ClientErrors, login_of, refused_login
-from adaptloop.streams.outage import classify
+from adaptloop.streams.outage import classify, raised_kafka_error
 
 
 def kafka(code: int, reason: str = "") -> KafkaException:
@@ -133,3 +133,19 @@ def test_a_clients_error_callback_raises_a_refused_login_naming_user_and_mechani
     )
     assert "hunter2" not in message
     assert classify(raised.value) == "refused"
+
+
+def test_a_bare_kafka_error_from_a_consumer_closing_is_classified_and_caught():
+    """confluent-kafka's Consumer.close() raises a KafkaError itself, which only a bare ``except:`` catches."""
+    closing = KafkaError(KafkaError._WAIT_COORD, "Commit failed: Local: Waiting for coordinator")
+    assert classify(closing) == "outage"  # type: ignore[arg-type]
+    try:
+        raise closing  # type: ignore[misc]
+    except:  # noqa: E722
+        caught = raised_kafka_error()
+    assert isinstance(caught, KafkaException) and caught.args[0].code() == KafkaError._WAIT_COORD
+    assert classify(caught) == "outage"
+    try:
+        raise ValueError("not Kafka's")
+    except:  # noqa: E722
+        assert raised_kafka_error() is None
