@@ -76,10 +76,10 @@ def run_role(role: str) -> None:
     except Exception as error:
         _stop_for(role, error)
     except:  # noqa: E722 (a KafkaError raised by Consumer.close(): no clause with a class catches it)
-        error = raised_kafka_error()
-        if error is None:
+        closing = raised_kafka_error()
+        if closing is None:
             raise
-        _stop_for(role, error)
+        _stop_for(role, closing)
 
 
 def _stop_for(role: str, error: Exception) -> None:

@@ -43,7 +43,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            metadata = admin.list_topics(timeout=min(2.0, max(0.5, deadline - time.monotonic())))
+            metadata = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             if metadata.brokers:
                 return admin
         except KafkaException as error:

@@ -32,9 +32,9 @@ class App(typer.Typer):
         except:
             from adaptloop.streams.outage import raised_kafka_error
 
-            error = raised_kafka_error()
-            if error is not None:
-                _exit_for(error)
+            closing = raised_kafka_error()
+            if closing is not None:
+                _exit_for(closing)
             raise
 
 

@@ -4,6 +4,7 @@ runs it, in a process of its own; nothing listens where these point)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,7 +66,10 @@ def test_status_says_in_one_line_within_seconds_that_nothing_answers(tmp_path):
     assert len(lines) == 1, lines  # not librdkafka's line per attempt, not a traceback
     line = lines[0]
     assert line.startswith(f"error: no Kafka at {address}; run 'adaptloop kafka up' or set ADAPTLOOP_BOOTSTRAP (")
-    assert "tried for 5s, no login (PLAINTEXT): " in line and "Connection refused" in line
+    tried = re.search(
+        r"\(tried for (\d+)s, no login \(PLAINTEXT\): Connect to ipv4#\S+ failed: Connection refused", line
+    )
+    assert tried is not None and 5 <= int(tried[1]) <= 10, line  # 5 s, and a loaded machine's lateness
     # 5 s of trying (said in the line) and a process's start-up, which a loaded machine stretches; before, the
     # first client alone waited out its 30 s timeout (32-37 s in all)
     assert seconds < 25
