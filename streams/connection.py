@@ -246,10 +246,7 @@ class ClientErrors:
     login: str
     count: int = 0
     last: str = ""
-    started: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.started = time.monotonic()
+    started: float = field(default_factory=time.monotonic)
 
     def __call__(self, error: KafkaError) -> None:
         self.count += 1
