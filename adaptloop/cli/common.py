@@ -2,7 +2,8 @@
 
 Every error a person can act on (adaptloop's own, Kafka's, a setting pydantic refuses) ends a command with
 one line and exit status 1 (78, EX_CONFIG, for a wrong setting or a refused login: a supervisor need not
-start it again); ``adaptloop --traceback <command>`` shows the traceback instead. Commands that talk to
+start it again); ``adaptloop --traceback <command>`` shows the traceback instead (of an error the command
+does not turn into a message of its own with :func:`fail`). Commands that talk to
 Kafka check first that it answers (:func:`adaptloop.streams.connection.fail_fast`), so a wrong address or
 password is said in one line within seconds; librdkafka's own log is shown with ``--verbose`` only.
 """
