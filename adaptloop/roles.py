@@ -3,7 +3,9 @@
 :func:`run_role` is what a role process runs: it names itself (``adaptloop-<role>`` in ``ps`` and ``top``),
 tunes the garbage collector, waits for Kafka as long as it takes, then runs its agent until SIGTERM. A role
 that meets a Kafka outage exits with :data:`~adaptloop.streams.outage.OUTAGE_EXIT`, which the worker
-(:mod:`adaptloop.worker`) restarts without counting it as a crash.
+(:mod:`adaptloop.worker`) restarts without counting it as a crash; one that is refused (a login, an ACL, a
+setting) exits with :data:`~adaptloop.streams.outage.REFUSED_EXIT` after one line saying why, and is not
+started again (:func:`~adaptloop.streams.outage.classify` tells them apart).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 from adaptloop.settings import Settings
 from adaptloop.streams.metrics import write_health
-from adaptloop.streams.outage import OUTAGE_EXIT, is_outage, wait_patiently
+from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, classify, raised_kafka_error, wait_patiently
 
 # Each role imports its agent when it starts: a join process never loads River, pandas, SciPy, pyarrow or
 # DuckDB (1.5 s of start-up, measured), and the archive never loads River.
@@ -72,13 +74,25 @@ def run_role(role: str) -> None:
         write_health(role, {"broker": {"reachable": True}})
         AGENTS[role](settings, _stop_on_signals())
     except Exception as error:
-        if not is_outage(error):
+        _stop_for(role, error)
+    except:  # noqa: E722 (a KafkaError raised by Consumer.close(): no clause with a class catches it)
+        closing = raised_kafka_error()
+        if closing is None:
             raise
-        write_health(role, {"broker": {"unreachable_since": time.time(), "why": str(error)}})
-        log.warning(
-            "%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka", role, error
-        )
-        sys.exit(OUTAGE_EXIT)
+        _stop_for(role, closing)
+
+
+def _stop_for(role: str, error: Exception) -> None:
+    """Exit as :func:`classify` says of ``error``: the outage or refusal status, or raise it again (a crash)."""
+    verdict = classify(error)
+    if verdict == "crash":
+        raise error
+    if verdict == "refused":
+        log.error("%s stops: %s", role, error)
+        sys.exit(REFUSED_EXIT)
+    write_health(role, {"broker": {"unreachable_since": time.time(), "why": str(error)}})
+    log.warning("%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka", role, error)
+    sys.exit(OUTAGE_EXIT)
 
 
 def _join(settings: Settings, stop: threading.Event) -> None:

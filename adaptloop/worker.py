@@ -8,7 +8,13 @@ the same settings share the partitions of their consumer groups. A role that sto
   capped at 30 s: the new process waits for Kafka as long as it takes, so the worker outlasts any outage;
 - after a crash, with the same backoff, unless the same role crashed more than :data:`MAX_RESTARTS` times in
   :data:`RESTART_WINDOW` seconds: then the worker stops, so that its own supervisor (systemd, Kubernetes)
-  sees it. Each role has its budget of its own.
+  sees it. Each role has its budget of its own;
+- never after a refusal (exit status :data:`~adaptloop.streams.outage.REFUSED_EXIT`: the broker refused the
+  login or an ACL denied a topic, or a setting is wrong): the worker stops at once, its role having said why.
+
+Before any role starts, the worker checks every model spec (:func:`adaptloop.learners.recipes.check_spec`):
+a misspelt recipe, metric or drift detector stops it with one line naming the model, the field, the value
+and the choices.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from adaptloop.roles import roles_of, run_role
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.metrics import prepare_multiprocess_dir, read_health, serve
-from adaptloop.streams.outage import OUTAGE_EXIT, wait_patiently
+from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, wait_patiently
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
+    from adaptloop.learners.recipes import check_spec  # River: a second of start-up, once the settings are read
+
+    for spec in settings.models:
+        check_spec(spec)
     if role in ("all", "learn"):
         store = settings.worker_model_store()
         for spec in settings.specs.values():
@@ -141,6 +151,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         for item in roles:
             if item.process.is_alive() or stopping.is_set():
                 continue
+            if item.process.exitcode == REFUSED_EXIT:
+                log.error("role %s was refused (its log says why); the worker stops", item.role)
+                gave_up.append(item.role)
+                break
             delay = _restart_delay(item)
             if delay is None:
                 log.error(
@@ -171,7 +185,9 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         if item.process.is_alive():
             item.process.kill()
     if gave_up:
-        raise SystemExit(f"worker role(s) {', '.join(gave_up)} kept stopping unexpectedly")
+        refused = all(item.process.exitcode == REFUSED_EXIT for item in roles if item.role in gave_up)
+        why = "was refused (see its log line above)" if refused else "kept stopping unexpectedly"
+        raise SystemExit(f"worker role(s) {', '.join(gave_up)} {why}")
 
 
 def _restart_delay(item: RoleProcess) -> float | None:

@@ -56,6 +56,20 @@ def build_detector(name: str, params: dict[str, Any] | None = None) -> base.Drif
     raise ConfigError(f"{name!r} is not a drift detector of river.drift or river.drift.binary")
 
 
+def detector_names() -> list[str]:
+    """The detector classes :func:`build_detector` takes, by name.
+
+    >>> "ADWIN" in detector_names(), "DDM" in detector_names()
+    (True, True)
+    """
+    found: set[str] = set()
+    for module in ("river.drift", "river.drift.binary"):
+        for name, value in vars(importlib.import_module(module)).items():
+            if isinstance(value, type) and issubclass(value, base.DriftDetector | base.BinaryDriftDetector):
+                found.add(name)
+    return sorted(found)
+
+
 class ConceptDriftMonitor:
     """One detector per error stream; an alert carries the mean error since the previous alert
     (``metric_before``) and over the last ``window / 10`` examples (``metric_after``)."""

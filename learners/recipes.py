@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -11,7 +12,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from river import linear_model, metrics, preprocessing, tree
+from river import base, compose, linear_model, metrics, preprocessing, tree
 
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.errors import ConfigError, UnknownModel
@@ -133,3 +134,75 @@ def metric_value(metric: Metric) -> float | None:
 
 
 _UNSCORED: dict[type, bytes] = {}  # each kind of metric as built, pickled
+
+
+def check_spec(spec: LearnerSpec) -> None:
+    """Raise :class:`ConfigError` in one line naming the model, the field, the value and the choices, unless
+    everything ``spec`` names can be built: its recipe (with its params, for its task), its metrics and its
+    drift detector. The worker checks every spec so before any role starts, as a misspelt name would otherwise
+    stop the learner only once it builds the model.
+
+    >>> check_spec(LearnerSpec(name="churn", recipe="logisitc"))
+    Traceback (most recent call last):
+    ...
+    adaptloop.schemas.errors.ConfigError: model 'churn': recipe 'logisitc' is unknown; choices: logistic, \
+hoeffding, linear, hoeffding_regressor, or 'module:function' returning a River estimator
+    """
+    from adaptloop.learners.drift import build_detector, detector_names
+
+    where = f"model {spec.name!r}"
+    if ":" not in spec.recipe and spec.recipe not in RECIPES:
+        raise ConfigError(
+            f"{where}: recipe {spec.recipe!r} is unknown; choices: {', '.join(RECIPES)}, or 'module:function' "
+            "returning a River estimator"
+        )
+    try:
+        model = build_model(spec)
+    except TypeError as error:  # a parameter the recipe does not take
+        raise ConfigError(f"{where}: params {dict(spec.params)} do not fit recipe {spec.recipe!r}: {error}") from None
+    except UnknownModel as error:
+        raise ConfigError(str(error)) from None
+    kind, needed = ("regressor", base.Regressor) if spec.task == "regression" else ("classifier", base.Classifier)
+    if not isinstance(_last_step(model), needed):
+        fitting = [name for name, factory in RECIPES.items() if isinstance(_last_step(factory()), needed)]
+        raise ConfigError(
+            f"{where}: recipe {spec.recipe!r} is not a {kind}, which task {spec.task!r} needs; choices: "
+            f"{', '.join(fitting)}"
+        )
+    for name in spec.metrics:
+        if name not in metric_names():
+            raise ConfigError(
+                f"{where}: metrics has {name!r}, not a River metric; choices: {', '.join(metric_names())}"
+            )
+    try:
+        build_detector(spec.drift.detector, spec.drift.detector_params)
+    except ConfigError:
+        raise ConfigError(
+            f"{where}: drift.detector {spec.drift.detector!r} is unknown; choices: {', '.join(detector_names())}"
+        ) from None
+    except TypeError as error:
+        raise ConfigError(
+            f"{where}: drift.detector_params {dict(spec.drift.detector_params)} do not fit detector "
+            f"{spec.drift.detector!r}: {error}"
+        ) from None
+
+
+def _last_step(model: Model) -> Model:
+    """The estimator at the end of ``model`` (a pipeline's last step), which says whether it classifies."""
+    return list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
+
+
+@functools.cache
+def metric_names() -> tuple[str, ...]:
+    """The class names :func:`build_metric` takes: River's concrete metrics.
+
+    >>> "Accuracy" in metric_names(), "Metric" in metric_names()
+    (True, False)
+    """
+    return tuple(
+        sorted(
+            name
+            for name, value in vars(metrics).items()
+            if isinstance(value, type) and issubclass(value, metrics.base.Metric) and not inspect.isabstract(value)
+        )
+    )

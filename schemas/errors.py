@@ -16,6 +16,7 @@ They live in the lowest layer so that every layer can raise them. The tree::
     ├── ModelRefused                           model bytes whose signature does not verify: never unpickled
     ├── KafkaProblem                           Kafka did not do what was asked
     │   ├── BrokerUnavailable                  no broker answers at the configured address
+    │   ├── AuthenticationFailed               the broker refused the login (user, mechanism or password wrong)
     │   ├── DeliveryFailed                     produced records were not acknowledged
     │   └── TimedOut (also a TimeoutError)     Kafka or a worker did not answer in time
     ├── KafkaLaunchError                       the local broker could not be installed or started
@@ -130,6 +131,18 @@ class BrokerUnavailable(KafkaProblem):
     def __init__(self, bootstrap: str, detail: str = "") -> None:
         hint = "run 'adaptloop kafka up' or set ADAPTLOOP_BOOTSTRAP"
         super().__init__(f"no Kafka at {bootstrap}; {hint}" + (f" ({detail})" if detail else ""))
+        self.bootstrap = bootstrap
+
+
+class AuthenticationFailed(KafkaProblem):
+    """The broker refused this client's login: a wrong user name, password or SASL mechanism. Trying again does
+    not help, so a worker role that meets it stops rather than being started again."""
+
+    def __init__(self, bootstrap: str, login: str, reason: str) -> None:
+        super().__init__(
+            f"authentication failed at Kafka {bootstrap} as {login}: {reason}; check the kafka setting's "
+            "sasl.username, sasl.password and sasl.mechanism (ADAPTLOOP_KAFKA__SASL_USERNAME, ...)"
+        )
         self.bootstrap = bootstrap
 
 

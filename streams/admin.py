@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.topics import ALL_TOPICS, Topic
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ClientErrors, kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,24 @@ def topic_config(topic: Topic) -> dict[str, str]:
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
-    """Return an admin client once a broker answers at ``bootstrap``, or raise BrokerUnavailable."""
-    # log_level 0: refused connections while a broker starts are expected, not worth a log line each.
-    admin = AdminClient(kafka_config(bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0}))
+    """Return an admin client once a broker answers at ``bootstrap``; raise
+    :class:`~adaptloop.schemas.errors.AuthenticationFailed` as soon
+    as it refuses the login, :class:`BrokerUnavailable` (what was tried, how long, the last error) after
+    ``timeout``."""
+    # log_level 0: refused connections while a broker starts are expected; the error_cb keeps the last one.
+    config = kafka_config(bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0})
+    errors: ClientErrors = config["error_cb"]
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
-    last_error = ""
     while time.monotonic() < deadline:
         try:
             metadata = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             if metadata.brokers:
                 return admin
         except KafkaException as error:
-            last_error = str(error)
-        time.sleep(0.2)
-    raise BrokerUnavailable(bootstrap, last_error or f"no answer within {timeout:.0f}s")
+            errors.last = errors.last or str(error.args[0].str() if error.args else error)
+        admin.poll(0.2)  # serves the error_cb: a refused login raises here
+    raise BrokerUnavailable(bootstrap, errors.summary())
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,28 @@ Every Kafka client adaptloop makes takes its configuration from :func:`kafka_con
 and the connection properties (TLS, SASL) of the ``kafka`` setting for that address, registered when a
 setup's address is read (:attr:`ClientSettings.bootstrap_address`); an address no setup named takes the
 environment's.
+
+Each client also gets an ``error_cb`` (:class:`ClientErrors`): librdkafka retries a refused login for ever and
+reports it only there, so the callback raises :class:`~adaptloop.schemas.errors.AuthenticationFailed` (naming
+the user and the mechanism, never the password) from the client's next poll. A command line run can ask for
+the first client of each address to check that a broker answers there (:func:`fail_fast`), so that a wrong
+address is said in one line within seconds rather than after each client's own timeouts.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.errors import AuthenticationFailed, ConfigError
 
 if TYPE_CHECKING:
     from adaptloop.learners.store import ModelStore
@@ -199,13 +208,115 @@ def use_connection(bootstrap: str, properties: dict[str, str]) -> None:
 
 def kafka_config(bootstrap: str, **properties: Any) -> dict[str, Any]:
     """The librdkafka configuration of a client of ``bootstrap``: the address, its connection properties (those
-    registered for it, else the environment's if it names the same address), then ``properties``.
+    registered for it, else the environment's if it names the same address), an ``error_cb`` that raises
+    :class:`AuthenticationFailed` when the broker refuses the login, then ``properties``.
 
-    >>> kafka_config("broker:9092", **{"group.id": "g"})
-    {'bootstrap.servers': 'broker:9092', 'group.id': 'g'}
+    >>> config = kafka_config("broker:9092", **{"group.id": "g"})
+    >>> config["bootstrap.servers"], config["group.id"], type(config["error_cb"]).__name__
+    ('broker:9092', 'g', 'ClientErrors')
     """
+    connection = _connection_of(bootstrap)
+    if _FAIL_FAST.seconds is not None and bootstrap not in _FAIL_FAST.checked:
+        _FAIL_FAST.checked.add(bootstrap)  # first: the check's own client is made with this function
+        from adaptloop.streams.admin import wait_for_broker
+
+        wait_for_broker(bootstrap, _FAIL_FAST.seconds)
+    return {
+        "bootstrap.servers": bootstrap,
+        **connection,
+        "error_cb": ClientErrors(bootstrap, login_of(connection)),
+        **properties,
+    }
+
+
+def _connection_of(bootstrap: str) -> dict[str, str]:
     connection = _REGISTERED.get(bootstrap)
     if connection is None:
         address, environment = _from_environment()
         connection = environment if address == bootstrap else {}
-    return {"bootstrap.servers": bootstrap, **connection, **properties}
+    return connection
+
+
+def login_of(properties: dict[str, str]) -> str:
+    """How a client with these connection properties logs in, as it may be shown (never the password).
+
+    >>> login_of({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc"})
+    "user 'svc' with SASL SCRAM-SHA-512 over SASL_SSL"
+    >>> login_of({})
+    'no login (PLAINTEXT)'
+    """
+    protocol = properties.get("security.protocol", "PLAINTEXT").upper()
+    if not protocol.startswith("SASL"):
+        return f"no login ({protocol})"
+    mechanism = properties.get("sasl.mechanism") or properties.get("sasl.mechanisms") or "GSSAPI"  # librdkafka's
+    user = properties.get("sasl.username") or properties.get("sasl.kerberos.principal") or "(no user name set)"
+    return f"user {user!r} with SASL {mechanism.upper()} over {protocol}"
+
+
+def refused_login(error: KafkaError) -> bool:
+    """Whether librdkafka's ``error`` says the broker refused the login (a wrong user, password or mechanism),
+    rather than that the connection broke while logging in (an outage: the broker went away).
+
+    >>> refused_login(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Authentication failed"))
+    True
+    >>> refused_login(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failure: Disconnected"))
+    False
+    >>> refused_login(KafkaError(KafkaError._TRANSPORT, "Connection refused"))
+    False
+    """
+    if error.code() != KafkaError._AUTHENTICATION:
+        return False
+    reason = error.str().lower()
+    return not any(word in reason for word in ("disconnected", "broker handle destroyed", "timed out"))
+
+
+@dataclass
+class ClientErrors:
+    """A client's ``error_cb``: remembers the last error librdkafka reported and how many, and raises
+    :class:`AuthenticationFailed` (from the poll, consume or flush that served it) when the login is refused:
+    librdkafka would retry it for ever, and the client would wait as for a broker that is down."""
+
+    bootstrap: str
+    login: str
+    count: int = 0
+    last: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def __call__(self, error: KafkaError) -> None:
+        self.count += 1
+        self.last = _without_address(error.str())
+        if refused_login(error):
+            raise AuthenticationFailed(self.bootstrap, self.login, self.last)
+
+    def summary(self) -> str:
+        """What was tried and what came of it, in one line."""
+        tried = f"tried for {time.monotonic() - self.started:.0f}s, {self.login}"
+        return f"{tried}: {self.last} ({self.count} error(s))" if self.count else f"{tried}: no answer"
+
+
+def _without_address(reason: str) -> str:
+    """librdkafka's error text without the leading ``host:port/id: `` that names the broker connection.
+
+    >>> _without_address("127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused")
+    'Connect to ipv4#127.0.0.1:9 failed: Connection refused'
+    """
+    head, separator, rest = reason.partition(": ")
+    return rest if separator and "/" in head and " " not in head else reason
+
+
+@dataclass
+class _FailFast:
+    seconds: float | None = None
+    checked: set[str] = field(default_factory=set)  # the addresses checked in this process
+
+
+_FAIL_FAST = _FailFast()
+
+
+def fail_fast(seconds: float | None) -> None:
+    """Make the first client of each address in this process check that a broker answers there within
+    ``seconds`` (raising :class:`~adaptloop.schemas.errors.BrokerUnavailable` or :class:`AuthenticationFailed`
+    in one line); None: no check (each client waits as long as its own timeouts say). For command line runs,
+    which should not wait 30 s per client to say that nothing listens."""
+    _FAIL_FAST.seconds = seconds
+    _FAIL_FAST.checked.clear()

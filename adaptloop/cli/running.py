@@ -51,13 +51,10 @@ def worker(
     from adaptloop.worker import ensure_reproducible_hashing, run_worker
 
     ensure_reproducible_hashing()
-    try:
-        settings = Settings()
-        root = logging.getLogger()  # the worker logs at its log_level (-v: at least INFO), as its roles do
-        root.setLevel(min(root.level, logging.getLevelName(settings.log_level.upper())))
-        run_worker(settings, role.value)
-    except AdaptloopError as error:
-        raise fail(error) from None
+    settings = Settings()  # a wrong setting or login: one line, exit 78 (adaptloop.cli.common)
+    root = logging.getLogger()  # the worker logs at its log_level (-v: at least INFO), as its roles do
+    root.setLevel(min(root.level, logging.getLevelName(settings.log_level.upper())))
+    run_worker(settings, role.value)
 
 
 @app.command("serve")

@@ -1,0 +1,89 @@
+"""Early mistakes are said once: one line, no traceback, a non-zero exit, and soon (``adaptloop`` run as a user
+runs it, in a process of its own; nothing listens where these point)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from adaptloop.testing import free_port
+
+
+def run(tmp_path: Path, *args: str, **settings: str) -> tuple[int, list[str], float]:
+    """``adaptloop *args`` with only these ADAPTLOOP_ settings: exit status, output lines, seconds taken."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ADAPTLOOP_")}
+    env |= {"ADAPTLOOP_HOME": str(tmp_path / "home"), "PYTHONHASHSEED": "0", "COLUMNS": "200"}
+    env |= {f"ADAPTLOOP_{name.upper()}": value for name, value in settings.items()}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "adaptloop", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return done.returncode, lines, time.monotonic() - started
+
+
+def test_a_misspelt_recipe_stops_the_worker_at_once_in_one_line(tmp_path):
+    models = orjson.dumps([{"name": "churn", "recipe": "logisitc"}]).decode()
+    status, lines, seconds = run(tmp_path, "worker", bootstrap=f"127.0.0.1:{free_port()}", models=models)
+    assert status == 78  # EX_CONFIG: a supervisor need not start it again
+    assert lines == [
+        (
+            "error: model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, "
+            "hoeffding_regressor, or 'module:function' returning a River estimator"
+        )
+    ]
+    # Before any role or broker: seconds (imports, and River's), where it crashed for 70 s or waited for ever for
+    # the broker; generous, as a loaded machine stretches a process's start-up several times.
+    assert seconds < 60
+    assert not (tmp_path / "home" / "metrics").exists()  # no role was started
+
+
+def test_a_setting_pydantic_refuses_is_one_line_naming_the_field_the_value_and_the_choices(tmp_path):
+    models = orjson.dumps([{"name": "churn", "drift": {"policy": "rollbak"}}]).decode()
+    status, lines, _ = run(tmp_path, "worker", bootstrap=f"127.0.0.1:{free_port()}", models=models)
+    assert (status, lines) == (
+        78,
+        ["error: Settings: models[0].drift.policy = 'rollbak': Input should be 'alert', 'challenger' or 'rollback'"],
+    )
+
+
+def test_status_says_in_one_line_within_seconds_that_nothing_answers(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    status, lines, seconds = run(tmp_path, "status", bootstrap=address)
+    assert status == 1
+    assert len(lines) == 1, lines  # not librdkafka's line per attempt, not a traceback
+    line = lines[0]
+    assert line.startswith(f"error: no Kafka at {address}; run 'adaptloop kafka up' or set ADAPTLOOP_BOOTSTRAP (")
+    tried = re.search(
+        r"\(tried for (\d+)s, no login \(PLAINTEXT\): Connect to ipv4#\S+ failed: Connection refused", line
+    )
+    assert tried is not None and 5 <= int(tried[1]) <= 10, line  # 5 s, and a loaded machine's lateness
+    # 5 s of trying (said in the line) and a process's start-up, which a loaded machine stretches; before, the
+    # first client alone waited out its 30 s timeout (32-37 s in all)
+    assert seconds < 25
+
+
+def test_every_kafka_command_fails_fast_the_same_way(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    for command in (["topics", "create"], ["deadletters", "list"]):
+        status, lines, seconds = run(tmp_path, *command, bootstrap=address)
+        assert status == 1, (command, lines)
+        assert len(lines) == 1 and lines[0].startswith(f"error: no Kafka at {address};"), (command, lines)
+        assert seconds < 25, command
+
+
+def test_a_command_that_needs_no_kafka_does_not_check_it(tmp_path):
+    status, lines, _ = run(tmp_path, "settings", bootstrap=f"127.0.0.1:{free_port()}")
+    assert status == 0, lines
