@@ -100,14 +100,14 @@ def worker_health(roles: Sequence[RoleProcess], metrics_dir: Path) -> tuple[bool
 
 def run_worker(settings: Settings, role: Role = "all") -> None:
     """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
+    from adaptloop.learners.recipes import check_spec  # River: a second of start-up, once the settings are read
+
+    for spec in settings.models:  # a wrong spec is one line, before anything else is said or started
+        check_spec(spec)
     # One line that says where models, keys and the archive are: services and commands read the same setting.
     log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
-    from adaptloop.learners.recipes import check_spec  # River: a second of start-up, once the settings are read
-
-    for spec in settings.models:
-        check_spec(spec)
     if role in ("all", "learn"):
         store = settings.worker_model_store()
         for spec in settings.specs.values():

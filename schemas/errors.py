@@ -21,7 +21,8 @@ They live in the lowest layer so that every layer can raise them. The tree::
     │   └── TimedOut (also a TimeoutError)     Kafka or a worker did not answer in time
     ├── KafkaLaunchError                       the local broker could not be installed or started
     ├── ReplayError                            a replay cannot rebuild what was asked
-    └── StorageError                           the model store, archive or object store failed
+    ├── StorageError                           the model store, archive or object store failed
+    └── LimitExceeded                          a query went past a configured limit (time, memory) and was stopped
 
 Errors from a caller's own bad input inside pydantic models stay pydantic's ``ValidationError``
 (each field named); programming mistakes (an argument of the wrong type) stay ``TypeError``.
@@ -172,3 +173,8 @@ class ReplayError(AdaptloopError):
 
 class StorageError(AdaptloopError):
     """The model store, the archive or the object store behind them failed."""
+
+
+class LimitExceeded(AdaptloopError):
+    """A query went past a configured limit (an audit's ``audit_seconds`` or ``audit_memory_mb``) and was stopped:
+    narrow it, or raise the limit. Not a wrong setting: the same query with a WHERE or a LIMIT runs."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.errors import ConfigError, LimitExceeded
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def run_audit(
     (a ``COPY`` into the archive would put forged rows into the next snapshot).
 
     It is also bounded: it is interrupted after ``seconds``, and refused once DuckDB's working memory or the
-    result's rows take more than ``memory_mb`` (nothing spills to disk): a :class:`ConfigError` names the limit
+    result's rows take more than ``memory_mb`` (nothing spills to disk): a :class:`LimitExceeded` names the limit
     and its setting. A cross join of two big tables would otherwise run for hours and take the host's memory.
     """
     sql, needed = _query_text(query)
@@ -246,8 +246,8 @@ def _bounded_result(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, s
     return pa.Table.from_batches(batches, reader.schema)
 
 
-def _limit_hit(what: str, setting: str) -> ConfigError:
-    return ConfigError(
+def _limit_hit(what: str, setting: str) -> LimitExceeded:
+    return LimitExceeded(
         f"the audit query {what} and was stopped: the limit is the setting {setting} (ADAPTLOOP_{setting.upper()}); "
         "narrow the query (a WHERE, a LIMIT, an aggregate instead of a join's rows) or raise the limit"
     )

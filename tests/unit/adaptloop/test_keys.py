@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
+from adaptloop.cli.common import REFUSED_STATUS
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
@@ -35,7 +36,7 @@ def test_keys_create_writes_a_secret_private_key_and_a_public_key_once(home):
     assert f"ADAPTLOOP_MODEL_VERIFY_KEY={public}" in made.output
     key = private.read_bytes()
     again = CliRunner().invoke(app, ["keys", "create"])
-    assert again.exit_code == 1 and "exists" in again.output
+    assert again.exit_code == REFUSED_STATUS and "exists" in again.output  # made once: never replaced here
     assert private.read_bytes() == key
     elsewhere = CliRunner().invoke(app, ["keys", "create", "--private", str(home / "rotated" / "next.key")])
     assert elsewhere.exit_code == 0, elsewhere.output

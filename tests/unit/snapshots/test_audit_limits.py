@@ -12,7 +12,7 @@ import pytest
 
 from adaptloop.samples import sample_events
 from adaptloop.schemas import OutcomeEvent, encode
-from adaptloop.schemas.errors import ConfigError
+from adaptloop.schemas.errors import LimitExceeded
 from adaptloop.schemas.topics import OUTCOMES
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive
@@ -40,7 +40,7 @@ def snapshot(tmp_path):
 
 def test_a_cross_join_is_stopped_at_the_time_limit_and_the_snapshot_still_answers(snapshot):
     started = time.monotonic()
-    with pytest.raises(ConfigError, match=r"ran longer than 1 s .* audit_seconds \(ADAPTLOOP_AUDIT_SECONDS\)"):
+    with pytest.raises(LimitExceeded, match=r"ran longer than 1 s .* audit_seconds \(ADAPTLOOP_AUDIT_SECONDS\)"):
         run_audit(snapshot, CROSS_JOIN, seconds=1)
     assert time.monotonic() - started < 1 + MARGIN
     assert run_audit(snapshot, "SELECT count(*) AS n FROM outcomes", seconds=1).to_pylist() == [{"n": ROWS}]
@@ -48,10 +48,10 @@ def test_a_cross_join_is_stopped_at_the_time_limit_and_the_snapshot_still_answer
 
 def test_a_query_over_the_memory_limit_is_stopped_in_duckdb_or_in_its_result(snapshot):
     distinct = "SELECT count(DISTINCT a.decision_id || b.decision_id) AS n FROM outcomes a, outcomes b"
-    with pytest.raises(ConfigError, match=r"more than 16 MB of memory .* audit_memory_mb \(ADAPTLOOP_AUDIT_MEMORY_MB"):
+    with pytest.raises(LimitExceeded, match=r"more than 16 MB of memory .* audit_memory_mb \(ADAPTLOOP_AUDIT_MEMORY_MB"):
         run_audit(snapshot, distinct, memory_mb=16)  # DuckDB's hash table of 4 million strings
     rows = "SELECT a.decision_id, b.decision_id AS other FROM outcomes a, outcomes b"
-    with pytest.raises(ConfigError, match=r"returned more than 16 MB of rows .* audit_memory_mb"):
+    with pytest.raises(LimitExceeded, match=r"returned more than 16 MB of rows .* audit_memory_mb"):
         run_audit(snapshot, rows, memory_mb=16)  # 4 million rows, each cheap to make, read into the result
     assert run_audit(snapshot, "SELECT count(*) AS n FROM outcomes a, outcomes b", memory_mb=16).to_pylist() == [
         {"n": ROWS * ROWS}
