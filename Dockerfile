@@ -6,7 +6,7 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 adaptloop \
     && mkdir -p /var/lib/adaptloop && chown adaptloop /var/lib/adaptloop
 WORKDIR /opt/adaptloop
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY adaptloop adaptloop
 COPY schemas schemas
 COPY learners learners
