@@ -22,7 +22,8 @@ import adaptloop
 from adaptloop.testing import free_ports
 from tests.unit.project.test_packaging import export_source
 
-pytestmark = pytest.mark.kafka  # the demo starts a local broker (from the cached jars)
+# The demo starts a local broker (from the cached jars); a fresh venv installs slowly on a loaded machine.
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
