@@ -94,7 +94,7 @@ def run_installed(venv: Path, *args: str, env: dict[str, str] | None = None, tim
 def test_the_installed_cli_reports_its_version(installed):
     result = run_installed(installed, "adaptloop", "--version")
     assert result.returncode == 0, result.stderr
-    assert adaptloop.__version__ in result.stdout
+    assert result.stdout.strip() == f"adaptloop {adaptloop.__version__}"
 
 
 def test_every_public_name_and_every_module_imports_from_the_wheel(installed):
