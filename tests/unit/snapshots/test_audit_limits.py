@@ -48,7 +48,8 @@ def test_a_cross_join_is_stopped_at_the_time_limit_and_the_snapshot_still_answer
 
 def test_a_query_over_the_memory_limit_is_stopped_in_duckdb_or_in_its_result(snapshot):
     distinct = "SELECT count(DISTINCT a.decision_id || b.decision_id) AS n FROM outcomes a, outcomes b"
-    with pytest.raises(LimitExceeded, match=r"more than 16 MB of memory .* audit_memory_mb \(ADAPTLOOP_AUDIT_MEMORY_MB"):
+    memory = r"more than 16 MB of memory .* audit_memory_mb \(ADAPTLOOP_AUDIT_MEMORY_MB"
+    with pytest.raises(LimitExceeded, match=memory):
         run_audit(snapshot, distinct, memory_mb=16)  # DuckDB's hash table of 4 million strings
     rows = "SELECT a.decision_id, b.decision_id AS other FROM outcomes a, outcomes b"
     with pytest.raises(LimitExceeded, match=r"returned more than 16 MB of rows .* audit_memory_mb"):
