@@ -107,7 +107,8 @@ class Settings(ClientSettings):
         MAX_EVENT_FEATURES,
         ge=1,
         description="The feature budget of each model whose spec sets none: an example with more features is "
-        "dead-lettered before its model changes (unless the model's `features` declares them).",
+        "dead-lettered before its model changes (unless the model's `features` declares them); `adaptloop serve` "
+        "answers a prediction with more than the largest of its models' budgets with 422.",
     )
     max_feature_names: int = Field(
         MAX_FEATURE_NAMES,
@@ -174,9 +175,6 @@ class Settings(ClientSettings):
         ge=1024,
         description="The largest request body `adaptloop serve` takes (413 beyond it, before it is read); default: "
         "the contracts' record limit.",
-    )
-    serve_max_features: int = Field(
-        1000, ge=1, description="The most features one prediction request to `adaptloop serve` may carry (else 422)."
     )
     audit_seconds: float = Field(
         60.0, gt=0, description="How long one `adaptloop audit` query may run before it is stopped."

@@ -38,6 +38,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adaptloop.learners.spec import MAX_EVENT_FEATURES
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from adaptloop.schemas.base import FeatureValue, Name
 from adaptloop.schemas.codec import MAX_RECORD_BYTES
@@ -69,8 +70,9 @@ CLIENT_RETRY_SECONDS = 5.0
 MAX_DEPTH = 32
 """JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's or a
 validator's recursion over 100,000 levels is an easy way to exhaust a server."""
-MAX_FEATURES = 1000
-"""Features a prediction request may carry at most (the ``serve_max_features`` setting's default)."""
+MAX_FEATURES = MAX_EVENT_FEATURES
+"""Features a prediction request may carry at most: the models' feature budget (``max_event_features``), as the
+worker would dead-letter an example with more."""
 EXCERPT_CHARS = 80
 
 
@@ -436,7 +438,7 @@ def create_app(settings: ClientSettings, models: list[str], limits: RequestLimit
             problem = Problem(
                 loc=["body", "features"],
                 msg=f"{len(request.features):,} features: a prediction takes at most {limits.max_features:,} "
-                "(the setting serve_max_features)",
+                "(the models' feature budget, max_event_features)",
                 input=excerpt(request.features),
             )
             return error_response(422, "InvalidRequest", f"body.features: {problem.msg}", [problem])

@@ -78,7 +78,10 @@ def serve(
     models = list(model or settings.specs)
     if not models and openapi is None:
         raise fail(AdaptloopError("no model to serve: give --model NAME, or set ADAPTLOOP_MODELS"))
-    limits = RequestLimits(max_body_bytes=settings.serve_max_body_bytes, max_features=settings.serve_max_features)
+    # A prediction with more features than every served model's budget would be dead-lettered by the worker.
+    budgets = [settings.specs[name].max_event_features for name in models if name in settings.specs]
+    max_features = max([settings.max_event_features, *(b for b in budgets if b is not None)])
+    limits = RequestLimits(max_body_bytes=settings.serve_max_body_bytes, max_features=max_features)
     app_ = create_app(settings, models, limits)
     if openapi is not None:
         import orjson
