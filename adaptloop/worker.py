@@ -53,10 +53,14 @@ BACKOFF_CAP_SECONDS = 30.0
 
 
 def ensure_reproducible_hashing() -> None:
-    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see adaptloop.learners.store)."""
+    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see adaptloop.learners.store).
+
+    ``-P``: the working directory is not put first on ``sys.path`` (``-m`` would), so a folder named ``adaptloop``
+    where the worker starts (a checkout, an image's build folder) is never imported instead of the installed package.
+    """
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
         os.environ["PYTHONHASHSEED"] = HASH_SEED
-        os.execv(sys.executable, [sys.executable, "-m", "adaptloop", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "adaptloop", *sys.argv[1:]])
 
 
 @dataclass
@@ -225,7 +229,7 @@ def start_worker_process(settings: Settings, log_file: Path, role: Role = "all")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "adaptloop", "worker", "--role", role],
+            [sys.executable, "-P", "-m", "adaptloop", "worker", "--role", role],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
