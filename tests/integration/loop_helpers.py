@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -25,6 +26,8 @@ from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_
 from adaptloop.streams.status import group_lag
 from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
+
+T = TypeVar("T")
 
 
 def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitions: int) -> Settings:
@@ -65,6 +68,20 @@ def running_worker(settings: Settings, log_file: Path) -> Iterator[Worker]:
         worker.check_alive()
     finally:
         stop_worker_process(worker.process)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 300.0, worker: Worker | None = None) -> T:
+    """``check()``'s first truthy answer, or its last answer once ``timeout`` has passed (for the caller to
+    assert on): a test waits for what it asserts, with a deadline for a loaded machine. With ``worker``, a
+    worker that died fails the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        if worker is not None:
+            worker.check_alive()
+        time.sleep(0.3)
 
 
 def read_until(

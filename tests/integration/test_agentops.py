@@ -17,7 +17,7 @@ from adaptloop.streams import EventProducer
 from adaptloop.streams.versions import read_all
 from adaptloop.worker import kill_worker_process
 
-from .loop_helpers import TopicReader, Worker, loop_settings, no_role_stopped, running_worker, wait_until_read
+from .loop_helpers import TopicReader, Worker, loop_settings, no_role_stopped, running_worker, wait_for, wait_until_read
 
 pytestmark = pytest.mark.kafka
 
@@ -61,17 +61,6 @@ def _letters(reader: TopicReader) -> list[DeadLetter]:
     return [letter for letter in reader.read() if isinstance(letter, DeadLetter)]
 
 
-def _wait(check, timeout: float = 300.0, worker=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        if worker is not None:
-            worker.check_alive()
-        time.sleep(0.5)
-
-
 def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, tmp_path):
     settings = _settings(
         kafka_bootstrap,
@@ -103,7 +92,7 @@ def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, 
                 producer.send(_thumb(f"calm-{n}", "calm", f"c{n % 3}", n % 4 != 0, n))
         preferences = sum(1 for n in range(1200) if n % 60 != (n * 7 + 1) % 60)
         with TopicReader(settings, PREFERENCE_STORE) as stores, TopicReader(settings, DEAD_LETTERS) as dead_letters:
-            wide = _wait(lambda: (found := _store(stores, "wide"))[1] == 2600 and found, worker=worker)
+            wide = wait_for(lambda: (found := _store(stores, "wide"))[1] == 2600 and found, worker=worker)
             assert wide, "the wide agent's store never counted 2,600 pieces of feedback"
             store, _, records = wide
             # 2,000 variant slots: each of the last 600 took the slot of the idlest (one vote each).
@@ -111,16 +100,16 @@ def test_floods_are_contained_and_every_record_is_counted_once(kafka_bootstrap, 
             assert all(store.beta("*", "wide", name) == (2.0, 1.0) for name in names[600:])
             assert max(record.parts for record in records) >= 2  # one publication in parts, each under Kafka's limit
 
-            spaced = _wait(lambda: (found := _store(stores, "spaced"))[1] == 50 and found, worker=worker)
+            spaced = wait_for(lambda: (found := _store(stores, "spaced"))[1] == 50 and found, worker=worker)
             assert spaced and spaced[0].beta("*", "spaced", "v") == (1.0 + 25, 1.0 + 25)
-            ranked = _wait(lambda: (found := _store(stores, "ranked"))[1] == preferences and found, worker=worker)
+            ranked = wait_for(lambda: (found := _store(stores, "ranked"))[1] == preferences and found, worker=worker)
             assert ranked and len(ranked[0].variants("ranked")) == 60
-            calm = _wait(lambda: (found := _store(stores, "calm"))[1] == 180 and found, worker=worker)
+            calm = wait_for(lambda: (found := _store(stores, "calm"))[1] == 180 and found, worker=worker)
             assert calm
             # Publications are coalesced: a handful of records for 180 pieces of feedback, not one per piece.
             assert len(calm[2]) <= 3 * 20
 
-            letters = _wait(lambda: len(found := _letters(dead_letters)) >= 150 + 1 and found, worker=worker)
+            letters = wait_for(lambda: len(found := _letters(dead_letters)) >= 150 + 1 and found, worker=worker)
             kinds = Counter(letter.reason.split(")")[0].removeprefix("quarantined (") for letter in letters)
             assert len(letters) == 151 and kinds["rate_limited"] == 150
             reclaimed = [
@@ -173,14 +162,14 @@ def test_guard_counters_and_stores_survive_a_sigkill(kafka_bootstrap, tmp_path):
     worker = Worker(settings, tmp_path / "worker-1.log")
     try:
         send(first)
-        assert _wait(lambda: _store(stores, "support")[1] == 90, worker=worker)
+        assert wait_for(lambda: _store(stores, "support")[1] == 90, worker=worker)
         send(second)
         time.sleep(0.7)  # part of the second batch processed, perhaps committed: SIGKILL mid-way
     finally:
         kill_worker_process(worker.process)
     with stores, running_worker(settings, tmp_path / "worker-2.log") as worker:
         # Counted once each: 40 from the heavy user (its quota), 120 from the others.
-        assert _wait(lambda: _store(stores, "support")[1] == 160, worker=worker)
+        assert wait_for(lambda: _store(stores, "support")[1] == 160, worker=worker)
         wait_until_read(settings, "agentops", [AGENT_FEEDBACK], worker)  # all read: nothing more will come
         store, updates, _ = _store(stores, "support")
         assert updates == 160
@@ -217,9 +206,9 @@ def test_junk_names_cannot_lock_out_a_new_agent_or_a_declared_variant(kafka_boot
             producer.send(_thumb("support-user-new", "support", "prompt-new", True, 50_000))
         readers = (TopicReader(settings, t) for t in (PREFERENCE_STORE, GUARDRAIL_ALERTS, DEAD_LETTERS))
         with next(readers) as stores, next(readers) as guardrail_alerts, next(readers) as dead_letters:
-            billing = _wait(lambda: (found := _store(stores, "billing"))[1] == 10 and found, worker=worker)
+            billing = wait_for(lambda: (found := _store(stores, "billing"))[1] == 10 and found, worker=worker)
             assert billing and billing[0].beta("*", "billing", "b1") == (1.0 + 7, 1.0 + 3)
-            support = _wait(lambda: (found := _store(stores, "support"))[1] == 107 and found, worker=worker)
+            support = wait_for(lambda: (found := _store(stores, "support"))[1] == 107 and found, worker=worker)
             assert support
             store = support[0]
             assert store.beta("*", "support", "prompt-a") == (1.0 + 4, 1.0 + 2)
@@ -233,7 +222,7 @@ def test_junk_names_cannot_lock_out_a_new_agent_or_a_declared_variant(kafka_boot
                     a for a in guardrail_alerts.read() if isinstance(a, GuardrailAlert) and a.rule == "slot_reclaimed"
                 ]
 
-            alerts = _wait(lambda: len(found := reclaimed()) >= 9_002 and found, worker=worker)
+            alerts = wait_for(lambda: len(found := reclaimed()) >= 9_002 and found, worker=worker)
             assert alerts and len(alerts) == 9_002
             agents = [a for a in alerts if a.evidence["variant"] is None]
             assert sorted(a.agent or "" for a in agents) == sorted(f"junk-{k}" for k in range(9_001))

@@ -21,7 +21,7 @@ from adaptloop.streams import EventProducer
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.versions import published_versions
 
-from .loop_helpers import loop_settings, read_until
+from .loop_helpers import loop_settings, read_until, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -55,19 +55,19 @@ def test_clients_serve_the_highest_sequence_whatever_the_read_order(kafka_bootst
         producer.send(newer)
     client_before = ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix)
     try:
-        assert client_before.wait_for_version(newer.version, timeout=30)
+        assert client_before.wait_for_version(newer.version, timeout=120)
         # The older version's record again, on each other partition, after the newer one.
         with caplog.at_level(logging.WARNING), EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
             for partition in elsewhere:
                 producer.send(older, partition=partition)
             producer.flush()
-            read_until(settings, [MODEL_UPDATES], lambda seen: len(seen) >= 2 + len(elsewhere), timeout=30)
+            read_until(settings, [MODEL_UPDATES], lambda seen: len(seen) >= 2 + len(elsewhere), timeout=120)
             # A client started after them, and one that was running when they came, both serve the newer one.
             with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client_after:
                 assert client_after.version.version == newer.version
                 assert client_after.predict(rows[0][0]).model_version == newer.version
             # the running client read them (it reads every partition): wait for its warnings
-            _wait_for(
+            assert wait_for(
                 lambda: caplog.text.count("ignored a record of model phishing on partition") >= 2 * len(elsewhere)
             )
             assert client_before.version.version == newer.version
@@ -76,7 +76,7 @@ def test_clients_serve_the_highest_sequence_whatever_the_read_order(kafka_bootst
             # The older record again on the model's own partition (a stale writer): older by number, ignored.
             producer.send(older)
             producer.flush()
-            _wait_for(lambda: "ignored phishing version" in caplog.text)
+            assert wait_for(lambda: "ignored phishing version" in caplog.text)
             assert client_before.version.version == newer.version
             assert _id(published_versions(kafka_bootstrap, prefix)["phishing"]) == _id(newer)
 
@@ -86,7 +86,7 @@ def test_clients_serve_the_highest_sequence_whatever_the_read_order(kafka_bootst
             assert (rollback.version, rollback.sequence) == (older.version, 3)
             producer.send(rollback)
             producer.flush()
-            assert client_before.wait_for(lambda served: served.reason == "rollback", timeout=30)
+            assert client_before.wait_for(lambda served: served.reason == "rollback", timeout=120)
             assert client_before.version.version == older.version
     finally:
         client_before.close()
@@ -127,12 +127,3 @@ def test_records_from_before_sequence_numbers_are_older_than_numbered_ones(kafka
 
 def _id(version: ModelVersion) -> tuple[str, int | None, str]:
     return version.version, version.sequence, version.reason
-
-
-def _wait_for(condition, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)

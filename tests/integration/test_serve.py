@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,21 +14,11 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.testing import free_port
 from adaptloop.worker import settings_env
 
-from .loop_helpers import loop_settings, running_worker
+from .loop_helpers import loop_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
 N = 600
-
-
-def _wait(check, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    return check()
 
 
 def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serve_by_themselves(
@@ -64,7 +53,7 @@ def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serv
                         assert server.poll() is None, (tmp_path / "serve.log").read_text()
                         return False
 
-                assert _wait(healthy), (tmp_path / "serve.log").read_text()
+                assert wait_for(healthy), (tmp_path / "serve.log").read_text()
                 first = http.get("/v1/models/churn").json()
                 assert first["ready"] and first["examples_seen"] == 0
                 # Nothing learned or served yet: no metric has a value (null, never 0.0).
@@ -87,14 +76,14 @@ def test_http_predictions_and_outcomes_go_through_the_loop_and_new_versions_serv
                     versions.add(answer.json()["model_version"])
                     return not answer.json()["fallback"]
 
-                assert _wait(served_by_a_version)
+                assert wait_for(served_by_a_version)
 
                 # Each new version serves by itself: the last one has learned every decision.
                 def learned_all():
                     info = http.get("/v1/models/churn").json()
                     return info if info["examples_seen"] == N else None
 
-                info = _wait(learned_all)
+                info = wait_for(learned_all)
                 assert info, http.get("/v1/models/churn").json()
                 worker.check_alive()
                 answer = http.post("/v1/models/churn:predict", json={"features": {"tenure": 1.0, "spend": 2.0}})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.testing import free_port
 from adaptloop.worker import settings_env
 
-from .loop_helpers import loop_settings, running_worker
+from .loop_helpers import loop_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -37,16 +36,6 @@ SMALL_ANSWER = 2_000  # bytes: an error answer names the problem and an excerpt,
 class Served:
     base: str
     log: Path
-
-
-def _wait(check, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    return check()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
                     assert server.poll() is None, log.read_text()
                     return False
 
-            assert _wait(healthy), log.read_text()
+            assert wait_for(healthy), log.read_text()
             yield Served(base, log)
         finally:
             server.terminate()
