@@ -18,6 +18,7 @@ serves each one as soon as it has.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import reprlib
 import threading
@@ -74,6 +75,12 @@ MAX_FEATURES = MAX_EVENT_FEATURES
 """Features a prediction request may carry at most: the models' feature budget (``max_event_features``), as the
 worker would dead-letter an example with more."""
 EXCERPT_CHARS = 80
+MAX_HEADER_BYTES = 32 * 1024
+"""A request's headers together, names and values: more is refused (431). A 50 MB header would otherwise pass
+beside the body's limit (the HTTP parser takes headers of any size; a proxy in front can refuse them earlier)."""
+READ_SECONDS = 30.0
+"""How long the rest of a body may take to arrive once the request has begun: a client that declares 100 bytes
+and sends one would otherwise hold its connection, and a task, open for good (408 then)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class RequestLimits:
     max_body_bytes: int = MAX_RECORD_BYTES
     max_depth: int = MAX_DEPTH
     max_features: int = MAX_FEATURES
+    max_header_bytes: int = MAX_HEADER_BYTES
+    read_seconds: float = READ_SECONDS
 
 
 class Problem(BaseModel):
@@ -150,11 +159,13 @@ def invalid_request(errors: list[Any], prefix: tuple[str, ...] = ()) -> Response
 class RequestGate:
     """The body of every POST, checked before the app reads it (an ASGI middleware).
 
+    - 431 for any request whose headers take more than ``max_header_bytes``;
     - 415 unless its ``Content-Type`` is JSON;
     - 413 as soon as it is larger than ``max_body_bytes``: from its ``Content-Length`` before a byte is read,
       else counted as it streams in (chunked), so a 10 GB body costs at most the limit;
     - 422 unless it is JSON as RFC 8259 defines it (no ``NaN``, no ``Infinity``; UTF-8) nested at most
-      ``max_depth`` deep.
+      ``max_depth`` deep;
+    - 408 when the body has not come whole within ``read_seconds``.
 
     The routes then get the body as it came, and validate it against their contract.
     """
@@ -163,7 +174,17 @@ class RequestGate:
         self.app, self.limits = app, limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+        if header_bytes > self.limits.max_header_bytes:
+            detail = f"the headers may take at most {self.limits.max_header_bytes:,} bytes (these: {header_bytes:,})"
+            response = error_response(431, "HeadersTooLarge", detail)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         headers, limit = Headers(scope=scope), self.limits.max_body_bytes
@@ -178,8 +199,17 @@ class RequestGate:
             await self._too_large(int(declared), scope, receive, send)
             return
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + self.limits.read_seconds
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"the body did not come whole within {self.limits.read_seconds:g} s ({len(body):,} bytes came)"
+                response = error_response(408, "RequestTimeout", detail)
+                response.headers["connection"] = "close"
+                await response(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -353,9 +383,11 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of these error statuses: each an :class:`ErrorBody`."""
     what = {
         404: "No such model",
+        408: "The body did not come whole in time",
         413: "The body is larger than the server takes",
         415: "The body is not JSON",
         422: "Not valid JSON, or a request the contracts refuse (each problem with an excerpt)",
+        431: "The request's headers are larger than the server takes",
         503: "The model cannot serve yet, or Kafka did not take the event",
     }
     return {status: {"model": ErrorBody, "description": what[status]} for status in statuses}
@@ -423,7 +455,7 @@ def create_app(settings: ClientSettings, models: list[str], limits: RequestLimit
     @app.post(
         "/v1/models/{model}:predict",
         response_model=PredictResponse,
-        responses=_documented(404, 413, 415, 422, 503),
+        responses=_documented(404, 408, 413, 415, 422, 431, 503),
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": predict_body}}}},
     )
     async def predict(model: str, http: Request) -> Response:
@@ -462,14 +494,18 @@ def create_app(settings: ClientSettings, models: list[str], limits: RequestLimit
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @app.post("/v1/outcomes", response_model=Accepted, status_code=202, responses=_documented(413, 415, 422, 503))
+    @app.post(
+        "/v1/outcomes", response_model=Accepted, status_code=202, responses=_documented(408, 413, 415, 422, 431, 503)
+    )
     async def outcome(event: OutcomeEvent) -> Response:
         """Report what happened to a decision (its label or reward)."""
         state["producer"].send(event)
         REQUESTS.labels("outcomes", 202).inc()
         return Response(b'{"accepted":true,"topic":"outcomes"}', status_code=202, media_type="application/json")
 
-    @app.post("/v1/feedback", response_model=Accepted, status_code=202, responses=_documented(413, 415, 422, 503))
+    @app.post(
+        "/v1/feedback", response_model=Accepted, status_code=202, responses=_documented(408, 413, 415, 422, 431, 503)
+    )
     async def feedback(event: Annotated[AgentFeedbackEvent | PreferenceEvent, Body()]) -> Accepted:
         """An agent's step or a user's feedback (``AgentFeedbackEvent``), or a pairwise preference
         (``PreferenceEvent``)."""

@@ -74,6 +74,7 @@ def error_line(error: BaseException) -> str | None:
     """
     from confluent_kafka import KafkaError, KafkaException
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from adaptloop.schemas.errors import AdaptloopError
 
@@ -86,6 +87,9 @@ def error_line(error: BaseException) -> str | None:
         return f"Kafka: {error}"
     if isinstance(error, ValidationError):
         return f"{error.title}: " + "; ".join(_setting_problem(item) for item in error.errors())
+    if isinstance(error, SettingsError):  # a variable that is not the JSON its setting needs
+        cause = f": {error.__cause__}" if error.__cause__ is not None else ""
+        return f"{error}{cause} (a list or table setting takes JSON, e.g. ADAPTLOOP_MODELS='[{{\"name\": \"churn\"}}]')"
     return None
 
 
@@ -103,10 +107,11 @@ def _setting_problem(item: Any) -> str:
 
 def _refused(error: BaseException) -> bool:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from adaptloop.schemas.errors import AuthenticationFailed, ConfigError
 
-    return isinstance(error, AuthenticationFailed | ConfigError | ValidationError)
+    return isinstance(error, AuthenticationFailed | ConfigError | ValidationError | SettingsError)
 
 
 app = App(

@@ -64,7 +64,7 @@ def serve(
         typer.Option("--model", "-m", help="A model to serve (repeat); default: every model in the settings."),
     ] = None,
     host: Annotated[str, typer.Option(help="The address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 8000,
     openapi: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Write the OpenAPI document to FILE and exit.")
     ] = None,
@@ -78,6 +78,9 @@ def serve(
     models = list(model or settings.specs)
     if not models and openapi is None:
         raise fail(AdaptloopError("no model to serve: give --model NAME, or set ADAPTLOOP_MODELS"))
+    unknown = [name for name in models if settings.specs and name not in settings.specs]
+    if unknown:  # (with no specs here, a service host serves whatever the worker publishes under the name)
+        raise fail(AdaptloopError(f"no model {unknown[0]!r} in ADAPTLOOP_MODELS; choices: {', '.join(settings.specs)}"))
     # A prediction with more features than every served model's budget would be dead-lettered by the worker.
     budgets = [settings.specs[name].max_event_features for name in models if name in settings.specs]
     max_features = max([settings.max_event_features, *(b for b in budgets if b is not None)])

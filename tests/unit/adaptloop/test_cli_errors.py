@@ -87,3 +87,23 @@ def test_every_kafka_command_fails_fast_the_same_way(tmp_path):
 def test_a_command_that_needs_no_kafka_does_not_check_it(tmp_path):
     status, lines, _ = run(tmp_path, "settings", bootstrap=f"127.0.0.1:{free_port()}")
     assert status == 0, lines
+
+
+def test_a_setting_that_is_not_json_is_one_line(tmp_path):
+    status, lines, _ = run(tmp_path, "status", models="not json")
+    assert status == 78
+    assert lines == [
+        (
+            'error: error parsing value for field "models" from source "EnvSettingsSource": Expecting value: line 1 '
+            """column 1 (char 0) (a list or table setting takes JSON, e.g. ADAPTLOOP_MODELS='[{"name": "churn"}]')"""
+        )
+    ]
+
+
+def test_serve_refuses_a_model_the_settings_do_not_name_and_a_port_out_of_range(tmp_path):
+    models = orjson.dumps([{"name": "churn"}, {"name": "fraud"}]).decode()
+    status, lines, _ = run(tmp_path, "serve", "--model", "chrun", bootstrap=f"127.0.0.1:{free_port()}", models=models)
+    assert (status, lines) == (1, ["error: no model 'chrun' in ADAPTLOOP_MODELS; choices: churn, fraud"])
+    status, lines, _ = run(tmp_path, "serve", "--port", "80000", models=models)
+    assert status == 2, lines
+    assert any("Invalid value for '--port': Input should be less than or equal to 65535" in line for line in lines)
