@@ -89,7 +89,7 @@ def error_line(error: BaseException) -> str | None:
         return f"{error.title}: " + "; ".join(_setting_problem(item) for item in error.errors())
     if isinstance(error, SettingsError):  # a variable that is not the JSON its setting needs
         cause = f": {error.__cause__}" if error.__cause__ is not None else ""
-        return f"{error}{cause} (a list or table setting takes JSON, e.g. ADAPTLOOP_MODELS='[{{\"name\": \"churn\"}}]')"
+        return f'{error}{cause} (a list or table setting takes JSON, e.g. ADAPTLOOP_MODELS=\'[{{"name": "churn"}}]\')'
     return None
 
 
