@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
-from adaptloop.cli.common import console
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import DeadLetter, DeadLetterReplay, ModelVersion, OutcomeEvent, PredictionEvent
 from adaptloop.schemas.topics import DEAD_LETTER_REPLAYS, DEAD_LETTERS, MODEL_UPDATES
@@ -101,7 +100,7 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
             "HOME": str(settings.home),
         }.items():
             monkeypatch.setenv(f"ADAPTLOOP_{name}", value)
-        monkeypatch.setattr(console, "width", 300)  # a wide terminal: the table's cells do not wrap
+        monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: the table's cells do not wrap
         listed = CliRunner().invoke(app, ["deadletters", "list"])
         assert listed.exit_code == 0, listed.output
         assert "label … is an integer; model '…' (binary) takes true or false" in listed.output

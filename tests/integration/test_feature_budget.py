@@ -11,7 +11,6 @@ from river import datasets
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
-from adaptloop.cli.common import console
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
@@ -130,7 +129,7 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
         "HOME": str(settings.home),
     }.items():
         monkeypatch.setenv(f"ADAPTLOOP_{name}", value)
-    monkeypatch.setattr(console, "width", 300)
+    monkeypatch.setenv("COLUMNS", "300")
     with running_worker(settings.model_copy(update={"models": raised}), tmp_path / "worker-2.log") as worker:
         replay = ["deadletters", "replay", "--reason", "model 'wide-logistic' takes 1000", "--note", "raised", "--yes"]
         replayed = CliRunner().invoke(app, replay, terminal_width=250)

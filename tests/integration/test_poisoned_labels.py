@@ -16,7 +16,6 @@ from river import datasets, tree
 from typer.testing import CliRunner
 
 from adaptloop.cli import app
-from adaptloop.cli.common import console
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
 from adaptloop.schemas import DeadLetter, DriftAlert, ModelHealth, ModelVersion, OutcomeEvent
@@ -151,7 +150,7 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
         "GROUP": settings.group,
     }.items():
         monkeypatch.setenv(f"ADAPTLOOP_{name}", value)
-    monkeypatch.setattr(console, "width", 300)  # a wide terminal: the table's cells do not wrap
+    monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: the table's cells do not wrap
     status = CliRunner().invoke(app, ["status"])
     assert status.exit_code == 0, status.output
     row = next(line for line in status.output.splitlines() if line.startswith("│ poison") and " ok " in line)
