@@ -177,29 +177,14 @@ def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, 
 POLICIES = ("none", "alert", "challenger", "rollback")
 """The drift policies the suite compares; ``none`` watches nothing (no monitor, no action)."""
 
-SUITE_STREAMS: dict[str, tuple[Callable[[int], Any], Callable[[int], Any]]] = {
-    # name: (the concept before, the concept after), each made from a seed
-    "SEA 0>3": (lambda s: synth.SEA(variant=0, noise=0.05, seed=s), lambda s: synth.SEA(variant=3, noise=0.05, seed=s)),
-    "Agrawal 0>2": (
-        lambda s: synth.Agrawal(classification_function=0, seed=s),
-        lambda s: synth.Agrawal(classification_function=2, seed=s),
-    ),
-    "Agrawal 1>4": (
-        lambda s: synth.Agrawal(classification_function=1, seed=s),
-        lambda s: synth.Agrawal(classification_function=4, seed=s),
-    ),
-    "STAGGER 0>2": (
-        lambda s: synth.STAGGER(classification_function=0, seed=s),
-        lambda s: synth.STAGGER(classification_function=2, seed=s),
-    ),
-    "Mixed 0>1": (
-        lambda s: synth.Mixed(classification_function=0, seed=s),
-        lambda s: synth.Mixed(classification_function=1, seed=s),
-    ),
-    "Sine 2>3": (
-        lambda s: synth.Sine(classification_function=2, seed=s),
-        lambda s: synth.Sine(classification_function=3, seed=s),
-    ),
+SUITE_STREAMS: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]] = {
+    # name: (River's generator, its arguments for the concept before, and after the drift)
+    "SEA 0>3": (synth.SEA, {"variant": 0, "noise": 0.05}, {"variant": 3, "noise": 0.05}),
+    "Agrawal 0>2": (synth.Agrawal, {"classification_function": 0}, {"classification_function": 2}),
+    "Agrawal 1>4": (synth.Agrawal, {"classification_function": 1}, {"classification_function": 4}),
+    "STAGGER 0>2": (synth.STAGGER, {"classification_function": 0}, {"classification_function": 2}),
+    "Mixed 0>1": (synth.Mixed, {"classification_function": 0}, {"classification_function": 1}),
+    "Sine 2>3": (synth.Sine, {"classification_function": 2}, {"classification_function": 3}),
 }
 
 
@@ -214,17 +199,14 @@ class SuiteStream:
     after: int = 5000  # examples after the drift
 
     def examples(self) -> Iterator[tuple[dict[str, FeatureValue], bool]]:
-        before, after = SUITE_STREAMS[self.name]
+        generator, before_args, after_args = SUITE_STREAMS[self.name]
+        before, after = generator(**before_args, seed=self.seed), generator(**after_args, seed=self.seed + 1000)
         stream: Iterable[tuple[dict[Any, Any], Any]]
         if self.width == 1:  # (River's ConceptDriftStream overflows its sigmoid at width 1)
-            stream = itertools.chain(itertools.islice(before(self.seed), self.position), after(self.seed + 1000))
+            stream = itertools.chain(itertools.islice(before, self.position), after)
         else:
             stream = synth.ConceptDriftStream(
-                stream=before(self.seed),
-                drift_stream=after(self.seed + 1000),
-                position=self.position,
-                width=self.width,
-                seed=self.seed,
+                stream=before, drift_stream=after, position=self.position, width=self.width, seed=self.seed
             )
         for x, y in itertools.islice(stream, self.position + self.after):
             yield {str(k): v for k, v in x.items()}, bool(y)
