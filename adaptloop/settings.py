@@ -14,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from adaptloop.learners.guardrails import GuardrailLimits
 from adaptloop.learners.signing import PRIVATE_NAME, PUBLIC_NAME, ModelKeys
-from adaptloop.learners.spec import MAX_EVENT_FEATURES, MAX_FEATURE_NAMES, DriftSpec, LearnerSpec
+from adaptloop.learners.spec import MAX_EVENT_FEATURES, MAX_FEATURE_NAMES, CanarySpec, DriftSpec, LearnerSpec
 from adaptloop.schemas.codec import MAX_RECORD_BYTES
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.streams.admin import Replication
@@ -300,6 +300,7 @@ def reference() -> str:
     for title, model in (
         ("Learner specs (`models`: a list of these)", LearnerSpec),
         ("Drift monitoring (`models[].drift`)", DriftSpec),
+        ("Canary versions (`models[].canary`)", CanarySpec),
         ("Guardrails (`guardrails`)", GuardrailLimits),
     ):
         lines += [f"## {title}", "", "| field | default | what it is |", "|---|---|---|"]

@@ -83,6 +83,31 @@ class DriftSpec(BaseModel):
     )
 
 
+class CanarySpec(BaseModel):
+    """A canary: each new version serves ``share`` of the decisions (chosen by decision id, see
+    :mod:`adaptloop.learners.canary_split`), the version before it the rest, until a gate on the two groups'
+    production outcomes promotes it (every decision) or rolls it back (the learner returns to the stable
+    version; the withdrawn line's last version stays in the store, named in the rollback's record).
+
+    The gate decides when each group has ``min_outcomes`` decisions with an outcome and a sequential sign test
+    on their errors finds the canary better, or worse, at ``confidence``; until then it waits, and the
+    learner's newer versions join the canary line.
+
+    >>> CanarySpec(share=0.1).confidence
+    0.99
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(gt=0, lt=1, description="The share of decisions the newest version serves.")
+    confidence: float = Field(
+        0.99, gt=0.5, lt=1, description="How sure the gate's sequential test must be, either way, to decide."
+    )
+    min_outcomes: int = Field(
+        200, ge=10, description="The fewest decisions with an outcome each group needs before the gate decides."
+    )
+
+
 class LearnerSpec(BaseModel):
     """The declaration of one online model.
 
@@ -172,6 +197,11 @@ class LearnerSpec(BaseModel):
         "`max_feature_names`.",
     )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift monitoring and the policy on drift.")
+    canary: CanarySpec | None = Field(
+        None,
+        description="Serve each new version to a share of the decisions first, and promote or roll it back on "
+        "their outcomes (see below). Unset: a new version serves every decision at once.",
+    )
 
     def budget(self) -> FeatureBudget | None:
         """The model's feature budget; None if its contract declares its features (it refuses any other name).
@@ -235,4 +265,13 @@ class LearnerSpec(BaseModel):
                 )
             if self.drift.policy == "challenger":
                 raise ValueError("the challenger policy learns one example at a time; use it without mini_batch")
+        return self
+
+    @model_validator(mode="after")
+    def _one_judge_of_served_versions(self) -> LearnerSpec:
+        if self.canary is not None and self.drift.policy == "rollback":
+            raise ValueError(
+                "canary and the drift policy 'rollback' both judge the served versions' outcomes; the canary's gate "
+                "rolls a worse version back: use it with the policy 'alert' or 'challenger'"
+            )
         return self

@@ -230,9 +230,9 @@ class ModelStore:
             self.storage.touch(key, data, stamp)
         return version, sha, key
 
-    def prune(self, model: str, keep: int, current: str | None = None) -> list[str]:
+    def prune(self, model: str, keep: int, current: str | None = None, stable: str | None = None) -> list[str]:
         """Remove all but the ``keep`` most recently stored (or stored again) versions of ``model``, never
-        ``current``; return the versions removed.
+        ``current`` nor a running canary's ``stable`` version (serving loads it); return the versions removed.
 
         >>> import tempfile
         >>> store = ModelStore(Path(tempfile.mkdtemp()))
@@ -249,7 +249,7 @@ class ModelStore:
         removed = []
         for key, _ in by_use[keep:]:
             version = key.rsplit("/", 1)[1].removesuffix(".pkl")
-            if version != current:
+            if version not in (current, stable):
                 self.storage.delete(key)
                 self.storage.delete(_signature_key(key))
                 removed.append(version)
@@ -373,6 +373,8 @@ class ModelStore:
             # One more than the record it replaces, which the checkpoint holds: across restarts and hand-overs
             # the numbers only grow, and a rollback's record is newer than the one it undoes.
             previous = progress.record.sequence if progress.record is not None else None
+            servable = progress.examples_seen >= learner.spec.min_examples
+            gate = learner.watch.canary
             record = ModelVersion(
                 model=name,
                 sequence=(previous or 0) + 1,
@@ -389,8 +391,9 @@ class ModelStore:
                 actor=actor,
                 principal=principal,
                 note=note,
-                servable=progress.examples_seen >= learner.spec.min_examples,
+                servable=servable,
                 contract=learner.contract,
+                canary=gate.publish(version, servable) if gate is not None else None,
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
         progress.published.add(version)
@@ -402,7 +405,8 @@ class ModelStore:
         stored = self._stored_since_pruning[name] = self._stored_since_pruning.get(name, 0) + 1
         if stored >= PRUNE_EVERY:
             self._stored_since_pruning[name] = 0
-            self.prune(name, learner.spec.keep_versions, current=version)
+            gate = learner.watch.canary
+            self.prune(name, learner.spec.keep_versions, current=version, stable=gate.stable if gate else None)
         return record
 
     def check(self, spec: LearnerSpec) -> None:

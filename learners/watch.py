@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from river import stats
 
+from adaptloop.learners.canary_gate import CanaryGate
 from adaptloop.learners.drift import ConceptDriftMonitor, DataDriftMonitor
 from adaptloop.learners.evidence import PairedSignTest
 from adaptloop.learners.recipes import Model, build_model
@@ -52,6 +53,7 @@ class Action:
     kind: Literal["promotion", "rollback"]
     to_version: str | None
     note: str
+    actor: str | None = None  # who decided, for the version record; None: the drift policy
 
 
 @dataclass
@@ -83,11 +85,14 @@ class ModelWatch:
     cooldown: int = 0
     alerts: list[DriftAlert] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
+    canary: CanaryGate | None = None  # the spec's canary (a checkpoint from before canaries: the class's None)
 
     def __post_init__(self) -> None:
         drift = self.spec.drift
         self.concept = ConceptDriftMonitor(drift)
         self.data = DataDriftMonitor(drift, self.spec.name)
+        if self.spec.canary is not None:
+            self.canary = CanaryGate(self.spec.canary)
 
     def follow(self, spec: LearnerSpec) -> list[str]:
         """Watch on under ``spec``, a restarted worker's (its drift settings may have changed); the
@@ -110,7 +115,17 @@ class ModelWatch:
             self.data.spec = after
         if after.policy != "challenger":
             self.challenger = None
+        self._follow_canary(spec)
         return changed
+
+    def _follow_canary(self, spec: LearnerSpec) -> None:
+        """A canary set since: the next version that serves is its stable one; unset: the next serves all."""
+        if spec.canary is None:
+            self.canary = None
+        elif self.canary is None:
+            self.canary = CanaryGate(spec.canary)
+        else:
+            self.canary.spec = spec.canary
 
     def _alert(self, fields: dict[str, Any], version: str | None, examples: int) -> None:
         fields = {**fields, "at_example": examples}  # the learner's count, whatever signal fired
@@ -138,6 +153,21 @@ class ModelWatch:
                 self._new_version(version)
             if production is not None and served_version is not None:
                 self._judge_versions(production, served_version, version)
+        if self.canary is not None and production is not None and served_version is not None:
+            self._gate(self.canary, production, served_version)
+
+    def _gate(self, gate: CanaryGate, production: float, served_version: str) -> None:
+        """Count a production outcome for the canary's gate; ask for its verdict once it has one."""
+        verdict = gate.observe(served_version, production)
+        if verdict == "promoted":
+            self.actions.append(Action("promotion", None, gate.describe(verdict), actor="policy:canary"))
+        elif verdict == "rolled_back":
+            kept = (
+                f"; the withdrawn line's learning is not lost: its newest version {gate.newest} stays in the "
+                f"store ('adaptloop rollback {self.spec.name} --to {gate.newest}' serves it again)"
+            )
+            note = gate.describe(verdict) + kept
+            self.actions.append(Action("rollback", gate.stable, note, actor="policy:canary"))
 
     def _new_version(self, version: str) -> None:
         """The learner has a new version: keep its production error, forget the oldest beyond the last 20."""

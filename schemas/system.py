@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictBytes, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictBytes, StrictStr
 
 from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, ModelName, Name, NonEmptyStr, VersionId, new_id
 from adaptloop.schemas.contract import ModelContract
@@ -16,6 +16,50 @@ Offset = Count
 VersionReason = Literal["checkpoint", "rollback", "promotion", "initial"]
 """Why a version exists: learned (``checkpoint``; ``initial`` for a model's first), or an operator's or a
 policy's ``rollback`` or ``promotion``."""
+
+
+CanaryState = Literal["running", "promoted", "rolled_back"]
+"""Where a canary stands on a version record: ``running`` (serving splits the decisions between the record's
+version and ``stable``), ``promoted`` or ``rolled_back`` (the gate's decision: the record's version serves all)."""
+
+
+class Canary(BaseModel):
+    """A canary on a version record (the model's spec sets ``canary``): the split serving applies, and the
+    gate's figures, so far (``running``) or those it decided on (``promoted``, ``rolled_back``).
+
+    While it runs, a decision whose id falls in ``share`` (:mod:`adaptloop.learners.canary_split`) is served by
+    the record's version, the others by ``stable``. Each group counts the decisions it served that got an
+    outcome, and their mean error (0/1 for classes, absolute for numbers); the test pairs each outcome with the
+    other group's latest (``compared`` pairs, the canary's error the lower in ``wins``, the higher in
+    ``losses``; the mean errors over the pairs) and weighs them both ways: ``evidence_better`` and
+    ``evidence_worse`` are the likelihood ratios compared with ``bound``.
+
+    >>> Canary(stable="ab12ab12ab12ab12", canary="cd34cd34cd34cd34", share=0.1).state
+    'running'
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    stable: VersionId = Field(description="The version the other decisions are served by.")
+    canary: VersionId = Field(description="The canary version: the newest of the line the gate judges.")
+    share: Annotated[FiniteFloat, Field(gt=0, lt=1)] = Field(description="The share of decisions the canary serves.")
+    state: CanaryState = "running"
+    canary_outcomes: Count = Field(0, description="Decisions the canary line served that got an outcome.")
+    stable_outcomes: Count = Field(0, description="Decisions the stable version served that got an outcome.")
+    canary_error: FiniteFloat | None = Field(None, description="The canary line's mean error over its outcomes.")
+    stable_error: FiniteFloat | None = Field(None, description="The stable version's mean error over its outcomes.")
+    paired_canary_error: FiniteFloat | None = Field(
+        None, description="The canary's mean error over the compared pairs (decisions served at about the same time)."
+    )
+    paired_stable_error: FiniteFloat | None = Field(
+        None, description="The stable version's mean error over the compared pairs: what the test weighs."
+    )
+    compared: Count = 0
+    wins: Count = 0
+    losses: Count = 0
+    evidence_better: FiniteFloat = 1.0
+    evidence_worse: FiniteFloat = 1.0
+    bound: FiniteFloat | None = Field(None, description="The evidence either way that decides: 2 / (1 - confidence).")
 
 
 class ModelVersion(Event):
@@ -65,6 +109,11 @@ class ModelVersion(Event):
         description="The model's publication number: one more than the record of the version it replaces, from "
         "the learner's own checkpoint (so it only grows, across restarts and hand-overs; a rollback gets a new "
         "one too). Serving takes the highest; unset (a record from before numbers): 0, older than any numbered one.",
+    )
+    canary: Canary | None = Field(
+        default=None,
+        description="While the model's canary runs: the split serving applies and the gate's figures; on the "
+        "gate's promotion or rollback record, the figures it decided on. Unset: the version serves every decision.",
     )
 
 

@@ -1,7 +1,7 @@
 """Audit SQL over a snapshot: any query, or one of the named ones analysts ask most.
 
 >>> sorted(NAMED_QUERIES)[:3]
-['alerts', 'dead_letters', 'decision']
+['alerts', 'canary', 'dead_letters']
 """
 
 from __future__ import annotations
@@ -77,6 +77,49 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         GROUP BY ALL ORDER BY first_served
         """,
     ),
+    "canary": NamedQuery(
+        "Canaries, per round (a stable version and the line of versions judged against it) and group: the "
+        "decisions each group served (by the record in force when each was made), those with an outcome, their "
+        "accuracy, and how the gate ended the round (promoted, rolled_back; replaced: an operator's or a spec's "
+        "change; running: not yet).",
+        f"""
+        WITH records AS (
+            SELECT model, version, timestamp AS published_at, canary->>'$.stable' AS stable,
+                   TRY_CAST(canary->>'$.share' AS DOUBLE) AS share, coalesce(canary->>'$.state', 'none') AS state,
+                   count(*) FILTER (coalesce(canary->>'$.state', 'none') <> 'running')
+                       OVER (PARTITION BY model ORDER BY _offset ROWS UNBOUNDED PRECEDING) AS round
+            FROM model_updates
+        ),
+        lines AS (SELECT DISTINCT model, round, version FROM records WHERE state = 'running'),
+        ends AS (
+            SELECT model, round - 1 AS round, published_at AS ended_at,
+                   CASE WHEN state IN ('promoted', 'rolled_back') THEN state ELSE 'replaced' END AS verdict
+            FROM records WHERE state <> 'running'
+        ),
+        decisions AS (
+            SELECT * FROM training_examples WHERE NOT fallback
+            QUALIFY row_number() OVER (PARTITION BY model, decision_id ORDER BY _offset DESC) = 1
+        ),
+        served AS (
+            SELECT t.*, r.round, r.stable, r.share,
+                   CASE WHEN t.model_version = r.stable THEN 'stable' WHEN l.version IS NOT NULL THEN 'canary' END
+                       AS "group"
+            FROM decisions t
+            ASOF JOIN records r ON r.model = t.model AND t.predicted_at >= r.published_at
+            LEFT JOIN lines l ON l.model = t.model AND l.round = r.round AND l.version = t.model_version
+            WHERE r.state = 'running'
+        )
+        SELECT s.model, s.round, any_value(s.stable) AS stable, any_value(s.share) AS share, s."group",
+               count(DISTINCT s.model_version) AS versions, count(*) AS decisions,
+               count(*) FILTER (s.status = 'joined') AS with_outcome,
+               round(avg(CASE WHEN s.status = 'joined' THEN ({json_equal("s.prediction", "s.label")})::INT END), 4)
+                   AS accuracy,
+               coalesce(any_value(e.verdict), 'running') AS verdict, any_value(e.ended_at) AS ended_at
+        FROM served s LEFT JOIN ends e ON e.model = s.model AND e.round = s.round
+        WHERE s."group" IS NOT NULL
+        GROUP BY s.model, s.round, s."group" ORDER BY s.model, s.round, s."group"
+        """,
+    ),
     "decision": NamedQuery(
         "Which model version answered a decision, what it knew then (offsets, examples) and what happened.",
         """
@@ -149,10 +192,11 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "lineage": NamedQuery(
-        "A model's history, newest first: each version with its parent, why it was made and by whom.",
+        "A model's history, newest first: each version with its parent, why it was made and by whom (and, while "
+        "a canary runs or when its gate decides, the canary's split and the gate's figures).",
         """
         SELECT timestamp AS published_at, version, parent, reason, examples_seen, offsets AS learned_up_to,
-               dataset_hash, actor, note
+               dataset_hash, actor, note, canary
         FROM model_updates WHERE model = $model ORDER BY _offset DESC
         """,
         ("model",),

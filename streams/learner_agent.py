@@ -371,9 +371,8 @@ class LearnerAgent:
                 except UnknownModel as error:
                     log.error("drift policy cannot roll %s back: %s", learner.spec.name, error)
                     continue
-            version = self._checkpoint(
-                learner, reason=action.kind, actor=f"policy:{learner.spec.drift.policy}", note=action.note
-            )
+            actor = action.actor or f"policy:{learner.spec.drift.policy}"
+            version = self._checkpoint(learner, reason=action.kind, actor=actor, note=action.note)
             assert version is not None  # a swapped-in model is not probed
             log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
             published += 1
@@ -467,6 +466,8 @@ class LearnerAgent:
             self._reject(record, f"cannot {command.action}: {error}")
             return 0
         reason: VersionReason = "rollback" if command.action == "rollback" else "promotion"
+        if learner.watch.canary is not None:  # the operator's version serves every decision, as the stable one
+            learner.watch.canary.replace()
         version = self._checkpoint(
             learner,
             reason=reason,

@@ -6,6 +6,10 @@ from at least the spec's ``min_examples``); before there is one it answers with 
 ``default_prediction``, flagged as a fallback, or raises :class:`NoModelYet`. A version that raises on a
 prediction is set aside for the version served before it (counted in ``adaptloop_serving_fallbacks_total``), so
 one bad version never fails the service's requests.
+
+While a canary runs (the version record's ``canary``), the record's version answers the decisions whose id
+falls in the canary's share (:mod:`adaptloop.learners.canary_split`) and the record's stable version the
+others: the same decision id always gets the same version, in any process, and the version is logged with it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from river import base, compose
 
+from adaptloop.learners.canary_split import in_canary
 from adaptloop.learners.recipes import Model
 from adaptloop.learners.serving import read_only
 from adaptloop.learners.store import ModelStore
@@ -83,10 +88,21 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class _Stable:
+    """A running canary's stable version: it serves the decisions outside the canary's share."""
+
+    version: str
+    model: Model
+    classifier: bool
+    share: float  # the canary's
+
+
+@dataclass(frozen=True)
 class _Served:
     version: ModelVersion
     model: Model
     classifier: bool
+    stable: _Stable | None = None  # while a canary runs (the record's ``canary``)
 
 
 class ModelClient:
@@ -233,6 +249,14 @@ class ModelClient:
         self, features: dict[str, FeatureValue], decision_id: str, contract: ModelContract | None
     ) -> Prediction:
         served = self._served  # one read: the whole call uses one version even if a swap happens meanwhile
+        stable = _stable_for(served, decision_id)
+        if stable is not None and stable.version not in self._broken:
+            try:
+                label, probabilities = _predict(stable, features)
+                return Prediction(decision_id, stable.version, label, probabilities)
+            except Exception as error:  # the canary (then the versions before it) answers instead
+                self._broken.add(stable.version)
+                log.error("model %s stable version %s failed to predict (%r)", self.model, stable.version, error)
         candidates = [served, *reversed(self._earlier)] if served is not None else []
         for candidate in candidates:
             if candidate is None or candidate.version.version in self._broken:
@@ -242,7 +266,7 @@ class ModelClient:
             except Exception as error:  # a version that cannot answer: the one before it does
                 self._set_aside(candidate, error)
                 continue
-            if candidate is not served:
+            if candidate is not served or stable is not None:
                 self.fallbacks += 1
                 SERVING_FALLBACKS.labels(self.model).inc()
             return Prediction(decision_id, candidate.version.version, label, probabilities)
@@ -377,16 +401,17 @@ class ModelClient:
 
     def _swap(self, version: ModelVersion) -> None:
         current = self._served
+        stable = self._stable_of(version)
         if current is not None and current.version.version == version.version:
             with self._changed:  # the same bytes, a newer record
-                self._served = _Served(version, current.model, current.classifier)
+                self._served = _Served(version, current.model, current.classifier, stable)
                 self._changed.notify_all()
             return
         model = read_only(pickle.loads(self.store.load_bytes(self.model, version.version)))
         with self._changed:
             if current is not None and current.version.version not in self._broken:
                 self._earlier.append(current)
-            self._served = _Served(version, model, is_classifier(model))
+            self._served = _Served(version, model, is_classifier(model), stable)
             self.swaps += 1
             self._changed.notify_all()
         lag = None
@@ -397,6 +422,20 @@ class ModelClient:
         if self._on_swap is not None:
             self._on_swap(version, lag)
         log.debug("serving %s version %s", self.model, version.version)
+
+    def _stable_of(self, version: ModelVersion) -> _Stable | None:
+        """The stable version of the record's running canary, loaded (or taken from what serves already)."""
+        canary = version.canary
+        if canary is None or canary.state != "running":
+            return None
+        known = [self._served, *self._earlier]
+        for served in known:
+            if served is not None and served.version.version == canary.stable:
+                return _Stable(canary.stable, served.model, served.classifier, canary.share)
+            if served is not None and served.stable is not None and served.stable.version == canary.stable:
+                return _Stable(canary.stable, served.stable.model, served.stable.classifier, canary.share)
+        model = read_only(pickle.loads(self.store.load_bytes(self.model, canary.stable)))
+        return _Stable(canary.stable, model, is_classifier(model), canary.share)
 
     def close(self) -> None:
         self._stop.set()
@@ -414,7 +453,14 @@ class ModelClient:
         self.close()
 
 
-def _predict(served: _Served, features: dict[str, FeatureValue]) -> tuple[object, dict[str, float] | None]:
+def _stable_for(served: _Served | None, decision_id: str) -> _Stable | None:
+    """The stable version, if a canary runs and the decision is outside its share (:func:`in_canary`)."""
+    if served is None or served.stable is None or in_canary(decision_id, served.stable.share):
+        return None
+    return served.stable
+
+
+def _predict(served: _Served | _Stable, features: dict[str, FeatureValue]) -> tuple[object, dict[str, float] | None]:
     """The prediction and probabilities of one version (River's tie-break: the first most probable class)."""
     if served.classifier:
         proba = served.model.predict_proba_one(features)

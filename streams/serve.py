@@ -310,6 +310,11 @@ class ModelInfo(BaseModel):
         default_factory=dict, description="The version's metrics; null where one has scored no decision."
     )
     published_at: str | None = None
+    canary: dict[str, Any] | None = Field(
+        None,
+        description="While a canary runs: the stable version serving the decisions outside the canary's share, the "
+        "share, and the gate's figures (as on the version record).",
+    )
 
 
 class Accepted(BaseModel):
@@ -373,6 +378,7 @@ def _info(name: str, client: ModelClient | None) -> ModelInfo:
         servable=version.servable,
         metrics=dict(version.metrics),
         published_at=version.timestamp.isoformat(),
+        canary=version.canary.model_dump(mode="json") if version.canary is not None else None,
     )
 
 
