@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     # specs (adaptloop.learners)
     "LearnerSpec": "adaptloop.learners.spec",
     "DriftSpec": "adaptloop.learners.spec",
+    "CanarySpec": "adaptloop.learners.spec",
     "GuardrailLimits": "adaptloop.learners.guardrails",
     # clients (adaptloop.streams)
     "EventProducer": "adaptloop.streams.producer",
@@ -71,6 +72,7 @@ __all__ = [  # the same names as _EXPORTS (a test checks)
     "AdaptloopError",
     "AgentFeedbackEvent",
     "BrokerUnavailable",
+    "CanarySpec",
     "ClientSettings",
     "DeadLetter",
     "DecodeError",
@@ -114,7 +116,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from adaptloop.learners.guardrails import GuardrailLimits
-    from adaptloop.learners.spec import DriftSpec, LearnerSpec
+    from adaptloop.learners.spec import CanarySpec, DriftSpec, LearnerSpec
     from adaptloop.schemas import (
         AgentFeedbackEvent,
         DeadLetter,
