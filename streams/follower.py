@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from adaptloop.schemas.errors import TimedOut
 from adaptloop.schemas.topics import MODEL_UPDATES
@@ -98,17 +98,26 @@ class Follower:
     def _apply(self) -> None:
         """Assign the partitions asked for since the last batch: unassigning one read already and assigning it
         at its start again drops what was fetched from it before (librdkafka discards the old assignment's
-        records), so what comes next is its history from the start."""
+        records), so what comes next is its history from the start. What the consumer refuses is asked for
+        again at the next batch."""
         with self._lock:
             reread, dropped = self._reread, self._dropped
             self._reread, self._dropped = set(), set()
-        gone = (reread | dropped) & self._assigned
-        if gone:
-            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in sorted(gone)])
-        if reread:
-            starts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(reread)]
-            self._consumer.incremental_assign(starts)
-        self._assigned = (self._assigned - dropped) | reread
+        try:
+            if gone := (reread | dropped) & self._assigned:
+                self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in sorted(gone)])
+                self._assigned -= gone
+            if reread:
+                starts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(reread)]
+                self._consumer.incremental_assign(starts)
+                self._assigned |= reread
+        except KafkaException as error:
+            log.error("%s: cannot change the partitions read (%s); asking again", self.topic, error)
+            with self._lock:  # unless asked otherwise meanwhile
+                self._reread |= reread - self._dropped
+                self._dropped |= dropped - reread - self._reread
+            self._stop.wait(1.0)
+            return
         if reread and self._on_start is not None:
             self._on_start(sorted(reread))
 
