@@ -1,7 +1,7 @@
 """The newest version wins whatever the read order: a client serves the version with the highest sequence number
 from its model's own partition of model-updates (the only one it reads, unless another model of its process is
-there); an extra record on another partition, or an old record again on its own, never steps serving back (issue 28: one such record made every client serve 1,200 examples' version
-though 1,601's was published)."""
+there); an extra record on another partition, or an old record again on its own, never steps serving back
+(issue 28: one such record made every client serve 1,200 examples' version though 1,601's was published)."""
 
 from __future__ import annotations
 
