@@ -4,6 +4,7 @@ follower (its consumer thread) goes away with its last client."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 
@@ -46,7 +47,7 @@ class Publisher:
         self.learners: dict[str, OnlineLearner] = {}
         self.learned: dict[str, int] = {}
 
-    def publish(self, model: str) -> ModelVersion:
+    def publish(self, model: str, partition: int | None = None) -> ModelVersion:
         learner = self.learners.setdefault(model, OnlineLearner(LearnerSpec(name=model, min_examples=0)))
         first = self.learned.get(model, 0)
         self.learned[model] = first + 50
@@ -57,7 +58,7 @@ class Publisher:
             learner.learn(example, ("t:0", i))
         version = self.store.checkpoint(learner)
         with EventProducer(self.bootstrap, topic_prefix=self.prefix) as producer:
-            producer.send(version)
+            producer.send(version, partition=partition)
         return version
 
 
@@ -148,3 +149,26 @@ def test_clients_started_together_each_serve_their_model(kafka_bootstrap, tmp_pa
         for client in clients.values():
             client.close()
     assert wait_for(lambda: _followers() == 0, timeout=30)
+
+
+def test_a_record_of_a_model_on_a_partition_read_for_another_model_is_ignored(kafka_bootstrap, tmp_path, caplog):
+    """The follower reads the partitions of its process's models: a record of one model on another's partition
+    (not written by its learner) reaches its client, which ignores it, as a record read later would not step
+    serving forward or back."""
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=PARTITIONS)
+    prefix = settings.topic_prefix
+    store = ModelStore(settings.models_dir, ModelKeys.create(tmp_path / "keys"))
+    a, _, c = _names()
+    publisher = Publisher(kafka_bootstrap, prefix, store)
+    first_a, first_c = publisher.publish(a), publisher.publish(c)
+    elsewhere = home_partition(c, PARTITIONS)
+    with (
+        ModelClient(a, bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client_a,
+        ModelClient(c, bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client_c,
+        caplog.at_level(logging.WARNING),
+    ):
+        stray = publisher.publish(a, partition=elsewhere)  # newer by sequence, on c's partition
+        assert stray.sequence is not None and first_a.sequence is not None and stray.sequence > first_a.sequence
+        assert wait_for(lambda: f"ignored a record of model {a} on partition {elsewhere}" in caplog.text, timeout=60)
+        assert client_a.version.version == first_a.version and client_a.swaps == 1
+        assert client_c.version.version == first_c.version and client_c.swaps == 1
