@@ -3,7 +3,8 @@
 Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra
 (faust for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a
 table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone, and
-``python -m bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker). Each row
+``python -m bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker), and
+``python -m bench clients`` what 100 ModelClients cost in one process (:mod:`bench.clients`). Each row
 divides a measurement by a baseline taken now on this machine, so a noisy shared machine
 moves both alike:
 
@@ -376,6 +377,12 @@ def fuzz(examples: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["fuzz"]:
         fuzz(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    if sys.argv[1:2] == ["clients"]:  # many ModelClients in one process (:mod:`bench.clients`)
+        from bench.clients import MODELS
+        from bench.clients import main as clients
+
+        clients(int(sys.argv[2]) if len(sys.argv) > 2 else MODELS)
+        raise SystemExit(0)
     if sys.argv[1:2] == ["policies"]:  # the drift policies' suite: no broker, no peers
         from bench.policies import main as policies
 

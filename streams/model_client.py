@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from river import base, compose
 
 from adaptloop.learners.canary_split import in_canary
@@ -41,18 +40,16 @@ from adaptloop.schemas.errors import (
     InvalidInput,
     NoModelYet,
     PredictionFailed,
-    TimedOut,
     UnknownModel,
 )
 from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
-from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings, kafka_config
-from adaptloop.streams.consumer import position_of
+from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.follower import ModelUpdates
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import is_newer, on_its_partition
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import home_partition, is_newer, on_its_partition
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +102,132 @@ class _Served:
     stable: _Stable | None = None  # while a canary runs (the record's ``canary``)
 
 
+class NewestVersion:
+    """Which record of one model's partition of ``model-updates`` is its current version (a
+    :class:`~adaptloop.streams.follower.Reader` of the process's follower).
+
+    Catching up on the history, the newest records by ``sequence`` (then by offset) wait, and once the
+    partition's end is reached the newest of them that loads is served; afterwards each newer record
+    (:func:`~adaptloop.streams.versions.is_newer`) is served as it comes, and an older one is ignored. A record
+    that is not one of the model's versions, or sits on another partition than the model's, is ignored
+    (logged). ``serve`` loads and serves a version (``ModelClient``: swaps it in); it raises for a version that
+    cannot be loaded, which then is not the model's latest. No Kafka here: the follower calls :meth:`read` and
+    :meth:`caught_up` from its thread.
+
+    >>> def record(sequence):
+    ...     return ModelVersion(model="m", version=f"{sequence:016x}", examples_seen=sequence, sha256="ab" * 32,
+    ...                         uri="u", size_bytes=1, sequence=sequence).model_dump_json().encode()
+    >>> served = []
+    >>> newest = NewestVersion("m", partitions=1, serve=lambda version: served.append(version.sequence))
+    >>> for offset, sequence in enumerate([2, 3, 1]):
+    ...     newest.read(0, offset, record(sequence))
+    >>> newest.caught_up()
+    >>> newest.read(0, 3, record(4)); newest.read(0, 4, record(2))
+    >>> served, newest.latest.sequence
+    ([3, 4], 4)
+    """
+
+    def __init__(self, model: str, partitions: int, serve: Callable[[ModelVersion], None]) -> None:
+        self.model, self.partitions = model, partitions
+        self.latest: ModelVersion | None = None  # the newest record, servable or not (its contract)
+        self.ready = threading.Event()  # set once caught up with a latest record
+        self._serve = serve
+        self._history: list[tuple[int, int, ModelVersion]] = []  # (sequence, offset, record) while catching up
+        self._caught_up = False
+        self._lock = threading.RLock()  # serve may call back into its owner (on_swap); stop waits for it
+        self._stopped = False
+
+    def read(self, partition: int, offset: int, value: bytes | None) -> None:
+        """One record of the model's key, in the partition's order."""
+        with self._lock:
+            if self._stopped or not on_its_partition(self.model, partition, self.partitions, offset):
+                return
+            if (version := self._decode(offset, value or b"")) is None:
+                return
+            if self._caught_up:
+                self._take(offset, version)
+                if self.latest is not None:
+                    self.ready.set()
+                return
+            # Catching up on the topic's history, only the newest versions matter: their records wait here
+            # and one is loaded once caught up. (Loading each in turn costs 0.3 ms a version of a linear
+            # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
+            self._history.append((version.sequence or 0, offset, version))
+            if len(self._history) > 2 * CATCH_UP_CANDIDATES:
+                self._history = sorted(self._history, key=lambda item: item[:2])[-CATCH_UP_CANDIDATES:]
+
+    def caught_up(self) -> None:
+        """The history is read: serve the newest version that loads."""
+        with self._lock:
+            if self._stopped or self._caught_up:
+                return
+            self._caught_up = True
+            history = sorted(self._history, key=lambda item: item[:2])  # the newest by sequence (then offset) last
+            self._history = []
+            while history and not self._take(*history.pop()[1:]):  # the newest that loads
+                pass
+            if self.latest is not None:
+                self.ready.set()
+
+    def stop(self) -> None:
+        """Take no record after this returns (it waits for one being served)."""
+        with self._lock:
+            self._stopped = True
+
+    def _decode(self, offset: int, value: bytes) -> ModelVersion | None:
+        """The record at ``offset`` of the model's partition; None (logged) if it is not one of its versions."""
+        try:
+            version = decode(MODEL_UPDATES, value)
+            assert isinstance(version, ModelVersion)
+            if version.model != self.model:
+                raise DecodeError("invalid", f"a record of model {version.model!r} under the key {self.model!r}")
+            return version
+        except Exception as error:  # any record: a broken or forged update must not take serving down
+            log.error(
+                "cannot read the %s record at offset %d (%s: %s)", self.model, offset, type(error).__name__, error
+            )
+            return None
+
+    def _take(self, offset: int, version: ModelVersion) -> bool:
+        """Take in one record (serve its version if it may, unless a newer one is known); False (the current
+        version kept) if it cannot be loaded."""
+        if self.latest is not None and not is_newer(version, self.latest):
+            log.warning(
+                "ignored %s version %s (offset %d, sequence %s): the newest record is sequence %s (version %s)",
+                self.model,
+                version.version,
+                offset,
+                version.sequence,
+                self.latest.sequence,
+                self.latest.version,
+            )
+            return True
+        try:
+            if version.servable:
+                self._serve(version)
+            self.latest = version
+            return True
+        except Exception as error:  # a missing, unsigned or broken version must not take serving down
+            log.error(
+                "cannot load %s version %s from offset %d (%s: %s); serving %s",
+                self.model,
+                version.version,
+                offset,
+                type(error).__name__,
+                error,
+                self.latest.version if self.latest is not None else "no version",
+            )
+            return False
+
+
 class ModelClient:
     """The current version of one model, always, without restarts.
 
-    Loads the latest published version at start, follows ``model-updates`` in a background thread and
-    swaps the model atomically; ``predict`` never mutates the served model and logs a
-    :class:`PredictionEvent` with the version that answered.
+    Loads the latest published version at start, follows ``model-updates`` in the background and swaps the
+    model atomically; ``predict`` never mutates the served model and logs a :class:`PredictionEvent` with the
+    version that answered. The clients of one process share one follower of ``model-updates`` (reading only
+    their models' partitions) and, unless given a ``producer``, one producer
+    (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs no Kafka client nor thread of its own.
 
     Typical use (needs a broker and a worker)::
 
@@ -133,8 +250,6 @@ class ModelClient:
         self.model = model
         self.store = store
         self.topic_name = MODEL_UPDATES.full_name(prefix)
-        self.producer = producer if producer is not None else EventProducer(bootstrap, topic_prefix=prefix)
-        self._owns_producer = producer is None
         self.refresh_lags: deque[float] = deque(maxlen=10_000)  # seconds from version creation to swap
         self.swaps = 0
         self.fallbacks = 0  # predictions answered by an earlier version because the current one raised
@@ -142,46 +257,25 @@ class ModelClient:
         self._served: _Served | None = None
         self._earlier: deque[_Served] = deque(maxlen=EARLIER_VERSIONS)  # newest last
         self._broken: set[str] = set()  # versions that raised on a prediction
-        self._latest: ModelVersion | None = None  # the newest record, servable or not (its contract)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
         self._changed = threading.Condition()
-        partitions = self._partitions(bootstrap, wait)
-        self._partitions_count = len(partitions)
-        self._consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": f"model-client-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-            },
-            logger=KAFKA_LOG,
-        )
-        # Read the compacted topic from the start: the last record for our model is the current version.
-        self._consumer.assign([TopicPartition(self.topic_name, p, OFFSET_BEGINNING) for p in partitions])
-        self._thread = threading.Thread(target=self._follow, name=f"model-client-{model}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(wait):
+        self._closed = False
+        # The process's one follower of model-updates (and, unless one is given, its one producer).
+        self._updates = ModelUpdates.acquire(bootstrap, prefix)
+        try:
+            self.producer = producer if producer is not None else self._updates.producer()
+            self._owns_producer = producer is None
+            partitions = self._updates.partitions(wait)
+        except BaseException:
+            self._updates.release()
+            raise
+        self._newest = NewestVersion(model, partitions, serve=self._swap)
+        self._subscription = self._updates.subscribe(model, home_partition(model, partitions), self._newest)
+        if not self._newest.ready.wait(wait):
             self.close()
             raise UnknownModel(
                 f"no version of model {model!r} was published on {self.topic_name!r} within {wait:.0f}s; "
                 "is a worker running with a learner spec for it (ADAPTLOOP_MODELS)?"
             )
-
-    def _partitions(self, bootstrap: str, wait: float) -> list[int]:
-        """The partitions of ``model-updates``, once the topic exists (a worker creates it when it starts)."""
-        admin = wait_for_broker(bootstrap, timeout=wait)
-        deadline = time.monotonic() + wait
-        while True:
-            topic = admin.list_topics(self.topic_name, timeout=wait).topics.get(self.topic_name)
-            if topic is not None and topic.error is None and topic.partitions:
-                return list(topic.partitions)
-            if time.monotonic() > deadline:
-                raise TimedOut(
-                    f"topic {self.topic_name!r} does not exist after {wait:.0f}s: start a worker ('adaptloop worker') "
-                    "or create the topics ('adaptloop topics create'), with the same topic_prefix"
-                )
-            time.sleep(0.5)
 
     @classmethod
     def from_settings(cls, model: str, settings: ClientSettings | None = None, **options: Any) -> ModelClient:
@@ -201,14 +295,15 @@ class ModelClient:
     @property
     def version(self) -> ModelVersion:
         """The version served now (or, before any may serve, the model's latest record)."""
-        served, latest = self._served, self._latest
+        served, latest = self._served, self._newest.latest
         assert latest is not None
         return served.version if served is not None else latest
 
     @property
     def contract(self) -> ModelContract | None:
         """What the model learns from, as its latest version says (None: a version from before contracts)."""
-        return self._latest.contract if self._latest is not None else None
+        latest = self._newest.latest
+        return latest.contract if latest is not None else None
 
     def predict(
         self,
@@ -278,7 +373,8 @@ class ModelClient:
                 f"no version of model {self.model!r} could answer (the last {len(candidates)} raised; see the log), "
                 "and its spec declares no default_prediction"
             )
-        learned = self._latest.examples_seen if self._latest is not None else 0
+        latest = self._newest.latest
+        learned = latest.examples_seen if latest is not None else 0
         needed = contract.min_examples if contract is not None else 0
         raise NoModelYet(
             f"model {self.model!r} has learned {learned} of the {needed} examples it needs before a version serves "
@@ -319,86 +415,6 @@ class ModelClient:
                 self._changed.wait(remaining)
         return True
 
-    def _follow(self) -> None:
-        key = self.model.encode()
-        # Catching up on the topic's history, only the newest versions matter: their records wait here
-        # and one is loaded once caught up. (Loading each in turn costs 0.3 ms a version of a linear
-        # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
-        history: list[tuple[int, int, ModelVersion]] = []  # (sequence, offset, record)
-        while not self._stop.is_set():
-            caught_up = True
-            for message in self._consumer.consume(100, 0.1):
-                if (error := message.error()) is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("model-updates: %s", error.str())
-                    continue
-                caught_up = False
-                offset = position_of(message)[2]
-                if message.key() != key or not on_its_partition(
-                    self.model, message.partition() or 0, self._partitions_count, offset
-                ):
-                    continue
-                if (version := self._decode(offset, message.value() or b"")) is None:
-                    continue
-                if self._ready.is_set():
-                    self._take(offset, version)
-                else:
-                    history.append((version.sequence or 0, offset, version))
-                    if len(history) > 2 * CATCH_UP_CANDIDATES:
-                        history = sorted(history, key=lambda item: item[:2])[-CATCH_UP_CANDIDATES:]
-            if caught_up and not self._ready.is_set():
-                history.sort(key=lambda item: item[:2])  # the newest by sequence (then by offset) last
-                while history and not self._take(*history.pop()[1:]):  # the newest that loads
-                    pass
-                history.clear()
-                if self._latest is not None:
-                    self._ready.set()
-
-    def _decode(self, offset: int, value: bytes) -> ModelVersion | None:
-        """The record at ``offset`` of the model's partition; None (logged) if it is not one of its versions."""
-        try:
-            version = decode(MODEL_UPDATES, value)
-            assert isinstance(version, ModelVersion)
-            if version.model != self.model:
-                raise DecodeError("invalid", f"a record of model {version.model!r} under the key {self.model!r}")
-            return version
-        except Exception as error:  # any record: a broken or forged update must not take serving down
-            log.error(
-                "cannot read the %s record at offset %d (%s: %s)", self.model, offset, type(error).__name__, error
-            )
-            return None
-
-    def _take(self, offset: int, version: ModelVersion) -> bool:
-        """Take in one record (serve its version if it may, unless a newer one is known); False (the current
-        version kept) if it cannot be loaded."""
-        if self._latest is not None and not is_newer(version, self._latest):
-            log.warning(
-                "ignored %s version %s (offset %d, sequence %s): the newest record is sequence %s (version %s)",
-                self.model,
-                version.version,
-                offset,
-                version.sequence,
-                self._latest.sequence,
-                self._latest.version,
-            )
-            return True
-        try:
-            if version.servable:
-                self._swap(version)
-            self._latest = version
-            return True
-        except Exception as error:  # a missing, unsigned or broken version must not take serving down
-            log.error(
-                "cannot load %s version %s from offset %d (%s: %s); serving %s",
-                self.model,
-                version.version,
-                offset,
-                type(error).__name__,
-                error,
-                self._served.version.version if self._served else "no version",
-            )
-            return False
-
     def _swap(self, version: ModelVersion) -> None:
         current = self._served
         stable = self._stable_of(version)
@@ -415,7 +431,7 @@ class ModelClient:
             self.swaps += 1
             self._changed.notify_all()
         lag = None
-        if self._ready.is_set():  # catching up on history is not a refresh
+        if self._newest.ready.is_set():  # catching up on history is not a refresh
             lag = (datetime.now(UTC) - version.timestamp).total_seconds()
             self.refresh_lags.append(lag)
             REFRESH_LAG.labels(self.model).observe(lag)
@@ -438,11 +454,19 @@ class ModelClient:
         return _Stable(canary.stable, model, is_classifier(model), canary.share)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._consumer.close()
-        if self._owns_producer:
-            self.producer.flush()
+        """Stop following the model (no swap after this returns) and deliver the predictions logged; the
+        process's follower of model-updates stops with its last client. Closing again does nothing."""
+        with self._changed:
+            if self._closed:
+                return
+            self._closed = True
+        self._updates.unsubscribe(self._subscription)
+        self._newest.stop()  # waits for a version being loaded
+        try:
+            if self._owns_producer:
+                self.producer.flush()
+        finally:
+            self._updates.release()
 
     def __enter__(self) -> ModelClient:
         return self

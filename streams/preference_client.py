@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message
 
 from adaptloop.learners.preferences import PreferenceStore, Publications, segment_of
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceSnapshot
@@ -27,8 +26,9 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.topics import PREFERENCE_STORE
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings, kafka_config
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.follower import Follower
+from adaptloop.streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,10 @@ class PreferenceClient:
         self.updates = 0  # feedback counted in the store being served
         self._publications = Publications()
         self.problem: ConfigError | None = None  # set if the store is split by other segment keys
-        self._stop = threading.Event()
         topic = PREFERENCE_STORE.full_name(prefix)
         partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
-        self._consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": f"router-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "isolation.level": "read_committed",
-            },
-            logger=KAFKA_LOG,
-        )
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self._thread = threading.Thread(target=self._follow, name=f"router-{agent}", daemon=True)
-        self._thread.start()
+        self._follower = Follower(bootstrap, topic, name=f"router-{agent}", on_records=self._read)
+        self._follower.follow(partitions)
 
     @classmethod
     def from_settings(
@@ -92,38 +80,34 @@ class PreferenceClient:
         settings = settings if settings is not None else ClientSettings()
         return cls(agent, variants, bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix, **options)
 
-    def _follow(self) -> None:
-        while not self._stop.is_set():
-            changed = False
-            for message in self._consumer.consume(500, 0.1):
-                if (error := message.error()) is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("preference-store: %s", error.str())
-                    continue
-                if message.value() is None:
-                    continue  # a part deleted since: compaction drops it
-                try:
-                    snapshot: PreferenceSnapshot = decode(PREFERENCE_STORE, message.value())  # type: ignore[assignment]
-                except DecodeError as error:
-                    log.error("unreadable preference snapshot at offset %d: %s", message.offset(), error)
-                    continue
-                if snapshot.agent != self.agent:
-                    continue
-                if snapshot.segment_keys is not None and snapshot.segment_keys != self.segment_keys:
-                    self.problem = ConfigError(
-                        f"the preference store of {self.agent!r} is split by segment_keys {snapshot.segment_keys}, "
-                        f"this client by {self.segment_keys}: give it the worker's segment_keys"
-                    )
-                    log.error("%s", self.problem)
-                    continue
-                changed |= self._publications.add(snapshot)
-            if changed:
-                merged = PreferenceStore()
-                parts = self._publications.of(self.agent)
-                for part in parts:
-                    merged.merge(self.agent, part.segments)
-                merged.fit()
-                self.store, self.updates = merged, sum(part.updates for part in parts if part.part == 0)
+    def _read(self, messages: list[Message]) -> None:
+        """Take in a batch of the store's records (in the follower's thread): the agent's publications, merged."""
+        changed = False
+        for message in messages:
+            if message.value() is None:
+                continue  # a part deleted since: compaction drops it
+            try:
+                snapshot: PreferenceSnapshot = decode(PREFERENCE_STORE, message.value())  # type: ignore[assignment]
+            except DecodeError as error:
+                log.error("unreadable preference snapshot at offset %d: %s", message.offset(), error)
+                continue
+            if snapshot.agent != self.agent:
+                continue
+            if snapshot.segment_keys is not None and snapshot.segment_keys != self.segment_keys:
+                self.problem = ConfigError(
+                    f"the preference store of {self.agent!r} is split by segment_keys {snapshot.segment_keys}, "
+                    f"this client by {self.segment_keys}: give it the worker's segment_keys"
+                )
+                log.error("%s", self.problem)
+                continue
+            changed |= self._publications.add(snapshot)
+        if changed:
+            merged = PreferenceStore()
+            parts = self._publications.of(self.agent)
+            for part in parts:
+                merged.merge(self.agent, part.segments)
+            merged.fit()
+            self.store, self.updates = merged, sum(part.updates for part in parts if part.part == 0)
 
     def choose_variant(
         self, context: dict[str, str], *, session_id: str, trace_id: str | None = None, tenant: str | None = None
@@ -164,9 +148,7 @@ class PreferenceClient:
         return self.updates >= count
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._consumer.close()
+        self._follower.close()
         if self._owns_producer:
             self.producer.flush()
 

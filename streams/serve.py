@@ -324,7 +324,9 @@ class Accepted(BaseModel):
 
 class ServedModels:
     """One :class:`ModelClient` per model, each made in the background until it connects (a model with no
-    version yet is retried every few seconds), all sending through one producer."""
+    version yet is retried every few seconds), all sending through one producer and all following
+    ``model-updates`` through the process's one follower (:class:`~adaptloop.streams.follower.ModelUpdates`):
+    a hundred models start together in about the time of one, on one consumer's threads."""
 
     def __init__(self, settings: ClientSettings, models: list[str], producer: EventProducer) -> None:
         self.settings, self.producer = settings, producer
