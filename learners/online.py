@@ -48,6 +48,20 @@ class LearnerProgress:
     # seed), for the feature budget.
     feature_names: dict[str, None] = field(default_factory=dict)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's progress, upgrading one written before a field existed: it goes on as that
+        checkpoint's learner would have."""
+        self.__dict__.update(state)
+        if "pending" not in state:  # from before mini-batches
+            self.pending = []
+        if "published" not in state:  # from before contracts: its one version is this learner's own
+            self.label_type = None
+            self.published = RecentIds([self.version] if self.version else [], limit=PUBLISHED_VERSIONS)
+        if "feature_names" not in state:  # from before feature budgets: names count from now on
+            self.feature_names = {}
+        if not isinstance(self.recent_ids, RecentIds):  # it kept the ids in an OrderedDict
+            self.recent_ids = RecentIds(self.recent_ids)
+
 
 def interned(features: dict[str, Any]) -> dict[str, Any]:
     """``features`` with its names and category values interned: one object per name, whatever decoded them.
@@ -144,18 +158,7 @@ class OnlineLearner:
         self._classifier = spec.task != "regression"
         self.counts: Counter[str] = Counter()  # decisions not scored as production: "fallback", "external"
         self.failed_batch: list[TrainingExample] = []  # a mini-batch whose learning raised
-        if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
-            self.progress.pending = []
-        if not hasattr(self.progress, "published"):  # a checkpoint from before contracts
-            self.progress.label_type = None
-            self.progress.published = RecentIds(
-                [self.progress.version] if self.progress.version else [], limit=PUBLISHED_VERSIONS
-            )
-        if not hasattr(self.progress, "feature_names"):  # a checkpoint from before feature budgets: names from now on
-            self.progress.feature_names = {}
         self.budget = spec.budget()
-        if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
-            self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
             raise ConfigError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
         if self.progress.pending and not spec.mini_batch:  # mini_batch unset since: learn the batch begun
