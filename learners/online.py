@@ -156,6 +156,7 @@ class OnlineLearner:
         # (metric, whether it scores the predicted class rather than the probabilities), looked up once
         self._shadow_scoring = [(metric, getattr(metric, "requires_labels", True)) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
+        self._watches_data = spec.drift.data  # (the watch follows the spec: its data monitor is on or off alike)
         self.counts: Counter[str] = Counter()  # decisions not scored as production: "fallback", "external"
         self.failed_batch: list[TrainingExample] = []  # a mini-batch whose learning raised
         self.budget = spec.budget()
@@ -180,49 +181,53 @@ class OnlineLearner:
         With ``spec.mini_batch`` the example joins the pending batch (saved with each checkpoint),
         and the batch is predicted and learned once it is full.
         """
-        if self.already_learned(example.decision_id, position):
+        progress = self.progress
+        decision_id, status = example.decision_id, example.status
+        if self.already_learned(decision_id, position):
             return False
-        learnable = example.status in LEARNABLE
+        learnable = status in LEARNABLE
         if learnable:
             self.check(example)
         if position is not None:
-            self.progress.offsets[position[0]] = position[1] + 1
-        if example.status in _DECISION_ENDS:  # (a late record follows an expired one for the same decision)
+            progress.offsets[position[0]] = position[1] + 1
+        # (A late record follows an expired one for the same decision.)
+        if status in _DECISION_ENDS and self._watches_data:
             self.watch.observe_decision(
-                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(example.status == "joined")},
-                self.progress.version,
-                self.progress.examples_seen,
+                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(status == "joined")},
+                progress.version,
+                progress.examples_seen,
             )
         target = self.contract.target_of(example.label, example.reward)
         if not learnable or target is None:
             return False
-        if self.progress.label_type is None and self.contract.task == "multiclass":
-            self.progress.label_type = self.contract.label_type or label_type_of(target)
+        if progress.label_type is None and self.contract.task == "multiclass":
+            progress.label_type = self.contract.label_type or label_type_of(target)
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
-        self.progress.recent_ids.add(example.decision_id)
+        progress.recent_ids.add(decision_id)
         x = interned(example.features)
-        if self.budget is not None and not self.progress.feature_names.keys() >= x.keys():
-            self.progress.feature_names.update(dict.fromkeys(x))
+        if self.budget is not None and not progress.feature_names.keys() >= x.keys():
+            progress.feature_names.update(dict.fromkeys(x))
         if type(target) is str:
             target = sys.intern(target)
         if self.spec.mini_batch:
-            self.progress.pending.append((example, target, where))
-            if len(self.progress.pending) >= self.spec.mini_batch:
+            progress.pending.append((example, target, where))
+            if len(progress.pending) >= self.spec.mini_batch:
                 self._learn_batch()
             return True
+        model = self.model
         try:
             if self._classifier:
-                proba = self.model.predict_proba_one(x)
+                proba = model.predict_proba_one(x)
                 # The same tie-break as river's Classifier.predict_one.
                 y_pred = max(proba, key=proba.get) if proba else None
             else:
-                proba, y_pred = None, self.model.predict_one(x)
+                proba, y_pred = None, model.predict_one(x)
         except Exception as error:  # any error of the model's own: an earlier example broke it
             raise ModelFailure(self.spec.name, "predict", error) from error
-        shadow_error = self._score(example, target, y_pred, proba, self.progress.examples_seen)
+        shadow_error = self._score(example, target, y_pred, proba, progress.examples_seen)
         try:
-            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, self.model)
-            self.model.learn_one(x, target)
+            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, model)
+            model.learn_one(x, target)
         except Exception as error:  # the model (or its challenger) may be half-updated
             raise ModelFailure(self.spec.name, "learn", error) from error
         if promoted is not None:
