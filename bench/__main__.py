@@ -181,10 +181,8 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             learner_peers(settings, data, row, found)
         console.print(table)
         previous = orjson.loads(out.read_bytes()) if out.exists() else {}
-        peers_before = previous.get("peers", {})
-        out.write_bytes(
-            orjson.dumps({**previous, "peers": {**peers_before, **found}}, option=orjson.OPT_INDENT_2)
-        )
+        merged = {**previous, "peers": {**previous.get("peers", {}), **found}}
+        out.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
         console.print(f"results in {out}")
         return
     with console.status("the peers: adaptloop, Bytewax and Quix Streams on the same backlog"):
