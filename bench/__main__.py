@@ -2,7 +2,8 @@
 
 Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra
 (faust for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a
-table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone, and
+table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone,
+``python -m bench learner`` the learner agent's rows against River and the Quix Streams learner app,
 ``python -m bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker), and
 ``python -m bench clients`` what 100 ModelClients cost in one process (:mod:`bench.clients`). Each row
 divides a measurement by a baseline taken now on this machine, so a noisy shared machine
@@ -86,7 +87,6 @@ def medians_of_rounds(*measures: Callable[[], float], rounds: int = REPEATS) -> 
 def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None], results: dict[str, object]) -> None:
     """adaptloop against Bytewax and Quix Streams with River (:mod:`bench.peers`): the loop on a backlog
     of decisions, then the learner alone on a topic of training examples; medians of rounds of all."""
-    bootstrap = settings.bootstrap_address
     decisions = stream(LOOP_SCALE * N, seed=3)
     found: dict[str, object] = {}
     for recipe in ("logistic", "hoeffding"):
@@ -118,6 +118,14 @@ def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None]
                 "",
                 "",
             )
+    learner_peers(settings, data, row, found)
+    results["peers"] = found
+
+
+def learner_peers(settings: Settings, data: Data, row: Callable[..., None], found: dict[str, object]) -> None:
+    """The learner alone from a topic of training examples: the learner agent against River in process and
+    the Quix Streams learner app; medians of interleaved rounds."""
+    bootstrap = settings.bootstrap_address
     prefix = produce_examples(bootstrap, data)
     topic = TRAINING_EXAMPLES.full_name(prefix)
     for recipe in ("logistic", "hoeffding"):
@@ -143,7 +151,6 @@ def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None]
         row(f"{recipe}: learner agent, drift monitors off / Quix Streams learner app", bare, quix)
         row(f"{recipe}: learner agent / River", agent, river)
     delete_topics(bootstrap, prefix)
-    results["peers"] = found
 
 
 def main(sections: tuple[str, ...] = ("all",)) -> None:
@@ -169,6 +176,16 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
         )
 
     out = Path(__file__).with_name("results.json")
+    if sections == ("learner",):  # the learner agent's rows alone: the other results of the last run stay
+        found: dict[str, object] = {}
+        with console.status("the learner agent against River and the Quix Streams learner app"):
+            learner_peers(settings, data, row, found)
+        console.print(table)
+        previous = orjson.loads(out.read_bytes()) if out.exists() else {}
+        merged = {**previous, "peers": {**previous.get("peers", {}), **found}}
+        out.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
+        console.print(f"results in {out}")
+        return
     with console.status("the peers: adaptloop, Bytewax and Quix Streams on the same backlog"):
         peers(settings, data, table, row, results)
     if sections == ("peers",):  # only these rows: the other results of the last full run stay

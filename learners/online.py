@@ -48,6 +48,20 @@ class LearnerProgress:
     # seed), for the feature budget.
     feature_names: dict[str, None] = field(default_factory=dict)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's progress, upgrading one written before a field existed: it goes on as that
+        checkpoint's learner would have."""
+        self.__dict__.update(state)
+        if "pending" not in state:  # from before mini-batches
+            self.pending = []
+        if "published" not in state:  # from before contracts: its one version is this learner's own
+            self.label_type = None
+            self.published = RecentIds([self.version] if self.version else [], limit=PUBLISHED_VERSIONS)
+        if "feature_names" not in state:  # from before feature budgets: names count from now on
+            self.feature_names = {}
+        if not isinstance(self.recent_ids, RecentIds):  # it kept the ids in an OrderedDict
+            self.recent_ids = RecentIds(self.recent_ids)
+
 
 def interned(features: dict[str, Any]) -> dict[str, Any]:
     """``features`` with its names and category values interned: one object per name, whatever decoded them.
@@ -142,20 +156,10 @@ class OnlineLearner:
         # (metric, whether it scores the predicted class rather than the probabilities), looked up once
         self._shadow_scoring = [(metric, getattr(metric, "requires_labels", True)) for metric in self.shadow.values()]
         self._classifier = spec.task != "regression"
+        self._watches_data = spec.drift.data  # (the watch follows the spec: its data monitor is on or off alike)
         self.counts: Counter[str] = Counter()  # decisions not scored as production: "fallback", "external"
         self.failed_batch: list[TrainingExample] = []  # a mini-batch whose learning raised
-        if not hasattr(self.progress, "pending"):  # a checkpoint from before mini-batches
-            self.progress.pending = []
-        if not hasattr(self.progress, "published"):  # a checkpoint from before contracts
-            self.progress.label_type = None
-            self.progress.published = RecentIds(
-                [self.progress.version] if self.progress.version else [], limit=PUBLISHED_VERSIONS
-            )
-        if not hasattr(self.progress, "feature_names"):  # a checkpoint from before feature budgets: names from now on
-            self.progress.feature_names = {}
         self.budget = spec.budget()
-        if not isinstance(self.progress.recent_ids, RecentIds):  # a checkpoint that kept them in an OrderedDict
-            self.progress.recent_ids = RecentIds(self.progress.recent_ids)
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
             raise ConfigError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
         if self.progress.pending and not spec.mini_batch:  # mini_batch unset since: learn the batch begun
@@ -177,49 +181,53 @@ class OnlineLearner:
         With ``spec.mini_batch`` the example joins the pending batch (saved with each checkpoint),
         and the batch is predicted and learned once it is full.
         """
-        if self.already_learned(example.decision_id, position):
+        progress = self.progress
+        decision_id, status = example.decision_id, example.status
+        if self.already_learned(decision_id, position):
             return False
-        learnable = example.status in LEARNABLE
+        learnable = status in LEARNABLE
         if learnable:
             self.check(example)
         if position is not None:
-            self.progress.offsets[position[0]] = position[1] + 1
-        if example.status in _DECISION_ENDS:  # (a late record follows an expired one for the same decision)
+            progress.offsets[position[0]] = position[1] + 1
+        # (A late record follows an expired one for the same decision.)
+        if status in _DECISION_ENDS and self._watches_data:
             self.watch.observe_decision(
-                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(example.status == "joined")},
-                self.progress.version,
-                self.progress.examples_seen,
+                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(status == "joined")},
+                progress.version,
+                progress.examples_seen,
             )
         target = self.contract.target_of(example.label, example.reward)
         if not learnable or target is None:
             return False
-        if self.progress.label_type is None and self.contract.task == "multiclass":
-            self.progress.label_type = self.contract.label_type or label_type_of(target)
+        if progress.label_type is None and self.contract.task == "multiclass":
+            progress.label_type = self.contract.label_type or label_type_of(target)
         where = f"{position[0]}@{position[1]}:" if position is not None else ""
-        self.progress.recent_ids.add(example.decision_id)
+        progress.recent_ids.add(decision_id)
         x = interned(example.features)
-        if self.budget is not None and not self.progress.feature_names.keys() >= x.keys():
-            self.progress.feature_names.update(dict.fromkeys(x))
+        if self.budget is not None and not progress.feature_names.keys() >= x.keys():
+            progress.feature_names.update(dict.fromkeys(x))
         if type(target) is str:
             target = sys.intern(target)
         if self.spec.mini_batch:
-            self.progress.pending.append((example, target, where))
-            if len(self.progress.pending) >= self.spec.mini_batch:
+            progress.pending.append((example, target, where))
+            if len(progress.pending) >= self.spec.mini_batch:
                 self._learn_batch()
             return True
+        model = self.model
         try:
             if self._classifier:
-                proba = self.model.predict_proba_one(x)
+                proba = model.predict_proba_one(x)
                 # The same tie-break as river's Classifier.predict_one.
                 y_pred = max(proba, key=proba.get) if proba else None
             else:
-                proba, y_pred = None, self.model.predict_one(x)
+                proba, y_pred = None, model.predict_one(x)
         except Exception as error:  # any error of the model's own: an earlier example broke it
             raise ModelFailure(self.spec.name, "predict", error) from error
-        shadow_error = self._score(example, target, y_pred, proba, self.progress.examples_seen)
+        shadow_error = self._score(example, target, y_pred, proba, progress.examples_seen)
         try:
-            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, self.model)
-            self.model.learn_one(x, target)
+            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, model)
+            model.learn_one(x, target)
         except Exception as error:  # the model (or its challenger) may be half-updated
             raise ModelFailure(self.spec.name, "learn", error) from error
         if promoted is not None:

@@ -83,30 +83,34 @@ class ModelContract(BaseModel):
         >>> ModelContract(model="churn", task="multiclass").label_problem(3, locked="str")
         "label 3 is an integer; model 'churn' (multiclass) takes strings (the type of its first label)"
         """
-        where = f"model {self.model!r} ({self.task})"
         if label is None:
             if reward is not None and self.task != "regression":
-                return f"the outcome has only a reward; {where} learns from labels"
+                return f"the outcome has only a reward; {self._where()} learns from labels"
             return None if reward is not None else "the outcome has no label"
         kind = type(label)
         if self.task == "binary":
             if kind is bool or (self.labels_01 and kind is int and label in (0, 1)):
                 return None
             takes = "true or false" + (" (or 0 and 1)" if self.labels_01 else "")
-            return f"label {label!r} is {_described(label)}; {where} takes {takes}"
+            return f"label {label!r} is {_described(label)}; {self._where()} takes {takes}"
         if self.task == "regression":
             if kind is int or kind is float:
                 return None
-            return f"label {label!r} is {_described(label)}; {where} takes numbers"
+            return f"label {label!r} is {_described(label)}; {self._where()} takes numbers"
         expected = self.label_type or locked
         if expected is None:
             if kind in (bool, int, str):
                 return None
-            return f"label {label!r} is {_described(label)}; {where} takes booleans, integers or strings"
+            return f"label {label!r} is {_described(label)}; {self._where()} takes booleans, integers or strings"
         if kind is _LABEL_TYPES[expected]:
             return None
         source = "" if self.label_type else " (the type of its first label)"
-        return f"label {label!r} is {_described(label)}; {where} takes {expected_names(expected)}{source}"
+        return f"label {label!r} is {_described(label)}; {self._where()} takes {expected_names(expected)}{source}"
+
+    def _where(self) -> str:
+        """The model and its task, as a problem names them (made only for a problem: the learner asks
+        about every label)."""
+        return f"model {self.model!r} ({self.task})"
 
     def feature_problem(self, features: dict[str, Any]) -> str | None:
         """Why these features cannot be learned (or served) by the model, or None if they can.

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from river import datasets, linear_model, metrics, preprocessing, tree
 from river.datasets import synth
 
 from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.recent import RecentIds
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
 from adaptloop.schemas import TrainingExample
@@ -112,6 +114,36 @@ def test_checkpoint_restore_continues_exactly_like_an_uninterrupted_learner(tmp_
     second = store.checkpoint(resumed)
     assert second.parent == first.version and second.examples_seen == len(stream)
     assert pickle.loads(store.load_bytes("p", second.version)).predict_one(stream[0][1].features) is not None
+
+
+def test_a_checkpoint_from_before_mini_batches_contracts_and_budgets_restores_and_learns_on(tmp_path):
+    stream = list(_examples(datasets.Phishing(), "p"))
+    spec = LearnerSpec(name="p")
+    straight = OnlineLearner(spec)
+    for i, example in stream:
+        straight.learn(example, ("t:0", i))
+
+    store = ModelStore(tmp_path)
+    old = OnlineLearner(spec)
+    for i, example in stream[:600]:
+        old.learn(example, ("t:0", i))
+    first = store.checkpoint(old)
+    # Its progress as the first checkpoints wrote it: none of the later fields, the ids in an OrderedDict.
+    checkpoint = pickle.loads(store.last_checkpoint["p"])
+    for name in ("pending", "published", "label_type", "feature_names"):
+        delattr(checkpoint.progress, name)
+    checkpoint.progress.recent_ids = OrderedDict.fromkeys(checkpoint.progress.recent_ids)
+    old_bytes = pickle.dumps(checkpoint)
+
+    resumed = store.learner_from(old_bytes, spec)
+    progress = resumed.progress
+    assert (progress.pending, progress.label_type, progress.feature_names) == ([], None, {})
+    assert list(progress.published) == [first.version]  # its one version: scored as production from now on
+    assert isinstance(progress.recent_ids, RecentIds) and list(progress.recent_ids) == [str(i) for i in range(600)]
+    for i, example in stream:
+        resumed.learn(example, ("t:0", i))
+    assert model_bytes(resumed.model) == model_bytes(straight.model)
+    assert resumed.metric_values() == straight.metric_values()
 
 
 def test_a_restarted_tree_writes_the_versions_of_one_never_restarted(tmp_path):

@@ -48,6 +48,6 @@ def test_a_pickle_keeps_only_chunks_that_still_hold_ids_of_the_window():
 def test_a_checkpoint_that_kept_the_ids_in_an_ordered_dict_still_restores():
     old = LearnerProgress()
     old.recent_ids = OrderedDict.fromkeys(["a", "b"])  # type: ignore[assignment]
-    learner = OnlineLearner(LearnerSpec(name="m"), progress=old)
+    learner = OnlineLearner(LearnerSpec(name="m"), progress=pickle.loads(pickle.dumps(old)))
     assert isinstance(learner.progress.recent_ids, RecentIds)
     assert list(learner.progress.recent_ids) == ["a", "b"] and learner.already_learned("a", None)
