@@ -302,7 +302,7 @@ class DelayedJoin:
                 self._schedule(partition, EXPIRE, deadline, key)
                 return out
             entry = {**entry, "p": encoded, "dl": deadline, "h": horizon}
-            if _ts(outcome.timestamp) > deadline:
+            if _ts(outcome.timestamp) >= deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
                 out.examples.append(self._expire(key, entry))
                 out.examples.append(self._late(key, self.state[key], event, outcome))
@@ -388,12 +388,14 @@ class DelayedJoin:
                 if entry["st"] == PENDING:
                     self._remember(key, prediction)
                 return out
-            if entry["st"] == PENDING and at <= _time(entry["dl"]):
+            # Before the deadline: an outcome at the deadline itself would move the outcomes clock
+            # to it, which expires the prediction (with no lateness), so it is late in any order.
+            if entry["st"] == PENDING and at < _time(entry["dl"]):
                 out.examples.append(self._joined(prediction, event))
                 self._finish(key, entry, partition)
                 return out
             if entry["st"] == PENDING:
-                # The outcome is past the horizon even if the clock has not caught up yet.
+                # The outcome is at or past the deadline even if the clock has not caught up yet.
                 self._remember(key, prediction)
                 out.examples.append(self._expire(key, entry))
                 entry = self.state[key]

@@ -27,10 +27,12 @@ The rules (the numbers are those of the comments below):
    or after its prediction, within the horizon or after it, after the prediction expired. A
    ``rejected`` record (the prediction and that outcome, stamped with the outcome's time) says so;
    the decision stays as it was (a pending prediction waits for a good outcome).
-6. A prediction meets its outcome, in either order: ``joined`` if the outcome's time is at or
-   before the deadline, stamped with the later of the two times; if after it, the prediction first
-   ends as in 3, then the outcome adds a ``late`` record stamped with its own time. An outcome of
-   a decision that expired adds a ``late`` record, once.
+6. A prediction meets its outcome, in either order: ``joined`` if the outcome's time is before
+   the deadline, stamped with the later of the two times; at or after it, the prediction first
+   ends as in 3, then the outcome adds a ``late`` record stamped with its own time. (At the
+   deadline: an outcome there moves the outcomes clock to the deadline, which ends the prediction
+   by rule 3 when there is no lateness.) An outcome of a decision that expired adds a ``late``
+   record, once.
 7. Repeated records count once: a repeated prediction of a pending decision replaces the first
    only under its own model's ``duplicates = "last"`` (a new deadline from its own time); a
    repeated outcome still waiting for its prediction replaces the first only under the join's
@@ -291,7 +293,7 @@ class ReferenceJoin:
     def _meet(self, key: str, decision: Decision, outcome: OutcomeEvent) -> None:
         prediction = decision.prediction
         assert prediction is not None and decision.deadline is not None
-        if outcome.timestamp.timestamp() > decision.deadline:
+        if outcome.timestamp.timestamp() >= decision.deadline:
             self._unanswered(decision)
             self._late(decision, outcome)
             return

@@ -306,3 +306,23 @@ def test_the_last_of_repeated_waiting_outcomes_is_dead_lettered_where_it_was_rea
     join.on_outcome(_outcome(1, 1, label=False), 0, offset=8)
     [orphan] = join.tick(0, (T0 + timedelta(hours=2)).timestamp()).rejections
     assert (orphan.event.label, orphan.offset, orphan.sent_on) == (False, 8, False)
+
+
+def test_an_outcome_at_its_deadline_is_late_in_any_order_and_with_any_lateness():
+    """An outcome stamped at the deadline itself moves the outcomes clock to it, which expires the
+    prediction read before it: so it is late whichever came first, also when the clock trails."""
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=10)}
+    at_deadline = _outcome(1, 10)
+    for lateness in (0.0, 1.0):
+        prediction_first = DelayedJoin({}, spec, lateness=lateness)
+        out = prediction_first.on_prediction(_prediction(1, 0), 0)
+        out.extend(prediction_first.on_outcome(at_deadline, 0))
+        outcome_first = DelayedJoin({}, spec, lateness=lateness)
+        out_first = outcome_first.on_outcome(at_deadline, 0)
+        out_first.extend(outcome_first.on_prediction(_prediction(1, 0), 0))
+        assert [e.status for e in out.examples] == ["expired", "late"], lateness
+        assert [e.status for e in out_first.examples] == ["expired", "late"], lateness
+    just_before = DelayedJoin({}, spec)
+    just_before.on_prediction(_prediction(1, 0), 0)
+    [joined] = just_before.on_outcome(_outcome(1, 9.999), 0).examples
+    assert joined.status == "joined"

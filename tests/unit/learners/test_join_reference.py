@@ -174,6 +174,18 @@ class Read:
     event: PredictionEvent | OutcomeEvent
     elsewhere: bool
 
+    def __repr__(self) -> str:  # short: a failing run's steps are printed, some events are 1 MB
+        fields = {k: v for k, v in self.event.__dict__.items() if v is not None}
+        del fields["schema_version"]
+        fields["timestamp"] = self.event.timestamp.timestamp() - T0
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in fields.items())
+        return f"Read({type(self.event).__name__}({shown}), elsewhere={self.elsewhere})"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text):,} chars)"
+
 
 @dataclass(frozen=True)
 class ReadSentOn:
