@@ -174,6 +174,9 @@ class Read:
     event: PredictionEvent | OutcomeEvent
     elsewhere: bool
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # how Hypothesis prints a run
+        printer.text(repr(self))
+
     def __repr__(self) -> str:  # short: a failing run's steps are printed, some events are 1 MB
         fields = {k: v for k, v in self.event.__dict__.items() if v is not None}
         del fields["schema_version"]
@@ -386,6 +389,7 @@ outcomes = st.builds(
     times,
 )
 partitions = st.integers(0, PARTITIONS - 1)
+clocks = st.sampled_from([(0,), (1,), (0, 1), ()])  # a tick's: one clock, both, or none
 elsewhere = st.integers(0, 3).map(lambda roll: roll == 3)  # a quarter read on the other partition
 
 
@@ -403,21 +407,40 @@ def at_the_size_limit(draw: st.DrawFn) -> PredictionEvent | OutcomeEvent:
 
 
 @st.composite
-def ops(draw: st.DrawFn) -> Op:
+def answered(draw: st.DrawFn) -> list[Op]:
+    """A prediction, then its outcome just before, at or just after a deadline (if the horizon drawn
+    is its model's)."""
+    prediction = draw(predictions)
+    deadline = prediction.timestamp.timestamp() + draw(horizons)
+    at = deadline + draw(st.sampled_from([-0.5, 0.0, 0.0, 0.5]))
+    outcome = draw(outcomes).model_copy(
+        update={"decision_id": prediction.decision_id, "timestamp": datetime.fromtimestamp(at, UTC)}
+    )
+    return [Read(prediction, False), Read(outcome, False)]
+
+
+@st.composite
+def ops(draw: st.DrawFn) -> list[Op]:
     """Mostly reads; now and then a tick, a commit, a partition moved, a crash, a record at the size
     limit."""
-    roll = draw(st.integers(0, 20))
+    roll = draw(st.integers(0, 21))
     if roll < 6:
-        return Read(draw(predictions), draw(elsewhere))
+        return [Read(draw(predictions), draw(elsewhere))]
     if roll < 12:
-        return Read(draw(outcomes), draw(elsewhere))
+        return [Read(draw(outcomes), draw(elsewhere))]
     if roll < 14:
-        return ReadSentOn(draw(partitions))
+        return [ReadSentOn(draw(partitions))]
     if roll < 17:
-        return Tick(draw(partitions), draw(times), draw(st.sampled_from([(0,), (1,), (0, 1), ()])))
+        return [Tick(draw(partitions), draw(times), draw(clocks))]
     if roll == 20:
-        return Read(draw(at_the_size_limit()), draw(elsewhere))
-    return [Commit(), Move(draw(partitions)), Crash()][roll - 17]
+        return [Read(draw(at_the_size_limit()), draw(elsewhere))]
+    if roll == 21:
+        return draw(answered())
+    return [[Commit(), Move(draw(partitions)), Crash()][roll - 17]]
+
+
+def flat(runs: list[list[Op]]) -> list[Op]:
+    return [op for run in runs for op in run]
 
 
 def by_name(specs: tuple[LearnerSpec, ...]) -> dict[str, LearnerSpec]:
@@ -444,7 +467,7 @@ join_params = st.fixed_dictionaries(
 @given(
     specs=st.tuples(learner_specs("a"), learner_specs("b")).map(by_name),
     params=join_params,
-    run=st.lists(ops(), min_size=10, max_size=40),
+    run=st.lists(ops(), min_size=10, max_size=40).map(flat),
 )
 def test_the_join_follows_the_reference_rules(
     specs: dict[str, LearnerSpec], params: dict[str, Any], run: list[Op]
