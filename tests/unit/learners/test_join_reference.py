@@ -408,15 +408,16 @@ def at_the_size_limit(draw: st.DrawFn) -> PredictionEvent | OutcomeEvent:
 
 @st.composite
 def answered(draw: st.DrawFn) -> list[Op]:
-    """A prediction, then its outcome just before, at or just after a deadline (if the horizon drawn
-    is its model's)."""
+    """A prediction and its outcome (read first or second) just before, at or just after a deadline
+    (if the horizon drawn is its model's)."""
     prediction = draw(predictions)
     deadline = prediction.timestamp.timestamp() + draw(horizons)
     at = deadline + draw(st.sampled_from([-0.5, 0.0, 0.0, 0.5]))
     outcome = draw(outcomes).model_copy(
         update={"decision_id": prediction.decision_id, "timestamp": datetime.fromtimestamp(at, UTC)}
     )
-    return [Read(prediction, False), Read(outcome, False)]
+    pair: list[Op] = [Read(prediction, False), Read(outcome, False)]
+    return pair if draw(st.booleans()) else pair[::-1]
 
 
 @st.composite
