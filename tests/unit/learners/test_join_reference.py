@@ -236,7 +236,7 @@ class Loop:
         self.committed: list[Output] = []  # what committed transactions wrote
         self._pending: list[Output] = []
         self._since_commit: list[Op] = []
-        self._io = self._io_committed = self._fresh_io()
+        self._io, self._io_committed = self._fresh_io(), self._fresh_io()  # the topics' positions
 
     @staticmethod
     def _fresh_io() -> dict[str, Any]:
