@@ -302,7 +302,7 @@ class DelayedJoin:
                 self._schedule(partition, EXPIRE, deadline, key)
                 return out
             entry = {**entry, "p": encoded, "dl": deadline, "h": horizon}
-            if _ts(outcome.timestamp) > deadline:
+            if _ts(outcome.timestamp) >= deadline:
                 # It came first, but too long after the decision: the same rule as any late outcome.
                 out.examples.append(self._expire(key, entry))
                 out.examples.append(self._late(key, self.state[key], event, outcome))
@@ -374,28 +374,41 @@ class DelayedJoin:
             self.counts["rejected_outcomes"] += 1
             out.rejections.append(Rejection(event, f"its prediction was rejected: {entry.get('r', '')}", None))
             return out
-        if entry["st"] == PENDING and entry["p"] is not None:
+        if entry["st"] in (PENDING, EXPIRED) and entry.get("p") is not None:
             prediction = self._prediction(key, entry)
-            if at > _time(entry["dl"]):
-                # The outcome is past the horizon even if the clock has not caught up yet.
-                out.examples.append(self._expire(key, entry))
-                entry = self.state[key]
-            else:
-                contract = self._contracts.get(prediction.model)
-                if contract is not None and (problem := contract.label_problem(event.label, event.reward)):
-                    self.counts["rejected_outcomes"] += 1
-                    out.rejections.append(Rejection(event, problem, None))
-                    out.examples.append(self._rejected(prediction, event, problem))
-                    self._remember(key, prediction)  # it waits on for a good outcome
-                    return out
+            contract = self._contracts.get(prediction.model)
+            problem = contract.label_problem(event.label, event.reward) if contract else None
+            if problem is not None:
+                # Refused whenever it comes, within the horizon or after it, as when it comes
+                # before its prediction (the same records read in another order end the same):
+                # the decision stays as it was, a pending prediction waits for a good outcome.
+                self.counts["rejected_outcomes"] += 1
+                out.rejections.append(Rejection(event, problem, None))
+                out.examples.append(self._rejected(prediction, event, problem))
+                if entry["st"] == PENDING:
+                    self._remember(key, prediction)
+                return out
+            # Before the deadline: an outcome at the deadline itself would move the outcomes clock
+            # to it, which expires the prediction (with no lateness), so it is late in any order.
+            if entry["st"] == PENDING and at < _time(entry["dl"]):
                 out.examples.append(self._joined(prediction, event))
                 self._finish(key, entry, partition)
                 return out
-        if entry["st"] == EXPIRED:
-            out.examples.append(self._late(key, entry, self._prediction(key, entry), event))
+            if entry["st"] == PENDING:
+                # The outcome is at or past the deadline even if the clock has not caught up yet.
+                self._remember(key, prediction)
+                out.examples.append(self._expire(key, entry))
+                entry = self.state[key]
+            out.examples.append(self._late(key, entry, prediction, event))
         elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
             self.counts["duplicate_outcomes"] += 1
-            self._put(key, {**entry, "o": encoded})
+            # With its own provenance: its dead letter (an orphan, or refused with its
+            # prediction) names where it was read, not where the outcome it replaces was.
+            kept: JoinEntry = {**entry, "o": encoded, "off": offset}
+            kept.pop("ro", None)
+            if sent_on:
+                kept["ro"] = True
+            self._put(key, kept)
             _keep(self._parsed_outcomes, key, (encoded, event))
         else:
             self.counts["duplicate_outcomes"] += 1

@@ -260,3 +260,69 @@ def test_what_breaks_a_models_contract_is_rejected_where_it_entered():
     # Nothing rejected is ever learned; the pending prediction of d2 expires at its horizon.
     final = join.tick(0, (T0 + timedelta(days=1)).timestamp())
     assert [(e.decision_id, e.status) for e in final.examples] == [("d2", "expired")]
+
+
+def test_an_unlearnable_label_is_refused_in_either_order_even_after_the_horizon():
+    """The same records read in either order end the same: an outcome whose label the model cannot
+    learn is a dead letter whenever it comes (before its prediction, within the horizon or after it,
+    after the prediction expired), never a ``late`` record holding a label the model cannot take; a
+    later good outcome is still late."""
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=10)}
+    at = T0 + timedelta(seconds=11)
+    bad = OutcomeEvent(decision_id="d1", label="yes", source="s", timestamp=at)
+    reason = "label 'yes' is a string; model 'm' (binary) takes true or false"
+    end = (T0 + timedelta(days=1)).timestamp()
+    prediction_first = DelayedJoin({}, spec)
+    out = prediction_first.on_prediction(_prediction(1, 0), 0)
+    out.extend(prediction_first.on_outcome(bad, 0, offset=5))
+    out.extend(prediction_first.tick(0, end))
+    outcome_first = DelayedJoin({}, spec)
+    out_first = outcome_first.on_outcome(bad, 0, offset=5)
+    out_first.extend(outcome_first.on_prediction(_prediction(1, 0), 0))
+    out_first.extend(outcome_first.tick(0, end))
+    assert [(r.reason, r.offset) for r in out.rejections] == [(reason, None)]
+    assert [(r.reason, r.offset) for r in out_first.rejections] == [(reason, 5)]
+    # (the outcome's time moved the clock first)
+    assert [e.status for e in out.examples] == ["expired", "rejected"]
+    assert [e.status for e in out_first.examples] == ["rejected", "expired"]
+
+    expired = DelayedJoin({}, spec)
+    expired.on_prediction(_prediction(1, 0), 0)
+    horizon_passed = expired.tick(0, (T0 + timedelta(seconds=10)).timestamp())
+    assert [e.status for e in horizon_passed.examples] == ["expired"]
+    refused = expired.on_outcome(bad, 0)
+    assert [(e.status, e.reason) for e in refused.examples] == [("rejected", reason)]
+    assert [r.reason for r in refused.rejections] == [reason]
+    late = expired.on_outcome(_outcome(1, 12), 0)
+    assert [(e.status, e.label) for e in late.examples] == [("late", True)]
+
+
+def test_the_last_of_repeated_waiting_outcomes_is_dead_lettered_where_it_was_read():
+    """Under ``outcome_duplicates = "last"`` the outcome kept is the last, and so are the topic and
+    offset its dead letter names (an orphan here): not those of the outcome it replaced."""
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=5)}
+    join = DelayedJoin({}, spec, outcome_duplicates="last")
+    join.on_outcome(_outcome(1, 0), 0, offset=3, sent_on=True)
+    join.on_outcome(_outcome(1, 1, label=False), 0, offset=8)
+    [orphan] = join.tick(0, (T0 + timedelta(hours=2)).timestamp()).rejections
+    assert (orphan.event.label, orphan.offset, orphan.sent_on) == (False, 8, False)
+
+
+def test_an_outcome_at_its_deadline_is_late_in_any_order_and_with_any_lateness():
+    """An outcome stamped at the deadline itself moves the outcomes clock to it, which expires the
+    prediction read before it: so it is late whichever came first, also when the clock trails."""
+    spec = {"m": LearnerSpec(name="m", horizon_seconds=10)}
+    at_deadline = _outcome(1, 10)
+    for lateness in (0.0, 1.0):
+        prediction_first = DelayedJoin({}, spec, lateness=lateness)
+        out = prediction_first.on_prediction(_prediction(1, 0), 0)
+        out.extend(prediction_first.on_outcome(at_deadline, 0))
+        outcome_first = DelayedJoin({}, spec, lateness=lateness)
+        out_first = outcome_first.on_outcome(at_deadline, 0)
+        out_first.extend(outcome_first.on_prediction(_prediction(1, 0), 0))
+        assert [e.status for e in out.examples] == ["expired", "late"], lateness
+        assert [e.status for e in out_first.examples] == ["expired", "late"], lateness
+    just_before = DelayedJoin({}, spec)
+    just_before.on_prediction(_prediction(1, 0), 0)
+    [joined] = just_before.on_outcome(_outcome(1, 9.999), 0).examples
+    assert joined.status == "joined"
