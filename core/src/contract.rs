@@ -234,7 +234,7 @@ fn parse_time(text: &str) -> Result<Time, &'static str> {
             if c.is_ascii_digit() { Ok(acc * 10 + u32::from(c - b'0')) } else { Err("not a digit") }
         })
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return Err("not a date-time");
     }
     if !matches!(b[10], b'T' | b't' | b' ') {
@@ -257,7 +257,7 @@ fn parse_time(text: &str) -> Result<Time, &'static str> {
     }
     let mut at = 19;
     let mut micro = 0u32;
-    if b[at] == b'.' {
+    if b.get(at) == Some(&b'.') {
         at += 1;
         let start = at;
         while at < b.len() && b[at].is_ascii_digit() {
@@ -284,7 +284,7 @@ fn parse_time(text: &str) -> Result<Time, &'static str> {
             let seconds = hours * 3600 + minutes * 60;
             if zone[0] == b'-' { -seconds } else { seconds }
         }
-        _ => return Err("no time zone"),
+        _ => return Err("no timezone (Z or an offset such as +01:00)"),
     };
     Ok(Time { year, month, day, hour, minute, second, micro, offset })
 }
@@ -426,6 +426,7 @@ fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure>
     let integer = matches!(value, Value::Number(n) if is_integer(n));
     let mut found: Option<Out<'a>> = None;
     let mut failures: Vec<String> = Vec::new();
+    let mut named: Vec<String> = Vec::new(); // the fields that branches of a rule across fields failed on
     for branch in branches {
         match validate(branch, value) {
             Ok(out @ (Out::Int(_) | Out::UInt(_))) => return Ok(out),
@@ -437,6 +438,11 @@ fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure>
             }
             Err(mut failure) => {
                 failure.path.reverse();
+                if let Some(first) = failure.path.first() {
+                    if !named.contains(first) {
+                        named.push(first.clone());
+                    }
+                }
                 let message = if failure.path.is_empty() {
                     failure.message
                 } else {
@@ -448,7 +454,17 @@ fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure>
             }
         }
     }
-    found.ok_or_else(|| Failure::new(failures.join(", or ")))
+    found.ok_or_else(|| Failure::new(union_failure(failures, &named)))
+}
+
+/// Why no branch of a union took a value: a rule across fields (each branch failed on a field: "needs a
+/// label or a reward") by the fields, any other by each branch's failure.
+fn union_failure(failures: Vec<String>, named: &[String]) -> String {
+    if !named.is_empty() && named.len() == failures.len() {
+        format!("needs a {}", named.join(" or a "))
+    } else {
+        failures.join(", or ")
+    }
 }
 
 fn string<'a>(schema: &Schema, text: &'a str) -> Result<Out<'a>, Failure> {
@@ -465,16 +481,22 @@ fn string<'a>(schema: &Schema, text: &'a str) -> Result<Out<'a>, Failure> {
             }
         }
     }
+    // A date-time is parsed before its pattern is matched: the parser says what is wrong ("no timezone").
+    let time = match schema.date_time {
+        true => Some(
+            parse_time(text)
+                .map_err(|why| Failure::new(format!("{text:?} is not a valid date-time: {why}")))?,
+        ),
+        false => None,
+    };
     if let Some(pattern) = &schema.pattern {
         if !pattern.is_match(text) {
             return Err(Failure::new(format!("{text:?} does not match {:?}", pattern.as_str())));
         }
     }
-    if !schema.date_time {
+    let Some(time) = time else {
         return Ok(Out::Str(text));
-    }
-    let time = parse_time(text)
-        .map_err(|why| Failure::new(format!("{text:?} is not a valid date-time: {why}")))?;
+    };
     let instant = time.instant();
     if schema.time_min.is_some_and(|min| instant < min) {
         return Err(Failure::new(format!("{text:?} is earlier than the earliest time allowed")));
@@ -602,8 +624,15 @@ impl Contract {
             let message = format!("{} bytes exceeds the {max_bytes}-byte limit", data.len());
             return Err(fail(py, "too_large", &[], message));
         }
-        let value: Value = serde_json::from_slice(data)
-            .map_err(|e| fail(py, "malformed", &[], format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(data).map_err(|e| {
+            let message = e.to_string();
+            if message.starts_with("number out of range") {
+                // Valid JSON (any number of digits is), but no float: not a finite number, as pydantic says.
+                fail(py, "invalid", &[], format!("a number is not finite in a 64-bit float: {message}"))
+            } else {
+                fail(py, "malformed", &[], format!("not valid JSON: {message}"))
+            }
+        })?;
         match validate(&self.schema, &value) {
             Ok(out) => to_python(py, out),
             Err(failure) => {

@@ -32,7 +32,7 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
         (
             PREDICTIONS,
             b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":NaN}}' % k,
-            "invalid",
+            "malformed",  # NaN is no JSON token (the compiled core's parser says so; pydantic's read it)
         ),
         (
             PREDICTIONS,
