@@ -2,13 +2,9 @@
 
 from typing import Any
 
-
-
 # core/src/contract.rs: events decoded and validated with the JSON Schema their contract exports
 class ContractError(ValueError):
     """args: (kind, path, message); kind is empty, too_large, malformed, missing or invalid."""
-
-    args: tuple[str, tuple[str, ...], str]  # type: ignore[assignment]
 
 class Contract:
     def __init__(self, schema: str) -> None: ...

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from adaptloop import _core
+from adaptloop._core import Contract, ContractError
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.export import core_schema
@@ -105,10 +105,10 @@ COMPILED = frozenset({PREDICTIONS.name, OUTCOMES.name})
 
 
 @cache
-def _compiled(topic: Topic) -> tuple[_core.Contract, Callable[[dict[str, Any]], Event]]:
+def _compiled(topic: Topic) -> tuple[Contract, Callable[[dict[str, Any]], Event]]:
     """The core's contract of ``topic``, and what makes its event from the fields the core read (the fields
     in declared order, the defaults of those absent)."""
-    contract = _core.Contract(orjson.dumps(core_schema(topic)).decode())
+    contract = Contract(orjson.dumps(core_schema(topic)).decode())
     model = topic.event
     defaults = {name: info for name, info in model.model_fields.items() if not info.is_required()}
     names = tuple(model.model_fields)
@@ -129,7 +129,7 @@ def _decode_compiled(topic: Topic, data: bytes | None, max_bytes: int) -> Event:
     contract, event = _compiled(topic)
     try:
         return event(contract.decode(data, max_bytes))
-    except _core.ContractError as error:
+    except ContractError as error:
         raise _classify_compiled(topic, data, *error.args) from None
 
 

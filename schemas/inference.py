@@ -64,8 +64,7 @@ class OutcomeEvent(Event):
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
-                {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
-                for field in ("label", "reward")
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("label", "reward")
             ]
         }
     )

@@ -135,8 +135,10 @@ def test_the_poison_records():
     records = [
         (
             PREDICTIONS,
-            b'{"decision_id":"year-0","model":"m","model_version":"v0","features":{"x":1.0},'
-            b'"timestamp":"0001-01-01T00:00:00+23:59"}',
+            (
+                b'{"decision_id":"year-0","model":"m","model_version":"v0","features":{"x":1.0},'
+                b'"timestamp":"0001-01-01T00:00:00+23:59"}'
+            ),
         ),
         (PREDICTIONS, encode(big)),
         (PREDICTIONS, encode(big.model_copy(update={"features": {"note": "x" * 1_000_000}}))),
