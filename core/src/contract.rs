@@ -71,8 +71,8 @@ struct Schema {
     max_length: Option<usize>,
     pattern: Option<Regex>,
     date_time: bool,
-    time_min: Option<i64>,
-    time_max_exclusive: Option<i64>,
+    time_min: Option<(i64, String)>,
+    time_max_exclusive: Option<(i64, String)>,
 }
 
 /// Keywords that say nothing about validity.
@@ -174,9 +174,11 @@ fn count(value: &Value) -> Result<usize, String> {
     value.as_u64().map(|n| n as usize).ok_or_else(|| format!("a length must be a count: {value}"))
 }
 
-fn bound(value: &Value) -> Result<i64, String> {
+/// A time bound: its instant, and its text for the failures it causes.
+fn bound(value: &Value) -> Result<(i64, String), String> {
     let text = value.as_str().ok_or("a time bound must be a string")?;
-    parse_time(text).map(|t| t.instant()).map_err(|e| format!("time bound {text}: {e}"))
+    let instant = parse_time(text).map(|t| t.instant()).map_err(|e| format!("time bound {text}: {e}"))?;
+    Ok((instant, text.to_owned()))
 }
 
 /// A valid date-time, as its fields and its UTC offset.
@@ -498,11 +500,15 @@ fn string<'a>(schema: &Schema, text: &'a str) -> Result<Out<'a>, Failure> {
         return Ok(Out::Str(text));
     };
     let instant = time.instant();
-    if schema.time_min.is_some_and(|min| instant < min) {
-        return Err(Failure::new(format!("{text:?} is earlier than the earliest time allowed")));
+    if let Some((min, shown)) = &schema.time_min {
+        if instant < *min {
+            return Err(Failure::new(format!("{text:?} is earlier than {shown}")));
+        }
     }
-    if schema.time_max_exclusive.is_some_and(|max| instant >= max) {
-        return Err(Failure::new(format!("{text:?} is not before the latest time allowed")));
+    if let Some((max, shown)) = &schema.time_max_exclusive {
+        if instant >= *max {
+            return Err(Failure::new(format!("{text:?} is not before {shown}")));
+        }
     }
     Ok(Out::Time(time))
 }
