@@ -42,11 +42,12 @@ print(json.dumps({"file": adaptloop.__file__, "path": sys.path, "names": names, 
 
 
 def source_modules() -> set[str]:
-    """Every module of the checkout, named as it installs (the package-dir mapping of pyproject.toml)."""
+    """Every module of the checkout, named as it installs (the package-dir mapping of pyproject.toml): each
+    ``.py`` file, and each compiled module by its ``.pyi`` stub (``adaptloop/_core.pyi``: the Rust core)."""
     package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     modules = set()
     for package, folder in package_dir.items():
-        for file in (ROOT / folder).rglob("*.py"):
+        for file in [*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.pyi")]:
             if "__pycache__" in file.parts:
                 continue
             parts = file.relative_to(ROOT / folder).with_suffix("").parts

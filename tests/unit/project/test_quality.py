@@ -73,6 +73,8 @@ def _imported_layers(path: Path) -> set[str]:
         )
         for name in names:
             parts = name.split(".")
+            if parts[:2] == ["adaptloop", "_core"]:
+                continue  # the compiled core (core/, Rust) imports nothing of adaptloop: any layer may use it
             if parts[0] == "adaptloop" and len(parts) > 1 and parts[1] in LAYERS:
                 layers.add(parts[1])
             elif parts[0] == "adaptloop":
