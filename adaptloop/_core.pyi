@@ -1,0 +1,3 @@
+"""Type stubs of adaptloop._core, the compiled core (the Rust crate in core/)."""
+
+def ping() -> str: ...

@@ -1,0 +1,13 @@
+//! adaptloop's compiled per-record core: the Python module `adaptloop._core`.
+//!
+//! Each module of this crate is one idea and registers its own Python functions in `_core` below.
+
+use pyo3::prelude::*;
+
+mod contract;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    contract::register(m)?;
+    Ok(())
+}
