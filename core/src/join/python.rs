@@ -9,7 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::entry::{Entry, Value};
-use super::rules::{Error, Join, LabelCheck, Output, Reason, Refused, Settings, Spec, State, COUNTS, MAX_JOINABLE_BYTES};
+use super::rules::{
+    Error, Input, Join, LabelCheck, Output, Processed, Reason, Record, Refused, Settings, Spec, State, COUNTS,
+    MAX_JOINABLE_BYTES,
+};
 
 fn value_from(value: &Bound<'_, PyAny>) -> PyResult<Value> {
     if value.is_none() {
@@ -152,9 +155,9 @@ fn raised(error: Error<PyErr>) -> PyErr {
     }
 }
 
-/// ``(examples, rejections)``: each example ``(model, status, JSON)``; each rejection ``(outcome JSON or
-/// None for the event being processed, reason, offset, sent_on)``, a reason being a text or, for an outcome
-/// no prediction came for, ``(decision_id, horizon)``.
+/// ``(examples, rejections)``: each example ``(model, status, JSON)``; each rejection ``(decision_id, outcome
+/// JSON, reason, offset, sent_on)`` (decision_id and JSON None: the event being processed), a reason being a
+/// text or, for an outcome no prediction came for, ``(decision_id, horizon)``.
 fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
     let examples = PyList::empty(py);
     for example in out.examples {
@@ -162,15 +165,15 @@ fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
     }
     let rejections = PyList::empty(py);
     for rejection in out.rejections {
-        let event = match rejection.event {
-            Refused::Current => None,
-            Refused::Outcome(json) => Some(PyBytes::new(py, &json)),
+        let (key, event) = match rejection.event {
+            Refused::Current => (None, None),
+            Refused::Outcome(key, json) => (Some(key), Some(PyBytes::new(py, &json))),
         };
         let reason = match rejection.reason {
             Reason::Text(text) => text.into_pyobject(py)?.into_any(),
             Reason::NoPrediction { key, horizon } => (key, horizon).into_pyobject(py)?.into_any(),
         };
-        rejections.append((event, reason, rejection.offset, rejection.sent_on))?;
+        rejections.append((key, event, reason, rejection.offset, rejection.sent_on))?;
     }
     PyTuple::new(py, [examples.into_any(), rejections.into_any()])
 }
@@ -263,6 +266,54 @@ impl JoinCore {
         }
         let out = self.join.tick(&mut table.state, partition, now, &clocks).map_err(raised)?;
         output(py, out)
+    }
+
+    /// A polled batch, in order. Each record is ``(is_outcome, partition, may_send_on, refused, decision_id,
+    /// model, JSON, problem, offset, sent_on)`` (a prediction's ``model`` and ``problem``, an outcome's
+    /// ``offset`` and ``sent_on``; the others None or False). For each record, in order: the partition to send
+    /// it on to (an int), None (``refused`` and on its decision's partition), its output (as
+    /// ``on_prediction`` returns it), or the exception it raised (its decision's entry left as it was).
+    fn process<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut table: PyRefMut<'_, JoinTable>,
+        records: &Bound<'py, PyList>,
+        partitions: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut batch = Vec::with_capacity(records.len());
+        for item in records.iter() {
+            let (is_outcome, partition, may_send_on, refused, key, model, json, problem, offset, sent_on): (
+                bool,
+                i64,
+                bool,
+                bool,
+                String,
+                Option<String>,
+                Bound<'py, PyBytes>,
+                Option<String>,
+                Option<i64>,
+                bool,
+            ) = item.extract()?;
+            let json: Arc<[u8]> = Arc::from(json.as_bytes());
+            let input = if is_outcome {
+                Input::Outcome { key, json, offset, sent_on }
+            } else {
+                Input::Prediction { key, model: model.unwrap_or_default(), json, problem }
+            };
+            batch.push(Record { partition, may_send_on, refused, input });
+        }
+        let check = self.label_problem.bind(py);
+        let results = self.join.process(&mut table.state, batch, partitions, &mut PyLabelCheck { check });
+        let out = PyList::empty(py);
+        for result in results {
+            match result {
+                Processed::SentOn(home) => out.append(home)?,
+                Processed::Refused => out.append(py.None())?,
+                Processed::Joined(output_) => out.append(output(py, output_)?)?,
+                Processed::Failed(error) => out.append(raised(error).into_value(py))?,
+            }
+        }
+        Ok(out)
     }
 
     fn forget(&mut self, partition: i64) {

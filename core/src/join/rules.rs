@@ -52,8 +52,8 @@ pub enum Reason {
 pub enum Refused {
     /// The event being processed.
     Current,
-    /// An outcome read earlier, waiting in the state (its JSON).
-    Outcome(Arc<[u8]>),
+    /// An outcome read earlier, waiting in the state: its decision_id and its JSON.
+    Outcome(String, Arc<[u8]>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +117,62 @@ const LATE_COUNT: usize = 8;
 const EXPIRED_COUNT: usize = 9;
 const DEFAULTED: usize = 10;
 const REJECTED_COUNT: usize = 11;
+
+/// One record of a polled batch.
+pub struct Record {
+    pub partition: i64,
+    pub may_send_on: bool,
+    /// Refused before the join (its time, say): only sent on if it is not its decision's partition.
+    pub refused: bool,
+    pub input: Input,
+}
+
+pub enum Input {
+    /// ``problem``: what the model's contract says of its features.
+    Prediction { key: String, model: String, json: Arc<[u8]>, problem: Option<String> },
+    /// ``sent_on``: read from the repartition topic; ``offset``: where, for its dead letter.
+    Outcome { key: String, json: Arc<[u8]>, offset: Option<i64>, sent_on: bool },
+}
+
+/// What became of a record of a batch.
+pub enum Processed<E> {
+    /// Read on another partition than its decision's: to be sent on to this one.
+    SentOn(i64),
+    /// Refused before the join, and on its decision's partition: the caller dead-letters it.
+    Refused,
+    Joined(Output),
+    Failed(Error<E>),
+}
+
+/// Kafka's murmur2 hash of a key, as Java's ``Utils.murmur2`` computes it.
+pub fn murmur2(key: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let chunks = key.chunks_exact(4);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    if rest.len() == 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h = (h ^ rest[0] as u32).wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// The partition Java's default partitioner gives a key (``adaptloop.schemas.topics.partition_for``).
+pub fn partition_for(key: &[u8], partitions: i64) -> i64 {
+    (murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1)
+}
 
 /// The entries by decision_id, noting per partition which keys changed, for the changelog.
 #[derive(Default, Debug)]
@@ -325,7 +381,7 @@ impl Join {
                     // The outcome that came first breaks the contract: refused; the prediction waits for a good one.
                     self.counts[REJECTED_OUTCOMES] += 1;
                     out.rejections.push(Rejection {
-                        event: Refused::Outcome(outcome.clone()),
+                        event: Refused::Outcome(key.to_owned(), outcome.clone()),
                         reason: Reason::Text(problem.clone()),
                         offset: entry.offset(),
                         sent_on: entry.sent_on(),
@@ -403,7 +459,7 @@ impl Join {
                 .cloned()
                 .ok_or_else(|| Error::Corrupt(format!("entry {key:?} holds neither event")))?;
             out.rejections.push(Rejection {
-                event: Refused::Outcome(outcome),
+                event: Refused::Outcome(key.to_owned(), outcome),
                 reason: Reason::Text(format!("its prediction was rejected: {problem}")),
                 offset: entry.offset(),
                 sent_on: entry.sent_on(),
@@ -547,6 +603,58 @@ impl Join {
         self.advance(state, partition, now, clocks)
     }
 
+    /// A polled batch of predictions and outcomes, in order: each record sent on to its decision's partition
+    /// (``may_send_on``: read from an input that services write, where a record may be on another partition
+    /// than its decision's), joined, or failed; a record that fails leaves its decision's entry as it was.
+    pub fn process<C: LabelCheck>(
+        &mut self,
+        state: &mut State,
+        records: Vec<Record>,
+        partitions: i64,
+        check: &mut C,
+    ) -> Vec<Processed<C::Error>> {
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            let key = match &record.input {
+                Input::Prediction { key, .. } | Input::Outcome { key, .. } => key.clone(),
+            };
+            if record.may_send_on && state.get(&key).map(Entry::partition) != Some(record.partition) {
+                // Its decision's entry is not here: its key says where its home is.
+                let home = partition_for(key.as_bytes(), partitions);
+                if home != record.partition {
+                    results.push(Processed::SentOn(home));
+                    continue;
+                }
+            }
+            if record.refused {
+                results.push(Processed::Refused);
+                continue;
+            }
+            let before = state.get(&key).cloned();
+            let result = match record.input {
+                Input::Prediction { key, model, json, problem } => {
+                    self.on_prediction(state, &key, &model, json, problem, record.partition, check)
+                }
+                Input::Outcome { key, json, offset, sent_on } => {
+                    self.on_outcome(state, &key, json, record.partition, offset, sent_on, check)
+                }
+            };
+            results.push(match result {
+                Ok(out) => Processed::Joined(out),
+                Err(error) => {
+                    match before {
+                        Some(entry) => state.put(&key, entry),
+                        None => {
+                            state.delete(&key);
+                        }
+                    }
+                    Processed::Failed(error)
+                }
+            });
+        }
+        results
+    }
+
     // -- time --------------------------------------------------------------------------------
 
     fn advance<E>(&mut self, state: &mut State, partition: i64, timestamp: f64, which: &[usize]) -> Result<Output, Error<E>> {
@@ -593,7 +701,7 @@ impl Join {
                             .cloned()
                             .ok_or_else(|| Error::Corrupt(format!("entry {key:?} holds neither event")))?;
                         out.rejections.push(Rejection {
-                            event: Refused::Outcome(outcome),
+                            event: Refused::Outcome(key.clone(), outcome),
                             reason: Reason::NoPrediction { key: key.clone(), horizon: self.default_horizon() },
                             offset: entry.offset(),
                             sent_on: entry.sent_on(),
@@ -878,7 +986,7 @@ mod tests {
         assert_eq!(
             out.rejections[..],
             [Rejection {
-                event: Refused::Outcome(outcome("d9", 0)),
+                event: Refused::Outcome("d9".into(), outcome("d9", 0)),
                 reason: Reason::NoPrediction { key: "d9".into(), horizon: 3600.0 },
                 offset: Some(41),
                 sent_on: true,
@@ -914,6 +1022,28 @@ mod tests {
         assert!(text.ends_with(",\"status\":\"rejected\",\"predicted_at\":\"2026-01-01T00:00:00+00:00\",\
                                 \"outcome_at\":null,\"fallback\":false,\"reason\":\"bad \\\"x\\\"\"}"), "{text}");
         assert_eq!(state.get("d1").unwrap().status(), REJECTED);
+    }
+
+    #[test]
+    fn murmur2_is_kafkas() {
+        // adaptloop.schemas.topics.murmur2(b"21") and Java's Utils.murmur2
+        assert_eq!(murmur2(b"21"), 3_321_034_988);
+    }
+
+    #[test]
+    fn a_record_on_another_partition_than_its_decision_is_sent_on() {
+        let (mut join, mut state) = join(false, false);
+        let home = partition_for(b"d1", 6);
+        let other = (home + 1) % 6;
+        let record = |partition| Record {
+            partition,
+            may_send_on: true,
+            refused: false,
+            input: Input::Prediction { key: "d1".into(), model: "m".into(), json: prediction("d1", 0), problem: None },
+        };
+        let results = join.process(&mut state, vec![record(other), record(home)], 6, &mut NoProblems);
+        assert!(matches!(results[..], [Processed::SentOn(h), Processed::Joined(_)] if h == home));
+        assert_eq!(state.get("d1").unwrap().partition(), home);
     }
 
     #[test]
