@@ -56,6 +56,11 @@ impl Entry {
         self.fields.push((Arc::from(key), value));
     }
 
+    /// Remove ``key`` if present (a Python dict's ``pop(key, None)``).
+    pub fn remove(&mut self, key: &str) {
+        self.fields.retain(|(k, _)| &**k != key);
+    }
+
     /// ``with`` a key set: a builder for new entries.
     pub fn with(mut self, key: &str, value: Value) -> Self {
         self.set(key, value);

@@ -397,7 +397,7 @@ impl Join {
             entry.set("p", Value::Bytes(json.clone()));
             entry.set("dl", Value::Float(deadline));
             entry.set("h", horizon.clone());
-            if timestamp_of(&outcome)? > deadline {
+            if timestamp_of(&outcome)? >= deadline {
                 // It came first, but too long after the decision: the same rule as any late outcome.
                 let expired = self.expire(state, key, &entry)?;
                 out.examples.push(expired);
@@ -537,47 +537,55 @@ impl Join {
             });
             return Ok(out);
         }
-        if entry.is_pending() {
-            if let Some(prediction) = entry.json("p").cloned() {
+        let answerable = entry.is_pending() || entry.status() == EXPIRED;
+        if let Some(prediction) = entry.json("p").cloned().filter(|_| answerable) {
+            let model = Prediction::new(&prediction).model();
+            let problem = match self.specs.contains_key(&model) {
+                true => check.label_problem(&model, &json).map_err(Error::Check)?,
+                false => None,
+            };
+            if let Some(problem) = problem {
+                // Refused whenever it comes, within the horizon or after it, as when it comes before its
+                // prediction (the same records read in another order end the same): the decision stays as
+                // it was, a pending prediction waits for a good outcome.
+                self.counts[REJECTED_OUTCOMES] += 1;
+                out.rejections.push(Rejection {
+                    event: Refused::Current,
+                    reason: Reason::Text(problem.clone()),
+                    offset: None,
+                    sent_on: false,
+                });
+                let example = self.rejected(&prediction, Some(&json), &problem)?;
+                out.examples.push(example);
+                return Ok(out);
+            }
+            if entry.is_pending() {
                 let deadline = entry.time("dl").ok_or_else(|| Error::Corrupt(format!("{key:?} has no deadline")))?;
-                if at > deadline {
-                    // The outcome is past the horizon even if the clock has not caught up yet.
-                    let expired = self.expire(state, key, &entry)?;
-                    out.examples.push(expired);
-                    entry = state.get(key).cloned().unwrap_or_default();
-                } else {
-                    let model = Prediction::new(&prediction).model();
-                    if self.specs.contains_key(&model) {
-                        if let Some(problem) = check.label_problem(&model, &json).map_err(Error::Check)? {
-                            self.counts[REJECTED_OUTCOMES] += 1;
-                            out.rejections.push(Rejection {
-                                event: Refused::Current,
-                                reason: Reason::Text(problem.clone()),
-                                offset: None,
-                                sent_on: false,
-                            });
-                            let example = self.rejected(&prediction, Some(&json), &problem)?;
-                            out.examples.push(example);
-                            return Ok(out); // it waits on for a good outcome
-                        }
-                    }
+                // Before the deadline: an outcome at the deadline itself would move the outcomes clock to it,
+                // which expires the prediction (with no lateness), so it is late in any order.
+                if at < deadline {
                     let joined = self.joined(&prediction, &json)?;
                     out.examples.push(joined);
                     self.finish(state, key, &entry, partition)?;
                     return Ok(out);
                 }
+                // The outcome is at or past the deadline even if the clock has not caught up yet.
+                let expired = self.expire(state, key, &entry)?;
+                out.examples.push(expired);
+                entry = state.get(key).cloned().unwrap_or_default();
             }
-        }
-        if entry.status() == EXPIRED {
-            let prediction = entry
-                .json("p")
-                .cloned()
-                .ok_or_else(|| Error::Corrupt(format!("expired entry {key:?} has no prediction")))?;
             let late = self.late(state, key, entry, &prediction, &json)?;
             out.examples.push(late);
         } else if entry.is_pending() && entry.json("p").is_none() && self.settings.outcomes_last {
             self.counts[DUPLICATE_OUTCOMES] += 1;
+            // With its own provenance: its dead letter (an orphan, or refused with its prediction) names where
+            // it was read, not where the outcome it replaces was.
             entry.set("o", Value::Bytes(json.clone()));
+            entry.set("off", offset.map_or(Value::Nil, Value::Int));
+            entry.remove("ro");
+            if sent_on {
+                entry.set("ro", Value::Bool(true));
+            }
             state.put(key, entry);
         } else {
             self.counts[DUPLICATE_OUTCOMES] += 1;
