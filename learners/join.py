@@ -204,9 +204,9 @@ sent_on) each."""
 RawOutput = tuple[Examples, RawRejections]
 JoinRecord = tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
 """A record of a batch for :meth:`DelayedJoin.process` (see :meth:`DelayedJoin.record`)."""
-Processed = int | RawOutput | BaseException | None
-"""What became of a record of a batch: the partition it is to be sent on to, its output, the exception it
-raised, or None (refused before the join)."""
+Processed = int | RawOutput | tuple[()] | BaseException | None
+"""What became of a record of a batch: the partition it is to be sent on to, its output (``()``: nothing),
+the exception it raised, or None (refused before the join)."""
 
 
 class DelayedJoin:
@@ -263,10 +263,10 @@ class DelayedJoin:
         """Predictions, outcomes and how decisions ended, counted since the join started."""
         return Counter(self.core.counts())
 
-    def _label_problem(self, model: str, outcome: bytes) -> str | None:
-        """Why ``model``'s contract refuses an outcome (its JSON), if it does."""
-        fields = orjson.loads(outcome)
-        return self._contracts[model].label_problem(fields.get("label"), fields.get("reward"))
+    def _label_problem(self, model: str, label: bytes, reward: bytes) -> str | None:
+        """Why ``model``'s contract refuses an outcome's label (its JSON, and its reward's), if it does. The
+        core keeps the answers: a contract's answer depends on the label and on whether there is a reward."""
+        return self._contracts[model].label_problem(orjson.loads(label), orjson.loads(reward))
 
     # -- inputs ------------------------------------------------------------------------------
 

@@ -333,7 +333,7 @@ class JoinAgent:
                 self._reject(record, "rejected", problem)
             elif isinstance(result, BaseException):
                 self._failed(record, result)
-            else:
+            elif result:
                 self._emit(record, result, joined)
 
     def _send_on(self, record: Record, home: int) -> None:

@@ -1,8 +1,9 @@
 //! One decision's entry in the join's state, and its changelog bytes.
 //!
-//! An entry is an ordered map of short keys (``pt``, ``st``, ``p``, ``o``, ``dl``, ``h``, ``off``, ``ro``,
-//! ``gc``, ``r``) to plain values, kept in the order its keys were first set: the changelog stores it as a
-//! MessagePack map in that order, byte for byte what ``msgspec.msgpack`` writes for the same Python dict.
+//! An entry is an ordered map of short keys (``pt``, ``st``, ``p``, ``o``, ``dl``, ``h``, ``off``,
+//! ``ro``, ``gc``, ``r``) to plain values, kept in the order its keys were first set: the changelog
+//! stores it as a MessagePack map in that order, byte for byte what ``msgspec.msgpack`` writes for
+//! the same Python dict.
 
 use std::sync::Arc;
 
@@ -24,7 +25,8 @@ pub enum Value {
 }
 
 impl Value {
-    /// The number this value holds (``None`` for anything else, as Python's ``entry.get(...)`` of a null).
+    /// The number this value holds (``None`` for anything else, as Python's ``entry.get(...)`` of a
+    /// null).
     pub fn number(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
@@ -42,10 +44,13 @@ pub struct Entry {
 
 impl Entry {
     pub fn new() -> Self {
-        Entry { fields: Vec::with_capacity(8) }
+        Entry {
+            fields: Vec::with_capacity(8),
+        }
     }
 
-    /// Set ``key`` (in place if present, at the end if new: a Python dict's ``{**entry, key: value}``).
+    /// Set ``key`` (in place if present, at the end if new: a Python dict's ``{**entry, key:
+    /// value}``).
     pub fn set(&mut self, key: &str, value: Value) {
         for (k, v) in self.fields.iter_mut() {
             if &**k == key {
@@ -68,7 +73,10 @@ impl Entry {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.fields.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| v)
     }
 
     /// The input partition the decision belongs to.
@@ -229,7 +237,8 @@ mod tests {
 
     #[test]
     fn a_pending_entry_encodes_as_msgspec_writes_it() {
-        // msgspec.msgpack.Encoder().encode({"pt": 3, "st": "pending", "p": b"{}", "o": None, "dl": 1.5, "h": 60.0})
+        // msgspec.msgpack.Encoder().encode({"pt": 3, "st": "pending", "p": b"{}", "o": None, "dl":
+        // 1.5, "h": 60.0})
         let entry = Entry::new()
             .with("pt", Value::Int(3))
             .with("st", Value::Str(PENDING.into()))
@@ -249,7 +258,9 @@ mod tests {
 
     #[test]
     fn setting_a_key_again_keeps_its_place() {
-        let mut entry = Entry::new().with("pt", Value::Int(0)).with("st", Value::Str(PENDING.into()));
+        let mut entry = Entry::new()
+            .with("pt", Value::Int(0))
+            .with("st", Value::Str(PENDING.into()));
         entry.set("pt", Value::Int(1));
         entry.set("gc", Value::Float(2.0));
         let keys: Vec<&str> = entry.fields.iter().map(|(k, _)| &**k).collect();

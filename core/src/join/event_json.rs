@@ -1,8 +1,9 @@
-//! The JSON of predictions and outcomes as the join keeps them (orjson's compact output of a validated
-//! event), read without parsing: a top-level field's value is a slice of the event's bytes, and a training
-//! example is written by splicing those slices, so its bytes are what ``orjson.dumps`` writes for the same
-//! values. Times are read and written the way Python's ``datetime`` does (``timestamp()``,
-//! ``fromtimestamp(..., UTC)``) so that deadlines and example times agree to the last bit.
+//! The JSON of predictions and outcomes as the join keeps them (orjson's compact output of a
+//! validated event), read without parsing: a top-level field's value is a slice of the event's
+//! bytes, and a training example is written by splicing those slices, so its bytes are what
+//! ``orjson.dumps`` writes for the same values. Times are read and written the way Python's
+//! ``datetime`` does (``timestamp()``, ``fromtimestamp(..., UTC)``) so that deadlines and example
+//! times agree to the last bit.
 
 use std::ops::Range;
 
@@ -39,7 +40,10 @@ pub fn fields(json: &[u8]) -> Vec<(Range<usize>, Range<usize>)> {
 
 /// The raw value of ``key`` at the top level of ``json`` (``None``: absent).
 pub fn field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    fields(json).into_iter().find(|(k, _)| &json[k.clone()] == key.as_bytes()).map(|(_, v)| &json[v])
+    fields(json)
+        .into_iter()
+        .find(|(k, _)| &json[k.clone()] == key.as_bytes())
+        .map(|(_, v)| &json[v])
 }
 
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
@@ -89,7 +93,9 @@ fn skip_value(json: &[u8], i: usize) -> usize {
         }
         _ => {
             let mut j = i;
-            while j < json.len() && !matches!(json[j], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+            while j < json.len()
+                && !matches!(json[j], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            {
                 j += 1;
             }
             j
@@ -139,7 +145,10 @@ pub fn string(raw: &[u8]) -> Option<String> {
         };
         let mut code = hex(i)?;
         i += 4;
-        if (0xd800..0xdc00).contains(&code) && body.get(i) == Some(&b'\\') && body.get(i + 1) == Some(&b'u') {
+        if (0xd800..0xdc00).contains(&code)
+            && body.get(i) == Some(&b'\\')
+            && body.get(i + 1) == Some(&b'u')
+        {
             let low = hex(i + 2)?;
             if (0xdc00..0xe000).contains(&low) {
                 code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
@@ -213,7 +222,13 @@ fn digits(raw: &[u8], range: Range<usize>) -> Option<i64> {
 /// ``datetime.timestamp()`` gives them: the exact microseconds, divided once.
 pub fn timestamp(raw: &[u8]) -> Option<f64> {
     let s = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if s.len() < 19 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
+    if s.len() < 19
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || s[10] != b'T'
+        || s[13] != b':'
+        || s[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (digits(s, 0..4)?, digits(s, 5..7)?, digits(s, 8..10)?);
@@ -237,7 +252,11 @@ pub fn timestamp(raw: &[u8]) -> Option<f64> {
         Some(&sign @ (b'+' | b'-')) => {
             let oh = digits(s, i + 1..i + 3)?;
             let om = digits(s, i + 4..i + 6)?;
-            let os = if s.get(i + 6) == Some(&b':') { digits(s, i + 7..i + 9)? } else { 0 };
+            let os = if s.get(i + 6) == Some(&b':') {
+                digits(s, i + 7..i + 9)?
+            } else {
+                0
+            };
             let total = oh * 3600 + om * 60 + os;
             if sign == b'-' {
                 -total
@@ -252,8 +271,8 @@ pub fn timestamp(raw: &[u8]) -> Option<f64> {
     Some((seconds * 1_000_000 + micros) as f64 / 1e6)
 }
 
-/// ``datetime.fromtimestamp(seconds, UTC)`` as orjson writes it (microseconds rounded half to even, as
-/// CPython rounds them; written only when not zero).
+/// ``datetime.fromtimestamp(seconds, UTC)`` as orjson writes it (microseconds rounded half to even,
+/// as CPython rounds them; written only when not zero).
 pub fn write_utc(out: &mut Vec<u8>, seconds: f64) {
     let mut whole = seconds.trunc();
     let mut frac = ((seconds - whole) * 1e6).round_ties_even();
@@ -292,17 +311,26 @@ mod tests {
 
     #[test]
     fn fields_are_slices_of_the_event() {
-        assert_eq!(field(EVENT, "features"), Some(&br#"{"x":[1,{"y":"}"}]}"#[..]));
+        assert_eq!(
+            field(EVENT, "features"),
+            Some(&br#"{"x":[1,{"y":"}"}]}"#[..])
+        );
         assert_eq!(field(EVENT, "prediction"), Some(&b"true"[..]));
         assert_eq!(field(EVENT, "fallback"), Some(&b"false"[..]));
         assert_eq!(field(EVENT, "label"), None);
-        assert_eq!(string(field(EVENT, "decision_id").unwrap()).as_deref(), Some("d\"1"));
+        assert_eq!(
+            string(field(EVENT, "decision_id").unwrap()).as_deref(),
+            Some("d\"1")
+        );
     }
 
     #[test]
     fn timestamps_are_pythons() {
         // datetime(2026, 1, 1, 0, 0, 5, 250000, tzinfo=timezone(timedelta(hours=1))).timestamp()
-        assert_eq!(timestamp(field(EVENT, "timestamp").unwrap()), Some(1767222005.25));
+        assert_eq!(
+            timestamp(field(EVENT, "timestamp").unwrap()),
+            Some(1767222005.25)
+        );
         assert_eq!(timestamp(b"\"1970-01-01T00:00:00+00:00\""), Some(0.0));
         let mut out = Vec::new();
         write_utc(&mut out, 1767225605.25);

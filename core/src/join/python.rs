@@ -1,5 +1,6 @@
-//! The join in Python: ``JoinTable`` (the state, for the changelog) and ``JoinCore`` (the rules), which
-//! ``adaptloop.learners.join`` wraps as ``JoinState`` and ``DelayedJoin``, and the agent calls once per batch.
+//! The join in Python: ``JoinTable`` (the state, for the changelog) and ``JoinCore`` (the rules),
+//! which ``adaptloop.learners.join`` wraps as ``JoinState`` and ``DelayedJoin``, and the agent
+//! calls once per batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,9 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::entry::{Entry, Value};
+use super::event_json;
 use super::rules::{
-    Error, Input, Join, LabelCheck, Output, Processed, Reason, Record, Refused, Settings, Spec, State, COUNTS,
-    MAX_JOINABLE_BYTES,
+    Error, Input, Join, LabelCheck, Output, Processed, Reason, Record, Refused, Settings, Spec,
+    State, COUNTS, MAX_JOINABLE_BYTES,
 };
 
 fn value_from(value: &Bound<'_, PyAny>) -> PyResult<Value> {
@@ -28,14 +30,20 @@ fn value_from(value: &Bound<'_, PyAny>) -> PyResult<Value> {
     } else if let Ok(bytes) = value.cast::<PyBytes>() {
         Ok(Value::Bytes(Arc::from(bytes.as_bytes())))
     } else {
-        Err(PyTypeError::new_err(format!("a join entry holds no {}", value.get_type().name()?)))
+        Err(PyTypeError::new_err(format!(
+            "a join entry holds no {}",
+            value.get_type().name()?
+        )))
     }
 }
 
 fn entry_from(dict: &Bound<'_, PyDict>) -> PyResult<Entry> {
     let mut entry = Entry::new();
     for (key, value) in dict.iter() {
-        entry.fields.push((Arc::from(key.extract::<String>()?.as_str()), value_from(&value)?));
+        entry.fields.push((
+            Arc::from(key.extract::<String>()?.as_str()),
+            value_from(&value)?,
+        ));
     }
     Ok(entry)
 }
@@ -83,7 +91,10 @@ impl JoinTable {
     }
 
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.state.get(key).map(|entry| entry_dict(py, entry)).transpose()
+        self.state
+            .get(key)
+            .map(|entry| entry_dict(py, entry))
+            .transpose()
     }
 
     /// The partition of ``key``'s entry, if it has one.
@@ -108,7 +119,11 @@ impl JoinTable {
         Ok(())
     }
 
-    fn take_changes<'py>(&mut self, py: Python<'py>, partition: i64) -> PyResult<Bound<'py, PyDict>> {
+    fn take_changes<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let changes = PyDict::new(py);
         for (key, entry) in self.state.take_changes(partition) {
             match entry {
@@ -120,7 +135,11 @@ impl JoinTable {
     }
 
     /// The changelog records of ``partition``'s changes: (key, MessagePack entry or None) each.
-    fn take_change_records<'py>(&mut self, py: Python<'py>, partition: i64) -> PyResult<Bound<'py, PyList>> {
+    fn take_change_records<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
         let records = PyList::empty(py);
         for (key, entry) in self.state.take_changes(partition) {
             let value = entry.map(|entry| PyBytes::new(py, &entry.to_msgpack()));
@@ -134,17 +153,40 @@ impl JoinTable {
     }
 }
 
-/// The contracts' label check: a Python callable ``(model, outcome JSON) -> problem or None``.
+/// The most contract answers a join keeps (labels of classes are few; a regression's are not, and
+/// are asked).
+const KNOWN_ANSWERS: usize = 4096;
+
+/// A contract's answer for an outcome: the model, the label's JSON, and whether it has a reward
+/// (what ``ModelContract.label_problem`` looks at).
+type Question = (String, Vec<u8>, bool);
+
+/// The contracts' label check: a Python callable ``(model, label JSON, reward JSON) -> problem or
+/// None``, its answers kept (the same label of the same model has the same answer).
 struct PyLabelCheck<'a, 'py> {
     check: &'a Bound<'py, PyAny>,
+    answers: &'a mut HashMap<Question, Option<String>>,
 }
 
 impl LabelCheck for PyLabelCheck<'_, '_> {
     type Error = PyErr;
 
     fn label_problem(&mut self, model: &str, outcome: &[u8]) -> PyResult<Option<String>> {
+        let label = event_json::field(outcome, "label").unwrap_or(b"null");
+        let reward = event_json::field(outcome, "reward").unwrap_or(b"null");
+        let question = (model.to_owned(), label.to_vec(), reward != b"null");
+        if let Some(answer) = self.answers.get(&question) {
+            return Ok(answer.clone());
+        }
         let py = self.check.py();
-        self.check.call1((model, PyBytes::new(py, outcome)))?.extract::<Option<String>>().map_err(Into::into)
+        let answer: Option<String> = self
+            .check
+            .call1((model, PyBytes::new(py, label), PyBytes::new(py, reward)))?
+            .extract()?;
+        if self.answers.len() < KNOWN_ANSWERS {
+            self.answers.insert(question, answer.clone());
+        }
+        Ok(answer)
     }
 }
 
@@ -155,13 +197,18 @@ fn raised(error: Error<PyErr>) -> PyErr {
     }
 }
 
-/// ``(examples, rejections)``: each example ``(model, status, JSON)``; each rejection ``(decision_id, outcome
-/// JSON, reason, offset, sent_on)`` (decision_id and JSON None: the event being processed), a reason being a
-/// text or, for an outcome no prediction came for, ``(decision_id, horizon)``.
+/// ``(examples, rejections)``: each example ``(model, status, JSON)``; each rejection
+/// ``(decision_id, outcome JSON, reason, offset, sent_on)`` (decision_id and JSON None: the event
+/// being processed), a reason being a text or, for an outcome no prediction came for,
+/// ``(decision_id, horizon)``.
 fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
     let examples = PyList::empty(py);
     for example in out.examples {
-        examples.append((example.model, example.status, PyBytes::new(py, &example.json)))?;
+        examples.append((
+            example.model,
+            example.status,
+            PyBytes::new(py, &example.json),
+        ))?;
     }
     let rejections = PyList::empty(py);
     for rejection in out.rejections {
@@ -183,16 +230,24 @@ fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
 pub struct JoinCore {
     join: Join,
     label_problem: Py<PyAny>,
+    answers: HashMap<Question, Option<String>>,
 }
 
 #[pymethods]
 impl JoinCore {
-    /// ``specs``: ``(model, horizon_seconds, duplicates == "last", default label JSON, default reward JSON)``
-    /// each (the defaults None unless the model learns a default when no outcome comes).
+    /// ``specs``: ``(model, horizon_seconds, duplicates == "last", default label JSON, default
+    /// reward JSON)`` each (the defaults None unless the model learns a default when no outcome
+    /// comes).
     #[new]
     #[pyo3(signature = (specs, default_horizon, late_retention, lateness, outcomes_last, label_problem))]
     fn new(
-        specs: Vec<(String, Bound<'_, PyAny>, bool, Option<Vec<u8>>, Option<Vec<u8>>)>,
+        specs: Vec<(
+            String,
+            Bound<'_, PyAny>,
+            bool,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        )>,
         default_horizon: &Bound<'_, PyAny>,
         late_retention: f64,
         lateness: f64,
@@ -208,10 +263,26 @@ impl JoinCore {
                     reward.unwrap_or_else(|| b"null".to_vec()),
                 )),
             };
-            table.insert(model, Spec { horizon: value_from(&horizon)?, last, default });
+            table.insert(
+                model,
+                Spec {
+                    horizon: value_from(&horizon)?,
+                    last,
+                    default,
+                },
+            );
         }
-        let settings = Settings { default_horizon: value_from(default_horizon)?, late_retention, lateness, outcomes_last };
-        Ok(JoinCore { join: Join::new(table, settings), label_problem })
+        let settings = Settings {
+            default_horizon: value_from(default_horizon)?,
+            late_retention,
+            lateness,
+            outcomes_last,
+        };
+        Ok(JoinCore {
+            join: Join::new(table, settings),
+            label_problem,
+            answers: HashMap::new(),
+        })
     }
 
     #[pyo3(signature = (table, key, model, json, problem, partition))]
@@ -228,7 +299,18 @@ impl JoinCore {
         let check = self.label_problem.bind(py);
         let out = self
             .join
-            .on_prediction(&mut table.state, key, model, Arc::from(json), problem, partition, &mut PyLabelCheck { check })
+            .on_prediction(
+                &mut table.state,
+                key,
+                model,
+                Arc::from(json),
+                problem,
+                partition,
+                &mut PyLabelCheck {
+                    check,
+                    answers: &mut self.answers,
+                },
+            )
             .map_err(raised)?;
         output(py, out)
     }
@@ -248,7 +330,18 @@ impl JoinCore {
         let check = self.label_problem.bind(py);
         let out = self
             .join
-            .on_outcome(&mut table.state, key, Arc::from(json), partition, offset, sent_on, &mut PyLabelCheck { check })
+            .on_outcome(
+                &mut table.state,
+                key,
+                Arc::from(json),
+                partition,
+                offset,
+                sent_on,
+                &mut PyLabelCheck {
+                    check,
+                    answers: &mut self.answers,
+                },
+            )
             .map_err(raised)?;
         output(py, out)
     }
@@ -262,17 +355,23 @@ impl JoinCore {
         clocks: Vec<usize>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         if clocks.iter().any(|&clock| clock > 1) {
-            return Err(PyValueError::new_err("a join has clocks 0 (predictions) and 1 (outcomes)"));
+            return Err(PyValueError::new_err(
+                "a join has clocks 0 (predictions) and 1 (outcomes)",
+            ));
         }
-        let out = self.join.tick(&mut table.state, partition, now, &clocks).map_err(raised)?;
+        let out = self
+            .join
+            .tick(&mut table.state, partition, now, &clocks)
+            .map_err(raised)?;
         output(py, out)
     }
 
-    /// A polled batch, in order. Each record is ``(is_outcome, partition, may_send_on, refused, decision_id,
-    /// model, JSON, problem, offset, sent_on)`` (a prediction's ``model`` and ``problem``, an outcome's
-    /// ``offset`` and ``sent_on``; the others None or False). For each record, in order: the partition to send
-    /// it on to (an int), None (``refused`` and on its decision's partition), its output (as
-    /// ``on_prediction`` returns it), or the exception it raised (its decision's entry left as it was).
+    /// A polled batch, in order. Each record is ``(is_outcome, partition, may_send_on, refused,
+    /// decision_id, model, JSON, problem, offset, sent_on)`` (a prediction's ``model`` and
+    /// ``problem``, an outcome's ``offset`` and ``sent_on``; the others None or False). For each
+    /// record, in order: the partition to send it on to (an int), None (``refused`` and on its
+    /// decision's partition), its output (as ``on_prediction`` returns it; ``()`` when it is
+    /// empty), or the exception it raised (its decision's entry left as it was).
     fn process<'py>(
         &mut self,
         py: Python<'py>,
@@ -282,7 +381,18 @@ impl JoinCore {
     ) -> PyResult<Bound<'py, PyList>> {
         let mut batch = Vec::with_capacity(records.len());
         for item in records.iter() {
-            let (is_outcome, partition, may_send_on, refused, key, model, json, problem, offset, sent_on): (
+            let (
+                is_outcome,
+                partition,
+                may_send_on,
+                refused,
+                key,
+                model,
+                json,
+                problem,
+                offset,
+                sent_on,
+            ): (
                 bool,
                 i64,
                 bool,
@@ -296,19 +406,49 @@ impl JoinCore {
             ) = item.extract()?;
             let json: Arc<[u8]> = Arc::from(json.as_bytes());
             let input = if is_outcome {
-                Input::Outcome { key, json, offset, sent_on }
+                Input::Outcome {
+                    key,
+                    json,
+                    offset,
+                    sent_on,
+                }
             } else {
-                Input::Prediction { key, model: model.unwrap_or_default(), json, problem }
+                Input::Prediction {
+                    key,
+                    model: model.unwrap_or_default(),
+                    json,
+                    problem,
+                }
             };
-            batch.push(Record { partition, may_send_on, refused, input });
+            batch.push(Record {
+                partition,
+                may_send_on,
+                refused,
+                input,
+            });
         }
         let check = self.label_problem.bind(py);
-        let results = self.join.process(&mut table.state, batch, partitions, &mut PyLabelCheck { check });
+        let results = self.join.process(
+            &mut table.state,
+            batch,
+            partitions,
+            &mut PyLabelCheck {
+                check,
+                answers: &mut self.answers,
+            },
+        );
         let out = PyList::empty(py);
         for result in results {
             match result {
                 Processed::SentOn(home) => out.append(home)?,
                 Processed::Refused => out.append(py.None())?,
+                // Nothing to send (a prediction waiting for its outcome): the empty tuple, made
+                // once by Python.
+                Processed::Joined(output_)
+                    if output_.examples.is_empty() && output_.rejections.is_empty() =>
+                {
+                    out.append(PyTuple::empty(py))?
+                }
                 Processed::Joined(output_) => out.append(output(py, output_)?)?,
                 Processed::Failed(error) => out.append(raised(error).into_value(py))?,
             }
@@ -326,7 +466,12 @@ impl JoinCore {
 
     /// The counts so far, by name.
     fn counts(&self) -> HashMap<&'static str, i64> {
-        COUNTS.iter().zip(self.join.counts).filter(|(_, n)| *n != 0).map(|(name, n)| (*name, n)).collect()
+        COUNTS
+            .iter()
+            .zip(self.join.counts)
+            .filter(|(_, n)| *n != 0)
+            .map(|(name, n)| (*name, n))
+            .collect()
     }
 }
 

@@ -1,11 +1,13 @@
-//! The delayed-feedback join's rules: predictions meet their outcomes by decision_id, within a wait horizon.
+//! The delayed-feedback join's rules: predictions meet their outcomes by decision_id, within a wait
+//! horizon.
 //!
-//! Time is event time, with one clock per input and partition: a pending prediction expires when the
-//! *outcomes* clock of its partition passes its deadline, an outcome waiting for its prediction when the
-//! *predictions* clock does, and finished entries are forgotten when both have passed. Every prediction ends
-//! exactly once as ``joined``, ``defaulted`` or ``expired`` (an outcome after the horizon adds ``late``);
-//! what breaks a model's contract ends ``rejected``. The rules, the entries and the training examples are
-//! those of adaptloop's Python join, byte for byte (``learners/join.py`` documents them for its callers).
+//! Time is event time, with one clock per input and partition: a pending prediction expires when
+//! the *outcomes* clock of its partition passes its deadline, an outcome waiting for its prediction
+//! when the *predictions* clock does, and finished entries are forgotten when both have passed.
+//! Every prediction ends exactly once as ``joined``, ``defaulted`` or ``expired`` (an outcome after
+//! the horizon adds ``late``); what breaks a model's contract ends ``rejected``. The rules, the
+//! entries and the training examples are those of adaptloop's Python join, byte for byte
+//! (``learners/join.py`` documents them for its callers).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -25,7 +27,8 @@ pub struct Spec {
     pub horizon: Value,
     /// ``duplicates == "last"``.
     pub last: bool,
-    /// ``on_missing == "default"`` with a default: the JSON of ``default_label`` and ``default_reward``.
+    /// ``on_missing == "default"`` with a default: the JSON of ``default_label`` and
+    /// ``default_reward``.
     pub default: Option<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -35,7 +38,8 @@ pub struct Settings {
     pub default_horizon: Value,
     pub late_retention: f64,
     pub lateness: f64,
-    /// ``outcome_duplicates == "last"``: the latest of repeated outcomes waiting for their prediction counts.
+    /// ``outcome_duplicates == "last"``: the latest of repeated outcomes waiting for their
+    /// prediction counts.
     pub outcomes_last: bool,
 }
 
@@ -43,8 +47,12 @@ pub struct Settings {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reason {
     Text(String),
-    /// No prediction came within the horizon (the caller words it: it quotes the key as Python's ``repr``).
-    NoPrediction { key: String, horizon: f64 },
+    /// No prediction came within the horizon (the caller words it: it quotes the key as Python's
+    /// ``repr``).
+    NoPrediction {
+        key: String,
+        horizon: f64,
+    },
 }
 
 /// Which event a rejection refuses.
@@ -88,7 +96,8 @@ pub enum Error<E> {
 /// The models' contracts: the problem, if any, of an outcome (its JSON) for a model.
 pub trait LabelCheck {
     type Error;
-    fn label_problem(&mut self, model: &str, outcome: &[u8]) -> Result<Option<String>, Self::Error>;
+    fn label_problem(&mut self, model: &str, outcome: &[u8])
+        -> Result<Option<String>, Self::Error>;
 }
 
 pub const COUNTS: [&str; 12] = [
@@ -129,9 +138,19 @@ pub struct Record {
 
 pub enum Input {
     /// ``problem``: what the model's contract says of its features.
-    Prediction { key: String, model: String, json: Arc<[u8]>, problem: Option<String> },
+    Prediction {
+        key: String,
+        model: String,
+        json: Arc<[u8]>,
+        problem: Option<String>,
+    },
     /// ``sent_on``: read from the repartition topic; ``offset``: where, for its dead letter.
-    Outcome { key: String, json: Arc<[u8]>, offset: Option<i64>, sent_on: bool },
+    Outcome {
+        key: String,
+        json: Arc<[u8]>,
+        offset: Option<i64>,
+        sent_on: bool,
+    },
 }
 
 /// What became of a record of a batch.
@@ -169,7 +188,8 @@ pub fn murmur2(key: &[u8]) -> u32 {
     h ^ (h >> 15)
 }
 
-/// The partition Java's default partitioner gives a key (``adaptloop.schemas.topics.partition_for``).
+/// The partition Java's default partitioner gives a key
+/// (``adaptloop.schemas.topics.partition_for``).
 pub fn partition_for(key: &[u8], partitions: i64) -> i64 {
     (murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1)
 }
@@ -187,21 +207,28 @@ impl State {
     }
 
     pub fn put(&mut self, key: &str, entry: Entry) {
-        self.changed.entry(entry.partition()).or_default().insert(key.to_owned());
+        self.changed
+            .entry(entry.partition())
+            .or_default()
+            .insert(key.to_owned());
         self.entries.insert(key.to_owned(), entry);
     }
 
     pub fn delete(&mut self, key: &str) -> bool {
         match self.entries.remove(key) {
             Some(entry) => {
-                self.changed.entry(entry.partition()).or_default().insert(key.to_owned());
+                self.changed
+                    .entry(entry.partition())
+                    .or_default()
+                    .insert(key.to_owned());
                 true
             }
             None => false,
         }
     }
 
-    /// The current entry (``None``: deleted) of every key of ``partition`` changed since the last call.
+    /// The current entry (``None``: deleted) of every key of ``partition`` changed since the last
+    /// call.
     pub fn take_changes(&mut self, partition: i64) -> Vec<(String, Option<&Entry>)> {
         let keys = self.changed.remove(&partition).unwrap_or_default();
         keys.into_iter()
@@ -226,7 +253,8 @@ impl State {
 
     /// Forget a partition's entries and changes (it moved to another worker).
     pub fn drop_partition(&mut self, partition: i64) {
-        self.entries.retain(|_, entry| entry.partition() != partition);
+        self.entries
+            .retain(|_, entry| entry.partition() != partition);
         self.changed.remove(&partition);
     }
 }
@@ -265,16 +293,24 @@ struct Prediction<'a> {
 
 impl<'a> Prediction<'a> {
     fn new(json: &'a [u8]) -> Self {
-        Prediction { json, fields: event_json::fields(json) }
+        Prediction {
+            json,
+            fields: event_json::fields(json),
+        }
     }
 
     fn raw(&self, key: &str) -> Option<&'a [u8]> {
         let json = self.json;
-        self.fields.iter().find(|(k, _)| &json[k.clone()] == key.as_bytes()).map(|(_, v)| &json[v.clone()])
+        self.fields
+            .iter()
+            .find(|(k, _)| &json[k.clone()] == key.as_bytes())
+            .map(|(_, v)| &json[v.clone()])
     }
 
     fn model(&self) -> String {
-        self.raw("model").and_then(event_json::string).unwrap_or_default()
+        self.raw("model")
+            .and_then(event_json::string)
+            .unwrap_or_default()
     }
 }
 
@@ -326,7 +362,13 @@ pub struct Join {
 
 impl Join {
     pub fn new(specs: HashMap<String, Spec>, settings: Settings) -> Self {
-        Join { specs, settings, counts: [0; COUNTS.len()], clocks: HashMap::new(), queues: HashMap::new() }
+        Join {
+            specs,
+            settings,
+            counts: [0; COUNTS.len()],
+            clocks: HashMap::new(),
+            queues: HashMap::new(),
+        }
     }
 
     fn default_horizon(&self) -> f64 {
@@ -335,8 +377,8 @@ impl Join {
 
     // -- inputs ------------------------------------------------------------------------------
 
-    /// A prediction (its JSON as ``encode`` writes it) read on ``partition``; ``problem``: what its model's
-    /// contract says of its features.
+    /// A prediction (its JSON as ``encode`` writes it) read on ``partition``; ``problem``: what its
+    /// model's contract says of its features.
     pub fn on_prediction<C: LabelCheck>(
         &mut self,
         state: &mut State,
@@ -349,7 +391,10 @@ impl Join {
     ) -> Result<Output, Error<C::Error>> {
         self.counts[PREDICTIONS] += 1;
         let spec = self.specs.get(model).cloned();
-        let horizon = spec.as_ref().map_or_else(|| self.settings.default_horizon.clone(), |s| s.horizon.clone());
+        let horizon = spec.as_ref().map_or_else(
+            || self.settings.default_horizon.clone(),
+            |s| s.horizon.clone(),
+        );
         let horizon_f = horizon.number().unwrap_or(3600.0);
         if let Some(problem) = too_large(&json, "prediction").or(problem) {
             return self.reject_prediction(state, key, &json, &problem, partition, horizon_f);
@@ -378,7 +423,8 @@ impl Join {
                 .ok_or_else(|| Error::Corrupt(format!("entry {key:?} holds neither event")))?;
             if spec.is_some() {
                 if let Some(problem) = check.label_problem(model, &outcome).map_err(Error::Check)? {
-                    // The outcome that came first breaks the contract: refused; the prediction waits for a good one.
+                    // The outcome that came first breaks the contract: refused; the prediction
+                    // waits for a good one.
                     self.counts[REJECTED_OUTCOMES] += 1;
                     out.rejections.push(Rejection {
                         event: Refused::Outcome(key.to_owned(), outcome.clone()),
@@ -398,7 +444,8 @@ impl Join {
             entry.set("dl", Value::Float(deadline));
             entry.set("h", horizon.clone());
             if timestamp_of(&outcome)? >= deadline {
-                // It came first, but too long after the decision: the same rule as any late outcome.
+                // It came first, but too long after the decision: the same rule as any late
+                // outcome.
                 let expired = self.expire(state, key, &entry)?;
                 out.examples.push(expired);
                 let current = state.get(key).cloned().unwrap_or_default();
@@ -423,7 +470,8 @@ impl Join {
         Ok(out)
     }
 
-    /// Refuse a prediction (its outcome, come first, with it); a decision it would open ends ``rejected``.
+    /// Refuse a prediction (its outcome, come first, with it); a decision it would open ends
+    /// ``rejected``.
     fn reject_prediction<E>(
         &mut self,
         state: &mut State,
@@ -545,9 +593,9 @@ impl Join {
                 false => None,
             };
             if let Some(problem) = problem {
-                // Refused whenever it comes, within the horizon or after it, as when it comes before its
-                // prediction (the same records read in another order end the same): the decision stays as
-                // it was, a pending prediction waits for a good outcome.
+                // Refused whenever it comes, within the horizon or after it, as when it comes
+                // before its prediction (the same records read in another order end the same): the
+                // decision stays as it was, a pending prediction waits for a good outcome.
                 self.counts[REJECTED_OUTCOMES] += 1;
                 out.rejections.push(Rejection {
                     event: Refused::Current,
@@ -560,9 +608,12 @@ impl Join {
                 return Ok(out);
             }
             if entry.is_pending() {
-                let deadline = entry.time("dl").ok_or_else(|| Error::Corrupt(format!("{key:?} has no deadline")))?;
-                // Before the deadline: an outcome at the deadline itself would move the outcomes clock to it,
-                // which expires the prediction (with no lateness), so it is late in any order.
+                let deadline = entry
+                    .time("dl")
+                    .ok_or_else(|| Error::Corrupt(format!("{key:?} has no deadline")))?;
+                // Before the deadline: an outcome at the deadline itself would move the outcomes
+                // clock to it, which expires the prediction (with no lateness), so it is late in
+                // any order.
                 if at < deadline {
                     let joined = self.joined(&prediction, &json)?;
                     out.examples.push(joined);
@@ -578,8 +629,8 @@ impl Join {
             out.examples.push(late);
         } else if entry.is_pending() && entry.json("p").is_none() && self.settings.outcomes_last {
             self.counts[DUPLICATE_OUTCOMES] += 1;
-            // With its own provenance: its dead letter (an orphan, or refused with its prediction) names where
-            // it was read, not where the outcome it replaces was.
+            // With its own provenance: its dead letter (an orphan, or refused with its prediction)
+            // names where it was read, not where the outcome it replaces was.
             entry.set("o", Value::Bytes(json.clone()));
             entry.set("off", offset.map_or(Value::Nil, Value::Int));
             entry.remove("ro");
@@ -607,13 +658,20 @@ impl Join {
     }
 
     /// Advance clocks of ``partition`` without an event, so an idle partition still expires.
-    pub fn tick<E>(&mut self, state: &mut State, partition: i64, now: f64, clocks: &[usize]) -> Result<Output, Error<E>> {
+    pub fn tick<E>(
+        &mut self,
+        state: &mut State,
+        partition: i64,
+        now: f64,
+        clocks: &[usize],
+    ) -> Result<Output, Error<E>> {
         self.advance(state, partition, now, clocks)
     }
 
-    /// A polled batch of predictions and outcomes, in order: each record sent on to its decision's partition
-    /// (``may_send_on``: read from an input that services write, where a record may be on another partition
-    /// than its decision's), joined, or failed; a record that fails leaves its decision's entry as it was.
+    /// A polled batch of predictions and outcomes, in order: each record sent on to its decision's
+    /// partition (``may_send_on``: read from an input that services write, where a record may be on
+    /// another partition than its decision's), joined, or failed; a record that fails leaves its
+    /// decision's entry as it was.
     pub fn process<C: LabelCheck>(
         &mut self,
         state: &mut State,
@@ -626,7 +684,8 @@ impl Join {
             let key = match &record.input {
                 Input::Prediction { key, .. } | Input::Outcome { key, .. } => key.clone(),
             };
-            if record.may_send_on && state.get(&key).map(Entry::partition) != Some(record.partition) {
+            if record.may_send_on && state.get(&key).map(Entry::partition) != Some(record.partition)
+            {
                 // Its decision's entry is not here: its key says where its home is.
                 let home = partition_for(key.as_bytes(), partitions);
                 if home != record.partition {
@@ -640,12 +699,20 @@ impl Join {
             }
             let before = state.get(&key).cloned();
             let result = match record.input {
-                Input::Prediction { key, model, json, problem } => {
+                Input::Prediction {
+                    key,
+                    model,
+                    json,
+                    problem,
+                } => {
                     self.on_prediction(state, &key, &model, json, problem, record.partition, check)
                 }
-                Input::Outcome { key, json, offset, sent_on } => {
-                    self.on_outcome(state, &key, json, record.partition, offset, sent_on, check)
-                }
+                Input::Outcome {
+                    key,
+                    json,
+                    offset,
+                    sent_on,
+                } => self.on_outcome(state, &key, json, record.partition, offset, sent_on, check),
             };
             results.push(match result {
                 Ok(out) => Processed::Joined(out),
@@ -665,12 +732,21 @@ impl Join {
 
     // -- time --------------------------------------------------------------------------------
 
-    fn advance<E>(&mut self, state: &mut State, partition: i64, timestamp: f64, which: &[usize]) -> Result<Output, Error<E>> {
+    fn advance<E>(
+        &mut self,
+        state: &mut State,
+        partition: i64,
+        timestamp: f64,
+        which: &[usize],
+    ) -> Result<Output, Error<E>> {
         let mut out = Output::default();
         if !self.queues.contains_key(&partition) {
             self.rebuild(state, partition);
         }
-        let clocks = self.clocks.entry(partition).or_insert([f64::NEG_INFINITY; 2]);
+        let clocks = self
+            .clocks
+            .entry(partition)
+            .or_insert([f64::NEG_INFINITY; 2]);
         for &index in which {
             let moved = timestamp - self.settings.lateness;
             if moved > clocks[index] {
@@ -685,13 +761,18 @@ impl Join {
             (Queue::Gc, clocks[0].min(clocks[1])),
         ] {
             loop {
-                let heap = &mut self.queues.get_mut(&partition).expect("rebuilt above")[queue as usize];
-                let Some(Reverse((When(when), _))) = heap.peek() else { break };
+                let heap =
+                    &mut self.queues.get_mut(&partition).expect("rebuilt above")[queue as usize];
+                let Some(Reverse((When(when), _))) = heap.peek() else {
+                    break;
+                };
                 if *when > clock {
                     break;
                 }
                 let Reverse((When(when), key)) = heap.pop().expect("peeked");
-                let Some(entry) = state.get(&key) else { continue };
+                let Some(entry) = state.get(&key) else {
+                    continue;
+                };
                 let time = entry.time(if queue == Queue::Gc { "gc" } else { "dl" });
                 if time != Some(when) {
                     continue; // superseded
@@ -704,13 +785,15 @@ impl Join {
                     }
                     Queue::Orphan if entry.is_pending() && entry.json("p").is_none() => {
                         self.counts[ORPHAN_OUTCOMES] += 1;
-                        let outcome = entry
-                            .json("o")
-                            .cloned()
-                            .ok_or_else(|| Error::Corrupt(format!("entry {key:?} holds neither event")))?;
+                        let outcome = entry.json("o").cloned().ok_or_else(|| {
+                            Error::Corrupt(format!("entry {key:?} holds neither event"))
+                        })?;
                         out.rejections.push(Rejection {
                             event: Refused::Outcome(key.clone(), outcome),
-                            reason: Reason::NoPrediction { key: key.clone(), horizon: self.default_horizon() },
+                            reason: Reason::NoPrediction {
+                                key: key.clone(),
+                                horizon: self.default_horizon(),
+                            },
                             offset: entry.offset(),
                             sent_on: entry.sent_on(),
                         });
@@ -726,7 +809,8 @@ impl Join {
         Ok(out)
     }
 
-    /// After a restart the table is restored from its changelog; rebuild the deadline index from it.
+    /// After a restart the table is restored from its changelog; rebuild the deadline index from
+    /// it.
     fn rebuild(&mut self, state: &State, partition: i64) {
         let mut queues: [Vec<Reverse<(When, String)>>; 3] = [vec![], vec![], vec![]];
         for (key, entry) in &state.entries {
@@ -745,7 +829,8 @@ impl Join {
             }
         }
         let [a, b, c] = queues;
-        self.queues.insert(partition, [Heap::from(a), Heap::from(b), Heap::from(c)]);
+        self.queues
+            .insert(partition, [Heap::from(a), Heap::from(b), Heap::from(c)]);
     }
 
     fn schedule(&mut self, partition: i64, queue: Queue, when: f64, key: &str) {
@@ -761,29 +846,54 @@ impl Join {
         let p = Prediction::new(prediction);
         let outcome_at = event_json::field(outcome, "timestamp").unwrap_or(b"null");
         let predicted_at = p.raw("timestamp").unwrap_or(b"null");
-        // max(prediction.timestamp, outcome.timestamp): the prediction's unless the outcome's is later.
+        // max(prediction.timestamp, outcome.timestamp): the prediction's unless the outcome's is
+        // later.
         let later = timestamp_of::<E>(outcome)? > timestamp_of::<E>(prediction)?;
         let when = if later { outcome_at } else { predicted_at };
         Ok(example(&p, Some(outcome), "joined", when, None))
     }
 
-    fn late<E>(&mut self, state: &mut State, key: &str, mut entry: Entry, prediction: &[u8], outcome: &[u8]) -> Result<Example, Error<E>> {
+    fn late<E>(
+        &mut self,
+        state: &mut State,
+        key: &str,
+        mut entry: Entry,
+        prediction: &[u8],
+        outcome: &[u8],
+    ) -> Result<Example, Error<E>> {
         self.counts[LATE_COUNT] += 1;
         self.counts[EXPIRED_COUNT] -= 1; // it did get an answer, only too late
         entry.set("st", Value::Str(LATE.into()));
         state.put(key, entry);
         let when = event_json::field(outcome, "timestamp").unwrap_or(b"null");
-        Ok(example(&Prediction::new(prediction), Some(outcome), "late", when, None))
+        Ok(example(
+            &Prediction::new(prediction),
+            Some(outcome),
+            "late",
+            when,
+            None,
+        ))
     }
 
     fn retained<E>(&self, key: &str, entry: &Entry) -> Result<(f64, f64), Error<E>> {
-        let deadline = entry.time("dl").ok_or_else(|| Error::Corrupt(format!("{key:?} has no deadline")))?;
-        let horizon = entry.time("h").ok_or_else(|| Error::Corrupt(format!("{key:?} has no horizon")))?;
+        let deadline = entry
+            .time("dl")
+            .ok_or_else(|| Error::Corrupt(format!("{key:?} has no deadline")))?;
+        let horizon = entry
+            .time("h")
+            .ok_or_else(|| Error::Corrupt(format!("{key:?} has no horizon")))?;
         Ok((deadline, deadline + horizon * self.settings.late_retention))
     }
 
-    fn finish<E>(&mut self, state: &mut State, key: &str, entry: &Entry, partition: i64) -> Result<(), Error<E>> {
-        // Keep a small marker as long as expired entries, so duplicates are recognised, not orphaned.
+    fn finish<E>(
+        &mut self,
+        state: &mut State,
+        key: &str,
+        entry: &Entry,
+        partition: i64,
+    ) -> Result<(), Error<E>> {
+        // Keep a small marker as long as expired entries, so duplicates are recognised, not
+        // orphaned.
         let (_, gc) = self.retained(key, entry)?;
         let done = Entry::new()
             .with("pt", Value::Int(partition))
@@ -795,14 +905,24 @@ impl Join {
         Ok(())
     }
 
-    fn expire<E>(&mut self, state: &mut State, key: &str, entry: &Entry) -> Result<Example, Error<E>> {
-        let prediction =
-            entry.json("p").cloned().ok_or_else(|| Error::Corrupt(format!("{key:?} has no prediction")))?;
+    fn expire<E>(
+        &mut self,
+        state: &mut State,
+        key: &str,
+        entry: &Entry,
+    ) -> Result<Example, Error<E>> {
+        let prediction = entry
+            .json("p")
+            .cloned()
+            .ok_or_else(|| Error::Corrupt(format!("{key:?} has no prediction")))?;
         let p = Prediction::new(&prediction);
         let (deadline, gc) = self.retained(key, entry)?;
         let partition = entry.partition();
         let expired = Entry::new()
-            .with("pt", entry.get("pt").cloned().unwrap_or(Value::Int(partition)))
+            .with(
+                "pt",
+                entry.get("pt").cloned().unwrap_or(Value::Int(partition)),
+            )
             .with("st", Value::Str(EXPIRED.into()))
             .with("p", Value::Bytes(prediction.clone()))
             .with("dl", Value::Nil)
@@ -812,16 +932,30 @@ impl Join {
         self.counts[EXPIRED_COUNT] += 1;
         let mut when = Vec::with_capacity(34);
         event_json::write_utc(&mut when, deadline);
-        let default = self.specs.get(&p.model()).and_then(|spec| spec.default.clone());
+        let default = self
+            .specs
+            .get(&p.model())
+            .and_then(|spec| spec.default.clone());
         if let Some((label, reward)) = default {
             self.counts[DEFAULTED] += 1;
-            return Ok(example(&p, None, "defaulted", &when, Some((&label, &reward))));
+            return Ok(example(
+                &p,
+                None,
+                "defaulted",
+                &when,
+                Some((&label, &reward)),
+            ));
         }
         Ok(example(&p, None, "expired", &when, None))
     }
 
     /// The record of a decision whose prediction, or an outcome, broke the model's contract.
-    fn rejected<E>(&mut self, prediction: &[u8], outcome: Option<&[u8]>, reason: &str) -> Result<Example, Error<E>> {
+    fn rejected<E>(
+        &mut self,
+        prediction: &[u8],
+        outcome: Option<&[u8]>,
+        reason: &str,
+    ) -> Result<Example, Error<E>> {
         self.counts[REJECTED_COUNT] += 1;
         let p = Prediction::new(prediction);
         let when = match outcome {
@@ -837,7 +971,8 @@ impl Join {
     }
 }
 
-/// A training example's JSON, its fields in ``TrainingExample``'s order, each as ``encode`` writes it.
+/// A training example's JSON, its fields in ``TrainingExample``'s order, each as ``encode`` writes
+/// it.
 fn example(
     prediction: &Prediction,
     outcome: Option<&[u8]>,
@@ -882,11 +1017,19 @@ fn example(
     json.extend_from_slice(b"\",\"predicted_at\":");
     json.extend_from_slice(pf("timestamp", b"null"));
     json.extend_from_slice(b",\"outcome_at\":");
-    json.extend_from_slice(if outcome.is_some() { of("timestamp") } else { b"null" });
+    json.extend_from_slice(if outcome.is_some() {
+        of("timestamp")
+    } else {
+        b"null"
+    });
     json.extend_from_slice(b",\"fallback\":");
     json.extend_from_slice(pf("fallback", b"false"));
     json.extend_from_slice(b",\"reason\":null}");
-    Example { model: prediction.model(), status, json }
+    Example {
+        model: prediction.model(),
+        status,
+        json,
+    }
 }
 
 #[cfg(test)]
@@ -914,7 +1057,10 @@ mod tests {
             lateness: 0.0,
             outcomes_last: false,
         };
-        (Join::new(HashMap::from([("m".to_owned(), spec)]), settings), State::default())
+        (
+            Join::new(HashMap::from([("m".to_owned(), spec)]), settings),
+            State::default(),
+        )
     }
 
     fn prediction(id: &str, second: u32) -> Arc<[u8]> {
@@ -946,13 +1092,31 @@ mod tests {
             }
             for step in steps {
                 let result = if step == 0 {
-                    join.on_prediction(&mut state, "d1", "m", prediction("d1", 0), None, 0, &mut NoProblems)
+                    join.on_prediction(
+                        &mut state,
+                        "d1",
+                        "m",
+                        prediction("d1", 0),
+                        None,
+                        0,
+                        &mut NoProblems,
+                    )
                 } else {
-                    join.on_outcome(&mut state, "d1", outcome("d1", 5), 0, Some(7), false, &mut NoProblems)
+                    join.on_outcome(
+                        &mut state,
+                        "d1",
+                        outcome("d1", 5),
+                        0,
+                        Some(7),
+                        false,
+                        &mut NoProblems,
+                    )
                 };
                 out.examples.extend(result.unwrap().examples);
             }
-            let [example] = &out.examples[..] else { panic!("{out:?}") };
+            let [example] = &out.examples[..] else {
+                panic!("{out:?}")
+            };
             assert_eq!(
                 String::from_utf8(example.json.clone()).unwrap(),
                 "{\"schema_version\":1,\"timestamp\":\"2026-01-01T00:00:05+00:00\",\"model\":\"m\",\
@@ -969,18 +1133,54 @@ mod tests {
     fn an_unanswered_prediction_expires_on_the_outcomes_clock_or_takes_the_default() {
         for (default, status) in [(false, "expired"), (true, "defaulted")] {
             let (mut join, mut state) = join(false, default);
-            join.on_prediction(&mut state, "d1", "m", prediction("d1", 0), None, 0, &mut NoProblems).unwrap();
+            join.on_prediction(
+                &mut state,
+                "d1",
+                "m",
+                prediction("d1", 0),
+                None,
+                0,
+                &mut NoProblems,
+            )
+            .unwrap();
             // The predictions clock alone does not expire it.
-            assert!(join.tick::<()>(&mut state, 0, 1e10, &[PREDICTION_CLOCK]).unwrap().examples.is_empty());
-            let out = join.tick::<()>(&mut state, 0, 1767225660.0, &[OUTCOME_CLOCK]).unwrap();
-            let [example] = &out.examples[..] else { panic!("{out:?}") };
+            assert!(join
+                .tick::<()>(&mut state, 0, 1e10, &[PREDICTION_CLOCK])
+                .unwrap()
+                .examples
+                .is_empty());
+            let out = join
+                .tick::<()>(&mut state, 0, 1767225660.0, &[OUTCOME_CLOCK])
+                .unwrap();
+            let [example] = &out.examples[..] else {
+                panic!("{out:?}")
+            };
             assert_eq!(example.status, status);
             let text = String::from_utf8(example.json.clone()).unwrap();
-            assert!(text.starts_with("{\"schema_version\":1,\"timestamp\":\"2026-01-01T00:01:00+00:00\""), "{text}");
-            let label = if default { "\"label\":false" } else { "\"label\":null" };
+            assert!(
+                text.starts_with(
+                    "{\"schema_version\":1,\"timestamp\":\"2026-01-01T00:01:00+00:00\""
+                ),
+                "{text}"
+            );
+            let label = if default {
+                "\"label\":false"
+            } else {
+                "\"label\":null"
+            };
             assert!(text.contains(label), "{text}");
             // A late outcome is recorded as late, and the expired count gives it back.
-            let late = join.on_outcome(&mut state, "d1", outcome("d1", 59), 0, None, false, &mut NoProblems).unwrap();
+            let late = join
+                .on_outcome(
+                    &mut state,
+                    "d1",
+                    outcome("d1", 59),
+                    0,
+                    None,
+                    false,
+                    &mut NoProblems,
+                )
+                .unwrap();
             assert_eq!(late.examples[0].status, "late");
             assert_eq!(join.counts[EXPIRED_COUNT], 0);
         }
@@ -989,13 +1189,27 @@ mod tests {
     #[test]
     fn an_outcome_without_prediction_is_rejected_when_the_predictions_clock_passes() {
         let (mut join, mut state) = join(false, false);
-        join.on_outcome(&mut state, "d9", outcome("d9", 0), 2, Some(41), true, &mut NoProblems).unwrap();
-        let out = join.tick::<()>(&mut state, 2, 1767225600.0 + 3600.0, &[PREDICTION_CLOCK]).unwrap();
+        join.on_outcome(
+            &mut state,
+            "d9",
+            outcome("d9", 0),
+            2,
+            Some(41),
+            true,
+            &mut NoProblems,
+        )
+        .unwrap();
+        let out = join
+            .tick::<()>(&mut state, 2, 1767225600.0 + 3600.0, &[PREDICTION_CLOCK])
+            .unwrap();
         assert_eq!(
             out.rejections[..],
             [Rejection {
                 event: Refused::Outcome("d9".into(), outcome("d9", 0)),
-                reason: Reason::NoPrediction { key: "d9".into(), horizon: 3600.0 },
+                reason: Reason::NoPrediction {
+                    key: "d9".into(),
+                    horizon: 3600.0
+                },
                 offset: Some(41),
                 sent_on: true,
             }]
@@ -1008,11 +1222,44 @@ mod tests {
     fn duplicate_predictions_follow_the_models_policy() {
         for (last, feature) in [(false, "0"), (true, "3")] {
             let (mut join, mut state) = join(last, false);
-            join.on_prediction(&mut state, "d1", "m", prediction("d1", 0), None, 0, &mut NoProblems).unwrap();
-            join.on_prediction(&mut state, "d1", "m", prediction("d1", 3), None, 0, &mut NoProblems).unwrap();
-            let out = join.on_outcome(&mut state, "d1", outcome("d1", 4), 0, None, false, &mut NoProblems).unwrap();
+            join.on_prediction(
+                &mut state,
+                "d1",
+                "m",
+                prediction("d1", 0),
+                None,
+                0,
+                &mut NoProblems,
+            )
+            .unwrap();
+            join.on_prediction(
+                &mut state,
+                "d1",
+                "m",
+                prediction("d1", 3),
+                None,
+                0,
+                &mut NoProblems,
+            )
+            .unwrap();
+            let out = join
+                .on_outcome(
+                    &mut state,
+                    "d1",
+                    outcome("d1", 4),
+                    0,
+                    None,
+                    false,
+                    &mut NoProblems,
+                )
+                .unwrap();
             let text = String::from_utf8(out.examples[0].json.clone()).unwrap();
-            assert!(text.contains(&format!("\"predicted_at\":\"2026-01-01T00:00:0{feature}+00:00\"")), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "\"predicted_at\":\"2026-01-01T00:00:0{feature}+00:00\""
+                )),
+                "{text}"
+            );
             assert_eq!(join.counts[DUPLICATE_PREDICTIONS], 1);
         }
     }
@@ -1020,15 +1267,40 @@ mod tests {
     #[test]
     fn a_rejected_prediction_takes_its_waiting_outcome_with_it() {
         let (mut join, mut state) = join(false, false);
-        join.on_outcome(&mut state, "d1", outcome("d1", 1), 0, Some(3), false, &mut NoProblems).unwrap();
+        join.on_outcome(
+            &mut state,
+            "d1",
+            outcome("d1", 1),
+            0,
+            Some(3),
+            false,
+            &mut NoProblems,
+        )
+        .unwrap();
         let out = join
-            .on_prediction(&mut state, "d1", "m", prediction("d1", 0), Some("bad \"x\"".into()), 0, &mut NoProblems)
+            .on_prediction(
+                &mut state,
+                "d1",
+                "m",
+                prediction("d1", 0),
+                Some("bad \"x\"".into()),
+                0,
+                &mut NoProblems,
+            )
             .unwrap();
         assert_eq!(out.rejections.len(), 2);
-        assert_eq!(out.rejections[1].reason, Reason::Text("its prediction was rejected: bad \"x\"".into()));
+        assert_eq!(
+            out.rejections[1].reason,
+            Reason::Text("its prediction was rejected: bad \"x\"".into())
+        );
         let text = String::from_utf8(out.examples[0].json.clone()).unwrap();
-        assert!(text.ends_with(",\"status\":\"rejected\",\"predicted_at\":\"2026-01-01T00:00:00+00:00\",\
-                                \"outcome_at\":null,\"fallback\":false,\"reason\":\"bad \\\"x\\\"\"}"), "{text}");
+        assert!(
+            text.ends_with(
+                ",\"status\":\"rejected\",\"predicted_at\":\"2026-01-01T00:00:00+00:00\",\
+                                \"outcome_at\":null,\"fallback\":false,\"reason\":\"bad \\\"x\\\"\"}"
+            ),
+            "{text}"
+        );
         assert_eq!(state.get("d1").unwrap().status(), REJECTED);
     }
 
@@ -1047,9 +1319,19 @@ mod tests {
             partition,
             may_send_on: true,
             refused: false,
-            input: Input::Prediction { key: "d1".into(), model: "m".into(), json: prediction("d1", 0), problem: None },
+            input: Input::Prediction {
+                key: "d1".into(),
+                model: "m".into(),
+                json: prediction("d1", 0),
+                problem: None,
+            },
         };
-        let results = join.process(&mut state, vec![record(other), record(home)], 6, &mut NoProblems);
+        let results = join.process(
+            &mut state,
+            vec![record(other), record(home)],
+            6,
+            &mut NoProblems,
+        );
         assert!(matches!(results[..], [Processed::SentOn(h), Processed::Joined(_)] if h == home));
         assert_eq!(state.get("d1").unwrap().partition(), home);
     }
