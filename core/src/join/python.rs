@@ -172,8 +172,14 @@ impl LabelCheck for PyLabelCheck<'_, '_> {
     type Error = PyErr;
 
     fn label_problem(&mut self, model: &str, outcome: &[u8]) -> PyResult<Option<String>> {
-        let label = event_json::field(outcome, "label").unwrap_or(b"null");
-        let reward = event_json::field(outcome, "reward").unwrap_or(b"null");
+        let fields = event_json::fields(outcome);
+        let raw = |key: &str| {
+            let found = fields
+                .iter()
+                .find(|(k, _)| &outcome[k.clone()] == key.as_bytes());
+            found.map_or(&b"null"[..], |(_, v)| &outcome[v.clone()])
+        };
+        let (label, reward) = (raw("label"), raw("reward"));
         let question = (model.to_owned(), label.to_vec(), reward != b"null");
         if let Some(answer) = self.answers.get(&question) {
             return Ok(answer.clone());

@@ -285,15 +285,15 @@ enum Queue {
     Gc = 2,
 }
 
-/// A prediction's JSON, read where an example needs it.
-struct Prediction<'a> {
+/// An event's JSON and where its top-level fields are, read once where an example needs them.
+struct EventJson<'a> {
     json: &'a [u8],
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
-impl<'a> Prediction<'a> {
+impl<'a> EventJson<'a> {
     fn new(json: &'a [u8]) -> Self {
-        Prediction {
+        EventJson {
             json,
             fields: event_json::fields(json),
         }
@@ -305,6 +305,12 @@ impl<'a> Prediction<'a> {
             .iter()
             .find(|(k, _)| &json[k.clone()] == key.as_bytes())
             .map(|(_, v)| &json[v.clone()])
+    }
+
+    fn timestamp<E>(&self) -> Result<f64, Error<E>> {
+        self.raw("timestamp")
+            .and_then(event_json::timestamp)
+            .ok_or_else(|| Error::Corrupt("an event without a readable timestamp".into()))
     }
 
     fn model(&self) -> String {
@@ -452,7 +458,7 @@ impl Join {
                 let late = self.late(state, key, current, &json, &outcome)?;
                 out.examples.push(late);
             } else {
-                let joined = self.joined(&json, &outcome)?;
+                let joined = self.joined(&EventJson::new(&json), &EventJson::new(&outcome))?;
                 out.examples.push(joined);
                 self.finish(state, key, &entry, partition)?;
             }
@@ -587,7 +593,8 @@ impl Join {
         }
         let answerable = entry.is_pending() || entry.status() == EXPIRED;
         if let Some(prediction) = entry.json("p").cloned().filter(|_| answerable) {
-            let model = Prediction::new(&prediction).model();
+            let p = EventJson::new(&prediction);
+            let model = p.model();
             let problem = match self.specs.contains_key(&model) {
                 true => check.label_problem(&model, &json).map_err(Error::Check)?,
                 false => None,
@@ -615,7 +622,7 @@ impl Join {
                 // clock to it, which expires the prediction (with no lateness), so it is late in
                 // any order.
                 if at < deadline {
-                    let joined = self.joined(&prediction, &json)?;
+                    let joined = self.joined(&p, &EventJson::new(&json))?;
                     out.examples.push(joined);
                     self.finish(state, key, &entry, partition)?;
                     return Ok(out);
@@ -841,16 +848,15 @@ impl Join {
 
     // -- endings -----------------------------------------------------------------------------
 
-    fn joined<E>(&mut self, prediction: &[u8], outcome: &[u8]) -> Result<Example, Error<E>> {
+    fn joined<E>(&mut self, p: &EventJson, o: &EventJson) -> Result<Example, Error<E>> {
         self.counts[JOINED] += 1;
-        let p = Prediction::new(prediction);
-        let outcome_at = event_json::field(outcome, "timestamp").unwrap_or(b"null");
+        let outcome_at = o.raw("timestamp").unwrap_or(b"null");
         let predicted_at = p.raw("timestamp").unwrap_or(b"null");
         // max(prediction.timestamp, outcome.timestamp): the prediction's unless the outcome's is
         // later.
-        let later = timestamp_of::<E>(outcome)? > timestamp_of::<E>(prediction)?;
+        let later = o.timestamp::<E>()? > p.timestamp::<E>()?;
         let when = if later { outcome_at } else { predicted_at };
-        Ok(example(&p, Some(outcome), "joined", when, None))
+        Ok(example(p, Some(o), "joined", when, None))
     }
 
     fn late<E>(
@@ -865,10 +871,11 @@ impl Join {
         self.counts[EXPIRED_COUNT] -= 1; // it did get an answer, only too late
         entry.set("st", Value::Str(LATE.into()));
         state.put(key, entry);
-        let when = event_json::field(outcome, "timestamp").unwrap_or(b"null");
+        let o = EventJson::new(outcome);
+        let when = o.raw("timestamp").unwrap_or(b"null");
         Ok(example(
-            &Prediction::new(prediction),
-            Some(outcome),
+            &EventJson::new(prediction),
+            Some(&o),
             "late",
             when,
             None,
@@ -915,7 +922,7 @@ impl Join {
             .json("p")
             .cloned()
             .ok_or_else(|| Error::Corrupt(format!("{key:?} has no prediction")))?;
-        let p = Prediction::new(&prediction);
+        let p = EventJson::new(&prediction);
         let (deadline, gc) = self.retained(key, entry)?;
         let partition = entry.partition();
         let expired = Entry::new()
@@ -957,13 +964,14 @@ impl Join {
         reason: &str,
     ) -> Result<Example, Error<E>> {
         self.counts[REJECTED_COUNT] += 1;
-        let p = Prediction::new(prediction);
-        let when = match outcome {
-            Some(outcome) => event_json::field(outcome, "timestamp"),
+        let p = EventJson::new(prediction);
+        let o = outcome.map(EventJson::new);
+        let when = match &o {
+            Some(o) => o.raw("timestamp"),
             None => p.raw("timestamp"),
         }
         .unwrap_or(b"null");
-        let mut example = example(&p, outcome, "rejected", when, None);
+        let mut example = example(&p, o.as_ref(), "rejected", when, None);
         example.json.truncate(example.json.len() - b"null}".len());
         event_json::write_string(&mut example.json, reason);
         example.json.push(b'}');
@@ -974,22 +982,13 @@ impl Join {
 /// A training example's JSON, its fields in ``TrainingExample``'s order, each as ``encode`` writes
 /// it.
 fn example(
-    prediction: &Prediction,
-    outcome: Option<&[u8]>,
+    prediction: &EventJson,
+    outcome: Option<&EventJson>,
     status: &'static str,
     when: &[u8],
     default: Option<(&[u8], &[u8])>,
 ) -> Example {
-    let outcome_fields = outcome.map(|json| (json, event_json::fields(json)));
-    let of = |key: &str| -> &[u8] {
-        match &outcome_fields {
-            Some((json, fields)) => fields
-                .iter()
-                .find(|(k, _)| &json[k.clone()] == key.as_bytes())
-                .map_or(&b"null"[..], |(_, v)| &json[v.clone()]),
-            None => b"null",
-        }
-    };
+    let of = |key: &str| -> &[u8] { outcome.and_then(|o| o.raw(key)).unwrap_or(b"null") };
     let (label, reward) = match default {
         Some(values) => values,
         None => (of("label"), of("reward")),
