@@ -3,7 +3,13 @@
 from collections.abc import Callable, Mapping
 from typing import Any
 
-def ping() -> str: ...
+# core/src/contract.rs: events decoded and validated with the JSON Schema their contract exports
+class ContractError(ValueError):
+    """args: (kind, path, message); kind is empty, too_large, malformed, missing or invalid."""
+
+class Contract:
+    def __init__(self, schema: str) -> None: ...
+    def decode(self, data: bytes | None, max_bytes: int) -> dict[str, Any]: ...
 
 # -- the join (core/src/join) ----------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import Any, Literal, TypedDict
 import msgspec
 import orjson
 
-from adaptloop import _core
+from adaptloop._core import JOIN_MAX_JOINABLE_BYTES, JoinCore, JoinTable
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
@@ -133,7 +133,7 @@ class JoinState(MutableMapping[str, JoinEntry]):
     """
 
     def __init__(self) -> None:
-        self.table = _core.JoinTable()
+        self.table = JoinTable()
 
     def __getitem__(self, key: str) -> JoinEntry:
         entry = self.table.get(key)
@@ -185,7 +185,7 @@ class JoinState(MutableMapping[str, JoinEntry]):
         self.table.drop_partition(partition)
 
 
-MAX_JOINABLE_BYTES: int = _core.JOIN_MAX_JOINABLE_BYTES
+MAX_JOINABLE_BYTES: int = JOIN_MAX_JOINABLE_BYTES
 """The largest prediction or outcome the join keeps (as JSON): its state entry, and the training example made
 of it, must each fit in one Kafka record (a producer's message.max.bytes, 1,000,000 by default) with room for
 their own fields. A 998 KB prediction read as JSON can come out larger (``1e5`` is written ``100000.0``)."""
@@ -249,7 +249,7 @@ class DelayedJoin:
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
         self._contracts = {name: spec.contract() for name, spec in specs.items()}
-        self.core = _core.JoinCore(
+        self.core = JoinCore(
             [(name, spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)) for name, spec in specs.items()],
             self.default_horizon,
             late_retention,

@@ -1,19 +1,28 @@
-"""Bytes <-> events: orjson on the way out, pydantic's strict JSON parser on the way in.
+"""Bytes <-> events: orjson on the way out; on the way in, the compiled core for the join's inputs
+(predictions and outcomes) and pydantic's strict JSON parser for every other topic.
 
-Decoding never raises anything but :class:`DecodeError`, whose ``kind`` and
-``reason`` go straight into a dead letter.
+The core (``adaptloop._core``, the Rust crate in ``core/``) validates with the JSON Schema the pydantic
+contract exports (:func:`~adaptloop.schemas.export.core_schema`), compiled once per topic at first use: the
+contract stays the one source of the rules, and tests/unit/schemas/test_core_contract.py checks that the
+core and pydantic agree, record for record. Decoding never raises anything but :class:`DecodeError`, whose
+``kind`` and ``reason`` go straight into a dead letter.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from adaptloop._core import Contract, ContractError
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.errors import DecodeError
-from adaptloop.schemas.topics import Topic
+from adaptloop.schemas.export import core_schema
+from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, Topic
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -51,6 +60,8 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
     ...
     adaptloop.schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
     """
+    if topic.name in COMPILED:
+        return _decode_compiled(topic, data, max_bytes)
     data = checked_size(topic, data, max_bytes)
     try:
         # The validator itself: model_validate_json adds keyword handling that costs a third as much.
@@ -87,3 +98,52 @@ def _classify(topic: Topic, error: ValidationError, data: bytes) -> DecodeError:
     details = "; ".join(f"{'.'.join(map(str, item['loc'])) or '<root>'}: {item['msg']}" for item in errors[:5])
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return DecodeError("invalid", f"{name}: {details}{more}")
+
+
+COMPILED = frozenset({PREDICTIONS.name, OUTCOMES.name})
+"""The topics the compiled core decodes: the join's inputs, one record per decision each."""
+
+
+@cache
+def _compiled(topic: Topic) -> tuple[Contract, Callable[[dict[str, Any]], Event]]:
+    """The core's contract of ``topic``, and what makes its event from the fields the core read (the fields
+    in declared order, the defaults of those absent)."""
+    contract = Contract(orjson.dumps(core_schema(topic)).decode())
+    model = topic.event
+    defaults = {name: info for name, info in model.model_fields.items() if not info.is_required()}
+    names = tuple(model.model_fields)
+    from_valid = model.from_valid
+
+    def event(fields: dict[str, Any]) -> Event:
+        if len(fields) < len(names):  # some left to their defaults (a timestamp's: now)
+            fields = {
+                name: fields[name] if name in fields else defaults[name].get_default(call_default_factory=True)
+                for name in names
+            }
+        return from_valid(fields)
+
+    return contract, event
+
+
+def _decode_compiled(topic: Topic, data: bytes | None, max_bytes: int) -> Event:
+    contract, event = _compiled(topic)
+    try:
+        return event(contract.decode(data, max_bytes))
+    except ContractError as error:
+        raise _classify_compiled(topic, data, *error.args) from None
+
+
+def _classify_compiled(topic: Topic, data: bytes | None, kind: str, path: tuple[str, ...], message: str) -> DecodeError:
+    """The core's failure as a dead letter's kind and reason (as :func:`_classify` says pydantic's)."""
+    name = topic.event.__name__
+    if kind == "empty":
+        return DecodeError("empty", f"{topic.name} record has no value")
+    if kind in ("too_large", "malformed"):
+        return DecodeError(kind, message)  # type: ignore[arg-type]
+    if path == ("schema_version",):
+        supported = topic.event.model_fields["schema_version"].default
+        sent = orjson.loads(data or b"{}").get("schema_version")  # valid JSON: the core parsed it
+        return DecodeError("unsupported_schema_version", f"{name} supports schema_version {supported}, got {sent!r}")
+    if kind == "missing" and path == (topic.key,):
+        return DecodeError("missing_key", f"{name} has no {topic.key}")
+    return DecodeError("invalid", f"{name}: {'.'.join(path) or '<root>'}: {message}")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 import orjson
 
 from adaptloop.schemas.contract import ModelContract
@@ -74,6 +75,32 @@ def topic_schema(topic: Topic) -> dict[str, Any]:
     _standardise(schema)
     described = schema.get("description", "")
     schema["description"] = f"{described}\n\n{_kafka_note(topic)}".strip()
+    return schema
+
+
+def core_schema(topic: Topic) -> dict[str, Any]:
+    """The schema the compiled core (``adaptloop._core``) validates ``topic``'s records with: the topic's
+    exported schema, with the bounds of its times (the contract's ``ge``/``lt`` on a datetime, which no
+    standard keyword says) as ``formatMinimum``/``formatExclusiveMaximum``, ajv-formats' names for them.
+
+    >>> from adaptloop.schemas.topics import OUTCOMES
+    >>> timestamp = core_schema(OUTCOMES)["properties"]["timestamp"]
+    >>> timestamp["formatMinimum"], timestamp["formatExclusiveMaximum"]
+    ('1970-01-01T00:00:00+00:00', '2200-01-01T00:00:00+00:00')
+    """
+    schema = topic_schema(topic)
+    for name, info in topic.event.model_fields.items():
+        node = schema["properties"][name]
+        for branch in [node, *node.get("anyOf", [])]:
+            if branch.get("format") != "date-time":
+                continue
+            for bound in info.metadata:
+                if isinstance(bound, annotated_types.Ge):
+                    branch["formatMinimum"] = bound.ge.isoformat()  # type: ignore[attr-defined]
+                elif isinstance(bound, annotated_types.Lt):
+                    branch["formatExclusiveMaximum"] = bound.lt.isoformat()  # type: ignore[attr-defined]
+                elif isinstance(bound, annotated_types.BaseMetadata):
+                    raise TypeError(f"{topic.event.__name__}.{name}: the core has no keyword for {bound!r}")
     return schema
 
 

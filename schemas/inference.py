@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictStr, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from adaptloop.schemas.base import Event, EventTime, FeatureValue, FiniteFloat, Label, Name
 
@@ -58,6 +58,16 @@ class OutcomeEvent(Event):
     >>> OutcomeEvent(decision_id="d-1", label=False, source="billing").label
     False
     """
+
+    # The rule of _has_truth below, said in the exported JSON Schema too: services in other languages, and
+    # the compiled core (which validates with the exported schema), refuse an outcome without truth as well.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("label", "reward")
+            ]
+        }
+    )
 
     decision_id: Name = Field(description="The decision's id, as its prediction gave it. The record's Kafka key.")
     label: Label | None = Field(

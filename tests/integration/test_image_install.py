@@ -2,14 +2,18 @@
 
 No Docker engine runs in CI and no registry is reachable, so the image is not built in the suite (it was
 built once by hand with buildah, on a Debian base made with mmdebstrap: slower than CI can afford). Instead
-each instruction of the Dockerfile is read and mirrored here: WORKDIR, COPY and ENV on the stand-in root,
-the install step with a fresh venv's pip in place of the base image's, and ENTRYPOINT + CMD run as the
-container runs them (from the last WORKDIR, with the image's environment). An instruction or a RUN step
-that this test does not know fails it, so the Dockerfile and this test cannot drift apart silently.
+each instruction of the Dockerfile is read and mirrored here: each stage (FROM) gets a stand-in root of its
+own, WORKDIR, COPY (``--from`` a stage built here: from its root) and ENV on it, the build and install steps
+with a fresh venv's pip in place of the base image's, and ENTRYPOINT + CMD run as the container runs them
+(from the last WORKDIR, with the final stage's environment). The Rust toolchain that the build stage copies
+from the toolchain's image, and the C linker it installs with apt-get, are this machine's own (the README's
+set-up needs both). An instruction or a RUN step that this test does not know fails it, so the Dockerfile and
+this test cannot drift apart silently.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shlex
@@ -35,7 +39,9 @@ from adaptloop.worker import stop_worker_process
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]  # a fresh venv installs on a loaded machine
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORED = {"FROM", "USER", "VOLUME", "EXPOSE"}  # the base (a fresh venv stands in), the account, the mounts
+IGNORED = {"USER", "VOLUME", "EXPOSE"}  # the account, the mounts
+TOOLCHAIN = "rust"  # the stage (the Rust toolchain's image) whose files are this machine's own toolchain
+TOOLCHAIN_ENV = {"RUSTUP_HOME", "CARGO_HOME"}  # where that toolchain lives in the image: here, where it is
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -57,7 +63,8 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 @dataclass
 class Image:
-    """What the Dockerfile's steps made: a root folder, a venv for the base's Python, the config."""
+    """What the Dockerfile's steps made: a root folder per stage (``root``: the current one, the image's at the
+    end), a venv for the base's Python, the config."""
 
     root: Path
     venv: Path
@@ -65,6 +72,7 @@ class Image:
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
+    stages: dict[str, Path] = field(default_factory=dict)
 
     def inside(self, path: str) -> Path:
         """A path of the image, in the stand-in root."""
@@ -73,31 +81,65 @@ class Image:
     def run_step(self, step: str) -> None:
         """One `&&`-part of a RUN instruction, mirrored; an unknown one fails the test."""
         words = shlex.split(step)
+        while words and words[0].startswith("PATH=/usr/local/cargo/bin:"):
+            words = words[1:]  # the toolchain's folder first on PATH: here, cargo is on this machine's PATH
         if words[0] in ("useradd", "chown"):
             return  # the image's account: the test runs as the CI's user
         if words[:2] == ["mkdir", "-p"]:
             for path in words[2:]:
                 self.inside(path).mkdir(parents=True, exist_ok=True)
             return
-        if words[:2] == ["pip", "install"]:
+        if words[:2] == ["rm", "-rf"]:
+            for path in words[2:]:
+                shutil.rmtree(self.inside(path))
+            return
+        if words[:2] == ["apt-get", "update"]:
+            return
+        if words[:4] == ["apt-get", "install", "-y", "--no-install-recommends"]:
+            assert set(words[4:]) == {"gcc", "libc6-dev"}, words  # the core's linker: this machine's own
+            assert shutil.which("cc"), "the compiled core needs a C linker (cc)"
+            return
+        if words[:2] in (["pip", "install"], ["pip", "wheel"]):
             # The base image's pip is the venv's; --no-cache-dir only keeps the image small (CI's cache is warm).
-            args = [word for word in words[2:] if word != "--no-cache-dir"]
-            subprocess.run([str(self.venv / "bin" / "pip"), "install", "-q", *args], cwd=self.workdir, check=True)
+            args: list[str] = []
+            for word in words[2:]:
+                if word == "--no-cache-dir":
+                    continue
+                if word.startswith("/"):  # a path of the image: in the stand-in root (a wheel's name globbed)
+                    args += sorted(glob.glob(str(self.inside(word)))) or [str(self.inside(word))]
+                else:
+                    args.append(word)
+            subprocess.run([str(self.venv / "bin" / "pip"), words[1], "-q", *args], cwd=self.workdir, check=True)
             return
         pytest.fail(f"the Dockerfile's step {step!r} is not mirrored by {Path(__file__).name}: add it there")
 
     def apply(self, name: str, args: str) -> None:
         if name in IGNORED:
             return
-        if name == "WORKDIR":
+        if name == "FROM":  # a new stage: a root of its own (a fresh venv stands in for the Python base)
+            image, _, stage = args.partition(" AS ")
+            assert image.split(":")[0] in ("python", "rust"), image
+            self.root = self.root.parent / f"stage-{len(self.stages)}"
+            self.root.mkdir()
+            self.workdir, self.env = self.root, {}
+            self.stages[stage or str(len(self.stages))] = self.root
+        elif name == "WORKDIR":
             self.workdir = self.inside(args)
             self.workdir.mkdir(parents=True, exist_ok=True)
+        elif name == "COPY" and args.startswith("--from="):
+            stage, source, target = args.removeprefix("--from=").split()
+            if stage == TOOLCHAIN:
+                assert shutil.which("cargo"), "the compiled core needs the Rust toolchain (cargo)"
+                return
+            shutil.copytree(self.stages[stage] / source.lstrip("/"), self.inside(target))
         elif name == "COPY":
             *sources, target = args.split()
             destination = self.workdir / target
             for source in sources:
                 if (ROOT / source).is_dir():
-                    shutil.copytree(ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__"))
+                    shutil.copytree(
+                        ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__", "target", "*.so")
+                    )
                 else:
                     destination.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(ROOT / source, destination)
@@ -107,7 +149,8 @@ class Image:
         elif name == "ENV":
             for pair in shlex.split(args):
                 key, value = pair.split("=", 1)
-                self.env[key] = str(self.inside(value)) if value.startswith("/") else value
+                if key not in TOOLCHAIN_ENV:
+                    self.env[key] = str(self.inside(value)) if value.startswith("/") else value
         elif name == "ENTRYPOINT":
             self.entrypoint = json.loads(args)
         elif name == "CMD":
@@ -129,7 +172,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     built = Image(root=work / "root", venv=venv, workdir=work / "root")
-    built.workdir.mkdir()
     for name, args in instructions(ROOT / "Dockerfile"):
         built.apply(name, args)
     assert built.entrypoint == ["adaptloop"] and built.cmd == ["worker"]

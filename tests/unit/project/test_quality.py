@@ -63,11 +63,6 @@ def test_mypy_is_clean(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def node_imports_core(node: ast.AST) -> bool:
-    """``from adaptloop import _core`` (and nothing else)."""
-    return isinstance(node, ast.ImportFrom) and [alias.name for alias in node.names] == ["_core"]
-
-
 def _imported_layers(path: Path) -> set[str]:
     layers = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -78,8 +73,8 @@ def _imported_layers(path: Path) -> set[str]:
         )
         for name in names:
             parts = name.split(".")
-            if parts[:2] == ["adaptloop", "_core"] or (node_imports_core(node) and parts == ["adaptloop"]):
-                continue  # the compiled core sits under every layer
+            if parts[:2] == ["adaptloop", "_core"]:
+                continue  # the compiled core (core/, Rust) imports nothing of adaptloop: any layer may use it
             if parts[0] == "adaptloop" and len(parts) > 1 and parts[1] in LAYERS:
                 layers.add(parts[1])
             elif parts[0] == "adaptloop":
