@@ -1,7 +1,8 @@
 """The delayed-feedback join: predictions meet their outcomes by decision_id, within a wait horizon.
 
-Pure logic over any mutable mapping (a dict here, a :class:`JoinState` whose
-changes the worker writes to a changelog topic), so it is tested without Kafka. Time is event time, with one
+The rules run in the compiled core (``adaptloop._core``, ``core/src/join``), over a :class:`JoinState` whose
+changes the worker writes to a changelog topic; this module is their Python face, tested without Kafka, and the
+join agent calls the core once per polled batch (:meth:`DelayedJoin.process`). Time is event time, with one
 clock per input: predictions and outcomes are separate topics that a consumer
 reads at different paces, so a pending prediction expires only when the
 *outcomes* clock of its partition passes its deadline, an outcome waiting for its
@@ -20,20 +21,18 @@ outcome whose label the model cannot learn (its prediction waits on for a good o
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 import msgspec
 import orjson
 
+from adaptloop._core import JOIN_MAX_JOINABLE_BYTES, JoinCore, JoinTable
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas.base import SCHEMA_VERSION
 from adaptloop.schemas.codec import encode
-from adaptloop.schemas.inference import JoinStatus, OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
 
 EntryStatus = Literal["pending", "done", "expired", "late", "rejected"]
 PENDING: EntryStatus = "pending"
@@ -41,13 +40,8 @@ DONE: EntryStatus = "done"
 EXPIRED: EntryStatus = "expired"
 LATE: EntryStatus = "late"
 REJECTED: EntryStatus = "rejected"
-EXPIRE, ORPHAN, GC = "expire", "orphan", "gc"
 PREDICTION_CLOCK, OUTCOME_CLOCK = 0, 1
 BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
-PARSED_EVENTS = 20_000
-"""Pending predictions, and outcomes waiting for their prediction, kept parsed in memory (each kind up to this
-many; the JSON in the state is the truth). Most are used soon: a live decision's outcome follows its prediction,
-and in a backlog a fetch of outcomes (smaller records) runs ahead of the predictions by a thousand or so."""
 
 
 class JoinEntry(TypedDict, total=False):
@@ -123,8 +117,10 @@ def entry_from(data: bytes) -> JoinEntry:
     return _UNPACK.decode(data)  # type: ignore[no-any-return]
 
 
-class JoinState(dict[str, JoinEntry]):
+class JoinState(MutableMapping[str, JoinEntry]):
     """The join's entries by decision_id, noting per partition which keys changed, for the changelog.
+
+    The entries live in the compiled core; reading one gives a copy (change it by setting it again).
 
     >>> state = JoinState()
     >>> state["d1"] = {"pt": 0, "st": "pending"}
@@ -137,91 +133,88 @@ class JoinState(dict[str, JoinEntry]):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self._changed: dict[int, set[str]] = {}
+        self.table = JoinTable()
+
+    def __getitem__(self, key: str) -> JoinEntry:
+        entry = self.table.get(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry  # type: ignore[return-value]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        entry = self.table.get(key)
+        return default if entry is None else entry
 
     def __setitem__(self, key: str, entry: JoinEntry) -> None:
-        super().__setitem__(key, entry)
-        self._changed.setdefault(entry["pt"], set()).add(key)
+        self.table.set(key, entry)
 
     def __delitem__(self, key: str) -> None:
-        partition = self[key]["pt"]
-        super().__delitem__(key)
-        self._changed.setdefault(partition, set()).add(key)
+        if not self.table.delete(key):
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table.keys())
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return f"JoinState({dict(self.items())!r})"
+
+    def partition_of(self, key: str) -> int | None:
+        """The partition of ``key``'s entry (None: it has none), without copying the entry."""
+        return self.table.partition_of(key)
 
     def take_changes(self, partition: int) -> dict[str, JoinEntry | None]:
         """The current entry (``None``: deleted) of every key of ``partition`` changed since the last call."""
-        return {key: self.get(key) for key in self._changed.pop(partition, ())}
+        return self.table.take_changes(partition)
+
+    def take_change_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """:meth:`take_changes` as the changelog's records: each key's bytes and :func:`entry_bytes` (or None)."""
+        return self.table.take_change_records(partition)
 
     def restore(self, key: str, entry: JoinEntry | None) -> None:
         """Apply one changelog record without noting it as a change."""
-        if entry is None:
-            super().pop(key, None)
-        else:
-            super().__setitem__(key, entry)
+        self.table.restore(key, entry)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition's entries and changes (it moved to another worker)."""
-        for key in [key for key, entry in self.items() if entry["pt"] == partition]:
-            super().__delitem__(key)
-        self._changed.pop(partition, None)
+        self.table.drop_partition(partition)
 
 
-MAX_JOINABLE_BYTES = 990_000
+MAX_JOINABLE_BYTES: int = JOIN_MAX_JOINABLE_BYTES
 """The largest prediction or outcome the join keeps (as JSON): its state entry, and the training example made
 of it, must each fit in one Kafka record (a producer's message.max.bytes, 1,000,000 by default) with room for
 their own fields. A 998 KB prediction read as JSON can come out larger (``1e5`` is written ``100000.0``)."""
 
 
-def _kept(data: bytes) -> bytes:
-    """A copy of ``data`` of its exact size, for bytes the join keeps in its state: orjson's output stays in the
-    larger allocation it was written into (measured: a backlog of 150,000 pending predictions took 950 MB of
-    resident memory instead of 435 MB)."""
-    return bytes(memoryview(data))
+_EXAMPLE = TrainingExample.__pydantic_validator__.validate_json
+_OUTCOME = OutcomeEvent.__pydantic_validator__.validate_json
 
-
-def _too_large(encoded: bytes, what: str) -> str | None:
-    if len(encoded) <= MAX_JOINABLE_BYTES:
-        return None
-    return (
-        f"the {what} takes {len(encoded):,} bytes as the join writes it, over the {MAX_JOINABLE_BYTES:,} it can "
-        "keep in its state and in a training example"
-    )
-
-
-def _json(value: bytes | None) -> bytes:
-    """An event's JSON that the entry's status says is there."""
-    assert value is not None
-    return value
-
-
-def _time(value: float | None) -> float:
-    """A deadline that the entry's status says is set."""
-    assert value is not None
-    return value
-
-
-def _keep(parsed: dict[str, Any], key: str, value: Any) -> None:
-    """Keep ``value`` as ``key``'s parsed event, forgetting the oldest beyond :data:`PARSED_EVENTS`."""
-    parsed[key] = value
-    if len(parsed) > PARSED_EVENTS:
-        del parsed[next(iter(parsed))]
-
-
-def _ts(moment: datetime) -> float:
-    return moment.timestamp()
-
-
-def _at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+Examples = list[tuple[str, str, bytes]]
+"""Training examples as the core writes them: (model, status, JSON) each, the JSON byte for byte what
+``encode`` writes for the same example."""
+RawRejections = list[tuple[str | None, bytes | None, str | tuple[str, float], int | None, bool]]
+"""Rejections as the core returns them: (the refused outcome's decision_id and JSON, both None for the event
+being processed; the reason, or ``(decision_id, horizon)`` for an outcome no prediction came for; offset;
+sent_on) each."""
+RawOutput = tuple[Examples, RawRejections]
+JoinRecord = tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
+"""A record of a batch for :meth:`DelayedJoin.process` (see :meth:`DelayedJoin.record`)."""
+Processed = int | RawOutput | tuple[()] | BaseException | None
+"""What became of a record of a batch: the partition it is to be sent on to, its output (``()``: nothing),
+the exception it raised, or None (refused before the join)."""
 
 
 class DelayedJoin:
     """Join predictions and outcomes arriving in any order.
 
-    >>> from datetime import UTC, timedelta
+    >>> from datetime import UTC, datetime, timedelta
     >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    >>> join = DelayedJoin({}, {"churn": LearnerSpec(name="churn", horizon_seconds=60)})
+    >>> join = DelayedJoin(JoinState(), {"churn": LearnerSpec(name="churn", horizon_seconds=60)})
     >>> p = PredictionEvent(decision_id="d1", model="churn", model_version="v1", features={"x": 1.0},
     ...                     prediction=True, timestamp=t0)
     >>> join.on_prediction(p, partition=0).examples
@@ -234,7 +227,7 @@ class DelayedJoin:
 
     def __init__(
         self,
-        state: MutableMapping[str, JoinEntry],
+        state: Mapping[str, JoinEntry],
         specs: Mapping[str, LearnerSpec],
         *,
         default_horizon: float = 3600.0,
@@ -242,189 +235,70 @@ class DelayedJoin:
         lateness: float = 0.0,
         outcome_duplicates: str = "first",
     ) -> None:
-        self.state = state
+        """``state``: the :class:`JoinState` the join works on; any other mapping of entries (a table restored
+        by hand) is copied into a new one, :attr:`state`."""
+        if not isinstance(state, JoinState):
+            copied = JoinState()
+            for key, entry in state.items():
+                copied.restore(key, entry)
+            state = copied
+        self.state: JoinState = state
         self.specs = specs
         self.default_horizon = max([default_horizon, *(s.horizon_seconds for s in specs.values())])
         self.late_retention = late_retention  # keep expired entries this many horizons to recognise late outcomes
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
         self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
-        self.counts: Counter[str] = Counter()
         self._contracts = {name: spec.contract() for name, spec in specs.items()}
-        # The latest pending predictions and waiting outcomes, parsed (see PARSED_EVENTS). An outcome is kept with
-        # the JSON its entry holds, so one that the entry no longer holds is never used.
-        self._parsed: dict[str, PredictionEvent] = {}
-        self._parsed_outcomes: dict[str, tuple[bytes, OutcomeEvent]] = {}
-        self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
-        self._queues: dict[int, dict[str, list[tuple[float, str]]]] = {}  # partition -> queue -> heap
+        self.core = JoinCore(
+            [(name, spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)) for name, spec in specs.items()],
+            self.default_horizon,
+            late_retention,
+            lateness,
+            outcome_duplicates == "last",
+            self._label_problem,
+        )
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Predictions, outcomes and how decisions ended, counted since the join started."""
+        return Counter(self.core.counts())
+
+    def _label_problem(self, model: str, label: bytes, reward: bytes) -> str | None:
+        """Why ``model``'s contract refuses an outcome's label (its JSON, and its reward's), if it does. The
+        core keeps the answers: a contract's answer depends on the label and on whether there is a reward."""
+        return self._contracts[model].label_problem(orjson.loads(label), orjson.loads(reward))
 
     # -- inputs ------------------------------------------------------------------------------
 
     def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
-        self.counts["predictions"] += 1
-        encoded = _kept(encode(event))
-        contract = self._contracts.get(event.model)
-        spec = self.specs.get(event.model)
-        horizon = spec.horizon_seconds if spec else self.default_horizon
-        problem = _too_large(encoded, "prediction") or (contract.feature_problem(event.features) if contract else None)
-        if problem is not None:  # checked before its time moves the clock: the join does not take it
-            return self._reject_prediction(event, partition, problem, horizon)
-        at = _ts(event.timestamp)
-        out = self._advance(partition, at, (PREDICTION_CLOCK,))
-        key = event.decision_id
-        entry = self.state.get(key)
-        deadline = at + horizon
-        if entry is None:
-            self._put(
-                key,
-                {"pt": partition, "st": PENDING, "p": encoded, "o": None, "dl": deadline, "h": horizon},
-            )
-            self._remember(key, event)
-            self._schedule(partition, EXPIRE, deadline, key)
-        elif entry["st"] == PENDING and entry["p"] is None:
-            outcome = self._waiting_outcome(key, entry)
-            if contract is not None and (problem := contract.label_problem(outcome.label, outcome.reward)):
-                # The outcome that came first breaks the contract: refused; the prediction waits for a good one.
-                self.counts["rejected_outcomes"] += 1
-                out.rejections.append(Rejection(outcome, problem, entry.get("off"), entry.get("ro", False)))
-                out.examples.append(self._rejected(event, outcome, problem))
-                self._put(
-                    key,
-                    {
-                        "pt": partition,
-                        "st": PENDING,
-                        "p": encoded,
-                        "o": None,
-                        "dl": deadline,
-                        "h": horizon,
-                    },
-                )
-                self._remember(key, event)
-                self._schedule(partition, EXPIRE, deadline, key)
-                return out
-            entry = {**entry, "p": encoded, "dl": deadline, "h": horizon}
-            if _ts(outcome.timestamp) >= deadline:
-                # It came first, but too long after the decision: the same rule as any late outcome.
-                out.examples.append(self._expire(key, entry))
-                out.examples.append(self._late(key, self.state[key], event, outcome))
-            else:
-                out.examples.append(self._joined(event, outcome))
-                self._finish(key, entry, partition)
-        elif entry["st"] == PENDING and self._policy(event.model) == "last":
-            self.counts["duplicate_predictions"] += 1
-            self._put(key, {**entry, "p": encoded, "dl": deadline, "h": horizon})
-            self._remember(key, event)
-            self._schedule(partition, EXPIRE, deadline, key)
-        else:
-            self.counts["duplicate_predictions"] += 1
-        return out
+        encoded = encode(event)
+        raw = self.core.on_prediction(
+            self.state.table, event.decision_id, event.model, encoded, self.feature_problem(event, encoded), partition
+        )
+        return self._output(raw, event)
 
-    def _reject_prediction(self, event: PredictionEvent, partition: int, problem: str, horizon: float) -> JoinOutput:
-        """Refuse a prediction (its outcome, come first, with it); a decision it would open ends ``rejected``."""
-        self.counts["rejected_predictions"] += 1
-        out = JoinOutput(rejections=[Rejection(event, problem, None)])
-        key = event.decision_id
-        entry = self.state.get(key)
-        if entry is None or (entry["st"] == PENDING and entry["p"] is None):
-            out.examples.append(self._rejected(event, None, problem))
-            if entry is not None:  # its outcome came first: refused with it
-                outcome = self._waiting_outcome(key, entry)
-                out.rejections.append(
-                    Rejection(
-                        outcome, f"its prediction was rejected: {problem}", entry.get("off"), entry.get("ro", False)
-                    )
-                )
-            if partition not in self._queues:
-                self._rebuild(partition)
-            gc = _ts(event.timestamp) + horizon * (1 + self.late_retention)
-            self._put(key, {"pt": partition, "st": REJECTED, "dl": None, "gc": gc, "r": problem[:500]})
-            self._schedule(partition, GC, gc, key)
-        return out
+    def feature_problem(self, event: PredictionEvent, encoded: bytes) -> str | None:
+        """Why the prediction's model refuses its features, if it does (not asked of a prediction too large to
+        keep, which the core refuses for that)."""
+        contract = self._contracts.get(event.model)
+        if contract is None or len(encoded) > MAX_JOINABLE_BYTES:
+            return None
+        return contract.feature_problem(event.features)
 
     def on_outcome(
         self, event: OutcomeEvent, partition: int, offset: int | None = None, sent_on: bool = False
     ) -> JoinOutput:
         """Join an outcome read at ``offset`` of ``partition`` (``sent_on``: of the repartition topic)."""
-        self.counts["outcomes"] += 1
-        encoded = _kept(encode(event))
-        if (problem := _too_large(encoded, "outcome")) is not None:
-            self.counts["rejected_outcomes"] += 1
-            return JoinOutput(rejections=[Rejection(event, problem, None)])
-        at = _ts(event.timestamp)
-        out = self._advance(partition, at, (OUTCOME_CLOCK,))
-        key = event.decision_id
-        entry = self.state.get(key)
-        if entry is None:
-            deadline = at + self.default_horizon
-            waiting: JoinEntry = {
-                "pt": partition,
-                "st": PENDING,
-                "p": None,
-                "o": encoded,
-                "dl": deadline,
-                "h": self.default_horizon,
-                "off": offset,
-            }
-            if sent_on:
-                waiting["ro"] = True
-            self._put(key, waiting)
-            _keep(self._parsed_outcomes, key, (encoded, event))
-            self._schedule(partition, ORPHAN, deadline, key)
-            return out
-        if entry["st"] == REJECTED:
-            self.counts["rejected_outcomes"] += 1
-            out.rejections.append(Rejection(event, f"its prediction was rejected: {entry.get('r', '')}", None))
-            return out
-        if entry["st"] in (PENDING, EXPIRED) and entry.get("p") is not None:
-            prediction = self._prediction(key, entry)
-            contract = self._contracts.get(prediction.model)
-            problem = contract.label_problem(event.label, event.reward) if contract else None
-            if problem is not None:
-                # Refused whenever it comes, within the horizon or after it, as when it comes
-                # before its prediction (the same records read in another order end the same):
-                # the decision stays as it was, a pending prediction waits for a good outcome.
-                self.counts["rejected_outcomes"] += 1
-                out.rejections.append(Rejection(event, problem, None))
-                out.examples.append(self._rejected(prediction, event, problem))
-                if entry["st"] == PENDING:
-                    self._remember(key, prediction)
-                return out
-            # Before the deadline: an outcome at the deadline itself would move the outcomes clock
-            # to it, which expires the prediction (with no lateness), so it is late in any order.
-            if entry["st"] == PENDING and at < _time(entry["dl"]):
-                out.examples.append(self._joined(prediction, event))
-                self._finish(key, entry, partition)
-                return out
-            if entry["st"] == PENDING:
-                # The outcome is at or past the deadline even if the clock has not caught up yet.
-                self._remember(key, prediction)
-                out.examples.append(self._expire(key, entry))
-                entry = self.state[key]
-            out.examples.append(self._late(key, entry, prediction, event))
-        elif entry["st"] == PENDING and entry["p"] is None and self.outcome_duplicates == "last":
-            self.counts["duplicate_outcomes"] += 1
-            # With its own provenance: its dead letter (an orphan, or refused with its
-            # prediction) names where it was read, not where the outcome it replaces was.
-            kept: JoinEntry = {**entry, "o": encoded, "off": offset}
-            kept.pop("ro", None)
-            if sent_on:
-                kept["ro"] = True
-            self._put(key, kept)
-            _keep(self._parsed_outcomes, key, (encoded, event))
-        else:
-            self.counts["duplicate_outcomes"] += 1
-        return out
+        raw = self.core.on_outcome(self.state.table, event.decision_id, encode(event), partition, offset, sent_on)
+        return self._output(raw, event)
 
     def forget(self, partition: int) -> None:
         """Drop the in-memory clocks and deadline index of a partition this worker no longer owns."""
-        self._clocks.pop(partition, None)
-        self._queues.pop(partition, None)
-        self._parsed.clear()  # the partition may come back changed by another worker
-        self._parsed_outcomes.clear()
+        self.core.forget(partition)
 
     def latest(self, partition: int) -> float | None:
         """The latest time a clock of ``partition`` has reached (None: none has moved yet)."""
-        clocks = self._clocks.get(partition)
-        return max(clocks) if clocks is not None and max(clocks) > float("-inf") else None
+        return self.core.latest(partition)
 
     def tick(self, partition: int, now: float, clocks: tuple[int, ...] = BOTH_CLOCKS) -> JoinOutput:
         """Advance clocks of ``partition`` without an event, so an idle partition still expires.
@@ -432,153 +306,52 @@ class DelayedJoin:
         The caller passes only the clocks of inputs it has fully read: a tick must not
         overtake older records still waiting in a topic (a backlog after a restart).
         """
-        return self._advance(partition, now, clocks)
+        return self._output(self.core.tick(self.state.table, partition, now, list(clocks)), None)
 
-    # -- time --------------------------------------------------------------------------------
+    def record(
+        self, event: PredictionEvent | OutcomeEvent, partition: int, offset: int, *, sent_on: bool, refused: bool
+    ) -> JoinRecord:
+        """A record of a batch: ``event`` read at ``offset`` of ``partition``; ``sent_on``: of a repartition topic
+        (where every record is on its decision's partition; elsewhere one may not be, and is sent on);
+        ``refused``: not to be joined (the caller dead-letters it), only sent on if it is misplaced."""
+        encoded = encode(event)
+        if isinstance(event, PredictionEvent):
+            problem = None if refused else self.feature_problem(event, encoded)
+            key, model = event.decision_id, event.model
+            return (False, partition, not sent_on, refused, key, model, encoded, problem, None, False)
+        key = event.decision_id
+        return (True, partition, not sent_on, refused, key, None, encoded, None, offset, sent_on)
 
-    def _advance(self, partition: int, timestamp: float, which: tuple[int, ...]) -> JoinOutput:
-        out = JoinOutput()
-        if partition not in self._queues:
-            self._rebuild(partition)
-        clocks = self._clocks.get(partition)
-        if clocks is None:
-            clocks = self._clocks[partition] = [float("-inf"), float("-inf")]
-        for index in which:
-            clocks[index] = max(clocks[index], timestamp - self.lateness)
-        queues = self._queues[partition]
-        # Predictions expire on the outcomes clock; waiting outcomes on the predictions clock.
-        for queue, clock in ((EXPIRE, clocks[OUTCOME_CLOCK]), (ORPHAN, clocks[PREDICTION_CLOCK]), (GC, min(clocks))):
-            heap = queues[queue]
-            while heap and heap[0][0] <= clock:
-                when, key = heapq.heappop(heap)
-                entry = self.state.get(key)
-                if entry is None or entry.get("dl" if queue != GC else "gc") != when:
-                    continue  # superseded
-                if queue == EXPIRE and entry["st"] == PENDING and entry["p"] is not None:
-                    out.examples.append(self._expire(key, entry))
-                elif queue == ORPHAN and entry["st"] == PENDING and entry["p"] is None:
-                    self.counts["orphan_outcomes"] += 1
-                    outcome = self._waiting_outcome(key, entry)
-                    reason = f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
-                    out.rejections.append(Rejection(outcome, reason, entry.get("off"), entry.get("ro", False)))
-                    del self.state[key]
-                elif queue == GC and entry["st"] != PENDING:
-                    del self.state[key]  # retention of a finished decision is over
+    def process(self, records: list[JoinRecord], partitions: int) -> list[Processed]:
+        """A polled batch, in order, on inputs of ``partitions`` partitions: one call of the core. For each record
+        what became of it (see :data:`Processed`); a record that raised left its decision's entry as it was."""
+        return self.core.process(self.state.table, records, partitions)
+
+    def tick_raw(self, partition: int, now: float, clocks: tuple[int, ...]) -> RawOutput:
+        """:meth:`tick`, its output as the core returns it."""
+        return self.core.tick(self.state.table, partition, now, list(clocks))
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def reason(self, reason: str | tuple[str, float]) -> str:
+        """A rejection's reason in words."""
+        if isinstance(reason, str):
+            return reason
+        key, _ = reason
+        return f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
+
+    def _output(self, raw: tuple[Examples, RawRejections], event: PredictionEvent | OutcomeEvent | None) -> JoinOutput:
+        examples, rejections = raw
+        out = JoinOutput(examples=[_EXAMPLE(json) for _, _, json in examples])
+        for _, refused, reason, offset, sent_on in rejections:
+            refused_event = event if refused is None else _OUTCOME(refused)
+            assert refused_event is not None  # a tick refuses only outcomes kept in the state
+            out.rejections.append(Rejection(refused_event, self.reason(reason), offset, sent_on))
         return out
 
-    def _rebuild(self, partition: int) -> None:
-        # After a restart the table is restored from its changelog; rebuild the deadline index from it.
-        queues: dict[str, list[tuple[float, str]]] = {EXPIRE: [], ORPHAN: [], GC: []}
-        for key, entry in self.state.items():
-            if entry.get("pt") != partition:
-                continue
-            if entry["st"] != PENDING:
-                queues[GC].append((entry["gc"], key))
-            else:
-                queues[EXPIRE if entry["p"] is not None else ORPHAN].append((_time(entry["dl"]), key))
-        for heap in queues.values():
-            heapq.heapify(heap)
-        self._queues[partition] = queues
 
-    def _remember(self, key: str, event: PredictionEvent) -> None:
-        _keep(self._parsed, key, event)
-
-    def _prediction(self, key: str, entry: JoinEntry) -> PredictionEvent:
-        """The pending prediction of ``key``: parsed already if recent, else from its stored JSON."""
-        event = self._parsed.pop(key, None)
-        return event if event is not None else PredictionEvent.model_validate_json(_json(entry["p"]))
-
-    def _waiting_outcome(self, key: str, entry: JoinEntry) -> OutcomeEvent:
-        """The outcome that waits in ``key``'s entry for its prediction: parsed already if recent, else from its
-        stored JSON."""
-        parsed = self._parsed_outcomes.pop(key, None)
-        if parsed is not None and parsed[0] is entry["o"]:
-            return parsed[1]
-        return OutcomeEvent.model_validate_json(_json(entry["o"]))
-
-    def _schedule(self, partition: int, queue: str, when: float, key: str) -> None:
-        heapq.heappush(self._queues[partition][queue], (when, key))
-
-    # -- endings -----------------------------------------------------------------------------
-
-    def _joined(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
-        self.counts["joined"] += 1
-        return self._example(prediction, outcome, "joined", max(prediction.timestamp, outcome.timestamp))
-
-    def _late(self, key: str, entry: JoinEntry, prediction: PredictionEvent, outcome: OutcomeEvent) -> TrainingExample:
-        self.counts["late"] += 1
-        self.counts["expired"] -= 1  # it did get an answer, only too late
-        self._put(key, {**entry, "st": LATE})
-        return self._example(prediction, outcome, "late", outcome.timestamp)
-
-    def _finish(self, key: str, entry: JoinEntry, partition: int) -> None:
-        # Keep a small marker as long as expired entries, so duplicates are recognised, not orphaned.
-        gc = _time(entry["dl"]) + entry["h"] * self.late_retention
-        self._put(key, {"pt": partition, "st": DONE, "dl": None, "gc": gc})
-        self._schedule(partition, GC, gc, key)
-
-    def _expire(self, key: str, entry: JoinEntry) -> TrainingExample:
-        prediction = self._prediction(key, entry)
-        spec = self.specs.get(prediction.model)
-        gc = _time(entry["dl"]) + entry["h"] * self.late_retention
-        self._put(key, {"pt": entry["pt"], "st": EXPIRED, "p": entry["p"], "dl": None, "gc": gc})
-        self._schedule(entry["pt"], GC, gc, key)
-        self.counts["expired"] += 1
-        when = _at(_time(entry["dl"]))
-        if (
-            spec is not None
-            and spec.on_missing == "default"
-            and (spec.default_label is not None or spec.default_reward is not None)
-        ):
-            self.counts["defaulted"] += 1
-            return TrainingExample(
-                model=prediction.model,
-                decision_id=key,
-                model_version=prediction.model_version,
-                features=prediction.features,
-                prediction=prediction.prediction,
-                label=spec.default_label,
-                reward=spec.default_reward,
-                status="defaulted",
-                fallback=prediction.fallback,
-                predicted_at=prediction.timestamp,
-                timestamp=when,
-            )
-        return self._example(prediction, None, "expired", when)
-
-    def _rejected(self, prediction: PredictionEvent, outcome: OutcomeEvent | None, reason: str) -> TrainingExample:
-        """The record of a decision whose prediction, or an outcome, broke the model's contract."""
-        self.counts["rejected"] += 1
-        example = self._example(prediction, outcome, "rejected", (outcome or prediction).timestamp)
-        return example.model_copy(update={"reason": reason})
-
-    @staticmethod
-    def _example(
-        prediction: PredictionEvent, outcome: OutcomeEvent | None, status: JoinStatus, when: datetime
-    ) -> TrainingExample:
-        # Every field comes from the validated prediction and outcome: not validated a third time.
-        return TrainingExample.from_valid(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "timestamp": when,
-                "model": prediction.model,
-                "decision_id": prediction.decision_id,
-                "model_version": prediction.model_version,
-                "features": prediction.features,
-                "prediction": prediction.prediction,
-                "label": outcome.label if outcome else None,
-                "reward": outcome.reward if outcome else None,
-                "status": status,
-                "predicted_at": prediction.timestamp,
-                "outcome_at": outcome.timestamp if outcome else None,
-                "fallback": prediction.fallback,
-                "reason": None,
-            }
-        )
-
-    def _policy(self, model: str) -> str:
-        spec = self.specs.get(model)
-        return spec.duplicates if spec is not None else "first"
-
-    def _put(self, key: str, entry: JoinEntry) -> None:
-        self.state[key] = entry
+def _defaults(spec: LearnerSpec) -> tuple[bytes | None, bytes | None]:
+    """The JSON of the label and reward a model learns when no outcome comes (None, None: it learns none)."""
+    if spec.on_missing != "default" or (spec.default_label is None and spec.default_reward is None):
+        return None, None
+    return orjson.dumps(spec.default_label), orjson.dumps(spec.default_reward)

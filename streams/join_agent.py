@@ -40,25 +40,22 @@ from adaptloop.learners.join import (
     OUTCOME_CLOCK,
     PREDICTION_CLOCK,
     DelayedJoin,
-    JoinOutput,
     JoinState,
-    entry_bytes,
+    RawOutput,
     entry_from,
 )
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.base import Event
-from adaptloop.schemas.codec import encode
 from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismatch
-from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent
-from adaptloop.schemas.system import ClockTick, DeadLetter
+from adaptloop.schemas.system import ClockTick, DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import (
     JOIN_CLOCK,
     OUTCOMES,
     OUTCOMES_REPARTITION,
     PREDICTIONS,
     PREDICTIONS_REPARTITION,
+    TRAINING_EXAMPLES,
     Topic,
-    partition_for,
 )
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, ensure_changelog, wait_for_broker
 from adaptloop.streams.connection import kafka_config
@@ -72,6 +69,7 @@ log = logging.getLogger(__name__)
 
 INPUTS: tuple[Topic, ...] = (PREDICTIONS, OUTCOMES, JOIN_CLOCK, PREDICTIONS_REPARTITION, OUTCOMES_REPARTITION)
 REPARTITION = {PREDICTIONS: PREDICTIONS_REPARTITION, OUTCOMES: OUTCOMES_REPARTITION}
+SENT_ON = frozenset(REPARTITION.values())  # records sent on from another partition: each on its decision's
 RESTORE_TIMEOUT = 300.0
 
 
@@ -138,6 +136,7 @@ class JoinAgent:
         self.max_future_seconds = max_future_seconds
         self.batch_size = batch_size
         self.names = {topic: topic.full_name(prefix) for topic in INPUTS}
+        self.examples_topic = TRAINING_EXAMPLES.full_name(prefix)
         self.state = JoinState()
         self.join = DelayedJoin(self.state, specs, lateness=lateness_seconds)
         self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
@@ -275,15 +274,16 @@ class JoinAgent:
         records = self.consumer.poll(self.batch_size, timeout)
         received: Counter[str] = Counter()
         joined: Counter[tuple[str, str]] = Counter()
+        run: list[Record] = []  # predictions and outcomes since the last clock tick: one call of the join
         for record in records:
             received[record.topic.name] += 1
-            if self._send_on(record):
-                continue
-            out = self._process_safely(record)
-            output = self.outputs[record.partition]
-            for example in out.examples:
-                output.send(example)
-                joined[(example.model, example.status)] += 1
+            if record.topic is JOIN_CLOCK:  # after the records before it: it asks how far they were read
+                self._join(run, joined)
+                run = []
+                self._tick(record, joined)
+            else:
+                run.append(record)
+        self._join(run, joined)
         # Commit every partition that moved, also those whose records were all dead-lettered.
         kafka = self.consumer.kafka
         moved: dict[int, list[TopicPartition]] = {}
@@ -301,76 +301,96 @@ class JoinAgent:
             self.consumer.dead_letters.log_summary()
         return len(records)
 
-    def _send_on(self, record: Record) -> bool:
+    def _join(self, records: list[Record], joined: Counter[tuple[str, str]]) -> None:
+        """Join predictions and outcomes, in one call of the join, and send what each gave in its partition's
+        transaction: a record read on another partition than its decision's on to that partition's repartition
+        topic, training examples, dead letters (a record whose time must not reach the clocks, one that raised:
+        its decision is left as it was, no record stops the join)."""
+        if not records:
+            return
+        problems: list[str | None] = []
+        batch = []
+        for record in records:
+            name, index = record.topic.full_name(self.prefix), record.partition
+            self.positions[(name, index)] = record.offset + 1
+            problem = self._time_problem(record.event, index)
+            problems.append(problem)
+            sent_on = record.topic in SENT_ON
+            batch.append(
+                self.join.record(
+                    record.event,  # type: ignore[arg-type]
+                    index,
+                    record.offset,
+                    sent_on=sent_on,
+                    refused=problem is not None,
+                )
+            )
+        for record, problem, result in zip(records, problems, self.join.process(batch, self.partitions), strict=True):
+            if isinstance(result, int):
+                self._send_on(record, result)
+            elif result is None:
+                assert problem is not None
+                self._reject(record, "rejected", problem)
+            elif isinstance(result, BaseException):
+                self._failed(record, result)
+            elif result:
+                self._emit(record, result, joined)
+
+    def _send_on(self, record: Record, home: int) -> None:
         """Send a prediction or outcome read on another partition than its decision's on to that partition's
-        repartition topic (in this partition's transaction); return whether it was sent on."""
-        topic = REPARTITION.get(record.topic)
-        if topic is None:
-            return False
-        decision = record.event.decision_id  # type: ignore[attr-defined]
-        entry = self.state.get(decision)
-        if entry is not None and entry["pt"] == record.partition:
-            return False  # its decision's entry is here: this partition is its home (no need to hash the key)
-        key = decision.encode()
-        home = partition_for(key, self.partitions)
-        if home == record.partition:
-            return False
-        self.positions[(record.topic.full_name(self.prefix), record.partition)] = record.offset + 1
+        repartition topic (in this partition's transaction)."""
+        topic = REPARTITION[record.topic]
+        key = record.event.decision_id.encode()  # type: ignore[attr-defined]
         self.outputs[record.partition].send_bytes(topic.full_name(self.prefix), key, record.value, partition=home)
         REPARTITIONED.labels(record.topic.name).inc()
-        return True
 
-    def _process_safely(self, record: Record) -> JoinOutput:
-        """Process one record; if that raises, its decision is left as it was and the record is a dead letter of
-        kind ``error`` (in its partition's transaction): no record stops the join."""
-        event = record.event
-        key = getattr(event, "decision_id", None)
-        before = self.state.get(key) if key is not None else None
-        try:
-            return self._process(record)
-        except Exception as error:
-            log.exception(
-                "join: %s[%d]@%d raised; it is dead-lettered", record.topic.name, record.partition, record.offset
-            )
-            if key is not None and before is not None:
-                self.state[key] = before
-            elif key is not None and key in self.state:
-                del self.state[key]
-            self.consumer.dead_letters.reject(
-                record.topic.full_name(self.prefix),
-                record.partition,
-                record.offset,
-                record.key,
-                record.value,
-                "error",
-                f"the join raised {type(error).__name__}: {error}",
-            )
-            return JoinOutput()
-
-    def _process(self, record: Record) -> JoinOutput:
+    def _tick(self, record: Record, joined: Counter[tuple[str, str]]) -> None:
+        """Advance the clocks of the tick's partition whose inputs have been read to their end."""
         name, index = record.topic.full_name(self.prefix), record.partition
         self.positions[(name, index)] = record.offset + 1
-        event = record.event
-        problem = self._time_problem(event, index)
+        problem = self._time_problem(record.event, index)
         if problem is not None:
-            self.consumer.dead_letters.reject(name, index, record.offset, record.key, record.value, "rejected", problem)
-            return JoinOutput()
-        if isinstance(event, PredictionEvent):
-            out = self.join.on_prediction(event, index)
-        elif isinstance(event, OutcomeEvent):
-            out = self.join.on_outcome(event, index, record.offset, record.topic is OUTCOMES_REPARTITION)
-        else:
-            assert isinstance(event, ClockTick)
-            out = self.join.tick(index, event.timestamp.timestamp(), self._read_to_end(index))
-        dead_letters = self.consumer.dead_letters
-        for rejection in out.rejections:
-            if rejection.offset is None:  # the record being processed: its own bytes
-                topic_name, offset, key, value = name, record.offset, record.key, record.value
+            self._reject(record, "rejected", problem)
+            return
+        try:
+            out = self.join.tick_raw(index, record.event.timestamp.timestamp(), self._read_to_end(index))
+        except Exception as error:
+            self._failed(record, error)
+            return
+        self._emit(record, out, joined)
+
+    def _emit(self, record: Record, out: RawOutput, joined: Counter[tuple[str, str]]) -> None:
+        """What the join gave for ``record``: its training examples, and its rejections as dead letters."""
+        output, index = self.outputs[record.partition], record.partition
+        for model, status, example in out[0]:
+            output.send_bytes(self.examples_topic, model.encode(), example)
+            joined[(model, status)] += 1
+        for key, refused, reason, offset, sent_on in out[1]:
+            if refused is None:  # the record being processed: its own bytes
+                self._reject(record, "rejected", self.join.reason(reason))
             else:  # an outcome read earlier
-                topic_name = self.names[OUTCOMES_REPARTITION if rejection.sent_on else OUTCOMES]
-                offset, key, value = rejection.offset, rejection.event.decision_id.encode(), encode(rejection.event)
-            dead_letters.reject(topic_name, index, offset, key, value, "rejected", rejection.reason)
-        return out
+                assert key is not None and offset is not None
+                topic_name = self.names[OUTCOMES_REPARTITION if sent_on else OUTCOMES]
+                reason_text = self.join.reason(reason)
+                self.consumer.dead_letters.reject(
+                    topic_name, index, offset, key.encode(), refused, "rejected", reason_text
+                )
+
+    def _reject(self, record: Record, kind: DeadLetterKind, reason: str) -> None:
+        self.consumer.dead_letters.reject(
+            record.topic.full_name(self.prefix), record.partition, record.offset, record.key, record.value, kind, reason
+        )
+
+    def _failed(self, record: Record, error: BaseException) -> None:
+        """A record the join raised on: a dead letter of kind ``error`` (its decision was left as it was)."""
+        log.error(
+            "join: %s[%d]@%d raised; it is dead-lettered",
+            record.topic.name,
+            record.partition,
+            record.offset,
+            exc_info=error,
+        )
+        self._reject(record, "error", f"the join raised {type(error).__name__}: {error}")
 
     def _time_problem(self, event: Event, index: int) -> str | None:
         """Why a record's time must not reach the join's clocks, if it must not: ahead of this worker's clock by
@@ -440,10 +460,8 @@ class JoinAgent:
         """
         for index in moved:
             output = self.outputs[index]
-            for key, entry in self.state.take_changes(index).items():
-                output.send_bytes(
-                    self.changelog, key.encode(), entry_bytes(entry) if entry is not None else None, partition=index
-                )
+            for key, entry in self.state.take_change_records(index):
+                output.send_bytes(self.changelog, key, entry, partition=index)
         metadata = self.consumer.kafka.consumer_group_metadata()
         futures = {
             index: self._committer.submit(self.outputs[index].commit_transaction, offsets, metadata)

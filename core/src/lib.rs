@@ -5,9 +5,11 @@
 use pyo3::prelude::*;
 
 mod contract;
+mod join;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     contract::register(m)?;
+    join::register(m)?;
     Ok(())
 }

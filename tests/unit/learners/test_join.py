@@ -4,7 +4,7 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from adaptloop.learners.join import DelayedJoin
+from adaptloop.learners.join import DelayedJoin, JoinState
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, decode, encode
 from adaptloop.schemas.topics import TRAINING_EXAMPLES
@@ -120,7 +120,7 @@ def test_a_waiting_outcome_joins_the_same_kept_parsed_or_read_back_from_the_stat
     assert kept == read_back
     assert (kept.label, kept.outcome_at) == (True, T0 + timedelta(seconds=3))
 
-    state: dict = {}
+    state = JoinState()
     join = DelayedJoin(state, spec)
     join.on_outcome(_outcome(2, 2, label=False), 0)
     state["d2"] = {**state["d2"], "o": encode(_outcome(2, 4, label=True))}  # e.g. restored from the changelog
