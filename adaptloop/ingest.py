@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError, InvalidInput, TimedOut
@@ -36,7 +36,6 @@ from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import count_archived
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import read_all, watermarks
 
@@ -142,11 +141,8 @@ class _Outputs:
     def __init__(self, settings: Settings, run: str, model: str) -> None:
         self.run, self.model = f"{run}-", model
         self.prefix = settings.topic_prefix
-        self.consumer = Consumer(
-            kafka_config(
-                settings.bootstrap_address,
-                **{"group.id": f"adaptloop-ingest-{run}", "isolation.level": "read_committed"},
-            )
+        self.consumer = settings.connection().group_consumer(
+            f"adaptloop-ingest-{run}", **{"isolation.level": "read_committed"}
         )
         self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
         start = []
@@ -204,14 +200,12 @@ def ingest(
         raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
     run = f"ingest-{uuid.uuid4().hex[:8]}"
     topic = PREDICTIONS.full_name(settings.topic_prefix)
-    partitions = len(
-        wait_for_broker(settings.bootstrap_address).list_topics(topic, timeout=30).topics[topic].partitions
-    )
+    partitions = len(wait_for_broker(settings.connection()).list_topics(topic, timeout=30).topics[topic].partitions)
     outputs = _Outputs(settings, run, model)
     before = max(  # what the model had learned before this run
         (
             v.examples_seen
-            for v in read_all(settings.bootstrap_address, MODEL_UPDATES, settings.topic_prefix)
+            for v in read_all(settings.connection(), MODEL_UPDATES, settings.topic_prefix)
             if isinstance(v, ModelVersion) and v.model == model
         ),
         default=0,

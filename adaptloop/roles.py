@@ -70,7 +70,7 @@ def run_role(role: str) -> None:
         write_health(role, {"broker": {"unreachable_since": since, "why": why}})
 
     try:
-        wait_patiently(settings.bootstrap_address, on_wait=waiting)
+        wait_patiently(settings.connection(), on_wait=waiting)
         write_health(role, {"broker": {"reachable": True}})
         AGENTS[role](settings, _stop_on_signals())
     except Exception as error:
@@ -99,7 +99,7 @@ def _join(settings: Settings, stop: threading.Event) -> None:
     from adaptloop.streams.join_agent import JoinAgent
 
     agent = JoinAgent(
-        settings.bootstrap_address,
+        settings.connection(),
         specs=settings.specs,
         partitions=settings.partitions,
         prefix=settings.topic_prefix,
@@ -123,7 +123,7 @@ def _learn(settings: Settings, stop: threading.Event) -> None:
     from adaptloop.streams.learner_agent import LearnerAgent
 
     agent = LearnerAgent(
-        settings.bootstrap_address,
+        settings.connection(),
         specs=settings.specs,
         store=settings.worker_model_store(),
         prefix=settings.topic_prefix,
@@ -157,7 +157,7 @@ def _archive(settings: Settings, stop: threading.Event) -> None:
         )
         snapshot_seconds = None
     agent = ArchiveAgent(
-        settings.bootstrap_address,
+        settings.connection(),
         archive=archive,
         prefix=settings.topic_prefix,
         group=f"{settings.group}-archive",
@@ -183,7 +183,7 @@ def _agents(settings: Settings, stop: threading.Event) -> None:
     from adaptloop.streams.agentops_agent import AgentOpsAgent
 
     agent = AgentOpsAgent(
-        settings.bootstrap_address,
+        settings.connection(),
         limits=settings.guardrails,
         segment_keys=settings.segment_keys,
         prefix=settings.topic_prefix,
@@ -208,7 +208,7 @@ def _notify(settings: Settings, stop: threading.Event) -> None:
     from adaptloop.streams.notify import AlertNotifier
 
     notifier = AlertNotifier(
-        settings.bootstrap_address, settings.webhooks, prefix=settings.topic_prefix, group=f"{settings.group}-notify"
+        settings.connection(), settings.webhooks, prefix=settings.topic_prefix, group=f"{settings.group}-notify"
     )
     _ready(
         "notify",
@@ -240,7 +240,7 @@ def _ready(role: str, settings: Settings, reads: tuple[str, ...], group: str, wr
         role,
         ", ".join(settings.topic_prefix + name for name in reads),
         group,
-        settings.bootstrap_address,
+        settings.connection(),
         writes,
     )
 

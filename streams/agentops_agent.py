@@ -43,6 +43,7 @@ from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.system import GuardrailAlert
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, arrival_stamped, ensure_changelog
+from adaptloop.streams.connection import ConnectionLike
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, RECLAIMED, record_lag
@@ -106,7 +107,7 @@ class AgentOpsAgent:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         limits: GuardrailLimits,
         segment_keys: list[str] | None = None,
@@ -118,7 +119,7 @@ class AgentOpsAgent:
         transactional_id: str | None = None,
         replication: Replication = BY_CLUSTER_SIZE,
     ) -> None:
-        self.bootstrap, self.prefix = bootstrap, prefix
+        self.connection, self.prefix = connection, prefix
         self.group = f"{prefix}{group}"
         self.state_topic = f"{self.group}-state"
         self.store_topic = PREFERENCE_STORE.full_name(prefix)
@@ -128,14 +129,14 @@ class AgentOpsAgent:
         self.max_future_seconds = max_future_seconds
         self.guard, self.feedback = AgentGuard(limits), FeedbackGuard(limits)
         self.names: dict[str, Cardinality] = {}  # input partition -> the names its store holds
-        ensure_changelog(bootstrap, self.state_topic, 1, replication)
+        ensure_changelog(connection, self.state_topic, 1, replication)
         inputs = [AGENT_FEEDBACK.full_name(prefix), PREFERENCES.full_name(prefix)]
-        self.arrival = arrival_stamped(bootstrap, inputs)
+        self.arrival = arrival_stamped(connection, inputs)
         for name, stamped in self.arrival.items():
             if not stamped:
                 log.warning("%s has producer timestamps: quotas count by the time this worker reads records", name)
         self.output = EventProducer(
-            bootstrap,
+            connection,
             topic_prefix=prefix,
             transactional_id=transactional_id or f"{self.group}-{uuid.uuid4().hex[:12]}",
             config={"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS},
@@ -151,7 +152,7 @@ class AgentOpsAgent:
         self._published_at = time.monotonic()
         self._lag_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap,
+            connection,
             self.group,
             [AGENT_FEEDBACK, PREFERENCES],
             dead_letters=self.dead_letters,
@@ -193,7 +194,7 @@ class AgentOpsAgent:
         """Rebuild the stores of ``shards`` and every guard counter from their topics; return the offset each
         shard's newest publication covers."""
         publications = Publications()
-        for snapshot in read_all(self.bootstrap, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True):
+        for snapshot in read_all(self.connection, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True):
             assert isinstance(snapshot, PreferenceSnapshot)
             if snapshot.input_shard in shards:
                 publications.add(snapshot)
@@ -223,7 +224,7 @@ class AgentOpsAgent:
             self.names[shard].admit_store(store)
         self.guard, self.feedback = AgentGuard(self.limits), FeedbackGuard(self.limits)
         entries = 0
-        for key, value in read_raw(self.bootstrap, self.state_topic, RESTORE_TIMEOUT, strict=True):
+        for key, value in read_raw(self.connection, self.state_topic, RESTORE_TIMEOUT, strict=True):
             if key is not None and value is not None:
                 name = key.decode()
                 values = _UNPACK.decode(value)

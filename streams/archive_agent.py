@@ -25,10 +25,9 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import RawRecord
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
-from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ArchiveAgent:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         archive: ParquetArchive,
         prefix: str = "",
@@ -73,10 +72,9 @@ class ArchiveAgent:
         removed = archive.remove_partial_files()
         if removed:
             log.warning("removed %d partial archive files left by a crash", removed)
-        self.consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": f"{prefix}{group}",
+        self.consumer = KafkaConnection.of(connection).group_consumer(
+            f"{prefix}{group}",
+            **{
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
@@ -84,7 +82,6 @@ class ArchiveAgent:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
             },
-            logger=KAFKA_LOG,
         )
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
 

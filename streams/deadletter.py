@@ -18,7 +18,7 @@ from adaptloop.schemas.codec import MAX_RECORD_BYTES, decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import Topic
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.metrics import DEAD_LETTERS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import partitions_of, watermarks
@@ -144,7 +144,7 @@ class DeadLetters:
 
 
 def dead_lettered_since(
-    bootstrap: str, prefix: str, consumer: str, since: float, timeout: float = 30.0
+    connection: ConnectionLike, prefix: str, consumer: str, since: float, timeout: float = 30.0
 ) -> set[tuple[str, int, int]]:
     """Where each record ``consumer`` dead-lettered since ``since`` (epoch seconds) came from: (topic,
     partition, offset). A role that restarts reads again what it read after its last checkpoint; with these it
@@ -152,7 +152,7 @@ def dead_lettered_since(
     name = topics.DEAD_LETTERS.full_name(prefix)
     reader = Consumer(
         {
-            **kafka_config(bootstrap),
+            **KafkaConnection.of(connection).config(),
             "group.id": f"recall-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -24,7 +24,7 @@ from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_pattern
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.acls import login_principal, replay_transactional_id
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import partitions_of, read_all, watermarks
 
@@ -50,21 +50,21 @@ class Group:
     example: str
 
 
-def read_letters(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> list[Letter]:
+def read_letters(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> list[Letter]:
     """Every dead letter on ``dead-letters`` up to its end now, with its id."""
     name = DEAD_LETTERS.full_name(prefix)
     return [
         Letter(f"{name}:{p}@{o}", letter)
-        for p, o, letter in _read(bootstrap, DEAD_LETTERS, name, timeout)
+        for p, o, letter in _read(connection, DEAD_LETTERS, name, timeout)
         if isinstance(letter, DeadLetter)
     ]
 
 
-def replayed_ids(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> set[str]:
+def replayed_ids(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> set[str]:
     """The ids of the letters replayed already."""
     return {
         replay.letter
-        for replay in read_all(bootstrap, DEAD_LETTER_REPLAYS, prefix, timeout)
+        for replay in read_all(connection, DEAD_LETTER_REPLAYS, prefix, timeout)
         if isinstance(replay, DeadLetterReplay)
     }
 
@@ -90,7 +90,7 @@ def groups(letters: list[Letter], replayed: set[str]) -> list[Group]:
 
 
 def replay_letters(
-    bootstrap: str,
+    connection: ConnectionLike,
     chosen: list[Letter],
     *,
     actor: str,
@@ -102,10 +102,10 @@ def replay_letters(
     """Send ``chosen`` letters' original records to their source topics, each with its replay record, in one
     transaction; return the letters replayed. Letters replayed before, or whose value was truncated, are
     skipped (``on_skip`` is told why)."""
-    replayed = replayed if replayed is not None else replayed_ids(bootstrap, prefix)
+    replayed = replayed if replayed is not None else replayed_ids(connection, prefix)
     sent: list[Letter] = []
-    principal = login_principal(bootstrap)
-    producer = EventProducer(bootstrap, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
+    principal = login_principal(connection)
+    producer = EventProducer(connection, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
     try:
         for item in chosen:
             letter = item.letter
@@ -140,10 +140,10 @@ def replay_letters(
     return sent
 
 
-def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
+def _read(connection: ConnectionLike, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
     consumer = Consumer(
         {
-            **kafka_config(bootstrap),
+            **KafkaConnection.of(connection).config(),
             "group.id": f"letters-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -43,7 +43,7 @@ from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings, kafka_config
+from adaptloop.streams.connection import ClientSettings, ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
@@ -107,7 +107,7 @@ class ModelClient:
         self,
         model: str,
         *,
-        bootstrap: str,
+        bootstrap: ConnectionLike,
         store: ModelStore,
         prefix: str = "",
         producer: EventProducer | None = None,
@@ -134,7 +134,7 @@ class ModelClient:
         self._partitions_count = len(partitions)
         self._consumer = Consumer(
             {
-                **kafka_config(bootstrap),
+                **KafkaConnection.of(bootstrap).config(),
                 "group.id": f"model-client-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
@@ -152,7 +152,7 @@ class ModelClient:
                 "is a worker running with a learner spec for it (ADAPTLOOP_MODELS)?"
             )
 
-    def _partitions(self, bootstrap: str, wait: float) -> list[int]:
+    def _partitions(self, bootstrap: ConnectionLike, wait: float) -> list[int]:
         """The partitions of ``model-updates``, once the topic exists (a worker creates it when it starts)."""
         admin = wait_for_broker(bootstrap, timeout=wait)
         deadline = time.monotonic() + wait
@@ -176,7 +176,7 @@ class ModelClient:
         settings = settings if settings is not None else ClientSettings()
         return cls(
             model,
-            bootstrap=settings.bootstrap_address,
+            bootstrap=settings.connection(),
             store=settings.model_store(),
             prefix=settings.topic_prefix,
             **options,

@@ -33,6 +33,7 @@ from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.system import DriftAlert, GuardrailAlert
 from adaptloop.schemas.topics import DRIFT_ALERTS, GUARDRAIL_ALERTS, Topic
+from adaptloop.streams.connection import ConnectionLike
 from adaptloop.streams.consumer import EventConsumer
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import WEBHOOK_DELIVERIES
@@ -175,12 +176,14 @@ def _safe(url: str) -> str:
 class AlertNotifier:
     """The notify role: alerts from Kafka to webhooks."""
 
-    def __init__(self, bootstrap: str, webhooks: list[Webhook], *, prefix: str = "", group: str = "adaptloop-notify"):
+    def __init__(
+        self, connection: ConnectionLike, webhooks: list[Webhook], *, prefix: str = "", group: str = "adaptloop-notify"
+    ):
         self.client = httpx.Client()
         self.channels = [Channel(webhook, self.client) for webhook in webhooks]
-        producer = EventProducer(bootstrap, topic_prefix=prefix)
+        producer = EventProducer(connection, topic_prefix=prefix)
         self.consumer = EventConsumer(
-            bootstrap, group, list(ALERT_TOPICS.values()), dead_letters=DeadLetters(producer, "notify"), prefix=prefix
+            connection, group, list(ALERT_TOPICS.values()), dead_letters=DeadLetters(producer, "notify"), prefix=prefix
         )
         self.outcomes: Counter[str] = Counter()
 

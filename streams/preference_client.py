@@ -27,7 +27,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.topics import PREFERENCE_STORE
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings, kafka_config
+from adaptloop.streams.connection import ClientSettings, ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class PreferenceClient:
         agent: str,
         variants: list[str],
         *,
-        bootstrap: str,
+        bootstrap: ConnectionLike,
         prefix: str = "",
         segment_keys: list[str] | None = None,
         seed: int | None = None,
@@ -72,7 +72,7 @@ class PreferenceClient:
         partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
         self._consumer = Consumer(
             {
-                **kafka_config(bootstrap),
+                **KafkaConnection.of(bootstrap).config(),
                 "group.id": f"router-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
@@ -90,7 +90,7 @@ class PreferenceClient:
     ) -> PreferenceClient:
         """A router for ``agent`` in the loop that ``settings`` (default: read from the environment) describe."""
         settings = settings if settings is not None else ClientSettings()
-        return cls(agent, variants, bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix, **options)
+        return cls(agent, variants, bootstrap=settings.connection(), prefix=settings.topic_prefix, **options)
 
     def _follow(self) -> None:
         while not self._stop.is_set():

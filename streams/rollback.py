@@ -23,7 +23,7 @@ from adaptloop.schemas.errors import DecodeError, TimedOut, UnknownModel
 from adaptloop.schemas.system import ModelCommand, ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.acls import login_principal
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import KAFKA_LOG, EventProducer
 from adaptloop.streams.versions import watermarks
 
@@ -33,7 +33,7 @@ class RollbackTimeout(TimedOut):
 
 
 def request_rollback(
-    bootstrap: str,
+    connection: ConnectionLike,
     store: ModelStore,
     model: str,
     to_version: str,
@@ -55,14 +55,16 @@ def request_rollback(
         action=action,
         to_version=to_version,
         actor=actor,
-        principal=login_principal(bootstrap),
+        principal=login_principal(connection),
         reason=reason,
         command_id=uuid.uuid4().hex,
     )
     published_as = "rollback" if action == "rollback" else "promotion"
     topic = MODEL_UPDATES.full_name(prefix)
     consumer = Consumer(
-        kafka_config(bootstrap, **{"group.id": f"rollback-{command.command_id}", "enable.auto.commit": False}),
+        KafkaConnection.of(connection).config(
+            **{"group.id": f"rollback-{command.command_id}", "enable.auto.commit": False}
+        ),
         logger=KAFKA_LOG,
     )
     try:
@@ -72,7 +74,7 @@ def request_rollback(
             TopicPartition(topic, p, high) for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()
         ]
         consumer.assign(starts)
-        with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+        with EventProducer(connection, topic_prefix=prefix) as producer:
             producer.send(command)
         if timeout is None:
             return None

@@ -22,7 +22,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic, partition_for
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def watermarks(consumer: Consumer, name: str, partitions: Iterable[int], timeout
 
 
 def read_all(
-    bootstrap: str, topic: Topic, prefix: str = "", timeout: float = 30.0, *, strict: bool = False
+    connection: ConnectionLike, topic: Topic, prefix: str = "", timeout: float = 30.0, *, strict: bool = False
 ) -> list[Event]:
     """Every decodable, committed event of ``topic`` from its start up to its end as of now.
 
@@ -85,7 +85,7 @@ def read_all(
     former. ``strict``: raise :class:`TimedOut` rather than return what ``timeout`` allowed to read.
     """
     events: list[Event] = []
-    for _, value in read_raw(bootstrap, topic.full_name(prefix), timeout, strict=strict):
+    for _, value in read_raw(connection, topic.full_name(prefix), timeout, strict=strict):
         if value is not None:
             with contextlib.suppress(DecodeError):
                 events.append(decode(topic, value))
@@ -93,22 +93,22 @@ def read_all(
 
 
 def read_raw(
-    bootstrap: str, name: str, timeout: float = 30.0, *, strict: bool = False
+    connection: ConnectionLike, name: str, timeout: float = 30.0, *, strict: bool = False
 ) -> list[tuple[bytes | None, bytes | None]]:
     """The (key, value) of every committed record of topic ``name`` up to its end as of now (none if the topic
     does not exist). ``strict``: raise :class:`TimedOut` if the end is not reached within ``timeout`` (an open
     transaction holds committed readers back until it ends): a restore must not go on with part of a state."""
-    return [(key, value) for _, _, key, value in read_placed(bootstrap, name, timeout, strict=strict)[0]]
+    return [(key, value) for _, _, key, value in read_placed(connection, name, timeout, strict=strict)[0]]
 
 
 def read_placed(
-    bootstrap: str, name: str, timeout: float = 30.0, *, strict: bool = False
+    connection: ConnectionLike, name: str, timeout: float = 30.0, *, strict: bool = False
 ) -> tuple[list[tuple[int, int, bytes | None, bytes | None]], int]:
     """:func:`read_raw` with where each record was: ((partition, offset, key, value) of each, in partition and
     offset order; and how many partitions the topic has, 0 if it does not exist)."""
     consumer = Consumer(
         {
-            **kafka_config(bootstrap),
+            **KafkaConnection.of(connection).config(),
             "group.id": f"read-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
@@ -142,11 +142,11 @@ def read_placed(
         consumer.close()
 
 
-def published_versions(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
+def published_versions(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
     """Each model's current version on the compacted ``model-updates`` topic: its newest record by
     :func:`is_newer`, from the model's own partition."""
     latest: dict[str, ModelVersion] = {}
-    records, partitions = read_placed(bootstrap, MODEL_UPDATES.full_name(prefix), timeout)
+    records, partitions = read_placed(connection, MODEL_UPDATES.full_name(prefix), timeout)
     for partition, offset, _, value in records:
         if value is None:
             continue
