@@ -36,7 +36,7 @@ from adaptloop.snapshots.routing import ROUTING_COLUMNS, evaluate_routing, routi
 from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.preference_client import PreferenceClient
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import read_all
 from adaptloop.worker import start_worker_process, stop_worker_process
 
 AGENT = "support"
@@ -264,15 +264,10 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
 def _snapshot(settings: Settings, console: Console) -> Path:
     """Once the archive holds every feedback, preference and store publication sent, a snapshot for the analysts
     (as the main demo takes; its ``preference_variants`` view is the merged store)."""
-    ends = settings.connection().group_consumer(f"{settings.group}-demo-ends")
     sent = {}
-    try:
-        for topic in (AGENT_FEEDBACK, PREFERENCES):
-            name = topic.full_name(settings.topic_prefix)
-            partitions = ends.list_topics(name, timeout=30).topics[name].partitions
-            sent[topic] = sum(high for _, high in watermarks(ends, name, partitions, 30).values())
-    finally:
-        ends.close()
+    for topic in (AGENT_FEEDBACK, PREFERENCES):
+        with settings.connection().reader(topic.full_name(settings.topic_prefix)) as reader:
+            sent[topic] = sum(reader.ends(30).values())
     deadline = time.monotonic() + 60
     with Steps(console, "waiting for the archive to catch up, then writing a DuckDB snapshot") as steps:
         while any(archived_rows(settings, topic) < count for topic, count in sent.items()) or not archived_rows(

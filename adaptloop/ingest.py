@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError, InvalidInput, TimedOut
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
@@ -35,9 +33,8 @@ from adaptloop.schemas.topics import MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPL
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import count_archived
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
-from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.producer import EventProducer
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import read_all
 
 INGEST_VERSION = "ingest"
 """The ``model_version`` of ingested decisions: no version of the loop served them."""
@@ -141,25 +138,19 @@ class _Outputs:
     def __init__(self, settings: Settings, run: str, model: str) -> None:
         self.run, self.model = f"{run}-", model
         self.prefix = settings.topic_prefix
-        self.consumer = settings.connection().group_consumer(
-            f"adaptloop-ingest-{run}", **{"isolation.level": "read_committed"}
-        )
+        connection = settings.connection()
         self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
-        start = []
-        for name in self.topics:
-            partitions = self.consumer.list_topics(name, timeout=30).topics[name].partitions
-            start += [
-                TopicPartition(name, p, high)
-                for p, (_, high) in watermarks(self.consumer, name, partitions, 30).items()
-            ]
-        self.consumer.assign(start)
+        self.readers = [connection.reader(name, start="end") for name in self.topics]
+        for reader in self.readers:
+            reader.assign()
         self.statuses: Counter[str] = Counter()
         self.versions: list[ModelVersion] = []
 
     def poll(self) -> None:
-        for message in self.consumer.consume(5000, 0.2):
+        messages = [message for reader in self.readers for message in reader.poll(0.1, 5000)]
+        for message in messages:
             name = message.topic()
-            if message.error() is not None or name is None:
+            if name is None:
                 continue
             try:
                 event = decode(self.topics[name], message.value())
@@ -171,7 +162,8 @@ class _Outputs:
                 self.versions.append(event)
 
     def close(self) -> None:
-        self.consumer.close()
+        for reader in self.readers:
+            reader.close()
 
 
 def ingest(
@@ -200,7 +192,8 @@ def ingest(
         raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
     run = f"ingest-{uuid.uuid4().hex[:8]}"
     topic = PREDICTIONS.full_name(settings.topic_prefix)
-    partitions = len(wait_for_broker(settings.connection()).list_topics(topic, timeout=30).topics[topic].partitions)
+    with settings.connection().reader(topic) as reader:
+        partitions = len(reader.wait_for_partitions(30, f"no topic {topic}: start a worker (adaptloop worker)"))
     outputs = _Outputs(settings, run, model)
     before = max(  # what the model had learned before this run
         (

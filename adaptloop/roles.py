@@ -240,7 +240,7 @@ def _ready(role: str, settings: Settings, reads: tuple[str, ...], group: str, wr
         role,
         ", ".join(settings.topic_prefix + name for name in reads),
         group,
-        settings.connection(),
+        settings.bootstrap_address,
         writes,
     )
 

@@ -66,7 +66,7 @@ from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
 from adaptloop.streams.producer import EventProducer
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.reader import watermarks
 
 log = logging.getLogger(__name__)
 

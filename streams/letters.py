@@ -11,13 +11,10 @@ the Kafka user the replay was sent as (``principal``); only operators may write 
 
 from __future__ import annotations
 
-import time
-import uuid
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
@@ -25,8 +22,8 @@ from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_patter
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.acls import login_principal, replay_transactional_id
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import partitions_of, read_all, watermarks
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import read_all
 
 
 @dataclass(frozen=True)
@@ -141,38 +138,12 @@ def replay_letters(
 
 
 def _read(connection: ConnectionLike, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
-    consumer = Consumer(
-        {
-            **KafkaConnection.of(connection).config(),
-            "group.id": f"letters-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        },
-        logger=KAFKA_LOG,
-    )
     found: list[tuple[int, int, object]] = []
-    try:
-        partitions = partitions_of(consumer, name, timeout)
-        if partitions is None:
-            return found
-        ends = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.2):
-                if message.error() is not None:
-                    continue
-                try:
-                    found.append((message.partition() or 0, message.offset() or 0, decode(topic, message.value())))
-                except DecodeError:
-                    continue
-            for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        return found
-    finally:
-        consumer.close()
+    with KafkaConnection.of(connection).reader(name) as reader:
+        for message in reader.to_end(timeout):
+            with contextlib.suppress(DecodeError):
+                found.append((message.partition() or 0, message.offset() or 0, decode(topic, message.value())))
+    return found
 
 
 def _sent_to(source_topic: str, prefix: str) -> str:

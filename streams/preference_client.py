@@ -69,7 +69,9 @@ class PreferenceClient:
         self.problem: ConfigError | None = None  # set if the store is split by other segment keys
         self._stop = threading.Event()
         topic = PREFERENCE_STORE.full_name(prefix)
-        partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
+        wait_for_broker(bootstrap)
+        with KafkaConnection.of(bootstrap).reader(topic) as reader:
+            partitions = reader.wait_for_partitions(30, f"no topic {topic}: start a worker ('adaptloop worker')")
         self._consumer = Consumer(
             {
                 **KafkaConnection.of(bootstrap).config(),

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import AdaptloopError
@@ -29,8 +28,8 @@ from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
-from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import partitions_of, read_all, watermarks
+from adaptloop.streams.reader import watermarks
+from adaptloop.streams.versions import read_all
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +61,7 @@ def group_lag(connection: ConnectionLike, group: str, topics: list[str], timeout
     """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
     the group never committed, or why the broker could not say (its coordinator moving or loading,
     past a few retries)."""
-    consumer = Consumer(
-        KafkaConnection.of(connection).config(**{"group.id": group, "enable.auto.commit": False}), logger=KAFKA_LOG
-    )
+    consumer = KafkaConnection.of(connection).group_consumer(group, **{"enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
@@ -171,17 +168,12 @@ class ArchiveCut:
 
 def topic_ends(connection: ConnectionLike, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
     """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
-    consumer = Consumer(
-        KafkaConnection.of(connection).config(**{"group.id": f"ends-{uuid.uuid4().hex}"}), logger=KAFKA_LOG
-    )
-    try:
-        ends: dict[str, dict[int, int]] = {}
-        for name in names:
-            partitions = partitions_of(consumer, name, timeout) or []
-            ends[name] = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
-        return ends
-    finally:
-        consumer.close()
+    connection = KafkaConnection.of(connection)
+    ends: dict[str, dict[int, int]] = {}
+    for name in names:
+        with connection.reader(name) as reader:
+            ends[name] = reader.ends(timeout)
+    return ends
 
 
 def archive_cuts(
@@ -203,33 +195,17 @@ def archive_cuts(
         for partition, end in partitions.items()
         if archived.get(name, {}).get(partition, 0) < end
     }
+    connection = KafkaConnection.of(connection)
     waiting: set[tuple[str, int]] = set()
-    if todo:
-        consumer = Consumer(
-            KafkaConnection.of(connection).config(
-                **{
-                    "group.id": f"cut-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                },
-            ),
-            logger=KAFKA_LOG,
-        )
-        try:
-            consumer.assign([TopicPartition(n, p, archived.get(n, {}).get(p, 0)) for n, p in todo])
-            deadline = time.monotonic() + timeout
-            while todo and time.monotonic() < deadline:
-                for message in consumer.consume(100, 0.2):
-                    key = (message.topic() or "", message.partition() or 0)
-                    if message.error() is None and key in todo and (message.offset() or 0) < todo[key]:
-                        waiting.add(key)
-                        del todo[key]
-                for tp in consumer.position([TopicPartition(n, p) for n, p in todo]):
-                    if tp.offset >= todo[(tp.topic, tp.partition)]:
-                        del todo[(tp.topic, tp.partition)]  # only markers were left: all archived
-        finally:
-            consumer.close()
-        waiting |= set(todo)
+    deadline = time.monotonic() + timeout
+    for name in {name for name, _ in todo}:
+        behind = {p: end for (n, p), end in todo.items() if n == name}
+        start = {p: archived.get(name, {}).get(p, 0) for p in behind}
+        with connection.reader(name, start=start) as reader:
+            for message in reader.to_end(max(deadline - time.monotonic(), 1.0), until=behind):
+                waiting.add((name, message.partition() or 0))  # a committed record the archive has not
+                reader.skip(message.partition() or 0)
+            waiting |= {(name, p) for p in reader.unfinished}  # not read to a verdict: waiting
     return [
         ArchiveCut(
             name,
