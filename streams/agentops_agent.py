@@ -26,10 +26,13 @@ consumer is not told which principal produced a record, and the events carry non
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
+from typing import Protocol
 
 import msgspec
 import orjson
@@ -43,7 +46,7 @@ from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.system import GuardrailAlert
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, arrival_stamped, ensure_changelog
-from adaptloop.streams.connection import ConnectionLike
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, RECLAIMED, record_lag
@@ -99,11 +102,44 @@ def split_parts(
     return parts
 
 
+class AgentOpsSettings(Protocol):
+    """What AgentOps reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    guardrails: GuardrailLimits
+    segment_keys: list[str]
+    preference_publish_seconds: float
+    max_future_seconds: float
+
+    @property
+    def replication(self) -> Replication: ...
+
+
 class AgentOpsAgent:
     """Typical use (needs a broker)::
 
     AgentOpsAgent("localhost:9092", limits=GuardrailLimits()).run(stop)
     """
+
+    @classmethod
+    def from_settings(cls, settings: AgentOpsSettings, connection: KafkaConnection) -> AgentOpsAgent:
+        """The AgentOps role of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+
+        Its transactional id is stable while the worker process (this role's parent) runs: a restarted role
+        fences the one it replaces at once.
+        """
+        prefix, group = connection.topic_prefix, f"{settings.group}-agentops"
+        return cls(
+            connection,
+            limits=settings.guardrails,
+            segment_keys=settings.segment_keys,
+            prefix=prefix,
+            group=group,
+            publish_seconds=settings.preference_publish_seconds,
+            max_future_seconds=settings.max_future_seconds,
+            transactional_id=f"{prefix}{group}-{socket.gethostname()}-{os.getppid()}",
+            replication=settings.replication,
+        )
 
     def __init__(
         self,

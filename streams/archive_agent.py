@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -32,6 +33,26 @@ from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
 log = logging.getLogger(__name__)
 
 
+class ArchiveSettings(Protocol):
+    """What the archive reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    archive_flush_seconds: float
+    archive_flush_rows: int
+    archive_buffer_rows: int
+    snapshot_seconds: float | None
+    keep_snapshots: int | None
+
+    @property
+    def archive_location(self) -> str: ...
+
+    @property
+    def snapshots_dir(self) -> Path: ...
+
+    @property
+    def models_location(self) -> str: ...
+
+
 class ArchiveAgent:
     """Buffers records per partition and writes one Parquet file per partition when ``flush_rows`` have
     come or ``flush_seconds`` have passed, and all of them when ``buffer_rows`` are buffered in all.
@@ -40,6 +61,34 @@ class ArchiveAgent:
 
         ArchiveAgent("localhost:9092", archive=ParquetArchive("/var/lib/adaptloop/archive")).run(stop)
     """
+
+    @classmethod
+    def from_settings(cls, settings: ArchiveSettings, connection: KafkaConnection) -> ArchiveAgent:
+        """The archive of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+
+        An archive in an object store takes no periodic snapshots (each would copy every archived row).
+        """
+        archive = ParquetArchive(settings.archive_location)
+        snapshot_seconds = settings.snapshot_seconds
+        if archive.storage.remote and snapshot_seconds is not None:
+            log.info(
+                "the archive is in an object store: this worker takes no periodic snapshots (each would copy "
+                "every archived row); take one where it is needed with `adaptloop snapshot create`"
+            )
+            snapshot_seconds = None
+        return cls(
+            connection,
+            archive=archive,
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-archive",
+            flush_seconds=settings.archive_flush_seconds,
+            flush_rows=settings.archive_flush_rows,
+            buffer_rows=settings.archive_buffer_rows,
+            snapshot_dir=settings.snapshots_dir,
+            models_dir=settings.models_location,
+            snapshot_seconds=snapshot_seconds,
+            keep_snapshots=settings.keep_snapshots,
+        )
 
     def __init__(
         self,

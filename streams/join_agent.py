@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -108,6 +109,22 @@ JOIN_CONSUMER_CONFIG: dict[str, object] = {
 """The join's consumer settings, over :class:`~adaptloop.streams.consumer.EventConsumer`'s own."""
 
 
+class JoinSettings(Protocol):
+    """What a join reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    partitions: int
+    tick_seconds: float | None
+    lateness_seconds: float
+    max_future_seconds: float
+
+    @property
+    def specs(self) -> dict[str, LearnerSpec]: ...
+
+    @property
+    def replication(self) -> Replication: ...
+
+
 class JoinAgent:
     """Runs :class:`DelayedJoin` on the partitions assigned to it, exactly once.
 
@@ -115,6 +132,21 @@ class JoinAgent:
 
         JoinAgent("localhost:9092", specs={"churn": spec}, partitions=6).run(stop=threading.Event())
     """
+
+    @classmethod
+    def from_settings(cls, settings: JoinSettings, connection: KafkaConnection) -> JoinAgent:
+        """The join of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        return cls(
+            connection,
+            specs=settings.specs,
+            partitions=settings.partitions,
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-join",
+            tick_seconds=settings.tick_seconds,
+            lateness_seconds=settings.lateness_seconds,
+            max_future_seconds=settings.max_future_seconds,
+            replication=settings.replication,
+        )
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -48,7 +48,7 @@ from adaptloop.schemas.system import (
 )
 from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
 from adaptloop.schemas.trusted import as_event
-from adaptloop.streams.connection import ConnectionLike
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
 from adaptloop.streams.metrics import (
@@ -102,6 +102,20 @@ def count_version_due(learned: int, every: int, since_last: float, last_cost: fl
     return last_size < SMALL_MODEL_BYTES or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
 
 
+class LearnerSettings(Protocol):
+    """What a learner reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    learner_batch: int
+    health_window: int
+    max_rejected_share: float
+
+    @property
+    def specs(self) -> dict[str, LearnerSpec]: ...
+
+    def worker_model_store(self) -> ModelStore: ...
+
+
 class LearnerAgent:
     """Owns the models of the ``training-examples`` partitions assigned to it.
 
@@ -110,6 +124,20 @@ class LearnerAgent:
         agent = LearnerAgent("localhost:9092", specs={"churn": spec}, store=ModelStore(path))
         agent.run(stop=threading.Event())
     """
+
+    @classmethod
+    def from_settings(cls, settings: LearnerSettings, connection: KafkaConnection) -> LearnerAgent:
+        """The learner of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        return cls(
+            connection,
+            specs=settings.specs,
+            store=settings.worker_model_store(),
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-learner",
+            batch_size=settings.learner_batch,
+            health_window=settings.health_window,
+            max_rejected_share=settings.max_rejected_share,
+        )
 
     def __init__(
         self,
