@@ -28,6 +28,7 @@ from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
+from adaptloop.streams.reader import topic_ends as ends_of_topics
 from adaptloop.streams.reader import watermarks
 from adaptloop.streams.versions import read_all
 
@@ -168,12 +169,7 @@ class ArchiveCut:
 
 def topic_ends(connection: ConnectionLike, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
     """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
-    connection = KafkaConnection.of(connection)
-    ends: dict[str, dict[int, int]] = {}
-    for name in names:
-        with connection.reader(name) as reader:
-            ends[name] = reader.ends(timeout)
-    return ends
+    return ends_of_topics(KafkaConnection.of(connection), names, timeout)
 
 
 def archive_cuts(
