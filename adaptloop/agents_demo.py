@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -36,9 +35,8 @@ from adaptloop.settings import Settings
 from adaptloop.snapshots.routing import ROUTING_COLUMNS, evaluate_routing, routing_rows
 from adaptloop.streams import EventProducer
 from adaptloop.streams.admin import ensure_topics
-from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.preference_client import PreferenceClient
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import read_all
 from adaptloop.worker import start_worker_process, stop_worker_process
 
 AGENT = "support"
@@ -155,7 +153,7 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
         )
     settings = agents_settings(base)
     ensure_topics(
-        settings.bootstrap_address,
+        settings.connection(),
         prefix=settings.topic_prefix,
         partitions=settings.partitions,
         replication=settings.replication,
@@ -170,11 +168,11 @@ def run_agents_demo(base: Settings, console: Console, scenario: AgentScenario | 
     routes: list[str] = []
     try:
         with (
-            EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer,
+            EventProducer(settings.connection(), topic_prefix=settings.topic_prefix) as producer,
             PreferenceClient(
                 AGENT,
                 variants,
-                bootstrap=settings.bootstrap_address,
+                bootstrap=settings.connection(),
                 prefix=settings.topic_prefix,
                 seed=scenario.seed,
                 producer=producer,
@@ -234,8 +232,8 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
     deadline = time.monotonic() + 30
     expected_quarantine = scenario.flood - settings.guardrails.votes_per_source_per_variant
     while True:
-        alerts: list[GuardrailAlert] = read_all(settings.bootstrap_address, GUARDRAIL_ALERTS, settings.topic_prefix)  # type: ignore[assignment]
-        dead: list[DeadLetter] = read_all(settings.bootstrap_address, DEAD_LETTERS, settings.topic_prefix)  # type: ignore[assignment]
+        alerts: list[GuardrailAlert] = read_all(settings.connection(), GUARDRAIL_ALERTS, settings.topic_prefix)  # type: ignore[assignment]
+        dead: list[DeadLetter] = read_all(settings.connection(), DEAD_LETTERS, settings.topic_prefix)  # type: ignore[assignment]
         quarantined = Counter(
             d.reason.split(")")[0].removeprefix("quarantined (") for d in dead if d.reason.startswith("quarantined")
         )
@@ -266,15 +264,10 @@ def _report(settings: Settings, scenario: AgentScenario, variants: list[str], ro
 def _snapshot(settings: Settings, console: Console) -> Path:
     """Once the archive holds every feedback, preference and store publication sent, a snapshot for the analysts
     (as the main demo takes; its ``preference_variants`` view is the merged store)."""
-    ends = Consumer(kafka_config(settings.bootstrap_address, **{"group.id": f"{settings.group}-demo-ends"}))
     sent = {}
-    try:
-        for topic in (AGENT_FEEDBACK, PREFERENCES):
-            name = topic.full_name(settings.topic_prefix)
-            partitions = ends.list_topics(name, timeout=30).topics[name].partitions
-            sent[topic] = sum(high for _, high in watermarks(ends, name, partitions, 30).values())
-    finally:
-        ends.close()
+    for topic in (AGENT_FEEDBACK, PREFERENCES):
+        with settings.connection().reader(topic.full_name(settings.topic_prefix)) as reader:
+            sent[topic] = sum(reader.ends(30).values())
     deadline = time.monotonic() + 60
     with Steps(console, "waiting for the archive to catch up, then writing a DuckDB snapshot") as steps:
         while any(archived_rows(settings, topic) < count for topic, count in sent.items()) or not archived_rows(

@@ -75,9 +75,9 @@ class Watcher:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, settings: Settings) -> None:
-        sink = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "demo")
+        sink = DeadLetters(EventProducer(settings.connection(), topic_prefix=settings.topic_prefix), "demo")
         with EventConsumer(
-            settings.bootstrap_address,
+            settings.connection(),
             f"demo-watch-{uuid.uuid4().hex}",
             [TRAINING_EXAMPLES, MODEL_UPDATES, DEAD_LETTERS, DRIFT_ALERTS],
             dead_letters=sink,
@@ -131,7 +131,7 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
         )
     settings = demo_settings(base, scenario)
     ensure_topics(
-        settings.bootstrap_address,
+        settings.connection(),
         prefix=settings.topic_prefix,
         partitions=settings.partitions,
         replication=settings.replication,
@@ -155,7 +155,7 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
                 time.sleep(0.2)
         with ModelClient(
             MODEL,
-            bootstrap=settings.bootstrap_address,
+            bootstrap=settings.connection(),
             store=settings.model_store(),
             prefix=settings.topic_prefix,
             wait=120,
@@ -197,7 +197,7 @@ def _serve(
     sent_outcomes = 0
     started = time.monotonic()
     with (
-        EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer,
+        EventProducer(settings.connection(), topic_prefix=settings.topic_prefix) as producer,
         Steps(console, "serving", total=scenario.decisions) as progress,
     ):
         for i, (x, y) in enumerate(_stream(scenario)):

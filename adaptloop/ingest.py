@@ -14,18 +14,17 @@ partition in order) and every outcome comes the same delay after its prediction.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from confluent_kafka import Consumer, TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError, InvalidInput, TimedOut
@@ -35,10 +34,8 @@ from adaptloop.schemas.topics import MODEL_UPDATES, PREDICTIONS, TRAINING_EXAMPL
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import count_archived
 from adaptloop.snapshots.snapshot import create_snapshot, snapshot_name
-from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.producer import EventProducer
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.versions import read_all
 
 INGEST_VERSION = "ingest"
 """The ``model_version`` of ingested decisions: no version of the loop served them."""
@@ -142,28 +139,19 @@ class _Outputs:
     def __init__(self, settings: Settings, run: str, model: str) -> None:
         self.run, self.model = f"{run}-", model
         self.prefix = settings.topic_prefix
-        self.consumer = Consumer(
-            kafka_config(
-                settings.bootstrap_address,
-                **{"group.id": f"adaptloop-ingest-{run}", "isolation.level": "read_committed"},
-            )
-        )
+        connection = settings.connection()
         self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
-        start = []
-        for name in self.topics:
-            partitions = self.consumer.list_topics(name, timeout=30).topics[name].partitions
-            start += [
-                TopicPartition(name, p, high)
-                for p, (_, high) in watermarks(self.consumer, name, partitions, 30).items()
-            ]
-        self.consumer.assign(start)
+        self.readers = [connection.reader(name, start="end") for name in self.topics]
+        for reader in self.readers:
+            reader.assign()
         self.statuses: Counter[str] = Counter()
         self.versions: list[ModelVersion] = []
 
     def poll(self) -> None:
-        for message in self.consumer.consume(5000, 0.2):
+        messages = [message for reader in self.readers for message in reader.poll(0.1, 5000)]
+        for message in messages:
             name = message.topic()
-            if message.error() is not None or name is None:
+            if name is None:
                 continue
             try:
                 event = decode(self.topics[name], message.value())
@@ -174,8 +162,23 @@ class _Outputs:
             elif isinstance(event, ModelVersion) and event.model == self.model:
                 self.versions.append(event)
 
+    @property
+    def ended(self) -> int:
+        """This run's decisions that have ended in the join."""
+        return sum(self.statuses[status] for status in ENDED)
+
+    @property
+    def learned(self) -> int:
+        """This run's decisions the join passed on to the learner (joined, or with a default label)."""
+        return self.statuses["joined"] + self.statuses["defaulted"]
+
+    def version_with(self, examples: int) -> ModelVersion | None:
+        """The first version read that had learned ``examples`` examples."""
+        return next((v for v in self.versions if v.examples_seen >= examples), None)
+
     def close(self) -> None:
-        self.consumer.close()
+        for reader in self.readers:
+            reader.close()
 
 
 def ingest(
@@ -198,99 +201,172 @@ def ingest(
     The result times each stage apart: sending, the loop's learning, and the archive's writing (which waits
     for its next flush, up to ``archive_flush_seconds``), so a slow archive is not taken for a slow loop.
     """
-    if model not in settings.specs:
-        raise ConfigError(f"no learner spec for model {model!r} in the settings: the worker would not learn it")
-    if ordered and delay.kind != "fixed":
-        raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
+    _check(settings, model, delay, ordered)
     run = f"ingest-{uuid.uuid4().hex[:8]}"
-    topic = PREDICTIONS.full_name(settings.topic_prefix)
-    partitions = len(
-        wait_for_broker(settings.bootstrap_address).list_topics(topic, timeout=30).topics[topic].partitions
-    )
+    partitions = _input_partitions(settings) if ordered else None
     outputs = _Outputs(settings, run, model)
-    before = max(  # what the model had learned before this run
-        (
-            v.examples_seen
-            for v in read_all(settings.bootstrap_address, MODEL_UPDATES, settings.topic_prefix)
-            if isinstance(v, ModelVersion) and v.model == model
-        ),
-        default=0,
-    )
-    rng, started = random.Random(seed), time.monotonic()
-    result = IngestResult(decisions=0)
+    before = _learned_before(settings, model)
+    started = time.monotonic()
+    deadline, result = _Deadline(started + timeout, timeout), IngestResult(decisions=0)
     try:
-        progress(SENDING, 0, limit)
-        with EventProducer.from_settings(settings) as producer:
-            due: list[tuple[float, int, OutcomeEvent]] = []
-            for i, (features, y) in enumerate(dataset_rows(source, label)):
-                if limit is not None and i >= limit:
-                    break
-                if rate:
-                    time.sleep(max(0.0, started + i / rate - time.monotonic()))
-                decision = _decision_id(run, i, partitions if ordered else None)
-                try:
-                    prediction = PredictionEvent(
-                        decision_id=decision, model=model, model_version=INGEST_VERSION, features=features
-                    )
-                    outcome = OutcomeEvent(decision_id=decision, label=y, source="adaptloop-ingest")
-                except ValueError as error:
-                    raise InvalidInput(f"{source}, row {i + 1}: {error}") from None
-                producer.send(prediction)
-                heapq.heappush(due, (time.monotonic() + delay.draw(rng), i, outcome))
-                _send_due(producer, due, time.monotonic())
-                result.decisions += 1
-                if i % 1000 == 999:
-                    outputs.poll()  # keeps its consumer in touch with the broker
-                    progress(SENDING, result.decisions, limit)
-            while due:
-                time.sleep(max(0.0, min(0.2, due[0][0] - time.monotonic())))
-                _send_due(producer, due, time.monotonic())
+        decisions = _decisions(dataset_rows(source, label), source, run, model, limit, partitions)
+        rng = random.Random(seed)
+        result.decisions = _send(settings, decisions, rate, delay, rng, outputs, progress, limit)
         result.sent_seconds = time.monotonic() - started
-        progress(LEARNING, 0, result.decisions)
-        deadline = started + timeout
-        while True:
-            outputs.poll()
-            learned = outputs.statuses["joined"] + outputs.statuses["defaulted"]
-            ended = sum(outputs.statuses[status] for status in ENDED)
-            progress(LEARNING, ended, result.decisions)
-            version = next((v for v in outputs.versions if v.examples_seen >= before + learned), None)
-            if ended >= result.decisions and version is not None:
-                break
-            if time.monotonic() > deadline:
-                raise TimedOut(
-                    f"after {timeout:.0f}s, {dict(outputs.statuses)} of {result.decisions} decisions; is a worker "
-                    f"running with a spec for {model!r} (adaptloop worker)?"
-                )
-        result.statuses, result.version = outputs.statuses, version
+        _wait_for_joins(outputs, result.decisions, deadline, progress)
+        result.version = _wait_for_learning(outputs, before, result.decisions, deadline, progress)
+        result.statuses = outputs.statuses
         result.learned_seconds = time.monotonic() - started
-        total = sum(outputs.statuses.values())
-        progress(ARCHIVING, 0, total)
-        assert version is not None
-        while (archived := _archived(settings, run)) < total or not _version_archived(settings, version):
-            progress(ARCHIVING, archived, total)
-            if time.monotonic() > deadline:
-                raise TimedOut(
-                    f"the archive holds {archived} of this run's {total} training examples"
-                    f"{'' if _version_archived(settings, version) else f' and not version {version.version}'}"
-                )
-            time.sleep(0.5)
-        result.archived = archived
+        total = outputs.statuses.total()
+        result.archived = _wait_for_archive(settings, run, result.version, total, deadline, progress)
         result.archived_seconds = time.monotonic() - started
-        progress(ARCHIVING, archived, total)
         outputs.poll()  # late outcomes that came meanwhile
         result.statuses = outputs.statuses
         if snapshot:
-            progress(SNAPSHOT, 0, None)
-            result.snapshot = create_snapshot(
-                settings.archive_location,
-                settings.models_location,
-                settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
-                prefix=settings.topic_prefix,
-            ).path
+            result.snapshot = _snapshot(settings, progress)
     finally:
         outputs.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _check(settings: Settings, model: str, delay: Delay, ordered: bool) -> None:
+    if model not in settings.specs:
+        raise ConfigError(f"no learner spec for model {model!r} in the settings: the worker would not learn it")
+    if ordered and delay.kind != "fixed":
+        raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
+
+
+def _input_partitions(settings: Settings) -> int:
+    """How many partitions ``predictions`` has (ordered mode puts every decision on the first)."""
+    topic = PREDICTIONS.full_name(settings.topic_prefix)
+    with settings.connection().reader(topic) as reader:
+        return len(reader.wait_for_partitions(30, f"no topic {topic}: start a worker (adaptloop worker)"))
+
+
+def _learned_before(settings: Settings, model: str) -> int:
+    """How many examples ``model`` had learned before this run (its versions' highest count)."""
+    versions = read_all(settings.connection(), MODEL_UPDATES, settings.topic_prefix)
+    return max((v.examples_seen for v in versions if isinstance(v, ModelVersion) and v.model == model), default=0)
+
+
+def _decisions(
+    rows: Iterable[tuple[dict[str, Any], Any]],
+    source: str,
+    run: str,
+    model: str,
+    limit: int | None,
+    partitions: int | None,
+) -> Iterator[tuple[PredictionEvent, OutcomeEvent]]:
+    """The prediction and the outcome of each row, up to ``limit``; a row the contracts refuse says where it is."""
+    for i, (features, y) in enumerate(itertools.islice(rows, limit)):
+        decision = _decision_id(run, i, partitions)
+        try:
+            prediction = PredictionEvent(
+                decision_id=decision, model=model, model_version=INGEST_VERSION, features=features
+            )
+            outcome = OutcomeEvent(decision_id=decision, label=y, source="adaptloop-ingest")
+        except ValueError as error:
+            raise InvalidInput(f"{source}, row {i + 1}: {error}") from None
+        yield prediction, outcome
+
+
+def _send(
+    settings: Settings,
+    decisions: Iterator[tuple[PredictionEvent, OutcomeEvent]],
+    rate: float | None,
+    delay: Delay,
+    rng: random.Random,
+    outputs: _Outputs,
+    progress: Progress,
+    limit: int | None,
+) -> int:
+    """Send each prediction (``rate`` a second at most) and its outcome ``delay`` later; return how many."""
+    progress(SENDING, 0, limit)
+    started, sent = time.monotonic(), 0
+    due: list[tuple[float, int, OutcomeEvent]] = []  # outcomes by when they are due
+    with EventProducer.from_settings(settings) as producer:
+        for i, (prediction, outcome) in enumerate(decisions):
+            if rate:
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            producer.send(prediction)
+            heapq.heappush(due, (time.monotonic() + delay.draw(rng), i, outcome))
+            _send_due(producer, due, time.monotonic())
+            sent += 1
+            if i % 1000 == 999:
+                outputs.poll()  # keeps its consumers in touch with the broker
+                progress(SENDING, sent, limit)
+        while due:
+            time.sleep(max(0.0, min(0.2, due[0][0] - time.monotonic())))
+            _send_due(producer, due, time.monotonic())
+    return sent
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """When an ingest gives up (``at``, monotonic), ``seconds`` after it started."""
+
+    at: float
+    seconds: float
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+
+def _wait_for_joins(outputs: _Outputs, decisions: int, deadline: _Deadline, progress: Progress) -> None:
+    """Until every decision has ended in the join (joined, defaulted, expired or rejected)."""
+    progress(LEARNING, 0, decisions)
+    while (ended := outputs.ended) < decisions:
+        _check_deadline(outputs, decisions, deadline)
+        outputs.poll()
+        progress(LEARNING, ended, decisions)
+
+
+def _wait_for_learning(
+    outputs: _Outputs, before: int, decisions: int, deadline: _Deadline, progress: Progress
+) -> ModelVersion:
+    """The first version of the model that learned every decision the join passed on (joined or defaulted)."""
+    while (version := outputs.version_with(before + outputs.learned)) is None:
+        _check_deadline(outputs, decisions, deadline)
+        outputs.poll()
+        progress(LEARNING, outputs.ended, decisions)
+    return version
+
+
+def _check_deadline(outputs: _Outputs, decisions: int, deadline: _Deadline) -> None:
+    if deadline.passed():
+        raise TimedOut(
+            f"after {deadline.seconds:.0f}s, {dict(outputs.statuses)} of {decisions} decisions; is a worker "
+            f"running with a spec for {outputs.model!r} (adaptloop worker)?"
+        )
+
+
+def _wait_for_archive(
+    settings: Settings, run: str, version: ModelVersion, total: int, deadline: _Deadline, progress: Progress
+) -> int:
+    """Until the archive holds this run's ``total`` training examples and ``version``'s record; return how many
+    of the examples it holds."""
+    progress(ARCHIVING, 0, total)
+    while (archived := _archived(settings, run)) < total or not _version_archived(settings, version):
+        progress(ARCHIVING, archived, total)
+        if deadline.passed():
+            raise TimedOut(
+                f"the archive holds {archived} of this run's {total} training examples"
+                f"{'' if _version_archived(settings, version) else f' and not version {version.version}'}"
+            )
+        time.sleep(0.5)
+    progress(ARCHIVING, archived, total)
+    return archived
+
+
+def _snapshot(settings: Settings, progress: Progress) -> Path:
+    progress(SNAPSHOT, 0, None)
+    return create_snapshot(
+        settings.archive_location,
+        settings.models_location,
+        settings.snapshots_dir / snapshot_name(datetime.now(UTC)),
+        prefix=settings.topic_prefix,
+    ).path
 
 
 def _decision_id(run: str, i: int, partitions: int | None) -> str:

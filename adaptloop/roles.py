@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from adaptloop.settings import Settings
 from adaptloop.streams.metrics import write_health
 from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, classify, raised_kafka_error, wait_patiently
-
-# Each role imports its agent when it starts: a join process never loads River, pandas, SciPy, pyarrow or
-# DuckDB (1.5 s of start-up, measured), and the archive never loads River.
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def run_role(role: str) -> None:
         write_health(role, {"broker": {"unreachable_since": since, "why": why}})
 
     try:
-        wait_patiently(settings.bootstrap_address, on_wait=waiting)
+        wait_patiently(settings.connection(), on_wait=waiting)
         write_health(role, {"broker": {"reachable": True}})
         AGENTS[role](settings, _stop_on_signals())
     except Exception as error:
@@ -95,129 +94,76 @@ def _stop_for(role: str, error: Exception) -> None:
     sys.exit(OUTAGE_EXIT)
 
 
-def _join(settings: Settings, stop: threading.Event) -> None:
-    from adaptloop.streams.join_agent import JoinAgent
+@dataclass(frozen=True)
+class Role:
+    """A role of the worker: the agent that runs it (imported when its process starts: a join process never
+    loads River, pandas, SciPy, pyarrow or DuckDB, 1.5 s of start-up, measured; the archive never loads
+    River), the topics it reads (None: those its agent's ``topics`` name), and what it writes (for the line
+    it logs when ready)."""
 
-    agent = JoinAgent(
-        settings.bootstrap_address,
-        specs=settings.specs,
-        partitions=settings.partitions,
-        prefix=settings.topic_prefix,
-        group=f"{settings.group}-join",
-        tick_seconds=settings.tick_seconds,
-        lateness_seconds=settings.lateness_seconds,
-        max_future_seconds=settings.max_future_seconds,
-        replication=settings.replication,
-    )
-    _ready(
+    name: str
+    module: str
+    agent: str
+    reads: tuple[str, ...] | None
+    writes: Callable[[Settings, Any], str]
+
+    @property
+    def group(self) -> str:
+        """The suffix of its consumer group (after the settings' ``group``)."""
+        return {"learn": "learner", "agents": "agentops"}.get(self.name, self.name)
+
+    def run(self, settings: Settings, stop: threading.Event) -> None:
+        """Make the agent from ``settings``, say what it does, and run it until ``stop``."""
+        agent_class = getattr(importlib.import_module(self.module), self.agent)
+        agent = agent_class.from_settings(settings, settings.connection())
+        reads = list(agent.topics) if self.reads is None else [settings.topic_prefix + n for n in self.reads]
+        _ready(self.name, settings, reads, f"{settings.group}-{self.group}", self.writes(settings, agent))
+        agent.run(stop)
+
+
+TABLE = (
+    Role(
         "join",
-        settings,
+        "adaptloop.streams.join_agent",
+        "JoinAgent",
         ("predictions", "outcomes", "join-clock"),
-        f"{settings.group}-join",
-        f"training-examples, dead-letters, {agent.changelog}",
-    )
-    agent.run(stop)
-
-
-def _learn(settings: Settings, stop: threading.Event) -> None:
-    from adaptloop.streams.learner_agent import LearnerAgent
-
-    agent = LearnerAgent(
-        settings.bootstrap_address,
-        specs=settings.specs,
-        store=settings.worker_model_store(),
-        prefix=settings.topic_prefix,
-        group=f"{settings.group}-learner",
-        batch_size=settings.learner_batch,
-        health_window=settings.health_window,
-        max_rejected_share=settings.max_rejected_share,
-    )
-    _ready(
+        lambda settings, agent: f"training-examples, dead-letters, {agent.changelog}",
+    ),
+    Role(
         "learn",
-        settings,
+        "adaptloop.streams.learner_agent",
+        "LearnerAgent",
         ("training-examples", "model-commands"),
-        f"{settings.group}-learner",
-        f"model-updates, drift-alerts, dead-letters; models {', '.join(settings.specs) or '(none)'} in "
-        f"{settings.models_location}",
-    )
-    agent.run(stop)
-
-
-def _archive(settings: Settings, stop: threading.Event) -> None:
-    from adaptloop.snapshots.archive import ParquetArchive
-    from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
-    from adaptloop.streams.archive_agent import ArchiveAgent
-
-    archive = ParquetArchive(settings.archive_location)
-    snapshot_seconds = settings.snapshot_seconds
-    if archive.storage.remote and snapshot_seconds is not None:
-        log.info(
-            "the archive is in an object store: this worker takes no periodic snapshots (each would copy every "
-            "archived row); take one where it is needed with `adaptloop snapshot create`"
-        )
-        snapshot_seconds = None
-    agent = ArchiveAgent(
-        settings.bootstrap_address,
-        archive=archive,
-        prefix=settings.topic_prefix,
-        group=f"{settings.group}-archive",
-        flush_seconds=settings.archive_flush_seconds,
-        flush_rows=settings.archive_flush_rows,
-        buffer_rows=settings.archive_buffer_rows,
-        snapshot_dir=settings.snapshots_dir,
-        models_dir=settings.models_location,
-        snapshot_seconds=snapshot_seconds,
-        keep_snapshots=settings.keep_snapshots,
-    )
-    _ready(
+        lambda settings, agent: (
+            f"model-updates, drift-alerts, dead-letters; models "
+            f"{', '.join(settings.specs) or '(none)'} in {settings.models_location}"
+        ),
+    ),
+    Role(
         "archive",
-        settings,
-        tuple(topic.name for topic in ARCHIVED_TOPICS),
-        f"{settings.group}-archive",
-        f"Parquet files under {settings.archive_location}, snapshots under {settings.snapshots_dir}",
-    )
-    agent.run(stop)
-
-
-def _agents(settings: Settings, stop: threading.Event) -> None:
-    from adaptloop.streams.agentops_agent import AgentOpsAgent
-
-    agent = AgentOpsAgent(
-        settings.bootstrap_address,
-        limits=settings.guardrails,
-        segment_keys=settings.segment_keys,
-        prefix=settings.topic_prefix,
-        group=f"{settings.group}-agentops",
-        publish_seconds=settings.preference_publish_seconds,
-        max_future_seconds=settings.max_future_seconds,
-        # Stable while the worker runs: a restarted role fences the one it replaces at once.
-        transactional_id=f"{settings.topic_prefix}{settings.group}-agentops-{socket.gethostname()}-{os.getppid()}",
-        replication=settings.replication,
-    )
-    _ready(
+        "adaptloop.streams.archive_agent",
+        "ArchiveAgent",
+        None,
+        lambda settings, agent: (
+            f"Parquet files under {settings.archive_location}, snapshots under {settings.snapshots_dir}"
+        ),
+    ),
+    Role(
         "agents",
-        settings,
+        "adaptloop.streams.agentops_agent",
+        "AgentOpsAgent",
         ("agent-feedback", "preferences"),
-        f"{settings.group}-agentops",
-        f"preference-store, guardrail-alerts, dead-letters, {agent.state_topic}",
-    )
-    agent.run(stop)
-
-
-def _notify(settings: Settings, stop: threading.Event) -> None:
-    from adaptloop.streams.notify import AlertNotifier
-
-    notifier = AlertNotifier(
-        settings.bootstrap_address, settings.webhooks, prefix=settings.topic_prefix, group=f"{settings.group}-notify"
-    )
-    _ready(
+        lambda settings, agent: f"preference-store, guardrail-alerts, dead-letters, {agent.state_topic}",
+    ),
+    Role(
         "notify",
-        settings,
+        "adaptloop.streams.notify",
+        "AlertNotifier",
         ("guardrail-alerts", "drift-alerts"),
-        f"{settings.group}-notify",
-        f"{len(settings.webhooks)} webhook(s)",
-    )
-    notifier.run(stop)
+        lambda settings, agent: f"{len(settings.webhooks)} webhook(s)",
+    ),
+)
+"""Every role, in the order a worker starts them."""
 
 
 def roles_of(settings: Settings) -> tuple[str, ...]:
@@ -225,20 +171,28 @@ def roles_of(settings: Settings) -> tuple[str, ...]:
     return tuple(role for role in ROLES if role != "notify" or settings.webhooks)
 
 
-AGENTS: dict[str, Callable[[Settings, threading.Event], None]] = {
-    "join": _join,
-    "learn": _learn,
-    "archive": _archive,
-    "agents": _agents,
-    "notify": _notify,
-}
+AGENTS: dict[str, Callable[[Settings, threading.Event], None]] = {role.name: role.run for role in TABLE}
+"""What each role's process runs, by role."""
 
 
-def _ready(role: str, settings: Settings, reads: tuple[str, ...], group: str, writes: str) -> None:
+if TYPE_CHECKING:  # mypy checks that the worker's settings hold what each agent's from_settings reads
+    from adaptloop.streams.agentops_agent import AgentOpsSettings
+    from adaptloop.streams.archive_agent import ArchiveSettings
+    from adaptloop.streams.join_agent import JoinSettings
+    from adaptloop.streams.learner_agent import LearnerSettings
+    from adaptloop.streams.notify import NotifySettings
+
+    def _every_role_reads_the_settings(
+        settings: Settings,
+    ) -> tuple[JoinSettings, LearnerSettings, ArchiveSettings, AgentOpsSettings, NotifySettings]:
+        return settings, settings, settings, settings, settings
+
+
+def _ready(role: str, settings: Settings, reads: list[str], group: str, writes: str) -> None:
     log.info(
         "%s ready: reads %s (group %s) from %s; writes %s",
         role,
-        ", ".join(settings.topic_prefix + name for name in reads),
+        ", ".join(reads),
         group,
         settings.bootstrap_address,
         writes,

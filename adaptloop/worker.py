@@ -118,9 +118,9 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
             store.check(spec)
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up_for_plaintext_clients()
-    wait_patiently(settings.bootstrap_address)
+    wait_patiently(settings.connection())
     ensure_topics(
-        settings.bootstrap_address,
+        settings.connection(),
         prefix=settings.topic_prefix,
         partitions=settings.partitions,
         replication=settings.replication,

@@ -19,13 +19,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import delete_topics
-from adaptloop.streams.connection import kafka_config
 from adaptloop.streams.join_agent import JOIN_CONSUMER_CONFIG
 from adaptloop.streams.producer import DEFAULT_PRODUCER_CONFIG
 from bench.learning import Data
@@ -47,27 +46,27 @@ def _cpu_seconds() -> float:
 def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
     """Read, write and commit a backlog of ``data``'s decisions as the join does, with no join logic."""
     settings = _settings(base, [])
-    prefix, bootstrap, n = settings.topic_prefix, settings.bootstrap_address, len(data)
+    prefix, connection, n = settings.topic_prefix, settings.connection(), len(data)
+    bootstrap = connection.bootstrap
     produce_backlog(bootstrap, prefix, data)
     predictions, changelog = PREDICTIONS.full_name(prefix), f"{prefix}{settings.group}-join-state"
     examples = TRAINING_EXAMPLES.full_name(prefix)
-    admin = AdminClient(kafka_config(bootstrap))
+    admin = connection.admin()
     compacted = NewTopic(changelog, settings.partitions, 1, config={"cleanup.policy": "compact"})
     admin.create_topics([compacted])[changelog].result()
-    consumer = Consumer(
-        {
-            **kafka_config(bootstrap),
-            "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+    consumer = connection.group_consumer(
+        f"floor-{uuid.uuid4().hex[:6]}",
+        **{
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             **JOIN_CONSUMER_CONFIG,
-        }
+        },
     )
     producers = {}
     for partition in range(settings.partitions):
         producer = Producer(
-            {**kafka_config(bootstrap), **DEFAULT_PRODUCER_CONFIG, "transactional.id": f"{prefix}floor-{partition}"}
+            {**connection.config(), **DEFAULT_PRODUCER_CONFIG, "transactional.id": f"{prefix}floor-{partition}"}
         )
         producer.init_transactions(30)
         producers[partition] = producer

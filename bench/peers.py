@@ -30,14 +30,12 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer, delete_topics, ensure_topics
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.worker import start_worker_process, stop_worker_process
 from bench.learning import Data
 from bench.loop import _settings, _wait_for_versions
@@ -110,25 +108,14 @@ def adaptloop_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
     )
 
 
-def _first_record_at(bootstrap: str, topic: str) -> float:
+def _first_record_at(connection: ConnectionLike, topic: str) -> float:
     """When the first record of ``topic`` was written (its earliest timestamp, epoch seconds)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
-    try:
-        partitions = [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            if watermarks(consumer, topic, [p], 10)[p][1] > 0
-        ]
-        consumer.assign(partitions)
+    with KafkaConnection.of(connection).reader(topic, committed=False) as reader:
         stamps: dict[int, float] = {}  # partition -> its first record's time
-        deadline = time.monotonic() + 30
-        while len(stamps) < len(partitions) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                stamps.setdefault(message.partition() or 0, message.timestamp()[1] / 1000)
+        for message in reader.to_end(30):
+            stamps.setdefault(message.partition() or 0, message.timestamp()[1] / 1000)
+            reader.skip(message.partition() or 0)
         return min(stamps.values())
-    finally:
-        consumer.close()
 
 
 def _logged_at(log: Path, words: str) -> float | None:

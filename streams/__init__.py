@@ -14,10 +14,12 @@ _EXPORTS = {
     "DeadLetters": "adaptloop.streams.deadletter",
     "EventConsumer": "adaptloop.streams.consumer",
     "EventProducer": "adaptloop.streams.producer",
+    "KafkaConnection": "adaptloop.streams.connection",
     "ModelClient": "adaptloop.streams.model_client",
     "Prediction": "adaptloop.streams.model_client",
     "PreferenceClient": "adaptloop.streams.preference_client",
     "Record": "adaptloop.streams.consumer",
+    "TopicReader": "adaptloop.streams.reader",
     "delete_topics": "adaptloop.streams.admin",
     "ensure_topics": "adaptloop.streams.admin",
     "wait_for_broker": "adaptloop.streams.admin",
@@ -28,10 +30,12 @@ __all__ = [
     "DeadLetters",
     "EventConsumer",
     "EventProducer",
+    "KafkaConnection",
     "ModelClient",
     "Prediction",
     "PreferenceClient",
     "Record",
+    "TopicReader",
     "delete_topics",
     "ensure_topics",
     "wait_for_broker",
@@ -53,9 +57,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from adaptloop.streams.admin import delete_topics, ensure_topics, wait_for_broker
-    from adaptloop.streams.connection import ClientSettings
+    from adaptloop.streams.connection import ClientSettings, KafkaConnection
     from adaptloop.streams.consumer import EventConsumer, Record
     from adaptloop.streams.deadletter import DeadLetters
     from adaptloop.streams.model_client import ModelClient, Prediction
     from adaptloop.streams.preference_client import PreferenceClient
     from adaptloop.streams.producer import EventProducer
+    from adaptloop.streams.reader import TopicReader

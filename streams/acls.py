@@ -25,7 +25,7 @@ from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, R
 
 from adaptloop.schemas import topics as t
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 
 SERVICE_WRITES = (t.PREDICTIONS, t.OUTCOMES, t.AGENT_FEEDBACK, t.PREFERENCES)
 SERVICE_READS = (t.MODEL_UPDATES, t.PREFERENCE_STORE)
@@ -42,22 +42,9 @@ def replay_transactional_id(prefix: str) -> str:
     return f"{prefix}letters-replay"
 
 
-def login_principal(bootstrap: str) -> str | None:
-    """The Kafka user this process logs in to ``bootstrap`` as (its SASL user name), None when that is not
-    known here (no SASL login: a plaintext listener; or a mechanism, GSSAPI or OAUTHBEARER, whose principal
-    the broker derives).
-
-    >>> from adaptloop.streams.connection import use_connection
-    >>> use_connection("b:9094", {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "operator"})
-    >>> login_principal("b:9094"), login_principal("elsewhere:9092")
-    ('operator', None)
-    """
-    config = kafka_config(bootstrap)
-    mechanism = str(config.get("sasl.mechanism", config.get("sasl.mechanisms", ""))).upper()
-    username = config.get("sasl.username")
-    if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and username:
-        return str(username)
-    return None
+def login_principal(connection: ConnectionLike) -> str | None:
+    """The Kafka user ``connection`` logs in as (see :attr:`KafkaConnection.principal`)."""
+    return KafkaConnection.of(connection).principal
 
 
 @dataclass(frozen=True)
@@ -127,9 +114,9 @@ def acl_bindings(
     return grants
 
 
-def apply_acls(bootstrap: str, grants: list[Grant], timeout: float = 30.0) -> int:
+def apply_acls(connection: ConnectionLike, grants: list[Grant], timeout: float = 30.0) -> int:
     """Create the ACLs (idempotent: an existing one is created again as is); return how many."""
-    admin = wait_for_broker(bootstrap, timeout)
+    admin = wait_for_broker(connection, timeout)
     futures = admin.create_acls([grant.binding() for grant in grants], request_timeout=timeout)
     for future in futures.values():
         future.result()

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from adaptloop.schemas.errors import BrokerUnavailable, ConfigError, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.topics import ALL_TOPICS, Topic
-from adaptloop.streams.connection import ClientErrors, kafka_config
+from adaptloop.streams.connection import ClientErrors, ConnectionLike, KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,14 @@ def topic_config(topic: Topic) -> dict[str, str]:
     return {**(COMPACTED_CONFIG if topic.compacted else {}), **(ARRIVAL_TIME_CONFIG if topic.arrival_time else {})}
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
-    """Return an admin client once a broker answers at ``bootstrap``; raise
+def wait_for_broker(connection: ConnectionLike, timeout: float = 30.0) -> AdminClient:
+    """Return an admin client of ``connection`` once a broker answers there; raise
     :class:`~adaptloop.schemas.errors.AuthenticationFailed` as soon
     as it refuses the login, :class:`BrokerUnavailable` (what was tried, how long, the last error) after
     ``timeout``."""
+    connection = KafkaConnection.of(connection)
     # log_level 0: refused connections while a broker starts are expected; the error_cb keeps the last one.
-    config = kafka_config(bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0})
+    config = connection.config(**{"socket.connection.setup.timeout.ms": 5000, "log_level": 0})
     errors: ClientErrors = config["error_cb"]
     admin = AdminClient(config)
     deadline = time.monotonic() + timeout
@@ -49,7 +50,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> AdminClient:
         except KafkaException as error:
             errors.last = errors.last or str(error.args[0].str() if error.args else error)
         admin.poll(0.2)  # serves the error_cb: a refused login raises here
-    raise BrokerUnavailable(bootstrap, errors.summary())
+    raise BrokerUnavailable(connection.bootstrap, errors.summary())
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ BY_CLUSTER_SIZE = Replication()
 
 
 def ensure_topics(
-    bootstrap: str,
+    connection: ConnectionLike,
     *,
     prefix: str = "",
     partitions: int = 6,
@@ -100,7 +101,7 @@ def ensure_topics(
     co-partitioned topics (``predictions``/``outcomes``) must agree on their
     partition count, else the join could not see both sides of a decision.
     """
-    admin = wait_for_broker(bootstrap, timeout)
+    admin = wait_for_broker(connection, timeout)
     wanted = {topic.full_name(prefix): topic for topic in topics}
     existing = admin.list_topics(timeout=timeout).topics
     missing = [
@@ -190,18 +191,22 @@ def describe(admin: AdminClient, names: list[str]) -> dict[str, Any]:
     return {resource.name: future.result() for resource, future in admin.describe_configs(resources).items()}
 
 
-def arrival_stamped(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, bool]:
+def arrival_stamped(connection: ConnectionLike, names: list[str], timeout: float = 30.0) -> dict[str, bool]:
     """Whether each named topic stamps records with the time the broker appended them (LogAppendTime)."""
-    configs = describe(wait_for_broker(bootstrap, timeout), names)
+    configs = describe(wait_for_broker(connection, timeout), names)
     return {name: config["message.timestamp.type"].value == "LogAppendTime" for name, config in configs.items()}
 
 
 def ensure_changelog(
-    bootstrap: str, name: str, partitions: int, replication: Replication = BY_CLUSTER_SIZE, timeout: float = 30.0
+    connection: ConnectionLike,
+    name: str,
+    partitions: int,
+    replication: Replication = BY_CLUSTER_SIZE,
+    timeout: float = 30.0,
 ) -> int:
     """Create the compacted topic ``name`` (a role's state changelog) with ``partitions`` partitions if it does
     not exist, and wait until each has a leader (a restore reads them all); return its partition count."""
-    admin = wait_for_broker(bootstrap, timeout)
+    admin = wait_for_broker(connection, timeout)
     topics = admin.list_topics(timeout=timeout).topics
     if name in topics and topics[name].partitions:
         return len(topics[name].partitions)
@@ -222,13 +227,13 @@ def ensure_changelog(
         time.sleep(0.1)
 
 
-def partition_counts(bootstrap: str, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
+def partition_counts(connection: ConnectionLike, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
     """The number of partitions of each named topic that exists."""
-    metadata = wait_for_broker(bootstrap, timeout).list_topics(timeout=timeout).topics
+    metadata = wait_for_broker(connection, timeout).list_topics(timeout=timeout).topics
     return {name: len(metadata[name].partitions) for name in names if name in metadata}
 
 
-def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[str]:
+def delete_topics(connection: ConnectionLike, prefix: str, timeout: float = 60.0) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their
     names.
 
@@ -238,7 +243,7 @@ def delete_topics(bootstrap: str, prefix: str, timeout: float = 60.0) -> list[st
     """
     if not prefix:
         raise ConfigError("a prefix is required: this never deletes every topic")
-    admin = wait_for_broker(bootstrap, timeout)
+    admin = wait_for_broker(connection, timeout)
     names = sorted(name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix))
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():

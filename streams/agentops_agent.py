@@ -26,10 +26,13 @@ consumer is not told which principal produced a record, and the events carry non
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
+from typing import Protocol
 
 import msgspec
 import orjson
@@ -43,6 +46,7 @@ from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.system import GuardrailAlert
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, arrival_stamped, ensure_changelog
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, EVENTS_OUT, RECLAIMED, record_lag
@@ -98,15 +102,48 @@ def split_parts(
     return parts
 
 
+class AgentOpsSettings(Protocol):
+    """What AgentOps reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    guardrails: GuardrailLimits
+    segment_keys: list[str]
+    preference_publish_seconds: float
+    max_future_seconds: float
+
+    @property
+    def replication(self) -> Replication: ...
+
+
 class AgentOpsAgent:
     """Typical use (needs a broker)::
 
     AgentOpsAgent("localhost:9092", limits=GuardrailLimits()).run(stop)
     """
 
+    @classmethod
+    def from_settings(cls, settings: AgentOpsSettings, connection: KafkaConnection) -> AgentOpsAgent:
+        """The AgentOps role of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+
+        Its transactional id is stable while the worker process (this role's parent) runs: a restarted role
+        fences the one it replaces at once.
+        """
+        prefix, group = connection.topic_prefix, f"{settings.group}-agentops"
+        return cls(
+            connection,
+            limits=settings.guardrails,
+            segment_keys=settings.segment_keys,
+            prefix=prefix,
+            group=group,
+            publish_seconds=settings.preference_publish_seconds,
+            max_future_seconds=settings.max_future_seconds,
+            transactional_id=f"{prefix}{group}-{socket.gethostname()}-{os.getppid()}",
+            replication=settings.replication,
+        )
+
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         limits: GuardrailLimits,
         segment_keys: list[str] | None = None,
@@ -118,7 +155,7 @@ class AgentOpsAgent:
         transactional_id: str | None = None,
         replication: Replication = BY_CLUSTER_SIZE,
     ) -> None:
-        self.bootstrap, self.prefix = bootstrap, prefix
+        self.connection, self.prefix = connection, prefix
         self.group = f"{prefix}{group}"
         self.state_topic = f"{self.group}-state"
         self.store_topic = PREFERENCE_STORE.full_name(prefix)
@@ -128,14 +165,14 @@ class AgentOpsAgent:
         self.max_future_seconds = max_future_seconds
         self.guard, self.feedback = AgentGuard(limits), FeedbackGuard(limits)
         self.names: dict[str, Cardinality] = {}  # input partition -> the names its store holds
-        ensure_changelog(bootstrap, self.state_topic, 1, replication)
+        ensure_changelog(connection, self.state_topic, 1, replication)
         inputs = [AGENT_FEEDBACK.full_name(prefix), PREFERENCES.full_name(prefix)]
-        self.arrival = arrival_stamped(bootstrap, inputs)
+        self.arrival = arrival_stamped(connection, inputs)
         for name, stamped in self.arrival.items():
             if not stamped:
                 log.warning("%s has producer timestamps: quotas count by the time this worker reads records", name)
         self.output = EventProducer(
-            bootstrap,
+            connection,
             topic_prefix=prefix,
             transactional_id=transactional_id or f"{self.group}-{uuid.uuid4().hex[:12]}",
             config={"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS},
@@ -151,7 +188,7 @@ class AgentOpsAgent:
         self._published_at = time.monotonic()
         self._lag_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap,
+            connection,
             self.group,
             [AGENT_FEEDBACK, PREFERENCES],
             dead_letters=self.dead_letters,
@@ -193,7 +230,7 @@ class AgentOpsAgent:
         """Rebuild the stores of ``shards`` and every guard counter from their topics; return the offset each
         shard's newest publication covers."""
         publications = Publications()
-        for snapshot in read_all(self.bootstrap, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True):
+        for snapshot in read_all(self.connection, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True):
             assert isinstance(snapshot, PreferenceSnapshot)
             if snapshot.input_shard in shards:
                 publications.add(snapshot)
@@ -223,7 +260,7 @@ class AgentOpsAgent:
             self.names[shard].admit_store(store)
         self.guard, self.feedback = AgentGuard(self.limits), FeedbackGuard(self.limits)
         entries = 0
-        for key, value in read_raw(self.bootstrap, self.state_topic, RESTORE_TIMEOUT, strict=True):
+        for key, value in read_raw(self.connection, self.state_topic, RESTORE_TIMEOUT, strict=True):
             if key is not None and value is not None:
                 name = key.decode()
                 values = _UNPACK.decode(value)

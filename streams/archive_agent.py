@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -25,12 +26,31 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import RawRecord
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
-from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
+
+
+class ArchiveSettings(Protocol):
+    """What the archive reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    archive_flush_seconds: float
+    archive_flush_rows: int
+    archive_buffer_rows: int
+    snapshot_seconds: float | None
+    keep_snapshots: int | None
+
+    @property
+    def archive_location(self) -> str: ...
+
+    @property
+    def snapshots_dir(self) -> Path: ...
+
+    @property
+    def models_location(self) -> str: ...
 
 
 class ArchiveAgent:
@@ -42,9 +62,37 @@ class ArchiveAgent:
         ArchiveAgent("localhost:9092", archive=ParquetArchive("/var/lib/adaptloop/archive")).run(stop)
     """
 
+    @classmethod
+    def from_settings(cls, settings: ArchiveSettings, connection: KafkaConnection) -> ArchiveAgent:
+        """The archive of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+
+        An archive in an object store takes no periodic snapshots (each would copy every archived row).
+        """
+        archive = ParquetArchive(settings.archive_location)
+        snapshot_seconds = settings.snapshot_seconds
+        if archive.storage.remote and snapshot_seconds is not None:
+            log.info(
+                "the archive is in an object store: this worker takes no periodic snapshots (each would copy "
+                "every archived row); take one where it is needed with `adaptloop snapshot create`"
+            )
+            snapshot_seconds = None
+        return cls(
+            connection,
+            archive=archive,
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-archive",
+            flush_seconds=settings.archive_flush_seconds,
+            flush_rows=settings.archive_flush_rows,
+            buffer_rows=settings.archive_buffer_rows,
+            snapshot_dir=settings.snapshots_dir,
+            models_dir=settings.models_location,
+            snapshot_seconds=snapshot_seconds,
+            keep_snapshots=settings.keep_snapshots,
+        )
+
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         archive: ParquetArchive,
         prefix: str = "",
@@ -73,10 +121,9 @@ class ArchiveAgent:
         removed = archive.remove_partial_files()
         if removed:
             log.warning("removed %d partial archive files left by a crash", removed)
-        self.consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": f"{prefix}{group}",
+        self.consumer = KafkaConnection.of(connection).group_consumer(
+            f"{prefix}{group}",
+            **{
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
@@ -84,7 +131,6 @@ class ArchiveAgent:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
             },
-            logger=KAFKA_LOG,
         )
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
 

@@ -1,4 +1,5 @@
-"""What a service's clients need to reach the loop: the Kafka address and login, the topic prefix, the model store.
+"""What a service's clients need to reach the loop: the Kafka connection (address, login, topic prefix),
+the model store.
 
 :class:`ClientSettings` is read from the environment (``ADAPTLOOP_*``) or ``./adaptloop.toml``, like the
 worker's :class:`adaptloop.settings.Settings`, which extends it. Every client of this layer has a
@@ -7,10 +8,18 @@ worker's :class:`adaptloop.settings.Settings`, which extends it. Every client of
     with ModelClient.from_settings("churn") as model, EventProducer.from_settings() as events:
         ...
 
-Every Kafka client adaptloop makes takes its configuration from :func:`kafka_config`: the bootstrap address
-and the connection properties (TLS, SASL) of the ``kafka`` setting for that address, registered when a
-setup's address is read (:attr:`ClientSettings.bootstrap_address`); an address no setup named takes the
-environment's.
+The settings make a :class:`KafkaConnection` (:meth:`ClientSettings.connection`): a frozen value holding the
+bootstrap address, the connection properties (TLS, SASL; the secret ones as :class:`~pydantic.SecretStr`, so
+that they never print) and the topic prefix. It makes every Kafka client adaptloop uses::
+
+    KafkaConnection ──┬── producer()          EventProducer (idempotent; transactional on request)
+                      ├── reader(topic)       TopicReader (a short-lived read: to the end, or follow)
+                      ├── group_consumer(g)   Consumer in group g (the roles, the group's offsets)
+                      ├── admin()             AdminClient (topics, ACLs, the broker's answer)
+                      └── config(**extra)     the librdkafka configuration behind each of them
+
+Two identities in one process (a worker and an operator) are two values; nothing is registered anywhere. A bare
+address where a connection is expected (:data:`ConnectionLike`) is a broker without login.
 
 Each client also gets an ``error_cb`` (:class:`ClientErrors`): librdkafka retries a refused login for ever and
 reports it only there, so the callback raises :class:`~adaptloop.schemas.errors.AuthenticationFailed` (naming
@@ -21,21 +30,24 @@ address is said in one line within seconds rather than after each client's own t
 
 from __future__ import annotations
 
-import functools
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError
-from pydantic import Field, field_validator
+from confluent_kafka import Consumer, KafkaError
+from confluent_kafka.admin import AdminClient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adaptloop.schemas.errors import AuthenticationFailed, ConfigError
 
 if TYPE_CHECKING:
     from adaptloop.learners.store import ModelStore
+    from adaptloop.streams.producer import EventProducer
+    from adaptloop.streams.reader import Start, TopicReader
 
 
 def default_home() -> Path:
@@ -111,11 +123,20 @@ class ClientSettings(BaseSettings):
 
     @property
     def bootstrap_address(self) -> str:
-        """The Kafka address. Every client this process makes for it connects with this setup's ``kafka``
-        properties (registered here: the address is what every client is given)."""
-        address = self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
-        use_connection(address, self.kafka_properties())
-        return address
+        """The Kafka address (``bootstrap``, or the local broker's), as it may be shown."""
+        return self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    def connection(self) -> KafkaConnection:
+        """The connection every Kafka client of this setup is made from: the address, the ``kafka`` properties
+        (``file:`` values read) and the topic prefix.
+
+        >>> ClientSettings(kafka={"sasl.password": "hunter2"}, topic_prefix="t.").connection()
+        KafkaConnection(bootstrap='127.0.0.1:9092', properties={}, \
+secrets={'sasl.password': SecretStr('**********')}, topic_prefix='t.')
+        """
+        return KafkaConnection.with_properties(
+            self.bootstrap_address, self.kafka_properties(), topic_prefix=self.topic_prefix
+        )
 
     def kafka_properties(self) -> dict[str, str]:
         """The ``kafka`` properties with ``file:`` values read from their files."""
@@ -172,7 +193,6 @@ class ClientSettings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
-_REGISTERED: dict[str, dict[str, str]] = {}
 _SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
 
 
@@ -195,46 +215,129 @@ def _resolve(value: str) -> str:
         raise ConfigError(f"a kafka setting names the file {path}, which cannot be read: {error}") from None
 
 
-@functools.cache
-def _from_environment() -> tuple[str, dict[str, str]]:
-    settings = ClientSettings()
-    return settings.bootstrap_address, settings.kafka_properties()
+class KafkaConnection(BaseModel):
+    """How this process reaches one Kafka cluster as one identity, and the clients it makes there.
 
+    ``properties`` are the librdkafka connection properties that may be shown (``security.protocol``,
+    ``sasl.username``, ``ssl.ca.location``, ...), ``secrets`` those that may not (passwords, keys, tokens): a
+    secret never prints, in a repr, a log line or an error. ``topic_prefix`` is the setup's, which the clients
+    made here put before a topic's name.
 
-def use_connection(bootstrap: str, properties: dict[str, str]) -> None:
-    """Make every client this process creates for ``bootstrap`` connect with ``properties`` (TLS, SASL)."""
-    _REGISTERED[bootstrap] = dict(properties)
-
-
-def kafka_config(bootstrap: str, **properties: Any) -> dict[str, Any]:
-    """The librdkafka configuration of a client of ``bootstrap``: the address, its connection properties (those
-    registered for it, else the environment's if it names the same address), an ``error_cb`` that raises
-    :class:`AuthenticationFailed` when the broker refuses the login, then ``properties``.
-
-    >>> config = kafka_config("broker:9092", **{"group.id": "g"})
-    >>> config["bootstrap.servers"], config["group.id"], type(config["error_cb"]).__name__
-    ('broker:9092', 'g', 'ClientErrors')
+    >>> login = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc"}
+    >>> connection = KafkaConnection.with_properties(
+    ...     "broker:9094", {**login, "sasl.password": "hunter2"}, topic_prefix="prod."
+    ... )
+    >>> connection.secrets, connection.login
+    ({'sasl.password': SecretStr('**********')}, "user 'svc' with SASL SCRAM-SHA-512 over SASL_SSL")
+    >>> config = connection.config(**{"group.id": "g"})
+    >>> config["bootstrap.servers"], config["sasl.password"], config["group.id"], type(config["error_cb"]).__name__
+    ('broker:9094', 'hunter2', 'g', 'ClientErrors')
     """
-    connection = _connection_of(bootstrap)
-    if _FAIL_FAST.seconds is not None and bootstrap not in _FAIL_FAST.checked:
-        _FAIL_FAST.checked.add(bootstrap)  # first: the check's own client is made with this function
-        from adaptloop.streams.admin import wait_for_broker
 
-        wait_for_broker(bootstrap, _FAIL_FAST.seconds)
-    return {
-        "bootstrap.servers": bootstrap,
-        **connection,
-        "error_cb": ClientErrors(bootstrap, login_of(connection)),
-        **properties,
-    }
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap: str
+    properties: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    topic_prefix: str = ""
+
+    @classmethod
+    def with_properties(
+        cls, bootstrap: str, properties: Mapping[str, str], *, topic_prefix: str = ""
+    ) -> KafkaConnection:
+        """The connection to ``bootstrap`` with ``properties``, the secret ones (by name) kept as secrets."""
+        return cls(
+            bootstrap=bootstrap,
+            properties={key: value for key, value in properties.items() if not _secret(key)},
+            secrets={key: SecretStr(value) for key, value in properties.items() if _secret(key)},
+            topic_prefix=topic_prefix,
+        )
+
+    @classmethod
+    def of(cls, target: ConnectionLike) -> KafkaConnection:
+        """``target`` itself, or for a bare address a connection without login (a local or test broker).
+
+        >>> KafkaConnection.of("localhost:9092").login
+        'no login (PLAINTEXT)'
+        """
+        return target if isinstance(target, KafkaConnection) else cls(bootstrap=target)
+
+    def librdkafka(self) -> dict[str, str]:
+        """The connection properties as librdkafka takes them, the secrets revealed (never show this)."""
+        return {**self.properties, **{key: value.get_secret_value() for key, value in self.secrets.items()}}
+
+    @property
+    def login(self) -> str:
+        """How this connection logs in, as it may be shown (see :func:`login_of`)."""
+        return login_of(self.properties)
+
+    @property
+    def principal(self) -> str | None:
+        """The Kafka user this connection logs in as (its SASL user name); None when that is not known here
+        (no SASL login: a plaintext listener; or a mechanism, GSSAPI or OAUTHBEARER, whose principal the
+        broker derives).
+
+        >>> KafkaConnection.with_properties("b:9094", {"sasl.mechanism": "SCRAM-SHA-512",
+        ...                                            "sasl.username": "operator"}).principal
+        'operator'
+        >>> KafkaConnection.of("elsewhere:9092").principal is None
+        True
+        """
+        mechanism = self.properties.get("sasl.mechanism", self.properties.get("sasl.mechanisms", ""))
+        username = self.properties.get("sasl.username")
+        if mechanism.upper() in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and username:
+            return username
+        return None
+
+    def config(self, **properties: Any) -> dict[str, Any]:
+        """The librdkafka configuration of a client of this connection: the address, the connection
+        properties, an ``error_cb`` that raises :class:`AuthenticationFailed` when the broker refuses the
+        login, then ``properties``.
+
+        With :func:`fail_fast` on, the first configuration made for an address in this process first checks
+        that a broker answers there.
+        """
+        if _FAIL_FAST.seconds is not None and self.bootstrap not in _FAIL_FAST.checked:
+            _FAIL_FAST.checked.add(self.bootstrap)  # first: the check's own client is made with this method
+            from adaptloop.streams.admin import wait_for_broker
+
+            wait_for_broker(self, _FAIL_FAST.seconds)
+        return {
+            "bootstrap.servers": self.bootstrap,
+            **self.librdkafka(),
+            "error_cb": ClientErrors(self.bootstrap, self.login),
+            **properties,
+        }
+
+    def producer(self, **options: Any) -> EventProducer:
+        """An :class:`~adaptloop.streams.producer.EventProducer` of this connection (``options``: its
+        constructor's: ``transactional_id``, ``config``, ``on_error``, ...)."""
+        from adaptloop.streams.producer import EventProducer
+
+        return EventProducer(self, **options)
+
+    def reader(self, topic: str, *, start: Start = "beginning", committed: bool = True) -> TopicReader:
+        """A :class:`~adaptloop.streams.reader.TopicReader` of the topic named ``topic`` (its full name),
+        from ``start``; ``committed``: only records of committed transactions."""
+        from adaptloop.streams.reader import TopicReader
+
+        return TopicReader(self, topic, start=start, committed=committed)
+
+    def group_consumer(self, group: str, **properties: Any) -> Consumer:
+        """A consumer in ``group`` (to subscribe, or to ask the group's committed offsets); ``properties``
+        after the connection's."""
+        from adaptloop.streams.producer import KAFKA_LOG
+
+        return Consumer(self.config(**{"group.id": group, **properties}), logger=KAFKA_LOG)
+
+    def admin(self, **properties: Any) -> AdminClient:
+        """An admin client (topics, ACLs, metadata); :func:`~adaptloop.streams.admin.wait_for_broker` gives
+        one once a broker answers."""
+        return AdminClient(self.config(**properties))
 
 
-def _connection_of(bootstrap: str) -> dict[str, str]:
-    connection = _REGISTERED.get(bootstrap)
-    if connection is None:
-        address, environment = _from_environment()
-        connection = environment if address == bootstrap else {}
-    return connection
+ConnectionLike = KafkaConnection | str
+"""Where a Kafka client connects: a :class:`KafkaConnection`, or a bare address (a broker without login)."""
 
 
 def login_of(properties: dict[str, str]) -> str:

@@ -12,9 +12,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.topics import Topic
 from adaptloop.schemas.trusted import TRUSTED_READERS
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.deadletter import DeadLetters
-from adaptloop.streams.producer import KAFKA_LOG
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,9 @@ class Record(NamedTuple):
 
 
 class EventConsumer:
-    """Reads adaptloop topics in batches; yields decoded :class:`Record` s.
+    """Reads adaptloop topics in batches, in a consumer group; yields decoded :class:`Record` s. Made from a
+    :class:`~adaptloop.streams.connection.KafkaConnection` (whose topic prefix it uses unless ``prefix`` says
+    otherwise) or a bare address.
 
     ``trusted``: read the topics only the worker writes (``training-examples``) with their fast reader
     (:mod:`adaptloop.schemas.trusted`).
@@ -62,17 +63,19 @@ class EventConsumer:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         group: str,
         topics: Sequence[Topic],
         *,
         dead_letters: DeadLetters,
-        prefix: str = "",
+        prefix: str | None = None,
         config: dict[str, object] | None = None,
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         trusted: bool = False,
     ) -> None:
+        connection = KafkaConnection.of(connection)
+        prefix = connection.topic_prefix if prefix is None else prefix
         self.dead_letters = dead_letters
         self._topics = {topic.full_name(prefix): topic for topic in topics}
         # The worker's own topics read with their fast reader: their events are structs of the contract's
@@ -80,10 +83,9 @@ class EventConsumer:
         self._readers = {
             name: TRUSTED_READERS[topic] for name, topic in self._topics.items() if trusted and topic in TRUSTED_READERS
         }
-        self._consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": group,
+        self._consumer = connection.group_consumer(
+            group,
+            **{
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
@@ -91,7 +93,6 @@ class EventConsumer:
                 "isolation.level": "read_committed",
                 **(config or {}),
             },
-            logger=KAFKA_LOG,
         )
         callbacks = {name: cb for name, cb in (("on_assign", on_assign), ("on_revoke", on_revoke)) if cb}
         self._consumer.subscribe(list(self._topics), **callbacks)

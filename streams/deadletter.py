@@ -5,12 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
-
-from confluent_kafka import Consumer, TopicPartition
 
 from adaptloop.schemas import topics
 from adaptloop.schemas.base import Event
@@ -18,10 +15,10 @@ from adaptloop.schemas.codec import MAX_RECORD_BYTES, decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import Topic
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.metrics import DEAD_LETTERS
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import partitions_of, watermarks
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.reader import Since
 
 log = logging.getLogger(__name__)
 
@@ -144,47 +141,19 @@ class DeadLetters:
 
 
 def dead_lettered_since(
-    bootstrap: str, prefix: str, consumer: str, since: float, timeout: float = 30.0
+    connection: ConnectionLike, prefix: str, consumer: str, since: float, timeout: float = 30.0
 ) -> set[tuple[str, int, int]]:
     """Where each record ``consumer`` dead-lettered since ``since`` (epoch seconds) came from: (topic,
     partition, offset). A role that restarts reads again what it read after its last checkpoint; with these it
     dead-letters each of those records once."""
     name = topics.DEAD_LETTERS.full_name(prefix)
-    reader = Consumer(
-        {
-            **kafka_config(bootstrap),
-            "group.id": f"recall-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        },
-        logger=KAFKA_LOG,
-    )
     found: set[tuple[str, int, int]] = set()
-    try:
-        partitions = partitions_of(reader, name, timeout)
-        if partitions is None:
-            return found
-        starts = reader.offsets_for_times(
-            [TopicPartition(name, p, int(since * 1000)) for p in partitions], timeout=timeout
-        )
-        ends = {p: high for p, (_, high) in watermarks(reader, name, partitions, timeout).items()}
-        todo = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
-        if not todo:
-            return found
-        reader.assign(todo)
-        left = {tp.partition for tp in todo}
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            for message in reader.consume(1000, 0.2):
-                if message.error() is not None or message.value() is None:
-                    continue
-                with contextlib.suppress(DecodeError):
-                    letter = decode(topics.DEAD_LETTERS, message.value())
-                    if isinstance(letter, DeadLetter) and letter.consumer == consumer:
-                        found.add((letter.source_topic, letter.partition, letter.offset))
-            for tp in reader.position([TopicPartition(name, p) for p in list(left)]):
-                if tp.offset >= ends[tp.partition]:
-                    left.discard(tp.partition)
-        return found
-    finally:
-        reader.close()
+    with KafkaConnection.of(connection).reader(name, start=Since(since)) as reader:
+        for message in reader.to_end(timeout):
+            if message.value() is None:
+                continue
+            with contextlib.suppress(DecodeError):
+                letter = decode(topics.DEAD_LETTERS, message.value())
+                if isinstance(letter, DeadLetter) and letter.consumer == consumer:
+                    found.add((letter.source_topic, letter.partition, letter.offset))
+    return found

@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from adaptloop.schemas.errors import TimedOut
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import kafka_config
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
+from adaptloop.streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Follower:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: ConnectionLike,
         topic: str,
         *,
         name: str,
@@ -58,16 +58,14 @@ class Follower:
     ) -> None:
         self.topic = topic
         self._on_records, self._on_start, self._on_end = on_records, on_start, on_end
-        self._consumer = Consumer(
-            {
-                **kafka_config(bootstrap),
-                "group.id": f"{name}-{uuid.uuid4().hex}",  # no group work: partitions are assigned, not shared
+        self._consumer = KafkaConnection.of(bootstrap).group_consumer(
+            f"{name}-{uuid.uuid4().hex}",  # no group work: partitions are assigned, not shared
+            **{
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,
                 "enable.partition.eof": True,  # says when a partition's history has been read
                 "isolation.level": "read_committed",
             },
-            logger=KAFKA_LOG,
         )
         self._lock = threading.Lock()  # guards the partitions asked for, applied by the thread
         self._reread: set[int] = set()
@@ -260,7 +258,7 @@ class ModelUpdates:
     _shared: ClassVar[dict[tuple[Any, ...], ModelUpdates]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, bootstrap: str, prefix: str, key: tuple[Any, ...]) -> None:
+    def __init__(self, bootstrap: KafkaConnection, prefix: str, key: tuple[Any, ...]) -> None:
         self.bootstrap, self.prefix, self.topic = bootstrap, prefix, MODEL_UPDATES.full_name(prefix)
         self._key = key
         self._users = 0
@@ -279,14 +277,16 @@ class ModelUpdates:
         )
 
     @classmethod
-    def acquire(cls, bootstrap: str, prefix: str = "") -> ModelUpdates:
+    def acquire(cls, bootstrap: ConnectionLike, prefix: str = "") -> ModelUpdates:
         """The follower of ``model-updates`` of this connection and prefix, made if this process has none."""
-        config = kafka_config(bootstrap)
-        key = (MODEL_UPDATES.full_name(prefix), *sorted((k, v) for k, v in config.items() if not callable(v)))
+        connection = KafkaConnection.of(bootstrap)
+        # Two identities are two followers: the key holds the address and every property, secrets included
+        # (as the values they are, never shown).
+        key = (MODEL_UPDATES.full_name(prefix), connection.bootstrap, *sorted(connection.librdkafka().items()))
         with cls._shared_lock:
             shared = cls._shared.get(key)
             if shared is None:
-                shared = cls._shared[key] = cls(bootstrap, prefix, key)
+                shared = cls._shared[key] = cls(connection, prefix, key)
             shared._users += 1
             return shared
 

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -58,12 +59,12 @@ from adaptloop.schemas.topics import (
     Topic,
 )
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, ensure_changelog, wait_for_broker
-from adaptloop.streams.connection import kafka_config
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.reader import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,22 @@ JOIN_CONSUMER_CONFIG: dict[str, object] = {
 """The join's consumer settings, over :class:`~adaptloop.streams.consumer.EventConsumer`'s own."""
 
 
+class JoinSettings(Protocol):
+    """What a join reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    partitions: int
+    tick_seconds: float | None
+    lateness_seconds: float
+    max_future_seconds: float
+
+    @property
+    def specs(self) -> dict[str, LearnerSpec]: ...
+
+    @property
+    def replication(self) -> Replication: ...
+
+
 class JoinAgent:
     """Runs :class:`DelayedJoin` on the partitions assigned to it, exactly once.
 
@@ -114,9 +131,24 @@ class JoinAgent:
         JoinAgent("localhost:9092", specs={"churn": spec}, partitions=6).run(stop=threading.Event())
     """
 
+    @classmethod
+    def from_settings(cls, settings: JoinSettings, connection: KafkaConnection) -> JoinAgent:
+        """The join of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        return cls(
+            connection,
+            specs=settings.specs,
+            partitions=settings.partitions,
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-join",
+            tick_seconds=settings.tick_seconds,
+            lateness_seconds=settings.lateness_seconds,
+            max_future_seconds=settings.max_future_seconds,
+            replication=settings.replication,
+        )
+
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         specs: Mapping[str, LearnerSpec],
         partitions: int,
@@ -128,7 +160,7 @@ class JoinAgent:
         batch_size: int = 5000,
         replication: Replication = BY_CLUSTER_SIZE,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.connection = KafkaConnection.of(connection)
         self.prefix = prefix
         self.group = f"{prefix}{group}"
         self.changelog = f"{self.group}-state"
@@ -145,14 +177,14 @@ class JoinAgent:
         partitions = self._ensure_changelog(partitions, replication)
         self.partitions = partitions
         self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
-        self.ticker = EventProducer(bootstrap, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
+        self.ticker = EventProducer(connection, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
         # End offsets for ticks, on connections of their own: the consumer's hold its long-polling
         # fetches, and a question queued behind one waits up to fetch.wait.max.ms.
-        self.ends = Consumer(kafka_config(bootstrap, **{"group.id": f"{self.group}-ends"}), logger=KAFKA_LOG)
+        self.ends = self.connection.group_consumer(f"{self.group}-ends")
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
         self.consumer = EventConsumer(
-            bootstrap,
+            connection,
             self.group,
             INPUTS,
             dead_letters=DeadLetters(_ToPartitionProducer(self.outputs), self.group),  # type: ignore[arg-type]
@@ -168,10 +200,10 @@ class JoinAgent:
         The inputs' own partition count wins over ``partitions`` (the setting may have changed
         since they were created); a changelog with fewer partitions than the inputs is an error.
         """
-        topics = wait_for_broker(self.bootstrap).list_topics(timeout=30).topics
+        topics = wait_for_broker(self.connection).list_topics(timeout=30).topics
         inputs = topics.get(self.names[PREDICTIONS])
         partitions = len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
-        have = ensure_changelog(self.bootstrap, self.changelog, partitions, replication)
+        have = ensure_changelog(self.connection, self.changelog, partitions, replication)
         if have < partitions:
             raise TopicConfigMismatch(
                 f"{self.changelog} has {have} partitions, {self.names[PREDICTIONS]} has "
@@ -204,7 +236,7 @@ class JoinAgent:
             self._release(index)
         producers = self._committer.map(
             lambda index: EventProducer(
-                self.bootstrap, topic_prefix=self.prefix, transactional_id=f"{self.group}-{index}"
+                self.connection, topic_prefix=self.prefix, transactional_id=f"{self.group}-{index}"
             ),
             indexes,
         )
@@ -225,14 +257,8 @@ class JoinAgent:
     def _restore(self, indexes: list[int]) -> dict[int, int]:
         """Read these changelog partitions to their ends into the state (their producers just fenced any writer);
         return the entries restored per partition."""
-        reader = Consumer(
-            {
-                **kafka_config(self.bootstrap),
-                "group.id": f"{self.group}-restore",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            },
-            logger=KAFKA_LOG,
+        reader = self.connection.group_consumer(
+            f"{self.group}-restore", **{"enable.auto.commit": False, "isolation.level": "read_committed"}
         )
         restored = dict.fromkeys(indexes, 0)
         try:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -48,6 +48,7 @@ from adaptloop.schemas.system import (
 )
 from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
 from adaptloop.schemas.trusted import as_event
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
 from adaptloop.streams.deadletter import RECALL_MARGIN_SECONDS, DeadLetters, dead_lettered_since
 from adaptloop.streams.metrics import (
@@ -101,6 +102,20 @@ def count_version_due(learned: int, every: int, since_last: float, last_cost: fl
     return last_size < SMALL_MODEL_BYTES or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
 
 
+class LearnerSettings(Protocol):
+    """What a learner reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+
+    group: str
+    learner_batch: int
+    health_window: int
+    max_rejected_share: float
+
+    @property
+    def specs(self) -> dict[str, LearnerSpec]: ...
+
+    def worker_model_store(self) -> ModelStore: ...
+
+
 class LearnerAgent:
     """Owns the models of the ``training-examples`` partitions assigned to it.
 
@@ -110,9 +125,23 @@ class LearnerAgent:
         agent.run(stop=threading.Event())
     """
 
+    @classmethod
+    def from_settings(cls, settings: LearnerSettings, connection: KafkaConnection) -> LearnerAgent:
+        """The learner of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        return cls(
+            connection,
+            specs=settings.specs,
+            store=settings.worker_model_store(),
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-learner",
+            batch_size=settings.learner_batch,
+            health_window=settings.health_window,
+            max_rejected_share=settings.max_rejected_share,
+        )
+
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
         specs: Mapping[str, LearnerSpec],
         store: ModelStore,
@@ -122,14 +151,14 @@ class LearnerAgent:
         health_window: int = 200,
         max_rejected_share: float = 0.2,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.specs = dict(specs)
         self.store = store
         self.prefix = prefix
         self.topic_name = TRAINING_EXAMPLES.full_name(prefix)
         self.commands_topic = MODEL_COMMANDS.full_name(prefix)
         self.batch_size = batch_size
-        self.producer = EventProducer(bootstrap, topic_prefix=prefix)
+        self.producer = EventProducer(connection, topic_prefix=prefix)
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
         self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
@@ -144,7 +173,7 @@ class LearnerAgent:
         self._health_published: dict[str, float] = {}  # model -> when its health was last published
         self._counted: dict[str, Counter[str]] = {}  # model -> decisions not scored as production, counted
         self.consumer = EventConsumer(
-            bootstrap,
+            connection,
             f"{prefix}{group}",
             [TRAINING_EXAMPLES, MODEL_COMMANDS],
             dead_letters=self.dead_letters,
@@ -189,7 +218,7 @@ class LearnerAgent:
             if learner.progress.record is not None
         ]
         since = min(stamps, default=time.time()) - RECALL_MARGIN_SECONDS
-        self.dead_letters.already = dead_lettered_since(self.bootstrap, self.prefix, self.dead_letters.consumer, since)
+        self.dead_letters.already = dead_lettered_since(self.connection, self.prefix, self.dead_letters.consumer, since)
         if self.dead_letters.already:
             log.info(
                 "%d records dead-lettered since the last checkpoint will not be again", len(self.dead_letters.already)
@@ -210,7 +239,7 @@ class LearnerAgent:
         nobody has seen (a hole in the lineage); the next owner publishes it. A checkpoint older
         than what is on ``model-updates`` is never republished: that would step serving back.
         """
-        published = published_versions(self.bootstrap, self.prefix)
+        published = published_versions(self.connection, self.prefix)
         for name, learner in self.learners.items():
             if learner.progress.version is None:
                 self._publish(self.store.checkpoint(learner))

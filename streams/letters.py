@@ -11,22 +11,19 @@ the Kafka user the replay was sent as (``principal``); only operators may write 
 
 from __future__ import annotations
 
-import time
-import uuid
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.system import DeadLetter, DeadLetterReplay, reason_pattern
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, DEAD_LETTERS, Topic
 from adaptloop.streams.acls import login_principal, replay_transactional_id
-from adaptloop.streams.connection import kafka_config
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import partitions_of, read_all, watermarks
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
+from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.versions import read_all
 
 
 @dataclass(frozen=True)
@@ -50,21 +47,21 @@ class Group:
     example: str
 
 
-def read_letters(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> list[Letter]:
+def read_letters(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> list[Letter]:
     """Every dead letter on ``dead-letters`` up to its end now, with its id."""
     name = DEAD_LETTERS.full_name(prefix)
     return [
         Letter(f"{name}:{p}@{o}", letter)
-        for p, o, letter in _read(bootstrap, DEAD_LETTERS, name, timeout)
+        for p, o, letter in _read(connection, DEAD_LETTERS, name, timeout)
         if isinstance(letter, DeadLetter)
     ]
 
 
-def replayed_ids(bootstrap: str, prefix: str = "", timeout: float = 30.0) -> set[str]:
+def replayed_ids(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> set[str]:
     """The ids of the letters replayed already."""
     return {
         replay.letter
-        for replay in read_all(bootstrap, DEAD_LETTER_REPLAYS, prefix, timeout)
+        for replay in read_all(connection, DEAD_LETTER_REPLAYS, prefix, timeout)
         if isinstance(replay, DeadLetterReplay)
     }
 
@@ -90,7 +87,7 @@ def groups(letters: list[Letter], replayed: set[str]) -> list[Group]:
 
 
 def replay_letters(
-    bootstrap: str,
+    connection: ConnectionLike,
     chosen: list[Letter],
     *,
     actor: str,
@@ -102,10 +99,10 @@ def replay_letters(
     """Send ``chosen`` letters' original records to their source topics, each with its replay record, in one
     transaction; return the letters replayed. Letters replayed before, or whose value was truncated, are
     skipped (``on_skip`` is told why)."""
-    replayed = replayed if replayed is not None else replayed_ids(bootstrap, prefix)
+    replayed = replayed if replayed is not None else replayed_ids(connection, prefix)
     sent: list[Letter] = []
-    principal = login_principal(bootstrap)
-    producer = EventProducer(bootstrap, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
+    principal = login_principal(connection)
+    producer = EventProducer(connection, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
     try:
         for item in chosen:
             letter = item.letter
@@ -140,39 +137,13 @@ def replay_letters(
     return sent
 
 
-def _read(bootstrap: str, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
-    consumer = Consumer(
-        {
-            **kafka_config(bootstrap),
-            "group.id": f"letters-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        },
-        logger=KAFKA_LOG,
-    )
+def _read(connection: ConnectionLike, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
     found: list[tuple[int, int, object]] = []
-    try:
-        partitions = partitions_of(consumer, name, timeout)
-        if partitions is None:
-            return found
-        ends = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.2):
-                if message.error() is not None:
-                    continue
-                try:
-                    found.append((message.partition() or 0, message.offset() or 0, decode(topic, message.value())))
-                except DecodeError:
-                    continue
-            for tp in consumer.position([TopicPartition(name, p) for p in list(todo)]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        return found
-    finally:
-        consumer.close()
+    with KafkaConnection.of(connection).reader(name) as reader:
+        for message in reader.to_end(timeout):
+            with contextlib.suppress(DecodeError):
+                found.append((message.partition() or 0, message.offset() or 0, decode(topic, message.value())))
+    return found
 
 
 def _sent_to(source_topic: str, prefix: str) -> str:

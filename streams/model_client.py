@@ -45,7 +45,7 @@ from adaptloop.schemas.errors import (
 from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
-from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.connection import ClientSettings, ConnectionLike
 from adaptloop.streams.follower import ModelUpdates
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import EventProducer
@@ -240,7 +240,7 @@ class ModelClient:
         self,
         model: str,
         *,
-        bootstrap: str,
+        bootstrap: ConnectionLike,
         store: ModelStore,
         prefix: str = "",
         producer: EventProducer | None = None,
@@ -286,7 +286,7 @@ class ModelClient:
         settings = settings if settings is not None else ClientSettings()
         return cls(
             model,
-            bootstrap=settings.bootstrap_address,
+            bootstrap=settings.connection(),
             store=settings.model_store(),
             prefix=settings.topic_prefix,
             **options,

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 import orjson
@@ -33,6 +33,7 @@ from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.system import DriftAlert, GuardrailAlert
 from adaptloop.schemas.topics import DRIFT_ALERTS, GUARDRAIL_ALERTS, Topic
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import WEBHOOK_DELIVERIES
@@ -172,15 +173,29 @@ def _safe(url: str) -> str:
     return "/".join(url.split("/")[:3]) + "/…"
 
 
+class NotifySettings(Protocol):
+    """What the notify role reads of the worker's settings (:class:`adaptloop.settings.Settings` has it)."""
+
+    group: str
+    webhooks: list[Webhook]
+
+
 class AlertNotifier:
     """The notify role: alerts from Kafka to webhooks."""
 
-    def __init__(self, bootstrap: str, webhooks: list[Webhook], *, prefix: str = "", group: str = "adaptloop-notify"):
+    @classmethod
+    def from_settings(cls, settings: NotifySettings, connection: KafkaConnection) -> AlertNotifier:
+        """The notifier of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        return cls(connection, settings.webhooks, prefix=connection.topic_prefix, group=f"{settings.group}-notify")
+
+    def __init__(
+        self, connection: ConnectionLike, webhooks: list[Webhook], *, prefix: str = "", group: str = "adaptloop-notify"
+    ):
         self.client = httpx.Client()
         self.channels = [Channel(webhook, self.client) for webhook in webhooks]
-        producer = EventProducer(bootstrap, topic_prefix=prefix)
+        producer = EventProducer(connection, topic_prefix=prefix)
         self.consumer = EventConsumer(
-            bootstrap, group, list(ALERT_TOPICS.values()), dead_letters=DeadLetters(producer, "notify"), prefix=prefix
+            connection, group, list(ALERT_TOPICS.values()), dead_letters=DeadLetters(producer, "notify"), prefix=prefix
         )
         self.outcomes: Counter[str] = Counter()
 

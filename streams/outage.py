@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from adaptloop.schemas.errors import AuthenticationFailed, BrokerUnavailable, ConfigError, DeliveryFailed, TimedOut
-from adaptloop.streams.connection import ClientErrors, kafka_config
+from adaptloop.streams.connection import ClientErrors, ConnectionLike, KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +140,20 @@ def is_outage(error: BaseException) -> bool:
 
 
 def wait_patiently(
-    bootstrap: str,
+    connection: ConnectionLike,
     config: dict[str, Any] | None = None,
     on_wait: Callable[[float, str], None] | None = None,
 ) -> AdminClient:
-    """An admin client once a broker answers at ``bootstrap``, however long that takes; raises
+    """An admin client of ``connection`` once a broker answers there, however long that takes; raises
     :class:`AuthenticationFailed` as soon as the broker refuses the login (waiting would not change its mind).
 
     While none does, ``on_wait(since, why)`` is called at each attempt (``since``: when the wait began, epoch
     seconds), the attempts back off to one every :data:`BACKOFF_CAP_SECONDS`, and a warning is logged each
     minute.
     """
-    properties = kafka_config(
-        bootstrap, **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})}
-    )
+    connection = KafkaConnection.of(connection)
+    bootstrap = connection.bootstrap
+    properties = connection.config(**{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})})
     errors: ClientErrors = properties["error_cb"]
     admin = AdminClient(properties)
     since, delay, logged = time.time(), 0.5, 0.0

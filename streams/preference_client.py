@@ -26,7 +26,7 @@ from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.topics import PREFERENCE_STORE
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import ClientSettings
+from adaptloop.streams.connection import ClientSettings, ConnectionLike, KafkaConnection
 from adaptloop.streams.follower import Follower
 from adaptloop.streams.producer import EventProducer
 
@@ -48,7 +48,7 @@ class PreferenceClient:
         agent: str,
         variants: list[str],
         *,
-        bootstrap: str,
+        bootstrap: ConnectionLike,
         prefix: str = "",
         segment_keys: list[str] | None = None,
         seed: int | None = None,
@@ -68,7 +68,9 @@ class PreferenceClient:
         self._publications = Publications()
         self.problem: ConfigError | None = None  # set if the store is split by other segment keys
         topic = PREFERENCE_STORE.full_name(prefix)
-        partitions = wait_for_broker(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions
+        wait_for_broker(bootstrap)
+        with KafkaConnection.of(bootstrap).reader(topic) as reader:
+            partitions = reader.wait_for_partitions(30, f"no topic {topic}: start a worker ('adaptloop worker')")
         self._follower = Follower(bootstrap, topic, name=f"router-{agent}", on_records=self._read)
         self._follower.follow(partitions)
 
@@ -78,7 +80,7 @@ class PreferenceClient:
     ) -> PreferenceClient:
         """A router for ``agent`` in the loop that ``settings`` (default: read from the environment) describe."""
         settings = settings if settings is not None else ClientSettings()
-        return cls(agent, variants, bootstrap=settings.bootstrap_address, prefix=settings.topic_prefix, **options)
+        return cls(agent, variants, bootstrap=settings.connection(), prefix=settings.topic_prefix, **options)
 
     def _read(self, messages: list[Message]) -> None:
         """Take in a batch of the store's records (in the follower's thread): the agent's publications, merged."""

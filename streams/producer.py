@@ -14,7 +14,7 @@ from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
 from adaptloop.schemas.errors import DeliveryFailed
 from adaptloop.schemas.topics import Topic, topic_for
-from adaptloop.streams.connection import ClientSettings, kafka_config
+from adaptloop.streams.connection import ClientSettings, ConnectionLike, KafkaConnection
 
 KAFKA_LOG = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
 
 
 class EventProducer:
-    """Sends events to their topics, keyed by the topic's key field.
+    """Sends events to their topics, keyed by the topic's key field; made from a
+    :class:`~adaptloop.streams.connection.KafkaConnection` (whose topic prefix it uses unless
+    ``topic_prefix`` says otherwise) or a bare address.
 
     Delivery failures are collected and raised by :meth:`flush` (and on leaving
     the ``with`` block) as :class:`~adaptloop.schemas.errors.DeliveryFailed`, so nothing
@@ -54,18 +56,19 @@ class EventProducer:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: ConnectionLike,
         *,
-        topic_prefix: str = "",
+        topic_prefix: str | None = None,
         config: dict[str, object] | None = None,
         on_error: Callable[[str, bytes | None, str], None] | None = None,
         transactional_id: str | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.topic_prefix = topic_prefix
+        connection = KafkaConnection.of(connection)
+        self.topic_prefix = connection.topic_prefix if topic_prefix is None else topic_prefix
         extra = {"transactional.id": transactional_id} if transactional_id else {}
         self._producer = Producer(
-            kafka_config(bootstrap, **DEFAULT_PRODUCER_CONFIG, **extra, **(config or {})), logger=KAFKA_LOG
+            connection.config(**DEFAULT_PRODUCER_CONFIG, **extra, **(config or {})), logger=KAFKA_LOG
         )
         self._on_error = on_error
         self.failures: list[tuple[str, bytes | None, str]] = []
@@ -87,7 +90,7 @@ class EventProducer:
         ``options`` go to the constructor (``config``, ``on_error``, ...).
         """
         settings = settings if settings is not None else ClientSettings()
-        return cls(settings.bootstrap_address, topic_prefix=settings.topic_prefix, **options)
+        return cls(settings.connection(), **options)
 
     def send(self, event: Event, *, topic: Topic | None = None, partition: int | None = None) -> None:
         """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched.

@@ -15,17 +15,14 @@ import time
 import uuid
 from typing import Literal
 
-from confluent_kafka import Consumer, TopicPartition
-
 from adaptloop.learners.store import ModelStore
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError, TimedOut, UnknownModel
 from adaptloop.schemas.system import ModelCommand, ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.acls import login_principal
-from adaptloop.streams.connection import kafka_config
-from adaptloop.streams.producer import KAFKA_LOG, EventProducer
-from adaptloop.streams.versions import watermarks
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
+from adaptloop.streams.producer import EventProducer
 
 
 class RollbackTimeout(TimedOut):
@@ -33,7 +30,7 @@ class RollbackTimeout(TimedOut):
 
 
 def request_rollback(
-    bootstrap: str,
+    connection: ConnectionLike,
     store: ModelStore,
     model: str,
     to_version: str,
@@ -55,44 +52,35 @@ def request_rollback(
         action=action,
         to_version=to_version,
         actor=actor,
-        principal=login_principal(bootstrap),
+        principal=login_principal(connection),
         reason=reason,
         command_id=uuid.uuid4().hex,
     )
     published_as = "rollback" if action == "rollback" else "promotion"
-    topic = MODEL_UPDATES.full_name(prefix)
-    consumer = Consumer(
-        kafka_config(bootstrap, **{"group.id": f"rollback-{command.command_id}", "enable.auto.commit": False}),
-        logger=KAFKA_LOG,
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        # Read from "now" on: the confirmation comes after the command.
-        starts = [
-            TopicPartition(topic, p, high) for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()
-        ]
-        consumer.assign(starts)
-        with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+    connection = KafkaConnection.of(connection)
+    with connection.reader(MODEL_UPDATES.full_name(prefix), start="end") as reader:
+        reader.assign(10)  # from "now" on: the confirmation comes after the command
+        with EventProducer(connection, topic_prefix=prefix) as producer:
             producer.send(command)
         if timeout is None:
             return None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error() is not None:
-                continue
-            try:
-                version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
-            except DecodeError:
-                continue
-            if version.model == model and version.reason == published_as and command.command_id in (version.note or ""):
-                return version
-        raise RollbackTimeout(
-            f"no learner confirmed the {action} of {model!r} to {to_version} within {timeout:.0f}s; the command "
-            f"{command.command_id} is on the topic and will be carried out when a worker owning {model!r} runs"
-        )
-    finally:
-        consumer.close()
+            for message in reader.poll(0.5):
+                try:
+                    version: ModelVersion = decode(MODEL_UPDATES, message.value())  # type: ignore[assignment]
+                except DecodeError:
+                    continue
+                if (
+                    version.model == model
+                    and version.reason == published_as
+                    and command.command_id in (version.note or "")
+                ):
+                    return version
+    raise RollbackTimeout(
+        f"no learner confirmed the {action} of {model!r} to {to_version} within {timeout:.0f}s; the command "
+        f"{command.command_id} is on the topic and will be carried out when a worker owning {model!r} runs"
+    )
 
 
 __all__ = ["RollbackTimeout", "UnknownModel", "request_rollback"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import AdaptloopError
@@ -28,9 +27,10 @@ from adaptloop.schemas.topics import (
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.replay import SWAPS
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
-from adaptloop.streams.connection import kafka_config
-from adaptloop.streams.producer import KAFKA_LOG
-from adaptloop.streams.versions import partitions_of, read_all, watermarks
+from adaptloop.streams.connection import ConnectionLike, KafkaConnection
+from adaptloop.streams.reader import topic_ends as ends_of_topics
+from adaptloop.streams.reader import watermarks
+from adaptloop.streams.versions import read_all
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ class Status:
     lag: dict[str, int | str | None]
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int | str | None:
+def group_lag(connection: ConnectionLike, group: str, topics: list[str], timeout: float = 10.0) -> int | str | None:
     """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
     the group never committed, or why the broker could not say (its coordinator moving or loading,
     past a few retries)."""
-    consumer = Consumer(kafka_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}), logger=KAFKA_LOG)
+    consumer = KafkaConnection.of(connection).group_consumer(group, **{"enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
@@ -131,7 +131,7 @@ def _archived_record(archive_root: Path | str | None, prefix: str, model: str, v
     return record if isinstance(record, ModelVersion) else None
 
 
-def loop_status(bootstrap: str, prefix: str, group: str, archive_root: Path | str | None = None) -> Status:
+def loop_status(connection: ConnectionLike, prefix: str, group: str, archive_root: Path | str | None = None) -> Status:
     """The state of the loop, read from Kafka (no worker needed); the archive at ``archive_root`` is read for the
     records of versions a rollback or promotion swapped back in (see :func:`own_records`)."""
 
@@ -139,15 +139,15 @@ def loop_status(bootstrap: str, prefix: str, group: str, archive_root: Path | st
         return [topic.full_name(prefix) for topic in topics]
 
     alerts = Counter(
-        alert.model for alert in read_all(bootstrap, DRIFT_ALERTS, prefix) if isinstance(alert, DriftAlert)
+        alert.model for alert in read_all(connection, DRIFT_ALERTS, prefix) if isinstance(alert, DriftAlert)
     )
     lag = {
-        "join": group_lag(bootstrap, f"{prefix}{group}-join", names(PREDICTIONS, OUTCOMES)),
-        "learn": group_lag(bootstrap, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)),
-        "archive": group_lag(bootstrap, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
+        "join": group_lag(connection, f"{prefix}{group}-join", names(PREDICTIONS, OUTCOMES)),
+        "learn": group_lag(connection, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)),
+        "archive": group_lag(connection, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
     }
-    health = {h.model: h for h in read_all(bootstrap, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
-    records = [r for r in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
+    health = {h.model: h for h in read_all(connection, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
+    records = [r for r in read_all(connection, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
     versions = {record.model: record for record in records}
     return Status(versions, own_records(records, archive_root, prefix), health, alerts, lag)
 
@@ -167,21 +167,16 @@ class ArchiveCut:
         return sum(max(0, end - self.archived.get(partition, 0)) for partition, end in self.ends.items())
 
 
-def topic_ends(bootstrap: str, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
+def topic_ends(connection: ConnectionLike, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
     """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
-    consumer = Consumer(kafka_config(bootstrap, **{"group.id": f"ends-{uuid.uuid4().hex}"}), logger=KAFKA_LOG)
-    try:
-        ends: dict[str, dict[int, int]] = {}
-        for name in names:
-            partitions = partitions_of(consumer, name, timeout) or []
-            ends[name] = {p: high for p, (_, high) in watermarks(consumer, name, partitions, timeout).items()}
-        return ends
-    finally:
-        consumer.close()
+    return ends_of_topics(KafkaConnection.of(connection), names, timeout)
 
 
 def archive_cuts(
-    bootstrap: str, archived: dict[str, dict[int, int]], ends: dict[str, dict[int, int]], timeout: float = 10.0
+    connection: ConnectionLike,
+    archived: dict[str, dict[int, int]],
+    ends: dict[str, dict[int, int]],
+    timeout: float = 10.0,
 ) -> list[ArchiveCut]:
     """For each topic of ``archived`` (topic -> partition -> next offset archived), how it stands against
     ``ends`` (the topics' ends when asked): which partitions hold committed records the archive has not.
@@ -196,34 +191,17 @@ def archive_cuts(
         for partition, end in partitions.items()
         if archived.get(name, {}).get(partition, 0) < end
     }
+    connection = KafkaConnection.of(connection)
     waiting: set[tuple[str, int]] = set()
-    if todo:
-        consumer = Consumer(
-            kafka_config(
-                bootstrap,
-                **{
-                    "group.id": f"cut-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                },
-            ),
-            logger=KAFKA_LOG,
-        )
-        try:
-            consumer.assign([TopicPartition(n, p, archived.get(n, {}).get(p, 0)) for n, p in todo])
-            deadline = time.monotonic() + timeout
-            while todo and time.monotonic() < deadline:
-                for message in consumer.consume(100, 0.2):
-                    key = (message.topic() or "", message.partition() or 0)
-                    if message.error() is None and key in todo and (message.offset() or 0) < todo[key]:
-                        waiting.add(key)
-                        del todo[key]
-                for tp in consumer.position([TopicPartition(n, p) for n, p in todo]):
-                    if tp.offset >= todo[(tp.topic, tp.partition)]:
-                        del todo[(tp.topic, tp.partition)]  # only markers were left: all archived
-        finally:
-            consumer.close()
-        waiting |= set(todo)
+    deadline = time.monotonic() + timeout
+    for name in {name for name, _ in todo}:
+        behind = {p: end for (n, p), end in todo.items() if n == name}
+        start = {p: archived.get(name, {}).get(p, 0) for p in behind}
+        with connection.reader(name, start=start) as reader:
+            for message in reader.to_end(max(deadline - time.monotonic(), 1.0), until=behind):
+                waiting.add((name, message.partition() or 0))  # a committed record the archive has not
+                reader.skip(message.partition() or 0)
+            waiting |= {(name, p) for p in reader.unfinished}  # not read to a verdict: waiting
     return [
         ArchiveCut(
             name,

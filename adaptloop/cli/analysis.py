@@ -142,7 +142,7 @@ def _topic_ends(settings: Settings, names: list[str]) -> dict[str, dict[int, int
     from adaptloop.streams.status import topic_ends
 
     try:
-        return topic_ends(settings.bootstrap_address, names)
+        return topic_ends(settings.connection(), names)
     except (KafkaException, AdaptloopError):
         return None
 
@@ -157,7 +157,7 @@ def _cuts(
     if ends is None:
         return {}
     try:
-        return {cut.topic: cut for cut in archive_cuts(settings.bootstrap_address, archived, ends)}
+        return {cut.topic: cut for cut in archive_cuts(settings.connection(), archived, ends)}
     except (KafkaException, AdaptloopError):
         return {}
 
@@ -179,7 +179,7 @@ def _wait_for_archive(
     with Steps(console, "waiting for the archive to catch up with the topics") as steps:
         while True:
             current = archive()  # a fresh look at the files
-            cuts = archive_cuts(settings.bootstrap_address, {name: current.next_offsets(name) for name in names}, ends)
+            cuts = archive_cuts(settings.connection(), {name: current.next_offsets(name) for name in names}, ends)
             waiting = [cut for cut in cuts if cut.waiting]
             steps.update(status=f"{sum(cut.behind for cut in waiting):,} offsets of {len(waiting)} topic(s) to go")
             if not waiting:

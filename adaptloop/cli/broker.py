@@ -114,7 +114,7 @@ def topics_create() -> None:
     settings = Settings()
     try:
         created = ensure_topics(
-            settings.bootstrap_address,
+            settings.connection(),
             prefix=settings.topic_prefix,
             partitions=settings.partitions,
             replication=settings.replication,
@@ -142,9 +142,7 @@ def topics_delete(
         raise typer.BadParameter("an empty prefix would match every topic", param_hint="--prefix")
     try:
         names = sorted(
-            n
-            for n in wait_for_broker(settings.bootstrap_address).list_topics(timeout=30).topics
-            if n.startswith(prefix)
+            n for n in wait_for_broker(settings.connection()).list_topics(timeout=30).topics if n.startswith(prefix)
         )
         if not names:
             console.print(f"no topic starts with {prefix!r}", markup=False)
@@ -152,7 +150,7 @@ def topics_delete(
         console.print(f"{len(names)} topic(s): {', '.join(names)}", markup=False)
         if not yes and not typer.confirm("delete them?"):
             raise typer.Exit(code=1)
-        deleted = delete_topics(settings.bootstrap_address, prefix)
+        deleted = delete_topics(settings.connection(), prefix)
     except AdaptloopError as error:
         raise fail(error) from None
     console.print(f"deleted {len(deleted)} topic(s)")
@@ -203,7 +201,7 @@ def acls(
     console.print(table)
     if apply:
         try:
-            created = apply_acls(settings.bootstrap_address, grants)
+            created = apply_acls(settings.connection(), grants)
         except Exception as error:  # an authorisation error names what the login lacks
             raise fail(error) from None
         console.print(f"created {created} ACLs on {settings.bootstrap_address}", markup=False)

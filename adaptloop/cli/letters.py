@@ -32,8 +32,8 @@ def letters_list(
 
     settings = Settings()
     try:
-        letters = _chosen(read_letters(settings.bootstrap_address, settings.topic_prefix), source, kind, reason)
-        replayed = replayed_ids(settings.bootstrap_address, settings.topic_prefix)
+        letters = _chosen(read_letters(settings.connection(), settings.topic_prefix), source, kind, reason)
+        replayed = replayed_ids(settings.connection(), settings.topic_prefix)
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(
@@ -71,8 +71,8 @@ def letters_replay(
     if not (source or kind or reason):
         raise typer.BadParameter("choose the letters: --source, --kind and/or --reason", param_hint="--reason")
     try:
-        letters = _chosen(read_letters(settings.bootstrap_address, settings.topic_prefix), source, kind, reason)
-        replayed = replayed_ids(settings.bootstrap_address, settings.topic_prefix)
+        letters = _chosen(read_letters(settings.connection(), settings.topic_prefix), source, kind, reason)
+        replayed = replayed_ids(settings.connection(), settings.topic_prefix)
         fresh = [item for item in letters if item.id not in replayed]
         console.print(f"{len(letters):,} letter(s) chosen, {len(letters) - len(fresh):,} replayed before")
         if not fresh:
@@ -81,7 +81,7 @@ def letters_replay(
             raise typer.Exit(code=1)
         skipped: list[str] = []
         sent = replay_letters(
-            settings.bootstrap_address,
+            settings.connection(),
             fresh,
             actor=actor or getpass.getuser(),
             note=note,

@@ -25,9 +25,7 @@ def status() -> None:
 
     settings = Settings()
     try:
-        state = loop_status(
-            settings.bootstrap_address, settings.topic_prefix, settings.group, settings.archive_location
-        )
+        state = loop_status(settings.connection(), settings.topic_prefix, settings.group, settings.archive_location)
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(
@@ -125,7 +123,7 @@ def _command_learner(
     settings = Settings()
     try:
         return request_rollback(
-            settings.bootstrap_address,
+            settings.connection(),
             settings.model_store(),
             model,
             to,

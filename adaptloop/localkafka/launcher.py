@@ -37,7 +37,7 @@ from adaptloop.localkafka.security import CONTROLLER_PRINCIPAL, MECHANISM, USERS
 from adaptloop.schemas.errors import BrokerUnavailable, KafkaLaunchError
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import resolve_secrets, use_connection
+from adaptloop.streams.connection import KafkaConnection, resolve_secrets
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,15 @@ class LocalKafka:
     def client_properties(self, user: str) -> dict[str, str]:
         """The ``kafka`` setting that logs in to the secured listener as ``user`` (see :data:`USERS`)."""
         return client_properties(self.security, user)
+
+    def secure_connection(self, user: str) -> KafkaConnection:
+        """The connection to the secured listener as ``user`` (see :data:`USERS`)."""
+        return KafkaConnection.with_properties(self.secure_bootstrap, resolve_secrets(self.client_properties(user)))
+
+    @property
+    def admin_connection(self) -> KafkaConnection:
+        """How this broker's own commands reach it: its plaintext listener, else the secured one as admin."""
+        return KafkaConnection(bootstrap=self.bootstrap) if self.plaintext else self.secure_connection("admin")
 
     def up_for_plaintext_clients(self) -> BrokerStatus:
         """:meth:`up` for a caller that connects without credentials (a worker or demo given no bootstrap); a
@@ -348,11 +357,7 @@ class LocalKafka:
 
     def _wait(self, timeout: float) -> None:
         """Until the broker answers on its client listener (logged in as admin on a secured-only broker)."""
-        if self.plaintext:
-            wait_for_broker(self.bootstrap, timeout)
-            return
-        use_connection(self.bootstrap, resolve_secrets(self.client_properties("admin")))
-        wait_for_broker(self.bootstrap, timeout)
+        wait_for_broker(self.admin_connection, timeout)
 
     def _java(self) -> str:
         home = os.environ.get("JAVA_HOME")

@@ -23,8 +23,8 @@ from adaptloop.schemas.topics import MODEL_UPDATES, Topic, topic_named
 from adaptloop.settings import Settings
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
+from adaptloop.streams.reader import watermarks
 from adaptloop.streams.status import group_lag
-from adaptloop.streams.versions import watermarks
 from adaptloop.worker import start_worker_process, stop_worker_process
 
 T = TypeVar("T")

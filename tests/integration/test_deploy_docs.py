@@ -18,7 +18,6 @@ from adaptloop.schemas import ModelVersion, OutcomeEvent, PredictionEvent
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer
-from adaptloop.streams.connection import use_connection
 from adaptloop.streams.versions import read_all
 from adaptloop.worker import stop_worker_process
 
@@ -92,10 +91,9 @@ def test_the_readme_deployment_runs_as_written_on_a_secured_cluster(secure_kafka
                     )
                 )
                 producer.send(OutcomeEvent(decision_id=f"d{i}", label=i % 13 < 4, source="billing", timestamp=at))
-        use_connection(service.bootstrap_address, service.kafka_properties())
         deadline, learned = time.monotonic() + 120, 0
         while learned < 300 and time.monotonic() < deadline and worker.poll() is None:
-            versions = read_all(service.bootstrap_address, MODEL_UPDATES, service.topic_prefix)
+            versions = read_all(service.connection(), MODEL_UPDATES, service.topic_prefix)
             learned = max((v.examples_seen for v in versions if isinstance(v, ModelVersion)), default=0)
             time.sleep(0.5)
         assert learned == 300, (tmp_path / "worker.log").read_text()[-3000:]

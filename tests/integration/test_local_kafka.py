@@ -18,7 +18,6 @@ from adaptloop.schemas.topics import OUTCOMES
 from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer, ensure_topics
 from adaptloop.streams.admin import wait_for_broker
-from adaptloop.streams.connection import resolve_secrets, use_connection
 from adaptloop.testing import free_ports
 
 pytestmark = pytest.mark.kafka
@@ -100,8 +99,7 @@ def test_a_home_made_secure_opens_no_plaintext_listener_unless_asked(tmp_path):
             tmp_path / "home" / "kafka", Settings().cache_dir, port=port, controller_port=controller_port
         )
         assert (kafka.secure_port, kafka.plaintext) == (secure_port, False)
-        use_connection(kafka.secure_bootstrap, resolve_secrets(kafka.client_properties("admin")))
-        assert wait_for_broker(kafka.secure_bootstrap, 60).list_topics(timeout=30) is not None
+        assert wait_for_broker(kafka.secure_connection("admin"), 60).list_topics(timeout=30) is not None
         anonymous = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 3000, "log_level": 0})
         with pytest.raises(KafkaException):
             anonymous.list_topics(timeout=5)

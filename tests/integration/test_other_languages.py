@@ -31,7 +31,8 @@ from adaptloop.schemas.topics import (
     topic_named,
 )
 from adaptloop.settings import Settings
-from adaptloop.streams.versions import read_all, watermarks
+from adaptloop.streams.reader import watermarks
+from adaptloop.streams.versions import read_all
 
 from .loop_helpers import committed_offsets, loop_settings, running_worker
 

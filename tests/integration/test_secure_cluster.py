@@ -48,7 +48,7 @@ from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer
 from adaptloop.streams.acls import acl_bindings, apply_acls
 from adaptloop.streams.admin import ensure_topics
-from adaptloop.streams.connection import kafka_config, resolve_secrets, use_connection
+from adaptloop.streams.connection import resolve_secrets
 from adaptloop.streams.versions import read_all
 
 from .loop_helpers import no_role_stopped, running_worker
@@ -73,8 +73,8 @@ def test_the_loop_runs_with_least_privilege_and_refuses_what_a_principal_may_not
     address = secure_kafka.secure_bootstrap
     users = {user: secure_kafka.client_properties(user) for user in ("admin", "worker", "service", "operator")}
 
-    use_connection(address, resolve_secrets(users["admin"]))
-    apply_acls(address, acl_bindings(prefix, group))
+    admin = secure_kafka.secure_connection("admin")
+    apply_acls(admin, acl_bindings(prefix, group))
     spec = LearnerSpec(name="m", recipe="logistic", checkpoint_every=100, checkpoint_seconds=1)
     worker = Settings(
         bootstrap=address,
@@ -87,7 +87,7 @@ def test_the_loop_runs_with_least_privilege_and_refuses_what_a_principal_may_not
         metrics_port=None,
         snapshot_seconds=None,
     )
-    ensure_topics(worker.bootstrap_address, prefix=prefix, partitions=2, replication=worker.replication)
+    ensure_topics(admin, prefix=prefix, partitions=2, replication=worker.replication)
 
     with running_worker(worker, tmp_path / "worker.log") as running:
         service = Settings(bootstrap=address, kafka=users["service"], topic_prefix=prefix)
@@ -102,16 +102,15 @@ def test_the_loop_runs_with_least_privilege_and_refuses_what_a_principal_may_not
                 producer.send(OutcomeEvent(decision_id=f"d{i}", label=i % 2 == 0, source="svc", timestamp=at))
 
         # The service reads the model's versions (what a ModelClient does): every decision learned, once.
-        use_connection(address, service.kafka_properties())  # this process speaks as the service from here
         deadline = datetime.now(UTC) + timedelta(seconds=120)
         learned = 0
         while learned < N and datetime.now(UTC) < deadline:
             running.check_alive()
-            versions = [v for v in read_all(address, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+            versions = [v for v in read_all(service.connection(), MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
             learned = max((v.examples_seen for v in versions), default=0)
         assert learned == N
 
-        service_config = kafka_config(address)
+        service_config = service.connection().config()
         version = max(versions, key=lambda v: v.examples_seen)
         forged_version = version.model_copy(update={"examples_seen": 10**9})
         error = _refused(service_config, MODEL_UPDATES.full_name(prefix), encode(forged_version))
@@ -127,10 +126,7 @@ def test_the_loop_runs_with_least_privilege_and_refuses_what_a_principal_may_not
 
         # An operator may roll back.
         operator = Settings(bootstrap=address, kafka=users["operator"], topic_prefix=prefix)
-        assert (
-            _refused(kafka_config(operator.bootstrap_address), MODEL_COMMANDS.full_name(prefix), encode(rollback))
-            is None
-        )
+        assert _refused(operator.connection().config(), MODEL_COMMANDS.full_name(prefix), encode(rollback)) is None
     assert no_role_stopped(tmp_path / "worker.log")
 
     # No credentials: no answer at all from the secured listener.
@@ -185,8 +181,7 @@ def test_no_one_without_the_brokers_certificate_reaches_the_controller(secure_ka
         assert granted.returncode != 0, f"{how}: the grant went through:\n{granted.stdout}"
 
     # Nothing was granted: the admin, on the secured listener, sees no ACL of service on every topic.
-    use_connection(kafka.secure_bootstrap, resolve_secrets(kafka.client_properties("admin")))
-    admin = AdminClient(kafka_config(kafka.secure_bootstrap))
+    admin = kafka.secure_connection("admin").admin()
     wildcard = AclBindingFilter(
         ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, None, None, AclOperation.ANY, AclPermissionType.ANY
     )
@@ -214,9 +209,9 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
     prefix, group = f"ops{run}.", f"g{run}"
     address = secure_kafka.secure_bootstrap
     users = {user: secure_kafka.client_properties(user) for user in ("admin", "worker", "service", "operator")}
-    use_connection(address, resolve_secrets(users["admin"]))
-    apply_acls(address, acl_bindings(prefix, group))
-    ensure_topics(address, prefix=prefix, partitions=1)
+    admin = secure_kafka.secure_connection("admin")
+    apply_acls(admin, acl_bindings(prefix, group))
+    ensure_topics(admin, prefix=prefix, partitions=1)
     spec = LearnerSpec(name="m", recipe="logistic", checkpoint_every=50, checkpoint_seconds=1, min_examples=0)
     home = tmp_path / "home"
     worker = Settings(
@@ -236,7 +231,6 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
 
     with running_worker(worker, tmp_path / "worker.log") as running:
         start = datetime.now(UTC)
-        use_connection(address, resolve_secrets(users["service"]))
         with EventProducer.from_settings(service) as producer:
             for i in range(110):
                 at = start + timedelta(milliseconds=i)
@@ -249,7 +243,7 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
                 producer.send(OutcomeEvent(decision_id=f"d{i}", label=label, source="svc", timestamp=at))
 
         # The operator's view: the letters, then the versions.
-        use_connection(address, resolve_secrets(users["operator"]))
+        as_operator = operator.connection()
         deadline = datetime.now(UTC) + timedelta(seconds=180)
         letters: list = []
         versions: list = []
@@ -257,10 +251,10 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
             running.check_alive()
             letters = [
                 d
-                for d in read_all(address, DEAD_LETTERS, prefix)
+                for d in read_all(as_operator, DEAD_LETTERS, prefix)
                 if isinstance(d, DeadLetter) and d.source_topic == OUTCOMES.full_name(prefix)
             ]
-            versions = [v for v in read_all(address, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+            versions = [v for v in read_all(as_operator, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
         assert len(letters) == 10
         first = min(versions, key=lambda v: v.examples_seen)
 
@@ -268,17 +262,17 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
         replayed = _cli(operator, "deadletters", "replay", "--reason", "is an integer", "--actor", spoofed, "--yes")
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         assert "replayed 10 record(s)" in replayed.stdout
-        records = [r for r in read_all(address, DEAD_LETTER_REPLAYS, prefix) if isinstance(r, DeadLetterReplay)]
+        records = [r for r in read_all(as_operator, DEAD_LETTER_REPLAYS, prefix) if isinstance(r, DeadLetterReplay)]
         assert len(records) == 10
         assert {(r.principal, r.actor) for r in records} == {("operator", spoofed)}
 
         # A rollback: the version published for it carries the principal beside the free-text actor.
         rolled = _cli(operator, "rollback", "m", "--to", first.version, "--actor", spoofed, "--timeout", "120")
         assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-        updates = [v for v in read_all(address, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+        updates = [v for v in read_all(as_operator, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
         rollbacks = [(v.principal, v.actor, v.parent is not None) for v in updates if v.reason == "rollback"]
         assert rollbacks == [("operator", spoofed, True)]
-        commands = [c for c in read_all(address, MODEL_COMMANDS, prefix) if isinstance(c, ModelCommand)]
+        commands = [c for c in read_all(as_operator, MODEL_COMMANDS, prefix) if isinstance(c, ModelCommand)]
         assert [(c.principal, c.actor) for c in commands] == [("operator", spoofed)]
 
         # No one but an operator writes dead-letter-replays (it would mark letters replayed) or model-commands.
@@ -286,7 +280,7 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
             letter=f"{DEAD_LETTERS.full_name(prefix)}:0@0", source_topic="x", partition=0, offset=0, actor="svc"
         )
         for user in ("service", "worker"):
-            config = kafka_config(address, **resolve_secrets(users[user]))
+            config = secure_kafka.secure_connection(user).config()
             error = _refused(config, DEAD_LETTER_REPLAYS.full_name(prefix), encode(forged))
             assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, user
             error = _refused(config, MODEL_COMMANDS.full_name(prefix), encode(commands[0]))

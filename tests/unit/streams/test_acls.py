@@ -7,7 +7,7 @@ from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceTyp
 
 from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, MODEL_COMMANDS
 from adaptloop.streams.acls import acl_bindings, login_principal, replay_transactional_id
-from adaptloop.streams.connection import use_connection
+from adaptloop.streams.connection import KafkaConnection
 
 
 def _writers(grants, name: str) -> set[str]:
@@ -44,11 +44,14 @@ def test_a_group_whose_prefix_would_cover_what_only_operators_write_is_refused(g
 
 
 def test_the_login_principal_is_the_sasl_user_or_unknown():
-    use_connection("scram:9094", {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "operator"})
-    use_connection("plain:9094", {"sasl.mechanisms": "PLAIN", "sasl.username": "alice"})
-    use_connection("oauth:9094", {"sasl.mechanism": "OAUTHBEARER", "sasl.username": "bob"})
-    use_connection("tls:9094", {"security.protocol": "SSL"})
-    assert [login_principal(f"{name}:9094") for name in ("scram", "plain", "oauth", "tls")] == [
+    logins = [
+        {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "operator"},
+        {"sasl.mechanisms": "PLAIN", "sasl.username": "alice"},
+        {"sasl.mechanism": "OAUTHBEARER", "sasl.username": "bob"},
+        {"security.protocol": "SSL"},
+    ]
+    connections = [KafkaConnection.with_properties("broker:9094", properties) for properties in logins]
+    assert [login_principal(connection) for connection in connections] == [
         "operator",
         "alice",
         None,

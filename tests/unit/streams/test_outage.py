@@ -15,7 +15,7 @@ from adaptloop.schemas.errors import (
     UnknownModel,
 )
 from adaptloop.streams.connection import ClientErrors, login_of, refused_login
-from adaptloop.streams.outage import classify, raised_kafka_error
+from adaptloop.streams.outage import classify, is_outage, raised_kafka_error
 
 
 def kafka(code: int, reason: str = "") -> KafkaException:
@@ -149,3 +149,21 @@ def test_a_bare_kafka_error_from_a_consumer_closing_is_classified_and_caught():
         raise ValueError("not Kafka's")
     except:  # noqa: E722
         assert raised_kafka_error() is None
+
+
+def test_a_delivery_failure_is_an_outage_only_while_records_wait_or_every_failure_timed_out():
+    queued = DeliveryFailed([("t", b"k", "Broker: Message size too large")], undelivered=3)
+    mixed = DeliveryFailed([("t", b"a", "Local: Message timed out"), ("t", b"b", "Broker: Invalid message")])
+    assert [classify(queued), classify(mixed)] == ["outage", "crash"]
+
+
+def test_a_retriable_error_is_an_outage_whatever_its_code_and_an_exception_without_an_error_is_a_crash():
+    retriable = KafkaException(KafkaError(KafkaError.INVALID_CONFIG, "try again", retriable=True))
+    assert [classify(retriable), classify(KafkaException("no KafkaError inside"))] == ["outage", "crash"]
+
+
+def test_an_error_chain_that_loops_back_on_itself_is_classified_once_through():
+    first, second = ValueError("a bug"), kafka(KafkaError.NOT_COORDINATOR)
+    first.__context__, second.__context__ = second, first
+    assert classify(first) == "outage" and is_outage(second)
+    assert not is_outage(ValueError("alone"))
