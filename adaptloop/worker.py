@@ -112,10 +112,6 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
-    if role in ("all", "learn"):
-        store = settings.worker_model_store()
-        for spec in settings.specs.values():
-            store.check(spec)
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up_for_plaintext_clients()
     wait_patiently(settings.bootstrap_address)
@@ -125,6 +121,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         partitions=settings.partitions,
         replication=settings.replication,
     )
+    _seed_specs(settings, check=role in ("all", "learn"))
     # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
     metrics_dir = settings.home / "metrics" / str(os.getpid())
     prepare_multiprocess_dir(metrics_dir)
@@ -192,6 +189,22 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         refused = all(item.process.exitcode == REFUSED_EXIT for item in roles if item.role in gave_up)
         why = "was refused (see its log line above)" if refused else "kept stopping unexpectedly"
         raise SystemExit(f"worker role(s) {', '.join(gave_up)} {why}")
+
+
+def _seed_specs(settings: Settings, check: bool) -> None:
+    """Seed ``model-specs`` with the models of ``ADAPTLOOP_MODELS`` it has no record of (the topic's specs are
+    the ones in effect; :mod:`adaptloop.streams.specs`). ``check``: first refuse, in one line, a seed that asks
+    for another model than its checkpoint holds (its settings changed a model's recipe: ``adaptloop models
+    update`` does that, starting the new model as a challenger)."""
+    from adaptloop.streams.specs import read_catalogue, seed
+
+    if check:
+        known = read_catalogue(settings.bootstrap_address, {}, settings.topic_prefix).records
+        store = settings.worker_model_store()
+        for name, spec in settings.specs.items():
+            if name not in known:
+                store.check(spec)
+    seed(settings.bootstrap_address, settings.specs, settings.topic_prefix)
 
 
 def _restart_delay(item: RoleProcess) -> float | None:

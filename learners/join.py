@@ -243,7 +243,7 @@ class DelayedJoin:
         outcome_duplicates: str = "first",
     ) -> None:
         self.state = state
-        self.specs = specs
+        self.specs = dict(specs)
         self.default_horizon = max([default_horizon, *(s.horizon_seconds for s in specs.values())])
         self.late_retention = late_retention  # keep expired entries this many horizons to recognise late outcomes
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
@@ -256,6 +256,17 @@ class DelayedJoin:
         self._parsed_outcomes: dict[str, tuple[bytes, OutcomeEvent]] = {}
         self._clocks: dict[int, list[float]] = {}  # partition -> [predictions clock, outcomes clock]
         self._queues: dict[int, dict[str, list[tuple[float, str]]]] = {}  # partition -> queue -> heap
+
+    def use_spec(self, name: str, spec: LearnerSpec | None) -> None:
+        """Join ``name``'s predictions under ``spec`` from now on (its contract, horizon, duplicates and
+        default label); None: the model was retired (its predictions are joined as an unknown model's)."""
+        if spec is None:
+            self.specs.pop(name, None)
+            self._contracts.pop(name, None)
+            return
+        self.specs[name] = spec
+        self._contracts[name] = spec.contract()
+        self.default_horizon = max(self.default_horizon, spec.horizon_seconds)
 
     # -- inputs ------------------------------------------------------------------------------
 
