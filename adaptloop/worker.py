@@ -39,10 +39,12 @@ import orjson
 
 from adaptloop.localkafka import LocalKafka
 from adaptloop.roles import roles_of, run_role
+from adaptloop.schemas.errors import SpecChanged
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.metrics import prepare_multiprocess_dir, read_health, serve
 from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, wait_patiently
+from adaptloop.streams.specs import seed
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,16 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
         log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
+    if role in ("all", "learn"):
+        store = settings.worker_model_store()
+        for spec in settings.specs.values():
+            try:
+                store.check(spec)
+            except SpecChanged as error:  # (a live change is on model-specs, which the settings only seed)
+                raise SpecChanged(
+                    f"{error} (if `adaptloop models update` changed it, make ADAPTLOOP_MODELS say the same, or "
+                    "leave the model out of it)"
+                ) from None
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up_for_plaintext_clients()
     wait_patiently(settings.bootstrap_address)
@@ -121,7 +133,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         partitions=settings.partitions,
         replication=settings.replication,
     )
-    _seed_specs(settings, check=role in ("all", "learn"))
+    seed(settings.bootstrap_address, settings.specs, settings.topic_prefix)  # the models model-specs lacks
     # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
     metrics_dir = settings.home / "metrics" / str(os.getpid())
     prepare_multiprocess_dir(metrics_dir)
@@ -189,22 +201,6 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         refused = all(item.process.exitcode == REFUSED_EXIT for item in roles if item.role in gave_up)
         why = "was refused (see its log line above)" if refused else "kept stopping unexpectedly"
         raise SystemExit(f"worker role(s) {', '.join(gave_up)} {why}")
-
-
-def _seed_specs(settings: Settings, check: bool) -> None:
-    """Seed ``model-specs`` with the models of ``ADAPTLOOP_MODELS`` it has no record of (the topic's specs are
-    the ones in effect; :mod:`adaptloop.streams.specs`). ``check``: first refuse, in one line, a seed that asks
-    for another model than its checkpoint holds (its settings changed a model's recipe: ``adaptloop models
-    update`` does that, starting the new model as a challenger)."""
-    from adaptloop.streams.specs import read_catalogue, seed
-
-    if check:
-        known = read_catalogue(settings.bootstrap_address, {}, settings.topic_prefix).records
-        store = settings.worker_model_store()
-        for name, spec in settings.specs.items():
-            if name not in known:
-                store.check(spec)
-    seed(settings.bootstrap_address, settings.specs, settings.topic_prefix)
 
 
 def _restart_delay(item: RoleProcess) -> float | None:

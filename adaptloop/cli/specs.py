@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from adaptloop.cli.common import add_row, console, fail, plain, sub_app
+from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.errors import AdaptloopError, ConfigError
 from adaptloop.settings import Settings
 
@@ -92,22 +93,32 @@ def spec_fields(
     return fields
 
 
-def _declare(model: str, fields: dict[str, Any] | None, status: str, reason: str, actor: str | None) -> None:
-    """Check and send one spec record; print what happens next."""
+def _checked(model: str, fields: dict[str, Any]) -> LearnerSpec:
+    """The spec ``fields`` declare for ``model``; a command that would send a bad one ends in one line."""
     from adaptloop.learners.catalog import spec_of
     from adaptloop.schemas.system import ModelSpecRecord
+
+    try:
+        return spec_of(ModelSpecRecord(model=model, spec={"name": model, **fields}, actor="check"))
+    except AdaptloopError as error:
+        raise fail(error) from None
+    except ValueError as error:  # the record's own contract (a model name that cannot be one)
+        raise fail(ConfigError(f"model {model!r}: {error}")) from None
+
+
+def _declare(
+    model: str, spec: LearnerSpec | None, fields: dict[str, Any] | None, status: str, reason: str, actor: str | None
+) -> None:
+    """Send one spec record (``spec`` checked already; None: a retirement); print what happens next."""
     from adaptloop.streams.specs import declare
 
     settings = Settings()
     try:
-        spec = None
-        if status != "retired":
-            spec = spec_of(ModelSpecRecord(model=model, spec={"name": model, **(fields or {})}, actor="check"))
         record = declare(
             settings.bootstrap_address,
             model,
             spec,
-            status="retired" if status == "retired" else "active",
+            status="retired" if spec is None else "active",
             actor=actor,
             reason=reason,
             prefix=settings.topic_prefix,
@@ -115,8 +126,6 @@ def _declare(model: str, fields: dict[str, Any] | None, status: str, reason: str
         )
     except AdaptloopError as error:
         raise fail(error) from None
-    except ValueError as error:  # the record's own contract (a model name that cannot be one)
-        raise fail(ConfigError(f"model {model!r}: {error}")) from None
     console.print(f"{model}: spec {record.spec_id} {status} by {record.actor}", markup=False)
 
 
@@ -142,11 +151,15 @@ def add(
     actor: ActorOption = None,
 ) -> None:
     """Declare a new model: running workers start learning it and serving follows its versions."""
+    try:
+        fields = spec_fields({}, recipe=recipe, task=task, params=param, sets=set_)
+    except ConfigError as error:
+        raise fail(error) from None
+    spec = _checked(model, fields)  # before anything is asked of Kafka
     _, status = _current(model)
     if status == "active":
         raise fail(ConfigError(f"model {model!r} exists; change it with `adaptloop models update {model} ...`"))
-    fields = spec_fields({}, recipe=recipe, task=task, params=param, sets=set_)
-    _declare(model, fields, "added", reason, actor)
+    _declare(model, spec, fields, "added", reason, actor)
     console.print("running workers start learning it; `adaptloop serve` serves its first servable version")
 
 
@@ -165,10 +178,13 @@ def update(
     if current is None or status != "active":
         what = "is retired" if status == "retired" else "has no spec on model-specs"
         raise fail(ConfigError(f"model {model!r} {what}; declare it with `adaptloop models add {model} ...`"))
-    fields = spec_fields(current, recipe=recipe, task=task, params=param, sets=set_)
+    try:
+        fields = spec_fields(current, recipe=recipe, task=task, params=param, sets=set_)
+    except ConfigError as error:
+        raise fail(error) from None
     if fields == current:
         raise fail(ConfigError(f"nothing to change in model {model!r}: give --recipe, --param or --set"))
-    _declare(model, fields, "updated", reason, actor)
+    _declare(model, _checked(model, fields), fields, "updated", reason, actor)
     model_changed = any(fields.get(name) != current.get(name) for name in ("recipe", "task", "params"))
     if model_changed:
         console.print("another model: it learns beside the current one and replaces it when the test says so")
@@ -185,7 +201,7 @@ def retire(
     if status != "active":
         what = "is retired already" if status == "retired" else "has no spec on model-specs"
         raise fail(ConfigError(f"model {model!r} {what}"))
-    _declare(model, current, "retired", reason, actor)
+    _declare(model, None, current, "retired", reason, actor)
     console.print("workers stop learning it and `adaptloop serve` stops serving it; its versions stay")
 
 

@@ -20,7 +20,15 @@ from adaptloop.streams import EventProducer
 from adaptloop.testing import free_port
 from adaptloop.worker import settings_env
 
-from .loop_helpers import TopicReader, loop_settings, running_worker, send_decisions, wait_for, wait_until_read
+from .loop_helpers import (
+    TopicReader,
+    loop_settings,
+    no_role_stopped,
+    running_worker,
+    send_decisions,
+    wait_for,
+    wait_until_read,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -118,6 +126,36 @@ def test_a_model_added_on_the_topic_is_learned_and_served_updated_challenged_and
                 assert wait_for(lambda: learned(400), worker=worker)
                 assert [v.examples_seen for v in versions()][-2:] == [350, 400]
 
+                # An operator's typo: the command refuses it, nothing is sent.
+                typo = subprocess.run(
+                    [sys.executable, "-m", "adaptloop", "models", "update", "churn", "--set", "checkpoint_evry=10"],
+                    env={**os.environ, **settings_env(settings)},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert typo.returncode == 78
+                assert "error: model 'churn': checkpoint_evry = 10: Extra inputs are not permitted" in typo.stdout
+                # A bad record sent some other way: dead-lettered with the reason; the model goes on as it was.
+                producer.send(ModelSpecRecord(model="churn", spec={"recipe": "logisitc"}, actor="script"))
+                producer.flush()
+                applied()
+                refused = wait_for(
+                    lambda: [
+                        letter
+                        for letter in letters.read()
+                        if isinstance(letter, DeadLetter) and letter.source_topic.endswith("model-specs")
+                    ],
+                    worker=worker,
+                )
+                assert [letter.reason for letter in refused] == [
+                    (
+                        "the spec is refused, model 'churn' goes on as it was: model 'churn': recipe 'logisitc' is "
+                        "unknown; choices: logistic, hoeffding, linear, hoeffding_regressor, or 'module:function' "
+                        "returning a River estimator"
+                    )
+                ]
+
                 # Another recipe: it learns beside the tree and replaces it when the paired test says so.
                 said = adaptloop(
                     settings,
@@ -167,3 +205,4 @@ def test_a_model_added_on_the_topic_is_learned_and_served_updated_challenged_and
         finally:
             server.terminate()
             server.wait(30)
+    assert no_role_stopped(tmp_path / "worker.log")
