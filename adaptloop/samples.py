@@ -16,6 +16,7 @@ from adaptloop.schemas import (
     GuardrailAlert,
     ModelCommand,
     ModelHealth,
+    ModelSpecRecord,
     ModelVersion,
     OutcomeEvent,
     PredictionEvent,
@@ -169,6 +170,19 @@ def _command(rng: random.Random, i: int) -> ModelCommand:
     )
 
 
+def _spec(rng: random.Random, i: int) -> ModelSpecRecord:
+    recipe = rng.choice(["logistic", "hoeffding"])
+    return ModelSpecRecord(
+        model=f"m{i % 7}",
+        status="retired" if i % 5 == 4 else "active",
+        spec={"name": f"m{i % 7}", "recipe": recipe, "checkpoint_every": 100 * (1 + i % 4), "drift": {"window": 50}},
+        actor=f"ops-{i % 3}",
+        reason="a new product" if i % 2 else "",
+        spec_id=f"s{i}",
+        timestamp=_when(rng),
+    )
+
+
 def _drift(rng: random.Random, i: int) -> DriftAlert:
     return DriftAlert(
         model="churn",
@@ -253,6 +267,7 @@ SAMPLERS: dict[type[Event], Callable[[random.Random, int], Event]] = {
     TrainingExample: _training,
     ModelVersion: _version,
     ModelCommand: _command,
+    ModelSpecRecord: _spec,
     ModelHealth: _health,
     DeadLetterReplay: _replay,
     DriftAlert: _drift,

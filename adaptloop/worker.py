@@ -39,10 +39,12 @@ import orjson
 
 from adaptloop.localkafka import LocalKafka
 from adaptloop.roles import roles_of, run_role
+from adaptloop.schemas.errors import SpecChanged
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics
 from adaptloop.streams.metrics import prepare_multiprocess_dir, read_health, serve
 from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, wait_patiently
+from adaptloop.streams.specs import seed
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,13 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
     if role in ("all", "learn"):
         store = settings.worker_model_store()
         for spec in settings.specs.values():
-            store.check(spec)
+            try:
+                store.check(spec)
+            except SpecChanged as error:  # (a live change is on model-specs, which the settings only seed)
+                raise SpecChanged(
+                    f"{error} (if `adaptloop models update` changed it, make ADAPTLOOP_MODELS say the same, or "
+                    "leave the model out of it)"
+                ) from None
     if settings.bootstrap is None:
         LocalKafka.from_settings(settings).up_for_plaintext_clients()
     wait_patiently(settings.connection())
@@ -125,6 +133,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         partitions=settings.partitions,
         replication=settings.replication,
     )
+    seed(settings.connection(), settings.specs, settings.topic_prefix)  # the models model-specs lacks
     # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
     metrics_dir = settings.home / "metrics" / str(os.getpid())
     prepare_multiprocess_dir(metrics_dir)

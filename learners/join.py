@@ -243,7 +243,7 @@ class DelayedJoin:
                 copied.restore(key, entry)
             state = copied
         self.state: JoinState = state
-        self.specs = specs
+        self.specs = dict(specs)
         self.default_horizon = max([default_horizon, *(s.horizon_seconds for s in specs.values())])
         self.late_retention = late_retention  # keep expired entries this many horizons to recognise late outcomes
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
@@ -267,6 +267,21 @@ class DelayedJoin:
         """Why ``model``'s contract refuses an outcome's label (its JSON, and its reward's), if it does. The
         core keeps the answers: a contract's answer depends on the label and on whether there is a reward."""
         return self._contracts[model].label_problem(orjson.loads(label), orjson.loads(reward))
+
+    def use_spec(self, name: str, spec: LearnerSpec | None) -> None:
+        """Join ``name``'s predictions under ``spec`` from now on (its contract, horizon, duplicates and
+        default label); None: the model was retired (its predictions are joined as an unknown model's)."""
+        if spec is None:
+            self.specs.pop(name, None)
+            self._contracts.pop(name, None)
+            self.core.set_spec(name, None, self.default_horizon)
+            return
+        self.specs[name] = spec
+        self._contracts[name] = spec.contract()
+        self.default_horizon = max(self.default_horizon, spec.horizon_seconds)
+        self.core.set_spec(
+            name, (spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)), self.default_horizon
+        )
 
     # -- inputs ------------------------------------------------------------------------------
 

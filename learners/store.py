@@ -22,6 +22,7 @@ from typing import Any
 
 from river.proba.base import Distribution
 
+from adaptloop.learners.catalog import MODEL_FIELDS
 from adaptloop.learners.online import LearnerProgress, OnlineLearner
 from adaptloop.learners.online import probe as probe_model
 from adaptloop.learners.pickling import FastLoadPickler
@@ -152,10 +153,6 @@ class Checkpoint:
 
 
 PRUNE_EVERY = 50  # checkpoints between two prunings: a store holds at most keep_versions + 49 versions
-
-MODEL_FIELDS = ("task", "recipe", "params")
-"""What a model is. The rest of a spec (metrics, cadence, join rules, drift settings) may change
-between runs: a restarted learner goes on under the new settings."""
 
 
 def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: Path | str) -> None:
@@ -415,6 +412,11 @@ class ModelStore:
         data = self._checkpoint_bytes(spec.name)
         if data is not None:
             check_same_model(spec, unpickle(data).learned_as(), self.storage.uri(spec.name))  # type: ignore[attr-defined]
+
+    def learned_spec(self, model: str) -> LearnerSpec | None:
+        """The spec ``model``'s checkpoint was learned under (None: no checkpoint, or one from before specs)."""
+        data = self._checkpoint_bytes(model)
+        return None if data is None else unpickle(data).learned_as()  # type: ignore[attr-defined]
 
     def restore(self, spec: LearnerSpec) -> OnlineLearner:
         """The learner as of its last checkpoint, or a fresh one if it has none.

@@ -11,6 +11,11 @@ emits :class:`DriftAlert` s, and asks for an action when its policy says so:
   set, by ``challenger_margin`` in mean error). The champion it replaces learns on
   in shadow as the new challenger and wins back the same way. A challenger that has
   not won after ``challenger_examples`` examples is dropped.
+- a spec change to another model (task, recipe or params, :mod:`adaptloop.learners.catalog`) starts a
+  challenger of that spec, whatever the policy: it is promoted as above, or once it has been compared on
+  ``challenger_examples`` examples unless the test finds it worse (the operator asked for it: the evidence
+  has to say no); it is never dropped, and the champion it replaces is not kept (the spec says what to
+  learn). Its promotion puts the new spec in effect.
 - ``rollback``: production error is kept per served version (over the decisions it
   served that got an outcome) for the learner's last 20 versions, in the order the
   learner had them; when a version that served at least 100 of them is worse than the
@@ -55,23 +60,26 @@ class Action:
     note: str
     actor: str | None = None  # who decided, for the version record; None: the drift policy
 
+    spec: LearnerSpec | None = None  # a spec challenger's promotion: the spec now in effect
+
 
 @dataclass
 class Challenger:
     """A model learning in shadow beside the champion, and the test of the two on the same examples.
 
     ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a champion
-    that a promotion replaced (it may win back)."""
+    that a promotion replaced (it may win back), ``spec`` for the model of a changed ``spec``."""
 
     model: Model
     test: PairedSignTest = field(default_factory=PairedSignTest)
-    origin: Literal["drift", "replaced"] = "drift"
+    origin: Literal["drift", "replaced", "spec"] = "drift"
+    spec: LearnerSpec | None = None  # origin "spec": the spec that takes effect when it is promoted
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """A checkpoint from before the sign test kept rolling error windows: the test starts over."""
         if "test" not in state:
             state = {"model": state["model"], "test": PairedSignTest(), "origin": "drift"}
-        self.__dict__.update(state)
+        self.__dict__.update({"spec": None, **state})
 
 
 @dataclass
@@ -113,7 +121,7 @@ class ModelWatch:
             self.data = DataDriftMonitor(after, spec.name)
         else:
             self.data.spec = after
-        if after.policy != "challenger":
+        if after.policy != "challenger" and (self.challenger is None or self.challenger.origin != "spec"):
             self.challenger = None
         self._follow_canary(spec)
         return changed
@@ -126,6 +134,14 @@ class ModelWatch:
             self.canary = CanaryGate(spec.canary)
         else:
             self.canary.spec = spec.canary
+
+    def challenge_with(self, spec: LearnerSpec) -> bool:
+        """Start a challenger of ``spec`` (another model than the champion's), unless one of it runs already;
+        return whether one started. It replaces a drift challenger: the spec says what to learn now."""
+        if self.challenger is not None and self.challenger.origin == "spec" and self.challenger.spec == spec:
+            return False
+        self.challenger = Challenger(build_model(spec), origin="spec", spec=spec)
+        return True
 
     def _alert(self, fields: dict[str, Any], version: str | None, examples: int) -> None:
         fields = {**fields, "at_example": examples}  # the learner's count, whatever signal fired
@@ -231,10 +247,17 @@ class ModelWatch:
             return None
         ours, theirs = test.mean_errors()
         if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
-            what = "the replaced champion wins back" if challenger.origin == "replaced" else "challenger promoted"
-            self.actions.append(Action("promotion", None, f"{what}: {test.describe(drift.challenger_confidence)}"))
-            self.challenger = Challenger(champion, origin="replaced")
-            return challenger.model
+            what = {"replaced": "the replaced champion wins back", "spec": "the spec's new model promoted"}
+            note = f"{what.get(challenger.origin, 'challenger promoted')}: {test.describe(drift.challenger_confidence)}"
+            return self._promote(challenger, champion, note)
+        if challenger.origin == "spec":
+            if test.compared >= drift.challenger_examples and not _worse(test, drift.challenger_confidence):
+                note = (
+                    f"the spec's new model promoted, not found worse after {test.compared} examples: "
+                    f"{test.describe(drift.challenger_confidence)}"
+                )
+                return self._promote(challenger, champion, note)
+            return None
         if test.compared >= drift.challenger_examples:
             log.info(
                 "model %r: challenger (%s) dropped, not better after %d examples: %s",
@@ -245,3 +268,16 @@ class ModelWatch:
             )
             self.challenger = None
         return None
+
+    def _promote(self, challenger: Challenger, champion: Model, note: str) -> Model:
+        """Ask for the promotion of ``challenger``; the champion learns on as the new challenger (not after a
+        spec's promotion: the spec says what to learn)."""
+        self.actions.append(Action("promotion", None, note, spec=challenger.spec))
+        self.challenger = None if challenger.origin == "spec" else Challenger(champion, origin="replaced")
+        return challenger.model
+
+
+def _worse(test: PairedSignTest, confidence: float) -> bool:
+    """Whether the paired test finds the challenger worse than the champion at ``confidence``."""
+    swapped = PairedSignTest(test.compared, test.losses, test.wins, test.champion_error, test.challenger_error)
+    return swapped.significant(confidence)

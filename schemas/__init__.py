@@ -17,6 +17,7 @@ from adaptloop.schemas.system import (
     GuardrailAlert,
     ModelCommand,
     ModelHealth,
+    ModelSpecRecord,
     ModelVersion,
 )
 from adaptloop.schemas.topics import ALL_TOPICS, Topic, topic_for, topic_named
@@ -33,6 +34,7 @@ __all__ = [
     "ModelCommand",
     "ModelContract",
     "ModelHealth",
+    "ModelSpecRecord",
     "ModelVersion",
     "OutcomeEvent",
     "PredictionEvent",

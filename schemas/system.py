@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictBytes, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictBytes, StrictStr
 
 from adaptloop.schemas.base import Count, Event, FiniteFloat, Int64, ModelName, Name, NonEmptyStr, VersionId, new_id
 from adaptloop.schemas.contract import ModelContract
@@ -145,6 +145,37 @@ class ModelCommand(Event):
     )
     reason: StrictStr = ""
     command_id: Name = Field(default_factory=new_id)
+
+
+SpecStatus = Literal["active", "retired"]
+
+
+class ModelSpecRecord(Event):
+    """An operator's declaration of one model, on the compacted ``model-specs`` topic (key: the model).
+
+    ``spec`` holds the fields of the model's learner spec (:class:`adaptloop.learners.spec.LearnerSpec`, which
+    checks them: this layer knows no recipes); ``status`` ``retired`` stops the model from being learned and
+    served while its versions, checkpoint and lineage stay for audits. A retirement is a record of its own,
+    not a tombstone, so compaction keeps it as the model's latest state: analysts and ``adaptloop models
+    list`` see who retired the model and why, and a worker's ``ADAPTLOOP_MODELS`` never adds it back.
+
+    >>> from adaptloop.schemas import ModelSpecRecord
+    >>> ModelSpecRecord(model="churn", spec={"name": "churn", "recipe": "hoeffding"}, actor="ops").status
+    'active'
+    """
+
+    model: ModelName
+    status: SpecStatus = "active"
+    spec: dict[NonEmptyStr, JsonValue] = Field(
+        default_factory=dict, description="The learner spec's fields (a retirement keeps the last ones)."
+    )
+    actor: Name
+    principal: Name | None = Field(
+        default=None,
+        description="The Kafka user the sender logged in as (None: not known, e.g. an unauthenticated listener).",
+    )
+    reason: StrictStr = ""
+    spec_id: Name = Field(default_factory=new_id)
 
 
 class DriftAlert(Event):

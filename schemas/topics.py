@@ -23,6 +23,7 @@ from adaptloop.schemas.system import (
     GuardrailAlert,
     ModelCommand,
     ModelHealth,
+    ModelSpecRecord,
     ModelVersion,
 )
 
@@ -97,6 +98,15 @@ MODEL_COMMANDS = Topic(
     copartitioned="models",
     doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.",
 )
+MODEL_SPECS = Topic(
+    "model-specs",
+    ModelSpecRecord,
+    "model",
+    compacted=True,
+    copartitioned="models",
+    doc="Each model's spec, as operators declared it (compacted: the latest per model, a retirement included); "
+    "same partition as its examples, so the learner that owns the model applies its changes.",
+)
 PREFERENCE_STORE = Topic(
     "preference-store",
     PreferenceSnapshot,
@@ -145,6 +155,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     TRAINING_EXAMPLES,
     MODEL_UPDATES,
     MODEL_COMMANDS,
+    MODEL_SPECS,
     PREFERENCE_STORE,
     DRIFT_ALERTS,
     MODEL_HEALTH,

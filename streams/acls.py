@@ -3,17 +3,18 @@
 - the **worker** reads and writes adaptloop's topics and its own state topics, in its consumer groups and
   transactions (everything named ``<topic_prefix><group>...``);
 - a **service** writes ``predictions``, ``outcomes``, ``agent-feedback`` and ``preferences`` and reads
-  ``model-updates`` and ``preference-store`` (to be served); it cannot write a model, a training example, a
-  command or a dead letter;
+  ``model-updates``, ``model-specs`` and ``preference-store`` (to be served); it cannot write a model, a
+  spec, a training example, a command or a dead letter;
 - an **operator** reads every topic (audits, status, dead letters), writes ``model-commands`` (rollbacks,
-  promotions) and replays dead letters to the inputs, with their records on ``dead-letter-replays``, in
-  transactions of its own (:func:`replay_transactional_id`).
+  promotions) and ``model-specs`` (models added, changed, retired), and replays dead letters to the inputs,
+  with their records on ``dead-letter-replays``, in transactions of its own (:func:`replay_transactional_id`).
 
 Only the worker writes ``training-examples``, ``model-updates`` and ``preference-store``; only an operator
-writes ``model-commands`` and ``dead-letter-replays`` (the worker reads them). So the ``principal`` a command
-or a replay record carries, the Kafka user the CLI logged in as (:func:`login_principal`), was written by an
-operator: someone holding the operator's (or an admin's) credentials could write another name there, no one
-else can write those topics at all. :func:`acl_bindings` is the set; ``adaptloop acls --apply`` creates it
+writes ``model-commands``, ``model-specs`` and ``dead-letter-replays`` (the worker reads them). So the
+``principal`` a command, a spec or a replay record carries, the Kafka user the CLI logged in as
+(:func:`login_principal`), was written by an operator: someone holding the operator's (or an admin's)
+credentials could write another name there, no one else can write those topics at all. :func:`acl_bindings`
+is the set; ``adaptloop acls --apply`` creates it
 (as an admin).
 """
 
@@ -28,8 +29,8 @@ from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 
 SERVICE_WRITES = (t.PREDICTIONS, t.OUTCOMES, t.AGENT_FEEDBACK, t.PREFERENCES)
-SERVICE_READS = (t.MODEL_UPDATES, t.PREFERENCE_STORE)
-OPERATOR_ONLY = (t.MODEL_COMMANDS, t.DEAD_LETTER_REPLAYS)  # rollbacks and promotions, dead-letter replays
+SERVICE_READS = (t.MODEL_UPDATES, t.MODEL_SPECS, t.PREFERENCE_STORE)
+OPERATOR_ONLY = (t.MODEL_COMMANDS, t.MODEL_SPECS, t.DEAD_LETTER_REPLAYS)  # commands, model specs, replays
 OPERATOR_WRITES = (*OPERATOR_ONLY, *SERVICE_WRITES)  # (replayed records go back to the inputs)
 
 

@@ -37,6 +37,7 @@ from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from adaptloop.learners.catalog import spec_of
 from adaptloop.learners.join import (
     OUTCOME_CLOCK,
     PREDICTION_CLOCK,
@@ -47,7 +48,7 @@ from adaptloop.learners.join import (
 )
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.base import Event
-from adaptloop.schemas.errors import DeliveryFailed, TimedOut, TopicConfigMismatch
+from adaptloop.schemas.errors import ConfigError, DeliveryFailed, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.system import ClockTick, DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import (
     JOIN_CLOCK,
@@ -65,6 +66,7 @@ from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.reader import watermarks
+from adaptloop.streams.specs import SpecFollower, read_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,10 @@ class JoinAgent:
         self.names = {topic: topic.full_name(prefix) for topic in INPUTS}
         self.examples_topic = TRAINING_EXAMPLES.full_name(prefix)
         self.state = JoinState()
-        self.join = DelayedJoin(self.state, specs, lateness=lateness_seconds)
+        # The models in effect: model-specs over the settings' specs, followed while the join runs.
+        catalogue = read_catalogue(self.connection, specs, prefix, buildable=False)
+        self.join = DelayedJoin(self.state, catalogue.specs, lateness=lateness_seconds)
+        self.spec_follower = SpecFollower(self.connection, prefix, ends=catalogue.ends)
         self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
         self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
@@ -297,6 +302,7 @@ class JoinAgent:
     def step(self, timeout: float = 0.1) -> int:
         """Process one batch and commit it; return the number of records processed."""
         self._maybe_tick()
+        self._follow_specs()
         records = self.consumer.poll(self.batch_size, timeout)
         received: Counter[str] = Counter()
         joined: Counter[tuple[str, str]] = Counter()
@@ -535,6 +541,18 @@ class JoinAgent:
         except DeliveryFailed as error:  # a missed tick only delays expiry; the next one follows
             log.warning("clock tick not delivered: %s", error)
 
+    def _follow_specs(self) -> None:
+        """Take up the spec changes operators made since the last batch: the contracts the join checks
+        predictions against (the learner checks every example again under the spec it learns with)."""
+        for record in self.spec_follower.poll():
+            try:
+                spec = spec_of(record, buildable=False) if record.status == "active" else None
+            except ConfigError as error:  # the owning learner dead-letters it; the model goes on as it was
+                log.warning("ignored the spec record of %s by %s: %s", record.model, record.actor, error)
+                continue
+            self.join.use_spec(record.model, spec)
+            log.info("model %s: spec %s by %s", record.model, record.status, record.actor)
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Join until ``stop`` is set; the last batch is committed on the way out."""
         stop = stop or threading.Event()
@@ -547,4 +565,5 @@ class JoinAgent:
             self.ticker.flush(10)
             self.consumer.close()
             self.ends.close()
+            self.spec_follower.close()
             self._committer.shutdown()

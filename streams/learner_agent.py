@@ -17,6 +17,15 @@ undone (:mod:`adaptloop.learners.recovery`: the learner is restored from its las
 checkpoint and relearns its journal without the example to blame). Each model's
 health (:mod:`adaptloop.learners.health`) is published on ``model-health``, with an
 alert on ``drift-alerts`` when it turns sick, and written for the worker's ``/health``.
+
+Models change while it runs (:mod:`adaptloop.streams.specs`): on each assignment it reads the catalogue of
+``model-specs`` to its end (over the worker's ``ADAPTLOOP_MODELS``) and restores every model in it; then it
+reads ``model-specs`` in its group, co-partitioned with ``training-examples``, so a model's spec records
+reach the learner that owns the model, in order with its examples as this learner reads them. Each record
+takes effect at once (:meth:`LearnerAgent._spec`) and the model is checkpointed right after it, so the spec
+a model learns under is part of its checkpoint: a restart, or another worker taking the partition over, goes
+on from there under the same spec. (A record read but not checkpointed before a crash is in the catalogue
+the next owner reads: it applies from the checkpoint on, to examples no published version has learned.)
 """
 
 from __future__ import annotations
@@ -30,23 +39,25 @@ from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from adaptloop.learners.catalog import as_learned, change_of, refuse_recipe_change, spec_of
 from adaptloop.learners.health import Ending, HealthWatch
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.recovery import Entry, recover
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
 from adaptloop.schemas.codec import encode
-from adaptloop.schemas.errors import ModelFailure, UnknownModel, UnlearnableExample
+from adaptloop.schemas.errors import ConfigError, ModelFailure, SpecChanged, UnknownModel, UnlearnableExample
 from adaptloop.schemas.inference import LEARNABLE, TrainingExample
 from adaptloop.schemas.system import (
     DeadLetterKind,
     DriftAlert,
     ModelCommand,
     ModelHealth,
+    ModelSpecRecord,
     ModelVersion,
     VersionReason,
 )
-from adaptloop.schemas.topics import MODEL_COMMANDS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.topics import MODEL_COMMANDS, MODEL_SPECS, TRAINING_EXAMPLES, Topic
 from adaptloop.schemas.trusted import as_event
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
@@ -65,6 +76,7 @@ from adaptloop.streams.metrics import (
     write_health,
 )
 from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.specs import read_catalogue
 from adaptloop.streams.versions import published_versions
 
 log = logging.getLogger(__name__)
@@ -152,7 +164,9 @@ class LearnerAgent:
         max_rejected_share: float = 0.2,
     ) -> None:
         self.connection = connection
-        self.specs = dict(specs)
+        self.seeds = dict(specs)  # ADAPTLOOP_MODELS: the models model-specs has no record of
+        self.specs = dict(specs)  # each model's spec in effect (the catalogue, read on each assignment)
+        self.retired: set[str] = set()
         self.store = store
         self.prefix = prefix
         self.topic_name = TRAINING_EXAMPLES.full_name(prefix)
@@ -160,7 +174,7 @@ class LearnerAgent:
         self.batch_size = batch_size
         self.producer = EventProducer(connection, topic_prefix=prefix)
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
-        self.learners: dict[str, OnlineLearner] = {name: store.restore(spec) for name, spec in self.specs.items()}
+        self.learners: dict[str, OnlineLearner] = {name: self._restored(spec) for name, spec in self.specs.items()}
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
         self._position_names: dict[tuple[Topic, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
@@ -169,13 +183,14 @@ class LearnerAgent:
         # What recovery needs: each model's examples since its last checkpoint, and its alerts sent since.
         self.journals: dict[str, list[Entry]] = {name: [] for name in self.specs}
         self._alerts_sent: Counter[str] = Counter()
+        self._health_window, self._max_rejected_share = health_window, max_rejected_share
         self.health = {name: HealthWatch(name, health_window, max_rejected_share) for name in self.specs}
         self._health_published: dict[str, float] = {}  # model -> when its health was last published
         self._counted: dict[str, Counter[str]] = {}  # model -> decisions not scored as production, counted
         self.consumer = EventConsumer(
             connection,
             f"{prefix}{group}",
-            [TRAINING_EXAMPLES, MODEL_COMMANDS],
+            [TRAINING_EXAMPLES, MODEL_COMMANDS, MODEL_SPECS],
             dead_letters=self.dead_letters,
             prefix=prefix,
             # eager "range": assign() with our own offsets, and partition i of both topics to the same
@@ -195,14 +210,22 @@ class LearnerAgent:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Eager rebalancing: every member has checkpointed on revoke before anyone is assigned, so
         # the store holds the latest state of every model, whoever owned it before.
-        self.learners = {name: self.store.restore(spec) for name, spec in self.specs.items()}
+        catalogue = read_catalogue(self.connection, self.seeds, self.prefix)
+        self.specs, self.retired = catalogue.specs, catalogue.retired
+        self.learners = {name: self._restored(spec) for name, spec in self.specs.items()}
         self.journals = {name: [] for name in self.specs}
+        for name in self.specs:
+            self._watch(name)
         self._alerts_sent.clear()
         self.publish_missing()
         self._recall_dead_letters()
         self.positions = {}
+        specs_topic = MODEL_SPECS.full_name(self.prefix)
         for tp in partitions:
             key = f"{tp.topic}:{tp.partition}"
+            if tp.topic == specs_topic:  # the catalogue holds every record before its end
+                tp.offset = catalogue.ends.get(tp.partition, 0) or OFFSET_BEGINNING
+                continue
             covered = [learner.progress.offsets.get(key, 0) for learner in self.learners.values()]
             tp.offset = min(covered) if covered and min(covered) > 0 else OFFSET_BEGINNING
             self.positions[key] = max(0, tp.offset)
@@ -256,17 +279,19 @@ class LearnerAgent:
         records = self.consumer.poll(self.batch_size, timeout)
         learned: Counter[str] = Counter()
         published = 0
+        specs_read = False  # (committed at once: the group's lag says when a spec change has been applied)
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
             self.dead_letters.log_summary()
         for record in records:
-            if record.topic is MODEL_COMMANDS:
+            if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
+                specs_read = specs_read or record.topic is MODEL_SPECS
                 try:
-                    published += self._command(record)
+                    published += self._command(record) if record.topic is MODEL_COMMANDS else self._spec(record)
                 except Exception as error:  # a command that cannot be carried out: its dead letter says why
-                    log.exception("model command %s@%d raised", record.topic.name, record.offset)
-                    self._reject(record, f"the command raised {type(error).__name__}: {error}", "error")
+                    log.exception("%s@%d raised", record.topic.name, record.offset)
+                    self._reject(record, f"carrying it out raised {type(error).__name__}: {error}", "error")
                 continue
             learner, learned_one = self._learn(record)
             if learner is None:
@@ -284,7 +309,7 @@ class LearnerAgent:
                     published += self._checkpoint(learner) is not None
         published += len(self.checkpoint())
         alerts = self._send_alerts() + self._report_health()
-        if published or alerts:
+        if published or alerts or specs_read:
             # Nothing here waits for the broker (waiting for acks cost 3-8% of a learner's time): versions and
             # alerts are on their way (a delivery that failed raises at the next poll); a restart resumes from
             # the checkpoints' offsets and republishes versions missing from model-updates, so the group's
@@ -309,8 +334,11 @@ class LearnerAgent:
         learner = self.learners.get(model)
         if learner is None:
             known = ", ".join(sorted(self.specs)) or "none"
-            self._reject(record, f"unknown model {model!r}; known models: {known}")
-            REJECTED.labels(UNREGISTERED, "unknown_model").inc()
+            retired = model in self.retired and record.topic is not MODEL_SPECS
+            self._reject(
+                record, f"model {model!r} is retired" if retired else f"unknown model {model!r}; known models: {known}"
+            )
+            REJECTED.labels(UNREGISTERED, "retired" if retired else "unknown_model").inc()
         return position, learner
 
     def _reject(self, record: Record, reason: str, kind: DeadLetterKind = "rejected") -> None:
@@ -401,6 +429,9 @@ class LearnerAgent:
                     log.error("drift policy cannot roll %s back: %s", learner.spec.name, error)
                     continue
             actor = action.actor or f"policy:{learner.spec.drift.policy}"
+            if action.spec is not None:  # a spec's new model promoted: that spec is in effect from now on
+                learner = self.learners[learner.spec.name] = self._following(learner, action.spec)
+                actor = "spec"
             version = self._checkpoint(learner, reason=action.kind, actor=actor, note=action.note)
             assert version is not None  # a swapped-in model is not probed
             log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
@@ -507,6 +538,83 @@ class LearnerAgent:
         assert version is not None  # a swapped-in model is not probed
         log.warning("%s of %s to %s on %s's command", reason, command.model, version.version, command.actor)
         return 1
+
+    # -- model specs ---------------------------------------------------------------------------
+
+    def _restored(self, spec: LearnerSpec) -> OnlineLearner:
+        """The model's learner from its checkpoint, under ``spec``; a checkpoint of another model (a spec's
+        recipe changed) goes on as it was learned, with the new model as its challenger."""
+        try:
+            return self.store.restore(spec)
+        except SpecChanged:
+            learned = self.store.learned_spec(spec.name)
+            assert learned is not None  # (a checkpoint without a spec raises no SpecChanged)
+            learner = self.store.restore(as_learned(spec, learned))
+            if learner.watch.challenge_with(spec):
+                log.warning("model %s: its spec asks for another model; it starts as a challenger", spec.name)
+            return learner
+
+    def _watch(self, name: str) -> None:
+        """Start keeping the bookkeeping of a model this learner now has."""
+        self.journals.setdefault(name, [])
+        self.health.setdefault(name, HealthWatch(name, self._health_window, self._max_rejected_share))
+        self._last_version_at.setdefault(name, time.monotonic())
+        self._checkpoint_cost.setdefault(name, 0.0)
+
+    def _spec(self, record: Record) -> int:
+        """Apply an operator's spec record to the model it names (a bad one is dead-lettered and changes
+        nothing); checkpoint the model right after it. Returns the versions published."""
+        declared: ModelSpecRecord = record.event  # type: ignore[assignment]
+        name = declared.model
+        spec = None
+        if declared.status == "active":
+            try:
+                spec = spec_of(declared)
+            except ConfigError as error:
+                self._reject(record, f"the spec is refused, model {name!r} goes on as it was: {error}")
+                return 0
+        learner = self.learners.get(name)
+        change = change_of(learner.spec if learner is not None else None, declared, spec)
+        problem = refuse_recipe_change(learner.spec, spec) if change == "recipe" and learner and spec else None
+        if problem is not None:
+            self._reject(record, f"the spec is refused, model {name!r} goes on as it was: {problem}")
+            return 0
+        log.warning("model %s: spec %s by %s (%s)", name, change, declared.actor, declared.reason or "no reason given")
+        if change == "unchanged":
+            return 0
+        if change == "retired":
+            assert learner is not None
+            version = self._checkpoint(learner) if learner.progress.learned_since_version else None
+            del self.learners[name]
+            self.specs.pop(name, None)
+            self.health.pop(name, None)
+            self.retired.add(name)
+            return version is not None
+        assert spec is not None
+        self.specs[name] = spec
+        self.retired.discard(name)
+        if change == "added":
+            self._watch(name)
+            learner = self.learners[name] = self._restored(spec)
+            self.journals[name] = []
+            return self._checkpoint(learner) is not None
+        assert learner is not None
+        if change == "recipe":
+            learner.watch.challenge_with(spec)
+            spec = as_learned(spec, learner.spec)
+        learner = self.learners[name] = self._following(learner, spec)
+        return self._checkpoint(learner) is not None
+
+    def _following(self, learner: OnlineLearner, spec: LearnerSpec) -> OnlineLearner:
+        """``learner`` going on under ``spec`` (the same model): as a restarted worker's would."""
+        return OnlineLearner(
+            spec,
+            learner.model,
+            shadow=learner.shadow,
+            production=learner.production,
+            progress=learner.progress,
+            watch=learner.watch,
+        )
 
     def checkpoint(self, force: bool = False) -> list[ModelVersion]:
         """Checkpoint and publish the models whose time is due (or all with pending learning if ``force``)."""

@@ -13,7 +13,9 @@ its ``Content-Length`` or counted as it streams), not JSON (415), not RFC 8259 J
 a request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
 503: no version may serve yet). Every error is one :class:`ErrorBody`, quoting inputs as short excerpts. Each
 configured model gets a client in the background, so the server starts before the models have versions and
-serves each one as soon as it has.
+serves each one as soon as it has. Started to follow ``model-specs`` (``adaptloop serve`` without
+``--model``), it serves a model added there from its first servable version on, and stops serving a retired
+one (404, saying it was retired) as soon as it reads the record.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import reprlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -55,6 +57,7 @@ from adaptloop.schemas.inference import OutcomeEvent
 from adaptloop.streams.connection import ClientSettings
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.specs import SpecFollower
 
 log = logging.getLogger(__name__)
 
@@ -330,19 +333,56 @@ class ServedModels:
 
     def __init__(self, settings: ClientSettings, models: list[str], producer: EventProducer) -> None:
         self.settings, self.producer = settings, producer
-        self.clients: dict[str, ModelClient | None] = dict.fromkeys(models)
+        self.clients: dict[str, ModelClient | None] = {}
         self.problems: dict[str, str] = {}
+        self.retired: dict[str, str] = {}  # model -> who retired it and why
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._connect, args=(m,), daemon=True) for m in models]
-        for thread in self._threads:
-            thread.start()
+        for model in models:
+            self.add(model)
+
+    def add(self, model: str) -> None:
+        """Serve ``model`` too (from its first servable version on)."""
+        if model in self.clients:
+            return
+        self.retired.pop(model, None)
+        self.clients[model] = None
+        threading.Thread(target=self._connect, args=(model,), daemon=True).start()
+
+    def retire(self, model: str, why: str) -> None:
+        """Stop serving ``model``: its requests get a 404 that says ``why``."""
+        self.retired[model] = why
+        client = self.clients.pop(model, None)
+        self.problems.pop(model, None)
+        if client is not None:
+            client.close()
+
+    def follow(self, follower: SpecFollower) -> None:
+        """Serve the models operators add on ``model-specs``, stop serving the ones they retire (a thread's
+        body, until :meth:`close`)."""
+        try:
+            while not self._stop.is_set():
+                for record in follower.poll(1.0):
+                    if record.status == "retired":
+                        self.retire(record.model, f"retired by {record.actor}: {record.reason or 'no reason given'}")
+                        log.info("model %s retired by %s: no longer served", record.model, record.actor)
+                    elif record.model not in self.clients:
+                        self.add(record.model)
+                        log.info(
+                            "model %s added by %s: served from its first servable version", record.model, record.actor
+                        )
+        finally:
+            follower.close()
 
     def _connect(self, model: str) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and model in self.clients:
             try:
-                self.clients[model] = ModelClient.from_settings(
+                client = ModelClient.from_settings(
                     model, self.settings, producer=self.producer, wait=CLIENT_RETRY_SECONDS
                 )
+                if model not in self.clients:  # retired meanwhile
+                    client.close()
+                    return
+                self.clients[model] = client
                 self.problems.pop(model, None)
                 log.info("serving model %s", model)
                 return
@@ -351,9 +391,11 @@ class ServedModels:
                 self._stop.wait(CLIENT_RETRY_SECONDS)
 
     def get(self, model: str) -> ModelClient:
+        if model in self.retired:
+            raise UnknownModel(f"model {model!r} is retired ({self.retired[model]}); this server no longer serves it")
         if model not in self.clients:
             raise UnknownModel(f"this server serves no model {model!r} (it serves {', '.join(self.clients)})")
-        client = self.clients[model]
+        client = self.clients.get(model)
         if client is None:
             why = self.problems.get(model, "its client is connecting")
             raise NoModelYet(f"model {model!r} cannot serve yet: {why}")
@@ -361,7 +403,7 @@ class ServedModels:
 
     def close(self) -> None:
         self._stop.set()
-        for client in self.clients.values():
+        for client in list(self.clients.values()):
             if client is not None:
                 client.close()
 
@@ -406,8 +448,15 @@ class Health(BaseModel):
     waiting: dict[str, str] = Field(description="Each model not serving yet, and why.")
 
 
-def create_app(settings: ClientSettings, models: list[str], limits: RequestLimits | None = None) -> FastAPI:
-    """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within ``limits``."""
+def create_app(
+    settings: ClientSettings,
+    models: list[str],
+    limits: RequestLimits | None = None,
+    follow_specs: Mapping[int, int] | None = None,
+) -> FastAPI:
+    """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within ``limits``;
+    with ``follow_specs`` (the ends of the catalogue ``models`` came from), also the models added on
+    ``model-specs`` from there on, and not the ones retired."""
     limits = limits or RequestLimits()
     state: dict[str, Any] = {}
 
@@ -416,6 +465,9 @@ def create_app(settings: ClientSettings, models: list[str], limits: RequestLimit
         producer = EventProducer.from_settings(settings)
         served = ServedModels(settings, models, producer)
         state.update(producer=producer, served=served)
+        if follow_specs is not None:
+            follower = SpecFollower(settings.connection(), settings.topic_prefix, ends=follow_specs)
+            threading.Thread(target=served.follow, args=(follower,), daemon=True).start()
         delivery = threading.Thread(target=_report_delivery_failures, args=(producer, served), daemon=True)
         delivery.start()
         try:
@@ -525,20 +577,23 @@ def create_app(settings: ClientSettings, models: list[str], limits: RequestLimit
     @app.get("/v1/models", response_model=list[ModelInfo])
     def list_models() -> list[ModelInfo]:
         """Every model this server serves: its current version, lineage head and metrics."""
-        return [_info(name, client) for name, client in state["served"].clients.items()]
+        return [_info(name, client) for name, client in list(state["served"].clients.items())]
 
     @app.get("/v1/models/{model}", response_model=ModelInfo, responses=_documented(404, 422))
     def one_model(model: str) -> ModelInfo:
         served: ServedModels = state["served"]
         if model not in served.clients:
-            raise UnknownModel(f"this server serves no model {model!r}")
-        return _info(model, served.clients[model])
+            why = f" (it is {served.retired[model]})" if model in served.retired else ""
+            raise UnknownModel(f"this server serves no model {model!r}{why}")
+        return _info(model, served.clients.get(model))
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Models waiting"}})
     def health() -> JSONResponse:
         """200 once every model serves a version; 503 (naming those still waiting) before."""
         served: ServedModels = state["served"]
-        waiting = {name: served.problems.get(name, "connecting") for name, c in served.clients.items() if c is None}
+        waiting = {
+            name: served.problems.get(name, "connecting") for name, c in list(served.clients.items()) if c is None
+        }
         return JSONResponse({"ok": not waiting, "waiting": waiting}, status_code=503 if waiting else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)

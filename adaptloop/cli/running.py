@@ -61,7 +61,12 @@ def worker(
 def serve(
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model to serve (repeat); default: every model in the settings."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model to serve (repeat); default: every model on model-specs (and ADAPTLOOP_MODELS), "
+            "following the models operators add and retire while it serves.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="The address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 8000,
@@ -75,17 +80,27 @@ def serve(
     from adaptloop.streams.serve import RequestLimits, create_app
 
     settings = Settings()
-    models = list(model or settings.specs)
+    specs, follow = dict(settings.specs), None
+    if openapi is None and not model:  # the models in effect, followed: added ones served, retired ones not
+        from adaptloop.streams.specs import read_catalogue
+
+        catalogue = read_catalogue(settings.bootstrap_address, settings.specs, settings.topic_prefix, buildable=False)
+        specs, follow = catalogue.specs, catalogue.ends
+    models = list(model or specs)
     if not models and openapi is None:
-        raise fail(AdaptloopError("no model to serve: give --model NAME, or set ADAPTLOOP_MODELS"))
+        raise fail(
+            AdaptloopError(
+                "no model to serve: give --model NAME, set ADAPTLOOP_MODELS, or add one with `adaptloop models add`"
+            )
+        )
     unknown = [name for name in models if settings.specs and name not in settings.specs]
     if unknown:  # (with no specs here, a service host serves whatever the worker publishes under the name)
         raise fail(AdaptloopError(f"no model {unknown[0]!r} in ADAPTLOOP_MODELS; choices: {', '.join(settings.specs)}"))
     # A prediction with more features than every served model's budget would be dead-lettered by the worker.
-    budgets = [settings.specs[name].max_event_features for name in models if name in settings.specs]
+    budgets = [specs[name].max_event_features for name in models if name in specs]
     max_features = max([settings.max_event_features, *(b for b in budgets if b is not None)])
     limits = RequestLimits(max_body_bytes=settings.serve_max_body_bytes, max_features=max_features)
-    app_ = create_app(settings, models, limits)
+    app_ = create_app(settings, models, limits, follow_specs=follow)
     if openapi is not None:
         import orjson
 

@@ -30,6 +30,7 @@ from adaptloop.schemas import (
     DeadLetter,
     DeadLetterReplay,
     ModelCommand,
+    ModelSpecRecord,
     ModelVersion,
     OutcomeEvent,
     PredictionEvent,
@@ -40,6 +41,7 @@ from adaptloop.schemas.topics import (
     DEAD_LETTER_REPLAYS,
     DEAD_LETTERS,
     MODEL_COMMANDS,
+    MODEL_SPECS,
     MODEL_UPDATES,
     OUTCOMES,
     TRAINING_EXAMPLES,
@@ -275,7 +277,15 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
         commands = [c for c in read_all(as_operator, MODEL_COMMANDS, prefix) if isinstance(c, ModelCommand)]
         assert [(c.principal, c.actor) for c in commands] == [("operator", spoofed)]
 
-        # No one but an operator writes dead-letter-replays (it would mark letters replayed) or model-commands.
+        # An operator declares a model; the worker, which may not write model-specs, seeded nothing (its
+        # roles take "m" from its settings).
+        added = _cli(operator, "models", "add", "m2", "--recipe", "hoeffding", "--actor", spoofed)
+        assert added.returncode == 0, added.stdout + added.stderr
+        declared = [r for r in read_all(address, MODEL_SPECS, prefix) if isinstance(r, ModelSpecRecord)]
+        assert [(r.model, r.principal, r.actor) for r in declared] == [("m2", "operator", spoofed)]
+
+        # No one but an operator writes dead-letter-replays (it would mark letters replayed), model-commands or
+        # model-specs.
         forged = DeadLetterReplay(
             letter=f"{DEAD_LETTERS.full_name(prefix)}:0@0", source_topic="x", partition=0, offset=0, actor="svc"
         )
@@ -284,5 +294,7 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
             error = _refused(config, DEAD_LETTER_REPLAYS.full_name(prefix), encode(forged))
             assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, user
             error = _refused(config, MODEL_COMMANDS.full_name(prefix), encode(commands[0]))
+            assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, user
+            error = _refused(config, MODEL_SPECS.full_name(prefix), encode(declared[0]))
             assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, user
     assert no_role_stopped(tmp_path / "worker.log")

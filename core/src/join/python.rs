@@ -231,6 +231,27 @@ fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(py, [examples.into_any(), rejections.into_any()])
 }
 
+/// A model's spec as the join keeps it, from what ``DelayedJoin`` passes.
+fn spec_from(
+    horizon: &Bound<'_, PyAny>,
+    last: bool,
+    label: Option<Vec<u8>>,
+    reward: Option<Vec<u8>>,
+) -> PyResult<Spec> {
+    let default = match (label, reward) {
+        (None, None) => None,
+        (label, reward) => Some((
+            label.unwrap_or_else(|| b"null".to_vec()),
+            reward.unwrap_or_else(|| b"null".to_vec()),
+        )),
+    };
+    Ok(Spec {
+        horizon: value_from(horizon)?,
+        last,
+        default,
+    })
+}
+
 /// The join's rules over a ``JoinTable``.
 #[pyclass(module = "adaptloop._core", name = "JoinCore")]
 pub struct JoinCore {
@@ -262,21 +283,7 @@ impl JoinCore {
     ) -> PyResult<Self> {
         let mut table = HashMap::new();
         for (model, horizon, last, label, reward) in specs {
-            let default = match (label, reward) {
-                (None, None) => None,
-                (label, reward) => Some((
-                    label.unwrap_or_else(|| b"null".to_vec()),
-                    reward.unwrap_or_else(|| b"null".to_vec()),
-                )),
-            };
-            table.insert(
-                model,
-                Spec {
-                    horizon: value_from(&horizon)?,
-                    last,
-                    default,
-                },
-            );
+            table.insert(model, spec_from(&horizon, last, label, reward)?);
         }
         let settings = Settings {
             default_horizon: value_from(default_horizon)?,
@@ -460,6 +467,31 @@ impl JoinCore {
             }
         }
         Ok(out)
+    }
+
+    /// Join ``model``'s predictions under a new spec from now on (``spec``: as ``new`` takes each,
+    /// without the name; None: the model was retired, its predictions are an unknown model's), and
+    /// the default horizon, which the models' specs raise. Pending decisions keep their deadlines; the
+    /// kept contract answers are forgotten (the model's contract may have changed).
+    #[pyo3(signature = (model, spec, default_horizon))]
+    fn set_spec(
+        &mut self,
+        model: String,
+        spec: Option<(Bound<'_, PyAny>, bool, Option<Vec<u8>>, Option<Vec<u8>>)>,
+        default_horizon: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        match spec {
+            Some((horizon, last, label, reward)) => {
+                let spec = spec_from(&horizon, last, label, reward)?;
+                self.join.specs.insert(model, spec);
+            }
+            None => {
+                self.join.specs.remove(&model);
+            }
+        }
+        self.join.settings.default_horizon = value_from(default_horizon)?;
+        self.answers.clear();
+        Ok(())
     }
 
     fn forget(&mut self, partition: i64) {

@@ -107,3 +107,20 @@ def test_serve_refuses_a_model_the_settings_do_not_name_and_a_port_out_of_range(
     status, lines, _ = run(tmp_path, "serve", "--port", "80000", models=models)
     assert status == 2, lines
     assert any("Invalid value for '--port': Input should be less than or equal to 65535" in line for line in lines)
+
+
+def test_a_model_spec_with_a_typo_is_refused_in_one_line_before_anything_is_sent(tmp_path):
+    # Nothing listens at the broker's address: the spec is checked before Kafka is asked anything.
+    broker = f"127.0.0.1:{free_port()}"
+    status, lines, _ = run(tmp_path, "models", "add", "churn", "--recipe", "logisitc", bootstrap=broker)
+    assert status == 78
+    assert lines == [
+        (
+            "error: model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding, linear, "
+            "hoeffding_regressor, or 'module:function' returning a River estimator"
+        )
+    ]
+    status, lines, _ = run(tmp_path, "models", "add", "churn", "--set", "drift.polcy=challenger", bootstrap=broker)
+    assert (status, lines) == (78, ["error: model 'churn': drift.polcy = 'challenger': Extra inputs are not permitted"])
+    status, lines, _ = run(tmp_path, "models", "add", "churn", "--param", "grace_period", bootstrap=broker)
+    assert (status, lines) == (78, ["error: --param 'grace_period': expected NAME=VALUE"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 
-from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, MODEL_COMMANDS
+from adaptloop.schemas.topics import ALL_TOPICS, DEAD_LETTER_REPLAYS, MODEL_COMMANDS, MODEL_SPECS
 from adaptloop.streams.acls import acl_bindings, login_principal, replay_transactional_id
 from adaptloop.streams.connection import KafkaConnection
 
@@ -19,12 +19,15 @@ def _writers(grants, name: str) -> set[str]:
     }
 
 
-def test_only_the_operator_writes_commands_and_replay_records_and_every_other_topic_keeps_its_writers():
+def test_only_the_operator_writes_commands_specs_and_replay_records_and_every_other_topic_keeps_its_writers():
     grants = acl_bindings("prod.", "adaptloop")
     assert _writers(grants, MODEL_COMMANDS.full_name("prod.")) == {"User:operator"}
+    assert _writers(grants, MODEL_SPECS.full_name("prod.")) == {"User:operator"}
     assert _writers(grants, DEAD_LETTER_REPLAYS.full_name("prod.")) == {"User:operator"}
+    readers = {g.principal for g in grants if g.name == MODEL_SPECS.full_name("prod.") and g.operation.name == "READ"}
+    assert readers == {"User:worker", "User:operator", "User:service"}  # the learner, the join, serve
     for topic in ALL_TOPICS:
-        if topic not in (MODEL_COMMANDS, DEAD_LETTER_REPLAYS):
+        if topic not in (MODEL_COMMANDS, MODEL_SPECS, DEAD_LETTER_REPLAYS):
             assert "User:worker" in _writers(grants, topic.full_name("prod.")), topic.name
 
 
