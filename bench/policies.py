@@ -4,9 +4,9 @@ Runs :func:`adaptloop.learners.drift_eval.policy_suite` (every policy, River's S
 Mixed and Sine generators, abrupt and gradual drifts at two positions, two seeds, the logistic and
 Hoeffding recipes) in one process per core, and prints per recipe and stream the production
 accuracy after the drift, the examples to recover and the switches, then a summary against
-``alert`` (what the model does with no policy acting). About 8 minutes on 2 idle cores; ``--quick``
-runs one position and one seed (a quarter); ``--policies alert,canary+challenger`` runs only those
-(``alert`` always: the summary is against it).
+``alert`` (what the model does with no policy acting). About 10 minutes on 2 cores (10m26s on a
+shared machine, load 5 to 8); ``--quick`` runs one position and one seed (a quarter);
+``--policies alert,canary+challenger`` runs only those (``alert`` always: the summary is against it).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
 - :func:`policy_suite`: every drift policy on drifting streams nobody tuned for (River's SEA,
   Agrawal, STAGGER, Mixed and Sine generators; abrupt and gradual drifts at two positions, two
   seeds, two recipes), served as the loop serves: production accuracy after the drift, examples
-  to recover, switches.
+  to recover, switches; with a canary (:func:`canary_serving`), each decision served by the version
+  its id's split names.
 
 ``python -m bench.drift`` prints the first three and ``tests/unit/learners/test_drift.py`` asserts
 them; ``python -m bench policies`` prints the suite.
