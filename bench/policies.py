@@ -6,7 +6,8 @@ Hoeffding recipes) in one process per core, and prints per recipe and stream the
 accuracy after the drift, the examples to recover and the switches, then a summary against
 ``alert`` (what the model does with no policy acting). About 10 minutes on 2 cores (10m26s on a
 shared machine, load 5 to 8); ``--quick`` runs one position and one seed (a quarter);
-``--policies alert,canary+challenger`` runs only those (``alert`` always: the summary is against it).
+``--policies alert,canary+challenger`` runs only those (``alert`` always: the summary is against it);
+``--canary-share 0.5`` gives ``canary+challenger`` another share than :data:`SUITE_CANARY`'s 0.1.
 """
 
 from __future__ import annotations
@@ -20,18 +21,32 @@ from concurrent.futures import ProcessPoolExecutor
 from rich.console import Console
 from rich.table import Table
 
-from adaptloop.learners.drift_eval import POLICIES, PolicyRun, SuiteStream, policy_run, suite_streams
+from adaptloop.learners.drift_eval import (
+    POLICIES,
+    SUITE_CANARY,
+    PolicyRun,
+    SuiteStream,
+    policy_run,
+    suite_streams,
+)
+from adaptloop.learners.spec import CanarySpec
 
 RECIPES = ("logistic", "hoeffding")
 
 
-def _run(job: tuple[SuiteStream, str, str]) -> PolicyRun:
-    return policy_run(*job)
+def _run(job: tuple[SuiteStream, str, str, CanarySpec]) -> PolicyRun:
+    stream, recipe, policy, canary = job
+    return policy_run(stream, recipe, policy, canary=canary)
 
 
-def run_suite(quick: bool = False, jobs: int | None = None, policies: tuple[str, ...] = POLICIES) -> list[PolicyRun]:
+def run_suite(
+    quick: bool = False,
+    jobs: int | None = None,
+    policies: tuple[str, ...] = POLICIES,
+    canary: CanarySpec = SUITE_CANARY,
+) -> list[PolicyRun]:
     streams = suite_streams(positions=(2000,), seeds=(1,)) if quick else suite_streams()
-    work = [(stream, recipe, policy) for stream in streams for recipe in RECIPES for policy in policies]
+    work = [(stream, recipe, policy, canary) for stream in streams for recipe in RECIPES for policy in policies]
     with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         return list(pool.map(_run, work, chunksize=1))
 
@@ -108,7 +123,10 @@ def _policies(argv: list[str]) -> tuple[str, ...]:
 
 def main(argv: list[str]) -> None:
     console = Console(width=240)
-    for table in tables(run_suite(quick="--quick" in argv, policies=_policies(argv))):
+    canary = SUITE_CANARY
+    if "--canary-share" in argv:
+        canary = CanarySpec(share=float(argv[argv.index("--canary-share") + 1]))
+    for table in tables(run_suite(quick="--quick" in argv, policies=_policies(argv), canary=canary)):
         console.print(table)
 
 

@@ -241,12 +241,15 @@ def _policy_spec(policy: str) -> DriftSpec:
     return DriftSpec(policy=policy, data=False)
 
 
-def policy_run(stream: SuiteStream, recipe: str, policy: str, version_every: int = 500) -> PolicyRun:
+def policy_run(
+    stream: SuiteStream, recipe: str, policy: str, version_every: int = 500, canary: CanarySpec = SUITE_CANARY
+) -> PolicyRun:
     """Learn ``stream`` as the loop does: services are served the newest version (a copy of the model
     published every ``version_every`` examples and at every switch), and the learner scores each served
-    prediction against its outcome. ``canary+challenger`` is served as :func:`canary_run` says."""
+    prediction against its outcome. ``canary+challenger`` is served with ``canary`` as :func:`canary_run`
+    says."""
     if policy == CANARY_CHALLENGER:
-        return canary_run(stream, recipe, version_every)
+        return canary_run(stream, recipe, version_every, canary)
     learner = OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(policy)))
     versions: dict[str, Any] = {}  # version id -> the model as published
 
