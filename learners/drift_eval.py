@@ -9,7 +9,8 @@
 - :func:`policy_suite`: every drift policy on drifting streams nobody tuned for (River's SEA,
   Agrawal, STAGGER, Mixed and Sine generators; abrupt and gradual drifts at two positions, two
   seeds, two recipes), served as the loop serves: production accuracy after the drift, examples
-  to recover, switches.
+  to recover, switches; with a canary (:func:`canary_serving`), each decision served by the version
+  its id's split names.
 
 ``python -m bench.drift`` prints the first three and ``tests/unit/learners/test_drift.py`` asserts
 them; ``python -m bench policies`` prints the suite.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import statistics
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +29,13 @@ from typing import Any
 
 from river.datasets import synth
 
+from adaptloop.learners.canary_split import in_canary
 from adaptloop.learners.online import OnlineLearner
-from adaptloop.learners.spec import DriftSpec, LearnerSpec
+from adaptloop.learners.spec import CanarySpec, DriftSpec, LearnerSpec
+from adaptloop.learners.store import ModelStore
 from adaptloop.schemas.base import FeatureValue
 from adaptloop.schemas.inference import TrainingExample
-from adaptloop.schemas.system import DriftAlert
+from adaptloop.schemas.system import DriftAlert, ModelVersion
 
 _AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -174,8 +178,14 @@ def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, 
     return Recovery(policy, sum(hits[drift_at : drift_at + window]) / window, recovered, promotions)
 
 
-POLICIES = ("none", "alert", "challenger", "rollback")
-"""The drift policies the suite compares; ``none`` watches nothing (no monitor, no action)."""
+CANARY_CHALLENGER = "canary+challenger"
+POLICIES = ("none", "alert", "challenger", "rollback", CANARY_CHALLENGER)
+"""The drift policies the suite compares; ``none`` watches nothing (no monitor, no action);
+``canary+challenger`` is the ``challenger`` policy with :data:`SUITE_CANARY` (see :func:`canary_run`)."""
+
+SUITE_CANARY = CanarySpec(share=0.1)
+"""The canary of ``canary+challenger``: the documented example (a tenth of the decisions, confidence 0.99,
+200 outcomes each group at least)."""
 
 SUITE_STREAMS: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]] = {
     # name: (River's generator, its arguments for the concept before, and after the drift)
@@ -226,13 +236,20 @@ class PolicyRun:
 def _policy_spec(policy: str) -> DriftSpec:
     if policy == "none":
         return DriftSpec(concept=False, data=False)
+    if policy == CANARY_CHALLENGER:
+        return DriftSpec(policy="challenger", data=False)
     return DriftSpec(policy=policy, data=False)
 
 
-def policy_run(stream: SuiteStream, recipe: str, policy: str, version_every: int = 500) -> PolicyRun:
+def policy_run(
+    stream: SuiteStream, recipe: str, policy: str, version_every: int = 500, canary: CanarySpec = SUITE_CANARY
+) -> PolicyRun:
     """Learn ``stream`` as the loop does: services are served the newest version (a copy of the model
     published every ``version_every`` examples and at every switch), and the learner scores each served
-    prediction against its outcome."""
+    prediction against its outcome. ``canary+challenger`` is served with ``canary`` as :func:`canary_run`
+    says."""
+    if policy == CANARY_CHALLENGER:
+        return canary_run(stream, recipe, version_every, canary)
     learner = OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(policy)))
     versions: dict[str, Any] = {}  # version id -> the model as published
 
@@ -270,6 +287,11 @@ def policy_run(stream: SuiteStream, recipe: str, policy: str, version_every: int
             publish()
         actions.clear()
         learner.watch.alerts.clear()
+    return _policy_result(stream, recipe, policy, hits, switches)
+
+
+def _policy_result(stream: SuiteStream, recipe: str, policy: str, hits: list[int], switches: int) -> PolicyRun:
+    """The run's figures from its decisions' hits (1: the served prediction was right)."""
     at = stream.position
     before = statistics.fmean(hits[at - 1000 : at])
     recovered = None
@@ -280,6 +302,97 @@ def policy_run(stream: SuiteStream, recipe: str, policy: str, version_every: int
             break
         rolling += hits[j] - hits[j - 200]
     return PolicyRun(stream, recipe, policy, before, statistics.fmean(hits[at:]), recovered, switches)
+
+
+@dataclass
+class CanaryServing:
+    """What ``canary+challenger`` served: each decision's id and version, and the records published."""
+
+    served: list[tuple[str, str]]  # (decision id, the version that answered it), in order
+    records: list[tuple[int, ModelVersion]]  # every record the learner published: (decisions before it, it)
+    hits: list[int]  # 1: the served prediction was right
+    switches: int  # the learner's actions: challenger promotions and the gate's verdicts
+
+
+def canary_serving(
+    examples: Iterable[tuple[dict[str, FeatureValue], bool]],
+    recipe: str,
+    canary: CanarySpec = SUITE_CANARY,
+    version_every: int = 500,
+) -> CanaryServing:
+    """Learn ``examples`` under the ``challenger`` policy with ``canary``, served as the loop serves it.
+
+    Versions are made as the learner agent makes them: :meth:`ModelStore.checkpoint` (a temporary store) every
+    ``version_every`` examples and after every action of the drift policy, whose records carry the canary
+    gate's state; a rollback loads the stable version from the store first, as ``LearnerAgent._act`` does.
+    Serving answers with the newest servable record (before there is one, the newest record: the other
+    policies' runs serve from the first version too), and while its canary runs, the decisions outside the
+    share (:func:`~adaptloop.learners.canary_split.in_canary` on the decision id, as ``ModelClient``) get
+    the canary's stable version.
+    """
+    spec = LearnerSpec(
+        name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(CANARY_CHALLENGER), canary=canary
+    )
+    learner = OnlineLearner(spec)
+    out = CanaryServing([], [], [], 0)
+    models: dict[str, Any] = {}  # version -> the model as serving loaded it
+    with tempfile.TemporaryDirectory(prefix="adaptloop-canary-eval-") as root:
+        store = ModelStore(root)
+
+        def publish(record: ModelVersion) -> None:
+            if not out.records or out.records[-1][1] is not record:  # (no new record: nothing learned)
+                out.records.append((len(out.served), record))
+
+        def model(version: str) -> Any:
+            if version not in models:
+                models[version] = store.load_model(spec.name, version)
+            return models[version]
+
+        publish(store.checkpoint(learner))
+        for i, (features, y) in enumerate(examples):
+            decision_id = str(i)
+            servable = [record for _, record in out.records if record.servable]
+            record = servable[-1] if servable else out.records[-1][1]
+            gate = record.canary
+            running = gate is not None and gate.state == "running"
+            version = gate.stable if running and not in_canary(decision_id, gate.share) else record.version
+            proba = model(version).predict_proba_one(features)
+            served = max(proba, key=proba.get) if proba else False
+            out.served.append((decision_id, version))
+            out.hits.append(int(served == y))
+            learner.learn(
+                TrainingExample(
+                    model=spec.name,
+                    decision_id=decision_id,
+                    model_version=version,
+                    features=features,
+                    prediction=served,
+                    label=y,
+                    predicted_at=_AT,
+                )
+            )
+            actions = learner.watch.actions
+            acted = bool(actions)
+            while actions:  # as LearnerAgent._act
+                action = actions.pop(0)
+                if action.kind == "rollback":
+                    assert action.to_version is not None
+                    learner.model = store.load_model(spec.name, action.to_version)
+                actor = action.actor or f"policy:{spec.drift.policy}"
+                publish(store.checkpoint(learner, reason=action.kind, actor=actor, note=action.note))
+                out.switches += 1
+            if not acted and (i + 1) % version_every == 0:
+                publish(store.checkpoint(learner))
+            learner.watch.alerts.clear()
+    return out
+
+
+def canary_run(
+    stream: SuiteStream, recipe: str, version_every: int = 500, canary: CanarySpec = SUITE_CANARY
+) -> PolicyRun:
+    """``canary+challenger`` on ``stream`` (see :func:`canary_serving`)."""
+    serving = canary_serving(stream.examples(), recipe, canary, version_every)
+    return _policy_result(stream, recipe, CANARY_CHALLENGER, serving.hits, serving.switches)
 
 
 def suite_streams(
