@@ -61,16 +61,20 @@ class Challenger:
     """A model learning in shadow beside the champion, and the test of the two on the same examples.
 
     ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a champion
-    that a promotion replaced (it may win back)."""
+    that a promotion replaced (it may win back). ``examples``: how many it has shadowed, across restarts
+    of its test (a replaced champion's test starts over whenever the promoted model leads it)."""
 
     model: Model
     test: PairedSignTest = field(default_factory=PairedSignTest)
     origin: Literal["drift", "replaced"] = "drift"
+    examples: int = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """A checkpoint from before the sign test kept rolling error windows: the test starts over."""
+        """A checkpoint from before the sign test kept rolling error windows: the test starts over. One from
+        before ``examples`` counted them in its test."""
         if "test" not in state:
             state = {"model": state["model"], "test": PairedSignTest(), "origin": "drift"}
+        state.setdefault("examples", state["test"].compared)
         self.__dict__.update(state)
 
 
@@ -224,24 +228,38 @@ class ModelWatch:
         else:
             error = abs(float(challenger.model.predict_one(x)) - float(target))
         challenger.model.learn_one(x, target)
+        challenger.examples += 1
         test = challenger.test
         test.update(error, champion_error)
         drift = self.spec.drift
-        if test.compared < drift.challenger_window:
-            return None
-        ours, theirs = test.mean_errors()
-        if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
-            what = "the replaced champion wins back" if challenger.origin == "replaced" else "challenger promoted"
-            self.actions.append(Action("promotion", None, f"{what}: {test.describe(drift.challenger_confidence)}"))
-            self.challenger = Challenger(champion, origin="replaced")
-            return challenger.model
-        if test.compared >= drift.challenger_examples:
+        promoted = self._promotion(challenger, champion) if test.compared >= drift.challenger_window else None
+        if promoted is not None:
+            return promoted
+        if challenger.examples >= drift.challenger_examples:
             log.info(
                 "model %r: challenger (%s) dropped, not better after %d examples: %s",
                 self.spec.name,
                 challenger.origin,
-                test.compared,
+                challenger.examples,
                 test.describe(drift.challenger_confidence),
             )
             self.challenger = None
+        elif challenger.origin == "replaced" and test.log_evidence() < 0.0:
+            # The promoted model leads (the evidence for the replaced champion is below 1): its test starts
+            # over, so that a promotion that turns bad later is undone on what happens from then on, not
+            # against the lead the promoted model built first. (Each test is a new one at the same
+            # confidence: over a long run two equal models may swap more often than once in 1/(1-confidence)
+            # runs; the bench's policy suite counts the switches.)
+            challenger.test = PairedSignTest()
         return None
+
+    def _promotion(self, challenger: Challenger, champion: Model) -> Model | None:
+        """The challenger's model if its test finds it better (the champion then becomes the challenger)."""
+        drift, test = self.spec.drift, challenger.test
+        ours, theirs = test.mean_errors()
+        if not (test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs):
+            return None
+        what = "the replaced champion wins back" if challenger.origin == "replaced" else "challenger promoted"
+        self.actions.append(Action("promotion", None, f"{what}: {test.describe(drift.challenger_confidence)}"))
+        self.challenger = Challenger(champion, origin="replaced")
+        return challenger.model
