@@ -61,7 +61,7 @@ class Scenario:
     duplicates: float = 0.02
     malformed: int = 20
     seed: int = 7
-    policy: Literal["alert", "challenger", "rollback"] = "alert"  # the drift policy
+    policy: Literal["alert", "challenger", "rollback"] = "challenger"  # the drift policy (the spec's default)
 
 
 @dataclass

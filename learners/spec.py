@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -24,10 +24,11 @@ tabular ones never; a logistic model of 50,000 names is a 2.5 MB version."""
 class DriftSpec(BaseModel):
     """How a model is watched for drift, and what the loop does when it drifts.
 
-    ``policy``: ``alert`` only; ``challenger`` starts a fresh learner on concept drift, fed the
-    same stream in shadow, and promotes it only when a paired sequential test on the two models'
-    errors finds it better at ``challenger_confidence`` (after ``challenger_window`` examples at
-    least); the replaced champion learns on as the challenger and may win back the same way;
+    ``policy``: ``alert`` only; ``challenger`` (the default) starts a fresh learner on concept drift,
+    fed the same stream in shadow, and promotes it only when a paired sequential test on the two
+    models' errors finds it better at ``challenger_confidence`` (after ``challenger_window`` examples
+    at least); the replaced champion learns on as the challenger and wins back the same way, its test
+    starting over whenever the promoted model leads it (see :mod:`adaptloop.learners.watch`);
     ``rollback`` returns to the last good version when the served versions' production error
     exceeds the last good one's by ``rollback_bound``.
     """
@@ -59,7 +60,9 @@ class DriftSpec(BaseModel):
         0.5, gt=0, lt=1, description="Alert when the share of decisions with an outcome falls by this."
     )
     policy: Literal["alert", "challenger", "rollback"] = Field(
-        "alert", description="What the loop does on drift: alert only; run a challenger; roll back (see above)."
+        "challenger",
+        description="What the loop does on drift: alert only; run a challenger (the default; 'alert' for a "
+        "model learned in mini-batches); roll back (see above).",
     )
     challenger_window: int = Field(
         300, ge=10, description="The fewest examples a challenger is compared on before it may be promoted."
@@ -254,6 +257,22 @@ class LearnerSpec(BaseModel):
         if self.label_type is not None and self.task != "multiclass":
             raise ValueError(f"label_type is for multiclass models; a {self.task} model's labels are fixed")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mini_batches_default_to_alert(cls, data: Any) -> Any:
+        """A model learned in mini-batches has no default challenger (it learns one example at a time): its
+        drift policy is ``alert`` unless the spec names one."""
+        if not isinstance(data, dict) or data.get("mini_batch") is None:
+            return data
+        drift = data.get("drift")
+        if drift is None:
+            return {**data, "drift": {"policy": "alert"}}
+        if isinstance(drift, dict) and "policy" not in drift:
+            return {**data, "drift": {**drift, "policy": "alert"}}
+        if isinstance(drift, DriftSpec) and "policy" not in drift.model_fields_set:
+            return {**data, "drift": drift.model_copy(update={"policy": "alert"})}
+        return data
 
     @model_validator(mode="after")
     def _mini_batches_fit(self) -> LearnerSpec:

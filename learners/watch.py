@@ -68,17 +68,22 @@ class Challenger:
     """A model learning in shadow beside the champion, and the test of the two on the same examples.
 
     ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a champion
-    that a promotion replaced (it may win back), ``spec`` for the model of a changed ``spec``."""
+    that a promotion replaced (it may win back), ``spec`` for the model of a changed ``spec``.
+    ``examples``: how many it has shadowed, across restarts of its test (a replaced champion's test starts
+    over whenever the promoted model leads it)."""
 
     model: Model
     test: PairedSignTest = field(default_factory=PairedSignTest)
     origin: Literal["drift", "replaced", "spec"] = "drift"
     spec: LearnerSpec | None = None  # origin "spec": the spec that takes effect when it is promoted
+    examples: int = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """A checkpoint from before the sign test kept rolling error windows: the test starts over."""
+        """A checkpoint from before the sign test kept rolling error windows: the test starts over. One from
+        before ``examples`` counted them in its test."""
         if "test" not in state:
             state = {"model": state["model"], "test": PairedSignTest(), "origin": "drift"}
+        state.setdefault("examples", state["test"].compared)
         self.__dict__.update({"spec": None, **state})
 
 
@@ -240,16 +245,17 @@ class ModelWatch:
         else:
             error = abs(float(challenger.model.predict_one(x)) - float(target))
         challenger.model.learn_one(x, target)
+        challenger.examples += 1
         test = challenger.test
         test.update(error, champion_error)
         drift = self.spec.drift
-        if test.compared < drift.challenger_window:
-            return None
-        ours, theirs = test.mean_errors()
-        if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
-            what = {"replaced": "the replaced champion wins back", "spec": "the spec's new model promoted"}
-            note = f"{what.get(challenger.origin, 'challenger promoted')}: {test.describe(drift.challenger_confidence)}"
-            return self._promote(challenger, champion, note)
+        if test.compared >= drift.challenger_window:
+            ours, theirs = test.mean_errors()
+            if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
+                what = {"replaced": "the replaced champion wins back", "spec": "the spec's new model promoted"}
+                label = what.get(challenger.origin, "challenger promoted")
+                note = f"{label}: {test.describe(drift.challenger_confidence)}"
+                return self._promote(challenger, champion, note)
         if challenger.origin == "spec":
             if test.compared >= drift.challenger_examples and not _worse(test, drift.challenger_confidence):
                 note = (
@@ -258,15 +264,22 @@ class ModelWatch:
                 )
                 return self._promote(challenger, champion, note)
             return None
-        if test.compared >= drift.challenger_examples:
+        if challenger.examples >= drift.challenger_examples:
             log.info(
                 "model %r: challenger (%s) dropped, not better after %d examples: %s",
                 self.spec.name,
                 challenger.origin,
-                test.compared,
+                challenger.examples,
                 test.describe(drift.challenger_confidence),
             )
             self.challenger = None
+        elif challenger.origin == "replaced" and test.log_evidence() < 0.0:
+            # The promoted model leads (the evidence for the replaced champion is below 1): its test starts
+            # over, so that a promotion that turns bad later is undone on what happens from then on, not
+            # against the lead the promoted model built first. (Each test is a new one at the same
+            # confidence: over a long run two equal models may swap more often than once in 1/(1-confidence)
+            # runs; the bench's policy suite counts the switches.)
+            challenger.test = PairedSignTest()
         return None
 
     def _promote(self, challenger: Challenger, champion: Model, note: str) -> Model:

@@ -121,7 +121,7 @@ def demo(
     ] = DemoScenario.LOOP,
     decisions: Annotated[int, typer.Option(min=1, metavar="N", help="Decisions to serve (loop).")] = 12_000,
     rate: Annotated[float, typer.Option(min=1, metavar="PER_SECOND", help="Decisions per second (loop).")] = 400.0,
-    policy: Annotated[DriftPolicy, typer.Option(help="Drift policy of the loop's model.")] = DriftPolicy.ALERT,
+    policy: Annotated[DriftPolicy, typer.Option(help="Drift policy of the loop's model.")] = DriftPolicy.CHALLENGER,
     sessions: Annotated[int, typer.Option(min=1, metavar="N", help="Agent sessions (agents).")] = 3000,
 ) -> None:
     """End to end on a local broker (unless one is set): a worker, traffic, and the final tables."""

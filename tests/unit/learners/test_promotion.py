@@ -125,3 +125,53 @@ def test_on_a_stream_nobody_tuned_for_the_challenger_is_promoted_once_and_serves
     assert (alert.switches, challenger.switches) == (0, 1)
     assert alert.accuracy_before == challenger.accuracy_before  # the same model until the drift
     assert challenger.accuracy_after > alert.accuracy_after + 0.1
+
+
+def test_a_promotion_that_turns_bad_long_after_is_undone_on_what_happens_from_then_on():
+    # The promoted model leads for 500 examples, then the world turns. The replaced champion's test starts
+    # over whenever the promoted model leads it, so it wins back as soon as the evidence since the turn
+    # is enough (10 wins: M = 2047 / 11 = 186 >= 100), not after it has made up a 500-example lead.
+    watch, challenger = watch_with_challenger(challenger_window=10, challenger_confidence=0.99)
+    champion = Says(False)
+    assert [model for _, model in feed(watch, champion, [(True, False)] * 10)] == [challenger]
+    watch.actions.clear()
+    assert feed(watch, challenger, [(False, True)] * 500) == []  # the promoted one right, the old one wrong
+    assert watch.challenger is not None and watch.challenger.model is champion
+    assert watch.challenger.examples == 500 and watch.challenger.test.compared == 0  # started over
+    back = feed(watch, challenger, [(True, False)] * 10)
+    assert [(i, model) for i, model in back] == [(9, champion)]
+    (action,) = watch.actions
+    assert action.note.startswith("the replaced champion wins back: paired sign test over 10 examples")
+
+
+def test_a_replaced_champion_is_dropped_after_challenger_examples_across_restarts_of_its_test():
+    watch, challenger = watch_with_challenger(challenger_window=10, challenger_examples=400)
+    champion = Says(False)
+    feed(watch, champion, [(True, False)] * 10)
+    assert watch.challenger is not None and watch.challenger.origin == "replaced"
+    feed(watch, challenger, [(False, True)] * 399)
+    assert watch.challenger is not None and watch.challenger.examples == 399
+    feed(watch, challenger, [(False, True)])
+    assert watch.challenger is None  # it shadowed 400 examples: "for a while", not for ever
+
+
+def test_a_checkpoint_from_before_examples_were_counted_counts_its_tests_examples():
+    watch, _ = watch_with_challenger(challenger_window=50)
+    feed(watch, Says(False), [(True, False)] * 30)
+    state = dict(vars(watch.challenger))
+    del state["examples"]
+    old = Challenger.__new__(Challenger)
+    old.__setstate__(state)
+    assert old.examples == 30 == old.test.compared
+
+
+def test_the_default_policy_is_the_challenger_and_alert_for_models_learned_in_mini_batches():
+    import pytest
+
+    assert LearnerSpec(name="m").drift.policy == "challenger"
+    batched = {"name": "m", "mini_batch": 10, "checkpoint_every": 100}
+    assert LearnerSpec(**batched).drift.policy == "alert"
+    assert LearnerSpec(**batched, drift={"window": 100}).drift == DriftSpec(window=100, policy="alert")
+    assert LearnerSpec(**batched, drift=DriftSpec(window=100)).drift.policy == "alert"
+    with pytest.raises(ValueError, match="the challenger policy learns one example at a time"):
+        LearnerSpec(**batched, drift=DriftSpec(policy="challenger"))
