@@ -354,8 +354,9 @@ def canary_serving(
             servable = [record for _, record in out.records if record.servable]
             record = servable[-1] if servable else out.records[-1][1]
             gate = record.canary
-            running = gate is not None and gate.state == "running"
-            version = gate.stable if running and not in_canary(decision_id, gate.share) else record.version
+            version = record.version
+            if gate is not None and gate.state == "running" and not in_canary(decision_id, gate.share):
+                version = gate.stable
             proba = model(version).predict_proba_one(features)
             served = max(proba, key=proba.get) if proba else False
             out.served.append((decision_id, version))

@@ -12,7 +12,7 @@ import pytest
 from river import linear_model, metrics, preprocessing
 from river.datasets import synth
 
-from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.schemas import ModelVersion, TrainingExample, encode
 from adaptloop.schemas.topics import MODEL_UPDATES, TRAINING_EXAMPLES
 from adaptloop.snapshots.archive import ParquetArchive
@@ -20,7 +20,7 @@ from adaptloop.snapshots.backtest import SERVED, backtest, candidate_spec
 from adaptloop.snapshots.columns import RawRecord
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
-PRODUCTION = LearnerSpec(name="churn", recipe="logistic", metrics=["Accuracy"])
+PRODUCTION = LearnerSpec(name="churn", recipe="logistic", metrics=["Accuracy"], drift=DriftSpec(policy="alert"))
 
 
 def _drifting_stream(n: int = 6000, flip_at: int = 2500):
