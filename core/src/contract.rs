@@ -534,7 +534,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
         while let Some(key) = map.next_key::<Json<'de>>()? {
             let Json::Str(key) = key else { unreachable!("serde_json's keys are strings") };
             fields.push((key, map.next_value()?));
@@ -820,9 +820,17 @@ fn missing(name: &str, loud: bool) -> Failure {
 fn object<'a>(schema: &'a Schema, value: &'a Json<'a>, loud: bool) -> Result<Out<'a>, Failure> {
     let Json::Object(fields) = value else { unreachable!("an object") };
     let mut out = Vec::with_capacity(fields.len());
+    let mut next = 0; // where the next property's field is when sent in the schema's order (encode's)
     for (name, key, sub) in &schema.properties {
-        match value.get(name) {
-            Some((_, value)) => {
+        let found = match fields.get(next) {
+            Some((sent, value)) if sent == name => {
+                next += 1;
+                Some(value)
+            }
+            _ => value.get(name).map(|(_, value)| value),
+        };
+        match found {
+            Some(value) => {
                 out.push((Key::Property(key), validate(sub, value, loud).map_err(|f| f.at(name))?))
             }
             None if schema.required.contains(name) => return Err(missing(name, loud)),
@@ -907,6 +915,37 @@ fn to_python<'py>(py: Python<'py>, out: Out<'_>) -> PyResult<Bound<'py, PyAny>> 
 #[pyclass(frozen, module = "adaptloop._core")]
 struct Contract {
     schema: Schema,
+    event: Option<EventMaker>,
+}
+
+/// What makes an event of the decoded fields, as ``Event.from_valid`` makes it (schemas/base.py).
+struct EventMaker {
+    /// The event's class.
+    class: Py<PyAny>,
+    /// ``fields`` -> every field, the defaults of those absent added (called only when some are absent).
+    complete: Py<PyAny>,
+    /// ``object.__new__``: an instance without running the model's ``__init__`` (no validation again).
+    new: Py<PyAny>,
+    /// The names of the slots from_valid sets: ``__dict__``, fields set, extra, private.
+    slots: [Py<PyString>; 4],
+}
+
+impl EventMaker {
+    fn make<'py>(&self, py: Python<'py>, fields: Bound<'py, PyAny>, count: usize) -> PyResult<Bound<'py, PyAny>> {
+        let fields = if fields.len()? < count { self.complete.bind(py).call1((fields,))? } else { fields };
+        let event = self.new.bind(py).call1((self.class.bind(py),))?;
+        // SAFETY: PySet_New takes any iterable (the dict: its keys) and returns a new reference or NULL.
+        let fields_set = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PySet_New(fields.as_ptr()))? };
+        let none = py.None().into_bound(py);
+        for (slot, value) in self.slots.iter().zip([&fields, &fields_set, &none, &none]) {
+            // object.__setattr__, as from_valid calls it (the model's own __setattr__ refuses: frozen).
+            // SAFETY: three valid borrowed references; the call returns -1 with an exception set on failure.
+            if unsafe { pyo3::ffi::PyObject_GenericSetAttr(event.as_ptr(), slot.as_ptr(), value.as_ptr()) } < 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(event)
+    }
 }
 
 fn fail(py: Python<'_>, kind: &str, path: &[String], message: String) -> PyErr {
@@ -920,12 +959,45 @@ fn fail(py: Python<'_>, kind: &str, path: &[String], message: String) -> PyErr {
 #[pymethods]
 impl Contract {
     /// Compile ``schema`` (JSON text); ValueError names a keyword or a value this module cannot check.
+    /// ``event`` and ``complete``, if given, are what :meth:`decode_event` makes its events with: the event's
+    /// class, and what adds the defaults of absent fields to the decoded ones.
     #[new]
-    fn new(py: Python<'_>, schema: &str) -> PyResult<Self> {
+    #[pyo3(signature = (schema, event=None, complete=None))]
+    fn new(
+        py: Python<'_>,
+        schema: &str,
+        event: Option<Py<PyAny>>,
+        complete: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let value: Value = serde_json::from_str(schema)
             .map_err(|e| PyValueError::new_err(format!("the schema is not JSON: {e}")))?;
         let schema = compile(py, &value).map_err(PyValueError::new_err)?;
-        Ok(Contract { schema })
+        let event = match (event, complete) {
+            (Some(class), Some(complete)) => Some(EventMaker {
+                class,
+                complete,
+                new: py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind(),
+                slots: ["__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"]
+                    .map(|name| PyString::intern(py, name).unbind()),
+            }),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("event and complete go together")),
+        };
+        Ok(Contract { schema, event })
+    }
+
+    /// The event of the valid record ``data``, made as ``Event.from_valid`` makes it of :meth:`decode`'s
+    /// fields (completed first if some are absent), or ContractError(kind, path, message).
+    #[pyo3(signature = (data, max_bytes))]
+    fn decode_event<'py>(
+        &self,
+        py: Python<'py>,
+        data: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let maker = self.event.as_ref().ok_or_else(|| PyValueError::new_err("no event class given"))?;
+        let fields = self.decode(py, data, max_bytes)?;
+        maker.make(py, fields, self.schema.properties.len())
     }
 
     /// The fields of the valid record ``data`` (the schema's properties in its order, those absent left
