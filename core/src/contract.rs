@@ -17,7 +17,8 @@
 //! quietly, building no message, and only a rejected record is validated again to say why. Patterns that are
 //! one character class repeated (the names' `^[A-Za-z0-9_.-]+$`) are matched with a table of the ASCII bytes
 //! they take ([`Pattern::Class`]); regex-lite matches the others. The fields of the Python dict are keyed by
-//! the schema's property names, made Python strings once, when the schema is compiled.
+//! the schema's property names, made Python strings once, when the schema is compiled; `decode_event` makes
+//! the event itself, as `Event.from_valid` makes it.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
