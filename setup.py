@@ -28,6 +28,6 @@ def mapped_packages(package_dir: dict[str, str]) -> list[str]:
 
 # Release builds (the crate's profile keeps them quick and incremental); `pip install -e .` builds in place, so
 # an edit of core/src rebuilds with the same command.
-CORE = RustExtension("adaptloop._core", path="core/Cargo.toml", binding=Binding.PyO3)
+CORE = RustExtension("adaptloop._core", path="core/Cargo.toml", binding=Binding.PyO3, debug=False)
 
 setup(packages=mapped_packages(PACKAGE_DIR), rust_extensions=[CORE], zip_safe=False)

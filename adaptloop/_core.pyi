@@ -8,8 +8,14 @@ class ContractError(ValueError):
     """args: (kind, path, message); kind is empty, too_large, malformed, missing or invalid."""
 
 class Contract:
-    def __init__(self, schema: str) -> None: ...
+    def __init__(
+        self,
+        schema: str,
+        event: type | None = None,
+        complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None: ...
     def decode(self, data: bytes | None, max_bytes: int) -> dict[str, Any]: ...
+    def decode_event(self, data: bytes | None, max_bytes: int) -> Any: ...
 
 # -- the join (core/src/join) ----------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 import orjson
@@ -60,8 +59,9 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
     ...
     adaptloop.schemas.errors.DecodeError: unsupported_schema_version: OutcomeEvent supports schema_version 1, got 9
     """
-    if topic.name in COMPILED:
-        return _decode_compiled(topic, data, max_bytes)
+    compiled = _COMPILED_DECODERS.get(topic.name)  # a str's hash is cached; a Topic's is not
+    if compiled is not None or topic.name in COMPILED:
+        return (compiled or _compiled_decoder(topic))(data, max_bytes)
     data = checked_size(topic, data, max_bytes)
     try:
         # The validator itself: model_validate_json adds keyword handling that costs a third as much.
@@ -104,33 +104,35 @@ COMPILED = frozenset({PREDICTIONS.name, OUTCOMES.name})
 """The topics the compiled core decodes: the join's inputs, one record per decision each."""
 
 
-@cache
-def _compiled(topic: Topic) -> tuple[Contract, Callable[[dict[str, Any]], Event]]:
-    """The core's contract of ``topic``, and what makes its event from the fields the core read (the fields
-    in declared order, the defaults of those absent)."""
-    contract = Contract(orjson.dumps(core_schema(topic)).decode())
+_COMPILED_DECODERS: dict[str, Callable[[bytes | None, int], Event]] = {}
+"""Each compiled topic's decoder, by topic name, made at first use (:func:`_compiled_decoder`)."""
+
+
+def _compiled_decoder(topic: Topic) -> Callable[[bytes | None, int], Event]:
+    """The decoder of ``topic``'s records by the core: its contract compiled from the exported schema, which
+    makes the event of the fields it read as :meth:`Event.from_valid` does (in declared order, the defaults
+    of those absent added by ``complete``)."""
     model = topic.event
     defaults = {name: info for name, info in model.model_fields.items() if not info.is_required()}
     names = tuple(model.model_fields)
-    from_valid = model.from_valid
 
-    def event(fields: dict[str, Any]) -> Event:
-        if len(fields) < len(names):  # some left to their defaults (a timestamp's: now)
-            fields = {
-                name: fields[name] if name in fields else defaults[name].get_default(call_default_factory=True)
-                for name in names
-            }
-        return from_valid(fields)
+    def complete(fields: dict[str, Any]) -> dict[str, Any]:  # some left to their defaults (a timestamp's: now)
+        return {
+            name: fields[name] if name in fields else defaults[name].get_default(call_default_factory=True)
+            for name in names
+        }
 
-    return contract, event
+    decode_event = Contract(orjson.dumps(core_schema(topic)).decode(), model, complete).decode_event
 
+    def decode_compiled(data: bytes | None, max_bytes: int) -> Event:
+        try:
+            event: Event = decode_event(data, max_bytes)
+            return event
+        except ContractError as error:
+            raise _classify_compiled(topic, data, *error.args) from None
 
-def _decode_compiled(topic: Topic, data: bytes | None, max_bytes: int) -> Event:
-    contract, event = _compiled(topic)
-    try:
-        return event(contract.decode(data, max_bytes))
-    except ContractError as error:
-        raise _classify_compiled(topic, data, *error.args) from None
+    _COMPILED_DECODERS[topic.name] = decode_compiled
+    return decode_compiled
 
 
 def _classify_compiled(topic: Topic, data: bytes | None, kind: str, path: tuple[str, ...], message: str) -> DecodeError:

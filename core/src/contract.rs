@@ -11,13 +11,25 @@
 //! Parsed values are those pydantic makes of the same JSON: a number that an `integer` branch accepts is an
 //! `int` (pydantic's smart unions pick the exact type), any other number a `float`; a `date-time` string a
 //! `datetime` with its offset (fractions of a second beyond microseconds are dropped, as pydantic drops them).
+//!
+//! Speed (bench/decode_floor.py): a record is parsed into [`Json`], which borrows its strings from the
+//! record's bytes and keeps an object's fields in a vector (no map, no hashing); it is validated once
+//! quietly, building no message, and only a rejected record is validated again to say why. Patterns that are
+//! one character class repeated (the names' `^[A-Za-z0-9_.-]+$`) are matched with a table of the ASCII bytes
+//! they take ([`Pattern::Class`]); regex-lite matches the others. The fields of the Python dict are keyed by
+//! the schema's property names, made Python strings once, when the schema is compiled; `decode_event` makes
+//! the event itself, as `Event.from_valid` makes it.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDateTime, PyDelta, PyDict, PyTuple, PyTzInfo};
+use pyo3::types::{PyDateTime, PyDelta, PyDict, PyString, PyTuple, PyTzInfo};
 use regex_lite::Regex;
+use serde_core::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
 
 pyo3::create_exception!(
     _core,
@@ -60,7 +72,8 @@ enum Additional {
 struct Schema {
     types: Vec<Kind>,
     constant: Option<Value>,
-    properties: Vec<(String, Schema)>,
+    /// Each property: its name, the name as a Python string (the key of the decoded dict), its schema.
+    properties: Vec<(String, Py<PyString>, Schema)>,
     required: Vec<String>,
     additional: Additional,
     any_of: Vec<Schema>,
@@ -69,7 +82,7 @@ struct Schema {
     maximum: Option<Number>,
     min_length: Option<usize>,
     max_length: Option<usize>,
-    pattern: Option<Regex>,
+    pattern: Option<Pattern>,
     date_time: bool,
     time_min: Option<(i64, String)>,
     time_max_exclusive: Option<(i64, String)>,
@@ -79,7 +92,7 @@ struct Schema {
 const ANNOTATIONS: &[&str] =
     &["$schema", "$id", "title", "description", "default", "examples", "contentEncoding"];
 
-fn compile(node: &Value) -> Result<Schema, String> {
+fn compile(py: Python<'_>, node: &Value) -> Result<Schema, String> {
     let object = node.as_object().ok_or_else(|| format!("a schema must be an object: {node}"))?;
     let mut schema = Schema {
         types: Vec::new(),
@@ -121,7 +134,8 @@ fn compile(node: &Value) -> Result<Schema, String> {
             "properties" => {
                 let properties = value.as_object().ok_or("properties must be an object")?;
                 for (name, sub) in properties {
-                    schema.properties.push((name.clone(), compile(sub)?));
+                    let key = PyString::intern(py, name).unbind();
+                    schema.properties.push((name.clone(), key, compile(py, sub)?));
                 }
             }
             "required" => {
@@ -133,22 +147,22 @@ fn compile(node: &Value) -> Result<Schema, String> {
                 schema.additional = match value {
                     Value::Bool(true) => Additional::Any,
                     Value::Bool(false) => Additional::Forbidden,
-                    sub => Additional::Schema(Box::new(compile(sub)?)),
+                    sub => Additional::Schema(Box::new(compile(py, sub)?)),
                 }
             }
             "anyOf" => {
                 for sub in value.as_array().ok_or("anyOf must be an array")? {
-                    schema.any_of.push(compile(sub)?);
+                    schema.any_of.push(compile(py, sub)?);
                 }
             }
-            "not" => schema.not = Some(Box::new(compile(value)?)),
+            "not" => schema.not = Some(Box::new(compile(py, value)?)),
             "minimum" => schema.minimum = Some(number(value)?),
             "maximum" => schema.maximum = Some(number(value)?),
             "minLength" => schema.min_length = Some(count(value)?),
             "maxLength" => schema.max_length = Some(count(value)?),
             "pattern" => {
                 let text = value.as_str().ok_or("pattern must be a string")?;
-                schema.pattern = Some(Regex::new(text).map_err(|e| format!("pattern {text}: {e}"))?);
+                schema.pattern = Some(Pattern::new(text)?);
             }
             "format" => match value.as_str() {
                 Some("date-time") => schema.date_time = true,
@@ -164,6 +178,149 @@ fn compile(node: &Value) -> Result<Schema, String> {
         return Err("formatMinimum/formatExclusiveMaximum only bound a date-time".to_owned());
     }
     Ok(schema)
+}
+
+/// A string pattern: one character class repeated, by a table; any other, by regex-lite.
+enum Pattern {
+    /// `^[class]+$` (`exactly: None`) or `^[class]{n}$`: `ascii[b]` says whether the ASCII character `b`
+    /// is in the class, `other` whether every non-ASCII character is (a negated class of ASCII characters).
+    Class { ascii: [bool; 128], other: bool, exactly: Option<usize>, text: String },
+    /// [`DATE_TIME_WITH_ZONE`], the pattern of every exported date-time, matched by hand.
+    DateTimeWithZone,
+    Regex(Regex),
+}
+
+/// schemas/export.py's DATE_TIME_WITH_ZONE (a regex-lite search cost a fifth of a decision's decoding).
+const DATE_TIME_WITH_ZONE: &str =
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$";
+
+/// Whether ``text`` matches [`DATE_TIME_WITH_ZONE`] (`\d` is an ASCII digit in regex-lite).
+fn is_date_time_with_zone(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |from: usize, n: usize| b.get(from..from + n).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let layout = b.len() >= 20
+        && digits(0, 4)
+        && b[4] == b'-'
+        && digits(5, 2)
+        && b[7] == b'-'
+        && digits(8, 2)
+        && matches!(b[10], b'T' | b't')
+        && digits(11, 2)
+        && b[13] == b':'
+        && digits(14, 2)
+        && b[16] == b':'
+        && digits(17, 2);
+    if !layout {
+        return false;
+    }
+    let mut at = 19;
+    if b[at] == b'.' {
+        let start = at + 1;
+        at = start;
+        while at < b.len() && b[at].is_ascii_digit() {
+            at += 1;
+        }
+        if at == start {
+            return false;
+        }
+    }
+    match &b[at..] {
+        b"Z" | b"z" => true,
+        zone => zone.len() == 6 && matches!(zone[0], b'+' | b'-') && digits(at + 1, 2) && zone[3] == b':'
+            && digits(at + 4, 2),
+    }
+}
+
+impl Pattern {
+    fn new(text: &str) -> Result<Pattern, String> {
+        let regex = Regex::new(text).map_err(|e| format!("pattern {text}: {e}"))?;
+        if text == DATE_TIME_WITH_ZONE {
+            return Ok(Pattern::DateTimeWithZone);
+        }
+        Ok(Pattern::class(text).unwrap_or(Pattern::Regex(regex)))
+    }
+
+    /// The table of a pattern that is one class of ASCII characters (literals, ranges, `\xHH` and escaped
+    /// punctuation), possibly negated, repeated `+` or `{n}` between `^` and `$`; None for any other.
+    fn class(text: &str) -> Option<Pattern> {
+        let body = text.strip_prefix("^[")?;
+        let (class, repeat) = body.rsplit_once(']')?;
+        let exactly = match repeat {
+            "+$" => None,
+            _ => Some(repeat.strip_prefix('{')?.strip_suffix("}$")?.parse::<usize>().ok()?),
+        };
+        let (negated, class) = match class.strip_prefix('^') {
+            Some(rest) => (true, rest),
+            None => (false, class),
+        };
+        let b = class.as_bytes();
+        let mut members: Vec<u8> = Vec::new();
+        let mut at = 0;
+        let item = |at: &mut usize| -> Option<u8> {
+            let c = *b.get(*at)?;
+            if !c.is_ascii() || matches!(c, b'[' | b']' | b'&' | b'~') {
+                return None; // nested classes, set operations: regex-lite's
+            }
+            *at += 1;
+            if c != b'\\' {
+                return Some(c);
+            }
+            let e = *b.get(*at)?;
+            *at += 1;
+            if e == b'x' {
+                let hex = std::str::from_utf8(b.get(*at..*at + 2)?).ok()?;
+                *at += 2;
+                let value = u8::from_str_radix(hex, 16).ok()?;
+                return value.is_ascii().then_some(value);
+            }
+            e.is_ascii_punctuation().then_some(e)
+        };
+        while at < b.len() {
+            let first = item(&mut at)?;
+            if b.get(at) == Some(&b'-') && at + 1 < b.len() {
+                at += 1;
+                let last = item(&mut at)?;
+                if last < first {
+                    return None;
+                }
+                members.extend(first..=last);
+            } else {
+                members.push(first);
+            }
+        }
+        if members.is_empty() {
+            return None;
+        }
+        let mut ascii = [negated; 128];
+        for m in members {
+            ascii[usize::from(m)] = !negated;
+        }
+        Some(Pattern::Class { ascii, other: negated, exactly, text: text.to_owned() })
+    }
+
+    fn is_match(&self, value: &str) -> bool {
+        match self {
+            Pattern::Class { ascii, other, exactly, .. } => {
+                let bytes = value.as_bytes();
+                let taken = |&c: &u8| if c.is_ascii() { ascii[usize::from(c)] } else { *other };
+                let count_ok = match exactly {
+                    None => !bytes.is_empty(),
+                    Some(n) => value.chars().count() == *n,
+                };
+                count_ok && bytes.iter().all(taken)
+            }
+            Pattern::DateTimeWithZone => is_date_time_with_zone(value),
+            Pattern::Regex(regex) => regex.is_match(value),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Pattern::Class { text, .. } => text,
+            Pattern::DateTimeWithZone => DATE_TIME_WITH_ZONE,
+            Pattern::Regex(regex) => regex.as_str(),
+        }
+    }
 }
 
 fn number(value: &Value) -> Result<Number, String> {
@@ -291,6 +448,134 @@ fn parse_time(text: &str) -> Result<Time, &'static str> {
     Ok(Time { year, month, day, hour, minute, second, micro, offset })
 }
 
+/// A parsed JSON value: strings borrowed from the record where they have no escapes, an object's fields
+/// in the order sent (a repeated name keeps its first place and its last value, as serde_json's ordered
+/// map keeps it: what pydantic reads too).
+enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl Json<'_> {
+    /// As serde_json's value (for the messages that show a value).
+    fn to_value(&self) -> Value {
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::Str(s) => Value::String(s.to_string()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(fields) => {
+                Value::Object(fields.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect::<Map<_, _>>())
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<(&str, &Json<'_>)> {
+        match self {
+            Json::Object(fields) => fields.iter().find(|(k, _)| k == name).map(|(k, v)| (k.as_ref(), v)),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(n.into()))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Json<'de>, E> {
+        Ok(Number::from_f64(f).map_or(Json::Null, Json::Number)) // as serde_json's Value reads it
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        Json::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
+        while let Some(key) = map.next_key::<Json<'de>>()? {
+            let Json::Str(key) = key else { unreachable!("serde_json's keys are strings") };
+            fields.push((key, map.next_value()?));
+        }
+        Ok(Json::Object(first_place_last_value(fields)))
+    }
+}
+
+/// ``fields`` with each repeated name once: at its first place, with its last value.
+fn first_place_last_value<'a>(fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Vec<(Cow<'a, str>, Json<'a>)> {
+    let repeated = if fields.len() <= 16 {
+        fields.iter().enumerate().any(|(i, (k, _))| fields[..i].iter().any(|(p, _)| p == k))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        !fields.iter().all(|(k, _)| seen.insert(k.as_ref()))
+    };
+    if !repeated {
+        return fields;
+    }
+    let mut place: HashMap<String, usize> = HashMap::with_capacity(fields.len());
+    let mut out: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(fields.len());
+    for (key, value) in fields {
+        match place.get(key.as_ref()) {
+            Some(&at) => out[at].1 = value,
+            None => {
+                place.insert(key.to_string(), out.len());
+                out.push((key, value));
+            }
+        }
+    }
+    out
+}
+
+/// The key of a field of the decoded dict: a property's name made a Python string when compiled, or the
+/// record's own name of a field no property names.
+enum Key<'a> {
+    Property(&'a Py<PyString>),
+    Sent(&'a str),
+}
+
 /// What a valid JSON value becomes in Python.
 enum Out<'a> {
     Null,
@@ -300,11 +585,13 @@ enum Out<'a> {
     Float(f64),
     Str(&'a str),
     Time(Time),
-    Object(Vec<(&'a str, Out<'a>)>),
+    Object(Vec<(Key<'a>, Out<'a>)>),
 }
 
-/// Why a value is invalid: where (outermost first, once reversed), and what.
+/// Why a value is invalid: where (outermost first, once reversed), and what. A quiet validation (the first,
+/// of every record) says neither: only whether; a rejected record is validated again, loud, to say why.
 struct Failure {
+    quiet: bool,
     path: Vec<String>,
     missing: bool,
     message: String,
@@ -312,23 +599,35 @@ struct Failure {
 
 impl Failure {
     fn new(message: String) -> Self {
-        Failure { path: Vec::new(), missing: false, message }
+        Failure { quiet: false, path: Vec::new(), missing: false, message }
+    }
+    fn quiet() -> Self {
+        Failure { quiet: true, path: Vec::new(), missing: false, message: String::new() }
     }
     fn at(mut self, name: &str) -> Self {
-        self.path.push(name.to_owned());
+        if !self.quiet {
+            self.path.push(name.to_owned());
+        }
         self
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// A failure whose message is formatted only in a loud validation.
+macro_rules! failure {
+    ($loud:expr, $($message:tt)*) => {
+        if $loud { Failure::new(format!($($message)*)) } else { Failure::quiet() }
+    };
+}
+
+fn json_type(value: &Json<'_>) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_f64() => "number",
-        Value::Number(_) => "integer",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(n) if n.is_f64() => "number",
+        Json::Number(_) => "integer",
+        Json::Str(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
     }
 }
 
@@ -347,67 +646,67 @@ fn compare(a: &Number, b: &Number) -> Option<Ordering> {
     }
 }
 
-fn same(a: &Value, b: &Value) -> bool {
+fn same(a: &Value, b: &Json<'_>) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => compare(x, y) == Some(Ordering::Equal),
-        _ => a == b,
+        (Value::Number(x), Json::Number(y)) => compare(x, y) == Some(Ordering::Equal),
+        (Value::Null, Json::Null) => true,
+        (Value::Bool(x), Json::Bool(y)) => x == y,
+        (Value::String(x), Json::Str(y)) => x == y,
+        (Value::Number(_) | Value::Null | Value::Bool(_) | Value::String(_), _) => false,
+        _ => *a == b.to_value(),
     }
 }
 
-fn validate<'a>(schema: &Schema, value: &'a Value) -> Result<Out<'a>, Failure> {
+fn validate<'a>(schema: &'a Schema, value: &'a Json<'a>, loud: bool) -> Result<Out<'a>, Failure> {
     if let Some(constant) = &schema.constant {
         if !same(constant, value) {
-            return Err(Failure::new(format!("expected {constant}, got {value}")));
+            return Err(failure!(loud, "expected {constant}, got {}", value.to_value()));
         }
     }
     if let Some(not) = &schema.not {
-        if validate(not, value).is_ok() {
-            return Err(Failure::new(format!("{value} is not allowed here")));
+        if validate(not, value, false).is_ok() {
+            return Err(failure!(loud, "{} is not allowed here", value.to_value()));
         }
     }
     if !schema.any_of.is_empty() {
         if schema.types.is_empty() && schema.properties.is_empty() {
-            return any_of(&schema.any_of, value); // a union: the value as its branch reads it
+            return any_of(&schema.any_of, value, loud); // a union: the value as its branch reads it
         }
         // A rule across fields (the node's own keywords first: their failures say more).
-        let own = validate_own(schema, value)?;
-        any_of(&schema.any_of, value)?;
+        let own = validate_own(schema, value, loud)?;
+        any_of(&schema.any_of, value, loud)?;
         return Ok(own);
     }
-    validate_own(schema, value)
+    validate_own(schema, value, loud)
 }
 
 /// The keywords of ``schema`` but its anyOf.
-fn validate_own<'a>(schema: &Schema, value: &'a Value) -> Result<Out<'a>, Failure> {
+fn validate_own<'a>(schema: &'a Schema, value: &'a Json<'a>, loud: bool) -> Result<Out<'a>, Failure> {
     let kind = match value {
-        Value::Null => Some(Kind::Null),
-        Value::Bool(_) => Some(Kind::Boolean),
-        Value::Number(n) if is_integer(n) && schema.types.contains(&Kind::Integer) => Some(Kind::Integer),
-        Value::Number(_) => Some(Kind::Number),
-        Value::String(_) => Some(Kind::String),
-        Value::Object(_) => Some(Kind::Object),
-        Value::Array(_) => None, // no contract takes an array (the compiler refuses type array)
+        Json::Null => Some(Kind::Null),
+        Json::Bool(_) => Some(Kind::Boolean),
+        Json::Number(n) if is_integer(n) && schema.types.contains(&Kind::Integer) => Some(Kind::Integer),
+        Json::Number(_) => Some(Kind::Number),
+        Json::Str(_) => Some(Kind::String),
+        Json::Object(_) => Some(Kind::Object),
+        Json::Array(_) => None, // no contract takes an array (the compiler refuses type array)
     };
     if kind.is_none() || (!schema.types.is_empty() && !schema.types.contains(&kind.unwrap())) {
-        let expected: Vec<&str> = schema.types.iter().map(|k| k.name()).collect();
-        return Err(Failure::new(format!(
-            "expected {}, got {}",
-            expected.join(" or "),
-            json_type(value)
-        )));
+        let expected = || schema.types.iter().map(|k| k.name()).collect::<Vec<_>>().join(" or ");
+        return Err(failure!(loud, "expected {}, got {}", expected(), json_type(value)));
     }
     match value {
-        Value::Null => Ok(Out::Null),
-        Value::Bool(b) => Ok(Out::Bool(*b)),
-        Value::Number(n) => {
+        Json::Null => Ok(Out::Null),
+        Json::Bool(b) => Ok(Out::Bool(*b)),
+        Json::Number(n) => {
             if let Some(min) = &schema.minimum {
                 if compare(n, min) == Some(Ordering::Less) {
-                    return Err(Failure::new(format!("{n} is less than the minimum {min}")));
+                    return Err(failure!(loud, "{n} is less than the minimum {min}"));
                 }
             }
             if let Some(max) = &schema.maximum {
                 if compare(n, max) == Some(Ordering::Greater) {
-                    return Err(Failure::new(format!("{n} is greater than the maximum {max}")));
+                    return Err(failure!(loud, "{n} is greater than the maximum {max}"));
                 }
             }
             Ok(match (kind.unwrap_or(Kind::Number), n.as_i64(), n.as_u64()) {
@@ -416,21 +715,21 @@ fn validate_own<'a>(schema: &Schema, value: &'a Value) -> Result<Out<'a>, Failur
                 _ => Out::Float(n.as_f64().unwrap_or(f64::NAN)),
             })
         }
-        Value::String(text) => string(schema, text),
-        Value::Object(fields) => object(schema, fields),
-        Value::Array(_) => unreachable!("refused above"),
+        Json::Str(text) => string(schema, text, loud),
+        Json::Object(_) => object(schema, value, loud),
+        Json::Array(_) => unreachable!("refused above"),
     }
 }
 
 /// The first branch that accepts ``value``; a JSON integer prefers a branch that reads it as an integer
 /// (pydantic's smart union: ``1`` stays an int where an int is allowed, even after a float branch).
-fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure> {
-    let integer = matches!(value, Value::Number(n) if is_integer(n));
+fn any_of<'a>(branches: &'a [Schema], value: &'a Json<'a>, loud: bool) -> Result<Out<'a>, Failure> {
+    let integer = matches!(value, Json::Number(n) if is_integer(n));
     let mut found: Option<Out<'a>> = None;
     let mut failures: Vec<String> = Vec::new();
     let mut named: Vec<String> = Vec::new(); // the fields that branches of a rule across fields failed on
     for branch in branches {
-        match validate(branch, value) {
+        match validate(branch, value, loud) {
             Ok(out @ (Out::Int(_) | Out::UInt(_))) => return Ok(out),
             Ok(out) => {
                 if !integer {
@@ -438,6 +737,7 @@ fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure>
                 }
                 found.get_or_insert(out);
             }
+            Err(_) if !loud => {}
             Err(mut failure) => {
                 failure.path.reverse();
                 if let Some(first) = failure.path.first() {
@@ -456,7 +756,7 @@ fn any_of<'a>(branches: &[Schema], value: &'a Value) -> Result<Out<'a>, Failure>
             }
         }
     }
-    found.ok_or_else(|| Failure::new(union_failure(failures, &named)))
+    found.ok_or_else(|| failure!(loud, "{}", union_failure(failures, &named)))
 }
 
 /// Why no branch of a union took a value: a rule across fields (each branch failed on a field: "needs a
@@ -469,31 +769,30 @@ fn union_failure(failures: Vec<String>, named: &[String]) -> String {
     }
 }
 
-fn string<'a>(schema: &Schema, text: &'a str) -> Result<Out<'a>, Failure> {
+fn string<'a>(schema: &Schema, text: &'a str, loud: bool) -> Result<Out<'a>, Failure> {
     if schema.min_length.is_some() || schema.max_length.is_some() {
         let length = text.chars().count();
         if let Some(min) = schema.min_length {
             if length < min {
-                return Err(Failure::new(format!("{length} characters, fewer than {min}")));
+                return Err(failure!(loud, "{length} characters, fewer than {min}"));
             }
         }
         if let Some(max) = schema.max_length {
             if length > max {
-                return Err(Failure::new(format!("{length} characters, more than {max}")));
+                return Err(failure!(loud, "{length} characters, more than {max}"));
             }
         }
     }
     // A date-time is parsed before its pattern is matched: the parser says what is wrong ("no timezone").
     let time = match schema.date_time {
         true => Some(
-            parse_time(text)
-                .map_err(|why| Failure::new(format!("{text:?} is not a valid date-time: {why}")))?,
+            parse_time(text).map_err(|why| failure!(loud, "{text:?} is not a valid date-time: {why}"))?,
         ),
         false => None,
     };
     if let Some(pattern) = &schema.pattern {
         if !pattern.is_match(text) {
-            return Err(Failure::new(format!("{text:?} does not match {:?}", pattern.as_str())));
+            return Err(failure!(loud, "{text:?} does not match {:?}", pattern.as_str()));
         }
     }
     let Some(time) = time else {
@@ -502,65 +801,83 @@ fn string<'a>(schema: &Schema, text: &'a str) -> Result<Out<'a>, Failure> {
     let instant = time.instant();
     if let Some((min, shown)) = &schema.time_min {
         if instant < *min {
-            return Err(Failure::new(format!("{text:?} is earlier than {shown}")));
+            return Err(failure!(loud, "{text:?} is earlier than {shown}"));
         }
     }
     if let Some((max, shown)) = &schema.time_max_exclusive {
         if instant >= *max {
-            return Err(Failure::new(format!("{text:?} is not before {shown}")));
+            return Err(failure!(loud, "{text:?} is not before {shown}"));
         }
     }
     Ok(Out::Time(time))
 }
 
-fn object<'a>(schema: &Schema, fields: &'a Map<String, Value>) -> Result<Out<'a>, Failure> {
+fn missing(name: &str, loud: bool) -> Failure {
+    let mut failure = failure!(loud, "a required field is missing").at(name);
+    failure.missing = true;
+    failure
+}
+
+fn object<'a>(schema: &'a Schema, value: &'a Json<'a>, loud: bool) -> Result<Out<'a>, Failure> {
+    let Json::Object(fields) = value else { unreachable!("an object") };
     let mut out = Vec::with_capacity(fields.len());
-    for (name, sub) in &schema.properties {
-        match fields.get_key_value(name.as_str()) {
-            Some((key, value)) => out.push((key.as_str(), validate(sub, value).map_err(|f| f.at(name))?)),
-            None if schema.required.contains(name) => {
-                let mut failure = Failure::new("a required field is missing".to_owned()).at(name);
-                failure.missing = true;
-                return Err(failure);
+    let mut next = 0; // where the next property's field is when sent in the schema's order (encode's)
+    for (name, key, sub) in &schema.properties {
+        let found = match fields.get(next) {
+            Some((sent, value)) if sent == name => {
+                next += 1;
+                Some(value)
             }
+            _ => value.get(name).map(|(_, value)| value),
+        };
+        match found {
+            Some(value) => {
+                out.push((Key::Property(key), validate(sub, value, loud).map_err(|f| f.at(name))?))
+            }
+            None if schema.required.contains(name) => return Err(missing(name, loud)),
             None => {}
         }
     }
     for name in &schema.required {
-        if !fields.contains_key(name) && !schema.properties.iter().any(|(p, _)| p == name) {
-            let mut failure = Failure::new("a required field is missing".to_owned()).at(name);
-            failure.missing = true;
-            return Err(failure);
+        if value.get(name).is_none() && !schema.properties.iter().any(|(p, _, _)| p == name) {
+            return Err(missing(name, loud));
         }
     }
+    if out.len() == fields.len() {
+        return Ok(Out::Object(out)); // every field a property's
+    }
     for (key, value) in fields {
-        if schema.properties.iter().any(|(name, _)| name == key) {
+        if schema.properties.iter().any(|(name, _, _)| name == key) {
             continue;
         }
         match &schema.additional {
-            Additional::Any => out.push((key.as_str(), plain(value))),
+            Additional::Any => out.push((Key::Sent(key), plain(value))),
             Additional::Forbidden => {
-                return Err(Failure::new("no such field".to_owned()).at(key));
+                return Err(failure!(loud, "no such field").at(key));
             }
-            Additional::Schema(sub) => out.push((key.as_str(), validate(sub, value).map_err(|f| f.at(key))?)),
+            Additional::Schema(sub) => {
+                out.push((Key::Sent(key), validate(sub, value, loud).map_err(|f| f.at(key))?))
+            }
         }
     }
     Ok(Out::Object(out))
 }
 
 /// A value no schema constrains, as pydantic would read it for ``Any`` (not used by the contracts so far).
-fn plain(value: &Value) -> Out<'_> {
+fn plain<'a>(value: &'a Json<'a>) -> Out<'a> {
     match value {
-        Value::Null => Out::Null,
-        Value::Bool(b) => Out::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+        Json::Null => Out::Null,
+        Json::Bool(b) => Out::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => Out::Int(i),
             (None, Some(u)) => Out::UInt(u),
             _ => Out::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Out::Str(s),
-        Value::Object(fields) => Out::Object(fields.iter().map(|(k, v)| (k.as_str(), plain(v))).collect()),
-        Value::Array(_) => Out::Null,
+        Json::Str(s) => Out::Str(s),
+        Json::Object(fields) => {
+            Out::Object(fields.iter().map(|(k, v)| (Key::Sent(k.as_ref()), plain(v))).collect())
+        }
+        Json::Array(_) => Out::Null,
     }
 }
 
@@ -584,7 +901,11 @@ fn to_python<'py>(py: Python<'py>, out: Out<'_>) -> PyResult<Bound<'py, PyAny>> 
         Out::Object(fields) => {
             let dict = PyDict::new(py);
             for (key, value) in fields {
-                dict.set_item(key, to_python(py, value)?)?;
+                let value = to_python(py, value)?;
+                match key {
+                    Key::Property(name) => dict.set_item(name.bind(py), value)?,
+                    Key::Sent(name) => dict.set_item(name, value)?,
+                }
             }
             dict.into_any()
         }
@@ -595,6 +916,37 @@ fn to_python<'py>(py: Python<'py>, out: Out<'_>) -> PyResult<Bound<'py, PyAny>> 
 #[pyclass(frozen, module = "adaptloop._core")]
 struct Contract {
     schema: Schema,
+    event: Option<EventMaker>,
+}
+
+/// What makes an event of the decoded fields, as ``Event.from_valid`` makes it (schemas/base.py).
+struct EventMaker {
+    /// The event's class.
+    class: Py<PyAny>,
+    /// ``fields`` -> every field, the defaults of those absent added (called only when some are absent).
+    complete: Py<PyAny>,
+    /// ``object.__new__``: an instance without running the model's ``__init__`` (no validation again).
+    new: Py<PyAny>,
+    /// The names of the slots from_valid sets: ``__dict__``, fields set, extra, private.
+    slots: [Py<PyString>; 4],
+}
+
+impl EventMaker {
+    fn make<'py>(&self, py: Python<'py>, fields: Bound<'py, PyAny>, count: usize) -> PyResult<Bound<'py, PyAny>> {
+        let fields = if fields.len()? < count { self.complete.bind(py).call1((fields,))? } else { fields };
+        let event = self.new.bind(py).call1((self.class.bind(py),))?;
+        // SAFETY: PySet_New takes any iterable (the dict: its keys) and returns a new reference or NULL.
+        let fields_set = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PySet_New(fields.as_ptr()))? };
+        let none = py.None().into_bound(py);
+        for (slot, value) in self.slots.iter().zip([&fields, &fields_set, &none, &none]) {
+            // object.__setattr__, as from_valid calls it (the model's own __setattr__ refuses: frozen).
+            // SAFETY: three valid borrowed references; the call returns -1 with an exception set on failure.
+            if unsafe { pyo3::ffi::PyObject_GenericSetAttr(event.as_ptr(), slot.as_ptr(), value.as_ptr()) } < 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(event)
+    }
 }
 
 fn fail(py: Python<'_>, kind: &str, path: &[String], message: String) -> PyErr {
@@ -608,12 +960,45 @@ fn fail(py: Python<'_>, kind: &str, path: &[String], message: String) -> PyErr {
 #[pymethods]
 impl Contract {
     /// Compile ``schema`` (JSON text); ValueError names a keyword or a value this module cannot check.
+    /// ``event`` and ``complete``, if given, are what :meth:`decode_event` makes its events with: the event's
+    /// class, and what adds the defaults of absent fields to the decoded ones.
     #[new]
-    fn new(schema: &str) -> PyResult<Self> {
+    #[pyo3(signature = (schema, event=None, complete=None))]
+    fn new(
+        py: Python<'_>,
+        schema: &str,
+        event: Option<Py<PyAny>>,
+        complete: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let value: Value = serde_json::from_str(schema)
             .map_err(|e| PyValueError::new_err(format!("the schema is not JSON: {e}")))?;
-        let schema = compile(&value).map_err(PyValueError::new_err)?;
-        Ok(Contract { schema })
+        let schema = compile(py, &value).map_err(PyValueError::new_err)?;
+        let event = match (event, complete) {
+            (Some(class), Some(complete)) => Some(EventMaker {
+                class,
+                complete,
+                new: py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind(),
+                slots: ["__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"]
+                    .map(|name| PyString::intern(py, name).unbind()),
+            }),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("event and complete go together")),
+        };
+        Ok(Contract { schema, event })
+    }
+
+    /// The event of the valid record ``data``, made as ``Event.from_valid`` makes it of :meth:`decode`'s
+    /// fields (completed first if some are absent), or ContractError(kind, path, message).
+    #[pyo3(signature = (data, max_bytes))]
+    fn decode_event<'py>(
+        &self,
+        py: Python<'py>,
+        data: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let maker = self.event.as_ref().ok_or_else(|| PyValueError::new_err("no event class given"))?;
+        let fields = self.decode(py, data, max_bytes)?;
+        maker.make(py, fields, self.schema.properties.len())
     }
 
     /// The fields of the valid record ``data`` (the schema's properties in its order, those absent left
@@ -630,7 +1015,7 @@ impl Contract {
             let message = format!("{} bytes exceeds the {max_bytes}-byte limit", data.len());
             return Err(fail(py, "too_large", &[], message));
         }
-        let value: Value = serde_json::from_slice(data).map_err(|e| {
+        let value: Json<'_> = serde_json::from_slice(data).map_err(|e| {
             let message = e.to_string();
             if message.starts_with("number out of range") {
                 // Valid JSON (any number of digits is), but no float: not a finite number, as pydantic says.
@@ -639,8 +1024,11 @@ impl Contract {
                 fail(py, "malformed", &[], format!("not valid JSON: {message}"))
             }
         })?;
-        match validate(&self.schema, &value) {
-            Ok(out) => to_python(py, out),
+        if let Ok(out) = validate(&self.schema, &value, false) {
+            return to_python(py, out);
+        }
+        match validate(&self.schema, &value, true) {
+            Ok(out) => to_python(py, out), // unreachable: the quiet validation said no
             Err(failure) => {
                 let mut path = failure.path;
                 path.reverse();
