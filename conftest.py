@@ -48,12 +48,17 @@ class InstalledDoctestModule(DoctestModule):
         module = importlib.import_module(name)
         if Path(module.__file__ or "").resolve() != self.path.resolve():
             raise pytest.UsageError(
-                f"{name} is imported from {module.__file__}, not {self.path}: reinstall with `pip install -e .`"
+                f"{name} is imported from {module.__file__}, not {self.path}: reinstall "
+                "with `pip install -e .`"
             )
         return module
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix == ".py" and file_path.name != "__main__.py" and module_name(file_path) is not None:
+    if (
+        file_path.suffix == ".py"
+        and file_path.name != "__main__.py"
+        and module_name(file_path) is not None
+    ):
         return InstalledDoctestModule.from_parent(parent, path=file_path)
     return None

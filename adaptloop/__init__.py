@@ -1,4 +1,5 @@
-"""adaptloop: production events in, online River learners updated, new model versions served, audits in DuckDB.
+"""adaptloop: production events in, online River learners updated, new model versions served, audits
+in DuckDB.
 
 The public API is this module's names; a service needs a few lines::
 
@@ -16,11 +17,15 @@ layer and installs as ``adaptloop.<folder>``; a layer imports only those above i
    Start with ``inference.py`` (predictions, outcomes, training examples) and ``errors.py``.
 2. ``learners/`` (:mod:`adaptloop.learners`): the Kafka-free core. ``online.py`` (predict, score,
    learn), ``join.py`` (the delayed-feedback join), ``store.py`` (versions and checkpoints),
-   ``watch.py`` and ``drift.py`` (monitoring and policies), ``preferences.py`` and ``guardrails.py``.
-3. ``snapshots/`` (:mod:`adaptloop.snapshots`): the Parquet archive, DuckDB snapshots, audits, replay.
-4. ``streams/`` (:mod:`adaptloop.streams`): Kafka. The producer SDK and ``ModelClient`` for services;
-   the worker's roles (``join_agent.py``, ``learner_agent.py``, ``archive_agent.py``, ``agentops_agent.py``).
-5. ``adaptloop/``: this package: settings, the CLI, the worker's supervisor, the local broker, the demos.
+   ``watch.py`` and ``drift.py`` (monitoring and policies), ``preferences.py`` and
+   ``guardrails.py``.
+3. ``snapshots/`` (:mod:`adaptloop.snapshots`): the Parquet archive, DuckDB snapshots, audits,
+   replay.
+4. ``streams/`` (:mod:`adaptloop.streams`): Kafka. The producer SDK and ``ModelClient`` for
+   services; the worker's roles (``join_agent.py``, ``learner_agent.py``, ``archive_agent.py``,
+   ``agentops_agent.py``).
+5. ``adaptloop/``: this package: settings, the CLI, the worker's supervisor, the local broker, the
+   demos.
 
 Names are loaded on first use, so ``import adaptloop.schemas`` stays free of Kafka and River.
 """

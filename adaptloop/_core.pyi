@@ -54,20 +54,37 @@ class JoinCore:
         label_problem: Callable[[str, bytes, bytes], str | None],
     ) -> None: ...
     def on_prediction(
-        self, table: JoinTable, key: str, model: str, json: bytes, problem: str | None, partition: int
+        self,
+        table: JoinTable,
+        key: str,
+        model: str,
+        json: bytes,
+        problem: str | None,
+        partition: int,
     ) -> _Output: ...
     def on_outcome(
-        self, table: JoinTable, key: str, json: bytes, partition: int, offset: int | None, sent_on: bool
+        self,
+        table: JoinTable,
+        key: str,
+        json: bytes,
+        partition: int,
+        offset: int | None,
+        sent_on: bool,
     ) -> _Output: ...
     def tick(self, table: JoinTable, partition: int, now: float, clocks: list[int]) -> _Output: ...
     def process(
         self,
         table: JoinTable,
-        records: list[tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]],
+        records: list[
+            tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
+        ],
         partitions: int,
     ) -> list[int | _Output | tuple[()] | BaseException | None]: ...
     def set_spec(
-        self, model: str, spec: tuple[float, bool, bytes | None, bytes | None] | None, default_horizon: float
+        self,
+        model: str,
+        spec: tuple[float, bool, bytes | None, bytes | None] | None,
+        default_horizon: float,
     ) -> None: ...
     def forget(self, partition: int) -> None: ...
     def latest(self, partition: int) -> float | None: ...

@@ -61,7 +61,8 @@ class Scenario:
     duplicates: float = 0.02
     malformed: int = 20
     seed: int = 7
-    policy: Literal["alert", "challenger", "rollback"] = "challenger"  # the drift policy (the spec's default)
+    # the drift policy (the spec's default)
+    policy: Literal["alert", "challenger", "rollback"] = "challenger"
 
 
 @dataclass
@@ -75,7 +76,9 @@ class Watcher:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, settings: Settings) -> None:
-        sink = DeadLetters(EventProducer(settings.connection(), topic_prefix=settings.topic_prefix), "demo")
+        sink = DeadLetters(
+            EventProducer(settings.connection(), topic_prefix=settings.topic_prefix), "demo"
+        )
         with EventConsumer(
             settings.connection(),
             f"demo-watch-{uuid.uuid4().hex}",
@@ -105,12 +108,14 @@ def demo_settings(settings: Settings, scenario: Scenario) -> Settings:
         checkpoint_every=1000,
         checkpoint_seconds=2.0,
         horizon_seconds=scenario.horizon,
-        default_prediction=False,  # answered (flagged) until a version has learned min_examples (100)
+        # answered (flagged) until a version has learned min_examples (100)
+        default_prediction=False,
         drift=DriftSpec(policy=scenario.policy),
     )
     return settings.model_copy(
         update={
-            "bootstrap": settings.bootstrap_address,  # the worker uses this broker, it does not start its own
+            # the worker uses this broker, it does not start its own
+            "bootstrap": settings.bootstrap_address,
             "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
             "home": settings.home / "demo" / run,
             "models": [spec],
@@ -127,7 +132,10 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
         status = LocalKafka.from_settings(base).up_for_plaintext_clients()
         console.print(
             f"local Kafka at [bold]{escape(status.bootstrap)}[/] "
-            + escape(f"({'already running' if status.already_running else 'started'}, log {status.log_file})")
+            + escape(
+                f"({'already running' if status.already_running else 'started'}, log "
+                f"{status.log_file})"
+            )
         )
     settings = demo_settings(base, scenario)
     ensure_topics(
@@ -142,8 +150,13 @@ def run_demo(base: Settings, console: Console, scenario: Scenario | None = None)
     watch = threading.Thread(target=watcher.run, args=(settings,), daemon=True)
     watch.start()
     console.print(
-        f"worker started (pid {worker.pid}, log {log_file}); topics prefixed {settings.topic_prefix!r}"
-        + (f"; metrics on http://localhost:{settings.metrics_port}/metrics" if settings.metrics_port else ""),
+        f"worker started (pid {worker.pid}, log {log_file}); topics prefixed "
+        f"{settings.topic_prefix!r}"
+        + (
+            f"; metrics on http://localhost:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else ""
+        ),
         markup=False,
     )
     try:
@@ -240,7 +253,9 @@ def _serve(
             producer.send(outcome.model_copy(update={"timestamp": datetime.now(UTC)}))
             sent_outcomes += 1
         for n in range(scenario.malformed):
-            producer.send_bytes(OUTCOMES.full_name(settings.topic_prefix), f"bad-{n}".encode(), b'{"decision_id": ')
+            producer.send_bytes(
+                OUTCOMES.full_name(settings.topic_prefix), f"bad-{n}".encode(), b'{"decision_id": '
+            )
         progress.update(completed=scenario.decisions)
     return {
         "predictions": scenario.decisions,
@@ -257,19 +272,35 @@ def _latest_shadow(watcher: Watcher) -> float | None:
 def _check_worker(worker: subprocess.Popen, log_file: Path) -> None:
     if worker.poll() is not None:
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
-        raise AdaptloopError(f"the worker stopped (exit code {worker.returncode}); the end of {log_file}:\n{tail}")
+        raise AdaptloopError(
+            f"the worker stopped (exit code {worker.returncode}); the end of {log_file}:\n{tail}"
+        )
 
 
 def _settle(
-    scenario: Scenario, watcher: Watcher, predictions: int, console: Console, worker: subprocess.Popen, log_file: Path
+    scenario: Scenario,
+    watcher: Watcher,
+    predictions: int,
+    console: Console,
+    worker: subprocess.Popen,
+    log_file: Path,
 ) -> None:
-    """Wait until every decision has ended (joined or expired) and the learner has published all it learned."""
+    """Wait until every decision has ended (joined or expired) and the learner has published all it
+    learned."""
     deadline = time.monotonic() + 120
-    with Steps(console, "waiting for the last outcomes to join or expire and the last version to publish") as steps:
+    with Steps(
+        console, "waiting for the last outcomes to join or expire and the last version to publish"
+    ) as steps:
         while time.monotonic() < deadline:
-            steps.update(status=f"joined {watcher.statuses['joined']:,}, expired {watcher.statuses['expired']:,}")
+            steps.update(
+                status=f"joined {watcher.statuses['joined']:,}, expired "
+                f"{watcher.statuses['expired']:,}"
+            )
             done = watcher.statuses["joined"] + watcher.statuses["expired"] == predictions
-            learned = bool(watcher.versions) and watcher.versions[-1].examples_seen == watcher.statuses["joined"]
+            learned = (
+                bool(watcher.versions)
+                and watcher.versions[-1].examples_seen == watcher.statuses["joined"]
+            )
             if done and learned and sum(watcher.dead.values()) >= scenario.malformed:
                 return
             _check_worker(worker, log_file)
@@ -283,7 +314,8 @@ def archived_rows(settings: Settings, topic: Topic) -> int:
 
 
 def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: Console) -> Path:
-    """Once the archive holds everything the demo saw, a snapshot for the analysts (taken while the worker runs)."""
+    """Once the archive holds everything the demo saw, a snapshot for the analysts (taken while the
+    worker runs)."""
     expected = {
         PREDICTIONS: predictions,
         TRAINING_EXAMPLES: sum(watcher.statuses.values()),
@@ -291,11 +323,16 @@ def _snapshot(settings: Settings, watcher: Watcher, predictions: int, console: C
         DEAD_LETTERS: sum(watcher.dead.values()),
     }
     deadline = time.monotonic() + 60
-    with Steps(console, "waiting for the archive to catch up, then writing a DuckDB snapshot") as steps:
+    with Steps(
+        console, "waiting for the archive to catch up, then writing a DuckDB snapshot"
+    ) as steps:
         while any(archived_rows(settings, topic) < count for topic, count in expected.items()):
             steps.update()
             if time.monotonic() > deadline:
-                console.print("[yellow]the archive did not catch up within 60 s; the snapshot shows where it stood[/]")
+                console.print(
+                    "[yellow]the archive did not catch up within 60 s; the snapshot "
+                    "shows where it stood[/]"
+                )
                 break
             time.sleep(0.5)
         return take_snapshot(settings)
@@ -311,7 +348,9 @@ def take_snapshot(settings: Settings) -> Path:
     ).path
 
 
-def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, Any]) -> dict[str, Any]:
+def _report(
+    scenario: Scenario, watcher: Watcher, client: ModelClient, served: dict[str, Any]
+) -> dict[str, Any]:
     lags = sorted(client.refresh_lags)
     joined, expired, late = (watcher.statuses[s] for s in ("joined", "expired", "late"))
     return {
@@ -327,7 +366,9 @@ def _report(scenario: Scenario, watcher: Watcher, client: ModelClient, served: d
         "refresh_max": lags[-1] if lags else None,
         "swaps": client.swaps,
         "alerts": Counter(alert.signal for alert in watcher.alerts),
-        "actions": Counter(v.reason for v in watcher.versions if v.reason in ("promotion", "rollback")),
+        "actions": Counter(
+            v.reason for v in watcher.versions if v.reason in ("promotion", "rollback")
+        ),
     }
 
 
@@ -345,9 +386,15 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         ("examples learned", report["learned"]),
         ("model versions published", report["versions"]),
         ("versions picked up by serving", report["swaps"]),
-        ("refresh lag p50 / max (s)", _fmt(report["refresh_p50"]) + " / " + _fmt(report["refresh_max"])),
+        (
+            "refresh lag p50 / max (s)",
+            _fmt(report["refresh_p50"]) + " / " + _fmt(report["refresh_max"]),
+        ),
         ("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()) or "0"),
-        ("drift alerts", ", ".join(f"{k}: {v}" for k, v in sorted(report["alerts"].items())) or "0"),
+        (
+            "drift alerts",
+            ", ".join(f"{k}: {v}" for k, v in sorted(report["alerts"].items())) or "0",
+        ),
         (
             f"drift policy ({report['policy']}) actions",
             ", ".join(f"{k}: {v}" for k, v in report["actions"].items()) or "none",
@@ -359,11 +406,19 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         summary.add_row(name, Text(str(value)))  # counts by kind and signal: data, never markup
     console.print(summary)
     over_time = Table(title="metric over the stream (concept drift at the middle)")
-    for column in ("decisions", "production accuracy", "versions served", "shadow accuracy (cumulative)"):
+    for column in (
+        "decisions",
+        "production accuracy",
+        "versions served",
+        "shadow accuracy (cumulative)",
+    ):
         over_time.add_column(column, justify="right")
     for window in report["windows"]:
         over_time.add_row(
-            window["decisions"], _fmt(window["production"]), str(window["versions"]), _fmt(window["shadow"])
+            window["decisions"],
+            _fmt(window["production"]),
+            str(window["versions"]),
+            _fmt(window["shadow"]),
         )
     console.print(over_time)
     console.print(

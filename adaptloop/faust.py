@@ -1,5 +1,5 @@
-"""Faust apps as services of the loop: score events in-stream with a model's current version and log the
-decisions and outcomes, in a few lines.
+"""Faust apps as services of the loop: score events in-stream with a model's current version and log
+the decisions and outcomes, in a few lines.
 
 ::
 
@@ -21,10 +21,10 @@ decisions and outcomes, in a few lines.
     churn.outcome(order_id, label=True, source="billing")
 
 The model follows ``model-updates`` on its own thread and swaps each new version in (a
-:class:`~adaptloop.streams.model_client.ModelClient`); a prediction is a call into the model in memory and a
-non-blocking send, so it runs on the event loop. The decisions and outcomes go through adaptloop's producer
-(idempotent, murmur2-keyed), beside the app's own: they are logged at least once, as by any service, and the
-join counts a repeated one once.
+:class:`~adaptloop.streams.model_client.ModelClient`); a prediction is a call into the model in
+memory and a non-blocking send, so it runs on the event loop. The decisions and outcomes go through
+adaptloop's producer (idempotent, murmur2-keyed), beside the app's own: they are logged at least
+once, as by any service, and the join counts a repeated one once.
 """
 
 from __future__ import annotations
@@ -45,10 +45,16 @@ if TYPE_CHECKING:
 
 
 class LoopModel:
-    """One of the loop's models inside a faust app: connected when the app starts, closed when it stops."""
+    """One of the loop's models inside a faust app: connected when the app starts, closed when it
+    stops."""
 
     def __init__(
-        self, app: faust.App, model: str, settings: ClientSettings | None = None, *, wait: float = 60.0
+        self,
+        app: faust.App,
+        model: str,
+        settings: ClientSettings | None = None,
+        *,
+        wait: float = 60.0,
     ) -> None:
         self.model = model
         self.settings = settings if settings is not None else ClientSettings()
@@ -65,7 +71,11 @@ class LoopModel:
         try:
             self._producer = EventProducer.from_settings(self.settings)
             make = partial(
-                ModelClient.from_settings, self.model, self.settings, producer=self._producer, wait=self.wait
+                ModelClient.from_settings,
+                self.model,
+                self.settings,
+                producer=self._producer,
+                wait=self.wait,
             )
             self._client = await asyncio.get_running_loop().run_in_executor(None, make)
             connected.set_result(None)
@@ -78,27 +88,43 @@ class LoopModel:
         return self._connected
 
     async def ready(self, timeout: float | None = None) -> None:
-        """Wait until the model serves (raises what connecting raised: e.g. no such model in the loop)."""
+        """Wait until the model serves (raises what connecting raised: e.g. no such model in the
+        loop)."""
         await asyncio.wait_for(asyncio.shield(self._future()), timeout)
 
     @property
     def client(self) -> ModelClient:
-        """The model's client (its ``version``, ``contract``); :class:`NoModelYet` before the app has started it."""
+        """The model's client (its ``version``, ``contract``); :class:`NoModelYet` before the app
+        has started it."""
         if self._client is None:
-            raise NoModelYet(f"model {self.model!r} is still connecting: await ready() before the first prediction")
+            raise NoModelYet(
+                f"model {self.model!r} is still connecting: await ready() before "
+                "the first prediction"
+            )
         return self._client
 
-    def predict(self, features: dict[str, FeatureValue], decision_id: str | None = None, **ids: Any) -> Prediction:
+    def predict(
+        self, features: dict[str, FeatureValue], decision_id: str | None = None, **ids: Any
+    ) -> Prediction:
         """Predict with the current version and log the decision (``ids``: ``tenant``, ``user_id``,
         ``session_id``); raises as :meth:`ModelClient.predict` does."""
         return self.client.predict(features, decision_id, **ids)
 
     def outcome(
-        self, decision_id: str, *, label: Any = None, reward: float | None = None, source: str = "faust"
+        self,
+        decision_id: str,
+        *,
+        label: Any = None,
+        reward: float | None = None,
+        source: str = "faust",
     ) -> None:
         """Log what happened to a decision (its label or reward)."""
-        assert self._producer is not None, "the app has not started this model yet: await ready() first"
-        self._producer.send(OutcomeEvent(decision_id=decision_id, label=label, reward=reward, source=source))
+        assert self._producer is not None, (
+            "the app has not started this model yet: await ready() first"
+        )
+        self._producer.send(
+            OutcomeEvent(decision_id=decision_id, label=label, reward=reward, source=source)
+        )
 
     async def _close(self, *_: Any, **__: Any) -> None:
         if self._client is not None:

@@ -1,14 +1,16 @@
 """``adaptloop ingest``: a dataset pushed through the real loop, as if a service had served it.
 
-Each row becomes a decision: a ``PredictionEvent`` with the row's features (``model_version`` ``ingest``: the
-loop learns from it but never scores it as a version's production) and, after a delay drawn from a stated
-distribution, an ``OutcomeEvent`` with the row's label. Then it waits until every decision has ended in the
-join (joined, defaulted, expired or rejected), the model has published a version that learned them, and the
-archive holds them, and takes a snapshot: what an analyst needs to evaluate a model on real data.
+Each row becomes a decision: a ``PredictionEvent`` with the row's features (``model_version``
+``ingest``: the loop learns from it but never scores it as a version's production) and, after a
+delay drawn from a stated distribution, an ``OutcomeEvent`` with the row's label. Then it waits
+until every decision has ended in the join (joined, defaulted, expired or rejected), the model has
+published a version that learned them, and the archive holds them, and takes a snapshot: what an
+analyst needs to evaluate a model on real data.
 
-Ordered mode makes the loop learn the rows in the file's order, so its progressive metrics equal River's run
-in process over the file: every decision id is chosen to fall on one partition of the inputs (the join reads a
-partition in order) and every outcome comes the same delay after its prediction.
+Ordered mode makes the loop learn the rows in the file's order, so its progressive metrics equal
+River's run in process over the file: every decision id is chosen to fall on one partition of the
+inputs (the join reads a partition in order) and every outcome comes the same delay after its
+prediction.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class Delay:
     def parse(cls, text: str) -> Delay:
         match = re.fullmatch(r"(?:(fixed|exp|uniform):)?([0-9.]+)(?:,([0-9.]+))?", text.strip())
         if match is None or (match[1] == "uniform") != (match[3] is not None):
-            raise ConfigError(f"delay {text!r}: write fixed:SECONDS, exp:MEAN_SECONDS or uniform:LOW,HIGH")
+            raise ConfigError(
+                f"delay {text!r}: write fixed:SECONDS, exp:MEAN_SECONDS or uniform:LOW,HIGH"
+            )
         return cls(match[1] or "fixed", float(match[2]), float(match[3] or 0))
 
     def draw(self, rng: random.Random) -> float:
@@ -80,8 +84,9 @@ class Delay:
 
 
 def dataset_rows(source: str, label: str | None = None) -> Iterator[tuple[dict[str, Any], Any]]:
-    """(features, label) of each row of ``source``: ``river:<Dataset>`` (e.g. ``river:Phishing``), or a CSV or
-    Parquet file whose ``label`` column holds the labels (every other column is a feature)."""
+    """(features, label) of each row of ``source``: ``river:<Dataset>`` (e.g. ``river:Phishing``),
+    or a CSV or Parquet file whose ``label`` column holds the labels (every other column is a
+    feature)."""
     if source.startswith("river:"):
         from river import datasets
 
@@ -93,7 +98,9 @@ def dataset_rows(source: str, label: str | None = None) -> Iterator[tuple[dict[s
         return
     path = Path(source)
     if not path.is_file():
-        raise ConfigError(f"{source}: no such file (give a CSV or Parquet file, or river:<Dataset>)")
+        raise ConfigError(
+            f"{source}: no such file (give a CSV or Parquet file, or river:<Dataset>)"
+        )
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -105,7 +112,8 @@ def dataset_rows(source: str, label: str | None = None) -> Iterator[tuple[dict[s
         table = csv.read_csv(path, convert_options=csv.ConvertOptions(strings_can_be_null=True))
     if label is None or label not in table.column_names:
         raise ConfigError(
-            f"{source}: name the label column with --label (the columns: {', '.join(table.column_names)})"
+            f"{source}: name the label column with --label (the columns: "
+            f"{', '.join(table.column_names)})"
         )
     labels = table.column(label).to_pylist()
     features = table.drop_columns([label])
@@ -121,12 +129,15 @@ class IngestResult:
     snapshot: Path | None = None
     seconds: float = 0.0  # from the first decision sent to the end (snapshot included)
     sent_seconds: float = 0.0  # until every decision and outcome was sent
-    learned_seconds: float = 0.0  # until every decision had ended in the join and a version had learned them
-    archived_seconds: float = 0.0  # until the archive held them (it writes every archive_flush_seconds)
+    # until every decision had ended in the join and a version had learned them
+    learned_seconds: float = 0.0
+    # until the archive held them (it writes every archive_flush_seconds)
+    archived_seconds: float = 0.0
 
 
 Progress = Callable[[str, int, int | None], None]
-"""Told ``(step, done, total)``: at each step's start (``done`` 0), and as it goes (``total`` None: not known)."""
+"""Told ``(step, done, total)``: at each step's start (``done`` 0), and as it goes (``total`` None:
+not known)."""
 
 
 def _quiet(step: str, done: int, total: int | None) -> None:
@@ -134,13 +145,16 @@ def _quiet(step: str, done: int, total: int | None) -> None:
 
 
 class _Outputs:
-    """This run's training examples and the model's versions, read from where the topics ended at its start."""
+    """This run's training examples and the model's versions, read from where the topics ended at
+    its start."""
 
     def __init__(self, settings: Settings, run: str, model: str) -> None:
         self.run, self.model = f"{run}-", model
         self.prefix = settings.topic_prefix
         connection = settings.connection()
-        self.topics = {topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)}
+        self.topics = {
+            topic.full_name(self.prefix): topic for topic in (TRAINING_EXAMPLES, MODEL_UPDATES)
+        }
         self.readers = [connection.reader(name, start="end") for name in self.topics]
         for reader in self.readers:
             reader.assign()
@@ -169,7 +183,8 @@ class _Outputs:
 
     @property
     def learned(self) -> int:
-        """This run's decisions the join passed on to the learner (joined, or with a default label)."""
+        """This run's decisions the join passed on to the learner (joined, or with a default
+        label)."""
         return self.statuses["joined"] + self.statuses["defaulted"]
 
     def version_with(self, examples: int) -> ModelVersion | None:
@@ -196,10 +211,12 @@ def ingest(
     timeout: float = 600.0,
     progress: Progress = _quiet,
 ) -> IngestResult:
-    """Push ``source`` through the loop as decisions of ``model`` and wait until all are accounted for.
+    """Push ``source`` through the loop as decisions of ``model`` and wait until all are accounted
+    for.
 
-    The result times each stage apart: sending, the loop's learning, and the archive's writing (which waits
-    for its next flush, up to ``archive_flush_seconds``), so a slow archive is not taken for a slow loop.
+    The result times each stage apart: sending, the loop's learning, and the archive's writing
+    (which waits for its next flush, up to ``archive_flush_seconds``), so a slow archive is not
+    taken for a slow loop.
     """
     _check(settings, model, delay, ordered)
     run = f"ingest-{uuid.uuid4().hex[:8]}"
@@ -218,7 +235,9 @@ def ingest(
         result.statuses = outputs.statuses
         result.learned_seconds = time.monotonic() - started
         total = outputs.statuses.total()
-        result.archived = _wait_for_archive(settings, run, result.version, total, deadline, progress)
+        result.archived = _wait_for_archive(
+            settings, run, result.version, total, deadline, progress
+        )
         result.archived_seconds = time.monotonic() - started
         outputs.poll()  # late outcomes that came meanwhile
         result.statuses = outputs.statuses
@@ -232,7 +251,9 @@ def ingest(
 
 def _check(settings: Settings, model: str, delay: Delay, ordered: bool) -> None:
     if model not in settings.specs:
-        raise ConfigError(f"no learner spec for model {model!r} in the settings: the worker would not learn it")
+        raise ConfigError(
+            f"no learner spec for model {model!r} in the settings: the worker would not learn it"
+        )
     if ordered and delay.kind != "fixed":
         raise ConfigError("--ordered needs a fixed delay: random delays reorder the outcomes")
 
@@ -241,13 +262,18 @@ def _input_partitions(settings: Settings) -> int:
     """How many partitions ``predictions`` has (ordered mode puts every decision on the first)."""
     topic = PREDICTIONS.full_name(settings.topic_prefix)
     with settings.connection().reader(topic) as reader:
-        return len(reader.wait_for_partitions(30, f"no topic {topic}: start a worker (adaptloop worker)"))
+        return len(
+            reader.wait_for_partitions(30, f"no topic {topic}: start a worker (adaptloop worker)")
+        )
 
 
 def _learned_before(settings: Settings, model: str) -> int:
     """How many examples ``model`` had learned before this run (its versions' highest count)."""
     versions = read_all(settings.connection(), MODEL_UPDATES, settings.topic_prefix)
-    return max((v.examples_seen for v in versions if isinstance(v, ModelVersion) and v.model == model), default=0)
+    return max(
+        (v.examples_seen for v in versions if isinstance(v, ModelVersion) and v.model == model),
+        default=0,
+    )
 
 
 def _decisions(
@@ -258,7 +284,8 @@ def _decisions(
     limit: int | None,
     partitions: int | None,
 ) -> Iterator[tuple[PredictionEvent, OutcomeEvent]]:
-    """The prediction and the outcome of each row, up to ``limit``; a row the contracts refuse says where it is."""
+    """The prediction and the outcome of each row, up to ``limit``; a row the contracts refuse says
+    where it is."""
     for i, (features, y) in enumerate(itertools.islice(rows, limit)):
         decision = _decision_id(run, i, partitions)
         try:
@@ -281,7 +308,8 @@ def _send(
     progress: Progress,
     limit: int | None,
 ) -> int:
-    """Send each prediction (``rate`` a second at most) and its outcome ``delay`` later; return how many."""
+    """Send each prediction (``rate`` a second at most) and its outcome ``delay`` later; return how
+    many."""
     progress(SENDING, 0, limit)
     started, sent = time.monotonic(), 0
     due: list[tuple[float, int, OutcomeEvent]] = []  # outcomes by when they are due
@@ -313,7 +341,9 @@ class _Deadline:
         return time.monotonic() > self.at
 
 
-def _wait_for_joins(outputs: _Outputs, decisions: int, deadline: _Deadline, progress: Progress) -> None:
+def _wait_for_joins(
+    outputs: _Outputs, decisions: int, deadline: _Deadline, progress: Progress
+) -> None:
     """Until every decision has ended in the join (joined, defaulted, expired or rejected)."""
     progress(LEARNING, 0, decisions)
     while (ended := outputs.ended) < decisions:
@@ -325,7 +355,8 @@ def _wait_for_joins(outputs: _Outputs, decisions: int, deadline: _Deadline, prog
 def _wait_for_learning(
     outputs: _Outputs, before: int, decisions: int, deadline: _Deadline, progress: Progress
 ) -> ModelVersion:
-    """The first version of the model that learned every decision the join passed on (joined or defaulted)."""
+    """The first version of the model that learned every decision the join passed on (joined or
+    defaulted)."""
     while (version := outputs.version_with(before + outputs.learned)) is None:
         _check_deadline(outputs, decisions, deadline)
         outputs.poll()
@@ -336,18 +367,26 @@ def _wait_for_learning(
 def _check_deadline(outputs: _Outputs, decisions: int, deadline: _Deadline) -> None:
     if deadline.passed():
         raise TimedOut(
-            f"after {deadline.seconds:.0f}s, {dict(outputs.statuses)} of {decisions} decisions; is a worker "
+            f"after {deadline.seconds:.0f}s, {dict(outputs.statuses)} of {decisions} "
+            "decisions; is a worker "
             f"running with a spec for {outputs.model!r} (adaptloop worker)?"
         )
 
 
 def _wait_for_archive(
-    settings: Settings, run: str, version: ModelVersion, total: int, deadline: _Deadline, progress: Progress
+    settings: Settings,
+    run: str,
+    version: ModelVersion,
+    total: int,
+    deadline: _Deadline,
+    progress: Progress,
 ) -> int:
-    """Until the archive holds this run's ``total`` training examples and ``version``'s record; return how many
-    of the examples it holds."""
+    """Until the archive holds this run's ``total`` training examples and ``version``'s record;
+    return how many of the examples it holds."""
     progress(ARCHIVING, 0, total)
-    while (archived := _archived(settings, run)) < total or not _version_archived(settings, version):
+    while (archived := _archived(settings, run)) < total or not _version_archived(
+        settings, version
+    ):
         progress(ARCHIVING, archived, total)
         if deadline.passed():
             raise TimedOut(
@@ -370,7 +409,8 @@ def _snapshot(settings: Settings, progress: Progress) -> Path:
 
 
 def _decision_id(run: str, i: int, partitions: int | None) -> str:
-    """``<run>-<row>``; in ordered mode with a suffix that puts it on partition 0 (murmur2, as the join reads)."""
+    """``<run>-<row>``; in ordered mode with a suffix that puts it on partition 0 (murmur2, as the
+    join reads)."""
     decision = f"{run}-{i}"
     if partitions is None:
         return decision
@@ -380,7 +420,9 @@ def _decision_id(run: str, i: int, partitions: int | None) -> str:
     return f"{decision}-{k}"
 
 
-def _send_due(producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]], now: float) -> None:
+def _send_due(
+    producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]], now: float
+) -> None:
     while due and due[0][0] <= now:
         _, _, outcome = heapq.heappop(due)
         producer.send(outcome)
@@ -388,13 +430,21 @@ def _send_due(producer: EventProducer, due: list[tuple[float, int, OutcomeEvent]
 
 def _archived(settings: Settings, run: str) -> int:
     name = TRAINING_EXAMPLES.full_name(settings.topic_prefix)
-    return count_archived(settings.archive_location, name, "starts_with(decision_id, ?)", [f"{run}-"])
+    return count_archived(
+        settings.archive_location, name, "starts_with(decision_id, ?)", [f"{run}-"]
+    )
 
 
 def _version_archived(settings: Settings, version: ModelVersion) -> bool:
-    """Whether the archive holds ``version``'s record (a snapshot without it would not show what was learned)."""
+    """Whether the archive holds ``version``'s record (a snapshot without it would not show what was
+    learned)."""
     name = MODEL_UPDATES.full_name(settings.topic_prefix)
     return (
-        count_archived(settings.archive_location, name, "model = ? AND version = ?", [version.model, version.version])
+        count_archived(
+            settings.archive_location,
+            name,
+            "model = ? AND version = ?",
+            [version.model, version.version],
+        )
         > 0
     )

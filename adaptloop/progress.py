@@ -1,5 +1,6 @@
-"""How a long command shows that it is alive: rich's progress bar on a terminal, a plain line every few seconds
-when its output goes to a file or a pipe (where a bar would print nothing until the end, or escape codes).
+"""How a long command shows that it is alive: rich's progress bar on a terminal, a plain line every
+few seconds when its output goes to a file or a pipe (where a bar would print nothing until the end,
+or escape codes).
 
 >>> import io
 >>> from rich.console import Console
@@ -29,18 +30,25 @@ from rich.progress import (
 )
 
 EVERY_SECONDS = 5.0
-"""A plain line at most this often: enough to see that a command in a CI log or under ``nohup`` is not stuck."""
+"""A plain line at most this often: enough to see that a command in a CI log or under ``nohup`` is
+not stuck."""
 
 
 class Steps:
     """The progress of one long step (``description``), counted to ``total`` if it is known.
 
-    Each :meth:`update` sets the count and a status text; on a terminal the bar follows at once, elsewhere a
-    line is printed when the step starts, then every ``every`` seconds (from a thread of its own, so a step that
-    waits on one long call is seen alive too), and when it ends.
+    Each :meth:`update` sets the count and a status text; on a terminal the bar follows at once,
+    elsewhere a line is printed when the step starts, then every ``every`` seconds (from a thread of
+    its own, so a step that waits on one long call is seen alive too), and when it ends.
     """
 
-    def __init__(self, console: Console, description: str, total: int | None = None, every: float = EVERY_SECONDS):
+    def __init__(
+        self,
+        console: Console,
+        description: str,
+        total: int | None = None,
+        every: float = EVERY_SECONDS,
+    ):
         self.console, self.description, self.total, self.every = console, description, total, every
         self.completed, self.status = 0, ""
         self._bar: Progress | None = None
@@ -75,8 +83,11 @@ class Steps:
             if time.monotonic() - self._printed >= self.every:
                 self._line()
 
-    def update(self, completed: int | None = None, status: str | None = None, total: int | None = None) -> None:
-        """Set the count done so far, the status text (data: printed as it is) and/or the total, once known."""
+    def update(
+        self, completed: int | None = None, status: str | None = None, total: int | None = None
+    ) -> None:
+        """Set the count done so far, the status text (data: printed as it is) and/or the total,
+        once known."""
         if completed is not None:
             self.completed = completed
         if status is not None:
@@ -84,17 +95,25 @@ class Steps:
         if total is not None:
             self.total = total
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=self.completed, status=self.status, total=self.total)
+            self._bar.update(
+                self._task, completed=self.completed, status=self.status, total=self.total
+            )
 
     def _line(self, end: str = "") -> None:
         self._printed = now = time.monotonic()
         count = "" if self.total is None else f"{self.completed:,} of {self.total:,} "
         status = ", ".join(part for part in (self.status, end) if part)
-        line = f"{self.description}: {count}({now - self._started:.0f}s){f' {status}' if status else ''}"
+        line = (
+            f"{self.description}: "
+            f"{count}({now - self._started:.0f}s){f' {status}' if status else ''}"
+        )
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         self._stop.set()
         if self._ticker is not None:
@@ -106,8 +125,9 @@ class Steps:
 
 
 class StepsInTurn:
-    """One :class:`Steps` after another, as a long function reports them: called ``(step, done, total)``, it ends
-    the step before when a new one starts. Use it as a context manager, so the last step ends too.
+    """One :class:`Steps` after another, as a long function reports them: called ``(step, done,
+    total)``, it ends the step before when a new one starts. Use it as a context manager, so the
+    last step ends too.
 
     >>> import io
     >>> from rich.console import Console

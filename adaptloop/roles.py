@@ -1,11 +1,13 @@
-"""The worker's roles, each the body of a process of its own: the join, the learner, the archive, AgentOps.
+"""The worker's roles, each the body of a process of its own: the join, the learner, the archive,
+AgentOps.
 
-:func:`run_role` is what a role process runs: it names itself (``adaptloop-<role>`` in ``ps`` and ``top``),
-tunes the garbage collector, waits for Kafka as long as it takes, then runs its agent until SIGTERM. A role
-that meets a Kafka outage exits with :data:`~adaptloop.streams.outage.OUTAGE_EXIT`, which the worker
-(:mod:`adaptloop.worker`) restarts without counting it as a crash; one that is refused (a login, an ACL, a
-setting) exits with :data:`~adaptloop.streams.outage.REFUSED_EXIT` after one line saying why, and is not
-started again (:func:`~adaptloop.streams.outage.classify` tells them apart).
+:func:`run_role` is what a role process runs: it names itself (``adaptloop-<role>`` in ``ps`` and
+``top``), tunes the garbage collector, waits for Kafka as long as it takes, then runs its agent
+until SIGTERM. A role that meets a Kafka outage exits with
+:data:`~adaptloop.streams.outage.OUTAGE_EXIT`, which the worker (:mod:`adaptloop.worker`) restarts
+without counting it as a crash; one that is refused (a login, an ACL, a setting) exits with
+:data:`~adaptloop.streams.outage.REFUSED_EXIT` after one line saying why, and is not started again
+(:func:`~adaptloop.streams.outage.classify` tells them apart).
 """
 
 from __future__ import annotations
@@ -25,20 +27,26 @@ from typing import TYPE_CHECKING, Any
 
 from adaptloop.settings import Settings
 from adaptloop.streams.metrics import write_health
-from adaptloop.streams.outage import OUTAGE_EXIT, REFUSED_EXIT, classify, raised_kafka_error, wait_patiently
+from adaptloop.streams.outage import (
+    OUTAGE_EXIT,
+    REFUSED_EXIT,
+    classify,
+    raised_kafka_error,
+    wait_patiently,
+)
 
 log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("join", "learn", "archive", "agents", "notify")
 
 BACKGROUND_ROLES, BACKGROUND_NICENESS = ("archive",), 5
-"""The archive may lag (it catches up from Kafka, its files stay exact); the join and the learner decide
-how fresh the served models are. When the cores are busy, the archive gives way to them."""
+"""The archive may lag (it catches up from Kafka, its files stay exact); the join and the learner
+decide how fresh the served models are. When the cores are busy, the archive gives way to them."""
 
 GC_THRESHOLDS = (50_000, 20, 100)
 """Young collections every 50,000 allocations and full ones 100x rarer than Python's default: a role
-holds large, long-lived state (the join's table, models), and traversing it again and again costs the
-join a third of its throughput (measured with the bench's loop)."""
+holds large, long-lived state (the join's table, models), and traversing it again and again costs
+the join a third of its throughput (measured with the bench's loop)."""
 
 
 def process_name(role: str) -> str:
@@ -55,11 +63,13 @@ def tune_gc() -> None:
 
 def run_role(role: str) -> None:
     """The body of one role's process (the worker starts it with ``multiprocessing``)."""
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:  # Linux; elsewhere python's name
+    # Linux; elsewhere python's name
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write(process_name(role))
     settings = Settings()
     logging.basicConfig(
-        level=settings.log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
     )
     tune_gc()
     if role in BACKGROUND_ROLES:
@@ -82,7 +92,8 @@ def run_role(role: str) -> None:
 
 
 def _stop_for(role: str, error: Exception) -> None:
-    """Exit as :func:`classify` says of ``error``: the outage or refusal status, or raise it again (a crash)."""
+    """Exit as :func:`classify` says of ``error``: the outage or refusal status, or raise it again
+    (a crash)."""
     verdict = classify(error)
     if verdict == "crash":
         raise error
@@ -90,16 +101,20 @@ def _stop_for(role: str, error: Exception) -> None:
         log.error("%s stops: %s", role, error)
         sys.exit(REFUSED_EXIT)
     write_health(role, {"broker": {"unreachable_since": time.time(), "why": str(error)}})
-    log.warning("%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka", role, error)
+    log.warning(
+        "%s stops: Kafka does not answer (%s); the worker starts it again, and it waits for Kafka",
+        role,
+        error,
+    )
     sys.exit(OUTAGE_EXIT)
 
 
 @dataclass(frozen=True)
 class Role:
-    """A role of the worker: the agent that runs it (imported when its process starts: a join process never
-    loads River, pandas, SciPy, pyarrow or DuckDB, 1.5 s of start-up, measured; the archive never loads
-    River), the topics it reads (None: those its agent's ``topics`` name), and what it writes (for the line
-    it logs when ready)."""
+    """A role of the worker: the agent that runs it (imported when its process starts: a join
+    process never loads River, pandas, SciPy, pyarrow or DuckDB, 1.5 s of start-up, measured; the
+    archive never loads River), the topics it reads (None: those its agent's ``topics`` name), and
+    what it writes (for the line it logs when ready)."""
 
     name: str
     module: str
@@ -116,8 +131,18 @@ class Role:
         """Make the agent from ``settings``, say what it does, and run it until ``stop``."""
         agent_class = getattr(importlib.import_module(self.module), self.agent)
         agent = agent_class.from_settings(settings, settings.connection())
-        reads = list(agent.topics) if self.reads is None else [settings.topic_prefix + n for n in self.reads]
-        _ready(self.name, settings, reads, f"{settings.group}-{self.group}", self.writes(settings, agent))
+        reads = (
+            list(agent.topics)
+            if self.reads is None
+            else [settings.topic_prefix + n for n in self.reads]
+        )
+        _ready(
+            self.name,
+            settings,
+            reads,
+            f"{settings.group}-{self.group}",
+            self.writes(settings, agent),
+        )
         agent.run(stop)
 
 
@@ -145,7 +170,8 @@ TABLE = (
         "ArchiveAgent",
         None,
         lambda settings, agent: (
-            f"Parquet files under {settings.archive_location}, snapshots under {settings.snapshots_dir}"
+            f"Parquet files under {settings.archive_location}, snapshots under "
+            f"{settings.snapshots_dir}"
         ),
     ),
     Role(
@@ -153,7 +179,9 @@ TABLE = (
         "adaptloop.streams.agentops_agent",
         "AgentOpsAgent",
         ("agent-feedback", "preferences"),
-        lambda settings, agent: f"preference-store, guardrail-alerts, dead-letters, {agent.state_topic}",
+        lambda settings, agent: (
+            f"preference-store, guardrail-alerts, dead-letters, {agent.state_topic}"
+        ),
     ),
     Role(
         "notify",
@@ -171,11 +199,14 @@ def roles_of(settings: Settings) -> tuple[str, ...]:
     return tuple(role for role in ROLES if role != "notify" or settings.webhooks)
 
 
-AGENTS: dict[str, Callable[[Settings, threading.Event], None]] = {role.name: role.run for role in TABLE}
+AGENTS: dict[str, Callable[[Settings, threading.Event], None]] = {
+    role.name: role.run for role in TABLE
+}
 """What each role's process runs, by role."""
 
 
-if TYPE_CHECKING:  # mypy checks that the worker's settings hold what each agent's from_settings reads
+# mypy checks that the worker's settings hold what each agent's from_settings reads
+if TYPE_CHECKING:
     from adaptloop.streams.agentops_agent import AgentOpsSettings
     from adaptloop.streams.archive_agent import ArchiveSettings
     from adaptloop.streams.join_agent import JoinSettings

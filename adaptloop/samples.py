@@ -63,7 +63,11 @@ def _prediction(rng: random.Random, i: int) -> PredictionEvent:
 
 def _outcome(rng: random.Random, i: int) -> OutcomeEvent:
     return OutcomeEvent(
-        decision_id=f"d-{i}", label=rng.random() < 0.3, reward=rng.uniform(0, 1), source="billing", timestamp=_when(rng)
+        decision_id=f"d-{i}",
+        label=rng.random() < 0.3,
+        reward=rng.uniform(0, 1),
+        source="billing",
+        timestamp=_when(rng),
     )
 
 
@@ -152,7 +156,11 @@ def _version(rng: random.Random, i: int) -> ModelVersion:
         size_bytes=rng.randrange(10**6),
         servable=i > 0,
         contract=ModelContract(
-            model=f"m{i % 7}", task="binary", labels_01=rng.random() < 0.5, default_prediction=False, min_examples=100
+            model=f"m{i % 7}",
+            task="binary",
+            labels_01=rng.random() < 0.5,
+            default_prediction=False,
+            min_examples=100,
         ),
         timestamp=_when(rng),
     )
@@ -175,7 +183,12 @@ def _spec(rng: random.Random, i: int) -> ModelSpecRecord:
     return ModelSpecRecord(
         model=f"m{i % 7}",
         status="retired" if i % 5 == 4 else "active",
-        spec={"name": f"m{i % 7}", "recipe": recipe, "checkpoint_every": 100 * (1 + i % 4), "drift": {"window": 50}},
+        spec={
+            "name": f"m{i % 7}",
+            "recipe": recipe,
+            "checkpoint_every": 100 * (1 + i % 4),
+            "drift": {"window": 50},
+        },
         actor=f"ops-{i % 3}",
         reason="a new product" if i % 2 else "",
         spec_id=f"s{i}",
@@ -210,7 +223,9 @@ def _health(rng: random.Random, i: int) -> ModelHealth:
         rejected=rng.randrange(200),
         errors=rng.randrange(3),
         rejected_total=rng.randrange(10_000),
-        last_rejections=["decision 'd-1': label 'true' is a string; model 'm' (binary) takes true or false"],
+        last_rejections=[
+            ("decision 'd-1': label 'true' is a string; model 'm' (binary) takes true or false")
+        ],
         timestamp=_when(rng),
     )
 
@@ -292,7 +307,10 @@ def sample_events(event_type: type[Event], count: int, seed: int = 0) -> Iterato
 MALFORMED_RECORDS: dict[str, bytes] = {
     "malformed": b'{"decision_id": "d-x", "label": tru',
     "invalid": b'{"decision_id": "d-x", "label": [1, 2], "source": "s"}',
-    "unsupported_schema_version": b'{"schema_version": 2, "decision_id": "d-x", "label": true, "source": "s"}',
+    "unsupported_schema_version": (
+        b'{"schema_version": 2, "decision_id": "d-x", "label": true, "source": "s"}'
+    ),
     "missing_key": b'{"label": true, "source": "s"}',
 }
-"""One bad ``outcomes`` record per dead-letter kind: bad JSON, wrong types, unknown version, no decision_id."""
+"""One bad ``outcomes`` record per dead-letter kind: bad JSON, wrong types, unknown version, no
+decision_id."""

@@ -1,4 +1,5 @@
-"""A real Kafka broker for tests: testcontainers when a Docker engine answers, the local broker otherwise.
+"""A real Kafka broker for tests: testcontainers when a Docker engine answers, the local broker
+otherwise.
 
 Both give the same thing, a bootstrap address. If no broker can be started the
 caller gets :class:`~adaptloop.schemas.errors.KafkaLaunchError`; tests turn that into a
@@ -89,7 +90,8 @@ def test_broker(work_dir: Path) -> Iterator[str]:
         heap=settings.kafka_heap,
         start_timeout=settings.kafka_start_timeout,
         secure_port=secure_port,
-        plaintext=True,  # the suite's tests use it; its anonymous clients are super users (see secure_listener)
+        # the suite's tests use it; its anonymous clients are super users (see secure_listener)
+        plaintext=True,
     )
     try:
         kafka.up()
@@ -110,10 +112,11 @@ _LOCAL: LocalKafka | None = None
 def secure_listener() -> LocalKafka:
     """The running local test broker, whose SASL_SSL listener (``secure_bootstrap``) enforces ACLs.
 
-    Its plaintext listener, which the other tests use, stays a super user's: its clients are ``User:ANONYMOUS``,
-    a super user of this broker only because it has that listener. No other listener yields that principal (the
-    SASL_SSL one names the user who logged in, the controller's TLS one the broker's own certificate, the only
-    one it accepts), so the ACLs, and the controller, are closed to anyone on the secured listener.
+    Its plaintext listener, which the other tests use, stays a super user's: its clients are
+    ``User:ANONYMOUS``, a super user of this broker only because it has that listener. No other
+    listener yields that principal (the SASL_SSL one names the user who logged in, the controller's
+    TLS one the broker's own certificate, the only one it accepts), so the ACLs, and the controller,
+    are closed to anyone on the secured listener.
     """
     if _LOCAL is None:
         raise KafkaLaunchError(
@@ -133,7 +136,9 @@ def _container_broker() -> Iterator[str]:
     for name, value in KRAFT_ENV.items():
         container = container.with_env(name, value)
     log.info("starting %s with testcontainers on port %d", KAFKA_IMAGE, port)
-    with container.with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://localhost:{port}") as started:
+    with container.with_env(
+        "KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://localhost:{port}"
+    ) as started:
         bootstrap = f"{started.get_container_host_ip()}:{port}"
         wait_for_broker(bootstrap, timeout=120)
         yield bootstrap

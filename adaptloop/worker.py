@@ -1,20 +1,23 @@
-"""``adaptloop worker``: start the roles (:mod:`adaptloop.roles`), each in a process of its own, keep them running,
-and serve their metrics and health.
+"""``adaptloop worker``: start the roles (:mod:`adaptloop.roles`), each in a process of its own,
+keep them running, and serve their metrics and health.
 
-Each role runs in its own process, so the join and learning use both cores; several workers started with
-the same settings share the partitions of their consumer groups. A role that stops is started again:
+Each role runs in its own process, so the join and learning use both cores; several workers started
+with the same settings share the partitions of their consumer groups. A role that stops is started
+again:
 
-- after a Kafka outage (exit status :data:`~adaptloop.streams.outage.OUTAGE_EXIT`), always, with a backoff
-  capped at 30 s: the new process waits for Kafka as long as it takes, so the worker outlasts any outage;
-- after a crash, with the same backoff, unless the same role crashed more than :data:`MAX_RESTARTS` times in
-  :data:`RESTART_WINDOW` seconds: then the worker stops, so that its own supervisor (systemd, Kubernetes)
-  sees it. Each role has its budget of its own;
-- never after a refusal (exit status :data:`~adaptloop.streams.outage.REFUSED_EXIT`: the broker refused the
-  login or an ACL denied a topic, or a setting is wrong): the worker stops at once, its role having said why.
+- after a Kafka outage (exit status :data:`~adaptloop.streams.outage.OUTAGE_EXIT`), always, with a
+  backoff capped at 30 s: the new process waits for Kafka as long as it takes, so the worker
+  outlasts any outage;
+- after a crash, with the same backoff, unless the same role crashed more than :data:`MAX_RESTARTS`
+  times in :data:`RESTART_WINDOW` seconds: then the worker stops, so that its own supervisor
+  (systemd, Kubernetes) sees it. Each role has its budget of its own;
+- never after a refusal (exit status :data:`~adaptloop.streams.outage.REFUSED_EXIT`: the broker
+  refused the login or an ACL denied a topic, or a setting is wrong): the worker stops at once, its
+  role having said why.
 
-Before any role starts, the worker checks every model spec (:func:`adaptloop.learners.recipes.check_spec`):
-a misspelt recipe, metric or drift detector stops it with one line naming the model, the field, the value
-and the choices.
+Before any role starts, the worker checks every model spec
+(:func:`adaptloop.learners.recipes.check_spec`): a misspelt recipe, metric or drift detector stops
+it with one line naming the model, the field, the value and the choices.
 """
 
 from __future__ import annotations
@@ -50,15 +53,18 @@ log = logging.getLogger(__name__)
 
 Role = Literal["all", "join", "learn", "archive", "agents", "notify"]
 HASH_SEED = "0"
-MAX_RESTARTS, RESTART_WINDOW = 5, 300  # more crashes of one role than this within the window stop the worker
+# more crashes of one role than this within the window stop the worker
+MAX_RESTARTS, RESTART_WINDOW = 5, 300
 BACKOFF_CAP_SECONDS = 30.0
 
 
 def ensure_reproducible_hashing() -> None:
-    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see adaptloop.learners.store).
+    """Re-exec with PYTHONHASHSEED=0 so model bytes do not depend on str hashing (see
+    adaptloop.learners.store).
 
-    ``-P``: the working directory is not put first on ``sys.path`` (``-m`` would), so a folder named ``adaptloop``
-    where the worker starts (a checkout, an image's build folder) is never imported instead of the installed package.
+    ``-P``: the working directory is not put first on ``sys.path`` (``-m`` would), so a folder named
+    ``adaptloop`` where the worker starts (a checkout, an image's build folder) is never imported
+    instead of the installed package.
     """
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
         os.environ["PYTHONHASHSEED"] = HASH_SEED
@@ -98,30 +104,44 @@ def worker_health(roles: Sequence[RoleProcess], metrics_dir: Path) -> tuple[bool
         first = min(since)
         problems.insert(
             0,
-            f"broker unreachable since {datetime.fromtimestamp(first, UTC).isoformat(timespec='seconds')}"
+            "broker unreachable since "
+            f"{datetime.fromtimestamp(first, UTC).isoformat(timespec='seconds')}"
             f" ({time.time() - first:,.0f}s)",
         )
-    return not problems, {"roles": alive, "problems": problems, **({"models": models} if models else {})}
+    return not problems, {
+        "roles": alive,
+        "problems": problems,
+        **({"models": models} if models else {}),
+    }
 
 
 def run_worker(settings: Settings, role: Role = "all") -> None:
-    """Start the roles (each in its own process), serve metrics and health, block until SIGTERM/SIGINT."""
-    from adaptloop.learners.recipes import check_spec  # River: a second of start-up, once the settings are read
+    """Start the roles (each in its own process), serve metrics and health, block until
+    SIGTERM/SIGINT."""
+    # River: a second of start-up, once the settings are read
+    from adaptloop.learners.recipes import check_spec
 
-    for spec in settings.models:  # a wrong spec is one line, before anything else is said or started
+    # a wrong spec is one line, before anything else is said or started
+    for spec in settings.models:
         check_spec(spec)
-    # One line that says where models, keys and the archive are: services and commands read the same setting.
+    # One line that says where models, keys and the archive are: services and commands read the same
+    # setting.
     log.info("home %s (ADAPTLOOP_HOME)", settings.home.absolute())
     if not settings.models:
-        log.warning("no learner specs configured (ADAPTLOOP_MODELS): training examples will be dead-lettered")
+        log.warning(
+            "no learner specs configured (ADAPTLOOP_MODELS): training examples will be "
+            "dead-lettered"
+        )
     if role in ("all", "learn"):
         store = settings.worker_model_store()
         for spec in settings.specs.values():
             try:
                 store.check(spec)
-            except SpecChanged as error:  # (a live change is on model-specs, which the settings only seed)
+            # (a live change is on model-specs, which the settings only seed)
+            except SpecChanged as error:
                 raise SpecChanged(
-                    f"{error} (if `adaptloop models update` changed it, make ADAPTLOOP_MODELS say the same, or "
+                    f"{error} (if `adaptloop models update` changed it, make "
+                    "ADAPTLOOP_MODELS say the same, or "
                     "leave the model out of it)"
                 ) from None
     if settings.bootstrap is None:
@@ -133,8 +153,10 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         partitions=settings.partitions,
         replication=settings.replication,
     )
-    seed(settings.connection(), settings.specs, settings.topic_prefix)  # the models model-specs lacks
-    # The roles record metrics and health into files here; this process serves them (adaptloop.streams.metrics).
+    # the models model-specs lacks
+    seed(settings.connection(), settings.specs, settings.topic_prefix)
+    # The roles record metrics and health into files here; this process serves them
+    # (adaptloop.streams.metrics).
     metrics_dir = settings.home / "metrics" / str(os.getpid())
     prepare_multiprocess_dir(metrics_dir)
     context = multiprocessing.get_context("spawn")
@@ -144,12 +166,24 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         process.start()
         return process
 
-    roles = [RoleProcess(name, start(name)) for name in (roles_of(settings) if role == "all" else (role,))]
+    roles = [
+        RoleProcess(name, start(name))
+        for name in (roles_of(settings) if role == "all" else (role,))
+    ]
     if settings.metrics_port is not None:
         try:
-            serve(settings.metrics_port, lambda: worker_health(roles, metrics_dir), host=settings.metrics_host)
-            log.info("metrics on http://%s:%d/metrics, health on /health", settings.metrics_host, settings.metrics_port)
-        except OSError as error:  # another worker on this host has the port: run without the endpoint
+            serve(
+                settings.metrics_port,
+                lambda: worker_health(roles, metrics_dir),
+                host=settings.metrics_host,
+            )
+            log.info(
+                "metrics on http://%s:%d/metrics, health on /health",
+                settings.metrics_host,
+                settings.metrics_port,
+            )
+        # another worker on this host has the port: run without the endpoint
+        except OSError as error:
             log.warning("no metrics endpoint: port %d: %s", settings.metrics_port, error)
     stopping = threading.Event()
 
@@ -198,7 +232,9 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         if item.process.is_alive():
             item.process.kill()
     if gave_up:
-        refused = all(item.process.exitcode == REFUSED_EXIT for item in roles if item.role in gave_up)
+        refused = all(
+            item.process.exitcode == REFUSED_EXIT for item in roles if item.role in gave_up
+        )
         why = "was refused (see its log line above)" if refused else "kept stopping unexpectedly"
         raise SystemExit(f"worker role(s) {', '.join(gave_up)} {why}")
 
@@ -228,12 +264,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these exact settings."""
     env = {}
     for name, value in settings.model_dump(mode="json").items():
-        env[f"ADAPTLOOP_{name.upper()}"] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        env[f"ADAPTLOOP_{name.upper()}"] = (
+            value if isinstance(value, str) else orjson.dumps(value).decode()
+        )
     return env
 
 
-def start_worker_process(settings: Settings, log_file: Path, role: Role = "all") -> subprocess.Popen[bytes]:
-    """``adaptloop worker`` in a child process with ``settings``; its output goes to ``log_file``."""
+def start_worker_process(
+    settings: Settings, log_file: Path, role: Role = "all"
+) -> subprocess.Popen[bytes]:
+    """``adaptloop worker`` in a child process with ``settings``; its output goes to
+    ``log_file``."""
     env = {**os.environ, **settings_env(settings), "PYTHONHASHSEED": HASH_SEED}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:

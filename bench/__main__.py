@@ -1,13 +1,13 @@
-"""``python -m bench``: how fast the loop runs, as ratios against baselines measured in the same run.
+"""``python -m bench``: how fast the loop runs, as ratios against baselines measured in the same
+run.
 
-Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra
-(faust for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a
-table and writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone,
-``python -m bench learner`` the learner agent's rows against River and the Quix Streams learner app,
-``python -m bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker), and
-``python -m bench clients`` what 100 ModelClients cost in one process (:mod:`bench.clients`). Each row
-divides a measurement by a baseline taken now on this machine, so a noisy shared machine
-moves both alike:
+Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``) and the ``bench`` extra (faust
+for the naive peer, Bytewax; Quix Streams gets a venv of its own on first use). Prints a table and
+writes ``bench/results.json``; ``python -m bench peers`` runs the peers' rows alone, ``python -m
+bench learner`` the learner agent's rows against River and the Quix Streams learner app, ``python -m
+bench policies`` the drift policies' suite (:mod:`bench.policies`, no broker), and ``python -m bench
+clients`` what 100 ModelClients cost in one process (:mod:`bench.clients`). Each row divides a
+measurement by a baseline taken now on this machine, so a noisy shared machine moves both alike:
 
 - the peers users would pick instead (:mod:`bench.peers`): the loop (join + learner) on a backlog of
   decisions against a Bytewax dataflow and a Quix Streams app, and the learner alone against a
@@ -21,13 +21,14 @@ moves both alike:
 - the naive peer: the learning job as one faust agent, one event at a time (JSON + learn_one);
 - the whole loop from produced predictions and outcomes: a worker with every role, then the join and
   the learner alone (the archive on another machine), with the CPU each process spent per decision:
-  their sum bounds the decisions per second this machine's cores allow; and the join's Kafka work alone
-  (:mod:`bench.join_floor`: its reads, writes and transactions, no logic), the floor under its column;
+  their sum bounds the decisions per second this machine's cores allow; and the join's Kafka work
+  alone (:mod:`bench.join_floor`: its reads, writes and transactions, no logic), the floor under its
+  column;
 - two models learned by one learner process and by two;
 - outcome sent -> version serving it, and version published -> served, at half the loop's top rate;
 - ``adaptloop serve``: predictions per second over HTTP, and p50/p99 latency at half that rate;
-- the producer SDK against raw confluent-kafka produce, the archive's Parquet writes (outcomes, training
-  examples), a 10-million-row audit.
+- the producer SDK against raw confluent-kafka produce, the archive's Parquet writes (outcomes,
+  training examples), a 10-million-row audit.
 """
 
 from __future__ import annotations
@@ -70,23 +71,33 @@ from bench.serve import serve_run
 
 N = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 MINI_BATCH = 500
-STEADY_EXTRA = 50_000  # the steady-state row learns this many examples after the duplicate window is full
+# the steady-state row learns this many examples after the duplicate window is full
+STEADY_EXTRA = 50_000
 LOOP_SCALE = 3  # the full-speed loop runs take this many times N decisions
-CPU_KEYS = ("bench (producer, model client)", "broker", "join", "learn", "archive", "agents")  # bench.cpu names
+# bench.cpu names
+CPU_KEYS = ("bench (producer, model client)", "broker", "join", "learn", "archive", "agents")
 CPU_COLUMNS = ("producer", "broker", "join", "learner", "archive", "agentops")
-REPEATS = 3  # the learning-stage rates are medians of this many rounds: the machine is shared and noisy
+# the learning-stage rates are medians of this many rounds: the machine is shared and noisy
+REPEATS = 3
 
 
 def medians_of_rounds(*measures: Callable[[], float], rounds: int = REPEATS) -> list[float]:
-    """Each measure's median over ``rounds`` rounds of all of them, one after the other: a slow spell
-    of the machine falls on a rate and its baseline alike, not on one of them only."""
+    """Each measure's median over ``rounds`` rounds of all of them, one after the other: a slow
+    spell of the machine falls on a rate and its baseline alike, not on one of them only."""
     taken = [[measure() for measure in measures] for _ in range(rounds)]
     return [statistics.median(column) for column in zip(*taken)]
 
 
-def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None], results: dict[str, object]) -> None:
-    """adaptloop against Bytewax and Quix Streams with River (:mod:`bench.peers`): the loop on a backlog
-    of decisions, then the learner alone on a topic of training examples; medians of rounds of all."""
+def peers(
+    settings: Settings,
+    data: Data,
+    table: Table,
+    row: Callable[..., None],
+    results: dict[str, object],
+) -> None:
+    """adaptloop against Bytewax and Quix Streams with River (:mod:`bench.peers`): the loop on a
+    backlog of decisions, then the learner alone on a topic of training examples; medians of rounds
+    of all."""
     decisions = stream(LOOP_SCALE * N, seed=3)
     found: dict[str, object] = {}
     for recipe in ("logistic", "hoeffding"):
@@ -97,7 +108,9 @@ def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None]
             runs["adaptloop"].append(adaptloop_loop(settings, recipe, decisions))
             runs["bytewax"].append(bytewax_loop(settings, recipe, decisions))
             runs["quix"].append(quix_loop(settings, recipe, decisions))
-        rates = {name: statistics.median(run.rate for run in rounds) for name, rounds in runs.items()}
+        rates = {
+            name: statistics.median(run.rate for run in rounds) for name, rounds in runs.items()
+        }
         river = statistics.median(rivers)
         found[f"{recipe}_loop"] = {
             "decisions": len(decisions),
@@ -105,16 +118,30 @@ def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None]
             **{f"{name}_per_s": rate for name, rate in rates.items()},
             "accuracy": {name: [run.accuracy for run in rounds] for name, rounds in runs.items()},
             "startup_s": {name: [run.startup_s for run in rounds] for name, rounds in runs.items()},
-            "adaptloop_assignment_to_first_example_s": [run.after_assignment_s for run in runs["adaptloop"]],
+            "adaptloop_assignment_to_first_example_s": [
+                run.after_assignment_s for run in runs["adaptloop"]
+            ],
         }
-        row(f"{recipe}: loop (join + learner), backlog / Bytewax dataflow", rates["adaptloop"], rates["bytewax"])
-        row(f"{recipe}: loop (join + learner), backlog / Quix Streams app", rates["adaptloop"], rates["quix"])
+        row(
+            f"{recipe}: loop (join + learner), backlog / Bytewax dataflow",
+            rates["adaptloop"],
+            rates["bytewax"],
+        )
+        row(
+            f"{recipe}: loop (join + learner), backlog / Quix Streams app",
+            rates["adaptloop"],
+            rates["quix"],
+        )
         row(f"{recipe}: loop (join + learner), backlog / River", rates["adaptloop"], river)
         if recipe == "logistic":
-            startups = {name: statistics.median(run.startup_s for run in rounds) for name, rounds in runs.items()}
+            startups = {
+                name: statistics.median(run.startup_s for run in rounds)
+                for name, rounds in runs.items()
+            }
             table.add_row(
                 "start-up to the first example: adaptloop (joined) / Bytewax / Quix (learned)",
-                " / ".join(f"{startups[name]:.1f}" for name in ("adaptloop", "bytewax", "quix")) + " s",
+                " / ".join(f"{startups[name]:.1f}" for name in ("adaptloop", "bytewax", "quix"))
+                + " s",
                 "",
                 "",
             )
@@ -122,15 +149,21 @@ def peers(settings: Settings, data: Data, table: Table, row: Callable[..., None]
     results["peers"] = found
 
 
-def learner_peers(settings: Settings, data: Data, row: Callable[..., None], found: dict[str, object]) -> None:
-    """The learner alone from a topic of training examples: the learner agent against River in process and
-    the Quix Streams learner app; medians of interleaved rounds."""
+def learner_peers(
+    settings: Settings, data: Data, row: Callable[..., None], found: dict[str, object]
+) -> None:
+    """The learner alone from a topic of training examples: the learner agent against River in
+    process and the Quix Streams learner app; medians of interleaved rounds."""
     bootstrap = settings.bootstrap_address
     prefix = produce_examples(bootstrap, data)
     topic = TRAINING_EXAMPLES.full_name(prefix)
     for recipe in ("logistic", "hoeffding"):
         spec = LearnerSpec(
-            name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000, checkpoint_seconds=None
+            name="b",
+            recipe=recipe,
+            metrics=["Accuracy"],
+            checkpoint_every=5000,
+            checkpoint_seconds=None,
         )
         # What the drift monitors cost: the same agent watching neither errors nor data.
         unwatched = spec.model_copy(update={"drift": DriftSpec(concept=False, data=False)})
@@ -165,7 +198,13 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
     # settings did not change its rate (5,000-5,800/s either way, measured).
     tune_gc()
     results: dict[str, object] = {"examples": N, "at": datetime.now(UTC).isoformat()}
-    table = Table("measurement", "rate", "baseline", "ratio", title=f"adaptloop bench ({N:,} examples, Hyperplane)")
+    table = Table(
+        "measurement",
+        "rate",
+        "baseline",
+        "ratio",
+        title=f"adaptloop bench ({N:,} examples, Hyperplane)",
+    )
 
     def row(name: str, rate: float, baseline: float | None, unit: str = "/s") -> None:
         table.add_row(
@@ -176,7 +215,8 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
         )
 
     out = Path(__file__).with_name("results.json")
-    if sections == ("learner",):  # the learner agent's rows alone: the other results of the last run stay
+    # the learner agent's rows alone: the other results of the last run stay
+    if sections == ("learner",):
         found: dict[str, object] = {}
         with console.status("the learner agent against River and the Quix Streams learner app"):
             learner_peers(settings, data, row, found)
@@ -191,16 +231,24 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
     if sections == ("peers",):  # only these rows: the other results of the last full run stay
         console.print(table)
         previous = orjson.loads(out.read_bytes()) if out.exists() else {}
-        out.write_bytes(orjson.dumps({**previous, "peers": results["peers"]}, option=orjson.OPT_INDENT_2))
+        out.write_bytes(
+            orjson.dumps({**previous, "peers": results["peers"]}, option=orjson.OPT_INDENT_2)
+        )
         console.print(f"results in {out}")
         return
 
-    with console.status("the learning stage: River, OnlineLearner, learner agent, naive faust peer"):
+    with console.status(
+        "the learning stage: River, OnlineLearner, learner agent, naive faust peer"
+    ):
         prefix = produce_examples(bootstrap, data)
         topic = TRAINING_EXAMPLES.full_name(prefix)
         for recipe in ("logistic", "hoeffding"):
             spec = LearnerSpec(
-                name="b", recipe=recipe, metrics=["Accuracy"], checkpoint_every=5000, checkpoint_seconds=None
+                name="b",
+                recipe=recipe,
+                metrics=["Accuracy"],
+                checkpoint_every=5000,
+                checkpoint_seconds=None,
             )
             river, ours, agent = medians_of_rounds(
                 lambda recipe=recipe: river_rate(recipe, data),
@@ -233,9 +281,21 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
                         "ceiling_from_kafka_per_s": ceiling,
                     }
                 )
-                row("reading alone (consume + the learner's typed decode) / River logistic", read, river)
-                row("reading alone (consume + pydantic validation, before) / River logistic", validated, river)
-                row("River logistic + reading on one core / River (the ceiling from Kafka)", ceiling, river)
+                row(
+                    "reading alone (consume + the learner's typed decode) / River logistic",
+                    read,
+                    river,
+                )
+                row(
+                    "reading alone (consume + pydantic validation, before) / River logistic",
+                    validated,
+                    river,
+                )
+                row(
+                    "River logistic + reading on one core / River (the ceiling from Kafka)",
+                    ceiling,
+                    river,
+                )
         river = results["logistic"]["river_per_s"]  # type: ignore[index]
         batched = LearnerSpec(
             name="b",
@@ -249,7 +309,11 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             lambda: river_many_rate("logistic", data, MINI_BATCH),
             lambda: agent_rate(bootstrap, prefix, batched, N - N % MINI_BATCH),
         )
-        results["mini_batch"] = {"size": MINI_BATCH, "river_learn_many_per_s": many, "learner_agent_per_s": agent}
+        results["mini_batch"] = {
+            "size": MINI_BATCH,
+            "river_learn_many_per_s": many,
+            "learner_agent_per_s": agent,
+        }
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_one", agent, river)
         row(f"logistic, mini-batch {MINI_BATCH}: learner agent / River learn_many", agent, many)
         delete_topics(bootstrap, prefix)
@@ -268,7 +332,12 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             "river_per_s": river,
             "learner_agent_per_s": agent,
         }
-        row(f"logistic, defaults, examples {RECENT_IDS // 1000}k-{len(steady) // 1000}k: agent / River", agent, river)
+        row(
+            f"logistic, defaults, examples {RECENT_IDS // 1000}k-{len(steady) // 1000}k: agent "
+            "/ River",
+            agent,
+            river,
+        )
         delete_topics(bootstrap, steady_prefix)
 
     cpu = Table(
@@ -279,14 +348,19 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
         "cores' ceiling",
         title="where the loop's CPU goes (user + system time of each process, /proc)",
     )
-    with console.status("the whole loop in a worker (join, learner, archive), then join and learner alone"):
-        decisions = stream(LOOP_SCALE * N, seed=3)  # long enough that start and end are a small part
-        # Untimed: a broker's JVM compiles its hot paths over its first minutes of load. Right after a
-        # start, the broker spent 90 µs of CPU per decision, falling to 41 over six runs (measured).
+    with console.status(
+        "the whole loop in a worker (join, learner, archive), then join and learner alone"
+    ):
+        # long enough that start and end are a small part
+        decisions = stream(LOOP_SCALE * N, seed=3)
+        # Untimed: a broker's JVM compiles its hot paths over its first minutes of load. Right after
+        # a start, the broker spent 90 µs of CPU per decision, falling to 41 over six runs
+        # (measured).
         loop_run(settings, "logistic", decisions, roles=("join", "learn"))
         loops = {}
         for recipe in ("logistic", "hoeffding"):
-            river = statistics.median(river_rate(recipe, data) for _ in range(REPEATS))  # now: the machine drifts
+            # now: the machine drifts
+            river = statistics.median(river_rate(recipe, data) for _ in range(REPEATS))
             results.setdefault("loop", {}).setdefault(recipe, {})["river_per_s"] = river  # type: ignore[union-attr]
             for roles, label in ((("all",), "whole worker"), (("join", "learn"), "join + learner")):
                 run = loops[(recipe, roles)] = loop_run(settings, recipe, decisions, roles=roles)
@@ -306,10 +380,17 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
                     f"{(os.cpu_count() or 1) * 1e6 / total:,.0f}/s",
                 )
             cpu.add_row(
-                f"{recipe}, River alone", *([""] * len(CPU_KEYS)), f"{1e6 / river:.0f}", "1.00", f"{river:,.0f}/s"
+                f"{recipe}, River alone",
+                *([""] * len(CPU_KEYS)),
+                f"{1e6 / river:.0f}",
+                "1.00",
+                f"{river:,.0f}/s",
             )  # one model learns on one core
-        # The floor under the join column: its Kafka reads, writes and transactions, no decoding and no logic.
-        floor = statistics.median(join_kafka_floor(settings, decisions).cpu_us for _ in range(REPEATS))
+        # The floor under the join column: its Kafka reads, writes and transactions, no decoding and
+        # no logic.
+        floor = statistics.median(
+            join_kafka_floor(settings, decisions).cpu_us for _ in range(REPEATS)
+        )
         results["join_kafka_floor_cpu_us_per_decision"] = floor
         cpu.add_row(
             "the join's Kafka work alone (no decoding, no logic)",
@@ -318,7 +399,9 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             "",
             "",
         )
-        half = loop_run(settings, "logistic", data, per_second=loops[("logistic", ("all",))].rate / 2)
+        half = loop_run(
+            settings, "logistic", data, per_second=loops[("logistic", ("all",))].rate / 2
+        )
         lags = {"outcome_to_served": half.learn_lags, "published_to_served": half.refresh_lags}
         results["latency_at_half_load"] = {
             "per_second": loops[("logistic", ("all",))].rate / 2,
@@ -338,7 +421,10 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
     with console.status("two models: one learner process, then two"):
         longer = stream(2 * N, seed=2)  # per model: long enough that start and end are a small part
         one, two = medians_of_rounds(
-            *(lambda workers=workers: learner_scaleout(settings, "logistic", longer, workers) for workers in (1, 2))
+            *(
+                lambda workers=workers: learner_scaleout(settings, "logistic", longer, workers)
+                for workers in (1, 2)
+            )
         )
         results["scaleout"] = {"one_learner_per_s": one, "two_learners_per_s": two}
         row("2 models: two learner processes / one", two, one)
@@ -352,7 +438,9 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             "p99_ms": served.p99_ms,
             "errors": served.errors,
         }
-        row("adaptloop serve: predictions/s over HTTP (8 keep-alive clients)", served.top_rate, None)
+        row(
+            "adaptloop serve: predictions/s over HTTP (8 keep-alive clients)", served.top_rate, None
+        )
         table.add_row(
             f"adaptloop serve at half rate ({served.paced_rate:,.0f}/s): p50 / p99",
             f"{served.p50_ms:.1f} / {served.p99_ms:.1f} ms",
@@ -384,9 +472,18 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
 
 
 def fuzz(examples: int) -> None:
-    """``python -m bench fuzz [N]``: the fuzz test of the suite with ``N`` Hypothesis batches (default 2,000;
-    the suite draws 40), against the test broker."""
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/integration/test_fuzz.py"]
+    """``python -m bench fuzz [N]``: the fuzz test of the suite with ``N`` Hypothesis batches
+    (default 2,000; the suite draws 40), against the test broker."""
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "tests/integration/test_fuzz.py",
+    ]
     env = {**os.environ, "ADAPTLOOP_FUZZ_EXAMPLES": str(examples)}
     raise SystemExit(subprocess.run(command, env=env, cwd=Path(__file__).parent.parent).returncode)
 

@@ -1,4 +1,5 @@
-"""The Bytewax peer: the whole loop as one Bytewax 0.21 dataflow with River, written as its docs show.
+"""The Bytewax peer: the whole loop as one Bytewax 0.21 dataflow with River, written as its docs
+show.
 
 Kafka input of predictions and outcomes (JSON) -> ``key_on`` the decision id -> ``stateful_map``
 joins a decision's two events, in either order -> predict, learn, score -> a sink that drops
@@ -39,8 +40,11 @@ class Discard(DynamicSink[Any]):
         return _Discard()
 
 
-def join(waiting: dict[str, Any] | None, message: KafkaSourceMessage) -> tuple[dict[str, Any] | None, Any]:
-    """A decision's prediction and outcome, in either order: (no state left, the pair) once both came."""
+def join(
+    waiting: dict[str, Any] | None, message: KafkaSourceMessage
+) -> tuple[dict[str, Any] | None, Any]:
+    """A decision's prediction and outcome, in either order: (no state left, the pair) once both
+    came."""
     event = json.loads(message.value)
     if waiting is None:
         return event, None
@@ -57,7 +61,9 @@ def build_flow(bootstrap: str, topics: list[str], n: int, recipe: str, out: Path
     flow = Dataflow("adaptloop-peer")
     messages = op.input("in", flow, KafkaSource([bootstrap], topics, tail=False))
     keyed = op.key_on("decision", messages, lambda message: message.key.decode())
-    pairs = op.filter("joined", op.stateful_map("join", keyed, join), lambda pair: pair[1] is not None)
+    pairs = op.filter(
+        "joined", op.stateful_map("join", keyed, join), lambda pair: pair[1] is not None
+    )
     op.output("out", op.map("learn", pairs, learn), Discard())
     return flow
 

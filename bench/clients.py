@@ -1,16 +1,19 @@
-"""Many models served in one process: what ``MODELS`` ModelClients cost (``python -m bench clients``).
+"""Many models served in one process: what ``MODELS`` ModelClients cost (``python -m bench
+clients``).
 
-A service (``adaptloop serve``, a faust app) holds one :class:`~adaptloop.streams.model_client.ModelClient` per
-model. This publishes a signed version of each of ``MODELS`` small models on ``model-updates``, then, in a fresh
-process each time, starts a client of every model and measures:
+A service (``adaptloop serve``, a faust app) holds one
+:class:`~adaptloop.streams.model_client.ModelClient` per model. This publishes a signed version of
+each of ``MODELS`` small models on ``model-updates``, then, in a fresh process each time, starts a
+client of every model and measures:
 
-- the time to start them all: one after another (as a script would), or all at once, each in a thread of its
-  own (as ``adaptloop serve`` does);
+- the time to start them all: one after another (as a script would), or all at once, each in a
+  thread of its own (as ``adaptloop serve`` does);
 - the OS threads and the resident memory (RSS) the clients added to the process;
 - the CPU the process spends while idle (no prediction, no new version) over ``IDLE_SECONDS``;
 - the time to close them all.
 
-Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``). ``python -m bench clients [MODELS]``.
+Needs a broker (``adaptloop kafka up``, or ``ADAPTLOOP_BOOTSTRAP``). ``python -m bench clients
+[MODELS]``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def _rss_mb() -> float:
 
 
 def publish(bootstrap: str, models: int) -> tuple[str, Path]:
-    """A fresh topic prefix and home with a signed version of each of ``models`` models on its model-updates."""
+    """A fresh topic prefix and home with a signed version of each of ``models`` models on its
+    model-updates."""
     from adaptloop.learners.online import OnlineLearner
     from adaptloop.learners.signing import ModelKeys
     from adaptloop.learners.spec import LearnerSpec
@@ -57,7 +61,10 @@ def publish(bootstrap: str, models: int) -> tuple[str, Path]:
     from adaptloop.streams import EventProducer
     from adaptloop.streams.admin import ensure_topics
 
-    prefix, home = f"clients{uuid.uuid4().hex[:6]}.", Path(tempfile.mkdtemp(prefix="bench-clients-"))
+    prefix, home = (
+        f"clients{uuid.uuid4().hex[:6]}.",
+        Path(tempfile.mkdtemp(prefix="bench-clients-")),
+    )
     ensure_topics(bootstrap, prefix=prefix)
     store = ModelStore(home / "models", ModelKeys.for_worker(home / "keys")[0])
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
@@ -79,7 +86,9 @@ def publish(bootstrap: str, models: int) -> tuple[str, Path]:
     return prefix, home
 
 
-def measure(bootstrap: str, prefix: str, home: str, models: int, together: bool) -> dict[str, float]:
+def measure(
+    bootstrap: str, prefix: str, home: str, models: int, together: bool
+) -> dict[str, float]:
     """In this process: start a client of each model, then measure it as the module says."""
     from adaptloop.streams.connection import ClientSettings
     from adaptloop.streams.model_client import ModelClient
@@ -131,7 +140,16 @@ def run(bootstrap: str, models: int = MODELS) -> dict[str, dict[str, float]]:
     found = {}
     try:
         for way, together in (("one after another", False), ("all at once (threads)", True)):
-            command = [sys.executable, "-m", "bench.clients", "measure", bootstrap, prefix, str(home), str(models)]
+            command = [
+                sys.executable,
+                "-m",
+                "bench.clients",
+                "measure",
+                bootstrap,
+                prefix,
+                str(home),
+                str(models),
+            ]
             out = subprocess.run(
                 [*command, "together" if together else "sequential"],
                 check=True,
@@ -172,7 +190,11 @@ def main(models: int = MODELS) -> None:
     console.print(table)
     out = Path(__file__).with_name("results.json")
     previous = orjson.loads(out.read_bytes()) if out.exists() else {}
-    out.write_bytes(orjson.dumps({**previous, "clients": {"models": models, **found}}, option=orjson.OPT_INDENT_2))
+    out.write_bytes(
+        orjson.dumps(
+            {**previous, "clients": {"models": models, **found}}, option=orjson.OPT_INDENT_2
+        )
+    )
 
 
 if __name__ == "__main__":

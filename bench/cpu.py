@@ -33,11 +33,14 @@ def _stat(pid: str) -> tuple[str, int] | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.index("(") + 1 : stat.rindex(")")], int(stat[stat.rindex(")") + 2 :].split()[1])
+    return stat[stat.index("(") + 1 : stat.rindex(")")], int(
+        stat[stat.rindex(")") + 2 :].split()[1]
+    )
 
 
 def loop_processes(worker_pids: list[int]) -> dict[str, int]:
-    """The processes of a loop run: the workers' roles (by process name), the broker, and this process."""
+    """The processes of a loop run: the workers' roles (by process name), the broker, and this
+    process."""
     roles = {process_name(role): role for role in ROLES}
     found = {"bench (producer, model client)": os.getpid()}
     for entry in Path("/proc").iterdir():
@@ -60,4 +63,8 @@ def loop_processes(worker_pids: list[int]) -> dict[str, int]:
 
 def cpu_of(processes: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each named process (those that are gone are left out)."""
-    return {name: seconds for name, pid in processes.items() if (seconds := cpu_seconds(pid)) is not None}
+    return {
+        name: seconds
+        for name, pid in processes.items()
+        if (seconds := cpu_seconds(pid)) is not None
+    }

@@ -1,10 +1,12 @@
-"""The join's decoding alone: what one prediction and one outcome cost to decode and validate, per decision.
+"""The join's decoding alone: what one prediction and one outcome cost to decode and validate, per
+decision.
 
 The join decodes each record of its inputs with ``schemas.codec.decode``: the compiled core
-(``adaptloop._core``, validating with the contract's exported JSON Schema) and the event made from its
-fields. Before the core, pydantic's strict JSON validator did it (``validate_json``, kept here as the
-reference). Both decode the same bytes (sample decisions, their features as the bench's streams have them),
-in interleaved rounds, the ratio taken within each round (CPU time of the process).
+(``adaptloop._core``, validating with the contract's exported JSON Schema) and the event made from
+its fields. Before the core, pydantic's strict JSON validator did it (``validate_json``, kept here
+as the reference). Both decode the same bytes (sample decisions, their features as the bench's
+streams have them), in interleaved rounds, the ratio taken within each round (CPU time of the
+process).
 
 Run: ``python -m bench.decode_floor`` (``--decisions N --rounds R``).
 """
@@ -60,7 +62,10 @@ def main() -> None:
     for _ in range(args.rounds):
         pydantic, core = per_decision_us(by_pydantic, batch), per_decision_us(by_core, batch)
         rows.append((pydantic, core))
-    print(f"decode + validate, µs per decision (a prediction and an outcome), {args.rounds} interleaved rounds")
+    print(
+        f"decode + validate, µs per decision (a prediction and an outcome), {args.rounds} "
+        "interleaved rounds"
+    )
     print(f"  pydantic validate_json: median {statistics.median(r[0] for r in rows):.2f}")
     print(f"  compiled core (decode): median {statistics.median(r[1] for r in rows):.2f}")
     ratios = [r[0] / r[1] for r in rows]

@@ -11,7 +11,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from adaptloop.learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
+from adaptloop.learners.drift_eval import (
+    concept_drift_calibration,
+    data_drift_calibration,
+    recovery,
+)
 
 
 def main() -> None:
@@ -38,7 +42,10 @@ def main() -> None:
     console.print(concept)
     d = data_drift_calibration()
     data = Table(
-        "checks (stationary)", "false alarms", "x0 shifted by 0.5: caught", title="data drift (PSI / Jensen-Shannon)"
+        "checks (stationary)",
+        "false alarms",
+        "x0 shifted by 0.5: caught",
+        title="data drift (PSI / Jensen-Shannon)",
     )
     data.add_row(str(d.checks), str(d.false_alarms), f"{d.shift_detected}/{d.runs}")
     console.print(data)

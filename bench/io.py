@@ -1,4 +1,5 @@
-"""Kafka and storage around the loop: the producer SDK against raw confluent-kafka, Parquet writes, an audit query."""
+"""Kafka and storage around the loop: the producer SDK against raw confluent-kafka, Parquet writes,
+an audit query."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ from bench.learning import AT
 def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     ensure_topics(bootstrap, prefix=prefix, partitions=6, topics=[OUTCOMES])
-    events = [OutcomeEvent(decision_id=f"d{i}", label=i % 2 == 0, source="bench", timestamp=AT) for i in range(n)]
+    events = [
+        OutcomeEvent(decision_id=f"d{i}", label=i % 2 == 0, source="bench", timestamp=AT)
+        for i in range(n)
+    ]
     start = time.perf_counter()
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
         for event in events:
@@ -53,11 +57,15 @@ def producer_rates(bootstrap: str, n: int = 100_000) -> tuple[float, float]:
 
 
 def archive_rate(topic: Topic = OUTCOMES, n: int = 200_000) -> float:
-    """Records of ``topic`` per second, decoded and written to Parquet by the archive (files of 50,000):
-    outcomes (validated by the contract) or training examples of 10 features (the learner's reader)."""
+    """Records of ``topic`` per second, decoded and written to Parquet by the archive (files of
+    50,000): outcomes (validated by the contract) or training examples of 10 features (the learner's
+    reader)."""
     rng = np.random.default_rng(7)
     values = (
-        [orjson.dumps({"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"}) for i in range(n)]
+        [
+            orjson.dumps({"decision_id": f"d{i}", "label": i % 2 == 0, "source": "bench"})
+            for i in range(n)
+        ]
         if topic is OUTCOMES
         else [
             encode(
@@ -75,7 +83,10 @@ def archive_rate(topic: Topic = OUTCOMES, n: int = 200_000) -> float:
             for i, row in enumerate(rng.random((n, 10)))
         ]
     )
-    records = [RawRecord(0, i, 1_767_225_600_000 + i, f"d{i}".encode(), value) for i, value in enumerate(values)]
+    records = [
+        RawRecord(0, i, 1_767_225_600_000 + i, f"d{i}".encode(), value)
+        for i, value in enumerate(values)
+    ]
     archive = ParquetArchive(Path(tempfile.mkdtemp()))
     start = time.perf_counter()
     for first in range(0, n, 50_000):
@@ -94,7 +105,9 @@ def audit_query(rows: int = 10_000_000) -> tuple[float, float]:
             {
                 "model": pa.array(rng.choice(["churn", "fraud", "ranker"], size)),
                 "model_version": pa.array(rng.integers(0, 200, size).astype(str)),
-                "status": pa.array(rng.choice(["joined", "expired", "late"], size, p=[0.85, 0.12, 0.03])),
+                "status": pa.array(
+                    rng.choice(["joined", "expired", "late"], size, p=[0.85, 0.12, 0.03])
+                ),
                 "prediction": pa.array(rng.choice(["true", "false"], size)),
                 "label": pa.array(rng.choice(["true", "false"], size)),
                 "_partition": pa.array(np.full(size, part, dtype=np.int32)),

@@ -1,14 +1,14 @@
 """The join's Kafka work alone: what the join's design costs before any of its Python logic runs.
 
 A consumer with the join's settings reads a backlog of predictions and outcomes; one transactional
-producer per input partition writes, per decision, what the join writes (the prediction's state entry
-and its tombstone on the changelog, one training example) and commits each batch's offsets in that
-partition's transaction, the partitions' commits side by side, as the join does. Nothing is decoded,
-validated or joined: the records' bytes are written on as they came.
+producer per input partition writes, per decision, what the join writes (the prediction's state
+entry and its tombstone on the changelog, one training example) and commits each batch's offsets in
+that partition's transaction, the partitions' commits side by side, as the join does. Nothing is
+decoded, validated or joined: the records' bytes are written on as they came.
 
-Its CPU per decision (user + system time of this process, librdkafka's threads included) is the floor
-under the join's own row of the CPU table for any join written on confluent-kafka with this design:
-what is above it is the join's Python (decoding, validation, state, the training example).
+Its CPU per decision (user + system time of this process, librdkafka's threads included) is the
+floor under the join's own row of the CPU table for any join written on confluent-kafka with this
+design: what is above it is the join's Python (decoding, validation, state, the training example).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _cpu_seconds() -> float:
 
 
 def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
-    """Read, write and commit a backlog of ``data``'s decisions as the join does, with no join logic."""
+    """Read, write and commit a backlog of ``data``'s decisions as the join does, with no join
+    logic."""
     settings = _settings(base, [])
     prefix, connection, n = settings.topic_prefix, settings.connection(), len(data)
     bootstrap = connection.bootstrap
@@ -66,7 +67,11 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
     producers = {}
     for partition in range(settings.partitions):
         producer = Producer(
-            {**connection.config(), **DEFAULT_PRODUCER_CONFIG, "transactional.id": f"{prefix}floor-{partition}"}
+            {
+                **connection.config(),
+                **DEFAULT_PRODUCER_CONFIG,
+                "transactional.id": f"{prefix}floor-{partition}",
+            }
         )
         producer.init_transactions(30)
         producers[partition] = producer
@@ -81,7 +86,9 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
     try:
         while joined < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the join's Kafka floor read {joined:,} of {n:,} decisions in 300 s")
+                raise TimeoutError(
+                    f"the join's Kafka floor read {joined:,} of {n:,} decisions in 300 s"
+                )
             moved: dict[int, dict[str, Message]] = {}
             for message in consumer.consume(5000, 0.5):
                 if message.error():
@@ -102,7 +109,10 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
                 committer.submit(
                     commit,
                     producers[partition],
-                    [TopicPartition(m.topic(), partition, (m.offset() or 0) + 1) for m in last.values()],
+                    [
+                        TopicPartition(m.topic(), partition, (m.offset() or 0) + 1)
+                        for m in last.values()
+                    ],
                     metadata,
                 )
                 for partition, last in moved.items()
@@ -118,5 +128,6 @@ def join_kafka_floor(base: Settings, data: Data) -> FloorRun:
     assert started is not None
     first, wall, cpu = started
     return FloorRun(
-        rate=(joined - first) / (time.perf_counter() - wall), cpu_us=(_cpu_seconds() - cpu) / (joined - first) * 1e6
+        rate=(joined - first) / (time.perf_counter() - wall),
+        cpu_us=(_cpu_seconds() - cpu) / (joined - first) * 1e6,
     )

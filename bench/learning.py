@@ -1,4 +1,5 @@
-"""The learning stage, measured: River in process, the OnlineLearner, and the learner agent reading Kafka.
+"""The learning stage, measured: River in process, the OnlineLearner, and the learner agent reading
+Kafka.
 
 Every rate is examples per second of predict-then-learn over the same data (River's
 ``Hyperplane``, 10 numeric features), so each one divides by River's own in-process
@@ -34,7 +35,8 @@ Data = list[tuple[dict, bool]]
 
 def stream(n: int, seed: int = 1) -> Data:
     return [
-        ({f"x{k}": v for k, v in x.items()}, bool(y)) for x, y in synth.Hyperplane(seed=seed, n_features=10).take(n)
+        ({f"x{k}": v for k, v in x.items()}, bool(y))
+        for x, y in synth.Hyperplane(seed=seed, n_features=10).take(n)
     ]
 
 
@@ -126,10 +128,10 @@ def agent_rate(bootstrap: str, prefix: str, spec: LearnerSpec, n: int, after: in
 
 
 def read_rate(bootstrap: str, prefix: str, n: int, trusted: bool = True) -> float:
-    """Reading alone: the learner agent's consumer takes and decodes ``n`` training examples (with the
-    fast reader it uses, or ``trusted=False``: pydantic's validation) and learns nothing. It runs on the
-    learner's core, so a learner reading from Kafka is at most ``1 / (1 / read + 1 / river)`` examples per
-    second, however little else it does."""
+    """Reading alone: the learner agent's consumer takes and decodes ``n`` training examples (with
+    the fast reader it uses, or ``trusted=False``: pydantic's validation) and learns nothing. It
+    runs on the learner's core, so a learner reading from Kafka is at most ``1 / (1 / read + 1 /
+    river)`` examples per second, however little else it does."""
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
         dead_letters = DeadLetters(producer, consumer=f"{prefix}bench-read")
         with EventConsumer(
@@ -143,7 +145,9 @@ def read_rate(bootstrap: str, prefix: str, n: int, trusted: bool = True) -> floa
             while not consumer.kafka.assignment():
                 consumer.poll(1, 0.2)
                 if consumer.kafka.assignment():
-                    consumer.kafka.seek(TopicPartition(TRAINING_EXAMPLES.full_name(prefix), 0, OFFSET_BEGINNING))
+                    consumer.kafka.seek(
+                        TopicPartition(TRAINING_EXAMPLES.full_name(prefix), 0, OFFSET_BEGINNING)
+                    )
             read, start = 0, time.perf_counter()
             while read < n:
                 read += len(consumer.poll(5000, 0.2))

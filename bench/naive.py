@@ -1,4 +1,5 @@
-"""The naive peer: the learning job written the obvious way, as one faust agent, one event at a time.
+"""The naive peer: the learning job written the obvious way, as one faust agent, one event at a
+time.
 
 JSON decode, then ``predict_proba_one`` and ``learn_one`` on each training example:
 no validation, no dead letters, no dedup, no checkpoints, no metrics. It runs in a
@@ -45,7 +46,9 @@ def naive_rate(bootstrap: str, topic: str, n: int, recipe: str, timeout: float =
         deadline = time.monotonic() + timeout
         while not out.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the naive faust peer stopped or timed out (exit {process.poll()})")
+                raise RuntimeError(
+                    f"the naive faust peer stopped or timed out (exit {process.poll()})"
+                )
             time.sleep(0.2)
         time.sleep(0.1)  # the file is written in one call; let it land
         return float(out.read_text())

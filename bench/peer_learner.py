@@ -1,5 +1,6 @@
-"""The learning step every peer of the bench runs (:mod:`bench.quix_peer`, :mod:`bench.bytewax_peer`), and how it
-reports its timings: River only, no adaptloop import (the Quix Streams peer runs in a venv of its own)."""
+"""The learning step every peer of the bench runs (:mod:`bench.quix_peer`,
+:mod:`bench.bytewax_peer`), and how it reports its timings: River only, no adaptloop import (the
+Quix Streams peer runs in a venv of its own)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 
 def build_model(recipe: str) -> Any:
-    """adaptloop's recipes of the same name (``adaptloop.learners.recipes``), with River's defaults."""
+    """adaptloop's recipes of the same name (``adaptloop.learners.recipes``), with River's
+    defaults."""
     from river import linear_model, preprocessing, tree
 
     if recipe == "logistic":
@@ -19,9 +21,10 @@ def build_model(recipe: str) -> Any:
 
 
 class PeerLearner:
-    """Predict, score, learn one example at a time; write, as JSON to ``out``, when it learned its first example,
-    a tenth and all of ``n`` (the rate between the last two is steady work, not start-up), how many it
-    learned and its accuracy. Returns True from :meth:`learn` once it has learned all ``n``."""
+    """Predict, score, learn one example at a time; write, as JSON to ``out``, when it learned its
+    first example, a tenth and all of ``n`` (the rate between the last two is steady work, not
+    start-up), how many it learned and its accuracy. Returns True from :meth:`learn` once it has
+    learned all ``n``."""
 
     def __init__(self, recipe: str, n: int, out: Path) -> None:
         from river import metrics

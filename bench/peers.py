@@ -1,4 +1,5 @@
-"""adaptloop against the stream processors users would pick instead: Bytewax and Quix Streams, with River.
+"""adaptloop against the stream processors users would pick instead: Bytewax and Quix Streams, with
+River.
 
 Every system gets the same backlog, produced before it starts (predictions and outcomes of the same
 decisions, the JSON adaptloop's SDK writes, on the same number of partitions), and the same River
@@ -51,7 +52,8 @@ class PeerRun:
     learned: int
     accuracy: float  # River's Accuracy of predict-then-learn over the run
     startup_s: float  # processes started -> first decision learned (adaptloop: joined)
-    after_assignment_s: float | None = None  # adaptloop: the join's partitions assigned -> first decision joined
+    # adaptloop: the join's partitions assigned -> first decision joined
+    after_assignment_s: float | None = None
 
 
 def quix_python() -> Path:
@@ -61,18 +63,32 @@ def quix_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
         river = metadata.version("river")
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}", f"river=={river}"], check=True
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"quixstreams=={QUIX_VERSION}",
+                f"river=={river}",
+            ],
+            check=True,
         )
     return python
 
 
 def produce_backlog(bootstrap: str, prefix: str, data: Data) -> None:
-    """Each decision's prediction and outcome on ``prefix``'s topics, as a service would send them."""
+    """Each decision's prediction and outcome on ``prefix``'s topics, as a service would send
+    them."""
     now = datetime.now(UTC)
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
         for i, (x, y) in enumerate(data):
             at = now + timedelta(microseconds=i)
-            producer.send(PredictionEvent(decision_id=f"d{i}", model="b", model_version="v", features=x, timestamp=at))
+            producer.send(
+                PredictionEvent(
+                    decision_id=f"d{i}", model="b", model_version="v", features=x, timestamp=at
+                )
+            )
             producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="bench", timestamp=at))
 
 
@@ -80,17 +96,25 @@ def adaptloop_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
     """adaptloop's join and learner (a process each) on a backlog, exactly-once as in production."""
     n = len(data)
     spec = LearnerSpec(
-        name="b", recipe=recipe, min_examples=0, metrics=["Accuracy"], checkpoint_every=n // 10, checkpoint_seconds=None
+        name="b",
+        recipe=recipe,
+        min_examples=0,
+        metrics=["Accuracy"],
+        checkpoint_every=n // 10,
+        checkpoint_seconds=None,
     )
     settings = _settings(base, [spec])
     produce_backlog(settings.bootstrap_address, settings.topic_prefix, data)
     started = time.time()
     workers = [
-        start_worker_process(settings, settings.home / f"worker-{role}.log", role=role) for role in ("join", "learn")
+        start_worker_process(settings, settings.home / f"worker-{role}.log", role=role)
+        for role in ("join", "learn")
     ]
     try:
         versions = _wait_for_versions(settings, {"b": n})["b"]
-        first = _first_record_at(settings.bootstrap_address, TRAINING_EXAMPLES.full_name(settings.topic_prefix))
+        first = _first_record_at(
+            settings.bootstrap_address, TRAINING_EXAMPLES.full_name(settings.topic_prefix)
+        )
     finally:
         for worker in workers:
             stop_worker_process(worker)
@@ -119,24 +143,37 @@ def _first_record_at(connection: ConnectionLike, topic: str) -> float:
 
 
 def _logged_at(log: Path, words: str) -> float | None:
-    """When the worker's log first says ``words`` (its lines start with the local time, to the millisecond)."""
+    """When the worker's log first says ``words`` (its lines start with the local time, to the
+    millisecond)."""
     for line in log.read_text().splitlines():
         if words in line:
             return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     return None
 
 
-def _run_peer(command: list[str], env: dict[str, str], out: Path, n: int, timeout: float = 600.0) -> PeerRun:
+def _run_peer(
+    command: list[str], env: dict[str, str], out: Path, n: int, timeout: float = 600.0
+) -> PeerRun:
     started = time.time()
     process = subprocess.Popen(
-        command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + timeout
         while not out.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                error = process.stderr.read().decode()[-2000:] if process.stderr and process.poll() is not None else ""
-                raise RuntimeError(f"{command[1:3]} stopped or timed out (exit {process.poll()}): {error}")
+                error = (
+                    process.stderr.read().decode()[-2000:]
+                    if process.stderr and process.poll() is not None
+                    else ""
+                )
+                raise RuntimeError(
+                    f"{command[1:3]} stopped or timed out (exit {process.poll()}): {error}"
+                )
             time.sleep(0.05)
         time.sleep(0.1)  # written in one call: let it land
         result = json.loads(out.read_text())
@@ -146,7 +183,10 @@ def _run_peer(command: list[str], env: dict[str, str], out: Path, n: int, timeou
     if result["learned"] != n:
         raise RuntimeError(f"{command[1:3]} learned {result['learned']} of {n} decisions")
     return PeerRun(
-        (n - n // 10) / result["tenth_to_all_s"], result["learned"], result["accuracy"], result["first_at"] - started
+        (n - n // 10) / result["tenth_to_all_s"],
+        result["learned"],
+        result["accuracy"],
+        result["first_at"] - started,
     )
 
 
@@ -169,7 +209,9 @@ def bytewax_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
         "PEER_OUT": str(out),
     }
     try:
-        return _run_peer([sys.executable, "-m", "bytewax.run", "bench.bytewax_peer:flow"], env, out, len(data))
+        return _run_peer(
+            [sys.executable, "-m", "bytewax.run", "bench.bytewax_peer:flow"], env, out, len(data)
+        )
     finally:
         delete_topics(base.bootstrap_address, prefix)
 
@@ -177,7 +219,18 @@ def bytewax_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
 def quix_run(bootstrap: str, mode: str, topics: str, recipe: str, n: int) -> PeerRun:
     """The Quix Streams app (exactly-once, RocksDB state) over ``topics``."""
     out, state = Path(tempfile.mkdtemp()) / "result.json", tempfile.mkdtemp()
-    command = [str(quix_python()), "-m", "bench.quix_peer", mode, bootstrap, topics, str(n), recipe, str(out), state]
+    command = [
+        str(quix_python()),
+        "-m",
+        "bench.quix_peer",
+        mode,
+        bootstrap,
+        topics,
+        str(n),
+        recipe,
+        str(out),
+        state,
+    ]
     return _run_peer(command, {}, out, n)
 
 
@@ -188,5 +241,6 @@ def quix_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
         return quix_run(base.bootstrap_address, "loop", topics, recipe, len(data))
     finally:
         delete_topics(base.bootstrap_address, prefix)
-        delete_topics(base.bootstrap_address, "changelog__quix-")  # Quix's state changelogs of its groups
+        # Quix's state changelogs of its groups
+        delete_topics(base.bootstrap_address, "changelog__quix-")
         delete_topics(base.bootstrap_address, "repartition__quix-")

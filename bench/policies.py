@@ -1,13 +1,15 @@
-"""The drift policies on streams nobody tuned for: ``python -m bench policies [--quick]`` (no broker).
+"""The drift policies on streams nobody tuned for: ``python -m bench policies [--quick]`` (no
+broker).
 
-Runs :func:`adaptloop.learners.drift_eval.policy_suite` (every policy, River's SEA, Agrawal, STAGGER,
-Mixed and Sine generators, abrupt and gradual drifts at two positions, two seeds, the logistic and
-Hoeffding recipes) in one process per core, and prints per recipe and stream the production
-accuracy after the drift, the examples to recover and the switches, then a summary against
-``alert`` (what the model does with no policy acting). About 10 minutes on 2 cores (10m26s on a
-shared machine, load 5 to 8); ``--quick`` runs one position and one seed (a quarter);
-``--policies alert,canary+challenger`` runs only those (``alert`` always: the summary is against it);
-``--canary-share 0.5`` gives ``canary+challenger`` another share than :data:`SUITE_CANARY`'s 0.1.
+Runs :func:`adaptloop.learners.drift_eval.policy_suite` (every policy, River's SEA, Agrawal,
+STAGGER, Mixed and Sine generators, abrupt and gradual drifts at two positions, two seeds, the
+logistic and Hoeffding recipes) in one process per core, and prints per recipe and stream the
+production accuracy after the drift, the examples to recover and the switches, then a summary
+against ``alert`` (what the model does with no policy acting). About 10 minutes on 2 cores (10m26s
+on a shared machine, load 5 to 8); ``--quick`` runs one position and one seed (a quarter);
+``--policies alert,canary+challenger`` runs only those (``alert`` always: the summary is against
+it); ``--canary-share 0.5`` gives ``canary+challenger`` another share than :data:`SUITE_CANARY`'s
+0.1.
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ def run_suite(
     canary: CanarySpec = SUITE_CANARY,
 ) -> list[PolicyRun]:
     streams = suite_streams(positions=(2000,), seeds=(1,)) if quick else suite_streams()
-    work = [(stream, recipe, policy, canary) for stream in streams for recipe in RECIPES for policy in policies]
+    work = [
+        (stream, recipe, policy, canary)
+        for stream in streams
+        for recipe in RECIPES
+        for policy in policies
+    ]
     with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         return list(pool.map(_run, work, chunksize=1))
 
@@ -56,8 +63,8 @@ def _kind(stream: SuiteStream) -> str:
 
 
 def tables(runs: list[PolicyRun]) -> list[Table]:
-    """Per recipe: one row per generator and kind of drift (means over positions and seeds), then the summary
-    (the policies that ran, in :data:`POLICIES` order)."""
+    """Per recipe: one row per generator and kind of drift (means over positions and seeds), then
+    the summary (the policies that ran, in :data:`POLICIES` order)."""
     ran = {run.policy for run in runs}
     policies = [policy for policy in POLICIES if policy in ran]
     by: dict[tuple[str, str, str, str], list[PolicyRun]] = defaultdict(list)
@@ -78,9 +85,14 @@ def tables(runs: list[PolicyRun]) -> list[Table]:
             for policy in policies:
                 group = by[(recipe, name, kind, policy)]
                 recovered = [r.to_recover for r in group if r.to_recover is not None]
-                recover = f"{statistics.fmean(recovered):.0f}" if len(recovered) == len(group) else "-"
+                recover = (
+                    f"{statistics.fmean(recovered):.0f}" if len(recovered) == len(group) else "-"
+                )
                 switches = sum(r.switches for r in group)
-                cells.append(f"{statistics.fmean(r.accuracy_after for r in group):.3f} / {recover} / {switches}")
+                cells.append(
+                    f"{statistics.fmean(r.accuracy_after for r in group):.3f} / "
+                    f"{recover} / {switches}"
+                )
             table.add_row(name, kind, *cells)
         out.append(table)
     summary = Table(
@@ -117,7 +129,9 @@ def _policies(argv: list[str]) -> tuple[str, ...]:
         return POLICIES
     named = set(argv[argv.index("--policies") + 1].split(","))
     if unknown := named - set(POLICIES):
-        raise SystemExit(f"unknown policies {sorted(unknown)}; the suite's are {', '.join(POLICIES)}")
+        raise SystemExit(
+            f"unknown policies {sorted(unknown)}; the suite's are {', '.join(POLICIES)}"
+        )
     return tuple(policy for policy in POLICIES if policy in named | {"alert"})
 
 
@@ -126,7 +140,9 @@ def main(argv: list[str]) -> None:
     canary = SUITE_CANARY
     if "--canary-share" in argv:
         canary = CanarySpec(share=float(argv[argv.index("--canary-share") + 1]))
-    for table in tables(run_suite(quick="--quick" in argv, policies=_policies(argv), canary=canary)):
+    for table in tables(
+        run_suite(quick="--quick" in argv, policies=_policies(argv), canary=canary)
+    ):
         console.print(table)
 
 

@@ -1,13 +1,14 @@
-"""The Quix Streams peer: the loop's stages as a Quix Streams 3 app with River, written as its docs show.
+"""The Quix Streams peer: the loop's stages as a Quix Streams 3 app with River, written as its docs
+show.
 
 - ``learn``: a ``StreamingDataFrame`` over ``training-examples`` (JSON): predict, learn, score.
 - ``loop``: predictions and outcomes concatenated (co-partitioned by decision id), joined per key in
   RocksDB state (``apply(stateful=True)``), then predict, learn, score.
 
 Both run with ``processing_guarantee="exactly-once"``, as adaptloop does. Quix Streams pins
-confluent-kafka < 2.13 and pydantic < 2.14, older than adaptloop's, so this file runs in a venv of its
-own (:func:`bench.peers.quix_python` makes it) and imports nothing of adaptloop. It learns and reports
-with :class:`bench.peer_learner.PeerLearner`, as the Bytewax peer does.
+confluent-kafka < 2.13 and pydantic < 2.14, older than adaptloop's, so this file runs in a venv of
+its own (:func:`bench.peers.quix_python` makes it) and imports nothing of adaptloop. It learns and
+reports with :class:`bench.peer_learner.PeerLearner`, as the Bytewax peer does.
 
 ``python -m bench.quix_peer MODE BOOTSTRAP TOPIC[,TOPIC] N RECIPE OUT STATE_DIR``
 """
@@ -22,7 +23,9 @@ from typing import Any
 from bench.peer_learner import PeerLearner
 
 
-def main(mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path, state_dir: str) -> None:
+def main(
+    mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path, state_dir: str
+) -> None:
     from quixstreams import Application, State
 
     app = Application(
@@ -42,7 +45,9 @@ def main(mode: str, bootstrap: str, topics: str, n: int, recipe: str, out: Path,
         sdf = app.dataframe(app.topic(topics, value_deserializer="json"))
         sdf = sdf.apply(lambda value: (value["features"], value["label"]))
     else:
-        predictions, outcomes = (app.topic(name, value_deserializer="json") for name in topics.split(","))
+        predictions, outcomes = (
+            app.topic(name, value_deserializer="json") for name in topics.split(",")
+        )
 
         def join(value: dict[str, Any], state: State) -> tuple[dict[str, Any], Any] | None:
             """A decision's prediction and outcome, in either order: the pair once both came."""

@@ -1,10 +1,11 @@
-"""``adaptloop serve`` under load on 127.0.0.1: its top rate of predictions, and latencies at half that rate.
+"""``adaptloop serve`` under load on 127.0.0.1: its top rate of predictions, and latencies at half
+that rate.
 
-A worker learns a logistic model from 2,000 decisions; the server serves it (each prediction also logs its
-decision to Kafka, as in production). Clients keep their connections open, as a service's HTTP client
-would, each in a process of its own. The top rate is what ``CLIENTS`` clients reach back to back; the
-latencies are measured with the same clients paced to half that rate together (an open loop: each request
-leaves on its schedule, so a slow answer delays no later request's clock).
+A worker learns a logistic model from 2,000 decisions; the server serves it (each prediction also
+logs its decision to Kafka, as in production). Clients keep their connections open, as a service's
+HTTP client would, each in a process of its own. The top rate is what ``CLIENTS`` clients reach back
+to back; the latencies are measured with the same clients paced to half that rate together (an open
+loop: each request leaves on its schedule, so a slow answer delays no later request's clock).
 """
 
 from __future__ import annotations
@@ -58,9 +59,17 @@ def _learned_model(settings: Settings) -> None:
         for i in range(TRAINING):
             at = start + timedelta(milliseconds=i)
             producer.send(
-                PredictionEvent(decision_id=f"t{i}", model="s", model_version="v0", features=_features(i), timestamp=at)
+                PredictionEvent(
+                    decision_id=f"t{i}",
+                    model="s",
+                    model_version="v0",
+                    features=_features(i),
+                    timestamp=at,
+                )
             )
-            producer.send(OutcomeEvent(decision_id=f"t{i}", label=i % 23 < 7, source="bench", timestamp=at))
+            producer.send(
+                OutcomeEvent(decision_id=f"t{i}", label=i % 23 < 7, source="bench", timestamp=at)
+            )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         versions = read_all(settings.bootstrap_address, MODEL_UPDATES, settings.topic_prefix)
@@ -71,9 +80,10 @@ def _learned_model(settings: Settings) -> None:
 
 
 def _client(port: int, k: int, seconds: float, interval: float | None, control: Connection) -> None:
-    """One client process on one keep-alive connection (stdlib ``http.client``: a lighter client than the
-    server it measures): connects, says it is ready, starts at the time it is sent, then sends requests back
-    to back or one every ``interval`` s on its schedule for ``seconds``; sends back its latencies and errors."""
+    """One client process on one keep-alive connection (stdlib ``http.client``: a lighter client
+    than the server it measures): connects, says it is ready, starts at the time it is sent, then
+    sends requests back to back or one every ``interval`` s on its schedule for ``seconds``; sends
+    back its latencies and errors."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
     connection.connect()
     control.send("ready")
@@ -90,7 +100,9 @@ def _client(port: int, k: int, seconds: float, interval: float | None, control: 
             time.sleep(due - now)
         start = time.perf_counter() if interval is None else due
         body = orjson.dumps({"features": _features(k * 1_000_000 + i)})
-        connection.request("POST", "/v1/models/s:predict", body, {"Content-Type": "application/json"})
+        connection.request(
+            "POST", "/v1/models/s:predict", body, {"Content-Type": "application/json"}
+        )
         response = connection.getresponse()
         response.read()
         latencies.append(time.perf_counter() - start)
@@ -103,9 +115,10 @@ def _client(port: int, k: int, seconds: float, interval: float | None, control: 
 
 
 def _load(port: int, seconds: float, interval: float | None) -> tuple[int, list[float], int]:
-    """Requests done, their latencies (s) and errors, from CLIENTS client processes for ``seconds`` (paced every
-    ``interval`` s each, or back to back). Processes, not threads: threads of one interpreter would queue for
-    its lock, and that wait would be measured as the server's latency."""
+    """Requests done, their latencies (s) and errors, from CLIENTS client processes for ``seconds``
+    (paced every ``interval`` s each, or back to back). Processes, not threads: threads of one
+    interpreter would queue for its lock, and that wait would be measured as the server's
+    latency."""
     context = multiprocessing.get_context("spawn")
     controls, processes = [], []
     for k in range(CLIENTS):
@@ -130,14 +143,17 @@ def _load(port: int, seconds: float, interval: float | None) -> tuple[int, list[
 
 
 def serve_run(base: Settings) -> ServeRun:
-    spec = LearnerSpec(name="s", recipe="logistic", min_examples=1, checkpoint_every=500, checkpoint_seconds=1)
+    spec = LearnerSpec(
+        name="s", recipe="logistic", min_examples=1, checkpoint_every=500, checkpoint_seconds=1
+    )
     settings = _settings(base, [spec], partitions=2)
     worker = start_worker_process(settings, settings.home / "worker.log")
     server = None
     try:
         _learned_model(settings)
-        # Serving is measured alone: in production the worker runs on other hosts, and here it would take
-        # the cores the server and its clients are measured on. The version it published serves on.
+        # Serving is measured alone: in production the worker runs on other hosts, and here it would
+        # take the cores the server and its clients are measured on. The version it published serves
+        # on.
         stop_worker_process(worker)
         port = free_port()
         log = open(settings.home / "serve.log", "wb")  # noqa: SIM115 (kept open for the server's life)
@@ -156,14 +172,17 @@ def serve_run(base: Settings) -> ServeRun:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"adaptloop serve did not become healthy; see {settings.home / 'serve.log'}")
+                raise TimeoutError(
+                    f"adaptloop serve did not become healthy; see {settings.home / 'serve.log'}"
+                )
             time.sleep(0.2)
         _load(port, 2.0, None)  # warm up (connections, the model's first predictions)
         done, _, _ = _load(port, SECONDS, None)
         top = done / SECONDS
         paced = top / 2
         p50s, p99s, errors = [], [], 0
-        for _ in range(PACED_ROUNDS):  # this shared machine's slow spells fall on one round, not the median
+        # this shared machine's slow spells fall on one round, not the median
+        for _ in range(PACED_ROUNDS):
             _, latencies, failed = _load(port, SECONDS, CLIENTS / paced)
             ordered = sorted(latencies)
             p50s.append(statistics.median(ordered) * 1000)

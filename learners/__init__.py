@@ -1,4 +1,6 @@
-"""Online learning without Kafka: specs, learners, the join, the model store, drift, preferences, guardrails.
+"""Online learning without Kafka: specs, learners, the join, the model store, drift, preferences,
+guardrails.
 
-Imports :mod:`adaptloop.schemas` and River, never Kafka; :mod:`adaptloop.streams` wires it to topics.
+Imports :mod:`adaptloop.schemas` and River, never Kafka; :mod:`adaptloop.streams` wires it to
+topics.
 """

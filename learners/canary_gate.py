@@ -1,21 +1,22 @@
-"""The canary's gate: whether the newest versions serve better than the stable one, on production outcomes.
+"""The canary's gate: whether the newest versions serve better than the stable one, on production
+outcomes.
 
-While a canary runs, serving splits the decisions by id (:mod:`adaptloop.learners.canary_split`): ``share``
-of them go to the newest version, the rest to the stable one. Every version the learner publishes meanwhile
-joins the canary *line* (an online learner's versions follow one another; the line is judged as one), and
-the gate counts the outcomes of the decisions each group served: a decision served by the stable version,
-or by a version of the line, that got an outcome.
+While a canary runs, serving splits the decisions by id (:mod:`adaptloop.learners.canary_split`):
+``share`` of them go to the newest version, the rest to the stable one. Every version the learner
+publishes meanwhile joins the canary *line* (an online learner's versions follow one another; the
+line is judged as one), and the gate counts the outcomes of the decisions each group served: a
+decision served by the stable version, or by a version of the line, that got an outcome.
 
-The test is :class:`~adaptloop.learners.evidence.PairedSignTest`'s on pairs of decisions: each outcome is
-paired with the other group's latest unpaired one (an outcome of the same group replaces it), so the two
-errors of a pair are of decisions served at about the same time, and which one the canary served was
-decided by the split, not by the decisions. If the two groups err alike, the canary's error is the lower
-in a pair as often as the higher, whatever the stream does; the sign test's evidence is weighed both ways,
-each at half the error the confidence allows (``2 / (1 - confidence)``), so a wrong decision, either way,
-has a probability of at most ``1 - confidence`` however long the gate waits. It decides only once each
-group has ``min_outcomes`` outcomes; until it decides, it waits. (The groups' mean errors over all their
-outcomes are for the record: when the stream drifts during a round, only the paired ones compare like with
-like.)
+The test is :class:`~adaptloop.learners.evidence.PairedSignTest`'s on pairs of decisions: each
+outcome is paired with the other group's latest unpaired one (an outcome of the same group replaces
+it), so the two errors of a pair are of decisions served at about the same time, and which one the
+canary served was decided by the split, not by the decisions. If the two groups err alike, the
+canary's error is the lower in a pair as often as the higher, whatever the stream does; the sign
+test's evidence is weighed both ways, each at half the error the confidence allows (``2 / (1 -
+confidence)``), so a wrong decision, either way, has a probability of at most ``1 - confidence``
+however long the gate waits. It decides only once each group has ``min_outcomes`` outcomes; until it
+decides, it waits. (The groups' mean errors over all their outcomes are for the record: when the
+stream drifts during a round, only the paired ones compare like with like.)
 
 >>> from adaptloop.learners.spec import CanarySpec
 >>> gate = CanaryGate(CanarySpec(share=0.5, min_outcomes=10))
@@ -45,7 +46,8 @@ Group = Literal["canary", "stable"]
 Verdict = Literal["promoted", "rolled_back"]
 
 LINE_VERSIONS = 5_000
-"""The gate knows the line's last 5,000 versions: a decision served by an older one is not counted."""
+"""The gate knows the line's last 5,000 versions: a decision served by an older one is not
+counted."""
 
 
 @dataclass
@@ -65,7 +67,8 @@ class GroupOutcomes:
 
 @dataclass
 class CanaryGate:
-    """One model's canary: the stable version, the line judged against it, and the test of the two."""
+    """One model's canary: the stable version, the line judged against it, and the test of the
+    two."""
 
     spec: CanarySpec
     stable: str | None = None  # the version the decisions outside the share are served by
@@ -74,12 +77,14 @@ class CanaryGate:
     stable_group: GroupOutcomes = field(default_factory=GroupOutcomes)
     test: PairedSignTest = field(default_factory=PairedSignTest)  # the canary as the challenger
     pending: tuple[Group, float] | None = None  # the latest outcome not paired yet
-    verdict: Verdict | Literal["replaced"] | None = None  # decided; the next version record carries it
+    # decided; the next version record carries it
+    verdict: Verdict | Literal["replaced"] | None = None
     newest: str | None = None  # the line's newest version
 
     def group_of(self, served_version: str) -> Group | None:
-        """Which group a decision served by ``served_version`` is in; None: not one the gate weighs (a round
-        starts with its first canary version: until then the stable version serves every decision)."""
+        """Which group a decision served by ``served_version`` is in; None: not one the gate weighs
+        (a round starts with its first canary version: until then the stable version serves every
+        decision)."""
         if self.verdict is not None or self.newest is None:
             return None
         if served_version == self.stable:
@@ -87,17 +92,20 @@ class CanaryGate:
         return "canary" if served_version in self.line else None
 
     def observe(self, served_version: str, error: float) -> Verdict | None:
-        """Count the outcome of a decision served by ``served_version``; the gate's verdict, once it has one."""
+        """Count the outcome of a decision served by ``served_version``; the gate's verdict, once it
+        has one."""
         group = self.group_of(served_version)
         if group is None or (group == "stable" and not self.canary_group.outcomes):
-            # The stable version's decisions count from the canary's first on: those before were, most of
-            # them, made before serving had the canary (the learner learns behind serving), when the stable
-            # version served every decision.
+            # The stable version's decisions count from the canary's first on: those before were,
+            # most of them, made before serving had the canary (the learner learns behind serving),
+            # when the stable version served every decision.
             return None
         (self.canary_group if group == "canary" else self.stable_group).add(error)
         pending = self.pending
         if pending is not None and pending[0] != group:
-            canary_error, stable_error = (error, pending[1]) if group == "canary" else (pending[1], error)
+            canary_error, stable_error = (
+                (error, pending[1]) if group == "canary" else (pending[1], error)
+            )
             self.test.update(challenger_error=canary_error, champion_error=stable_error)
             self.pending = None
         else:
@@ -118,24 +126,31 @@ class CanaryGate:
         return None
 
     def _each_way(self) -> float:
-        """The confidence of each one-sided test: half the error ``confidence`` allows goes to each way."""
+        """The confidence of each one-sided test: half the error ``confidence`` allows goes to each
+        way."""
         return 1 - (1 - self.spec.confidence) / 2
 
     def against(self) -> PairedSignTest:
-        """The same pairs with the stable version as the challenger: the evidence that the canary is worse."""
+        """The same pairs with the stable version as the challenger: the evidence that the canary is
+        worse."""
         test = self.test
-        return PairedSignTest(test.compared, test.losses, test.wins, test.champion_error, test.challenger_error)
+        return PairedSignTest(
+            test.compared, test.losses, test.wins, test.champion_error, test.challenger_error
+        )
 
     def replace(self) -> None:
-        """An operator's rollback or promotion: the version it publishes serves every decision, as the stable."""
+        """An operator's rollback or promotion: the version it publishes serves every decision, as
+        the stable."""
         self.verdict = "replaced"
 
     def publish(self, version: str, servable: bool) -> Canary | None:
-        """The learner publishes ``version``: the canary field of its record (None: it serves every decision).
+        """The learner publishes ``version``: the canary field of its record (None: it serves every
+        decision).
 
-        The gate's verdict goes on the record it was decided for (the promoted version, or the stable one the
-        learner returned to), and the gate starts over with that version as the stable one. Otherwise, the
-        first version that may serve is the stable one, and each later one the line's newest.
+        The gate's verdict goes on the record it was decided for (the promoted version, or the
+        stable one the learner returned to), and the gate starts over with that version as the
+        stable one. Otherwise, the first version that may serve is the stable one, and each later
+        one the line's newest.
         """
         verdict, self.verdict = self.verdict, None
         if verdict is not None:
@@ -185,9 +200,11 @@ class CanaryGate:
         canary, stable, test = self.canary_group, self.stable_group, self.test
         what = "canary promoted" if verdict == "promoted" else "canary rolled back"
         return (
-            f"{what}: the line's newest version {self.newest} over {canary.outcomes} decisions with an outcome "
+            f"{what}: the line's newest version {self.newest} over {canary.outcomes} "
+            "decisions with an outcome "
             f"(mean error {canary.mean():.4f}) vs the stable {self.stable} over {stable.outcomes} "
-            f"({stable.mean():.4f}); paired sign test over {test.compared} pairs: the canary's error lower in "
+            f"({stable.mean():.4f}); paired sign test over {test.compared} pairs: the "
+            "canary's error lower in "
             f"{test.wins}, higher in {test.losses}; evidence better {test.evidence():.3g}, worse "
             f"{self.against().evidence():.3g}, bound {1 / (1 - self._each_way()):.3g} "
             f"(confidence {self.spec.confidence}, half each way)"

@@ -1,24 +1,28 @@
-"""The models in effect: learner specs as operators declare them on ``model-specs``, checked, and what a change
-of one means for its running learner.
+"""The models in effect: learner specs as operators declare them on ``model-specs``, checked, and
+what a change of one means for its running learner.
 
-A record on ``model-specs`` (:class:`~adaptloop.schemas.system.ModelSpecRecord`) carries a spec's fields as
-JSON. :func:`spec_of` turns it into a :class:`LearnerSpec` or says in one line why it cannot be one (a typo
-in a recipe, a field that does not exist, a spec named after another model), so a bad record is refused, by
-the command that would send it and by every reader, and never stops a running worker.
+A record on ``model-specs`` (:class:`~adaptloop.schemas.system.ModelSpecRecord`) carries a spec's
+fields as JSON. :func:`spec_of` turns it into a :class:`LearnerSpec` or says in one line why it
+cannot be one (a typo in a recipe, a field that does not exist, a spec named after another model),
+so a bad record is refused, by the command that would send it and by every reader, and never stops a
+running worker.
 
 :func:`change_of` says what a valid record does to the model it names:
 
 - ``added``: a model the loop did not know (or had retired) is learned and served from now on;
-- ``updated``: the same model (task, recipe and params) under new settings: metrics, cadence, join rules,
-  drift settings take effect at once, as they do for a restarted worker;
-- ``recipe``: another model (task, recipe or params): it cannot replace the learned one without throwing its
-  learning away, so it starts as a challenger (:mod:`adaptloop.learners.watch`) beside it and is promoted
-  when the paired test finds it better, or after ``challenger_examples`` unless it is found worse;
-- ``retired``: the model is no longer learned nor served (its versions and checkpoint stay for audits);
+- ``updated``: the same model (task, recipe and params) under new settings: metrics, cadence, join
+  rules, drift settings take effect at once, as they do for a restarted worker;
+- ``recipe``: another model (task, recipe or params): it cannot replace the learned one without
+  throwing its learning away, so it starts as a challenger (:mod:`adaptloop.learners.watch`) beside
+  it and is promoted when the paired test finds it better, or after ``challenger_examples`` unless
+  it is found worse;
+- ``retired``: the model is no longer learned nor served (its versions and checkpoint stay for
+  audits);
 - ``unchanged``: nothing to do (the same spec again, e.g. the seed of a worker started again).
 
-:func:`catalogue` is the spec of each model in effect, from the topic's records overlaid on the settings'
-specs (``ADAPTLOOP_MODELS`` seeds the topic with the models it lacks, so both give the same catalogue).
+:func:`catalogue` is the spec of each model in effect, from the topic's records overlaid on the
+settings' specs (``ADAPTLOOP_MODELS`` seeds the topic with the models it lacks, so both give the
+same catalogue).
 """
 
 from __future__ import annotations
@@ -35,15 +39,16 @@ from adaptloop.schemas.system import ModelSpecRecord
 Change = Literal["added", "updated", "recipe", "retired", "unchanged"]
 
 MODEL_FIELDS = ("task", "recipe", "params")
-"""What a model is. The rest of a spec (metrics, cadence, join rules, drift settings) may change while it
-learns; a spec that changes one of these asks for another model."""
+"""What a model is. The rest of a spec (metrics, cadence, join rules, drift settings) may change
+while it learns; a spec that changes one of these asks for another model."""
 
 
 def spec_of(record: ModelSpecRecord, *, buildable: bool = True) -> LearnerSpec:
-    """The learner spec ``record`` declares; :class:`ConfigError` in one line if it is not a valid one.
+    """The learner spec ``record`` declares; :class:`ConfigError` in one line if it is not a valid
+    one.
 
-    ``buildable``: also check that its recipe, metrics and detector can be built (this loads River; the join,
-    which never builds a model, checks the fields only).
+    ``buildable``: also check that its recipe, metrics and detector can be built (this loads River;
+    the join, which never builds a model, checks the fields only).
 
     >>> spec_of(ModelSpecRecord(model="churn", spec={"name": "churn", "recipe": "hoeffding"}, actor="ops")).recipe
     'hoeffding'
@@ -57,7 +62,10 @@ def spec_of(record: ModelSpecRecord, *, buildable: bool = True) -> LearnerSpec:
 
     named = record.spec.get("name", record.model)
     if named != record.model:
-        raise ConfigError(f"the spec of model {record.model!r} is named {named!r}: a record declares its own model")
+        raise ConfigError(
+            f"the spec of model {record.model!r} is named {named!r}: a record "
+            "declares its own model"
+        )
     try:
         spec = LearnerSpec.model_validate({**record.spec, "name": record.model})
     except ValidationError as error:
@@ -72,9 +80,11 @@ def spec_of(record: ModelSpecRecord, *, buildable: bool = True) -> LearnerSpec:
     return spec
 
 
-def change_of(current: LearnerSpec | None, record: ModelSpecRecord, spec: LearnerSpec | None) -> Change:
-    """What ``record`` (its valid ``spec``; None for a retirement) does to a model whose spec in effect is
-    ``current`` (None: not learned now).
+def change_of(
+    current: LearnerSpec | None, record: ModelSpecRecord, spec: LearnerSpec | None
+) -> Change:
+    """What ``record`` (its valid ``spec``; None for a retirement) does to a model whose spec in
+    effect is ``current`` (None: not learned now).
 
     >>> old = LearnerSpec(name="churn")
     >>> def record(status="active"): return ModelSpecRecord(model="churn", status=status, actor="ops")
@@ -99,8 +109,8 @@ def change_of(current: LearnerSpec | None, record: ModelSpecRecord, spec: Learne
 
 
 def as_learned(spec: LearnerSpec, learned: LearnerSpec) -> LearnerSpec:
-    """``spec`` with the model fields of ``learned``: the settings of a new spec applied to the model learned so
-    far, while the new model is a challenger beside it.
+    """``spec`` with the model fields of ``learned``: the settings of a new spec applied to the
+    model learned so far, while the new model is a challenger beside it.
 
     >>> as_learned(LearnerSpec(name="m", recipe="hoeffding", checkpoint_every=10), LearnerSpec(name="m")).recipe
     'logistic'
@@ -109,19 +119,22 @@ def as_learned(spec: LearnerSpec, learned: LearnerSpec) -> LearnerSpec:
 
 
 def refuse_recipe_change(current: LearnerSpec, spec: LearnerSpec) -> str | None:
-    """Why a change of model cannot run as a challenger, or None: a challenger learns one example at a time.
+    """Why a change of model cannot run as a challenger, or None: a challenger learns one example at
+    a time.
 
     >>> refuse_recipe_change(LearnerSpec(name="m", mini_batch=10, checkpoint_every=100), LearnerSpec(name="m"))
     "model 'm' learns in mini-batches: a challenger learns one example at a time; give the new model a new name"
     """
     if current.mini_batch or spec.mini_batch:
         return (
-            f"model {spec.name!r} learns in mini-batches: a challenger learns one example at a time; "
+            f"model {spec.name!r} learns in mini-batches: a challenger learns one example "
+            "at a time; "
             "give the new model a new name"
         )
     if current.task != spec.task:
         return (
-            f"model {spec.name!r} is a {current.task} model; a {spec.task} one is no challenger to it (they "
+            f"model {spec.name!r} is a {current.task} model; a {spec.task} one is no "
+            "challenger to it (they "
             "predict different things): give it a new name"
         )
     return None
@@ -130,10 +143,11 @@ def refuse_recipe_change(current: LearnerSpec, spec: LearnerSpec) -> str | None:
 def catalogue(
     seeds: Mapping[str, LearnerSpec], records: Iterable[ModelSpecRecord], *, buildable: bool = True
 ) -> tuple[dict[str, LearnerSpec], set[str]]:
-    """(each model's spec in effect, the models retired): ``records`` (in topic order) overlaid on ``seeds``.
+    """(each model's spec in effect, the models retired): ``records`` (in topic order) overlaid on
+    ``seeds``.
 
-    A record that is not a valid spec is skipped here (its reader dead-letters or logs it): the model keeps
-    the spec before it.
+    A record that is not a valid spec is skipped here (its reader dead-letters or logs it): the
+    model keeps the spec before it.
 
     >>> seeds = {"a": LearnerSpec(name="a"), "b": LearnerSpec(name="b")}
     >>> records = [ModelSpecRecord(model="c", spec={"name": "c"}, actor="ops"),

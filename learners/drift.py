@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def build_detector(name: str, params: dict[str, Any] | None = None) -> base.DriftDetector:
-    """A River drift detector by class name: ``ADWIN``, ``PageHinkley``, ``KSWIN``, ``DDM``, ``HDDMA``...
+    """A River drift detector by class name: ``ADWIN``, ``PageHinkley``, ``KSWIN``, ``DDM``,
+    ``HDDMA``...
 
     >>> type(build_detector("DDM")).__module__
     'river.drift.binary.ddm'
@@ -65,7 +66,9 @@ def detector_names() -> list[str]:
     found: set[str] = set()
     for module in ("river.drift", "river.drift.binary"):
         for name, value in vars(importlib.import_module(module)).items():
-            if isinstance(value, type) and issubclass(value, base.DriftDetector | base.BinaryDriftDetector):
+            if isinstance(value, type) and issubclass(
+                value, base.DriftDetector | base.BinaryDriftDetector
+            ):
                 found.add(name)
     return sorted(found)
 
@@ -82,10 +85,13 @@ class ConceptDriftMonitor:
         self.seen: dict[str, int] = {}
 
     def update(self, signal: str, error: float) -> dict[str, Any] | None:
-        """Feed one error (0/1 for classes, absolute error for regression); the alert's fields if it fired."""
+        """Feed one error (0/1 for classes, absolute error for regression); the alert's fields if it
+        fired."""
         detector = self.detectors.get(signal)
         if detector is None:
-            detector = self.detectors[signal] = build_detector(self.spec.detector, self.spec.detector_params)
+            detector = self.detectors[signal] = build_detector(
+                self.spec.detector, self.spec.detector_params
+            )
             self.since_reset[signal] = [0.0, 0]
             self.recent[signal] = deque(maxlen=max(10, self.spec.window // 10))
             self.seen[signal] = 0
@@ -113,7 +119,8 @@ class ConceptDriftMonitor:
 
 
 def psi(reference: list[float], recent: list[float], bins: int = 10) -> float:
-    """Population stability index of ``recent`` against ``reference``, on the reference's quantile bins.
+    """Population stability index of ``recent`` against ``reference``, on the reference's quantile
+    bins.
 
     >>> round(psi([float(i) for i in range(1000)], [float(i) for i in range(1000)]), 6)
     0.0
@@ -128,7 +135,9 @@ class _Bins:
 
     def __init__(self, reference: list[float], bins: int = 10) -> None:
         ordered = sorted(reference)
-        self.edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * k) // bins)] for k in range(1, bins)})
+        self.edges = sorted(
+            {ordered[min(len(ordered) - 1, (len(ordered) * k) // bins)] for k in range(1, bins)}
+        )
         self.expected = self.shares(reference)
 
     def shares(self, values: Collection[float]) -> list[float]:
@@ -138,7 +147,8 @@ class _Bins:
         array = np.fromiter(values, dtype=float, count=len(values))
         bins = np.searchsorted(np.asarray(self.edges, dtype=float), array, side="right")
         counts = np.bincount(bins, minlength=len(self.edges) + 1).tolist()
-        return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]  # smoothed: no log(0)
+        # smoothed: no log(0)
+        return [(c + 0.5) / (len(values) + 0.5 * len(counts)) for c in counts]
 
     def psi(self, recent: Collection[float]) -> float:
         actual = self.shares(recent)
@@ -149,7 +159,9 @@ TOP_CATEGORIES = 20
 _OTHER = object()  # the categories beyond the reference's most common, counted together
 
 
-def js_distance(reference: list[object], recent: list[object], top: int | None = TOP_CATEGORIES) -> float:
+def js_distance(
+    reference: list[object], recent: list[object], top: int | None = TOP_CATEGORIES
+) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between two samples of categories.
 
     Categories beyond the reference's ``top`` most common (those seen more than once) are counted
@@ -164,13 +176,16 @@ def js_distance(reference: list[object], recent: list[object], top: int | None =
     """
     p, q = Counter(reference), Counter(recent)
     if top is not None and len(p) > top:
-        kept = {key for key, count in p.most_common(top) if count > 1}  # a value seen once is no category
+        # a value seen once is no category
+        kept = {key for key, count in p.most_common(top) if count > 1}
         p, q = _fold(p, kept), _fold(q, kept)
     divergence = 0.0
     for key in p.keys() | q.keys():
         pk, qk = p[key] / len(reference), q[key] / len(recent)
         mk = (pk + qk) / 2
-        divergence += 0.5 * (pk * math.log2(pk / mk) if pk else 0.0) + 0.5 * (qk * math.log2(qk / mk) if qk else 0.0)
+        divergence += 0.5 * (pk * math.log2(pk / mk) if pk else 0.0) + 0.5 * (
+            qk * math.log2(qk / mk) if qk else 0.0
+        )
     return math.sqrt(max(divergence, 0.0))
 
 
@@ -182,7 +197,9 @@ def _fold(counts: Counter[object], kept: set[object]) -> Counter[object]:
     return folded
 
 
-def _columns(rows: list[Mapping[str, object]], keep: Callable[[str], bool]) -> dict[str, tuple[object, ...]]:
+def _columns(
+    rows: list[Mapping[str, object]], keep: Callable[[str], bool]
+) -> dict[str, tuple[object, ...]]:
     """Rows of values by name as columns, for the names ``keep`` accepts, in first-seen order (a
     missing value is ``None``).
 
@@ -258,7 +275,8 @@ class DataDriftMonitor:
             return True
         if not self.turned_away:
             log.warning(
-                "model %r: data drift watches its first %d features; %r and any later new feature are not "
+                "model %r: data drift watches its first %d features; %r and any later new "
+                "feature are not "
                 "watched (drift.max_features)",
                 self.model,
                 self.spec.max_features,
@@ -268,8 +286,8 @@ class DataDriftMonitor:
         return False
 
     def update(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
-        """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); the alerts' fields if a
-        check fired."""
+        """Feed one decision's values (features, :data:`PREDICTION`, :data:`LABEL_RATE`); the
+        alerts' fields if a check fired."""
         self.count += 1
         self._rows.append(values)
         reference_size = self.spec.reference_size
@@ -295,7 +313,8 @@ class DataDriftMonitor:
             return None
         recent = list(self.recent[name])
         reference = self.reference.get(name)
-        if not reference:  # a feature that appeared after the reference: its first window becomes its reference
+        # a feature that appeared after the reference: its first window becomes its reference
+        if not reference:
             self.reference[name], self.recent[name] = recent, deque(maxlen=self.spec.window)
             return None
         if name == LABEL_RATE:
@@ -311,7 +330,11 @@ class DataDriftMonitor:
             statistic, threshold, detector = bins.psi(recent), self.spec.psi_threshold, "PSI"  # type: ignore[arg-type]
             fired = statistic > threshold
         else:
-            statistic, threshold, detector = js_distance(reference, recent), self.spec.js_threshold, "JensenShannon"
+            statistic, threshold, detector = (
+                js_distance(reference, recent),
+                self.spec.js_threshold,
+                "JensenShannon",
+            )
             fired = statistic > threshold
         if not fired:
             return None

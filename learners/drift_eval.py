@@ -40,7 +40,9 @@ from adaptloop.schemas.system import DriftAlert, ModelVersion
 _AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def sine_stream(seed: int, n: int, drift_at: int | None, shift: float = 0.0) -> Iterator[tuple[dict[Any, float], bool]]:
+def sine_stream(
+    seed: int, n: int, drift_at: int | None, shift: float = 0.0
+) -> Iterator[tuple[dict[Any, float], bool]]:
     """(x, y) of SINE1, reversed from ``drift_at`` on (None: never); ``shift`` moves x1 after it."""
     before = synth.Sine(classification_function=0, seed=seed)
     after = synth.Sine(classification_function=1, seed=seed + 1000)
@@ -55,8 +57,11 @@ def _learner(drift: DriftSpec, recipe: str = "logistic") -> OnlineLearner:
     return OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=drift))
 
 
-def _feed(learner: OnlineLearner, stream: Iterable[tuple[dict[Any, float], bool]]) -> list[tuple[int, DriftAlert]]:
-    """Learn the stream as the loop would (served prediction = the learner's own); (index, alert) pairs."""
+def _feed(
+    learner: OnlineLearner, stream: Iterable[tuple[dict[Any, float], bool]]
+) -> list[tuple[int, DriftAlert]]:
+    """Learn the stream as the loop would (served prediction = the learner's own); (index, alert)
+    pairs."""
     fired: list[tuple[int, DriftAlert]] = []
     for i, (x, y) in enumerate(stream):
         features: dict[str, FeatureValue] = {f"x{k}": v for k, v in x.items()}
@@ -99,11 +104,19 @@ def concept_drift_calibration(
     delays, false_alarms, stationary_examples = [], 0, 0
     for seed in seeds:
         spec = DriftSpec(detector=detector, data=False)
-        alerts = [i for i, a in _feed(_learner(spec), sine_stream(seed, n, drift_at)) if a.signal == "shadow_error"]
+        alerts = [
+            i
+            for i, a in _feed(_learner(spec), sine_stream(seed, n, drift_at))
+            if a.signal == "shadow_error"
+        ]
         after = [i for i in alerts if i >= drift_at]
         if after:
             delays.append(after[0] - drift_at)
-        calm = [i for i, a in _feed(_learner(spec), sine_stream(seed, n, None)) if a.signal == "shadow_error"]
+        calm = [
+            i
+            for i, a in _feed(_learner(spec), sine_stream(seed, n, None))
+            if a.signal == "shadow_error"
+        ]
         false_alarms += sum(1 for i in calm if i >= 500)
         stationary_examples += n - 500
     return ConceptCalibration(
@@ -127,7 +140,8 @@ class DataCalibration:
 def data_drift_calibration(
     seeds: range = range(5), n: int = 6000, drift_at: int = 3000, shift: float = 0.5
 ) -> DataCalibration:
-    """Data-drift alerts on a stationary stream (false alarms) and on one whose ``x0`` moves by ``shift``."""
+    """Data-drift alerts on a stationary stream (false alarms) and on one whose ``x0`` moves by
+    ``shift``."""
     checks = false_alarms = detected = 0
     spec = DriftSpec(concept=False)
     for seed in seeds:
@@ -148,8 +162,11 @@ class Recovery:
     promotions: int
 
 
-def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, window: int = 2000) -> Recovery:
-    """The demo's stream and model, with the given drift policy: how fast accuracy comes back after the drift."""
+def recovery(
+    policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, window: int = 2000
+) -> Recovery:
+    """The demo's stream and model, with the given drift policy: how fast accuracy comes back after
+    the drift."""
     learner = _learner(DriftSpec(policy=policy, data=False))
     hits: list[int] = []
     promotions = 0
@@ -181,11 +198,12 @@ def recovery(policy: str, seed: int = 7, n: int = 12_000, drift_at: int = 6000, 
 CANARY_CHALLENGER = "canary+challenger"
 POLICIES = ("none", "alert", "challenger", "rollback", CANARY_CHALLENGER)
 """The drift policies the suite compares; ``none`` watches nothing (no monitor, no action);
-``canary+challenger`` is the ``challenger`` policy with :data:`SUITE_CANARY` (see :func:`canary_run`)."""
+``canary+challenger`` is the ``challenger`` policy with :data:`SUITE_CANARY` (see
+:func:`canary_run`)."""
 
 SUITE_CANARY = CanarySpec(share=0.1)
-"""The canary of ``canary+challenger``: the documented example (a tenth of the decisions, confidence 0.99,
-200 outcomes each group at least)."""
+"""The canary of ``canary+challenger``: the documented example (a tenth of the decisions, confidence
+0.99, 200 outcomes each group at least)."""
 
 SUITE_STREAMS: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]] = {
     # name: (River's generator, its arguments for the concept before, and after the drift)
@@ -200,7 +218,8 @@ SUITE_STREAMS: dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, Any
 
 @dataclass(frozen=True)
 class SuiteStream:
-    """One drifting stream of the suite: a generator pair, the drift's position and width, a seed."""
+    """One drifting stream of the suite: a generator pair, the drift's position and width, a
+    seed."""
 
     name: str
     position: int
@@ -210,13 +229,20 @@ class SuiteStream:
 
     def examples(self) -> Iterator[tuple[dict[str, FeatureValue], bool]]:
         generator, before_args, after_args = SUITE_STREAMS[self.name]
-        before, after = generator(**before_args, seed=self.seed), generator(**after_args, seed=self.seed + 1000)
+        before, after = (
+            generator(**before_args, seed=self.seed),
+            generator(**after_args, seed=self.seed + 1000),
+        )
         stream: Iterable[tuple[dict[Any, Any], Any]]
         if self.width == 1:  # (River's ConceptDriftStream overflows its sigmoid at width 1)
             stream = itertools.chain(itertools.islice(before, self.position), after)
         else:
             stream = synth.ConceptDriftStream(
-                stream=before, drift_stream=after, position=self.position, width=self.width, seed=self.seed
+                stream=before,
+                drift_stream=after,
+                position=self.position,
+                width=self.width,
+                seed=self.seed,
             )
         for x, y in itertools.islice(stream, self.position + self.after):
             yield {str(k): v for k, v in x.items()}, bool(y)
@@ -229,7 +255,8 @@ class PolicyRun:
     policy: str
     accuracy_before: float  # production accuracy over the 1,000 decisions before the drift
     accuracy_after: float  # production accuracy over every decision after the drift
-    to_recover: int | None  # decisions after the drift until the rolling accuracy (200) is back within 0.02
+    # decisions after the drift until the rolling accuracy (200) is back within 0.02
+    to_recover: int | None
     switches: int  # promotions and rollbacks
 
 
@@ -242,15 +269,21 @@ def _policy_spec(policy: str) -> DriftSpec:
 
 
 def policy_run(
-    stream: SuiteStream, recipe: str, policy: str, version_every: int = 500, canary: CanarySpec = SUITE_CANARY
+    stream: SuiteStream,
+    recipe: str,
+    policy: str,
+    version_every: int = 500,
+    canary: CanarySpec = SUITE_CANARY,
 ) -> PolicyRun:
-    """Learn ``stream`` as the loop does: services are served the newest version (a copy of the model
-    published every ``version_every`` examples and at every switch), and the learner scores each served
-    prediction against its outcome. ``canary+challenger`` is served with ``canary`` as :func:`canary_run`
-    says."""
+    """Learn ``stream`` as the loop does: services are served the newest version (a copy of the
+    model published every ``version_every`` examples and at every switch), and the learner scores
+    each served prediction against its outcome. ``canary+challenger`` is served with ``canary`` as
+    :func:`canary_run` says."""
     if policy == CANARY_CHALLENGER:
         return canary_run(stream, recipe, version_every, canary)
-    learner = OnlineLearner(LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(policy)))
+    learner = OnlineLearner(
+        LearnerSpec(name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(policy))
+    )
     versions: dict[str, Any] = {}  # version id -> the model as published
 
     def publish() -> None:
@@ -280,7 +313,8 @@ def policy_run(
         )
         actions = learner.watch.actions
         for action in actions:
-            if action.kind == "rollback" and action.to_version is not None:  # as the agent: the stored version
+            # as the agent: the stored version
+            if action.kind == "rollback" and action.to_version is not None:
                 learner.model = copy.deepcopy(versions[action.to_version])
         switches += len(actions)
         if actions or (i + 1) % version_every == 0:
@@ -290,7 +324,9 @@ def policy_run(
     return _policy_result(stream, recipe, policy, hits, switches)
 
 
-def _policy_result(stream: SuiteStream, recipe: str, policy: str, hits: list[int], switches: int) -> PolicyRun:
+def _policy_result(
+    stream: SuiteStream, recipe: str, policy: str, hits: list[int], switches: int
+) -> PolicyRun:
     """The run's figures from its decisions' hits (1: the served prediction was right)."""
     at = stream.position
     before = statistics.fmean(hits[at - 1000 : at])
@@ -301,15 +337,19 @@ def _policy_result(stream: SuiteStream, recipe: str, policy: str, hits: list[int
             recovered = j - at
             break
         rolling += hits[j] - hits[j - 200]
-    return PolicyRun(stream, recipe, policy, before, statistics.fmean(hits[at:]), recovered, switches)
+    return PolicyRun(
+        stream, recipe, policy, before, statistics.fmean(hits[at:]), recovered, switches
+    )
 
 
 @dataclass
 class CanaryServing:
-    """What ``canary+challenger`` served: each decision's id and version, and the records published."""
+    """What ``canary+challenger`` served: each decision's id and version, and the records
+    published."""
 
     served: list[tuple[str, str]]  # (decision id, the version that answered it), in order
-    records: list[tuple[int, ModelVersion]]  # every record the learner published: (decisions before it, it)
+    # every record the learner published: (decisions before it, it)
+    records: list[tuple[int, ModelVersion]]
     hits: list[int]  # 1: the served prediction was right
     switches: int  # the learner's actions: challenger promotions and the gate's verdicts
 
@@ -320,18 +360,24 @@ def canary_serving(
     canary: CanarySpec = SUITE_CANARY,
     version_every: int = 500,
 ) -> CanaryServing:
-    """Learn ``examples`` under the ``challenger`` policy with ``canary``, served as the loop serves it.
+    """Learn ``examples`` under the ``challenger`` policy with ``canary``, served as the loop serves
+    it.
 
-    Versions are made as the learner agent makes them: :meth:`ModelStore.checkpoint` (a temporary store) every
-    ``version_every`` examples and after every action of the drift policy, whose records carry the canary
-    gate's state; a rollback loads the stable version from the store first, as ``LearnerAgent._act`` does.
-    Serving answers with the newest servable record (before there is one, the newest record: the other
-    policies' runs serve from the first version too), and while its canary runs, the decisions outside the
-    share (:func:`~adaptloop.learners.canary_split.in_canary` on the decision id, as ``ModelClient``) get
+    Versions are made as the learner agent makes them: :meth:`ModelStore.checkpoint` (a temporary
+    store) every ``version_every`` examples and after every action of the drift policy, whose
+    records carry the canary gate's state; a rollback loads the stable version from the store first,
+    as ``LearnerAgent._act`` does. Serving answers with the newest servable record (before there is
+    one, the newest record: the other policies' runs serve from the first version too), and while
+    its canary runs, the decisions outside the share
+    (:func:`~adaptloop.learners.canary_split.in_canary` on the decision id, as ``ModelClient``) get
     the canary's stable version.
     """
     spec = LearnerSpec(
-        name="eval", recipe=recipe, metrics=["Accuracy"], drift=_policy_spec(CANARY_CHALLENGER), canary=canary
+        name="eval",
+        recipe=recipe,
+        metrics=["Accuracy"],
+        drift=_policy_spec(CANARY_CHALLENGER),
+        canary=canary,
     )
     learner = OnlineLearner(spec)
     out = CanaryServing([], [], [], 0)
@@ -340,7 +386,8 @@ def canary_serving(
         store = ModelStore(root)
 
         def publish(record: ModelVersion) -> None:
-            if not out.records or out.records[-1][1] is not record:  # (no new record: nothing learned)
+            # (no new record: nothing learned)
+            if not out.records or out.records[-1][1] is not record:
                 out.records.append((len(out.served), record))
 
         def model(version: str) -> Any:
@@ -355,7 +402,11 @@ def canary_serving(
             record = servable[-1] if servable else out.records[-1][1]
             gate = record.canary
             version = record.version
-            if gate is not None and gate.state == "running" and not in_canary(decision_id, gate.share):
+            if (
+                gate is not None
+                and gate.state == "running"
+                and not in_canary(decision_id, gate.share)
+            ):
                 version = gate.stable
             proba = model(version).predict_proba_one(features)
             served = max(proba, key=proba.get) if proba else False
@@ -380,7 +431,9 @@ def canary_serving(
                     assert action.to_version is not None
                     learner.model = store.load_model(spec.name, action.to_version)
                 actor = action.actor or f"policy:{spec.drift.policy}"
-                publish(store.checkpoint(learner, reason=action.kind, actor=actor, note=action.note))
+                publish(
+                    store.checkpoint(learner, reason=action.kind, actor=actor, note=action.note)
+                )
                 out.switches += 1
             if not acted and (i + 1) % version_every == 0:
                 publish(store.checkpoint(learner))
@@ -397,9 +450,12 @@ def canary_run(
 
 
 def suite_streams(
-    names: Iterable[str] = SUITE_STREAMS, positions: Iterable[int] = (2000, 5000), seeds: Iterable[int] = (1, 2)
+    names: Iterable[str] = SUITE_STREAMS,
+    positions: Iterable[int] = (2000, 5000),
+    seeds: Iterable[int] = (1, 2),
 ) -> list[SuiteStream]:
-    """Every stream of the suite: each generator pair, abrupt and gradual (1,000 wide), at each position and seed."""
+    """Every stream of the suite: each generator pair, abrupt and gradual (1,000 wide), at each
+    position and seed."""
     return [
         SuiteStream(name, position, width, seed)
         for name in names
@@ -410,7 +466,14 @@ def suite_streams(
 
 
 def policy_suite(
-    streams: list[SuiteStream], recipes: Iterable[str] = ("logistic", "hoeffding"), policies: Iterable[str] = POLICIES
+    streams: list[SuiteStream],
+    recipes: Iterable[str] = ("logistic", "hoeffding"),
+    policies: Iterable[str] = POLICIES,
 ) -> list[PolicyRun]:
     """Every policy on every stream with every recipe (see :func:`policy_run`)."""
-    return [policy_run(stream, recipe, policy) for stream in streams for recipe in recipes for policy in policies]
+    return [
+        policy_run(stream, recipe, policy)
+        for stream in streams
+        for recipe in recipes
+        for policy in policies
+    ]

@@ -37,7 +37,8 @@ from scipy.special import betainc, betaln
 
 @dataclass
 class PairedSignTest:
-    """Wins and losses of a challenger against a champion, example by example, and the evidence in them."""
+    """Wins and losses of a challenger against a champion, example by example, and the evidence in
+    them."""
 
     compared: int = 0  # examples both models predicted
     wins: int = 0  # the challenger's error was the lower
@@ -56,18 +57,26 @@ class PairedSignTest:
             self.losses += 1
 
     def log_evidence(self) -> float:
-        """The natural log of the mixture likelihood ratio ``M`` (0 before any example that told them apart)."""
+        """The natural log of the mixture likelihood ratio ``M`` (0 before any example that told
+        them apart)."""
         wins, losses = self.wins, self.losses
         if wins + losses == 0:
             return 0.0
-        # ∫_{1/2}^1 p^w (1-p)^l dp = B(w+1, l+1) · (1 - I_{1/2}(w+1, l+1)), with I the regularized incomplete beta.
+        # ∫_{1/2}^1 p^w (1-p)^l dp = B(w+1, l+1) · (1 - I_{1/2}(w+1, l+1)), with I the regularized
+        # incomplete beta.
         upper = 1.0 - float(betainc(wins + 1, losses + 1, 0.5))
-        if upper <= 0.0:  # the challenger lost so often that the integral underflows: no evidence for it
+        # the challenger lost so often that the integral underflows: no evidence for it
+        if upper <= 0.0:
             return -math.inf
-        return (wins + losses + 1) * math.log(2.0) + float(betaln(wins + 1, losses + 1)) + math.log(upper)
+        return (
+            (wins + losses + 1) * math.log(2.0)
+            + float(betaln(wins + 1, losses + 1))
+            + math.log(upper)
+        )
 
     def evidence(self) -> float:
-        """The mixture likelihood ratio ``M``: how many times likelier the record is if the challenger is better."""
+        """The mixture likelihood ratio ``M``: how many times likelier the record is if the
+        challenger is better."""
         return math.exp(min(self.log_evidence(), 700.0))
 
     def significant(self, confidence: float) -> bool:
@@ -83,7 +92,8 @@ class PairedSignTest:
         """The test's figures, for a version record's note."""
         ours, theirs = self.mean_errors()
         return (
-            f"paired sign test over {self.compared} examples: lower error on {self.wins}, higher on {self.losses} "
+            f"paired sign test over {self.compared} examples: lower error on {self.wins}, "
+            f"higher on {self.losses} "
             f"(mean error {ours:.4f} vs {theirs:.4f}); evidence {self.evidence():.3g} "
             f">= {1 / (1 - confidence):.3g} (confidence {confidence})"
         )

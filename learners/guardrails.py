@@ -1,17 +1,19 @@
 """Guardrails: on agents (runaway loops, cost caps, latency budgets) and on the loop's own feedback.
 
-:class:`AgentGuard` sees each agent event and returns the :class:`GuardrailAlert` s it breaches, on the very
-event that breaches (each rule fires once per subject and window). :class:`FeedbackGuard` decides whether a
-piece of feedback may reach the preference store: values in range; no single source (user, annotator) above
-its quota per hour, counted both by the event's own time and by the time Kafka received it (an event time
-can be forged, an arrival time cannot); and no source giving one variant more than a few votes per hour, so
-one source cannot move a variant's estimate by more than that. What it refuses goes to quarantine with the
-reason. :func:`scrub_pii` removes obvious PII from free text, in time linear in its length.
+:class:`AgentGuard` sees each agent event and returns the :class:`GuardrailAlert` s it breaches, on
+the very event that breaches (each rule fires once per subject and window). :class:`FeedbackGuard`
+decides whether a piece of feedback may reach the preference store: values in range; no single
+source (user, annotator) above its quota per hour, counted both by the event's own time and by the
+time Kafka received it (an event time can be forged, an arrival time cannot); and no source giving
+one variant more than a few votes per hour, so one source cannot move a variant's estimate by more
+than that. What it refuses goes to quarantine with the reason. :func:`scrub_pii` removes obvious PII
+from free text, in time linear in its length.
 
-Their memory is bounded whatever the traffic: sessions idle for ``session_ttl_seconds`` are forgotten, and at
-most ``max_sessions`` sessions and ``max_sources`` sources are remembered (the least recently seen go first).
-What changed in their counters can be written to a changelog (:meth:`AgentGuard.take_changes`) and loaded back
-(:meth:`AgentGuard.load`), so a restarted role goes on counting.
+Their memory is bounded whatever the traffic: sessions idle for ``session_ttl_seconds`` are
+forgotten, and at most ``max_sessions`` sessions and ``max_sources`` sources are remembered (the
+least recently seen go first). What changed in their counters can be written to a changelog
+(:meth:`AgentGuard.take_changes`) and loaded back (:meth:`AgentGuard.load`), so a restarted role
+goes on counting.
 
 >>> guard = AgentGuard(GuardrailLimits(max_repeated_action=3))
 >>> from adaptloop.schemas import AgentFeedbackEvent
@@ -43,7 +45,9 @@ class GuardrailLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_repeated_action: int = Field(5, ge=2, description="The same action this many times in a row in a session.")
+    max_repeated_action: int = Field(
+        5, ge=2, description="The same action this many times in a row in a session."
+    )
     max_steps: int = Field(50, ge=1, description="Steps in one session.")
     session_cost: float = Field(1.0, gt=0, description="Money per session.")
     session_tokens: int = Field(100_000, ge=1, description="Tokens per session.")
@@ -51,48 +55,69 @@ class GuardrailLimits(BaseModel):
     tenant_hourly_cost: float = Field(20.0, gt=0, description="Money per tenant per hour.")
     step_latency_ms: float = Field(30_000.0, gt=0, description="Latency budget of one step.")
     feedback_per_source_per_hour: int = Field(
-        100, ge=1, description="Feedback one user or annotator may give per hour (by event time and by arrival)."
+        100,
+        ge=1,
+        description="Feedback one user or annotator may give per hour (by event time "
+        "and by arrival).",
     )
     votes_per_source_per_variant: int = Field(
         5,
         ge=1,
-        description="Thumbs, ratings, scores or preferences one source may give one variant per hour: no source can "
+        description="Thumbs, ratings, scores or preferences one source may give one variant per "
+        "hour: no source can "
         "move a variant's estimate by more than this many votes.",
     )
-    rating_range: tuple[float, float] = Field((1.0, 5.0), description="Ratings outside it are quarantined.")
-    score_range: tuple[float, float] = Field((0.0, 1.0), description="Scores outside it are quarantined.")
-    session_ttl_seconds: float = Field(
-        3600.0, gt=0, description="A session idle this long is forgotten (its counters start again)."
+    rating_range: tuple[float, float] = Field(
+        (1.0, 5.0), description="Ratings outside it are quarantined."
     )
-    max_sessions: int = Field(100_000, ge=1, description="Sessions remembered at once (the least recent go first).")
+    score_range: tuple[float, float] = Field(
+        (0.0, 1.0), description="Scores outside it are quarantined."
+    )
+    session_ttl_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A session idle this long is forgotten (its counters start again).",
+    )
+    max_sessions: int = Field(
+        100_000, ge=1, description="Sessions remembered at once (the least recent go first)."
+    )
     max_sources: int = Field(
-        100_000, ge=1, description="Feedback sources remembered at once (the least recent go first)."
+        100_000,
+        ge=1,
+        description="Feedback sources remembered at once (the least recent go first).",
     )
     agents: dict[StrictStr, list[StrictStr]] = Field(
         {},
-        description='Declared agents and their variants (`{support = ["prompt-a", "prompt-b"]}`): they never count '
+        description='Declared agents and their variants (`{support = ["prompt-a", '
+        '"prompt-b"]}`): they never count '
         "toward `max_agents` or `max_variants_per_agent`, and their slots are never reclaimed.",
     )
     max_agents: int = Field(
         1_000,
         ge=1,
-        description="Undeclared agents a preference shard (input partition) holds; a new one takes the slot of the "
-        "one with the least feedback (the idlest of those), which is dropped and reported (rule slot_reclaimed).",
+        description="Undeclared agents a preference shard (input partition) holds; a new one "
+        "takes the slot of the "
+        "one with the least feedback (the idlest of those), which is dropped and reported "
+        "(rule slot_reclaimed).",
     )
     max_variants_per_agent: int = Field(
         100,
         ge=2,
-        description="Undeclared variants an agent holds in a shard; a new one takes the slot of the one with the "
-        "least feedback (the idlest of those), which is dropped and reported (rule slot_reclaimed).",
+        description="Undeclared variants an agent holds in a shard; a new one takes the slot of "
+        "the one with the "
+        "least feedback (the idlest of those), which is dropped and reported (rule "
+        "slot_reclaimed).",
     )
     max_segments_per_agent: int = Field(
-        1_000, ge=1, description="Segments an agent holds in a shard; feedback for more: quarantined."
+        1_000,
+        ge=1,
+        description="Segments an agent holds in a shard; feedback for more: quarantined.",
     )
 
 
 class _Bounded(OrderedDict[str, Any]):
-    """A dict that forgets its least recently touched keys beyond ``limit``, and remembers which keys it touched
-    or forgot since :meth:`take_changes` (for a changelog)."""
+    """A dict that forgets its least recently touched keys beyond ``limit``, and remembers which
+    keys it touched or forgot since :meth:`take_changes` (for a changelog)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
@@ -100,7 +125,8 @@ class _Bounded(OrderedDict[str, Any]):
         self.changed: dict[str, None] = {}  # an ordered set
 
     def touch(self, key: str, default: Any) -> Any:
-        """The value of ``key`` (made by ``default()`` if new), now the most recent; marked as changed."""
+        """The value of ``key`` (made by ``default()`` if new), now the most recent; marked as
+        changed."""
         value = self.get(key)
         if value is None:
             value = self[key] = default()
@@ -199,7 +225,9 @@ class AgentGuard:
                 fired.append("max_steps")
                 fire("max_steps", session.steps, limits.max_steps)
             if event.latency_ms > limits.step_latency_ms:
-                fire("latency_budget", event.latency_ms, limits.step_latency_ms, action=event.action)
+                fire(
+                    "latency_budget", event.latency_ms, limits.step_latency_ms, action=event.action
+                )
         session.cost += event.cost
         session.tokens += event.tokens
         if session.cost > limits.session_cost and "session_cost" not in fired:
@@ -216,12 +244,19 @@ class AgentGuard:
             if subject is None or not event.cost:
                 continue
             spent: _Hourly = self.hourly.touch(f"{kind}:{subject}", lambda: _Hourly(hour))
-            if hour > spent.hour:  # a new hour, a new budget (an event of an earlier hour counts in the current)
+            # a new hour, a new budget (an event of an earlier hour counts in the current)
+            if hour > spent.hour:
                 spent.hour, spent.cost, spent.fired = hour, 0.0, False
             spent.cost += event.cost
             if spent.cost > limit and not spent.fired:
                 spent.fired = True
-                fire(f"{kind}_hourly_cost", spent.cost, limit, subject=f"{kind}:{subject}", hour=spent.hour)
+                fire(
+                    f"{kind}_hourly_cost",
+                    spent.cost,
+                    limit,
+                    subject=f"{kind}:{subject}",
+                    hour=spent.hour,
+                )
         return alerts
 
     def _forget_idle(self, now: float) -> None:
@@ -242,7 +277,8 @@ class AgentGuard:
         return changes
 
     def load(self, key: str, values: list[Any]) -> bool:
-        """Take back one changelog entry of :meth:`take_changes` (False: not one of this guard's)."""
+        """Take back one changelog entry of :meth:`take_changes` (False: not one of this
+        guard's)."""
         kind, _, name = key.partition(":")
         if kind == "session":
             self.sessions.touch(name, lambda: _Session(*values))
@@ -267,15 +303,20 @@ class FeedbackGuard:
         self.limits = limits
         # source -> (times by event, times by arrival) of its admitted feedback in the last hour
         self.windows = _Bounded(limits.max_sources)
-        # "source|agent|variant" -> times (by arrival, else by event) of its admitted votes in the last hour
+        # "source|agent|variant" -> times (by arrival, else by event) of its admitted votes in the
+        # last hour
         self.votes = _Bounded(limits.max_sources)
         self.quarantined: dict[str, int] = {}  # kind -> count
 
     def check(
-        self, event: AgentFeedbackEvent | PreferenceEvent, arrived: float | None = None, agent: str | None = None
+        self,
+        event: AgentFeedbackEvent | PreferenceEvent,
+        arrived: float | None = None,
+        agent: str | None = None,
     ) -> tuple[QuarantineKind, str] | None:
-        """None to admit, else (the kind, the reason) for quarantine. ``arrived``: when Kafka received it
-        (epoch seconds; None: counted by event time alone); ``agent``: a preference's agent.
+        """None to admit, else (the kind, the reason) for quarantine. ``arrived``: when Kafka
+        received it (epoch seconds; None: counted by event time alone); ``agent``: a preference's
+        agent.
 
         Admitted feedback counts toward its source's quota and vote caps.
         """
@@ -283,7 +324,9 @@ class FeedbackGuard:
         if invalid is not None:
             return self._refuse("invalid", invalid)
         source = (
-            event.annotator if isinstance(event, PreferenceEvent) else (event.user_id or f"session:{event.session_id}")
+            event.annotator
+            if isinstance(event, PreferenceEvent)
+            else (event.user_id or f"session:{event.session_id}")
         )
         at = event.timestamp.timestamp()
         by_event, by_arrival = self.windows.touch(source, lambda: (deque(), deque()))
@@ -297,9 +340,14 @@ class FeedbackGuard:
                 how = "received" if window is by_arrival else "stamped"
                 return self._refuse(
                     "rate_limited",
-                    f"{source} gave {len(window)} feedback events {how} in the last hour; the quota is {quota}",
+                    f"{source} gave {len(window)} feedback events {how} in the last hour; "
+                    f"the quota is {quota}",
                 )
-        variants = [event.chosen, event.rejected] if isinstance(event, PreferenceEvent) else [event.variant]
+        variants = (
+            [event.chosen, event.rejected]
+            if isinstance(event, PreferenceEvent)
+            else [event.variant]
+        )
         cap = self.limits.votes_per_source_per_variant
         owner = agent or getattr(event, "agent", "")
         tallies = [self.votes.touch(f"{source}|{owner}|{variant}", deque) for variant in variants]
@@ -325,8 +373,14 @@ class FeedbackGuard:
         return kind, reason
 
     def _invalid(self, event: AgentFeedbackEvent) -> str | None:
-        bounds = {"rating": self.limits.rating_range, "score": self.limits.score_range}.get(event.kind)
-        if bounds is not None and isinstance(event.value, float) and not bounds[0] <= event.value <= bounds[1]:
+        bounds = {"rating": self.limits.rating_range, "score": self.limits.score_range}.get(
+            event.kind
+        )
+        if (
+            bounds is not None
+            and isinstance(event.value, float)
+            and not bounds[0] <= event.value <= bounds[1]
+        ):
             return f"{event.kind} {event.value} is outside [{bounds[0]}, {bounds[1]}]"
         return None
 
@@ -335,13 +389,16 @@ class FeedbackGuard:
         :meth:`AgentGuard.take_changes`)."""
         changes: dict[str, list[Any] | None] = {}
         for key, value in self.windows.take_changes():
-            changes["window:" + key] = [list(value[0]), list(value[1])] if value is not None else None
+            changes["window:" + key] = (
+                [list(value[0]), list(value[1])] if value is not None else None
+            )
         for key, value in self.votes.take_changes():
             changes["votes:" + key] = list(value) if value is not None else None
         return changes
 
     def load(self, key: str, values: list[Any]) -> bool:
-        """Take back one changelog entry of :meth:`take_changes` (False: not one of this guard's)."""
+        """Take back one changelog entry of :meth:`take_changes` (False: not one of this
+        guard's)."""
         kind, _, name = key.partition(":")
         if kind == "window":
             self.windows.touch(name, lambda: (deque(values[0]), deque(values[1])))
@@ -355,9 +412,9 @@ class FeedbackGuard:
         self.windows.changed, self.votes.changed = {}, {}
 
 
-# Each pattern is bounded (local parts of 64, labels of 63, numbers of 20 characters: their standards' limits),
-# so scrubbing is linear in the text's length: unbounded ones backtrack, and a 10,000-character comment of
-# digits and spaces took 0.6 s of CPU.
+# Each pattern is bounded (local parts of 64, labels of 63, numbers of 20 characters: their
+# standards' limits), so scrubbing is linear in the text's length: unbounded ones backtrack, and a
+# 10,000-character comment of digits and spaces took 0.6 s of CPU.
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _PHONE = re.compile(r"(?<![\w+])\+?\d(?:[ ().-]{0,2}\d){7,19}(?![\w])")

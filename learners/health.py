@@ -1,10 +1,10 @@
 """Whether a model is well, as the learner that owns it sees it over its latest decisions.
 
-A model is *sick* when it rejects more than ``max_rejected_share`` of its latest decisions (its producers
-send labels or features its contract refuses), when its model failed and was restored (``model_errors``), or
-when its latest decisions all ended without an outcome (``no_outcomes``: predictions still come, the
-outcomes stopped). Each end of a decision counts once: learned, rejected, failed, or ended unlearned (expired,
-late).
+A model is *sick* when it rejects more than ``max_rejected_share`` of its latest decisions (its
+producers send labels or features its contract refuses), when its model failed and was restored
+(``model_errors``), or when its latest decisions all ended without an outcome (``no_outcomes``:
+predictions still come, the outcomes stopped). Each end of a decision counts once: learned,
+rejected, failed, or ended unlearned (expired, late).
 
 >>> watch = HealthWatch("churn", window=10, max_rejected_share=0.2)
 >>> for _ in range(7):
@@ -41,7 +41,8 @@ class HealthWatch:
         self.status: Literal["ok", "sick"] = "ok"
 
     def observe(self, ending: Ending, reason: str | None = None) -> None:
-        """Count how one decision ended (``reason``: why it was rejected, or how the model failed)."""
+        """Count how one decision ended (``reason``: why it was rejected, or how the model
+        failed)."""
         if len(self.endings) == self.window:
             self.counts[self.endings[0]] -= 1
         self.endings.append(ending)
@@ -54,7 +55,10 @@ class HealthWatch:
     def reasons(self) -> list[str]:
         """Why the model is sick (empty: it is not)."""
         seen, reasons = len(self.endings), []
-        if seen >= min(20, self.window) and self.counts["rejected"] > self.max_rejected_share * seen:
+        if (
+            seen >= min(20, self.window)
+            and self.counts["rejected"] > self.max_rejected_share * seen
+        ):
             reasons.append("rejecting")
         if self.counts["error"]:
             reasons.append("model_errors")
@@ -68,16 +72,19 @@ class HealthWatch:
         if reason == "rejecting":
             last = self.last_rejections[-1] if self.last_rejections else ""
             return (
-                f"model {self.model!r} rejected {self.counts['rejected']} of its last {seen} examples "
+                f"model {self.model!r} rejected {self.counts['rejected']} of its last "
+                f"{seen} examples "
                 f"(over {self.max_rejected_share:.0%}); the last: {last}"
             )
         if reason == "model_errors":
             return (
-                f"model {self.model!r} failed {self.counts['error']} time(s) in its last {seen} decisions and "
+                f"model {self.model!r} failed {self.counts['error']} time(s) in its last "
+                f"{seen} decisions and "
                 "was restored without the example to blame (see its dead letters of kind error)"
             )
         return (
-            f"the last {seen} decisions of model {self.model!r} all ended without an outcome: predictions "
+            f"the last {seen} decisions of model {self.model!r} all ended without an "
+            "outcome: predictions "
             "come, outcomes do not"
         )
 

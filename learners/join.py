@@ -1,15 +1,14 @@
 """The delayed-feedback join: predictions meet their outcomes by decision_id, within a wait horizon.
 
-The rules run in the compiled core (``adaptloop._core``, ``core/src/join``), over a :class:`JoinState` whose
-changes the worker writes to a changelog topic; this module is their Python face, tested without Kafka, and the
-join agent calls the core once per polled batch (:meth:`DelayedJoin.process`). Time is event time, with one
-clock per input: predictions and outcomes are separate topics that a consumer
-reads at different paces, so a pending prediction expires only when the
-*outcomes* clock of its partition passes its deadline, an outcome waiting for its
-prediction only when the *predictions* clock does, and finished entries are
-forgotten when both have passed. Clock ticks (wall clock) advance the clock of
-an input that has been read to its end, so idle partitions still expire while a
-backlog does not.
+The rules run in the compiled core (``adaptloop._core``, ``core/src/join``), over a
+:class:`JoinState` whose changes the worker writes to a changelog topic; this module is their Python
+face, tested without Kafka, and the join agent calls the core once per polled batch
+(:meth:`DelayedJoin.process`). Time is event time, with one clock per input: predictions and
+outcomes are separate topics that a consumer reads at different paces, so a pending prediction
+expires only when the *outcomes* clock of its partition passes its deadline, an outcome waiting for
+its prediction only when the *predictions* clock does, and finished entries are forgotten when both
+have passed. Clock ticks (wall clock) advance the clock of an input that has been read to its end,
+so idle partitions still expire while a backlog does not.
 
 Every prediction ends exactly once as ``joined``, ``defaulted`` or ``expired``; an
 outcome that comes after its prediction expired adds a ``late`` record (not
@@ -46,7 +45,8 @@ BOTH_CLOCKS = (PREDICTION_CLOCK, OUTCOME_CLOCK)
 
 class JoinEntry(TypedDict, total=False):
     """One decision in the join's state, as its changelog stores it (JSON with these short keys: the
-    state holds an entry per decision pending or recently finished, so the keys are most of its size).
+    state holds an entry per decision pending or recently finished, so the keys are most of its
+    size).
 
     A pending decision holds the event that came first (``p`` or ``o``) until the other one comes;
     a finished one keeps a small marker (``st`` and ``gc``) so that duplicates are recognised.
@@ -66,8 +66,9 @@ class JoinEntry(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Rejection:
-    """A prediction or outcome the join will not use, why, and where it was read (None: the record being
-    processed; ``sent_on``: an outcome read from the repartition topic), for its dead letter."""
+    """A prediction or outcome the join will not use, why, and where it was read (None: the record
+    being processed; ``sent_on``: an outcome read from the repartition topic), for its dead
+    letter."""
 
     event: PredictionEvent | OutcomeEvent
     reason: str
@@ -92,8 +93,8 @@ _UNPACK = msgspec.msgpack.Decoder()
 
 
 def entry_bytes(entry: JoinEntry) -> bytes:
-    """An entry as the changelog keeps it: MessagePack, with the events' JSON as raw bytes (as a JSON string it
-    would be escaped, and a prediction near the record limit would no longer fit).
+    """An entry as the changelog keeps it: MessagePack, with the events' JSON as raw bytes (as a
+    JSON string it would be escaped, and a prediction near the record limit would no longer fit).
 
     >>> entry: JoinEntry = {"pt": 3, "st": "pending", "p": b'{"decision_id":"d1"}', "o": None, "dl": 1.5, "h": 60.0}
     >>> entry_from(entry_bytes(entry)) == entry
@@ -118,7 +119,8 @@ def entry_from(data: bytes) -> JoinEntry:
 
 
 class JoinState(MutableMapping[str, JoinEntry]):
-    """The join's entries by decision_id, noting per partition which keys changed, for the changelog.
+    """The join's entries by decision_id, noting per partition which keys changed, for the
+    changelog.
 
     The entries live in the compiled core; reading one gives a copy (change it by setting it again).
 
@@ -169,11 +171,13 @@ class JoinState(MutableMapping[str, JoinEntry]):
         return self.table.partition_of(key)
 
     def take_changes(self, partition: int) -> dict[str, JoinEntry | None]:
-        """The current entry (``None``: deleted) of every key of ``partition`` changed since the last call."""
+        """The current entry (``None``: deleted) of every key of ``partition`` changed since the
+        last call."""
         return self.table.take_changes(partition)
 
     def take_change_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
-        """:meth:`take_changes` as the changelog's records: each key's bytes and :func:`entry_bytes` (or None)."""
+        """:meth:`take_changes` as the changelog's records: each key's bytes and :func:`entry_bytes`
+        (or None)."""
         return self.table.take_change_records(partition)
 
     def restore(self, key: str, entry: JoinEntry | None) -> None:
@@ -186,27 +190,28 @@ class JoinState(MutableMapping[str, JoinEntry]):
 
 
 MAX_JOINABLE_BYTES: int = JOIN_MAX_JOINABLE_BYTES
-"""The largest prediction or outcome the join keeps (as JSON): its state entry, and the training example made
-of it, must each fit in one Kafka record (a producer's message.max.bytes, 1,000,000 by default) with room for
-their own fields. A 998 KB prediction read as JSON can come out larger (``1e5`` is written ``100000.0``)."""
+"""The largest prediction or outcome the join keeps (as JSON): its state entry, and the training
+example made of it, must each fit in one Kafka record (a producer's message.max.bytes, 1,000,000 by
+default) with room for their own fields. A 998 KB prediction read as JSON can come out larger
+(``1e5`` is written ``100000.0``)."""
 
 
 _EXAMPLE = TrainingExample.__pydantic_validator__.validate_json
 _OUTCOME = OutcomeEvent.__pydantic_validator__.validate_json
 
 Examples = list[tuple[str, str, bytes]]
-"""Training examples as the core writes them: (model, status, JSON) each, the JSON byte for byte what
-``encode`` writes for the same example."""
+"""Training examples as the core writes them: (model, status, JSON) each, the JSON byte for byte
+what ``encode`` writes for the same example."""
 RawRejections = list[tuple[str | None, bytes | None, str | tuple[str, float], int | None, bool]]
-"""Rejections as the core returns them: (the refused outcome's decision_id and JSON, both None for the event
-being processed; the reason, or ``(decision_id, horizon)`` for an outcome no prediction came for; offset;
-sent_on) each."""
+"""Rejections as the core returns them: (the refused outcome's decision_id and JSON, both None for
+the event being processed; the reason, or ``(decision_id, horizon)`` for an outcome no prediction
+came for; offset; sent_on) each."""
 RawOutput = tuple[Examples, RawRejections]
 JoinRecord = tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
 """A record of a batch for :meth:`DelayedJoin.process` (see :meth:`DelayedJoin.record`)."""
 Processed = int | RawOutput | tuple[()] | BaseException | None
-"""What became of a record of a batch: the partition it is to be sent on to, its output (``()``: nothing),
-the exception it raised, or None (refused before the join)."""
+"""What became of a record of a batch: the partition it is to be sent on to, its output (``()``:
+nothing), the exception it raised, or None (refused before the join)."""
 
 
 class DelayedJoin:
@@ -235,8 +240,8 @@ class DelayedJoin:
         lateness: float = 0.0,
         outcome_duplicates: str = "first",
     ) -> None:
-        """``state``: the :class:`JoinState` the join works on; any other mapping of entries (a table restored
-        by hand) is copied into a new one, :attr:`state`."""
+        """``state``: the :class:`JoinState` the join works on; any other mapping of entries (a
+        table restored by hand) is copied into a new one, :attr:`state`."""
         if not isinstance(state, JoinState):
             copied = JoinState()
             for key, entry in state.items():
@@ -245,12 +250,17 @@ class DelayedJoin:
         self.state: JoinState = state
         self.specs = dict(specs)
         self.default_horizon = max([default_horizon, *(s.horizon_seconds for s in specs.values())])
-        self.late_retention = late_retention  # keep expired entries this many horizons to recognise late outcomes
+        # keep expired entries this many horizons to recognise late outcomes
+        self.late_retention = late_retention
         self.lateness = lateness  # how far behind the newest timestamp the watermark trails
-        self.outcome_duplicates = outcome_duplicates  # for outcomes still waiting for their prediction
+        # for outcomes still waiting for their prediction
+        self.outcome_duplicates = outcome_duplicates
         self._contracts = {name: spec.contract() for name, spec in specs.items()}
         self.core = JoinCore(
-            [(name, spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)) for name, spec in specs.items()],
+            [
+                (name, spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec))
+                for name, spec in specs.items()
+            ],
             self.default_horizon,
             late_retention,
             lateness,
@@ -264,13 +274,15 @@ class DelayedJoin:
         return Counter(self.core.counts())
 
     def _label_problem(self, model: str, label: bytes, reward: bytes) -> str | None:
-        """Why ``model``'s contract refuses an outcome's label (its JSON, and its reward's), if it does. The
-        core keeps the answers: a contract's answer depends on the label and on whether there is a reward."""
+        """Why ``model``'s contract refuses an outcome's label (its JSON, and its reward's), if it
+        does. The core keeps the answers: a contract's answer depends on the label and on whether
+        there is a reward."""
         return self._contracts[model].label_problem(orjson.loads(label), orjson.loads(reward))
 
     def use_spec(self, name: str, spec: LearnerSpec | None) -> None:
-        """Join ``name``'s predictions under ``spec`` from now on (its contract, horizon, duplicates and
-        default label); None: the model was retired (its predictions are joined as an unknown model's)."""
+        """Join ``name``'s predictions under ``spec`` from now on (its contract, horizon, duplicates
+        and default label); None: the model was retired (its predictions are joined as an unknown
+        model's)."""
         if spec is None:
             self.specs.pop(name, None)
             self._contracts.pop(name, None)
@@ -280,7 +292,9 @@ class DelayedJoin:
         self._contracts[name] = spec.contract()
         self.default_horizon = max(self.default_horizon, spec.horizon_seconds)
         self.core.set_spec(
-            name, (spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)), self.default_horizon
+            name,
+            (spec.horizon_seconds, spec.duplicates == "last", *_defaults(spec)),
+            self.default_horizon,
         )
 
     # -- inputs ------------------------------------------------------------------------------
@@ -288,13 +302,18 @@ class DelayedJoin:
     def on_prediction(self, event: PredictionEvent, partition: int) -> JoinOutput:
         encoded = encode(event)
         raw = self.core.on_prediction(
-            self.state.table, event.decision_id, event.model, encoded, self.feature_problem(event, encoded), partition
+            self.state.table,
+            event.decision_id,
+            event.model,
+            encoded,
+            self.feature_problem(event, encoded),
+            partition,
         )
         return self._output(raw, event)
 
     def feature_problem(self, event: PredictionEvent, encoded: bytes) -> str | None:
-        """Why the prediction's model refuses its features, if it does (not asked of a prediction too large to
-        keep, which the core refuses for that)."""
+        """Why the prediction's model refuses its features, if it does (not asked of a prediction
+        too large to keep, which the core refuses for that)."""
         contract = self._contracts.get(event.model)
         if contract is None or len(encoded) > MAX_JOINABLE_BYTES:
             return None
@@ -303,12 +322,16 @@ class DelayedJoin:
     def on_outcome(
         self, event: OutcomeEvent, partition: int, offset: int | None = None, sent_on: bool = False
     ) -> JoinOutput:
-        """Join an outcome read at ``offset`` of ``partition`` (``sent_on``: of the repartition topic)."""
-        raw = self.core.on_outcome(self.state.table, event.decision_id, encode(event), partition, offset, sent_on)
+        """Join an outcome read at ``offset`` of ``partition`` (``sent_on``: of the repartition
+        topic)."""
+        raw = self.core.on_outcome(
+            self.state.table, event.decision_id, encode(event), partition, offset, sent_on
+        )
         return self._output(raw, event)
 
     def forget(self, partition: int) -> None:
-        """Drop the in-memory clocks and deadline index of a partition this worker no longer owns."""
+        """Drop the in-memory clocks and deadline index of a partition this worker no longer
+        owns."""
         self.core.forget(partition)
 
     def latest(self, partition: int) -> float | None:
@@ -324,22 +347,41 @@ class DelayedJoin:
         return self._output(self.core.tick(self.state.table, partition, now, list(clocks)), None)
 
     def record(
-        self, event: PredictionEvent | OutcomeEvent, partition: int, offset: int, *, sent_on: bool, refused: bool
+        self,
+        event: PredictionEvent | OutcomeEvent,
+        partition: int,
+        offset: int,
+        *,
+        sent_on: bool,
+        refused: bool,
     ) -> JoinRecord:
-        """A record of a batch: ``event`` read at ``offset`` of ``partition``; ``sent_on``: of a repartition topic
-        (where every record is on its decision's partition; elsewhere one may not be, and is sent on);
-        ``refused``: not to be joined (the caller dead-letters it), only sent on if it is misplaced."""
+        """A record of a batch: ``event`` read at ``offset`` of ``partition``; ``sent_on``: of a
+        repartition topic (where every record is on its decision's partition; elsewhere one may not
+        be, and is sent on); ``refused``: not to be joined (the caller dead-letters it), only sent
+        on if it is misplaced."""
         encoded = encode(event)
         if isinstance(event, PredictionEvent):
             problem = None if refused else self.feature_problem(event, encoded)
             key, model = event.decision_id, event.model
-            return (False, partition, not sent_on, refused, key, model, encoded, problem, None, False)
+            return (
+                False,
+                partition,
+                not sent_on,
+                refused,
+                key,
+                model,
+                encoded,
+                problem,
+                None,
+                False,
+            )
         key = event.decision_id
         return (True, partition, not sent_on, refused, key, None, encoded, None, offset, sent_on)
 
     def process(self, records: list[JoinRecord], partitions: int) -> list[Processed]:
-        """A polled batch, in order, on inputs of ``partitions`` partitions: one call of the core. For each record
-        what became of it (see :data:`Processed`); a record that raised left its decision's entry as it was."""
+        """A polled batch, in order, on inputs of ``partitions`` partitions: one call of the core.
+        For each record what became of it (see :data:`Processed`); a record that raised left its
+        decision's entry as it was."""
         return self.core.process(self.state.table, records, partitions)
 
     def tick_raw(self, partition: int, now: float, clocks: tuple[int, ...]) -> RawOutput:
@@ -355,7 +397,9 @@ class DelayedJoin:
         key, _ = reason
         return f"no prediction for decision_id {key!r} within {self.default_horizon:.0f}s"
 
-    def _output(self, raw: tuple[Examples, RawRejections], event: PredictionEvent | OutcomeEvent | None) -> JoinOutput:
+    def _output(
+        self, raw: tuple[Examples, RawRejections], event: PredictionEvent | OutcomeEvent | None
+    ) -> JoinOutput:
         examples, rejections = raw
         out = JoinOutput(examples=[_EXAMPLE(json) for _, _, json in examples])
         for _, refused, reason, offset, sent_on in rejections:
@@ -366,7 +410,8 @@ class DelayedJoin:
 
 
 def _defaults(spec: LearnerSpec) -> tuple[bytes | None, bytes | None]:
-    """The JSON of the label and reward a model learns when no outcome comes (None, None: it learns none)."""
+    """The JSON of the label and reward a model learns when no outcome comes (None, None: it learns
+    none)."""
     if spec.on_missing != "default" or (spec.default_label is None and spec.default_reward is None):
         return None, None
     return orjson.dumps(spec.default_label), orjson.dumps(spec.default_reward)

@@ -1,20 +1,24 @@
-"""Off-policy evaluation: what a routing policy would have earned, estimated from decisions another policy made.
+"""Off-policy evaluation: what a routing policy would have earned, estimated from decisions another
+policy made.
 
-Each logged decision is a context (the segment it was routed in), the variant the logging policy chose, the
-probability it gave that choice (the propensity, logged with every route) and the reward that followed (a
-session's thumbs: up 1, down 0). A target policy gives each variant a probability in each context. Three
-estimators of its value, each with a 95% confidence interval (normal, from the per-decision terms):
+Each logged decision is a context (the segment it was routed in), the variant the logging policy
+chose, the probability it gave that choice (the propensity, logged with every route) and the reward
+that followed (a session's thumbs: up 1, down 0). A target policy gives each variant a probability
+in each context. Three estimators of its value, each with a 95% confidence interval (normal, from
+the per-decision terms):
 
-- **IPS** (inverse propensity scoring): the mean of ``pi(a|x) / mu(a|x) * r``; unbiased, high variance;
-- **SNIPS** (self-normalised IPS): the weighted mean ``sum(w r) / sum(w)``; slightly biased, far steadier;
-- **DR** (doubly robust): a reward model's prediction for the target policy's choices, corrected by IPS on the
-  model's errors; unbiased if either the propensities or the model are right. The reward model (the mean
-  reward per context and variant) is cross-fitted: each half of the decisions is corrected by a model of the
-  other half, so no decision scores itself.
+- **IPS** (inverse propensity scoring): the mean of ``pi(a|x) / mu(a|x) * r``; unbiased, high
+  variance;
+- **SNIPS** (self-normalised IPS): the weighted mean ``sum(w r) / sum(w)``; slightly biased, far
+  steadier;
+- **DR** (doubly robust): a reward model's prediction for the target policy's choices, corrected by
+  IPS on the model's errors; unbiased if either the propensities or the model are right. The reward
+  model (the mean reward per context and variant) is cross-fitted: each half of the decisions is
+  corrected by a model of the other half, so no decision scores itself.
 
-The estimates need the logging policy to give every variant the target policy picks a chance (a propensity of
-0 is no evidence); ``effective_n`` (the effective sample size of the weights) says how many decisions the
-estimate is worth.
+The estimates need the logging policy to give every variant the target policy picks a chance (a
+propensity of 0 is no evidence); ``effective_n`` (the effective sample size of the weights) says how
+many decisions the estimate is worth.
 
 >>> logs = [Logged("*", "a", 0.5, 1.0), Logged("*", "b", 0.5, 0.0)] * 50
 >>> round(estimate(logs, fixed("a"), "ips").value, 3), round(estimate(logs, fixed("b"), "snips").value, 3)
@@ -37,7 +41,8 @@ ESTIMATORS = ("ips", "snips", "dr")
 
 @dataclass(frozen=True)
 class Logged:
-    """One logged decision: its context, the variant chosen, the propensity of that choice, the reward."""
+    """One logged decision: its context, the variant chosen, the propensity of that choice, the
+    reward."""
 
     context: str
     variant: str
@@ -64,7 +69,8 @@ def fixed(variant: str) -> Policy:
 
 
 def greedy(means: dict[str, dict[str, float]], variants: list[str]) -> Policy:
-    """The variant with the highest posterior mean in the context (its segment; else the pooled means)."""
+    """The variant with the highest posterior mean in the context (its segment; else the pooled
+    means)."""
 
     def policy(context: str) -> dict[str, float]:
         scores = means.get(context) or means.get("*") or {}
@@ -90,19 +96,28 @@ def estimate(logs: list[Logged], policy: Policy, estimator: str) -> Estimate:
     effective = total * total / sum(w * w for w in weights) if total else 0.0
     n = len(logs)
     if estimator == "ips":
-        return _interval("ips", [w * log.reward for w, log in zip(weights, logs, strict=True)], n, effective)
+        return _interval(
+            "ips", [w * log.reward for w, log in zip(weights, logs, strict=True)], n, effective
+        )
     if estimator == "snips":
         if not total:
-            raise ValueError("the target policy never picks what the logging policy picked: no evidence")
+            raise ValueError(
+                "the target policy never picks what the logging policy picked: no evidence"
+            )
         value = sum(w * log.reward for w, log in zip(weights, logs, strict=True)) / total
         mean_w = total / n
         # The delta method: the variance of the ratio of two means.
-        variance = sum((w * (log.reward - value)) ** 2 for w, log in zip(weights, logs, strict=True)) / n / mean_w**2
+        variance = (
+            sum((w * (log.reward - value)) ** 2 for w, log in zip(weights, logs, strict=True))
+            / n
+            / mean_w**2
+        )
         half = Z95 * math.sqrt(variance / n)
         return Estimate("snips", value, value - half, value + half, n, effective)
     if estimator == "dr":
         terms = []
-        models = (_reward_model(logs[1::2]), _reward_model(logs[0::2]))  # cross-fitted: each half, the other's
+        # cross-fitted: each half, the other's
+        models = (_reward_model(logs[1::2]), _reward_model(logs[0::2]))
         for index, log in enumerate(logs):
             model = models[index % 2]
             target = policy(log.context)

@@ -1,4 +1,5 @@
-"""An online learner: predict before learn (the shadow metric), learn, and remember what it has seen."""
+"""An online learner: predict before learn (the shadow metric), learn, and remember what it has
+seen."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from adaptloop.schemas.system import ModelVersion
 
 log = logging.getLogger(__name__)
 
-_DECISION_ENDS = frozenset({"joined", "defaulted", "expired"})  # what the drift watch sees of each decision
+# what the drift watch sees of each decision
+_DECISION_ENDS = frozenset({"joined", "defaulted", "expired"})
 
 PUBLISHED_VERSIONS = 5_000
-"""The learner remembers the ids of its last 5,000 versions: a served decision whose version is not among them
-(a service's own model, an invented id) is an external decision, never scored as a version's production."""
+"""The learner remembers the ids of its last 5,000 versions: a served decision whose version is not
+among them (a service's own model, an invented id) is an external decision, never scored as a
+version's production."""
 
 
 @dataclass
@@ -35,28 +38,36 @@ class LearnerProgress:
     """What a learner has seen, saved with each checkpoint so a restart resumes exactly."""
 
     examples_seen: int = 0
-    offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next offset to learn
-    recent_ids: RecentIds = field(default_factory=RecentIds)  # decision ids learned last, to skip duplicates
+    # "topic:partition" -> next offset to learn
+    offsets: dict[str, int] = field(default_factory=dict)
+    # decision ids learned last, to skip duplicates
+    recent_ids: RecentIds = field(default_factory=RecentIds)
     version: str | None = None
     learned_since_version: int = 0
     record: ModelVersion | None = None  # the published record of ``version``
-    dataset_hash: str = hashlib.sha256(b"").hexdigest()  # chained over every example learned, in order
-    pending: list[tuple[TrainingExample, object, str]] = field(default_factory=list)  # a mini-batch being filled
-    label_type: LabelType | None = None  # a multiclass model's label type, from its first label (if not declared)
-    published: RecentIds = field(default_factory=lambda: RecentIds(limit=PUBLISHED_VERSIONS))  # its version ids
-    # The feature names learned, in the order first learned (a dict: its pickle is the same whatever the hash
-    # seed), for the feature budget.
+    # chained over every example learned, in order
+    dataset_hash: str = hashlib.sha256(b"").hexdigest()
+    # a mini-batch being filled
+    pending: list[tuple[TrainingExample, object, str]] = field(default_factory=list)
+    # a multiclass model's label type, from its first label (if not declared)
+    label_type: LabelType | None = None
+    # its version ids
+    published: RecentIds = field(default_factory=lambda: RecentIds(limit=PUBLISHED_VERSIONS))
+    # The feature names learned, in the order first learned (a dict: its pickle is the same whatever
+    # the hash seed), for the feature budget.
     feature_names: dict[str, None] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a checkpoint's progress, upgrading one written before a field existed: it goes on as that
-        checkpoint's learner would have."""
+        """Restore a checkpoint's progress, upgrading one written before a field existed: it goes on
+        as that checkpoint's learner would have."""
         self.__dict__.update(state)
         if "pending" not in state:  # from before mini-batches
             self.pending = []
         if "published" not in state:  # from before contracts: its one version is this learner's own
             self.label_type = None
-            self.published = RecentIds([self.version] if self.version else [], limit=PUBLISHED_VERSIONS)
+            self.published = RecentIds(
+                [self.version] if self.version else [], limit=PUBLISHED_VERSIONS
+            )
         if "feature_names" not in state:  # from before feature budgets: names count from now on
             self.feature_names = {}
         if not isinstance(self.recent_ids, RecentIds):  # it kept the ids in an OrderedDict
@@ -64,27 +75,33 @@ class LearnerProgress:
 
 
 def interned(features: dict[str, Any]) -> dict[str, Any]:
-    """``features`` with its names and category values interned: one object per name, whatever decoded them.
+    """``features`` with its names and category values interned: one object per name, whatever
+    decoded them.
 
-    Pickle writes a string once per object and refers back to it after, so whether a model's feature names
-    are one object or many changes its bytes (and version id). How they arrive (a JSON parser's string
-    cache, say) is not the model's state; interned, equal strings are one object, in every process.
+    Pickle writes a string once per object and refers back to it after, so whether a model's feature
+    names are one object or many changes its bytes (and version id). How they arrive (a JSON
+    parser's string cache, say) is not the model's state; interned, equal strings are one object, in
+    every process.
 
     >>> a, b = interned({"".join(["x", "1"]): 1.0}), interned({"".join(["x", "1"]): 2.0})
     >>> next(iter(a)) is next(iter(b))
     True
     """
-    return {_intern(name): (_intern(value) if type(value) is str else value) for name, value in features.items()}
+    return {
+        _intern(name): (_intern(value) if type(value) is str else value)
+        for name, value in features.items()
+    }
 
 
 _intern = sys.intern
 
 
 def probe(model: Model, spec: LearnerSpec, features: dict[str, Any]) -> None:
-    """Predict ``features`` (and forget the prediction); raise :class:`ModelFailure` if the model cannot.
+    """Predict ``features`` (and forget the prediction); raise :class:`ModelFailure` if the model
+    cannot.
 
-    Predicting can change a River model (its defaultdicts gain the features' names): probe a copy, or a
-    learner of its own.
+    Predicting can change a River model (its defaultdicts gain the features' names): probe a copy,
+    or a learner of its own.
     """
     try:
         if spec.task != "regression":
@@ -98,14 +115,14 @@ def probe(model: Model, spec: LearnerSpec, features: dict[str, Any]) -> None:
 class OnlineLearner:
     """Progressive validation on a live stream: each example is first predicted, then learned.
 
-    ``shadow`` metrics score the learner's own prediction made just before it
-    learns; ``production`` metrics score the prediction that was actually served
-    and logged, by one of this model's versions (a fallback, or a version the loop
-    never published, is counted in ``counts`` instead). Examples are learned once:
-    an offset already covered or a decision_id seen recently is skipped. An example
-    that breaks the model's contract (:class:`~adaptloop.schemas.contract.ModelContract`)
-    raises :class:`UnlearnableExample` before anything of the learner changes, and so does one over the model's
-    feature budget (:class:`~adaptloop.learners.budget.FeatureBudget`: too many features, or too many new names).
+    ``shadow`` metrics score the learner's own prediction made just before it learns; ``production``
+    metrics score the prediction that was actually served and logged, by one of this model's
+    versions (a fallback, or a version the loop never published, is counted in ``counts`` instead).
+    Examples are learned once: an offset already covered or a decision_id seen recently is skipped.
+    An example that breaks the model's contract (:class:`~adaptloop.schemas.contract.ModelContract`)
+    raises :class:`UnlearnableExample` before anything of the learner changes, and so does one over
+    the model's feature budget (:class:`~adaptloop.learners.budget.FeatureBudget`: too many
+    features, or too many new names).
 
     >>> from datetime import UTC, datetime
     >>> from river import datasets
@@ -136,35 +153,50 @@ class OnlineLearner:
         self.model = model if model is not None else build_model(spec)
         # Restored metrics go on; a metric the spec added since starts now, one it dropped is gone.
         shadow, production = shadow or {}, production or {}
-        self.shadow = {name: shadow[name] if name in shadow else build_metric(name) for name in spec.metrics}
-        self.production: dict[str, Metric] = {}  # a served prediction is a label: metrics of probabilities skip it
+        self.shadow = {
+            name: shadow[name] if name in shadow else build_metric(name) for name in spec.metrics
+        }
+        # a served prediction is a label: metrics of probabilities skip it
+        self.production: dict[str, Metric] = {}
         for name in spec.metrics:
             metric = build_metric(name)
             if spec.task == "regression" or metric.requires_labels:
                 self.production[name] = production.get(name, metric)
         if shadow and list(shadow) != list(self.shadow):
-            log.warning("model %r: metrics %s restored, now %s", spec.name, list(shadow), list(self.shadow))
+            log.warning(
+                "model %r: metrics %s restored, now %s", spec.name, list(shadow), list(self.shadow)
+            )
         self.progress = progress or LearnerProgress()
         self.watch = watch if watch is not None else ModelWatch(spec)
         if watch is not None and (changed := watch.follow(spec)):
             log.warning(
-                "model %r: drift settings changed since the checkpoint (%s): monitors whose settings "
+                "model %r: drift settings changed since the checkpoint (%s): monitors whose "
+                "settings "
                 "changed start over",
                 spec.name,
                 ", ".join(changed),
             )
-        # (metric, whether it scores the predicted class rather than the probabilities), looked up once
-        self._shadow_scoring = [(metric, getattr(metric, "requires_labels", True)) for metric in self.shadow.values()]
+        # (metric, whether it scores the predicted class rather than the probabilities), looked up
+        # once
+        self._shadow_scoring = [
+            (metric, getattr(metric, "requires_labels", True)) for metric in self.shadow.values()
+        ]
         self._classifier = spec.task != "regression"
-        self._watches_data = spec.drift.data  # (the watch follows the spec: its data monitor is on or off alike)
-        self.counts: Counter[str] = Counter()  # decisions not scored as production: "fallback", "external"
+        # (the watch follows the spec: its data monitor is on or off alike)
+        self._watches_data = spec.drift.data
+        # decisions not scored as production: "fallback", "external"
+        self.counts: Counter[str] = Counter()
         self.failed_batch: list[TrainingExample] = []  # a mini-batch whose learning raised
         self.budget = spec.budget()
         if spec.mini_batch and not hasattr(self.model, "learn_many"):
-            raise ConfigError(f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch")
-        if self.progress.pending and not spec.mini_batch:  # mini_batch unset since: learn the batch begun
+            raise ConfigError(
+                f"model {spec.name!r}: recipe {spec.recipe!r} has no learn_many; unset mini_batch"
+            )
+        # mini_batch unset since: learn the batch begun
+        if self.progress.pending and not spec.mini_batch:
             log.warning(
-                "model %r: mini_batch unset since the checkpoint; learning its %d pending examples as one batch",
+                "model %r: mini_batch unset since the checkpoint; learning its %d pending "
+                "examples as one batch",
                 spec.name,
                 len(self.progress.pending),
             )
@@ -193,7 +225,11 @@ class OnlineLearner:
         # (A late record follows an expired one for the same decision.)
         if status in _DECISION_ENDS and self._watches_data:
             self.watch.observe_decision(
-                {**example.features, PREDICTION: example.prediction, LABEL_RATE: float(status == "joined")},
+                {
+                    **example.features,
+                    PREDICTION: example.prediction,
+                    LABEL_RATE: float(status == "joined"),
+                },
                 progress.version,
                 progress.examples_seen,
             )
@@ -226,7 +262,9 @@ class OnlineLearner:
             raise ModelFailure(self.spec.name, "predict", error) from error
         shadow_error = self._score(example, target, y_pred, proba, progress.examples_seen)
         try:
-            promoted = self.watch.shadow_challenger(x, target, shadow_error, self._classifier, model)
+            promoted = self.watch.shadow_challenger(
+                x, target, shadow_error, self._classifier, model
+            )
             model.learn_one(x, target)
         except Exception as error:  # the model (or its challenger) may be half-updated
             raise ModelFailure(self.spec.name, "learn", error) from error
@@ -240,28 +278,37 @@ class OnlineLearner:
         probe(self.model, self.spec, features)
 
     def check(self, example: TrainingExample) -> None:
-        """Raise :class:`UnlearnableExample` if the example breaks the model's contract (its features, or its
-        label's type) or its feature budget, naming the decision, the field and what was expected."""
+        """Raise :class:`UnlearnableExample` if the example breaks the model's contract (its
+        features, or its label's type) or its feature budget, naming the decision, the field and
+        what was expected."""
         problem = self.contract.feature_problem(example.features)
         if problem is None and self.budget is not None:
-            problem = self.budget.problem(self.spec.name, example.features, self.progress.feature_names)
+            problem = self.budget.problem(
+                self.spec.name, example.features, self.progress.feature_names
+            )
         if problem is not None:
             raise UnlearnableExample(f"decision {example.decision_id!r}: {problem}", "features")
-        problem = self.contract.label_problem(example.label, example.reward, self.progress.label_type)
+        problem = self.contract.label_problem(
+            example.label, example.reward, self.progress.label_type
+        )
         if problem is not None:
             raise UnlearnableExample(f"decision {example.decision_id!r}: {problem}", "label")
 
     def _learn_batch(self) -> None:
-        """Predict the whole pending batch, score each example, then learn it with one ``learn_many``."""
+        """Predict the whole pending batch, score each example, then learn it with one
+        ``learn_many``."""
         batch, self.progress.pending = self.progress.pending, []
-        self.failed_batch = [example for example, _, _ in batch]  # cleared once the batch is learned
+        # cleared once the batch is learned
+        self.failed_batch = [example for example, _, _ in batch]
         X = pd.DataFrame([interned(example.features) for example, _, _ in batch])
         targets = [target for _, target, _ in batch]
         probas: list[dict[Any, float] | None] = [None] * len(batch)
         try:
             if self._classifier:
                 frame = self.model.predict_proba_many(X)
-                predicted = frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
+                predicted = (
+                    frame.idxmax(axis=1).tolist() if len(frame.columns) else [None] * len(batch)
+                )
                 if any(not metric.requires_labels for metric in self.shadow.values()):
                     probas = frame.to_dict("records")
             else:
@@ -280,7 +327,12 @@ class OnlineLearner:
             self._learned(example, where)
 
     def _score(
-        self, example: TrainingExample, target: Any, y_pred: Any, proba: dict[Any, float] | None, seen: int
+        self,
+        example: TrainingExample,
+        target: Any,
+        y_pred: Any,
+        proba: dict[Any, float] | None,
+        seen: int,
     ) -> float:
         """Update the shadow and production metrics and the drift watch; return the shadow error."""
         if self._classifier:
@@ -292,7 +344,11 @@ class OnlineLearner:
                 metric.update(target, y_pred)
             shadow_error = abs(float(y_pred) - float(target))
         production_error = None
-        if example.status == "joined" and example.prediction is not None and self._served_by_a_version(example):
+        if (
+            example.status == "joined"
+            and example.prediction is not None
+            and self._served_by_a_version(example)
+        ):
             for metric in self.production.values():
                 metric.update(target, example.prediction)
             production_error = (
@@ -300,11 +356,14 @@ class OnlineLearner:
                 if self._classifier
                 else abs(float(example.prediction) - float(target))
             )
-        self.watch.observe_errors(shadow_error, production_error, example.model_version, self.progress.version, seen)
+        self.watch.observe_errors(
+            shadow_error, production_error, example.model_version, self.progress.version, seen
+        )
         return shadow_error
 
     def _served_by_a_version(self, example: TrainingExample) -> bool:
-        """Whether one of this model's versions made the served prediction (not a fallback, not a service's own)."""
+        """Whether one of this model's versions made the served prediction (not a fallback, not a
+        service's own)."""
         if example.fallback:
             self.counts["fallback"] += 1
             return False
@@ -321,9 +380,11 @@ class OnlineLearner:
         self.progress.learned_since_version += 1
 
     def metric_values(self) -> dict[str, float | None]:
-        """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": None, ...}``: None where the
-        metric has scored nothing yet (no production metric before a version has served a decision), never a
-        0.0 that no decision earned."""
+        """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": None, ...}``: None
+        where the metric has scored nothing yet (no production metric before a version has served a
+        decision), never a 0.0 that no decision earned."""
         values = {f"shadow.{name}": metric_value(metric) for name, metric in self.shadow.items()}
-        values.update({f"production.{name}": metric_value(metric) for name, metric in self.production.items()})
+        values.update(
+            {f"production.{name}": metric_value(metric) for name, metric in self.production.items()}
+        )
         return values

@@ -1,17 +1,19 @@
-"""Model bytes that load into fast objects: instances rebuilt attribute by attribute, not through ``__dict__``.
+"""Model bytes that load into fast objects: instances rebuilt attribute by attribute, not through
+``__dict__``.
 
-CPython (3.11 on) keeps a plain instance's attributes in an inline array and reads them with specialised,
-quick lookups, until something asks for the instance's ``__dict__``: then they move into a dict for good,
-and every attribute read after is slower. Pickle asks for it twice. Writing an object reads its
-``__dict__``; reading one back fills the new object's ``__dict__``. So a River model that was checkpointed,
-or restored from a file, learned a Hoeffding tree 25-35% slower than one never pickled (measured: 60,000
-examples in 5.4-6.1 s instead of 4.1-4.4; the Quix Streams learner app, which never pickles, was faster).
+CPython (3.11 on) keeps a plain instance's attributes in an inline array and reads them with
+specialised, quick lookups, until something asks for the instance's ``__dict__``: then they move
+into a dict for good, and every attribute read after is slower. Pickle asks for it twice. Writing an
+object reads its ``__dict__``; reading one back fills the new object's ``__dict__``. So a River
+model that was checkpointed, or restored from a file, learned a Hoeffding tree 25-35% slower than
+one never pickled (measured: 60,000 examples in 5.4-6.1 s instead of 4.1-4.4; the Quix Streams
+learner app, which never pickles, was faster).
 
-:class:`FastLoadPickler` writes each such instance with a ``state_setter`` (:func:`set_attributes`) that
-rebuilds it with ``setattr``, which keeps the inline array: a model loaded from these bytes is as fast as
-one never pickled. The learner checkpoints with it and goes on learning with the model loaded back
-(:meth:`~adaptloop.learners.store.ModelStore.checkpoint`). The state written is the same as plain pickle's;
-bytes written without a setter (older files) load as before.
+:class:`FastLoadPickler` writes each such instance with a ``state_setter`` (:func:`set_attributes`)
+that rebuilds it with ``setattr``, which keeps the inline array: a model loaded from these bytes is
+as fast as one never pickled. The learner checkpoints with it and goes on learning with the model
+loaded back (:meth:`~adaptloop.learners.store.ModelStore.checkpoint`). The state written is the same
+as plain pickle's; bytes written without a setter (older files) load as before.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ _MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT: the instances' attributes can
 
 
 def set_attributes(instance: object, state: dict[str, Any]) -> None:
-    """Give a freshly made ``instance`` its attributes, as pickle's default would, through ``setattr``.
+    """Give a freshly made ``instance`` its attributes, as pickle's default would, through
+    ``setattr``.
 
-    A name the class also has as a data descriptor (a property, a slot) goes into ``__dict__`` directly,
-    as pickle's default puts it there, bypassing the descriptor.
+    A name the class also has as a data descriptor (a property, a slot) goes into ``__dict__``
+    directly, as pickle's default puts it there, bypassing the descriptor.
     """
     descriptors = _data_descriptors(type(instance))
     for name, value in state.items():
@@ -45,13 +48,17 @@ def _data_descriptors(cls: type) -> frozenset[str]:
     names = _descriptors.get(cls)
     if names is None:
         names = _descriptors[cls] = frozenset(
-            name for klass in cls.__mro__ for name, value in vars(klass).items() if hasattr(type(value), "__set__")
+            name
+            for klass in cls.__mro__
+            for name, value in vars(klass).items()
+            if hasattr(type(value), "__set__")
         )
     return names
 
 
 _plain: dict[type, bool] = {}
-_DEFAULTS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setattr__")  # object's own, for a plain class
+# object's own, for a plain class
+_DEFAULTS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setattr__")
 _OVERRIDES = ("__setstate__", "__getnewargs__", "__getnewargs_ex__")  # object has none of them
 _NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]  # (not in typeshed's copyreg)
 
@@ -79,10 +86,12 @@ def _slots(cls: type) -> set[str]:
 
 
 class FastLoadPickler(pickle.Pickler):
-    """A pickler that writes plain instances to load with :func:`set_attributes`; ``reducers``: per class,
-    a reducer to use instead of the default (its result gets the setter too)."""
+    """A pickler that writes plain instances to load with :func:`set_attributes`; ``reducers``: per
+    class, a reducer to use instead of the default (its result gets the setter too)."""
 
-    def __init__(self, file: Any, protocol: int, reducers: Mapping[type, Callable[[Any], Any]]) -> None:
+    def __init__(
+        self, file: Any, protocol: int, reducers: Mapping[type, Callable[[Any], Any]]
+    ) -> None:
         super().__init__(file, protocol=protocol)
         self.reducers = reducers
 
@@ -91,9 +100,17 @@ class FastLoadPickler(pickle.Pickler):
         reducer = self.reducers.get(cls)
         if reducer is None and not _is_plain(cls):
             return NotImplemented
-        # The class's reducer, or what object.__reduce_ex__ gives a plain instance (built here: a third quicker).
-        reduced = reducer(obj) if reducer is not None else (_NEWOBJ, (cls,), obj.__dict__, None, None)
-        if _is_plain(cls) and reduced[0] is _NEWOBJ and reduced[3:] == (None, None) and _settable(reduced[2]):
+        # The class's reducer, or what object.__reduce_ex__ gives a plain instance (built here: a
+        # third quicker).
+        reduced = (
+            reducer(obj) if reducer is not None else (_NEWOBJ, (cls,), obj.__dict__, None, None)
+        )
+        if (
+            _is_plain(cls)
+            and reduced[0] is _NEWOBJ
+            and reduced[3:] == (None, None)
+            and _settable(reduced[2])
+        ):
             return (*reduced, set_attributes)
         return reduced if reducer is not None else NotImplemented
 

@@ -1,4 +1,5 @@
-"""Preference stores: what users think of an agent's variants (prompts, models, tool policies), per segment.
+"""Preference stores: what users think of an agent's variants (prompts, models, tool policies), per
+segment.
 
 - pairwise preferences -> Bradley-Terry ratings with standard errors: the win counts
   are kept incrementally (a comparison costs O(1), whatever the number of variants) and
@@ -33,7 +34,8 @@ import numpy as np
 
 from adaptloop.schemas.agents import PreferenceSnapshot, VariantStats
 
-REFERENCE = "__reference__"  # a virtual variant of rating 0, played by each variant through the prior
+# a virtual variant of rating 0, played by each variant through the prior
+REFERENCE = "__reference__"
 
 
 @dataclass
@@ -57,7 +59,9 @@ class BradleyTerry:
     """
 
     prior: float = 1.0
-    wins: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    wins: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
     theta: dict[str, float] = field(default_factory=dict)
     _fitted: bool = field(default=False, repr=False, compare=False)
 
@@ -113,7 +117,8 @@ class BradleyTerry:
         return float(np.max(np.abs(step))) if len(step) else 0.0, info
 
     def fit(self, tol: float = 1e-12, max_steps: int = 100) -> dict[str, float]:
-        """Newton steps, warm-started from the previous fit, until the ratings move less than ``tol``; return them."""
+        """Newton steps, warm-started from the previous fit, until the ratings move less than
+        ``tol``; return them."""
         for _ in range(max_steps):
             if not self.theta or self._newton()[0] < tol:
                 break
@@ -121,7 +126,8 @@ class BradleyTerry:
         return dict(sorted(self.theta.items()))
 
     def ratings(self) -> dict[str, float]:
-        """The log-strengths (the reference has 0): the maximum-likelihood fit of the counts so far."""
+        """The log-strengths (the reference has 0): the maximum-likelihood fit of the counts so
+        far."""
         return self.fit() if not self._fitted else dict(sorted(self.theta.items()))
 
     def standard_errors(self) -> dict[str, float]:
@@ -137,8 +143,8 @@ class BradleyTerry:
 
 @dataclass(slots=True)
 class Holding:
-    """What a name holds its slot by: when it last had traffic (the offset of its last admitted feedback in
-    the shard's input partition) and its evidence (the feedback admitted for it)."""
+    """What a name holds its slot by: when it last had traffic (the offset of its last admitted
+    feedback in the shard's input partition) and its evidence (the feedback admitted for it)."""
 
     last: int = -1
     evidence: int = 0
@@ -146,8 +152,8 @@ class Holding:
 
 @dataclass(frozen=True, slots=True)
 class Reclaimed:
-    """A slot taken from an undeclared agent (``variant`` None: the whole agent) or from one of its variants,
-    for the name ``by``."""
+    """A slot taken from an undeclared agent (``variant`` None: the whole agent) or from one of its
+    variants, for the name ``by``."""
 
     agent: str
     variant: str | None
@@ -160,9 +166,10 @@ _Entry = tuple[int, int, str]  # (evidence, last, name): the weakest holder sort
 
 
 class _Weakest:
-    """The weakest of a set of holders in O(log n): a heap of their (evidence, last, name), where an entry
-    whose holder has moved on since (more evidence) or gone is stale and skipped. A holding only grows, so its
-    newest entry is its only valid one; the heap is rebuilt when stale entries outnumber the holders."""
+    """The weakest of a set of holders in O(log n): a heap of their (evidence, last, name), where an
+    entry whose holder has moved on since (more evidence) or gone is stale and skipped. A holding
+    only grows, so its newest entry is its only valid one; the heap is rebuilt when stale entries
+    outnumber the holders."""
 
     __slots__ = ("heap",)
 
@@ -172,7 +179,9 @@ class _Weakest:
     def push(self, name: str, holding: Holding) -> None:
         heapq.heappush(self.heap, (holding.evidence, holding.last, name))
 
-    def pop(self, holders: Callable[[str], Holding | None], spare: Collection[str] = ()) -> tuple[str, Holding]:
+    def pop(
+        self, holders: Callable[[str], Holding | None], spare: Collection[str] = ()
+    ) -> tuple[str, Holding]:
         """Take the weakest holder not in ``spare`` off the heap (a caller drops it)."""
         spared: list[_Entry] = []
         while True:
@@ -188,7 +197,8 @@ class _Weakest:
             return entry[2], holding
 
     def compact(self, count: int, holders: Callable[[], Iterable[tuple[str, Holding]]]) -> None:
-        """Rebuild the heap from the ``count`` ``holders()`` if it holds over four times their number."""
+        """Rebuild the heap from the ``count`` ``holders()`` if it holds over four times their
+        number."""
         if len(self.heap) > 4 * count + 64:
             self.heap = [(holding.evidence, holding.last, name) for name, holding in holders()]
             heapq.heapify(self.heap)
@@ -204,16 +214,17 @@ class _Agent:
 
 
 class Cardinality:
-    """The names one preference shard takes: at most ``agents`` undeclared agents, and per agent at most
-    ``variants`` undeclared variants and ``segments`` segments, so a flood of invented names can grow neither
-    the stores nor the cost of publishing them.
+    """The names one preference shard takes: at most ``agents`` undeclared agents, and per agent at
+    most ``variants`` undeclared variants and ``segments`` segments, so a flood of invented names
+    can grow neither the stores nor the cost of publishing them.
 
-    Agents and variants named in ``declared`` (the settings' ``guardrails.agents``) never count toward a cap
-    and are never reclaimed. An undeclared newcomer beyond a cap is not refused: it takes the slot of the
-    holder with the least evidence, the idlest of those (then the first name), so names invented by the
-    thousand (one piece of feedback each) reclaim each other's slots and never those of agents with a history.
-    The choice depends only on the shard's records in their order: a replay gives the same store. A segment
-    beyond its cap is refused (a segment is a context of a known agent, not a name anyone invents alone).
+    Agents and variants named in ``declared`` (the settings' ``guardrails.agents``) never count
+    toward a cap and are never reclaimed. An undeclared newcomer beyond a cap is not refused: it
+    takes the slot of the holder with the least evidence, the idlest of those (then the first name),
+    so names invented by the thousand (one piece of feedback each) reclaim each other's slots and
+    never those of agents with a history. The choice depends only on the shard's records in their
+    order: a replay gives the same store. A segment beyond its cap is refused (a segment is a
+    context of a known agent, not a name anyone invents alone).
 
     >>> names = Cardinality(agents=1, variants=2, segments=10, declared={"support": ["a"]})
     >>> names.admit("*", "junk-1", ["x"], at=0)
@@ -229,30 +240,38 @@ class Cardinality:
     """
 
     def __init__(
-        self, agents: int, variants: int, segments: int, declared: Mapping[str, Iterable[str]] | None = None
+        self,
+        agents: int,
+        variants: int,
+        segments: int,
+        declared: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.agents, self.variants, self.segments = agents, variants, segments
         self.declared = {agent: frozenset(held) for agent, held in (declared or {}).items()}
         self.known: dict[str, _Agent] = {}
         self.undeclared = 0  # undeclared agents held
         self.weakest = _Weakest()  # of the undeclared agents
-        self.changed: dict[tuple[str, ...], None] = {}  # (agent,) or (agent, variant) whose holding changed
+        # (agent,) or (agent, variant) whose holding changed
+        self.changed: dict[tuple[str, ...], None] = {}
 
     def refuses(self, segment: str, agent: str, variants: list[str]) -> str | None:
-        """Why feedback for ``variants`` of ``agent`` in ``segment`` is refused, if it is: only a segment beyond
-        its cap is (agents and variants take a slot from the least held; see the class)."""
+        """Why feedback for ``variants`` of ``agent`` in ``segment`` is refused, if it is: only a
+        segment beyond its cap is (agents and variants take a slot from the least held; see the
+        class)."""
         held = self.known.get(agent)
         segments = held.segments if held is not None else ()
         if segment not in segments and len(segments) >= self.segments:
             return (
-                f"agent {agent!r} has {len(segments)} segments and takes {self.segments} at most: {segment!r} "
+                f"agent {agent!r} has {len(segments)} segments and takes {self.segments} at "
+                f"most: {segment!r} "
                 "is one too many"
             )
         return None
 
     def admit(self, segment: str, agent: str, variants: list[str], at: int) -> list[Reclaimed]:
-        """Take feedback for ``variants`` of ``agent`` in ``segment``, admitted at offset ``at``; return the slots
-        reclaimed for it (their names are forgotten: the caller drops their statistics and reports them)."""
+        """Take feedback for ``variants`` of ``agent`` in ``segment``, admitted at offset ``at``;
+        return the slots reclaimed for it (their names are forgotten: the caller drops their
+        statistics and reports them)."""
         reclaimed: list[Reclaimed] = []
         held = self.known.get(agent)
         if held is None:
@@ -275,7 +294,9 @@ class Cardinality:
             self._count(slot, at, (agent, variant), None if variant in declared else held.weakest)
         return reclaimed
 
-    def _count(self, holding: Holding, at: int, key: tuple[str, ...], weakest: _Weakest | None) -> None:
+    def _count(
+        self, holding: Holding, at: int, key: tuple[str, ...], weakest: _Weakest | None
+    ) -> None:
         holding.last = at
         holding.evidence += 1
         self.changed[key] = None
@@ -295,18 +316,25 @@ class Cardinality:
             self.changed[(name, variant)] = None
         self.weakest.compact(
             self.undeclared,
-            lambda: ((agent, known.holding) for agent, known in self.known.items() if agent not in self.declared),
+            lambda: (
+                (agent, known.holding)
+                for agent, known in self.known.items()
+                if agent not in self.declared
+            ),
         )
         return Reclaimed(name, None, holding, newcomer, self.agents)
 
-    def _reclaim_variant(self, agent: str, held: _Agent, keep: list[str], newcomer: str) -> Reclaimed:
+    def _reclaim_variant(
+        self, agent: str, held: _Agent, keep: list[str], newcomer: str
+    ) -> Reclaimed:
         name, holding = held.weakest.pop(held.variants.get, spare=keep)
         del held.variants[name]
         held.undeclared -= 1
         self.changed[(agent, name)] = None
         declared = self.declared.get(agent, frozenset())
         held.weakest.compact(
-            held.undeclared, lambda: ((v, slot) for v, slot in held.variants.items() if v not in declared)
+            held.undeclared,
+            lambda: ((v, slot) for v, slot in held.variants.items() if v not in declared),
         )
         return Reclaimed(agent, name, holding, newcomer, self.variants)
 
@@ -329,11 +357,16 @@ class Cardinality:
                         names.weakest.push(variant, slot)
 
     def take_changes(self) -> dict[tuple[str, ...], list[int] | None]:
-        """The holdings changed since the last call (``[last, evidence]``, None: reclaimed), for a changelog."""
+        """The holdings changed since the last call (``[last, evidence]``, None: reclaimed), for a
+        changelog."""
         changes: dict[tuple[str, ...], list[int] | None] = {}
         for key in self.changed:
             held = self.known.get(key[0])
-            holding = None if held is None else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+            holding = (
+                None
+                if held is None
+                else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+            )
             changes[key] = [holding.last, holding.evidence] if holding is not None else None
         self.changed = {}
         return changes
@@ -341,7 +374,9 @@ class Cardinality:
     def load(self, key: tuple[str, ...], values: list[int]) -> None:
         """Take back one holding of :meth:`take_changes` (of a name the restored store holds)."""
         held = self.known.get(key[0])
-        holding = None if held is None else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+        holding = (
+            None if held is None else (held.holding if len(key) == 1 else held.variants.get(key[1]))
+        )
         if holding is not None and held is not None:
             holding.last, holding.evidence = values
             if len(key) == 1 and key[0] not in self.declared:
@@ -390,16 +425,18 @@ class Segment:
 
 
 class PreferenceStore:
-    """Per (segment, agent): thumbs posteriors, rating means and Bradley-Terry ratings over variants.
+    """Per (segment, agent): thumbs posteriors, rating means and Bradley-Terry ratings over
+    variants.
 
-    Each agent's segments and variants are indexed as they arrive, so :meth:`stats` costs what one agent
-    holds, not what the whole store holds.
+    Each agent's segments and variants are indexed as they arrive, so :meth:`stats` costs what one
+    agent holds, not what the whole store holds.
     """
 
     def __init__(self, prior_alpha: float = 1.0, prior_beta: float = 1.0) -> None:
         self.prior = (prior_alpha, prior_beta)
         self.segments: dict[tuple[str, str], Segment] = {}
-        self._agents: dict[str, tuple[dict[str, Segment], set[str]]] = {}  # agent -> (its segments, its variants)
+        # agent -> (its segments, its variants)
+        self._agents: dict[str, tuple[dict[str, Segment], set[str]]] = {}
 
     def segment(self, segment: str, agent: str) -> Segment:
         store = self.segments.get((segment, agent))
@@ -450,7 +487,8 @@ class PreferenceStore:
         self._agents[agent][1].update((chosen, rejected))
 
     def stats(self, agent: str) -> dict[str, dict[str, VariantStats]]:
-        """The agent's sufficient statistics per segment and variant (what a shard snapshot carries)."""
+        """The agent's sufficient statistics per segment and variant (what a shard snapshot
+        carries)."""
         out: dict[str, dict[str, VariantStats]] = {}
         for segment, store in sorted(self._agents.get(agent, ({}, set()))[0].items()):
             variants = sorted(set(store.thumbs) | set(store.ratings) | set(store.pairs.theta))
@@ -478,10 +516,13 @@ class PreferenceStore:
                     posterior[0] += st.ups
                     posterior[1] += st.downs
                 if st.ratings:
-                    store.ratings.setdefault(v, GaussianMean()).merge(st.ratings, st.rating_mean, st.rating_m2)
+                    store.ratings.setdefault(v, GaussianMean()).merge(
+                        st.ratings, st.rating_mean, st.rating_m2
+                    )
                 for loser, won in st.wins.items():
                     store.pairs.add(v, loser, won)
-                if not (st.ups or st.downs or st.ratings or st.wins):  # compared only with a variant forgotten since
+                # compared only with a variant forgotten since
+                if not (st.ups or st.downs or st.ratings or st.wins):
                     store.pairs.include(v)
                 self._agents[agent][1].add(v)
                 store.updates += int(st.ups + st.downs + st.ratings + sum(st.wins.values()))
@@ -504,16 +545,18 @@ class PreferenceStore:
         draws: int = 2000,
         exploration: float = 0.0,
     ) -> tuple[str, float]:
-        """Thompson sampling by probability matching: each variant's chance of having the best thumbs-up rate is
-        estimated from ``draws`` samples of the posteriors, and the variant is drawn with those chances; return it
-        with its chance.
+        """Thompson sampling by probability matching: each variant's chance of having the best
+        thumbs-up rate is estimated from ``draws`` samples of the posteriors, and the variant is
+        drawn with those chances; return it with its chance.
 
-        ``exploration`` gives every variant at least ``exploration / len(variants)`` of the traffic (the chances are
-        mixed with the uniform ones), so that off-policy estimates of any policy rest on some decisions.
+        ``exploration`` gives every variant at least ``exploration / len(variants)`` of the traffic
+        (the chances are mixed with the uniform ones), so that off-policy estimates of any policy
+        rest on some decisions.
 
-        The returned probability is the one the choice was made with, exactly: the propensity an off-policy
-        estimate divides by. (Drawing the choice from one sample and estimating its chance from others logs a
-        wrong propensity for rare choices, and biases every estimate that uses it.)
+        The returned probability is the one the choice was made with, exactly: the propensity an
+        off-policy estimate divides by. (Drawing the choice from one sample and estimating its
+        chance from others logs a wrong propensity for rare choices, and biases every estimate that
+        uses it.)
         """
         posteriors = [self.beta(segment, agent, v) for v in variants]
         generator = np.random.default_rng(rng.getrandbits(64))
@@ -528,17 +571,20 @@ class PreferenceStore:
     ) -> dict[str, float]:
         """The share of traffic Thompson sampling gives each variant now."""
         generator = np.random.default_rng(seed)
-        samples = np.stack([generator.beta(*self.beta(segment, agent, v), size=draws) for v in variants])
+        samples = np.stack(
+            [generator.beta(*self.beta(segment, agent, v), size=draws) for v in variants]
+        )
         winners = samples.argmax(axis=0)
         return {v: float(np.mean(winners == k)) for k, v in enumerate(variants)}
 
 
 class Publications:
-    """The newest complete publication of each shard of a preference store, from its snapshot records.
+    """The newest complete publication of each shard of a preference store, from its snapshot
+    records.
 
     A shard too large for one record is published in parts that share their offsets. The parts of a
-    publication arrive one by one (they lie on different partitions of the topic), so a reader keeps the
-    previous complete publication until every part of the next one has arrived.
+    publication arrive one by one (they lie on different partitions of the topic), so a reader keeps
+    the previous complete publication until every part of the next one has arrived.
 
     >>> from adaptloop.schemas import PreferenceSnapshot
     >>> parts = [PreferenceSnapshot(agent="a", shard=f"a@agent-feedback:0/{i}", offsets={"agent-feedback:0": 9},
@@ -549,7 +595,8 @@ class Publications:
     """
 
     def __init__(self) -> None:
-        self.complete: dict[tuple[str, str], list[PreferenceSnapshot]] = {}  # (agent, input shard) -> its parts
+        # (agent, input shard) -> its parts
+        self.complete: dict[tuple[str, str], list[PreferenceSnapshot]] = {}
         self._pending: dict[tuple[str, str], dict[int, dict[int, PreferenceSnapshot]]] = {}
 
     def add(self, snapshot: PreferenceSnapshot) -> bool:
@@ -570,11 +617,17 @@ class Publications:
 
     def of(self, agent: str) -> list[PreferenceSnapshot]:
         """Every part of the newest complete publication of each of ``agent``'s shards."""
-        return [part for (owner, _), parts in sorted(self.complete.items()) if owner == agent for part in parts]
+        return [
+            part
+            for (owner, _), parts in sorted(self.complete.items())
+            if owner == agent
+            for part in parts
+        ]
 
 
 def segment_of(context: dict[str, str], keys: list[str]) -> str:
-    """The segment a context falls in: ``task=refund|tenant=acme`` for ``keys = ["task", "tenant"]``.
+    """The segment a context falls in: ``task=refund|tenant=acme`` for ``keys = ["task",
+    "tenant"]``.
 
     >>> segment_of({"task": "refund", "tenant": "acme", "lang": "en"}, ["task", "tenant"])
     'task=refund|tenant=acme'

@@ -1,4 +1,5 @@
-"""The decision ids a learner learned last: duplicates are recognised, and checkpoints stay cheap."""
+"""The decision ids a learner learned last: duplicates are recognised, and checkpoints stay
+cheap."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ class RecentIds:
     """The last ``limit`` ids added, oldest first, with membership in O(1).
 
     It is checkpointed with every model version (every 1,000 examples by default), and pickling
-    100,000 ids one by one takes 30-50 ms: a third of a learner's time. So a pickle holds byte chunks:
-    the ids added since the previous pickle are serialised once, into a new chunk (3 ms), and a chunk
-    goes when all of its ids are out of the window.
+    100,000 ids one by one takes 30-50 ms: a third of a learner's time. So a pickle holds byte
+    chunks: the ids added since the previous pickle are serialised once, into a new chunk (3 ms),
+    and a chunk goes when all of its ids are out of the window.
 
     >>> recent = RecentIds(limit=3)
     >>> for decision_id in "abcd":
@@ -31,14 +32,16 @@ class RecentIds:
     def __init__(self, ids: Iterable[str] = (), limit: int = RECENT_IDS) -> None:
         self.limit = limit
         self._ids: OrderedDict[str, None] = OrderedDict()
-        self._chunks: deque[tuple[int, bytes]] = deque()  # (how many ids, their JSON list), oldest first
+        # (how many ids, their JSON list), oldest first
+        self._chunks: deque[tuple[int, bytes]] = deque()
         self._in_chunks = 0  # ids in the chunks, those already out of the window included
         self._fresh: list[str] = []  # added since the last pickle
         for decision_id in ids:
             self.add(decision_id)
 
     def add(self, decision_id: str) -> None:
-        """Remember ``decision_id`` (already remembered: nothing changes); forget the oldest beyond ``limit``."""
+        """Remember ``decision_id`` (already remembered: nothing changes); forget the oldest beyond
+        ``limit``."""
         ids = self._ids
         if decision_id in ids:
             return
@@ -57,8 +60,8 @@ class RecentIds:
         return iter(self._ids)
 
     def __getstate__(self) -> dict[str, object]:
-        # The window is always the last len(self) ids added (each add appends; the oldest goes first),
-        # so the chunks, in order, end with it.
+        # The window is always the last len(self) ids added (each add appends; the oldest goes
+        # first), so the chunks, in order, end with it.
         if self._fresh:
             self._chunks.append((len(self._fresh), orjson.dumps(self._fresh)))
             self._in_chunks += len(self._fresh)

@@ -20,13 +20,13 @@ from adaptloop.schemas.errors import ConfigError, UnknownModel
 log = logging.getLogger(__name__)
 
 Model: TypeAlias = Any
-"""A River estimator: a classifier or a regressor, or a pipeline ending in one. River's types do not say
-which methods a model has (a pipeline has ``predict_proba_one`` only if its last step does), so the
-loop calls them as River does, by name."""
+"""A River estimator: a classifier or a regressor, or a pipeline ending in one. River's types do not
+say which methods a model has (a pipeline has ``predict_proba_one`` only if its last step does), so
+the loop calls them as River does, by name."""
 
 Metric: TypeAlias = Any
-"""A River metric (``river.metrics.base.Metric``); classification metrics also say whether they score
-labels (``requires_labels``) or probabilities."""
+"""A River metric (``river.metrics.base.Metric``); classification metrics also say whether they
+score labels (``requires_labels``) or probabilities."""
 
 RECIPES: dict[str, Callable[..., Model]] = {
     "logistic": lambda **p: preprocessing.StandardScaler() | linear_model.LogisticRegression(**p),
@@ -37,7 +37,8 @@ RECIPES: dict[str, Callable[..., Model]] = {
 
 
 def model_seed(name: str) -> int:
-    """The seed of a model's random sources, derived from its name: the same in every process and run.
+    """The seed of a model's random sources, derived from its name: the same in every process and
+    run.
 
     >>> model_seed("churn") == model_seed("churn"), model_seed("churn") == model_seed("fraud")
     (True, False)
@@ -49,9 +50,9 @@ def build_model(spec: LearnerSpec) -> Model:
     """A fresh, untrained River estimator for ``spec``.
 
     A ``module:function`` recipe that takes a ``seed`` and is not given one in ``params`` gets
-    :func:`model_seed`, so the same examples make the same model, byte for byte, in every run. A model
-    with a component left unseeded that takes a seed (a forest, an adaptive tree) is built, with a
-    warning: its versions would not reproduce.
+    :func:`model_seed`, so the same examples make the same model, byte for byte, in every run. A
+    model with a component left unseeded that takes a seed (a forest, an adaptive tree) is built,
+    with a warning: its versions would not reproduce.
 
     >>> list(build_model(LearnerSpec(name="m", recipe="logistic")).steps)
     ['StandardScaler', 'LogisticRegression']
@@ -61,12 +62,15 @@ def build_model(spec: LearnerSpec) -> Model:
         try:
             factory = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as error:
-            raise UnknownModel(f"recipe {spec.recipe!r} of model {spec.name!r} cannot be imported: {error}") from None
+            raise UnknownModel(
+                f"recipe {spec.recipe!r} of model {spec.name!r} cannot be imported: {error}"
+            ) from None
     elif spec.recipe in RECIPES:
         factory = RECIPES[spec.recipe]
     else:
         raise UnknownModel(
-            f"model {spec.name!r} names unknown recipe {spec.recipe!r}; known: {', '.join(RECIPES)} or "
+            f"model {spec.name!r} names unknown recipe {spec.recipe!r}; known: "
+            f"{', '.join(RECIPES)} or "
             "'module:function'"
         )
     params: dict[str, Any] = dict(spec.params)
@@ -75,7 +79,8 @@ def build_model(spec: LearnerSpec) -> Model:
     model = factory(**params)
     if (unseeded := _unseeded(model)) is not None:
         log.warning(
-            "model %r: %s has no seed, so its versions will not reproduce (adaptloop replay); give the recipe a seed",
+            "model %r: %s has no seed, so its versions will not reproduce (adaptloop "
+            "replay); give the recipe a seed",
             spec.name,
             unseeded,
         )
@@ -90,15 +95,24 @@ def _unseeded(model: Model) -> str | None:
         get_params = getattr(component, "_get_params", None)
         if get_params is None:
             continue
-        if "seed" in inspect.signature(type(component)).parameters and getattr(component, "seed", 0) is None:
+        if (
+            "seed" in inspect.signature(type(component)).parameters
+            and getattr(component, "seed", 0) is None
+        ):
             return name
         for value in vars(component).values():
             if hasattr(value, "_get_params"):
                 todo.append((type(value).__name__, value))
             elif isinstance(value, (list, tuple)):
-                todo.extend((type(item).__name__, item) for item in value if hasattr(item, "_get_params"))
+                todo.extend(
+                    (type(item).__name__, item) for item in value if hasattr(item, "_get_params")
+                )
             elif isinstance(value, dict):
-                todo.extend((type(item).__name__, item) for item in value.values() if hasattr(item, "_get_params"))
+                todo.extend(
+                    (type(item).__name__, item)
+                    for item in value.values()
+                    if hasattr(item, "_get_params")
+                )
     return None
 
 
@@ -111,11 +125,13 @@ def build_metric(name: str) -> Metric:
 
 
 def metric_value(metric: Metric) -> float | None:
-    """``metric``'s value, or None while it has scored nothing: River answers 0.0 then, which would read as a
-    model that is always wrong. (A NaN, River's answer where a value is undefined, is None as well.)
+    """``metric``'s value, or None while it has scored nothing: River answers 0.0 then, which would
+    read as a model that is always wrong. (A NaN, River's answer where a value is undefined, is None
+    as well.)
 
-    A metric still in the state it was built in has scored nothing (every update changes its counts), whatever
-    its kind: this holds for every River metric without knowing how each keeps its counts.
+    A metric still in the state it was built in has scored nothing (every update changes its
+    counts), whatever its kind: this holds for every River metric without knowing how each keeps its
+    counts.
 
     >>> accuracy = build_metric("Accuracy")
     >>> metric_value(accuracy) is None
@@ -137,10 +153,10 @@ _UNSCORED: dict[type, bytes] = {}  # each kind of metric as built, pickled
 
 
 def check_spec(spec: LearnerSpec) -> None:
-    """Raise :class:`ConfigError` in one line naming the model, the field, the value and the choices, unless
-    everything ``spec`` names can be built: its recipe (with its params, for its task), its metrics and its
-    drift detector. The worker checks every spec so before any role starts, as a misspelt name would otherwise
-    stop the learner only once it builds the model.
+    """Raise :class:`ConfigError` in one line naming the model, the field, the value and the
+    choices, unless everything ``spec`` names can be built: its recipe (with its params, for its
+    task), its metrics and its drift detector. The worker checks every spec so before any role
+    starts, as a misspelt name would otherwise stop the learner only once it builds the model.
 
     >>> check_spec(LearnerSpec(name="churn", recipe="logisitc"))
     Traceback (most recent call last):
@@ -153,42 +169,56 @@ hoeffding, linear, hoeffding_regressor, or 'module:function' returning a River e
     where = f"model {spec.name!r}"
     if ":" not in spec.recipe and spec.recipe not in RECIPES:
         raise ConfigError(
-            f"{where}: recipe {spec.recipe!r} is unknown; choices: {', '.join(RECIPES)}, or 'module:function' "
+            f"{where}: recipe {spec.recipe!r} is unknown; choices: {', '.join(RECIPES)}, or "
+            "'module:function' "
             "returning a River estimator"
         )
     try:
         model = build_model(spec)
     except TypeError as error:  # a parameter the recipe does not take
-        raise ConfigError(f"{where}: params {dict(spec.params)} do not fit recipe {spec.recipe!r}: {error}") from None
+        raise ConfigError(
+            f"{where}: params {dict(spec.params)} do not fit recipe {spec.recipe!r}: {error}"
+        ) from None
     except UnknownModel as error:
         raise ConfigError(str(error)) from None
-    kind, needed = ("regressor", base.Regressor) if spec.task == "regression" else ("classifier", base.Classifier)
+    kind, needed = (
+        ("regressor", base.Regressor)
+        if spec.task == "regression"
+        else ("classifier", base.Classifier)
+    )
     if not isinstance(_last_step(model), needed):
-        fitting = [name for name, factory in RECIPES.items() if isinstance(_last_step(factory()), needed)]
+        fitting = [
+            name for name, factory in RECIPES.items() if isinstance(_last_step(factory()), needed)
+        ]
         raise ConfigError(
-            f"{where}: recipe {spec.recipe!r} is not a {kind}, which task {spec.task!r} needs; choices: "
+            f"{where}: recipe {spec.recipe!r} is not a {kind}, which task {spec.task!r} "
+            "needs; choices: "
             f"{', '.join(fitting)}"
         )
     for name in spec.metrics:
         if name not in metric_names():
             raise ConfigError(
-                f"{where}: metrics has {name!r}, not a River metric; choices: {', '.join(metric_names())}"
+                f"{where}: metrics has {name!r}, not a River metric; choices: "
+                f"{', '.join(metric_names())}"
             )
     try:
         build_detector(spec.drift.detector, spec.drift.detector_params)
     except ConfigError:
         raise ConfigError(
-            f"{where}: drift.detector {spec.drift.detector!r} is unknown; choices: {', '.join(detector_names())}"
+            f"{where}: drift.detector {spec.drift.detector!r} is unknown; choices: "
+            f"{', '.join(detector_names())}"
         ) from None
     except TypeError as error:
         raise ConfigError(
-            f"{where}: drift.detector_params {dict(spec.drift.detector_params)} do not fit detector "
+            f"{where}: drift.detector_params {dict(spec.drift.detector_params)} do not fit "
+            "detector "
             f"{spec.drift.detector!r}: {error}"
         ) from None
 
 
 def _last_step(model: Model) -> Model:
-    """The estimator at the end of ``model`` (a pipeline's last step), which says whether it classifies."""
+    """The estimator at the end of ``model`` (a pipeline's last step), which says whether it
+    classifies."""
     return list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
 
 
@@ -203,6 +233,8 @@ def metric_names() -> tuple[str, ...]:
         sorted(
             name
             for name, value in vars(metrics).items()
-            if isinstance(value, type) and issubclass(value, metrics.base.Metric) and not inspect.isabstract(value)
+            if isinstance(value, type)
+            and issubclass(value, metrics.base.Metric)
+            and not inspect.isabstract(value)
         )
     )

@@ -54,7 +54,9 @@ def _freeze(value: Any, seen: set[int]) -> Any:
         return value
     seen.add(id(value))
     if isinstance(value, defaultdict):
-        return ReadOnlyDefaults({k: _freeze(v, seen) for k, v in value.items()}, value.default_factory)
+        return ReadOnlyDefaults(
+            {k: _freeze(v, seen) for k, v in value.items()}, value.default_factory
+        )
     if isinstance(value, dict):
         for key, item in value.items():
             value[key] = _freeze(item, seen)

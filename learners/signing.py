@@ -1,11 +1,12 @@
-"""Model bytes are authenticated before they are unpickled: workers sign every version and checkpoint they
-store with the deployment's ed25519 key, and whoever loads one (a ``ModelClient``, a restarting learner, a
-rollback, a replay) checks the signature with the trusted public keys first.
+"""Model bytes are authenticated before they are unpickled: workers sign every version and
+checkpoint they store with the deployment's ed25519 key, and whoever loads one (a ``ModelClient``, a
+restarting learner, a rollback, a replay) checks the signature with the trusted public keys first.
 
-Unpickling runs code, so a file planted in the model store, or a checkpoint changed on disk, must never
-reach ``pickle.loads``: without the private key no one can sign one. The deployment's key is made once
-(``adaptloop keys create``); its private key goes to the workers only (setting ``model_signing_key``, a file
-readable by its user only), its public key to the services (setting ``model_verify_key``, one or several).
+Unpickling runs code, so a file planted in the model store, or a checkpoint changed on disk, must
+never reach ``pickle.loads``: without the private key no one can sign one. The deployment's key is
+made once (``adaptloop keys create``); its private key goes to the workers only (setting
+``model_signing_key``, a file readable by its user only), its public key to the services (setting
+``model_verify_key``, one or several).
 
 >>> import tempfile
 >>> keys = ModelKeys.create(Path(tempfile.mkdtemp()))
@@ -38,12 +39,13 @@ PRIVATE_NAME, PUBLIC_NAME = "model-signing.key", "model-signing.pub"
 
 
 class ModelKeys:
-    """The public keys that check model signatures, and the private key that makes them (the workers' only).
+    """The public keys that check model signatures, and the private key that makes them (the
+    workers' only).
 
-    One deployment has one signing key, made once (``adaptloop keys create``) and given to every worker; services
-    verify with a set of public keys, so that during a key rotation the versions signed with the old key and
-    those signed with the new one both load. A public key given as a file is read when first needed: a service
-    may start before the keys are handed out.
+    One deployment has one signing key, made once (``adaptloop keys create``) and given to every
+    worker; services verify with a set of public keys, so that during a key rotation the versions
+    signed with the old key and those signed with the new one both load. A public key given as a
+    file is read when first needed: a service may start before the keys are handed out.
     """
 
     def __init__(
@@ -69,17 +71,19 @@ class ModelKeys:
 
     @classmethod
     def create(cls, directory: Path) -> ModelKeys:
-        """A new key pair in ``directory`` (``model-signing.key``, ``model-signing.pub``); see :meth:`write`."""
+        """A new key pair in ``directory`` (``model-signing.key``, ``model-signing.pub``); see
+        :meth:`write`."""
         return cls.write(directory / PRIVATE_NAME, directory / PUBLIC_NAME)
 
     @classmethod
     def write(cls, private_path: Path, public_path: Path) -> ModelKeys:
-        """A new key pair, written to ``private_path`` (readable by this user only) and ``public_path``; raise
-        :class:`FileExistsError` if the private key is there already (another process made one there first,
-        or a key that must not be replaced).
+        """A new key pair, written to ``private_path`` (readable by this user only) and
+        ``public_path``; raise :class:`FileExistsError` if the private key is there already (another
+        process made one there first, or a key that must not be replaced).
 
-        Each file appears whole or not at all (written aside, then linked or renamed into place): two worker
-        processes starting together on a fresh home read one complete key, never a half-written one.
+        Each file appears whole or not at all (written aside, then linked or renamed into place):
+        two worker processes starting together on a fresh home read one complete key, never a
+        half-written one.
         """
         for directory in {private_path.parent, public_path.parent}:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -89,7 +93,9 @@ class ModelKeys:
         with os.fdopen(fd, "wb") as out:
             out.write(
                 private.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
                 )
             )
         try:
@@ -107,8 +113,9 @@ class ModelKeys:
 
     @classmethod
     def for_worker(cls, directory: Path) -> tuple[ModelKeys, bool]:
-        """The key pair in ``directory``, made if there is none; and whether it was just made (a worker on a
-        brand-new store of its own: see :meth:`adaptloop.settings.Settings.worker_model_store`)."""
+        """The key pair in ``directory``, made if there is none; and whether it was just made (a
+        worker on a brand-new store of its own: see
+        :meth:`adaptloop.settings.Settings.worker_model_store`)."""
         if not (directory / PRIVATE_NAME).exists():
             try:
                 return cls.create(directory), True
@@ -118,18 +125,22 @@ class ModelKeys:
 
     @classmethod
     def signing(cls, private_key: Path, also_trusted: Sequence[Path] = ()) -> ModelKeys:
-        """The keys of a worker that signs with the private key in ``private_key`` and also accepts what the keys
-        ``also_trusted`` signed (the previous key's versions and checkpoints, during a rotation)."""
+        """The keys of a worker that signs with the private key in ``private_key`` and also accepts
+        what the keys ``also_trusted`` signed (the previous key's versions and checkpoints, during a
+        rotation)."""
         try:
             private = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
         except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read the key that signs models, {private_key} ({error})") from None
+            raise ConfigError(
+                f"cannot read the key that signs models, {private_key} ({error})"
+            ) from None
         if not isinstance(private, Ed25519PrivateKey):
             raise ConfigError(f"{private_key} is not an ed25519 private key")
         mode = stat.S_IMODE(private_key.stat().st_mode)
         if mode & 0o077:
             log.warning(
-                "%s, the key that signs models, can be read by other users (mode %o): it is a secret, chmod 600 it",
+                "%s, the key that signs models, can be read by other users (mode %o): it is "
+                "a secret, chmod 600 it",
                 private_key,
                 mode,
             )
@@ -137,7 +148,8 @@ class ModelKeys:
 
     @classmethod
     def for_client(cls, public_keys: Path | Sequence[Path]) -> ModelKeys:
-        """The public keys a service checks models with (each a ``model-signing.pub``), read when needed."""
+        """The public keys a service checks models with (each a ``model-signing.pub``), read when
+        needed."""
         return cls(public_keys)
 
     def sign(self, data: bytes) -> bytes:
@@ -146,9 +158,12 @@ class ModelKeys:
         return self.private.sign(data)
 
     def verify(self, data: bytes, signature: bytes | None, what: str) -> None:
-        """Raise :class:`ModelRefused` unless ``signature`` is over ``data`` by one of the trusted keys."""
+        """Raise :class:`ModelRefused` unless ``signature`` is over ``data`` by one of the trusted
+        keys."""
         if signature is None:
-            raise ModelRefused(f"{what}: it has no signature (not stored by the worker): refused, not loaded")
+            raise ModelRefused(
+                f"{what}: it has no signature (not stored by the worker): refused, not loaded"
+            )
         for index in range(len(self._publics)):
             try:
                 self._key(index).verify(signature, data)
@@ -156,7 +171,8 @@ class ModelKeys:
             except InvalidSignature:
                 continue
         raise ModelRefused(
-            f"{what}: its signature does not match its bytes under any trusted key (changed after the worker "
+            f"{what}: its signature does not match its bytes under any trusted key (changed "
+            "after the worker "
             "stored it, or not stored by the deployment's workers): refused, not loaded"
         )
 
@@ -166,8 +182,10 @@ def _read_public(path: Path) -> Ed25519PublicKey:
         public = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as error:
         raise ConfigError(
-            f"cannot read the key that checks model signatures, {path} ({error}); copy the deployment's public "
-            f"key ({PUBLIC_NAME}, made by `adaptloop keys create`) and point ADAPTLOOP_MODEL_VERIFY_KEY at it"
+            f"cannot read the key that checks model signatures, {path} ({error}); copy the "
+            "deployment's public "
+            f"key ({PUBLIC_NAME}, made by `adaptloop keys create`) and point "
+            "ADAPTLOOP_MODEL_VERIFY_KEY at it"
         ) from None
     if not isinstance(public, Ed25519PublicKey):
         raise ConfigError(f"{path} is not an ed25519 public key")

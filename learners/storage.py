@@ -1,10 +1,11 @@
-"""Where the model store keeps its files: a local directory, or an object store (``s3://bucket/prefix``)
-that workers and services on other hosts share, through ``pyarrow.fs``.
+"""Where the model store keeps its files: a local directory, or an object store
+(``s3://bucket/prefix``) that workers and services on other hosts share, through ``pyarrow.fs``.
 
-Keys are ``/``-separated paths under the root. A write is atomic on either: a local file is written aside
-and renamed over the old one, an object is replaced by one PUT. Object-store options go in the URI's query,
-as ``pyarrow.fs`` reads them (``s3://models/prod?endpoint_override=minio:9000&scheme=http``); credentials
-come from the usual AWS environment variables or files.
+Keys are ``/``-separated paths under the root. A write is atomic on either: a local file is written
+aside and renamed over the old one, an object is replaced by one PUT. Object-store options go in the
+URI's query, as ``pyarrow.fs`` reads them
+(``s3://models/prod?endpoint_override=minio:9000&scheme=http``); credentials come from the usual AWS
+environment variables or files.
 
 >>> import tempfile
 >>> storage = Storage(tempfile.mkdtemp())
@@ -49,7 +50,8 @@ class Storage:
         return f"{self.base}/{key}"
 
     def uri(self, key: str) -> str:
-        """Where ``key`` is, for any host that can reach the store (a URI, or an absolute local path)."""
+        """Where ``key`` is, for any host that can reach the store (a URI, or an absolute local
+        path)."""
         return f"{self.root}/{key}"
 
     def local_path(self, key: str) -> Path | None:
@@ -82,15 +84,17 @@ class Storage:
             return
         path = Path(self._path(key))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{path.name}.", delete=False
+        ) as tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp.name, path)
 
     def touch(self, key: str, data: bytes, stamp_ns: int) -> None:
-        """Make ``key`` (holding ``data``) the most recently stored: its time is ``stamp_ns``. An object store
-        sets its own time, so the object is written again."""
+        """Make ``key`` (holding ``data``) the most recently stored: its time is ``stamp_ns``. An
+        object store sets its own time, so the object is written again."""
         if self.remote:
             self.write(key, data)
         else:
@@ -105,14 +109,23 @@ class Storage:
             if "not exist" not in str(error) and "NoSuchKey" not in str(error):
                 raise StorageError(f"cannot delete {self.uri(key)}: {error}") from None
 
-    def files(self, directory: str, suffix: str, *, recursive: bool = False) -> list[tuple[str, int]]:
-        """(key, time stored in ns) of each file in ``directory`` (and below it, if ``recursive``) whose name ends
-        with ``suffix``; files being written (their names start with ``.``) are left out."""
-        return [(key, mtime) for key, mtime, _ in self.listing(directory, suffix, recursive=recursive)]
+    def files(
+        self, directory: str, suffix: str, *, recursive: bool = False
+    ) -> list[tuple[str, int]]:
+        """(key, time stored in ns) of each file in ``directory`` (and below it, if ``recursive``)
+        whose name ends with ``suffix``; files being written (their names start with ``.``) are left
+        out."""
+        return [
+            (key, mtime) for key, mtime, _ in self.listing(directory, suffix, recursive=recursive)
+        ]
 
-    def listing(self, directory: str, suffix: str, *, recursive: bool = False) -> list[tuple[str, int, int]]:
+    def listing(
+        self, directory: str, suffix: str, *, recursive: bool = False
+    ) -> list[tuple[str, int, int]]:
         """Like :meth:`files`, with each file's size: (key, time stored in ns, bytes)."""
-        selector = pafs.FileSelector(self._path(directory), allow_not_found=True, recursive=recursive)
+        selector = pafs.FileSelector(
+            self._path(directory), allow_not_found=True, recursive=recursive
+        )
         found = []
         for info in self.fs.get_file_info(selector):
             if (
@@ -121,24 +134,32 @@ class Storage:
                 and not info.base_name.startswith(".")
             ):
                 mtime = info.mtime_ns if info.mtime_ns is not None else time.time_ns()
-                key = info.path[len(self.base) + 1 :] if recursive else f"{directory}/{info.base_name}"
+                key = (
+                    info.path[len(self.base) + 1 :]
+                    if recursive
+                    else f"{directory}/{info.base_name}"
+                )
                 found.append((key, mtime, info.size or 0))
         return sorted(found)
 
     def move(self, key: str, new_key: str) -> None:
-        """Rename ``key`` to ``new_key`` (on an object store: a copy, then the old object deleted)."""
+        """Rename ``key`` to ``new_key`` (on an object store: a copy, then the old object
+        deleted)."""
         try:
             self.fs.move(self._path(key), self._path(new_key))
         except OSError as error:
             raise StorageError(f"cannot move {self.uri(key)} to {new_key}: {error}") from None
 
     def dataset_paths(self, keys: list[str]) -> list[str]:
-        """The paths of ``keys`` as :attr:`fs` names them (what ``pyarrow.dataset`` takes with it)."""
+        """The paths of ``keys`` as :attr:`fs` names them (what ``pyarrow.dataset`` takes with
+        it)."""
         return [self._path(key) for key in keys]
 
     def directories(self) -> list[str]:
         """The names of the directories at the root (the models)."""
         selector = pafs.FileSelector(self.base, allow_not_found=True)
         return sorted(
-            info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.Directory
+            info.base_name
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory
         )

@@ -5,8 +5,9 @@ the first 16 hex digits of their SHA-256; the serving side reads them from there
 A learner's checkpoint (which version, what offsets, its metrics) is one file
 replaced atomically, so model and offsets can never disagree after a crash.
 
-With :class:`~adaptloop.learners.signing.ModelKeys`, each file has its signature beside it (``.sig``): the
-worker's store signs what it writes, and every store checks a signature before it unpickles the bytes.
+With :class:`~adaptloop.learners.signing.ModelKeys`, each file has its signature beside it
+(``.sig``): the worker's store signs what it writes, and every store checks a signature before it
+unpickles the bytes.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def _reduce_distribution(distribution: Any) -> Any:
     """Pickle a River distribution with its unseeded random generator as one fixed generator.
 
     River's distributions (the Gaussian estimators inside a Hoeffding tree's leaves, for one) hold a
-    ``random.Random`` seeded from the OS when they are made without a seed, and use it only to ``sample()``,
-    which learning and predicting never call: the generator's state says nothing about the model, but it
-    would make every version's bytes, and so its id, depend on OS entropy.
+    ``random.Random`` seeded from the OS when they are made without a seed, and use it only to
+    ``sample()``, which learning and predicting never call: the generator's state says nothing about
+    the model, but it would make every version's bytes, and so its id, depend on OS entropy.
     """
     reduced = distribution.__reduce_ex__(PICKLE_PROTOCOL)
     state = reduced[2]
@@ -79,8 +80,8 @@ def _canonical_dumps(model: Model) -> bytes:
 
 
 def canonical(model: Model) -> tuple[bytes, Model]:
-    """:func:`model_bytes`, and the copy of the model they were written from (to probe without touching
-    ``model``)."""
+    """:func:`model_bytes`, and the copy of the model they were written from (to probe without
+    touching ``model``)."""
     copied = pickle.loads(_canonical_dumps(model))
     return _canonical_dumps(copied), copied
 
@@ -88,22 +89,24 @@ def canonical(model: Model) -> tuple[bytes, Model]:
 def model_bytes(model: Model) -> bytes:
     """The canonical bytes of a model: equal state gives equal bytes, in any process.
 
-    Pickle's output depends on object identity (a string shared by two fields is written once), which
-    differs between a freshly built model and a restored one; one load/dump round trip reaches a fixed
-    point, so versions hash alike. Random generators that do not take part in learning are written as
-    one fixed generator (see :func:`_reduce_distribution`). (Models whose dict order depends on str
-    hashing also need PYTHONHASHSEED fixed: the worker sets it.)
+    Pickle's output depends on object identity (a string shared by two fields is written once),
+    which differs between a freshly built model and a restored one; one load/dump round trip reaches
+    a fixed point, so versions hash alike. Random generators that do not take part in learning are
+    written as one fixed generator (see :func:`_reduce_distribution`). (Models whose dict order
+    depends on str hashing also need PYTHONHASHSEED fixed: the worker sets it.)
     """
     return canonical(model)[0]
 
 
 def learn_on_from(data: bytes) -> Model:
-    """The model a learner goes on learning with once it wrote a version's bytes ``data``: loaded from them.
+    """The model a learner goes on learning with once it wrote a version's bytes ``data``: loaded
+    from them.
 
-    Writing them moved the model's attributes into dicts, where River reads them slower; loaded from the
-    bytes, they are inline again (:mod:`adaptloop.learners.pickling`). And a learner that goes on from its
-    last version's bytes is the learner a restart makes, whose objects (a tree's shared strings, say) are
-    the ones loading makes: with or without a restart, and in a replay, each version's bytes are the same.
+    Writing them moved the model's attributes into dicts, where River reads them slower; loaded from
+    the bytes, they are inline again (:mod:`adaptloop.learners.pickling`). And a learner that goes
+    on from its last version's bytes is the learner a restart makes, whose objects (a tree's shared
+    strings, say) are the ones loading makes: with or without a restart, and in a replay, each
+    version's bytes are the same.
     """
     return pickle.loads(data)
 
@@ -112,8 +115,8 @@ _RENAMED_PACKAGES = ("schemas", "learners", "snapshots", "streams")
 
 
 class _Unpickler(pickle.Unpickler):
-    """Reads pickles written before the layers installed as ``adaptloop.*`` (``learners.online`` is now
-    ``adaptloop.learners.online``), so old checkpoints still restore."""
+    """Reads pickles written before the layers installed as ``adaptloop.*`` (``learners.online`` is
+    now ``adaptloop.learners.online``), so old checkpoints still restore."""
 
     def find_class(self, module: str, name: str) -> object:
         if module.partition(".")[0] in _RENAMED_PACKAGES:
@@ -146,13 +149,19 @@ class Checkpoint:
     shadow: dict[str, Metric]
     production: dict[str, Metric]
     watch: ModelWatch | None = None
-    spec: LearnerSpec | None = None  # what the model was learned as (older checkpoints: the watch's)
+    # what the model was learned as (older checkpoints: the watch's)
+    spec: LearnerSpec | None = None
 
     def learned_as(self) -> LearnerSpec | None:
-        return self.spec if self.spec is not None else (self.watch.spec if self.watch is not None else None)
+        return (
+            self.spec
+            if self.spec is not None
+            else (self.watch.spec if self.watch is not None else None)
+        )
 
 
-PRUNE_EVERY = 50  # checkpoints between two prunings: a store holds at most keep_versions + 49 versions
+# checkpoints between two prunings: a store holds at most keep_versions + 49 versions
+PRUNE_EVERY = 50
 
 
 def check_same_model(spec: LearnerSpec, learned_as: LearnerSpec | None, where: Path | str) -> None:
@@ -172,18 +181,25 @@ recipe='hoeffding'. A model cannot change what it is: ... or remove models/churn
     before = {name: getattr(learned_as, name) for name in MODEL_FIELDS}
     after = {name: getattr(spec, name) for name in MODEL_FIELDS}
     if before != after:
-        was = ", ".join(f"{name}={before[name]!r}" for name in MODEL_FIELDS if before[name] != after[name])
-        now = ", ".join(f"{name}={after[name]!r}" for name in MODEL_FIELDS if before[name] != after[name])
+        was = ", ".join(
+            f"{name}={before[name]!r}" for name in MODEL_FIELDS if before[name] != after[name]
+        )
+        now = ", ".join(
+            f"{name}={after[name]!r}" for name in MODEL_FIELDS if before[name] != after[name]
+        )
         raise SpecChanged(
-            f"model {spec.name!r} was learned with {was}; its spec now says {now}. A model cannot change what it "
-            f"is: give the new one a new name (its versions and lineage start afresh beside the old ones), or "
+            f"model {spec.name!r} was learned with {was}; its spec now says {now}. A model "
+            "cannot change what it "
+            "is: give the new one a new name (its versions and lineage start afresh beside "
+            "the old ones), or "
             f"remove {where} to start {spec.name!r} over"
         )
 
 
 class ModelStore:
-    """Model versions and learner checkpoints under ``root``: a directory, or an object store shared by workers
-    and services on other hosts (``s3://bucket/prefix``, see :mod:`adaptloop.learners.storage`).
+    """Model versions and learner checkpoints under ``root``: a directory, or an object store shared
+    by workers and services on other hosts (``s3://bucket/prefix``, see
+    :mod:`adaptloop.learners.storage`).
 
     >>> import tempfile
     >>> store = ModelStore(Path(tempfile.mkdtemp()))
@@ -198,9 +214,11 @@ class ModelStore:
     def __init__(self, root: Path | str, keys: ModelKeys | None = None) -> None:
         self.storage = Storage(root)
         self.root = self.storage.root  # for messages: where the store is
-        self.keys = keys  # None: files are neither signed nor checked (a store that only this process writes)
+        # None: files are neither signed nor checked (a store that only this process writes)
+        self.keys = keys
         self._stored_since_pruning: dict[str, int] = {}
-        self.last_checkpoint: dict[str, bytes] = {}  # model -> its last checkpoint's bytes, to undo a failure
+        # model -> its last checkpoint's bytes, to undo a failure
+        self.last_checkpoint: dict[str, bytes] = {}
         self._last_stamp = 0
 
     @staticmethod
@@ -220,16 +238,19 @@ class ModelStore:
         if not stored:
             self.storage.write(key, data)
         self._sign(key, data)
-        # Stored now, or again (a rollback, nothing new learned): recent for pruning. Set explicitly,
-        # strictly increasing: the kernel's own timestamps tick in milliseconds.
+        # Stored now, or again (a rollback, nothing new learned): recent for pruning. Set
+        # explicitly, strictly increasing: the kernel's own timestamps tick in milliseconds.
         stamp = self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
         if stored or not self.storage.remote:
             self.storage.touch(key, data, stamp)
         return version, sha, key
 
-    def prune(self, model: str, keep: int, current: str | None = None, stable: str | None = None) -> list[str]:
-        """Remove all but the ``keep`` most recently stored (or stored again) versions of ``model``, never
-        ``current`` nor a running canary's ``stable`` version (serving loads it); return the versions removed.
+    def prune(
+        self, model: str, keep: int, current: str | None = None, stable: str | None = None
+    ) -> list[str]:
+        """Remove all but the ``keep`` most recently stored (or stored again) versions of ``model``,
+        never ``current`` nor a running canary's ``stable`` version (serving loads it); return the
+        versions removed.
 
         >>> import tempfile
         >>> store = ModelStore(Path(tempfile.mkdtemp()))
@@ -267,14 +288,15 @@ class ModelStore:
         return data
 
     def _sealed(self, checkpoint: bytes) -> bytes:
-        """A checkpoint as its file holds it: with its signature in front when this store signs (one file,
-        replaced atomically: a crash never leaves a checkpoint with another's signature)."""
+        """A checkpoint as its file holds it: with its signature in front when this store signs (one
+        file, replaced atomically: a crash never leaves a checkpoint with another's signature)."""
         if self.keys is None or self.keys.private is None:
             return checkpoint
         return SEALED + self.keys.sign(checkpoint) + checkpoint
 
     def _checkpoint_bytes(self, model: str) -> bytes | None:
-        """The model's checkpoint, its signature checked (if this store checks them); None if it has none."""
+        """The model's checkpoint, its signature checked (if this store checks them); None if it has
+        none."""
         key = self._checkpoint_key(model)
         try:
             data = self.storage.read(key)
@@ -285,24 +307,30 @@ class ModelStore:
             start = len(SEALED) + SIGNATURE_BYTES
             signature, data = data[len(SEALED) : start], data[start:]
         if self.keys is not None:
-            self.keys.verify(data, signature, f"the checkpoint of model {model!r} ({self.storage.uri(key)})")
+            self.keys.verify(
+                data, signature, f"the checkpoint of model {model!r} ({self.storage.uri(key)})"
+            )
         return data
 
     def unsigned(self) -> list[str]:
-        """The keys of the store's model files that carry no signature (a store from before signatures)."""
+        """The keys of the store's model files that carry no signature (a store from before
+        signatures)."""
         found = []
         for model in self.storage.directories():
             for key, _ in self.storage.files(f"{model}/versions", ".pkl"):
                 if not self.storage.exists(_signature_key(key)):
                     found.append(key)
             checkpoint = self._checkpoint_key(model)
-            if self.storage.exists(checkpoint) and not self.storage.read(checkpoint).startswith(SEALED):
+            if self.storage.exists(checkpoint) and not self.storage.read(checkpoint).startswith(
+                SEALED
+            ):
                 found.append(checkpoint)
         return found
 
     def adopt(self, keys: list[str]) -> None:
-        """Sign the files ``keys`` (from :meth:`unsigned`) as this store's own: only for a store from before
-        signatures whose files an operator vouches for (``adaptloop keys adopt-store``), never by itself."""
+        """Sign the files ``keys`` (from :meth:`unsigned`) as this store's own: only for a store
+        from before signatures whose files an operator vouches for (``adaptloop keys adopt-store``),
+        never by itself."""
         for key in keys:
             data = self.storage.read(key)
             if key.endswith("/checkpoint.pkl"):
@@ -314,7 +342,8 @@ class ModelStore:
     def holds_models(self) -> bool:
         """Whether any model has a version or a checkpoint here (a store already in use)."""
         return any(
-            self.storage.exists(self._checkpoint_key(model)) or self.storage.files(f"{model}/versions", ".pkl")
+            self.storage.exists(self._checkpoint_key(model))
+            or self.storage.files(f"{model}/versions", ".pkl")
             for model in self.storage.directories()
         )
 
@@ -324,20 +353,27 @@ class ModelStore:
             data = self.storage.read(key)
         except FileNotFoundError:
             raise UnknownModel(
-                f"no version {version!r} of model {model!r} in {self.root} (the store keeps each model's newest "
-                f"keep_versions; `adaptloop replay {model} --until {version}` rebuilds an older one from the "
+                f"no version {version!r} of model {model!r} in {self.root} (the store keeps "
+                "each model's newest "
+                f"keep_versions; `adaptloop replay {model} --until {version}` rebuilds an "
+                "older one from the "
                 f"archive and stores it again)"
             ) from None
         if hashlib.sha256(data).hexdigest()[:16] != version:
-            raise UnknownModel(f"{self.storage.uri(key)} is corrupt: its hash does not match version {version}")
-        return self._checked(key, data, f"version {version} of model {model!r} ({self.storage.uri(key)})")
+            raise UnknownModel(
+                f"{self.storage.uri(key)} is corrupt: its hash does not match version {version}"
+            )
+        return self._checked(
+            key, data, f"version {version} of model {model!r} ({self.storage.uri(key)})"
+        )
 
     def load_model(self, model: str, version: str) -> Model:
         return unpickle(self.load_bytes(model, version))
 
     def versions(self, model: str) -> list[str]:
         return sorted(
-            key.rsplit("/", 1)[1].removesuffix(".pkl") for key, _ in self.storage.files(f"{model}/versions", ".pkl")
+            key.rsplit("/", 1)[1].removesuffix(".pkl")
+            for key, _ in self.storage.files(f"{model}/versions", ".pkl")
         )
 
     def checkpoint(
@@ -352,10 +388,10 @@ class ModelStore:
     ) -> ModelVersion:
         """Save the learner's model and progress together; return the version to publish.
 
-        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``, and the
-        ``principal`` their command was sent as). With
-        ``probe`` (features, say the last example's), the model must predict them first, on a copy: one that
-        cannot raises :class:`ModelFailure` and nothing is saved.
+        ``reason`` says why the version exists (``rollback`` or ``promotion`` name an ``actor``, and
+        the ``principal`` their command was sent as). With ``probe`` (features, say the last
+        example's), the model must predict them first, on a copy: one that cannot raises
+        :class:`ModelFailure` and nothing is saved.
         """
         name = learner.spec.name
         data, copied = canonical(learner.model)
@@ -364,11 +400,16 @@ class ModelStore:
         version, sha, key = self.put_model(name, data)
         learner.model = learn_on_from(data)
         progress = learner.progress
-        if progress.record is not None and progress.record.version == version and reason == "checkpoint":
+        if (
+            progress.record is not None
+            and progress.record.version == version
+            and reason == "checkpoint"
+        ):
             record = progress.record  # nothing new was learned: the same version, the same record
         else:
-            # One more than the record it replaces, which the checkpoint holds: across restarts and hand-overs
-            # the numbers only grow, and a rollback's record is newer than the one it undoes.
+            # One more than the record it replaces, which the checkpoint holds: across restarts and
+            # hand-overs the numbers only grow, and a rollback's record is newer than the one it
+            # undoes.
             previous = progress.record.sequence if progress.record is not None else None
             servable = progress.examples_seen >= learner.spec.min_examples
             gate = learner.watch.canary
@@ -394,16 +435,24 @@ class ModelStore:
             )
         progress.version, progress.record, progress.learned_since_version = version, record, 0
         progress.published.add(version)
-        checkpoint = Checkpoint(version, progress, learner.shadow, learner.production, learner.watch, learner.spec)
+        checkpoint = Checkpoint(
+            version, progress, learner.shadow, learner.production, learner.watch, learner.spec
+        )
         saved = pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL)
         self.storage.write(self._checkpoint_key(name), self._sealed(saved))
         self.last_checkpoint[name] = saved
-        # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost more.
+        # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost
+        # more.
         stored = self._stored_since_pruning[name] = self._stored_since_pruning.get(name, 0) + 1
         if stored >= PRUNE_EVERY:
             self._stored_since_pruning[name] = 0
             gate = learner.watch.canary
-            self.prune(name, learner.spec.keep_versions, current=version, stable=gate.stable if gate else None)
+            self.prune(
+                name,
+                learner.spec.keep_versions,
+                current=version,
+                stable=gate.stable if gate else None,
+            )
         return record
 
     def check(self, spec: LearnerSpec) -> None:
@@ -414,7 +463,8 @@ class ModelStore:
             check_same_model(spec, unpickle(data).learned_as(), self.storage.uri(spec.name))  # type: ignore[attr-defined]
 
     def learned_spec(self, model: str) -> LearnerSpec | None:
-        """The spec ``model``'s checkpoint was learned under (None: no checkpoint, or one from before specs)."""
+        """The spec ``model``'s checkpoint was learned under (None: no checkpoint, or one from
+        before specs)."""
         data = self._checkpoint_bytes(model)
         return None if data is None else unpickle(data).learned_as()  # type: ignore[attr-defined]
 

@@ -11,11 +11,11 @@ emits :class:`DriftAlert` s, and asks for an action when its policy says so:
   set, by ``challenger_margin`` in mean error). The champion it replaces learns on
   in shadow as the new challenger and wins back the same way. A challenger that has
   not won after ``challenger_examples`` examples is dropped.
-- a spec change to another model (task, recipe or params, :mod:`adaptloop.learners.catalog`) starts a
-  challenger of that spec, whatever the policy: it is promoted as above, or once it has been compared on
-  ``challenger_examples`` examples unless the test finds it worse (the operator asked for it: the evidence
-  has to say no); it is never dropped, and the champion it replaces is not kept (the spec says what to
-  learn). Its promotion puts the new spec in effect.
+- a spec change to another model (task, recipe or params, :mod:`adaptloop.learners.catalog`) starts
+  a challenger of that spec, whatever the policy: it is promoted as above, or once it has been
+  compared on ``challenger_examples`` examples unless the test finds it worse (the operator asked
+  for it: the evidence has to say no); it is never dropped, and the champion it replaces is not kept
+  (the spec says what to learn). Its promotion puts the new spec in effect.
 - ``rollback``: production error is kept per served version (over the decisions it
   served that got an outcome) for the learner's last 20 versions, in the order the
   learner had them; when a version that served at least 100 of them is worse than the
@@ -44,7 +44,8 @@ from adaptloop.schemas.system import DriftAlert
 
 log = logging.getLogger(__name__)
 
-MIN_VERSION_OUTCOMES = 100  # a version is judged on at least this many served decisions with an outcome
+# a version is judged on at least this many served decisions with an outcome
+MIN_VERSION_OUTCOMES = 100
 VERSIONS_JUDGED = 20
 """The rollback policy keeps the production error of the learner's last 20 versions, so judging an
 outcome costs the same after 300 versions as after 3 (every version ever served, ordered at each
@@ -53,7 +54,8 @@ outcome, would cost 1.4 ms an outcome after 300)."""
 
 @dataclass
 class Action:
-    """What the policy asks the agent to do: ``promotion`` (the model is already swapped) or ``rollback``."""
+    """What the policy asks the agent to do: ``promotion`` (the model is already swapped) or
+    ``rollback``."""
 
     kind: Literal["promotion", "rollback"]
     to_version: str | None
@@ -67,10 +69,10 @@ class Action:
 class Challenger:
     """A model learning in shadow beside the champion, and the test of the two on the same examples.
 
-    ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a champion
-    that a promotion replaced (it may win back), ``spec`` for the model of a changed ``spec``.
-    ``examples``: how many it has shadowed, across restarts of its test (a replaced champion's test starts
-    over whenever the promoted model leads it)."""
+    ``origin`` is ``drift`` for a fresh learner started on a drift alert, ``replaced`` for a
+    champion that a promotion replaced (it may win back), ``spec`` for the model of a changed
+    ``spec``. ``examples``: how many it has shadowed, across restarts of its test (a replaced
+    champion's test starts over whenever the promoted model leads it)."""
 
     model: Model
     test: PairedSignTest = field(default_factory=PairedSignTest)
@@ -79,8 +81,8 @@ class Challenger:
     examples: int = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """A checkpoint from before the sign test kept rolling error windows: the test starts over. One from
-        before ``examples`` counted them in its test."""
+        """A checkpoint from before the sign test kept rolling error windows: the test starts over.
+        One from before ``examples`` counted them in its test."""
         if "test" not in state:
             state = {"model": state["model"], "test": PairedSignTest(), "origin": "drift"}
         state.setdefault("examples", state["test"].compared)
@@ -98,7 +100,8 @@ class ModelWatch:
     cooldown: int = 0
     alerts: list[DriftAlert] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
-    canary: CanaryGate | None = None  # the spec's canary (a checkpoint from before canaries: the class's None)
+    # the spec's canary (a checkpoint from before canaries: the class's None)
+    canary: CanaryGate | None = None
 
     def __post_init__(self) -> None:
         drift = self.spec.drift
@@ -126,13 +129,16 @@ class ModelWatch:
             self.data = DataDriftMonitor(after, spec.name)
         else:
             self.data.spec = after
-        if after.policy != "challenger" and (self.challenger is None or self.challenger.origin != "spec"):
+        if after.policy != "challenger" and (
+            self.challenger is None or self.challenger.origin != "spec"
+        ):
             self.challenger = None
         self._follow_canary(spec)
         return changed
 
     def _follow_canary(self, spec: LearnerSpec) -> None:
-        """A canary set since: the next version that serves is its stable one; unset: the next serves all."""
+        """A canary set since: the next version that serves is its stable one; unset: the next
+        serves all."""
         if spec.canary is None:
             self.canary = None
         elif self.canary is None:
@@ -141,9 +147,14 @@ class ModelWatch:
             self.canary.spec = spec.canary
 
     def challenge_with(self, spec: LearnerSpec) -> bool:
-        """Start a challenger of ``spec`` (another model than the champion's), unless one of it runs already;
-        return whether one started. It replaces a drift challenger: the spec says what to learn now."""
-        if self.challenger is not None and self.challenger.origin == "spec" and self.challenger.spec == spec:
+        """Start a challenger of ``spec`` (another model than the champion's), unless one of it runs
+        already; return whether one started. It replaces a drift challenger: the spec says what to
+        learn now."""
+        if (
+            self.challenger is not None
+            and self.challenger.origin == "spec"
+            and self.challenger.spec == spec
+        ):
             return False
         self.challenger = Challenger(build_model(spec), origin="spec", spec=spec)
         return True
@@ -152,22 +163,36 @@ class ModelWatch:
         fields = {**fields, "at_example": examples}  # the learner's count, whatever signal fired
         self.alerts.append(DriftAlert(model=self.spec.name, model_version=version, **fields))
 
-    def observe_decision(self, values: dict[str, object], version: str | None, examples: int) -> None:
-        """Every decision (learned or not): features, the served prediction, whether an outcome came."""
+    def observe_decision(
+        self, values: dict[str, object], version: str | None, examples: int
+    ) -> None:
+        """Every decision (learned or not): features, the served prediction, whether an outcome
+        came."""
         if self.spec.drift.data:
             for fields in self.data.update(values):
                 self._alert(fields, version, examples)
 
     def observe_errors(
-        self, shadow: float, production: float | None, served_version: str | None, version: str | None, examples: int
+        self,
+        shadow: float,
+        production: float | None,
+        served_version: str | None,
+        version: str | None,
+        examples: int,
     ) -> None:
         drift = self.spec.drift
         if drift.concept:
             for signal, error in (("shadow_error", shadow), ("production_error", production)):
                 if error is not None and (fields := self.concept.update(signal, error)):
                     self._alert(fields, version, examples)
-                    rose = fields["direction"] == "rose"  # a model that got better needs no challenger
-                    if signal == "shadow_error" and rose and drift.policy == "challenger" and self.challenger is None:
+                    # a model that got better needs no challenger
+                    rose = fields["direction"] == "rose"
+                    if (
+                        signal == "shadow_error"
+                        and rose
+                        and drift.policy == "challenger"
+                        and self.challenger is None
+                    ):
                         self.challenger = Challenger(build_model(self.spec))
         if drift.policy == "rollback" and version is not None:
             if version not in self.version_errors:
@@ -181,17 +206,21 @@ class ModelWatch:
         """Count a production outcome for the canary's gate; ask for its verdict once it has one."""
         verdict = gate.observe(served_version, production)
         if verdict == "promoted":
-            self.actions.append(Action("promotion", None, gate.describe(verdict), actor="policy:canary"))
+            self.actions.append(
+                Action("promotion", None, gate.describe(verdict), actor="policy:canary")
+            )
         elif verdict == "rolled_back":
             kept = (
-                f"; the withdrawn line's learning is not lost: its newest version {gate.newest} stays in the "
+                "; the withdrawn line's learning is not lost: its newest version "
+                f"{gate.newest} stays in the "
                 f"store ('adaptloop rollback {self.spec.name} --to {gate.newest}' serves it again)"
             )
             note = gate.describe(verdict) + kept
             self.actions.append(Action("rollback", gate.stable, note, actor="policy:canary"))
 
     def _new_version(self, version: str) -> None:
-        """The learner has a new version: keep its production error, forget the oldest beyond the last 20."""
+        """The learner has a new version: keep its production error, forget the oldest beyond the
+        last 20."""
         errors = self.version_errors
         errors[version] = stats.Mean()
         while len(errors) > VERSIONS_JUDGED:
@@ -202,7 +231,8 @@ class ModelWatch:
         self.cooldown = max(0, self.cooldown - 1)
         errors = self.version_errors
         served = errors.get(served_version)
-        if served is None:  # older than the last versions, or judged bad already: not judged (again)
+        # older than the last versions, or judged bad already: not judged (again)
+        if served is None:
             return
         served.update(production)
         if self.cooldown or served.n < MIN_VERSION_OUTCOMES:
@@ -213,9 +243,17 @@ class ModelWatch:
         for candidate, mean in errors.items():
             if candidate == served_version:
                 break
-            if mean is not None and mean.n >= MIN_VERSION_OUTCOMES and (best is None or mean.get() < best_error):
+            if (
+                mean is not None
+                and mean.n >= MIN_VERSION_OUTCOMES
+                and (best is None or mean.get() < best_error)
+            ):
                 best, best_error = candidate, mean.get()
-        if best is not None and served.get() > best_error + drift.rollback_bound and best != version:
+        if (
+            best is not None
+            and served.get() > best_error + drift.rollback_bound
+            and best != version
+        ):
             self.actions.append(
                 Action(
                     "rollback",
@@ -228,12 +266,18 @@ class ModelWatch:
             errors[served_version] = None  # judged: it must not count again if it is served again
 
     def shadow_challenger(
-        self, x: dict[str, Any], target: Any, champion_error: float, classifier: bool, champion: Model
+        self,
+        x: dict[str, Any],
+        target: Any,
+        champion_error: float,
+        classifier: bool,
+        champion: Model,
     ) -> Model | None:
-        """Feed the challenger (predict, then learn); the model to promote, if the test says it is better.
+        """Feed the challenger (predict, then learn); the model to promote, if the test says it is
+        better.
 
-        On a promotion ``champion`` becomes the challenger: the caller still has it learn this example, as
-        the promoted model just did, so both keep having learned the same examples.
+        On a promotion ``champion`` becomes the challenger: the caller still has it learn this
+        example, as the promoted model just did, so both keep having learned the same examples.
         """
         challenger = self.challenger
         if challenger is None:
@@ -251,15 +295,24 @@ class ModelWatch:
         drift = self.spec.drift
         if test.compared >= drift.challenger_window:
             ours, theirs = test.mean_errors()
-            if test.significant(drift.challenger_confidence) and ours + drift.challenger_margin <= theirs:
-                what = {"replaced": "the replaced champion wins back", "spec": "the spec's new model promoted"}
+            if (
+                test.significant(drift.challenger_confidence)
+                and ours + drift.challenger_margin <= theirs
+            ):
+                what = {
+                    "replaced": "the replaced champion wins back",
+                    "spec": ("the spec's new model promoted"),
+                }
                 label = what.get(challenger.origin, "challenger promoted")
                 note = f"{label}: {test.describe(drift.challenger_confidence)}"
                 return self._promote(challenger, champion, note)
         if challenger.origin == "spec":
-            if test.compared >= drift.challenger_examples and not _worse(test, drift.challenger_confidence):
+            if test.compared >= drift.challenger_examples and not _worse(
+                test, drift.challenger_confidence
+            ):
                 note = (
-                    f"the spec's new model promoted, not found worse after {test.compared} examples: "
+                    f"the spec's new model promoted, not found worse after {test.compared} "
+                    "examples: "
                     f"{test.describe(drift.challenger_confidence)}"
                 )
                 return self._promote(challenger, champion, note)
@@ -274,23 +327,27 @@ class ModelWatch:
             )
             self.challenger = None
         elif challenger.origin == "replaced" and test.log_evidence() < 0.0:
-            # The promoted model leads (the evidence for the replaced champion is below 1): its test starts
-            # over, so that a promotion that turns bad later is undone on what happens from then on, not
-            # against the lead the promoted model built first. (Each test is a new one at the same
-            # confidence: over a long run two equal models may swap more often than once in 1/(1-confidence)
-            # runs; the bench's policy suite counts the switches.)
+            # The promoted model leads (the evidence for the replaced champion is below 1): its test
+            # starts over, so that a promotion that turns bad later is undone on what happens from
+            # then on, not against the lead the promoted model built first. (Each test is a new one
+            # at the same confidence: over a long run two equal models may swap more often than once
+            # in 1/(1-confidence) runs; the bench's policy suite counts the switches.)
             challenger.test = PairedSignTest()
         return None
 
     def _promote(self, challenger: Challenger, champion: Model, note: str) -> Model:
-        """Ask for the promotion of ``challenger``; the champion learns on as the new challenger (not after a
-        spec's promotion: the spec says what to learn)."""
+        """Ask for the promotion of ``challenger``; the champion learns on as the new challenger
+        (not after a spec's promotion: the spec says what to learn)."""
         self.actions.append(Action("promotion", None, note, spec=challenger.spec))
-        self.challenger = None if challenger.origin == "spec" else Challenger(champion, origin="replaced")
+        self.challenger = (
+            None if challenger.origin == "spec" else Challenger(champion, origin="replaced")
+        )
         return challenger.model
 
 
 def _worse(test: PairedSignTest, confidence: float) -> bool:
     """Whether the paired test finds the challenger worse than the champion at ``confidence``."""
-    swapped = PairedSignTest(test.compared, test.losses, test.wins, test.champion_error, test.challenger_error)
+    swapped = PairedSignTest(
+        test.compared, test.losses, test.wins, test.champion_error, test.challenger_error
+    )
     return swapped.significant(confidence)

@@ -1,10 +1,15 @@
 """Event contracts of adaptloop: pydantic v2 models, topics, codec, JSON Schema export.
 
-This layer imports nothing but pydantic and orjson (and msgspec, in the fast reader of the topics only the
-worker writes, :mod:`adaptloop.schemas.trusted`); every other layer builds on it.
+This layer imports nothing but pydantic and orjson (and msgspec, in the fast reader of the topics
+only the worker writes, :mod:`adaptloop.schemas.trusted`); every other layer builds on it.
 """
 
-from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
+from adaptloop.schemas.agents import (
+    AgentFeedbackEvent,
+    PreferenceEvent,
+    PreferenceSnapshot,
+    VariantStats,
+)
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import decode, encode
 from adaptloop.schemas.contract import ModelContract

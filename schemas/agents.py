@@ -17,8 +17,9 @@ class AgentFeedbackEvent(Event):
     a ``step`` the agent took (its action, cost, tokens and latency), or the
     ``route`` a router chose (``variant``, with its probability as ``value``).
 
-    ``value`` by kind: ``thumbs``: up is ``1`` or ``true``, down is ``-1`` or ``false`` (nothing else);
-    ``rating``, ``score``: the number; ``route``: the probability the router gave its choice, in (0, 1].
+    ``value`` by kind: ``thumbs``: up is ``1`` or ``true``, down is ``-1`` or ``false`` (nothing
+    else); ``rating``, ``score``: the number; ``route``: the probability the router gave its choice,
+    in (0, 1].
 
     >>> from adaptloop.schemas import AgentFeedbackEvent
     >>> up = AgentFeedbackEvent(trace_id="t1", run_id="r1", session_id="s1", agent="support",
@@ -32,7 +33,10 @@ class AgentFeedbackEvent(Event):
             "allOf": [
                 {
                     "if": {"properties": {"kind": {"const": "thumbs"}}, "required": ["kind"]},
-                    "then": {"properties": {"value": {"enum": [1, -1, True, False]}}, "required": ["value"]},
+                    "then": {
+                        "properties": {"value": {"enum": [1, -1, True, False]}},
+                        "required": ["value"],
+                    },
                 },
             ]
         }
@@ -48,7 +52,8 @@ class AgentFeedbackEvent(Event):
     kind: FeedbackKind
     value: FiniteFloat | StrictBool | None = Field(
         default=None,
-        description="thumbs: 1 or true (up), -1 or false (down); rating, score: the number; route: the router's "
+        description="thumbs: 1 or true (up), -1 or false (down); rating, score: the number; "
+        "route: the router's "
         "probability of its choice.",
     )
     comment: Annotated[StrictStr, Field(max_length=10_000)] | None = None
@@ -123,13 +128,13 @@ class VariantStats(BaseModel):
 
 
 class PreferenceSnapshot(Event):
-    """One part of one shard of an agent's preference store (the feedback of one input partition), as of
-    ``offsets``.
+    """One part of one shard of an agent's preference store (the feedback of one input partition),
+    as of ``offsets``.
 
-    Shards hold counts, so a client merges the shards of an agent exactly by adding them. A shard too large
-    for one Kafka record is published in ``parts`` records (its segments split between them), each keyed
-    ``<agent>@<input partition>/<part>``, all with the same ``offsets``: a client merges the parts of the
-    newest publication of each shard.
+    Shards hold counts, so a client merges the shards of an agent exactly by adding them. A shard
+    too large for one Kafka record is published in ``parts`` records (its segments split between
+    them), each keyed ``<agent>@<input partition>/<part>``, all with the same ``offsets``: a client
+    merges the parts of the newest publication of each shard.
     """
 
     agent: Name
@@ -141,7 +146,8 @@ class PreferenceSnapshot(Event):
     part: Count = 0
     parts: Count = Field(default=1, ge=1)
     segment_keys: list[Name] | None = Field(
-        default=None, description="The context keys that split the store (a client must route with the same)."
+        default=None,
+        description="The context keys that split the store (a client must route with the same).",
     )
 
     @property
@@ -152,5 +158,6 @@ class PreferenceSnapshot(Event):
 
     @property
     def position(self) -> int:
-        """The offset of the input partition this publication covers up to (it identifies the publication)."""
+        """The offset of the input partition this publication covers up to (it identifies the
+        publication)."""
         return self.offsets.get(self.input_shard, 0)

@@ -6,7 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -23,7 +32,8 @@ never a crash downstream."""
 Count = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 """A non-negative 64-bit integer: steps, tokens, offsets, counts."""
 
-# Floats first: the common case is checked first (smart unions still pick the exact type, so 1 stays int).
+# Floats first: the common case is checked first (smart unions still pick the exact type, so 1 stays
+# int).
 FeatureValue = FiniteFloat | StrictBool | Int64 | StrictStr | None
 """One feature as served: a number, a category, a flag, or missing."""
 
@@ -33,12 +43,13 @@ Label = StrictBool | Int64 | FiniteFloat | StrictStr  # booleans are the common 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=512)]
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
-"""An identifier or a name (a decision, session, model, agent, variant, user): up to 256 characters, no control
-characters. It becomes a Kafka key, a dict key in a role's state, a label, a file name: a NUL byte or a
-300-character id would break one of those downstream."""
+"""An identifier or a name (a decision, session, model, agent, variant, user): up to 256 characters,
+no control characters. It becomes a Kafka key, a dict key in a role's state, a label, a file name: a
+NUL byte or a 300-character id would break one of those downstream."""
 
 ModelName = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
-"""A model's name as its spec declares it (letters, digits, ``_ . -``): it names a folder of the model store."""
+"""A model's name as its spec declares it (letters, digits, ``_ . -``): it names a folder of the
+model store."""
 
 VersionId = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{16}$")]
 """A model version's id: the first 16 hex digits of the SHA-256 of its bytes."""
@@ -46,9 +57,9 @@ VersionId = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{16}$")]
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
 
 EventTime = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
-"""A moment with its time zone, between 1970 and 2200 once in UTC: ``0001-01-01T00:00:00+23:59`` is a valid
-ISO 8601 time whose UTC falls in the year 0, which no Python datetime can hold (a join expiring it would
-crash), and times near year 9999 overflow once a horizon is added."""
+"""A moment with its time zone, between 1970 and 2200 once in UTC: ``0001-01-01T00:00:00+23:59`` is
+a valid ISO 8601 time whose UTC falls in the year 0, which no Python datetime can hold (a join
+expiring it would crash), and times near year 9999 overflow once a horizon is added."""
 
 
 def utc_now() -> datetime:

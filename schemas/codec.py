@@ -1,11 +1,12 @@
 """Bytes <-> events: orjson on the way out; on the way in, the compiled core for the join's inputs
 (predictions and outcomes) and pydantic's strict JSON parser for every other topic.
 
-The core (``adaptloop._core``, the Rust crate in ``core/``) validates with the JSON Schema the pydantic
-contract exports (:func:`~adaptloop.schemas.export.core_schema`), compiled once per topic at first use: the
-contract stays the one source of the rules, and tests/unit/schemas/test_core_contract.py checks that the
-core and pydantic agree, record for record. Decoding never raises anything but :class:`DecodeError`, whose
-``kind`` and ``reason`` go straight into a dead letter.
+The core (``adaptloop._core``, the Rust crate in ``core/``) validates with the JSON Schema the
+pydantic contract exports (:func:`~adaptloop.schemas.export.core_schema`), compiled once per topic
+at first use: the contract stays the one source of the rules, and
+tests/unit/schemas/test_core_contract.py checks that the core and pydantic agree, record for record.
+Decoding never raises anything but :class:`DecodeError`, whose ``kind`` and ``reason`` go straight
+into a dead letter.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
         return (compiled or _compiled_decoder(topic))(data, max_bytes)
     data = checked_size(topic, data, max_bytes)
     try:
-        # The validator itself: model_validate_json adds keyword handling that costs a third as much.
+        # The validator itself: model_validate_json adds keyword handling that costs a third as
+        # much.
         event: Event = topic.event.__pydantic_validator__.validate_json(data)
         return event
     except ValidationError as error:
@@ -72,7 +74,8 @@ def decode(topic: Topic, data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTE
 
 
 def checked_size(topic: Topic, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
-    """``data``, if a record of ``topic`` may be decoded at all: it has a value, of at most ``max_bytes``."""
+    """``data``, if a record of ``topic`` may be decoded at all: it has a value, of at most
+    ``max_bytes``."""
     if data is None:
         raise DecodeError("empty", f"{topic.name} record has no value")
     if len(data) > max_bytes:
@@ -95,7 +98,9 @@ def _classify(topic: Topic, error: ValidationError, data: bytes) -> DecodeError:
             )
         if item["loc"] == (topic.key,) and item["type"] == "missing":
             return DecodeError("missing_key", f"{name} has no {topic.key}")
-    details = "; ".join(f"{'.'.join(map(str, item['loc'])) or '<root>'}: {item['msg']}" for item in errors[:5])
+    details = "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or '<root>'}: {item['msg']}" for item in errors[:5]
+    )
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return DecodeError("invalid", f"{name}: {details}{more}")
 
@@ -109,16 +114,19 @@ _COMPILED_DECODERS: dict[str, Callable[[bytes | None, int], Event]] = {}
 
 
 def _compiled_decoder(topic: Topic) -> Callable[[bytes | None, int], Event]:
-    """The decoder of ``topic``'s records by the core: its contract compiled from the exported schema, which
-    makes the event of the fields it read as :meth:`Event.from_valid` does (in declared order, the defaults
-    of those absent added by ``complete``)."""
+    """The decoder of ``topic``'s records by the core: its contract compiled from the exported
+    schema, which makes the event of the fields it read as :meth:`Event.from_valid` does (in
+    declared order, the defaults of those absent added by ``complete``)."""
     model = topic.event
     defaults = {name: info for name, info in model.model_fields.items() if not info.is_required()}
     names = tuple(model.model_fields)
 
-    def complete(fields: dict[str, Any]) -> dict[str, Any]:  # some left to their defaults (a timestamp's: now)
+    # some left to their defaults (a timestamp's: now)
+    def complete(fields: dict[str, Any]) -> dict[str, Any]:
         return {
-            name: fields[name] if name in fields else defaults[name].get_default(call_default_factory=True)
+            name: fields[name]
+            if name in fields
+            else defaults[name].get_default(call_default_factory=True)
             for name in names
         }
 
@@ -135,8 +143,11 @@ def _compiled_decoder(topic: Topic) -> Callable[[bytes | None, int], Event]:
     return decode_compiled
 
 
-def _classify_compiled(topic: Topic, data: bytes | None, kind: str, path: tuple[str, ...], message: str) -> DecodeError:
-    """The core's failure as a dead letter's kind and reason (as :func:`_classify` says pydantic's)."""
+def _classify_compiled(
+    topic: Topic, data: bytes | None, kind: str, path: tuple[str, ...], message: str
+) -> DecodeError:
+    """The core's failure as a dead letter's kind and reason (as :func:`_classify` says
+    pydantic's)."""
     name = topic.event.__name__
     if kind == "empty":
         return DecodeError("empty", f"{topic.name} record has no value")
@@ -145,7 +156,10 @@ def _classify_compiled(topic: Topic, data: bytes | None, kind: str, path: tuple[
     if path == ("schema_version",):
         supported = topic.event.model_fields["schema_version"].default
         sent = orjson.loads(data or b"{}").get("schema_version")  # valid JSON: the core parsed it
-        return DecodeError("unsupported_schema_version", f"{name} supports schema_version {supported}, got {sent!r}")
+        return DecodeError(
+            "unsupported_schema_version",
+            f"{name} supports schema_version {supported}, got {sent!r}",
+        )
     if kind == "missing" and path == (topic.key,):
         return DecodeError("missing_key", f"{name} has no {topic.key}")
     return DecodeError("invalid", f"{name}: {'.'.join(path) or '<root>'}: {message}")

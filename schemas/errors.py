@@ -1,4 +1,5 @@
-"""Every exception adaptloop raises on purpose, in one place; each message says what went wrong and what to do.
+"""Every exception adaptloop raises on purpose, in one place; each message says what went wrong and
+what to do.
 
 They live in the lowest layer so that every layer can raise them. The tree::
 
@@ -32,8 +33,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-DecodeKind = Literal["malformed", "invalid", "unsupported_schema_version", "missing_key", "too_large", "empty"]
-"""Why a record is not an event: not JSON, not the contract, a version not supported, no key, too big, no value."""
+DecodeKind = Literal[
+    "malformed", "invalid", "unsupported_schema_version", "missing_key", "too_large", "empty"
+]
+"""Why a record is not an event: not JSON, not the contract, a version not supported, no key, too
+big, no value."""
 
 
 class AdaptloopError(Exception):
@@ -41,7 +45,8 @@ class AdaptloopError(Exception):
 
 
 class ConfigError(AdaptloopError, ValueError):
-    """A setting, spec, recipe, metric, query or argument is wrong; the message names it and the fix."""
+    """A setting, spec, recipe, metric, query or argument is wrong; the message names it and the
+    fix."""
 
 
 class SpecChanged(ConfigError):
@@ -57,8 +62,8 @@ class TopicConfigMismatch(ConfigError):
 
 
 class InvalidInput(AdaptloopError, ValueError):
-    """A caller's input breaks a contract: features a model's contract refuses, a request that is not an event.
-    The message names the field and what it should be."""
+    """A caller's input breaks a contract: features a model's contract refuses, a request that is
+    not an event. The message names the field and what it should be."""
 
 
 class UnknownModel(AdaptloopError, KeyError):
@@ -69,8 +74,8 @@ class UnknownModel(AdaptloopError, KeyError):
 
 
 class NoModelYet(AdaptloopError):
-    """A model has not published a version for serving yet (it is still learning its first examples),
-    and its spec declares no ``default_prediction`` to answer with meanwhile."""
+    """A model has not published a version for serving yet (it is still learning its first
+    examples), and its spec declares no ``default_prediction`` to answer with meanwhile."""
 
 
 class DecodeError(AdaptloopError):
@@ -91,8 +96,8 @@ class UnlearnableExample(AdaptloopError):
     """A valid training example that its model cannot learn: a label or feature of another type than
     the model's contract (a string label for a binary model, a category for a model of numbers).
 
-    The learner dead-letters it with this reason, before anything of the model changes. ``field`` says what
-    broke the contract: ``label`` or ``features``.
+    The learner dead-letters it with this reason, before anything of the model changes. ``field``
+    says what broke the contract: ``label`` or ``features``.
     """
 
     def __init__(self, reason: str, field: Literal["label", "features"] = "label") -> None:
@@ -101,11 +106,13 @@ class UnlearnableExample(AdaptloopError):
 
 
 class ModelFailure(AdaptloopError):
-    """A model raised while it predicted (``stage="predict"``: an earlier example broke it) or learned
-    (``stage="learn"``: it may be half-updated). The learner restores it as it was, without the example
-    to blame, and dead-letters that example."""
+    """A model raised while it predicted (``stage="predict"``: an earlier example broke it) or
+    learned (``stage="learn"``: it may be half-updated). The learner restores it as it was, without
+    the example to blame, and dead-letters that example."""
 
-    def __init__(self, model: str, stage: Literal["predict", "learn"], error: BaseException) -> None:
+    def __init__(
+        self, model: str, stage: Literal["predict", "learn"], error: BaseException
+    ) -> None:
         super().__init__(f"model {model!r} failed to {stage}: {type(error).__name__}: {error}")
         self.model = model
         self.stage = stage
@@ -113,8 +120,8 @@ class ModelFailure(AdaptloopError):
 
 
 class PredictionFailed(AdaptloopError):
-    """No version of a model could answer a prediction (the current one raised, and so did those before it),
-    and its spec declares no ``default_prediction``."""
+    """No version of a model could answer a prediction (the current one raised, and so did those
+    before it), and its spec declares no ``default_prediction``."""
 
 
 class ModelRefused(AdaptloopError):
@@ -136,12 +143,13 @@ class BrokerUnavailable(KafkaProblem):
 
 
 class AuthenticationFailed(KafkaProblem):
-    """The broker refused this client's login: a wrong user name, password or SASL mechanism. Trying again does
-    not help, so a worker role that meets it stops rather than being started again."""
+    """The broker refused this client's login: a wrong user name, password or SASL mechanism. Trying
+    again does not help, so a worker role that meets it stops rather than being started again."""
 
     def __init__(self, bootstrap: str, login: str, reason: str) -> None:
         super().__init__(
-            f"authentication failed at Kafka {bootstrap} as {login}: {reason}; check the kafka setting's "
+            f"authentication failed at Kafka {bootstrap} as {login}: {reason}; check the "
+            "kafka setting's "
             "sasl.username, sasl.password and sasl.mechanism (ADAPTLOOP_KAFKA__SASL_USERNAME, ...)"
         )
         self.bootstrap = bootstrap
@@ -176,5 +184,6 @@ class StorageError(AdaptloopError):
 
 
 class LimitExceeded(AdaptloopError):
-    """A query went past a configured limit (an audit's ``audit_seconds`` or ``audit_memory_mb``) and was stopped:
-    narrow it, or raise the limit. Not a wrong setting: the same query with a WHERE or a LIMIT runs."""
+    """A query went past a configured limit (an audit's ``audit_seconds`` or ``audit_memory_mb``)
+    and was stopped: narrow it, or raise the limit. Not a wrong setting: the same query with a WHERE
+    or a LIMIT runs."""

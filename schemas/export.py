@@ -1,10 +1,10 @@
-"""JSON Schema (2020-12) files for every topic services write or read, and for each model's predictions and
-outcomes, so services in any language can check what they send before they send it.
+"""JSON Schema (2020-12) files for every topic services write or read, and for each model's
+predictions and outcomes, so services in any language can check what they send before they send it.
 
-The schemas hold only standard keywords, so strict validators (Ajv's default strict mode among them) take
-them as they are; how each topic is keyed and partitioned is in each schema's description and in
-``topics.json`` beside them. Timestamps carry a ``pattern`` that requires a time zone, so a validator that
-does not check ``format`` still refuses a time without one (the contract does).
+The schemas hold only standard keywords, so strict validators (Ajv's default strict mode among them)
+take them as they are; how each topic is keyed and partitioned is in each schema's description and
+in ``topics.json`` beside them. Timestamps carry a ``pattern`` that requires a time zone, so a
+validator that does not check ``format`` still refuses a time without one (the contract does).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ BASE64 = r"^[A-Za-z0-9+/_-]*={0,2}$"
 KEY_ENCODING = "UTF-8"
 PARTITIONER = "murmur2"
 PARTITIONING = (
-    "Produce with Java's default partitioner (murmur2; librdkafka: partitioner=murmur2_random), as the Java "
+    "Produce with Java's default partitioner (murmur2; librdkafka: "
+    "partitioner=murmur2_random), as the Java "
     "client, kafkajs and adaptloop's SDK do. A record on another partition (librdkafka's default "
-    "consistent_random) is still joined: the join sends it on to its key's partition, at the cost of a hop."
+    "consistent_random) is still joined: the join sends it on to its key's partition, at "
+    "the cost of a hop."
 )
 
 
@@ -38,16 +40,18 @@ def _clean(text: str) -> str:
 
 
 def _standardise(node: Any) -> None:
-    """Clean descriptions, require a zone in every date-time and say bytes in standard keywords, throughout a
-    schema (in place)."""
+    """Clean descriptions, require a zone in every date-time and say bytes in standard keywords,
+    throughout a schema (in place)."""
     if isinstance(node, dict):
         if isinstance(node.get("description"), str):
             node["description"] = _clean(node["description"])
         if node.get("format") == "date-time" and "pattern" not in node:
             node["pattern"] = DATE_TIME_WITH_ZONE
-        if node.get("format") == "base64url":  # pydantic's name; the standard says it with contentEncoding
+        # pydantic's name; the standard says it with contentEncoding
+        if node.get("format") == "base64url":
             del node["format"]
-            node["contentEncoding"] = "base64"  # as adaptloop writes it; the URL-safe alphabet is read too
+            # as adaptloop writes it; the URL-safe alphabet is read too
+            node["contentEncoding"] = "base64"
             node["pattern"] = BASE64
         for value in node.values():
             _standardise(value)
@@ -58,7 +62,8 @@ def _standardise(node: Any) -> None:
 
 def _kafka_note(topic: Topic) -> str:
     note = (
-        f"Kafka: topic `{topic.name}` (after the deployment's topic_prefix), key: the {KEY_ENCODING} bytes of "
+        f"Kafka: topic `{topic.name}` (after the deployment's topic_prefix), key: the "
+        f"{KEY_ENCODING} bytes of "
         f"`{topic.key}`"
     )
     if topic.copartitioned == "decisions":
@@ -79,9 +84,10 @@ def topic_schema(topic: Topic) -> dict[str, Any]:
 
 
 def core_schema(topic: Topic) -> dict[str, Any]:
-    """The schema the compiled core (``adaptloop._core``) validates ``topic``'s records with: the topic's
-    exported schema, with the bounds of its times (the contract's ``ge``/``lt`` on a datetime, which no
-    standard keyword says) as ``formatMinimum``/``formatExclusiveMaximum``, ajv-formats' names for them.
+    """The schema the compiled core (``adaptloop._core``) validates ``topic``'s records with: the
+    topic's exported schema, with the bounds of its times (the contract's ``ge``/``lt`` on a
+    datetime, which no standard keyword says) as ``formatMinimum``/``formatExclusiveMaximum``,
+    ajv-formats' names for them.
 
     >>> from adaptloop.schemas.topics import OUTCOMES
     >>> timestamp = core_schema(OUTCOMES)["properties"]["timestamp"]
@@ -100,12 +106,15 @@ def core_schema(topic: Topic) -> dict[str, Any]:
                 elif isinstance(bound, annotated_types.Lt):
                     branch["formatExclusiveMaximum"] = bound.lt.isoformat()  # type: ignore[attr-defined]
                 elif isinstance(bound, annotated_types.BaseMetadata):
-                    raise TypeError(f"{topic.event.__name__}.{name}: the core has no keyword for {bound!r}")
+                    raise TypeError(
+                        f"{topic.event.__name__}.{name}: the core has no keyword for {bound!r}"
+                    )
     return schema
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of each topic's event, keyed by topic name (not the join's own repartition topics)."""
+    """The JSON Schema of each topic's event, keyed by topic name (not the join's own repartition
+    topics)."""
     return {topic.name: topic_schema(topic) for topic in ALL_TOPICS if topic.repartition_of is None}
 
 
@@ -127,9 +136,10 @@ def topics_manifest() -> list[dict[str, Any]]:
 
 
 def model_json_schemas(contract: ModelContract) -> dict[str, dict[str, Any]]:
-    """The schemas of one model's predictions and outcomes (``<model>.predictions``, ``<model>.outcomes``): the
-    topic's schema, narrowed to the model's features and label type (an outcome is refused by the join if
-    its label breaks them; a prediction with other features, likewise).
+    """The schemas of one model's predictions and outcomes (``<model>.predictions``,
+    ``<model>.outcomes``): the topic's schema, narrowed to the model's features and label type (an
+    outcome is refused by the join if its label breaks them; a prediction with other features,
+    likewise).
 
     >>> schemas = model_json_schemas(ModelContract(model="churn", task="binary"))
     >>> schemas["churn.outcomes"]["properties"]["label"]
@@ -152,16 +162,24 @@ def model_json_schemas(contract: ModelContract) -> dict[str, dict[str, Any]]:
         if contract.task != "regression"
         else (outcome.get("required", []))
     )
-    return {f"{contract.model}.{PREDICTIONS.name}": prediction, f"{contract.model}.{OUTCOMES.name}": outcome}
+    return {
+        f"{contract.model}.{PREDICTIONS.name}": prediction,
+        f"{contract.model}.{OUTCOMES.name}": outcome,
+    }
 
 
-def export_json_schemas(directory: Path, contracts: list[ModelContract] | None = None) -> list[Path]:
-    """Write ``<topic>.schema.json`` for every topic into ``directory``, ``models/<model>.<topic>.schema.json``
-    for each model's predictions and outcomes, and ``topics.json`` (keys, partitioner); return the paths."""
+def export_json_schemas(
+    directory: Path, contracts: list[ModelContract] | None = None
+) -> list[Path]:
+    """Write ``<topic>.schema.json`` for every topic into ``directory``,
+    ``models/<model>.<topic>.schema.json`` for each model's predictions and outcomes, and
+    ``topics.json`` (keys, partitioner); return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     schemas = json_schemas()
     for contract in contracts or []:
-        schemas.update({f"models/{name}": schema for name, schema in model_json_schemas(contract).items()})
+        schemas.update(
+            {f"models/{name}": schema for name, schema in model_json_schemas(contract).items()}
+        )
     written = []
     for name, schema in schemas.items():
         path = directory / f"{name}.schema.json"

@@ -22,31 +22,39 @@ class PredictionEvent(Event):
     ('d-1', 1)
     """
 
-    decision_id: Name = Field(description="The decision's id; its outcome names it. The record's Kafka key.")
+    decision_id: Name = Field(
+        description="The decision's id; its outcome names it. The record's Kafka key."
+    )
     model: Name
     model_version: Name = Field(
-        description="What answered: a version id the loop published (model-updates; adaptloop serve and "
-        "ModelClient answer with it), 'default' for the model's declared default_prediction, or any other name "
-        "for a service's own model. Decisions of a version the loop did not publish are counted as external: "
+        description="What answered: a version id the loop published (model-updates; adaptloop "
+        "serve and "
+        "ModelClient answer with it), 'default' for the model's declared "
+        "default_prediction, or any other name "
+        "for a service's own model. Decisions of a version the loop did not publish are "
+        "counted as external: "
         "learned from, never scored as a published version's production."
     )
     features: dict[str, FeatureValue]
     prediction: Label | None = None
     probabilities: dict[str, Probability] | None = Field(
         default=None,
-        description="Per class, the probability; each key is the class as Python's str() writes it: 'True' and "
+        description="Per class, the probability; each key is the class as Python's str() writes "
+        "it: 'True' and "
         "'False' for booleans, '3' for the integer 3, the text itself for a string class.",
     )
     score: FiniteFloat | None = None
     action_probability: Probability | None = Field(
-        default=None, description="Probability with which the served action was chosen (exploration/propensity)."
+        default=None,
+        description="Probability with which the served action was chosen (exploration/propensity).",
     )
     tenant: Name | None = None
     user_id: Name | None = None
     session_id: Name | None = None
     fallback: StrictBool = Field(
         default=False,
-        description="The prediction is the model's declared default_prediction, not a model's: no version of it "
+        description="The prediction is the model's declared default_prediction, not a model's: "
+        "no version of it "
         "could serve yet. Such decisions are learned from, never scored as a version's production.",
     )
 
@@ -59,19 +67,24 @@ class OutcomeEvent(Event):
     False
     """
 
-    # The rule of _has_truth below, said in the exported JSON Schema too: services in other languages, and
-    # the compiled core (which validates with the exported schema), refuse an outcome without truth as well.
+    # The rule of _has_truth below, said in the exported JSON Schema too: services in other
+    # languages, and the compiled core (which validates with the exported schema), refuse an outcome
+    # without truth as well.
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
-                {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("label", "reward")
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+                for field in ("label", "reward")
             ]
         }
     )
 
-    decision_id: Name = Field(description="The decision's id, as its prediction gave it. The record's Kafka key.")
+    decision_id: Name = Field(
+        description="The decision's id, as its prediction gave it. The record's Kafka key."
+    )
     label: Label | None = Field(
-        default=None, description="What the right answer was; its type is the model's (models/<model>.outcomes)."
+        default=None,
+        description="What the right answer was; its type is the model's (models/<model>.outcomes).",
     )
     reward: FiniteFloat | None = None
     source: Name

@@ -41,8 +41,8 @@ class Topic:
     event: type[Event]
     key: str
     compacted: bool = False
-    # Kafka stamps each record with the time the broker appended it (LogAppendTime), a time no sender can
-    # forge: quotas count by it.
+    # Kafka stamps each record with the time the broker appended it (LogAppendTime), a time no
+    # sender can forge: quotas count by it.
     arrival_time: bool = False
     copartitioned: str | None = None  # topics of one group must have the same partition count
     repartition_of: str | None = None  # the input whose misplaced records the join sends on here
@@ -76,7 +76,9 @@ AGENT_FEEDBACK = Topic(
     arrival_time=True,
     doc="Agent steps and user feedback, keyed by session so a session stays in order.",
 )
-PREFERENCES = Topic("preferences", PreferenceEvent, "annotator", arrival_time=True, doc="Pairwise preferences.")
+PREFERENCES = Topic(
+    "preferences", PreferenceEvent, "annotator", arrival_time=True, doc="Pairwise preferences."
+)
 TRAINING_EXAMPLES = Topic(
     "training-examples",
     TrainingExample,
@@ -96,7 +98,8 @@ MODEL_COMMANDS = Topic(
     ModelCommand,
     "model",
     copartitioned="models",
-    doc="Operators' commands (rollback) to the learner that owns the model; same partition as its examples.",
+    doc="Operators' commands (rollback) to the learner that owns the model; same partition as "
+    "its examples.",
 )
 MODEL_SPECS = Topic(
     "model-specs",
@@ -104,7 +107,8 @@ MODEL_SPECS = Topic(
     "model",
     compacted=True,
     copartitioned="models",
-    doc="Each model's spec, as operators declared it (compacted: the latest per model, a retirement included); "
+    doc="Each model's spec, as operators declared it (compacted: the latest per model, a "
+    "retirement included); "
     "same partition as its examples, so the learner that owns the model applies its changes.",
 )
 PREFERENCE_STORE = Topic(
@@ -116,20 +120,33 @@ PREFERENCE_STORE = Topic(
 )
 DRIFT_ALERTS = Topic("drift-alerts", DriftAlert, "model", doc="Drift and model health alerts.")
 MODEL_HEALTH = Topic(
-    "model-health", ModelHealth, "model", compacted=True, doc="Each model's health, as its learner sees it."
+    "model-health",
+    ModelHealth,
+    "model",
+    compacted=True,
+    doc="Each model's health, as its learner sees it.",
 )
-GUARDRAIL_ALERTS = Topic("guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence.")
+GUARDRAIL_ALERTS = Topic(
+    "guardrail-alerts", GuardrailAlert, "subject", doc="Guardrail breaches with evidence."
+)
 DEAD_LETTER_REPLAYS = Topic(
-    "dead-letter-replays", DeadLetterReplay, "letter", compacted=True, doc="Dead letters sent again, once each."
+    "dead-letter-replays",
+    DeadLetterReplay,
+    "letter",
+    compacted=True,
+    doc="Dead letters sent again, once each.",
 )
-DEAD_LETTERS = Topic("dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason.")
+DEAD_LETTERS = Topic(
+    "dead-letters", DeadLetter, "source_topic", doc="Unusable records with the reason."
+)
 PREDICTIONS_REPARTITION = Topic(
     "predictions-repartition",
     PredictionEvent,
     "decision_id",
     copartitioned="decisions",
     repartition_of="predictions",
-    doc="Predictions the join read on another partition than their key's, sent on to it (written by the join).",
+    doc="Predictions the join read on another partition than their key's, sent on to it "
+    "(written by the join).",
 )
 OUTCOMES_REPARTITION = Topic(
     "outcomes-repartition",
@@ -137,7 +154,8 @@ OUTCOMES_REPARTITION = Topic(
     "decision_id",
     copartitioned="decisions",
     repartition_of="outcomes",
-    doc="Outcomes the join read on another partition than their key's, sent on to it (written by the join).",
+    doc="Outcomes the join read on another partition than their key's, sent on to it (written "
+    "by the join).",
 )
 JOIN_CLOCK = Topic(
     "join-clock",
@@ -167,7 +185,9 @@ ALL_TOPICS: tuple[Topic, ...] = (
     OUTCOMES_REPARTITION,
 )
 
-_BY_EVENT: dict[type[Event], Topic] = {topic.event: topic for topic in ALL_TOPICS if topic.repartition_of is None}
+_BY_EVENT: dict[type[Event], Topic] = {
+    topic.event: topic for topic in ALL_TOPICS if topic.repartition_of is None
+}
 _BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL_TOPICS}
 
 
@@ -220,8 +240,9 @@ def murmur2(key: bytes) -> int:
 
 
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Java's default partitioner (and librdkafka's ``murmur2_random``, the SDK's) gives a key:
-    the join expects each decision's prediction and outcome where this puts its ``decision_id``.
+    """The partition Java's default partitioner (and librdkafka's ``murmur2_random``, the SDK's)
+    gives a key: the join expects each decision's prediction and outcome where this puts its
+    ``decision_id``.
 
     >>> partition_for(b"d-1", 6) == partition_for(b"d-1", 6)
     True

@@ -1,7 +1,7 @@
 """The fast reader of topics only the worker writes: typed structs derived from the contracts.
 
-(The one codec of this layer built on msgspec rather than pydantic: nothing imports it but the readers of
-these topics, the learner and the archive.)
+(The one codec of this layer built on msgspec rather than pydantic: nothing imports it but the
+readers of these topics, the learner and the archive.)
 
 ``training-examples`` is written by the join's transactional producer alone (with ACLs, nobody
 else may write it), from events it validated itself. Reading it back through pydantic validated
@@ -64,7 +64,8 @@ _BOUNDS = {
 
 
 def _constraints(metadata: tuple[Any, ...]) -> dict[str, Any]:
-    """msgspec.Meta keywords for pydantic's constraint metadata (strictness is msgspec's default)."""
+    """msgspec.Meta keywords for pydantic's constraint metadata (strictness is msgspec's
+    default)."""
     meta: dict[str, Any] = {}
     for item in metadata:
         if type(item) in _BOUNDS:
@@ -75,7 +76,8 @@ def _constraints(metadata: tuple[Any, ...]) -> dict[str, Any]:
             if not item.allow_inf_nan:  # NaN fails any bound, and the infinities these
                 meta.update(ge=-_FLOAT_MAX, le=_FLOAT_MAX)
         elif getattr(item, "pattern", None) is not None:
-            pass  # the writer checked it: a regex per name cost as much again as the rest of the decoding
+            # the writer checked it: a regex per name cost as much again as the rest of the decoding
+            pass
         elif not isinstance(item, Strict):
             raise TypeError(f"no msgspec translation for the constraint {item!r}")
     return meta
@@ -87,7 +89,8 @@ def _translate(annotation: Any, metadata: tuple[Any, ...] = ()) -> Any:
     if origin is Annotated:
         inner, *extra = get_args(annotation)
         return _translate(inner, (*extra, *metadata))
-    if annotation is AwareDatetime:  # with its time zone; its range is the writer's (msgspec bounds numbers only)
+    # with its time zone; its range is the writer's (msgspec bounds numbers only)
+    if annotation is AwareDatetime:
         return Annotated[datetime, msgspec.Meta(tz=True)]
     meta = _constraints(metadata)
     if origin in (Union, types.UnionType):
@@ -101,9 +104,9 @@ def _translate(annotation: Any, metadata: tuple[Any, ...] = ()) -> Any:
 
 
 def struct_of(model: type[BaseModel], name: str) -> type[msgspec.Struct]:
-    """A frozen msgspec struct with ``model``'s fields, types, constraints and defaults, closed to unknown
-    fields as the contract is. It lives in this module under ``name`` (so it pickles, in a checkpoint's
-    pending mini-batch)."""
+    """A frozen msgspec struct with ``model``'s fields, types, constraints and defaults, closed to
+    unknown fields as the contract is. It lives in this module under ``name`` (so it pickles, in a
+    checkpoint's pending mini-batch)."""
     fields: list[Any] = []
     for field_name, info in model.model_fields.items():
         kind = _translate(info.annotation, tuple(info.metadata))
@@ -126,13 +129,15 @@ def struct_of(model: type[BaseModel], name: str) -> type[msgspec.Struct]:
 
 
 TrainingRecord = struct_of(TrainingExample, "TrainingRecord")
-"""A training example as the learner reads it: the fields of :class:`TrainingExample`, decoded without pydantic."""
+"""A training example as the learner reads it: the fields of :class:`TrainingExample`, decoded
+without pydantic."""
 
 _decoder = msgspec.json.Decoder(TrainingRecord)
 
 
 def decode_training(data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) -> Any:
-    """One ``training-examples`` record as a :data:`TrainingRecord`, or :class:`DecodeError` (a dead letter).
+    """One ``training-examples`` record as a :data:`TrainingRecord`, or :class:`DecodeError` (a dead
+    letter).
 
     >>> decode_training(b'{"model": "churn"}')
     Traceback (most recent call last):
@@ -146,7 +151,8 @@ def decode_training(data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) ->
         message = str(error)
         if "schema_version" in message:
             raise DecodeError(
-                "unsupported_schema_version", f"TrainingExample supports schema_version 1: {message}"
+                "unsupported_schema_version",
+                f"TrainingExample supports schema_version 1: {message}",
             ) from None
         raise DecodeError("invalid", f"TrainingExample: {message}") from None
     except msgspec.DecodeError as error:
@@ -154,17 +160,19 @@ def decode_training(data: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) ->
 
 
 TRUSTED_READERS: dict[Topic, Callable[..., Any]] = {TRAINING_EXAMPLES: decode_training}
-"""The fast reader of each topic only the worker writes (what ``EventConsumer(..., trusted=True)`` uses)."""
+"""The fast reader of each topic only the worker writes (what ``EventConsumer(..., trusted=True)``
+uses)."""
 
 
 def record_fields(record: Any) -> dict[str, Any]:
-    """A decoded record's fields by name, in the contract's order: what ``event.__dict__`` holds for the
-    pydantic event (the archive's columns)."""
+    """A decoded record's fields by name, in the contract's order: what ``event.__dict__`` holds for
+    the pydantic event (the archive's columns)."""
     return msgspec.structs.asdict(record)
 
 
 def as_event(record: Any) -> Event:
-    """The pydantic event of a decoded record (for what is not on the hot path: dead letters, tools)."""
+    """The pydantic event of a decoded record (for what is not on the hot path: dead letters,
+    tools)."""
     if isinstance(record, Event):
         return record
     return TrainingExample.model_construct(**msgspec.structs.asdict(record))

@@ -1,7 +1,8 @@
-"""The Parquet archive of every event topic: atomic, append-only files that say which offsets they hold.
+"""The Parquet archive of every event topic: atomic, append-only files that say which offsets they
+hold.
 
-Layout, in a directory or an object store (``s3://bucket/archive``) that workers and analysts on other hosts
-share (:class:`~adaptloop.learners.storage.Storage`)::
+Layout, in a directory or an object store (``s3://bucket/archive``) that workers and analysts on
+other hosts share (:class:`~adaptloop.learners.storage.Storage`)::
 
     <root>/topic=<topic>/date=<YYYY-MM-DD>/p<partition>-<first offset>-<last offset>.parquet
 
@@ -11,8 +12,9 @@ aside and renamed, an object is one PUT. The archive is its own checkpoint: a wr
 restarts resumes each partition after the highest offset already stored, so a
 batch replayed after a crash adds no duplicate and leaves no gap.
 
-DuckDB reads a local archive's files itself (:meth:`ParquetArchive.rows_sql`); an object store's are handed to it as
-a ``pyarrow`` dataset over the store's filesystem, so no DuckDB extension is needed to query one.
+DuckDB reads a local archive's files itself (:meth:`ParquetArchive.rows_sql`); an object store's are
+handed to it as a ``pyarrow`` dataset over the store's filesystem, so no DuckDB extension is needed
+to query one.
 
 >>> import tempfile
 >>> from adaptloop.schemas.topics import OUTCOMES
@@ -59,7 +61,8 @@ def topic_dir(root: Path | str, topic_name: str) -> Path:
 
 
 def topic_glob(root: Path | str, topic_name: str) -> str:
-    """The glob of every file of a topic in a local archive (what DuckDB's ``read_parquet`` takes)."""
+    """The glob of every file of a topic in a local archive (what DuckDB's ``read_parquet``
+    takes)."""
     return str(topic_dir(root, topic_name) / "date=*" / "*.parquet")
 
 
@@ -67,12 +70,14 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def count_archived(root: Path | str, topic_name: str, where: str = "true", params: Sequence[object] = ()) -> int:
-    """How many archived records of a topic match ``where`` (SQL over its columns, written by the caller; values
-    go in ``params``, one per ``?``); 0 before its first file.
+def count_archived(
+    root: Path | str, topic_name: str, where: str = "true", params: Sequence[object] = ()
+) -> int:
+    """How many archived records of a topic match ``where`` (SQL over its columns, written by the
+    caller; values go in ``params``, one per ``?``); 0 before its first file.
 
-    It queries through a connection of its own: DuckDB's default connection is one per process, shared by
-    every thread and caller, and a result left half-read on it fails the next query there.
+    It queries through a connection of its own: DuckDB's default connection is one per process,
+    shared by every thread and caller, and a result left half-read on it fails the next query there.
     """
     with duckdb.connect() as db:
         source = ParquetArchive(root).rows_sql(db, topic_name)
@@ -83,8 +88,8 @@ def count_archived(root: Path | str, topic_name: str, where: str = "true", param
 
 
 class ParquetArchive:
-    """Append-only Parquet files per topic, partition and date under ``root`` (a directory or an object store's
-    URI)."""
+    """Append-only Parquet files per topic, partition and date under ``root`` (a directory or an
+    object store's URI)."""
 
     def __init__(self, root: Path | str, compression: str = "zstd") -> None:
         self.root = root
@@ -93,19 +98,23 @@ class ParquetArchive:
         self._next: dict[str, dict[int, int]] = {}
 
     def files(self, topic_name: str) -> list[str]:
-        """The keys of a topic's files, in order of name (partition, then offsets, within a date)."""
+        """The keys of a topic's files, in order of name (partition, then offsets, within a
+        date)."""
         return [
             key
             for key, _ in self.storage.files(f"topic={topic_name}", ".parquet", recursive=True)
-            if _FILE.match(PurePosixPath(key).name) and PurePosixPath(key).parent.name.startswith("date=")
+            if _FILE.match(PurePosixPath(key).name)
+            and PurePosixPath(key).parent.name.startswith("date=")
         ]
 
     def rows_sql(self, db: duckdb.DuckDBPyConnection, topic_name: str) -> str | None:
-        """What to put after ``FROM`` on ``db`` to read every archived row of a topic (None before its first file).
+        """What to put after ``FROM`` on ``db`` to read every archived row of a topic (None before
+        its first file).
 
-        A local archive: a ``read_parquet`` of its files (a literal, so a snapshot's view can keep it). An object
-        store: the files as of now, as a dataset registered on ``db`` (it lives as long as the connection).
-        Files written by other versions of adaptloop are read by column name; a column a file lacks is null.
+        A local archive: a ``read_parquet`` of its files (a literal, so a snapshot's view can keep
+        it). An object store: the files as of now, as a dataset registered on ``db`` (it lives as
+        long as the connection). Files written by other versions of adaptloop are read by column
+        name; a column a file lacks is null.
         """
         keys = self.files(topic_name)
         if not keys:
@@ -116,9 +125,13 @@ class ParquetArchive:
                 "hive_partitioning = false, union_by_name = true)"
             )
         paths = self.storage.dataset_paths(keys)
-        schema = pa.unify_schemas([pq.read_schema(path, filesystem=self.storage.fs) for path in paths])
+        schema = pa.unify_schemas(
+            [pq.read_schema(path, filesystem=self.storage.fs) for path in paths]
+        )
         name = "archived_" + re.sub(r"\W", "_", topic_name)
-        db.register(name, ds.dataset(paths, schema=schema, format="parquet", filesystem=self.storage.fs))
+        db.register(
+            name, ds.dataset(paths, schema=schema, format="parquet", filesystem=self.storage.fs)
+        )
         return name
 
     def next_offsets(self, topic_name: str) -> dict[int, int]:
@@ -134,10 +147,10 @@ class ParquetArchive:
         return self._next[topic_name]
 
     def resume(self, topic_name: str, partition: int, start: int) -> list[str]:
-        """Archive ``partition`` again from offset ``start``: files holding offsets from ``start`` on are set
-        aside (renamed ``*.untrusted``, out of every query) and their records will be written again; return
-        them. The start comes from what the archiver committed to Kafka, not from file names, which anyone who
-        can write a file here could forge."""
+        """Archive ``partition`` again from offset ``start``: files holding offsets from ``start``
+        on are set aside (renamed ``*.untrusted``, out of every query) and their records will be
+        written again; return them. The start comes from what the archiver committed to Kafka, not
+        from file names, which anyone who can write a file here could forge."""
         aside = []
         for key in self.files(topic_name):
             match = _FILE.match(PurePosixPath(key).name)
@@ -148,8 +161,8 @@ class ParquetArchive:
         return aside
 
     def remove_partial_files(self) -> int:
-        """Delete the temporary files a crashed writer left behind in a local archive; return how many. (An
-        object store has none: an object appears whole when its upload completes.)"""
+        """Delete the temporary files a crashed writer left behind in a local archive; return how
+        many. (An object store has none: an object appears whole when its upload completes.)"""
         if self.storage.remote:
             return 0
         leftovers = list(Path(self.storage.base).glob("topic=*/date=*/.*"))
@@ -167,8 +180,11 @@ class ParquetArchive:
                 found[parts[0].removeprefix("topic=")] = (files + 1, total + size)
         return dict(sorted(found.items()))
 
-    def write(self, topic: Topic, topic_name: str, partition: int, records: Sequence[RawRecord]) -> str | None:
-        """Archive one partition's records (in offset order) as one file; skip what is already archived.
+    def write(
+        self, topic: Topic, topic_name: str, partition: int, records: Sequence[RawRecord]
+    ) -> str | None:
+        """Archive one partition's records (in offset order) as one file; skip what is already
+        archived.
 
         Returns the key of the file written, or None if every record was already there.
         """
@@ -178,9 +194,15 @@ class ParquetArchive:
             return None
         first, last = fresh[0].offset, fresh[-1].offset
         if any(b.offset <= a.offset for a, b in itertools.pairwise(fresh)):
-            raise StorageError(f"{topic_name}[{partition}]: records must come in increasing offset order")
+            raise StorageError(
+                f"{topic_name}[{partition}]: records must come in increasing offset order"
+            )
         stamp = fresh[0].timestamp_ms
-        day = datetime.fromtimestamp(stamp / 1000 if stamp is not None else 0, tz=UTC).date().isoformat()
+        day = (
+            datetime.fromtimestamp(stamp / 1000 if stamp is not None else 0, tz=UTC)
+            .date()
+            .isoformat()
+        )
         key = f"topic={topic_name}/date={day}/p{partition:03d}-{first:012d}-{last:012d}.parquet"
         sink = pa.BufferOutputStream()
         pq.write_table(to_table(topic, topic_name, fresh), sink, compression=self.compression)

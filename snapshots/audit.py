@@ -35,11 +35,15 @@ _NUMERIC_JSON = "('BOOLEAN', 'UBIGINT', 'BIGINT', 'DOUBLE')"
 
 
 def _number(column: str) -> str:
-    return f"(CASE json_type({column}) WHEN 'BOOLEAN' THEN {column}::BOOLEAN::INT::DOUBLE ELSE {column}::DOUBLE END)"
+    return (
+        f"(CASE json_type({column}) WHEN 'BOOLEAN' THEN {column}::BOOLEAN::INT::DOUBLE ELSE "
+        f"{column}::DOUBLE END)"
+    )
 
 
 def json_equal(a: str, b: str) -> str:
-    """SQL: whether two JSON values are equal as Python compares them (``True == 1 == 1.0``; text as text)."""
+    """SQL: whether two JSON values are equal as Python compares them (``True == 1 == 1.0``; text as
+    text)."""
     return (
         f"CASE WHEN json_type({a}) IN {_NUMERIC_JSON} AND json_type({b}) IN {_NUMERIC_JSON} "
         f"THEN {_number(a)} = {_number(b)} ELSE {a}::JSON = {b}::JSON END"
@@ -48,7 +52,8 @@ def json_equal(a: str, b: str) -> str:
 
 NAMED_QUERIES: dict[str, NamedQuery] = {
     "versions": NamedQuery(
-        "Every model version in order: why it was made, what it had learned, its metrics at that point.",
+        "Every model version in order: why it was made, what it had learned, its metrics at "
+        "that point.",
         """
         SELECT model, version, parent, reason, examples_seen,
                round(TRY_CAST(metrics->>'$."shadow.Accuracy"' AS DOUBLE), 4) AS shadow_accuracy,
@@ -58,9 +63,12 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "metric_by_version": NamedQuery(
-        "Production accuracy of the served predictions, per model version that served them (from the joins); "
-        "served_by says whether a published version (version), the model's default (default) or something the "
-        "loop never published, a service's own model (external), answered. Labels and predictions compare as "
+        "Production accuracy of the served predictions, per model version that served them "
+        "(from the joins); "
+        "served_by says whether a published version (version), the model's default "
+        "(default) or something the "
+        "loop never published, a service's own model (external), answered. Labels and "
+        "predictions compare as "
         "the learner compares them (true equals 1).",
         f"""
         SELECT t.model, t.model_version,
@@ -78,9 +86,12 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "canary": NamedQuery(
-        "Canaries, per round (a stable version and the line of versions judged against it) and group: the "
-        "decisions each group served (by the record in force when each was made), those with an outcome, their "
-        "accuracy, and how the gate ended the round (promoted, rolled_back; replaced: an operator's or a spec's "
+        "Canaries, per round (a stable version and the line of versions judged against it) "
+        "and group: the "
+        "decisions each group served (by the record in force when each was made), those "
+        "with an outcome, their "
+        "accuracy, and how the gate ended the round (promoted, rolled_back; replaced: an "
+        "operator's or a spec's "
         "change; running: not yet).",
         f"""
         WITH records AS (
@@ -121,7 +132,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "decision": NamedQuery(
-        "Which model version answered a decision, what it knew then (offsets, examples) and what happened.",
+        "Which model version answered a decision, what it knew then (offsets, examples) and "
+        "what happened.",
         """
         SELECT p.decision_id, p.model, p.model_version, p.prediction, p.timestamp AS predicted_at,
                v.examples_seen AS version_examples_seen, v.offsets AS version_learned_up_to, v.parent,
@@ -148,7 +160,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "joins": NamedQuery(
-        "How decisions ended in the join, per model: joined, defaulted, expired, late (a late outcome turns an "
+        "How decisions ended in the join, per model: joined, defaulted, expired, late (a "
+        "late outcome turns an "
         "expired decision late).",
         """
         SELECT model, status, count(*) AS decisions FROM (
@@ -157,7 +170,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "dead_letters": NamedQuery(
-        "Unusable records by where they came from and why: one row per cause (the reason with its particulars, "
+        "Unusable records by where they came from and why: one row per cause (the reason "
+        "with its particulars, "
         "quoted values and numbers, taken out), with its count and an example.",
         f"""
         SELECT source_topic, consumer, kind, {_REASON_PATTERN} AS cause, count(*) AS records,
@@ -166,7 +180,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "session": NamedQuery(
-        "One agent session's timeline: its steps (action, variant, cost, tokens, latency), routes, feedback and "
+        "One agent session's timeline: its steps (action, variant, cost, tokens, latency), "
+        "routes, feedback and "
         "guardrail alerts, in time order.",
         """
         SELECT timestamp, 'feedback' AS source, kind, run_id, step, variant, action, value, cost, tokens,
@@ -192,7 +207,8 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         """,
     ),
     "lineage": NamedQuery(
-        "A model's history, newest first: each version with its parent, why it was made and by whom (and, while "
+        "A model's history, newest first: each version with its parent, why it was made and "
+        "by whom (and, while "
         "a canary runs or when its gate decides, the canary's split and the gate's figures).",
         """
         SELECT timestamp AS published_at, version, parent, reason, examples_seen, offsets AS learned_up_to,
@@ -216,14 +232,17 @@ def _query_text(query: str) -> tuple[str, tuple[str, ...]]:
     if named is not None:
         return named.sql, named.params
     if re.fullmatch(r"[a-z_]+", query.strip()):
-        raise ConfigError(f"no named query {query!r}; named queries: {', '.join(sorted(NAMED_QUERIES))}")
+        raise ConfigError(
+            f"no named query {query!r}; named queries: {', '.join(sorted(NAMED_QUERIES))}"
+        )
     return query, tuple(re.findall(r"\$([a-zA-Z_]\w*)", query))
 
 
 AUDIT_SECONDS = 60.0
 """How long one audit query may run (the ``audit_seconds`` setting's default)."""
 AUDIT_MEMORY_MB = 1024
-"""How much memory one audit query may take, its result included (the ``audit_memory_mb`` setting's default)."""
+"""How much memory one audit query may take, its result included (the ``audit_memory_mb`` setting's
+default)."""
 
 
 def run_audit(
@@ -236,25 +255,31 @@ def run_audit(
 ) -> pa.Table:
     """Run SQL (or a named query) read-only against ``snapshot``; return an Arrow table.
 
-    Parameters are DuckDB's named ``$name`` placeholders, given as ``params``. The query runs in a sandbox:
-    one ``SELECT`` (no ``COPY``, ``ATTACH``, ``SET``, ``INSTALL``...), with DuckDB's access to files limited to
-    the snapshot's archive, read only, and its configuration locked: an audit reads, it never writes a file
-    (a ``COPY`` into the archive would put forged rows into the next snapshot).
+    Parameters are DuckDB's named ``$name`` placeholders, given as ``params``. The query runs in a
+    sandbox: one ``SELECT`` (no ``COPY``, ``ATTACH``, ``SET``, ``INSTALL``...), with DuckDB's access
+    to files limited to the snapshot's archive, read only, and its configuration locked: an audit
+    reads, it never writes a file (a ``COPY`` into the archive would put forged rows into the next
+    snapshot).
 
-    It is also bounded: it is interrupted after ``seconds``, and refused once DuckDB's working memory or the
-    result's rows take more than ``memory_mb`` (nothing spills to disk): a :class:`LimitExceeded` names the limit
-    and its setting. A cross join of two big tables would otherwise run for hours and take the host's memory.
+    It is also bounded: it is interrupted after ``seconds``, and refused once DuckDB's working
+    memory or the result's rows take more than ``memory_mb`` (nothing spills to disk): a
+    :class:`LimitExceeded` names the limit and its setting. A cross join of two big tables would
+    otherwise run for hours and take the host's memory.
     """
     sql, needed = _query_text(query)
     params = dict(params or {})
     missing = [name for name in needed if name not in params]
     if missing:
-        raise ConfigError(f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}")
+        raise ConfigError(
+            f"the query needs {', '.join('--param ' + name + '=...' for name in missing)}"
+        )
     statements = duckdb.extract_statements(sql)
     kinds = [statement.type for statement in statements]
     if kinds != [duckdb.StatementType.SELECT]:
         shown = ", ".join(kind.name for kind in kinds) or "nothing"
-        raise ConfigError(f"an audit runs one query (SELECT ... or WITH ... SELECT ...), not {shown}")
+        raise ConfigError(
+            f"an audit runs one query (SELECT ... or WITH ... SELECT ...), not {shown}"
+        )
     with duckdb.connect(str(snapshot), read_only=True) as db:
         _sandbox(db, memory_mb)
         timed_out = threading.Event()
@@ -267,19 +292,25 @@ def run_audit(
         timer.start()
         try:
             return _bounded_result(db, sql, {name: params[name] for name in needed}, memory_mb)
-        except (duckdb.InterruptException, OSError):  # Arrow's reader reports an interrupt as an OSError
+        # Arrow's reader reports an interrupt as an OSError
+        except (duckdb.InterruptException, OSError):
             if timed_out.is_set():
                 raise _limit_hit(f"ran longer than {seconds:g} s", "audit_seconds") from None
             raise
         except duckdb.OutOfMemoryException:
-            raise _limit_hit(f"needed more than {memory_mb:,} MB of memory", "audit_memory_mb") from None
+            raise _limit_hit(
+                f"needed more than {memory_mb:,} MB of memory", "audit_memory_mb"
+            ) from None
         finally:
             timer.cancel()
             timer.join()  # an interrupt under way ends before the connection closes
 
 
-def _bounded_result(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str], memory_mb: int) -> pa.Table:
-    """The query's rows, read batch by batch: refused as soon as they take more than ``memory_mb``."""
+def _bounded_result(
+    db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str], memory_mb: int
+) -> pa.Table:
+    """The query's rows, read batch by batch: refused as soon as they take more than
+    ``memory_mb``."""
     reader = db.sql(sql, params=params or None).to_arrow_reader(100_000)
     batches, size = [], 0
     for batch in reader:
@@ -292,15 +323,22 @@ def _bounded_result(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, s
 
 def _limit_hit(what: str, setting: str) -> LimitExceeded:
     return LimitExceeded(
-        f"the audit query {what} and was stopped: the limit is the setting {setting} (ADAPTLOOP_{setting.upper()}); "
-        "narrow the query (a WHERE, a LIMIT, an aggregate instead of a join's rows) or raise the limit"
+        f"the audit query {what} and was stopped: the limit is the setting {setting} "
+        f"(ADAPTLOOP_{setting.upper()}); "
+        "narrow the query (a WHERE, a LIMIT, an aggregate instead of a join's rows) or "
+        "raise the limit"
     )
 
 
 def _sandbox(db: duckdb.DuckDBPyConnection, memory_mb: int) -> None:
-    """Files: the snapshot's archive only (none for an object store's: that snapshot holds its rows); no other
-    external access; at most ``memory_mb`` of memory, nothing spilled to disk; settings locked for the session."""
-    archive = db.execute("SELECT archive FROM snapshot_info").fetchone() if _has_table(db, "snapshot_info") else None
+    """Files: the snapshot's archive only (none for an object store's: that snapshot holds its
+    rows); no other external access; at most ``memory_mb`` of memory, nothing spilled to disk;
+    settings locked for the session."""
+    archive = (
+        db.execute("SELECT archive FROM snapshot_info").fetchone()
+        if _has_table(db, "snapshot_info")
+        else None
+    )
     if archive is not None and archive[0] and "://" not in archive[0]:
         db.execute("SET allowed_directories = $dirs", {"dirs": [str(Path(archive[0])) + "/"]})
     db.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
@@ -310,5 +348,7 @@ def _sandbox(db: duckdb.DuckDBPyConnection, memory_mb: int) -> None:
 
 
 def _has_table(db: duckdb.DuckDBPyConnection, name: str) -> bool:
-    found = db.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchone()
+    found = db.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}
+    ).fetchone()
     return found is not None and found[0] > 0

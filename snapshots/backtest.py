@@ -1,10 +1,11 @@
 """Backtests: candidate specs evaluated on a model's archived traffic, without touching production.
 
-Each candidate (a recipe, its parameters, a drift policy, a mini-batch) learns the model's archived training
-examples in their learning order with the learner's own :class:`~adaptloop.learners.online.OnlineLearner`,
-predicting each before learning it (progressive validation), as the production learner did. Beside them: the
-production spec replayed the same way (what the loop's own shadow metric says) and the accuracy of the
-predictions the production versions actually served on those examples.
+Each candidate (a recipe, its parameters, a drift policy, a mini-batch) learns the model's archived
+training examples in their learning order with the learner's own
+:class:`~adaptloop.learners.online.OnlineLearner`, predicting each before learning it (progressive
+validation), as the production learner did. Beside them: the production spec replayed the same way
+(what the loop's own shadow metric says) and the accuracy of the predictions the production versions
+actually served on those examples.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ SERVED = "served by production versions"
 
 @dataclass
 class Evaluation:
-    """One candidate's result: its final metrics, its rolling key metric over the examples, its promotions."""
+    """One candidate's result: its final metrics, its rolling key metric over the examples, its
+    promotions."""
 
     name: str
     metric: str  # Accuracy for classifiers, MAE for regressions
     value: float | None  # the key metric over every example (progressive validation)
     metrics: dict[str, float] = field(default_factory=dict)
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (examples seen, the key metric over the window)
+    # (examples seen, the key metric over the window)
+    curve: list[tuple[int, float]] = field(default_factory=list)
     examples: int = 0
     promotions: int = 0  # challengers that replaced the model (a drift policy at work)
     stored: str | None = None  # the version its final model was stored as (to promote it)
@@ -56,7 +59,8 @@ def _evaluate(name: str, spec: LearnerSpec, examples: list, window: int, points:
     before = 0.0  # the key metric's running sum (correct answers, or absolute errors) so far
     for position, offset, example in examples:
         model = learner.model
-        with contextlib.suppress(UnlearnableExample):  # refused by the contract, as the learner refused it
+        # refused by the contract, as the learner refused it
+        with contextlib.suppress(UnlearnableExample):
             if not learner.learn(example, (position, offset)):
                 continue
         seen = learner.progress.examples_seen
@@ -82,14 +86,15 @@ def backtest(
     points: int = 200,
     store: ModelStore | None = None,
 ) -> list[Evaluation]:
-    """The production spec, each candidate, and what the production versions served, on the archived examples
-    of ``production.name``; the key metric of each over every example and over a rolling ``window``. With
-    ``store``, each candidate's final model is stored as a version of the model (signed, as the learner's are),
-    which ``adaptloop promote`` can serve."""
+    """The production spec, each candidate, and what the production versions served, on the archived
+    examples of ``production.name``; the key metric of each over every example and over a rolling
+    ``window``. With ``store``, each candidate's final model is stored as a version of the model
+    (signed, as the learner's are), which ``adaptloop promote`` can serve."""
     for name, spec in candidates.items():
         if spec.name != production.name or spec.task != production.task:
             raise ConfigError(
-                f"candidate {name!r}: a candidate learns the same model ({production.name}, {production.task})"
+                f"candidate {name!r}: a candidate learns the same model ({production.name}, "
+                f"{production.task})"
             )
     examples = list(learning_order(archive_root, production.name, prefix))
     if not examples:
@@ -100,12 +105,15 @@ def backtest(
         if store is not None:
             result.stored = store.put_model(production.name, model_bytes(result.model))[0]
         results.append(result)
-    results.append(_served(production, examples, model_history(archive_root, production.name, prefix)))
+    results.append(
+        _served(production, examples, model_history(archive_root, production.name, prefix))
+    )
     return results
 
 
 def _served(spec: LearnerSpec, examples: list, history: list) -> Evaluation:
-    """The key metric of the predictions the model's published versions served, on the same examples."""
+    """The key metric of the predictions the model's published versions served, on the same
+    examples."""
     metric_name = key_metric(spec)
     published = {record.version for record in history}
     metric = river_metrics.MAE() if metric_name == "MAE" else river_metrics.Accuracy()
@@ -137,7 +145,9 @@ def candidate_spec(production: LearnerSpec, changes: dict) -> LearnerSpec:
     fields = production.model_dump()
     for key, value in changes.items():
         fields[key] = (
-            {**fields[key], **value} if isinstance(value, dict) and isinstance(fields.get(key), dict) else value
+            {**fields[key], **value}
+            if isinstance(value, dict) and isinstance(fields.get(key), dict)
+            else value
         )
     return LearnerSpec.model_validate(fields)
 

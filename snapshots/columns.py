@@ -40,7 +40,8 @@ from adaptloop.schemas.topics import Topic
 from adaptloop.schemas.trusted import TRUSTED_READERS, record_fields
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-KAFKA_TIMESTAMP = pa.timestamp("ms", tz="UTC")  # a record's broker time: milliseconds since the epoch
+# a record's broker time: milliseconds since the epoch
+KAFKA_TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 META_FIELDS = [
     pa.field("_topic", pa.string(), nullable=False),
@@ -51,9 +52,15 @@ META_FIELDS = [
     pa.field("_value", pa.binary()),
     pa.field("_error", pa.string()),
 ]
-"""Where a row came from (topic, partition, offset, broker timestamp), its raw bytes and, if unusable, why."""
+"""Where a row came from (topic, partition, offset, broker timestamp), its raw bytes and, if
+unusable, why."""
 
-_SCALARS = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
+_SCALARS = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
 
 
 def _arrow_type(prop: dict) -> tuple[pa.DataType, bool]:
@@ -106,10 +113,12 @@ class RawRecord(NamedTuple):
 def event_row(topic: Topic, event: Event, json_names: frozenset[str] | None = None) -> dict:
     """The typed columns of one event (JSON fields as text).
 
-    Read from the instance's fields, like :func:`adaptloop.schemas.codec.encode`: the values of ``model_dump()``
-    for these plain models, at a fraction of the cost.
+    Read from the instance's fields, like :func:`adaptloop.schemas.codec.encode`: the values of
+    ``model_dump()`` for these plain models, at a fraction of the cost.
     """
-    return _json_as_text(dict(event.__dict__), json_fields(topic) if json_names is None else json_names)
+    return _json_as_text(
+        dict(event.__dict__), json_fields(topic) if json_names is None else json_names
+    )
 
 
 def _json_as_text(row: dict, json_names: frozenset[str]) -> dict:
@@ -119,10 +128,14 @@ def _json_as_text(row: dict, json_names: frozenset[str]) -> dict:
     return row
 
 
-def _decoded_row(topic: Topic, value: bytes | None, json_names: frozenset[str]) -> tuple[dict, bytes | None]:
-    """One record's typed columns, and the bytes to archive (raises :class:`DecodeError` if it is not valid)."""
+def _decoded_row(
+    topic: Topic, value: bytes | None, json_names: frozenset[str]
+) -> tuple[dict, bytes | None]:
+    """One record's typed columns, and the bytes to archive (raises :class:`DecodeError` if it is
+    not valid)."""
     read = TRUSTED_READERS.get(topic)
-    if read is not None:  # written by the worker alone: read as the learner reads it, with the same verdict
+    # written by the worker alone: read as the learner reads it, with the same verdict
+    if read is not None:
         return _json_as_text(record_fields(read(value)), json_names), value
     event = decode(topic, value)
     if isinstance(event, AgentFeedbackEvent) and event.comment:
@@ -135,9 +148,10 @@ def _decoded_row(topic: Topic, value: bytes | None, json_names: frozenset[str]) 
 def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.Table:
     """Decode ``records`` of ``topic`` into one Arrow table; undecodable ones keep ``_error``.
 
-    Each record is decoded once: by the contract, or, on a topic only the worker writes, by the learner's fast
-    reader (:mod:`adaptloop.schemas.trusted`: no pydantic object per record, 30% less CPU per training example).
-    The table is then built column by column, each column converted by Arrow at once.
+    Each record is decoded once: by the contract, or, on a topic only the worker writes, by the
+    learner's fast reader (:mod:`adaptloop.schemas.trusted`: no pydantic object per record, 30% less
+    CPU per training example). The table is then built column by column, each column converted by
+    Arrow at once.
 
     >>> from adaptloop.schemas.topics import OUTCOMES
     >>> table = to_table(OUTCOMES, "outcomes", [
@@ -156,13 +170,16 @@ def to_table(topic: Topic, topic_name: str, records: Sequence[RawRecord]) -> pa.
             error = None
         except DecodeError as failure:
             row, error = {}, f"{failure.kind}: {failure.reason}"
-        except (TypeError, ValueError, OverflowError) as failure:  # valid, yet no column holds it: keep the bytes
+        # valid, yet no column holds it: keep the bytes
+        except (TypeError, ValueError, OverflowError) as failure:
             row, error = {}, f"unarchivable: {type(failure).__name__}: {failure}"
         rows.append(row)
         values.append(value)
         errors.append(error)
     event_fields = list(schema)[: -len(META_FIELDS)]
-    columns = [pa.array([row.get(field.name) for row in rows], field.type) for field in event_fields]
+    columns = [
+        pa.array([row.get(field.name) for row in rows], field.type) for field in event_fields
+    ]
     columns += [
         pa.array([topic_name] * len(records), pa.string()),
         pa.array([record.partition for record in records], pa.int32()),

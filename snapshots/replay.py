@@ -35,7 +35,8 @@ class ReplayStep:
     examples_seen: int
     reproduced: bool  # the rebuilt bytes hash to ``version``
     dataset_hash_matches: bool
-    why_not: str | None = None  # for the first version not reproduced: where it diverged, and the likely cause
+    # for the first version not reproduced: where it diverged, and the likely cause
+    why_not: str | None = None
 
 
 SWAPS = ("rollback", "promotion")  # versions that swap the model for a stored one rather than learn
@@ -79,8 +80,11 @@ def lineage(history: list[ModelVersion], version: str) -> list[ModelVersion]:
     return chain[::-1]
 
 
-def learning_order(archive_root: Path | str, model: str, prefix: str) -> Iterator[tuple[str, int, TrainingExample]]:
-    """The model's archived examples in their learning order, without those its learner dead-lettered."""
+def learning_order(
+    archive_root: Path | str, model: str, prefix: str
+) -> Iterator[tuple[str, int, TrainingExample]]:
+    """The model's archived examples in their learning order, without those its learner
+    dead-lettered."""
     topic_name = TRAINING_EXAMPLES.full_name(prefix)
     skipped = dead_lettered(archive_root, topic_name, prefix)
     for partition, offset, value in _rows(archive_root, topic_name, model):
@@ -88,14 +92,19 @@ def learning_order(archive_root: Path | str, model: str, prefix: str) -> Iterato
             yield f"{topic_name}:{partition}", offset, decode(TRAINING_EXAMPLES, value)  # type: ignore[misc]
 
 
-def dead_lettered(archive_root: Path | str, source_topic: str, prefix: str = "") -> set[tuple[int, int]]:
-    """(partition, offset) of every archived record of ``source_topic`` that was dead-lettered: a learner
-    never learned those, so a replay skips them."""
+def dead_lettered(
+    archive_root: Path | str, source_topic: str, prefix: str = ""
+) -> set[tuple[int, int]]:
+    """(partition, offset) of every archived record of ``source_topic`` that was dead-lettered: a
+    learner never learned those, so a replay skips them."""
     with duckdb.connect() as db:
         source = ParquetArchive(archive_root).rows_sql(db, DEAD_LETTERS.full_name(prefix))
         if source is None:
             return set()
-        sql = f'SELECT DISTINCT "partition", "offset" FROM {source} WHERE _error IS NULL AND source_topic = ?'
+        sql = (
+            f'SELECT DISTINCT "partition", "offset" FROM {source} WHERE _error IS NULL AND '
+            "source_topic = ?"
+        )
         return {(int(p), int(o)) for p, o in db.execute(sql, [source_topic]).fetchall()}
 
 
@@ -108,13 +117,14 @@ def replay(
     *,
     restore: bool = False,
 ) -> list[ReplayStep]:
-    """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the way.
+    """Rebuild ``spec.name`` up to version ``until``; one :class:`ReplayStep` per version on the
+    way.
 
-    The last step's ``reproduced`` says whether the rebuilt model's bytes hash to ``until``. A rollback in
-    the chain is replayed as it happened: the examples before it are learned, then the model is swapped
-    for the version it rolled back to (rebuilt earlier in the chain, or else from the store). The examples
-    the learner dead-lettered are skipped, as it skipped them. With ``restore``, a reproduced ``until``
-    missing from the store (pruned) is stored again.
+    The last step's ``reproduced`` says whether the rebuilt model's bytes hash to ``until``. A
+    rollback in the chain is replayed as it happened: the examples before it are learned, then the
+    model is swapped for the version it rolled back to (rebuilt earlier in the chain, or else from
+    the store). The examples the learner dead-lettered are skipped, as it skipped them. With
+    ``restore``, a reproduced ``until`` missing from the store (pruned) is stored again.
     """
     chain = lineage(model_history(archive_root, spec.name, prefix), until)
     targets = {record.version for record in chain if record.reason in SWAPS}
@@ -128,7 +138,8 @@ def replay(
         learned_before = learner.progress.examples_seen
         while pending is not None and pending[1] < record.offsets.get(pending[0], 0):
             position, offset, example = pending
-            with contextlib.suppress(UnlearnableExample):  # refused by the contract, as the learner refused it
+            # refused by the contract, as the learner refused it
+            with contextlib.suppress(UnlearnableExample):
                 learner.learn(example, (position, offset))
             pending = next(examples, None)
         if record.reason in SWAPS:  # a rollback, or a promotion of a model a backtest stored
@@ -142,10 +153,14 @@ def replay(
         version = version_of(data)
         if version in targets:
             rebuilt[version] = data
-        same_examples = record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash
+        same_examples = (
+            record.dataset_hash is None or record.dataset_hash == learner.progress.dataset_hash
+        )
         why = None
         if version != record.version and all(step.reproduced for step in steps):
-            why = _why_not(record, previous, learner.progress.examples_seen - learned_before, same_examples)
+            why = _why_not(
+                record, previous, learner.progress.examples_seen - learned_before, same_examples
+            )
         steps.append(
             ReplayStep(
                 record.version,
@@ -162,22 +177,29 @@ def replay(
     return steps
 
 
-def _why_not(record: ModelVersion, previous: ModelVersion | None, replayed: int, same_examples: bool) -> str:
+def _why_not(
+    record: ModelVersion, previous: ModelVersion | None, replayed: int, same_examples: bool
+) -> str:
     """Where a replay first diverged from the lineage, and the likely cause."""
     since = (
-        f"after {previous.version} ({previous.examples_seen:,} examples, offsets {previous.offsets})"
+        f"after {previous.version} ({previous.examples_seen:,} examples, offsets "
+        f"{previous.offsets})"
         if previous is not None
         else "from the first example"
     )
     learned = record.examples_seen - (previous.examples_seen if previous is not None else 0)
     if not same_examples:
         return (
-            f"the examples diverge {since}, before {record.version} (offsets {record.offsets}): the learner "
-            f"learned {learned:,} there, the archive gives {replayed:,} (missing archive files, or dead letters "
+            f"the examples diverge {since}, before {record.version} (offsets "
+            f"{record.offsets}): the learner "
+            f"learned {learned:,} there, the archive gives {replayed:,} (missing archive "
+            "files, or dead letters "
             "not archived yet: take a new snapshot once the archive has caught up)"
         )
     return (
-        f"the same examples in the same order ({since}, up to {record.version}) gave other bytes: the model is "
-        f"not deterministic (a component with a random source and no seed?), or the code differs (River "
+        f"the same examples in the same order ({since}, up to {record.version}) gave other "
+        "bytes: the model is "
+        "not deterministic (a component with a random source and no seed?), or the code "
+        "differs (River "
         f"{river.__version__} here)"
     )

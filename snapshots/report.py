@@ -1,16 +1,17 @@
-"""A snapshot for people who would rather look than read: PNG plots, or one self-contained HTML page.
+"""A snapshot for people who would rather look than read: PNG plots, or one self-contained HTML
+page.
 
 Both draw the same numbers (:func:`report_data`):
 
-- per model, the production accuracy of the decisions its published versions served, over time, in equal
-  time buckets (a bucket without decisions is a gap, never a line drawn across it; labels and predictions
-  compare as the learner compares them), the shadow accuracy at each version, version changes (rollbacks and
-  promotions marked) and drift alerts;
+- per model, the production accuracy of the decisions its published versions served, over time, in
+  equal time buckets (a bucket without decisions is a gap, never a line drawn across it; labels and
+  predictions compare as the learner compares them), the shadow accuracy at each version, version
+  changes (rollbacks and promotions marked) and drift alerts;
 - per agent variant, its share of the agents' steps over time, and its preference posterior;
 - the dead letters by cause.
 
-The HTML page holds its charts as inline SVG and needs nothing from the network: it can be mailed or kept
-with an audit.
+The HTML page holds its charts as inline SVG and needs nothing from the network: it can be mailed or
+kept with an audit.
 """
 
 from __future__ import annotations
@@ -30,28 +31,41 @@ from adaptloop.snapshots.audit import NAMED_QUERIES, json_equal
 MARKED = {"rollback": "#d62728", "promotion": "#2ca02c"}  # version reasons drawn in colour
 
 
-VERSION_COLUMNS = ("version", "parent", "reason", "examples_seen", "shadow", "production", "timestamp")
+VERSION_COLUMNS = (
+    "version",
+    "parent",
+    "reason",
+    "examples_seen",
+    "shadow",
+    "production",
+    "timestamp",
+)
 
 
 @dataclass
 class ModelSeries:
     model: str
-    buckets: list[tuple[datetime, float | None]]  # (bucket middle, accuracy; None: no decision served)
-    versions: list[dict[str, Any]]  # VERSION_COLUMNS: shadow and production accuracy None where nothing scored
+    # (bucket middle, accuracy; None: no decision served)
+    buckets: list[tuple[datetime, float | None]]
+    # VERSION_COLUMNS: shadow and production accuracy None where nothing scored
+    versions: list[dict[str, Any]]
     alerts: list[tuple[datetime, str]]
 
 
 @dataclass
 class ReportData:
     models: list[ModelSeries] = field(default_factory=list)
-    traffic: dict[str, list[tuple[datetime, float | None]]] = field(default_factory=dict)  # variant -> shares
+    # variant -> shares
+    traffic: dict[str, list[tuple[datetime, float | None]]] = field(default_factory=dict)
     posteriors: list[tuple[Any, ...]] = field(default_factory=list)  # preference_variants rows
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _bucketed(db: duckdb.DuckDBPyConnection, rows_sql: str, params: dict[str, Any], buckets: int) -> list[tuple]:
-    """``rows_sql`` (columns ``moment`` and ``value``) averaged in ``buckets`` equal time buckets, every bucket listed
-    (``None`` where none fell)."""
+def _bucketed(
+    db: duckdb.DuckDBPyConnection, rows_sql: str, params: dict[str, Any], buckets: int
+) -> list[tuple]:
+    """``rows_sql`` (columns ``moment`` and ``value``) averaged in ``buckets`` equal time buckets,
+    every bucket listed (``None`` where none fell)."""
     return db.execute(
         f"""
         WITH points AS ({rows_sql}),
@@ -74,7 +88,10 @@ def report_data(snapshot: Path, buckets: int = 60) -> ReportData:
     """What the report draws, read from ``snapshot``."""
     data = ReportData()
     with duckdb.connect(str(snapshot), read_only=True) as db:
-        models = [m for (m,) in db.execute("SELECT DISTINCT model FROM model_updates ORDER BY 1").fetchall()]
+        models = [
+            m
+            for (m,) in db.execute("SELECT DISTINCT model FROM model_updates ORDER BY 1").fetchall()
+        ]
         for model in models:
             served = _bucketed(
                 db,
@@ -87,7 +104,8 @@ def report_data(snapshot: Path, buckets: int = 60) -> ReportData:
                 {"model": model},
                 buckets,
             )
-            # A metric over no example has no value: null in a record, and 0.0 in one written before nulls were.
+            # A metric over no example has no value: null in a record, and 0.0 in one written before
+            # nulls were.
             versions = [
                 dict(zip(VERSION_COLUMNS, row, strict=True))
                 for row in db.execute(
@@ -100,21 +118,30 @@ def report_data(snapshot: Path, buckets: int = 60) -> ReportData:
                 ).fetchall()
             ]
             alerts = db.execute(
-                "SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY timestamp", {"model": model}
+                "SELECT timestamp, signal FROM drift_alerts WHERE model = $model ORDER BY "
+                "timestamp",
+                {"model": model},
             ).fetchall()
             data.models.append(ModelSeries(model, served, versions, alerts))
-        variants = [v for (v,) in db.execute("SELECT DISTINCT variant FROM agent_feedback ORDER BY 1").fetchall()]
+        variants = [
+            v
+            for (v,) in db.execute(
+                "SELECT DISTINCT variant FROM agent_feedback ORDER BY 1"
+            ).fetchall()
+        ]
         for variant in variants:
             data.traffic[variant] = _bucketed(
                 db,
-                "SELECT timestamp AS moment, (variant = $variant)::INT AS value FROM agent_feedback",
+                "SELECT timestamp AS moment, (variant = $variant)::INT AS value FROM "
+                "agent_feedback",
                 {"variant": variant},
                 buckets,
             )
         tables = {name for (name,) in db.execute("SELECT view_name FROM duckdb_views()").fetchall()}
         if "preference_variants" in tables:
             data.posteriors = db.execute(
-                "SELECT agent, segment, variant, ups, downs, thumbs_posterior_mean FROM preference_variants"
+                "SELECT agent, segment, variant, ups, downs, thumbs_posterior_mean FROM "
+                "preference_variants"
             ).fetchall()
         letters = db.execute(NAMED_QUERIES["dead_letters"].sql)
         names = [column[0] for column in letters.description]
@@ -143,7 +170,8 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
     written = []
     for series in data.models:
         figure, axis = plt.subplots(figsize=(11, 4.5))
-        if any(value is not None for _, value in series.buckets):  # only what has data is drawn, and listed
+        # only what has data is drawn, and listed
+        if any(value is not None for _, value in series.buckets):
             axis.plot(
                 [t for t, _ in series.buckets],
                 [_nan(a) for _, a in series.buckets],
@@ -207,10 +235,12 @@ def write_report(snapshot: Path, out: Path, buckets: int = 60) -> list[Path]:
     return written
 
 
-# -- the HTML page ---------------------------------------------------------------------------------------------
+# -- the HTML page
+# ---------------------------------------------------------------------------------------------
 
 WIDTH, HEIGHT = 900, 340
-LEFT, RIGHT, TOP, BOTTOM = 64, 24, 40, 104  # room for the y axis' title and ticks, the x ticks, the legend
+# room for the y axis' title and ticks, the x ticks, the legend
+LEFT, RIGHT, TOP, BOTTOM = 64, 24, 40, 104
 LEGEND_ROW = 18
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 MARKS = {  # kind of mark -> (colour, legend, whether it is drawn strongly)
@@ -229,10 +259,17 @@ def _svg_chart(
     title: str,
     y_title: str = "accuracy",
 ) -> str:
-    """An SVG line chart on 0..1 with labelled axes, each line split into segments at its gaps, and vertical
-    marks (``(time, kind, label)``, kinds from :data:`MARKS`); the legend lists only what is drawn."""
-    drawn = {name: points for name, points in lines.items() if any(value is not None for _, value in points)}
-    times = [t for points in drawn.values() for t, value in points if value is not None] + [t for t, _, _ in marks]
+    """An SVG line chart on 0..1 with labelled axes, each line split into segments at its gaps, and
+    vertical marks (``(time, kind, label)``, kinds from :data:`MARKS`); the legend lists only what
+    is drawn."""
+    drawn = {
+        name: points
+        for name, points in lines.items()
+        if any(value is not None for _, value in points)
+    }
+    times = [t for points in drawn.values() for t, value in points if value is not None] + [
+        t for t, _, _ in marks
+    ]
     if not times:
         return f'<p class="empty">{html.escape(title)}: nothing to draw yet.</p>'
     lo, hi = min(times).timestamp(), max(times).timestamp()
@@ -247,26 +284,34 @@ def _svg_chart(
         return bottom - value * (bottom - TOP)
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
+        (
+            f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+            f'aria-label="{html.escape(title)}">'
+        ),
         f'<text x="{LEFT}" y="18" class="title">{html.escape(title)}</text>',
         *_axes(x, y, lo, hi, bottom, y_title, min(times).tzinfo),
     ]
     kinds_drawn = []
-    for at, kind, label in sorted(marks, key=lambda mark: list(MARKS).index(mark[1])):  # the strong ones on top
+    # the strong ones on top
+    for at, kind, label in sorted(marks, key=lambda mark: list(MARKS).index(mark[1])):
         colour, _, strong = MARKS[kind]
         kinds_drawn += [kind] if kind not in kinds_drawn else []
         parts.append(
-            f'<line x1="{x(at):.1f}" y1="{y(1):.1f}" x2="{x(at):.1f}" y2="{bottom:.1f}" stroke="{colour}" '
-            f'class="mark mark-{kind}{" strong" if strong else ""}"><title>{html.escape(label)}</title></line>'
+            f'<line x1="{x(at):.1f}" y1="{y(1):.1f}" x2="{x(at):.1f}" y2="{bottom:.1f}" '
+            f'stroke="{colour}" '
+            'class="mark '
+            f'mark-{kind}{" strong" if strong else ""}"><title>{html.escape(label)}</title></line>'
         )
         if strong and kind != "alert":  # a rollback or promotion says so where it happened
             parts.append(
-                f'<text x="{x(at) + 3:.1f}" y="{y(1) - 4:.1f}" class="mark-label" style="fill: {colour}">'
+                f'<text x="{x(at) + 3:.1f}" y="{y(1) - 4:.1f}" class="mark-label" '
+                f'style="fill: {colour}">'
                 f"{html.escape(MARKS[kind][1])}</text>"
             )
         if kind == "alert":
             parts.append(
-                f'<path class="mark-{kind}" d="M{x(at) - 5:.1f},{y(1) - 9:.1f} h10 l-5,8 z" fill="{colour}">'
+                f'<path class="mark-{kind}" d="M{x(at) - 5:.1f},{y(1) - 9:.1f} h10 l-5,8 z" '
+                f'fill="{colour}">'
                 f"<title>{html.escape(label)}</title></path>"
             )
     legend: list[tuple[str, str, str]] = []  # (colour, name, swatch kind)
@@ -279,13 +324,15 @@ def _svg_chart(
             coordinates = [f"{x(at):.1f},{y(value):.1f}" for at, value in run]
             if len(coordinates) > 1:
                 parts.append(
-                    f'<polyline class="series" data-series="{html.escape(name)}" points="{" ".join(coordinates)}" '
+                    f'<polyline class="series" data-series="{html.escape(name)}" '
+                    f'points="{" ".join(coordinates)}" '
                     f'stroke="{colour}"/>'
                 )
             else:
                 cx, cy = coordinates[0].split(",")
                 parts.append(
-                    f'<circle class="series" data-series="{html.escape(name)}" cx="{cx}" cy="{cy}" r="3" '
+                    f'<circle class="series" data-series="{html.escape(name)}" cx="{cx}" '
+                    f'cy="{cy}" r="3" '
                     f'fill="{colour}"/>'
                 )
     legend += [(MARKS[kind][0], MARKS[kind][1], kind) for kind in MARKS if kind in kinds_drawn]
@@ -303,19 +350,23 @@ def _axes(
     y_title: str,
     zone: tzinfo | None,
 ) -> list[str]:
-    """The axes of a chart: y ticks and grid lines at :data:`Y_TICKS`, :data:`X_TICKS` times along x, both titled."""
+    """The axes of a chart: y ticks and grid lines at :data:`Y_TICKS`, :data:`X_TICKS` times along
+    x, both titled."""
     parts = [
         f'<line x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}" class="axis"/>',
         f'<line x1="{LEFT}" y1="{y(1):.1f}" x2="{LEFT}" y2="{bottom}" class="axis"/>',
         (
-            f'<text class="axis-title" transform="translate(14 {(y(1) + bottom) / 2:.0f}) rotate(-90)" '
+            f'<text class="axis-title" transform="translate(14 {(y(1) + bottom) / 2:.0f}) '
+            'rotate(-90)" '
             f'text-anchor="middle">{html.escape(y_title)}</text>'
         ),
     ]
     for value in Y_TICKS:
         parts.append(
-            f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{WIDTH - RIGHT}" y2="{y(value):.1f}" class="grid"/>'
-            f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" class="tick" text-anchor="end">{value:.2f}</text>'
+            f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{WIDTH - RIGHT}" '
+            f'y2="{y(value):.1f}" class="grid"/>'
+            f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" class="tick" '
+            f'text-anchor="end">{value:.2f}</text>'
         )
     multi_day = hi - lo > 86_400
     for i in range(X_TICKS):
@@ -324,19 +375,23 @@ def _axes(
         label = f"{moment:%m-%d %H:%M}" if multi_day else f"{moment:%H:%M:%S}"
         anchor = "start" if i == 0 else "end" if i == X_TICKS - 1 else "middle"
         parts.append(
-            f'<line x1="{x(seconds):.1f}" y1="{bottom}" x2="{x(seconds):.1f}" y2="{bottom + 4}" class="axis"/>'
-            f'<text x="{x(seconds):.1f}" y="{bottom + 16}" class="tick" text-anchor="{anchor}">{label}</text>'
+            f'<line x1="{x(seconds):.1f}" y1="{bottom}" x2="{x(seconds):.1f}" '
+            f'y2="{bottom + 4}" class="axis"/>'
+            f'<text x="{x(seconds):.1f}" y="{bottom + 16}" class="tick" '
+            f'text-anchor="{anchor}">{label}</text>'
         )
     start = datetime.fromtimestamp(lo, zone)
     parts.append(
-        f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{bottom + 34}" class="axis-title" text-anchor="middle">'
+        f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{bottom + 34}" class="axis-title" '
+        'text-anchor="middle">'
         f"time ({html.escape(start.tzname() or 'local')}; from {start:%Y-%m-%d %H:%M:%S})</text>"
     )
     return parts
 
 
 def _legend(entries: list[tuple[str, str, str]], at_y: float) -> list[str]:
-    """The legend, in rows from ``at_y``: a swatch (a line, or a vertical mark) and a name per entry."""
+    """The legend, in rows from ``at_y``: a swatch (a line, or a vertical mark) and a name per
+    entry."""
     parts, left = ['<g class="legend">'], float(LEFT)
     for colour, name, swatch in entries:
         width = 24 + 6.5 * len(name) + 18
@@ -344,15 +399,19 @@ def _legend(entries: list[tuple[str, str, str]], at_y: float) -> list[str]:
             left, at_y = float(LEFT), at_y + LEGEND_ROW
         if swatch == "line":
             parts.append(
-                f'<line x1="{left}" y1="{at_y - 4}" x2="{left + 18}" y2="{at_y - 4}" stroke="{colour}" '
+                f'<line x1="{left}" y1="{at_y - 4}" x2="{left + 18}" y2="{at_y - 4}" '
+                f'stroke="{colour}" '
                 'stroke-width="2.5"/>'
             )
         else:
             parts.append(
-                f'<line x1="{left + 9}" y1="{at_y - 12}" x2="{left + 9}" y2="{at_y + 3}" stroke="{colour}" '
+                f'<line x1="{left + 9}" y1="{at_y - 12}" x2="{left + 9}" y2="{at_y + 3}" '
+                f'stroke="{colour}" '
                 'stroke-width="2"/>'
             )
-        parts.append(f'<text x="{left + 24}" y="{at_y}" class="legend-text">{html.escape(name)}</text>')
+        parts.append(
+            f'<text x="{left + 24}" y="{at_y}" class="legend-text">{html.escape(name)}</text>'
+        )
         left += width
     parts.append("</g>")
     return parts
@@ -377,7 +436,10 @@ def _runs(points: list[tuple[datetime, float | None]]) -> list[list[tuple[dateti
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(value))}</td>" for value in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(value))}</td>" for value in row) + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -412,7 +474,11 @@ def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
     body = [f"<h1>adaptloop report</h1><p>Snapshot <code>{html.escape(str(snapshot))}</code>.</p>"]
     for series in data.models:
         marks = [
-            (v["timestamp"], v["reason"] if v["reason"] in MARKED else "version", f"{v['version']} ({v['reason']})")
+            (
+                v["timestamp"],
+                v["reason"] if v["reason"] in MARKED else "version",
+                f"{v['version']} ({v['reason']})",
+            )
             for v in series.versions
         ]
         marks += [(at, "alert", f"drift alert: {signal}") for at, signal in series.alerts]
@@ -430,7 +496,15 @@ def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
         )
         body.append(
             _table(
-                ["version", "parent", "reason", "examples seen", "shadow accuracy", "production accuracy", "published"],
+                [
+                    "version",
+                    "parent",
+                    "reason",
+                    "examples seen",
+                    "shadow accuracy",
+                    ("production accuracy"),
+                    "published",
+                ],
                 [
                     [
                         v["version"],
@@ -448,7 +522,11 @@ def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
         body.append('<p class="note">-: no decision scored (a metric over none has no value).</p>')
     if data.traffic:
         body.append("<h2>Agents</h2>")
-        body.append(_svg_chart(data.traffic, [], "share of the agents' steps per variant (gaps: no traffic)"))
+        body.append(
+            _svg_chart(
+                data.traffic, [], "share of the agents' steps per variant (gaps: no traffic)"
+            )
+        )
     if data.posteriors:
         body.append(
             _table(
@@ -460,13 +538,17 @@ def write_html_report(snapshot: Path, out: Path, buckets: int = 60) -> Path:
     body.append(
         _table(
             ["source", "consumer", "kind", "cause", "records"],
-            [[d["source_topic"], d["consumer"], d["kind"], d["cause"], d["records"]] for d in data.dead_letters],
+            [
+                [d["source_topic"], d["consumer"], d["kind"], d["cause"], d["records"]]
+                for d in data.dead_letters
+            ],
         )
         if data.dead_letters
         else '<p class="empty">None.</p>'
     )
     page = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>adaptloop report</title>'
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>adaptloop '
+        "report</title>"
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
-"""Off-policy evaluation of agent routing from a snapshot: the logged routes (each with its propensity) and
-the thumbs that followed in each session, and what other policies would have earned on them
-(:mod:`adaptloop.learners.offpolicy`).
+"""Off-policy evaluation of agent routing from a snapshot: the logged routes (each with its
+propensity) and the thumbs that followed in each session, and what other policies would have earned
+on them (:mod:`adaptloop.learners.offpolicy`).
 
-A session's reward is its share of thumbs-up; sessions without thumbs carry no evidence and are left out.
-Routes are logged with the tenant only, so policies are evaluated over one context (a policy that would route
-by other context keys is evaluated as if it routed every session the same way).
+A session's reward is its share of thumbs-up; sessions without thumbs carry no evidence and are left
+out. Routes are logged with the tenant only, so policies are evaluated over one context (a policy
+that would route by other context keys is evaluated as if it routed every session the same way).
 """
 
 from __future__ import annotations
@@ -46,23 +46,34 @@ class PolicyValue:
 
 
 def evaluate_routing(snapshot: Path, agent: str) -> list[PolicyValue]:
-    """The logged policy's value and, by each estimator, the uniform, greedy (on the store's current posteriors)
-    and each fixed-variant policy's, from ``snapshot``'s routes and thumbs of ``agent``."""
+    """The logged policy's value and, by each estimator, the uniform, greedy (on the store's current
+    posteriors) and each fixed-variant policy's, from ``snapshot``'s routes and thumbs of
+    ``agent``."""
     with duckdb.connect(str(snapshot), read_only=True) as db:
         rows = db.execute(LOGGED, {"agent": agent}).fetchall()
         means = db.execute(
-            "SELECT variant, thumbs_posterior_mean FROM preference_variants WHERE agent = $agent AND segment = '*'",
+            "SELECT variant, thumbs_posterior_mean FROM preference_variants WHERE agent = "
+            "$agent AND segment = '*'",
             {"agent": agent},
         ).fetchall()
-    logs = [Logged("*", variant, propensity, reward) for variant, propensity, reward in rows if propensity]
+    logs = [
+        Logged("*", variant, propensity, reward)
+        for variant, propensity, reward in rows
+        if propensity
+    ]
     if not logs:
         raise ConfigError(f"no routed session of agent {agent!r} with thumbs in this snapshot")
     variants = sorted({log.variant for log in logs} | {variant for variant, _ in means})
-    policies = {"uniform": uniform(variants), "greedy (current posteriors)": greedy({"*": dict(means)}, variants)}
+    policies = {
+        "uniform": uniform(variants),
+        "greedy (current posteriors)": greedy({"*": dict(means)}, variants),
+    }
     policies.update({f"always {variant}": fixed(variant) for variant in variants})
     results = [PolicyValue("logged (on-policy)", logged_policy_value(logs))]
     for name, policy in policies.items():
-        results += [PolicyValue(name, estimate(logs, policy, estimator)) for estimator in ESTIMATORS]
+        results += [
+            PolicyValue(name, estimate(logs, policy, estimator)) for estimator in ESTIMATORS
+        ]
     return results
 
 

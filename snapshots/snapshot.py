@@ -86,8 +86,9 @@ SELECT f.session_id, any_value(f.agent) AS agent, string_agg(DISTINCT f.variant,
 FROM agent_feedback f LEFT JOIN alerts a USING (session_id)
 GROUP BY f.session_id ORDER BY started
 """
-"""One row per agent session: its agent and variants, when, its steps with their cost, tokens and latency, its
-feedback and its guardrail alerts (`adaptloop audit session` gives one session's timeline)."""
+"""One row per agent session: its agent and variants, when, its steps with their cost, tokens and
+latency, its feedback and its guardrail alerts (`adaptloop audit session` gives one session's
+timeline)."""
 
 PREFERENCE_VARIANTS = """
 WITH records AS (
@@ -114,8 +115,9 @@ SELECT agent, segment, variant,
        sum((stats ->> 'ratings')::BIGINT * (stats ->> 'rating_mean')::DOUBLE) / nullif(ratings, 0) AS rating_mean
 FROM cells GROUP BY ALL ORDER BY agent, segment, variant
 """
-"""The preference store as the agents' clients see it: each shard's newest complete publication, merged (counts
-add up), per agent, segment and variant; the thumbs posterior is Beta(1 + ups, 1 + downs), its mean here."""
+"""The preference store as the agents' clients see it: each shard's newest complete publication,
+merged (counts add up), per agent, segment and variant; the thumbs posterior is Beta(1 + ups, 1 +
+downs), its mean here."""
 
 
 def table_name(topic: Topic) -> str:
@@ -143,9 +145,9 @@ def create_snapshot(
 ) -> SnapshotInfo:
     """Write a snapshot of the archive (and the model store) to ``out``, atomically.
 
-    ``self_contained``: the rows are copied into the file (tables instead of views over the archive), so it
-    opens on any machine, without the archive: one to hand to a colleague or keep with an audit. A snapshot of
-    an archive in an object store always is.
+    ``self_contained``: the rows are copied into the file (tables instead of views over the
+    archive), so it opens on any machine, without the archive: one to hand to a colleague or keep
+    with an audit. A snapshot of an archive in an object store always is.
 
     >>> import tempfile
     >>> from adaptloop.schemas.topics import OUTCOMES
@@ -159,7 +161,8 @@ def create_snapshot(
     >>> duckdb.connect(str(info.path), read_only=True).sql("SELECT decision_id, label FROM outcomes").fetchall()
     [('d1', 'true')]
     """
-    archive = ParquetArchive(archive_root)  # a fresh look at the files: the cut is what is stored now
+    # a fresh look at the files: the cut is what is stored now
+    archive = ParquetArchive(archive_root)
     self_contained = self_contained or archive.storage.remote
     kind = "TABLE" if self_contained else "VIEW"
     created_at = datetime.now(UTC)
@@ -170,7 +173,8 @@ def create_snapshot(
     offsets: dict[str, dict[int, int]] = {}
     with duckdb.connect(str(temp)) as db:
         db.execute(
-            "CREATE TABLE manifest (topic VARCHAR, partition INTEGER, next_offset BIGINT, rows BIGINT, "
+            "CREATE TABLE manifest (topic VARCHAR, partition INTEGER, next_offset BIGINT, "
+            "rows BIGINT, "
             "PRIMARY KEY (topic, partition))"
         )
         error_selects = []
@@ -180,24 +184,35 @@ def create_snapshot(
             view = table_name(topic)
             if not offsets[name]:
                 db.register("empty_topic", pa.Table.from_pylist([], schema=arrow_schema(topic)))
-                db.execute(f"CREATE TABLE {view} AS SELECT * EXCLUDE (_value, _error) FROM empty_topic")
+                db.execute(
+                    f"CREATE TABLE {view} AS SELECT * EXCLUDE (_value, _error) FROM empty_topic"
+                )
                 db.unregister("empty_topic")
                 rows[name] = 0
                 continue
             db.executemany(
                 "INSERT INTO manifest VALUES (?, ?, ?, 0)",
-                [(name, partition, next_offset) for partition, next_offset in offsets[name].items()],
+                [
+                    (name, partition, next_offset)
+                    for partition, next_offset in offsets[name].items()
+                ],
             )
             source = (
                 f"(SELECT a.* FROM {archive.rows_sql(db, name)} a JOIN manifest m "
-                f"ON m.topic = a._topic AND m.partition = a._partition AND a._offset < m.next_offset)"
+                "ON m.topic = a._topic AND m.partition = a._partition AND a._offset < "
+                "m.next_offset)"
             )
-            db.execute(f"CREATE {kind} {view} AS SELECT * EXCLUDE (_value, _error) FROM {source} WHERE _error IS NULL")
+            db.execute(
+                f"CREATE {kind} {view} AS SELECT * EXCLUDE (_value, _error) FROM "
+                f"{source} WHERE _error IS NULL"
+            )
             error_selects.append(
                 f"SELECT _topic, _partition, _offset, _kafka_timestamp, _error, _key, _value "
                 f"FROM {source} WHERE _error IS NOT NULL"
             )
-            counts = db.execute(f"SELECT _partition, count(*) FROM {source} GROUP BY ALL").fetchall()
+            counts = db.execute(
+                f"SELECT _partition, count(*) FROM {source} GROUP BY ALL"
+            ).fetchall()
             db.executemany(
                 "UPDATE manifest SET rows = ? WHERE topic = ? AND partition = ?",
                 [(count, name, partition) for partition, count in counts],
@@ -211,7 +226,8 @@ def create_snapshot(
             db.execute(f"CREATE VIEW sessions AS {SESSIONS}")
         _write_catalogue(db, models_root, include_model_bytes)
         db.execute(
-            "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS archive, ? AS models, "
+            "CREATE TABLE snapshot_info AS SELECT ?::TIMESTAMPTZ AS created_at, ? AS "
+            "archive, ? AS models, "
             "? AS topic_prefix, ? AS adaptloop_version",
             [
                 created_at,
@@ -226,9 +242,12 @@ def create_snapshot(
     return SnapshotInfo(out, created_at, rows, offsets)
 
 
-def _write_catalogue(db: duckdb.DuckDBPyConnection, models_root: Path | str | None, include_bytes: bool) -> None:
+def _write_catalogue(
+    db: duckdb.DuckDBPyConnection, models_root: Path | str | None, include_bytes: bool
+) -> None:
     db.execute(
-        "CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, size_bytes BIGINT, "
+        "CREATE TABLE model_catalogue (model VARCHAR, version VARCHAR, sha256 VARCHAR, "
+        "size_bytes BIGINT, "
         "stored_at TIMESTAMPTZ, bytes BLOB, PRIMARY KEY (model, version))"
     )
     if models_root is None:
@@ -256,7 +275,8 @@ def snapshot_name(when: datetime) -> str:
 
 
 def prune_snapshots(directory: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshots in ``directory`` (by their names' time); return those deleted.
+    """Delete all but the newest ``keep`` snapshots in ``directory`` (by their names' time); return
+    those deleted.
 
     >>> import tempfile
     >>> directory = Path(tempfile.mkdtemp())

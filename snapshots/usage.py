@@ -1,5 +1,5 @@
-"""What the loop keeps: each model's stored versions, each topic's archive files (on disk or in an object
-store), the snapshots.
+"""What the loop keeps: each model's stored versions, each topic's archive files (on disk or in an
+object store), the snapshots.
 
 The store and the snapshots are pruned (``keep_versions``, ``keep_snapshots``); the archive is kept
 whole, and its file count is what its queries pay for. ``adaptloop status`` shows this table.
@@ -34,8 +34,8 @@ def files_usage(paths: Iterable[Path]) -> Usage:
 
 
 def disk_usage(models: Path | str, archive: Path | str, snapshots_dir: Path) -> dict[str, Usage]:
-    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes (the model store
-    and the archive where they are: a directory or an object store).
+    """``models/<model>``, ``archive/<topic>`` and ``snapshots``, each with its files and bytes (the
+    model store and the archive where they are: a directory or an object store).
 
     >>> import tempfile
     >>> home = Path(tempfile.mkdtemp())

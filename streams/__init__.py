@@ -1,4 +1,5 @@
-"""Kafka wiring: the producer SDK, serving clients, topic admin, the consumer helper, dead letters, the roles.
+"""Kafka wiring: the producer SDK, serving clients, topic admin, the consumer helper, dead letters,
+the roles.
 
 Names are loaded on first use: a role's process imports what it runs (the join never loads River,
 pandas or SciPy, which the serving client needs: 1.3 s of each join process's start-up).

@@ -1,4 +1,5 @@
-"""Topic administration: wait for the broker, create adaptloop's topics idempotently, delete a run's topics."""
+"""Topic administration: wait for the broker, create adaptloop's topics idempotently, delete a run's
+topics."""
 
 from __future__ import annotations
 
@@ -28,16 +29,19 @@ ARRIVAL_TIME_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 def topic_config(topic: Topic) -> dict[str, str]:
     """The configuration adaptloop creates ``topic`` with."""
-    return {**(COMPACTED_CONFIG if topic.compacted else {}), **(ARRIVAL_TIME_CONFIG if topic.arrival_time else {})}
+    return {
+        **(COMPACTED_CONFIG if topic.compacted else {}),
+        **(ARRIVAL_TIME_CONFIG if topic.arrival_time else {}),
+    }
 
 
 def wait_for_broker(connection: ConnectionLike, timeout: float = 30.0) -> AdminClient:
     """Return an admin client of ``connection`` once a broker answers there; raise
-    :class:`~adaptloop.schemas.errors.AuthenticationFailed` as soon
-    as it refuses the login, :class:`BrokerUnavailable` (what was tried, how long, the last error) after
-    ``timeout``."""
+    :class:`~adaptloop.schemas.errors.AuthenticationFailed` as soon as it refuses the login,
+    :class:`BrokerUnavailable` (what was tried, how long, the last error) after ``timeout``."""
     connection = KafkaConnection.of(connection)
-    # log_level 0: refused connections while a broker starts are expected; the error_cb keeps the last one.
+    # log_level 0: refused connections while a broker starts are expected; the error_cb keeps the
+    # last one.
     config = connection.config(**{"socket.connection.setup.timeout.ms": 5000, "log_level": 0})
     errors: ClientErrors = config["error_cb"]
     admin = AdminClient(config)
@@ -55,9 +59,10 @@ def wait_for_broker(connection: ConnectionLike, timeout: float = 30.0) -> AdminC
 
 @dataclass(frozen=True)
 class Replication:
-    """How the topics adaptloop creates are replicated: ``factor`` copies of each partition, of which
-    ``min_insync`` must have a write (acks=all) before it counts. None: from the cluster's size (3 copies,
-    2 in sync where there are 3 brokers or more; as many as there are brokers otherwise)."""
+    """How the topics adaptloop creates are replicated: ``factor`` copies of each partition, of
+    which ``min_insync`` must have a write (acks=all) before it counts. None: from the cluster's
+    size (3 copies, 2 in sync where there are 3 brokers or more; as many as there are brokers
+    otherwise)."""
 
     factor: int | None = None
     min_insync: int | None = None
@@ -70,10 +75,16 @@ class Replication:
         """
         factor = self.factor if self.factor is not None else min(3, brokers)
         if factor > brokers:
-            raise ConfigError(f"replication_factor {factor} needs {factor} brokers; the cluster has {brokers}")
-        return factor, self.min_insync if self.min_insync is not None else max(1, min(2, factor - 1))
+            raise ConfigError(
+                f"replication_factor {factor} needs {factor} brokers; the cluster has {brokers}"
+            )
+        return factor, self.min_insync if self.min_insync is not None else max(
+            1, min(2, factor - 1)
+        )
 
-    def new_topic(self, admin: AdminClient, name: str, partitions: int, config: dict[str, str]) -> NewTopic:
+    def new_topic(
+        self, admin: AdminClient, name: str, partitions: int, config: dict[str, str]
+    ) -> NewTopic:
         factor, min_insync = self.resolve(len(admin.list_topics(timeout=30).brokers))
         return NewTopic(
             name,
@@ -124,8 +135,9 @@ def ensure_topics(
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
-    """Wait until every partition of ``names`` has a leader: a topic the controller has just created cannot be
-    read or written until then (NOT_LEADER_FOR_PARTITION), and the caller is about to use it."""
+    """Wait until every partition of ``names`` has a leader: a topic the controller has just created
+    cannot be read or written until then (NOT_LEADER_FOR_PARTITION), and the caller is about to use
+    it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         topics = admin.list_topics(timeout=timeout).topics
@@ -144,12 +156,17 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
     deadline = time.monotonic() + timeout
     while True:
         metadata = admin.list_topics(timeout=timeout).topics
-        if all(name in metadata and metadata[name].partitions for name in wanted) or time.monotonic() > deadline:
+        if (
+            all(name in metadata and metadata[name].partitions for name in wanted)
+            or time.monotonic() > deadline
+        ):
             break
         time.sleep(0.1)
     counts = {name: len(metadata[name].partitions) for name in wanted if name in metadata}
     for group in {topic.copartitioned for topic in wanted.values() if topic.copartitioned}:
-        copartitioned = {name: counts.get(name) for name, topic in wanted.items() if topic.copartitioned == group}
+        copartitioned = {
+            name: counts.get(name) for name, topic in wanted.items() if topic.copartitioned == group
+        }
         if len(set(copartitioned.values())) > 1:
             raise TopicConfigMismatch(
                 f"co-partitioned topics disagree on partitions: {copartitioned}; "
@@ -158,9 +175,12 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
     for name, config in describe(admin, [n for n, t in wanted.items() if t.arrival_time]).items():
         if config["message.timestamp.type"].value != ARRIVAL_TIME_CONFIG["message.timestamp.type"]:
             log.warning(
-                "topic %r keeps the times its producers give (CreateTime): feedback quotas count by the time "
-                "the worker reads a record instead, which a backlog bunches up; kafka-configs.sh --alter "
-                "--entity-type topics --entity-name %s --add-config message.timestamp.type=LogAppendTime",
+                "topic %r keeps the times its producers give (CreateTime): feedback quotas "
+                "count by the time "
+                "the worker reads a record instead, which a backlog bunches up; "
+                "kafka-configs.sh --alter "
+                "--entity-type topics --entity-name %s --add-config "
+                "message.timestamp.type=LogAppendTime",
                 name,
                 name,
             )
@@ -169,12 +189,17 @@ def _check_existing(admin: AdminClient, wanted: dict[str, Topic], timeout: float
         for name, config in describe(admin, compacted).items():
             policy = config["cleanup.policy"].value
             if "compact" not in policy:
-                raise TopicConfigMismatch(f"topic {name!r} must be compacted (cleanup.policy=compact), has {policy!r}")
+                raise TopicConfigMismatch(
+                    f"topic {name!r} must be compacted (cleanup.policy=compact), has {policy!r}"
+                )
             segment_ms = int(config["segment.ms"].value)
-            if segment_ms > int(COMPACTED_CONFIG["segment.ms"]):  # a topic made by an earlier version
+            # a topic made by an earlier version
+            if segment_ms > int(COMPACTED_CONFIG["segment.ms"]):
                 log.warning(
-                    "topic %r rolls a segment every %.0f h, and Kafka compacts closed segments only: readers "
-                    "of its latest values read that much history; kafka-configs.sh --alter --entity-type "
+                    "topic %r rolls a segment every %.0f h, and Kafka compacts closed "
+                    "segments only: readers "
+                    "of its latest values read that much history; kafka-configs.sh --alter "
+                    "--entity-type "
                     "topics --entity-name %s --add-config segment.ms=%s",
                     name,
                     segment_ms / 3.6e6,
@@ -188,13 +213,22 @@ def describe(admin: AdminClient, names: list[str]) -> dict[str, Any]:
     if not names:
         return {}
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
-    return {resource.name: future.result() for resource, future in admin.describe_configs(resources).items()}
+    return {
+        resource.name: future.result()
+        for resource, future in admin.describe_configs(resources).items()
+    }
 
 
-def arrival_stamped(connection: ConnectionLike, names: list[str], timeout: float = 30.0) -> dict[str, bool]:
-    """Whether each named topic stamps records with the time the broker appended them (LogAppendTime)."""
+def arrival_stamped(
+    connection: ConnectionLike, names: list[str], timeout: float = 30.0
+) -> dict[str, bool]:
+    """Whether each named topic stamps records with the time the broker appended them
+    (LogAppendTime)."""
     configs = describe(wait_for_broker(connection, timeout), names)
-    return {name: config["message.timestamp.type"].value == "LogAppendTime" for name, config in configs.items()}
+    return {
+        name: config["message.timestamp.type"].value == "LogAppendTime"
+        for name, config in configs.items()
+    }
 
 
 def ensure_changelog(
@@ -204,8 +238,9 @@ def ensure_changelog(
     replication: Replication = BY_CLUSTER_SIZE,
     timeout: float = 30.0,
 ) -> int:
-    """Create the compacted topic ``name`` (a role's state changelog) with ``partitions`` partitions if it does
-    not exist, and wait until each has a leader (a restore reads them all); return its partition count."""
+    """Create the compacted topic ``name`` (a role's state changelog) with ``partitions`` partitions
+    if it does not exist, and wait until each has a leader (a restore reads them all); return its
+    partition count."""
     admin = wait_for_broker(connection, timeout)
     topics = admin.list_topics(timeout=timeout).topics
     if name in topics and topics[name].partitions:
@@ -220,40 +255,53 @@ def ensure_changelog(
     deadline = time.monotonic() + timeout
     while True:
         found = admin.list_topics(name, timeout=10).topics[name].partitions
-        if len(found) >= partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
+        if len(found) >= partitions and all(
+            p.leader >= 0 and p.error is None for p in found.values()
+        ):
             return len(found)
         if time.monotonic() > deadline:
-            raise TimedOut(f"{name} was created but its partitions have no leader after {timeout:.0f}s")
+            raise TimedOut(
+                f"{name} was created but its partitions have no leader after {timeout:.0f}s"
+            )
         time.sleep(0.1)
 
 
-def partition_counts(connection: ConnectionLike, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
+def partition_counts(
+    connection: ConnectionLike, names: Iterable[str], timeout: float = 10.0
+) -> dict[str, int]:
     """The number of partitions of each named topic that exists."""
     metadata = wait_for_broker(connection, timeout).list_topics(timeout=timeout).topics
     return {name: len(metadata[name].partitions) for name in names if name in metadata}
 
 
 def delete_topics(connection: ConnectionLike, prefix: str, timeout: float = 60.0) -> list[str]:
-    """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog too); return their
-    names.
+    """Delete every topic whose name starts with ``prefix`` (a run's topics, its join changelog
+    too); return their names.
 
     A broker's background work (log cleaning, checkpoints) visits every partition it holds: an idle
-    broker holding 11,700 partitions (a day of benchmark and test runs) uses 0.13 of a core, and 0.02
-    once they are deleted.
+    broker holding 11,700 partitions (a day of benchmark and test runs) uses 0.13 of a core, and
+    0.02 once they are deleted.
     """
     if not prefix:
         raise ConfigError("a prefix is required: this never deletes every topic")
     admin = wait_for_broker(connection, timeout)
-    names = sorted(name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix))
+    names = sorted(
+        name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix)
+    )
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():
             try:
                 future.result()
             except KafkaException as error:
-                if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # deleted meanwhile: fine
+                # deleted meanwhile: fine
+                if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise
-        # The controller has deleted them; wait until the metadata says so too (a caller may create them again).
+        # The controller has deleted them; wait until the metadata says so too (a caller may create
+        # them again).
         deadline = time.monotonic() + timeout
-        while set(names) & set(admin.list_topics(timeout=timeout).topics) and time.monotonic() < deadline:
+        while (
+            set(names) & set(admin.list_topics(timeout=timeout).topics)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
     return names

@@ -1,26 +1,28 @@
-"""The AgentOps agent: guardrails on agent events, quarantine for bad feedback, preference stores out, exactly once.
+"""The AgentOps agent: guardrails on agent events, quarantine for bad feedback, preference stores
+out, exactly once.
 
-It reads ``agent-feedback`` and ``preferences``. Every agent event passes the :class:`AgentGuard` (alerts on
-``guardrail-alerts`` on the breaching event); thumbs, ratings, scores and preferences pass the shard's
-segment cap and the :class:`FeedbackGuard`, then update the preference store of their input partition (a
-*shard*), or go to quarantine (a dead letter with the reason). A new undeclared agent or variant beyond its
-cap takes the slot of the weakest holder (:class:`~adaptloop.learners.preferences.Cardinality`), whose
-statistics are dropped and reported (a ``slot_reclaimed`` alert).
+It reads ``agent-feedback`` and ``preferences``. Every agent event passes the :class:`AgentGuard`
+(alerts on ``guardrail-alerts`` on the breaching event); thumbs, ratings, scores and preferences
+pass the shard's segment cap and the :class:`FeedbackGuard`, then update the preference store of
+their input partition (a *shard*), or go to quarantine (a dead letter with the reason). A new
+undeclared agent or variant beyond its cap takes the slot of the weakest holder
+(:class:`~adaptloop.learners.preferences.Cardinality`), whose statistics are dropped and reported (a
+``slot_reclaimed`` alert).
 
-Everything it does in ``publish_seconds`` commits in one Kafka transaction with the input offsets: the
-alerts and dead letters, the snapshots of the shards that changed (one publication per changed shard and
-agent), and the guard counters and names' holdings that changed, as entries of the compacted
-``<group>-state`` topic. On assignment it restores the shards from ``preference-store`` and the counters and
-holdings from its state topic and resumes from the committed offsets, so every piece of feedback is counted
-once, quotas, sessions and hourly costs go on counting, and slots are reclaimed as without a crash. A
-publication larger than a Kafka record is split into parts (:class:`adaptloop.learners.preferences.Publications`
-puts them together); shards hold counts, so :class:`adaptloop.streams.preference_client.PreferenceClient`
-merges them exactly.
+Everything it does in ``publish_seconds`` commits in one Kafka transaction with the input offsets:
+the alerts and dead letters, the snapshots of the shards that changed (one publication per changed
+shard and agent), and the guard counters and names' holdings that changed, as entries of the
+compacted ``<group>-state`` topic. On assignment it restores the shards from ``preference-store``
+and the counters and holdings from its state topic and resumes from the committed offsets, so every
+piece of feedback is counted once, quotas, sessions and hourly costs go on counting, and slots are
+reclaimed as without a crash. A publication larger than a Kafka record is split into parts
+(:class:`adaptloop.learners.preferences.Publications` puts them together); shards hold counts, so
+:class:`adaptloop.streams.preference_client.PreferenceClient` merges them exactly.
 
-Quotas count by the time the broker received each record (the topics are created with LogAppendTime) as
-well as by the event's own time, so forged timestamps cannot get around them. Guard counters are per
-process: with several workers, each counts what it reads. Quotas are per source, not per Kafka principal: a
-consumer is not told which principal produced a record, and the events carry none.
+Quotas count by the time the broker received each record (the topics are created with LogAppendTime)
+as well as by the event's own time, so forged timestamps cannot get around them. Guard counters are
+per process: with several workers, each counts what it reads. Quotas are per source, not per Kafka
+principal: a consumer is not told which principal produced a record, and the events carry none.
 """
 
 from __future__ import annotations
@@ -40,8 +42,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from pydantic import TypeAdapter
 
 from adaptloop.learners.guardrails import AgentGuard, FeedbackGuard, GuardrailLimits
-from adaptloop.learners.preferences import Cardinality, PreferenceStore, Publications, Reclaimed, segment_of
-from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent, PreferenceSnapshot, VariantStats
+from adaptloop.learners.preferences import (
+    Cardinality,
+    PreferenceStore,
+    Publications,
+    Reclaimed,
+    segment_of,
+)
+from adaptloop.schemas.agents import (
+    AgentFeedbackEvent,
+    PreferenceEvent,
+    PreferenceSnapshot,
+    VariantStats,
+)
 from adaptloop.schemas.errors import ConfigError
 from adaptloop.schemas.system import GuardrailAlert
 from adaptloop.schemas.topics import AGENT_FEEDBACK, PREFERENCE_STORE, PREFERENCES
@@ -58,19 +71,21 @@ log = logging.getLogger(__name__)
 FEEDBACK_KINDS = frozenset({"thumbs", "rating", "score"})
 
 PART_BYTES = 600_000
-"""A publication's part holds variants' statistics up to this many bytes of JSON (a Kafka record takes
-1 MB): one variant's statistics hold at most ``max_variants_per_agent`` pairwise win counts, 27 KB."""
+"""A publication's part holds variants' statistics up to this many bytes of JSON (a Kafka record
+takes 1 MB): one variant's statistics hold at most ``max_variants_per_agent`` pairwise win counts,
+27 KB."""
 
 TRANSACTION_TIMEOUT_MS = 30_000
-"""A transaction left open by a process that died is aborted by the broker after this long; until then
-committed readers (a restore) wait behind it."""
+"""A transaction left open by a process that died is aborted by the broker after this long; until
+then committed readers (a restore) wait behind it."""
 
 RESTORE_TIMEOUT = 120.0
 
 _PACK, _UNPACK = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder()
 
 SLOT = "slot:"
-"""State entries of the names' holdings: ``slot:["<shard>", "<agent>"(, "<variant>")]`` -> [last offset, evidence]."""
+"""State entries of the names' holdings: ``slot:["<shard>", "<agent>"(, "<variant>")]`` -> [last
+offset, evidence]."""
 _STATS = TypeAdapter(VariantStats)
 
 
@@ -82,8 +97,8 @@ def preference_agent(event: PreferenceEvent) -> str:
 def split_parts(
     segments: dict[str, dict[str, VariantStats]], limit: int = PART_BYTES
 ) -> list[dict[str, dict[str, VariantStats]]]:
-    """The statistics in parts of at most ``limit`` bytes of JSON each (a segment's variants may be split:
-    their counts add up wherever they are).
+    """The statistics in parts of at most ``limit`` bytes of JSON each (a segment's variants may be
+    split: their counts add up wherever they are).
 
     >>> stats = {"*": {f"v{i}": VariantStats(ups=1.0) for i in range(3)}}
     >>> [sorted(part["*"]) for part in split_parts(stats, limit=220)]
@@ -103,7 +118,8 @@ def split_parts(
 
 
 class AgentOpsSettings(Protocol):
-    """What AgentOps reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+    """What AgentOps reads of the worker's settings (:class:`adaptloop.settings.Settings` has it
+    all)."""
 
     group: str
     guardrails: GuardrailLimits
@@ -122,11 +138,14 @@ class AgentOpsAgent:
     """
 
     @classmethod
-    def from_settings(cls, settings: AgentOpsSettings, connection: KafkaConnection) -> AgentOpsAgent:
-        """The AgentOps role of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+    def from_settings(
+        cls, settings: AgentOpsSettings, connection: KafkaConnection
+    ) -> AgentOpsAgent:
+        """The AgentOps role of the worker ``settings`` describe, its topics prefixed as
+        ``connection`` says.
 
-        Its transactional id is stable while the worker process (this role's parent) runs: a restarted role
-        fences the one it replaces at once.
+        Its transactional id is stable while the worker process (this role's parent) runs: a
+        restarted role fences the one it replaces at once.
         """
         prefix, group = connection.topic_prefix, f"{settings.group}-agentops"
         return cls(
@@ -170,7 +189,11 @@ class AgentOpsAgent:
         self.arrival = arrival_stamped(connection, inputs)
         for name, stamped in self.arrival.items():
             if not stamped:
-                log.warning("%s has producer timestamps: quotas count by the time this worker reads records", name)
+                log.warning(
+                    "%s has producer timestamps: quotas count by the time this worker "
+                    "reads records",
+                    name,
+                )
         self.output = EventProducer(
             connection,
             topic_prefix=prefix,
@@ -180,9 +203,12 @@ class AgentOpsAgent:
         self.dead_letters = DeadLetters(self.output, consumer=self.group)
         self.shards: dict[str, PreferenceStore] = {}  # input partition -> its store
         self.updates: Counter[tuple[str, str]] = Counter()  # (shard, agent) -> feedback counted
-        self.quarantined: dict[tuple[str, str], Counter[str]] = {}  # (shard, agent) -> kind -> count
-        self.parts: dict[tuple[str, str], int] = {}  # (shard, agent) -> parts of its last publication
-        self.legacy: set[str] = set()  # keys of one-record publications of earlier versions, to delete
+        # (shard, agent) -> kind -> count
+        self.quarantined: dict[tuple[str, str], Counter[str]] = {}
+        # (shard, agent) -> parts of its last publication
+        self.parts: dict[tuple[str, str], int] = {}
+        # keys of one-record publications of earlier versions, to delete
+        self.legacy: set[str] = set()
         self.dirty: set[tuple[str, str]] = set()
         self._committed: dict[tuple[str, int], int] = {}
         self._published_at = time.monotonic()
@@ -205,16 +231,21 @@ class AgentOpsAgent:
     def _names(self) -> Cardinality:
         limits = self.limits
         return Cardinality(
-            limits.max_agents, limits.max_variants_per_agent, limits.max_segments_per_agent, limits.agents
+            limits.max_agents,
+            limits.max_variants_per_agent,
+            limits.max_segments_per_agent,
+            limits.agents,
         )
 
-    # -- assignment: restore the shards and the guards' counters ---------------------------------------
+    # -- assignment: restore the shards and the guards' counters
+    # ---------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         starts = self._restore([f"{tp.topic}:{tp.partition}" for tp in partitions])
         committed = consumer.committed(partitions, timeout=30)
         for tp, done in zip(partitions, committed, strict=True):
-            # Offsets commit with the snapshots; a snapshot ahead of them was published by an earlier version.
+            # Offsets commit with the snapshots; a snapshot ahead of them was published by an
+            # earlier version.
             start = max(done.offset, starts.get(f"{tp.topic}:{tp.partition}", 0))
             tp.offset = start if start > 0 else OFFSET_BEGINNING
             self._committed[(tp.topic, tp.partition)] = max(start, 0)
@@ -227,23 +258,33 @@ class AgentOpsAgent:
         self.shards, self.names, self.dirty = {}, {}, set()
 
     def _restore(self, shards: list[str]) -> dict[str, int]:
-        """Rebuild the stores of ``shards`` and every guard counter from their topics; return the offset each
-        shard's newest publication covers."""
+        """Rebuild the stores of ``shards`` and every guard counter from their topics; return the
+        offset each shard's newest publication covers."""
         publications = Publications()
-        for snapshot in read_all(self.connection, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True):
+        for snapshot in read_all(
+            self.connection, PREFERENCE_STORE, self.prefix, RESTORE_TIMEOUT, strict=True
+        ):
             assert isinstance(snapshot, PreferenceSnapshot)
             if snapshot.input_shard in shards:
                 publications.add(snapshot)
         self.shards = {shard: PreferenceStore() for shard in shards}
-        self.updates, self.quarantined, self.parts, self.legacy, self.dirty = Counter(), {}, {}, set(), set()
+        self.updates, self.quarantined, self.parts, self.legacy, self.dirty = (
+            Counter(),
+            {},
+            {},
+            set(),
+            set(),
+        )
         starts: dict[str, int] = {}
         for (agent, shard), parts in publications.complete.items():
             first = parts[0]
             if first.segment_keys is not None and first.segment_keys != self.segment_keys:
                 raise ConfigError(
-                    f"the preference store of {agent!r} is split by segment_keys {first.segment_keys}, the "
+                    f"the preference store of {agent!r} is split by segment_keys "
+                    f"{first.segment_keys}, the "
                     f"settings say {self.segment_keys}: set them back, or start a new store (a new "
-                    "ADAPTLOOP_TOPIC_PREFIX); merging segments of different keys would mix their feedback"
+                    "ADAPTLOOP_TOPIC_PREFIX); merging segments of different keys would mix "
+                    "their feedback"
                 )
             starts[shard] = max(starts.get(shard, 0), first.position)
             if first.parts == 1 and not (first.segments or first.updates or first.quarantined):
@@ -265,17 +306,24 @@ class AgentOpsAgent:
                 name = key.decode()
                 values = _UNPACK.decode(value)
                 if not (
-                    self.guard.load(name, values) or self.feedback.load(name, values) or self._load_slot(name, values)
+                    self.guard.load(name, values)
+                    or self.feedback.load(name, values)
+                    or self._load_slot(name, values)
                 ):
                     log.warning("agentops state: unknown entry %r ignored", name)
                 entries += 1
         self.guard.clear_changes()
         self.feedback.clear_changes()
-        log.info("agentops restored %d shard publications and %d guard entries", len(publications.complete), entries)
+        log.info(
+            "agentops restored %d shard publications and %d guard entries",
+            len(publications.complete),
+            entries,
+        )
         return starts
 
     def _load_slot(self, key: str, values: list[int]) -> bool:
-        """Take back one name's holding (see :meth:`Cardinality.take_changes`); False: not a holding's entry."""
+        """Take back one name's holding (see :meth:`Cardinality.take_changes`); False: not a
+        holding's entry."""
         if not key.startswith(SLOT):
             return False
         shard, *name = orjson.loads(key.removeprefix(SLOT))
@@ -302,7 +350,9 @@ class AgentOpsAgent:
         try:
             self._handle(record)
         except Exception as error:  # one record's problem, never the role's
-            log.exception("agentops: %s[%d]@%d raised", record.topic.name, record.partition, record.offset)
+            log.exception(
+                "agentops: %s[%d]@%d raised", record.topic.name, record.partition, record.offset
+            )
             self._reject(record, "error", f"agentops raised {type(error).__name__}: {error}")
 
     def _handle(self, record: Record) -> None:
@@ -311,11 +361,13 @@ class AgentOpsAgent:
         names = self.names.get(shard) or self.names.setdefault(shard, self._names())
         event = record.event
         ahead = event.timestamp.timestamp() - time.time()
-        if ahead > self.max_future_seconds:  # it would expire every session and open a new hour of costs
+        # it would expire every session and open a new hour of costs
+        if ahead > self.max_future_seconds:
             self._reject(
                 record,
                 "rejected",
-                f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
+                f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this "
+                "worker's clock (limit "
                 f"{self.max_future_seconds:,.0f}s)",
             )
             return
@@ -323,21 +375,34 @@ class AgentOpsAgent:
             for alert in self.guard.observe(event):
                 self.output.send(alert)
                 EVENTS_OUT.labels("agentops", "guardrail-alerts").inc()
-                log.warning("guardrail %s on %s: %s > %s", alert.rule, alert.subject, alert.observed, alert.threshold)
+                log.warning(
+                    "guardrail %s on %s: %s > %s",
+                    alert.rule,
+                    alert.subject,
+                    alert.observed,
+                    alert.threshold,
+                )
             if event.kind not in FEEDBACK_KINDS:
                 return
             agent, variants = event.agent, [event.variant]
-            segment = segment_of({"tenant": event.tenant or "*", "agent": event.agent}, self.segment_keys)
+            segment = segment_of(
+                {"tenant": event.tenant or "*", "agent": event.agent}, self.segment_keys
+            )
         else:
             assert isinstance(event, PreferenceEvent)
             agent, variants = preference_agent(event), [event.chosen, event.rejected]
             segment = segment_of(event.context, self.segment_keys)
         overflow = names.refuses(segment, agent, variants)
-        refused = ("cardinality", overflow) if overflow else self.feedback.check(event, self._arrived(record), agent)
+        refused = (
+            ("cardinality", overflow)
+            if overflow
+            else self.feedback.check(event, self._arrived(record), agent)
+        )
         if refused is not None:
             kind, reason = refused
             self._reject(record, "rejected", f"quarantined ({kind}): {reason}")
-            if agent in names.known:  # an unknown agent's name is not worth a publication of its own
+            # an unknown agent's name is not worth a publication of its own
+            if agent in names.known:
                 self.quarantined.setdefault((shard, agent), Counter())[kind] += 1
                 self.dirty.add((shard, agent))
             return
@@ -353,13 +418,15 @@ class AgentOpsAgent:
         self.dirty.add((shard, agent))
 
     def _reclaim(self, shard: str, reclaimed: Reclaimed) -> None:
-        """Drop the statistics of a name whose slot was taken, and say so on ``guardrail-alerts``."""
+        """Drop the statistics of a name whose slot was taken, and say so on
+        ``guardrail-alerts``."""
         agent, variant = reclaimed.agent, reclaimed.variant
         self.shards[shard].forget(agent, variant)
         if variant is None:  # its counters go too
             self.updates.pop((shard, agent), None)
             self.quarantined.pop((shard, agent), None)
-        if variant is None and not self.parts.get((shard, agent)):  # never published: nothing to retract
+        # never published: nothing to retract
+        if variant is None and not self.parts.get((shard, agent)):
             self.dirty.discard((shard, agent))
         else:  # its next publication is without it (an agent's: empty, see _publish)
             self.dirty.add((shard, agent))
@@ -386,7 +453,11 @@ class AgentOpsAgent:
 
     def _arrived(self, record: Record) -> float:
         """When Kafka received the record (on a topic with producer timestamps: when it is read)."""
-        return record.timestamp if self.arrival.get(record.topic.full_name(self.prefix)) else time.time()
+        return (
+            record.timestamp
+            if self.arrival.get(record.topic.full_name(self.prefix))
+            else time.time()
+        )
 
     def _reject(self, record: Record, kind: str, reason: str) -> None:
         self.dead_letters.reject(
@@ -402,8 +473,8 @@ class AgentOpsAgent:
     # -- the transaction: publications, counters, offsets ------------------------------------------
 
     def commit(self, force: bool = False) -> int:
-        """If due (or ``force``): publish the changed shards and counters and commit them with the input
-        offsets in one transaction; return the snapshot records sent."""
+        """If due (or ``force``): publish the changed shards and counters and commit them with the
+        input offsets in one transaction; return the snapshot records sent."""
         if not force and time.monotonic() - self._published_at < self.publish_seconds:
             return 0
         self._published_at = time.monotonic()
@@ -415,8 +486,13 @@ class AgentOpsAgent:
         ]
         if not moved and not self.output.in_transaction:
             return 0
-        positions = {f"{tp.topic}:{tp.partition}": tp.offset for tp in kafka.position(kafka.assignment())}
-        sent = sum(self._publish(shard, agent, positions.get(shard, 0)) for shard, agent in sorted(self.dirty))
+        positions = {
+            f"{tp.topic}:{tp.partition}": tp.offset for tp in kafka.position(kafka.assignment())
+        }
+        sent = sum(
+            self._publish(shard, agent, positions.get(shard, 0))
+            for shard, agent in sorted(self.dirty)
+        )
         changes = {**self.guard.take_changes(), **self.feedback.take_changes()}
         for shard, names in self.names.items():
             for name, holding in names.take_changes().items():
@@ -428,8 +504,12 @@ class AgentOpsAgent:
             self.output.commit_transaction(moved, kafka.consumer_group_metadata())
         except KafkaException as error:
             if not error.args[0].txn_requires_abort():
-                raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
-            log.warning("agentops: transaction aborted (%s); going back to the last commit", error.args[0].str())
+                # fenced or fatal: the role stops, the worker restarts it, the group rebalances
+                raise
+            log.warning(
+                "agentops: transaction aborted (%s); going back to the last commit",
+                error.args[0].str(),
+            )
             self.output.abort_transaction()
             self._rewind()
             return 0
@@ -440,7 +520,8 @@ class AgentOpsAgent:
         return sent
 
     def _publish(self, shard: str, agent: str, position: int) -> int:
-        """Send the publication of one shard of one agent (in parts), delete parts it no longer has."""
+        """Send the publication of one shard of one agent (in parts), delete parts it no longer
+        has."""
         parts = split_parts(self.shards[shard].stats(agent))
         quarantined = dict(self.quarantined.get((shard, agent), {}))
         for part, segments in enumerate(parts):
@@ -457,13 +538,16 @@ class AgentOpsAgent:
                     segment_keys=self.segment_keys,
                 )
             )
-        stale = [f"{agent}@{shard}/{part}" for part in range(len(parts), self.parts.get((shard, agent), 0))]
+        stale = [
+            f"{agent}@{shard}/{part}"
+            for part in range(len(parts), self.parts.get((shard, agent), 0))
+        ]
         if f"{agent}@{shard}" in self.legacy:
             stale.append(f"{agent}@{shard}")
             self.legacy.discard(f"{agent}@{shard}")
         if parts == [{}] and not self.updates[(shard, agent)] and not quarantined:
-            # Nothing left (its slot was reclaimed): readers from the start take the empty publication above, and
-            # compaction deletes both.
+            # Nothing left (its slot was reclaimed): readers from the start take the empty
+            # publication above, and compaction deletes both.
             stale.append(f"{agent}@{shard}/0")
             parts = []
         for key in stale:  # tombstones: compaction deletes them
@@ -479,7 +563,9 @@ class AgentOpsAgent:
         for tp in kafka.committed(assigned, timeout=30):
             start = max(tp.offset, starts.get(f"{tp.topic}:{tp.partition}", 0))
             self._committed[(tp.topic, tp.partition)] = start
-            kafka.seek(TopicPartition(tp.topic, tp.partition, start if start > 0 else OFFSET_BEGINNING))
+            kafka.seek(
+                TopicPartition(tp.topic, tp.partition, start if start > 0 else OFFSET_BEGINNING)
+            )
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()

@@ -25,7 +25,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from adaptloop.schemas.topics import Topic
 from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.snapshots.columns import RawRecord
-from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS, create_snapshot, prune_snapshots, snapshot_name
+from adaptloop.snapshots.snapshot import (
+    ARCHIVED_TOPICS,
+    create_snapshot,
+    prune_snapshots,
+    snapshot_name,
+)
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import position_of
 from adaptloop.streams.metrics import ARCHIVED, EVENTS_IN, record_lag
@@ -34,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class ArchiveSettings(Protocol):
-    """What the archive reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+    """What the archive reads of the worker's settings (:class:`adaptloop.settings.Settings` has it
+    all)."""
 
     group: str
     archive_flush_seconds: float
@@ -54,8 +60,9 @@ class ArchiveSettings(Protocol):
 
 
 class ArchiveAgent:
-    """Buffers records per partition and writes one Parquet file per partition when ``flush_rows`` have
-    come or ``flush_seconds`` have passed, and all of them when ``buffer_rows`` are buffered in all.
+    """Buffers records per partition and writes one Parquet file per partition when ``flush_rows``
+    have come or ``flush_seconds`` have passed, and all of them when ``buffer_rows`` are buffered in
+    all.
 
     Typical use (needs a broker)::
 
@@ -64,15 +71,18 @@ class ArchiveAgent:
 
     @classmethod
     def from_settings(cls, settings: ArchiveSettings, connection: KafkaConnection) -> ArchiveAgent:
-        """The archive of the worker ``settings`` describe, its topics prefixed as ``connection`` says.
+        """The archive of the worker ``settings`` describe, its topics prefixed as ``connection``
+        says.
 
-        An archive in an object store takes no periodic snapshots (each would copy every archived row).
+        An archive in an object store takes no periodic snapshots (each would copy every archived
+        row).
         """
         archive = ParquetArchive(settings.archive_location)
         snapshot_seconds = settings.snapshot_seconds
         if archive.storage.remote and snapshot_seconds is not None:
             log.info(
-                "the archive is in an object store: this worker takes no periodic snapshots (each would copy "
+                "the archive is in an object store: this worker takes no periodic snapshots "
+                "(each would copy "
                 "every archived row); take one where it is needed with `adaptloop snapshot create`"
             )
             snapshot_seconds = None
@@ -110,11 +120,17 @@ class ArchiveAgent:
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.buffer_rows = buffer_rows
-        self.snapshot_dir, self.models_dir, self.snapshot_seconds = snapshot_dir, models_dir, snapshot_seconds
+        self.snapshot_dir, self.models_dir, self.snapshot_seconds = (
+            snapshot_dir,
+            models_dir,
+            snapshot_seconds,
+        )
         self.keep_snapshots = keep_snapshots
         self._last_snapshot = time.monotonic()
         self._lag_recorded_at = 0.0
-        self.topics: dict[str, Topic] = {topic.full_name(prefix): topic for topic in ARCHIVED_TOPICS}
+        self.topics: dict[str, Topic] = {
+            topic.full_name(prefix): topic for topic in ARCHIVED_TOPICS
+        }
         self.buffers: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
         self.buffered_since: dict[tuple[str, int], float] = {}
         self.written_rows = 0
@@ -132,10 +148,13 @@ class ArchiveAgent:
                 "heartbeat.interval.ms": 2_000,
             },
         )
-        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.archive = ParquetArchive(self.archive.root, self.archive.compression)  # another owner may have written
+        # another owner may have written
+        self.archive = ParquetArchive(self.archive.root, self.archive.compression)
         committed = consumer.committed(partitions, timeout=30)
         for tp, done in zip(partitions, committed, strict=True):
             on_disk = self.archive.next_offsets(tp.topic).get(tp.partition, 0)
@@ -143,7 +162,8 @@ class ArchiveAgent:
             aside = self.archive.resume(tp.topic, tp.partition, start)
             if aside:
                 log.warning(
-                    "%s[%d]: %d archive file(s) beyond the committed offset %d set aside (%s); their records are "
+                    "%s[%d]: %d archive file(s) beyond the committed offset %d set aside "
+                    "(%s); their records are "
                     "archived again from Kafka",
                     tp.topic,
                     tp.partition,
@@ -175,11 +195,14 @@ class ArchiveAgent:
             key = (topic_name, partition)
             _, stamp = message.timestamp()
             self.buffers[key].append(
-                RawRecord(partition, offset, stamp if stamp > 0 else None, message.key(), message.value())
+                RawRecord(
+                    partition, offset, stamp if stamp > 0 else None, message.key(), message.value()
+                )
             )
             self.buffered_since.setdefault(key, now)
             read[key[0]] += 1
-        for topic_name, count in read.items():  # counted per batch: a labelled metric costs microseconds
+        # counted per batch: a labelled metric costs microseconds
+        for topic_name, count in read.items():
             EVENTS_IN.labels("archive", topic_name).inc(count)
         # Every buffer is written once they hold buffer_rows in all: memory is bounded whatever the
         # number of topics and partitions (flush_rows alone would allow flush_rows for each).
@@ -191,17 +214,23 @@ class ArchiveAgent:
         return sum(read.values())
 
     def flush(self, force: bool = False) -> int:
-        """Write every buffer that is full, old enough, or all of them if ``force``; return rows written."""
+        """Write every buffer that is full, old enough, or all of them if ``force``; return rows
+        written."""
         now = time.monotonic()
         written = 0
         done: list[TopicPartition] = []
         for key in list(self.buffers):
             records = self.buffers[key]
             if records and (
-                force or len(records) >= self.flush_rows or now - self.buffered_since[key] >= self.flush_seconds
+                force
+                or len(records) >= self.flush_rows
+                or now - self.buffered_since[key] >= self.flush_seconds
             ):
                 topic_name, partition = key
-                if self.archive.write(self.topics[topic_name], topic_name, partition, records) is not None:
+                if (
+                    self.archive.write(self.topics[topic_name], topic_name, partition, records)
+                    is not None
+                ):
                     written += len(records)
                     ARCHIVED.labels(topic_name).inc(len(records))
                 done.append(TopicPartition(topic_name, partition, records[-1].offset + 1))

@@ -1,16 +1,17 @@
-"""What a service's clients need to reach the loop: the Kafka connection (address, login, topic prefix),
-the model store.
+"""What a service's clients need to reach the loop: the Kafka connection (address, login, topic
+prefix), the model store.
 
-:class:`ClientSettings` is read from the environment (``ADAPTLOOP_*``) or ``./adaptloop.toml``, like the
-worker's :class:`adaptloop.settings.Settings`, which extends it. Every client of this layer has a
-``from_settings`` constructor that takes one (or reads it), so a service's first lines are::
+:class:`ClientSettings` is read from the environment (``ADAPTLOOP_*``) or ``./adaptloop.toml``, like
+the worker's :class:`adaptloop.settings.Settings`, which extends it. Every client of this layer has
+a ``from_settings`` constructor that takes one (or reads it), so a service's first lines are::
 
     with ModelClient.from_settings("churn") as model, EventProducer.from_settings() as events:
         ...
 
-The settings make a :class:`KafkaConnection` (:meth:`ClientSettings.connection`): a frozen value holding the
-bootstrap address, the connection properties (TLS, SASL; the secret ones as :class:`~pydantic.SecretStr`, so
-that they never print) and the topic prefix. It makes every Kafka client adaptloop uses::
+The settings make a :class:`KafkaConnection` (:meth:`ClientSettings.connection`): a frozen value
+holding the bootstrap address, the connection properties (TLS, SASL; the secret ones as
+:class:`~pydantic.SecretStr`, so that they never print) and the topic prefix. It makes every Kafka
+client adaptloop uses::
 
     KafkaConnection ──┬── producer()          EventProducer (idempotent; transactional on request)
                       ├── reader(topic)       TopicReader (a short-lived read: to the end, or follow)
@@ -18,14 +19,16 @@ that they never print) and the topic prefix. It makes every Kafka client adaptlo
                       ├── admin()             AdminClient (topics, ACLs, the broker's answer)
                       └── config(**extra)     the librdkafka configuration behind each of them
 
-Two identities in one process (a worker and an operator) are two values; nothing is registered anywhere. A bare
-address where a connection is expected (:data:`ConnectionLike`) is a broker without login.
+Two identities in one process (a worker and an operator) are two values; nothing is registered
+anywhere. A bare address where a connection is expected (:data:`ConnectionLike`) is a broker without
+login.
 
-Each client also gets an ``error_cb`` (:class:`ClientErrors`): librdkafka retries a refused login for ever and
-reports it only there, so the callback raises :class:`~adaptloop.schemas.errors.AuthenticationFailed` (naming
-the user and the mechanism, never the password) from the client's next poll. A command line run can ask for
-the first client of each address to check that a broker answers there (:func:`fail_fast`), so that a wrong
-address is said in one line within seconds rather than after each client's own timeouts.
+Each client also gets an ``error_cb`` (:class:`ClientErrors`): librdkafka retries a refused login
+for ever and reports it only there, so the callback raises
+:class:`~adaptloop.schemas.errors.AuthenticationFailed` (naming the user and the mechanism, never
+the password) from the client's next poll. A command line run can ask for the first client of each
+address to check that a broker answers there (:func:`fail_fast`), so that a wrong address is said in
+one line within seconds rather than after each client's own timeouts.
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from adaptloop.schemas.errors import AuthenticationFailed, ConfigError
 
@@ -51,10 +59,12 @@ if TYPE_CHECKING:
 
 
 def default_home() -> Path:
-    """The user's own home for adaptloop: ``$XDG_DATA_HOME/adaptloop``, by default ``~/.local/share/adaptloop``.
+    """The user's own home for adaptloop: ``$XDG_DATA_HOME/adaptloop``, by default
+    ``~/.local/share/adaptloop``.
 
-    It is absolute, so a worker and the services and commands its user runs on the same machine find the same
-    home from any folder. A relative ``XDG_DATA_HOME`` is ignored, as the XDG Base Directory spec says.
+    It is absolute, so a worker and the services and commands its user runs on the same machine find
+    the same home from any folder. A relative ``XDG_DATA_HOME`` is ignored, as the XDG Base
+    Directory spec says.
     """
     data = os.environ.get("XDG_DATA_HOME", "")
     return (Path(data) if os.path.isabs(data) else Path.home() / ".local" / "share") / "adaptloop"
@@ -77,40 +87,61 @@ class ClientSettings(BaseSettings):
 
     home: Path = Field(
         default_factory=default_home,
-        description="Where the local broker's data, models and archives live; the worker logs it when it starts. The "
-        "default is the user's, so a worker and the services and commands of one user on one machine share it from "
+        description="Where the local broker's data, models and archives live; the worker logs "
+        "it when it starts. The "
+        "default is the user's, so a worker and the services and commands of one user on "
+        "one machine share it from "
         "any folder.",
-        json_schema_extra={"shown_default": "~/.local/share/adaptloop ($XDG_DATA_HOME/adaptloop if set)"},
+        json_schema_extra={
+            "shown_default": ("~/.local/share/adaptloop ($XDG_DATA_HOME/adaptloop if set)")
+        },
     )
-    bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: the local broker.")
-    kafka_host: str = Field("127.0.0.1", description="The local broker's host (when `bootstrap` is unset).")
-    kafka_port: int = Field(9092, ge=1, le=65535, description="The local broker's port (when `bootstrap` is unset).")
-    topic_prefix: str = Field("", description="Prefix of every topic name, to share a cluster between setups.")
+    bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset: the local broker."
+    )
+    kafka_host: str = Field(
+        "127.0.0.1", description="The local broker's host (when `bootstrap` is unset)."
+    )
+    kafka_port: int = Field(
+        9092, ge=1, le=65535, description="The local broker's port (when `bootstrap` is unset)."
+    )
+    topic_prefix: str = Field(
+        "", description="Prefix of every topic name, to share a cluster between setups."
+    )
     store: str | None = Field(
         None,
-        description="Where model versions and checkpoints live: a directory, or an object store that workers and "
+        description="Where model versions and checkpoints live: a directory, or an object store "
+        "that workers and "
         "services on other hosts share (s3://bucket/prefix; options in the URI's query, e.g. "
-        "?endpoint_override=minio:9000&scheme=http; credentials from the AWS environment); unset: <home>/models.",
+        "?endpoint_override=minio:9000&scheme=http; credentials from the AWS environment); "
+        "unset: <home>/models.",
     )
     model_verify_key: Path | list[Path] | None = Field(
         None,
-        description="The deployment's public key (made with its private key by `adaptloop keys create`) that every "
-        "model file's signature is checked with before it is loaded, or a list of them (a JSON list in the "
-        "environment; during a key rotation: the old and the new); a worker accepts these beside its own key. "
+        description="The deployment's public key (made with its private key by `adaptloop keys "
+        "create`) that every "
+        "model file's signature is checked with before it is loaded, or a list of them (a "
+        "JSON list in the "
+        "environment; during a key rotation: the old and the new); a worker accepts these "
+        "beside its own key. "
         "Unset: `<home>/keys/model-signing.pub`.",
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
-        description="librdkafka connection properties for every client (worker, SDK, CLI): `security.protocol`, "
-        "`sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... In the environment one "
-        "per variable: ADAPTLOOP_KAFKA__SASL_USERNAME (underscores for dots). A value `file:/path` is read from "
+        description="librdkafka connection properties for every client (worker, SDK, CLI): "
+        "`security.protocol`, "
+        "`sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... In the "
+        "environment one "
+        "per variable: ADAPTLOOP_KAFKA__SASL_USERNAME (underscores for dots). A value "
+        "`file:/path` is read from "
         "that file (a mounted secret). Passwords and keys are never shown or logged.",
     )
 
     @field_validator("home")
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
-        """``~/adaptloop`` (in ``adaptloop.toml``, where no shell expands it) is in the user's home directory."""
+        """``~/adaptloop`` (in ``adaptloop.toml``, where no shell expands it) is in the user's home
+        directory."""
         return value.expanduser()
 
     @field_validator("kafka", mode="before")
@@ -127,8 +158,8 @@ class ClientSettings(BaseSettings):
         return self.bootstrap or f"{self.kafka_host}:{self.kafka_port}"
 
     def connection(self) -> KafkaConnection:
-        """The connection every Kafka client of this setup is made from: the address, the ``kafka`` properties
-        (``file:`` values read) and the topic prefix.
+        """The connection every Kafka client of this setup is made from: the address, the ``kafka``
+        properties (``file:`` values read) and the topic prefix.
 
         >>> ClientSettings(kafka={"sasl.password": "hunter2"}, topic_prefix="t.").connection()
         KafkaConnection(bootstrap='127.0.0.1:9092', properties={}, \
@@ -166,7 +197,8 @@ secrets={'sasl.password': SecretStr('**********')}, topic_prefix='t.')
 
     @property
     def verify_keys(self) -> list[Path]:
-        """The public keys a service trusts: ``model_verify_key``, or ``<home>/keys/model-signing.pub``."""
+        """The public keys a service trusts: ``model_verify_key``, or
+        ``<home>/keys/model-signing.pub``."""
         from adaptloop.learners.signing import PUBLIC_NAME
 
         key = self.model_verify_key
@@ -175,7 +207,8 @@ secrets={'sasl.password': SecretStr('**********')}, topic_prefix='t.')
         return list(key) if isinstance(key, list) else [key]
 
     def model_store(self) -> ModelStore:
-        """The model store as a service reads it: each file's signature checked with ``model_verify_key``."""
+        """The model store as a service reads it: each file's signature checked with
+        ``model_verify_key``."""
         from adaptloop.learners.signing import ModelKeys  # (River and pickle: only when serving)
         from adaptloop.learners.store import ModelStore
 
@@ -212,16 +245,18 @@ def _resolve(value: str) -> str:
     try:
         return path.read_text().strip()
     except OSError as error:
-        raise ConfigError(f"a kafka setting names the file {path}, which cannot be read: {error}") from None
+        raise ConfigError(
+            f"a kafka setting names the file {path}, which cannot be read: {error}"
+        ) from None
 
 
 class KafkaConnection(BaseModel):
     """How this process reaches one Kafka cluster as one identity, and the clients it makes there.
 
-    ``properties`` are the librdkafka connection properties that may be shown (``security.protocol``,
-    ``sasl.username``, ``ssl.ca.location``, ...), ``secrets`` those that may not (passwords, keys, tokens): a
-    secret never prints, in a repr, a log line or an error. ``topic_prefix`` is the setup's, which the clients
-    made here put before a topic's name.
+    ``properties`` are the librdkafka connection properties that may be shown
+    (``security.protocol``, ``sasl.username``, ``ssl.ca.location``, ...), ``secrets`` those that may
+    not (passwords, keys, tokens): a secret never prints, in a repr, a log line or an error.
+    ``topic_prefix`` is the setup's, which the clients made here put before a topic's name.
 
     >>> login = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc"}
     >>> connection = KafkaConnection.with_properties(
@@ -245,7 +280,8 @@ class KafkaConnection(BaseModel):
     def with_properties(
         cls, bootstrap: str, properties: Mapping[str, str], *, topic_prefix: str = ""
     ) -> KafkaConnection:
-        """The connection to ``bootstrap`` with ``properties``, the secret ones (by name) kept as secrets."""
+        """The connection to ``bootstrap`` with ``properties``, the secret ones (by name) kept as
+        secrets."""
         return cls(
             bootstrap=bootstrap,
             properties={key: value for key, value in properties.items() if not _secret(key)},
@@ -255,7 +291,8 @@ class KafkaConnection(BaseModel):
 
     @classmethod
     def of(cls, target: ConnectionLike) -> KafkaConnection:
-        """``target`` itself, or for a bare address a connection without login (a local or test broker).
+        """``target`` itself, or for a bare address a connection without login (a local or test
+        broker).
 
         >>> KafkaConnection.of("localhost:9092").login
         'no login (PLAINTEXT)'
@@ -263,8 +300,12 @@ class KafkaConnection(BaseModel):
         return target if isinstance(target, KafkaConnection) else cls(bootstrap=target)
 
     def librdkafka(self) -> dict[str, str]:
-        """The connection properties as librdkafka takes them, the secrets revealed (never show this)."""
-        return {**self.properties, **{key: value.get_secret_value() for key, value in self.secrets.items()}}
+        """The connection properties as librdkafka takes them, the secrets revealed (never show
+        this)."""
+        return {
+            **self.properties,
+            **{key: value.get_secret_value() for key, value in self.secrets.items()},
+        }
 
     @property
     def login(self) -> str:
@@ -273,9 +314,9 @@ class KafkaConnection(BaseModel):
 
     @property
     def principal(self) -> str | None:
-        """The Kafka user this connection logs in as (its SASL user name); None when that is not known here
-        (no SASL login: a plaintext listener; or a mechanism, GSSAPI or OAUTHBEARER, whose principal the
-        broker derives).
+        """The Kafka user this connection logs in as (its SASL user name); None when that is not
+        known here (no SASL login: a plaintext listener; or a mechanism, GSSAPI or OAUTHBEARER,
+        whose principal the broker derives).
 
         >>> KafkaConnection.with_properties("b:9094", {"sasl.mechanism": "SCRAM-SHA-512",
         ...                                            "sasl.username": "operator"}).principal
@@ -283,7 +324,9 @@ class KafkaConnection(BaseModel):
         >>> KafkaConnection.of("elsewhere:9092").principal is None
         True
         """
-        mechanism = self.properties.get("sasl.mechanism", self.properties.get("sasl.mechanisms", ""))
+        mechanism = self.properties.get(
+            "sasl.mechanism", self.properties.get("sasl.mechanisms", "")
+        )
         username = self.properties.get("sasl.username")
         if mechanism.upper() in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and username:
             return username
@@ -291,14 +334,15 @@ class KafkaConnection(BaseModel):
 
     def config(self, **properties: Any) -> dict[str, Any]:
         """The librdkafka configuration of a client of this connection: the address, the connection
-        properties, an ``error_cb`` that raises :class:`AuthenticationFailed` when the broker refuses the
-        login, then ``properties``.
+        properties, an ``error_cb`` that raises :class:`AuthenticationFailed` when the broker
+        refuses the login, then ``properties``.
 
-        With :func:`fail_fast` on, the first configuration made for an address in this process first checks
-        that a broker answers there.
+        With :func:`fail_fast` on, the first configuration made for an address in this process first
+        checks that a broker answers there.
         """
         if _FAIL_FAST.seconds is not None and self.bootstrap not in _FAIL_FAST.checked:
-            _FAIL_FAST.checked.add(self.bootstrap)  # first: the check's own client is made with this method
+            # first: the check's own client is made with this method
+            _FAIL_FAST.checked.add(self.bootstrap)
             from adaptloop.streams.admin import wait_for_broker
 
             wait_for_broker(self, _FAIL_FAST.seconds)
@@ -310,38 +354,42 @@ class KafkaConnection(BaseModel):
         }
 
     def producer(self, **options: Any) -> EventProducer:
-        """An :class:`~adaptloop.streams.producer.EventProducer` of this connection (``options``: its
-        constructor's: ``transactional_id``, ``config``, ``on_error``, ...)."""
+        """An :class:`~adaptloop.streams.producer.EventProducer` of this connection (``options``:
+        its constructor's: ``transactional_id``, ``config``, ``on_error``, ...)."""
         from adaptloop.streams.producer import EventProducer
 
         return EventProducer(self, **options)
 
-    def reader(self, topic: str, *, start: Start = "beginning", committed: bool = True) -> TopicReader:
-        """A :class:`~adaptloop.streams.reader.TopicReader` of the topic named ``topic`` (its full name),
-        from ``start``; ``committed``: only records of committed transactions."""
+    def reader(
+        self, topic: str, *, start: Start = "beginning", committed: bool = True
+    ) -> TopicReader:
+        """A :class:`~adaptloop.streams.reader.TopicReader` of the topic named ``topic`` (its full
+        name), from ``start``; ``committed``: only records of committed transactions."""
         from adaptloop.streams.reader import TopicReader
 
         return TopicReader(self, topic, start=start, committed=committed)
 
     def group_consumer(self, group: str, **properties: Any) -> Consumer:
-        """A consumer in ``group`` (to subscribe, or to ask the group's committed offsets); ``properties``
-        after the connection's."""
+        """A consumer in ``group`` (to subscribe, or to ask the group's committed offsets);
+        ``properties`` after the connection's."""
         from adaptloop.streams.producer import KAFKA_LOG
 
         return Consumer(self.config(**{"group.id": group, **properties}), logger=KAFKA_LOG)
 
     def admin(self, **properties: Any) -> AdminClient:
-        """An admin client (topics, ACLs, metadata); :func:`~adaptloop.streams.admin.wait_for_broker` gives
-        one once a broker answers."""
+        """An admin client (topics, ACLs, metadata);
+        :func:`~adaptloop.streams.admin.wait_for_broker` gives one once a broker answers."""
         return AdminClient(self.config(**properties))
 
 
 ConnectionLike = KafkaConnection | str
-"""Where a Kafka client connects: a :class:`KafkaConnection`, or a bare address (a broker without login)."""
+"""Where a Kafka client connects: a :class:`KafkaConnection`, or a bare address (a broker without
+login)."""
 
 
 def login_of(properties: dict[str, str]) -> str:
-    """How a client with these connection properties logs in, as it may be shown (never the password).
+    """How a client with these connection properties logs in, as it may be shown (never the
+    password).
 
     >>> login_of({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc"})
     "user 'svc' with SASL SCRAM-SHA-512 over SASL_SSL"
@@ -351,14 +399,20 @@ def login_of(properties: dict[str, str]) -> str:
     protocol = properties.get("security.protocol", "PLAINTEXT").upper()
     if not protocol.startswith("SASL"):
         return f"no login ({protocol})"
-    mechanism = properties.get("sasl.mechanism") or properties.get("sasl.mechanisms") or "GSSAPI"  # librdkafka's
-    user = properties.get("sasl.username") or properties.get("sasl.kerberos.principal") or "(no user name set)"
+    # librdkafka's
+    mechanism = properties.get("sasl.mechanism") or properties.get("sasl.mechanisms") or "GSSAPI"
+    user = (
+        properties.get("sasl.username")
+        or properties.get("sasl.kerberos.principal")
+        or ("(no user name set)")
+    )
     return f"user {user!r} with SASL {mechanism.upper()} over {protocol}"
 
 
 def refused_login(error: KafkaError) -> bool:
-    """Whether librdkafka's ``error`` says the broker refused the login (a wrong user, password or mechanism),
-    rather than that the connection broke while logging in (an outage: the broker went away).
+    """Whether librdkafka's ``error`` says the broker refused the login (a wrong user, password or
+    mechanism), rather than that the connection broke while logging in (an outage: the broker went
+    away).
 
     >>> refused_login(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Authentication failed"))
     True
@@ -370,14 +424,17 @@ def refused_login(error: KafkaError) -> bool:
     if error.code() != KafkaError._AUTHENTICATION:
         return False
     reason = error.str().lower()
-    return not any(word in reason for word in ("disconnected", "broker handle destroyed", "timed out"))
+    return not any(
+        word in reason for word in ("disconnected", "broker handle destroyed", "timed out")
+    )
 
 
 @dataclass
 class ClientErrors:
-    """A client's ``error_cb``: remembers the last error librdkafka reported and how many, and raises
-    :class:`AuthenticationFailed` (from the poll, consume or flush that served it) when the login is refused:
-    librdkafka would retry it for ever, and the client would wait as for a broker that is down."""
+    """A client's ``error_cb``: remembers the last error librdkafka reported and how many, and
+    raises :class:`AuthenticationFailed` (from the poll, consume or flush that served it) when the
+    login is refused: librdkafka would retry it for ever, and the client would wait as for a broker
+    that is down."""
 
     bootstrap: str
     login: str
@@ -394,11 +451,16 @@ class ClientErrors:
     def summary(self) -> str:
         """What was tried and what came of it, in one line."""
         tried = f"tried for {time.monotonic() - self.started:.0f}s, {self.login}"
-        return f"{tried}: {self.last} ({self.count} error(s))" if self.count else f"{tried}: no answer"
+        return (
+            f"{tried}: {self.last} ({self.count} error(s))"
+            if self.count
+            else (f"{tried}: no answer")
+        )
 
 
 def _without_address(reason: str) -> str:
-    """librdkafka's error text without the leading ``host:port/id: `` that names the broker connection.
+    """librdkafka's error text without the leading ``host:port/id: `` that names the broker
+    connection.
 
     >>> _without_address("127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused")
     'Connect to ipv4#127.0.0.1:9 failed: Connection refused'
@@ -417,9 +479,10 @@ _FAIL_FAST = _FailFast()
 
 
 def fail_fast(seconds: float | None) -> None:
-    """Make the first client of each address in this process check that a broker answers there within
-    ``seconds`` (raising :class:`~adaptloop.schemas.errors.BrokerUnavailable` or :class:`AuthenticationFailed`
-    in one line); None: no check (each client waits as long as its own timeouts say). For command line runs,
-    which should not wait 30 s per client to say that nothing listens."""
+    """Make the first client of each address in this process check that a broker answers there
+    within ``seconds`` (raising :class:`~adaptloop.schemas.errors.BrokerUnavailable` or
+    :class:`AuthenticationFailed` in one line); None: no check (each client waits as long as its own
+    timeouts say). For command line runs, which should not wait 30 s per client to say that nothing
+    listens."""
     _FAIL_FAST.seconds = seconds
     _FAIL_FAST.checked.clear()

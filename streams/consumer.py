@@ -1,4 +1,5 @@
-"""The one consumer helper: batched reads of adaptloop topics, decoded, bad records dead-lettered."""
+"""The one consumer helper: batched reads of adaptloop topics, decoded, bad records
+dead-lettered."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def position_of(message: Message) -> tuple[str, int, int]:
-    """The topic, partition and offset of a fetched record (the client's types allow None, which only
-    error events have)."""
+    """The topic, partition and offset of a fetched record (the client's types allow None, which
+    only error events have)."""
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset
@@ -29,8 +30,8 @@ def position_of(message: Message) -> tuple[str, int, int]:
 class Record(NamedTuple):
     """A decoded event with where it came from (a tuple: cheap to make, one per record).
 
-    ``timestamp``: Kafka's timestamp of the record in epoch seconds: when the broker appended it on a topic
-    with ``message.timestamp.type=LogAppendTime``, else the time its producer gave it.
+    ``timestamp``: Kafka's timestamp of the record in epoch seconds: when the broker appended it on
+    a topic with ``message.timestamp.type=LogAppendTime``, else the time its producer gave it.
     """
 
     topic: Topic
@@ -43,12 +44,12 @@ class Record(NamedTuple):
 
 
 class EventConsumer:
-    """Reads adaptloop topics in batches, in a consumer group; yields decoded :class:`Record` s. Made from a
-    :class:`~adaptloop.streams.connection.KafkaConnection` (whose topic prefix it uses unless ``prefix`` says
-    otherwise) or a bare address.
+    """Reads adaptloop topics in batches, in a consumer group; yields decoded :class:`Record` s.
+    Made from a :class:`~adaptloop.streams.connection.KafkaConnection` (whose topic prefix it uses
+    unless ``prefix`` says otherwise) or a bare address.
 
-    ``trusted``: read the topics only the worker writes (``training-examples``) with their fast reader
-    (:mod:`adaptloop.schemas.trusted`).
+    ``trusted``: read the topics only the worker writes (``training-examples``) with their fast
+    reader (:mod:`adaptloop.schemas.trusted`).
 
     Offsets are committed only by :meth:`commit`, after the dead letters of the
     batch are acknowledged: a crash re-reads records, it never loses one.
@@ -78,10 +79,12 @@ class EventConsumer:
         prefix = connection.topic_prefix if prefix is None else prefix
         self.dead_letters = dead_letters
         self._topics = {topic.full_name(prefix): topic for topic in topics}
-        # The worker's own topics read with their fast reader: their events are structs of the contract's
-        # fields, not pydantic models (schemas.trusted says what each checks).
+        # The worker's own topics read with their fast reader: their events are structs of the
+        # contract's fields, not pydantic models (schemas.trusted says what each checks).
         self._readers = {
-            name: TRUSTED_READERS[topic] for name, topic in self._topics.items() if trusted and topic in TRUSTED_READERS
+            name: TRUSTED_READERS[topic]
+            for name, topic in self._topics.items()
+            if trusted and topic in TRUSTED_READERS
         }
         self._consumer = connection.group_consumer(
             group,
@@ -94,7 +97,9 @@ class EventConsumer:
                 **(config or {}),
             },
         )
-        callbacks = {name: cb for name, cb in (("on_assign", on_assign), ("on_revoke", on_revoke)) if cb}
+        callbacks = {
+            name: cb for name, cb in (("on_assign", on_assign), ("on_revoke", on_revoke)) if cb
+        }
         self._consumer.subscribe(list(self._topics), **callbacks)
 
     @property
@@ -119,13 +124,15 @@ class EventConsumer:
             key, value = message.key(), message.value()
             topic = topics[name]
             event = decode(topic, name, partition, offset, key, value, readers.get(name))
-            if event is not None:  # (a record without a value was dead-lettered: value is bytes here)
+            # (a record without a value was dead-lettered: value is bytes here)
+            if event is not None:
                 stamp = message.timestamp()[1] / 1000.0
                 records.append(Record(topic, partition, offset, key, value, event, stamp))  # type: ignore[arg-type]
         return records
 
     def _fetch(self, max_records: int, timeout: float) -> list[Message]:
-        """What is there now, up to ``max_records``; if nothing, wait up to ``timeout`` for the first record.
+        """What is there now, up to ``max_records``; if nothing, wait up to ``timeout`` for the
+        first record.
 
         (librdkafka's batch consume waits for a *full* batch or the timeout: under a trickle
         every poll would wait the whole timeout.)
@@ -140,8 +147,9 @@ class EventConsumer:
     def commit(self, wait: bool = True) -> None:
         """Commit what was polled, once the batch's dead letters are safely on the broker.
 
-        ``wait=False``: commit without waiting for the dead letters or the broker, for a reader that resumes
-        from offsets of its own (the learner's checkpoints), to whom the group's offsets only show its lag.
+        ``wait=False``: commit without waiting for the dead letters or the broker, for a reader that
+        resumes from offsets of its own (the learner's checkpoints), to whom the group's offsets
+        only show its lag.
         """
         try:
             if wait:
@@ -160,6 +168,9 @@ class EventConsumer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

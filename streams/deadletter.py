@@ -23,16 +23,17 @@ from adaptloop.streams.reader import Since
 log = logging.getLogger(__name__)
 
 RECALL_MARGIN_SECONDS = 60.0
-"""A role that restarts reads back its dead letters from this long before its last checkpoint (clocks of the
-worker and the broker may differ a little), so that a record read again is not dead-lettered twice."""
+"""A role that restarts reads back its dead letters from this long before its last checkpoint
+(clocks of the worker and the broker may differ a little), so that a record read again is not
+dead-lettered twice."""
 
 LOG_EVERY_SECONDS = 60.0
-"""Dead letters are logged as a summary at most this often (the first of each kind at once): a spammer's
-thousands of records must not become thousands of log lines."""
+"""Dead letters are logged as a summary at most this often (the first of each kind at once): a
+spammer's thousands of records must not become thousands of log lines."""
 
 KEPT_VALUE_BYTES = 512 * 1024
-"""A dead letter keeps values up to this size whole (base64 grows them by a third, and the letter must
-fit in one Kafka record); larger ones keep their first 1024 bytes."""
+"""A dead letter keeps values up to this size whole (base64 grows them by a third, and the letter
+must fit in one Kafka record); larger ones keep their first 1024 bytes."""
 
 
 class DeadLetters:
@@ -52,7 +53,9 @@ class DeadLetters:
     ('malformed', 41, {'malformed': 1})
     """
 
-    def __init__(self, producer: EventProducer, consumer: str, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, producer: EventProducer, consumer: str, max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.max_record_bytes = max_record_bytes
@@ -73,9 +76,9 @@ class DeadLetters:
         value: bytes | None,
         reader: Callable[..., Any] | None = None,
     ) -> Event | None:
-        """The decoded event, or ``None`` after dead-lettering the record. ``reader``: a fast reader of a
-        topic only the worker writes (:data:`~adaptloop.schemas.trusted.TRUSTED_READERS`) instead of the
-        contract's full validation."""
+        """The decoded event, or ``None`` after dead-lettering the record. ``reader``: a fast reader
+        of a topic only the worker writes (:data:`~adaptloop.schemas.trusted.TRUSTED_READERS`)
+        instead of the contract's full validation."""
         try:
             if reader is not None:
                 return reader(value, max_bytes=self.max_record_bytes)
@@ -94,7 +97,8 @@ class DeadLetters:
         kind: DeadLetterKind,
         reason: str,
     ) -> DeadLetter | None:
-        """Send one record to the dead-letter topic with ``reason`` (None: it was, before a restart)."""
+        """Send one record to the dead-letter topic with ``reason`` (None: it was, before a
+        restart)."""
         if (topic_name, partition, offset) in self.already:
             return None
         truncated = value is not None and len(value) > min(self.max_record_bytes, KEPT_VALUE_BYTES)
@@ -116,7 +120,9 @@ class DeadLetters:
         self.counts[kind] += 1
         DEAD_LETTERS.labels(self.consumer, kind).inc()
         if self.counts[kind] == 1:  # the first of its kind: at once
-            log.warning("dead letter from %s[%d]@%d: %s: %s", topic_name, partition, offset, kind, reason)
+            log.warning(
+                "dead letter from %s[%d]@%d: %s: %s", topic_name, partition, offset, kind, reason
+            )
         else:
             self._unlogged[kind] += 1
             self._last_reason[kind] = reason
@@ -124,9 +130,11 @@ class DeadLetters:
         return letter
 
     def log_summary(self, force: bool = False) -> None:
-        """Log the dead letters not logged yet, a count per kind with the last reason, at most once per
-        :data:`LOG_EVERY_SECONDS` (or now, if ``force``)."""
-        if not self._unlogged or (not force and time.monotonic() - self._logged_at < LOG_EVERY_SECONDS):
+        """Log the dead letters not logged yet, a count per kind with the last reason, at most once
+        per :data:`LOG_EVERY_SECONDS` (or now, if ``force``)."""
+        if not self._unlogged or (
+            not force and time.monotonic() - self._logged_at < LOG_EVERY_SECONDS
+        ):
             return
         log.warning(
             "%s: %s",
@@ -143,9 +151,9 @@ class DeadLetters:
 def dead_lettered_since(
     connection: ConnectionLike, prefix: str, consumer: str, since: float, timeout: float = 30.0
 ) -> set[tuple[str, int, int]]:
-    """Where each record ``consumer`` dead-lettered since ``since`` (epoch seconds) came from: (topic,
-    partition, offset). A role that restarts reads again what it read after its last checkpoint; with these it
-    dead-letters each of those records once."""
+    """Where each record ``consumer`` dead-lettered since ``since`` (epoch seconds) came from:
+    (topic, partition, offset). A role that restarts reads again what it read after its last
+    checkpoint; with these it dead-letters each of those records once."""
     name = topics.DEAD_LETTERS.full_name(prefix)
     found: set[tuple[str, int, int]] = set()
     with KafkaConnection.of(connection).reader(name, start=Since(since)) as reader:

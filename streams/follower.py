@@ -1,16 +1,18 @@
-"""Following a topic in the background: what a client that serves a compacted topic's contents reads it with.
+"""Following a topic in the background: what a client that serves a compacted topic's contents reads
+it with.
 
-:class:`Follower` reads chosen partitions of one topic from their start, in a thread of its own, for as long as
-it runs, and hands each batch of records to its owner (a ``PreferenceClient`` follows every partition of
-``preference-store``). A partition can be added while it runs: it is read from its start, and the owner is told
-when its end is reached (the owner has caught up on its history there).
+:class:`Follower` reads chosen partitions of one topic from their start, in a thread of its own, for
+as long as it runs, and hands each batch of records to its owner (a ``PreferenceClient`` follows
+every partition of ``preference-store``). A partition can be added while it runs: it is read from
+its start, and the owner is told when its end is reached (the owner has caught up on its history
+there).
 
-:class:`ModelUpdates` is the one follower of ``model-updates`` that every ``ModelClient`` of a process shares
-(one per connection and topic): a model's records sit on one partition, the one its key hashes to
-(:func:`~adaptloop.streams.versions.home_partition`), so it reads only the partitions of the models followed,
-with one consumer and one producer for them all, and hands each record to the clients of its key. A hundred
-models then cost one consumer's threads and fetches rather than a hundred, and a client starts without
-making a Kafka client of its own.
+:class:`ModelUpdates` is the one follower of ``model-updates`` that every ``ModelClient`` of a
+process shares (one per connection and topic): a model's records sit on one partition, the one its
+key hashes to (:func:`~adaptloop.streams.versions.home_partition`), so it reads only the partitions
+of the models followed, with one consumer and one producer for them all, and hands each record to
+the clients of its key. A hundred models then cost one consumer's threads and fetches rather than a
+hundred, and a client starts without making a Kafka client of its own.
 """
 
 from __future__ import annotations
@@ -34,16 +36,16 @@ from adaptloop.streams.producer import EventProducer
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-"""How long the follower's thread waits for records before it looks for partitions to add or drop: the most a
-new client waits before its partition is read."""
+"""How long the follower's thread waits for records before it looks for partitions to add or drop:
+the most a new client waits before its partition is read."""
 
 
 class Follower:
     """Reads partitions of ``topic`` from their start in a background thread, until :meth:`close`.
 
-    ``on_records`` gets each batch of records read (in partition order, never an error), ``on_start`` the
-    partitions it starts reading from their start, ``on_end`` a partition whose end it has reached; all are
-    called from the follower's thread, one at a time.
+    ``on_records`` gets each batch of records read (in partition order, never an error),
+    ``on_start`` the partitions it starts reading from their start, ``on_end`` a partition whose end
+    it has reached; all are called from the follower's thread, one at a time.
     """
 
     def __init__(
@@ -88,22 +90,25 @@ class Follower:
             self._reread.difference_update(self._dropped)
 
     def close(self) -> None:
-        """Stop the thread (it closes the consumer); from the thread itself, it stops after the current batch."""
+        """Stop the thread (it closes the consumer); from the thread itself, it stops after the
+        current batch."""
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
 
     def _apply(self) -> None:
-        """Assign the partitions asked for since the last batch: unassigning one read already and assigning it
-        at its start again drops what was fetched from it before (librdkafka discards the old assignment's
-        records), so what comes next is its history from the start. What the consumer refuses is asked for
-        again at the next batch."""
+        """Assign the partitions asked for since the last batch: unassigning one read already and
+        assigning it at its start again drops what was fetched from it before (librdkafka discards
+        the old assignment's records), so what comes next is its history from the start. What the
+        consumer refuses is asked for again at the next batch."""
         with self._lock:
             reread, dropped = self._reread, self._dropped
             self._reread, self._dropped = set(), set()
         try:
             if gone := (reread | dropped) & self._assigned:
-                self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in sorted(gone)])
+                self._consumer.incremental_unassign(
+                    [TopicPartition(self.topic, p) for p in sorted(gone)]
+                )
                 self._assigned -= gone
             if reread:
                 starts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(reread)]
@@ -135,7 +140,8 @@ class Follower:
                     else:
                         log.warning("%s: %s", self.topic, error.str())
                 self._hand(records)
-        except Exception:  # a bug in an owner's handler: said loudly, rather than a silent dead thread
+        # a bug in an owner's handler: said loudly, rather than a silent dead thread
+        except Exception:
             log.exception("the follower of %s stopped", self.topic)
             raise
         finally:
@@ -147,13 +153,16 @@ class Follower:
 
 
 class Reader(Protocol):
-    """What follows one model's records (``ModelClient``'s :class:`~adaptloop.streams.model_client.NewestVersion`)."""
+    """What follows one model's records (``ModelClient``'s
+    :class:`~adaptloop.streams.model_client.NewestVersion`)."""
 
     def read(self, partition: int, offset: int, value: bytes | None) -> None:
-        """One record of the model, in partition order (a record read again after a re-read is not passed)."""
+        """One record of the model, in partition order (a record read again after a re-read is not
+        passed)."""
 
     def caught_up(self) -> None:
-        """The model's history is read: the partition's end as of when it was followed is reached."""
+        """The model's history is read: the partition's end as of when it was followed is
+        reached."""
 
 
 @dataclass(eq=False)
@@ -165,7 +174,8 @@ class Subscription:
     reader: Reader
     started: bool = False  # False: waits for its partition to be read from its start
     caught_up: bool = False
-    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> the first offset not read yet
+    # partition -> the first offset not read yet
+    next_offsets: dict[int, int] = field(default_factory=dict)
 
 
 Record = tuple[int, int, bytes | None, bytes | None]
@@ -173,12 +183,13 @@ Record = tuple[int, int, bytes | None, bytes | None]
 
 
 class Routes:
-    """Which reader of a shared follower gets which record: the readers of its key, each record once.
+    """Which reader of a shared follower gets which record: the readers of its key, each record
+    once.
 
-    A reader added to a partition read already has the partition read again from its start: it waits for that
-    (:meth:`started`), then gets every record of its key, and is caught up at the partition's next end. The
-    readers that have read the partition already skip what they have seen. No Kafka here, and no lock: the
-    owner holds one around each call.
+    A reader added to a partition read already has the partition read again from its start: it waits
+    for that (:meth:`started`), then gets every record of its key, and is caught up at the
+    partition's next end. The readers that have read the partition already skip what they have seen.
+    No Kafka here, and no lock: the owner holds one around each call.
 
     >>> routes = Routes()
     >>> first = routes.add(Subscription(b"m", 0, reader=None))
@@ -223,12 +234,15 @@ class Routes:
         return True
 
     def started(self, partitions: Iterable[int]) -> None:
-        """``partitions`` are read from their start from now on: their waiting readers start reading."""
+        """``partitions`` are read from their start from now on: their waiting readers start
+        reading."""
         for partition in partitions:
             for subscription in self._by_partition.get(partition, []):
                 subscription.started = True
 
-    def records(self, records: Iterable[Record]) -> list[tuple[Subscription, tuple[int, int, bytes | None]]]:
+    def records(
+        self, records: Iterable[Record]
+    ) -> list[tuple[Subscription, tuple[int, int, bytes | None]]]:
         """Each (reader, (partition, offset, value)) to hand, in the records' order."""
         handed = []
         for partition, offset, key, value in records:
@@ -248,11 +262,12 @@ class Routes:
 
 
 class ModelUpdates:
-    """The process's follower of ``model-updates`` (per connection and topic), shared by its ModelClients.
+    """The process's follower of ``model-updates`` (per connection and topic), shared by its
+    ModelClients.
 
-    Get it with :meth:`acquire` and give it back with :meth:`release`: the last user's release stops it. Each
-    client :meth:`subscribe`\\ s its model; a model added later has its partition read again from its start (the
-    subscribers that have read it already skip what they have seen).
+    Get it with :meth:`acquire` and give it back with :meth:`release`: the last user's release stops
+    it. Each client :meth:`subscribe`\\ s its model; a model added later has its partition read
+    again from its start (the subscribers that have read it already skip what they have seen).
     """
 
     _shared: ClassVar[dict[tuple[Any, ...], ModelUpdates]] = {}
@@ -278,11 +293,16 @@ class ModelUpdates:
 
     @classmethod
     def acquire(cls, bootstrap: ConnectionLike, prefix: str = "") -> ModelUpdates:
-        """The follower of ``model-updates`` of this connection and prefix, made if this process has none."""
+        """The follower of ``model-updates`` of this connection and prefix, made if this process has
+        none."""
         connection = KafkaConnection.of(bootstrap)
-        # Two identities are two followers: the key holds the address and every property, secrets included
-        # (as the values they are, never shown).
-        key = (MODEL_UPDATES.full_name(prefix), connection.bootstrap, *sorted(connection.librdkafka().items()))
+        # Two identities are two followers: the key holds the address and every property, secrets
+        # included (as the values they are, never shown).
+        key = (
+            MODEL_UPDATES.full_name(prefix),
+            connection.bootstrap,
+            *sorted(connection.librdkafka().items()),
+        )
         with cls._shared_lock:
             shared = cls._shared.get(key)
             if shared is None:
@@ -291,7 +311,8 @@ class ModelUpdates:
             return shared
 
     def release(self) -> None:
-        """One user fewer; the last one stops the follower and delivers what the shared producer holds."""
+        """One user fewer; the last one stops the follower and delivers what the shared producer
+        holds."""
         with ModelUpdates._shared_lock:
             self._users -= 1
             if self._users > 0:
@@ -311,7 +332,8 @@ class ModelUpdates:
             return self._producer
 
     def partitions(self, wait: float) -> int:
-        """How many partitions ``model-updates`` has, once it exists (a worker creates it when it starts)."""
+        """How many partitions ``model-updates`` has, once it exists (a worker creates it when it
+        starts)."""
         deadline = time.monotonic() + wait
         if not self._count_lock.acquire(timeout=wait):
             raise TimedOut(f"the partitions of {self.topic!r} were not found within {wait:.0f}s")
@@ -326,8 +348,10 @@ class ModelUpdates:
                         break
                     if time.monotonic() > deadline:
                         raise TimedOut(
-                            f"topic {self.topic!r} does not exist after {wait:.0f}s: start a worker "
-                            "('adaptloop worker') or create the topics ('adaptloop topics create'), with the same "
+                            f"topic {self.topic!r} does not exist after {wait:.0f}s: start "
+                            "a worker "
+                            "('adaptloop worker') or create the topics ('adaptloop topics "
+                            "create'), with the same "
                             "topic_prefix"
                         )
                     time.sleep(0.5)
@@ -339,12 +363,13 @@ class ModelUpdates:
         """Hand ``reader`` every record of ``model``'s key, from the start of its ``partition``."""
         with self._lock:
             subscription = self._routes.add(Subscription(model.encode(), partition, reader))
-            self._follower.follow([partition])  # under the lock: an unsubscribe's drop cannot overtake it
+            # under the lock: an unsubscribe's drop cannot overtake it
+            self._follower.follow([partition])
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Hand ``subscription``'s reader nothing more (but a record being handed to it now); stop reading its
-        partition if no one else reads it."""
+        """Hand ``subscription``'s reader nothing more (but a record being handed to it now); stop
+        reading its partition if no one else reads it."""
         with self._lock:
             if self._routes.remove(subscription):
                 self._follower.drop([subscription.partition])
@@ -355,12 +380,17 @@ class ModelUpdates:
 
     def _records(self, messages: list[Message]) -> None:
         with self._lock:
-            handed = self._routes.records((m.partition() or 0, m.offset() or 0, m.key(), m.value()) for m in messages)
-        for subscription, (partition, offset, value) in handed:  # outside the lock: loading takes time
+            handed = self._routes.records(
+                (m.partition() or 0, m.offset() or 0, m.key(), m.value()) for m in messages
+            )
+        # outside the lock: loading takes time
+        for subscription, (partition, offset, value) in handed:
             try:
                 subscription.reader.read(partition, offset, value)
             except Exception:  # one reader's bug must not stop the others' models
-                log.exception("a reader of %s failed on partition %d offset %d", self.topic, partition, offset)
+                log.exception(
+                    "a reader of %s failed on partition %d offset %d", self.topic, partition, offset
+                )
 
     def _ended(self, partition: int) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The join agent: predictions, outcomes and clock ticks in, training examples out, in Kafka transactions.
+"""The join agent: predictions, outcomes and clock ticks in, training examples out, in Kafka
+transactions.
 
 Each input partition ``i`` (of ``predictions``, ``outcomes`` and ``join-clock``,
 co-partitioned and given to one member by the "range" assignment) has its own
@@ -8,11 +9,12 @@ their model key lands on), the dead letters, the changed entries of its state on
 a compacted changelog partition ``i``, and the input offsets, commits in one
 transaction: a crash replays the batch from the last commit, exactly once.
 
-A decision's prediction and outcome must be read by the member that owns its partition. A service whose
-client partitions keys otherwise than Java's murmur2 (librdkafka's default ``consistent_random``: Go, .NET,
-node-rdkafka) puts some records on another partition: the join sends each such record on to its key's
-partition of ``predictions-repartition`` or ``outcomes-repartition``, in the transaction that commits
-having read it, and joins it there, so nothing is lost or joined twice whatever the sender's partitioner.
+A decision's prediction and outcome must be read by the member that owns its partition. A service
+whose client partitions keys otherwise than Java's murmur2 (librdkafka's default
+``consistent_random``: Go, .NET, node-rdkafka) puts some records on another partition: the join
+sends each such record on to its key's partition of ``predictions-repartition`` or
+``outcomes-repartition``, in the transaction that commits having read it, and joins it there, so
+nothing is lost or joined twice whatever the sender's partitioner.
 
 Whoever takes over partition ``i`` creates producer ``i`` again, which fences the
 old owner and aborts its open transaction at once, then restores the state from
@@ -70,14 +72,22 @@ from adaptloop.streams.specs import SpecFollower, read_catalogue
 
 log = logging.getLogger(__name__)
 
-INPUTS: tuple[Topic, ...] = (PREDICTIONS, OUTCOMES, JOIN_CLOCK, PREDICTIONS_REPARTITION, OUTCOMES_REPARTITION)
+INPUTS: tuple[Topic, ...] = (
+    PREDICTIONS,
+    OUTCOMES,
+    JOIN_CLOCK,
+    PREDICTIONS_REPARTITION,
+    OUTCOMES_REPARTITION,
+)
 REPARTITION = {PREDICTIONS: PREDICTIONS_REPARTITION, OUTCOMES: OUTCOMES_REPARTITION}
-SENT_ON = frozenset(REPARTITION.values())  # records sent on from another partition: each on its decision's
+# records sent on from another partition: each on its decision's
+SENT_ON = frozenset(REPARTITION.values())
 RESTORE_TIMEOUT = 300.0
 
 
 class _ToPartitionProducer:
-    """The dead-letter sink of the join: each letter goes out in the transaction of its input partition."""
+    """The dead-letter sink of the join: each letter goes out in the transaction of its input
+    partition."""
 
     def __init__(self, outputs: Mapping[int, EventProducer]) -> None:
         self.outputs = outputs
@@ -87,14 +97,16 @@ class _ToPartitionProducer:
 
 
 FIRST_JOINS_FAST: dict[str, object] = {
-    # A partition just assigned joins the fetch in flight only when it returns, and a fetch of partitions
-    # with nothing new waits fetch.wait.max.ms (500 ms by default) on the broker: 0.5 s after every
-    # assignment before the first record. (Once data flows, fetch.min.bytes=1 answers at once anyway.)
+    # A partition just assigned joins the fetch in flight only when it returns, and a fetch of
+    # partitions with nothing new waits fetch.wait.max.ms (500 ms by default) on the broker: 0.5 s
+    # after every assignment before the first record. (Once data flows, fetch.min.bytes=1 answers at
+    # once anyway.)
     "fetch.wait.max.ms": 100,
-    # A fetch answers topic by topic, up to this much of each partition: at librdkafka's 1 MB, a backlog's
-    # first fetch held 6 MB of predictions (12,000) before its first outcome, so the first decision joined
-    # 0.9 s after assignment. At 128 KB, predictions and outcomes alternate every 1,500 records or so
-    # (measured: the first example 0.26 s after assignment, the backlog's total time unchanged).
+    # A fetch answers topic by topic, up to this much of each partition: at librdkafka's 1 MB, a
+    # backlog's first fetch held 6 MB of predictions (12,000) before its first outcome, so the first
+    # decision joined 0.9 s after assignment. At 128 KB, predictions and outcomes alternate every
+    # 1,500 records or so (measured: the first example 0.26 s after assignment, the backlog's total
+    # time unchanged).
     "max.partition.fetch.bytes": 128 * 1024,
 }
 
@@ -110,7 +122,8 @@ JOIN_CONSUMER_CONFIG: dict[str, object] = {
 
 
 class JoinSettings(Protocol):
-    """What a join reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+    """What a join reads of the worker's settings (:class:`adaptloop.settings.Settings` has it
+    all)."""
 
     group: str
     partitions: int
@@ -135,7 +148,8 @@ class JoinAgent:
 
     @classmethod
     def from_settings(cls, settings: JoinSettings, connection: KafkaConnection) -> JoinAgent:
-        """The join of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        """The join of the worker ``settings`` describe, its topics prefixed as ``connection``
+        says."""
         return cls(
             connection,
             specs=settings.specs,
@@ -177,12 +191,17 @@ class JoinAgent:
         self.join = DelayedJoin(self.state, catalogue.specs, lateness=lateness_seconds)
         self.spec_follower = SpecFollower(self.connection, prefix, ends=catalogue.ends)
         self.outputs: dict[int, EventProducer] = {}  # input partition -> its transactional producer
-        self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
-        self._committed: dict[tuple[str, int], int] = {}  # offsets of the last commit, per input partition
+        # next offset to process, per input partition
+        self.positions: dict[tuple[str, int], int] = {}
+        # offsets of the last commit, per input partition
+        self._committed: dict[tuple[str, int], int] = {}
         partitions = self._ensure_changelog(partitions, replication)
         self.partitions = partitions
-        self._committer = ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="join-commit")
-        self.ticker = EventProducer(connection, topic_prefix=prefix)  # ticks are inputs, not outputs: no transaction
+        self._committer = ThreadPoolExecutor(
+            max_workers=partitions, thread_name_prefix="join-commit"
+        )
+        # ticks are inputs, not outputs: no transaction
+        self.ticker = EventProducer(connection, topic_prefix=prefix)
         # End offsets for ticks, on connections of their own: the consumer's hold its long-polling
         # fetches, and a question queued behind one waits up to fetch.wait.max.ms.
         self.ends = self.connection.group_consumer(f"{self.group}-ends")
@@ -207,7 +226,9 @@ class JoinAgent:
         """
         topics = wait_for_broker(self.connection).list_topics(timeout=30).topics
         inputs = topics.get(self.names[PREDICTIONS])
-        partitions = len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
+        partitions = (
+            len(inputs.partitions) if inputs is not None and inputs.partitions else partitions
+        )
         have = ensure_changelog(self.connection, self.changelog, partitions, replication)
         if have < partitions:
             raise TopicConfigMismatch(
@@ -231,11 +252,13 @@ class JoinAgent:
         consumer.unassign()
 
     def _take(self, indexes: list[int]) -> None:
-        """Become the owner of these input partitions: fence their previous owners, restore their state.
+        """Become the owner of these input partitions: fence their previous owners, restore their
+        state.
 
-        Each partition's transactional producer fences the last one as it starts (a few round trips to the
-        transaction coordinator), so they start side by side; then one reader restores every partition.
-        One after the other, producer and reader per partition, six partitions took 0.4-2.7 s (measured).
+        Each partition's transactional producer fences the last one as it starts (a few round trips
+        to the transaction coordinator), so they start side by side; then one reader restores every
+        partition. One after the other, producer and reader per partition, six partitions took
+        0.4-2.7 s (measured).
         """
         for index in indexes:
             self._release(index)
@@ -247,7 +270,9 @@ class JoinAgent:
         )
         self.outputs.update(zip(indexes, producers))
         for index, restored in self._restore(indexes).items():
-            log.info("join partition %d: %d entries restored from %s", index, restored, self.changelog)
+            log.info(
+                "join partition %d: %d entries restored from %s", index, restored, self.changelog
+            )
 
     def _release(self, index: int) -> None:
         producer = self.outputs.pop(index, None)
@@ -260,10 +285,11 @@ class JoinAgent:
             self._committed.pop((self.names[topic], index), None)
 
     def _restore(self, indexes: list[int]) -> dict[int, int]:
-        """Read these changelog partitions to their ends into the state (their producers just fenced any writer);
-        return the entries restored per partition."""
+        """Read these changelog partitions to their ends into the state (their producers just fenced
+        any writer); return the entries restored per partition."""
         reader = self.connection.group_consumer(
-            f"{self.group}-restore", **{"enable.auto.commit": False, "isolation.level": "read_committed"}
+            f"{self.group}-restore",
+            **{"enable.auto.commit": False, "isolation.level": "read_committed"},
         )
         restored = dict.fromkeys(indexes, 0)
         try:
@@ -273,7 +299,9 @@ class JoinAgent:
                     ends[index] = high
             if not ends:
                 return restored
-            reader.assign([TopicPartition(self.changelog, index, OFFSET_BEGINNING) for index in ends])
+            reader.assign(
+                [TopicPartition(self.changelog, index, OFFSET_BEGINNING) for index in ends]
+            )
             deadline = time.monotonic() + RESTORE_TIMEOUT
             while ends:
                 if time.monotonic() > deadline:
@@ -286,10 +314,15 @@ class JoinAgent:
                         continue
                     key, value = message.key(), message.value()
                     assert key is not None  # the join writes every entry under its decision id
-                    self.state.restore(key.decode(), entry_from(value) if value is not None else None)
+                    self.state.restore(
+                        key.decode(), entry_from(value) if value is not None else None
+                    )
                     restored[message.partition() or 0] += 1
-                # Transaction markers hold the last offsets: a partition is done when its position passes its end.
-                positions = reader.position([TopicPartition(self.changelog, index) for index in ends])
+                # Transaction markers hold the last offsets: a partition is done when its position
+                # passes its end.
+                positions = reader.position(
+                    [TopicPartition(self.changelog, index) for index in ends]
+                )
                 for tp in positions:
                     if tp.offset >= ends[tp.partition]:
                         del ends[tp.partition]
@@ -306,10 +339,12 @@ class JoinAgent:
         records = self.consumer.poll(self.batch_size, timeout)
         received: Counter[str] = Counter()
         joined: Counter[tuple[str, str]] = Counter()
-        run: list[Record] = []  # predictions and outcomes since the last clock tick: one call of the join
+        # predictions and outcomes since the last clock tick: one call of the join
+        run: list[Record] = []
         for record in records:
             received[record.topic.name] += 1
-            if record.topic is JOIN_CLOCK:  # after the records before it: it asks how far they were read
+            # after the records before it: it asks how far they were read
+            if record.topic is JOIN_CLOCK:
                 self._join(run, joined)
                 run = []
                 self._tick(record, joined)
@@ -334,10 +369,11 @@ class JoinAgent:
         return len(records)
 
     def _join(self, records: list[Record], joined: Counter[tuple[str, str]]) -> None:
-        """Join predictions and outcomes, in one call of the join, and send what each gave in its partition's
-        transaction: a record read on another partition than its decision's on to that partition's repartition
-        topic, training examples, dead letters (a record whose time must not reach the clocks, one that raised:
-        its decision is left as it was, no record stops the join)."""
+        """Join predictions and outcomes, in one call of the join, and send what each gave in its
+        partition's transaction: a record read on another partition than its decision's on to that
+        partition's repartition topic, training examples, dead letters (a record whose time must not
+        reach the clocks, one that raised: its decision is left as it was, no record stops the
+        join)."""
         if not records:
             return
         problems: list[str | None] = []
@@ -357,7 +393,9 @@ class JoinAgent:
                     refused=problem is not None,
                 )
             )
-        for record, problem, result in zip(records, problems, self.join.process(batch, self.partitions), strict=True):
+        for record, problem, result in zip(
+            records, problems, self.join.process(batch, self.partitions), strict=True
+        ):
             if isinstance(result, int):
                 self._send_on(record, result)
             elif result is None:
@@ -369,11 +407,13 @@ class JoinAgent:
                 self._emit(record, result, joined)
 
     def _send_on(self, record: Record, home: int) -> None:
-        """Send a prediction or outcome read on another partition than its decision's on to that partition's
-        repartition topic (in this partition's transaction)."""
+        """Send a prediction or outcome read on another partition than its decision's on to that
+        partition's repartition topic (in this partition's transaction)."""
         topic = REPARTITION[record.topic]
         key = record.event.decision_id.encode()  # type: ignore[attr-defined]
-        self.outputs[record.partition].send_bytes(topic.full_name(self.prefix), key, record.value, partition=home)
+        self.outputs[record.partition].send_bytes(
+            topic.full_name(self.prefix), key, record.value, partition=home
+        )
         REPARTITIONED.labels(record.topic.name).inc()
 
     def _tick(self, record: Record, joined: Counter[tuple[str, str]]) -> None:
@@ -385,14 +425,17 @@ class JoinAgent:
             self._reject(record, "rejected", problem)
             return
         try:
-            out = self.join.tick_raw(index, record.event.timestamp.timestamp(), self._read_to_end(index))
+            out = self.join.tick_raw(
+                index, record.event.timestamp.timestamp(), self._read_to_end(index)
+            )
         except Exception as error:
             self._failed(record, error)
             return
         self._emit(record, out, joined)
 
     def _emit(self, record: Record, out: RawOutput, joined: Counter[tuple[str, str]]) -> None:
-        """What the join gave for ``record``: its training examples, and its rejections as dead letters."""
+        """What the join gave for ``record``: its training examples, and its rejections as dead
+        letters."""
         output, index = self.outputs[record.partition], record.partition
         for model, status, example in out[0]:
             output.send_bytes(self.examples_topic, model.encode(), example)
@@ -410,11 +453,18 @@ class JoinAgent:
 
     def _reject(self, record: Record, kind: DeadLetterKind, reason: str) -> None:
         self.consumer.dead_letters.reject(
-            record.topic.full_name(self.prefix), record.partition, record.offset, record.key, record.value, kind, reason
+            record.topic.full_name(self.prefix),
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            kind,
+            reason,
         )
 
     def _failed(self, record: Record, error: BaseException) -> None:
-        """A record the join raised on: a dead letter of kind ``error`` (its decision was left as it was)."""
+        """A record the join raised on: a dead letter of kind ``error`` (its decision was left as it
+        was)."""
         log.error(
             "join: %s[%d]@%d raised; it is dead-lettered",
             record.topic.name,
@@ -425,28 +475,33 @@ class JoinAgent:
         self._reject(record, "error", f"the join raised {type(error).__name__}: {error}")
 
     def _time_problem(self, event: Event, index: int) -> str | None:
-        """Why a record's time must not reach the join's clocks, if it must not: ahead of this worker's clock by
-        more than ``max_future_seconds`` (a prediction from the year 9999, or a forged clock tick, would expire
-        every pending decision of its partition), or a clock tick that far behind what the partition has seen."""
+        """Why a record's time must not reach the join's clocks, if it must not: ahead of this
+        worker's clock by more than ``max_future_seconds`` (a prediction from the year 9999, or a
+        forged clock tick, would expire every pending decision of its partition), or a clock tick
+        that far behind what the partition has seen."""
         moment = event.timestamp.timestamp()
         ahead = moment - time.time()
         if ahead > self.max_future_seconds:
             return (
-                f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this worker's clock (limit "
-                f"{self.max_future_seconds:,.0f}s): it would move the join's event time forward and expire "
+                f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this "
+                "worker's clock (limit "
+                f"{self.max_future_seconds:,.0f}s): it would move the join's event time "
+                "forward and expire "
                 "pending decisions"
             )
         if isinstance(event, ClockTick):
             latest = self.join.latest(index)
             if latest is not None and latest - moment > self.max_future_seconds:
                 return (
-                    f"clock tick {event.timestamp.isoformat()} is {latest - moment:,.0f}s behind what partition "
+                    f"clock tick {event.timestamp.isoformat()} is {latest - moment:,.0f}s "
+                    "behind what partition "
                     f"{index} has seen (limit {self.max_future_seconds:,.0f}s)"
                 )
         return None
 
     def _read_to_end(self, index: int) -> tuple[int, ...]:
-        """The clocks whose input partition has been processed up to its end, so a tick may advance them.
+        """The clocks whose input partition has been processed up to its end, so a tick may advance
+        them.
 
         The end is asked of the broker now, after the tick was sent: the end cached from the last
         fetch may predate records written before the tick, and advancing the clock past those
@@ -480,12 +535,15 @@ class JoinAgent:
         known = self.positions.get((name, index))
         if known is not None:
             return known
-        committed = self.consumer.kafka.committed([TopicPartition(name, index)], timeout=10)[0].offset
+        committed = self.consumer.kafka.committed([TopicPartition(name, index)], timeout=10)[
+            0
+        ].offset
         self.positions[(name, index)] = max(committed, 0)
         return self.positions[(name, index)]
 
     def _commit(self, moved: dict[int, list[TopicPartition]]) -> None:
-        """One transaction per partition that moved: its outputs (already sent), its state changes, its offsets.
+        """One transaction per partition that moved: its outputs (already sent), its state changes,
+        its offsets.
 
         The partitions' transactions are independent, so they commit in parallel (each is a few
         round trips to the broker, and confluent-kafka waits for them without holding the GIL).
@@ -504,7 +562,8 @@ class JoinAgent:
                 future.result()
             except KafkaException as error:
                 if not error.args[0].txn_requires_abort():
-                    raise  # fenced or fatal: the role stops, the worker restarts it, the group rebalances
+                    # fenced or fatal: the role stops, the worker restarts it, the group rebalances
+                    raise
                 log.warning(
                     "join partition %d: transaction aborted (%s); replaying from the last commit",
                     index,
@@ -515,7 +574,8 @@ class JoinAgent:
                 continue
             for tp in moved[index]:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-                self.positions[(tp.topic, tp.partition)] = tp.offset  # covers dead-lettered records too
+                # covers dead-lettered records too
+                self.positions[(tp.topic, tp.partition)] = tp.offset
 
     def _rewind(self, index: int) -> None:
         """After an aborted transaction: the state and the positions of the last commit."""
@@ -523,10 +583,16 @@ class JoinAgent:
         self.join.forget(index)
         self._restore([index])
         kafka = self.consumer.kafka
-        for tp in kafka.committed([TopicPartition(self.names[t], index) for t in INPUTS], timeout=30):
+        for tp in kafka.committed(
+            [TopicPartition(self.names[t], index) for t in INPUTS], timeout=30
+        ):
             self.positions.pop((tp.topic, tp.partition), None)
             self._committed.pop((tp.topic, tp.partition), None)
-            kafka.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+            kafka.seek(
+                TopicPartition(
+                    tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                )
+            )
 
     def _maybe_tick(self) -> None:
         """Send a clock tick to every owned partition each ``tick_seconds`` (wall clock)."""
@@ -542,13 +608,17 @@ class JoinAgent:
             log.warning("clock tick not delivered: %s", error)
 
     def _follow_specs(self) -> None:
-        """Take up the spec changes operators made since the last batch: the contracts the join checks
-        predictions against (the learner checks every example again under the spec it learns with)."""
+        """Take up the spec changes operators made since the last batch: the contracts the join
+        checks predictions against (the learner checks every example again under the spec it learns
+        with)."""
         for record in self.spec_follower.poll():
             try:
                 spec = spec_of(record, buildable=False) if record.status == "active" else None
-            except ConfigError as error:  # the owning learner dead-letters it; the model goes on as it was
-                log.warning("ignored the spec record of %s by %s: %s", record.model, record.actor, error)
+            # the owning learner dead-letters it; the model goes on as it was
+            except ConfigError as error:
+                log.warning(
+                    "ignored the spec record of %s by %s: %s", record.model, record.actor, error
+                )
                 continue
             self.join.use_spec(record.model, spec)
             log.info("model %s: spec %s by %s", record.model, record.status, record.actor)

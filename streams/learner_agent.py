@@ -18,14 +18,15 @@ checkpoint and relearns its journal without the example to blame). Each model's
 health (:mod:`adaptloop.learners.health`) is published on ``model-health``, with an
 alert on ``drift-alerts`` when it turns sick, and written for the worker's ``/health``.
 
-Models change while it runs (:mod:`adaptloop.streams.specs`): on each assignment it reads the catalogue of
-``model-specs`` to its end (over the worker's ``ADAPTLOOP_MODELS``) and restores every model in it; then it
-reads ``model-specs`` in its group, co-partitioned with ``training-examples``, so a model's spec records
-reach the learner that owns the model, in order with its examples as this learner reads them. Each record
-takes effect at once (:meth:`LearnerAgent._spec`) and the model is checkpointed right after it, so the spec
-a model learns under is part of its checkpoint: a restart, or another worker taking the partition over, goes
-on from there under the same spec. (A record read but not checkpointed before a crash is in the catalogue
-the next owner reads: it applies from the checkpoint on, to examples no published version has learned.)
+Models change while it runs (:mod:`adaptloop.streams.specs`): on each assignment it reads the
+catalogue of ``model-specs`` to its end (over the worker's ``ADAPTLOOP_MODELS``) and restores every
+model in it; then it reads ``model-specs`` in its group, co-partitioned with ``training-examples``,
+so a model's spec records reach the learner that owns the model, in order with its examples as this
+learner reads them. Each record takes effect at once (:meth:`LearnerAgent._spec`) and the model is
+checkpointed right after it, so the spec a model learns under is part of its checkpoint: a restart,
+or another worker taking the partition over, goes on from there under the same spec. (A record read
+but not checkpointed before a crash is in the catalogue the next owner reads: it applies from the
+checkpoint on, to examples no published version has learned.)
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from adaptloop.learners.recovery import Entry, recover
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
 from adaptloop.schemas.codec import encode
-from adaptloop.schemas.errors import ConfigError, ModelFailure, SpecChanged, UnknownModel, UnlearnableExample
+from adaptloop.schemas.errors import (
+    ConfigError,
+    ModelFailure,
+    SpecChanged,
+    UnknownModel,
+    UnlearnableExample,
+)
 from adaptloop.schemas.inference import LEARNABLE, TrainingExample
 from adaptloop.schemas.system import (
     DeadLetterKind,
@@ -83,24 +90,27 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SHARE = 0.2
 """At most this share of a learner's time goes to count-based versions of a big model: a checkpoint
-that took ``d`` seconds delays the next one until ``4 d`` have passed. A big Hoeffding tree takes 0.1-0.3 s
-to checkpoint: a version every 1,000 examples (the default) would have the learner checkpointing most of
-the time."""
+that took ``d`` seconds delays the next one until ``4 d`` have passed. A big Hoeffding tree takes
+0.1-0.3 s to checkpoint: a version every 1,000 examples (the default) would have the learner
+checkpointing most of the time."""
 
 HEALTH_EVERY_SECONDS = 60.0
 """A model's health is published when it changes, and at least this often while the model learns."""
 
 SMALL_MODEL_BYTES = 256 * 1024
-"""A model smaller than this never has a version delayed: its versions fall on exact counts, as operators
-and tests expect. Decided by the model's size, not by how long its last checkpoint took: a size is the same
-on every machine, while a linear model's checkpoint (3-10 ms) can take over 50 ms on a loaded host with a
-slow ``fsync``. A Hoeffding tree of 250 KB (240,000 examples of a 10-feature hyperplane) takes 40-125 ms."""
+"""A model smaller than this never has a version delayed: its versions fall on exact counts, as
+operators and tests expect. Decided by the model's size, not by how long its last checkpoint took: a
+size is the same on every machine, while a linear model's checkpoint (3-10 ms) can take over 50 ms
+on a loaded host with a slow ``fsync``. A Hoeffding tree of 250 KB (240,000 examples of a 10-feature
+hyperplane) takes 40-125 ms."""
 
 
-def count_version_due(learned: int, every: int, since_last: float, last_cost: float, last_size: int) -> bool:
+def count_version_due(
+    learned: int, every: int, since_last: float, last_cost: float, last_size: int
+) -> bool:
     """Whether a count-based version is due: a multiple of ``every`` examples learned since the last
-    version, and, for a model of :data:`SMALL_MODEL_BYTES` or more, long enough since it that checkpoints
-    take at most :data:`CHECKPOINT_SHARE` of the time.
+    version, and, for a model of :data:`SMALL_MODEL_BYTES` or more, long enough since it that
+    checkpoints take at most :data:`CHECKPOINT_SHARE` of the time.
 
     >>> count_version_due(1000, 1000, since_last=0.001, last_cost=0.3, last_size=4_000)  # small: every 1,000
     True
@@ -111,11 +121,15 @@ def count_version_due(learned: int, every: int, since_last: float, last_cost: fl
     """
     if learned < every or learned % every:
         return False
-    return last_size < SMALL_MODEL_BYTES or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
+    return (
+        last_size < SMALL_MODEL_BYTES
+        or since_last >= last_cost * (1 - CHECKPOINT_SHARE) / CHECKPOINT_SHARE
+    )
 
 
 class LearnerSettings(Protocol):
-    """What a learner reads of the worker's settings (:class:`adaptloop.settings.Settings` has it all)."""
+    """What a learner reads of the worker's settings (:class:`adaptloop.settings.Settings` has it
+    all)."""
 
     group: str
     learner_batch: int
@@ -139,7 +153,8 @@ class LearnerAgent:
 
     @classmethod
     def from_settings(cls, settings: LearnerSettings, connection: KafkaConnection) -> LearnerAgent:
-        """The learner of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
+        """The learner of the worker ``settings`` describe, its topics prefixed as ``connection``
+        says."""
         return cls(
             connection,
             specs=settings.specs,
@@ -165,7 +180,8 @@ class LearnerAgent:
     ) -> None:
         self.connection = connection
         self.seeds = dict(specs)  # ADAPTLOOP_MODELS: the models model-specs has no record of
-        self.specs = dict(specs)  # each model's spec in effect (the catalogue, read on each assignment)
+        # each model's spec in effect (the catalogue, read on each assignment)
+        self.specs = dict(specs)
         self.retired: set[str] = set()
         self.store = store
         self.prefix = prefix
@@ -174,27 +190,34 @@ class LearnerAgent:
         self.batch_size = batch_size
         self.producer = EventProducer(connection, topic_prefix=prefix)
         self.dead_letters = DeadLetters(self.producer, consumer=f"{prefix}{group}")
-        self.learners: dict[str, OnlineLearner] = {name: self._restored(spec) for name, spec in self.specs.items()}
+        self.learners: dict[str, OnlineLearner] = {
+            name: self._restored(spec) for name, spec in self.specs.items()
+        }
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
         self._position_names: dict[tuple[Topic, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
-        # What recovery needs: each model's examples since its last checkpoint, and its alerts sent since.
+        # What recovery needs: each model's examples since its last checkpoint, and its alerts sent
+        # since.
         self.journals: dict[str, list[Entry]] = {name: [] for name in self.specs}
         self._alerts_sent: Counter[str] = Counter()
         self._health_window, self._max_rejected_share = health_window, max_rejected_share
-        self.health = {name: HealthWatch(name, health_window, max_rejected_share) for name in self.specs}
+        self.health = {
+            name: HealthWatch(name, health_window, max_rejected_share) for name in self.specs
+        }
         self._health_published: dict[str, float] = {}  # model -> when its health was last published
-        self._counted: dict[str, Counter[str]] = {}  # model -> decisions not scored as production, counted
+        # model -> decisions not scored as production, counted
+        self._counted: dict[str, Counter[str]] = {}
         self.consumer = EventConsumer(
             connection,
             f"{prefix}{group}",
             [TRAINING_EXAMPLES, MODEL_COMMANDS, MODEL_SPECS],
             dead_letters=self.dead_letters,
             prefix=prefix,
-            # eager "range": assign() with our own offsets, and partition i of both topics to the same
-            # member; a 10 s session lets a crashed learner's partitions move to a live one quickly.
+            # eager "range": assign() with our own offsets, and partition i of both topics to the
+            # same member; a 10 s session lets a crashed learner's partitions move to a live one
+            # quickly.
             config={
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": 10_000,
@@ -233,18 +256,21 @@ class LearnerAgent:
         log.info("learner assigned %s", [(tp.partition, tp.offset) for tp in partitions])
 
     def _recall_dead_letters(self) -> None:
-        """Read back what this learner dead-lettered since its oldest checkpoint (a restart reads those
-        records again: each must stay one dead letter)."""
+        """Read back what this learner dead-lettered since its oldest checkpoint (a restart reads
+        those records again: each must stay one dead letter)."""
         stamps = [
             learner.progress.record.timestamp.timestamp()
             for learner in self.learners.values()
             if learner.progress.record is not None
         ]
         since = min(stamps, default=time.time()) - RECALL_MARGIN_SECONDS
-        self.dead_letters.already = dead_lettered_since(self.connection, self.prefix, self.dead_letters.consumer, since)
+        self.dead_letters.already = dead_lettered_since(
+            self.connection, self.prefix, self.dead_letters.consumer, since
+        )
         if self.dead_letters.already:
             log.info(
-                "%d records dead-lettered since the last checkpoint will not be again", len(self.dead_letters.already)
+                "%d records dead-lettered since the last checkpoint will not be again",
+                len(self.dead_letters.already),
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -256,7 +282,8 @@ class LearnerAgent:
     # -- the loop ----------------------------------------------------------------------------
 
     def publish_missing(self) -> None:
-        """Publish what serving lacks: a first version of new models, and checkpoints a crash kept unpublished.
+        """Publish what serving lacks: a first version of new models, and checkpoints a crash kept
+        unpublished.
 
         A worker killed between saving a checkpoint and delivering its record leaves a version
         nobody has seen (a hole in the lineage); the next owner publishes it. A checkpoint older
@@ -269,8 +296,14 @@ class LearnerAgent:
                 continue
             record, latest = learner.progress.record, published.get(name)
             # By version id: two workers starting together each publish the same first version.
-            if record is not None and (latest is None or (latest.version != record.version and _later(record, latest))):
-                log.warning("publishing %s %s: saved before a crash but never published", name, record.version)
+            if record is not None and (
+                latest is None or (latest.version != record.version and _later(record, latest))
+            ):
+                log.warning(
+                    "publishing %s %s: saved before a crash but never published",
+                    name,
+                    record.version,
+                )
                 self._publish(record)
         self.producer.flush()
 
@@ -279,7 +312,8 @@ class LearnerAgent:
         records = self.consumer.poll(self.batch_size, timeout)
         learned: Counter[str] = Counter()
         published = 0
-        specs_read = False  # (committed at once: the group's lag says when a spec change has been applied)
+        # (committed at once: the group's lag says when a spec change has been applied)
+        specs_read = False
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
@@ -288,10 +322,17 @@ class LearnerAgent:
             if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
                 specs_read = specs_read or record.topic is MODEL_SPECS
                 try:
-                    published += self._command(record) if record.topic is MODEL_COMMANDS else self._spec(record)
-                except Exception as error:  # a command that cannot be carried out: its dead letter says why
+                    published += (
+                        self._command(record)
+                        if record.topic is MODEL_COMMANDS
+                        else self._spec(record)
+                    )
+                # a command that cannot be carried out: its dead letter says why
+                except Exception as error:
                     log.exception("%s@%d raised", record.topic.name, record.offset)
-                    self._reject(record, f"carrying it out raised {type(error).__name__}: {error}", "error")
+                    self._reject(
+                        record, f"carrying it out raised {type(error).__name__}: {error}", "error"
+                    )
                 continue
             learner, learned_one = self._learn(record)
             if learner is None:
@@ -300,20 +341,22 @@ class LearnerAgent:
                 published += self._act(learner)
             if learned_one:
                 learned[learner.spec.name] += 1
-                # Count-based versions fall on exact example counts, whatever the batch boundaries, so a
-                # replay of the same examples reproduces the same versions. (Costly checkpoints skip
-                # some of those counts; the lineage records where each version fell.)
-                if learner.progress.learned_since_version >= learner.spec.checkpoint_every and self._count_due(
-                    learner, time.monotonic()
+                # Count-based versions fall on exact example counts, whatever the batch boundaries,
+                # so a replay of the same examples reproduces the same versions. (Costly checkpoints
+                # skip some of those counts; the lineage records where each version fell.)
+                if (
+                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
+                    and self._count_due(learner, time.monotonic())
                 ):
                     published += self._checkpoint(learner) is not None
         published += len(self.checkpoint())
         alerts = self._send_alerts() + self._report_health()
         if published or alerts or specs_read:
-            # Nothing here waits for the broker (waiting for acks cost 3-8% of a learner's time): versions and
-            # alerts are on their way (a delivery that failed raises at the next poll); a restart resumes from
-            # the checkpoints' offsets and republishes versions missing from model-updates, so the group's
-            # offsets only show the learner's lag. Handing partitions over and stopping still flush.
+            # Nothing here waits for the broker (waiting for acks cost 3-8% of a learner's time):
+            # versions and alerts are on their way (a delivery that failed raises at the next poll);
+            # a restart resumes from the checkpoints' offsets and republishes versions missing from
+            # model-updates, so the group's offsets only show the learner's lag. Handing partitions
+            # over and stopping still flush.
             self.producer.poll()
             self.consumer.commit(wait=False)
         for topic, count in Counter(record.topic.name for record in records).items():
@@ -336,14 +379,23 @@ class LearnerAgent:
             known = ", ".join(sorted(self.specs)) or "none"
             retired = model in self.retired and record.topic is not MODEL_SPECS
             self._reject(
-                record, f"model {model!r} is retired" if retired else f"unknown model {model!r}; known models: {known}"
+                record,
+                f"model {model!r} is retired"
+                if retired
+                else f"unknown model {model!r}; known models: {known}",
             )
             REJECTED.labels(UNREGISTERED, "retired" if retired else "unknown_model").inc()
         return position, learner
 
     def _reject(self, record: Record, reason: str, kind: DeadLetterKind = "rejected") -> None:
         self.dead_letters.reject(
-            record.topic.full_name(self.prefix), record.partition, record.offset, record.key, record.value, kind, reason
+            record.topic.full_name(self.prefix),
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            kind,
+            reason,
         )
 
     def _learn(self, record: Record) -> tuple[OnlineLearner | None, bool]:
@@ -362,10 +414,14 @@ class LearnerAgent:
             return None, False
         except ModelFailure as failure:
             return self._recover(learner, Entry(example, where), failure, record), False
-        except Exception as error:  # anything else: the learner may be half-updated, as after a model's failure
-            return self._recover(learner, Entry(example, where), ModelFailure(name, "learn", error), record), False
+        # anything else: the learner may be half-updated, as after a model's failure
+        except Exception as error:
+            return self._recover(
+                learner, Entry(example, where), ModelFailure(name, "learn", error), record
+            ), False
         self.journals[name].append(Entry(example, where))
-        if example.status == "rejected":  # the join refused its prediction or an outcome: a dead letter there
+        # the join refused its prediction or an outcome: a dead letter there
+        if example.status == "rejected":
             reason = example.reason or "rejected by the join"
             self.health[name].observe("rejected", f"decision {example.decision_id!r}: {reason}")
             REJECTED.labels(name, "features" if reason.startswith("feature") else "label").inc()
@@ -382,9 +438,10 @@ class LearnerAgent:
         record: Record | None = None,
         probe: dict[str, Any] | None = None,
     ) -> OnlineLearner:
-        """Undo ``failure`` exactly: restore the learner from its last checkpoint, relearn its journal without
-        the example to blame, dead-letter that one (kind ``error``). ``record``: the failing example's record
-        (its bytes go into the dead letter); ``probe``: features the restored model must predict."""
+        """Undo ``failure`` exactly: restore the learner from its last checkpoint, relearn its
+        journal without the example to blame, dead-letter that one (kind ``error``). ``record``: the
+        failing example's record (its bytes go into the dead letter); ``probe``: features the
+        restored model must predict."""
         name, spec = learner.spec.name, learner.spec
         log.error("model %s: %s; restoring it from its last checkpoint", name, failure)
         recovery = recover(
@@ -410,14 +467,16 @@ class LearnerAgent:
             self.dead_letters.reject(topic_name, partition, offset, key, value, "error", reason)
             self.health[name].observe("error", reason)
             MODEL_ERRORS.labels(name, failure.stage).inc()
-        del restored.watch.alerts[: self._alerts_sent[name]]  # sent already: the replay made them again
+        # sent already: the replay made them again
+        del restored.watch.alerts[: self._alerts_sent[name]]
         self._alerts_sent[name] = 0
         self.journals[name] = recovery.journal
         self.learners[name] = restored
         return restored
 
     def _act(self, learner: OnlineLearner) -> int:
-        """Carry out what the model's drift policy asks, right after the example that triggered it."""
+        """Carry out what the model's drift policy asks, right after the example that triggered
+        it."""
         published = 0
         while learner.watch.actions:
             action = learner.watch.actions.pop(0)
@@ -429,12 +488,19 @@ class LearnerAgent:
                     log.error("drift policy cannot roll %s back: %s", learner.spec.name, error)
                     continue
             actor = action.actor or f"policy:{learner.spec.drift.policy}"
-            if action.spec is not None:  # a spec's new model promoted: that spec is in effect from now on
+            # a spec's new model promoted: that spec is in effect from now on
+            if action.spec is not None:
                 learner = self.learners[learner.spec.name] = self._following(learner, action.spec)
                 actor = "spec"
             version = self._checkpoint(learner, reason=action.kind, actor=actor, note=action.note)
             assert version is not None  # a swapped-in model is not probed
-            log.warning("drift policy: %s %s -> %s (%s)", learner.spec.name, action.kind, version.version, action.note)
+            log.warning(
+                "drift policy: %s %s -> %s (%s)",
+                learner.spec.name,
+                action.kind,
+                version.version,
+                action.note,
+            )
             published += 1
         return published
 
@@ -450,8 +516,8 @@ class LearnerAgent:
         return sent
 
     def _report_health(self, force: bool = False) -> int:
-        """Publish the health of the models that changed (or every minute), alert on those turned sick, and
-        write it for the worker's ``/health``; return the records sent."""
+        """Publish the health of the models that changed (or every minute), alert on those turned
+        sick, and write it for the worker's ``/health``; return the records sent."""
         sent, now = 0, time.monotonic()
         reports: dict[str, ModelHealth] = {}
         for name, watch in self.health.items():
@@ -481,7 +547,9 @@ class LearnerAgent:
                             reason=watch.describe(reason),
                             at_example=self.learners[name].progress.examples_seen,
                             window=report.window,
-                            statistic=float(report.rejected if reason == "rejecting" else report.errors),
+                            statistic=float(
+                                report.rejected if reason == "rejecting" else report.errors
+                            ),
                         )
                     )
                     DRIFT_ALERTS.labels(name, reason).inc()
@@ -495,7 +563,9 @@ class LearnerAgent:
                     "models": {
                         name: {
                             "status": report.status,
-                            "reasons": [self.health[name].describe(reason) for reason in report.reasons],
+                            "reasons": [
+                                self.health[name].describe(reason) for reason in report.reasons
+                            ],
                         }
                         for name, report in reports.items()
                     }
@@ -526,7 +596,8 @@ class LearnerAgent:
             self._reject(record, f"cannot {command.action}: {error}")
             return 0
         reason: VersionReason = "rollback" if command.action == "rollback" else "promotion"
-        if learner.watch.canary is not None:  # the operator's version serves every decision, as the stable one
+        # the operator's version serves every decision, as the stable one
+        if learner.watch.canary is not None:
             learner.watch.canary.replace()
         version = self._checkpoint(
             learner,
@@ -536,14 +607,16 @@ class LearnerAgent:
             note=f"{command.reason} (command {command.command_id})".strip(),
         )
         assert version is not None  # a swapped-in model is not probed
-        log.warning("%s of %s to %s on %s's command", reason, command.model, version.version, command.actor)
+        log.warning(
+            "%s of %s to %s on %s's command", reason, command.model, version.version, command.actor
+        )
         return 1
 
     # -- model specs ---------------------------------------------------------------------------
 
     def _restored(self, spec: LearnerSpec) -> OnlineLearner:
-        """The model's learner from its checkpoint, under ``spec``; a checkpoint of another model (a spec's
-        recipe changed) goes on as it was learned, with the new model as its challenger."""
+        """The model's learner from its checkpoint, under ``spec``; a checkpoint of another model (a
+        spec's recipe changed) goes on as it was learned, with the new model as its challenger."""
         try:
             return self.store.restore(spec)
         except SpecChanged:
@@ -551,19 +624,24 @@ class LearnerAgent:
             assert learned is not None  # (a checkpoint without a spec raises no SpecChanged)
             learner = self.store.restore(as_learned(spec, learned))
             if learner.watch.challenge_with(spec):
-                log.warning("model %s: its spec asks for another model; it starts as a challenger", spec.name)
+                log.warning(
+                    "model %s: its spec asks for another model; it starts as a challenger",
+                    spec.name,
+                )
             return learner
 
     def _watch(self, name: str) -> None:
         """Start keeping the bookkeeping of a model this learner now has."""
         self.journals.setdefault(name, [])
-        self.health.setdefault(name, HealthWatch(name, self._health_window, self._max_rejected_share))
+        self.health.setdefault(
+            name, HealthWatch(name, self._health_window, self._max_rejected_share)
+        )
         self._last_version_at.setdefault(name, time.monotonic())
         self._checkpoint_cost.setdefault(name, 0.0)
 
     def _spec(self, record: Record) -> int:
-        """Apply an operator's spec record to the model it names (a bad one is dead-lettered and changes
-        nothing); checkpoint the model right after it. Returns the versions published."""
+        """Apply an operator's spec record to the model it names (a bad one is dead-lettered and
+        changes nothing); checkpoint the model right after it. Returns the versions published."""
         declared: ModelSpecRecord = record.event  # type: ignore[assignment]
         name = declared.model
         spec = None
@@ -571,15 +649,29 @@ class LearnerAgent:
             try:
                 spec = spec_of(declared)
             except ConfigError as error:
-                self._reject(record, f"the spec is refused, model {name!r} goes on as it was: {error}")
+                self._reject(
+                    record, f"the spec is refused, model {name!r} goes on as it was: {error}"
+                )
                 return 0
         learner = self.learners.get(name)
         change = change_of(learner.spec if learner is not None else None, declared, spec)
-        problem = refuse_recipe_change(learner.spec, spec) if change == "recipe" and learner and spec else None
+        problem = (
+            refuse_recipe_change(learner.spec, spec)
+            if change == "recipe" and learner and spec
+            else None
+        )
         if problem is not None:
-            self._reject(record, f"the spec is refused, model {name!r} goes on as it was: {problem}")
+            self._reject(
+                record, f"the spec is refused, model {name!r} goes on as it was: {problem}"
+            )
             return 0
-        log.warning("model %s: spec %s by %s (%s)", name, change, declared.actor, declared.reason or "no reason given")
+        log.warning(
+            "model %s: spec %s by %s (%s)",
+            name,
+            change,
+            declared.actor,
+            declared.reason or "no reason given",
+        )
         if change == "unchanged":
             return 0
         if change == "retired":
@@ -617,15 +709,16 @@ class LearnerAgent:
         )
 
     def checkpoint(self, force: bool = False) -> list[ModelVersion]:
-        """Checkpoint and publish the models whose time is due (or all with pending learning if ``force``)."""
+        """Checkpoint and publish the models whose time is due (or all with pending learning if
+        ``force``)."""
         now = time.monotonic()
         versions = []
         for name, learner in self.learners.items():
             seconds = learner.spec.checkpoint_seconds
             pending = learner.progress.learned_since_version
-            due = (seconds is not None and now - self._last_version_at[name] >= seconds) or self._count_due(
-                learner, now
-            )  # (a count-based one that waited for its cost)
+            due = (
+                seconds is not None and now - self._last_version_at[name] >= seconds
+            ) or self._count_due(learner, now)  # (a count-based one that waited for its cost)
             if pending and (due or force) and (version := self._checkpoint(learner)) is not None:
                 versions.append(version)
         return versions
@@ -649,19 +742,25 @@ class LearnerAgent:
         note: str | None = None,
         principal: str | None = None,
     ) -> ModelVersion | None:
-        """Checkpoint and publish the learner's model, once it can predict the last example it learned; a model
-        that cannot is restored without the example to blame, and checkpointed at the next occasion."""
+        """Checkpoint and publish the learner's model, once it can predict the last example it
+        learned; a model that cannot is restored without the example to blame, and checkpointed at
+        the next occasion."""
         name = learner.spec.name
         journal = self.journals[name]
-        # A model swapped in (rollback, promotion) served before; one that learned must predict its last example.
+        # A model swapped in (rollback, promotion) served before; one that learned must predict its
+        # last example.
         last = (
             None
             if reason != "checkpoint"
-            else next((entry for entry in reversed(journal) if entry.example.status in LEARNABLE), None)
+            else next(
+                (entry for entry in reversed(journal) if entry.example.status in LEARNABLE), None
+            )
         )
         # The learner has seen every record of the partitions read so far, not only its own.
         for position, offset in self.positions.items():
-            learner.progress.offsets[position] = max(learner.progress.offsets.get(position, 0), offset)
+            learner.progress.offsets[position] = max(
+                learner.progress.offsets.get(position, 0), offset
+            )
         started = time.monotonic()
         try:
             version = self.store.checkpoint(
@@ -674,22 +773,27 @@ class LearnerAgent:
             )
         except ModelFailure as failure:
             assert last is not None
-            journal.remove(last)  # learned, but the model cannot predict it after: relearned or blamed
+            # learned, but the model cannot predict it after: relearned or blamed
+            journal.remove(last)
             self._recover(learner, last, failure, probe=last.example.features)
             return None
         self._last_version_at[name] = now = time.monotonic()
         self._checkpoint_cost[name] = now - started
         self.journals[name] = []
-        self._alerts_sent[name] = 0  # alerts not sent yet are in the checkpoint; those sent from now on count
+        # alerts not sent yet are in the checkpoint; those sent from now on count
+        self._alerts_sent[name] = 0
         return self._publish(version)
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
         self.producer.send(version)
         VERSIONS.labels(version.model, version.reason).inc()
         for name, value in version.metrics.items():
-            # A metric over no decisions has no number; the gauge says NaN (Prometheus' "no value") meanwhile.
+            # A metric over no decisions has no number; the gauge says NaN (Prometheus' "no value")
+            # meanwhile.
             MODEL_METRIC.labels(version.model, name).set(float("nan") if value is None else value)
-        log.debug("published %s %s (%d examples)", version.model, version.version, version.examples_seen)
+        log.debug(
+            "published %s %s (%d examples)", version.model, version.version, version.examples_seen
+        )
         return version
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -707,8 +811,8 @@ class LearnerAgent:
 
 
 def _later(record: ModelVersion, published: ModelVersion) -> bool:
-    """Whether a checkpoint's ``record`` came after the ``published`` one: by sequence number, or (both from
-    before numbers) by examples learned."""
+    """Whether a checkpoint's ``record`` came after the ``published`` one: by sequence number, or
+    (both from before numbers) by examples learned."""
     if record.sequence is None and published.sequence is None:
         return published.examples_seen <= record.examples_seen
     return (record.sequence or 0) > (published.sequence or 0)

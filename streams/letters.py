@@ -1,12 +1,13 @@
 """Dead letters, read back: listed by cause, and replayed to their source topic once a fix is in.
 
-``adaptloop deadletters list`` groups the letters on ``dead-letters`` by source topic, role, kind and cause
-(:func:`~adaptloop.schemas.system.reason_pattern`); ``adaptloop deadletters replay`` sends chosen ones again,
-with their original key and bytes, to the topic they came from (after the producer's bug is fixed, or the
-model's contract widened). A replay and its record on the compacted ``dead-letter-replays`` topic commit in
-one Kafka transaction (the operator's, :func:`~adaptloop.streams.acls.replay_transactional_id`), and a letter
-with a record is never replayed again: asking twice replays once. The record names the free-text ``actor`` and
-the Kafka user the replay was sent as (``principal``); only operators may write that topic.
+``adaptloop deadletters list`` groups the letters on ``dead-letters`` by source topic, role, kind
+and cause (:func:`~adaptloop.schemas.system.reason_pattern`); ``adaptloop deadletters replay`` sends
+chosen ones again, with their original key and bytes, to the topic they came from (after the
+producer's bug is fixed, or the model's contract widened). A replay and its record on the compacted
+``dead-letter-replays`` topic commit in one Kafka transaction (the operator's,
+:func:`~adaptloop.streams.acls.replay_transactional_id`), and a letter with a record is never
+replayed again: asking twice replays once. The record names the free-text ``actor`` and the Kafka
+user the replay was sent as (``principal``); only operators may write that topic.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from adaptloop.streams.versions import read_all
 
 @dataclass(frozen=True)
 class Letter:
-    """A dead letter and where it is on ``dead-letters`` (its id: ``dead-letters:<partition>@<offset>``)."""
+    """A dead letter and where it is on ``dead-letters`` (its id:
+    ``dead-letters:<partition>@<offset>``)."""
 
     id: str
     letter: DeadLetter
@@ -47,7 +49,9 @@ class Group:
     example: str
 
 
-def read_letters(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> list[Letter]:
+def read_letters(
+    connection: ConnectionLike, prefix: str = "", timeout: float = 30.0
+) -> list[Letter]:
     """Every dead letter on ``dead-letters`` up to its end now, with its id."""
     name = DEAD_LETTERS.full_name(prefix)
     return [
@@ -96,13 +100,15 @@ def replay_letters(
     replayed: set[str] | None = None,
     on_skip: Callable[[Letter, str], None] | None = None,
 ) -> list[Letter]:
-    """Send ``chosen`` letters' original records to their source topics, each with its replay record, in one
-    transaction; return the letters replayed. Letters replayed before, or whose value was truncated, are
-    skipped (``on_skip`` is told why)."""
+    """Send ``chosen`` letters' original records to their source topics, each with its replay
+    record, in one transaction; return the letters replayed. Letters replayed before, or whose value
+    was truncated, are skipped (``on_skip`` is told why)."""
     replayed = replayed if replayed is not None else replayed_ids(connection, prefix)
     sent: list[Letter] = []
     principal = login_principal(connection)
-    producer = EventProducer(connection, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix))
+    producer = EventProducer(
+        connection, topic_prefix=prefix, transactional_id=replay_transactional_id(prefix)
+    )
     try:
         for item in chosen:
             letter = item.letter
@@ -137,18 +143,26 @@ def replay_letters(
     return sent
 
 
-def _read(connection: ConnectionLike, topic: Topic, name: str, timeout: float) -> list[tuple[int, int, object]]:
+def _read(
+    connection: ConnectionLike, topic: Topic, name: str, timeout: float
+) -> list[tuple[int, int, object]]:
     found: list[tuple[int, int, object]] = []
     with KafkaConnection.of(connection).reader(name) as reader:
         for message in reader.to_end(timeout):
             with contextlib.suppress(DecodeError):
-                found.append((message.partition() or 0, message.offset() or 0, decode(topic, message.value())))
+                found.append(
+                    (
+                        message.partition() or 0,
+                        message.offset() or 0,
+                        decode(topic, message.value()),
+                    )
+                )
     return found
 
 
 def _sent_to(source_topic: str, prefix: str) -> str:
-    """Where a replayed record goes: its source topic, or for a record the join had sent on to a repartition
-    topic, the input it came from (the join routes it again)."""
+    """Where a replayed record goes: its source topic, or for a record the join had sent on to a
+    repartition topic, the input it came from (the join routes it again)."""
     base = source_topic[len(prefix) :] if source_topic.startswith(prefix) else source_topic
     for topic in ALL_TOPICS:
         if topic.name == base and topic.repartition_of is not None:

@@ -18,26 +18,42 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-EVENTS_IN = Counter("adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"])
+EVENTS_IN = Counter(
+    "adaptloop_events_in_total", "Records read, per role and topic.", ["role", "topic"]
+)
 WEBHOOK_DELIVERIES = Counter(
     "adaptloop_webhook_deliveries_total",
-    "Alerts offered to webhooks, by result: delivered, summary, retried (one retry), failed, duplicate (not "
+    "Alerts offered to webhooks, by result: delivered, summary, retried (one retry), "
+    "failed, duplicate (not "
     "posted again within dedup_seconds), rate_limited (held for the next summary).",
     ["result"],
 )
 REPARTITIONED = Counter(
     "adaptloop_join_repartitioned_total",
-    "Predictions and outcomes the join read on another partition than murmur2 of their decision_id gives "
+    "Predictions and outcomes the join read on another partition than murmur2 of their "
+    "decision_id gives "
     "(a producer with another partitioner) and sent on to their own partition, per topic.",
     ["topic"],
 )
-EVENTS_OUT = Counter("adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"])
-DEAD_LETTERS = Counter("adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"])
+EVENTS_OUT = Counter(
+    "adaptloop_events_out_total", "Records written, per role and topic.", ["role", "topic"]
+)
+DEAD_LETTERS = Counter(
+    "adaptloop_dead_letters_total", "Records dead-lettered, per role and kind.", ["role", "kind"]
+)
 RECLAIMED = Counter(
     "adaptloop_slots_reclaimed_total",
-    "Undeclared agents or variants whose preference-store slot went to a newcomer (each also a guardrail alert).",
+    "Undeclared agents or variants whose preference-store slot went to a newcomer (each "
+    "also a guardrail alert).",
     ["kind"],
 )
 JOINS = Counter(
@@ -48,7 +64,9 @@ JOINS = Counter(
 )
 LEARNED = Counter("adaptloop_examples_learned_total", "Examples learned, per model.", ["model"])
 VERSIONS = Counter(
-    "adaptloop_model_versions_total", "Model versions published, per model and reason.", ["model", "reason"]
+    "adaptloop_model_versions_total",
+    "Model versions published, per model and reason.",
+    ["model", "reason"],
 )
 MODEL_METRIC = Gauge(
     "adaptloop_model_metric",
@@ -56,14 +74,18 @@ MODEL_METRIC = Gauge(
     ["model", "metric"],
     multiprocess_mode="mostrecent",
 )
-DRIFT_ALERTS = Counter("adaptloop_drift_alerts_total", "Drift alerts, per model and signal.", ["model", "signal"])
+DRIFT_ALERTS = Counter(
+    "adaptloop_drift_alerts_total", "Drift alerts, per model and signal.", ["model", "signal"]
+)
 CONSUMER_LAG = Gauge(
     "adaptloop_consumer_lag",
     "Records behind the end of each input partition, per role.",
     ["role", "topic", "partition"],
     multiprocess_mode="mostrecent",
 )
-ARCHIVED = Counter("adaptloop_archived_rows_total", "Rows written to the Parquet archive, per topic.", ["topic"])
+ARCHIVED = Counter(
+    "adaptloop_archived_rows_total", "Rows written to the Parquet archive, per topic.", ["topic"]
+)
 REFRESH_LAG = Histogram(
     "adaptloop_refresh_lag_seconds",
     "Version published -> served by a ModelClient.",
@@ -73,24 +95,28 @@ REFRESH_LAG = Histogram(
 
 REJECTED = Counter(
     "adaptloop_examples_rejected_total",
-    "Training examples a model refused before learning, per model and what broke its contract (label, features, "
+    "Training examples a model refused before learning, per model and what broke its "
+    "contract (label, features, "
     "unknown_model).",
     ["model", "reason"],
 )
 MODEL_ERRORS = Counter(
     "adaptloop_model_errors_total",
-    "Times a model raised while it predicted or learned, and was restored without the example to blame.",
+    "Times a model raised while it predicted or learned, and was restored without the "
+    "example to blame.",
     ["model", "stage"],
 )
 NOT_PRODUCTION = Counter(
     "adaptloop_decisions_not_production_total",
-    "Joined decisions not scored as a version's production: answered by the model's default (fallback) or by a "
+    "Joined decisions not scored as a version's production: answered by the model's default "
+    "(fallback) or by a "
     "version the loop never published (external).",
     ["model", "kind"],
 )
 SERVING_FALLBACKS = Counter(
     "adaptloop_serving_fallbacks_total",
-    "Predictions a ModelClient answered with an earlier version (or the model's default) because the current "
+    "Predictions a ModelClient answered with an earlier version (or the model's default) "
+    "because the current "
     "one raised.",
     ["model"],
 )
@@ -117,8 +143,9 @@ def prepare_multiprocess_dir(directory: Path) -> None:
 
 
 def write_health(role: str, state: dict[str, Any]) -> None:
-    """Leave a role's health (its models, its broker) where the worker's ``/health`` reads it: a file in the
-    worker's metrics directory, replaced atomically. Outside a worker (no directory), nothing."""
+    """Leave a role's health (its models, its broker) where the worker's ``/health`` reads it: a
+    file in the worker's metrics directory, replaced atomically. Outside a worker (no directory),
+    nothing."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return
@@ -139,9 +166,12 @@ def read_health(directory: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def serve(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Serve ``/metrics`` (the roles' multiprocess metrics), ``/health`` (200 while the worker is well, 503 and
-    why while it is not) and ``/live`` (200 while the process answers) in a daemon thread."""
+def serve(
+    port: int, health: Callable[[], tuple[bool, dict[str, Any]]], host: str = "127.0.0.1"
+) -> ThreadingHTTPServer:
+    """Serve ``/metrics`` (the roles' multiprocess metrics), ``/health`` (200 while the worker is
+    well, 503 and why while it is not) and ``/live`` (200 while the process answers) in a daemon
+    thread."""
     from prometheus_client import multiprocess
 
     class Handler(BaseHTTPRequestHandler):

@@ -1,15 +1,16 @@
 """Serving that refreshes itself: follow ``model-updates``, hot-swap, predict, log the prediction.
 
-A client serves the newest *servable* version of its model (the highest ``sequence`` on the model's own
-partition of ``model-updates``, whatever order the records are read in: see :mod:`.versions`; servable: learned
-from at least the spec's ``min_examples``); before there is one it answers with the model's
-``default_prediction``, flagged as a fallback, or raises :class:`NoModelYet`. A version that raises on a
-prediction is set aside for the version served before it (counted in ``adaptloop_serving_fallbacks_total``), so
-one bad version never fails the service's requests.
+A client serves the newest *servable* version of its model (the highest ``sequence`` on the model's
+own partition of ``model-updates``, whatever order the records are read in: see :mod:`.versions`;
+servable: learned from at least the spec's ``min_examples``); before there is one it answers with
+the model's ``default_prediction``, flagged as a fallback, or raises :class:`NoModelYet`. A version
+that raises on a prediction is set aside for the version served before it (counted in
+``adaptloop_serving_fallbacks_total``), so one bad version never fails the service's requests.
 
-While a canary runs (the version record's ``canary``), the record's version answers the decisions whose id
-falls in the canary's share (:mod:`adaptloop.learners.canary_split`) and the record's stable version the
-others: the same decision id always gets the same version, in any process, and the version is logged with it.
+While a canary runs (the version record's ``canary``), the record's version answers the decisions
+whose id falls in the canary's share (:mod:`adaptloop.learners.canary_split`) and the record's
+stable version the others: the same decision id always gets the same version, in any process, and
+the version is logged with it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def is_classifier(model: Model) -> bool:
 
 
 CATCH_UP_CANDIDATES = 16
-"""At start, the newest versions on the topic (by sequence) tried in turn until one loads (a broken or missing
-one is skipped, as after start)."""
+"""At start, the newest versions on the topic (by sequence) tried in turn until one loads (a broken
+or missing one is skipped, as after start)."""
 
 EARLIER_VERSIONS = 3
 """Versions kept loaded behind the current one, to answer if the current one raises."""
@@ -74,8 +75,9 @@ EARLIER_VERSIONS = 3
 
 @dataclass(frozen=True)
 class Prediction:
-    """What ``predict`` answered: the decision's id (for its outcome), the version that made it, the prediction,
-    its probabilities (classifiers), and whether it is the model's default rather than a version's."""
+    """What ``predict`` answered: the decision's id (for its outcome), the version that made it, the
+    prediction, its probabilities (classifiers), and whether it is the model's default rather than a
+    version's."""
 
     decision_id: str
     model_version: str
@@ -106,13 +108,13 @@ class NewestVersion:
     """Which record of one model's partition of ``model-updates`` is its current version (a
     :class:`~adaptloop.streams.follower.Reader` of the process's follower).
 
-    Catching up on the history, the newest records by ``sequence`` (then by offset) wait, and once the
-    partition's end is reached the newest of them that loads is served; afterwards each newer record
-    (:func:`~adaptloop.streams.versions.is_newer`) is served as it comes, and an older one is ignored. A record
-    that is not one of the model's versions, or sits on another partition than the model's, is ignored
-    (logged). ``serve`` loads and serves a version (``ModelClient``: swaps it in); it raises for a version that
-    cannot be loaded, which then is not the model's latest. No Kafka here: the follower calls :meth:`read` and
-    :meth:`caught_up` from its thread.
+    Catching up on the history, the newest records by ``sequence`` (then by offset) wait, and once
+    the partition's end is reached the newest of them that loads is served; afterwards each newer
+    record (:func:`~adaptloop.streams.versions.is_newer`) is served as it comes, and an older one is
+    ignored. A record that is not one of the model's versions, or sits on another partition than the
+    model's, is ignored (logged). ``serve`` loads and serves a version (``ModelClient``: swaps it
+    in); it raises for a version that cannot be loaded, which then is not the model's latest. No
+    Kafka here: the follower calls :meth:`read` and :meth:`caught_up` from its thread.
 
     >>> def record(sequence):
     ...     return ModelVersion(model="m", version=f"{sequence:016x}", examples_seen=sequence, sha256="ab" * 32,
@@ -132,15 +134,19 @@ class NewestVersion:
         self.latest: ModelVersion | None = None  # the newest record, servable or not (its contract)
         self.ready = threading.Event()  # set once caught up with a latest record
         self._serve = serve
-        self._history: list[tuple[int, int, ModelVersion]] = []  # (sequence, offset, record) while catching up
+        # (sequence, offset, record) while catching up
+        self._history: list[tuple[int, int, ModelVersion]] = []
         self._caught_up = False
-        self._lock = threading.RLock()  # serve may call back into its owner (on_swap); stop waits for it
+        # serve may call back into its owner (on_swap); stop waits for it
+        self._lock = threading.RLock()
         self._stopped = False
 
     def read(self, partition: int, offset: int, value: bytes | None) -> None:
         """One record of the model's key, in the partition's order."""
         with self._lock:
-            if self._stopped or not on_its_partition(self.model, partition, self.partitions, offset):
+            if self._stopped or not on_its_partition(
+                self.model, partition, self.partitions, offset
+            ):
                 return
             if (version := self._decode(offset, value or b"")) is None:
                 return
@@ -149,12 +155,15 @@ class NewestVersion:
                 if self.latest is not None:
                     self.ready.set()
                 return
-            # Catching up on the topic's history, only the newest versions matter: their records wait here
-            # and one is loaded once caught up. (Loading each in turn costs 0.3 ms a version of a linear
-            # model: minutes at start after a day of versions, as Kafka leaves the newest segment uncompacted.)
+            # Catching up on the topic's history, only the newest versions matter: their records
+            # wait here and one is loaded once caught up. (Loading each in turn costs 0.3 ms a
+            # version of a linear model: minutes at start after a day of versions, as Kafka leaves
+            # the newest segment uncompacted.)
             self._history.append((version.sequence or 0, offset, version))
             if len(self._history) > 2 * CATCH_UP_CANDIDATES:
-                self._history = sorted(self._history, key=lambda item: item[:2])[-CATCH_UP_CANDIDATES:]
+                self._history = sorted(self._history, key=lambda item: item[:2])[
+                    -CATCH_UP_CANDIDATES:
+                ]
 
     def caught_up(self) -> None:
         """The history is read: serve the newest version that loads."""
@@ -162,7 +171,8 @@ class NewestVersion:
             if self._stopped or self._caught_up:
                 return
             self._caught_up = True
-            history = sorted(self._history, key=lambda item: item[:2])  # the newest by sequence (then offset) last
+            # the newest by sequence (then offset) last
+            history = sorted(self._history, key=lambda item: item[:2])
             self._history = []
             while history and not self._take(*history.pop()[1:]):  # the newest that loads
                 pass
@@ -175,25 +185,34 @@ class NewestVersion:
             self._stopped = True
 
     def _decode(self, offset: int, value: bytes) -> ModelVersion | None:
-        """The record at ``offset`` of the model's partition; None (logged) if it is not one of its versions."""
+        """The record at ``offset`` of the model's partition; None (logged) if it is not one of its
+        versions."""
         try:
             version = decode(MODEL_UPDATES, value)
             assert isinstance(version, ModelVersion)
             if version.model != self.model:
-                raise DecodeError("invalid", f"a record of model {version.model!r} under the key {self.model!r}")
+                raise DecodeError(
+                    "invalid", f"a record of model {version.model!r} under the key {self.model!r}"
+                )
             return version
-        except Exception as error:  # any record: a broken or forged update must not take serving down
+        # any record: a broken or forged update must not take serving down
+        except Exception as error:
             log.error(
-                "cannot read the %s record at offset %d (%s: %s)", self.model, offset, type(error).__name__, error
+                "cannot read the %s record at offset %d (%s: %s)",
+                self.model,
+                offset,
+                type(error).__name__,
+                error,
             )
             return None
 
     def _take(self, offset: int, version: ModelVersion) -> bool:
-        """Take in one record (serve its version if it may, unless a newer one is known); False (the current
-        version kept) if it cannot be loaded."""
+        """Take in one record (serve its version if it may, unless a newer one is known); False (the
+        current version kept) if it cannot be loaded."""
         if self.latest is not None and not is_newer(version, self.latest):
             log.warning(
-                "ignored %s version %s (offset %d, sequence %s): the newest record is sequence %s (version %s)",
+                "ignored %s version %s (offset %d, sequence %s): the newest record is "
+                "sequence %s (version %s)",
                 self.model,
                 version.version,
                 offset,
@@ -207,7 +226,8 @@ class NewestVersion:
                 self._serve(version)
             self.latest = version
             return True
-        except Exception as error:  # a missing, unsigned or broken version must not take serving down
+        # a missing, unsigned or broken version must not take serving down
+        except Exception as error:
             log.error(
                 "cannot load %s version %s from offset %d (%s: %s); serving %s",
                 self.model,
@@ -223,11 +243,12 @@ class NewestVersion:
 class ModelClient:
     """The current version of one model, always, without restarts.
 
-    Loads the latest published version at start, follows ``model-updates`` in the background and swaps the
-    model atomically; ``predict`` never mutates the served model and logs a :class:`PredictionEvent` with the
-    version that answered. The clients of one process share one follower of ``model-updates`` (reading only
-    their models' partitions) and, unless given a ``producer``, one producer
-    (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs no Kafka client nor thread of its own.
+    Loads the latest published version at start, follows ``model-updates`` in the background and
+    swaps the model atomically; ``predict`` never mutates the served model and logs a
+    :class:`PredictionEvent` with the version that answered. The clients of one process share one
+    follower of ``model-updates`` (reading only their models' partitions) and, unless given a
+    ``producer``, one producer (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs
+    no Kafka client nor thread of its own.
 
     Typical use (needs a broker and a worker)::
 
@@ -250,10 +271,13 @@ class ModelClient:
         self.model = model
         self.store = store
         self.topic_name = MODEL_UPDATES.full_name(prefix)
-        self.refresh_lags: deque[float] = deque(maxlen=10_000)  # seconds from version creation to swap
+        # seconds from version creation to swap
+        self.refresh_lags: deque[float] = deque(maxlen=10_000)
         self.swaps = 0
-        self.fallbacks = 0  # predictions answered by an earlier version because the current one raised
-        self._on_swap = on_swap  # called from the follower thread with (version, refresh lag or None)
+        # predictions answered by an earlier version because the current one raised
+        self.fallbacks = 0
+        # called from the follower thread with (version, refresh lag or None)
+        self._on_swap = on_swap
         self._served: _Served | None = None
         self._earlier: deque[_Served] = deque(maxlen=EARLIER_VERSIONS)  # newest last
         self._broken: set[str] = set()  # versions that raised on a prediction
@@ -269,17 +293,23 @@ class ModelClient:
             self._updates.release()
             raise
         self._newest = NewestVersion(model, partitions, serve=self._swap)
-        self._subscription = self._updates.subscribe(model, home_partition(model, partitions), self._newest)
+        self._subscription = self._updates.subscribe(
+            model, home_partition(model, partitions), self._newest
+        )
         if not self._newest.ready.wait(wait):
             self.close()
             raise UnknownModel(
-                f"no version of model {model!r} was published on {self.topic_name!r} within {wait:.0f}s; "
+                f"no version of model {model!r} was published on {self.topic_name!r} within "
+                f"{wait:.0f}s; "
                 "is a worker running with a learner spec for it (ADAPTLOOP_MODELS)?"
             )
 
     @classmethod
-    def from_settings(cls, model: str, settings: ClientSettings | None = None, **options: Any) -> ModelClient:
-        """A client of ``model`` in the loop that ``settings`` (default: read from the environment) describe.
+    def from_settings(
+        cls, model: str, settings: ClientSettings | None = None, **options: Any
+    ) -> ModelClient:
+        """A client of ``model`` in the loop that ``settings`` (default: read from the environment)
+        describe.
 
         ``options`` go to the constructor (``producer``, ``wait``, ``on_swap``).
         """
@@ -301,7 +331,8 @@ class ModelClient:
 
     @property
     def contract(self) -> ModelContract | None:
-        """What the model learns from, as its latest version says (None: a version from before contracts)."""
+        """What the model learns from, as its latest version says (None: a version from before
+        contracts)."""
         latest = self._newest.latest
         return latest.contract if latest is not None else None
 
@@ -314,10 +345,12 @@ class ModelClient:
         user_id: str | None = None,
         session_id: str | None = None,
     ) -> Prediction:
-        """Predict with the current version and log the decision (with its tenant, user and session, if given).
+        """Predict with the current version and log the decision (with its tenant, user and session,
+        if given).
 
-        Raises :class:`InvalidInput` for features the model's contract refuses, and :class:`NoModelYet` when no
-        version may serve yet and the model declares no ``default_prediction``.
+        Raises :class:`InvalidInput` for features the model's contract refuses, and
+        :class:`NoModelYet` when no version may serve yet and the model declares no
+        ``default_prediction``.
         """
         contract = self.contract
         if contract is not None and (problem := contract.feature_problem(features)) is not None:
@@ -343,7 +376,8 @@ class ModelClient:
     def _answer(
         self, features: dict[str, FeatureValue], decision_id: str, contract: ModelContract | None
     ) -> Prediction:
-        served = self._served  # one read: the whole call uses one version even if a swap happens meanwhile
+        # one read: the whole call uses one version even if a swap happens meanwhile
+        served = self._served
         stable = _stable_for(served, decision_id)
         if stable is not None and stable.version not in self._broken:
             try:
@@ -351,7 +385,12 @@ class ModelClient:
                 return Prediction(decision_id, stable.version, label, probabilities)
             except Exception as error:  # the canary (then the versions before it) answers instead
                 self._broken.add(stable.version)
-                log.error("model %s stable version %s failed to predict (%r)", self.model, stable.version, error)
+                log.error(
+                    "model %s stable version %s failed to predict (%r)",
+                    self.model,
+                    stable.version,
+                    error,
+                )
         candidates = [served, *reversed(self._earlier)] if served is not None else []
         for candidate in candidates:
             if candidate is None or candidate.version.version in self._broken:
@@ -370,14 +409,16 @@ class ModelClient:
             return Prediction(decision_id, DEFAULT_VERSION, default, None, fallback=True)
         if candidates:
             raise PredictionFailed(
-                f"no version of model {self.model!r} could answer (the last {len(candidates)} raised; see the log), "
+                f"no version of model {self.model!r} could answer (the last "
+                f"{len(candidates)} raised; see the log), "
                 "and its spec declares no default_prediction"
             )
         latest = self._newest.latest
         learned = latest.examples_seen if latest is not None else 0
         needed = contract.min_examples if contract is not None else 0
         raise NoModelYet(
-            f"model {self.model!r} has learned {learned} of the {needed} examples it needs before a version serves "
+            f"model {self.model!r} has learned {learned} of the {needed} examples it needs "
+            "before a version serves "
             "(min_examples); declare default_prediction in its spec to answer meanwhile"
         )
 
@@ -395,17 +436,22 @@ class ModelClient:
         )
         with self._changed:
             if self._served is served:
-                working = [earlier for earlier in self._earlier if earlier.version.version not in self._broken]
+                working = [
+                    earlier
+                    for earlier in self._earlier
+                    if earlier.version.version not in self._broken
+                ]
                 self._served = working[-1] if working else None
                 self._changed.notify_all()
 
     def wait_for_version(self, version: str, timeout: float = 10.0) -> bool:
-        """Block until ``version`` is served (for tests and the demo); False if it was not within ``timeout``."""
+        """Block until ``version`` is served (for tests and the demo); False if it was not within
+        ``timeout``."""
         return self.wait_for(lambda served: served.version == version, timeout)
 
     def wait_for(self, condition: Callable[[ModelVersion], bool], timeout: float = 10.0) -> bool:
-        """Block until the version served satisfies ``condition`` (say, has learned 1,000 examples); False if
-        none did within ``timeout``."""
+        """Block until the version served satisfies ``condition`` (say, has learned 1,000 examples);
+        False if none did within ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while self._served is None or not condition(self._served.version):
@@ -440,7 +486,8 @@ class ModelClient:
         log.debug("serving %s version %s", self.model, version.version)
 
     def _stable_of(self, version: ModelVersion) -> _Stable | None:
-        """The stable version of the record's running canary, loaded (or taken from what serves already)."""
+        """The stable version of the record's running canary, loaded (or taken from what serves
+        already)."""
         canary = version.canary
         if canary is None or canary.state != "running":
             return None
@@ -448,14 +495,21 @@ class ModelClient:
         for served in known:
             if served is not None and served.version.version == canary.stable:
                 return _Stable(canary.stable, served.model, served.classifier, canary.share)
-            if served is not None and served.stable is not None and served.stable.version == canary.stable:
-                return _Stable(canary.stable, served.stable.model, served.stable.classifier, canary.share)
+            if (
+                served is not None
+                and served.stable is not None
+                and served.stable.version == canary.stable
+            ):
+                return _Stable(
+                    canary.stable, served.stable.model, served.stable.classifier, canary.share
+                )
         model = read_only(pickle.loads(self.store.load_bytes(self.model, canary.stable)))
         return _Stable(canary.stable, model, is_classifier(model), canary.share)
 
     def close(self) -> None:
-        """Stop following the model (no swap after this returns) and deliver the predictions logged; the
-        process's follower of model-updates stops with its last client. Closing again does nothing."""
+        """Stop following the model (no swap after this returns) and deliver the predictions logged;
+        the process's follower of model-updates stops with its last client. Closing again does
+        nothing."""
         with self._changed:
             if self._closed:
                 return
@@ -472,21 +526,30 @@ class ModelClient:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
 
 def _stable_for(served: _Served | None, decision_id: str) -> _Stable | None:
-    """The stable version, if a canary runs and the decision is outside its share (:func:`in_canary`)."""
+    """The stable version, if a canary runs and the decision is outside its share
+    (:func:`in_canary`)."""
     if served is None or served.stable is None or in_canary(decision_id, served.stable.share):
         return None
     return served.stable
 
 
-def _predict(served: _Served | _Stable, features: dict[str, FeatureValue]) -> tuple[object, dict[str, float] | None]:
-    """The prediction and probabilities of one version (River's tie-break: the first most probable class)."""
+def _predict(
+    served: _Served | _Stable, features: dict[str, FeatureValue]
+) -> tuple[object, dict[str, float] | None]:
+    """The prediction and probabilities of one version (River's tie-break: the first most probable
+    class)."""
     if served.classifier:
         proba = served.model.predict_proba_one(features)
-        return (max(proba, key=proba.get) if proba else None), {str(k): float(v) for k, v in proba.items()}
+        return (max(proba, key=proba.get) if proba else None), {
+            str(k): float(v) for k, v in proba.items()
+        }
     return served.model.predict_one(features), None

@@ -1,19 +1,21 @@
 """Alerts that reach people: guardrail alerts and model alerts (drift, health) posted to webhooks.
 
-The worker's ``notify`` role (started when the ``webhooks`` setting lists any) reads ``guardrail-alerts`` and
-``drift-alerts`` and posts each alert to every webhook that wants its topic, as Slack-compatible JSON
-(``{"text": ...}``, which Slack, Mattermost and Teams' incoming webhooks take) or as the alert's own JSON.
+The worker's ``notify`` role (started when the ``webhooks`` setting lists any) reads
+``guardrail-alerts`` and ``drift-alerts`` and posts each alert to every webhook that wants its
+topic, as Slack-compatible JSON (``{"text": ...}``, which Slack, Mattermost and Teams' incoming
+webhooks take) or as the alert's own JSON.
 
 - **Retries**: a connection error, a timeout, a 429 or a 5xx is retried with exponential backoff
-  (``retries`` times); a webhook that still fails is logged and counted (``adaptloop_webhook_deliveries_total``
-  with ``result="failed"``), and the stream goes on: one dead webhook does not hold back the others.
+  (``retries`` times); a webhook that still fails is logged and counted
+  (``adaptloop_webhook_deliveries_total`` with ``result="failed"``), and the stream goes on: one
+  dead webhook does not hold back the others.
 - **Deduplication**: the same alert (topic, rule or detector and signal, subject) is sent once per
   ``dedup_seconds``; repeats are counted (``result="duplicate"``).
-- **Rate limiting**: at most ``max_per_minute`` posts per webhook; alerts beyond it are not lost: they are
-  counted and summarised in one message when the webhook may be posted to again.
+- **Rate limiting**: at most ``max_per_minute`` posts per webhook; alerts beyond it are not lost:
+  they are counted and summarised in one message when the webhook may be posted to again.
 
-Offsets are committed after the posts of each batch: an alert is posted at least once (a restart may post
-the alerts of the last batch again, unless deduplicated).
+Offsets are committed after the posts of each batch: an alert is posted at least once (a restart may
+post the alerts of the last batch again, unless deduplicated).
 """
 
 from __future__ import annotations
@@ -54,15 +56,22 @@ class Webhook(BaseModel):
 
     url: str = Field(pattern=r"^https?://", description="Where to POST (an incoming-webhook URL).")
     format: Literal["slack", "json"] = Field(
-        "slack", description="slack: {'text': ...} (Slack, Mattermost, Teams); json: the alert's own JSON."
+        "slack",
+        description="slack: {'text': ...} (Slack, Mattermost, Teams); json: the alert's own JSON.",
     )
     topics: list[AlertTopic] = Field(
         default_factory=lambda: list(ALERT_TOPIC_NAMES), description="Which alerts it wants."
     )
-    max_per_minute: int = Field(30, ge=1, description="Posts per minute at most; more are summarised.")
-    dedup_seconds: float = Field(600.0, ge=0, description="The same alert is posted once in this long.")
+    max_per_minute: int = Field(
+        30, ge=1, description="Posts per minute at most; more are summarised."
+    )
+    dedup_seconds: float = Field(
+        600.0, ge=0, description="The same alert is posted once in this long."
+    )
     retries: int = Field(5, ge=0, description="Retries of a failed post, with exponential backoff.")
-    backoff_seconds: float = Field(1.0, gt=0, description="The first retry's wait (doubling after each).")
+    backoff_seconds: float = Field(
+        1.0, gt=0, description="The first retry's wait (doubling after each)."
+    )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one post.")
 
 
@@ -77,10 +86,13 @@ def alert_key(topic: str, alert: Event) -> tuple[str, ...]:
 def alert_text(alert: Event) -> str:
     """One line a person reads."""
     if isinstance(alert, GuardrailAlert):
-        where = ", ".join(f"{k} {v}" for k, v in (("agent", alert.agent), ("tenant", alert.tenant)) if v)
-        return f":warning: guardrail {alert.rule} on {alert.subject}: {alert.observed:g} > {alert.threshold:g}" + (
-            f" ({where})" if where else ""
+        where = ", ".join(
+            f"{k} {v}" for k, v in (("agent", alert.agent), ("tenant", alert.tenant)) if v
         )
+        return (
+            f":warning: guardrail {alert.rule} on {alert.subject}: {alert.observed:g} > "
+            f"{alert.threshold:g}"
+        ) + (f" ({where})" if where else "")
     assert isinstance(alert, DriftAlert)
     moved = f" {alert.direction}" if alert.direction else ""
     return (
@@ -92,11 +104,15 @@ def alert_text(alert: Event) -> str:
 class Channel:
     """One webhook: deduplication, a token bucket and delivery with retries."""
 
-    def __init__(self, webhook: Webhook, client: httpx.Client, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, webhook: Webhook, client: httpx.Client, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.webhook, self.client, self.clock = webhook, client, clock
-        self.sent: OrderedDict[tuple[str, ...], float] = OrderedDict()  # alert key -> when it was posted
+        # alert key -> when it was posted
+        self.sent: OrderedDict[tuple[str, ...], float] = OrderedDict()
         self.tokens, self.refilled = float(webhook.max_per_minute), clock()
-        self.held: Counter[str] = Counter()  # alerts over the rate limit, by kind, for the next summary
+        # alerts over the rate limit, by kind, for the next summary
+        self.held: Counter[str] = Counter()
 
     def offer(self, topic: str, alert: Event) -> str:
         """Post ``alert`` if it is new and the rate allows; return what happened."""
@@ -129,7 +145,9 @@ class Channel:
 
     def _refill(self, now: float) -> None:
         rate = self.webhook.max_per_minute / 60.0
-        self.tokens = min(float(self.webhook.max_per_minute), self.tokens + (now - self.refilled) * rate)
+        self.tokens = min(
+            float(self.webhook.max_per_minute), self.tokens + (now - self.refilled) * rate
+        )
         self.refilled = now
 
     def _summary(self) -> dict:
@@ -149,7 +167,9 @@ class Channel:
         wait = self.webhook.backoff_seconds
         for attempt in range(self.webhook.retries + 1):
             try:
-                response = self.client.post(self.webhook.url, json=payload, timeout=self.webhook.timeout_seconds)
+                response = self.client.post(
+                    self.webhook.url, json=payload, timeout=self.webhook.timeout_seconds
+                )
                 if response.status_code < 300:
                     WEBHOOK_DELIVERIES.labels(success).inc()
                     return success
@@ -163,7 +183,11 @@ class Channel:
                 WEBHOOK_DELIVERIES.labels("retried").inc()
                 time.sleep(wait)
                 wait *= 2
-        log.error("webhook %s: not delivered (%s); the alert stays on its topic", _safe(self.webhook.url), why)
+        log.error(
+            "webhook %s: not delivered (%s); the alert stays on its topic",
+            _safe(self.webhook.url),
+            why,
+        )
         WEBHOOK_DELIVERIES.labels("failed").inc()
         return "failed"
 
@@ -174,7 +198,8 @@ def _safe(url: str) -> str:
 
 
 class NotifySettings(Protocol):
-    """What the notify role reads of the worker's settings (:class:`adaptloop.settings.Settings` has it)."""
+    """What the notify role reads of the worker's settings (:class:`adaptloop.settings.Settings` has
+    it)."""
 
     group: str
     webhooks: list[Webhook]
@@ -185,17 +210,32 @@ class AlertNotifier:
 
     @classmethod
     def from_settings(cls, settings: NotifySettings, connection: KafkaConnection) -> AlertNotifier:
-        """The notifier of the worker ``settings`` describe, its topics prefixed as ``connection`` says."""
-        return cls(connection, settings.webhooks, prefix=connection.topic_prefix, group=f"{settings.group}-notify")
+        """The notifier of the worker ``settings`` describe, its topics prefixed as ``connection``
+        says."""
+        return cls(
+            connection,
+            settings.webhooks,
+            prefix=connection.topic_prefix,
+            group=f"{settings.group}-notify",
+        )
 
     def __init__(
-        self, connection: ConnectionLike, webhooks: list[Webhook], *, prefix: str = "", group: str = "adaptloop-notify"
+        self,
+        connection: ConnectionLike,
+        webhooks: list[Webhook],
+        *,
+        prefix: str = "",
+        group: str = "adaptloop-notify",
     ):
         self.client = httpx.Client()
         self.channels = [Channel(webhook, self.client) for webhook in webhooks]
         producer = EventProducer(connection, topic_prefix=prefix)
         self.consumer = EventConsumer(
-            connection, group, list(ALERT_TOPICS.values()), dead_letters=DeadLetters(producer, "notify"), prefix=prefix
+            connection,
+            group,
+            list(ALERT_TOPICS.values()),
+            dead_letters=DeadLetters(producer, "notify"),
+            prefix=prefix,
         )
         self.outcomes: Counter[str] = Counter()
 

@@ -1,11 +1,12 @@
-"""Telling a Kafka outage from a refusal and from a bug (:func:`classify`), and waiting an outage out.
+"""Telling a Kafka outage from a refusal and from a bug (:func:`classify`), and waiting an outage
+out.
 
 A role that meets an outage (no broker answers, a request times out, a coordinator moves) exits with
-:data:`OUTAGE_EXIT`; the worker restarts it without counting it against its restart budget, and the new
-process waits for the broker with :func:`wait_patiently` for as long as it takes, then resumes from its
-checkpoints. A role that is refused (the broker refuses its login or denies it a topic or group, or a
-setting is wrong) exits with :data:`REFUSED_EXIT`: starting it again would be refused again, so the worker
-stops with that one line. Any other error is a crash, which the budget counts.
+:data:`OUTAGE_EXIT`; the worker restarts it without counting it against its restart budget, and the
+new process waits for the broker with :func:`wait_patiently` for as long as it takes, then resumes
+from its checkpoints. A role that is refused (the broker refuses its login or denies it a topic or
+group, or a setting is wrong) exits with :data:`REFUSED_EXIT`: starting it again would be refused
+again, so the worker stops with that one line. Any other error is a crash, which the budget counts.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from adaptloop.schemas.errors import AuthenticationFailed, BrokerUnavailable, ConfigError, DeliveryFailed, TimedOut
+from adaptloop.schemas.errors import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    ConfigError,
+    DeliveryFailed,
+    TimedOut,
+)
 from adaptloop.streams.connection import ClientErrors, ConnectionLike, KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -28,7 +35,8 @@ OUTAGE_EXIT = 75
 """The exit status of a role that stopped because Kafka did not answer (EX_TEMPFAIL)."""
 
 REFUSED_EXIT = 78
-"""The exit status of a role that a wrong setting or login stopped (EX_CONFIG): never started again."""
+"""The exit status of a role that a wrong setting or login stopped (EX_CONFIG): never started
+again."""
 
 BACKOFF_CAP_SECONDS = 30.0
 
@@ -50,7 +58,8 @@ _OUTAGE_CODES = frozenset(
         KafkaError.NETWORK_EXCEPTION,
         KafkaError._TIMED_OUT_QUEUE,
         KafkaError.BROKER_NOT_AVAILABLE,
-        # A commit refused because the group lost this member while the broker was away: a new process joins again.
+        # A commit refused because the group lost this member while the broker was away: a new
+        # process joins again.
         KafkaError.REBALANCE_IN_PROGRESS,
         KafkaError.ILLEGAL_GENERATION,
         KafkaError.UNKNOWN_MEMBER_ID,
@@ -71,12 +80,12 @@ Verdict = Literal["outage", "refused", "crash"]
 
 
 def classify(error: BaseException) -> Verdict:
-    """What stopping on ``error`` means for a role: ``outage`` (Kafka did not answer: wait, start again),
-    ``refused`` (a login, an ACL or a setting said no: starting again would not help) or ``crash`` (a bug, or
-    anything unknown: counted against the restart budget).
+    """What stopping on ``error`` means for a role: ``outage`` (Kafka did not answer: wait, start
+    again), ``refused`` (a login, an ACL or a setting said no: starting again would not help) or
+    ``crash`` (a bug, or anything unknown: counted against the restart budget).
 
-    The errors an error was raised while handling count too: a consumer closing after its coordinator moved
-    may raise another error on the way out.
+    The errors an error was raised while handling count too: a consumer closing after its
+    coordinator moved may raise another error on the way out.
 
     >>> classify(BrokerUnavailable("localhost:9092")), classify(ValueError("a bug"))
     ('outage', 'crash')
@@ -118,18 +127,20 @@ def _verdict(error: object) -> Verdict:
 
 
 def raised_kafka_error() -> KafkaException | None:
-    """The KafkaError being handled (in a bare ``except:``), as a KafkaException; None for anything else.
+    """The KafkaError being handled (in a bare ``except:``), as a KafkaException; None for anything
+    else.
 
-    confluent-kafka's ``Consumer.close()`` raises a KafkaError itself when its last commit fails (a coordinator
-    moving, after a broker restart), and a KafkaError is not an exception class: no ``except`` clause naming a
-    class catches it, so a role would stop as if it had crashed.
+    confluent-kafka's ``Consumer.close()`` raises a KafkaError itself when its last commit fails (a
+    coordinator moving, after a broker restart), and a KafkaError is not an exception class: no
+    ``except`` clause naming a class catches it, so a role would stop as if it had crashed.
     """
     error = sys.exc_info()[1]
     return KafkaException(error) if isinstance(error, KafkaError) else None
 
 
 def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` says Kafka did not answer (wait, then go on) rather than that something is wrong.
+    """Whether ``error`` says Kafka did not answer (wait, then go on) rather than that something is
+    wrong.
 
     >>> is_outage(BrokerUnavailable("localhost:9092")), is_outage(ValueError("a bug"))
     (True, False)
@@ -144,16 +155,19 @@ def wait_patiently(
     config: dict[str, Any] | None = None,
     on_wait: Callable[[float, str], None] | None = None,
 ) -> AdminClient:
-    """An admin client of ``connection`` once a broker answers there, however long that takes; raises
-    :class:`AuthenticationFailed` as soon as the broker refuses the login (waiting would not change its mind).
+    """An admin client of ``connection`` once a broker answers there, however long that takes;
+    raises :class:`AuthenticationFailed` as soon as the broker refuses the login (waiting would not
+    change its mind).
 
-    While none does, ``on_wait(since, why)`` is called at each attempt (``since``: when the wait began, epoch
-    seconds), the attempts back off to one every :data:`BACKOFF_CAP_SECONDS`, and a warning is logged each
-    minute.
+    While none does, ``on_wait(since, why)`` is called at each attempt (``since``: when the wait
+    began, epoch seconds), the attempts back off to one every :data:`BACKOFF_CAP_SECONDS`, and a
+    warning is logged each minute.
     """
     connection = KafkaConnection.of(connection)
     bootstrap = connection.bootstrap
-    properties = connection.config(**{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})})
+    properties = connection.config(
+        **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})}
+    )
     errors: ClientErrors = properties["error_cb"]
     admin = AdminClient(properties)
     since, delay, logged = time.time(), 0.5, 0.0
@@ -161,11 +175,17 @@ def wait_patiently(
         try:
             if admin.list_topics(timeout=5).brokers:
                 if time.time() - since > 1:
-                    log.warning("Kafka at %s answers again, after %.0fs", bootstrap, time.time() - since)
+                    log.warning(
+                        "Kafka at %s answers again, after %.0fs", bootstrap, time.time() - since
+                    )
                 return admin
             why = "no broker in the metadata"
         except KafkaException as error:
-            why = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+            why = (
+                error.args[0].str()
+                if error.args and isinstance(error.args[0], KafkaError)
+                else str(error)
+            )
         admin.poll(0)  # serves the error_cb: a refused login raises here
         why = errors.last or why
         if on_wait is not None:

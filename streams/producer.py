@@ -68,7 +68,8 @@ class EventProducer:
         self.topic_prefix = connection.topic_prefix if topic_prefix is None else topic_prefix
         extra = {"transactional.id": transactional_id} if transactional_id else {}
         self._producer = Producer(
-            connection.config(**DEFAULT_PRODUCER_CONFIG, **extra, **(config or {})), logger=KAFKA_LOG
+            connection.config(**DEFAULT_PRODUCER_CONFIG, **extra, **(config or {})),
+            logger=KAFKA_LOG,
         )
         self._on_error = on_error
         self.failures: list[tuple[str, bytes | None, str]] = []
@@ -77,9 +78,10 @@ class EventProducer:
         self.transactional = transactional_id is not None
         self._in_transaction = False
         if self.transactional:
-            # Metadata first: librdkafka looks for the transaction coordinator as its bootstrap connection
-            # hands over to the broker's own, finds no broker up, and retries 500 ms later (a third of starts,
-            # measured: 0.5 s instead of 0.06 s for every partition a join takes).
+            # Metadata first: librdkafka looks for the transaction coordinator as its bootstrap
+            # connection hands over to the broker's own, finds no broker up, and retries 500 ms
+            # later (a third of starts, measured: 0.5 s instead of 0.06 s for every partition a join
+            # takes).
             self._producer.list_topics(timeout=timeout)
             self._producer.init_transactions(timeout)
 
@@ -92,7 +94,9 @@ class EventProducer:
         settings = settings if settings is not None else ClientSettings()
         return cls(settings.connection(), **options)
 
-    def send(self, event: Event, *, topic: Topic | None = None, partition: int | None = None) -> None:
+    def send(
+        self, event: Event, *, topic: Topic | None = None, partition: int | None = None
+    ) -> None:
         """Queue ``event`` for its topic (or ``topic``); returns at once, delivery is batched.
 
         ``partition`` overrides key-based partitioning (clock ticks go to every partition).
@@ -101,10 +105,16 @@ class EventProducer:
             raise TypeError(f"send() takes an adaptloop event, not {type(event).__name__}")
         topic = topic or topic_for(event)
         if not isinstance(event, topic.event):
-            raise TypeError(f"{type(event).__name__} cannot go to topic {topic.name!r} ({topic.event.__name__})")
-        self.send_bytes(topic.full_name(self.topic_prefix), topic.key_of(event), encode(event), partition)
+            raise TypeError(
+                f"{type(event).__name__} cannot go to topic {topic.name!r} ({topic.event.__name__})"
+            )
+        self.send_bytes(
+            topic.full_name(self.topic_prefix), topic.key_of(event), encode(event), partition
+        )
 
-    def send_bytes(self, topic_name: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+    def send_bytes(
+        self, topic_name: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
         """Queue already-encoded bytes; for replays and tools, not for services."""
         if self.transactional and not self._in_transaction:
             self._producer.begin_transaction()
@@ -114,7 +124,9 @@ class EventProducer:
                 if partition is None:
                     self._producer.produce(topic_name, value, key, on_delivery=self._delivered)
                 else:
-                    self._producer.produce(topic_name, value, key, partition, on_delivery=self._delivered)
+                    self._producer.produce(
+                        topic_name, value, key, partition, on_delivery=self._delivered
+                    )
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
@@ -151,8 +163,8 @@ class EventProducer:
         group_metadata: object | None = None,
         timeout: float = 60.0,
     ) -> None:
-        """Commit what was sent since the last commit, and ``offsets`` for the consumer group (if given),
-        atomically.
+        """Commit what was sent since the last commit, and ``offsets`` for the consumer group (if
+        given), atomically.
 
         Retriable errors (a broker restarting) are retried until ``timeout``; an error that
         needs an abort raises :class:`confluent_kafka.KafkaException` with ``txn_requires_abort()``:
@@ -164,7 +176,12 @@ class EventProducer:
         deadline = time.monotonic() + timeout
         steps: list[Callable[[float], object]] = [self._producer.commit_transaction]
         if offsets is not None:
-            steps.insert(0, lambda left: self._producer.send_offsets_to_transaction(offsets, group_metadata, left))
+            steps.insert(
+                0,
+                lambda left: self._producer.send_offsets_to_transaction(
+                    offsets, group_metadata, left
+                ),
+            )
         for step in steps:
             while True:
                 try:
@@ -205,7 +222,10 @@ class EventProducer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.flush()

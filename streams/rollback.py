@@ -1,12 +1,13 @@
-"""One-command rollback (or promotion): ask the owning learner to serve a stored version, and wait until it has.
+"""One-command rollback (or promotion): ask the owning learner to serve a stored version, and wait
+until it has.
 
 The command is an event on ``model-commands`` (so it is archived and audited like
 any other); the learner that owns the model carries it out in order with its
 training stream and publishes the rollback as a new record on ``model-updates``,
 whose parent is the version it replaced. Serving follows that topic and swaps.
 
-The command, and the version published for it, name the free-text ``actor`` and the Kafka user the command
-was sent as (``principal``, :func:`~adaptloop.streams.acls.login_principal`).
+The command, and the version published for it, name the free-text ``actor`` and the Kafka user the
+command was sent as (``principal``, :func:`~adaptloop.streams.acls.login_principal`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def request_rollback(
     timeout: float | None = 60.0,
     action: Literal["rollback", "promote"] = "rollback",
 ) -> ModelVersion | None:
-    """Send the rollback (or promote) command; return the version the learner published for it (None if
-    ``timeout`` is None).
+    """Send the rollback (or promote) command; return the version the learner published for it (None
+    if ``timeout`` is None).
 
     Raises :class:`UnknownModel` before sending anything if the version is not in the store.
     """
@@ -78,8 +79,10 @@ def request_rollback(
                 ):
                     return version
     raise RollbackTimeout(
-        f"no learner confirmed the {action} of {model!r} to {to_version} within {timeout:.0f}s; the command "
-        f"{command.command_id} is on the topic and will be carried out when a worker owning {model!r} runs"
+        f"no learner confirmed the {action} of {model!r} to {to_version} within "
+        f"{timeout:.0f}s; the command "
+        f"{command.command_id} is on the topic and will be carried out when a worker owning "
+        f"{model!r} runs"
     )
 
 

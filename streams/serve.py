@@ -1,21 +1,25 @@
-"""HTTP serving: the loop's models and event intake for services in any language (``adaptloop serve``).
+"""HTTP serving: the loop's models and event intake for services in any language (``adaptloop
+serve``).
 
-- ``POST /v1/models/{model}:predict`` answers with the current version (hot-swapped from ``model-updates``
-  as :class:`~adaptloop.streams.model_client.ModelClient` does) and logs the decision as a
-  ``PredictionEvent``, exactly as a Python service's ``ModelClient.predict`` would;
-- ``POST /v1/outcomes`` and ``POST /v1/feedback`` take an ``OutcomeEvent``, an ``AgentFeedbackEvent`` or a
-  ``PreferenceEvent`` (the contracts of ``adaptloop schemas export``) and send it to its topic;
-- ``GET /v1/models`` and ``GET /v1/models/{model}``: each model's served version, its parent, what it has
-  learned and its metrics; ``GET /health``, ``GET /metrics``; ``GET /openapi.json`` describes it all.
+- ``POST /v1/models/{model}:predict`` answers with the current version (hot-swapped from
+  ``model-updates`` as :class:`~adaptloop.streams.model_client.ModelClient` does) and logs the
+  decision as a ``PredictionEvent``, exactly as a Python service's ``ModelClient.predict`` would;
+- ``POST /v1/outcomes`` and ``POST /v1/feedback`` take an ``OutcomeEvent``, an
+  ``AgentFeedbackEvent`` or a ``PreferenceEvent`` (the contracts of ``adaptloop schemas export``)
+  and send it to its topic;
+- ``GET /v1/models`` and ``GET /v1/models/{model}``: each model's served version, its parent, what
+  it has learned and its metrics; ``GET /health``, ``GET /metrics``; ``GET /openapi.json`` describes
+  it all.
 
-No client input gets a 5xx. :class:`RequestGate` refuses a body before a route reads it: too large (413, from
-its ``Content-Length`` or counted as it streams), not JSON (415), not RFC 8259 JSON or nested too deep (422);
-a request the contracts refuse gets a 4xx with the contract's reason (422: a field; 404: an unknown model;
-503: no version may serve yet). Every error is one :class:`ErrorBody`, quoting inputs as short excerpts. Each
-configured model gets a client in the background, so the server starts before the models have versions and
-serves each one as soon as it has. Started to follow ``model-specs`` (``adaptloop serve`` without
-``--model``), it serves a model added there from its first servable version on, and stops serving a retired
-one (404, saying it was retired) as soon as it reads the record.
+No client input gets a 5xx. :class:`RequestGate` refuses a body before a route reads it: too large
+(413, from its ``Content-Length`` or counted as it streams), not JSON (415), not RFC 8259 JSON or
+nested too deep (422); a request the contracts refuse gets a 4xx with the contract's reason (422: a
+field; 404: an unknown model; 503: no version may serve yet). Every error is one :class:`ErrorBody`,
+quoting inputs as short excerpts. Each configured model gets a client in the background, so the
+server starts before the models have versions and serves each one as soon as it has. Started to
+follow ``model-specs`` (``adaptloop serve`` without ``--model``), it serves a model added there from
+its first servable version on, and stops serving a retired one (404, saying it was retired) as soon
+as it reads the record.
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ from adaptloop.streams.specs import SpecFollower
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
-    "adaptloop_serve_requests_total", "HTTP requests answered, by route and status.", ["route", "status"]
+    "adaptloop_serve_requests_total",
+    "HTTP requests answered, by route and status.",
+    ["route", "status"],
 )
 PREDICT_SECONDS = Histogram(
     "adaptloop_serve_predict_seconds",
@@ -72,24 +78,26 @@ PREDICT_SECONDS = Histogram(
 )
 CLIENT_RETRY_SECONDS = 5.0
 MAX_DEPTH = 32
-"""JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's or a
-validator's recursion over 100,000 levels is an easy way to exhaust a server."""
+"""JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's
+or a validator's recursion over 100,000 levels is an easy way to exhaust a server."""
 MAX_FEATURES = MAX_EVENT_FEATURES
-"""Features a prediction request may carry at most: the models' feature budget (``max_event_features``), as the
-worker would dead-letter an example with more."""
+"""Features a prediction request may carry at most: the models' feature budget
+(``max_event_features``), as the worker would dead-letter an example with more."""
 EXCERPT_CHARS = 80
 MAX_HEADER_BYTES = 32 * 1024
-"""A request's headers together, names and values: more is refused (431). A 50 MB header would otherwise pass
-beside the body's limit (the HTTP parser takes headers of any size; a proxy in front can refuse them earlier)."""
+"""A request's headers together, names and values: more is refused (431). A 50 MB header would
+otherwise pass beside the body's limit (the HTTP parser takes headers of any size; a proxy in front
+can refuse them earlier)."""
 READ_SECONDS = 30.0
-"""How long the rest of a body may take to arrive once the request has begun: a client that declares 100 bytes
-and sends one would otherwise hold its connection, and a task, open for good (408 then)."""
+"""How long the rest of a body may take to arrive once the request has begun: a client that declares
+100 bytes and sends one would otherwise hold its connection, and a task, open for good (408
+then)."""
 
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What one request may be: its body's bytes (default: the contracts' record limit, what Kafka would take),
-    its JSON's depth and a prediction's number of features."""
+    """What one request may be: its body's bytes (default: the contracts' record limit, what Kafka
+    would take), its JSON's depth and a prediction's number of features."""
 
     max_body_bytes: int = MAX_RECORD_BYTES
     max_depth: int = MAX_DEPTH
@@ -101,25 +109,35 @@ class RequestLimits:
 class Problem(BaseModel):
     loc: list[str | int] = Field(description="Where: `body` and the path of the field in it.")
     msg: str = Field(description="What is wrong with it.")
-    input: str | None = Field(None, description=f"An excerpt of the value sent (at most {EXCERPT_CHARS} characters).")
+    input: str | None = Field(
+        None, description=f"An excerpt of the value sent (at most {EXCERPT_CHARS} characters)."
+    )
 
 
 class ErrorBody(BaseModel):
-    """Every error's answer (4xx and 503): what kind of error, a sentence for a person, and for a request the
-    contracts refuse, each problem with an excerpt of the input (never the whole input)."""
+    """Every error's answer (4xx and 503): what kind of error, a sentence for a person, and for a
+    request the contracts refuse, each problem with an excerpt of the input (never the whole
+    input)."""
 
     error: str = Field(
-        description="The kind: BodyTooLarge (413), UnsupportedMediaType (415), InvalidJSON, InvalidRequest or "
+        description="The kind: BodyTooLarge (413), UnsupportedMediaType (415), InvalidJSON, "
+        "InvalidRequest or "
         "InvalidInput (422), UnknownModel or NotFound (404), MethodNotAllowed (405), NoModelYet, "
         "PredictionFailed or DeliveryFailed (503)."
     )
     detail: str = Field(description="What went wrong and what to do.")
-    problems: list[Problem] = Field(default_factory=list, description="Each field the contracts refuse.")
+    problems: list[Problem] = Field(
+        default_factory=list, description="Each field the contracts refuse."
+    )
 
 
 _excerpts = reprlib.Repr()  # (keywords only from Python 3.12)
 _excerpts.maxlevel, _excerpts.maxdict, _excerpts.maxlist = 2, 4, 4
-_excerpts.maxstring, _excerpts.maxother, _excerpts.maxlong = EXCERPT_CHARS - 2, EXCERPT_CHARS, EXCERPT_CHARS
+_excerpts.maxstring, _excerpts.maxother, _excerpts.maxlong = (
+    EXCERPT_CHARS - 2,
+    EXCERPT_CHARS,
+    EXCERPT_CHARS,
+)
 
 
 def excerpt(value: Any) -> str:
@@ -136,7 +154,9 @@ def excerpt(value: Any) -> str:
     return shown if len(shown) <= EXCERPT_CHARS else shown[: EXCERPT_CHARS - 1] + "…"
 
 
-def error_response(status: int, error: str, detail: str, problems: list[Problem] | None = None) -> Response:
+def error_response(
+    status: int, error: str, detail: str, problems: list[Problem] | None = None
+) -> Response:
     """An :class:`ErrorBody` answer (counted in the requests metric)."""
     REQUESTS.labels("error", status).inc()
     body = {"error": error, "detail": detail, "problems": [p.model_dump() for p in problems or []]}
@@ -145,18 +165,25 @@ def error_response(status: int, error: str, detail: str, problems: list[Problem]
 
 def _problems(errors: list[Any]) -> list[Problem]:
     return [
-        Problem(loc=list(e["loc"]), msg=str(e["msg"]), input=excerpt(e["input"]) if "input" in e else None)
+        Problem(
+            loc=list(e["loc"]),
+            msg=str(e["msg"]),
+            input=excerpt(e["input"]) if "input" in e else None,
+        )
         for e in errors[:20]
     ]
 
 
 def invalid_request(errors: list[Any], prefix: tuple[str, ...] = ()) -> Response:
-    """422 for a body the contracts refuse: each problem (at most 20) with an excerpt of its input."""
+    """422 for a body the contracts refuse: each problem (at most 20) with an excerpt of its
+    input."""
     problems = _problems([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
     first = problems[0] if problems else None
     where = ".".join(map(str, first.loc)) if first else "body"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return error_response(422, "InvalidRequest", f"{where}: {first.msg if first else 'invalid'}{more}", problems)
+    return error_response(
+        422, "InvalidRequest", f"{where}: {first.msg if first else 'invalid'}{more}", problems
+    )
 
 
 class RequestGate:
@@ -164,10 +191,10 @@ class RequestGate:
 
     - 431 for any request whose headers take more than ``max_header_bytes``;
     - 415 unless its ``Content-Type`` is JSON;
-    - 413 as soon as it is larger than ``max_body_bytes``: from its ``Content-Length`` before a byte is read,
-      else counted as it streams in (chunked), so a 10 GB body costs at most the limit;
-    - 422 unless it is JSON as RFC 8259 defines it (no ``NaN``, no ``Infinity``; UTF-8) nested at most
-      ``max_depth`` deep;
+    - 413 as soon as it is larger than ``max_body_bytes``: from its ``Content-Length`` before a byte
+      is read, else counted as it streams in (chunked), so a 10 GB body costs at most the limit;
+    - 422 unless it is JSON as RFC 8259 defines it (no ``NaN``, no ``Infinity``; UTF-8) nested at
+      most ``max_depth`` deep;
     - 408 when the body has not come whole within ``read_seconds``.
 
     The routes then get the body as it came, and validate it against their contract.
@@ -182,7 +209,10 @@ class RequestGate:
             return
         header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
         if header_bytes > self.limits.max_header_bytes:
-            detail = f"the headers may take at most {self.limits.max_header_bytes:,} bytes (these: {header_bytes:,})"
+            detail = (
+                f"the headers may take at most {self.limits.max_header_bytes:,} bytes "
+                f"(these: {header_bytes:,})"
+            )
             response = error_response(431, "HeadersTooLarge", detail)
             response.headers["connection"] = "close"
             await response(scope, receive, send)
@@ -194,7 +224,9 @@ class RequestGate:
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             shown = excerpt(media_type) if media_type else "none"
-            detail = f"the body must be JSON, sent with Content-Type: application/json (not {shown})"
+            detail = (
+                f"the body must be JSON, sent with Content-Type: application/json (not {shown})"
+            )
             await error_response(415, "UnsupportedMediaType", detail)(scope, receive, send)
             return
         declared = headers.get("content-length")
@@ -208,7 +240,10 @@ class RequestGate:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                detail = f"the body did not come whole within {self.limits.read_seconds:g} s ({len(body):,} bytes came)"
+                detail = (
+                    f"the body did not come whole within {self.limits.read_seconds:g} s "
+                    f"({len(body):,} bytes came)"
+                )
                 response = error_response(408, "RequestTimeout", detail)
                 response.headers["connection"] = "close"
                 await response(scope, receive, send)
@@ -236,9 +271,13 @@ class RequestGate:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(
+        self, size: int | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         sent = f"{size:,} bytes" if size is not None else "more"
-        detail = f"the body may take at most {self.limits.max_body_bytes:,} bytes (this one: {sent})"
+        detail = (
+            f"the body may take at most {self.limits.max_body_bytes:,} bytes (this one: {sent})"
+        )
         response = error_response(413, "BodyTooLarge", detail)
         response.headers["connection"] = "close"  # the rest of the body is never read
         await response(scope, receive, send)
@@ -264,7 +303,9 @@ def json_problem(body: bytes, max_depth: int) -> str | None:
             why = "NaN and Infinity are not JSON numbers (send null for a missing value)"
         else:
             why = error.msg
-        return f"not valid JSON at byte {at}: {why}, near {excerpt(body[max(0, at - 20) : at + 20])}"
+        return (
+            f"not valid JSON at byte {at}: {why}, near {excerpt(body[max(0, at - 20) : at + 20])}"
+        )
     return f"JSON nested deeper than {max_depth} levels" if _deeper(value, max_depth) else None
 
 
@@ -275,7 +316,9 @@ def _deeper(value: Any, limit: int) -> bool:
         item, level = stack.pop()
         if level > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
         stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return False
 
@@ -285,8 +328,12 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    features: dict[Name, FeatureValue] = Field(description="Feature name -> number, string, boolean or null.")
-    decision_id: Name | None = Field(None, description="The decision's id (made if absent): outcomes name it.")
+    features: dict[Name, FeatureValue] = Field(
+        description="Feature name -> number, string, boolean or null."
+    )
+    decision_id: Name | None = Field(
+        None, description="The decision's id (made if absent): outcomes name it."
+    )
     tenant: Name | None = None
     user_id: Name | None = None
     session_id: Name | None = None
@@ -295,10 +342,18 @@ class PredictRequest(BaseModel):
 class PredictResponse(BaseModel):
     decision_id: str = Field(description="Send the outcome under this id.")
     model: str
-    model_version: str = Field(description="The version that answered (or `default` for the model's default).")
-    prediction: Any = Field(description="A label as the model learned it (bool, int, string) or a number.")
-    probabilities: dict[str, float] | None = Field(description="Per class, for classifiers; keys are JSON text.")
-    fallback: bool = Field(description="Whether the model's declared default answered (no version may serve yet).")
+    model_version: str = Field(
+        description="The version that answered (or `default` for the model's default)."
+    )
+    prediction: Any = Field(
+        description="A label as the model learned it (bool, int, string) or a number."
+    )
+    probabilities: dict[str, float] | None = Field(
+        description="Per class, for classifiers; keys are JSON text."
+    )
+    fallback: bool = Field(
+        description="Whether the model's declared default answered (no version may serve yet)."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -310,12 +365,14 @@ class ModelInfo(BaseModel):
     examples_seen: int | None = None
     servable: bool | None = None
     metrics: dict[str, float | None] = Field(
-        default_factory=dict, description="The version's metrics; null where one has scored no decision."
+        default_factory=dict,
+        description="The version's metrics; null where one has scored no decision.",
     )
     published_at: str | None = None
     canary: dict[str, Any] | None = Field(
         None,
-        description="While a canary runs: the stable version serving the decisions outside the canary's share, the "
+        description="While a canary runs: the stable version serving the decisions outside the "
+        "canary's share, the "
         "share, and the gate's figures (as on the version record).",
     )
 
@@ -326,12 +383,15 @@ class Accepted(BaseModel):
 
 
 class ServedModels:
-    """One :class:`ModelClient` per model, each made in the background until it connects (a model with no
-    version yet is retried every few seconds), all sending through one producer and all following
-    ``model-updates`` through the process's one follower (:class:`~adaptloop.streams.follower.ModelUpdates`):
-    a hundred models start together in about the time of one, on one consumer's threads."""
+    """One :class:`ModelClient` per model, each made in the background until it connects (a model
+    with no version yet is retried every few seconds), all sending through one producer and all
+    following ``model-updates`` through the process's one follower
+    (:class:`~adaptloop.streams.follower.ModelUpdates`): a hundred models start together in about
+    the time of one, on one consumer's threads."""
 
-    def __init__(self, settings: ClientSettings, models: list[str], producer: EventProducer) -> None:
+    def __init__(
+        self, settings: ClientSettings, models: list[str], producer: EventProducer
+    ) -> None:
         self.settings, self.producer = settings, producer
         self.clients: dict[str, ModelClient | None] = {}
         self.problems: dict[str, str] = {}
@@ -357,18 +417,25 @@ class ServedModels:
             client.close()
 
     def follow(self, follower: SpecFollower) -> None:
-        """Serve the models operators add on ``model-specs``, stop serving the ones they retire (a thread's
-        body, until :meth:`close`)."""
+        """Serve the models operators add on ``model-specs``, stop serving the ones they retire (a
+        thread's body, until :meth:`close`)."""
         try:
             while not self._stop.is_set():
                 for record in follower.poll(1.0):
                     if record.status == "retired":
-                        self.retire(record.model, f"retired by {record.actor}: {record.reason or 'no reason given'}")
-                        log.info("model %s retired by %s: no longer served", record.model, record.actor)
+                        self.retire(
+                            record.model,
+                            f"retired by {record.actor}: {record.reason or 'no reason given'}",
+                        )
+                        log.info(
+                            "model %s retired by %s: no longer served", record.model, record.actor
+                        )
                     elif record.model not in self.clients:
                         self.add(record.model)
                         log.info(
-                            "model %s added by %s: served from its first servable version", record.model, record.actor
+                            "model %s added by %s: served from its first servable version",
+                            record.model,
+                            record.actor,
                         )
         finally:
             follower.close()
@@ -392,9 +459,14 @@ class ServedModels:
 
     def get(self, model: str) -> ModelClient:
         if model in self.retired:
-            raise UnknownModel(f"model {model!r} is retired ({self.retired[model]}); this server no longer serves it")
+            raise UnknownModel(
+                f"model {model!r} is retired ({self.retired[model]}); this "
+                "server no longer serves it"
+            )
         if model not in self.clients:
-            raise UnknownModel(f"this server serves no model {model!r} (it serves {', '.join(self.clients)})")
+            raise UnknownModel(
+                f"this server serves no model {model!r} (it serves {', '.join(self.clients)})"
+            )
         client = self.clients.get(model)
         if client is None:
             why = self.problems.get(model, "its client is connecting")
@@ -426,7 +498,13 @@ def _info(name: str, client: ModelClient | None) -> ModelInfo:
     )
 
 
-STATUS = {UnknownModel: 404, InvalidInput: 422, NoModelYet: 503, PredictionFailed: 503, DeliveryFailed: 503}
+STATUS = {
+    UnknownModel: 404,
+    InvalidInput: 422,
+    NoModelYet: 503,
+    PredictionFailed: 503,
+    DeliveryFailed: 503,
+}
 
 
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -454,9 +532,9 @@ def create_app(
     limits: RequestLimits | None = None,
     follow_specs: Mapping[int, int] | None = None,
 ) -> FastAPI:
-    """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within ``limits``;
-    with ``follow_specs`` (the ends of the catalogue ``models`` came from), also the models added on
-    ``model-specs`` from there on, and not the ones retired."""
+    """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within
+    ``limits``; with ``follow_specs`` (the ends of the catalogue ``models`` came from), also the
+    models added on ``model-specs`` from there on, and not the ones retired."""
     limits = limits or RequestLimits()
     state: dict[str, Any] = {}
 
@@ -468,7 +546,9 @@ def create_app(
         if follow_specs is not None:
             follower = SpecFollower(settings.connection(), settings.topic_prefix, ends=follow_specs)
             threading.Thread(target=served.follow, args=(follower,), daemon=True).start()
-        delivery = threading.Thread(target=_report_delivery_failures, args=(producer, served), daemon=True)
+        delivery = threading.Thread(
+            target=_report_delivery_failures, args=(producer, served), daemon=True
+        )
         delivery.start()
         try:
             yield
@@ -480,11 +560,15 @@ def create_app(
     app = FastAPI(
         title="adaptloop",
         version=package_version("adaptloop"),
-        summary="The loop's models and event intake over HTTP: predict with the current version, send outcomes "
+        summary="The loop's models and event intake over HTTP: predict with the current "
+        "version, send outcomes "
         "and feedback.",
-        description=f"Every error is an `ErrorBody`. A body must be JSON (`Content-Type: application/json`, else "
-        f"415), of at most {limits.max_body_bytes:,} bytes (else 413), without NaN or Infinity and nested at most "
-        f"{limits.max_depth} levels (else 422); a prediction takes at most {limits.max_features:,} features.",
+        description="Every error is an `ErrorBody`. A body must be JSON (`Content-Type: "
+        "application/json`, else "
+        f"415), of at most {limits.max_body_bytes:,} bytes (else 413), without NaN or "
+        "Infinity and nested at most "
+        f"{limits.max_depth} levels (else 422); a prediction takes at most "
+        f"{limits.max_features:,} features.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestGate, limits=limits)
@@ -505,31 +589,41 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         kinds = {404: "NotFound", 405: "MethodNotAllowed"}
-        response = error_response(error.status_code, kinds.get(error.status_code, "HTTPError"), str(error.detail))
+        response = error_response(
+            error.status_code, kinds.get(error.status_code, "HTTPError"), str(error.detail)
+        )
         response.headers.update(error.headers or {})
         return response
 
-    predict_body = PredictRequest.model_json_schema()  # documents the body the predict route validates itself
+    # documents the body the predict route validates itself
+    predict_body = PredictRequest.model_json_schema()
     predict_body["properties"]["features"]["maxProperties"] = limits.max_features
 
     @app.post(
         "/v1/models/{model}:predict",
         response_model=PredictResponse,
         responses=_documented(404, 408, 413, 415, 422, 431, 503),
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": predict_body}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": predict_body}},
+            }
+        },
     )
     async def predict(model: str, http: Request) -> Response:
-        """Predict with the model's current version and log the decision (its ``decision_id`` names the
-        outcome to send later)."""
-        # The hot path: the body is validated by pydantic straight from its bytes (FastAPI's own body
-        # handling costs about as much again), on the event loop (a prediction and its send take tens of
-        # microseconds, a thread hop more); the answer is serialised directly (the documented PredictResponse).
+        """Predict with the model's current version and log the decision (its ``decision_id`` names
+        the outcome to send later)."""
+        # The hot path: the body is validated by pydantic straight from its bytes (FastAPI's own
+        # body handling costs about as much again), on the event loop (a prediction and its send
+        # take tens of microseconds, a thread hop more); the answer is serialised directly (the
+        # documented PredictResponse).
         started = time.perf_counter()
         request = PredictRequest.model_validate_json(await http.body())
         if len(request.features) > limits.max_features:
             problem = Problem(
                 loc=["body", "features"],
-                msg=f"{len(request.features):,} features: a prediction takes at most {limits.max_features:,} "
+                msg=f"{len(request.features):,} features: a prediction takes at most "
+                f"{limits.max_features:,} "
                 "(the models' feature budget, max_event_features)",
                 input=excerpt(request.features),
             )
@@ -555,16 +649,24 @@ def create_app(
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post(
-        "/v1/outcomes", response_model=Accepted, status_code=202, responses=_documented(408, 413, 415, 422, 431, 503)
+        "/v1/outcomes",
+        response_model=Accepted,
+        status_code=202,
+        responses=_documented(408, 413, 415, 422, 431, 503),
     )
     async def outcome(event: OutcomeEvent) -> Response:
         """Report what happened to a decision (its label or reward)."""
         state["producer"].send(event)
         REQUESTS.labels("outcomes", 202).inc()
-        return Response(b'{"accepted":true,"topic":"outcomes"}', status_code=202, media_type="application/json")
+        return Response(
+            b'{"accepted":true,"topic":"outcomes"}', status_code=202, media_type="application/json"
+        )
 
     @app.post(
-        "/v1/feedback", response_model=Accepted, status_code=202, responses=_documented(408, 413, 415, 422, 431, 503)
+        "/v1/feedback",
+        response_model=Accepted,
+        status_code=202,
+        responses=_documented(408, 413, 415, 422, 431, 503),
     )
     async def feedback(event: Annotated[AgentFeedbackEvent | PreferenceEvent, Body()]) -> Accepted:
         """An agent's step or a user's feedback (``AgentFeedbackEvent``), or a pairwise preference
@@ -587,14 +689,22 @@ def create_app(
             raise UnknownModel(f"this server serves no model {model!r}{why}")
         return _info(model, served.clients.get(model))
 
-    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Models waiting"}})
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "Models waiting"}},
+    )
     def health() -> JSONResponse:
         """200 once every model serves a version; 503 (naming those still waiting) before."""
         served: ServedModels = state["served"]
         waiting = {
-            name: served.problems.get(name, "connecting") for name, c in list(served.clients.items()) if c is None
+            name: served.problems.get(name, "connecting")
+            for name, c in list(served.clients.items())
+            if c is None
         }
-        return JSONResponse({"ok": not waiting, "waiting": waiting}, status_code=503 if waiting else 200)
+        return JSONResponse(
+            {"ok": not waiting, "waiting": waiting}, status_code=503 if waiting else 200
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
@@ -604,7 +714,8 @@ def create_app(
 
 
 def _report_delivery_failures(producer: EventProducer, served: ServedModels) -> None:
-    """Serve the producer's delivery reports; log (never drop silently) events Kafka did not take."""
+    """Serve the producer's delivery reports; log (never drop silently) events Kafka did not
+    take."""
     while not served._stop.is_set():
         try:
             producer.poll()

@@ -1,4 +1,5 @@
-"""What ``adaptloop status`` shows: each model's current version and metrics, alerts, and each role's lag."""
+"""What ``adaptloop status`` shows: each model's current version and metrics, alerts, and each
+role's lag."""
 
 from __future__ import annotations
 
@@ -42,30 +43,38 @@ COORDINATOR_ERRORS = frozenset(
         KafkaError._TIMED_OUT,
     }
 )
-"""A group's coordinator moving or loading (or a new broker creating its offsets topic): asked again."""
+"""A group's coordinator moving or loading (or a new broker creating its offsets topic): asked
+again."""
 
 
 @dataclass(frozen=True)
 class Status:
-    versions: dict[str, ModelVersion]  # model -> its latest record on model-updates (the version it serves)
-    # model -> the record that describes the served version itself: its own record (what it had learned and
-    # scored when it was made) for a version swapped in by a rollback or promotion, whose latest record carries
-    # the stream's figures; None where that record is gone (compacted away and not archived).
+    # model -> its latest record on model-updates (the version it serves)
+    versions: dict[str, ModelVersion]
+    # model -> the record that describes the served version itself: its own record (what it had
+    # learned and scored when it was made) for a version swapped in by a rollback or promotion,
+    # whose latest record carries the stream's figures; None where that record is gone (compacted
+    # away and not archived).
     own: dict[str, ModelVersion | None]
     health: dict[str, ModelHealth]  # model -> its latest health, as its learner published it
     drift_alerts: Counter[str]  # model -> alerts
-    # role -> records its group has not committed yet (None: the group never committed; str: why unknown)
+    # role -> records its group has not committed yet (None: the group never committed; str: why
+    # unknown)
     lag: dict[str, int | str | None]
 
 
-def group_lag(connection: ConnectionLike, group: str, topics: list[str], timeout: float = 10.0) -> int | str | None:
-    """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None if
-    the group never committed, or why the broker could not say (its coordinator moving or loading,
-    past a few retries)."""
+def group_lag(
+    connection: ConnectionLike, group: str, topics: list[str], timeout: float = 10.0
+) -> int | str | None:
+    """Records behind the end of ``topics`` for consumer ``group`` (by its committed offsets); None
+    if the group never committed, or why the broker could not say (its coordinator moving or
+    loading, past a few retries)."""
     consumer = KafkaConnection.of(connection).group_consumer(group, **{"enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
-        tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+        tps = [
+            TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions
+        ]
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -91,12 +100,13 @@ def group_lag(connection: ConnectionLike, group: str, topics: list[str], timeout
 def own_records(
     records: list[ModelVersion], archive_root: Path | str | None, prefix: str
 ) -> dict[str, ModelVersion | None]:
-    """For each model, the record of its current version (the last of ``records``, in topic order) as made.
+    """For each model, the record of its current version (the last of ``records``, in topic order)
+    as made.
 
-    A rollback or promotion publishes the version it swaps in again, with the learner's running figures (the
-    stream's examples and metrics, from which learning goes on). What that version itself had learned and
-    scored is in the record that first published it: on ``model-updates`` while compaction keeps it, in the
-    archive (``archive_root``) for ever.
+    A rollback or promotion publishes the version it swaps in again, with the learner's running
+    figures (the stream's examples and metrics, from which learning goes on). What that version
+    itself had learned and scored is in the record that first published it: on ``model-updates``
+    while compaction keeps it, in the archive (``archive_root``) for ever.
     """
     latest = {record.model: record for record in records}
     own: dict[str, ModelVersion | None] = {}
@@ -104,13 +114,22 @@ def own_records(
         if current.reason not in SWAPS:
             own[model] = current
             continue
-        made = (r for r in records if r.model == model and r.version == current.version and r.reason not in SWAPS)
-        own[model] = next(made, None) or _archived_record(archive_root, prefix, model, current.version)
+        made = (
+            r
+            for r in records
+            if r.model == model and r.version == current.version and r.reason not in SWAPS
+        )
+        own[model] = next(made, None) or _archived_record(
+            archive_root, prefix, model, current.version
+        )
     return own
 
 
-def _archived_record(archive_root: Path | str | None, prefix: str, model: str, version: str) -> ModelVersion | None:
-    """The archived record that first published ``version`` of ``model`` (None if the archive has none)."""
+def _archived_record(
+    archive_root: Path | str | None, prefix: str, model: str, version: str
+) -> ModelVersion | None:
+    """The archived record that first published ``version`` of ``model`` (None if the archive has
+    none)."""
     if archive_root is None:
         return None
     try:
@@ -125,36 +144,55 @@ def _archived_record(archive_root: Path | str | None, prefix: str, model: str, v
                 [model, version],
             ).fetchone()
         record = decode(MODEL_UPDATES, row[0]) if row else None
-    except (duckdb.Error, OSError, AdaptloopError) as error:  # an archive out of reach: the figures are unknown
-        log.warning("cannot read %s's record of %s from the archive %s: %s", model, version, archive_root, error)
+    # an archive out of reach: the figures are unknown
+    except (duckdb.Error, OSError, AdaptloopError) as error:
+        log.warning(
+            "cannot read %s's record of %s from the archive %s: %s",
+            model,
+            version,
+            archive_root,
+            error,
+        )
         return None
     return record if isinstance(record, ModelVersion) else None
 
 
-def loop_status(connection: ConnectionLike, prefix: str, group: str, archive_root: Path | str | None = None) -> Status:
-    """The state of the loop, read from Kafka (no worker needed); the archive at ``archive_root`` is read for the
-    records of versions a rollback or promotion swapped back in (see :func:`own_records`)."""
+def loop_status(
+    connection: ConnectionLike, prefix: str, group: str, archive_root: Path | str | None = None
+) -> Status:
+    """The state of the loop, read from Kafka (no worker needed); the archive at ``archive_root`` is
+    read for the records of versions a rollback or promotion swapped back in (see
+    :func:`own_records`)."""
 
     def names(*topics: Topic) -> list[str]:
         return [topic.full_name(prefix) for topic in topics]
 
     alerts = Counter(
-        alert.model for alert in read_all(connection, DRIFT_ALERTS, prefix) if isinstance(alert, DriftAlert)
+        alert.model
+        for alert in read_all(connection, DRIFT_ALERTS, prefix)
+        if isinstance(alert, DriftAlert)
     )
     lag = {
         "join": group_lag(connection, f"{prefix}{group}-join", names(PREDICTIONS, OUTCOMES)),
-        "learn": group_lag(connection, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)),
+        "learn": group_lag(
+            connection, f"{prefix}{group}-learner", names(TRAINING_EXAMPLES, MODEL_COMMANDS)
+        ),
         "archive": group_lag(connection, f"{prefix}{group}-archive", names(*ARCHIVED_TOPICS)),
     }
-    health = {h.model: h for h in read_all(connection, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)}
-    records = [r for r in read_all(connection, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)]
+    health = {
+        h.model: h for h in read_all(connection, MODEL_HEALTH, prefix) if isinstance(h, ModelHealth)
+    }
+    records = [
+        r for r in read_all(connection, MODEL_UPDATES, prefix) if isinstance(r, ModelVersion)
+    ]
     versions = {record.model: record for record in records}
     return Status(versions, own_records(records, archive_root, prefix), health, alerts, lag)
 
 
 @dataclass(frozen=True)
 class ArchiveCut:
-    """How far the archive holds a topic: per partition, the next offset it holds, and the topic's end."""
+    """How far the archive holds a topic: per partition, the next offset it holds, and the topic's
+    end."""
 
     topic: str
     archived: dict[int, int]  # partition -> the next offset the archive holds
@@ -163,12 +201,18 @@ class ArchiveCut:
 
     @property
     def behind(self) -> int:
-        """Offsets past the archive's cut: records, and the markers of transactions (which are never archived)."""
-        return sum(max(0, end - self.archived.get(partition, 0)) for partition, end in self.ends.items())
+        """Offsets past the archive's cut: records, and the markers of transactions (which are never
+        archived)."""
+        return sum(
+            max(0, end - self.archived.get(partition, 0)) for partition, end in self.ends.items()
+        )
 
 
-def topic_ends(connection: ConnectionLike, names: list[str], timeout: float = 10.0) -> dict[str, dict[int, int]]:
-    """The end offset of each partition of each topic in ``names`` (a topic that does not exist: none)."""
+def topic_ends(
+    connection: ConnectionLike, names: list[str], timeout: float = 10.0
+) -> dict[str, dict[int, int]]:
+    """The end offset of each partition of each topic in ``names`` (a topic that does not exist:
+    none)."""
     return ends_of_topics(KafkaConnection.of(connection), names, timeout)
 
 
@@ -178,12 +222,13 @@ def archive_cuts(
     ends: dict[str, dict[int, int]],
     timeout: float = 10.0,
 ) -> list[ArchiveCut]:
-    """For each topic of ``archived`` (topic -> partition -> next offset archived), how it stands against
-    ``ends`` (the topics' ends when asked): which partitions hold committed records the archive has not.
+    """For each topic of ``archived`` (topic -> partition -> next offset archived), how it stands
+    against ``ends`` (the topics' ends when asked): which partitions hold committed records the
+    archive has not.
 
-    An end offset alone cannot say: a transaction's commit marker takes an offset too, and is never archived.
-    So a partition behind its end is read from the archive's cut, read-committed, for the first record before
-    the end; one not read to a verdict within ``timeout`` counts as waiting.
+    An end offset alone cannot say: a transaction's commit marker takes an offset too, and is never
+    archived. So a partition behind its end is read from the archive's cut, read-committed, for the
+    first record before the end; one not read to a verdict within ``timeout`` counts as waiting.
     """
     todo = {
         (name, partition): end
@@ -199,7 +244,8 @@ def archive_cuts(
         start = {p: archived.get(name, {}).get(p, 0) for p in behind}
         with connection.reader(name, start=start) as reader:
             for message in reader.to_end(max(deadline - time.monotonic(), 1.0), until=behind):
-                waiting.add((name, message.partition() or 0))  # a committed record the archive has not
+                # a committed record the archive has not
+                waiting.add((name, message.partition() or 0))
                 reader.skip(message.partition() or 0)
             waiting |= {(name, p) for p in reader.unfinished}  # not read to a verdict: waiting
     return [

@@ -1,10 +1,12 @@
-"""Reading a topic to its current end: the versions published on ``model-updates``, or any topic's events.
+"""Reading a topic to its current end: the versions published on ``model-updates``, or any topic's
+events.
 
-Which published version is a model's current one (:func:`is_newer`): the record with the highest ``sequence``
-on the model's own partition of ``model-updates`` (where its key puts it). The order records are read in says
-nothing (partitions are read in any order), and a record of the model on another partition was not written
-by its learner's producer: it is ignored, with a warning. Records from before sequence numbers count as 0:
-older than any numbered one, and among themselves the later on the partition is the newer, as before.
+Which published version is a model's current one (:func:`is_newer`): the record with the highest
+``sequence`` on the model's own partition of ``model-updates`` (where its key puts it). The order
+records are read in says nothing (partitions are read in any order), and a record of the model on
+another partition was not written by its learner's producer: it is ignored, with a warning. Records
+from before sequence numbers count as 0: older than any numbered one, and among themselves the later
+on the partition is the newer, as before.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def read_all(
-    connection: ConnectionLike, topic: Topic, prefix: str = "", timeout: float = 30.0, *, strict: bool = False
+    connection: ConnectionLike,
+    topic: Topic,
+    prefix: str = "",
+    timeout: float = 30.0,
+    *,
+    strict: bool = False,
 ) -> list[Event]:
     """Every decodable, committed event of ``topic`` from its start up to its end as of now.
 
-    Undecodable records and tombstones are skipped here: the consumers that act on the topic dead-letter the
-    former. ``strict``: raise :class:`TimedOut` rather than return what ``timeout`` allowed to read.
+    Undecodable records and tombstones are skipped here: the consumers that act on the topic
+    dead-letter the former. ``strict``: raise :class:`TimedOut` rather than return what ``timeout``
+    allowed to read.
     """
     events: list[Event] = []
     for _, value in read_raw(connection, topic.full_name(prefix), timeout, strict=strict):
@@ -41,17 +49,21 @@ def read_all(
 def read_raw(
     connection: ConnectionLike, name: str, timeout: float = 30.0, *, strict: bool = False
 ) -> list[tuple[bytes | None, bytes | None]]:
-    """The (key, value) of every committed record of topic ``name`` up to its end as of now (none if the topic
-    does not exist). ``strict``: raise :class:`TimedOut` if the end is not reached within ``timeout`` (an open
-    transaction holds committed readers back until it ends): a restore must not go on with part of a state."""
-    return [(key, value) for _, _, key, value in read_placed(connection, name, timeout, strict=strict)[0]]
+    """The (key, value) of every committed record of topic ``name`` up to its end as of now (none if
+    the topic does not exist). ``strict``: raise :class:`TimedOut` if the end is not reached within
+    ``timeout`` (an open transaction holds committed readers back until it ends): a restore must not
+    go on with part of a state."""
+    return [
+        (key, value)
+        for _, _, key, value in read_placed(connection, name, timeout, strict=strict)[0]
+    ]
 
 
 def read_placed(
     connection: ConnectionLike, name: str, timeout: float = 30.0, *, strict: bool = False
 ) -> tuple[list[tuple[int, int, bytes | None, bytes | None]], int]:
-    """:func:`read_raw` with where each record was: ((partition, offset, key, value) of each, in partition and
-    offset order; and how many partitions the topic has, 0 if it does not exist)."""
+    """:func:`read_raw` with where each record was: ((partition, offset, key, value) of each, in
+    partition and offset order; and how many partitions the topic has, 0 if it does not exist)."""
     with KafkaConnection.of(connection).reader(name) as reader:
         records = [
             (message.partition() or 0, message.offset() or 0, message.key(), message.value())
@@ -60,7 +72,9 @@ def read_placed(
         return sorted(records, key=lambda record: record[:2]), len(reader.partitions() or [])
 
 
-def published_versions(connection: ConnectionLike, prefix: str = "", timeout: float = 30.0) -> dict[str, ModelVersion]:
+def published_versions(
+    connection: ConnectionLike, prefix: str = "", timeout: float = 30.0
+) -> dict[str, ModelVersion]:
     """Each model's current version on the compacted ``model-updates`` topic: its newest record by
     :func:`is_newer`, from the model's own partition."""
     latest: dict[str, ModelVersion] = {}
@@ -82,17 +96,20 @@ def published_versions(connection: ConnectionLike, prefix: str = "", timeout: fl
 
 
 def home_partition(model: str, partitions: int) -> int:
-    """The partition of ``model-updates`` where the learner's producer puts the records of ``model`` (by key)."""
+    """The partition of ``model-updates`` where the learner's producer puts the records of ``model``
+    (by key)."""
     return partition_for(model.encode(), partitions)
 
 
 def on_its_partition(model: str, partition: int, partitions: int, offset: int) -> bool:
-    """Whether a record of ``model`` read at ``partition`` is where its learner writes it; warn if not."""
+    """Whether a record of ``model`` read at ``partition`` is where its learner writes it; warn if
+    not."""
     home = home_partition(model, partitions)
     if partition == home:
         return True
     log.warning(
-        "ignored a record of model %s on partition %d of model-updates (offset %d): its learner publishes it on "
+        "ignored a record of model %s on partition %d of model-updates (offset %d): its "
+        "learner publishes it on "
         "partition %d only",
         model,
         partition,
@@ -103,8 +120,9 @@ def on_its_partition(model: str, partition: int, partitions: int, offset: int) -
 
 
 def is_newer(record: ModelVersion, than: ModelVersion) -> bool:
-    """Whether ``record`` replaces ``than`` as the model's current version: a higher ``sequence`` (a record from
-    before numbers counts as 0), or the same, read later on the model's partition (a record published again).
+    """Whether ``record`` replaces ``than`` as the model's current version: a higher ``sequence`` (a
+    record from before numbers counts as 0), or the same, read later on the model's partition (a
+    record published again).
 
     >>> from adaptloop.schemas import ModelVersion
     >>> def v(sequence): return ModelVersion(model="m", version="ab12ab12ab12ab12", examples_seen=1,

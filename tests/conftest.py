@@ -22,24 +22,26 @@ from adaptloop.testing import secure_listener, test_broker
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
 SETTINGS_ENV = re.compile(
-    "ADAPTLOOP_(" + "|".join(name.upper() for name in Settings.model_fields) + ")(__.*)?", re.IGNORECASE
+    "ADAPTLOOP_(" + "|".join(name.upper() for name in Settings.model_fields) + ")(__.*)?",
+    re.IGNORECASE,
 )
 
 
 @pytest.fixture(autouse=True)
 def _settings_from_the_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset the developer's ``ADAPTLOOP_<SETTING>`` variables for the test (and the processes it starts): a test
-    gets the settings it makes itself, whatever the shell exported (``ADAPTLOOP_KAFKA_PORT`` would otherwise
-    change what ``Settings()`` reads). The test suite's own knobs (``ADAPTLOOP_TEST_*``, ``ADAPTLOOP_SKIP_*``...)
-    name no setting and stay; session fixtures (the broker) were made before and keep what they read."""
+    """Unset the developer's ``ADAPTLOOP_<SETTING>`` variables for the test (and the processes it
+    starts): a test gets the settings it makes itself, whatever the shell exported
+    (``ADAPTLOOP_KAFKA_PORT`` would otherwise change what ``Settings()`` reads). The test suite's
+    own knobs (``ADAPTLOOP_TEST_*``, ``ADAPTLOOP_SKIP_*``...) name no setting and stay; session
+    fixtures (the broker) were made before and keep what they read."""
     for name in list(os.environ):
         if SETTINGS_ENV.fullmatch(name):
             monkeypatch.delenv(name)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A run of the tests has a data directory of its own: nothing a test starts without a home of its own
-    (the default one, ``$XDG_DATA_HOME/adaptloop``) writes into the user's."""
+    """A run of the tests has a data directory of its own: nothing a test starts without a home of
+    its own (the default one, ``$XDG_DATA_HOME/adaptloop``) writes into the user's."""
     data = tempfile.mkdtemp(prefix="adaptloop-tests-data-")
     os.environ["XDG_DATA_HOME"] = data
     config.add_cleanup(lambda: shutil.rmtree(data, ignore_errors=True))
@@ -57,7 +59,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with test_broker(tmp_path_factory.mktemp("broker")) as bootstrap:
             yield bootstrap
     except AdaptloopError as error:
-        pytest.fail(f"no Kafka broker for integration tests: {error} (set {SKIP_ENV}=1 to skip them on purpose)")
+        pytest.fail(
+            f"no Kafka broker for integration tests: {error} (set {SKIP_ENV}=1 to skip "
+            "them on purpose)"
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +87,8 @@ def _leave_the_broker_as_found(request: pytest.FixtureRequest) -> Iterator[None]
 
 @pytest.fixture
 def topic_prefix(kafka_bootstrap: str) -> str:
-    """A fresh prefix with every adaptloop topic created, so tests never see each other's records."""
+    """A fresh prefix with every adaptloop topic created, so tests never see each other's
+    records."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=3)
     return prefix
@@ -90,7 +96,8 @@ def topic_prefix(kafka_bootstrap: str) -> str:
 
 @pytest.fixture
 def secure_kafka(kafka_bootstrap: str) -> LocalKafka:
-    """The session broker's SASL_SSL listener (ACLs enforced): ``secure_bootstrap`` and its users' settings."""
+    """The session broker's SASL_SSL listener (ACLs enforced): ``secure_bootstrap`` and its users'
+    settings."""
     try:
         return secure_listener()
     except AdaptloopError as error:
@@ -99,10 +106,11 @@ def secure_kafka(kafka_bootstrap: str) -> LocalKafka:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real S3 API server on 127.0.0.1 (moto's server, in its own process): the endpoint, host:port.
+    """A real S3 API server on 127.0.0.1 (moto's server, in its own process): the endpoint,
+    host:port.
 
-    Clients find it through the store URI's query (``?endpoint_override=...&scheme=http``) and the AWS
-    variables set here.
+    Clients find it through the store URI's query (``?endpoint_override=...&scheme=http``) and the
+    AWS variables set here.
     """
     import subprocess
     import sys
@@ -117,8 +125,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
+        process = subprocess.Popen(
+            [server, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     import socket
 
     deadline = time.monotonic() + 60
@@ -158,7 +174,11 @@ def node_tools() -> Path:
     assert npm is not None, "npm is needed for the tests of other languages (Node.js 20 with npm)"
     if not (NODE_TOOLS / "node_modules" / "ajv").exists():
         subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_TOOLS, check=True, capture_output=True, timeout=300
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_TOOLS,
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
     return NODE_TOOLS
 
@@ -176,5 +196,7 @@ def chromium() -> str:
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         found = shutil.which("chromium")
-    assert found is not None, "chromium is needed to check the HTML report (apt-get install chromium)"
+    assert found is not None, (
+        "chromium is needed to check the HTML report (apt-get install chromium)"
+    )
     return found

@@ -1,8 +1,8 @@
 """Recipes the tests name as ``module:function`` in their learner specs.
 
-- ``tests.recipes:fragile``: a classifier that breaks as a River tree breaks on a label of another type: it
-  refuses to learn the label ``"boom"`` (raising half-way through its update) and, once it has learned the
-  label ``"poison"``, fails every prediction;
+- ``tests.recipes:fragile``: a classifier that breaks as a River tree breaks on a label of another
+  type: it refuses to learn the label ``"boom"`` (raising half-way through its update) and, once it
+  has learned the label ``"poison"``, fails every prediction;
 - ``tests.recipes:forest``: an adaptive random forest, an ensemble with random sources, seeded.
 """
 

@@ -1,4 +1,5 @@
-"""``adaptloop snapshot``, ``audit``, ``report`` and ``schemas``: what analysts and other teams read."""
+"""``adaptloop snapshot``, ``audit``, ``report`` and ``schemas``: what analysts and other teams
+read."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ def chosen_snapshot(snapshot: Path | None, settings: Settings) -> Path:
 
     path = snapshot or latest_snapshot(settings.snapshots_dir)
     if path is None or not path.exists():
-        raise fail(ConfigError(f"no snapshot at {path or settings.snapshots_dir}; run 'adaptloop snapshot create'"))
+        raise fail(
+            ConfigError(
+                f"no snapshot at {path or settings.snapshots_dir}; run 'adaptloop snapshot create'"
+            )
+        )
     return path
 
 
@@ -45,7 +50,10 @@ def chosen_snapshot(snapshot: Path | None, settings: Settings) -> Path:
 def snapshot_create(
     out: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="The snapshot file; default: <home>/snapshots/snapshot-<UTC time>.duckdb."),
+        typer.Option(
+            metavar="FILE",
+            help="The snapshot file; default: <home>/snapshots/snapshot-<UTC time>.duckdb.",
+        ),
     ] = None,
     model_bytes: Annotated[
         bool, typer.Option(help="Copy the model bytes into the catalogue (else hashes only).")
@@ -53,23 +61,30 @@ def snapshot_create(
     self_contained: Annotated[
         bool,
         typer.Option(
-            "--self-contained", help="Copy the rows into the file, so it opens anywhere (else views over the archive)."
+            "--self-contained",
+            help="Copy the rows into the file, so it opens anywhere (else views over the archive).",
         ),
     ] = False,
     flush: Annotated[
         bool,
         typer.Option(
             "--flush",
-            help="First wait until the archive holds every record the topics had now (the archiver writes every "
+            help="First wait until the archive holds every record the topics had now (the "
+            "archiver writes every "
             "archive_flush_seconds).",
         ),
     ] = False,
     flush_timeout: Annotated[
-        float, typer.Option(min=1, metavar="SECONDS", help="Give up waiting for the archive (--flush) after this long.")
+        float,
+        typer.Option(
+            min=1,
+            metavar="SECONDS",
+            help="Give up waiting for the archive (--flush) after this long.",
+        ),
     ] = 180.0,
 ) -> None:
-    """Write a point-in-time DuckDB snapshot of the archive and the model store, and say how far the archive had
-    caught up with the topics."""
+    """Write a point-in-time DuckDB snapshot of the archive and the model store, and say how far the
+    archive had caught up with the topics."""
     from datetime import datetime
 
     from adaptloop.snapshots.archive import ParquetArchive
@@ -81,7 +96,9 @@ def snapshot_create(
     if flush:
         if ends is None:
             raise fail(ConfigError("--flush needs the broker, to know where the topics end"))
-        _wait_for_archive(settings, ends, flush_timeout, lambda: ParquetArchive(settings.archive_location), names)
+        _wait_for_archive(
+            settings, ends, flush_timeout, lambda: ParquetArchive(settings.archive_location), names
+        )
     path = out or settings.snapshots_dir / snapshot_name(datetime.now(UTC))
     info = create_snapshot(
         settings.archive_location,
@@ -115,17 +132,23 @@ def snapshot_create(
     console.print(table)
     behind = sorted(topic for topic, cut in cuts.items() if cut.waiting)
     if ends is None:
-        console.print("the broker did not answer: how far the archive had caught up is unknown", markup=False)
+        console.print(
+            "the broker did not answer: how far the archive had caught up is unknown", markup=False
+        )
     elif behind:
         console.print(
-            f"the archive had not caught up with {len(behind)} topic(s) ({', '.join(behind)}): it writes every "
-            f"{settings.archive_flush_seconds:g}s (archive_flush_seconds); 'adaptloop snapshot create --flush' "
+            f"the archive had not caught up with {len(behind)} topic(s) "
+            f"({', '.join(behind)}): it writes every "
+            f"{settings.archive_flush_seconds:g}s (archive_flush_seconds); 'adaptloop "
+            "snapshot create --flush' "
             "waits for it first",
             markup=False,
             soft_wrap=True,
         )
     else:
-        console.print("the archive held every record of the topics when the snapshot was taken", markup=False)
+        console.print(
+            "the archive held every record of the topics when the snapshot was taken", markup=False
+        )
     console.print(f"open it with: [bold]duckdb -readonly {escape(str(info.path))}[/]")
 
 
@@ -136,7 +159,8 @@ def _behind(cut: ArchiveCut) -> str:
 
 
 def _topic_ends(settings: Settings, names: list[str]) -> dict[str, dict[int, int]] | None:
-    """The topics' ends, or None if the broker does not answer (a snapshot needs only the archive)."""
+    """The topics' ends, or None if the broker does not answer (a snapshot needs only the
+    archive)."""
     from confluent_kafka import KafkaException
 
     from adaptloop.streams.status import topic_ends
@@ -179,14 +203,20 @@ def _wait_for_archive(
     with Steps(console, "waiting for the archive to catch up with the topics") as steps:
         while True:
             current = archive()  # a fresh look at the files
-            cuts = archive_cuts(settings.connection(), {name: current.next_offsets(name) for name in names}, ends)
+            cuts = archive_cuts(
+                settings.connection(), {name: current.next_offsets(name) for name in names}, ends
+            )
             waiting = [cut for cut in cuts if cut.waiting]
-            steps.update(status=f"{sum(cut.behind for cut in waiting):,} offsets of {len(waiting)} topic(s) to go")
+            steps.update(
+                status=f"{sum(cut.behind for cut in waiting):,} offsets of "
+                f"{len(waiting)} topic(s) to go"
+            )
             if not waiting:
                 return
             if time.monotonic() > deadline:
                 console.print(
-                    f"the archive did not catch up within {timeout:g}s ({', '.join(c.topic for c in waiting)}); is "
+                    f"the archive did not catch up within {timeout:g}s "
+                    f"({', '.join(c.topic for c in waiting)}); is "
                     "the worker's archive role running? The snapshot shows where it stood",
                     markup=False,
                     soft_wrap=True,
@@ -215,26 +245,34 @@ def audit(
         str | None, typer.Argument(metavar="QUERY", help="SQL, or the name of a query from --list.")
     ] = None,
     snapshot: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots."
+        ),
     ] = None,
     param: Annotated[
-        list[str] | None, typer.Option(metavar="NAME=VALUE", help="A value for $NAME in the query (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="NAME=VALUE", help="A value for $NAME in the query (repeatable)."),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="How to print the result.")] = (
-        OutputFormat.TABLE
-    ),
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="How to print the result.")
+    ] = (OutputFormat.TABLE),
     output: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Write csv/parquet here (csv defaults to stdout).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write csv/parquet here (csv defaults to stdout)."),
     ] = None,
     list_queries: Annotated[bool, typer.Option("--list", help="List the named queries.")] = False,
 ) -> None:
-    """Run audit SQL, read-only, against a snapshot (views: predictions, training_examples, model_updates...)."""
+    """Run audit SQL, read-only, against a snapshot (views: predictions, training_examples,
+    model_updates...)."""
     from adaptloop.snapshots.audit import NAMED_QUERIES, run_audit
 
     if list_queries or query is None:
         table = Table("name", "parameters", "what it answers", title="named audit queries")
         for name, named in NAMED_QUERIES.items():
-            add_row(table, name, " ".join(f"--param {p}=..." for p in named.params), named.description)
+            add_row(
+                table, name, " ".join(f"--param {p}=..." for p in named.params), named.description
+            )
         console.print(table)
         return
     settings = Settings()
@@ -244,13 +282,19 @@ def audit(
     except ValueError:
         raise fail(ConfigError(f"--param takes NAME=VALUE, got {param}")) from None
     try:
-        result = run_audit(path, query, params, seconds=settings.audit_seconds, memory_mb=settings.audit_memory_mb)
+        result = run_audit(
+            path, query, params, seconds=settings.audit_seconds, memory_mb=settings.audit_memory_mb
+        )
     except AdaptloopError as error:
         raise fail(error) from None
-    except Exception as error:  # DuckDB's own errors (bad SQL, unknown column) are the caller's to fix
+    # DuckDB's own errors (bad SQL, unknown column) are the caller's to fix
+    except Exception as error:
         raise fail(error) from None
     if output_format is OutputFormat.TABLE:
-        print_arrow(result, f"{query if len(query) < 40 else 'query'} @ {path.name} ({result.num_rows} rows)")
+        print_arrow(
+            result,
+            f"{query if len(query) < 40 else 'query'} @ {path.name} ({result.num_rows} rows)",
+        )
     elif output_format is OutputFormat.CSV:
         import pyarrow.csv as pacsv
 
@@ -268,15 +312,23 @@ def audit(
 @app.command("report")
 def report(
     snapshot: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots."
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the PNG files.")] = Path("report"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the PNG files.")] = Path(
+        "report"
+    ),
     html: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Write one self-contained HTML page instead of PNG files.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write one self-contained HTML page instead of PNG files."
+        ),
     ] = None,
 ) -> None:
-    """Plots from a snapshot: metrics over time with versions, rollbacks and drift alerts; agents' traffic and
-    posteriors; dead letters (PNG files, or one HTML page)."""
+    """Plots from a snapshot: metrics over time with versions, rollbacks and drift alerts; agents'
+    traffic and posteriors; dead letters (PNG files, or one HTML page)."""
     from adaptloop.snapshots.report import write_html_report, write_report
 
     chosen = chosen_snapshot(snapshot, Settings())
@@ -289,7 +341,9 @@ def report(
 
 @app.command("backtest")
 def backtest_command(
-    model: Annotated[str, typer.Argument(help="The model whose archived traffic the candidates learn.")],
+    model: Annotated[
+        str, typer.Argument(help="The model whose archived traffic the candidates learn.")
+    ],
     candidate: Annotated[
         list[str],
         typer.Option(
@@ -300,14 +354,22 @@ def backtest_command(
             '\'{"drift": {"policy": "challenger"}}\'.',
         ),
     ],
-    png: Annotated[Path | None, typer.Option(metavar="FILE", help="Also draw the rolling metric to FILE.")] = None,
-    window: Annotated[int, typer.Option(min=10, help="Examples in the rolling window of the chart.")] = 500,
+    png: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also draw the rolling metric to FILE.")
+    ] = None,
+    window: Annotated[
+        int, typer.Option(min=10, help="Examples in the rolling window of the chart.")
+    ] = 500,
     store: Annotated[
-        bool, typer.Option("--store", help="Store each candidate's final model as a version, for adaptloop promote.")
+        bool,
+        typer.Option(
+            "--store",
+            help="Store each candidate's final model as a version, for adaptloop promote.",
+        ),
     ] = False,
 ) -> None:
-    """Evaluate candidate specs on a model's archived examples (progressive validation), beside the production
-    spec and what its versions served; nothing in production changes."""
+    """Evaluate candidate specs on a model's archived examples (progressive validation), beside the
+    production spec and what its versions served; nothing in production changes."""
     import orjson
 
     from adaptloop.snapshots.backtest import backtest, candidate_spec, write_backtest_png
@@ -339,7 +401,9 @@ def backtest_command(
         )
     except AdaptloopError as error:
         raise fail(error) from None
-    columns = ["evaluated", results[0].metric, "examples", "challengers promoted"] + (["stored as"] if store else [])
+    columns = ["evaluated", results[0].metric, "examples", "challengers promoted"] + (
+        [("stored as")] if store else []
+    )
     table = Table(*columns, title=plain(f"backtest of {model}"))
     for result in results:
         value = "-" if result.value is None else f"{result.value:.4f}"
@@ -347,7 +411,9 @@ def backtest_command(
         add_row(table, result.name, value, result.examples, result.promotions, *stored)
     console.print(table)
     if png is not None:
-        console.print(f"wrote {write_backtest_png(results, png, f'backtest of {model}')}", markup=False)
+        console.print(
+            f"wrote {write_backtest_png(results, png, f'backtest of {model}')}", markup=False
+        )
 
 
 evaluate_app = sub_app("evaluate", "Evaluate policies off-line, from what was logged.")
@@ -357,11 +423,14 @@ evaluate_app = sub_app("evaluate", "Evaluate policies off-line, from what was lo
 def evaluate_routing_command(
     agent: Annotated[str, typer.Option(help="The agent whose routing to evaluate.")],
     snapshot: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Snapshot file; default: the newest in <home>/snapshots."
+        ),
     ] = None,
 ) -> None:
-    """What other routing policies would have earned on the logged routes and thumbs: IPS, self-normalised IPS and
-    doubly robust estimates with 95% intervals."""
+    """What other routing policies would have earned on the logged routes and thumbs: IPS,
+    self-normalised IPS and doubly robust estimates with 95% intervals."""
     from adaptloop.snapshots.routing import evaluate_routing
 
     try:
@@ -374,21 +443,34 @@ def evaluate_routing_command(
 def routing_table(results: list, agent: str) -> Table:
     """The off-policy estimates as a table (also printed by the agents demo)."""
     table = Table(
-        "policy", "estimator", "value", "95% interval", "effective n", title=plain(f"routing of {agent}, off-policy")
+        "policy",
+        "estimator",
+        "value",
+        "95% interval",
+        "effective n",
+        title=plain(f"routing of {agent}, off-policy"),
     )
     for result in results:
         e = result.estimate
         add_row(
-            table, result.policy, e.estimator, f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.effective_n:,.0f}"
+            table,
+            result.policy,
+            e.estimator,
+            f"{e.value:.3f}",
+            f"[{e.low:.3f}, {e.high:.3f}]",
+            f"{e.effective_n:,.0f}",
         )
     return table
 
 
 @schemas_app.command("export")
 def schemas_export(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Where to write <topic>.schema.json files.")
+    ],
 ) -> None:
-    """Write a JSON Schema per topic, and per model (its features and labels), for producers in other languages."""
+    """Write a JSON Schema per topic, and per model (its features and labels), for producers in
+    other languages."""
     from adaptloop.schemas.export import export_json_schemas
 
     contracts = [spec.contract() for spec in Settings().models]

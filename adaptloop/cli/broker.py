@@ -1,4 +1,5 @@
-"""``adaptloop kafka``, ``topics`` and ``settings``: the local broker, adaptloop's topics, the settings in effect."""
+"""``adaptloop kafka``, ``topics`` and ``settings``: the local broker, adaptloop's topics, the
+settings in effect."""
 
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ def kafka_up(
         bool,
         typer.Option(
             "--secure",
-            help="Make the home secure: only a SASL_SSL listener (SCRAM users admin, worker, service, operator; a "
-            "local CA; ACLs enforced), on ADAPTLOOP_KAFKA_SECURE_PORT (default 9094), and a controller listener "
-            "that takes the broker's own certificate only. The home stays secure at every later start. Prints "
+            help="Make the home secure: only a SASL_SSL listener (SCRAM users admin, worker, "
+            "service, operator; a "
+            "local CA; ACLs enforced), on ADAPTLOOP_KAFKA_SECURE_PORT (default 9094), and a "
+            "controller listener "
+            "that takes the broker's own certificate only. The home stays secure at every "
+            "later start. Prints "
             "each user's `kafka` setting.",
         ),
     ] = False,
@@ -42,7 +46,8 @@ def kafka_up(
         bool,
         typer.Option(
             "--plaintext",
-            help="On a secure home, also open the plaintext listener (ADAPTLOOP_KAFKA_PORT): anyone reaching it "
+            help="On a secure home, also open the plaintext listener (ADAPTLOOP_KAFKA_PORT): "
+            "anyone reaching it "
             "is a super user, ACLs do not apply. For tests on this host only.",
         ),
     ] = False,
@@ -56,7 +61,8 @@ def kafka_up(
     kafka = LocalKafka.from_settings(settings, secure=secure)
     if kafka.open_to_anonymous:
         console.print(
-            f"[yellow]warning:[/] the secured broker also listens in plaintext at {kafka.host}:{kafka.port}: anyone "
+            "[yellow]warning:[/] the secured broker also listens in plaintext at "
+            f"{kafka.host}:{kafka.port}: anyone "
             "who reaches that port is a super user (ACLs do not apply to them)",
             soft_wrap=True,
         )
@@ -73,12 +79,15 @@ def kafka_up(
         import orjson
 
         console.print(
-            f"secured listener at {kafka.secure_bootstrap}; log in as a user with its kafka setting:", markup=False
+            f"secured listener at {kafka.secure_bootstrap}; log in as a user with its kafka "
+            "setting:",
+            markup=False,
         )
         for user in ("worker", "service", "operator", "admin"):
             setting = orjson.dumps(kafka.client_properties(user)).decode()
             console.print(
-                f"  {user}: ADAPTLOOP_BOOTSTRAP={kafka.secure_bootstrap} ADAPTLOOP_KAFKA='{setting}'",
+                f"  {user}: ADAPTLOOP_BOOTSTRAP={kafka.secure_bootstrap} "
+                f"ADAPTLOOP_KAFKA='{setting}'",
                 soft_wrap=True,
                 markup=False,
                 highlight=False,
@@ -121,7 +130,9 @@ def topics_create() -> None:
         )
     except AdaptloopError as error:
         raise fail(error) from None
-    console.print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}", markup=False)
+    console.print(
+        f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}", markup=False
+    )
 
 
 @topics_app.command("delete")
@@ -129,12 +140,14 @@ def topics_delete(
     prefix: Annotated[
         str,
         typer.Option(
-            metavar="PREFIX", help="Delete the topics whose names start with this, e.g. a demo's 'demo-81cf29.'."
+            metavar="PREFIX",
+            help="Delete the topics whose names start with this, e.g. a demo's 'demo-81cf29.'.",
         ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a run's topics (a demo's, a test's): their records are gone; the archive's files stay."""
+    """Delete a run's topics (a demo's, a test's): their records are gone; the archive's files
+    stay."""
     from adaptloop.streams.admin import delete_topics, wait_for_broker
 
     settings = Settings()
@@ -142,7 +155,9 @@ def topics_delete(
         raise typer.BadParameter("an empty prefix would match every topic", param_hint="--prefix")
     try:
         names = sorted(
-            n for n in wait_for_broker(settings.connection()).list_topics(timeout=30).topics if n.startswith(prefix)
+            n
+            for n in wait_for_broker(settings.connection()).list_topics(timeout=30).topics
+            if n.startswith(prefix)
         )
         if not names:
             console.print(f"no topic starts with {prefix!r}", markup=False)
@@ -159,7 +174,10 @@ def topics_delete(
 @app.command("settings")
 def settings_show(
     reference: Annotated[
-        bool, typer.Option("--reference", help="Print the reference of every setting (docs/settings.md) instead.")
+        bool,
+        typer.Option(
+            "--reference", help="Print the reference of every setting (docs/settings.md) instead."
+        ),
     ] = False,
 ) -> None:
     """Print the settings in effect (environment, ./adaptloop.toml, defaults), secrets hidden."""
@@ -174,30 +192,55 @@ def settings_show(
         settings = Settings()
     except Exception as error:  # pydantic's ValidationError names every bad setting
         raise fail(error) from None
-    for name, value in {**settings.model_dump(mode="json"), "kafka": settings.shown_kafka()}.items():
-        console.print(f"{name} = {orjson.dumps(value).decode()}", soft_wrap=True, markup=False, highlight=False)
+    for name, value in {
+        **settings.model_dump(mode="json"),
+        "kafka": settings.shown_kafka(),
+    }.items():
+        console.print(
+            f"{name} = {orjson.dumps(value).decode()}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("acls")
 def acls(
-    apply: Annotated[bool, typer.Option("--apply", help="Create them (the settings must log in as an admin).")] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Create them (the settings must log in as an admin).")
+    ] = False,
     worker: Annotated[str, typer.Option(help="The worker's principal.")] = "User:worker",
     service: Annotated[str, typer.Option(help="The services' principal.")] = "User:service",
-    operator: Annotated[str, typer.Option(help="The operators' principal (rollbacks, audits).")] = "User:operator",
+    operator: Annotated[
+        str, typer.Option(help="The operators' principal (rollbacks, audits).")
+    ] = "User:operator",
 ) -> None:
-    """Print the least-privilege Kafka ACLs of this deployment (topic prefix, group); --apply creates them."""
+    """Print the least-privilege Kafka ACLs of this deployment (topic prefix, group); --apply
+    creates them."""
     from rich.table import Table
 
     from adaptloop.streams.acls import acl_bindings, apply_acls
 
     settings = Settings()
     try:
-        grants = acl_bindings(settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator)
-    except ValueError as error:  # a group whose name would hand the worker what only operators write
+        grants = acl_bindings(
+            settings.topic_prefix, settings.group, worker=worker, service=service, operator=operator
+        )
+    # a group whose name would hand the worker what only operators write
+    except ValueError as error:
         raise fail(error) from None
-    table = Table("principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)")
+    table = Table(
+        "principal", "operation", "resource", "pattern", "name", title=f"{len(grants)} ACLs (allow)"
+    )
     for grant in grants:
-        add_row(table, grant.principal, grant.operation.name, grant.resource.name, grant.pattern.name, grant.name)
+        add_row(
+            table,
+            grant.principal,
+            grant.operation.name,
+            grant.resource.name,
+            grant.pattern.name,
+            grant.name,
+        )
     console.print(table)
     if apply:
         try:

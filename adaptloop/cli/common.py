@@ -1,11 +1,13 @@
-"""What every command shares: the Typer app, the console, how an error is shown, the ``--version`` flag.
+"""What every command shares: the Typer app, the console, how an error is shown, the ``--version``
+flag.
 
-Every error a person can act on (adaptloop's own, Kafka's, a setting pydantic refuses) ends a command with
-one line and exit status 1 (78, EX_CONFIG, for a wrong setting or a refused login: a supervisor need not
-start it again); ``adaptloop --traceback <command>`` shows the traceback instead (of an error the command
-does not turn into a message of its own with :func:`fail`). Commands that talk to
-Kafka check first that it answers (:func:`adaptloop.streams.connection.fail_fast`), so a wrong address or
-password is said in one line within seconds; librdkafka's own log is shown with ``--verbose`` only.
+Every error a person can act on (adaptloop's own, Kafka's, a setting pydantic refuses) ends a
+command with one line and exit status 1 (78, EX_CONFIG, for a wrong setting or a refused login: a
+supervisor need not start it again); ``adaptloop --traceback <command>`` shows the traceback instead
+(of an error the command does not turn into a message of its own with :func:`fail`). Commands that
+talk to Kafka check first that it answers (:func:`adaptloop.streams.connection.fail_fast`), so a
+wrong address or password is said in one line within seconds; librdkafka's own log is shown with
+``--verbose`` only.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class App(typer.Typer):
 
 
 def _exit_for(error: Exception) -> None:
-    """Print ``error`` in one line and exit, unless it is a bug or ``--traceback`` was given (then return)."""
+    """Print ``error`` in one line and exit, unless it is a bug or ``--traceback`` was given (then
+    return)."""
     shown = error_line(error)
     if shown is None or _OPTIONS.get("traceback"):
         return
@@ -53,12 +56,12 @@ REFUSED_STATUS = 78
 """The exit status of a command stopped by a wrong setting or a refused login (EX_CONFIG)."""
 
 FAIL_FAST_SECONDS = 5.0
-"""How long a command waits for Kafka to answer before it says that it does not (start-up takes the rest
-of the 10 s a person waits for)."""
+"""How long a command waits for Kafka to answer before it says that it does not (start-up takes the
+rest of the 10 s a person waits for)."""
 
 PATIENT_COMMANDS = frozenset({"worker", "kafka", "demo", "serve"})
-"""Commands that wait for Kafka as long as their own settings say: the worker outlasts outages, ``kafka`` and
-``demo`` start a broker and wait for it, a service may start before its broker."""
+"""Commands that wait for Kafka as long as their own settings say: the worker outlasts outages,
+``kafka`` and ``demo`` start a broker and wait for it, a service may start before its broker."""
 
 _OPTIONS: dict[str, bool] = {}
 
@@ -89,7 +92,10 @@ def error_line(error: BaseException) -> str | None:
         return f"{error.title}: " + "; ".join(_setting_problem(item) for item in error.errors())
     if isinstance(error, SettingsError):  # a variable that is not the JSON its setting needs
         cause = f": {error.__cause__}" if error.__cause__ is not None else ""
-        return f'{error}{cause} (a list or table setting takes JSON, e.g. ADAPTLOOP_MODELS=\'[{{"name": "churn"}}]\')'
+        return (
+            f"{error}{cause} (a list or table setting takes JSON, e.g. "
+            f'ADAPTLOOP_MODELS=\'[{{"name": "churn"}}]\')'
+        )
     return None
 
 
@@ -99,7 +105,9 @@ def _setting_problem(item: Any) -> str:
     >>> _setting_problem({"loc": ("models", 0, "drift", "policy"), "input": "rollbak", "msg": "Input should be x"})
     "models[0].drift.policy = 'rollbak': Input should be x"
     """
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]).lstrip(".")
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+    ).lstrip(".")
     value = item.get("input")
     shown = "" if isinstance(value, dict | list) else f" = {value!r}"
     return f"{where or 'settings'}{shown}: {item['msg']}"
@@ -127,20 +135,22 @@ VERSION_ID_WIDTH = 16
 
 
 def fail(error: Exception) -> typer.Exit:
-    """Print ``error`` for a person and return the exit to raise (code 1; :data:`REFUSED_STATUS` for a wrong
-    setting or a refused login)."""
+    """Print ``error`` for a person and return the exit to raise (code 1; :data:`REFUSED_STATUS` for
+    a wrong setting or a refused login)."""
     console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     return typer.Exit(code=REFUSED_STATUS if _refused(error) else 1)
 
 
 def plain(value: object, style: str = "") -> Text:
-    """``value`` as text to print: data (a label, a reason, a query's result, a path) is shown as it is, never
-    read as rich markup (``[/x]`` in a label would otherwise end the command with a MarkupError)."""
+    """``value`` as text to print: data (a label, a reason, a query's result, a path) is shown as it
+    is, never read as rich markup (``[/x]`` in a label would otherwise end the command with a
+    MarkupError)."""
     return Text("" if value is None else str(value), style=style)
 
 
 def add_row(table: Table, *cells: object) -> None:
-    """Add a row of data to ``table``: every cell that is not already :class:`Text` is :func:`plain`."""
+    """Add a row of data to ``table``: every cell that is not already :class:`Text` is
+    :func:`plain`."""
     table.add_row(*(cell if isinstance(cell, Text) else plain(cell) for cell in cells))
 
 
@@ -165,26 +175,35 @@ def _main(
     context: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
     traceback: Annotated[
-        bool, typer.Option("--traceback", help="On an error, show its traceback rather than one line.")
+        bool,
+        typer.Option("--traceback", help="On an error, show its traceback rather than one line."),
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print adaptloop's version and exit."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print adaptloop's version and exit.",
+        ),
     ] = False,
 ) -> None:
     from adaptloop.streams.connection import fail_fast
 
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     librdkafka, level = logging.getLogger("librdkafka"), logging.getLogger("librdkafka").level
-    if not verbose:  # its lines (one per failed connection) are summed up in the error a command ends with
+    # its lines (one per failed connection) are summed up in the error a command ends with
+    if not verbose:
         librdkafka.setLevel(logging.CRITICAL)
     _OPTIONS["traceback"] = traceback
     if context.invoked_subcommand not in PATIENT_COMMANDS:
         fail_fast(FAIL_FAST_SECONDS)
 
-    def _restore() -> None:  # for the command only: a process that runs commands in-process (tests) goes on as before
+    # for the command only: a process that runs commands in-process (tests) goes on as before
+    def _restore() -> None:
         fail_fast(None)
         librdkafka.setLevel(level)
 

@@ -1,4 +1,5 @@
-"""``adaptloop status``, ``rollback`` and ``replay``: what the models are doing, and putting them right."""
+"""``adaptloop status``, ``rollback`` and ``replay``: what the models are doing, and putting them
+right."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from adaptloop.settings import Settings
 
 @app.command("status")
 def status() -> None:
-    """Models, current versions, metrics, drift alerts, each role's lag, and what is kept on disk."""
+    """Models, current versions, metrics, drift alerts, each role's lag, and what is kept on
+    disk."""
     from datetime import datetime
 
     from adaptloop.snapshots.usage import disk_usage
@@ -25,19 +27,31 @@ def status() -> None:
 
     settings = Settings()
     try:
-        state = loop_status(settings.connection(), settings.topic_prefix, settings.group, settings.archive_location)
+        state = loop_status(
+            settings.connection(), settings.topic_prefix, settings.group, settings.archive_location
+        )
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(
-        title=plain(f"adaptloop status ({settings.bootstrap_address}, prefix {settings.topic_prefix!r})"),
+        title=plain(
+            f"adaptloop status ({settings.bootstrap_address}, prefix {settings.topic_prefix!r})"
+        ),
         caption=plain(
-            "examples and accuracies are each version's own, as it was made (a version a rollback or promotion "
+            "examples and accuracies are each version's own, as it was made (a version a "
+            "rollback or promotion "
             "serves again: its own record's); -: no decision scored"
         ),
     )
     table.add_column("model", no_wrap=True)
     version_column(table)
-    for header in ("reason", "examples", "shadow acc.", "production acc.", "published", "drift alerts"):
+    for header in (
+        "reason",
+        "examples",
+        "shadow acc.",
+        "production acc.",
+        "published",
+        "drift alerts",
+    ):
         table.add_column(header)
     now = datetime.now(UTC)
     unknown = []
@@ -62,7 +76,8 @@ def status() -> None:
     console.print(table)
     for version_id in unknown:
         console.print(
-            f"-: the record that first published {version_id} is neither on model-updates (compacted) nor in the "
+            f"-: the record that first published {version_id} is neither on model-updates "
+            "(compacted) nor in the "
             "archive, so its own figures are unknown",
             markup=False,
             soft_wrap=True,
@@ -82,7 +97,9 @@ def status() -> None:
             add_row(
                 health,
                 name,
-                plain("ok", "green") if well else plain(f"sick: {', '.join(report.reasons)}", "red"),
+                plain("ok", "green")
+                if well
+                else plain(f"sick: {', '.join(report.reasons)}", "red"),
                 f"{report.rejected:,} of {report.window:,}",
                 f"{report.rejected_total:,}",
                 report.errors,
@@ -92,7 +109,13 @@ def status() -> None:
     lag = Table("role", "consumer group lag (records)", title="lag")
     for role, records in state.lag.items():
         add_row(
-            lag, role, "no commits yet" if records is None else records if isinstance(records, str) else f"{records:,}"
+            lag,
+            role,
+            "no commits yet"
+            if records is None
+            else records
+            if isinstance(records, str)
+            else f"{records:,}",
         )
     console.print(lag)
     disk = Table(
@@ -100,22 +123,36 @@ def status() -> None:
         "files",
         "MB",
         "kept",
-        title=plain(f"stored (home {settings.home}, archive {settings.archive_location.split('?')[0]})"),
+        title=plain(
+            f"stored (home {settings.home}, archive {settings.archive_location.split('?')[0]})"
+        ),
     )
-    for what, used in disk_usage(settings.models_location, settings.archive_location, settings.snapshots_dir).items():
+    for what, used in disk_usage(
+        settings.models_location, settings.archive_location, settings.snapshots_dir
+    ).items():
         if what.startswith("models/"):
             spec = settings.specs.get(what.removeprefix("models/"))
             kept = f"newest {spec.keep_versions:,}" if spec else "(no spec in these settings)"
         else:
-            kept = f"newest {settings.keep_snapshots}" if what == "snapshots" and settings.keep_snapshots else "all"
+            kept = (
+                f"newest {settings.keep_snapshots}"
+                if what == "snapshots" and settings.keep_snapshots
+                else "all"
+            )
         add_row(disk, what, f"{used.files:,}", f"{used.bytes / 1e6:,.1f}", kept)
     console.print(disk)
 
 
 def _command_learner(
-    model: str, to: str, reason: str, actor: str | None, timeout: float, action: Literal["rollback", "promote"]
+    model: str,
+    to: str,
+    reason: str,
+    actor: str | None,
+    timeout: float,
+    action: Literal["rollback", "promote"],
 ) -> ModelVersion | None:
-    """Send a rollback or promote command and wait for the learner's version (None: not waited for)."""
+    """Send a rollback or promote command and wait for the learner's version (None: not waited
+    for)."""
     import getpass
 
     from adaptloop.streams.rollback import request_rollback
@@ -143,26 +180,39 @@ def rollback(
     to: Annotated[
         str,
         typer.Option(
-            "--to", metavar="VERSION", help="The stored version to serve again (see 'adaptloop audit lineage')."
+            "--to",
+            metavar="VERSION",
+            help="The stored version to serve again (see 'adaptloop audit lineage').",
         ),
     ],
-    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why: recorded with the rollback.")] = "",
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why: recorded with the rollback.")
+    ] = "",
     actor: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Who: recorded with the rollback (default: $USER).")
+        str | None,
+        typer.Option(metavar="NAME", help="Who: recorded with the rollback (default: $USER)."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(metavar="SECONDS", help="Seconds to wait for the learner's confirmation (0: do not wait).")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds to wait for the learner's confirmation (0: do not wait).",
+        ),
     ] = 60.0,
 ) -> None:
-    """Serve a stored version again and keep learning from it; the rollback is recorded with who and why."""
+    """Serve a stored version again and keep learning from it; the rollback is recorded with who and
+    why."""
     version = _command_learner(model, to, reason, actor, timeout, "rollback")
     if version is None:
         console.print(
-            f"rollback of {model} to {to} requested; the learner carries it out when it reads the command", markup=False
+            f"rollback of {model} to {to} requested; the learner carries it out when it "
+            "reads the command",
+            markup=False,
         )
     else:
         console.print(
-            f"{model} rolled back; now serving version:\n{version.version}\n(it replaced {version.parent}; "
+            f"{model} rolled back; now serving version:\n{version.version}\n(it replaced "
+            f"{version.parent}; "
             "serving follows model-updates and swaps within seconds; learning continues from it)",
             soft_wrap=True,
             markup=False,
@@ -171,39 +221,58 @@ def rollback(
 
 @app.command("promote")
 def promote(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to promote a stored candidate of.")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="The model to promote a stored candidate of.")
+    ],
     to: Annotated[
         str,
-        typer.Option("--to", metavar="VERSION", help="The stored version ('adaptloop backtest --store' prints it)."),
+        typer.Option(
+            "--to",
+            metavar="VERSION",
+            help="The stored version ('adaptloop backtest --store' prints it).",
+        ),
     ],
-    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why: recorded with the promotion.")] = "",
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why: recorded with the promotion.")
+    ] = "",
     actor: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Who: recorded with the promotion (default: $USER).")
+        str | None,
+        typer.Option(metavar="NAME", help="Who: recorded with the promotion (default: $USER)."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(metavar="SECONDS", help="Seconds to wait for the learner's confirmation (0: do not wait).")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds to wait for the learner's confirmation (0: do not wait).",
+        ),
     ] = 60.0,
 ) -> None:
-    """Serve a model a backtest stored and keep learning from it; the promotion is recorded with who and why."""
+    """Serve a model a backtest stored and keep learning from it; the promotion is recorded with who
+    and why."""
     version = _command_learner(model, to, reason, actor, timeout, "promote")
     if version is None:
         console.print(
-            f"promotion of {to} requested; the learner of {model} carries it out when it reads the command",
+            f"promotion of {to} requested; the learner of {model} carries it out when it "
+            "reads the command",
             markup=False,
         )
     else:
         console.print(
-            f"{model} now serves the promoted version {version.version} (it replaced {version.parent})", markup=False
+            f"{model} now serves the promoted version {version.version} (it replaced "
+            f"{version.parent})",
+            markup=False,
         )
 
 
 @app.command("replay")
 def replay(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to rebuild.")],
-    until: Annotated[str, typer.Option("--until", metavar="VERSION", help="The version to rebuild.")],
+    until: Annotated[
+        str, typer.Option("--until", metavar="VERSION", help="The version to rebuild.")
+    ],
 ) -> None:
-    """Rebuild a version from the archived training examples and check it byte for byte; store it again if
-    it was pruned."""
+    """Rebuild a version from the archived training examples and check it byte for byte; store it
+    again if it was pruned."""
     from adaptloop.progress import Steps
     from adaptloop.snapshots.replay import replay as replay_version
     from adaptloop.worker import ensure_reproducible_hashing
@@ -213,14 +282,22 @@ def replay(
     spec = settings.specs.get(model)
     if spec is None:
         raise fail(
-            ConfigError(f"no learner spec for {model!r} in the settings (known: {', '.join(settings.specs) or 'none'})")
+            ConfigError(
+                f"no learner spec for {model!r} in the settings (known: "
+                f"{', '.join(settings.specs) or 'none'})"
+            )
         )
     store = settings.worker_model_store()
     was_stored = until in store.versions(model)
     try:
         with Steps(console, f"replaying {model} to {until} from the archived examples"):
             steps = replay_version(
-                settings.archive_location, store, spec, until, prefix=settings.topic_prefix, restore=True
+                settings.archive_location,
+                store,
+                spec,
+                until,
+                prefix=settings.topic_prefix,
+                restore=True,
             )
     except AdaptloopError as error:
         raise fail(error) from None
@@ -242,7 +319,8 @@ def replay(
         why = next((step.why_not for step in steps if step.why_not), "")
         raise fail(ReplayError(f"replay did not reproduce {until}: {why}"))
     console.print(
-        f"[green]{escape(until)} reproduced byte for byte[/] from {steps[-1].examples_seen:,} archived examples"
+        f"[green]{escape(until)} reproduced byte for byte[/] from "
+        f"{steps[-1].examples_seen:,} archived examples"
     )
     if not was_stored:
         console.print(

@@ -1,8 +1,10 @@
-"""``adaptloop models add|update|retire|list``: the models the loop learns and serves, changed while it runs.
+"""``adaptloop models add|update|retire|list``: the models the loop learns and serves, changed while
+it runs.
 
-Each command sends one record to the compacted ``model-specs`` topic (:mod:`adaptloop.streams.specs`),
-checked first: a spec with a typo is refused here, in one line, and nothing is sent. Running workers, the
-join and ``adaptloop serve`` take the change up within seconds, without a restart.
+Each command sends one record to the compacted ``model-specs`` topic
+(:mod:`adaptloop.streams.specs`), checked first: a spec with a typo is refused here, in one line,
+and nothing is sent. Running workers, the join and ``adaptloop serve`` take the change up within
+seconds, without a restart.
 """
 
 from __future__ import annotations
@@ -18,29 +20,39 @@ from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.errors import AdaptloopError, ConfigError
 from adaptloop.settings import Settings
 
-models_app = sub_app("models", "The models the loop learns and serves: add, update, retire and list them live.")
+models_app = sub_app(
+    "models", "The models the loop learns and serves: add, update, retire and list them live."
+)
 
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
         metavar="FIELD=VALUE",
-        help="A spec field (repeat); nested with dots (drift.policy=challenger); VALUE is JSON, else text.",
+        help="A spec field (repeat); nested with dots (drift.policy=challenger); VALUE is JSON, "
+        "else text.",
     ),
 ]
 RecipeOption = Annotated[
-    str | None, typer.Option(help="logistic, hoeffding, linear, hoeffding_regressor, or 'module:function'.")
+    str | None,
+    typer.Option(help="logistic, hoeffding, linear, hoeffding_regressor, or 'module:function'."),
 ]
 TaskOption = Annotated[str | None, typer.Option(help="binary, multiclass or regression.")]
 ParamOption = Annotated[
-    list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="A keyword argument of the recipe (repeat).")
+    list[str] | None,
+    typer.Option(
+        "--param", metavar="NAME=VALUE", help="A keyword argument of the recipe (repeat)."
+    ),
 ]
 ReasonOption = Annotated[str, typer.Option(metavar="TEXT", help="Why: recorded with the spec.")]
-ActorOption = Annotated[str | None, typer.Option(metavar="NAME", help="Who: recorded with the spec (default: $USER).")]
+ActorOption = Annotated[
+    str | None, typer.Option(metavar="NAME", help="Who: recorded with the spec (default: $USER).")
+]
 
 
 def _value(text: str) -> Any:
-    """A ``--set`` or ``--param`` value: JSON when it is JSON (``0.5``, ``true``, ``{"delta": 0.01}``), else text.
+    """A ``--set`` or ``--param`` value: JSON when it is JSON (``0.5``, ``true``, ``{"delta":
+    0.01}``), else text.
 
     >>> _value("0.5"), _value("true"), _value("hoeffding")
     (0.5, True, 'hoeffding')
@@ -94,7 +106,8 @@ def spec_fields(
 
 
 def _checked(model: str, fields: dict[str, Any]) -> LearnerSpec:
-    """The spec ``fields`` declare for ``model``; a command that would send a bad one ends in one line."""
+    """The spec ``fields`` declare for ``model``; a command that would send a bad one ends in one
+    line."""
     from adaptloop.learners.catalog import spec_of
     from adaptloop.schemas.system import ModelSpecRecord
 
@@ -107,9 +120,15 @@ def _checked(model: str, fields: dict[str, Any]) -> LearnerSpec:
 
 
 def _declare(
-    model: str, spec: LearnerSpec | None, fields: dict[str, Any] | None, status: str, reason: str, actor: str | None
+    model: str,
+    spec: LearnerSpec | None,
+    fields: dict[str, Any] | None,
+    status: str,
+    reason: str,
+    actor: str | None,
 ) -> None:
-    """Send one spec record (``spec`` checked already; None: a retirement); print what happens next."""
+    """Send one spec record (``spec`` checked already; None: a retirement); print what happens
+    next."""
     from adaptloop.streams.specs import declare
 
     settings = Settings()
@@ -130,11 +149,14 @@ def _declare(
 
 
 def _current(model: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the fields of ``model``'s latest spec, its status), both None if model-specs has no record of it."""
+    """(the fields of ``model``'s latest spec, its status), both None if model-specs has no record
+    of it."""
     from adaptloop.streams.specs import read_catalogue
 
     settings = Settings()
-    record = read_catalogue(settings.connection(), {}, settings.topic_prefix, buildable=False).records.get(model)
+    record = read_catalogue(
+        settings.connection(), {}, settings.topic_prefix, buildable=False
+    ).records.get(model)
     if record is None:
         return None, None
     return {name: value for name, value in record.spec.items() if name != "name"}, record.status
@@ -142,7 +164,9 @@ def _current(model: str) -> tuple[dict[str, Any] | None, str | None]:
 
 @models_app.command("add")
 def add(
-    model: Annotated[str, typer.Argument(metavar="NAME", help="The model's name, as services call it.")],
+    model: Annotated[
+        str, typer.Argument(metavar="NAME", help="The model's name, as services call it.")
+    ],
     recipe: RecipeOption = None,
     task: TaskOption = None,
     param: ParamOption = None,
@@ -158,9 +182,15 @@ def add(
     spec = _checked(model, fields)  # before anything is asked of Kafka
     _, status = _current(model)
     if status == "active":
-        raise fail(ConfigError(f"model {model!r} exists; change it with `adaptloop models update {model} ...`"))
+        raise fail(
+            ConfigError(
+                f"model {model!r} exists; change it with `adaptloop models update {model} ...`"
+            )
+        )
     _declare(model, spec, fields, "added", reason, actor)
-    console.print("running workers start learning it; `adaptloop serve` serves its first servable version")
+    console.print(
+        "running workers start learning it; `adaptloop serve` serves its first servable version"
+    )
 
 
 @models_app.command("update")
@@ -173,21 +203,32 @@ def update(
     reason: ReasonOption = "",
     actor: ActorOption = None,
 ) -> None:
-    """Change a model's spec; another recipe, task or params starts as a challenger to the learned model."""
+    """Change a model's spec; another recipe, task or params starts as a challenger to the learned
+    model."""
     current, status = _current(model)
     if current is None or status != "active":
         what = "is retired" if status == "retired" else "has no spec on model-specs"
-        raise fail(ConfigError(f"model {model!r} {what}; declare it with `adaptloop models add {model} ...`"))
+        raise fail(
+            ConfigError(
+                f"model {model!r} {what}; declare it with `adaptloop models add {model} ...`"
+            )
+        )
     try:
         fields = spec_fields(current, recipe=recipe, task=task, params=param, sets=set_)
     except ConfigError as error:
         raise fail(error) from None
     if fields == current:
-        raise fail(ConfigError(f"nothing to change in model {model!r}: give --recipe, --param or --set"))
+        raise fail(
+            ConfigError(f"nothing to change in model {model!r}: give --recipe, --param or --set")
+        )
     _declare(model, _checked(model, fields), fields, "updated", reason, actor)
-    model_changed = any(fields.get(name) != current.get(name) for name in ("recipe", "task", "params"))
+    model_changed = any(
+        fields.get(name) != current.get(name) for name in ("recipe", "task", "params")
+    )
     if model_changed:
-        console.print("another model: it learns beside the current one and replaces it when the test says so")
+        console.print(
+            "another model: it learns beside the current one and replaces it when the test says so"
+        )
 
 
 @models_app.command("retire")
@@ -202,7 +243,9 @@ def retire(
         what = "is retired already" if status == "retired" else "has no spec on model-specs"
         raise fail(ConfigError(f"model {model!r} {what}"))
     _declare(model, None, current, "retired", reason, actor)
-    console.print("workers stop learning it and `adaptloop serve` stops serving it; its versions stay")
+    console.print(
+        "workers stop learning it and `adaptloop serve` stops serving it; its versions stay"
+    )
 
 
 @models_app.command("list")
@@ -212,7 +255,9 @@ def list_models() -> None:
 
     settings = Settings()
     try:
-        records = read_catalogue(settings.connection(), {}, settings.topic_prefix, buildable=False).records
+        records = read_catalogue(
+            settings.connection(), {}, settings.topic_prefix, buildable=False
+        ).records
     except AdaptloopError as error:
         raise fail(error) from None
     table = Table(title=plain(f"models on {settings.topic_prefix}model-specs"))

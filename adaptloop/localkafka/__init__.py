@@ -1,4 +1,5 @@
-"""The local Kafka broker: Maven Central jars, KRaft, managed by ``adaptloop kafka up|down|status``."""
+"""The local Kafka broker: Maven Central jars, KRaft, managed by ``adaptloop kafka
+up|down|status``."""
 
 from adaptloop.localkafka.launcher import BrokerStatus, LocalKafka
 

@@ -4,14 +4,15 @@
 second start needs no network); ``up`` formats storage once, starts the broker
 detached, and waits until it answers; ``down`` stops it and keeps the data.
 
-With ``secure_port`` the home is made secure: the broker has a SASL_SSL listener (SCRAM-SHA-512 users, a
-locally made CA, :mod:`adaptloop.localkafka.security`), enforces ACLs with Kafka's StandardAuthorizer, and its
-KRaft controller listener takes TLS with the broker's own client certificate only (so no one reaches the
-controller, ``--bootstrap-controller``, without that file). The super users are ``admin`` and the broker's own
-certificate; a secure home keeps that port and opens no plaintext listener for clients at its next starts,
-whatever the settings say, unless ``plaintext=True`` asks for one explicitly: then that listener's clients,
-``User:ANONYMOUS`` (a principal only a plaintext connection gets), are super users too (the test suite's broker).
-A home without a secured listener has plaintext listeners only and no authorizer.
+With ``secure_port`` the home is made secure: the broker has a SASL_SSL listener (SCRAM-SHA-512
+users, a locally made CA, :mod:`adaptloop.localkafka.security`), enforces ACLs with Kafka's
+StandardAuthorizer, and its KRaft controller listener takes TLS with the broker's own client
+certificate only (so no one reaches the controller, ``--bootstrap-controller``, without that file).
+The super users are ``admin`` and the broker's own certificate; a secure home keeps that port and
+opens no plaintext listener for clients at its next starts, whatever the settings say, unless
+``plaintext=True`` asks for one explicitly: then that listener's clients, ``User:ANONYMOUS`` (a
+principal only a plaintext connection gets), are super users too (the test suite's broker). A home
+without a secured listener has plaintext listeners only and no authorizer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from adaptloop.localkafka.security import CONTROLLER_PRINCIPAL, MECHANISM, USERS, SecureFiles, client_properties
+from adaptloop.localkafka.security import (
+    CONTROLLER_PRINCIPAL,
+    MECHANISM,
+    USERS,
+    SecureFiles,
+    client_properties,
+)
 from adaptloop.schemas.errors import BrokerUnavailable, KafkaLaunchError
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import wait_for_broker
@@ -114,10 +121,12 @@ class LocalKafka:
         secure: bool = False,
     ) -> None:
         self.data_dir = data_dir.absolute()
-        if secure_port is None and (secure or self.security.exists()):  # a secure home keeps its port
+        # a secure home keeps its port
+        if secure_port is None and (secure or self.security.exists()):
             secure_port = self._recorded_secure_port() or DEFAULT_SECURE_PORT
         if plaintext is None:
-            plaintext = secure_port is None  # a secure home opens a plaintext listener only when asked
+            # a secure home opens a plaintext listener only when asked
+            plaintext = secure_port is None
         if secure_port is None and not plaintext:
             raise KafkaLaunchError("a broker without its plaintext listener needs a secure port")
         self.secure_port, self.plaintext = secure_port, plaintext
@@ -138,7 +147,9 @@ class LocalKafka:
     @property
     def secure_bootstrap(self) -> str:
         if self.secure_port is None:
-            raise KafkaLaunchError("this broker has no secured listener (ADAPTLOOP_KAFKA_SECURE_PORT)")
+            raise KafkaLaunchError(
+                "this broker has no secured listener (ADAPTLOOP_KAFKA_SECURE_PORT)"
+            )
         return f"{self.host}:{self.secure_port}"
 
     @property
@@ -147,25 +158,35 @@ class LocalKafka:
         return SecureFiles(self.data_dir / "security")
 
     def client_properties(self, user: str) -> dict[str, str]:
-        """The ``kafka`` setting that logs in to the secured listener as ``user`` (see :data:`USERS`)."""
+        """The ``kafka`` setting that logs in to the secured listener as ``user`` (see
+        :data:`USERS`)."""
         return client_properties(self.security, user)
 
     def secure_connection(self, user: str) -> KafkaConnection:
         """The connection to the secured listener as ``user`` (see :data:`USERS`)."""
-        return KafkaConnection.with_properties(self.secure_bootstrap, resolve_secrets(self.client_properties(user)))
+        return KafkaConnection.with_properties(
+            self.secure_bootstrap, resolve_secrets(self.client_properties(user))
+        )
 
     @property
     def admin_connection(self) -> KafkaConnection:
-        """How this broker's own commands reach it: its plaintext listener, else the secured one as admin."""
-        return KafkaConnection(bootstrap=self.bootstrap) if self.plaintext else self.secure_connection("admin")
+        """How this broker's own commands reach it: its plaintext listener, else the secured one as
+        admin."""
+        return (
+            KafkaConnection(bootstrap=self.bootstrap)
+            if self.plaintext
+            else self.secure_connection("admin")
+        )
 
     def up_for_plaintext_clients(self) -> BrokerStatus:
-        """:meth:`up` for a caller that connects without credentials (a worker or demo given no bootstrap); a
-        secure home refuses, saying how to log in instead."""
+        """:meth:`up` for a caller that connects without credentials (a worker or demo given no
+        bootstrap); a secure home refuses, saying how to log in instead."""
         if not self.plaintext:
             raise KafkaLaunchError(
-                f"the local broker's home {self.data_dir} is secure: it has no plaintext listener. Start it with "
-                f"`adaptloop kafka up` and log in: ADAPTLOOP_BOOTSTRAP={self.secure_bootstrap} and ADAPTLOOP_KAFKA "
+                f"the local broker's home {self.data_dir} is secure: it has no plaintext "
+                "listener. Start it with "
+                "`adaptloop kafka up` and log in: "
+                f"ADAPTLOOP_BOOTSTRAP={self.secure_bootstrap} and ADAPTLOOP_KAFKA "
                 "set to a user's setting (it prints them)"
             )
         return self.up()
@@ -207,8 +228,10 @@ class LocalKafka:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise KafkaLaunchError(
-                "Maven (mvn) is needed once to fetch the Kafka jars from Maven Central and was not found; "
-                "install it (apt-get install maven) or set ADAPTLOOP_BOOTSTRAP to an existing broker"
+                "Maven (mvn) is needed once to fetch the Kafka jars from Maven Central and "
+                "was not found; "
+                "install it (apt-get install maven) or set ADAPTLOOP_BOOTSTRAP to an "
+                "existing broker"
             )
         work = self.lib_dir.parent
         work.mkdir(parents=True, exist_ok=True)
@@ -235,7 +258,8 @@ class LocalKafka:
             )
             if result.returncode != 0:
                 raise KafkaLaunchError(
-                    f"mvn could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-3000:]}"
+                    "mvn could not fetch the Kafka "
+                    f"jars:\n{(result.stdout + result.stderr)[-3000:]}"
                 )
             done.touch()
         return self.lib_dir
@@ -263,16 +287,24 @@ class LocalKafka:
         pid = self.pid()
         if pid is not None:
             self._wait(self.start_timeout)
-            return BrokerStatus(True, pid, self.bootstrap, self.data_dir, self.log_file, already_running=True)
+            return BrokerStatus(
+                True, pid, self.bootstrap, self.data_dir, self.log_file, already_running=True
+            )
         java = self._java()
-        ports = [("broker", self.port), ("controller", self.controller_port), ("secured", self.secure_port)]
+        ports = [
+            ("broker", self.port),
+            ("controller", self.controller_port),
+            ("secured", self.secure_port),
+        ]
         for name, port in ports:
             if port is None:
                 continue
             if not _free(self.host, port):
                 raise KafkaLaunchError(
-                    f"{self.host}:{port} ({name} port) is taken by another process; stop it, choose another port "
-                    "(ADAPTLOOP_KAFKA_PORT / ADAPTLOOP_KAFKA_CONTROLLER_PORT / ADAPTLOOP_KAFKA_SECURE_PORT) or point "
+                    f"{self.host}:{port} ({name} port) is taken by another process; stop "
+                    "it, choose another port "
+                    "(ADAPTLOOP_KAFKA_PORT / ADAPTLOOP_KAFKA_CONTROLLER_PORT / "
+                    "ADAPTLOOP_KAFKA_SECURE_PORT) or point "
                     "ADAPTLOOP_BOOTSTRAP at it"
                 )
         lib = self.install()
@@ -281,17 +313,21 @@ class LocalKafka:
         if self.secure_port is not None and not self.security.exists():
             if formatted:  # SCRAM users are made when the storage is formatted
                 raise KafkaLaunchError(
-                    f"the broker's storage in {self.data_dir} was formatted without users for a secured listener; "
-                    "start the secured broker in another home (ADAPTLOOP_HOME), or remove that directory"
+                    f"the broker's storage in {self.data_dir} was formatted without users "
+                    "for a secured listener; "
+                    "start the secured broker in another home (ADAPTLOOP_HOME), or remove "
+                    "that directory"
                 )
             self.security.create(self.host)
         if self.secure_port is not None:
-            if not self.security.controller.exists():  # a home made secure before the controller needed it
+            # a home made secure before the controller needed it
+            if not self.security.controller.exists():
                 self.security.create_controller(self.host)
             self._secure_port_file.write_text(f"{self.secure_port}\n")
             if self.open_to_anonymous:
                 log.warning(
-                    "the secured broker in %s also listens in plaintext at %s:%d: anyone who reaches that port is "
+                    "the secured broker in %s also listens in plaintext at %s:%d: anyone "
+                    "who reaches that port is "
                     "a super user (ACLs do not apply to them)",
                     self.data_dir,
                     self.host,
@@ -326,14 +362,18 @@ class LocalKafka:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise KafkaLaunchError(f"the broker exited with code {process.returncode}:\n{self._log_tail()}")
+                raise KafkaLaunchError(
+                    f"the broker exited with code {process.returncode}:\n{self._log_tail()}"
+                )
             try:
                 self._wait(2.0)
                 return BrokerStatus(True, process.pid, self.bootstrap, self.data_dir, self.log_file)
             except BrokerUnavailable:
                 continue
         self.down()
-        raise KafkaLaunchError(f"the broker did not answer within {self.start_timeout:.0f}s:\n{self._log_tail()}")
+        raise KafkaLaunchError(
+            f"the broker did not answer within {self.start_timeout:.0f}s:\n{self._log_tail()}"
+        )
 
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the broker (data is kept); False if it was not running."""
@@ -356,7 +396,8 @@ class LocalKafka:
     # -- helpers ---------------------------------------------------------------------------
 
     def _wait(self, timeout: float) -> None:
-        """Until the broker answers on its client listener (logged in as admin on a secured-only broker)."""
+        """Until the broker answers on its client listener (logged in as admin on a secured-only
+        broker)."""
         wait_for_broker(self.admin_connection, timeout)
 
     def _java(self) -> str:
@@ -368,21 +409,27 @@ class LocalKafka:
         )
         if java is None:
             raise KafkaLaunchError(
-                f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and was not found; install it "
-                "(apt-get install openjdk-17-jre-headless), set JAVA_HOME, or set ADAPTLOOP_BOOTSTRAP to an existing "
+                f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and was not "
+                "found; install it "
+                "(apt-get install openjdk-17-jre-headless), set JAVA_HOME, or set "
+                "ADAPTLOOP_BOOTSTRAP to an existing "
                 "broker"
             )
         version = java_version(java)
         if version < MIN_JAVA:
             raise KafkaLaunchError(
-                f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {version}; set JAVA_HOME to a newer JDK"
+                f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {version}; set JAVA_HOME "
+                "to a newer JDK"
             )
         return java
 
     def _write_config(self) -> Path:
         path = self.data_dir / "server.properties"
         listeners = [f"CONTROLLER://{self.host}:{self.controller_port}"]
-        advertised, protocols = [], [f"CONTROLLER:{'PLAINTEXT' if self.secure_port is None else 'SSL'}"]
+        advertised, protocols = (
+            [],
+            [f"CONTROLLER:{'PLAINTEXT' if self.secure_port is None else 'SSL'}"],
+        )
         if self.plaintext:
             listeners.append(f"PLAINTEXT://{self.host}:{self.port}")
             advertised.append(f"PLAINTEXT://{self.host}:{self.port}")
@@ -420,15 +467,17 @@ class LocalKafka:
                 f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
                 (
                     f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config="
-                    'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" '
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    'username="admin" '
                     f'password="{files.password("admin")}";'
                 ),
                 "ssl.keystore.type=PEM",
                 f"ssl.keystore.location={files.server}",
                 "ssl.truststore.type=PEM",
                 f"ssl.truststore.location={files.ca}",
-                # The controller listener: TLS, and only the broker's own certificate gets in. The broker's side of
-                # that connection (its registration, heartbeats, the metadata log) uses the same listener settings.
+                # The controller listener: TLS, and only the broker's own certificate gets in. The
+                # broker's side of that connection (its registration, heartbeats, the metadata log)
+                # uses the same listener settings.
                 "listener.name.controller.ssl.client.auth=required",
                 "listener.name.controller.ssl.keystore.type=PEM",
                 f"listener.name.controller.ssl.keystore.location={files.controller}",
@@ -443,15 +492,23 @@ class LocalKafka:
         return path
 
     def _super_users(self) -> list[str]:
-        """The admin, the broker itself on its controller listener, and, only with an explicitly asked plaintext
-        listener, that listener's anonymous clients: SASL and the controller's TLS always name someone else."""
-        return ["User:admin", CONTROLLER_PRINCIPAL, *(["User:ANONYMOUS"] if self.open_to_anonymous else [])]
+        """The admin, the broker itself on its controller listener, and, only with an explicitly
+        asked plaintext listener, that listener's anonymous clients: SASL and the controller's TLS
+        always name someone else."""
+        return [
+            "User:admin",
+            CONTROLLER_PRINCIPAL,
+            *(["User:ANONYMOUS"] if self.open_to_anonymous else []),
+        ]
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
         users = []
         if self.secure_port is not None:
             for user in USERS:
-                users += ["--add-scram", f"{MECHANISM}=[name={user},password={self.security.password(user)}]"]
+                users += [
+                    "--add-scram",
+                    f"{MECHANISM}=[name={user},password={self.security.password(user)}]",
+                ]
         result = subprocess.run(
             [
                 java,
@@ -470,7 +527,9 @@ class LocalKafka:
             check=False,
         )
         if result.returncode != 0:
-            raise KafkaLaunchError(f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}")
+            raise KafkaLaunchError(
+                f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}"
+            )
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
@@ -495,7 +554,8 @@ class LocalKafka:
         )
 
     def java_command(self, main_class: str, *args: str) -> list[str]:
-        """A command line running ``main_class`` from the broker's jars (e.g. the console producer)."""
+        """A command line running ``main_class`` from the broker's jars (e.g. the console
+        producer)."""
         return [
             self._java(),
             "-cp",

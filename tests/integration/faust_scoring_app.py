@@ -1,5 +1,6 @@
-"""A faust app that scores orders with a loop model, as a team's service would (run by test_faust_app.py):
-``python -m tests.integration.faust_scoring_app worker``. Settings: the loop's ADAPTLOOP_* and the FAUST_* below."""
+"""A faust app that scores orders with a loop model, as a team's service would (run by
+test_faust_app.py): ``python -m tests.integration.faust_scoring_app worker``. Settings: the loop's
+ADAPTLOOP_* and the FAUST_* below."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ async def score(stream):
         model.outcome(order["id"], label=order["label"], source="faust-app")
         await answers.send(
             key=order["id"].encode(),
-            value={"decision_id": answer.decision_id, "version": answer.model_version, "fallback": answer.fallback},
+            value={
+                "decision_id": answer.decision_id,
+                "version": answer.model_version,
+                "fallback": answer.fallback,
+            },
         )
 
 

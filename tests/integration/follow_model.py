@@ -1,4 +1,5 @@
-"""Run as a separate process: follow one model and print each version it starts serving, with the lag."""
+"""Run as a separate process: follow one model and print each version it starts serving, with the
+lag."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ def report(version: ModelVersion, lag: float | None) -> None:
 
 def main(bootstrap: str, prefix: str, models_dir: str, model: str, seconds: float) -> None:
     with ModelClient(
-        model, bootstrap=bootstrap, store=ModelStore(Path(models_dir)), prefix=prefix, on_swap=report
+        model,
+        bootstrap=bootstrap,
+        store=ModelStore(Path(models_dir)),
+        prefix=prefix,
+        on_swap=report,
     ) as client:
         print(orjson.dumps({"ready": client.version.version}).decode(), flush=True)
         time.sleep(seconds)

@@ -30,7 +30,9 @@ from adaptloop.worker import start_worker_process, stop_worker_process
 T = TypeVar("T")
 
 
-def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitions: int) -> Settings:
+def loop_settings(
+    bootstrap: str, home: Path, specs: list[LearnerSpec], partitions: int
+) -> Settings:
     prefix = f"loop{uuid.uuid4().hex[:8]}."
     ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
     return Settings(
@@ -47,7 +49,8 @@ def loop_settings(bootstrap: str, home: Path, specs: list[LearnerSpec], partitio
 
 
 def no_role_stopped(log_file: Path) -> bool:
-    """Whether no role of the worker stopped and was started again (the worker logs each time one does)."""
+    """Whether no role of the worker stopped and was started again (the worker logs each time one
+    does)."""
     return " stopped (exit " not in log_file.read_text(errors="replace")
 
 
@@ -71,9 +74,9 @@ def running_worker(settings: Settings, log_file: Path) -> Iterator[Worker]:
 
 
 def wait_for(check: Callable[[], T], timeout: float = 300.0, worker: Worker | None = None) -> T:
-    """``check()``'s first truthy answer, or its last answer once ``timeout`` has passed (for the caller to
-    assert on): a test waits for what it asserts, with a deadline for a loaded machine. With ``worker``, a
-    worker that died fails the wait at once."""
+    """``check()``'s first truthy answer, or its last answer once ``timeout`` has passed (for the
+    caller to assert on): a test waits for what it asserts, with a deadline for a loaded machine.
+    With ``worker``, a worker that died fails the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -92,7 +95,9 @@ def read_until(
     worker: Worker | None = None,
 ) -> list[Event]:
     """Read ``topics`` from the start until ``done(events)`` or the timeout."""
-    dead = DeadLetters(EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "test-reader")
+    dead = DeadLetters(
+        EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix), "test-reader"
+    )
     events: list[Event] = []
     with EventConsumer(
         settings.bootstrap_address,
@@ -109,22 +114,29 @@ def read_until(
     return events
 
 
-def wait_until_read(settings: Settings, group: str, topics: list[Topic], worker: Worker, timeout: float = 180) -> None:
-    """Wait until the worker's consumer ``group`` (``join``, ``learner``, ...) has committed every record written
-    so far to ``topics``: it has read them, whatever order its consumer fetched its topics in."""
+def wait_until_read(
+    settings: Settings, group: str, topics: list[Topic], worker: Worker, timeout: float = 180
+) -> None:
+    """Wait until the worker's consumer ``group`` (``join``, ``learner``, ...) has committed every
+    record written so far to ``topics``: it has read them, whatever order its consumer fetched its
+    topics in."""
     names = [topic.full_name(settings.topic_prefix) for topic in topics]
     deadline = time.monotonic() + timeout
-    group = f"{settings.topic_prefix}{settings.group}-{group}"  # (the roles prefix their groups as their topics)
+    # (the roles prefix their groups as their topics)
+    group = f"{settings.topic_prefix}{settings.group}-{group}"
     while (lag := group_lag(settings.bootstrap_address, group, names)) != 0:
-        assert time.monotonic() < deadline, f"{group} still behind on {names} after {timeout:.0f}s: {lag}"
+        assert time.monotonic() < deadline, (
+            f"{group} still behind on {names} after {timeout:.0f}s: {lag}"
+        )
         worker.check_alive()
         time.sleep(0.5)
 
 
 class TopicReader:
-    """The committed events of one topic from its start, read as the topic grows by one consumer: a check that
-    read the topic again from its start each time would cost more the longer it waits, and on a loaded machine
-    one read could outlast the wait. Tombstones and undecodable records are skipped, as ``read_all`` does."""
+    """The committed events of one topic from its start, read as the topic grows by one consumer: a
+    check that read the topic again from its start each time would cost more the longer it waits,
+    and on a loaded machine one read could outlast the wait. Tombstones and undecodable records are
+    skipped, as ``read_all`` does."""
 
     def __init__(self, settings: Settings, topic: Topic) -> None:
         self.topic, self.name = topic, topic.full_name(settings.topic_prefix)
@@ -137,20 +149,31 @@ class TopicReader:
                 "isolation.level": "read_committed",
             }
         )
-        self._partitions = list(self._consumer.list_topics(self.name, timeout=30).topics[self.name].partitions)
-        self._consumer.assign([TopicPartition(self.name, p, OFFSET_BEGINNING) for p in self._partitions])
+        self._partitions = list(
+            self._consumer.list_topics(self.name, timeout=30).topics[self.name].partitions
+        )
+        self._consumer.assign(
+            [TopicPartition(self.name, p, OFFSET_BEGINNING) for p in self._partitions]
+        )
 
     def read(self, timeout: float = 60.0) -> list[Event]:
-        """Every event so far: those read before, and those since up to the topic's end as of now (or what
-        ``timeout`` allowed: an open transaction holds a committed reader back until it ends)."""
-        ends = {p: high for p, (_, high) in watermarks(self._consumer, self.name, self._partitions, timeout).items()}
+        """Every event so far: those read before, and those since up to the topic's end as of now
+        (or what ``timeout`` allowed: an open transaction holds a committed reader back until it
+        ends)."""
+        ends = {
+            p: high
+            for p, (_, high) in watermarks(
+                self._consumer, self.name, self._partitions, timeout
+            ).items()
+        }
         deadline = time.monotonic() + timeout
         while True:
             for message in self._consumer.consume(1000, 0.2):
                 if message.error() is None and message.value() is not None:
                     with contextlib.suppress(DecodeError):
                         self.events.append(decode(self.topic, message.value()))
-            # Transaction markers take the last offsets: a partition is read when its position passes the end.
+            # Transaction markers take the last offsets: a partition is read when its position
+            # passes the end.
             positions = self._consumer.position([TopicPartition(self.name, p) for p in ends])
             if all(ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in positions):
                 return self.events
@@ -180,7 +203,9 @@ def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: high for p, (_, high) in watermarks(consumer, topic, partitions, 10).items()}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
+        consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0]
+        )
         found: list[tuple[int, int]] = []
         deadline = time.monotonic() + timeout
         todo = {p for p, end in ends.items() if end > 0}
@@ -188,7 +213,8 @@ def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list
             for message in consumer.consume(10_000, 0.5):
                 if message.error() is None:
                     found.append((message.partition(), message.offset()))
-            # Transaction markers take the last offsets: a partition is done when its position passes the end.
+            # Transaction markers take the last offsets: a partition is done when its position
+            # passes the end.
             for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
@@ -201,7 +227,8 @@ def committed_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> list
 def wait_for_archive(
     settings: Settings, rows: dict[str, int], timeout: float = 120.0
 ) -> dict[str, list[tuple[int, int]]]:
-    """Wait until the archive holds ``rows`` rows per topic; return each topic's archived (partition, offset)s."""
+    """Wait until the archive holds ``rows`` rows per topic; return each topic's archived
+    (partition, offset)s."""
     deadline = time.monotonic() + timeout
     while True:
         archived = {}
@@ -209,31 +236,47 @@ def wait_for_archive(
             topic_name = topic_named(name).full_name(settings.topic_prefix)
             with duckdb.connect() as db:
                 source = ParquetArchive(settings.archive_location).rows_sql(db, topic_name)
-                found = db.execute(f"SELECT _partition, _offset FROM {source} ORDER BY ALL") if source else None
+                found = (
+                    db.execute(f"SELECT _partition, _offset FROM {source} ORDER BY ALL")
+                    if source
+                    else None
+                )
                 archived[name] = found.fetchall() if found else []
-        if all(len(archived[name]) >= count for name, count in rows.items()) or time.monotonic() > deadline:
+        if (
+            all(len(archived[name]) >= count for name, count in rows.items())
+            or time.monotonic() > deadline
+        ):
             return archived
         time.sleep(0.5)
 
 
 def send_decisions(producer: EventProducer, rows, first: int = 0, model: str = "phishing") -> None:
-    """A prediction and its outcome for each (x, y), decision ids ``d<first>``..., timestamps 1 ms apart."""
+    """A prediction and its outcome for each (x, y), decision ids ``d<first>``..., timestamps 1 ms
+    apart."""
     start = datetime.now(UTC)
     for n, (x, y) in enumerate(rows, first):
         at = start + timedelta(milliseconds=n)
-        producer.send(PredictionEvent(decision_id=f"d{n}", model=model, model_version="v0", features=x, timestamp=at))
+        producer.send(
+            PredictionEvent(
+                decision_id=f"d{n}", model=model, model_version="v0", features=x, timestamp=at
+            )
+        )
         producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
 
 
-def learn_all(settings: Settings, worker: Worker, rows, model: str = "phishing") -> list[ModelVersion]:
-    """Send a decision for each of ``rows`` and wait until a version of ``model`` has learned them all; return the
-    versions published so far, in order."""
+def learn_all(
+    settings: Settings, worker: Worker, rows, model: str = "phishing"
+) -> list[ModelVersion]:
+    """Send a decision for each of ``rows`` and wait until a version of ``model`` has learned them
+    all; return the versions published so far, in order."""
     with EventProducer(settings.bootstrap_address, topic_prefix=settings.topic_prefix) as producer:
         send_decisions(producer, rows, model=model)
     seen = read_until(
         settings,
         [MODEL_UPDATES],
-        lambda events: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) for e in events),
+        lambda events: any(
+            isinstance(e, ModelVersion) and e.examples_seen == len(rows) for e in events
+        ),
         worker=worker,
     )
     return [e for e in seen if isinstance(e, ModelVersion) and e.model == model]

@@ -1,5 +1,6 @@
-"""docs/agentops.md for an agent team: its 20 lines run as written against a worker, which routes, counts the
-steps and feedback and raises the guardrail alert the page describes; its settings table is the code's."""
+"""docs/agentops.md for an agent team: its 20 lines run as written against a worker, which routes,
+counts the steps and feedback and raises the guardrail alert the page describes; its settings table
+is the code's."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def test_the_agent_teams_twenty_lines_run_as_written(kafka_bootstrap, tmp_path):
     code = re.search(r"```python\n(.*?)```", section, re.S)[1]
     assert len(code.strip().splitlines()) <= 20
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=1)
-    # A worker whose session cost limit is below the page's step's cost: the step breaches it; its notify role
-    # posts the alert to a webhook (a server on 127.0.0.1 here).
+    # A worker whose session cost limit is below the page's step's cost: the step breaches it; its
+    # notify role posts the alert to a webhook (a server on 127.0.0.1 here).
     posted: list[dict] = []
 
     class Receiver(BaseHTTPRequestHandler):
@@ -51,7 +52,9 @@ def test_the_agent_teams_twenty_lines_run_as_written(kafka_bootstrap, tmp_path):
     )
     with running_worker(worker_settings, tmp_path / "w.log"):
         env = {**os.environ, **settings_env(settings)}
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         events = read_until(
             settings,
@@ -63,7 +66,9 @@ def test_the_agent_teams_twenty_lines_run_as_written(kafka_bootstrap, tmp_path):
         while not posted and time.monotonic() < deadline:
             time.sleep(0.2)
     server.shutdown()
-    assert posted == [{"text": ":warning: guardrail session_cost on s-1: 0.002 > 0.001 (agent support)"}]
+    assert posted == [
+        {"text": (":warning: guardrail session_cost on s-1: 0.002 > 0.001 (agent support)")}
+    ]
     feedback = [e for e in events if isinstance(e, AgentFeedbackEvent)]
     assert [e.kind for e in feedback] == ["route", "step", "thumbs"]
     assert feedback[0].variant == feedback[1].variant and 0 < feedback[0].value <= 1

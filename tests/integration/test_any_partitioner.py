@@ -1,6 +1,7 @@
-"""Producers with librdkafka's default partitioner (consistent_random: CRC32, the default of Go, .NET,
-node-rdkafka and confluent-kafka clients) beside the SDK's murmur2, with two join workers: the join sends each
-misplaced record on to its decision's partition, and every decision is joined and learned exactly once."""
+"""Producers with librdkafka's default partitioner (consistent_random: CRC32, the default of Go,
+.NET, node-rdkafka and confluent-kafka clients) beside the SDK's murmur2, with two join workers: the
+join sends each misplaced record on to its decision's partition, and every decision is joined and
+learned exactly once."""
 
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ def _join_assignments(workers: list[Worker]) -> list[list[int]]:
     return sorted(latest)
 
 
-def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers(kafka_bootstrap, tmp_path):
+def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(name="mixed", recipe="logistic", checkpoint_every=100, checkpoint_seconds=1)
-    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=PARTITIONS).model_copy(
-        update={"log_level": "info"}
-    )
+    settings = loop_settings(
+        kafka_bootstrap, tmp_path / "home", [spec], partitions=PARTITIONS
+    ).model_copy(update={"log_level": "info"})
     prefix = settings.topic_prefix
     workers = [Worker(settings, tmp_path / f"worker-{n}.log") for n in range(2)]
     try:
@@ -57,10 +60,12 @@ def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers
             for worker in workers:
                 worker.check_alive()
             time.sleep(0.5)
-        assert _join_assignments(workers) == [[0], [1]], "the two join members did not split the partitions"
+        assert _join_assignments(workers) == [[0], [1]], (
+            "the two join members did not split the partitions"
+        )
 
-        # Even decisions: the prediction from a librdkafka client with its default partitioner, the outcome
-        # from the SDK; odd decisions the other way round.
+        # Even decisions: the prediction from a librdkafka client with its default partitioner, the
+        # outcome from the SDK; odd decisions the other way round.
         landed: dict[tuple[str, str], int] = {}
 
         def delivered(error, message) -> None:
@@ -80,10 +85,17 @@ def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers
                     features={"x": float(i % 10), "y": float(i % 3)},
                     timestamp=at,
                 )
-                outcome = OutcomeEvent(decision_id=decision, label=i % 10 < 4, source="test", timestamp=at)
+                outcome = OutcomeEvent(
+                    decision_id=decision, label=i % 10 < 4, source="test", timestamp=at
+                )
                 foreign, own = (prediction, outcome) if i % 2 == 0 else (outcome, prediction)
                 topic = PREDICTIONS if foreign is prediction else OUTCOMES
-                other.produce(topic.full_name(prefix), encode(foreign), key=decision.encode(), on_delivery=delivered)
+                other.produce(
+                    topic.full_name(prefix),
+                    encode(foreign),
+                    key=decision.encode(),
+                    on_delivery=delivered,
+                )
                 sdk.send(own)
         assert other.flush(30) == 0
 
@@ -91,11 +103,13 @@ def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers
             topic: sorted(
                 key
                 for (name, key), partition in landed.items()
-                if name == topic.full_name(prefix) and partition != partition_for(key.encode(), PARTITIONS)
+                if name == topic.full_name(prefix)
+                and partition != partition_for(key.encode(), PARTITIONS)
             )
             for topic in (PREDICTIONS, OUTCOMES)
         }
-        assert misplaced[PREDICTIONS] and misplaced[OUTCOMES]  # CRC32 and murmur2 disagree on about half
+        # CRC32 and murmur2 disagree on about half
+        assert misplaced[PREDICTIONS] and misplaced[OUTCOMES]
 
         events = read_until(
             settings,
@@ -115,7 +129,10 @@ def test_records_on_other_partitions_are_joined_exactly_once_by_two_join_workers
     assert {e.status for e in examples} == {"joined"}
     assert max(v.examples_seen for v in events if isinstance(v, ModelVersion)) == N
     # Exactly the misplaced records went through the repartition topics, once each.
-    for source, repartition in ((PREDICTIONS, PREDICTIONS_REPARTITION), (OUTCOMES, OUTCOMES_REPARTITION)):
+    for source, repartition in (
+        (PREDICTIONS, PREDICTIONS_REPARTITION),
+        (OUTCOMES, OUTCOMES_REPARTITION),
+    ):
         sent_on = committed_offsets(kafka_bootstrap, repartition.full_name(prefix))
         assert len(sent_on) == len(misplaced[source]), source.name
     assert not committed_offsets(kafka_bootstrap, DEAD_LETTERS.full_name(prefix))

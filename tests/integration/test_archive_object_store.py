@@ -1,6 +1,6 @@
-"""The archive in an object store (a real S3 API server on 127.0.0.1): it keeps the local archive's promises
-(no duplicate, no gap, forged files set aside), and a worker's archive there is what an analyst on another host
-snapshots, audits and replays, with nothing read from the worker's disk."""
+"""The archive in an object store (a real S3 API server on 127.0.0.1): it keeps the local archive's
+promises (no duplicate, no gap, forged files set aside), and a worker's archive there is what an
+analyst on another host snapshots, audits and replays, with nothing read from the worker's disk."""
 
 from __future__ import annotations
 
@@ -52,17 +52,23 @@ def test_an_archive_in_an_object_store_keeps_the_local_archives_promises(s3_buck
     uri, local = _archive_uri(s3_bucket), tmp_path / "archive"
     outcomes = _records(OutcomeEvent, 1000)
     predictions = _records(PredictionEvent, 40)
-    predictions += [RawRecord(0, 40 + i, STAMP, None, value) for i, value in enumerate(MALFORMED_RECORDS.values())]
+    predictions += [
+        RawRecord(0, 40 + i, STAMP, None, value)
+        for i, value in enumerate(MALFORMED_RECORDS.values())
+    ]
     for root in (uri, local):
         archive = ParquetArchive(root)
         archive.write(OUTCOMES, "outcomes", 0, outcomes[:300])
-        assert archive.write(OUTCOMES, "outcomes", 0, outcomes[:300]) is None  # the same batch after a crash
-        archive.write(OUTCOMES, "outcomes", 0, outcomes[200:700])  # overlapping: only 300..699 are new
+        # the same batch after a crash
+        assert archive.write(OUTCOMES, "outcomes", 0, outcomes[:300]) is None
+        # overlapping: only 300..699 are new
+        archive.write(OUTCOMES, "outcomes", 0, outcomes[200:700])
         archive.write(PREDICTIONS, "predictions", 0, predictions)
         reopened = ParquetArchive(root)  # a restarted writer learns its position from the files
         assert reopened.next_offsets("outcomes") == {0: 700}
 
-    # A file planted under a forged name: the archiver resumes from its committed offset and sets it aside.
+    # A file planted under a forged name: the archiver resumes from its committed offset and sets it
+    # aside.
     storage = Storage(uri)
     planted = "topic=outcomes/date=2026-01-01/p000-000000000700-100000000000.parquet"
     storage.write(planted, storage.read(ParquetArchive(uri).files("outcomes")[0]))
@@ -77,18 +83,30 @@ def test_an_archive_in_an_object_store_keeps_the_local_archives_promises(s3_buck
     labelled = count_archived(uri, "outcomes", "label AND source = ?", ["billing"])
     assert labelled == count_archived(local, "outcomes", "label AND source = ?", ["billing"])
     assert labelled == sum(1 for e in sample_events(OutcomeEvent, 1000) if e.label)
-    assert ParquetArchive(uri).usage()["outcomes"][0] == ParquetArchive(local).usage()["outcomes"][0] == 3
+    assert (
+        ParquetArchive(uri).usage()["outcomes"][0]
+        == ParquetArchive(local).usage()["outcomes"][0]
+        == 3
+    )
 
-    # Snapshots of both hold the same rows; the object store's copies them in and opens without the archive.
+    # Snapshots of both hold the same rows; the object store's copies them in and opens without the
+    # archive.
     from_s3 = create_snapshot(uri, None, tmp_path / "s3.duckdb", topics=[OUTCOMES, PREDICTIONS])
-    from_disk = create_snapshot(local, None, tmp_path / "disk.duckdb", topics=[OUTCOMES, PREDICTIONS])
+    from_disk = create_snapshot(
+        local, None, tmp_path / "disk.duckdb", topics=[OUTCOMES, PREDICTIONS]
+    )
     assert from_s3.rows == from_disk.rows == {"outcomes": 1000, "predictions": 44}
     assert from_s3.offsets == from_disk.offsets
     assert _tables(from_s3.path) == _tables(from_disk.path)
     with duckdb.connect(str(from_s3.path), read_only=True) as db:
-        assert db.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'outcomes'").fetchone() == (0,)
+        assert db.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'outcomes'"
+        ).fetchone() == (0,)
         assert db.execute("SELECT archive FROM snapshot_info").fetchone() == (uri.split("?")[0],)
-    assert [row["_offset"] for row in run_audit(from_s3.path, "SELECT _offset FROM archive_errors").to_pylist()] == [
+    assert [
+        row["_offset"]
+        for row in run_audit(from_s3.path, "SELECT _offset FROM archive_errors").to_pylist()
+    ] == [
         40,
         41,
         42,
@@ -100,7 +118,9 @@ def test_an_archive_in_an_object_store_keeps_the_local_archives_promises(s3_buck
 def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_the_object_store(
     kafka_bootstrap, s3_bucket, tmp_path
 ):
-    spec = LearnerSpec(name="phishing", recipe="logistic", checkpoint_every=250, checkpoint_seconds=3600)
+    spec = LearnerSpec(
+        name="phishing", recipe="logistic", checkpoint_every=250, checkpoint_seconds=3600
+    )
     settings = loop_settings(kafka_bootstrap, tmp_path / "worker-home", [spec], partitions=2)
     ModelKeys.create(tmp_path / "deployment-keys")  # a store shared by hosts: the deployment's key
     settings = settings.model_copy(
@@ -135,19 +155,28 @@ def test_an_analyst_on_another_host_snapshots_and_replays_a_workers_archive_in_t
         ):
             assert time.monotonic() < deadline, "the archive did not catch up within 180 s"
             time.sleep(0.5)
-    assert not (tmp_path / "worker-home" / "archive").exists()  # nothing archived on the worker's disk
+    # nothing archived on the worker's disk
+    assert not (tmp_path / "worker-home" / "archive").exists()
     assert not list((tmp_path / "worker-home").glob("snapshots/*.duckdb"))
 
     info = create_snapshot(
-        analyst.archive_location, analyst.models_location, tmp_path / "analyst.duckdb", prefix=prefix
+        analyst.archive_location,
+        analyst.models_location,
+        tmp_path / "analyst.duckdb",
+        prefix=prefix,
     )
     assert info.rows[examples] == len(rows) and info.rows[updates] == versions
-    joined = run_audit(info.path, "SELECT count(*) AS n FROM training_examples WHERE status = 'joined'")
+    joined = run_audit(
+        info.path, "SELECT count(*) AS n FROM training_examples WHERE status = 'joined'"
+    )
     assert joined.to_pylist() == [{"n": len(rows)}]
-    used = disk_usage(analyst.models_location, analyst.archive_location, analyst.snapshots_dir)  # what status shows
+    # what status shows
+    used = disk_usage(analyst.models_location, analyst.archive_location, analyst.snapshots_dir)
     assert used["models/phishing"].files == len(published) and used["models/phishing"].bytes > 0
     assert used[f"archive/{examples}"].files >= 1 and used[f"archive/{updates}"].files >= 1
 
-    steps = replay(analyst.archive_location, analyst.model_store(), spec, final.version, prefix=prefix)
+    steps = replay(
+        analyst.archive_location, analyst.model_store(), spec, final.version, prefix=prefix
+    )
     assert steps[-1].examples_seen == len(rows)
     assert all(step.reproduced and step.dataset_hash_matches for step in steps)

@@ -32,7 +32,8 @@ def test_periodic_snapshots_keep_the_newest_and_leave_other_files(kafka_bootstra
     )
     written = set()
     try:
-        deadline = time.monotonic() + 120  # one a second (names have a second's resolution): 3 in a few seconds
+        # one a second (names have a second's resolution): 3 in a few seconds
+        deadline = time.monotonic() + 120
         while len(written) < 3 and time.monotonic() < deadline:
             agent.step(timeout=0.1)
             written |= {path.name for path in snapshots.glob("snapshot-*.duckdb")}

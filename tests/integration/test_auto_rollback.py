@@ -1,4 +1,5 @@
-"""The rollback policy: a corrupt update degrades the served model; the loop rolls back by itself."""
+"""The rollback policy: a corrupt update degrades the served model; the loop rolls back by
+itself."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.kafka
 
 
 def _serve(client: ModelClient, producer: EventProducer, stream, first: int) -> None:
-    """Decisions through the client, each outcome right after, at about 200 per second (the learner keeps up)."""
+    """Decisions through the client, each outcome right after, at about 200 per second (the learner
+    keeps up)."""
     for n, (x, y) in enumerate(stream, first):
         result = client.predict(x, decision_id=f"d{n}")
         producer.send(OutcomeEvent(decision_id=result.decision_id, label=y, source="test"))
@@ -42,7 +44,9 @@ def _version_at(settings, worker, count: int) -> ModelVersion:
     return next(v for v in seen if isinstance(v, ModelVersion) and v.examples_seen >= count)
 
 
-def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version(kafka_bootstrap, tmp_path):
+def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
         name="sine",
         recipe="logistic",
@@ -50,7 +54,9 @@ def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version
         metrics=["Accuracy"],
         checkpoint_every=200,
         checkpoint_seconds=None,
-        drift=DriftSpec(policy="rollback", window=200, concept=False, data=False, rollback_bound=0.15),
+        drift=DriftSpec(
+            policy="rollback", window=200, concept=False, data=False, rollback_bound=0.15
+        ),
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
     stream = [
@@ -91,7 +97,8 @@ def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version
             )
         producer.flush()
         assert client.wait_for_version(_version_at(settings, worker, 2200).version, timeout=60)
-        _serve(client, producer, stream[2200:3200], 2200)  # the corrupt model serves, outcomes show it
+        # the corrupt model serves, outcomes show it
+        _serve(client, producer, stream[2200:3200], 2200)
         seen = read_until(
             settings,
             [MODEL_UPDATES],
@@ -103,16 +110,20 @@ def test_a_corrupt_update_is_rolled_back_and_serving_returns_to_the_good_version
         deadline = time.monotonic() + 60
         while rollback not in served and time.monotonic() < deadline:
             time.sleep(0.1)
-    # Serving went back to the good version (learning then goes on from it, so it may have moved on since).
+    # Serving went back to the good version (learning then goes on from it, so it may have moved on
+    # since).
     assert rollback in served
     assert served.index(rollback) > max(
         i
         for i, v in enumerate(served)
-        if v.examples_seen >= 2200 and v.reason == "checkpoint" and v.examples_seen <= rollback.examples_seen
+        if v.examples_seen >= 2200
+        and v.reason == "checkpoint"
+        and v.examples_seen <= rollback.examples_seen
     )
 
     versions = [v for v in seen if isinstance(v, ModelVersion)]
     good = [v for v in versions if v.reason == "checkpoint" and v.examples_seen <= 1400]
     assert rollback.actor == "policy:rollback" and "production error" in rollback.note
-    assert rollback.version in {v.version for v in good}  # back to a version from before the corrupt update
+    # back to a version from before the corrupt update
+    assert rollback.version in {v.version for v in good}
     assert rollback.parent != rollback.version and rollback.examples_seen > 2200

@@ -26,10 +26,13 @@ PEAK_RSS_MB = {"join": 600, "learn": 500, "archive": 900, "agents": 300}
 
 
 def _roles(worker_pid: int) -> dict[str, int]:
-    """The worker's role processes, by role (each names its process, see adaptloop.roles.process_name)."""
+    """The worker's role processes, by role (each names its process, see
+    adaptloop.roles.process_name)."""
     names = {process_name(role): role for role in ROLES}
     found = {}
-    for pid in subprocess.run(["pgrep", "-P", str(worker_pid)], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(
+        ["pgrep", "-P", str(worker_pid)], capture_output=True, text=True
+    ).stdout.split():
         try:
             with open(f"/proc/{pid}/comm") as comm:
                 name = comm.read().strip()
@@ -45,7 +48,9 @@ def _kb(pid: int, field: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
 
 
-def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(kafka_bootstrap, tmp_path):
+def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
         name="flood",
         recipe="logistic",
@@ -55,15 +60,22 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
         horizon_seconds=2,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=3)
-    predictions, outcomes = PREDICTIONS.full_name(settings.topic_prefix), OUTCOMES.full_name(settings.topic_prefix)
+    predictions, outcomes = (
+        PREDICTIONS.full_name(settings.topic_prefix),
+        OUTCOMES.full_name(settings.topic_prefix),
+    )
     with running_worker(settings, tmp_path / "worker.log") as worker:
         read_until(
-            settings, [MODEL_UPDATES], lambda seen: any(isinstance(v, ModelVersion) for v in seen), worker=worker
+            settings,
+            [MODEL_UPDATES],
+            lambda seen: any(isinstance(v, ModelVersion) for v in seen),
+            worker=worker,
         )  # the worker is up: its first version is out
-        # Encoded ahead, so the producer outruns the loop. Their times start after the flood will have been sent
-        # (an idle join's clocks follow its ticks, the wall clock: events stamped before it, by more than the 2 s
-        # horizon, would expire as they arrive, as a service's events held that long would). Encoding took 19.5 s
-        # on a loaded machine, so 2 minutes ahead; the join refuses only times over max_future_seconds (300 s).
+        # Encoded ahead, so the producer outruns the loop. Their times start after the flood will
+        # have been sent (an idle join's clocks follow its ticks, the wall clock: events stamped
+        # before it, by more than the 2 s horizon, would expire as they arrive, as a service's
+        # events held that long would). Encoding took 19.5 s on a loaded machine, so 2 minutes
+        # ahead; the join refuses only times over max_future_seconds (300 s).
         start = datetime.now(UTC) + timedelta(seconds=120)
         records = []
         for i, (x, y) in enumerate(synth.Hyperplane(seed=5, n_features=10).take(N)):
@@ -75,14 +87,25 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
                     key,
                     encode(
                         PredictionEvent(
-                            decision_id=f"d{i}", model="flood", model_version="v0", features=x, timestamp=at
+                            decision_id=f"d{i}",
+                            model="flood",
+                            model_version="v0",
+                            features=x,
+                            timestamp=at,
                         )
                     ),
-                    encode(OutcomeEvent(decision_id=f"d{i}", label=bool(y), source="flood", timestamp=at)),
+                    encode(
+                        OutcomeEvent(
+                            decision_id=f"d{i}", label=bool(y), source="flood", timestamp=at
+                        )
+                    ),
                 )
             )
         deadline = time.monotonic() + 120
-        while set(roles := _roles(worker.process.pid)) != set(roles_of(settings)) and time.monotonic() < deadline:
+        while (
+            set(roles := _roles(worker.process.pid)) != set(roles_of(settings))
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)  # a role still starting has not named its process yet
         assert set(roles) == set(roles_of(settings)), roles  # no webhooks: no notify role
         peak: dict[str, int] = dict.fromkeys(roles, 0)
@@ -112,12 +135,18 @@ def test_a_flood_five_times_faster_than_the_loop_is_absorbed_in_bounded_memory(k
         learned_in = time.monotonic() - began
         stop.set()
         sampler.join()
-        high_water = {name: _kb(pid, "VmHWM") for name, pid in roles.items()}  # the kernel's peak RSS
-    assert max(v.examples_seen for v in seen if isinstance(v, ModelVersion)) == N  # every decision, once
-    assert learned_in >= 5 * produced_in, f"the producer was not 5x faster: {produced_in:.1f}s vs {learned_in:.1f}s"
+        # the kernel's peak RSS
+        high_water = {name: _kb(pid, "VmHWM") for name, pid in roles.items()}
+    # every decision, once
+    assert max(v.examples_seen for v in seen if isinstance(v, ModelVersion)) == N
+    assert learned_in >= 5 * produced_in, (
+        f"the producer was not 5x faster: {produced_in:.1f}s vs {learned_in:.1f}s"
+    )
     print(
         f"produced in {produced_in:.1f}s, learned in {learned_in:.1f}s; peak RSS MB",
         {role: round(kb / 1024) for role, kb in high_water.items()},
     )
     for role, kb in high_water.items():
-        assert kb / 1024 < PEAK_RSS_MB[role], f"{role} peaked at {kb / 1024:.0f} MB (sampled {peak[role] / 1024:.0f})"
+        assert kb / 1024 < PEAK_RSS_MB[role], (
+            f"{role} peaked at {kb / 1024:.0f} MB (sampled {peak[role] / 1024:.0f})"
+        )

@@ -1,5 +1,5 @@
-"""A broker down for three minutes mid-run: the worker waits it out, says so on /health, resumes by itself,
-and every decision is learned once (idempotent producers, acks=all, exactly-once roles)."""
+"""A broker down for three minutes mid-run: the worker waits it out, says so on /health, resumes by
+itself, and every decision is learned once (idempotent producers, acks=all, exactly-once roles)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def _health(port: int) -> tuple[int, dict]:
 
 
 def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_bootstrap, tmp_path):
-    # A broker of its own (the session's broker serves the other tests); kafka_bootstrap only proves jars exist.
+    # A broker of its own (the session's broker serves the other tests); kafka_bootstrap only proves
+    # jars exist.
     base = Settings()
     port, controller = free_ports(2)
     kafka = LocalKafka(
@@ -50,12 +51,16 @@ def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_boot
     kafka.up()
     try:
         spec = LearnerSpec(
-            name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=1
+            name="phishing",
+            recipe="logistic",
+            metrics=["Accuracy"],
+            checkpoint_every=250,
+            checkpoint_seconds=1,
         )
         health_port = free_port()
-        settings = loop_settings(kafka.bootstrap, tmp_path / "home", [spec], partitions=2).model_copy(
-            update={"metrics_port": health_port}
-        )
+        settings = loop_settings(
+            kafka.bootstrap, tmp_path / "home", [spec], partitions=2
+        ).model_copy(update={"metrics_port": health_port})
         rows = list(datasets.Phishing())
         with running_worker(settings, tmp_path / "worker.log") as worker:
             producer = EventProducer(kafka.bootstrap, topic_prefix=settings.topic_prefix)
@@ -64,13 +69,16 @@ def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_boot
             read_until(
                 settings,
                 [MODEL_UPDATES],
-                lambda seen: any(isinstance(v, ModelVersion) and v.examples_seen >= 500 for v in seen),
+                lambda seen: any(
+                    isinstance(v, ModelVersion) and v.examples_seen >= 500 for v in seen
+                ),
                 timeout=120,
                 worker=worker,
             )
             down_at = time.monotonic()
             kafka.down()  # the broker goes away mid-run...
-            send_decisions(producer, rows[600:], 600)  # ...while the service keeps producing (buffered, retried)
+            # ...while the service keeps producing (buffered, retried)
+            send_decisions(producer, rows[600:], 600)
             reported = None
             while time.monotonic() - down_at < OUTAGE_SECONDS:
                 worker.check_alive()  # the worker waits; it never gives up
@@ -84,7 +92,9 @@ def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_boot
             seen = read_until(
                 settings,
                 [MODEL_UPDATES],
-                lambda seen: any(isinstance(v, ModelVersion) and v.examples_seen == len(rows) for v in seen),
+                lambda seen: any(
+                    isinstance(v, ModelVersion) and v.examples_seen == len(rows) for v in seen
+                ),
                 timeout=300,
                 worker=worker,
             )
@@ -93,7 +103,8 @@ def test_the_worker_waits_out_a_three_minute_outage_and_loses_nothing(kafka_boot
                 time.sleep(1)
             assert _health(health_port)[0] == 200  # well again, with no manual step
         versions = [v for v in seen if isinstance(v, ModelVersion)]
-        assert max(v.examples_seen for v in versions) == len(rows)  # each decision learned once, none lost
+        # each decision learned once, none lost
+        assert max(v.examples_seen for v in versions) == len(rows)
         log = (tmp_path / "worker.log").read_text(errors="replace")
         assert "giving up" not in log
     finally:

@@ -1,5 +1,6 @@
-"""Canary versions on a running loop: a worse canary is rolled back, a better one promoted, each on the exact
-outcomes of the decisions its versions served; ModelClient and `adaptloop serve` split decisions by id."""
+"""Canary versions on a running loop: a worse canary is rolled back, a better one promoted, each on
+the exact outcomes of the decisions its versions served; ModelClient and `adaptloop serve` split
+decisions by id."""
 
 from __future__ import annotations
 
@@ -27,13 +28,22 @@ from .loop_helpers import TopicReader, loop_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
-LEARNED_FIRST = 2000  # examples sent to the learner before serving: 1,000 right, then 1,000 with wrong labels
-CLEAN, FLIPPED = 600, 1400  # decisions served: their outcomes right, then the world's labels flipped
+# examples sent to the learner before serving: 1,000 right, then 1,000 with wrong labels
+LEARNED_FIRST = 2000
+# decisions served: their outcomes right, then the world's labels flipped
+CLEAN, FLIPPED = 600, 1400
 SHARE = 0.25
 
 
-def _serve(client: ModelClient, producer: EventProducer, rows, first: int, served: list[tuple[str, bool, bool]]):
-    """A decision and its outcome for each row, at about 400 a second; (version, prediction, label) of each."""
+def _serve(
+    client: ModelClient,
+    producer: EventProducer,
+    rows,
+    first: int,
+    served: list[tuple[str, bool, bool]],
+):
+    """A decision and its outcome for each row, at about 400 a second; (version, prediction, label)
+    of each."""
     for n, (x, y) in enumerate(rows, first):
         answer = client.predict(x, decision_id=f"d{n}")
         producer.send(OutcomeEvent(decision_id=answer.decision_id, label=y, source="test"))
@@ -45,30 +55,38 @@ def _serve(client: ModelClient, producer: EventProducer, rows, first: int, serve
 
 
 def _round_of(records: list[ModelVersion], gate: ModelVersion) -> list[ModelVersion]:
-    """The running records of the round ``gate`` ended: those since the last record that ran no canary."""
+    """The running records of the round ``gate`` ended: those since the last record that ran no
+    canary."""
     before = records[: records.index(gate)]
-    start = max(i for i, r in enumerate(before) if r.canary is None or r.canary.state != "running") + 1
+    start = (
+        max(i for i, r in enumerate(before) if r.canary is None or r.canary.state != "running") + 1
+    )
     return before[start:]
 
 
 def _expected_figures(gate: ModelVersion, records, served) -> tuple[int, int, float, float]:
-    """(canary outcomes, stable outcomes, canary error, stable error) over the decisions the gate had learned:
-    decision n is the learner's example LEARNED_FIRST + n + 1; the round counts those learned after its first
-    canary version was published, the stable version's from the first outcome of a canary version on."""
+    """(canary outcomes, stable outcomes, canary error, stable error) over the decisions the gate
+    had learned: decision n is the learner's example LEARNED_FIRST + n + 1; the round counts those
+    learned after its first canary version was published, the stable version's from the first
+    outcome of a canary version on."""
     assert gate.canary is not None
     running = _round_of(records, gate)
     line, start = {r.version for r in running}, running[0].examples_seen
     errors: dict[str, list[float]] = {"canary": [], "stable": []}
     for n, (version, prediction, label) in enumerate(served):
         if start < LEARNED_FIRST + n + 1 <= gate.examples_seen:
-            group = "canary" if version in line else "stable" if version == gate.canary.stable else None
+            group = (
+                "canary" if version in line else "stable" if version == gate.canary.stable else None
+            )
             if group == "canary" or (group == "stable" and errors["canary"]):
                 errors[group].append(float(prediction != label))
     canary, stable = errors["canary"], errors["stable"]
     return len(canary), len(stable), sum(canary) / len(canary), sum(stable) / len(stable)
 
 
-def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_counts(kafka_bootstrap, tmp_path):
+def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_counts(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
         name="plane",
         recipe="logistic",
@@ -84,7 +102,8 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
         ({f"x{k}": float(v) for k, v in x.items()}, bool(y))
         for x, y in synth.Hyperplane(seed=7, n_features=4).take(LEARNED_FIRST + CLEAN + FLIPPED)
     ]
-    served: list[tuple[str, bool, bool]] = []  # decision n: (the version that served it, its prediction, label)
+    # decision n: (the version that served it, its prediction, label)
+    served: list[tuple[str, bool, bool]] = []
 
     with (
         running_worker(settings, tmp_path / "worker.log") as worker,
@@ -102,7 +121,12 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
         for i, (x, y) in enumerate(rows[:LEARNED_FIRST]):  # a good model, then a bad update to it
             label = y if i < LEARNED_FIRST // 2 else not y
             example = TrainingExample(
-                model="plane", decision_id=f"t{i}", model_version="none", features=x, label=label, predicted_at=now
+                model="plane",
+                decision_id=f"t{i}",
+                model_version="none",
+                features=x,
+                label=label,
+                predicted_at=now,
             )
             producer.send(example)
         producer.flush()
@@ -123,9 +147,13 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
             _serve(client, producer, rows[LEARNED_FIRST : LEARNED_FIRST + CLEAN], 0, served)
             flipped = [(x, not y) for x, y in rows[LEARNED_FIRST + CLEAN :]]
             _serve(client, producer, flipped, CLEAN, served)
-        last = wait_for(lambda: learned(LEARNED_FIRST + CLEAN + FLIPPED), timeout=300, worker=worker)
+        last = wait_for(
+            lambda: learned(LEARNED_FIRST + CLEAN + FLIPPED), timeout=300, worker=worker
+        )
         records = versions()
-        assert last is not None, [(r.examples_seen, r.reason, r.canary and r.canary.state) for r in records]
+        assert last is not None, [
+            (r.examples_seen, r.reason, r.canary and r.canary.state) for r in records
+        ]
 
         # adaptloop serve splits as ModelClient does, by the decisions' ids alone.
         assert last.canary is not None and last.canary.state == "running", [
@@ -133,7 +161,8 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
         ]
         by_http = _predict_over_http(settings, [f"http-{n}" for n in range(200)])
         expected = {
-            f"http-{n}": last.version if in_canary(f"http-{n}", SHARE) else last.canary.stable for n in range(200)
+            f"http-{n}": last.version if in_canary(f"http-{n}", SHARE) else last.canary.stable
+            for n in range(200)
         }
         assert by_http == expected and 30 < sum(v == last.version for v in by_http.values()) < 70
 
@@ -145,8 +174,8 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
     rolled_back, promoted = gates[0], gates[1]
     assert rolled_back.canary is not None and promoted.canary is not None
 
-    # Every decision was served by exactly one version; a version of a canary line only served decisions in the
-    # canary's share.
+    # Every decision was served by exactly one version; a version of a canary line only served
+    # decisions in the canary's share.
     assert len(served) == CLEAN + FLIPPED
     lines = {r.version for r in records if r.canary is not None and r.canary.state == "running"}
     stables = {r.canary.stable for r in records if r.canary is not None}
@@ -158,7 +187,9 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
     # The worse canary: back to the stable version, on the exact outcomes of what each group served.
     figures = _expected_figures(rolled_back, records, served)
     gate = rolled_back.canary
-    assert (gate.canary_outcomes, gate.stable_outcomes) == figures[:2] and gate.canary_outcomes >= 50
+    assert (gate.canary_outcomes, gate.stable_outcomes) == figures[
+        :2
+    ] and gate.canary_outcomes >= 50
     assert (gate.canary_error, gate.stable_error) == pytest.approx(figures[2:])
     assert gate.canary_error > gate.stable_error and gate.evidence_worse >= gate.bound  # type: ignore[operator]
     assert gate.paired_canary_error > gate.paired_stable_error  # type: ignore[operator]
@@ -166,17 +197,19 @@ def test_a_worse_canary_is_rolled_back_and_a_better_one_promoted_with_exact_coun
     assert f"its newest version {gate.canary} stays in the store" in (rolled_back.note or "")
     assert gate.canary in ModelStore(settings.models_dir).versions("plane")
 
-    # The better canary (the world changed; the stable version did not): promoted, to every decision.
+    # The better canary (the world changed; the stable version did not): promoted, to every
+    # decision.
     figures = _expected_figures(promoted, records, served)
     gate = promoted.canary
     assert (gate.canary_outcomes, gate.stable_outcomes) == figures[:2]
     assert (gate.canary_error, gate.stable_error) == pytest.approx(figures[2:])
-    # (Over the whole round, the line's first versions still served the world as it was: the pairs, served at
-    # about the same time, compare like with like.)
+    # (Over the whole round, the line's first versions still served the world as it was: the pairs,
+    # served at about the same time, compare like with like.)
     assert gate.paired_canary_error < gate.paired_stable_error  # type: ignore[operator]
     assert gate.evidence_better >= gate.bound  # type: ignore[operator]
     after = records[records.index(promoted) + 1]
-    assert after.canary is not None and after.canary.stable == promoted.version  # the next round judges against it
+    # the next round judges against it
+    assert after.canary is not None and after.canary.stable == promoted.version
 
 
 def _predict_over_http(settings, decision_ids: list[str]) -> dict[str, str]:
@@ -203,7 +236,8 @@ def _predict_over_http(settings, decision_ids: list[str]) -> dict[str, str]:
             features = {"x0": 0.5, "x1": 0.5, "x2": 0.5, "x3": 0.5}
             return {
                 decision_id: http.post(
-                    "/v1/models/plane:predict", json={"features": features, "decision_id": decision_id}
+                    "/v1/models/plane:predict",
+                    json={"features": features, "decision_id": decision_id},
                 ).json()["model_version"]
                 for decision_id in decision_ids
             }

@@ -1,5 +1,5 @@
-"""The canary split in other languages: the Node and Java code of docs/services.md, run as they are written,
-assign every decision id as ``adaptloop.learners.canary_split.in_canary`` does."""
+"""The canary split in other languages: the Node and Java code of docs/services.md, run as they are
+written, assign every decision id as ``adaptloop.learners.canary_split.in_canary`` does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import pytest
 from adaptloop.learners.canary_split import in_canary
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "services.md"
-IDS = [f"d{n}" for n in range(3000)] + ["", "décision-✓", "x" * 300, "8c1f0e4e-2b1a-4c4e-9a7e-1d2f3a4b5c6d"]
+IDS = [f"d{n}" for n in range(3000)] + [
+    "",
+    "décision-✓",
+    "x" * 300,
+    "8c1f0e4e-2b1a-4c4e-9a7e-1d2f3a4b5c6d",
+]
 SHARES = [0.01, 0.1, 0.25, 0.5, 0.9, 0.3333333333333333]
 
 
@@ -24,7 +29,9 @@ def _snippet(language: str) -> str:
 
 
 def _expected() -> str:
-    return "".join("1" if in_canary(decision_id, share) else "0" for share in SHARES for decision_id in IDS)
+    return "".join(
+        "1" if in_canary(decision_id, share) else "0" for share in SHARES for decision_id in IDS
+    )
 
 
 @pytest.fixture
@@ -43,7 +50,9 @@ const shares = {SHARES};
 process.stdout.write(shares.flatMap((share) => ids.map((id) => (inCanary(id, share) ? "1" : "0"))).join(""));
 """
     )
-    result = subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True, timeout=60)
+    result = subprocess.run(
+        ["node", "-e", program], capture_output=True, text=True, check=True, timeout=60
+    )
     assert result.stdout == _expected()
 
 
@@ -65,5 +74,7 @@ public static void main(String[] args) throws Exception {{
 }}
 """
     )
-    result = subprocess.run(["java", str(source)], capture_output=True, text=True, check=True, timeout=120)
+    result = subprocess.run(
+        ["java", str(source)], capture_output=True, text=True, check=True, timeout=120
+    )
     assert result.stdout == _expected()

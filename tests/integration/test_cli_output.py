@@ -1,5 +1,6 @@
-"""What the CLI prints of data (labels, reasons, query results) comes out as it is: text like ``[/x]`` or ``[bold]``
-is never read as rich markup, which would end the command with a MarkupError or eat the text."""
+"""What the CLI prints of data (labels, reasons, query results) comes out as it is: text like
+``[/x]`` or ``[bold]`` is never read as rich markup, which would end the command with a MarkupError
+or eat the text."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ CLOSING, OPENING = "label [/x] is not a class", "reason [bold]loud[/bold] and [r
 
 @pytest.fixture(autouse=True)
 def _wide(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")  # rich's width where the output is not a terminal: no cell is wrapped
+    # rich's width where the output is not a terminal: no cell is wrapped
+    monkeypatch.setenv("COLUMNS", "400")
 
 
 def _cli(*args: str):
@@ -94,13 +96,23 @@ def test_status_prints_health_reasons_with_markup_as_they_are(loop):
 
 def test_audit_prints_query_results_and_column_names_with_markup_as_they_are(tmp_path):
     snapshot = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb").path
-    output = _cli("audit", f"SELECT '{CLOSING}' AS \"[/x]\", '{OPENING}' AS opening", "--snapshot", str(snapshot))
-    cells = [[cell.strip() for cell in line[1:-1].split(line[-1])] for line in output.splitlines()[2:6:2]]
+    output = _cli(
+        "audit",
+        f"SELECT '{CLOSING}' AS \"[/x]\", '{OPENING}' AS opening",
+        "--snapshot",
+        str(snapshot),
+    )
+    cells = [
+        [cell.strip() for cell in line[1:-1].split(line[-1])] for line in output.splitlines()[2:6:2]
+    ]
     assert cells == [["[/x]", "opening"], [CLOSING, OPENING]], output
 
 
 def test_an_error_quoting_markup_is_printed_as_it_is(tmp_path):
     snapshot = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb").path
     result = CliRunner().invoke(app, ["audit", 'SELECT * FROM "[/x]"', "--snapshot", str(snapshot)])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
+        result.output,
+        result.exception,
+    )
     assert result.output == "error: Catalog Error: Table with name [/x] does not exist!\n"

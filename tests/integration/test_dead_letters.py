@@ -1,4 +1,5 @@
-"""Dead letters are counted once, across a crash of the worker, and can be replayed once a fix is in."""
+"""Dead letters are counted once, across a crash of the worker, and can be replayed once a fix is
+in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typer.testing import CliRunner
 
 from adaptloop.cli import app
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas import DeadLetter, DeadLetterReplay, ModelVersion, OutcomeEvent, PredictionEvent
+from adaptloop.schemas import (
+    DeadLetter,
+    DeadLetterReplay,
+    ModelVersion,
+    OutcomeEvent,
+    PredictionEvent,
+)
 from adaptloop.schemas.topics import DEAD_LETTER_REPLAYS, DEAD_LETTERS, MODEL_UPDATES
 from adaptloop.streams import EventProducer
 from adaptloop.worker import kill_worker_process, stop_worker_process
@@ -46,7 +53,9 @@ def _letters(settings, source: str, count: int, worker: Worker | None = None) ->
     seen = read_until(
         settings,
         [DEAD_LETTERS],
-        lambda s: sum(isinstance(d, DeadLetter) and d.source_topic.endswith(source) for d in s) >= count,
+        lambda s: (
+            sum(isinstance(d, DeadLetter) and d.source_topic.endswith(source) for d in s) >= count
+        ),
         timeout=90,
         worker=worker,
     )
@@ -55,9 +64,14 @@ def _letters(settings, source: str, count: int, worker: Worker | None = None) ->
 
 def _learned(settings, count: int, worker: Worker) -> None:
     def done(seen: list) -> bool:
-        return any(isinstance(v, ModelVersion) and v.model == "once" and v.examples_seen >= count for v in seen)
+        return any(
+            isinstance(v, ModelVersion) and v.model == "once" and v.examples_seen >= count
+            for v in seen
+        )
 
-    assert done(read_until(settings, [MODEL_UPDATES], done, timeout=120, worker=worker)), f"{count} never learned"
+    assert done(read_until(settings, [MODEL_UPDATES], done, timeout=120, worker=worker)), (
+        f"{count} never learned"
+    )
 
 
 def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_replayed_once(
@@ -68,7 +82,8 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         recipe="logistic",
         metrics=["Accuracy"],
         checkpoint_every=100,
-        checkpoint_seconds=None,  # no version between the ghosts and the crash: the restart reads them again
+        # no version between the ghosts and the crash: the restart reads them again
+        checkpoint_seconds=None,
         min_examples=0,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
@@ -77,14 +92,19 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
             _decisions(producer, "once", range(150))
             _learned(settings, 100, worker)
-            _decisions(producer, "ghost", range(80))  # a model without a spec: the learner dead-letters each
-            _decisions(producer, "once", range(150, 160), label=1)  # integers for a binary model: the join refuses
+            # a model without a spec: the learner dead-letters each
+            _decisions(producer, "ghost", range(80))
+            # integers for a binary model: the join refuses
+            _decisions(producer, "once", range(150, 160), label=1)
             assert len(_letters(settings, "training-examples", 80, worker)) == 80
             assert len(_letters(settings, "outcomes", 10, worker)) == 10
-        kill_worker_process(worker.process)  # after the ghosts' letters, before a checkpoint covers them
+        # after the ghosts' letters, before a checkpoint covers them
+        kill_worker_process(worker.process)
         # The operator widens the contract (0 and 1 are labels too) and restarts the worker.
         fixed = settings.model_copy(
-            update={"models": [spec.model_copy(update={"labels_01": True, "checkpoint_seconds": 1.0})]}
+            update={
+                "models": [spec.model_copy(update={"labels_01": True, "checkpoint_seconds": 1.0})]
+            }
         )
         worker = Worker(fixed, tmp_path / "worker-2.log")
         with EventProducer(kafka_bootstrap, topic_prefix=settings.topic_prefix) as producer:
@@ -104,11 +124,20 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         listed = CliRunner().invoke(app, ["deadletters", "list"])
         assert listed.exit_code == 0, listed.output
         assert "label … is an integer; model '…' (binary) takes true or false" in listed.output
-        replay = ["deadletters", "replay", "--reason", "is an integer", "--note", "labels_01 set", "--yes"]
+        replay = [
+            "deadletters",
+            "replay",
+            "--reason",
+            "is an integer",
+            "--note",
+            "labels_01 set",
+            "--yes",
+        ]
         first = CliRunner().invoke(app, replay, terminal_width=250)
         assert first.exit_code == 0, first.output
         assert "replayed 10 record(s)" in first.output
-        _learned(settings, 250, worker)  # the ten outcomes joined their predictions and were learned
+        # the ten outcomes joined their predictions and were learned
+        _learned(settings, 250, worker)
         again = CliRunner().invoke(app, replay, terminal_width=250)
         assert "10 letter(s) chosen, 10 replayed before" in again.output
         replays = read_until(settings, [DEAD_LETTER_REPLAYS], lambda s: len(s) >= 10, timeout=120)
@@ -122,4 +151,5 @@ def test_a_crash_does_not_dead_letter_a_record_twice_and_a_fixed_record_is_repla
         lambda s: any(isinstance(v, ModelVersion) and v.examples_seen == 250 for v in s),
         timeout=120,
     )
-    assert max(v.examples_seen for v in versions if isinstance(v, ModelVersion)) == 250  # learned once each
+    # learned once each
+    assert max(v.examples_seen for v in versions if isinstance(v, ModelVersion)) == 250

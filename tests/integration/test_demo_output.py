@@ -1,5 +1,5 @@
-"""``adaptloop demo`` with its output in a file (CI logs, ``nohup``): it says what it is doing from its start and
-every few seconds after, where a progress bar would print nothing until the end."""
+"""``adaptloop demo`` with its output in a file (CI logs, ``nohup``): it says what it is doing from
+its start and every few seconds after, where a progress bar would print nothing until the end."""
 
 from __future__ import annotations
 
@@ -15,11 +15,17 @@ import pytest
 pytestmark = pytest.mark.kafka
 
 LONGEST_SILENCE = 30.0
-"""Lines come every 5 s (adaptloop.progress.EVERY_SECONDS); 30 s leaves room for a loaded machine."""
+"""Lines come every 5 s (adaptloop.progress.EVERY_SECONDS); 30 s leaves room for a loaded
+machine."""
 
 
 def test_the_demo_writing_to_a_file_is_never_silent_for_long(kafka_bootstrap, tmp_path):
-    env = {**os.environ, "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap, "ADAPTLOOP_HOME": str(tmp_path), "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap,
+        "ADAPTLOOP_HOME": str(tmp_path),
+        "COLUMNS": "200",
+    }
     out = tmp_path / "demo.txt"
     arrivals: list[tuple[float, str]] = []  # (seconds since start, line)
     with open(out, "w") as file:
@@ -50,4 +56,6 @@ def test_the_demo_writing_to_a_file_is_never_silent_for_long(kafka_bootstrap, tm
     assert max(silences) < LONGEST_SILENCE, arrivals
     text = "\n".join(lines)
     assert re.search(r"^serving: [\d,]+ of 1,200 \(\d+s\)", text, re.MULTILINE), text
-    assert "serving: 1,200 of 1,200" in text and "adaptloop demo: the loop, end to end" in text, text
+    assert "serving: 1,200 of 1,200" in text and "adaptloop demo: the loop, end to end" in text, (
+        text
+    )

@@ -1,5 +1,6 @@
-"""The README's "Deploying to your cluster", followed word for word against the test broker's secured
-listener (SASL_SSL, SCRAM, ACLs): only the example's host, secret paths and home are replaced by the test's."""
+"""The README's "Deploying to your cluster", followed word for word against the test broker's
+secured listener (SASL_SSL, SCRAM, ACLs): only the example's host, secret paths and home are
+replaced by the test's."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_the_readme_deployment_runs_as_written_on_a_secured_cluster(secure_kafka
     run = uuid.uuid4().hex[:6]
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `adaptloop` as in an activated venv
+        # `adaptloop` as in an activated venv
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         # This test's own topics and groups on the shared broker, and no metrics port:
         "ADAPTLOOP_TOPIC_PREFIX": f"deploy{run}.",
         "ADAPTLOOP_GROUP": f"deploy{run}",
@@ -63,7 +65,9 @@ def test_the_readme_deployment_runs_as_written_on_a_secured_cluster(secure_kafka
             name, value = line.removeprefix("export ").split("=", 1)
             env[name] = value.strip("'")
             continue
-        result = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen(
@@ -87,14 +91,24 @@ def test_the_readme_deployment_runs_as_written_on_a_secured_cluster(secure_kafka
                 features = {"tenure": float(i % 13)}
                 producer.send(
                     PredictionEvent(
-                        decision_id=f"d{i}", model="churn", model_version="v0", features=features, timestamp=at
+                        decision_id=f"d{i}",
+                        model="churn",
+                        model_version="v0",
+                        features=features,
+                        timestamp=at,
                     )
                 )
-                producer.send(OutcomeEvent(decision_id=f"d{i}", label=i % 13 < 4, source="billing", timestamp=at))
+                producer.send(
+                    OutcomeEvent(
+                        decision_id=f"d{i}", label=i % 13 < 4, source="billing", timestamp=at
+                    )
+                )
         deadline, learned = time.monotonic() + 120, 0
         while learned < 300 and time.monotonic() < deadline and worker.poll() is None:
             versions = read_all(service.connection(), MODEL_UPDATES, service.topic_prefix)
-            learned = max((v.examples_seen for v in versions if isinstance(v, ModelVersion)), default=0)
+            learned = max(
+                (v.examples_seen for v in versions if isinstance(v, ModelVersion)), default=0
+            )
             time.sleep(0.5)
         assert learned == 300, (tmp_path / "worker.log").read_text()[-3000:]
         assert (tmp_path / "home" / "keys" / "model-signing.pub").exists()

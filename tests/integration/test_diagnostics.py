@@ -1,5 +1,6 @@
-"""A refused login is said as such, naming the user and the mechanism (never the password), by ``adaptloop status``,
-by the worker and by each of its roles, which stop rather than wait: retrying a wrong password cannot help."""
+"""A refused login is said as such, naming the user and the mechanism (never the password), by
+``adaptloop status``, by the worker and by each of its roles, which stop rather than wait: retrying
+a wrong password cannot help."""
 
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ def run(tmp_path: Path, args: list[str], bootstrap: str, kafka: dict[str, str]) 
         "COLUMNS": "400",
     }
     done = subprocess.run(
-        [sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return done.returncode, done.stdout + done.stderr
 
@@ -44,11 +51,14 @@ def said_refused(output: str) -> list[str]:
 
 def test_status_says_the_login_was_refused(secure_kafka, tmp_path):
     address = secure_kafka.secure_bootstrap
-    status, output = run(tmp_path, ["-m", "adaptloop", "status"], address, secure_kafka.client_properties("worker"))
+    status, output = run(
+        tmp_path, ["-m", "adaptloop", "status"], address, secure_kafka.client_properties("worker")
+    )
     assert status == REFUSED_EXIT, output
     assert [line.strip() for line in output.splitlines() if line.strip()] == said_refused(output)
     assert said_refused(output)[0].startswith(
-        f"error: authentication failed at Kafka {address} as user 'worker' with SASL SCRAM-SHA-512 over SASL_SSL: "
+        f"error: authentication failed at Kafka {address} as user 'worker' with SASL "
+        "SCRAM-SHA-512 over SASL_SSL: "
         "SASL authentication error: Authentication failed"
     )
 
@@ -56,7 +66,10 @@ def test_status_says_the_login_was_refused(secure_kafka, tmp_path):
 def test_the_worker_stops_at_once_saying_the_login_was_refused(secure_kafka, tmp_path):
     kafka = secure_kafka.client_properties("worker")
     status, output = run(
-        tmp_path, ["-m", "adaptloop", "worker", "--role", "archive"], secure_kafka.secure_bootstrap, kafka
+        tmp_path,
+        ["-m", "adaptloop", "worker", "--role", "archive"],
+        secure_kafka.secure_bootstrap,
+        kafka,
     )
     assert status == REFUSED_EXIT, output
     assert len(said_refused(output)) == 1, output
@@ -64,8 +77,11 @@ def test_the_worker_stops_at_once_saying_the_login_was_refused(secure_kafka, tmp
 
 
 @pytest.mark.parametrize("role", ["archive", "learn", "join"])
-def test_each_role_stops_with_the_refused_exit_naming_user_and_mechanism(secure_kafka, tmp_path, role):
-    """What a role does when its login is refused after the worker's own check passed (a password rotated)."""
+def test_each_role_stops_with_the_refused_exit_naming_user_and_mechanism(
+    secure_kafka, tmp_path, role
+):
+    """What a role does when its login is refused after the worker's own check passed (a password
+    rotated)."""
     kafka = secure_kafka.client_properties("worker")
     code = f"from adaptloop.roles import run_role; run_role({role!r})"
     status, output = run(tmp_path, ["-c", code], secure_kafka.secure_bootstrap, kafka)

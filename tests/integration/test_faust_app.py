@@ -1,6 +1,6 @@
-"""A faust app as a service of the loop (adaptloop.faust.LoopModel): a real faust worker scores orders
-in-stream, each with the version current when it came (swapped in by itself as the loop learns), and logs
-decisions and outcomes that the loop learns, every one exactly once."""
+"""A faust app as a service of the loop (adaptloop.faust.LoopModel): a real faust worker scores
+orders in-stream, each with the version current when it came (swapped in by itself as the loop
+learns), and logs decisions and outcomes that the loop learns, every one exactly once."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ class _Answers:
     """The app's answers, read as they come."""
 
     def __init__(self, bootstrap: str, topic: str, app: subprocess.Popen, log) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"answers-{uuid.uuid4().hex}"})
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"answers-{uuid.uuid4().hex}"}
+        )
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         self.app, self.log, self.got = app, log, []
 
@@ -39,12 +41,18 @@ class _Answers:
         deadline = time.monotonic() + timeout
         while len(self.got) < want and time.monotonic() < deadline:
             assert self.app.poll() is None, self.log.read_text()[-3000:]
-            self.got += [orjson.loads(m.value()) for m in self.consumer.consume(500, 0.5) if m.error() is None]
+            self.got += [
+                orjson.loads(m.value())
+                for m in self.consumer.consume(500, 0.5)
+                if m.error() is None
+            ]
         assert len(self.got) >= want, f"{len(self.got)} of {want} orders answered"
         return self.got
 
 
-def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learned(kafka_bootstrap, tmp_path):
+def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learned(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
         name="orders",
         recipe="logistic",
@@ -67,12 +75,21 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
     }
     log = tmp_path / "faust.log"
     admin = wait_for_broker(kafka_bootstrap)
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (orders_topic, answers_topic)]).values():
+    for future in admin.create_topics(
+        [NewTopic(t, 1, 1) for t in (orders_topic, answers_topic)]
+    ).values():
         future.result()
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with open(log, "wb") as out:
             app = subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.faust_scoring_app", "worker", "--loglevel", "warn"],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.integration.faust_scoring_app",
+                    "worker",
+                    "--loglevel",
+                    "warn",
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -96,13 +113,18 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
                 while time.monotonic() < deadline:
                     worker.check_alive()
                     versions = read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)
-                    learned = [v for v in versions if isinstance(v, ModelVersion) and v.examples_seen >= examples]
+                    learned = [
+                        v
+                        for v in versions
+                        if isinstance(v, ModelVersion) and v.examples_seen >= examples
+                    ]
                     if learned:
                         return learned[0]
                     time.sleep(0.5)
                 raise AssertionError(f"no version learned {examples} examples within 120 s")
 
-            # Waves: each one scored after the loop learned the one before; the app swaps versions by itself.
+            # Waves: each one scored after the loop learned the one before; the app swaps versions
+            # by itself.
             send(200)
             published(200)
             send(200)

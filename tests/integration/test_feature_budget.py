@@ -1,6 +1,6 @@
-"""One record cannot degrade a model for good: a decision with 10,000 features, for two models without a
-contract, is one dead letter per model (with the reason), and every version of each model is byte for byte
-the version of a model that learned the same stream without it."""
+"""One record cannot degrade a model for good: a decision with 10,000 features, for two models
+without a contract, is one dead letter per model (with the reason), and every version of each model
+is byte for byte the version of a model that learned the same stream without it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from adaptloop.cli import app
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
-from adaptloop.schemas import DeadLetter, ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas import (
+    DeadLetter,
+    ModelVersion,
+    OutcomeEvent,
+    PredictionEvent,
+    TrainingExample,
+)
 from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, TRAINING_EXAMPLES
 from adaptloop.streams import EventProducer
 
@@ -27,13 +33,18 @@ WIDE_AT = 200  # the wide decision comes after this many rows
 
 
 def _reference_versions(spec: LearnerSpec, rows) -> dict[int, bytes]:
-    """The model bytes of a learner that learned ``rows`` (features, label), after each 100 examples and at the
-    end."""
+    """The model bytes of a learner that learned ``rows`` (features, label), after each 100 examples
+    and at the end."""
     learner, versions = OnlineLearner(spec), {}
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for i, (x, y) in enumerate(rows):
         example = TrainingExample(
-            model=spec.name, decision_id=f"d{i}", model_version="v0", features=x, label=y, predicted_at=now
+            model=spec.name,
+            decision_id=f"d{i}",
+            model_version="v0",
+            features=x,
+            label=y,
+            predicted_at=now,
         )
         assert learner.learn(example)
         if (i + 1) % spec.checkpoint_every == 0 or i + 1 == len(rows):
@@ -67,16 +78,30 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
                     if i == WIDE_AT:
                         producer.send(
                             PredictionEvent(
-                                decision_id=f"{name}-wide", model=name, model_version="v0", features=wide, timestamp=at
+                                decision_id=f"{name}-wide",
+                                model=name,
+                                model_version="v0",
+                                features=wide,
+                                timestamp=at,
                             )
                         )
-                        producer.send(OutcomeEvent(decision_id=f"{name}-wide", label=True, source="t", timestamp=at))
+                        producer.send(
+                            OutcomeEvent(
+                                decision_id=f"{name}-wide", label=True, source="t", timestamp=at
+                            )
+                        )
                     producer.send(
                         PredictionEvent(
-                            decision_id=f"{name}-d{i}", model=name, model_version="v0", features=x, timestamp=at
+                            decision_id=f"{name}-d{i}",
+                            model=name,
+                            model_version="v0",
+                            features=x,
+                            timestamp=at,
                         )
                     )
-                    producer.send(OutcomeEvent(decision_id=f"{name}-d{i}", label=y, source="t", timestamp=at))
+                    producer.send(
+                        OutcomeEvent(decision_id=f"{name}-d{i}", label=y, source="t", timestamp=at)
+                    )
         events = read_until(
             settings,
             [MODEL_UPDATES, DEAD_LETTERS],
@@ -98,8 +123,12 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
         }
         reference = _reference_versions(spec, rows)
         assert sorted(versions) == sorted(reference) == [100, 200, 300, 400]
-        for seen, version in versions.items():  # the size and the learning of a model that never saw it
-            assert store.load_bytes(spec.name, version.version) == reference[seen], (spec.name, seen)
+        # the size and the learning of a model that never saw it
+        for seen, version in versions.items():
+            assert store.load_bytes(spec.name, version.version) == reference[seen], (
+                spec.name,
+                seen,
+            )
             assert version.size_bytes == len(reference[seen])
         if spec.name == "wide-logistic":
             versions_of_logistic_at_400 = versions[400].size_bytes
@@ -109,14 +138,16 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
             TRAINING_EXAMPLES.full_name(settings.topic_prefix),
             "rejected",
             (
-                f"decision '{name}-wide': over the feature budget: 10000 features; model '{name}' takes 1000 per "
+                f"decision '{name}-wide': over the feature budget: 10000 features; model "
+                f"'{name}' takes 1000 per "
                 "example at most (max_event_features)"
             ),
         )
         for name in MODELS
     )
 
-    # The operator raises the logistic model's budget and replays its letter: the model learns the record.
+    # The operator raises the logistic model's budget and replays its letter: the model learns the
+    # record.
     raised = [
         spec.model_copy(update={"max_event_features": 20_000, "checkpoint_seconds": 1.0})
         if spec.name == "wide-logistic"
@@ -130,18 +161,34 @@ def test_a_10000_feature_record_is_a_dead_letter_and_the_models_are_those_that_n
     }.items():
         monkeypatch.setenv(f"ADAPTLOOP_{name}", value)
     monkeypatch.setenv("COLUMNS", "300")
-    with running_worker(settings.model_copy(update={"models": raised}), tmp_path / "worker-2.log") as worker:
-        replay = ["deadletters", "replay", "--reason", "model 'wide-logistic' takes 1000", "--note", "raised", "--yes"]
+    with running_worker(
+        settings.model_copy(update={"models": raised}), tmp_path / "worker-2.log"
+    ) as worker:
+        replay = [
+            "deadletters",
+            "replay",
+            "--reason",
+            "model 'wide-logistic' takes 1000",
+            "--note",
+            "raised",
+            "--yes",
+        ]
         replayed = CliRunner().invoke(app, replay, terminal_width=250)
-        assert replayed.exit_code == 0 and "replayed 1 record(s)" in replayed.output, replayed.output
+        assert replayed.exit_code == 0 and "replayed 1 record(s)" in replayed.output, (
+            replayed.output
+        )
         after = read_until(
             settings,
             [MODEL_UPDATES],
-            lambda seen: any(isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1 for e in seen),
+            lambda seen: any(
+                isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1 for e in seen
+            ),
             timeout=120,
             worker=worker,
         )
-    learned = next(e for e in after if isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1)
+    learned = next(
+        e for e in after if isinstance(e, ModelVersion) and e.examples_seen == len(rows) + 1
+    )
     assert learned.model == "wide-logistic"
     expected = _reference_versions(raised[0], [*rows, (wide, True)])[len(rows) + 1]
     assert store.load_bytes("wide-logistic", learned.version) == expected

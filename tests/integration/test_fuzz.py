@@ -1,12 +1,14 @@
-"""Hypothesis against a real worker: contract-valid extreme events and hostile bytes on every input topic.
+"""Hypothesis against a real worker: contract-valid extreme events and hostile bytes on every input
+topic.
 
 Hypothesis draws batches of records (decisions with extreme features and times, agent feedback and
-preferences with Unicode names at their length limits, forged model commands and clock ticks, and bytes
-that are no event at all); they go to a running worker's topics with the position Kafka gave each. Then
-every record is accounted for exactly: no role stopped, each hostile record is one dead letter, each
-decision is a training example or a dead letter (never two joined examples), the learner learned each
-joined example once, each piece of feedback is counted in a store or quarantined once, and each role's
-memory stays bounded. Seeded (derandomized) and bounded in CI; ``ADAPTLOOP_FUZZ_EXAMPLES`` runs longer.
+preferences with Unicode names at their length limits, forged model commands and clock ticks, and
+bytes that are no event at all); they go to a running worker's topics with the position Kafka gave
+each. Then every record is accounted for exactly: no role stopped, each hostile record is one dead
+letter, each decision is a training example or a dead letter (never two joined examples), the
+learner learned each joined example once, each piece of feedback is counted in a store or
+quarantined once, and each role's memory stays bounded. Seeded (derandomized) and bounded in CI;
+``ADAPTLOOP_FUZZ_EXAMPLES`` runs longer.
 """
 
 from __future__ import annotations
@@ -65,13 +67,24 @@ pytestmark = pytest.mark.kafka
 
 EXAMPLES = int(os.environ.get("ADAPTLOOP_FUZZ_EXAMPLES", "40"))
 MODEL = "fuzz"
-INPUTS = (PREDICTIONS, OUTCOMES, AGENT_FEEDBACK, PREFERENCES, MODEL_COMMANDS, JOIN_CLOCK, TRAINING_EXAMPLES)
+INPUTS = (
+    PREDICTIONS,
+    OUTCOMES,
+    AGENT_FEEDBACK,
+    PREFERENCES,
+    MODEL_COMMANDS,
+    JOIN_CLOCK,
+    TRAINING_EXAMPLES,
+)
 NOW = datetime.now(UTC)
 MAX_RSS = 1_500 * 1024 * 1024
 
-# -- what Hypothesis draws ---------------------------------------------------------------------------
+# -- what Hypothesis draws
+# ---------------------------------------------------------------------------
 
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=256)
+names = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=256
+)
 numbers = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(-(2**63), 2**63 - 1),
@@ -99,7 +112,9 @@ def decisions(draw) -> tuple[str, list[Event]]:
         features=draw(st.dictionaries(names, numbers, max_size=8)),
         timestamp=at,
     )
-    outcome = OutcomeEvent(decision_id="?", label=draw(st.booleans()), source=draw(names), timestamp=at)
+    outcome = OutcomeEvent(
+        decision_id="?", label=draw(st.booleans()), source=draw(names), timestamp=at
+    )
     return "decision", [prediction, outcome]
 
 
@@ -139,7 +154,11 @@ def preferences(draw) -> tuple[str, list[Event]]:
     rejected = draw(names.filter(lambda name: name != chosen))
     context = draw(st.dictionaries(names, st.text(max_size=100), max_size=4))
     event = PreferenceEvent(
-        context=context, chosen=chosen, rejected=rejected, annotator=draw(names), timestamp=draw(times)
+        context=context,
+        chosen=chosen,
+        rejected=rejected,
+        annotator=draw(names),
+        timestamp=draw(times),
     )
     return "feedback", [event]
 
@@ -147,7 +166,9 @@ def preferences(draw) -> tuple[str, list[Event]]:
 @st.composite
 def commands(draw) -> tuple[str, list[Event]]:
     version = draw(st.text("0123456789abcdef", min_size=16, max_size=16))
-    command = ModelCommand(model=MODEL, action="rollback", to_version=version, actor=draw(names), reason=draw(names))
+    command = ModelCommand(
+        model=MODEL, action="rollback", to_version=version, actor=draw(names), reason=draw(names)
+    )
     return "command", [command]
 
 
@@ -163,16 +184,22 @@ def ticks(draw) -> tuple[str, list[Event]]:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=50),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=20), inner, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=50),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=20), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 hostile_bytes = st.one_of(
     st.binary(min_size=1, max_size=5_000),
     json_values.map(orjson.dumps),
-    st.dictionaries(st.sampled_from(["decision_id", "model", "label", "kind", "agent", "features"]), json_values).map(
-        orjson.dumps
-    ),
+    st.dictionaries(
+        st.sampled_from(["decision_id", "model", "label", "kind", "agent", "features"]), json_values
+    ).map(orjson.dumps),
     st.integers(1, 20_000).map(lambda depth: b"[" * depth),
 )
 
@@ -184,7 +211,8 @@ def hostile(draw) -> tuple[str, list[tuple[Topic, bytes]]]:
 
 records = st.one_of(decisions(), feedback(), preferences(), commands(), ticks(), hostile())
 
-# -- sending, with the position of every record ------------------------------------------------------------
+# -- sending, with the position of every record
+# ------------------------------------------------------------
 
 
 @dataclass
@@ -196,14 +224,18 @@ class Sent:
     at: dict[tuple[str, int, int], tuple[str, str, Event | None]] = field(default_factory=dict)
     decisions: int = 0
 
-    def send(self, what: str, topic: Topic, key: bytes, value: bytes, ident: str, event: Event | None) -> None:
+    def send(
+        self, what: str, topic: Topic, key: bytes, value: bytes, ident: str, event: Event | None
+    ) -> None:
         def delivered(error, message) -> None:
             assert error is None, error
             self.at[(message.topic(), message.partition(), message.offset())] = (what, ident, event)
 
         while True:
             try:
-                self.producer.produce(topic.full_name(self.prefix), value, key, on_delivery=delivered)
+                self.producer.produce(
+                    topic.full_name(self.prefix), value, key, on_delivery=delivered
+                )
                 break
             except BufferError:
                 self.producer.poll(0.1)
@@ -226,16 +258,25 @@ class Sent:
                 self.send(what, topic, topic.key_of(event), encode(event), ident, event)
 
 
-# -- the test ----------------------------------------------------------------------------------------
+# -- the test
+# ----------------------------------------------------------------------------------------
 
 
-def test_nothing_hypothesis_sends_stops_the_worker_and_every_record_is_accounted_for(kafka_bootstrap, tmp_path):
-    spec = LearnerSpec(name=MODEL, recipe="logistic", min_examples=1, checkpoint_every=100, checkpoint_seconds=1)
+def test_nothing_hypothesis_sends_stops_the_worker_and_every_record_is_accounted_for(
+    kafka_bootstrap, tmp_path
+):
+    spec = LearnerSpec(
+        name=MODEL, recipe="logistic", min_examples=1, checkpoint_every=100, checkpoint_seconds=1
+    )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
     prefix = settings.topic_prefix
     producer = Producer(
         {
-            **{k: v for k, v in DEFAULT_PRODUCER_CONFIG.items() if k != "delivery.report.only.error"},
+            **{
+                k: v
+                for k, v in DEFAULT_PRODUCER_CONFIG.items()
+                if k != "delivery.report.only.error"
+            },
             "bootstrap.servers": kafka_bootstrap,
         }
     )
@@ -261,23 +302,27 @@ def test_nothing_hypothesis_sends_stops_the_worker_and_every_record_is_accounted
     assert no_role_stopped(tmp_path / "worker.log")
     assert rss and all(size < MAX_RSS for size in rss.values()), rss
     kinds = Counter(what for what, _, _ in sent.at.values())
-    assert kinds["hostile"] and kinds["decision"] and kinds["feedback"]  # the run drew each kind of record
+    # the run drew each kind of record
+    assert kinds["hostile"] and kinds["decision"] and kinds["feedback"]
 
     by_position = Counter((d.source_topic, d.partition, d.offset) for d in letters)
     assert max(by_position.values(), default=0) == 1, "a record dead-lettered twice"
     lettered = set(by_position)
     for position, (what, _, event) in sent.at.items():
-        if what in ("hostile", "command"):  # no event, or a rollback to a version the model never had
+        # no event, or a rollback to a version the model never had
+        if what in ("hostile", "command"):
             assert position in lettered, (what, position)
         elif what == "tick":  # ahead of the worker's clock: refused; the others move the clock
             assert (position in lettered) == future(event.timestamp), event
         elif future(event.timestamp):  # refused before it reaches a clock, a session or a quota
             assert position in lettered, event
 
-    # Decisions: each a training example or a dead letter; joined at most once; each joined one learned once
-    # (or a dead letter of the learner's, if the model failed on it).
+    # Decisions: each a training example or a dead letter; joined at most once; each joined one
+    # learned once (or a dead letter of the learner's, if the model failed on it).
     decided = {e.decision_id for e in examples}
-    decided |= {ident for p, (what, ident, _) in sent.at.items() if what == "decision" and p in lettered}
+    decided |= {
+        ident for p, (what, ident, _) in sent.at.items() if what == "decision" and p in lettered
+    }
     assert decided == {f"d{n}" for n in range(1, sent.decisions + 1)}
     joined = Counter(e.decision_id for e in examples if e.status == "joined")
     assert max(joined.values(), default=0) == 1
@@ -286,13 +331,17 @@ def test_nothing_hypothesis_sends_stops_the_worker_and_every_record_is_accounted
     # Feedback: each thumbs, rating, score and preference counted in a store or quarantined, once.
     counted = refused = 0
     for position, (what, _, event) in sent.at.items():
-        if what == "feedback" and not (isinstance(event, AgentFeedbackEvent) and event.kind not in COUNTED):
+        if what == "feedback" and not (
+            isinstance(event, AgentFeedbackEvent) and event.kind not in COUNTED
+        ):
             counted += 1
             refused += position in lettered
     assert _store_updates(snapshots) + refused == counted
     print(
-        f"fuzz: {dict(kinds)}; {len(letters)} dead letters, {len(joined)} joined, {_learned(versions)} learned, "
-        f"{counted} feedback ({refused} quarantined); role memory MB { ({k: v >> 20 for k, v in rss.items()}) }"
+        f"fuzz: {dict(kinds)}; {len(letters)} dead letters, {len(joined)} joined, "
+        f"{_learned(versions)} learned, "
+        f"{counted} feedback ({refused} quarantined); role memory MB "
+        f"{ ({k: v >> 20 for k, v in rss.items()}) }"
     )
 
 
@@ -304,9 +353,14 @@ def _learned(versions: list[ModelVersion]) -> int:
 
 
 def _learner_letters(settings, sent: Sent, letters: list[DeadLetter]) -> int:
-    """Joined examples the learner dead-lettered (the model failed on them), not counting hostile bytes."""
+    """Joined examples the learner dead-lettered (the model failed on them), not counting hostile
+    bytes."""
     name = TRAINING_EXAMPLES.full_name(settings.topic_prefix)
-    return sum(1 for d in letters if d.source_topic == name and sent.at.get((name, d.partition, d.offset)) is None)
+    return sum(
+        1
+        for d in letters
+        if d.source_topic == name and sent.at.get((name, d.partition, d.offset)) is None
+    )
 
 
 def _store_updates(snapshots: list[PreferenceSnapshot]) -> int:
@@ -318,7 +372,11 @@ def _store_updates(snapshots: list[PreferenceSnapshot]) -> int:
 
 def _read(settings) -> tuple[list, list, list, list]:
     def events(topic: Topic, kind: type) -> list:
-        return [e for e in read_all(settings.bootstrap_address, topic, settings.topic_prefix) if isinstance(e, kind)]
+        return [
+            e
+            for e in read_all(settings.bootstrap_address, topic, settings.topic_prefix)
+            if isinstance(e, kind)
+        ]
 
     return (
         events(DEAD_LETTERS, DeadLetter),
@@ -339,12 +397,17 @@ def _settle(settings, sent: Sent, worker, timeout: float = 300.0) -> tuple[list,
         }
         joined = sum(1 for e in examples if e.status == "joined")
         if (
-            all(p in lettered for p, (what, _, _) in sent.at.items() if what in ("hostile", "command"))
+            all(
+                p in lettered
+                for p, (what, _, _) in sent.at.items()
+                if what in ("hostile", "command")
+            )
             and len(decided) == sent.decisions
             and _learned(versions) + _learner_letters(settings, sent, letters) >= joined
         ) or time.monotonic() > deadline:
-            # Every role has read all there is (the join's own repartitioned records too, then what it wrote for
-            # the learner): what they wrote is committed with what they read, so the counts are final.
+            # Every role has read all there is (the join's own repartitioned records too, then what
+            # it wrote for the learner): what they wrote is committed with what they read, so the
+            # counts are final.
             wait_until_read(settings, "join", list(JOIN_INPUTS), worker)
             wait_until_read(settings, "learner", [TRAINING_EXAMPLES, MODEL_COMMANDS], worker)
             wait_until_read(settings, "agentops", [AGENT_FEEDBACK, PREFERENCES], worker)
@@ -359,5 +422,7 @@ def _role_memory(worker_pid: int) -> dict[str, int]:
     for child in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
         status = Path(f"/proc/{child}/status").read_text()
         name = next(line.split()[1] for line in status.splitlines() if line.startswith("Name:"))
-        sizes[name] = 1024 * int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        sizes[name] = 1024 * int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        )
     return sizes

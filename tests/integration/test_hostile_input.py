@@ -13,8 +13,20 @@ from confluent_kafka import Producer
 from river import datasets
 
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas import DeadLetter, ModelVersion, OutcomeEvent, PredictionEvent, TrainingExample
-from adaptloop.schemas.topics import DEAD_LETTERS, MODEL_UPDATES, OUTCOMES, PREDICTIONS, TRAINING_EXAMPLES
+from adaptloop.schemas import (
+    DeadLetter,
+    ModelVersion,
+    OutcomeEvent,
+    PredictionEvent,
+    TrainingExample,
+)
+from adaptloop.schemas.topics import (
+    DEAD_LETTERS,
+    MODEL_UPDATES,
+    OUTCOMES,
+    PREDICTIONS,
+    TRAINING_EXAMPLES,
+)
 from adaptloop.streams import EventProducer
 
 from .loop_helpers import loop_settings, no_role_stopped, read_until, running_worker
@@ -31,17 +43,22 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
         (PREDICTIONS, b"[" * 100_000, "malformed"),  # deep JSON
         (
             PREDICTIONS,
-            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":NaN}}' % k,
-            "malformed",  # NaN is no JSON token (the compiled core's parser says so; pydantic's read it)
+            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":NaN}}'
+            % k,
+            # NaN is no JSON token (the compiled core's parser says so; pydantic's read it)
+            "malformed",
         ),
         (
             PREDICTIONS,
-            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":1e999}}' % k,
+            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":1e999}}'
+            % k,
             "invalid",
         ),
         (
             OUTCOMES,
-            orjson.dumps({"schema_version": 7, "decision_id": f"h{k}", "label": True, "source": "s"}),
+            orjson.dumps(
+                {"schema_version": 7, "decision_id": f"h{k}", "label": True, "source": "s"}
+            ),
             "unsupported_schema_version",
         ),
         (OUTCOMES, orjson.dumps({"label": True, "source": "s", "timestamp": now}), "missing_key"),
@@ -75,7 +92,8 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
         ),
         (
             PREDICTIONS,
-            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":1%s}}' % (k, b"0" * 400),
+            b'{"decision_id":"h%d","model":"phishing","model_version":"v","features":{"x":1%s}}'
+            % (k, b"0" * 400),
             "invalid",
         ),  # valid JSON, an integer of 401 digits
         (OUTCOMES, b"", "malformed"),
@@ -86,12 +104,22 @@ def _hostile(rng: random.Random, k: int) -> tuple[str, bytes, str]:
 
 def test_the_worker_survives_hostile_input_and_learns_every_good_record(kafka_bootstrap, tmp_path):
     spec = LearnerSpec(
-        name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=1
+        name="phishing",
+        recipe="logistic",
+        metrics=["Accuracy"],
+        checkpoint_every=250,
+        checkpoint_seconds=1,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2)
     prefix = settings.topic_prefix
     rng = random.Random(9)
-    raw = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000, "compression.type": "none"})
+    raw = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "message.max.bytes": 2_000_000,
+            "compression.type": "none",
+        }
+    )
     expected: Counter = Counter()
     data = list(datasets.Phishing())
     with running_worker(settings, tmp_path / "worker.log") as worker:
@@ -100,9 +128,17 @@ def test_the_worker_survives_hostile_input_and_learns_every_good_record(kafka_bo
             for n, (x, y) in enumerate(data):
                 at = start + timedelta(milliseconds=n)
                 producer.send(
-                    PredictionEvent(decision_id=f"d{n}", model="phishing", model_version="v0", features=x, timestamp=at)
+                    PredictionEvent(
+                        decision_id=f"d{n}",
+                        model="phishing",
+                        model_version="v0",
+                        features=x,
+                        timestamp=at,
+                    )
                 )
-                producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
+                producer.send(
+                    OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at)
+                )
                 if n % 10 == 0:  # a bad record every tenth decision, all through the run
                     topic, value, kind = _hostile(rng, n // 10)
                     raw.produce(f"{prefix}{topic}", value=value, key=f"h{n}".encode())
@@ -115,16 +151,22 @@ def test_the_worker_survives_hostile_input_and_learns_every_good_record(kafka_bo
             [MODEL_UPDATES, DEAD_LETTERS],
             lambda events: (
                 sum(isinstance(e, DeadLetter) for e in events) >= total
-                and any(isinstance(e, ModelVersion) and e.examples_seen == len(data) for e in events)
+                and any(
+                    isinstance(e, ModelVersion) and e.examples_seen == len(data) for e in events
+                )
             ),
             timeout=240,
             worker=worker,
         )
     letters = [e for e in seen if isinstance(e, DeadLetter)]
-    assert Counter(letter.kind for letter in letters) == expected  # every bad record, once, with its kind
+    # every bad record, once, with its kind
+    assert Counter(letter.kind for letter in letters) == expected
     assert all(letter.reason for letter in letters)
     assert any("learns from numbers only" in letter.reason for letter in letters)
-    assert any("not finite in a 64-bit float" in letter.reason for letter in letters)  # 1e999, 401 digits
+    # 1e999, 401 digits
+    assert any("not finite in a 64-bit float" in letter.reason for letter in letters)
     log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert "Traceback" not in log and no_role_stopped(tmp_path / "worker.log")  # no role died on the way
-    assert max(e.examples_seen for e in seen if isinstance(e, ModelVersion)) == len(data)  # every good one learned
+    # no role died on the way
+    assert "Traceback" not in log and no_role_stopped(tmp_path / "worker.log")
+    # every good one learned
+    assert max(e.examples_seen for e in seen if isinstance(e, ModelVersion)) == len(data)

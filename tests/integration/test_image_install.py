@@ -1,14 +1,15 @@
 """The Dockerfile's steps, run one by one in a fresh folder standing in for the image's filesystem.
 
-No Docker engine runs in CI and no registry is reachable, so the image is not built in the suite (it was
-built once by hand with buildah, on a Debian base made with mmdebstrap: slower than CI can afford). Instead
-each instruction of the Dockerfile is read and mirrored here: each stage (FROM) gets a stand-in root of its
-own, WORKDIR, COPY (``--from`` a stage built here: from its root) and ENV on it, the build and install steps
-with a fresh venv's pip in place of the base image's, and ENTRYPOINT + CMD run as the container runs them
-(from the last WORKDIR, with the final stage's environment). The Rust toolchain that the build stage copies
-from the toolchain's image, and the C linker it installs with apt-get, are this machine's own (the README's
-set-up needs both). An instruction or a RUN step that this test does not know fails it, so the Dockerfile and
-this test cannot drift apart silently.
+No Docker engine runs in CI and no registry is reachable, so the image is not built in the suite (it
+was built once by hand with buildah, on a Debian base made with mmdebstrap: slower than CI can
+afford). Instead each instruction of the Dockerfile is read and mirrored here: each stage (FROM)
+gets a stand-in root of its own, WORKDIR, COPY (``--from`` a stage built here: from its root) and
+ENV on it, the build and install steps with a fresh venv's pip in place of the base image's, and
+ENTRYPOINT + CMD run as the container runs them (from the last WORKDIR, with the final stage's
+environment). The Rust toolchain that the build stage copies from the toolchain's image, and the C
+linker it installs with apt-get, are this machine's own (the README's set-up needs both). An
+instruction or a RUN step that this test does not know fails it, so the Dockerfile and this test
+cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ from adaptloop.streams.versions import read_all
 from adaptloop.testing import free_port
 from adaptloop.worker import stop_worker_process
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]  # a fresh venv installs on a loaded machine
+# a fresh venv installs on a loaded machine
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORED = {"USER", "VOLUME", "EXPOSE"}  # the account, the mounts
-TOOLCHAIN = "rust"  # the stage (the Rust toolchain's image) whose files are this machine's own toolchain
-TOOLCHAIN_ENV = {"RUSTUP_HOME", "CARGO_HOME"}  # where that toolchain lives in the image: here, where it is
+# the stage (the Rust toolchain's image) whose files are this machine's own toolchain
+TOOLCHAIN = "rust"
+# where that toolchain lives in the image: here, where it is
+TOOLCHAIN_ENV = {"RUSTUP_HOME", "CARGO_HOME"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -63,8 +67,8 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 @dataclass
 class Image:
-    """What the Dockerfile's steps made: a root folder per stage (``root``: the current one, the image's at the
-    end), a venv for the base's Python, the config."""
+    """What the Dockerfile's steps made: a root folder per stage (``root``: the current one, the
+    image's at the end), a venv for the base's Python, the config."""
 
     root: Path
     venv: Path
@@ -82,7 +86,8 @@ class Image:
         """One `&&`-part of a RUN instruction, mirrored; an unknown one fails the test."""
         words = shlex.split(step)
         while words and words[0].startswith("PATH=/usr/local/cargo/bin:"):
-            words = words[1:]  # the toolchain's folder first on PATH: here, cargo is on this machine's PATH
+            # the toolchain's folder first on PATH: here, cargo is on this machine's PATH
+            words = words[1:]
         if words[0] in ("useradd", "chown"):
             return  # the image's account: the test runs as the CI's user
         if words[:2] == ["mkdir", "-p"]:
@@ -96,27 +101,37 @@ class Image:
         if words[:2] == ["apt-get", "update"]:
             return
         if words[:4] == ["apt-get", "install", "-y", "--no-install-recommends"]:
-            assert set(words[4:]) == {"gcc", "libc6-dev"}, words  # the core's linker: this machine's own
+            # the core's linker: this machine's own
+            assert set(words[4:]) == {"gcc", "libc6-dev"}, words
             assert shutil.which("cc"), "the compiled core needs a C linker (cc)"
             return
         if words[:2] in (["pip", "install"], ["pip", "wheel"]):
-            # The base image's pip is the venv's; --no-cache-dir only keeps the image small (CI's cache is warm).
+            # The base image's pip is the venv's; --no-cache-dir only keeps the image small (CI's
+            # cache is warm).
             args: list[str] = []
             for word in words[2:]:
                 if word == "--no-cache-dir":
                     continue
-                if word.startswith("/"):  # a path of the image: in the stand-in root (a wheel's name globbed)
+                # a path of the image: in the stand-in root (a wheel's name globbed)
+                if word.startswith("/"):
                     args += sorted(glob.glob(str(self.inside(word)))) or [str(self.inside(word))]
                 else:
                     args.append(word)
-            subprocess.run([str(self.venv / "bin" / "pip"), words[1], "-q", *args], cwd=self.workdir, check=True)
+            subprocess.run(
+                [str(self.venv / "bin" / "pip"), words[1], "-q", *args],
+                cwd=self.workdir,
+                check=True,
+            )
             return
-        pytest.fail(f"the Dockerfile's step {step!r} is not mirrored by {Path(__file__).name}: add it there")
+        pytest.fail(
+            f"the Dockerfile's step {step!r} is not mirrored by {Path(__file__).name}: add it there"
+        )
 
     def apply(self, name: str, args: str) -> None:
         if name in IGNORED:
             return
-        if name == "FROM":  # a new stage: a root of its own (a fresh venv stands in for the Python base)
+        # a new stage: a root of its own (a fresh venv stands in for the Python base)
+        if name == "FROM":
             image, _, stage = args.partition(" AS ")
             assert image.split(":")[0] in ("python", "rust"), image
             self.root = self.root.parent / f"stage-{len(self.stages)}"
@@ -138,7 +153,9 @@ class Image:
             for source in sources:
                 if (ROOT / source).is_dir():
                     shutil.copytree(
-                        ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__", "target", "*.so")
+                        ROOT / source,
+                        destination,
+                        ignore=shutil.ignore_patterns("__pycache__", "target", "*.so"),
                     )
                 else:
                     destination.mkdir(parents=True, exist_ok=True)
@@ -156,14 +173,26 @@ class Image:
         elif name == "CMD":
             self.cmd = json.loads(args)
         else:
-            pytest.fail(f"the Dockerfile's instruction {name} is not mirrored by {Path(__file__).name}: add it there")
+            pytest.fail(
+                f"the Dockerfile's instruction {name} is not mirrored by "
+                f"{Path(__file__).name}: add it there"
+            )
 
-    def run(self, *args: str, extra_env: dict[str, str], **popen: object) -> subprocess.Popen[bytes]:
-        """The container's command (ENTRYPOINT + ``args``, or + CMD) from the last WORKDIR with its environment."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("ADAPTLOOP_", "PYTHON", "VIRTUAL_ENV"))}
+    def run(
+        self, *args: str, extra_env: dict[str, str], **popen: object
+    ) -> subprocess.Popen[bytes]:
+        """The container's command (ENTRYPOINT + ``args``, or + CMD) from the last WORKDIR with its
+        environment."""
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ADAPTLOOP_", "PYTHON", "VIRTUAL_ENV"))
+        }
         base["PATH"] = f"{self.venv / 'bin'}:{base['PATH']}"
         argv = [*self.entrypoint, *(args or self.cmd)]
-        return subprocess.Popen(argv, cwd=self.workdir, env={**base, **self.env, **extra_env}, **popen)  # type: ignore[call-overload]
+        return subprocess.Popen(
+            argv, cwd=self.workdir, env={**base, **self.env, **extra_env}, **popen
+        )  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +215,8 @@ def test_the_image_reports_its_version(image):
 
 
 def test_the_image_runs_a_worker_that_learns(image, kafka_bootstrap, topic_prefix):
-    """The image's default command, configured as docker-compose.yml configures it, learns what services send."""
+    """The image's default command, configured as docker-compose.yml configures it, learns what
+    services send."""
     env = {
         "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap,
         "ADAPTLOOP_MODELS": '[{"name": "churn", "recipe": "logistic", "checkpoint_every": 100}]',
@@ -197,7 +227,9 @@ def test_the_image_runs_a_worker_that_learns(image, kafka_bootstrap, topic_prefi
     home = Path(image.env["ADAPTLOOP_HOME"])
     log_file = image.root / "worker.log"
     with open(log_file, "wb") as log:
-        worker = image.run(extra_env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = image.run(
+            extra_env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         start = datetime.now(UTC)
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
@@ -212,13 +244,20 @@ def test_the_image_runs_a_worker_that_learns(image, kafka_bootstrap, topic_prefi
                         timestamp=at,
                     )
                 )
-                producer.send(OutcomeEvent(decision_id=f"d{i}", label=i % 13 < 4, source="billing", timestamp=at))
+                producer.send(
+                    OutcomeEvent(
+                        decision_id=f"d{i}", label=i % 13 < 4, source="billing", timestamp=at
+                    )
+                )
         deadline, learned = time.monotonic() + 180, 0
         while learned < 300 and time.monotonic() < deadline and worker.poll() is None:
             versions = read_all(kafka_bootstrap, MODEL_UPDATES, topic_prefix)
-            learned = max((v.examples_seen for v in versions if isinstance(v, ModelVersion)), default=0)
+            learned = max(
+                (v.examples_seen for v in versions if isinstance(v, ModelVersion)), default=0
+            )
             time.sleep(0.5)
         assert learned == 300, log_file.read_text(errors="replace")[-3000:]
-        assert (home / "keys" / "model-signing.pub").exists()  # the image's home (ENV ADAPTLOOP_HOME) holds its state
+        # the image's home (ENV ADAPTLOOP_HOME) holds its state
+        assert (home / "keys" / "model-signing.pub").exists()
     finally:
         stop_worker_process(worker)

@@ -1,5 +1,5 @@
-"""The join's event-time clocks: ticks advance an idle partition's clocks, never past records written and not
-yet read; an event stamped far in the future cannot move them."""
+"""The join's event-time clocks: ticks advance an idle partition's clocks, never past records
+written and not yet read; an event stamped far in the future cannot move them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _step_until(agent: JoinAgent, done, timeout: float = 60.0) -> None:
     assert done()
 
 
-def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(kafka_bootstrap, topic_prefix):
+def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(
+    kafka_bootstrap, topic_prefix
+):
     agent = JoinAgent(
         kafka_bootstrap,
         specs={"m": LearnerSpec(name="m", horizon_seconds=1)},
@@ -38,19 +40,32 @@ def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(k
     try:
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
             producer.send(
-                PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0}, timestamp=now),
+                PredictionEvent(
+                    decision_id="d0",
+                    model="m",
+                    model_version="v",
+                    features={"x": 1.0},
+                    timestamp=now,
+                ),
                 partition=0,
             )
-            producer.send(OutcomeEvent(decision_id="d0", label=True, source="test", timestamp=now), partition=0)
+            producer.send(
+                OutcomeEvent(decision_id="d0", label=True, source="test", timestamp=now),
+                partition=0,
+            )
         _step_until(agent, lambda: agent.join.counts["joined"] == 1)
-        assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)  # idle: a tick may advance both
+        # idle: a tick may advance both
+        assert agent._read_to_end(0) == (PREDICTION_CLOCK, OUTCOME_CLOCK)
 
         # Outcomes the consumer has not fetched yet (paused: the end it cached stays as it was).
         outcomes = TopicPartition(OUTCOMES.full_name(topic_prefix), 0)
         agent.consumer.kafka.pause([outcomes])
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
             for i in range(1, 6):
-                producer.send(OutcomeEvent(decision_id=f"d{i}", label=True, source="test", timestamp=now), partition=0)
+                producer.send(
+                    OutcomeEvent(decision_id=f"d{i}", label=True, source="test", timestamp=now),
+                    partition=0,
+                )
         assert agent._read_to_end(0) == (PREDICTION_CLOCK,)
 
         agent.consumer.kafka.resume([outcomes])
@@ -63,7 +78,9 @@ def test_a_tick_does_not_advance_a_clock_past_records_written_but_not_yet_read(k
         agent.ends.close()
 
 
-def test_an_event_from_the_future_is_a_dead_letter_and_expires_nothing(kafka_bootstrap, topic_prefix):
+def test_an_event_from_the_future_is_a_dead_letter_and_expires_nothing(
+    kafka_bootstrap, topic_prefix
+):
     agent = JoinAgent(
         kafka_bootstrap,
         specs={"m": LearnerSpec(name="m", horizon_seconds=60)},
@@ -76,20 +93,38 @@ def test_an_event_from_the_future_is_a_dead_letter_and_expires_nothing(kafka_boo
     try:
         with EventProducer(kafka_bootstrap, topic_prefix=topic_prefix) as producer:
             producer.send(
-                PredictionEvent(decision_id="d0", model="m", model_version="v", features={"x": 1.0}, timestamp=now),
+                PredictionEvent(
+                    decision_id="d0",
+                    model="m",
+                    model_version="v",
+                    features={"x": 1.0},
+                    timestamp=now,
+                ),
                 partition=0,
             )
-            # An outcome from a year ahead (a broken clock, or on purpose): it would move the outcomes
-            # clock past d0's deadline and expire it.
+            # An outcome from a year ahead (a broken clock, or on purpose): it would move the
+            # outcomes clock past d0's deadline and expire it.
             producer.send(
-                OutcomeEvent(decision_id="poison", label=True, source="test", timestamp=now + timedelta(days=365)),
+                OutcomeEvent(
+                    decision_id="poison",
+                    label=True,
+                    source="test",
+                    timestamp=now + timedelta(days=365),
+                ),
                 partition=0,
             )
             producer.send(
-                OutcomeEvent(decision_id="d0", label=False, source="test", timestamp=now + timedelta(seconds=5)),
+                OutcomeEvent(
+                    decision_id="d0",
+                    label=False,
+                    source="test",
+                    timestamp=now + timedelta(seconds=5),
+                ),
                 partition=0,
             )
-        _step_until(agent, lambda: agent.join.counts["joined"] == 1 and agent.consumer.dead_letters.counts)
+        _step_until(
+            agent, lambda: agent.join.counts["joined"] == 1 and agent.consumer.dead_letters.counts
+        )
         assert agent.join.counts["expired"] == 0
         assert dict(agent.consumer.dead_letters.counts) == {"rejected": 1}
     finally:

@@ -1,4 +1,5 @@
-"""The launcher itself: idempotent up, down that stops, data kept across restarts, a secure home kept secure."""
+"""The launcher itself: idempotent up, down that stops, data kept across restarts, a secure home
+kept secure."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ pytestmark = pytest.mark.kafka
 
 
 def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     values: list[bytes] = []
     for _ in range(60):
@@ -37,7 +44,9 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
 
 def test_up_is_idempotent_down_stops_and_data_survives(tmp_path):
     port, controller_port = free_ports(2)
-    kafka = LocalKafka(tmp_path / "kafka", Settings().cache_dir, port=port, controller_port=controller_port)
+    kafka = LocalKafka(
+        tmp_path / "kafka", Settings().cache_dir, port=port, controller_port=controller_port
+    )
     try:
         first = kafka.up()
         assert first.running and not first.already_running
@@ -62,7 +71,11 @@ def test_up_is_idempotent_down_stops_and_data_survives(tmp_path):
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "adaptloop", "kafka", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "adaptloop", "kafka", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -84,28 +97,39 @@ def test_a_home_made_secure_opens_no_plaintext_listener_unless_asked(tmp_path):
         "ADAPTLOOP_KAFKA_SECURE_PORT": str(secure_port),
         "COLUMNS": "200",
     }
-    plain = {k: v for k, v in env.items() if k != "ADAPTLOOP_KAFKA_SECURE_PORT"}  # the port is the home's
+    # the port is the home's
+    plain = {k: v for k, v in env.items() if k != "ADAPTLOOP_KAFKA_SECURE_PORT"}
     try:
         made = _cli(env, "up", "--secure")
         assert made.returncode == 0, made.stdout + made.stderr
         assert _cli(env, "down").returncode == 0
 
-        # Started again as a plain `kafka up`: the secured listener only, at the port the home was made with.
+        # Started again as a plain `kafka up`: the secured listener only, at the port the home was
+        # made with.
         again = _cli(plain, "up")
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"127.0.0.1:{secure_port}" in again.stdout and "warning" not in again.stdout
         assert not _listening(port) and _listening(secure_port)
         kafka = LocalKafka(
-            tmp_path / "home" / "kafka", Settings().cache_dir, port=port, controller_port=controller_port
+            tmp_path / "home" / "kafka",
+            Settings().cache_dir,
+            port=port,
+            controller_port=controller_port,
         )
         assert (kafka.secure_port, kafka.plaintext) == (secure_port, False)
-        assert wait_for_broker(kafka.secure_connection("admin"), 60).list_topics(timeout=30) is not None
-        anonymous = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 3000, "log_level": 0})
+        assert (
+            wait_for_broker(kafka.secure_connection("admin"), 60).list_topics(timeout=30)
+            is not None
+        )
+        anonymous = AdminClient(
+            {"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 3000, "log_level": 0}
+        )
         with pytest.raises(KafkaException):
             anonymous.list_topics(timeout=5)
         assert _cli(plain, "down").returncode == 0
 
-        # Asked explicitly: the plaintext listener opens, with a warning that its clients are super users.
+        # Asked explicitly: the plaintext listener opens, with a warning that its clients are super
+        # users.
         opened = _cli(plain, "up", "--plaintext")
         assert opened.returncode == 0, opened.stdout + opened.stderr
         assert "warning" in opened.stdout and "super user" in opened.stdout

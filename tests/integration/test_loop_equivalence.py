@@ -25,7 +25,11 @@ def _send_in_order(producer: EventProducer, model: str, stream) -> int:
     for n, (x, y) in enumerate(stream, 1):
         at = start + timedelta(milliseconds=n)
         decision = f"{model}-{n}"
-        producer.send(PredictionEvent(decision_id=decision, model=model, model_version="v0", features=x, timestamp=at))
+        producer.send(
+            PredictionEvent(
+                decision_id=decision, model=model, model_version="v0", features=x, timestamp=at
+            )
+        )
         producer.send(OutcomeEvent(decision_id=decision, label=y, source="test", timestamp=at))
     return n
 
@@ -33,9 +37,14 @@ def _send_in_order(producer: EventProducer, model: str, stream) -> int:
 def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tmp_path):
     specs = [
         LearnerSpec(
-            name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=100_000, checkpoint_seconds=1
+            name="phishing",
+            recipe="logistic",
+            metrics=["Accuracy"],
+            checkpoint_every=100_000,
+            checkpoint_seconds=1,
         ),
-        LearnerSpec(  # Agrawal's labels are the integers 0 and 1: a multiclass model keeps them, as River does
+        # Agrawal's labels are the integers 0 and 1: a multiclass model keeps them, as River does
+        LearnerSpec(
             name="agrawal",
             task="multiclass",
             recipe="hoeffding",
@@ -60,7 +69,11 @@ def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tm
 
         versions = read_until(settings, [MODEL_UPDATES], all_learned, timeout=180, worker=worker)
     assert sent == {"phishing": 1250, "agrawal": 2000}
-    final = {v.model: v for v in versions if isinstance(v, ModelVersion) and v.examples_seen == sent[v.model]}
+    final = {
+        v.model: v
+        for v in versions
+        if isinstance(v, ModelVersion) and v.examples_seen == sent[v.model]
+    }
     assert set(final) == {"phishing", "agrawal"}
 
     reference = preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -71,7 +84,10 @@ def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tm
     store = ModelStore(settings.models_dir)
     learned = store.load_model("phishing", final["phishing"].version)
     assert final["phishing"].metrics["shadow.Accuracy"] == accuracy.get()
-    weights, expected = learned["LogisticRegression"].weights, reference["LogisticRegression"].weights
+    weights, expected = (
+        learned["LogisticRegression"].weights,
+        reference["LogisticRegression"].weights,
+    )
     assert weights.keys() == expected.keys()
     assert all(abs(weights[k] - expected[k]) <= 1e-12 for k in expected)
     assert store.load_bytes("phishing", final["phishing"].version) == model_bytes(reference)
@@ -82,5 +98,10 @@ def test_single_partition_loop_equals_rivers_in_process_loop(kafka_bootstrap, tm
         tree_reference.learn_one(x, y)
     learned_tree = store.load_model("agrawal", final["agrawal"].version)
     assert final["agrawal"].metrics["shadow.Accuracy"] == tree_accuracy.get()
-    assert (learned_tree.n_nodes, learned_tree.height) == (tree_reference.n_nodes, tree_reference.height)
-    assert [learned_tree.predict_one(x) for x, _ in agrawal] == [tree_reference.predict_one(x) for x, _ in agrawal]
+    assert (learned_tree.n_nodes, learned_tree.height) == (
+        tree_reference.n_nodes,
+        tree_reference.height,
+    )
+    assert [learned_tree.predict_one(x) for x, _ in agrawal] == [
+        tree_reference.predict_one(x) for x, _ in agrawal
+    ]

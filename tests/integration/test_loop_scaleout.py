@@ -24,7 +24,8 @@ MODELS = ("alpha", "beta", "gamma", "delta")
 
 def test_two_workers_share_the_work_and_learn_each_example_once(kafka_bootstrap, tmp_path):
     specs = [
-        LearnerSpec(name=name, metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=1) for name in MODELS
+        LearnerSpec(name=name, metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=1)
+        for name in MODELS
     ]
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", specs, partitions=2).model_copy(
         update={"log_level": "debug"}
@@ -43,7 +44,8 @@ def test_two_workers_share_the_work_and_learn_each_example_once(kafka_bootstrap,
             settings,
             [MODEL_UPDATES],
             lambda s: (
-                {v.model for v in s if isinstance(v, ModelVersion) and v.examples_seen == len(rows)} == set(MODELS)
+                {v.model for v in s if isinstance(v, ModelVersion) and v.examples_seen == len(rows)}
+                == set(MODELS)
             ),
             timeout=240,
             worker=workers[0],
@@ -58,11 +60,14 @@ def test_two_workers_share_the_work_and_learn_each_example_once(kafka_bootstrap,
     versions = [v for v in seen if isinstance(v, ModelVersion)]
     for name in MODELS:
         assert max(v.examples_seen for v in versions if v.model == name) == len(rows), name
-    # Each model was learned by one worker: the two never both publish a version with learning in it.
+    # Each model was learned by one worker: the two never both publish a version with learning in
+    # it.
     published = [
         {
             model
-            for model, examples in re.findall(r"published (\w+) \w+ \((\d+) examples\)", w.log_file.read_text())
+            for model, examples in re.findall(
+                r"published (\w+) \w+ \((\d+) examples\)", w.log_file.read_text()
+            )
             if int(examples) > 0
         }
         for w in workers
@@ -71,12 +76,14 @@ def test_two_workers_share_the_work_and_learn_each_example_once(kafka_bootstrap,
 
 
 def _assignments(workers: list[Worker]) -> list[list[int]]:
-    """The latest partitions of each worker's learner, sorted (training-examples and model-commands are
-    co-partitioned: the "range" assignment gives a worker the same partition of both)."""
+    """The latest partitions of each worker's learner, sorted (training-examples and model-commands
+    are co-partitioned: the "range" assignment gives a worker the same partition of both)."""
     latest = []
     for worker in workers:
         lines = (
-            re.findall(r"learner assigned \[(.*?)\]", worker.log_file.read_text()) if worker.log_file.exists() else []
+            re.findall(r"learner assigned \[(.*?)\]", worker.log_file.read_text())
+            if worker.log_file.exists()
+            else []
         )
         latest.append(sorted({int(p) for p in re.findall(r"\((\d+),", lines[-1])}) if lines else [])
     return sorted(latest)
@@ -90,6 +97,14 @@ def _produce(settings, rows) -> None:
                 at = start + timedelta(milliseconds=i)
                 decision = f"{name}-{i}"
                 producer.send(
-                    PredictionEvent(decision_id=decision, model=name, model_version="v0", features=x, timestamp=at)
+                    PredictionEvent(
+                        decision_id=decision,
+                        model=name,
+                        model_version="v0",
+                        features=x,
+                        timestamp=at,
+                    )
                 )
-                producer.send(OutcomeEvent(decision_id=decision, label=y, source="test", timestamp=at))
+                producer.send(
+                    OutcomeEvent(decision_id=decision, label=y, source="test", timestamp=at)
+                )

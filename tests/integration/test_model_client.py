@@ -1,4 +1,5 @@
-"""Serving refreshes itself: a client in another process swaps to each new version within seconds."""
+"""Serving refreshes itself: a client in another process swaps to each new version within
+seconds."""
 
 from __future__ import annotations
 
@@ -25,12 +26,19 @@ from .loop_helpers import loop_settings, read_until, running_worker
 
 pytestmark = pytest.mark.kafka
 
-REFRESH_BOUND = 2.0  # seconds; generous on a shared machine, the tight figure belongs to the benchmark
+# seconds; generous on a shared machine, the tight figure belongs to the benchmark
+REFRESH_BOUND = 2.0
 
 
-def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(kafka_bootstrap, tmp_path):
+def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
-        name="phishing", metrics=["Accuracy"], checkpoint_every=400, checkpoint_seconds=None, min_examples=0
+        name="phishing",
+        metrics=["Accuracy"],
+        checkpoint_every=400,
+        checkpoint_seconds=None,
+        min_examples=0,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
     rows = list(datasets.Phishing())
@@ -57,7 +65,9 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
             text=True,
         )
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in follower.stdout], daemon=True
+        ).start()
         try:
             ready = orjson.loads(lines.get(timeout=60))
             assert "ready" in ready
@@ -68,11 +78,14 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
                 prefix=settings.topic_prefix,
             ) as client:
                 # The first call fills River's lazy caches (a pipeline's execution plan); after it,
-                # predicting, even on features never seen, leaves the served model byte for byte the same.
+                # predicting, even on features never seen, leaves the served model byte for byte the
+                # same.
                 results = [client.predict(rows[0][0], decision_id="served-0")]
                 served_before = model_bytes(client._served.model)
                 results += [
-                    client.predict({**x, "never_seen": 1.0} if i % 2 else x, decision_id=f"served-{i}")
+                    client.predict(
+                        {**x, "never_seen": 1.0} if i % 2 else x, decision_id=f"served-{i}"
+                    )
                     for i, (x, _) in enumerate(rows[1:200], 1)
                 ]
                 assert model_bytes(client._served.model) == served_before
@@ -84,10 +97,16 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
                         at = start + timedelta(milliseconds=i)
                         producer.send(
                             PredictionEvent(
-                                decision_id=f"d{i}", model="phishing", model_version="v0", features=x, timestamp=at
+                                decision_id=f"d{i}",
+                                model="phishing",
+                                model_version="v0",
+                                features=x,
+                                timestamp=at,
                             )
                         )
-                        producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="test", timestamp=at))
+                        producer.send(
+                            OutcomeEvent(decision_id=f"d{i}", label=y, source="test", timestamp=at)
+                        )
                 swaps = []
                 deadline = time.monotonic() + 60
                 while len(swaps) < 2 and time.monotonic() < deadline:
@@ -108,12 +127,18 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
         finally:
             follower.kill()
 
-    versions = [e for e in read_until(settings, [MODEL_UPDATES], lambda s: len(s) >= 3) if isinstance(e, ModelVersion)]
+    versions = [
+        e
+        for e in read_until(settings, [MODEL_UPDATES], lambda s: len(s) >= 3)
+        if isinstance(e, ModelVersion)
+    ]
     assert [v.examples_seen for v in versions][:3] == [0, 400, 800]
     assert versions[1].parent == versions[0].version and versions[2].parent == versions[1].version
     assert [swap["version"] for swap in swaps] == [versions[1].version, versions[2].version]
     logged = [
-        e for e in read_until(settings, [PREDICTIONS], lambda s: len(s) >= 1001) if e.decision_id.startswith("served-")
+        e
+        for e in read_until(settings, [PREDICTIONS], lambda s: len(s) >= 1001)
+        if e.decision_id.startswith("served-")
     ]
     assert len(logged) == 200 and {e.model_version for e in logged} == {versions[0].version}
     assert logged[0].probabilities is not None and set(logged[0].probabilities) == {"True", "False"}
@@ -131,8 +156,11 @@ def test_unknown_model_is_a_clear_error_for_the_caller(kafka_bootstrap, tmp_path
         )
 
 
-def test_a_client_starting_after_many_versions_loads_only_the_newest_that_loads(kafka_bootstrap, tmp_path, caplog):
-    """At start a client reads the topic's history but loads one version: the newest whose bytes load."""
+def test_a_client_starting_after_many_versions_loads_only_the_newest_that_loads(
+    kafka_bootstrap, tmp_path, caplog
+):
+    """At start a client reads the topic's history but loads one version: the newest whose bytes
+    load."""
     from adaptloop.learners.online import OnlineLearner
     from adaptloop.schemas import TrainingExample
 
@@ -163,7 +191,10 @@ def test_a_client_starting_after_many_versions_loads_only_the_newest_that_loads(
                     else store.checkpoint(OnlineLearner(LearnerSpec(name="other")))
                 )
     newest = published[-1]
-    (settings.models_dir / "phishing" / "versions" / f"{newest.version}.pkl").unlink()  # say its file is lost
-    with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=settings.topic_prefix) as client:
+    # say its file is lost
+    (settings.models_dir / "phishing" / "versions" / f"{newest.version}.pkl").unlink()
+    with ModelClient(
+        "phishing", bootstrap=kafka_bootstrap, store=store, prefix=settings.topic_prefix
+    ) as client:
         assert client.version == published[-2] and client.swaps == 1
     assert f"no version {newest.version!r} of model 'phishing'" in caplog.text

@@ -1,5 +1,6 @@
-"""A service folder with its own ``schemas.py`` and ``learners.py`` (common in FastAPI and pydantic apps) runs a
-worker and a service: adaptloop installs one import name, so the folder's modules never shadow its own."""
+"""A service folder with its own ``schemas.py`` and ``learners.py`` (common in FastAPI and pydantic
+apps) runs a worker and a service: adaptloop installs one import name, so the folder's modules never
+shadow its own."""
 
 from __future__ import annotations
 
@@ -35,13 +36,17 @@ SERVICE = textwrap.dedent("""
 """)
 
 
-def test_a_worker_and_a_service_run_from_a_folder_with_its_own_schemas_module(kafka_bootstrap, tmp_path):
+def test_a_worker_and_a_service_run_from_a_folder_with_its_own_schemas_module(
+    kafka_bootstrap, tmp_path
+):
     service = tmp_path / "service"
     service.mkdir()
     (service / "schemas.py").write_text(
         "from pydantic import BaseModel\n\nclass Order(BaseModel):\n    amount: float\n"
     )
-    (service / "learners.py").write_text("def describe() -> str:\n    return 'the service learners module'\n")
+    (service / "learners.py").write_text(
+        "def describe() -> str:\n    return 'the service learners module'\n"
+    )
     (service / "service.py").write_text(SERVICE)
     prefix = f"clash{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
@@ -65,7 +70,12 @@ def test_a_worker_and_a_service_run_from_a_folder_with_its_own_schemas_module(ka
     adaptloop = str(os.path.join(os.path.dirname(sys.executable), "adaptloop"))
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [adaptloop, "worker"], cwd=service, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [adaptloop, "worker"],
+            cwd=service,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         result = subprocess.run(

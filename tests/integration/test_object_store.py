@@ -1,6 +1,7 @@
-"""Models in an object store: a worker stores its versions in S3 (a real S3 API server on 127.0.0.1), and a
-ModelClient on "another host" (its own home, no access to the worker's disk, only the worker's public key)
-serves each one; a version changed in the bucket is refused, never loaded."""
+"""Models in an object store: a worker stores its versions in S3 (a real S3 API server on
+127.0.0.1), and a ModelClient on "another host" (its own home, no access to the worker's disk, only
+the worker's public key) serves each one; a version changed in the bucket is refused, never
+loaded."""
 
 from __future__ import annotations
 
@@ -23,16 +24,24 @@ from .loop_helpers import learn_all, loop_settings, running_worker
 pytestmark = pytest.mark.kafka
 
 
-def test_a_client_on_another_host_serves_versions_from_the_object_store(kafka_bootstrap, s3_bucket, tmp_path):
-    spec = LearnerSpec(name="phishing", recipe="logistic", checkpoint_every=200, checkpoint_seconds=1)
+def test_a_client_on_another_host_serves_versions_from_the_object_store(
+    kafka_bootstrap, s3_bucket, tmp_path
+):
+    spec = LearnerSpec(
+        name="phishing", recipe="logistic", checkpoint_every=200, checkpoint_seconds=1
+    )
     settings = loop_settings(kafka_bootstrap, tmp_path / "worker-home", [spec], partitions=2)
     keys = tmp_path / "deployment-keys"
-    ModelKeys.create(keys)  # a store shared by hosts: the deployment's key, made once (`adaptloop keys create`)
-    settings = settings.model_copy(update={"store": s3_bucket, "model_signing_key": keys / "model-signing.key"})
+    # a store shared by hosts: the deployment's key, made once (`adaptloop keys create`)
+    ModelKeys.create(keys)
+    settings = settings.model_copy(
+        update={"store": s3_bucket, "model_signing_key": keys / "model-signing.key"}
+    )
     rows = list(datasets.Phishing())
     with running_worker(settings, tmp_path / "worker.log") as worker:
         latest = max(learn_all(settings, worker, rows), key=lambda v: v.examples_seen)
-        assert latest.uri.startswith(s3_bucket.split("?")[0] + "/phishing/versions/")  # a URI for any host
+        # a URI for any host
+        assert latest.uri.startswith(s3_bucket.split("?")[0] + "/phishing/versions/")
         assert not (tmp_path / "worker-home" / "models").exists()  # nothing on the worker's disk
 
         # Another host: its own home, the store's URI and the deployment's public key, nothing else.

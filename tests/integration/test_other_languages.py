@@ -1,6 +1,7 @@
-"""Services in other languages: the exported schemas pass a strict validator of another language (Ajv, in
-Node.js) and agree with the contracts, and a non-Python producer (Kafka's Java console producer) feeds the
-whole loop: its records land where the join expects them, and the model learns every decision."""
+"""Services in other languages: the exported schemas pass a strict validator of another language
+(Ajv, in Node.js) and agree with the contracts, and a non-Python producer (Kafka's Java console
+producer) feeds the whole loop: its records land where the join expects them, and the model learns
+every decision."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _ajv(node_tools, schemas, cases: list[dict]) -> dict:
 
 
 def _contract_takes(schema: str, record: dict) -> bool:
-    """Whether the contracts take ``record``: the topic's event, and for a model's schema, the model's contract."""
+    """Whether the contracts take ``record``: the topic's event, and for a model's schema, the
+    model's contract."""
     model, _, topic = schema.removeprefix("models/").rpartition(".")
     try:
         event = topic_named(topic).event.model_validate_json(orjson.dumps(record))
@@ -78,7 +80,12 @@ def test_ajv_strict_compiles_every_schema_and_agrees_with_the_contracts(node_too
         for event_type in SAMPLERS
         for event in sample_events(event_type, 5)
     ]
-    outcome = {"decision_id": "d-1", "label": True, "source": "billing", "timestamp": "2026-11-24T09:00:00Z"}
+    outcome = {
+        "decision_id": "d-1",
+        "label": True,
+        "source": "billing",
+        "timestamp": "2026-11-24T09:00:00Z",
+    }
     prediction = {
         "decision_id": "d-1",
         "model": "churn",
@@ -94,21 +101,36 @@ def test_ajv_strict_compiles_every_schema_and_agrees_with_the_contracts(node_too
         ("predictions", {**prediction, "decision_id": "a\u0001b"}),  # a control character
         ("predictions", {**prediction, "decision_id": "x" * 257}),
         ("predictions", {**prediction, "probabilities": {"True": 1.5}}),
-        ("models/churn.outcomes", {**outcome, "label": "true"}),  # a string label for a binary model
-        ("models/churn.predictions", {**prediction, "features": {"age": 41, "spend": "high"}}),  # numbers only
+        # a string label for a binary model
+        ("models/churn.outcomes", {**outcome, "label": "true"}),
+        # numbers only
+        ("models/churn.predictions", {**prediction, "features": {"age": 41, "spend": "high"}}),
     ]
-    good = [("models/churn.outcomes", outcome), ("models/churn.predictions", prediction), ("predictions", prediction)]
+    good = [
+        ("models/churn.outcomes", outcome),
+        ("models/churn.predictions", prediction),
+        ("predictions", prediction),
+    ]
     cases += [{"schema": schema, "record": record} for schema, record in bad + good]
     answer = _ajv(node_tools, schemas, cases)
 
-    assert {"predictions", "outcomes", "models/churn.outcomes", "models/churn.predictions"} <= set(answer["compiled"])
+    assert {"predictions", "outcomes", "models/churn.outcomes", "models/churn.predictions"} <= set(
+        answer["compiled"]
+    )
     for case, result in zip(cases, answer["results"], strict=True):
-        assert result["valid"] == _contract_takes(case["schema"], case["record"]), (case, result["errors"])
-    refused = [case for case, result in zip(cases, answer["results"], strict=True) if not result["valid"]]
+        assert result["valid"] == _contract_takes(case["schema"], case["record"]), (
+            case,
+            result["errors"],
+        )
+    refused = [
+        case for case, result in zip(cases, answer["results"], strict=True) if not result["valid"]
+    ]
     assert refused == [{"schema": schema, "record": record} for schema, record in bad], refused
 
 
-def test_the_java_console_producer_feeds_the_loop_and_lands_where_the_join_expects(kafka_bootstrap, tmp_path):
+def test_the_java_console_producer_feeds_the_loop_and_lands_where_the_join_expects(
+    kafka_bootstrap, tmp_path
+):
     n, partitions = 200, 3
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [CHURN], partitions=partitions)
     prefix = settings.topic_prefix
@@ -125,7 +147,12 @@ def test_the_java_console_producer_feeds_the_loop_and_lands_where_the_join_expec
             "prediction": i % 3 == 0,
             "timestamp": at,
         }
-        outcome = {"decision_id": decision, "label": i % 13 < 5, "source": "billing", "timestamp": at}
+        outcome = {
+            "decision_id": decision,
+            "label": i % 13 < 5,
+            "source": "billing",
+            "timestamp": at,
+        }
         lines[PREDICTIONS.name].append(f"{decision}|{orjson.dumps(prediction).decode()}")
         lines[OUTCOMES.name].append(f"{decision}|{orjson.dumps(outcome).decode()}")
 
@@ -155,7 +182,8 @@ def test_the_java_console_producer_feeds_the_loop_and_lands_where_the_join_expec
             time.sleep(1)
     assert learned == n
 
-    # Java's default partitioner put every record where murmur2 of its key says: nothing was sent on.
+    # Java's default partitioner put every record where murmur2 of its key says: nothing was sent
+    # on.
     for topic in (PREDICTIONS, OUTCOMES):
         placed = _keys_by_partition(kafka_bootstrap, topic.full_name(prefix))
         assert len(placed) == n

@@ -1,7 +1,7 @@
-"""One bad record cannot break a model: a service in another language sends 100 outcomes labelled "true" (a
-string) for a Hoeffding tree that learns booleans. Each is refused where it entered, the model keeps
-serving and learning, the loop says it was sick while it was, and the final model is River's on the valid
-examples only."""
+"""One bad record cannot break a model: a service in another language sends 100 outcomes labelled
+"true" (a string) for a Hoeffding tree that learns booleans. Each is refused where it entered, the
+model keeps serving and learning, the loop says it was sick while it was, and the final model is
+River's on the valid examples only."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from adaptloop.cli import app
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore, model_bytes
 from adaptloop.schemas import DeadLetter, DriftAlert, ModelHealth, ModelVersion, OutcomeEvent
-from adaptloop.schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, MODEL_HEALTH, MODEL_UPDATES, OUTCOMES
+from adaptloop.schemas.topics import (
+    DEAD_LETTERS,
+    DRIFT_ALERTS,
+    MODEL_HEALTH,
+    MODEL_UPDATES,
+    OUTCOMES,
+)
 from adaptloop.streams import EventProducer, ModelClient
 from adaptloop.testing import free_port
 
@@ -59,7 +65,9 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
     rows = list(datasets.Phishing())[:700]
     failures, sick_reports, stop = 0, [], threading.Event()
     with running_worker(settings, tmp_path / "worker.log") as worker:
-        watcher = threading.Thread(target=_watch_health, args=(port, stop, sick_reports), daemon=True)
+        watcher = threading.Thread(
+            target=_watch_health, args=(port, stop, sick_reports), daemon=True
+        )
         watcher.start()
         with (
             ModelClient(
@@ -80,7 +88,9 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
                     producer.send_bytes(
                         OUTCOMES.full_name(settings.topic_prefix),
                         f"d{i}".encode(),
-                        orjson.dumps({"decision_id": f"d{i}", "label": "true", "source": "node-service"}),
+                        orjson.dumps(
+                            {"decision_id": f"d{i}", "label": "true", "source": "node-service"}
+                        ),
                     )
                 else:
                     producer.send(OutcomeEvent(decision_id=f"d{i}", label=y, source="billing"))
@@ -91,7 +101,9 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
         versions = read_until(
             settings,
             [MODEL_UPDATES],
-            lambda seen: any(isinstance(v, ModelVersion) and v.examples_seen == learned for v in seen),
+            lambda seen: any(
+                isinstance(v, ModelVersion) and v.examples_seen == learned for v in seen
+            ),
             timeout=120,
             worker=worker,
         )
@@ -99,7 +111,11 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
             settings,
             [MODEL_HEALTH],
             lambda seen: any(
-                isinstance(h, ModelHealth) and h.status == "ok" and h.window == 200 and h.rejected == 0 for h in seen
+                isinstance(h, ModelHealth)
+                and h.status == "ok"
+                and h.window == 200
+                and h.rejected == 0
+                for h in seen
             ),
             timeout=120,
             worker=worker,
@@ -113,7 +129,9 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
         if i not in BAD:
             reference.predict_proba_one(x)
             reference.learn_one(x, y)
-    assert ModelStore(settings.models_dir).load_bytes("poison", final.version) == model_bytes(reference)
+    assert ModelStore(settings.models_dir).load_bytes("poison", final.version) == model_bytes(
+        reference
+    )
 
     letters = [
         d
@@ -122,15 +140,21 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
     ]
     assert len(letters) == len(BAD) and len({d.offset for d in letters}) == len(BAD)
     assert {d.kind for d in letters} == {"rejected"}
-    assert {d.reason for d in letters} == {"label 'true' is a string; model 'poison' (binary) takes true or false"}
+    assert {d.reason for d in letters} == {
+        ("label 'true' is a string; model 'poison' (binary) takes true or false")
+    }
 
     alerts = [
         a
         for a in read_until(
             settings,
             [DRIFT_ALERTS],
-            # The rejecting alert itself: another health signal (no outcomes yet, on a slow machine) may come first.
-            lambda s: any(isinstance(a, DriftAlert) and a.kind == "health" and a.signal == "rejecting" for a in s),
+            # The rejecting alert itself: another health signal (no outcomes yet, on a slow machine)
+            # may come first.
+            lambda s: any(
+                isinstance(a, DriftAlert) and a.kind == "health" and a.signal == "rejecting"
+                for a in s
+            ),
             timeout=120,
         )
         if isinstance(a, DriftAlert)
@@ -139,7 +163,10 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
     assert len(rejecting) == 1 and rejecting[0].model == "poison"
     assert "label 'true' is a string" in (rejecting[0].reason or "")
     # While it rejected its outcomes, the worker's /health said so, naming the model.
-    assert any(any("model poison is sick" in problem for problem in report["problems"]) for report in sick_reports)
+    assert any(
+        any("model poison is sick" in problem for problem in report["problems"])
+        for report in sick_reports
+    )
     sick = [h for h in health if isinstance(h, ModelHealth) and h.status == "sick"]
     assert sick and sick[0].reasons == ["rejecting"] and sick[0].rejected_total > 0
     # adaptloop status shows what the model refused, and the last reasons.
@@ -153,6 +180,10 @@ def test_a_string_label_for_a_tree_of_booleans_is_refused_and_the_model_never_br
     monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: the table's cells do not wrap
     status = CliRunner().invoke(app, ["status"])
     assert status.exit_code == 0, status.output
-    row = next(line for line in status.output.splitlines() if line.startswith("│ poison") and " ok " in line)
+    row = next(
+        line
+        for line in status.output.splitlines()
+        if line.startswith("│ poison") and " ok " in line
+    )
     assert "0 of 200" in row and f"{len(BAD)}" in row
     assert "label 'true' is a string" in row  # the last reasons

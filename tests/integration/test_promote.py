@@ -1,5 +1,6 @@
-"""Backtest, store, promote: a candidate spec evaluated on the archived traffic is stored as a version, promoted
-with a recorded command, served, learned on, and the whole lineage replays byte for byte."""
+"""Backtest, store, promote: a candidate spec evaluated on the archived traffic is stored as a
+version, promoted with a recorded command, served, learned on, and the whole lineage replays byte
+for byte."""
 
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ from .test_rollback_replay import _version_at, _wait_archived
 pytestmark = pytest.mark.kafka
 
 
-def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka_bootstrap, tmp_path):
+def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
-        name="phishing", recipe="logistic", metrics=["Accuracy"], checkpoint_every=250, checkpoint_seconds=None
+        name="phishing",
+        recipe="logistic",
+        metrics=["Accuracy"],
+        checkpoint_every=250,
+        checkpoint_seconds=None,
     )
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=2).model_copy(
         update={"archive_flush_seconds": 0.5}
@@ -40,12 +47,18 @@ def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka
             _wait_archived(settings.archive_location, TRAINING_EXAMPLES.full_name(prefix), 1000)
 
             candidate = candidate_spec(spec, {"params": {"l2": 0.001}})
-            production, tried, _ = backtest(settings.archive_location, spec, {"l2": candidate}, prefix, store=store)
+            production, tried, _ = backtest(
+                settings.archive_location, spec, {"l2": candidate}, prefix, store=store
+            )
             assert production.examples == tried.examples == 1000 and tried.stored is not None
-            assert production.value == current.metrics["shadow.Accuracy"]  # the replay is the learner's own
+            # the replay is the learner's own
+            assert production.value == current.metrics["shadow.Accuracy"]
 
             with ModelClient(
-                "phishing", bootstrap=kafka_bootstrap, store=ModelStore(settings.models_dir), prefix=prefix
+                "phishing",
+                bootstrap=kafka_bootstrap,
+                store=ModelStore(settings.models_dir),
+                prefix=prefix,
             ) as client:
                 promoted = request_rollback(
                     kafka_bootstrap,
@@ -68,10 +81,16 @@ def test_a_backtested_candidate_is_promoted_served_learned_on_and_replayed(kafka
             producer.flush()
             after = _version_at(settings, worker, 1250)
         assert after.parent == tried.stored  # learning continued from the promoted model
-        _wait_archived(settings.archive_location, MODEL_UPDATES.full_name(prefix), 6)  # 250 .. 1000, promotion, 1250
+        # 250 .. 1000, promotion, 1250
+        _wait_archived(settings.archive_location, MODEL_UPDATES.full_name(prefix), 6)
         _wait_archived(settings.archive_location, TRAINING_EXAMPLES.full_name(prefix), 1250)
         history = read_until(settings, [MODEL_UPDATES], lambda e: len(e) >= 6, timeout=120)
-        assert [v.reason for v in history if isinstance(v, ModelVersion)][-2:] == ["promotion", "checkpoint"]
+        assert [v.reason for v in history if isinstance(v, ModelVersion)][-2:] == [
+            "promotion",
+            "checkpoint",
+        ]
 
     steps = replay(settings.archive_location, store, spec, after.version, prefix)
-    assert [s.reason for s in steps][-2:] == ["promotion", "checkpoint"] and all(s.reproduced for s in steps)
+    assert [s.reason for s in steps][-2:] == ["promotion", "checkpoint"] and all(
+        s.reproduced for s in steps
+    )

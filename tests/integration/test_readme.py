@@ -1,4 +1,5 @@
-"""The README's quickstart, run as written: a worker with the README's model spec, and its service code."""
+"""The README's quickstart, run as written: a worker with the README's model spec, and its service
+code."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
     exports, code = quickstart()
     prefix = f"readme{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {  # one user's environment: no home is set, so the worker and the service take the user's default
+    # one user's environment: no home is set, so the worker and the service take the user's default
+    env = {
         **{name: value for name, value in os.environ.items() if name != "ADAPTLOOP_HOME"},
         **exports,
         "XDG_DATA_HOME": str(tmp_path / "data"),
@@ -46,7 +48,8 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
         "ADAPTLOOP_SNAPSHOT_SECONDS": "null",
     }
     home = tmp_path / "data" / "adaptloop"
-    worker_folder, service_folder = tmp_path / "worker", tmp_path / "service"  # each run from a folder of its own
+    # each run from a folder of its own
+    worker_folder, service_folder = tmp_path / "worker", tmp_path / "service"
     worker_folder.mkdir()
     service_folder.mkdir()
     adaptloop = os.path.join(os.path.dirname(sys.executable), "adaptloop")
@@ -60,10 +63,13 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
             start_new_session=True,
         )
     try:
-        # As a user would, the service starts once the worker runs: it has published the model's first version.
+        # As a user would, the service starts once the worker runs: it has published the model's
+        # first version.
         deadline = time.monotonic() + 300
         while "churn" not in published_versions(kafka_bootstrap, prefix):
-            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            assert worker.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "worker.log"
+            ).read_text()[-3000:]
             time.sleep(0.5)
         (service_folder / "quickstart.py").write_text(code)
         result = subprocess.run(
@@ -80,15 +86,28 @@ def test_the_readme_quickstart_runs_as_written_and_serves_what_it_learns(kafka_b
     finally:
         worker.terminate()
         worker.wait(60)
-    assert f"home {home} (ADAPTLOOP_HOME)" in (tmp_path / "worker.log").read_text()  # one line at start
-    waves = re.findall(r"^wave (\d): served by (\S+), production accuracy ([01]\.\d{3})$", result.stdout, re.M)
-    assert [int(wave) for wave, _, _ in waves] == [1, 2, 3, 4] and "no new version" not in result.stdout, result.stdout
+    # one line at start
+    assert f"home {home} (ADAPTLOOP_HOME)" in (tmp_path / "worker.log").read_text()
+    waves = re.findall(
+        r"^wave (\d): served by (\S+), production accuracy ([01]\.\d{3})$", result.stdout, re.M
+    )
+    assert [int(wave) for wave, _, _ in waves] == [
+        1,
+        2,
+        3,
+        4,
+    ] and "no new version" not in result.stdout, result.stdout
     served = {version: float(accuracy) for _, version, accuracy in waves}
     fallback = served.pop("default")  # wave 1 only: no version had learned anything yet
     assert waves[0][1] == "default" and len(served) == 3, result.stdout
-    # Each learned version, served from the worker's home, answers better than the fallback (the non-churners).
+    # Each learned version, served from the worker's home, answers better than the fallback (the
+    # non-churners).
     assert all(accuracy > fallback + 0.2 for accuracy in served.values()), result.stdout
-    assert all((home / "models" / "churn" / "versions" / f"{version}.pkl").is_file() for version in served)
+    assert all(
+        (home / "models" / "churn" / "versions" / f"{version}.pkl").is_file() for version in served
+    )
     # The CLI, from a folder of its own, finds the same home.
-    shown = subprocess.run([adaptloop, "settings"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [adaptloop, "settings"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     assert f'home = "{home}"' in shown.stdout.splitlines()

@@ -35,7 +35,9 @@ def _version_at(settings, worker, count: int) -> ModelVersion:
     seen = read_until(
         settings,
         [MODEL_UPDATES],
-        lambda events: any(isinstance(e, ModelVersion) and e.examples_seen == count for e in events),
+        lambda events: any(
+            isinstance(e, ModelVersion) and e.examples_seen == count for e in events
+        ),
         timeout=120,
         worker=worker,
     )
@@ -46,11 +48,15 @@ def _wait_archived(archive_root, topic_name: str, rows: int, timeout: float = 18
     deadline = time.monotonic() + timeout
     while (count := count_archived(archive_root, topic_name)) < rows:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{topic_name}: {count} rows archived after {timeout}s, not {rows}")
+            raise AssertionError(
+                f"{topic_name}: {count} rows archived after {timeout}s, not {rows}"
+            )
         time.sleep(0.5)
 
 
-def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kafka_bootstrap, tmp_path):
+def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(
+    kafka_bootstrap, tmp_path
+):
     spec = LearnerSpec(
         name="phishing",
         recipe="logistic",
@@ -73,7 +79,9 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
             send_decisions(producer, data[:750], 0)
             producer.flush()
             good, current = _version_at(settings, worker, 250), _version_at(settings, worker, 750)
-            with ModelClient("phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix) as client:
+            with ModelClient(
+                "phishing", bootstrap=kafka_bootstrap, store=store, prefix=prefix
+            ) as client:
                 assert client.wait_for_version(current.version, timeout=60)
                 rolled = request_rollback(
                     kafka_bootstrap,
@@ -100,15 +108,21 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
 
         archive_root = settings.archive_location
         _wait_archived(archive_root, TRAINING_EXAMPLES.full_name(prefix), 1250)
-        _wait_archived(archive_root, MODEL_UPDATES.full_name(prefix), 7)  # initial, 250, 500, 750, rollback, 1000, 1250
+        # initial, 250, 500, 750, rollback, 1000, 1250
+        _wait_archived(archive_root, MODEL_UPDATES.full_name(prefix), 7)
         # A snapshot taken while the worker runs opens in a separate process.
-        info = create_snapshot(archive_root, settings.models_dir, tmp_path / "audit.duckdb", prefix=prefix)
+        info = create_snapshot(
+            archive_root, settings.models_dir, tmp_path / "audit.duckdb", prefix=prefix
+        )
         code = (
             "import duckdb, sys; db = duckdb.connect(sys.argv[1], read_only=True); "
             "print(db.execute('SELECT count(*) FROM predictions').fetchone()[0], "
-            "db.execute(\"SELECT sum(next_offset) FROM manifest WHERE topic LIKE '%predictions'\").fetchone()[0])"
+            'db.execute("SELECT sum(next_offset) FROM manifest WHERE topic LIKE '
+            "'%predictions'\").fetchone()[0])"
         )
-        out = subprocess.run([sys.executable, "-c", code, str(info.path)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(info.path)], capture_output=True, text=True, check=True
+        )
         assert out.stdout.split() == ["1250", "1250"]  # non-transactional topic: rows == offsets
 
         # The worker's metrics and health, while it runs.
@@ -119,7 +133,9 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
             "archive": True,
             "agents": True,
         }
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
         samples = {
             line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
@@ -128,12 +144,16 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
         assert samples['adaptloop_examples_learned_total{model="phishing"}'] == 1250
         assert samples['adaptloop_model_versions_total{model="phishing",reason="rollback"}'] == 1
         assert samples['adaptloop_join_results_total{model="phishing",status="joined"}'] >= 1250
-        assert sum(v for k, v in samples.items() if k.startswith("adaptloop_archived_rows_total")) >= 2500
+        assert (
+            sum(v for k, v in samples.items() if k.startswith("adaptloop_archived_rows_total"))
+            >= 2500
+        )
 
-    # River in process, on the examples in the order Kafka holds them: 250 learned, then the rollback
-    # discards what was learned after, then examples 750.. are learned on top.
+    # River in process, on the examples in the order Kafka holds them: 250 learned, then the
+    # rollback discards what was learned after, then examples 750.. are learned on top.
     rows = duckdb.execute(
-        f"SELECT _value FROM read_parquet('{topic_glob(archive_root, TRAINING_EXAMPLES.full_name(prefix))}') "
+        "SELECT _value FROM "
+        f"read_parquet('{topic_glob(archive_root, TRAINING_EXAMPLES.full_name(prefix))}') "
         "ORDER BY _offset"
     ).fetchall()
     examples = [decode(TRAINING_EXAMPLES, value) for (value,) in rows]
@@ -166,7 +186,8 @@ def test_rollback_is_served_learned_from_recorded_and_replayed_byte_for_byte(kaf
         (settings.models_dir / "phishing" / "versions" / f"{version}.pkl").unlink()
     steps = replay(archive_root, store, spec, final.version, prefix=prefix, restore=True)
     assert all(s.reproduced for s in steps) and store.load_bytes("phishing", final.version) == kept
-    assert good.version not in store.versions("phishing")  # only the version asked for is stored again
+    # only the version asked for is stored again
+    assert good.version not in store.versions("phishing")
 
     history = run_audit(info.path, "lineage", {"model": "phishing"}).to_pylist()
     assert [(h["reason"], h["actor"]) for h in history][:3] == [

@@ -1,7 +1,7 @@
-"""docs/operating.md's "Scaling out", run word for word: the deployment's key made once, two worker hosts (their
-own homes) sharing an S3 store (a real S3 API server) and the key, one SIGKILLed and the other taking over, and a
-service host serving the newest version with the public key only. Only the example's bucket, secret paths, homes
-and port are replaced by the test's."""
+"""docs/operating.md's "Scaling out", run word for word: the deployment's key made once, two worker
+hosts (their own homes) sharing an S3 store (a real S3 API server) and the key, one SIGKILLed and
+the other taking over, and a service host serving the newest version with the public key only. Only
+the example's bucket, secret paths, homes and port are replaced by the test's."""
 
 from __future__ import annotations
 
@@ -37,13 +37,18 @@ def scale_out_blocks() -> list[list[str]]:
         [line for line in block.splitlines() if line.strip()]
         for block in re.findall(r"```bash\n(.*?)```", section, re.S)
     ]
-    assert len(blocks) == 3, "the scale-out section has three bash blocks: the key, a worker host, a service host"
+    assert len(blocks) == 3, (
+        "the scale-out section has three bash blocks: the key, a worker host, a service host"
+    )
     return blocks
 
 
-def _run(lines: list[str], env: dict[str, str], replaced: dict[str, str], log: Path) -> subprocess.Popen[bytes] | None:
-    """Run a block as a shell would: ``export`` lines set ``env``; the last line starts a long-running command
-    (returned) when it is ``adaptloop worker`` or ``adaptloop serve``; any other line must succeed."""
+def _run(
+    lines: list[str], env: dict[str, str], replaced: dict[str, str], log: Path
+) -> subprocess.Popen[bytes] | None:
+    """Run a block as a shell would: ``export`` lines set ``env``; the last line starts a
+    long-running command (returned) when it is ``adaptloop worker`` or ``adaptloop serve``; any
+    other line must succeed."""
     for line in lines:
         for example, actual in replaced.items():
             line = line.replace(example, actual)
@@ -60,7 +65,9 @@ def _run(lines: list[str], env: dict[str, str], replaced: dict[str, str], log: P
                     start_new_session=True,
                 )
         else:
-            result = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120
+            )
             assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
     return None
 
@@ -80,7 +87,8 @@ def test_the_documented_scale_out_runs_as_written(kafka_bootstrap, s3_bucket, tm
     }
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `adaptloop` as in an activated venv
+        # `adaptloop` as in an activated venv
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "ADAPTLOOP_BOOTSTRAP": kafka_bootstrap,
         "ADAPTLOOP_TOPIC_PREFIX": prefix,
         "ADAPTLOOP_GROUP": f"scale{run}",
@@ -95,11 +103,17 @@ def test_the_documented_scale_out_runs_as_written(kafka_bootstrap, s3_bucket, tm
     try:
         for host in ("a", "b"):
             home = {"/var/lib/adaptloop": str(tmp_path / f"host-{host}")}
-            worker = _run(worker_host, dict(env), {**replaced, **home}, tmp_path / f"worker-{host}.log")
+            worker = _run(
+                worker_host, dict(env), {**replaced, **home}, tmp_path / f"worker-{host}.log"
+            )
             assert worker is not None
             processes.append(worker)
         with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
-            send_decisions(producer, [({"tenure": float(i % 13)}, i % 13 < 4) for i in range(300)], model="churn")
+            send_decisions(
+                producer,
+                [({"tenure": float(i % 13)}, i % 13 < 4) for i in range(300)],
+                model="churn",
+            )
         _wait_for_versions(kafka_bootstrap, prefix, 300, processes)
         os.killpg(processes[0].pid, signal.SIGKILL)  # one worker host dies
         processes[0].wait()
@@ -134,16 +148,24 @@ def test_the_documented_scale_out_runs_as_written(kafka_bootstrap, s3_bucket, tm
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
     for host in ("a", "b"):
-        assert not (tmp_path / f"host-{host}" / "keys").exists(), f"worker host {host} made a key of its own"
+        assert not (tmp_path / f"host-{host}" / "keys").exists(), (
+            f"worker host {host} made a key of its own"
+        )
 
 
 def _wait_for_versions(
-    bootstrap: str, prefix: str, examples: int, workers: list[subprocess.Popen[bytes]], timeout: float = 180
+    bootstrap: str,
+    prefix: str,
+    examples: int,
+    workers: list[subprocess.Popen[bytes]],
+    timeout: float = 180,
 ) -> ModelVersion:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert all(worker.poll() is None for worker in workers), "a worker host stopped"
-        versions = [v for v in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+        versions = [
+            v for v in read_all(bootstrap, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)
+        ]
         done = [v for v in versions if v.examples_seen == examples]
         if done:
             return max(done, key=lambda v: v.sequence or 0)

@@ -1,7 +1,8 @@
-"""Two worker hosts, one deployment key: workers with their own homes share a model store in S3 (a real S3 API
-server) and the key `adaptloop keys create` made; one is SIGKILLed and the other takes its model over from its
-checkpoint. No worker makes a key of its own or signs a file it did not write: every version verifies with the
-deployment's public key, and a file planted in the store stays unsigned and is never loaded by a ModelClient."""
+"""Two worker hosts, one deployment key: workers with their own homes share a model store in S3 (a
+real S3 API server) and the key `adaptloop keys create` made; one is SIGKILLed and the other takes
+its model over from its checkpoint. No worker makes a key of its own or signs a file it did not
+write: every version verifies with the deployment's public key, and a file planted in the store
+stays unsigned and is never loaded by a ModelClient."""
 
 from __future__ import annotations
 
@@ -48,17 +49,27 @@ def test_two_hosts_share_a_store_and_one_key_one_dies_the_other_takes_over_and_a
     kafka_bootstrap, s3_bucket, tmp_path
 ):
     secrets = tmp_path / "secrets"
-    made = CliRunner().invoke(app, ["keys", "create", "--private", str(secrets / "model-signing.key")])
+    made = CliRunner().invoke(
+        app, ["keys", "create", "--private", str(secrets / "model-signing.key")]
+    )
     assert made.exit_code == 0, made.output
-    specs = [LearnerSpec(name=name, recipe="logistic", checkpoint_every=100, checkpoint_seconds=1) for name in MODELS]
+    specs = [
+        LearnerSpec(name=name, recipe="logistic", checkpoint_every=100, checkpoint_seconds=1)
+        for name in MODELS
+    ]
     host_a = loop_settings(kafka_bootstrap, tmp_path / "host-a", specs, partitions=2).model_copy(
-        update={"store": s3_bucket, "model_signing_key": secrets / "model-signing.key", "log_level": "debug"}
+        update={
+            "store": s3_bucket,
+            "model_signing_key": secrets / "model-signing.key",
+            "log_level": "debug",
+        }
     )
     host_b = host_a.model_copy(update={"home": tmp_path / "host-b"})
     storage = Storage(s3_bucket)
     marker = tmp_path / "ran"
     planted = pickle.dumps(_Planted(marker))
-    storage.write(f"alpha/versions/{version_of(planted)}.pkl", planted)  # in the store before any worker starts
+    # in the store before any worker starts
+    storage.write(f"alpha/versions/{version_of(planted)}.pkl", planted)
 
     rows = list(datasets.Phishing())[:ROWS]
     workers = [Worker(host_a, tmp_path / "worker-a.log"), Worker(host_b, tmp_path / "worker-b.log")]
@@ -79,17 +90,23 @@ def test_two_hosts_share_a_store_and_one_key_one_dies_the_other_takes_over_and_a
 
     for host in ("host-a", "host-b"):
         assert not (tmp_path / host / "keys").exists(), f"{host} made a key of its own"
-    # The killed worker's model went on from its checkpoint on the other host: its versions' numbers go on.
+    # The killed worker's model went on from its checkpoint on the other host: its versions' numbers
+    # go on.
     for name in MODELS:
         numbers = [v.sequence or 0 for v in versions if v.model == name]
-        # In publication order, each one more than the last (or the same: a record published again after the
-        # crash), from 1 on, with no gap at the hand-over.
-        assert numbers == sorted(numbers) and sorted(set(numbers)) == list(range(1, len(set(numbers)) + 1)), numbers
+        # In publication order, each one more than the last (or the same: a record published again
+        # after the crash), from 1 on, with no gap at the hand-over.
+        assert numbers == sorted(numbers) and sorted(set(numbers)) == list(
+            range(1, len(set(numbers)) + 1)
+        ), numbers
         assert max(v.examples_seen for v in versions if v.model == name) == ROWS
     taken_over = next(name for name in MODELS if owner[name] == 0)
-    assert re.search(rf"published {taken_over} \w+ \((\d+) examples\)", (tmp_path / "worker-b.log").read_text())
+    assert re.search(
+        rf"published {taken_over} \w+ \((\d+) examples\)", (tmp_path / "worker-b.log").read_text()
+    )
 
-    # A service on a third host, with only the deployment's public key: every version in the store verifies.
+    # A service on a third host, with only the deployment's public key: every version in the store
+    # verifies.
     service = Settings(
         bootstrap=kafka_bootstrap,
         topic_prefix=host_a.topic_prefix,
@@ -100,7 +117,8 @@ def test_two_hosts_share_a_store_and_one_key_one_dies_the_other_takes_over_and_a
     store = service.model_store()
     stored = {(v.model, v.version) for v in versions if v.version in store.versions(v.model)}
     assert {
-        (name, max((v for v in versions if v.model == name), key=lambda v: v.examples_seen).version) for name in MODELS
+        (name, max((v for v in versions if v.model == name), key=lambda v: v.examples_seen).version)
+        for name in MODELS
     } <= stored
     for name, version in stored:
         store.load_bytes(name, version)
@@ -108,10 +126,15 @@ def test_two_hosts_share_a_store_and_one_key_one_dies_the_other_takes_over_and_a
     assert not storage.exists(f"alpha/versions/{planted_version}.sig")  # nobody signed it
     assert store.unsigned() == [f"alpha/versions/{planted_version}.pkl"]
 
-    # A record naming the planted file, newer than any: the client refuses the file and serves the real version.
+    # A record naming the planted file, newer than any: the client refuses the file and serves the
+    # real version.
     newest = max((v for v in versions if v.model == "alpha"), key=lambda v: v.sequence or 0)
     forged = newest.model_copy(
-        update={"version": planted_version, "sha256": "0" * 64, "sequence": (newest.sequence or 0) + 100}
+        update={
+            "version": planted_version,
+            "sha256": "0" * 64,
+            "sequence": (newest.sequence or 0) + 100,
+        }
     )
     with EventProducer(kafka_bootstrap, topic_prefix=host_a.topic_prefix) as producer:
         producer.send(forged)
@@ -134,28 +157,39 @@ def _versions_until(settings: Settings, examples: int, workers: list[Worker]) ->
         settings,
         [MODEL_UPDATES],
         lambda events: (
-            {e.model for e in events if isinstance(e, ModelVersion) and e.examples_seen == examples} == set(MODELS)
+            {e.model for e in events if isinstance(e, ModelVersion) and e.examples_seen == examples}
+            == set(MODELS)
         ),
         timeout=300,
         worker=workers[0],
     )
     versions = [e for e in seen if isinstance(e, ModelVersion)]
-    assert {v.model for v in versions if v.examples_seen == examples} == set(MODELS), "not learned in time"
+    assert {v.model for v in versions if v.examples_seen == examples} == set(MODELS), (
+        "not learned in time"
+    )
     return versions
 
 
 def _assigned(worker: Worker) -> list[int]:
-    lines = re.findall(r"learner assigned \[(.*?)\]", worker.log_file.read_text()) if worker.log_file.exists() else []
+    lines = (
+        re.findall(r"learner assigned \[(.*?)\]", worker.log_file.read_text())
+        if worker.log_file.exists()
+        else []
+    )
     return sorted({int(p) for p in re.findall(r"\((\d+),", lines[-1])}) if lines else []
 
 
-def _wait_for_assignments(workers: list[Worker], expected: list[list[int]], timeout: float = 120) -> None:
+def _wait_for_assignments(
+    workers: list[Worker], expected: list[list[int]], timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while sorted(_assigned(w) for w in workers) != expected and time.monotonic() < deadline:
         for worker in workers:
             worker.check_alive()
         time.sleep(0.5)
-    assert sorted(_assigned(w) for w in workers) == expected, "the learners did not take the partitions"
+    assert sorted(_assigned(w) for w in workers) == expected, (
+        "the learners did not take the partitions"
+    )
 
 
 def _owner(workers: list[Worker], model: str) -> int:

@@ -36,13 +36,19 @@ def test_status_shows_the_files_each_model_keeps(kafka_bootstrap, tmp_path, monk
     result = CliRunner().invoke(app, ["status"], terminal_width=200)
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if "models/churn" in line)
-    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["models/churn", "1", "0.0", "newest 25"]
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == [
+        "models/churn",
+        "1",
+        "0.0",
+        "newest 25",
+    ]
     assert "newest 3" in next(line for line in result.output.splitlines() if "snapshots" in line)
 
 
 def _versions(tmp_path):
-    """Three records of churn as its learner makes them: v1 after 300 examples, v2 after 900, then a rollback to
-    v1 (published again with the stream's figures: 900 examples and the running accuracy)."""
+    """Three records of churn as its learner makes them: v1 after 300 examples, v2 after 900, then a
+    rollback to v1 (published again with the stream's figures: 900 examples and the running
+    accuracy)."""
     from datetime import UTC, datetime
 
     from river import datasets
@@ -76,18 +82,29 @@ def _status_row(output: str, model: str) -> list[str]:
 
 
 def _env(monkeypatch, tmp_path, kafka_bootstrap, prefix):
-    monkeypatch.setenv("COLUMNS", "300")  # rich's width where output is not a terminal: no cell is cut
-    for env, value in {"BOOTSTRAP": kafka_bootstrap, "TOPIC_PREFIX": prefix, "HOME": str(tmp_path)}.items():
+    # rich's width where output is not a terminal: no cell is cut
+    monkeypatch.setenv("COLUMNS", "300")
+    for env, value in {
+        "BOOTSTRAP": kafka_bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "HOME": str(tmp_path),
+    }.items():
         monkeypatch.setenv(f"ADAPTLOOP_{env}", value)
 
 
-def test_status_shows_a_rolled_back_to_version_with_its_own_figures(kafka_bootstrap, tmp_path, monkeypatch):
+def test_status_shows_a_rolled_back_to_version_with_its_own_figures(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
     from adaptloop.streams.producer import EventProducer
 
     prefix = f"st{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_bootstrap, prefix=prefix, partitions=1)
     v1, v2, rollback = _versions(tmp_path)
-    assert (rollback.version, rollback.examples_seen, rollback.metrics) == (v1.version, 900, v2.metrics)
+    assert (rollback.version, rollback.examples_seen, rollback.metrics) == (
+        v1.version,
+        900,
+        v2.metrics,
+    )
     assert v1.metrics["shadow.Accuracy"] != v2.metrics["shadow.Accuracy"]
     with EventProducer(kafka_bootstrap, topic_prefix=prefix) as producer:
         for record in (v1, v2, rollback):
@@ -106,7 +123,9 @@ def test_status_shows_a_rolled_back_to_version_with_its_own_figures(kafka_bootst
     ]
 
 
-def test_status_finds_a_version_s_own_record_in_the_archive_once_compacted_away(kafka_bootstrap, tmp_path, monkeypatch):
+def test_status_finds_a_version_s_own_record_in_the_archive_once_compacted_away(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
     from adaptloop.schemas import encode
     from adaptloop.schemas.topics import MODEL_UPDATES
     from adaptloop.snapshots.archive import ParquetArchive
@@ -120,15 +139,25 @@ def test_status_finds_a_version_s_own_record_in_the_archive_once_compacted_away(
         producer.send(rollback)  # the earlier records are gone from the compacted topic...
     name = MODEL_UPDATES.full_name(prefix)
     ParquetArchive(tmp_path / "archive").write(  # ...and kept in the archive
-        MODEL_UPDATES, name, 0, [RawRecord(0, i, 0, b"churn", encode(r)) for i, r in enumerate((v1, v2))]
+        MODEL_UPDATES,
+        name,
+        0,
+        [RawRecord(0, i, 0, b"churn", encode(r)) for i, r in enumerate((v1, v2))],
     )
     _env(monkeypatch, tmp_path, kafka_bootstrap, prefix)
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
-    assert _status_row(result.output, "churn")[3:6] == ["300", f"{v1.metrics['shadow.Accuracy']:.3f}", "-"]
+    assert _status_row(result.output, "churn")[3:6] == [
+        "300",
+        f"{v1.metrics['shadow.Accuracy']:.3f}",
+        "-",
+    ]
 
-    (tmp_path / "archive").rename(tmp_path / "gone")  # nowhere: said, never the stream's figures instead
+    # nowhere: said, never the stream's figures instead
+    (tmp_path / "archive").rename(tmp_path / "gone")
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
     assert _status_row(result.output, "churn")[3:6] == ["-", "-", "-"]
-    assert f"the record that first published {v1.version} is neither on model-updates" in result.output
+    assert (
+        f"the record that first published {v1.version} is neither on model-updates" in result.output
+    )

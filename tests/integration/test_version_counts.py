@@ -1,4 +1,5 @@
-"""A small model publishes a version at every ``checkpoint_every`` examples, however slow its checkpoints."""
+"""A small model publishes a version at every ``checkpoint_every`` examples, however slow its
+checkpoints."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from adaptloop.streams.versions import read_all
 pytestmark = pytest.mark.kafka
 
 N, EVERY = 600, 100
-SLOW_WRITE_SECONDS = 0.08  # a loaded host's fsync: over the 50 ms that once counted a checkpoint as costly
+# a loaded host's fsync: over the 50 ms that once counted a checkpoint as costly
+SLOW_WRITE_SECONDS = 0.08
 
 
 def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_bootstrap, tmp_path):
@@ -48,8 +50,12 @@ def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_boots
         write(key, data)
 
     store.storage.write = slow_write  # type: ignore[method-assign]
-    spec = LearnerSpec(name="m", recipe="logistic", checkpoint_every=EVERY, checkpoint_seconds=None, min_examples=0)
-    agent = LearnerAgent(kafka_bootstrap, specs={"m": spec}, store=store, prefix=prefix, group="counts")
+    spec = LearnerSpec(
+        name="m", recipe="logistic", checkpoint_every=EVERY, checkpoint_seconds=None, min_examples=0
+    )
+    agent = LearnerAgent(
+        kafka_bootstrap, specs={"m": spec}, store=store, prefix=prefix, group="counts"
+    )
     try:
         agent.publish_missing()
         deadline = time.monotonic() + 120
@@ -59,7 +65,10 @@ def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_boots
     finally:
         agent.consumer.close()
 
-    versions = [v for v in read_all(kafka_bootstrap, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)]
+    versions = [
+        v for v in read_all(kafka_bootstrap, MODEL_UPDATES, prefix) if isinstance(v, ModelVersion)
+    ]
     assert [v.examples_seen for v in versions] == list(range(0, N + 1, EVERY))
     assert all(v.size_bytes < SMALL_MODEL_BYTES for v in versions)
-    assert agent._checkpoint_cost["m"] >= 2 * SLOW_WRITE_SECONDS  # the model and its checkpoint file
+    # the model and its checkpoint file
+    assert agent._checkpoint_cost["m"] >= 2 * SLOW_WRITE_SECONDS

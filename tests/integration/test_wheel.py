@@ -1,9 +1,9 @@
-"""The package as a user gets it: the sdist and the wheel built from it, installed (not editable) into a fresh
-venv, run from another folder with the repository off ``sys.path``.
+"""The package as a user gets it: the sdist and the wheel built from it, installed (not editable)
+into a fresh venv, run from another folder with the repository off ``sys.path``.
 
-The rest of the suite runs on an editable install, which sees every file of the checkout: a module left out
-of the wheel, or a third-party import that only the ``dev`` extra installs, passes there and breaks every
-user. This test installs only the base dependencies, so it catches both.
+The rest of the suite runs on an editable install, which sees every file of the checkout: a module
+left out of the wheel, or a third-party import that only the ``dev`` extra installs, passes there
+and breaks every user. This test installs only the base dependencies, so it catches both.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import adaptloop
 from adaptloop.testing import free_ports
 from tests.unit.project.test_packaging import export_source
 
-# The demo starts a local broker (from the cached jars); a fresh venv installs slowly on a loaded machine.
+# The demo starts a local broker (from the cached jars); a fresh venv installs slowly on a loaded
+# machine.
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Run with the installed interpreter in isolated mode (-I: no PYTHONPATH, no user site, not the script's folder).
+# Run with the installed interpreter in isolated mode (-I: no PYTHONPATH, no user site, not the
+# script's folder).
 CHECK_IMPORTS = """
 import importlib, json, pkgutil, sys
 import adaptloop
@@ -42,9 +44,12 @@ print(json.dumps({"file": adaptloop.__file__, "path": sys.path, "names": names, 
 
 
 def source_modules() -> set[str]:
-    """Every module of the checkout, named as it installs (the package-dir mapping of pyproject.toml): each
-    ``.py`` file, and each compiled module by its ``.pyi`` stub (``adaptloop/_core.pyi``: the Rust core)."""
-    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    """Every module of the checkout, named as it installs (the package-dir mapping of
+    pyproject.toml): each ``.py`` file, and each compiled module by its ``.pyi`` stub
+    (``adaptloop/_core.pyi``: the Rust core)."""
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
     modules = set()
     for package, folder in package_dir.items():
         for file in [*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.pyi")]:
@@ -60,10 +65,15 @@ def source_modules() -> set[str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding the wheel built from the sdist (``python -m build``: sdist, then the wheel from it)."""
+    """A fresh venv holding the wheel built from the sdist (``python -m build``: sdist, then the
+    wheel from it)."""
     work = tmp_path_factory.mktemp("wheel")
     source, dist = export_source(work / "source"), work / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(source)],
+        check=True,
+        capture_output=True,
+    )
     (sdist,) = dist.glob("adaptloop-*.tar.gz")
     (wheel,) = dist.glob("adaptloop-*.whl")
     assert sdist.name == f"adaptloop-{adaptloop.__version__}.tar.gz"
@@ -74,12 +84,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_installed(venv: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    """A command of the venv, from a folder outside the checkout, with nothing of the checkout's environment."""
+    """A command of the venv, from a folder outside the checkout, with nothing of the checkout's
+    environment."""
     clean = {
         name: value
         for name, value in os.environ.items()
         if name not in ("PYTHONPATH", "VIRTUAL_ENV")
-        and (not name.startswith("ADAPTLOOP_") or name == "ADAPTLOOP_CACHE_DIR")  # the broker's jars
+        # the broker's jars
+        and (not name.startswith("ADAPTLOOP_") or name == "ADAPTLOOP_CACHE_DIR")
     }
     clean["PATH"] = f"{venv / 'bin'}:{clean['PATH']}"
     return subprocess.run(
@@ -103,17 +115,20 @@ def test_every_public_name_and_every_module_imports_from_the_wheel(installed):
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout)
     site = installed / "lib"
-    assert Path(found["file"]).is_relative_to(site), found["file"]  # the wheel's copy, not the checkout's
+    # the wheel's copy, not the checkout's
+    assert Path(found["file"]).is_relative_to(site), found["file"]
     assert not any(Path(entry).resolve() == ROOT for entry in found["path"] if entry)
     assert set(found["names"]) == set(adaptloop.__all__)
     assert set(found["modules"]) == source_modules()  # none left out of the wheel, each importable
 
 
 def test_a_short_demo_runs_from_the_wheel(installed, tmp_path):
-    """``adaptloop demo`` as a user starts it: its own local broker (free ports, its own home), a worker, traffic."""
+    """``adaptloop demo`` as a user starts it: its own local broker (free ports, its own home), a
+    worker, traffic."""
     if os.environ.get("ADAPTLOOP_SKIP_KAFKA_TESTS") == "1":
         pytest.skip("ADAPTLOOP_SKIP_KAFKA_TESTS=1: Kafka tests skipped on request")
-    kafka, controller, metrics = free_ports(3)  # (a secure port would make the demo's home a secured broker's)
+    # (a secure port would make the demo's home a secured broker's)
+    kafka, controller, metrics = free_ports(3)
     env = {
         "ADAPTLOOP_HOME": str(tmp_path / "home"),
         "ADAPTLOOP_KAFKA_PORT": str(kafka),
@@ -122,7 +137,15 @@ def test_a_short_demo_runs_from_the_wheel(installed, tmp_path):
     }
     try:
         result = run_installed(
-            installed, "adaptloop", "demo", "--decisions", "2000", "--rate", "1000", env=env, timeout=600
+            installed,
+            "adaptloop",
+            "demo",
+            "--decisions",
+            "2000",
+            "--rate",
+            "1000",
+            env=env,
+            timeout=600,
         )
     finally:
         run_installed(installed, "adaptloop", "kafka", "down", env=env)
@@ -135,6 +158,7 @@ def test_a_short_demo_runs_from_the_wheel(installed, tmp_path):
 
     assert row("decisions served (predictions)") == "2000"
     assert row("joined + expired + late") == "2000"
-    assert row("examples learned") == row("joined")  # every joined example learned, the last version published
+    # every joined example learned, the last version published
+    assert row("examples learned") == row("joined")
     assert int(row("model versions published")) >= 1
     assert row("dead letters") == "malformed: 20"

@@ -14,7 +14,10 @@ from adaptloop.schemas.errors import ConfigError
 
 def test_csv_and_parquet_rows_are_features_and_the_named_label(tmp_path):
     (tmp_path / "d.csv").write_text("age,plan,churned\n41,pro,true\n19,,false\n")
-    pq.write_table(pa.table({"age": [41, 19], "plan": ["pro", None], "churned": [True, False]}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"age": [41, 19], "plan": ["pro", None], "churned": [True, False]}),
+        tmp_path / "d.parquet",
+    )
     expected = [({"age": 41, "plan": "pro"}, True), ({"age": 19, "plan": None}, False)]
     assert list(dataset_rows(str(tmp_path / "d.csv"), "churned")) == expected
     assert list(dataset_rows(str(tmp_path / "d.parquet"), "churned")) == expected

@@ -1,4 +1,5 @@
-"""The deployment's signing key: made once by `adaptloop keys create`, never by a worker for a store in use."""
+"""The deployment's signing key: made once by `adaptloop keys create`, never by a worker for a store
+in use."""
 
 from __future__ import annotations
 
@@ -36,11 +37,16 @@ def test_keys_create_writes_a_secret_private_key_and_a_public_key_once(home):
     assert f"ADAPTLOOP_MODEL_VERIFY_KEY={public}" in made.output
     key = private.read_bytes()
     again = CliRunner().invoke(app, ["keys", "create"])
-    assert again.exit_code == REFUSED_STATUS and "exists" in again.output  # made once: never replaced here
+    # made once: never replaced here
+    assert again.exit_code == REFUSED_STATUS and "exists" in again.output
     assert private.read_bytes() == key
-    elsewhere = CliRunner().invoke(app, ["keys", "create", "--private", str(home / "rotated" / "next.key")])
+    elsewhere = CliRunner().invoke(
+        app, ["keys", "create", "--private", str(home / "rotated" / "next.key")]
+    )
     assert elsewhere.exit_code == 0, elsewhere.output
-    assert (home / "rotated" / "next.pub").exists() and (home / "rotated" / "next.key").read_bytes() != key
+    assert (home / "rotated" / "next.pub").exists() and (
+        home / "rotated" / "next.key"
+    ).read_bytes() != key
 
 
 def _store_in_use(path: Path) -> tuple[ModelStore, str]:
@@ -49,12 +55,18 @@ def _store_in_use(path: Path) -> tuple[ModelStore, str]:
     return store, store.checkpoint(OnlineLearner(LearnerSpec(name="m"))).version
 
 
-def test_a_worker_without_the_key_refuses_a_store_in_use_and_makes_and_signs_nothing(home, tmp_path, monkeypatch):
+def test_a_worker_without_the_key_refuses_a_store_in_use_and_makes_and_signs_nothing(
+    home, tmp_path, monkeypatch
+):
     _, version = _store_in_use(tmp_path / "shared")
     monkeypatch.setenv("ADAPTLOOP_STORE", str(tmp_path / "shared"))
     planted = tmp_path / "shared" / "m" / "versions" / "0123456789abcdef.pkl"
     planted.write_bytes(b"planted")
-    with pytest.raises(ConfigError, match=r"^no key to sign models with: set model_signing_key \(ADAPTLOOP_MODEL_S"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^no key to sign models with: set model_signing_key "
+        r"\(ADAPTLOOP_MODEL_S",
+    ):
         Settings().worker_model_store()
     assert not (home / "keys").exists()
     assert sorted(p.name for p in planted.parent.iterdir()) == sorted(
@@ -68,17 +80,21 @@ def test_a_worker_without_the_key_refuses_a_store_in_use_and_makes_and_signs_not
     assert not (home / "keys").exists()
 
 
-def test_a_worker_makes_a_key_only_for_a_new_empty_store_in_its_home(home, tmp_path, monkeypatch, caplog):
+def test_a_worker_makes_a_key_only_for_a_new_empty_store_in_its_home(
+    home, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setenv("ADAPTLOOP_STORE", str(tmp_path / "empty-shared"))
     with pytest.raises(ConfigError, match="no key to sign models with"):
-        Settings().worker_model_store()  # a store set explicitly may be shared: never a key of its own
+        # a store set explicitly may be shared: never a key of its own
+        Settings().worker_model_store()
     monkeypatch.delenv("ADAPTLOOP_STORE")
     with caplog.at_level(logging.WARNING):
         store = Settings().worker_model_store()
     assert "made the key pair that signs models" in caplog.text
     assert (home / "keys" / "model-signing.key").exists()
     version = store.checkpoint(OnlineLearner(LearnerSpec(name="m"))).version
-    Settings().model_store().load_model("m", version)  # a service on the host verifies with the home's key
+    # a service on the host verifies with the home's key
+    Settings().model_store().load_model("m", version)
 
 
 def test_a_worker_given_the_deployment_key_signs_with_it_and_a_missing_one_is_named(
@@ -87,13 +103,20 @@ def test_a_worker_given_the_deployment_key_signs_with_it_and_a_missing_one_is_na
     _, version = _store_in_use(tmp_path / "shared")
     monkeypatch.setenv("ADAPTLOOP_STORE", str(tmp_path / "shared"))
     monkeypatch.setenv("ADAPTLOOP_MODEL_SIGNING_KEY", str(tmp_path / "nowhere.key"))
-    with pytest.raises(ConfigError, match=r"model_signing_key .* names .*nowhere.key, which does not exist"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model_signing_key .* names .*nowhere.key, which "
+        r"does not exist",
+    ):
         Settings().worker_model_store()
-    monkeypatch.setenv("ADAPTLOOP_MODEL_SIGNING_KEY", str(tmp_path / "first-worker-keys" / "model-signing.key"))
+    monkeypatch.setenv(
+        "ADAPTLOOP_MODEL_SIGNING_KEY", str(tmp_path / "first-worker-keys" / "model-signing.key")
+    )
     with caplog.at_level(logging.WARNING):
         second = Settings().worker_model_store()
     assert "can be read by other users" not in caplog.text
-    (tmp_path / "first-worker-keys" / "model-signing.key").chmod(0o644)  # a secret mounted readable by all
+    # a secret mounted readable by all
+    (tmp_path / "first-worker-keys" / "model-signing.key").chmod(0o644)
     with caplog.at_level(logging.WARNING):
         Settings().worker_model_store()
     assert "can be read by other users (mode 644): it is a secret, chmod 600 it" in caplog.text
@@ -109,13 +132,17 @@ def test_services_trust_one_key_or_a_list_of_them(home, tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTLOOP_MODEL_VERIFY_KEY", str(tmp_path / "other" / "model-signing.pub"))
     with pytest.raises(ModelRefused):
         Settings().model_store().load_model("m", version)
-    both = f'["{tmp_path}/other/model-signing.pub", "{tmp_path}/first-worker-keys/model-signing.pub"]'
+    both = (
+        f'["{tmp_path}/other/model-signing.pub", "{tmp_path}/first-worker-keys/model-signing.pub"]'
+    )
     monkeypatch.setenv("ADAPTLOOP_MODEL_VERIFY_KEY", both)
     assert len(Settings().verify_keys) == 2
     Settings().model_store().load_model("m", version)
 
 
-def test_adopt_store_lists_the_unsigned_files_and_signs_them_only_when_confirmed(home, tmp_path, monkeypatch):
+def test_adopt_store_lists_the_unsigned_files_and_signs_them_only_when_confirmed(
+    home, tmp_path, monkeypatch
+):
     unsigned = ModelStore(home / "models")
     version = unsigned.checkpoint(OnlineLearner(LearnerSpec(name="m"))).version
     assert CliRunner().invoke(app, ["keys", "create"]).exit_code == 0

@@ -1,4 +1,5 @@
-"""The local broker's configuration: a secure home is closed everywhere (the controller too) and stays so."""
+"""The local broker's configuration: a secure home is closed everywhere (the controller too) and
+stays so."""
 
 from __future__ import annotations
 
@@ -15,30 +16,45 @@ def _properties(kafka: LocalKafka) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line)
 
 
-def test_a_secure_broker_authenticates_its_controller_listener_and_has_no_anonymous_super_user(tmp_path):
-    kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3)
+def test_a_secure_broker_authenticates_its_controller_listener_and_has_no_anonymous_super_user(
+    tmp_path,
+):
+    kafka = LocalKafka(
+        tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3
+    )
     kafka.security.create(kafka.host)
     config = _properties(kafka)
     assert config["listeners"] == "CONTROLLER://127.0.0.1:2,SASL_SSL://127.0.0.1:3"
     assert "CONTROLLER:SSL" in config["listener.security.protocol.map"].split(",")
     assert config["listener.name.controller.ssl.client.auth"] == "required"
-    assert config["listener.name.controller.ssl.truststore.location"] == str(kafka.security.controller_ca)
+    assert config["listener.name.controller.ssl.truststore.location"] == str(
+        kafka.security.controller_ca
+    )
     assert config["super.users"].split(";") == ["User:admin", CONTROLLER_PRINCIPAL]
 
 
 def test_a_home_made_secure_keeps_its_port_and_opens_plaintext_only_when_asked(tmp_path):
-    first = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3)
+    first = LocalKafka(
+        tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3
+    )
     first.security.create(first.host)
     first._secure_port_file.write_text("3\n")  # as its up() records
 
-    again = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2)  # a plain `kafka up`
+    # a plain `kafka up`
+    again = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2)
     assert (again.secure_port, again.plaintext, again.bootstrap) == (3, False, "127.0.0.1:3")
     assert "PLAINTEXT://" not in _properties(again)["listeners"]
 
-    asked = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, plaintext=True)
+    asked = LocalKafka(
+        tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, plaintext=True
+    )
     config = _properties(asked)
     assert asked.open_to_anonymous and "PLAINTEXT://127.0.0.1:1" in config["listeners"]
-    assert config["super.users"].split(";") == ["User:admin", CONTROLLER_PRINCIPAL, "User:ANONYMOUS"]
+    assert config["super.users"].split(";") == [
+        "User:admin",
+        CONTROLLER_PRINCIPAL,
+        "User:ANONYMOUS",
+    ]
 
 
 def test_a_plain_home_stays_plain(tmp_path):
@@ -50,9 +66,15 @@ def test_a_plain_home_stays_plain(tmp_path):
 
 
 def test_a_worker_or_demo_without_a_bootstrap_is_told_how_to_log_in_to_a_secure_home(tmp_path):
-    kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3)
+    kafka = LocalKafka(
+        tmp_path / "data", tmp_path / "cache", port=1, controller_port=2, secure_port=3
+    )
     kafka.security.create(kafka.host)
     kafka._secure_port_file.write_text("3\n")
     again = LocalKafka(tmp_path / "data", tmp_path / "cache", port=1, controller_port=2)
-    with pytest.raises(KafkaLaunchError, match=r"is secure: it has no plaintext listener.*BOOTSTRAP=127.0.0.1:3"):
+    with pytest.raises(
+        KafkaLaunchError,
+        match=r"is secure: it has no plaintext "
+        r"listener.*BOOTSTRAP=127.0.0.1:3",
+    ):
         again.up_for_plaintext_clients()

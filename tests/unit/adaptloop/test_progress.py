@@ -1,4 +1,5 @@
-"""Long commands show they are alive: a bar on a terminal, a plain line every few seconds in a file or a pipe."""
+"""Long commands show they are alive: a bar on a terminal, a plain line every few seconds in a file
+or a pipe."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def test_a_step_waiting_on_one_long_call_prints_a_line_every_few_seconds_to_a_fi
             time.sleep(0.05)
     lines = _lines(out)
     assert len(lines) >= 5 and lines[-1].endswith(" done")
-    assert all(re.fullmatch(r"waiting for the worker: \(\d+s\)( done)?", line) for line in lines), lines
+    assert all(re.fullmatch(r"waiting for the worker: \(\d+s\)( done)?", line) for line in lines), (
+        lines
+    )
     assert [int(re.search(r"\((\d+)s\)", line)[1]) for line in lines] == sorted(
         int(re.search(r"\((\d+)s\)", line)[1]) for line in lines
     )
@@ -45,7 +48,9 @@ def test_counts_and_status_are_printed_as_they_are_markup_included():
 
 def test_on_a_terminal_the_bar_prints_no_lines_of_its_own():
     out = io.StringIO()
-    with Steps(Console(file=out, force_terminal=True, width=100), "serving", total=10, every=0.1) as steps:
+    with Steps(
+        Console(file=out, force_terminal=True, width=100), "serving", total=10, every=0.1
+    ) as steps:
         steps.update(completed=5, status="version ab12")
         time.sleep(0.3)
     assert "serving: " not in out.getvalue()  # the bar (transient) and no plain line

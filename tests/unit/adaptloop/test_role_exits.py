@@ -1,5 +1,6 @@
-"""How a role's process ends, by what stopped it: the worker restarts an outage without counting it, and never
-restarts a refusal. Each case runs a real role process whose agent raises what Kafka raised."""
+"""How a role's process ends, by what stopped it: the worker restarts an outage without counting it,
+and never restarts a refusal. Each case runs a real role process whose agent raises what Kafka
+raised."""
 
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ def run_role(tmp_path: Path, body: str, closing: str = "pass") -> tuple[int, str
     env["ADAPTLOOP_HOME"] = str(tmp_path)
     code = AGENT.replace("{body}", body).replace("{closing}", closing)
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return done.returncode, done.stderr
 
@@ -42,11 +49,15 @@ def run_role(tmp_path: Path, body: str, closing: str = "pass") -> tuple[int, str
 @pytest.mark.parametrize(
     ("body", "closing"),
     [
-        # The archive after a broker restart: its commit finds no coordinator, and so does Consumer.close(),
-        # which raises a bare KafkaError (no `except` clause with a class catches it).
+        # The archive after a broker restart: its commit finds no coordinator, and so does
+        # Consumer.close(), which raises a bare KafkaError (no `except` clause with a class catches
+        # it).
         (
             "raise KafkaException(KafkaError(KafkaError._WAIT_COORD, 'Commit failed'))",
-            "raise KafkaError(KafkaError._WAIT_COORD, 'Commit failed: Local: Waiting for coordinator')",
+            (
+                "raise KafkaError(KafkaError._WAIT_COORD, 'Commit failed: Local: Waiting for "
+                "coordinator')"
+            ),
         ),
         ("raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))", "pass"),
         ("pass", "raise KafkaError(KafkaError.NOT_COORDINATOR, 'Commit failed')"),
@@ -60,13 +71,17 @@ def test_a_coordinator_moving_is_an_outage_however_it_is_raised(tmp_path, body, 
 
 def test_a_refused_login_stops_the_role_for_good_in_one_line(tmp_path):
     status, log = run_role(
-        tmp_path, "raise AuthenticationFailed('b:9094', \"user 'worker' with SASL PLAIN over SASL_SSL\", 'refused')"
+        tmp_path,
+        "raise AuthenticationFailed('b:9094', \"user 'worker' with SASL PLAIN over "
+        "SASL_SSL\", 'refused')",
     )
     assert status == REFUSED_EXIT, log
     [line] = [line for line in log.splitlines() if line.strip()]
     assert line.endswith(
-        "archive ERROR adaptloop.roles: archive stops: authentication failed at Kafka b:9094 as user 'worker' with "
-        "SASL PLAIN over SASL_SSL: refused; check the kafka setting's sasl.username, sasl.password and "
+        "archive ERROR adaptloop.roles: archive stops: authentication failed at Kafka "
+        "b:9094 as user 'worker' with "
+        "SASL PLAIN over SASL_SSL: refused; check the kafka setting's sasl.username, "
+        "sasl.password and "
         "sasl.mechanism (ADAPTLOOP_KAFKA__SASL_USERNAME, ...)"
     )
 

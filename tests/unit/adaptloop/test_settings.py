@@ -38,13 +38,15 @@ def test_the_default_home_is_the_users_from_any_folder(tmp_path, monkeypatch):
     assert homes == {tmp_path / "ana" / ".local" / "share" / "adaptloop"}
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert Settings().home == ClientSettings().home == tmp_path / "data" / "adaptloop"
-    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # not absolute: ignored, as the XDG spec says
+    # not absolute: ignored, as the XDG spec says
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")
     assert Settings().home == tmp_path / "ana" / ".local" / "share" / "adaptloop"
     monkeypatch.setenv("ADAPTLOOP_HOME", "~/loop")
     assert Settings().home == tmp_path / "ana" / "loop"
     (tmp_path / "service" / "adaptloop.toml").write_text('home = "/srv/adaptloop"\n')
     monkeypatch.delenv("ADAPTLOOP_HOME")
-    assert ClientSettings().home == Path("/srv/adaptloop")  # ./adaptloop.toml is still read from the folder
+    # ./adaptloop.toml is still read from the folder
+    assert ClientSettings().home == Path("/srv/adaptloop")
 
 
 def test_launcher_refuses_clearly_without_java(tmp_path, monkeypatch):
@@ -63,7 +65,9 @@ def test_launcher_refuses_a_port_taken_by_another_process(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        kafka = LocalKafka(tmp_path / "data", tmp_path / "cache", port=port, controller_port=port + 1)
+        kafka = LocalKafka(
+            tmp_path / "data", tmp_path / "cache", port=port, controller_port=port + 1
+        )
         with pytest.raises(KafkaLaunchError, match=f"127.0.0.1:{port} \\(broker port\\) is taken"):
             kafka.up()
 
@@ -76,9 +80,12 @@ def test_a_worker_with_a_changed_recipe_stops_before_it_starts_anything(tmp_path
 
     learned = LearnerSpec(name="churn", recipe="logistic")
     settings = Settings(
-        home=tmp_path, bootstrap="127.0.0.1:1", models=[learned.model_copy(update={"recipe": "hoeffding"})]
+        home=tmp_path,
+        bootstrap="127.0.0.1:1",
+        models=[learned.model_copy(update={"recipe": "hoeffding"})],
     )
-    settings.worker_model_store().checkpoint(OnlineLearner(learned))  # (its key made: a new store in its home)
+    # (its key made: a new store in its home)
+    settings.worker_model_store().checkpoint(OnlineLearner(learned))
     with pytest.raises(SpecChanged, match=r"remove .*churn to start 'churn' over"):
         run_worker(settings, "learn")  # no broker is asked: it fails first
 
@@ -87,7 +94,9 @@ def test_the_settings_reference_is_up_to_date():
     from adaptloop.settings import reference
 
     path = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
-    assert path.read_text() == reference() + "\n", "run: adaptloop settings --reference > docs/settings.md"
+    assert path.read_text() == reference() + "\n", (
+        "run: adaptloop settings --reference > docs/settings.md"
+    )
 
 
 def test_every_setting_says_what_it_is():

@@ -1,4 +1,5 @@
-"""Preference stores and guardrails, without a broker: exact counts, batch equivalence, one alert per breach."""
+"""Preference stores and guardrails, without a broker: exact counts, batch equivalence, one alert
+per breach."""
 
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ def _pairs(n: int, seed: int = 1) -> list[tuple[str, str]]:
 
 
 def _batch_mle(pairs: list[tuple[str, str]], prior: float) -> dict[str, float]:
-    """Newton's method on the same penalised log-likelihood: an independent fit, all pairs at once."""
+    """Newton's method on the same penalised log-likelihood: an independent fit, all pairs at
+    once."""
     variants = sorted({v for pair in pairs for v in pair})
     index = {v: k for k, v in enumerate(variants)}
     theta = np.zeros(len(variants))
     for _ in range(100):
         gradient, hessian = np.zeros(len(variants)), np.zeros((len(variants), len(variants)))
-        for k in range(len(variants)):  # the prior: prior/2 wins and prior/2 losses against a rating-0 reference
+        # the prior: prior/2 wins and prior/2 losses against a rating-0 reference
+        for k in range(len(variants)):
             p = 1 / (1 + math.exp(-theta[k]))
             gradient[k] += prior / 2 - prior * p
             hessian[k, k] -= prior * p * (1 - p)
@@ -63,7 +66,8 @@ def test_streamed_bradley_terry_ratings_match_a_batch_maximum_likelihood_fit():
     assert max(abs(online[v] - batch[v]) for v in batch) < 1e-6
     converged = streamed.fit()
     assert max(abs(converged[v] - batch[v]) for v in batch) < 1e-8
-    assert sorted(batch, key=batch.get) == sorted(STRENGTHS, key=STRENGTHS.get)  # recovers the true order
+    # recovers the true order
+    assert sorted(batch, key=batch.get) == sorted(STRENGTHS, key=STRENGTHS.get)
     few = BradleyTerry()
     for chosen, rejected in pairs[:300]:
         few.add(chosen, rejected)
@@ -88,13 +92,17 @@ def test_thompson_sampling_reports_the_probability_of_its_choice():
     for _ in range(50):
         store.add_thumbs("s", "agent", "good", True)
         store.add_thumbs("s", "agent", "bad", False)
-    choice, probability = store.choose_variant("s", "agent", ["good", "bad", "new"], random.Random(1))
+    choice, probability = store.choose_variant(
+        "s", "agent", ["good", "bad", "new"], random.Random(1)
+    )
     shares = store.traffic_shares("s", "agent", ["good", "bad", "new"])
     assert abs(sum(shares.values()) - 1) < 1e-12 and shares["good"] > shares["new"] > shares["bad"]
     assert 0 < probability <= 1 and abs(probability - shares[choice]) < 0.05
 
 
-def _step(i: int, session: str = "s1", action: str | None = "search(q)", **fields) -> AgentFeedbackEvent:
+def _step(
+    i: int, session: str = "s1", action: str | None = "search(q)", **fields
+) -> AgentFeedbackEvent:
     values = {
         "trace_id": f"t{i}",
         "run_id": "r",
@@ -125,7 +133,12 @@ LIMITS = GuardrailLimits(
 @pytest.mark.parametrize(
     ("rule", "breaching", "calm", "observed"),
     [
-        ("tool_loop", [_step(i) for i in range(4)], [_step(i, action=f"a{i % 2}") for i in range(10)], 4.0),
+        (
+            "tool_loop",
+            [_step(i) for i in range(4)],
+            [_step(i, action=f"a{i % 2}") for i in range(10)],
+            4.0,
+        ),
         (
             "max_steps",
             [_step(i, action=f"a{i}") for i in range(11)],
@@ -159,12 +172,17 @@ LIMITS = GuardrailLimits(
         ),
     ],
 )
-def test_each_guardrail_fires_once_on_the_breaching_event_and_never_without_a_breach(rule, breaching, calm, observed):
+def test_each_guardrail_fires_once_on_the_breaching_event_and_never_without_a_breach(
+    rule, breaching, calm, observed
+):
     guard = AgentGuard(LIMITS)
     fired = [(k, alert) for k, event in enumerate(breaching) for alert in guard.observe(event)]
-    assert [(k, alert.rule) for k, alert in fired] == [(len(breaching) - 1, rule)]  # on the event that breached
+    # on the event that breached
+    assert [(k, alert.rule) for k, alert in fired] == [(len(breaching) - 1, rule)]
     alert = fired[0][1]
-    assert alert.observed == pytest.approx(observed) and alert.evidence["step"] == breaching[-1].step
+    assert (
+        alert.observed == pytest.approx(observed) and alert.evidence["step"] == breaching[-1].step
+    )
     calm_guard = AgentGuard(LIMITS)
     assert [alert for event in calm for alert in calm_guard.observe(event)] == []
 
@@ -192,7 +210,9 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
         else:
             quarantine.append(reason[0])
     assert store.beta("s", "support", "v1") == (101.0, 1.0)  # the quota, and not one more
-    assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900 and set(quarantine) == {"rate_limited"}
+    assert len(quarantine) == guard.quarantined["rate_limited"] == 9_900 and set(quarantine) == {
+        "rate_limited"
+    }
     honest = AgentFeedbackEvent(
         trace_id="x",
         run_id="r",
@@ -211,10 +231,20 @@ def test_a_flood_from_one_user_moves_the_store_no_more_than_the_quota():
 def test_out_of_range_feedback_is_quarantined_with_the_reason():
     guard = FeedbackGuard(GuardrailLimits())
     rating = AgentFeedbackEvent(
-        trace_id="t", run_id="r", session_id="s", agent="a", variant="v", step=0, kind="rating", value=11.0, user_id="u"
+        trace_id="t",
+        run_id="r",
+        session_id="s",
+        agent="a",
+        variant="v",
+        step=0,
+        kind="rating",
+        value=11.0,
+        user_id="u",
     )
     kind, reason = guard.check(rating)
-    assert kind == "invalid" and "outside [1.0, 5.0]" in reason and guard.quarantined["invalid"] == 1
+    assert (
+        kind == "invalid" and "outside [1.0, 5.0]" in reason and guard.quarantined["invalid"] == 1
+    )
 
 
 def test_pii_is_scrubbed_but_ordinary_numbers_stay():
@@ -240,15 +270,23 @@ def test_one_source_counts_for_at_most_a_few_votes_per_variant_and_forged_times_
             timestamp=at,
         )
 
-    # Three votes for prompt-a count; the rest of the hour's votes for it are capped, other variants still count.
-    verdicts = [guard.check(thumb(i, "prompt-a", T0 + timedelta(seconds=i)), arrived=1000.0 + i) for i in range(10)]
+    # Three votes for prompt-a count; the rest of the hour's votes for it are capped, other variants
+    # still count.
+    verdicts = [
+        guard.check(thumb(i, "prompt-a", T0 + timedelta(seconds=i)), arrived=1000.0 + i)
+        for i in range(10)
+    ]
     assert [v is None for v in verdicts] == [True] * 3 + [False] * 7
     assert {v[0] for v in verdicts if v} == {"capped"} and "at most 3" in verdicts[3][1]
     assert guard.check(thumb(10, "prompt-b", T0 + timedelta(seconds=10)), arrived=1010.0) is None
     # Timestamps an hour apart (forged) do not reset the quota: it is also counted by arrival.
-    forged = [guard.check(thumb(100 + i, f"v{i}", T0 + timedelta(hours=i + 1)), arrived=2000.0 + i) for i in range(60)]
+    forged = [
+        guard.check(thumb(100 + i, f"v{i}", T0 + timedelta(hours=i + 1)), arrived=2000.0 + i)
+        for i in range(60)
+    ]
     admitted = sum(v is None for v in forged)
-    assert admitted == 50 - 4  # the quota by arrival, less the four votes already admitted in that hour
+    # the quota by arrival, less the four votes already admitted in that hour
+    assert admitted == 50 - 4
     assert {v[0] for v in forged if v} == {"rate_limited"} and "received in the last hour" in next(
         v for v in forged if v
     )[1]
@@ -259,7 +297,14 @@ def test_the_guards_memory_is_bounded_and_their_state_restores():
     guard, feedback = AgentGuard(limits), FeedbackGuard(limits)
     for i in range(5_000):
         guard.observe(
-            _step(i, session=f"s{i}", action="a", cost=0.01, tenant=f"t{i}", timestamp=T0 + timedelta(milliseconds=i))
+            _step(
+                i,
+                session=f"s{i}",
+                action="a",
+                cost=0.01,
+                tenant=f"t{i}",
+                timestamp=T0 + timedelta(milliseconds=i),
+            )
         )
         feedback.check(
             AgentFeedbackEvent(
@@ -278,7 +323,8 @@ def test_the_guards_memory_is_bounded_and_their_state_restores():
     later = _step(0, session="late", action="a", timestamp=T0 + timedelta(hours=2))
     guard.observe(later)  # two hours on: every idle session is forgotten
     assert list(guard.sessions) == ["late"]
-    # The changelog of all that happened: the forgotten as tombstones, the rest as entries that load back.
+    # The changelog of all that happened: the forgotten as tombstones, the rest as entries that load
+    # back.
     changes = {**guard.take_changes(), **feedback.take_changes()}
     assert changes["session:late"] is not None and changes["session:s0"] is None
     restored, restored_feedback = AgentGuard(limits), FeedbackGuard(limits)
@@ -287,7 +333,9 @@ def test_the_guards_memory_is_bounded_and_their_state_restores():
             assert restored.load(key, value) or restored_feedback.load(key, value)
     kept = {key: value for key, value in changes.items() if value is not None}
     assert {**restored.take_changes(), **restored_feedback.take_changes()} == kept
-    assert list(restored.sessions) == ["late"] and len(restored_feedback.windows) == len(feedback.windows)
+    assert list(restored.sessions) == ["late"] and len(restored_feedback.windows) == len(
+        feedback.windows
+    )
 
 
 def test_the_pii_scrubber_takes_time_linear_in_the_text():
@@ -296,4 +344,5 @@ def test_the_pii_scrubber_takes_time_linear_in_the_text():
     for hostile in ("1 " * 50_000, "a" * 100_000, "a." * 50_000 + "@", ("9" * 18 + " ") * 5_000):
         started = time.process_time()
         scrub_pii(hostile)
-        assert time.process_time() - started < 1.0, hostile[:20]  # quadratic backtracking would take minutes
+        # quadratic backtracking would take minutes
+        assert time.process_time() - started < 1.0, hostile[:20]

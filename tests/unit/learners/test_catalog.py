@@ -1,4 +1,5 @@
-"""Model specs as events: checked into learner specs, refused in one line, and what each change does."""
+"""Model specs as events: checked into learner specs, refused in one line, and what each change
+does."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adaptloop.learners.catalog import as_learned, catalogue, change_of, refuse_recipe_change, spec_of
+from adaptloop.learners.catalog import (
+    as_learned,
+    catalogue,
+    change_of,
+    refuse_recipe_change,
+    spec_of,
+)
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.learners.watch import ModelWatch
 from adaptloop.schemas.codec import decode, encode
@@ -22,12 +29,18 @@ def record(model: str = "churn", status: str = "active", **spec: Any) -> ModelSp
 
 
 def test_a_spec_record_round_trips_on_its_compacted_topic_keyed_by_model():
-    declared = record(recipe="hoeffding", params={"grace_period": 50}, drift={"policy": "challenger"})
+    declared = record(
+        recipe="hoeffding", params={"grace_period": 50}, drift={"policy": "challenger"}
+    )
     assert topic_for(declared) is MODEL_SPECS and MODEL_SPECS.compacted
     assert MODEL_SPECS.key_of(declared) == b"churn"
     assert decode(MODEL_SPECS, encode(declared)) == declared
     spec = spec_of(declared)
-    assert (spec.recipe, spec.params, spec.drift.policy) == ("hoeffding", {"grace_period": 50}, "challenger")
+    assert (spec.recipe, spec.params, spec.drift.policy) == (
+        "hoeffding",
+        {"grace_period": 50},
+        "challenger",
+    )
 
 
 def test_a_record_with_a_bad_model_name_or_status_is_refused_by_its_contract():
@@ -40,12 +53,30 @@ def test_a_record_with_a_bad_model_name_or_status_is_refused_by_its_contract():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"recipe": "logisitc"}, "model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding"),
-        ({"checkpoint_evry": 10}, "model 'churn': checkpoint_evry = 10: Extra inputs are not permitted"),
-        ({"drift": {"policy": "rollbak"}}, "model 'churn': drift.policy = 'rollbak': Input should be 'alert'"),
-        ({"checkpoint_every": 0}, "model 'churn': checkpoint_every = 0: Input should be greater than or equal to 1"),
-        ({"name": "other"}, "the spec of model 'churn' is named 'other': a record declares its own model"),
-        ({"metrics": ["Acuracy"]}, "model 'churn': metrics has 'Acuracy', not a River metric; choices: Accuracy"),
+        (
+            {"recipe": "logisitc"},
+            "model 'churn': recipe 'logisitc' is unknown; choices: logistic, hoeffding",
+        ),
+        (
+            {"checkpoint_evry": 10},
+            "model 'churn': checkpoint_evry = 10: Extra inputs are not permitted",
+        ),
+        (
+            {"drift": {"policy": "rollbak"}},
+            "model 'churn': drift.policy = 'rollbak': Input should be 'alert'",
+        ),
+        (
+            {"checkpoint_every": 0},
+            "model 'churn': checkpoint_every = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            {"name": "other"},
+            "the spec of model 'churn' is named 'other': a record declares its own model",
+        ),
+        (
+            {"metrics": ["Acuracy"]},
+            "model 'churn': metrics has 'Acuracy', not a River metric; choices: Accuracy",
+        ),
     ],
 )
 def test_a_bad_spec_is_refused_in_one_line_naming_the_field(fields: dict[str, Any], message: str):
@@ -79,7 +110,10 @@ def test_a_recipe_change_keeps_the_learned_model_under_the_new_settings():
     assert (effective.recipe, effective.checkpoint_every) == ("logistic", 10)
     assert refuse_recipe_change(LearnerSpec(name="churn"), new) is None
     assert "is a binary model; a regression one is no challenger" in (
-        refuse_recipe_change(LearnerSpec(name="churn"), spec_of(record(task="regression", recipe="linear"))) or ""
+        refuse_recipe_change(
+            LearnerSpec(name="churn"), spec_of(record(task="regression", recipe="linear"))
+        )
+        or ""
     )
 
 
@@ -101,7 +135,8 @@ def test_the_catalogue_is_the_latest_valid_record_over_the_seeds():
 def spec_challenger(**drift: Any) -> tuple[ModelWatch, LearnerSpec]:
     new = LearnerSpec(name="m", recipe="hoeffding", drift=DriftSpec(data=False, **drift))
     watch = ModelWatch(as_learned(new, LearnerSpec(name="m")))
-    assert watch.challenge_with(new) and not watch.challenge_with(new)  # the same spec: the same challenger
+    # the same spec: the same challenger
+    assert watch.challenge_with(new) and not watch.challenge_with(new)
     assert watch.challenger is not None
     watch.challenger.model = Says(True)  # type: ignore[assignment]
     return watch, new
@@ -112,7 +147,9 @@ def test_a_spec_challenger_that_wins_is_promoted_with_its_spec_and_no_challenger
     promotions = feed(watch, Says(True), [(True, False)] * 20)
     assert [index for index, _ in promotions] == [12]  # the 13th example, as for a drift challenger
     assert [(a.kind, a.spec) for a in watch.actions] == [("promotion", new)]
-    assert watch.actions[0].note.startswith("the spec's new model promoted: paired sign test over 13 examples")
+    assert watch.actions[0].note.startswith(
+        "the spec's new model promoted: paired sign test over 13 examples"
+    )
     assert watch.challenger is None
 
 
@@ -121,13 +158,19 @@ def test_a_spec_challenger_not_found_worse_is_promoted_after_challenger_examples
     promotions = feed(watch, Says(True), block(wins=6, losses=6) * 10)
     assert [index for index, _ in promotions] == [399]
     assert watch.actions[0].spec == new
-    assert watch.actions[0].note.startswith("the spec's new model promoted, not found worse after 400 examples")
+    assert watch.actions[0].note.startswith(
+        "the spec's new model promoted, not found worse after 400 examples"
+    )
 
 
 def test_a_spec_challenger_found_worse_is_never_promoted_nor_dropped():
     watch, _ = spec_challenger(challenger_examples=400)
     assert feed(watch, Says(True), block(wins=0, losses=12) * 20) == []
-    assert watch.actions == [] and watch.challenger is not None and watch.challenger.test.compared == 800
+    assert (
+        watch.actions == []
+        and watch.challenger is not None
+        and watch.challenger.test.compared == 800
+    )
 
 
 def test_a_spec_challenger_survives_a_policy_without_challengers():

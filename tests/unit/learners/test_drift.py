@@ -11,7 +11,11 @@ import pytest
 from river import stats
 
 from adaptloop.learners.drift import DataDriftMonitor, _Bins, build_detector, js_distance, psi
-from adaptloop.learners.drift_eval import concept_drift_calibration, data_drift_calibration, recovery
+from adaptloop.learners.drift_eval import (
+    concept_drift_calibration,
+    data_drift_calibration,
+    recovery,
+)
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import DriftSpec, LearnerSpec
 from adaptloop.learners.store import ModelStore
@@ -47,7 +51,9 @@ def test_the_challenger_policy_recovers_faster_after_the_drift():
 
 
 def test_statistics_agree_with_their_definitions():
-    assert psi([1.0, 2.0, 3.0, 4.0] * 100, [1.0, 2.0, 3.0, 4.0] * 100) == pytest.approx(0.0, abs=1e-12)
+    assert psi([1.0, 2.0, 3.0, 4.0] * 100, [1.0, 2.0, 3.0, 4.0] * 100) == pytest.approx(
+        0.0, abs=1e-12
+    )
     assert js_distance(["a"] * 3, ["b"] * 3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not a drift detector"):
         build_detector("Nope")
@@ -61,14 +67,17 @@ def _windows_by_appending(rows: list[dict], reference_size: int, window: int) ->
         windows = reference if i < reference_size else recent
         for name, value in row.items():
             if value is not None:
-                windows.setdefault(name, [] if windows is reference else deque(maxlen=window)).append(value)
+                windows.setdefault(
+                    name, [] if windows is reference else deque(maxlen=window)
+                ).append(value)
     return reference, recent
 
 
 def test_the_windows_are_those_of_appending_each_value_whatever_the_rows_look_like():
     rng = random.Random(7)
     rows = []
-    for i in range(900):  # checked in blocks of 300: each block takes another way through the monitor
+    # checked in blocks of 300: each block takes another way through the monitor
+    for i in range(900):
         row = {"x": rng.random(), "plan": rng.choice(["a", "b", None]), "@label_rate": 1.0}
         if i % 11 == 0:
             row = dict(reversed(list(row.items())))  # the same names in another order
@@ -80,7 +89,9 @@ def test_the_windows_are_those_of_appending_each_value_whatever_the_rows_look_li
             row["late"] = i  # a feature that appears later
         rows.append(row)
     monitor = DataDriftMonitor(
-        DriftSpec(reference_size=300, window=200, check_every=300, psi_threshold=100, js_threshold=1.0)
+        DriftSpec(
+            reference_size=300, window=200, check_every=300, psi_threshold=100, js_threshold=1.0
+        )
     )
     for row in rows:
         monitor.update(row)
@@ -96,11 +107,16 @@ def test_sparse_features_watch_the_first_max_features_names_and_still_catch_drif
     checks stay bounded (50,000 names had made each check take 480 ms), and those still alert."""
     rng = random.Random(5)
     vocabulary = [f"w{k}" for k in range(50_000)]
-    monitor = DataDriftMonitor(DriftSpec(reference_size=300, window=200, check_every=200, max_features=5), model="m")
+    monitor = DataDriftMonitor(
+        DriftSpec(reference_size=300, window=200, check_every=200, max_features=5), model="m"
+    )
     first_seen: list[str] = []
     alerts = []
     for i in range(3000):
-        row = {"x": rng.gauss(0 if i < 2000 else 3, 1), **dict.fromkeys(rng.sample(vocabulary, 20), 1)}
+        row = {
+            "x": rng.gauss(0 if i < 2000 else 3, 1),
+            **dict.fromkeys(rng.sample(vocabulary, 20), 1),
+        }
         first_seen.extend(name for name in row if name not in first_seen and len(first_seen) < 5)
         alerts += monitor.update(row)
     assert monitor.watched == {"@prediction", "@label_rate", *first_seen}
@@ -120,7 +136,8 @@ def test_id_like_and_many_valued_categories_alert_on_a_shift_not_at_every_check(
         product = rng.choices(products, weights)[0] if i < 15_000 or rng.random() < 0.5 else "p-new"
         alerts += monitor.update({"user": f"u{rng.randrange(10**9)}", "product": product})
     fired = [(a["signal"], monitor.count) for a in alerts]
-    assert [signal for signal, _ in fired] == ["feature:product"]  # the new product taking half; ids never
+    # the new product taking half; ids never
+    assert [signal for signal, _ in fired] == ["feature:product"]
     assert js_distance(["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50) == js_distance(
         ["a", "b", "b", "c"] * 50, ["a", "a", "c"] * 50, top=None
     )  # few categories: unchanged
@@ -173,13 +190,17 @@ def test_the_rollback_policy_returns_to_the_best_served_version(tmp_path):
     spec = LearnerSpec(
         name="m",
         metrics=["Accuracy"],
-        drift=DriftSpec(policy="rollback", window=200, data=False, concept=False, rollback_bound=0.15),
+        drift=DriftSpec(
+            policy="rollback", window=200, data=False, concept=False, rollback_bound=0.15
+        ),
     )
     learner = OnlineLearner(spec)
     store = ModelStore(tmp_path)
     good = store.checkpoint(learner).version
     for i in range(300):  # the good version serves well: 5% errors
-        learner.learn(_example(i, float(i % 2), bool(i % 2), good, bool(i % 2) if i % 20 else not i % 2))
+        learner.learn(
+            _example(i, float(i % 2), bool(i % 2), good, bool(i % 2) if i % 20 else not i % 2)
+        )
     assert not learner.watch.actions
     bad = store.checkpoint(learner).version  # say this update was corrupt
     for i in range(300, 600):  # the bad version serves: 50% errors
@@ -201,7 +222,8 @@ def test_the_watch_is_checkpointed_with_the_learner(tmp_path):
 
 
 def _rollbacks_as_before(events, bound: float, window: int) -> list[tuple[str, str]]:
-    """The rollback policy as it was, keeping every served version (first-served order): the reference.
+    """The rollback policy as it was, keeping every served version (first-served order): the
+    reference.
 
     (One fix: a version judged bad is never judged again. It used to be, once served again, though
     its comment said otherwise, and the same bad version was rolled back twice.)
@@ -235,12 +257,16 @@ def _rollbacks_as_before(events, bound: float, window: int) -> list[tuple[str, s
 
 def test_the_rollback_policy_judges_as_before_while_versions_are_few_and_keeps_only_the_last_ones():
     rng = random.Random(11)
-    spec = LearnerSpec(name="m", drift=DriftSpec(policy="rollback", window=100, concept=False, data=False))
-    events = []  # (served version, production error, the learner's version), as the learner sees them
+    spec = LearnerSpec(
+        name="m", drift=DriftSpec(policy="rollback", window=100, concept=False, data=False)
+    )
+    # (served version, production error, the learner's version), as the learner sees them
+    events = []
     quality = {f"v{k}": rng.choice([0.05, 0.1, 0.1, 0.5]) for k in range(15)}
     for k in range(15):
         for _ in range(rng.randrange(150, 300)):
-            lag = min(k, rng.choice([0, 0, 0, 1, 2]))  # some decisions of earlier versions get their outcome late
+            # some decisions of earlier versions get their outcome late
+            lag = min(k, rng.choice([0, 0, 0, 1, 2]))
             served = f"v{k - lag}"
             events.append((served, float(rng.random() < quality[served]), f"v{k}"))
     watch = ModelWatch(spec)
@@ -254,8 +280,11 @@ def test_the_rollback_policy_judges_as_before_while_versions_are_few_and_keeps_o
 
     for k in range(15, 15 + 2 * VERSIONS_JUDGED):  # many more versions: only the last ones are kept
         watch.observe_errors(0.0, 0.0, f"v{k}", f"v{k}", 0)
-    assert list(watch.version_errors) == [f"v{k}" for k in range(15 + VERSIONS_JUDGED, 15 + 2 * VERSIONS_JUDGED)]
-    watch.observe_errors(1.0, 1.0, "v0", f"v{14 + 2 * VERSIONS_JUDGED}", 0)  # an outcome of a forgotten version
+    assert list(watch.version_errors) == [
+        f"v{k}" for k in range(15 + VERSIONS_JUDGED, 15 + 2 * VERSIONS_JUDGED)
+    ]
+    # an outcome of a forgotten version
+    watch.observe_errors(1.0, 1.0, "v0", f"v{14 + 2 * VERSIONS_JUDGED}", 0)
     assert "v0" not in watch.version_errors
 
 

@@ -25,11 +25,14 @@ def _prediction(i: int, at: float, model: str = "m") -> PredictionEvent:
 
 
 def _outcome(i: int, at: float, label: bool = True) -> OutcomeEvent:
-    return OutcomeEvent(decision_id=f"d{i}", label=label, source="s", timestamp=T0 + timedelta(seconds=at))
+    return OutcomeEvent(
+        decision_id=f"d{i}", label=label, source="s", timestamp=T0 + timedelta(seconds=at)
+    )
 
 
 def _traffic(n: int, seed: int, horizon: float, missing: float = 0.1, duplicates: float = 0.05):
-    """Time-ordered predictions and outcomes with random delays, some duplicated, some never answered."""
+    """Time-ordered predictions and outcomes with random delays, some duplicated, some never
+    answered."""
     rng = random.Random(seed)
     timeline = []
     for i in range(n):
@@ -37,7 +40,8 @@ def _traffic(n: int, seed: int, horizon: float, missing: float = 0.1, duplicates
         if rng.random() < duplicates:
             timeline.append((i + 0.5, 0, _prediction(i, i + 0.5)))
         if rng.random() >= missing:
-            at = i + min(rng.expovariate(1 / (horizon * 0.6)), horizon * 2)  # some after the horizon: late
+            # some after the horizon: late
+            at = i + min(rng.expovariate(1 / (horizon * 0.6)), horizon * 2)
             timeline.append((at, 1, _outcome(i, at, label=rng.random() < 0.5)))
             if rng.random() < duplicates:
                 timeline.append((at + 1, 1, _outcome(i, at + 1)))
@@ -48,7 +52,11 @@ def _traffic(n: int, seed: int, horizon: float, missing: float = 0.1, duplicates
 def _run(join: DelayedJoin, events, end: float):
     examples, orphans = [], []
     for event in events:
-        out = join.on_prediction(event, 0) if isinstance(event, PredictionEvent) else join.on_outcome(event, 0)
+        out = (
+            join.on_prediction(event, 0)
+            if isinstance(event, PredictionEvent)
+            else join.on_outcome(event, 0)
+        )
         examples += out.examples
         orphans += out.rejections
     out = join.tick(0, end)
@@ -67,7 +75,8 @@ def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
     assert statuses["joined"] + statuses["expired"] == predictions
     assert join.counts["joined"] + join.counts["expired"] + join.counts["late"] == predictions
     assert join.counts["joined"] == statuses["joined"] and join.counts["late"] == statuses["late"]
-    assert statuses["late"] > 0 and statuses["expired"] - statuses["late"] > 400  # ~10% never answered
+    # ~10% never answered
+    assert statuses["late"] > 0 and statuses["expired"] - statuses["late"] > 400
     learned_ids = [e.decision_id for e in examples if e.status == "joined"]
     assert len(learned_ids) == len(set(learned_ids))  # no decision joined twice
     assert join.counts["duplicate_predictions"] > 0 and join.counts["duplicate_outcomes"] > 0
@@ -76,13 +85,16 @@ def test_counts_add_up_exactly_with_delays_duplicates_and_missing_outcomes():
 
 
 def test_every_example_survives_validation_and_the_round_trip_through_bytes():
-    # What the learner reads back from Kafka is exactly what the join made, for every kind of ending.
+    # What the learner reads back from Kafka is exactly what the join made, for every kind of
+    # ending.
     for spec in (
         LearnerSpec(name="m", horizon_seconds=30.0),
         LearnerSpec(name="m", horizon_seconds=30.0, on_missing="default", default_label=False),
     ):
         join = DelayedJoin({}, {"m": spec})
-        examples, _ = _run(join, _traffic(500, seed=3, horizon=30.0), end=(T0 + timedelta(days=1)).timestamp())
+        examples, _ = _run(
+            join, _traffic(500, seed=3, horizon=30.0), end=(T0 + timedelta(days=1)).timestamp()
+        )
         assert {e.status for e in examples} == {
             "joined",
             "late",
@@ -92,7 +104,8 @@ def test_every_example_survives_validation_and_the_round_trip_through_bytes():
             validated = TrainingExample.model_validate(example.model_dump())
             assert validated == example and list(validated.__dict__) == list(example.__dict__)
             assert decode(TRAINING_EXAMPLES, encode(example)) == example
-            assert as_event(decode_training(encode(example))) == example  # the learner's fast reader
+            # the learner's fast reader
+            assert as_event(decode_training(encode(example))) == example
 
 
 def test_outcome_first_then_prediction_joins_with_features_as_served():
@@ -108,8 +121,9 @@ def test_outcome_first_then_prediction_joins_with_features_as_served():
 
 
 def test_a_waiting_outcome_joins_the_same_kept_parsed_or_read_back_from_the_state():
-    """The join keeps an outcome that came first parsed, beside its JSON in the state: a restarted join (nothing
-    kept) joins it the same, the latest of duplicates wins in both, and an entry changed under it is read anew."""
+    """The join keeps an outcome that came first parsed, beside its JSON in the state: a restarted
+    join (nothing kept) joins it the same, the latest of duplicates wins in both, and an entry
+    changed under it is read anew."""
     spec = {"m": LearnerSpec(name="m", horizon_seconds=60)}
     live = DelayedJoin({}, spec, outcome_duplicates="last")
     live.on_outcome(_outcome(1, 2, label=False), 0)
@@ -123,7 +137,8 @@ def test_a_waiting_outcome_joins_the_same_kept_parsed_or_read_back_from_the_stat
     state = JoinState()
     join = DelayedJoin(state, spec)
     join.on_outcome(_outcome(2, 2, label=False), 0)
-    state["d2"] = {**state["d2"], "o": encode(_outcome(2, 4, label=True))}  # e.g. restored from the changelog
+    # e.g. restored from the changelog
+    state["d2"] = {**state["d2"], "o": encode(_outcome(2, 4, label=True))}
     [example] = join.on_prediction(_prediction(2, 1), 0).examples
     assert (example.label, example.outcome_at) == (True, T0 + timedelta(seconds=4))
 
@@ -147,7 +162,9 @@ def test_default_policy_learns_the_configured_label_when_the_outcome_never_comes
 def test_duplicate_policy_last_keeps_the_latest_prediction():
     join = DelayedJoin({}, {"m": LearnerSpec(name="m", duplicates="last")})
     join.on_prediction(_prediction(1, 0), 0)
-    second = PredictionEvent(decision_id="d1", model="m", model_version="v2", features={"x": 9.0}, timestamp=T0)
+    second = PredictionEvent(
+        decision_id="d1", model="m", model_version="v2", features={"x": 9.0}, timestamp=T0
+    )
     join.on_prediction(second, 0)
     [example] = join.on_outcome(_outcome(1, 1), 0).examples
     assert (example.model_version, example.features) == ("v2", {"x": 9.0})
@@ -158,7 +175,11 @@ def test_an_outcome_without_prediction_becomes_an_orphan_with_a_reason():
     join.on_outcome(_outcome(1, 0), 0, offset=41)
     out = join.tick(0, (T0 + timedelta(hours=2)).timestamp())
     [orphan] = out.rejections
-    assert orphan.event.decision_id == "d1" and "no prediction" in orphan.reason and orphan.offset == 41
+    assert (
+        orphan.event.decision_id == "d1"
+        and "no prediction" in orphan.reason
+        and orphan.offset == 41
+    )
     assert join.counts["orphan_outcomes"] == 1
 
 
@@ -209,8 +230,8 @@ def test_any_interleaving_of_the_two_topics_gives_the_same_result():
 
 
 def test_what_breaks_a_models_contract_is_rejected_where_it_entered():
-    """A string label for a binary model, a category for a model of numbers: each is one rejection, named, and
-    every good decision still joins."""
+    """A string label for a binary model, a category for a model of numbers: each is one rejection,
+    named, and every good decision still joins."""
     join = DelayedJoin(
         {},
         {
@@ -219,20 +240,30 @@ def test_what_breaks_a_models_contract_is_rejected_where_it_entered():
         },
     )
     out = join.on_prediction(_prediction(1, 0), 0)
-    bad = OutcomeEvent(decision_id="d1", label="true", source="other-language", timestamp=T0 + timedelta(seconds=1))
+    bad = OutcomeEvent(
+        decision_id="d1", label="true", source="other-language", timestamp=T0 + timedelta(seconds=1)
+    )
     out.extend(join.on_outcome(bad, 0, offset=7))
     assert [(r.event.decision_id, r.reason) for r in out.rejections] == [
         ("d1", "label 'true' is a string; model 'm' (binary) takes true or false")
     ]
     # Recorded for the learner's health and the audits, never learned:
     assert [(e.decision_id, e.status, e.label, e.reason) for e in out.examples] == [
-        ("d1", "rejected", "true", "label 'true' is a string; model 'm' (binary) takes true or false")
+        (
+            "d1",
+            "rejected",
+            "true",
+            "label 'true' is a string; model 'm' (binary) takes true or false",
+        )
     ]
     # The prediction waits on: a good outcome still joins it.
     good = join.on_outcome(_outcome(1, 2, label=False), 0)
     assert [(e.decision_id, e.status, e.label) for e in good.examples] == [("d1", "joined", False)]
-    # An outcome that came first, then broke the contract when its prediction came: refused, prediction pending.
-    early = join.on_outcome(OutcomeEvent(decision_id="d2", label=3.5, source="s", timestamp=T0), 0, offset=9)
+    # An outcome that came first, then broke the contract when its prediction came: refused,
+    # prediction pending.
+    early = join.on_outcome(
+        OutcomeEvent(decision_id="d2", label=3.5, source="s", timestamp=T0), 0, offset=9
+    )
     early.extend(join.on_prediction(_prediction(2, 1), 0))
     assert [(r.event.decision_id, r.offset, r.reason) for r in early.rejections] == [
         ("d2", 9, "label 3.5 is a number; model 'm' (binary) takes true or false")
@@ -250,7 +281,10 @@ def test_what_breaks_a_models_contract_is_rejected_where_it_entered():
     refused.extend(join.on_outcome(_outcome(3, 3), 0, offset=11))
     assert [r.reason for r in refused.rejections] == [
         "feature 'plan' is 'pro', a string; model 'numbers' learns from numbers only",
-        "its prediction was rejected: feature 'plan' is 'pro', a string; model 'numbers' learns from numbers only",
+        (
+            "its prediction was rejected: feature 'plan' is 'pro', a string; model 'numbers' "
+            "learns from numbers only"
+        ),
     ]
     assert join.counts["rejected_predictions"] == 1 and join.counts["rejected_outcomes"] == 3
     assert [(e.decision_id, e.status) for e in early.examples + refused.examples] == [

@@ -1,5 +1,5 @@
-"""Off-policy estimates on simulated logs whose true values are known: each estimator's 95% interval covers
-the truth at about its stated rate, and the estimates agree with the truth."""
+"""Off-policy estimates on simulated logs whose true values are known: each estimator's 95% interval
+covers the truth at about its stated rate, and the estimates agree with the truth."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import random
 
 import pytest
 
-from adaptloop.learners.offpolicy import ESTIMATORS, Logged, estimate, fixed, greedy, logged_policy_value, uniform
+from adaptloop.learners.offpolicy import (
+    ESTIMATORS,
+    Logged,
+    estimate,
+    fixed,
+    greedy,
+    logged_policy_value,
+    uniform,
+)
 
 VARIANTS = ["a", "b", "c"]
 QUALITY = {"eu": {"a": 0.35, "b": 0.55, "c": 0.75}, "us": {"a": 0.60, "b": 0.50, "c": 0.30}}
-LOGGING = {"eu": {"a": 0.5, "b": 0.3, "c": 0.2}, "us": {"a": 0.2, "b": 0.3, "c": 0.5}}  # a poor logging policy
+# a poor logging policy
+LOGGING = {"eu": {"a": 0.5, "b": 0.3, "c": 0.2}, "us": {"a": 0.2, "b": 0.3, "c": 0.5}}
 
 
 def _logs(rng: random.Random, n: int) -> list[Logged]:
@@ -31,7 +40,8 @@ def _truth(policy) -> float:
 POLICIES = {
     "uniform": uniform(VARIANTS),
     "fixed c": fixed("c"),
-    "greedy": greedy({c: QUALITY[c] for c in QUALITY}, VARIANTS),  # the best per context: 0.75 and 0.60
+    # the best per context: 0.75 and 0.60
+    "greedy": greedy({c: QUALITY[c] for c in QUALITY}, VARIANTS),
 }
 
 
@@ -60,7 +70,8 @@ def test_the_greedy_policy_is_worth_more_than_the_logged_one_and_the_logged_valu
     assert on_policy.low <= truth <= on_policy.high
     best = estimate(logs, POLICIES["greedy"], "dr")
     assert best.low > on_policy.high  # clearly better than what was logged
-    assert best.effective_n < len(logs)  # a deterministic policy uses only the decisions it agrees with
+    # a deterministic policy uses only the decisions it agrees with
+    assert best.effective_n < len(logs)
 
 
 def test_no_evidence_is_an_error_not_a_number():
@@ -79,9 +90,12 @@ def test_the_routers_logged_propensities_are_the_chances_its_choices_were_made_w
         for k in range(ups + downs):
             store.add_thumbs("*", "support", variant, k < ups)
     rng = random.Random(5)
-    logs = [Logged("*", *store.choose_variant("*", "support", VARIANTS, rng, draws=500), 1.0) for _ in range(4000)]
-    # With every reward 1, IPS of "always v" is the mean of 1{chosen v} / propensity: 1 when propensities are exact,
-    # for the rare variant too (c is chosen about 3% of the time here).
+    logs = [
+        Logged("*", *store.choose_variant("*", "support", VARIANTS, rng, draws=500), 1.0)
+        for _ in range(4000)
+    ]
+    # With every reward 1, IPS of "always v" is the mean of 1{chosen v} / propensity: 1 when
+    # propensities are exact, for the rare variant too (c is chosen about 3% of the time here).
     for variant in VARIANTS:
         result = estimate(logs, fixed(variant), "ips")
         assert result.low <= 1.0 <= result.high, (variant, result)
@@ -96,8 +110,12 @@ def test_exploration_gives_every_variant_its_share_and_the_logged_chance():
         store.add_thumbs("*", "support", "a", k < 180)
         store.add_thumbs("*", "support", "c", k < 20)
     rng = random.Random(8)
-    chosen = [store.choose_variant("*", "support", ["a", "c"], rng, draws=500, exploration=0.2) for _ in range(3000)]
-    assert {p for v, p in chosen if v == "c"} == {0.1}  # exactly the explored share: the posterior gives c nothing
+    chosen = [
+        store.choose_variant("*", "support", ["a", "c"], rng, draws=500, exploration=0.2)
+        for _ in range(3000)
+    ]
+    # exactly the explored share: the posterior gives c nothing
+    assert {p for v, p in chosen if v == "c"} == {0.1}
     assert 0.08 < sum(v == "c" for v, _ in chosen) / len(chosen) < 0.12
     logs = [Logged("*", v, p, 1.0) for v, p in chosen]
     assert estimate(logs, fixed("c"), "ips").low <= 1.0 <= estimate(logs, fixed("c"), "ips").high

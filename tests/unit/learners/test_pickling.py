@@ -26,7 +26,8 @@ class Branch:
 
 
 class Guarded:
-    """An attribute behind a property whose setter refuses: pickle's default writes ``__dict__`` directly."""
+    """An attribute behind a property whose setter refuses: pickle's default writes ``__dict__``
+    directly."""
 
     def __init__(self) -> None:
         self.__dict__["size"] = 3
@@ -53,7 +54,8 @@ class OwnState:
 
 
 class Tally(dict[str, int]):
-    """A dict subclass with attributes of its own: its items go with pickle's default, not the setter."""
+    """A dict subclass with attributes of its own: its items go with pickle's default, not the
+    setter."""
 
     def __init__(self) -> None:
         super().__init__(a=2, b=1)
@@ -76,7 +78,8 @@ def fast_round_trip(value: object) -> Any:
 
 
 def has_dict(instance: object) -> bool:
-    """Whether the instance's attributes moved into a dict (its referents are the dict, not the values)."""
+    """Whether the instance's attributes moved into a dict (its referents are the dict, not the
+    values)."""
     return any(type(referent) is dict for referent in gc.get_referents(instance))
 
 
@@ -121,13 +124,14 @@ def test_a_model_learns_on_alike_after_loading_its_bytes(make: Any) -> None:
         assert resumed.predict_proba_one(x) == straight.predict_proba_one(x)
         straight.learn_one(x, y)
         resumed.learn_one(x, y)
-    assert pickle.loads(model_bytes(resumed)).predict_proba_one(stream[0][0]) == straight.predict_proba_one(
+    assert pickle.loads(model_bytes(resumed)).predict_proba_one(
         stream[0][0]
-    )
+    ) == straight.predict_proba_one(stream[0][0])
 
 
 def test_a_tree_loads_with_its_statistics_inline() -> None:
-    """The statistics in a Hoeffding tree's leaves, read at every example, keep their attributes inline."""
+    """The statistics in a Hoeffding tree's leaves, read at every example, keep their attributes
+    inline."""
     model = tree.HoeffdingTreeClassifier(grace_period=50)
     for x, y in list(datasets.Phishing())[:400]:
         model.learn_one(x, y)
@@ -142,7 +146,10 @@ def test_a_tree_loads_with_its_statistics_inline() -> None:
                 todo.extend(gc.get_referents(item))
         return found
 
-    fast, plain = statistics(pickle.loads(model_bytes(model))), statistics(pickle.loads(pickle.dumps(model)))
+    fast, plain = (
+        statistics(pickle.loads(model_bytes(model))),
+        statistics(pickle.loads(pickle.dumps(model))),
+    )
     assert fast and len(fast) == len(plain)
     assert not any(has_dict(mean) for mean in fast) and all(has_dict(mean) for mean in plain)
 

@@ -25,14 +25,19 @@ class Says:
 
 
 def watch_with_challenger(**drift: Any) -> tuple[ModelWatch, Says]:
-    watch = ModelWatch(LearnerSpec(name="m", drift=DriftSpec(policy="challenger", data=False, **drift)))
+    watch = ModelWatch(
+        LearnerSpec(name="m", drift=DriftSpec(policy="challenger", data=False, **drift))
+    )
     challenger = Says(True)
     watch.challenger = Challenger(challenger)  # type: ignore[arg-type]
     return watch, challenger
 
 
-def feed(watch: ModelWatch, champion: Says, outcomes: list[tuple[bool, bool]]) -> list[tuple[int, Any]]:
-    """Feed (challenger right?, champion right?) pairs; the (index, promoted model) of each promotion."""
+def feed(
+    watch: ModelWatch, champion: Says, outcomes: list[tuple[bool, bool]]
+) -> list[tuple[int, Any]]:
+    """Feed (challenger right?, champion right?) pairs; the (index, promoted model) of each
+    promotion."""
     promotions = []
     for i, (challenger_right, champion_right) in enumerate(outcomes):
         if watch.challenger is None:  # dropped
@@ -48,14 +53,21 @@ def feed(watch: ModelWatch, champion: Says, outcomes: list[tuple[bool, bool]]) -
 
 
 def block(wins: int, losses: int) -> list[tuple[bool, bool]]:
-    """40 examples: ``wins`` the challenger alone gets right, ``losses`` the champion alone, the rest ties."""
+    """40 examples: ``wins`` the challenger alone gets right, ``losses`` the champion alone, the
+    rest ties."""
     ties = 40 - wins - losses
-    return [(True, True)] * (ties - 5) + [(False, False)] * 5 + [(True, False)] * wins + [(False, True)] * losses
+    return (
+        [(True, True)] * (ties - 5)
+        + [(False, False)] * 5
+        + [(True, False)] * wins
+        + [(False, True)] * losses
+    )
 
 
 def test_a_small_advantage_is_not_evidence_enough():
-    # As in the field: 0.246 against 0.274 mean error. The old rule (a 300-example window, a 0.02 margin)
-    # promoted such a challenger at its 300th example; 672 examples of it are no evidence at 0.99.
+    # As in the field: 0.246 against 0.274 mean error. The old rule (a 300-example window, a 0.02
+    # margin) promoted such a challenger at its 300th example; 672 examples of it are no evidence at
+    # 0.99.
     watch, _ = watch_with_challenger()
     outcomes = (block(wins=6, losses=5) * 17)[:672]
     assert feed(watch, Says(True), outcomes) == [] and watch.actions == []
@@ -76,7 +88,8 @@ def test_an_equal_challenger_is_dropped_after_challenger_examples():
 
 
 def test_a_clear_winner_is_promoted_at_the_example_the_evidence_crosses_the_bound():
-    # Only wins: M after n of them is (2^(n+1) - 1) / (n + 1); it passes 1 / (1 - 0.999) = 1000 at n = 13.
+    # Only wins: M after n of them is (2^(n+1) - 1) / (n + 1); it passes 1 / (1 - 0.999) = 1000 at n
+    # = 13.
     watch, challenger = watch_with_challenger(challenger_window=10, challenger_confidence=0.999)
     champion = Says(False)
     promotions = feed(watch, champion, [(True, False)] * 20)
@@ -84,7 +97,9 @@ def test_a_clear_winner_is_promoted_at_the_example_the_evidence_crosses_the_boun
     assert promotions[0][1] is challenger and challenger.learned == 13
     (action,) = watch.actions
     assert action.kind == "promotion"
-    summary = "challenger promoted: paired sign test over 13 examples: lower error on 13, higher on 0 "
+    summary = (
+        "challenger promoted: paired sign test over 13 examples: lower error on 13, higher on 0 "
+    )
     assert action.note.startswith(summary)
     assert "evidence 1.17e+03 >= 1e+03 (confidence 0.999)" in action.note
     # The champion it replaced learns on in shadow as the challenger.
@@ -98,11 +113,14 @@ def test_a_promoted_challenger_that_falls_behind_is_replaced_by_the_old_champion
     promotions = feed(watch, champion, [(True, False)] * 10)
     assert [model for _, model in promotions] == [challenger]
     watch.actions.clear()
-    # Now the world turns back: the old champion (the challenger now) is right, the promoted one wrong.
+    # Now the world turns back: the old champion (the challenger now) is right, the promoted one
+    # wrong.
     back = feed(watch, challenger, [(True, False)] * 10)
     assert [(i, model) for i, model in back] == [(9, champion)]
     (action,) = watch.actions
-    assert action.note.startswith("the replaced champion wins back: paired sign test over 10 examples")
+    assert action.note.startswith(
+        "the replaced champion wins back: paired sign test over 10 examples"
+    )
     assert watch.challenger is not None and watch.challenger.model is challenger
 
 
@@ -121,27 +139,34 @@ def test_on_a_stream_nobody_tuned_for_the_challenger_is_promoted_once_and_serves
     from adaptloop.learners.drift_eval import SuiteStream, policy_run
 
     stream = SuiteStream("STAGGER 0>2", position=2000, width=1, seed=1, after=2000)
-    alert, challenger = policy_run(stream, "hoeffding", "alert"), policy_run(stream, "hoeffding", "challenger")
+    alert, challenger = (
+        policy_run(stream, "hoeffding", "alert"),
+        policy_run(stream, "hoeffding", "challenger"),
+    )
     assert (alert.switches, challenger.switches) == (0, 1)
     assert alert.accuracy_before == challenger.accuracy_before  # the same model until the drift
     assert challenger.accuracy_after > alert.accuracy_after + 0.1
 
 
 def test_a_promotion_that_turns_bad_long_after_is_undone_on_what_happens_from_then_on():
-    # The promoted model leads for 500 examples, then the world turns. The replaced champion's test starts
-    # over whenever the promoted model leads it, so it wins back as soon as the evidence since the turn
-    # is enough (10 wins: M = 2047 / 11 = 186 >= 100), not after it has made up a 500-example lead.
+    # The promoted model leads for 500 examples, then the world turns. The replaced champion's test
+    # starts over whenever the promoted model leads it, so it wins back as soon as the evidence
+    # since the turn is enough (10 wins: M = 2047 / 11 = 186 >= 100), not after it has made up a
+    # 500-example lead.
     watch, challenger = watch_with_challenger(challenger_window=10, challenger_confidence=0.99)
     champion = Says(False)
     assert [model for _, model in feed(watch, champion, [(True, False)] * 10)] == [challenger]
     watch.actions.clear()
-    assert feed(watch, challenger, [(False, True)] * 500) == []  # the promoted one right, the old one wrong
+    # the promoted one right, the old one wrong
+    assert feed(watch, challenger, [(False, True)] * 500) == []
     assert watch.challenger is not None and watch.challenger.model is champion
     assert watch.challenger.examples == 500 and watch.challenger.test.compared == 0  # started over
     back = feed(watch, challenger, [(True, False)] * 10)
     assert [(i, model) for i, model in back] == [(9, champion)]
     (action,) = watch.actions
-    assert action.note.startswith("the replaced champion wins back: paired sign test over 10 examples")
+    assert action.note.startswith(
+        "the replaced champion wins back: paired sign test over 10 examples"
+    )
 
 
 def test_a_replaced_champion_is_dropped_after_challenger_examples_across_restarts_of_its_test():
@@ -171,7 +196,9 @@ def test_the_default_policy_is_the_challenger_and_alert_for_models_learned_in_mi
     assert LearnerSpec(name="m").drift.policy == "challenger"
     batched = {"name": "m", "mini_batch": 10, "checkpoint_every": 100}
     assert LearnerSpec(**batched).drift.policy == "alert"
-    assert LearnerSpec(**batched, drift={"window": 100}).drift == DriftSpec(window=100, policy="alert")
+    assert LearnerSpec(**batched, drift={"window": 100}).drift == DriftSpec(
+        window=100, policy="alert"
+    )
     assert LearnerSpec(**batched, drift=DriftSpec(window=100)).drift.policy == "alert"
     with pytest.raises(ValueError, match="the challenger policy learns one example at a time"):
         LearnerSpec(**batched, drift=DriftSpec(policy="challenger"))

@@ -42,7 +42,9 @@ def test_a_pickle_keeps_only_chunks_that_still_hold_ids_of_the_window():
         state = recent.__getstate__()
     # The window is 10 chunks of 100 ids: older chunks were dropped, nothing of the window was.
     assert len(state["chunks"]) == 10
-    assert list(pickle.loads(pickle.dumps(recent))) == [f"c{c}-{i}" for c in range(90, 100) for i in range(100)]
+    assert list(pickle.loads(pickle.dumps(recent))) == [
+        f"c{c}-{i}" for c in range(90, 100) for i in range(100)
+    ]
 
 
 def test_a_checkpoint_that_kept_the_ids_in_an_ordered_dict_still_restores():

@@ -1,4 +1,5 @@
-"""A failing example is undone exactly: the learner equals one that never saw it, metrics and monitors included."""
+"""A failing example is undone exactly: the learner equals one that never saw it, metrics and
+monitors included."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from adaptloop.learners.store import model_bytes
 from adaptloop.schemas import TrainingExample
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
-SPEC = LearnerSpec(name="m", recipe="tests.recipes:fragile", task="multiclass", metrics=["Accuracy"])
+SPEC = LearnerSpec(
+    name="m", recipe="tests.recipes:fragile", task="multiclass", metrics=["Accuracy"]
+)
 
 
 def entry(i: int, label: str) -> Entry:
     example = TrainingExample(
-        model="m", decision_id=f"d{i}", model_version="v", features={"x": float(i % 3)}, label=label, predicted_at=AT
+        model="m",
+        decision_id=f"d{i}",
+        model_version="v",
+        features={"x": float(i % 3)},
+        label=label,
+        predicted_at=AT,
     )
     return Entry(example, ("training-examples:0", i))
 

@@ -24,7 +24,11 @@ def test_read_only_model_predicts_identically_and_never_changes(recipe):
     before = model_bytes(served)
     queries = [{**x, "never_seen": 1.5} for x, _ in ROWS[300:]] + [x for x, _ in ROWS[300:]]
     if task == "regression":
-        assert [served.predict_one(x) for x in queries] == [original.predict_one(x) for x in queries]
+        assert [served.predict_one(x) for x in queries] == [
+            original.predict_one(x) for x in queries
+        ]
     else:
-        assert [served.predict_proba_one(x) for x in queries] == [original.predict_proba_one(x) for x in queries]
+        assert [served.predict_proba_one(x) for x in queries] == [
+            original.predict_proba_one(x) for x in queries
+        ]
     assert model_bytes(served) == before

@@ -44,7 +44,9 @@ def _learned(worker: ModelStore) -> tuple[OnlineLearner, str]:
     return learner, version.version
 
 
-def test_a_version_the_worker_stored_loads_and_a_changed_one_is_refused_without_running_it(tmp_path):
+def test_a_version_the_worker_stored_loads_and_a_changed_one_is_refused_without_running_it(
+    tmp_path,
+):
     worker, client = _stores(tmp_path)
     learner, version = _learned(worker)
     assert type(client.load_model("m", version)) is type(learner.model)
@@ -56,7 +58,8 @@ def test_a_version_the_worker_stored_loads_and_a_changed_one_is_refused_without_
     # Its hash no longer matches its name: refused as corrupt before any signature is looked at.
     with pytest.raises(Exception, match="corrupt"):
         client.load_model("m", version)
-    # Planted under its own hash (a name that matches its bytes), without the worker's signature: refused.
+    # Planted under its own hash (a name that matches its bytes), without the worker's signature:
+    # refused.
     from adaptloop.learners.store import version_of
 
     planted_version = version_of(planted)
@@ -64,7 +67,9 @@ def test_a_version_the_worker_stored_loads_and_a_changed_one_is_refused_without_
     with pytest.raises(ModelRefused, match="no signature"):
         client.load_model("m", planted_version)
     # With another version's signature beside it: refused too.
-    (path.parent / f"{planted_version}.sig").write_bytes((path.parent / f"{version}.sig").read_bytes())
+    (path.parent / f"{planted_version}.sig").write_bytes(
+        (path.parent / f"{version}.sig").read_bytes()
+    )
     with pytest.raises(ModelRefused, match="does not match"):
         client.load_model("m", planted_version)
     assert not marker.exists()  # never unpickled
@@ -90,7 +95,9 @@ def test_a_changed_checkpoint_is_refused_at_restore_and_at_the_spec_check(tmp_pa
     assert not marker.exists()
 
 
-def test_a_store_from_before_signatures_is_adopted_only_when_asked_and_only_what_is_listed(tmp_path):
+def test_a_store_from_before_signatures_is_adopted_only_when_asked_and_only_what_is_listed(
+    tmp_path,
+):
     unsigned = ModelStore(tmp_path / "models")
     learner, version = _learned(unsigned)
     worker, client = _stores(tmp_path)
@@ -104,7 +111,9 @@ def test_a_store_from_before_signatures_is_adopted_only_when_asked_and_only_what
     assert worker.restore(learner.spec).progress.version == version
 
 
-def test_after_a_key_rotation_what_either_key_signed_loads_and_a_worker_restores_the_old_checkpoint(tmp_path):
+def test_after_a_key_rotation_what_either_key_signed_loads_and_a_worker_restores_the_old_checkpoint(
+    tmp_path,
+):
     ModelKeys.create(tmp_path / "old")
     ModelKeys.create(tmp_path / "new")
     old_pub, new_pub = tmp_path / "old" / PUBLIC_NAME, tmp_path / "new" / PUBLIC_NAME
@@ -115,10 +124,14 @@ def test_after_a_key_rotation_what_either_key_signed_loads_and_a_worker_restores
     both.load_model("m", before)
     with pytest.raises(ModelRefused, match="under any trusted key"):
         only_new.load_model("m", before)
-    # The worker now signs with the new key and still trusts the old one: it restores the old checkpoint.
-    new = ModelStore(tmp_path / "models", ModelKeys.signing(tmp_path / "new" / "model-signing.key", [old_pub]))
+    # The worker now signs with the new key and still trusts the old one: it restores the old
+    # checkpoint.
+    new = ModelStore(
+        tmp_path / "models", ModelKeys.signing(tmp_path / "new" / "model-signing.key", [old_pub])
+    )
     restored = new.restore(learner.spec)
-    assert new.checkpoint(restored, reason="rollback").version == before  # its bytes stored again, signed anew
+    # its bytes stored again, signed anew
+    assert new.checkpoint(restored, reason="rollback").version == before
     only_new.load_model("m", before)
     both.restore(learner.spec)
     with pytest.raises(ModelRefused, match="checkpoint of model 'm'"):
@@ -144,7 +157,8 @@ def _worker_keys(directory: str, start: float) -> bytes:
 
 
 def test_worker_processes_starting_together_on_a_fresh_home_share_one_whole_key_pair(tmp_path):
-    # Two learner processes on a fresh home once crashed here: one read the private key while the other wrote it.
+    # Two learner processes on a fresh home once crashed here: one read the private key while the
+    # other wrote it.
     context = multiprocessing.get_context("fork")
     for attempt in range(3):
         directory = tmp_path / f"keys{attempt}"
@@ -152,5 +166,11 @@ def test_worker_processes_starting_together_on_a_fresh_home_share_one_whole_key_
             publics = pool.starmap(_worker_keys, [(str(directory), time.time() + 1.5)] * 4)
         assert len(set(publics)) == 1
         on_disk = ModelKeys.for_client(directory / "model-signing.pub").public
-        assert on_disk.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == publics[0]
-        assert sorted(path.name for path in directory.iterdir()) == ["model-signing.key", "model-signing.pub"]
+        assert (
+            on_disk.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            == publics[0]
+        )
+        assert sorted(path.name for path in directory.iterdir()) == [
+            "model-signing.key",
+            "model-signing.pub",
+        ]

@@ -1,6 +1,6 @@
-"""Caps that cannot be squatted: declared names never go, undeclared ones beyond a cap take the slot of the
-weakest holder (least evidence, then idlest), deterministically, and a restored shard decides as one that
-never stopped."""
+"""Caps that cannot be squatted: declared names never go, undeclared ones beyond a cap take the slot
+of the weakest holder (least evidence, then idlest), deterministically, and a restored shard decides
+as one that never stopped."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def test_10000_junk_agents_and_100_junk_variants_lock_nobody_out():
     for k in range(10_000):
         at += 1
         reclaimed += names.admit("*", f"junk-{k}", ["v"], at)
-    # 1,000 undeclared slots: the first 999 junk names fill them, each later one takes the idlest junk name's.
+    # 1,000 undeclared slots: the first 999 junk names fill them, each later one takes the idlest
+    # junk name's.
     assert len(reclaimed) == 9_001 and {r.variant for r in reclaimed} == {None}
     assert [r.agent for r in reclaimed] == [f"junk-{k}" for k in range(9_001)]
     assert all((r.held.evidence, r.cap) == (1, 1000) for r in reclaimed)
@@ -31,22 +32,30 @@ def test_10000_junk_agents_and_100_junk_variants_lock_nobody_out():
     assert "billing-old" in names.known and names.known["billing-old"].holding.evidence == 6
     for k in range(100):
         at += 1
-        assert names.admit("*", "support", [f"junk-variant-{k}"], at) == []  # support is declared: no slot taken
+        # support is declared: no slot taken
+        assert names.admit("*", "support", [f"junk-variant-{k}"], at) == []
     at += 1
     assert names.refuses("*", "billing", ["v1"]) is None
     new_agent = names.admit("*", "billing", ["v1"], at)
     assert [(r.agent, r.by) for r in new_agent] == [("junk-9001", "billing")]
-    assert names.admit("*", "support", ["prompt-a"], at + 1) == []  # a declared variant: never a cap's
-    new_variant = names.admit("*", "support", ["prompt-c"], at + 2)  # undeclared: takes the idlest junk one's
-    assert [(r.agent, r.variant, r.by) for r in new_variant] == [("support", "junk-variant-0", "prompt-c")]
+    # a declared variant: never a cap's
+    assert names.admit("*", "support", ["prompt-a"], at + 1) == []
+    # undeclared: takes the idlest junk one's
+    new_variant = names.admit("*", "support", ["prompt-c"], at + 2)
+    assert [(r.agent, r.variant, r.by) for r in new_variant] == [
+        ("support", "junk-variant-0", "prompt-c")
+    ]
     assert len(names.known) == 1000 + 1 and names.undeclared == 1000
-    assert len(names.known["support"].variants) == 99 + 2 and names.known["support"].undeclared == 100
+    assert (
+        len(names.known["support"].variants) == 99 + 2 and names.known["support"].undeclared == 100
+    )
 
 
 def test_a_preference_never_takes_the_slot_of_its_own_other_variant():
     names = Cardinality(agents=10, variants=2, segments=10)
     names.admit("*", "ranker", ["a", "b"], 0)
-    reclaimed = names.admit("*", "ranker", ["a", "c"], 1)  # a is as weak as b, but it is in the preference
+    # a is as weak as b, but it is in the preference
+    reclaimed = names.admit("*", "ranker", ["a", "c"], 1)
     assert [(r.variant, r.by) for r in reclaimed] == [("b", "c")]
     assert sorted(names.known["ranker"].variants) == ["a", "c"]
 
@@ -62,7 +71,10 @@ def test_segments_beyond_their_cap_are_still_refused():
 def _stream(seed: int) -> list[tuple[str, list[str]]]:
     rng = random.Random(seed)
     agents = [f"a{k}" for k in range(40)] + ["support"]
-    return [(rng.choice(agents), rng.sample([f"v{k}" for k in range(12)] + ["prompt-a"], 2)) for _ in range(3000)]
+    return [
+        (rng.choice(agents), rng.sample([f"v{k}" for k in range(12)] + ["prompt-a"], 2))
+        for _ in range(3000)
+    ]
 
 
 def test_a_restored_shard_reclaims_as_one_that_never_stopped():
@@ -83,7 +95,8 @@ def test_a_restored_shard_reclaims_as_one_that_never_stopped():
 
     whole, whole_store = small(), PreferenceStore()
     uninterrupted = run(whole, whole_store, 0, len(stream))
-    assert uninterrupted and run(small(), PreferenceStore(), 0, len(stream)) == uninterrupted  # deterministic
+    # deterministic
+    assert uninterrupted and run(small(), PreferenceStore(), 0, len(stream)) == uninterrupted
 
     first, store = small(), PreferenceStore()
     before = run(first, store, 0, 1500)

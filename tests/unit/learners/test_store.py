@@ -38,15 +38,18 @@ def test_the_store_keeps_the_newest_versions_and_the_one_used_again(tmp_path):
             published.append(store.checkpoint(learner, reason="rollback").version)
     kept = set(store.versions("m"))
     assert len(published) == len(set(published)) + 1  # every version new but the rolled-back-to one
-    assert published[-20:] == [v for v in published if v in kept][-20:]  # the newest 20 are all there
-    assert target in kept and published[86] not in kept  # kept for its rollback; its successor is gone
+    # the newest 20 are all there
+    assert published[-20:] == [v for v in published if v in kept][-20:]
+    # kept for its rollback; its successor is gone
+    assert target in kept and published[86] not in kept
     assert 20 <= len(kept) < 20 + PRUNE_EVERY
     assert learner.progress.version in kept
     assert store.restore(learner.spec).progress.version == learner.progress.version
 
 
 def test_a_checkpoint_written_under_the_old_module_names_still_restores(tmp_path):
-    """Checkpoints written before the layers installed as adaptloop.* name ``learners.online`` and the like."""
+    """Checkpoints written before the layers installed as adaptloop.* name ``learners.online`` and
+    the like."""
     import pickle
 
     from adaptloop.learners.store import Checkpoint, unpickle

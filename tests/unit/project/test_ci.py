@@ -1,4 +1,5 @@
-"""CI runs the README's two commands as a new user types them: the same text, in the README's order."""
+"""CI runs the README's two commands as a new user types them: the same text, in the README's
+order."""
 
 from __future__ import annotations
 
@@ -20,5 +21,8 @@ def test_ci_runs_both_readme_commands_verbatim_main_job_first():
     lines = ROOT.joinpath(".ci", "run").read_text().splitlines()
     main_job, tests = readme_command("Run the main job"), readme_command("Run the tests")
     assert main_job in lines and tests in lines
-    assert lines.index(main_job) < lines.index(".venv/bin/adaptloop kafka down") < lines.index(tests)
-    assert "'.[dev]'" not in main_job  # the main job runs on the base install, before the test command adds the extra
+    assert (
+        lines.index(main_job) < lines.index(".venv/bin/adaptloop kafka down") < lines.index(tests)
+    )
+    # the main job runs on the base install, before the test command adds the extra
+    assert "'.[dev]'" not in main_job

@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def export_source(dest: Path) -> Path:
-    """The checkout's files as a fresh clone holds them (tracked, or new and not ignored), copied to ``dest``.
+    """The checkout's files as a fresh clone holds them (tracked, or new and not ignored), copied to
+    ``dest``.
 
-    A wheel built in the checkout itself would pick up whatever an earlier build left in ``build/lib`` (and an
-    sdist, the old ``*.egg-info/SOURCES.txt``), and so could hold a module that the configuration leaves out.
+    A wheel built in the checkout itself would pick up whatever an earlier build left in
+    ``build/lib`` (and an sdist, the old ``*.egg-info/SOURCES.txt``), and so could hold a module
+    that the configuration leaves out.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -40,7 +42,9 @@ def test_the_wheel_installs_only_adaptloop(tmp_path):
     )
     (wheel,) = tmp_path.glob("adaptloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    top_level = {
+        name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")
+    }
     assert top_level == {"adaptloop"}
     for layer in ("schemas", "learners", "snapshots", "streams"):
         assert f"adaptloop/{layer}/__init__.py" in names
@@ -50,10 +54,13 @@ def test_the_wheel_installs_only_adaptloop(tmp_path):
 
 
 def package_files() -> set[str]:
-    """Every file of the packages' folders as the wheel holds it (the package-dir mapping applied)."""
+    """Every file of the packages' folders as the wheel holds it (the package-dir mapping
+    applied)."""
     import tomllib
 
-    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
     files = set()
     for package, folder in package_dir.items():
         for file in (ROOT / folder).rglob("*"):
@@ -63,12 +70,17 @@ def package_files() -> set[str]:
 
 
 def test_the_image_copies_every_layer_and_compose_scrapes_the_worker():
-    """Docker does not run here, so the image is not built in the suite; what would rot is checked instead."""
+    """Docker does not run here, so the image is not built in the suite; what would rot is checked
+    instead."""
     import re
     import tomllib
 
     root = Path(__file__).resolve().parents[3]
-    layers = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    layers = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "package-dir"
+        ].values()
+    )
     copied = set(re.findall(r"^COPY (\w+) \1$", (root / "Dockerfile").read_text(), re.M))
     assert copied == layers | {"core"}  # and the compiled core's crate
     compose = (root / "docker-compose.yml").read_text()

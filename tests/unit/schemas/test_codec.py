@@ -59,7 +59,10 @@ def test_strict_contract_does_not_coerce_or_accept_unknown_fields():
     with pytest.raises(DecodeError, match="needs a label or a reward"):
         decode(OUTCOMES, b'{"decision_id": "d", "source": "s"}')
     with pytest.raises(DecodeError, match="timezone"):
-        decode(OUTCOMES, b'{"decision_id": "d", "label": 1, "source": "s", "timestamp": "2026-01-01T00:00:00"}')
+        decode(
+            OUTCOMES,
+            b'{"decision_id": "d", "label": 1, "source": "s", "timestamp": "2026-01-01T00:00:00"}',
+        )
 
 
 def test_deep_json_is_a_dead_letter_not_a_crash():

@@ -27,7 +27,9 @@ def test_every_event_type_has_exactly_one_topic_and_a_key_field():
         assert topic.key in topic.event.model_fields
         assert topic_named(topic.full_name("p."), "p.") is topic
         # The join's repartition topics carry an input's events; services send to the input.
-        assert topic_for(topic.event) is (topic_named(topic.repartition_of) if topic.repartition_of else topic)
+        assert topic_for(topic.event) is (
+            topic_named(topic.repartition_of) if topic.repartition_of else topic
+        )
         assert topic.copartitioned == topic_for(topic.event).copartitioned
 
 
@@ -56,16 +58,27 @@ def test_unknown_topic_names_the_known_ones():
     ],
 )
 def test_agent_feedback_rejects_out_of_range_values(kwargs, message):
-    base = {"trace_id": "t", "run_id": "r", "session_id": "s", "agent": "a", "variant": "v", "step": 0}
+    base = {
+        "trace_id": "t",
+        "run_id": "r",
+        "session_id": "s",
+        "agent": "a",
+        "variant": "v",
+        "step": 0,
+    }
     with pytest.raises(ValidationError, match=message):
         AgentFeedbackEvent(**{**base, **kwargs})
 
 
 def test_integers_are_64_bit_so_every_reader_can_hold_them():
-    """JSON allows any number of digits; orjson and Parquet's int64 do not (a larger one crashed the join)."""
+    """JSON allows any number of digits; orjson and Parquet's int64 do not (a larger one crashed the
+    join)."""
 
     def prediction(x: int) -> bytes:
-        return b'{"decision_id": "d", "model": "m", "model_version": "v", "features": {"x": %d}, "prediction": %d}' % (
+        return (
+            b'{"decision_id": "d", "model": "m", "model_version": "v", "features": {"x": '
+            b'%d}, "prediction": %d}'
+        ) % (
             x,
             x,
         )
@@ -102,7 +115,9 @@ def test_encoded_events_validate_against_the_exported_json_schema(event_type):
 def test_json_schema_rejects_what_the_decoder_rejects():
     schema = json_schemas()["outcomes"]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"decision_id": "d", "label": True, "source": "s", "schema_version": 2}, schema)
+        jsonschema.validate(
+            {"decision_id": "d", "label": True, "source": "s", "schema_version": 2}, schema
+        )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"label": True, "source": "s"}, schema)
 
@@ -110,11 +125,18 @@ def test_json_schema_rejects_what_the_decoder_rejects():
 def test_export_writes_one_file_per_topic_and_a_manifest_with_keys_and_partitioner(tmp_path):
     paths = export_json_schemas(tmp_path)
     public = [t for t in ALL_TOPICS if t.repartition_of is None]
-    assert sorted(p.name for p in paths) == sorted([*(f"{t.name}.schema.json" for t in public), "topics.json"])
+    assert sorted(p.name for p in paths) == sorted(
+        [*(f"{t.name}.schema.json" for t in public), "topics.json"]
+    )
     outcomes = orjson.loads((tmp_path / "outcomes.schema.json").read_bytes())
     assert outcomes["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert "decision_id" in outcomes["required"] and "key: the UTF-8 bytes of `decision_id`" in outcomes["description"]
-    manifest = {entry["topic"]: entry for entry in orjson.loads((tmp_path / "topics.json").read_bytes())}
+    assert (
+        "decision_id" in outcomes["required"]
+        and "key: the UTF-8 bytes of `decision_id`" in outcomes["description"]
+    )
+    manifest = {
+        entry["topic"]: entry for entry in orjson.loads((tmp_path / "topics.json").read_bytes())
+    }
     assert manifest["predictions"] == {
         "topic": "predictions",
         "schema": "predictions.schema.json",
@@ -136,7 +158,8 @@ def test_schemas_hold_standard_keywords_and_descriptions_without_doctests():
     [
         ("2026-11-24T08:00:00Z", True),
         ("2026-11-24T08:00:00.25+01:00", True),
-        ("2026-11-24T08:00:00", False),  # no zone: the contract refuses it, and so does the schema's pattern
+        # no zone: the contract refuses it, and so does the schema's pattern
+        ("2026-11-24T08:00:00", False),
         ("2026-11-24 08:00:00Z", False),
     ],
 )
@@ -151,7 +174,8 @@ def test_a_timestamp_without_a_zone_is_refused_by_the_schema_alone(timestamp, va
     except ValidationError:
         accepted = False
     assert accepted or not valid  # the schema never takes what the contract refuses
-    assert accepted is (timestamp != "2026-11-24T08:00:00")  # of these, the contract refuses the one without a zone
+    # of these, the contract refuses the one without a zone
+    assert accepted is (timestamp != "2026-11-24T08:00:00")
 
 
 def test_each_models_schema_refuses_what_its_contract_refuses(tmp_path):
@@ -177,15 +201,31 @@ def test_each_models_schema_refuses_what_its_contract_refuses(tmp_path):
     churn_predictions = orjson.loads(paths["churn.predictions.schema.json"].read_bytes())
     with pytest.raises(jsonschema.ValidationError):  # a numbers-only model
         jsonschema.validate(
-            {"decision_id": "d", "model": "churn", "model_version": "v", "features": {"plan": "pro"}}, churn_predictions
+            {
+                "decision_id": "d",
+                "model": "churn",
+                "model_version": "v",
+                "features": {"plan": "pro"},
+            },
+            churn_predictions,
         )
     plan_predictions = orjson.loads(paths["plan.predictions.schema.json"].read_bytes())
     jsonschema.validate(
-        {"decision_id": "d", "model": "plan", "model_version": "v", "features": {"age": 41, "tier": "gold"}},
+        {
+            "decision_id": "d",
+            "model": "plan",
+            "model_version": "v",
+            "features": {"age": 41, "tier": "gold"},
+        },
         plan_predictions,
     )
     with pytest.raises(jsonschema.ValidationError):  # a feature the contract does not declare
         jsonschema.validate(
-            {"decision_id": "d", "model": "plan", "model_version": "v", "features": {"age": 41, "city": "Lyon"}},
+            {
+                "decision_id": "d",
+                "model": "plan",
+                "model_version": "v",
+                "features": {"age": 41, "city": "Lyon"},
+            },
             plan_predictions,
         )

@@ -1,13 +1,15 @@
-"""The compiled core and pydantic agree on every record of the join's inputs: accept or reject, and the values.
+"""The compiled core and pydantic agree on every record of the join's inputs: accept or reject, and
+the values.
 
-The core (``adaptloop._core``) decodes predictions and outcomes with the JSON Schema their pydantic contracts
-export; pydantic's own validator, with the same size limit, is the reference. Each record below goes through
-both: the same verdict, and for an accepted one the same fields with the same Python types (``1`` an int,
-``1.0`` a float), the same times with the same offsets, and the same bytes once encoded. The records: every
-sample event, the malformed records of the samples, the fuzz test's strategies (contract-valid extreme
-decisions and hostile bytes), the fault tests' poison records, and Hypothesis' JSON objects built near the
-contracts' edges (names at their length limits and with control characters, 64-bit integers and beyond,
-probabilities out of range, times of every shape and zone, unknown and missing fields).
+The core (``adaptloop._core``) decodes predictions and outcomes with the JSON Schema their pydantic
+contracts export; pydantic's own validator, with the same size limit, is the reference. Each record
+below goes through both: the same verdict, and for an accepted one the same fields with the same
+Python types (``1`` an int, ``1.0`` a float), the same times with the same offsets, and the same
+bytes once encoded. The records: every sample event, the malformed records of the samples, the fuzz
+test's strategies (contract-valid extreme decisions and hostile bytes), the fault tests' poison
+records, and Hypothesis' JSON objects built near the contracts' edges (names at their length limits
+and with control characters, 64-bit integers and beyond, probabilities out of range, times of every
+shape and zone, unknown and missing fields).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ TOPICS = {PREDICTIONS.name: PREDICTIONS, OUTCOMES.name: OUTCOMES}
 
 
 def by_pydantic(topic: Topic, data: bytes | None) -> Event | None:
-    """The reference: the size limit, then the contract's own validator (what codec.decode did before)."""
+    """The reference: the size limit, then the contract's own validator (what codec.decode did
+    before)."""
     try:
         return topic.event.__pydantic_validator__.validate_json(checked_size(topic, data))  # type: ignore[no-any-return]
     except (ValidationError, DecodeError):
@@ -60,11 +63,12 @@ def typed(value: Any) -> Any:
 
 
 def laxer_in_pydantic(data: bytes | None) -> bool:
-    """Where pydantic takes what its own exported schema refuses, and the core (validating with that schema)
-    refuses it too: a schema_version of ``true`` or ``1.0`` (pydantic's ``Literal[1]`` reads them as 1, as
-    ``True == 1``; the schema says ``const: 1``, ``type: integer``) and a space for the ``T`` of a timestamp
-    (the schema's pattern requires the ``T``: tests/unit/schemas/test_contracts.py). Services in other
-    languages validate with the schema: the core is now as strict as what they were told."""
+    """Where pydantic takes what its own exported schema refuses, and the core (validating with that
+    schema) refuses it too: a schema_version of ``true`` or ``1.0`` (pydantic's ``Literal[1]`` reads
+    them as 1, as ``True == 1``; the schema says ``const: 1``, ``type: integer``) and a space for
+    the ``T`` of a timestamp (the schema's pattern requires the ``T``:
+    tests/unit/schemas/test_contracts.py). Services in other languages validate with the schema: the
+    core is now as strict as what they were told."""
     try:
         sent = json.loads(data or b"")
     except (ValueError, RecursionError):
@@ -82,12 +86,20 @@ def assert_agree(topic: Topic, data: bytes | None) -> None:
     if laxer_in_pydantic(data):
         expected = None
     if expected is None:
-        assert isinstance(got, DecodeError), f"pydantic refused, the core accepted {data!r:.300}: {got!r}"
+        assert isinstance(got, DecodeError), (
+            f"pydantic refused, the core accepted {data!r:.300}: {got!r}"
+        )
         return
-    assert not isinstance(got, DecodeError), f"pydantic accepted, the core refused {data!r:.300}: {got}"
+    assert not isinstance(got, DecodeError), (
+        f"pydantic accepted, the core refused {data!r:.300}: {got}"
+    )
     sent = json.loads(data or b"")
-    names = [name for name in topic.event.model_fields if name != "timestamp" or "timestamp" in sent]
-    assert [typed(getattr(got, name)) for name in names] == [typed(getattr(expected, name)) for name in names]
+    names = [
+        name for name in topic.event.model_fields if name != "timestamp" or "timestamp" in sent
+    ]
+    assert [typed(getattr(got, name)) for name in names] == [
+        typed(getattr(expected, name)) for name in names
+    ]
     if "timestamp" in sent:
         assert encode(got) == encode(expected)
     else:  # the default: now, as pydantic makes it
@@ -116,7 +128,8 @@ def test_the_malformed_samples_are_refused_with_the_same_kind(kind):
 
 
 def test_the_hostile_input_tests_records():
-    """test_hostile_input.py's shapes (random bytes, 1 MB, deep JSON, NaN, 1e999, schema_version 7, no key)."""
+    """test_hostile_input.py's shapes (random bytes, 1 MB, deep JSON, NaN, 1e999, schema_version 7,
+    no key)."""
     rng = random.Random(5)
     for k in range(44):
         name, value, kind = _hostile(rng, k)
@@ -129,9 +142,12 @@ def test_the_hostile_input_tests_records():
 
 def test_the_poison_records():
     """test_poison_records.py's (a time in the year 0 once in UTC, a 998 KB decision) and
-    test_poisoned_labels.py's (a string label: valid for the topic, refused by the model's contract)."""
+    test_poisoned_labels.py's (a string label: valid for the topic, refused by the model's
+    contract)."""
     now = datetime.now(UTC)
-    big = PredictionEvent(decision_id="big", model="m", model_version="v0", features={"note": "x" * 997_800})
+    big = PredictionEvent(
+        decision_id="big", model="m", model_version="v0", features={"note": "x" * 997_800}
+    )
     records = [
         (
             PREDICTIONS,
@@ -143,13 +159,20 @@ def test_the_poison_records():
         (PREDICTIONS, encode(big)),
         (PREDICTIONS, encode(big.model_copy(update={"features": {"note": "x" * 1_000_000}}))),
         (OUTCOMES, b'{"decision_id":"big","label":true,"source":"s"}'),
-        (OUTCOMES, orjson.dumps({"decision_id": "d1", "label": "true", "source": "other", "timestamp": now})),
+        (
+            OUTCOMES,
+            orjson.dumps(
+                {"decision_id": "d1", "label": "true", "source": "other", "timestamp": now}
+            ),
+        ),
     ]
     for topic, data in records:
         assert_agree(topic, data)
 
 
-@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(decisions())
 def test_the_fuzz_tests_decisions(decision):
     _, (prediction, outcome) = decision
@@ -157,7 +180,9 @@ def test_the_fuzz_tests_decisions(decision):
     assert_agree(OUTCOMES, encode(outcome))
 
 
-@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(st.sampled_from([PREDICTIONS, OUTCOMES]), hostile_bytes)
 def test_the_fuzz_tests_hostile_bytes(topic, data):
     assert_agree(topic, data)
@@ -167,16 +192,22 @@ def test_the_fuzz_tests_hostile_bytes(topic, data):
 names = st.one_of(
     st.text(min_size=0, max_size=3),
     st.text(st.characters(codec="utf-8"), min_size=254, max_size=258),
-    st.sampled_from(["d-1", "churn", "v0", "a\x00b", "tab\there", "\x7f", "é", "\u2028", "x" * 256, "x" * 257]),
+    st.sampled_from(
+        ["d-1", "churn", "v0", "a\x00b", "tab\there", "\x7f", "é", "\u2028", "x" * 256, "x" * 257]
+    ),
 )
 numbers = st.one_of(
     st.integers(-(2**64), 2**64),
     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**30, 0, 1]),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([0.0, -0.0, 1.0, 0.5, 1.0000000000000002, -1e-300, 5e-324, 1.7976931348623157e308]),
+    st.sampled_from(
+        [0.0, -0.0, 1.0, 0.5, 1.0000000000000002, -1e-300, 5e-324, 1.7976931348623157e308]
+    ),
 )
 times = st.one_of(
-    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31), timezones=st.timezones()).map(datetime.isoformat),
+    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31), timezones=st.timezones()).map(
+        datetime.isoformat
+    ),
     st.sampled_from(
         [
             "2026-01-01T00:00:00Z",
@@ -202,7 +233,9 @@ times = st.one_of(
     ),
 )
 scalars = st.one_of(st.none(), st.booleans(), numbers, names)
-values = st.one_of(scalars, times, st.dictionaries(names, scalars, max_size=4), st.lists(scalars, max_size=2))
+values = st.one_of(
+    scalars, times, st.dictionaries(names, scalars, max_size=4), st.lists(scalars, max_size=2)
+)
 FIELDS = sorted({*PredictionEvent.model_fields, *OutcomeEvent.model_fields})
 
 
@@ -230,10 +263,13 @@ def near_contract(draw: st.DrawFn) -> dict[str, Any]:
     return base
 
 
-@settings(max_examples=1500, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=1500, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(st.sampled_from([PREDICTIONS, OUTCOMES]), near_contract())
 def test_hypothesis_events_near_the_contracts_edges(topic, fields):
-    assert_agree(topic, json.dumps(fields, ensure_ascii=False).encode())  # (orjson has no integers past 64 bits)
+    # (orjson has no integers past 64 bits)
+    assert_agree(topic, json.dumps(fields, ensure_ascii=False).encode())
 
 
 @pytest.mark.parametrize("version", [b"true", b"1.0", b"1e0"])
@@ -247,7 +283,9 @@ def test_the_core_refuses_a_schema_version_that_is_not_the_integer_1(version):
 
 @pytest.mark.parametrize("topic", [PREDICTIONS, OUTCOMES], ids=lambda t: t.name)
 def test_the_size_limit_is_the_records(topic):
-    data = b'{"decision_id":"d","label":1,"source":"s","model":"m","model_version":"v","features":{}}'
+    data = (
+        b'{"decision_id":"d","label":1,"source":"s","model":"m","model_version":"v","features":{}}'
+    )
     padded = data[:-1] + b" " * (MAX_RECORD_BYTES - len(data)) + b"}"
     assert len(padded) == MAX_RECORD_BYTES
     assert_agree(topic, padded)

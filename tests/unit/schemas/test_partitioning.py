@@ -1,4 +1,5 @@
-"""The join finds a decision where Java's default partitioner puts its decision_id: murmur2 as Kafka computes it."""
+"""The join finds a decision where Java's default partitioner puts its decision_id: murmur2 as Kafka
+computes it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def test_murmur2_is_javas(key: bytes, java: int) -> None:
     assert ctypes.c_int32(murmur2(key)).value == java
 
 
-# Partitions among 1,000 as the Java client's partitioner gives them (kafka-python's compatibility vectors).
+# Partitions among 1,000 as the Java client's partitioner gives them (kafka-python's compatibility
+# vectors).
 @pytest.mark.parametrize(
     ("key", "partition"),
     [(b"", 681), (b"a", 524), (b"ab", 434), (b"abc", 107), (b"123456789", 566), (b"\x00 ", 742)],

@@ -1,5 +1,5 @@
-"""The fast reader of training examples agrees with the contract: every kind of example round-trips exactly,
-and a record in another shape is a dead letter's DecodeError, never a crash."""
+"""The fast reader of training examples agrees with the contract: every kind of example round-trips
+exactly, and a record in another shape is a dead letter's DecodeError, never a crash."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ times = st.datetimes(
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
 )
 features = st.dictionaries(
-    st.text(max_size=12), st.one_of(finite, st.booleans(), int64, st.text(max_size=12), st.none()), max_size=8
+    st.text(max_size=12),
+    st.one_of(finite, st.booleans(), int64, st.text(max_size=12), st.none()),
+    max_size=8,
 )
 
 
@@ -75,7 +77,8 @@ def test_every_kind_of_example_round_trips_exactly(example: TrainingExample) -> 
 
 
 def _example(raw: str | None = None, **changes: Any) -> bytes:
-    """A valid example's JSON with ``changes``; ``raw``: JSON text written where a change says ``"RAW"``."""
+    """A valid example's JSON with ``changes``; ``raw``: JSON text written where a change says
+    ``"RAW"``."""
     fields = TrainingExample(
         model="m",
         decision_id="d",
@@ -97,7 +100,8 @@ def _example(raw: str | None = None, **changes: Any) -> bytes:
         (b"[1, 2]", "invalid", "Expected `object`"),
         (_example(features=[1, 2]), "invalid", "$.features"),
         (_example(features={"x": [1]}), "invalid", "$.features[...]"),
-        (_example("1e999", features={"x": "RAW"}), "invalid", "$.features[...]"),  # an infinity: never reaches a model
+        # an infinity: never reaches a model
+        (_example("1e999", features={"x": "RAW"}), "invalid", "$.features[...]"),
         (_example(str(2**64), features={"x": "RAW"}), "invalid", "$.features[...]"),
         (_example(label={"a": 1}), "invalid", "$.label"),
         (_example(status="learned"), "invalid", "$.status"),
@@ -110,7 +114,9 @@ def _example(raw: str | None = None, **changes: Any) -> bytes:
         (b" " * 1_000_001, "too_large", "1000001 bytes"),
     ],
 )
-def test_a_record_in_another_shape_is_a_decode_error(data: bytes | None, kind: str, words: str) -> None:
+def test_a_record_in_another_shape_is_a_decode_error(
+    data: bytes | None, kind: str, words: str
+) -> None:
     with pytest.raises(DecodeError) as error:
         decode_training(data)
     assert error.value.kind == kind

@@ -1,5 +1,5 @@
-"""Backtests on an archive with a drift: the numbers are River's, run in process on the same examples, and a
-candidate with a drift policy beats the production spec."""
+"""Backtests on an archive with a drift: the numbers are River's, run in process on the same
+examples, and a candidate with a drift policy beats the production spec."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from adaptloop.snapshots.backtest import SERVED, backtest, candidate_spec
 from adaptloop.snapshots.columns import RawRecord
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
-PRODUCTION = LearnerSpec(name="churn", recipe="logistic", metrics=["Accuracy"], drift=DriftSpec(policy="alert"))
+PRODUCTION = LearnerSpec(
+    name="churn", recipe="logistic", metrics=["Accuracy"], drift=DriftSpec(policy="alert")
+)
 
 
 def _drifting_stream(n: int = 6000, flip_at: int = 2500):
@@ -38,7 +40,8 @@ def _archive(tmp_path):
         example = TrainingExample(
             model="churn",
             decision_id=f"d{i}",
-            model_version=version if i % 3 else "java-rules",  # a third served by a service's own model
+            # a third served by a service's own model
+            model_version=version if i % 3 else "java-rules",
             features=x,
             prediction=bool(i % 2),
             label=y,
@@ -60,7 +63,9 @@ def _archive(tmp_path):
             "size_bytes": 1,
         }
     )
-    archive.write(MODEL_UPDATES, "model-updates", 0, [RawRecord(0, 0, 0, b"churn", encode(published))])
+    archive.write(
+        MODEL_UPDATES, "model-updates", 0, [RawRecord(0, 0, 0, b"churn", encode(published))]
+    )
     return tmp_path / "archive", rows
 
 
@@ -68,7 +73,9 @@ def test_a_drift_policy_candidate_beats_production_and_the_numbers_are_rivers(tm
     archive, rows = _archive(tmp_path)
     challenger = candidate_spec(PRODUCTION, {"drift": {"policy": "challenger"}})
     plain = candidate_spec(PRODUCTION, {"params": {"l2": 0.01}})
-    production, drift, l2, served = backtest(archive, PRODUCTION, {"challenger": challenger, "l2": plain})
+    production, drift, l2, served = backtest(
+        archive, PRODUCTION, {"challenger": challenger, "l2": plain}
+    )
 
     # River in process, on the same examples in the same order.
     for result, model in (
@@ -81,9 +88,11 @@ def test_a_drift_policy_candidate_beats_production_and_the_numbers_are_rivers(tm
             model.learn_one(x, y)
         assert result.value == accuracy.get() and result.examples == len(rows)
 
-    assert drift.promotions >= 1 and drift.value > production.value + 0.02  # the challenger took over after the flip
+    # the challenger took over after the flip
+    assert drift.promotions >= 1 and drift.value > production.value + 0.02
     assert drift.curve[-1][1] > production.curve[-1][1]
-    # What production served: only the decisions its published versions answered, compared as the learner does.
+    # What production served: only the decisions its published versions answered, compared as the
+    # learner does.
     answered = [(i, y) for i, (_, y) in enumerate(rows) if i % 3]
     assert served.name == SERVED and served.examples == len(answered)
     assert served.value == sum(bool(i % 2) == y for i, y in answered) / len(answered)
@@ -118,7 +127,10 @@ def test_the_cli_prints_the_table_and_draws_the_png(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "production spec (replayed)" in done.stdout and '{"drift": {"policy": "challenger"}}' in done.stdout
+    assert (
+        "production spec (replayed)" in done.stdout
+        and '{"drift": {"policy": "challenger"}}' in done.stdout
+    )
     assert (tmp_path / "b.png").stat().st_size > 10_000
     bad = subprocess.run(
         [sys.executable, "-m", "adaptloop", "backtest", "churn", "-c", '{"recipe": "nope"}'],

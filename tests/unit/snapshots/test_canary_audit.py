@@ -1,4 +1,5 @@
-"""The canary audit: per round and group, the decisions served, their outcomes and accuracy, and the verdict."""
+"""The canary audit: per round and group, the decisions served, their outcomes and accuracy, and the
+verdict."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ S, V1, V2, V3, V4 = ("0" * 15 + str(i) for i in range(5))
 def record(version: str, minute: int, canary: Canary | None) -> ModelVersion:
     sample = next(iter(sample_events(ModelVersion, 1)))
     return sample.model_copy(
-        update={"model": "churn", "version": version, "timestamp": START + timedelta(minutes=minute), "canary": canary}
+        update={
+            "model": "churn",
+            "version": version,
+            "timestamp": START + timedelta(minutes=minute),
+            "canary": canary,
+        }
     )
 
 
@@ -28,7 +34,9 @@ def running(canary: str) -> Canary:
     return Canary(stable=S, canary=canary, share=0.2)
 
 
-def test_the_canary_audit_counts_each_groups_decisions_per_round_and_says_how_the_round_ended(tmp_path):
+def test_the_canary_audit_counts_each_groups_decisions_per_round_and_says_how_the_round_ended(
+    tmp_path,
+):
     records = [
         record(S, 0, None),  # the first version: every decision
         record(V1, 10, running(V1)),  # round 1: S against the line V1, V2
@@ -77,7 +85,14 @@ def test_the_canary_audit_counts_each_groups_decisions_per_round_and_says_how_th
     info = create_snapshot(tmp_path / "archive", None, tmp_path / "s.duckdb")
 
     rows = [
-        (row["round"], row["group"], row["versions"], row["decisions"], row["with_outcome"], row["accuracy"])
+        (
+            row["round"],
+            row["group"],
+            row["versions"],
+            row["decisions"],
+            row["with_outcome"],
+            row["accuracy"],
+        )
         for row in run_audit(info.path, "canary").to_pylist()
     ]
     assert rows == [

@@ -1,9 +1,10 @@
-"""Every version reproduces, for every recipe: a replay from the archive rebuilds each version byte for byte.
+"""Every version reproduces, for every recipe: a replay from the archive rebuilds each version byte
+for byte.
 
-The learner here is the worker's, driven as its learner role drives it (a version every 200 examples, every
-record archived with its offset). It and the replay run in processes of their own, as the worker's learner
-and `adaptloop replay` do (with PYTHONHASHSEED=0, as they do), so nothing the replay rebuilds can share a
-random generator's state with the learner.
+The learner here is the worker's, driven as its learner role drives it (a version every 200
+examples, every record archived with its offset). It and the replay run in processes of their own,
+as the worker's learner and `adaptloop replay` do (with PYTHONHASHSEED=0, as they do), so nothing
+the replay rebuilds can share a random generator's state with the learner.
 """
 
 from __future__ import annotations
@@ -46,12 +47,16 @@ SPECS = {
 
 def _stream(spec: LearnerSpec) -> list[tuple[dict, object]]:
     if spec.task == "regression":
-        return [({f"x{k}": v for k, v in x.items()}, float(y)) for x, y in synth.Friedman(seed=3).take(700)]
+        return [
+            ({f"x{k}": v for k, v in x.items()}, float(y))
+            for x, y in synth.Friedman(seed=3).take(700)
+        ]
     return [(dict(x), bool(y)) for x, y in synth.Agrawal(seed=3).take(700)]
 
 
 def learn_and_archive(spec: LearnerSpec, tmp_path) -> str:
-    """Learn as the learner role does and archive every example and version; return the last version."""
+    """Learn as the learner role does and archive every example and version; return the last
+    version."""
     store, archive = ModelStore(tmp_path / "models"), ParquetArchive(tmp_path / "archive")
     learner = OnlineLearner(spec)
     examples, versions, letters = [], [store.checkpoint(learner)], []
@@ -96,7 +101,10 @@ def learn_and_archive(spec: LearnerSpec, tmp_path) -> str:
         DEAD_LETTERS,
         "dead-letters",
         0,
-        [RawRecord(0, i, STAMP + i, b"training-examples", encode(d)) for i, d in enumerate(letters)],
+        [
+            RawRecord(0, i, STAMP + i, b"training-examples", encode(d))
+            for i, d in enumerate(letters)
+        ],
     )
     assert len(letters) == 1 and len(versions) == 4
     return versions[-1].version
@@ -146,8 +154,9 @@ def test_replay_rebuilds_every_version_byte_for_byte(recipe, tmp_path):
 def test_a_replay_that_diverges_says_where_and_why(tmp_path):
     spec = SPECS["logistic"]
     until = _in_a_process(LEARN, str(tmp_path), spec.model_dump_json()).strip()
-    # Lose the archived dead letter: the replay now learns the refused example... which it refuses too (the
-    # contract is code): still reproduced. Lose an archived example instead: the examples diverge.
+    # Lose the archived dead letter: the replay now learns the refused example... which it refuses
+    # too (the contract is code): still reproduced. Lose an archived example instead: the examples
+    # diverge.
     archive = tmp_path / "archive" / "topic=training-examples"
     (file,) = archive.glob("date=*/*.parquet")
     import pyarrow.compute as pc
@@ -159,5 +168,6 @@ def test_a_replay_that_diverges_says_where_and_why(tmp_path):
     first = next(step for step in steps if not step[1])
     assert first[2] is False  # the dataset hash differs: the examples did
     assert (
-        "the examples diverge after" in first[3] and "the learner learned 200 there, the archive gives 199" in first[3]
+        "the examples diverge after" in first[3]
+        and "the learner learned 200 there, the archive gives 199" in first[3]
     )

@@ -1,4 +1,5 @@
-"""The generated ACLs: who writes the topics whose records name an operator, and in which transactions."""
+"""The generated ACLs: who writes the topics whose records name an operator, and in which
+transactions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ def _writers(grants, name: str) -> set[str]:
     return {
         g.principal
         for g in grants
-        if g.operation is AclOperation.WRITE and g.resource is ResourceType.TOPIC and name.startswith(g.name)
+        if g.operation is AclOperation.WRITE
+        and g.resource is ResourceType.TOPIC
+        and name.startswith(g.name)
         if g.pattern is ResourcePatternType.PREFIXED or g.name == name
     }
 
@@ -24,8 +27,13 @@ def test_only_the_operator_writes_commands_specs_and_replay_records_and_every_ot
     assert _writers(grants, MODEL_COMMANDS.full_name("prod.")) == {"User:operator"}
     assert _writers(grants, MODEL_SPECS.full_name("prod.")) == {"User:operator"}
     assert _writers(grants, DEAD_LETTER_REPLAYS.full_name("prod.")) == {"User:operator"}
-    readers = {g.principal for g in grants if g.name == MODEL_SPECS.full_name("prod.") and g.operation.name == "READ"}
-    assert readers == {"User:worker", "User:operator", "User:service"}  # the learner, the join, serve
+    readers = {
+        g.principal
+        for g in grants
+        if g.name == MODEL_SPECS.full_name("prod.") and g.operation.name == "READ"
+    }
+    # the learner, the join, serve
+    assert readers == {"User:worker", "User:operator", "User:service"}
     for topic in ALL_TOPICS:
         if topic not in (MODEL_COMMANDS, MODEL_SPECS, DEAD_LETTER_REPLAYS):
             assert "User:worker" in _writers(grants, topic.full_name("prod.")), topic.name
@@ -33,11 +41,16 @@ def test_only_the_operator_writes_commands_specs_and_replay_records_and_every_ot
 
 def test_the_operator_has_a_transactional_id_of_its_own_outside_the_workers_prefix():
     grants = acl_bindings("prod.", "adaptloop")
-    ids = {(g.principal, g.operation, g.pattern, g.name) for g in grants if g.resource is ResourceType.TRANSACTIONAL_ID}
+    ids = {
+        (g.principal, g.operation, g.pattern, g.name)
+        for g in grants
+        if g.resource is ResourceType.TRANSACTIONAL_ID
+    }
     replay_id = replay_transactional_id("prod.")
     assert ("User:operator", AclOperation.WRITE, ResourcePatternType.LITERAL, replay_id) in ids
     assert ("User:operator", AclOperation.DESCRIBE, ResourcePatternType.LITERAL, replay_id) in ids
-    assert not replay_id.startswith("prod.adaptloop")  # the worker's prefixed grants do not reach it
+    # the worker's prefixed grants do not reach it
+    assert not replay_id.startswith("prod.adaptloop")
 
 
 @pytest.mark.parametrize("group", ["letters", "model-c", "dead-letter-r"])
@@ -53,7 +66,9 @@ def test_the_login_principal_is_the_sasl_user_or_unknown():
         {"sasl.mechanism": "OAUTHBEARER", "sasl.username": "bob"},
         {"security.protocol": "SSL"},
     ]
-    connections = [KafkaConnection.with_properties("broker:9094", properties) for properties in logins]
+    connections = [
+        KafkaConnection.with_properties("broker:9094", properties) for properties in logins
+    ]
     assert [login_principal(connection) for connection in connections] == [
         "operator",
         "alice",

@@ -1,6 +1,7 @@
-"""Which record of a model's partition of model-updates a ModelClient serves (``NewestVersion``), without Kafka:
-the highest sequence wins whatever the read order, then the later offset; a version that does not load gives way
-to the next newest; records on another partition, of another model or unreadable never serve."""
+"""Which record of a model's partition of model-updates a ModelClient serves (``NewestVersion``),
+without Kafka: the highest sequence wins whatever the read order, then the later offset; a version
+that does not load gives way to the next newest; records on another partition, of another model or
+unreadable never serve."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ PARTITIONS = 3
 HOME = home_partition("m", PARTITIONS)
 
 
-def version(sequence: int | None, name: str | None = None, *, model: str = "m", servable: bool = True) -> ModelVersion:
+def version(
+    sequence: int | None, name: str | None = None, *, model: str = "m", servable: bool = True
+) -> ModelVersion:
     return ModelVersion(
         model=model,
         version=name or f"{sequence or 0:016x}",
@@ -34,7 +37,8 @@ def raw(record: ModelVersion) -> bytes:
 
 
 class Serving:
-    """A stand-in for ModelClient's swap: records what it served, refuses the versions named broken."""
+    """A stand-in for ModelClient's swap: records what it served, refuses the versions named
+    broken."""
 
     def __init__(self, broken: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.broken, self.served, self.tried = broken, [], []
@@ -65,10 +69,14 @@ def test_the_highest_sequence_serves_whatever_the_read_order_and_only_it_is_load
 def test_the_same_sequence_read_later_wins_and_unnumbered_records_are_older_than_numbered_ones():
     serving = Serving()
     republished = version(3, "cccccccccccccccc").model_copy(update={"reason": "rollback"})
-    caught_up_on([version(3, "aaaaaaaaaaaaaaaa"), republished, version(None, "dddddddddddddddd")], serving)
+    caught_up_on(
+        [version(3, "aaaaaaaaaaaaaaaa"), republished, version(None, "dddddddddddddddd")], serving
+    )
     assert serving.served == [("cccccccccccccccc", 3, "rollback")]
     among_unnumbered = Serving()
-    caught_up_on([version(None, "aaaaaaaaaaaaaaaa"), version(None, "bbbbbbbbbbbbbbbb")], among_unnumbered)
+    caught_up_on(
+        [version(None, "aaaaaaaaaaaaaaaa"), version(None, "bbbbbbbbbbbbbbbb")], among_unnumbered
+    )
     assert among_unnumbered.served == [("bbbbbbbbbbbbbbbb", None, "checkpoint")]
 
 
@@ -86,7 +94,8 @@ def test_catching_up_tries_only_the_newest_candidates_however_long_the_history()
     records = [version(s) for s in range(1, 201)]
     serving = Serving(broken={record.version for record in records})  # none loads
     newest = caught_up_on(records, serving)
-    # the newest first, and no more than twice the candidates: the history is cut to them as it grows
+    # the newest first, and no more than twice the candidates: the history is cut to them as it
+    # grows
     assert CATCH_UP_CANDIDATES <= len(serving.tried) <= 2 * CATCH_UP_CANDIDATES
     assert serving.tried == [f"{s:016x}" for s in range(200, 200 - len(serving.tried), -1)]
     assert newest.latest is None and not newest.ready.is_set()
@@ -111,7 +120,8 @@ def test_records_elsewhere_of_other_models_or_unreadable_never_serve(caplog):
         newest = NewestVersion("m", PARTITIONS, serve=serving)
         newest.read(HOME, 0, raw(version(1)))
         newest.read(elsewhere, 0, raw(version(9)))  # not where the model's learner writes
-        newest.read(HOME, 1, raw(version(8, model="other")))  # another model's record under this key
+        # another model's record under this key
+        newest.read(HOME, 1, raw(version(8, model="other")))
         newest.read(HOME, 2, b"{not json")
         newest.read(HOME, 3, None)  # a tombstone
         newest.caught_up()
@@ -124,7 +134,8 @@ def test_records_elsewhere_of_other_models_or_unreadable_never_serve(caplog):
 def test_a_version_that_may_not_serve_yet_is_the_latest_but_is_not_served():
     serving = Serving()
     newest = caught_up_on([version(1), version(2, servable=False)], serving)
-    assert serving.served == []  # the newest may not serve: it is the model's latest (its contract) alone
+    # the newest may not serve: it is the model's latest (its contract) alone
+    assert serving.served == []
     assert newest.latest is not None and newest.latest.sequence == 2 and newest.ready.is_set()
     newest.read(HOME, 5, raw(version(3)))
     assert [sequence for _, sequence, _ in serving.served] == [3]

@@ -1,4 +1,5 @@
-"""What a role does about an error (:func:`classify`), and how a refused login is told from an outage."""
+"""What a role does about an error (:func:`classify`), and how a refused login is told from an
+outage."""
 
 from __future__ import annotations
 
@@ -75,7 +76,18 @@ def test_adaptloops_own_errors_are_classified_by_what_they_mean():
             ValueError("a bug"),
             kafka(KafkaError.INVALID_CONFIG),
         )
-    ] == ["outage", "outage", "outage", "crash", "refused", "refused", "refused", "crash", "crash", "crash"]
+    ] == [
+        "outage",
+        "outage",
+        "outage",
+        "crash",
+        "refused",
+        "refused",
+        "refused",
+        "crash",
+        "crash",
+        "crash",
+    ]
 
 
 def _close_after(first: BaseException, then: BaseException, *, cause: bool) -> None:
@@ -87,9 +99,14 @@ def _close_after(first: BaseException, then: BaseException, *, cause: bool) -> N
 
 
 def test_an_error_raised_while_handling_an_outage_is_still_an_outage():
-    """A consumer closing after its coordinator moved raises again on the way out (its revoke commits)."""
+    """A consumer closing after its coordinator moved raises again on the way out (its revoke
+    commits)."""
     with pytest.raises(RuntimeError) as raised:
-        _close_after(kafka(KafkaError.NOT_COORDINATOR), RuntimeError("the consumer could not close"), cause=False)
+        _close_after(
+            kafka(KafkaError.NOT_COORDINATOR),
+            RuntimeError("the consumer could not close"),
+            cause=False,
+        )
     assert raised.value.__cause__ is None and raised.value.__context__ is not None
     assert classify(raised.value) == "outage"
 
@@ -104,11 +121,14 @@ def test_the_broker_refusing_a_login_is_told_from_a_login_cut_short():
     assert refused_login(
         KafkaError(
             KafkaError._AUTHENTICATION,
-            "sasl_ssl://b:9094/bootstrap: SASL authentication error: Authentication failed during authentication "
+            "sasl_ssl://b:9094/bootstrap: SASL authentication error: Authentication failed "
+            "during authentication "
             "due to invalid credentials with SASL mechanism SCRAM-SHA-512",
         )
     )
-    assert not refused_login(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failure: Disconnected"))
+    assert not refused_login(
+        KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failure: Disconnected")
+    )
     assert not refused_login(
         KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#127.0.0.1:9 failed: Connection refused")
     )
@@ -122,13 +142,24 @@ def test_a_clients_error_callback_raises_a_refused_login_naming_user_and_mechani
         "sasl.password": "hunter2",
     }
     errors = ClientErrors("b:9094", login_of(properties))
-    errors(KafkaError(KafkaError._TRANSPORT, "b:9094/bootstrap: Connect to ipv4#b:9094 failed: Connection refused"))
+    errors(
+        KafkaError(
+            KafkaError._TRANSPORT,
+            "b:9094/bootstrap: Connect to ipv4#b:9094 failed: Connection refused",
+        )
+    )
     assert (errors.count, errors.last) == (1, "Connect to ipv4#b:9094 failed: Connection refused")
     with pytest.raises(AuthenticationFailed) as raised:
-        errors(KafkaError(KafkaError._AUTHENTICATION, "sasl_ssl://b:9094/bootstrap: SASL authentication error: failed"))
+        errors(
+            KafkaError(
+                KafkaError._AUTHENTICATION,
+                "sasl_ssl://b:9094/bootstrap: SASL authentication error: failed",
+            )
+        )
     message = str(raised.value)
     assert message.startswith(
-        "authentication failed at Kafka b:9094 as user 'worker' with SASL SCRAM-SHA-512 over SASL_SSL: "
+        "authentication failed at Kafka b:9094 as user 'worker' with SASL SCRAM-SHA-512 "
+        "over SASL_SSL: "
         "SASL authentication error: failed;"
     )
     assert "hunter2" not in message
@@ -136,7 +167,8 @@ def test_a_clients_error_callback_raises_a_refused_login_naming_user_and_mechani
 
 
 def test_a_bare_kafka_error_from_a_consumer_closing_is_classified_and_caught():
-    """confluent-kafka's Consumer.close() raises a KafkaError itself, which only a bare ``except:`` catches."""
+    """confluent-kafka's Consumer.close() raises a KafkaError itself, which only a bare ``except:``
+    catches."""
     closing = KafkaError(KafkaError._WAIT_COORD, "Commit failed: Local: Waiting for coordinator")
     assert classify(closing) == "outage"  # type: ignore[arg-type]
     try:
@@ -153,13 +185,18 @@ def test_a_bare_kafka_error_from_a_consumer_closing_is_classified_and_caught():
 
 def test_a_delivery_failure_is_an_outage_only_while_records_wait_or_every_failure_timed_out():
     queued = DeliveryFailed([("t", b"k", "Broker: Message size too large")], undelivered=3)
-    mixed = DeliveryFailed([("t", b"a", "Local: Message timed out"), ("t", b"b", "Broker: Invalid message")])
+    mixed = DeliveryFailed(
+        [("t", b"a", "Local: Message timed out"), ("t", b"b", "Broker: Invalid message")]
+    )
     assert [classify(queued), classify(mixed)] == ["outage", "crash"]
 
 
 def test_a_retriable_error_is_an_outage_whatever_its_code_and_an_exception_without_an_error_is_a_crash():
     retriable = KafkaException(KafkaError(KafkaError.INVALID_CONFIG, "try again", retriable=True))
-    assert [classify(retriable), classify(KafkaException("no KafkaError inside"))] == ["outage", "crash"]
+    assert [classify(retriable), classify(KafkaException("no KafkaError inside"))] == [
+        "outage",
+        "crash",
+    ]
 
 
 def test_an_error_chain_that_loops_back_on_itself_is_classified_once_through():

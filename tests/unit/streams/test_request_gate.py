@@ -1,4 +1,5 @@
-"""The serving gate refuses what no route should read: headers past their limit, a body that never comes whole."""
+"""The serving gate refuses what no route should read: headers past their limit, a body that never
+comes whole."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ import orjson
 from adaptloop.streams.serve import RequestGate, RequestLimits
 
 
-async def _answer(gate: RequestGate, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> tuple[int, dict]:
-    """Send a POST through ``gate``: ``chunks`` of its body, then nothing more (the client stalls)."""
-    scope = {"type": "http", "method": "POST", "path": "/v1/outcomes", "headers": headers, "query_string": b""}
+async def _answer(
+    gate: RequestGate, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> tuple[int, dict]:
+    """Send a POST through ``gate``: ``chunks`` of its body, then nothing more (the client
+    stalls)."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/outcomes",
+        "headers": headers,
+        "query_string": b"",
+    }
     pending = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
 
     async def receive() -> dict:
@@ -27,7 +37,9 @@ async def _answer(gate: RequestGate, headers: list[tuple[bytes, bytes]], chunks:
         sent.append(message)
 
     await gate(scope, receive, send)
-    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    body = b"".join(
+        message.get("body", b"") for message in sent if message["type"] == "http.response.body"
+    )
     return sent[0]["status"], orjson.loads(body)
 
 

@@ -1,5 +1,6 @@
-"""Webhook delivery against a real HTTP server on 127.0.0.1: retries until it answers, the same alert once,
-at most max_per_minute posts with the rest summarised, never a lost alert without a count."""
+"""Webhook delivery against a real HTTP server on 127.0.0.1: retries until it answers, the same
+alert once, at most max_per_minute posts with the rest summarised, never a lost alert without a
+count."""
 
 from __future__ import annotations
 
@@ -63,12 +64,15 @@ def test_a_failing_webhook_is_retried_until_it_answers(receiver):
     assert state.bodies == [{"text": ":warning: guardrail tool_loop on s1: 5 > 4 (agent support)"}]
 
 
-def test_a_webhook_that_never_answers_fails_after_its_retries_and_the_next_alert_still_goes(receiver):
+def test_a_webhook_that_never_answers_fails_after_its_retries_and_the_next_alert_still_goes(
+    receiver,
+):
     url, state = receiver
     state.failures_left = 3
     channel = Channel(Webhook(url=url, retries=2, backoff_seconds=0.01), httpx.Client())
     assert channel.offer("guardrail-alerts", _guardrail("s1")) == "failed"
-    assert channel.offer("guardrail-alerts", _guardrail("s2")) == "delivered"  # the 4th attempt overall
+    # the 4th attempt overall
+    assert channel.offer("guardrail-alerts", _guardrail("s2")) == "delivered"
     assert [b["text"].split(" on ")[1][:2] for b in state.bodies] == ["s2"]
 
 
@@ -77,11 +81,20 @@ def test_the_same_alert_is_posted_once_per_window_and_json_carries_the_alert(rec
     clock = _Clock()
     channel = Channel(Webhook(url=url, format="json", dedup_seconds=600), httpx.Client(), clock)
     drift = DriftAlert(model="churn", detector="ADWIN", signal="shadow_error", direction="rose")
-    assert [channel.offer("drift-alerts", drift) for _ in range(3)] == ["delivered", "duplicate", "duplicate"]
+    assert [channel.offer("drift-alerts", drift) for _ in range(3)] == [
+        "delivered",
+        "duplicate",
+        "duplicate",
+    ]
     clock.now += 601
     assert channel.offer("drift-alerts", drift) == "delivered"
-    assert channel.offer("guardrail-alerts", _guardrail("s1")) == "delivered"  # another alert: not a duplicate
-    assert [b["alert"].get("signal") for b in state.bodies] == ["shadow_error", "shadow_error", None]
+    # another alert: not a duplicate
+    assert channel.offer("guardrail-alerts", _guardrail("s1")) == "delivered"
+    assert [b["alert"].get("signal") for b in state.bodies] == [
+        "shadow_error",
+        "shadow_error",
+        None,
+    ]
     assert state.bodies[0]["topic"] == "drift-alerts"
 
 
