@@ -135,9 +135,10 @@ def seed(
     timeout: float = 30.0,
 ) -> list[str]:
     """Declare each of ``seeds`` that ``model-specs`` has no record of (not one retired: that stays
-    retired); return their names. A worker whose login may not write the topic (under the ACLs only
-    operators do) says so and goes on: every role overlays the topic on the same settings, so the
-    catalogue is the same."""
+    retired), or whose record was declared by the settings and differs from them now (a worker
+    restarted with changed ``ADAPTLOOP_MODELS``); return their names. A worker whose login may not
+    write the topic (under the ACLs only operators do) says so and goes on: every role overlays the
+    topic on the same settings, so the catalogue is the same."""
     known = read_catalogue(bootstrap, {}, prefix, timeout).records
     missing = [name for name in seeds if name not in known]
     for name, record in known.items():
@@ -146,7 +147,11 @@ def seed(
                 same = spec_of(record) == seeds[name]
             except ConfigError:
                 same = False
-            if not same:
+            if not same and record.actor == SEED_ACTOR:
+                # Only ever declared by the settings: the settings manage it, and a worker restarted
+                # with changed settings declares the change (an operator's record is left as it is).
+                missing.append(name)
+            elif not same:
                 log.warning(
                     "model %s: ADAPTLOOP_MODELS differs from its spec on %s (declared by %s "
                     "at %s), which is "
