@@ -391,7 +391,7 @@ def test_an_operator_replays_dead_letters_and_rolls_back_recorded_as_the_user_it
         added = _cli(operator, "models", "add", "m2", "--recipe", "hoeffding", "--actor", spoofed)
         assert added.returncode == 0, added.stdout + added.stderr
         declared = [
-            r for r in read_all(address, MODEL_SPECS, prefix) if isinstance(r, ModelSpecRecord)
+            r for r in read_all(as_operator, MODEL_SPECS, prefix) if isinstance(r, ModelSpecRecord)
         ]
         assert [(r.model, r.principal, r.actor) for r in declared] == [("m2", "operator", spoofed)]
 
