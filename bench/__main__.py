@@ -55,6 +55,7 @@ from adaptloop.worker import HASH_SEED
 from bench.io import archive_rate, audit_query, producer_rates
 from bench.join_floor import join_kafka_floor
 from bench.learning import (
+    WATCH_AND_ALERT,
     Data,
     agent_rate,
     learner_rate,
@@ -111,28 +112,35 @@ def peers(
         rates = {
             name: statistics.median(run.rate for run in rounds) for name, rounds in runs.items()
         }
+        steady = {
+            name: statistics.median(run.steady_rate for run in rounds)
+            for name, rounds in runs.items()
+        }
         river = statistics.median(rivers)
         found[f"{recipe}_loop"] = {
             "decisions": len(decisions),
             "river_per_s": river,
             **{f"{name}_per_s": rate for name, rate in rates.items()},
+            **{f"{name}_steady_per_s": rate for name, rate in steady.items()},
             "accuracy": {name: [run.accuracy for run in rounds] for name, rounds in runs.items()},
             "startup_s": {name: [run.startup_s for run in rounds] for name, rounds in runs.items()},
             "adaptloop_assignment_to_first_example_s": [
                 run.after_assignment_s for run in runs["adaptloop"]
             ],
         }
+        for peer, label in (("bytewax", "Bytewax dataflow"), ("quix", "Quix Streams app")):
+            row(
+                f"{recipe}: loop (join + learner), backlog / {label}",
+                rates["adaptloop"],
+                rates[peer],
+                steady=(steady["adaptloop"], steady[peer]),
+            )
         row(
-            f"{recipe}: loop (join + learner), backlog / Bytewax dataflow",
+            f"{recipe}: loop (join + learner), backlog / River",
             rates["adaptloop"],
-            rates["bytewax"],
+            river,
+            steady=(steady["adaptloop"], river),
         )
-        row(
-            f"{recipe}: loop (join + learner), backlog / Quix Streams app",
-            rates["adaptloop"],
-            rates["quix"],
-        )
-        row(f"{recipe}: loop (join + learner), backlog / River", rates["adaptloop"], river)
         if recipe == "logistic":
             startups = {
                 name: statistics.median(run.startup_s for run in rounds)
@@ -162,6 +170,7 @@ def learner_peers(
             name="b",
             recipe=recipe,
             metrics=["Accuracy"],
+            drift=WATCH_AND_ALERT,
             checkpoint_every=5000,
             checkpoint_seconds=None,
         )
@@ -172,7 +181,7 @@ def learner_peers(
             # Timed as the Quix app times itself: from its tenth example to the last (steady work).
             lambda spec=spec: agent_rate(bootstrap, prefix, spec, N, after=N // 10),
             lambda spec=unwatched: agent_rate(bootstrap, prefix, spec, N, after=N // 10),
-            lambda recipe=recipe: quix_run(bootstrap, "learn", topic, recipe, N).rate,
+            lambda recipe=recipe: quix_run(bootstrap, "learn", topic, recipe, N).steady_rate,
         )
         found[f"{recipe}_learner"] = {
             "river_per_s": river,
@@ -203,15 +212,27 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
         "rate",
         "baseline",
         "ratio",
+        "steady rate",
+        "steady ratio",
         title=f"adaptloop bench ({N:,} examples, Hyperplane)",
     )
 
-    def row(name: str, rate: float, baseline: float | None, unit: str = "/s") -> None:
+    def row(
+        name: str,
+        rate: float,
+        baseline: float | None,
+        unit: str = "/s",
+        steady: tuple[float, float] | None = None,
+    ) -> None:
+        """A rate against its baseline; ``steady``: the same two from a tenth of the work done (the
+        loop rows' rates run from the start)."""
         table.add_row(
             name,
             f"{rate:,.0f}{unit}",
             f"{baseline:,.0f}{unit}" if baseline else "",
             f"{rate / baseline:.2f}" if baseline else "",
+            f"{steady[0]:,.0f}{unit}" if steady else "",
+            f"{steady[0] / steady[1]:.2f}" if steady else "",
         )
 
     out = Path(__file__).with_name("results.json")
@@ -247,6 +268,7 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
                 name="b",
                 recipe=recipe,
                 metrics=["Accuracy"],
+                drift=WATCH_AND_ALERT,
                 checkpoint_every=5000,
                 checkpoint_seconds=None,
             )
@@ -301,6 +323,7 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
             name="b",
             recipe="logistic",
             metrics=["Accuracy"],
+            drift=WATCH_AND_ALERT,
             checkpoint_every=5000,
             checkpoint_seconds=None,
             mini_batch=MINI_BATCH,
@@ -321,7 +344,9 @@ def main(sections: tuple[str, ...] = ("all",)) -> None:
         # duplicate window is full, and every version checkpoints it.
         steady = stream(RECENT_IDS + STEADY_EXTRA, seed=4)
         steady_prefix = produce_examples(bootstrap, steady)
-        defaults = LearnerSpec(name="b", recipe="logistic", metrics=["Accuracy"])
+        defaults = LearnerSpec(
+            name="b", recipe="logistic", metrics=["Accuracy"], drift=WATCH_AND_ALERT
+        )
         river, agent = medians_of_rounds(
             lambda: river_rate("logistic", data),
             lambda: agent_rate(bootstrap, steady_prefix, defaults, len(steady), after=RECENT_IDS),

@@ -58,9 +58,13 @@ def build_flow(bootstrap: str, topics: list[str], n: int, recipe: str, out: Path
     def learn(pair: tuple[str, tuple[dict[str, Any], Any]]) -> None:
         learner.learn(*pair[1])
 
+    def key(message: KafkaSourceMessage) -> str:
+        learner.read()
+        return message.key.decode()
+
     flow = Dataflow("adaptloop-peer")
     messages = op.input("in", flow, KafkaSource([bootstrap], topics, tail=False))
-    keyed = op.key_on("decision", messages, lambda message: message.key.decode())
+    keyed = op.key_on("decision", messages, key)
     pairs = op.filter(
         "joined", op.stateful_map("join", keyed, join), lambda pair: pair[1] is not None
     )

@@ -28,7 +28,7 @@ from adaptloop.streams import (
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.worker import Role, start_worker_process, stop_worker_process
 from bench.cpu import cpu_of, loop_processes
-from bench.learning import Data, examples
+from bench.learning import WATCH_AND_ALERT, Data, examples
 
 
 def _settings(base: Settings, specs: list[LearnerSpec], partitions: int | None = None) -> Settings:
@@ -87,6 +87,7 @@ def loop_run(
         recipe=recipe,
         min_examples=0,
         metrics=["Accuracy"],
+        drift=WATCH_AND_ALERT,
         checkpoint_every=len(data) // 10 if per_second is None else len(data),
         checkpoint_seconds=None if per_second is None else 0.5,
     )
@@ -182,6 +183,7 @@ def learner_scaleout(base: Settings, recipe: str, data: Data, workers: int) -> f
             name=m,
             recipe=recipe,
             metrics=["Accuracy"],
+            drift=WATCH_AND_ALERT,
             checkpoint_every=len(data) // 4,
             checkpoint_seconds=None,
         )

@@ -3,10 +3,12 @@ River.
 
 Every system gets the same backlog, produced before it starts (predictions and outcomes of the same
 decisions, the JSON adaptloop's SDK writes, on the same number of partitions), and the same River
-recipe. Each rate is taken between the moment a system had learned a tenth of the decisions and
-the moment it had learned all of them: steady work, not start-up (each peer stamps those moments
-itself; adaptloop's are its versions' timestamps, published at exact tenths). Every run must learn
-every decision: a run that learned fewer is an error, not a rate.
+recipe. A loop's rate is the backlog over the time from its start, to the moment it had learned
+the last decision: adaptloop's start is the join's partitions' assignment (from its log), a peer's
+the first record it read (a fetch later than its assignment: if anything, the peer is flattered).
+Beside it, the steady rate: from a tenth of the decisions learned to all of them (each peer stamps
+those moments itself; adaptloop's are its versions' timestamps, published at exact tenths). Every
+run must learn every decision: a run that learned fewer is an error, not a rate.
 
 - the loop (join + learn): adaptloop's join and learner processes, the Bytewax dataflow
   (:mod:`bench.bytewax_peer`) and the Quix Streams app (:mod:`bench.quix_peer`);
@@ -38,7 +40,7 @@ from adaptloop.settings import Settings
 from adaptloop.streams import EventProducer, delete_topics, ensure_topics
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.worker import start_worker_process, stop_worker_process
-from bench.learning import Data
+from bench.learning import WATCH_AND_ALERT, Data
 from bench.loop import _settings, _wait_for_versions
 
 QUIX_VERSION = "3.28.1"
@@ -48,7 +50,8 @@ QUIX_VENV = ROOT / "bench" / ".peers" / "quix"
 
 @dataclass
 class PeerRun:
-    rate: float  # decisions learned per second, from a tenth of them learned to all
+    rate: float  # decisions learned per second, from the start (see the module) to all learned
+    steady_rate: float  # decisions learned per second, from a tenth of them learned to all
     learned: int
     accuracy: float  # River's Accuracy of predict-then-learn over the run
     startup_s: float  # processes started -> first decision learned (adaptloop: joined)
@@ -100,6 +103,7 @@ def adaptloop_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
         recipe=recipe,
         min_examples=0,
         metrics=["Accuracy"],
+        drift=WATCH_AND_ALERT,
         checkpoint_every=n // 10,
         checkpoint_seconds=None,
     )
@@ -123,7 +127,10 @@ def adaptloop_loop(base: Settings, recipe: str, data: Data) -> PeerRun:
     last = versions[-1]
     seconds = (last.timestamp - tenth.timestamp).total_seconds()
     assigned = _logged_at(settings.home / "worker-join.log", "join assigned")
+    if assigned is None:
+        raise RuntimeError("the join's log has no assignment: no start to time the backlog from")
     return PeerRun(
+        last.examples_seen / (last.timestamp.timestamp() - assigned),
         (last.examples_seen - tenth.examples_seen) / seconds,
         last.examples_seen,
         last.metrics["shadow.Accuracy"],
@@ -183,6 +190,7 @@ def _run_peer(
     if result["learned"] != n:
         raise RuntimeError(f"{command[1:3]} learned {result['learned']} of {n} decisions")
     return PeerRun(
+        n / result["first_read_to_all_s"],
         (n - n // 10) / result["tenth_to_all_s"],
         result["learned"],
         result["accuracy"],

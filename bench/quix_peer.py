@@ -41,8 +41,12 @@ def main(
         if learner.learn(*example):
             app.stop()
 
+    def read(value: dict[str, Any]) -> dict[str, Any]:
+        learner.read()
+        return value
+
     if mode == "learn":
-        sdf = app.dataframe(app.topic(topics, value_deserializer="json"))
+        sdf = app.dataframe(app.topic(topics, value_deserializer="json")).apply(read)
         sdf = sdf.apply(lambda value: (value["features"], value["label"]))
     else:
         predictions, outcomes = (
@@ -60,7 +64,7 @@ def main(
             prediction, outcome = (value, waiting) if side == "p" else (waiting, value)
             return prediction["features"], outcome["label"]
 
-        sdf = app.dataframe(predictions).concat(app.dataframe(outcomes))
+        sdf = app.dataframe(predictions).concat(app.dataframe(outcomes)).apply(read)
         sdf = sdf.apply(join, stateful=True).filter(lambda pair: pair is not None)
     sdf = sdf.update(learn)
     app.run()

@@ -32,6 +32,7 @@ from adaptloop.streams import EventProducer, delete_topics
 from adaptloop.streams.versions import read_all
 from adaptloop.testing import free_port
 from adaptloop.worker import settings_env, start_worker_process, stop_worker_process
+from bench.learning import WATCH_AND_ALERT
 from bench.loop import _settings
 
 CLIENTS = 8
@@ -144,7 +145,12 @@ def _load(port: int, seconds: float, interval: float | None) -> tuple[int, list[
 
 def serve_run(base: Settings) -> ServeRun:
     spec = LearnerSpec(
-        name="s", recipe="logistic", min_examples=1, checkpoint_every=500, checkpoint_seconds=1
+        name="s",
+        recipe="logistic",
+        min_examples=1,
+        checkpoint_every=500,
+        checkpoint_seconds=1,
+        drift=WATCH_AND_ALERT,
     )
     settings = _settings(base, [spec], partitions=2)
     worker = start_worker_process(settings, settings.home / "worker.log")
