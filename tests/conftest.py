@@ -19,6 +19,7 @@ from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.settings import Settings
 from adaptloop.streams.admin import ensure_topics, wait_for_broker
 from adaptloop.testing import secure_listener, test_broker
+from tests.release import Release, build_release
 
 SKIP_ENV = "ADAPTLOOP_SKIP_KAFKA_TESTS"
 SETTINGS_ENV = re.compile(
@@ -162,6 +163,14 @@ def s3_bucket(s3_server: str) -> str:
     fs = pafs.S3FileSystem(endpoint_override=s3_server, scheme="http", allow_bucket_creation=True)
     fs.create_dir(name)
     return f"s3://{name}/models?endpoint_override={s3_server}&scheme=http"
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """This checkout's sdist and the wheel built from it, built once for the session (the Rust core
+    compiled once): the packaging tests check them, install them, and build the image with the same
+    cargo target."""
+    return build_release(tmp_path_factory.mktemp("release"))
 
 
 NODE_TOOLS = Path(__file__).parent / "node"

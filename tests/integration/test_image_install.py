@@ -4,12 +4,13 @@ No Docker engine runs in CI and no registry is reachable, so the image is not bu
 was built once by hand with buildah, on a Debian base made with mmdebstrap: slower than CI can
 afford). Instead each instruction of the Dockerfile is read and mirrored here: each stage (FROM)
 gets a stand-in root of its own, WORKDIR, COPY (``--from`` a stage built here: from its root) and
-ENV on it, the build and install steps with a fresh venv's pip in place of the base image's, and
-ENTRYPOINT + CMD run as the container runs them (from the last WORKDIR, with the final stage's
-environment). The Rust toolchain that the build stage copies from the toolchain's image, and the C
-linker it installs with apt-get, are this machine's own (the README's set-up needs both). An
-instruction or a RUN step that this test does not know fails it, so the Dockerfile and this test
-cannot drift apart silently.
+ENV on it, the build and install steps with a fresh venv's pip in place of the base image's (the
+build with the session's cargo target, where the release's build compiled the same crates: see
+tests/release.py), and ENTRYPOINT + CMD run as the container runs them (from the last WORKDIR, with
+the final stage's environment). The Rust toolchain that the build stage copies from the toolchain's
+image, and the C linker it installs with apt-get, are this machine's own (the README's set-up needs
+both). An instruction or a RUN step that this test does not know fails it, so the Dockerfile and
+this test cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from adaptloop.streams import EventProducer
 from adaptloop.streams.versions import read_all
 from adaptloop.testing import free_port
 from adaptloop.worker import stop_worker_process
+from tests.release import Release
 
 # a fresh venv installs on a loaded machine
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]
@@ -77,6 +79,8 @@ class Image:
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     stages: dict[str, Path] = field(default_factory=dict)
+    # the build steps' environment: the session's cargo target, whose crates the build finds fresh
+    build_env: dict[str, str] = field(default_factory=dict)
 
     def inside(self, path: str) -> Path:
         """A path of the image, in the stand-in root."""
@@ -120,6 +124,7 @@ class Image:
             subprocess.run(
                 [str(self.venv / "bin" / "pip"), words[1], "-q", *args],
                 cwd=self.workdir,
+                env={**os.environ, **self.build_env},
                 check=True,
             )
             return
@@ -196,11 +201,13 @@ class Image:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+def image(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """The Dockerfile's stages, replayed; the build stage's ``pip wheel`` compiles the core into the
+    session's cargo target, where the release's build (``release``) compiled the same sources."""
     work = tmp_path_factory.mktemp("image")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    built = Image(root=work / "root", venv=venv, workdir=work / "root")
+    built = Image(root=work / "root", venv=venv, workdir=work / "root", build_env=release.cargo_env)
     for name, args in instructions(ROOT / "Dockerfile"):
         built.apply(name, args)
     assert built.entrypoint == ["adaptloop"] and built.cmd == ["worker"]

@@ -20,7 +20,7 @@ import pytest
 
 import adaptloop
 from adaptloop.testing import free_ports
-from tests.unit.project.test_packaging import export_source
+from tests.release import Release
 
 # The demo starts a local broker (from the cached jars); a fresh venv installs slowly on a loaded
 # machine.
@@ -64,22 +64,15 @@ def source_modules() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the wheel built from the sdist (``python -m build``: sdist, then the
-    wheel from it)."""
-    work = tmp_path_factory.mktemp("wheel")
-    source, dist = export_source(work / "source"), work / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    (sdist,) = dist.glob("adaptloop-*.tar.gz")
-    (wheel,) = dist.glob("adaptloop-*.whl")
-    assert sdist.name == f"adaptloop-{adaptloop.__version__}.tar.gz"
-    venv = work / "venv"
+    wheel from it; built once for the session by the ``release`` fixture)."""
+    assert release.sdist.name == f"adaptloop-{adaptloop.__version__}.tar.gz"
+    venv = tmp_path_factory.mktemp("wheel") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", str(wheel)], check=True, cwd=work)
+    subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", str(release.wheel)], check=True, cwd=venv.parent
+    )
     return venv
 
 

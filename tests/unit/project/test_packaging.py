@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
+
+from tests.release import Release
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def export_source(dest: Path) -> Path:
-    """The checkout's files as a fresh clone holds them (tracked, or new and not ignored), copied to
-    ``dest``.
-
-    A wheel built in the checkout itself would pick up whatever an earlier build left in
-    ``build/lib`` (and an sdist, the old ``*.egg-info/SOURCES.txt``), and so could hold a module
-    that the configuration leaves out.
-    """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    return dest
-
-
-def test_the_wheel_installs_only_adaptloop(tmp_path):
-    source = export_source(tmp_path / "source")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("adaptloop-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+def test_the_wheel_installs_only_adaptloop(release: Release):
+    """The wheel built from the sdist (what users install) holds the one package, whole."""
+    names = zipfile.ZipFile(release.wheel).namelist()
     top_level = {
         name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")
     }
