@@ -198,6 +198,8 @@ class LearnerAgent:
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
+        # within a step: the versions to publish once their files are written
+        self._unpublished: list[ModelVersion] | None = None
         # What recovery needs: each model's examples since its last checkpoint, and its alerts sent
         # since.
         self.journals: dict[str, list[Entry]] = {name: [] for name in self.specs}
@@ -311,47 +313,24 @@ class LearnerAgent:
         """Process one batch; return the number of examples learned."""
         records = self.consumer.poll(self.batch_size, timeout)
         learned: Counter[str] = Counter()
-        published = 0
-        # (committed at once: the group's lag says when a spec change has been applied)
-        specs_read = False
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
             self.dead_letters.log_summary()
-        for record in records:
-            if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
-                specs_read = specs_read or record.topic is MODEL_SPECS
-                try:
-                    published += (
-                        self._command(record)
-                        if record.topic is MODEL_COMMANDS
-                        else self._spec(record)
-                    )
-                # a command that cannot be carried out: its dead letter says why
-                except Exception as error:
-                    log.exception("%s@%d raised", record.topic.name, record.offset)
-                    self._reject(
-                        record, f"carrying it out raised {type(error).__name__}: {error}", "error"
-                    )
-                continue
-            learner, learned_one = self._learn(record)
-            if learner is None:
-                continue
-            if learner.watch.actions:
-                published += self._act(learner)
-            if learned_one:
-                learned[learner.spec.name] += 1
-                # Count-based versions fall on exact example counts, whatever the batch boundaries,
-                # so a replay of the same examples reproduces the same versions. (Costly checkpoints
-                # skip some of those counts; the lineage records where each version fell.)
-                if (
-                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
-                    and self._count_due(learner, time.monotonic())
-                ):
-                    published += self._checkpoint(learner) is not None
-        published += len(self.checkpoint())
+        # Checkpoints' files are written behind the learning (the GIL is free while a file syncs);
+        # their versions are published once their files exist, after the batch, in order.
+        self._unpublished = []
+        try:
+            with self.store.writing_behind():
+                specs_read = self._learn_records(records, learned)
+                self.checkpoint()
+        finally:
+            unpublished, self._unpublished = self._unpublished, None
+        for version in unpublished:
+            self._publish(version)
         alerts = self._send_alerts() + self._report_health()
-        if published or alerts or specs_read:
+        # (a spec read is committed at once: the group's lag says when it has been applied)
+        if unpublished or alerts or specs_read:
             # Nothing here waits for the broker (waiting for acks cost 3-8% of a learner's time):
             # versions and alerts are on their way (a delivery that failed raises at the next poll);
             # a restart resumes from the checkpoints' offsets and republishes versions missing from
@@ -365,6 +344,42 @@ class LearnerAgent:
             LEARNED.labels(name).inc(count)
         self._count_not_production()
         return sum(learned.values())
+
+    def _learn_records(self, records: list[Record], learned: Counter[str]) -> bool:
+        """Learn a polled batch, carrying out its commands and spec records in order, counting the
+        examples learned per model in ``learned``; return whether it held a spec record."""
+        specs_read = False
+        for record in records:
+            if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
+                specs_read = specs_read or record.topic is MODEL_SPECS
+                try:
+                    if record.topic is MODEL_COMMANDS:
+                        self._command(record)
+                    else:
+                        self._spec(record)
+                # a command that cannot be carried out: its dead letter says why
+                except Exception as error:
+                    log.exception("%s@%d raised", record.topic.name, record.offset)
+                    self._reject(
+                        record, f"carrying it out raised {type(error).__name__}: {error}", "error"
+                    )
+                continue
+            learner, learned_one = self._learn(record)
+            if learner is None:
+                continue
+            if learner.watch.actions:
+                self._act(learner)
+            if learned_one:
+                learned[learner.spec.name] += 1
+                # Count-based versions fall on exact example counts, whatever the batch boundaries,
+                # so a replay of the same examples reproduces the same versions. (Costly checkpoints
+                # skip some of those counts; the lineage records where each version fell.)
+                if (
+                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
+                    and self._count_due(learner, time.monotonic())
+                ):
+                    self._checkpoint(learner)
+        return specs_read
 
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
@@ -785,6 +800,11 @@ class LearnerAgent:
         return self._publish(version)
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
+        """Send ``version`` to ``model-updates`` (within :meth:`step`, once the batch's checkpoint
+        files are written)."""
+        if self._unpublished is not None:
+            self._unpublished.append(version)
+            return version
         self.producer.send(version)
         VERSIONS.labels(version.model, version.reason).inc()
         for name, value in version.metrics.items():
