@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.learners.catalog import as_learned, change_of, refuse_recipe_change, spec_of
-from adaptloop.learners.health import Ending, HealthWatch
+from adaptloop.learners.health import HealthWatch
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.recovery import Entry, recover
 from adaptloop.learners.spec import LearnerSpec
@@ -64,7 +64,7 @@ from adaptloop.schemas.system import (
     ModelVersion,
     VersionReason,
 )
-from adaptloop.schemas.topics import MODEL_COMMANDS, MODEL_SPECS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.topics import MODEL_COMMANDS, MODEL_SPECS, TRAINING_EXAMPLES
 from adaptloop.schemas.trusted import as_event
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
@@ -194,7 +194,8 @@ class LearnerAgent:
             name: self._restored(spec) for name, spec in self.specs.items()
         }
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
-        self._position_names: dict[tuple[Topic, int], str] = {}
+        # (topic's base name, partition) -> its position's name (a Topic hashes all its fields)
+        self._position_names: dict[tuple[str, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
@@ -383,9 +384,9 @@ class LearnerAgent:
 
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
-        position = self._position_names.get((record.topic, record.partition))
+        position = self._position_names.get((record.topic.name, record.partition))
         if position is None:
-            position = self._position_names[(record.topic, record.partition)] = (
+            position = self._position_names[(record.topic.name, record.partition)] = (
                 f"{record.topic.full_name(self.prefix)}:{record.partition}"
             )
         self.positions[position] = record.offset + 1
@@ -441,8 +442,10 @@ class LearnerAgent:
             self.health[name].observe("rejected", f"decision {example.decision_id!r}: {reason}")
             REJECTED.labels(name, "features" if reason.startswith("feature") else "label").inc()
         elif learned or example.status in ("expired", "late"):
-            ending: Ending = "learned" if learned else "unlearned"
-            self.health[name].observe(ending)
+            if learned:
+                self.health[name].learned()
+            else:
+                self.health[name].observe("unlearned")
         return learner, learned
 
     def _recover(
@@ -536,7 +539,7 @@ class LearnerAgent:
         sent, now = 0, time.monotonic()
         reports: dict[str, ModelHealth] = {}
         for name, watch in self.health.items():
-            if not watch.endings:
+            if not watch.seen():
                 continue  # not this learner's model (or nothing seen yet)
             before = watch.status
             report = reports[name] = watch.report()
