@@ -18,6 +18,7 @@ rejected, failed, or ended unlearned (expired, late).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from typing import Literal
 
@@ -39,10 +40,38 @@ class HealthWatch:
         self.rejected_total = 0
         self.last_rejections: deque[str] = deque(maxlen=LAST_REJECTIONS)
         self.status: Literal["ok", "sick"] = "ok"
+        # decisions learned since the last other ending or reading, counted into the window at once
+        self._learned = 0
+
+    def learned(self) -> None:
+        """Count a decision learned: :meth:`observe` ``("learned")``, for a counter's increment
+        per example (the window takes the run of them when anything else is observed or read)."""
+        self._learned += 1
+
+    def seen(self) -> bool:
+        """Whether any decision of the model has ended here."""
+        return bool(self._learned or self.endings)
+
+    def _settle(self) -> None:
+        """Put the run of decisions learned into the window, as one :meth:`observe` each would."""
+        run, self._learned = self._learned, 0
+        if not run:
+            return
+        endings, counts = self.endings, self.counts
+        if run >= self.window:
+            endings.clear()
+            counts.clear()
+            run = self.window
+        else:
+            for old in itertools.islice(endings, max(0, len(endings) + run - self.window)):
+                counts[old] -= 1
+        endings.extend(itertools.repeat("learned", run))
+        counts["learned"] += run
 
     def observe(self, ending: Ending, reason: str | None = None) -> None:
         """Count how one decision ended (``reason``: why it was rejected, or how the model
         failed)."""
+        self._settle()
         if len(self.endings) == self.window:
             self.counts[self.endings[0]] -= 1
         self.endings.append(ending)
@@ -54,6 +83,7 @@ class HealthWatch:
 
     def reasons(self) -> list[str]:
         """Why the model is sick (empty: it is not)."""
+        self._settle()
         seen, reasons = len(self.endings), []
         if (
             seen >= min(20, self.window)
@@ -68,6 +98,7 @@ class HealthWatch:
 
     def describe(self, reason: str) -> str:
         """One reason, in words."""
+        self._settle()
         seen = len(self.endings)
         if reason == "rejecting":
             last = self.last_rejections[-1] if self.last_rejections else ""
@@ -90,6 +121,7 @@ class HealthWatch:
 
     def report(self) -> ModelHealth:
         """The model's health now (its ``status`` is remembered, to tell when it changes)."""
+        self._settle()
         reasons = self.reasons()
         self.status = "sick" if reasons else "ok"
         return ModelHealth(

@@ -94,6 +94,7 @@ def interned(features: dict[str, Any]) -> dict[str, Any]:
 
 
 _intern = sys.intern
+_sha256 = hashlib.sha256
 
 
 def probe(model: Model, spec: LearnerSpec, features: dict[str, Any]) -> None:
@@ -215,7 +216,10 @@ class OnlineLearner:
         """
         progress = self.progress
         decision_id, status = example.decision_id, example.status
-        if self.already_learned(decision_id, position):
+        # (already_learned, inline: once per example)
+        if (
+            position is not None and position[1] < progress.offsets.get(position[0], 0)
+        ) or decision_id in progress.recent_ids:
             return False
         learnable = status in LEARNABLE
         if learnable:
@@ -373,11 +377,12 @@ class OnlineLearner:
         return True
 
     def _learned(self, example: TrainingExample, where: str) -> None:
-        self.progress.dataset_hash = hashlib.sha256(
-            f"{self.progress.dataset_hash}|{where}{example.decision_id}".encode()
+        progress = self.progress
+        progress.dataset_hash = _sha256(
+            f"{progress.dataset_hash}|{where}{example.decision_id}".encode()
         ).hexdigest()
-        self.progress.examples_seen += 1
-        self.progress.learned_since_version += 1
+        progress.examples_seen += 1
+        progress.learned_since_version += 1
 
     def metric_values(self) -> dict[str, float | None]:
         """Current metrics as ``{"shadow.Accuracy": 0.9, "production.Accuracy": None, ...}``: None

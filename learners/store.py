@@ -17,6 +17,8 @@ import io
 import pickle
 import random
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.storage import Storage
 from adaptloop.learners.watch import ModelWatch
+from adaptloop.learners.write_behind import WriteBehind
 from adaptloop.schemas.errors import SpecChanged, UnknownModel
 from adaptloop.schemas.system import ModelVersion, VersionReason
 
@@ -212,14 +215,51 @@ class ModelStore:
     """
 
     def __init__(self, root: Path | str, keys: ModelKeys | None = None) -> None:
-        self.storage = Storage(root)
-        self.root = self.storage.root  # for messages: where the store is
+        self._storage = Storage(root)
+        self.root = self._storage.root  # for messages: where the store is
+        # checkpoints' files being written behind the learner (see :meth:`writing_behind`)
+        self._behind: WriteBehind | None = None
         # None: files are neither signed nor checked (a store that only this process writes)
         self.keys = keys
         self._stored_since_pruning: dict[str, int] = {}
         # model -> its last checkpoint's bytes, to undo a failure
         self.last_checkpoint: dict[str, bytes] = {}
         self._last_stamp = 0
+
+    @property
+    def storage(self) -> Storage:
+        """Where the files are; once the checkpoints written behind are on it (any use of the store
+        but the writer's own sees every file it was asked to write)."""
+        behind = self._behind
+        if behind is not None and behind.pending and not behind.on_writer_thread():
+            behind.wait()
+        return self._storage
+
+    @contextmanager
+    def writing_behind(self) -> Iterator[None]:
+        """Within it, :meth:`checkpoint` returns once the checkpoint's bytes are made, and a writer
+        thread writes them (in order) while the caller goes on; on the way out (and at any other
+        use of the store) every file is written, or the first write's error raised.
+
+        The bytes are made first, so a checkpoint holds exactly the state and offsets of its
+        example; the caller publishes its versions after the block, once their files exist.
+        """
+        behind = self._behind = WriteBehind()
+        try:
+            yield
+        finally:
+            self._behind = None
+            try:
+                behind.wait()
+            finally:
+                behind.close()
+
+    def _write(self, write: Callable[[], None]) -> None:
+        """Run ``write`` now, or behind the caller (:meth:`writing_behind`)."""
+        if self._behind is not None:
+            self._behind.submit(write)
+        else:
+            write()
 
     @staticmethod
     def _version_key(model: str, version: str) -> str:
@@ -231,9 +271,16 @@ class ModelStore:
 
     def put_model(self, model: str, data: bytes) -> tuple[str, str, str]:
         """Store model bytes (idempotent); return (version, sha256, key)."""
-        sha = hashlib.sha256(data).hexdigest()
+        sha, version, key = self._model_key(model, data)
+        self._store_model(key, data)
+        return version, sha, key
+
+    def _model_key(self, model: str, data: bytes) -> tuple[str, str, str]:
+        """(sha256, version, key) of model bytes."""
         version = version_of(data)
-        key = self._version_key(model, version)
+        return hashlib.sha256(data).hexdigest(), version, self._version_key(model, version)
+
+    def _store_model(self, key: str, data: bytes) -> None:
         stored = self.storage.exists(key)
         if not stored:
             self.storage.write(key, data)
@@ -243,7 +290,6 @@ class ModelStore:
         stamp = self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
         if stored or not self.storage.remote:
             self.storage.touch(key, data, stamp)
-        return version, sha, key
 
     def prune(
         self, model: str, keep: int, current: str | None = None, stable: str | None = None
@@ -397,7 +443,8 @@ class ModelStore:
         data, copied = canonical(learner.model)
         if probe is not None:
             probe_model(copied, learner.spec, probe)
-        version, sha, key = self.put_model(name, data)
+        sha, version, key = self._model_key(name, data)
+        self._write(lambda: self._store_model(key, data))
         learner.model = learn_on_from(data)
         progress = learner.progress
         if (
@@ -423,7 +470,7 @@ class ModelStore:
                 offsets=dict(progress.offsets),
                 metrics=learner.metric_values(),
                 sha256=sha,
-                uri=self.storage.uri(key),
+                uri=self._storage.uri(key),
                 size_bytes=len(data),
                 dataset_hash=progress.dataset_hash,
                 actor=actor,
@@ -439,7 +486,8 @@ class ModelStore:
             version, progress, learner.shadow, learner.production, learner.watch, learner.spec
         )
         saved = pickle.dumps(checkpoint, protocol=PICKLE_PROTOCOL)
-        self.storage.write(self._checkpoint_key(name), self._sealed(saved))
+        sealed = self._sealed(saved)
+        self._write(lambda: self.storage.write(self._checkpoint_key(name), sealed))
         self.last_checkpoint[name] = saved
         # Pruned every PRUNE_EVERY versions stored: listing the directory at each one would cost
         # more.
@@ -447,13 +495,12 @@ class ModelStore:
         if stored >= PRUNE_EVERY:
             self._stored_since_pruning[name] = 0
             gate = learner.watch.canary
-            self.prune(
-                name,
-                learner.spec.keep_versions,
-                current=version,
-                stable=gate.stable if gate else None,
-            )
+            keep, stable = learner.spec.keep_versions, gate.stable if gate else None
+            self._write(lambda: self._prune_quietly(name, keep, version, stable))
         return record
+
+    def _prune_quietly(self, model: str, keep: int, current: str, stable: str | None) -> None:
+        self.prune(model, keep, current=current, stable=stable)
 
     def check(self, spec: LearnerSpec) -> None:
         """Raise :class:`SpecChanged` if ``spec`` asks for another model than its checkpoint holds

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.learners.catalog import as_learned, change_of, refuse_recipe_change, spec_of
-from adaptloop.learners.health import Ending, HealthWatch
+from adaptloop.learners.health import HealthWatch
 from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.recovery import Entry, recover
 from adaptloop.learners.spec import LearnerSpec
@@ -64,7 +64,7 @@ from adaptloop.schemas.system import (
     ModelVersion,
     VersionReason,
 )
-from adaptloop.schemas.topics import MODEL_COMMANDS, MODEL_SPECS, TRAINING_EXAMPLES, Topic
+from adaptloop.schemas.topics import MODEL_COMMANDS, MODEL_SPECS, TRAINING_EXAMPLES
 from adaptloop.schemas.trusted import as_event
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.consumer import EventConsumer, Record
@@ -194,10 +194,13 @@ class LearnerAgent:
             name: self._restored(spec) for name, spec in self.specs.items()
         }
         self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read
-        self._position_names: dict[tuple[Topic, int], str] = {}
+        # (topic's base name, partition) -> its position's name (a Topic hashes all its fields)
+        self._position_names: dict[tuple[str, int], str] = {}
         self._last_version_at = {name: time.monotonic() for name in self.specs}
         self._checkpoint_cost = dict.fromkeys(self.specs, 0.0)  # seconds the last checkpoint took
         self._lag_recorded_at = 0.0
+        # within a step: the versions to publish once their files are written
+        self._unpublished: list[ModelVersion] | None = None
         # What recovery needs: each model's examples since its last checkpoint, and its alerts sent
         # since.
         self.journals: dict[str, list[Entry]] = {name: [] for name in self.specs}
@@ -311,47 +314,24 @@ class LearnerAgent:
         """Process one batch; return the number of examples learned."""
         records = self.consumer.poll(self.batch_size, timeout)
         learned: Counter[str] = Counter()
-        published = 0
-        # (committed at once: the group's lag says when a spec change has been applied)
-        specs_read = False
         if time.monotonic() - self._lag_recorded_at > 10:
             record_lag("learn", self.consumer.kafka)
             self._lag_recorded_at = time.monotonic()
             self.dead_letters.log_summary()
-        for record in records:
-            if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
-                specs_read = specs_read or record.topic is MODEL_SPECS
-                try:
-                    published += (
-                        self._command(record)
-                        if record.topic is MODEL_COMMANDS
-                        else self._spec(record)
-                    )
-                # a command that cannot be carried out: its dead letter says why
-                except Exception as error:
-                    log.exception("%s@%d raised", record.topic.name, record.offset)
-                    self._reject(
-                        record, f"carrying it out raised {type(error).__name__}: {error}", "error"
-                    )
-                continue
-            learner, learned_one = self._learn(record)
-            if learner is None:
-                continue
-            if learner.watch.actions:
-                published += self._act(learner)
-            if learned_one:
-                learned[learner.spec.name] += 1
-                # Count-based versions fall on exact example counts, whatever the batch boundaries,
-                # so a replay of the same examples reproduces the same versions. (Costly checkpoints
-                # skip some of those counts; the lineage records where each version fell.)
-                if (
-                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
-                    and self._count_due(learner, time.monotonic())
-                ):
-                    published += self._checkpoint(learner) is not None
-        published += len(self.checkpoint())
+        # Checkpoints' files are written behind the learning (the GIL is free while a file syncs);
+        # their versions are published once their files exist, after the batch, in order.
+        self._unpublished = []
+        try:
+            with self.store.writing_behind():
+                specs_read = self._learn_records(records, learned)
+                self.checkpoint()
+        finally:
+            unpublished, self._unpublished = self._unpublished, None
+        for version in unpublished:
+            self._publish(version)
         alerts = self._send_alerts() + self._report_health()
-        if published or alerts or specs_read:
+        # (a spec read is committed at once: the group's lag says when it has been applied)
+        if unpublished or alerts or specs_read:
             # Nothing here waits for the broker (waiting for acks cost 3-8% of a learner's time):
             # versions and alerts are on their way (a delivery that failed raises at the next poll);
             # a restart resumes from the checkpoints' offsets and republishes versions missing from
@@ -366,11 +346,47 @@ class LearnerAgent:
         self._count_not_production()
         return sum(learned.values())
 
+    def _learn_records(self, records: list[Record], learned: Counter[str]) -> bool:
+        """Learn a polled batch, carrying out its commands and spec records in order, counting the
+        examples learned per model in ``learned``; return whether it held a spec record."""
+        specs_read = False
+        for record in records:
+            if record.topic is MODEL_COMMANDS or record.topic is MODEL_SPECS:
+                specs_read = specs_read or record.topic is MODEL_SPECS
+                try:
+                    if record.topic is MODEL_COMMANDS:
+                        self._command(record)
+                    else:
+                        self._spec(record)
+                # a command that cannot be carried out: its dead letter says why
+                except Exception as error:
+                    log.exception("%s@%d raised", record.topic.name, record.offset)
+                    self._reject(
+                        record, f"carrying it out raised {type(error).__name__}: {error}", "error"
+                    )
+                continue
+            learner, learned_one = self._learn(record)
+            if learner is None:
+                continue
+            if learner.watch.actions:
+                self._act(learner)
+            if learned_one:
+                learned[learner.spec.name] += 1
+                # Count-based versions fall on exact example counts, whatever the batch boundaries,
+                # so a replay of the same examples reproduces the same versions. (Costly checkpoints
+                # skip some of those counts; the lineage records where each version fell.)
+                if (
+                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
+                    and self._count_due(learner, time.monotonic())
+                ):
+                    self._checkpoint(learner)
+        return specs_read
+
     def _owner(self, record: Record, model: str) -> tuple[str, OnlineLearner | None]:
         """(the record's position, the learner of ``model``); an unknown model is dead-lettered."""
-        position = self._position_names.get((record.topic, record.partition))
+        position = self._position_names.get((record.topic.name, record.partition))
         if position is None:
-            position = self._position_names[(record.topic, record.partition)] = (
+            position = self._position_names[(record.topic.name, record.partition)] = (
                 f"{record.topic.full_name(self.prefix)}:{record.partition}"
             )
         self.positions[position] = record.offset + 1
@@ -426,8 +442,10 @@ class LearnerAgent:
             self.health[name].observe("rejected", f"decision {example.decision_id!r}: {reason}")
             REJECTED.labels(name, "features" if reason.startswith("feature") else "label").inc()
         elif learned or example.status in ("expired", "late"):
-            ending: Ending = "learned" if learned else "unlearned"
-            self.health[name].observe(ending)
+            if learned:
+                self.health[name].learned()
+            else:
+                self.health[name].observe("unlearned")
         return learner, learned
 
     def _recover(
@@ -521,7 +539,7 @@ class LearnerAgent:
         sent, now = 0, time.monotonic()
         reports: dict[str, ModelHealth] = {}
         for name, watch in self.health.items():
-            if not watch.endings:
+            if not watch.seen():
                 continue  # not this learner's model (or nothing seen yet)
             before = watch.status
             report = reports[name] = watch.report()
@@ -785,6 +803,11 @@ class LearnerAgent:
         return self._publish(version)
 
     def _publish(self, version: ModelVersion) -> ModelVersion:
+        """Send ``version`` to ``model-updates`` (within :meth:`step`, once the batch's checkpoint
+        files are written)."""
+        if self._unpublished is not None:
+            self._unpublished.append(version)
+            return version
         self.producer.send(version)
         VERSIONS.labels(version.model, version.reason).inc()
         for name, value in version.metrics.items():

@@ -1,5 +1,5 @@
 """A small model publishes a version at every ``checkpoint_every`` examples, however slow its
-checkpoints."""
+checkpoints' writes."""
 
 from __future__ import annotations
 
@@ -44,10 +44,12 @@ def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_boots
             )
     store = ModelStore(tmp_path / "models")
     write = store.storage.write
+    slow_writes = []
 
     def slow_write(key: str, data: bytes) -> None:
         time.sleep(SLOW_WRITE_SECONDS)
         write(key, data)
+        slow_writes.append(key)
 
     store.storage.write = slow_write  # type: ignore[method-assign]
     spec = LearnerSpec(
@@ -70,5 +72,6 @@ def test_a_small_model_with_slow_checkpoints_versions_at_every_count(kafka_boots
     ]
     assert [v.examples_seen for v in versions] == list(range(0, N + 1, EVERY))
     assert all(v.size_bytes < SMALL_MODEL_BYTES for v in versions)
-    # the model and its checkpoint file
-    assert agent._checkpoint_cost["m"] >= 2 * SLOW_WRITE_SECONDS
+    # every version's model file and its checkpoint were written slowly (behind the learner, which
+    # counts only the time it spent itself)
+    assert len(slow_writes) >= 2 * len(versions)
