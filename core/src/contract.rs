@@ -945,54 +945,77 @@ impl Refusal {
 /// ``value`` as orjson writes a float: the shortest digits that read back the same, plain from
 /// 1e-5 to below 1e16, else as ``1.5e+16`` / ``1e-7`` (the differential test checks it against orjson).
 pub(crate) fn write_float(out: &mut Vec<u8>, value: f64) {
-    use std::io::Write;
     if value == 0.0 {
         out.extend_from_slice(if value.is_sign_negative() { b"-0.0" } else { b"0.0" });
         return;
     }
     let mut buffer = zmij::Buffer::new();
-    let text = buffer.format_finite(value); // the shortest digits, in zmij's own layout
-    let (sign, text) = match text.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", text),
+    let text = buffer.format_finite(value).as_bytes(); // the shortest digits, in zmij's own layout
+    let text = match text.strip_prefix(b"-") {
+        Some(rest) => {
+            out.push(b'-');
+            rest
+        }
+        None => text,
     };
-    let (mantissa, power) = match text.split_once(['e', 'E']) {
-        Some((mantissa, power)) => (mantissa, power.parse::<i32>().expect("an integer exponent")),
+    let (mantissa, power) = match text.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(at) => (&text[..at], exponent_of(&text[at + 1..])),
         None => (text, 0),
     };
-    // digits d1 d2 ... and the exponent of d1 (value = d1.d2... x 10^exponent)
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all: String = whole.chars().chain(fraction.chars()).collect();
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_start_matches('0').trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    // The significant digits d1 d2 ... and the power of ten of d1.
+    let mut all = [0u8; 64];
+    let count = whole.len() + fraction.len();
+    all[..whole.len()].copy_from_slice(whole);
+    all[whole.len()..count].copy_from_slice(fraction);
+    let leading = all[..count].iter().take_while(|&&b| b == b'0').count();
+    let mut end = count;
+    while end > leading + 1 && all[end - 1] == b'0' {
+        end -= 1;
+    }
+    let digits = &all[leading..end];
     let exponent = power + whole.len() as i32 - 1 - leading as i32;
-    out.extend_from_slice(sign.as_bytes());
     if !(-5..=15).contains(&exponent) {
-        let (first, rest) = digits.split_at(1);
-        out.extend_from_slice(first.as_bytes());
-        if !rest.is_empty() {
+        out.push(digits[0]);
+        if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(rest.as_bytes());
+            out.extend_from_slice(&digits[1..]);
         }
-        let plus = if exponent > 0 { "+" } else { "" };
-        let _ = write!(out, "e{plus}{exponent}");
+        out.push(b'e');
+        if exponent > 0 {
+            out.push(b'+');
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(exponent).as_bytes());
     } else if exponent < 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', (-exponent - 1) as usize));
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(digits);
     } else {
         let whole = exponent as usize + 1;
         if digits.len() <= whole {
-            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(digits);
             out.extend(std::iter::repeat_n(b'0', whole - digits.len()));
             out.extend_from_slice(b".0");
         } else {
-            out.extend_from_slice(digits[..whole].as_bytes());
+            out.extend_from_slice(&digits[..whole]);
             out.push(b'.');
-            out.extend_from_slice(digits[whole..].as_bytes());
+            out.extend_from_slice(&digits[whole..]);
         }
     }
+}
+
+/// The exponent zmij writes after its ``e`` (a sign, then digits).
+fn exponent_of(text: &[u8]) -> i32 {
+    let (negative, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let value = digits.iter().fold(0i32, |n, d| n * 10 + i32::from(d - b'0'));
+    if negative { -value } else { value }
 }
 
 /// A time as Python's ``isoformat`` (and orjson) write an aware datetime: microseconds only when not
@@ -1014,17 +1037,12 @@ fn write_time(out: &mut Vec<u8>, t: &Time) {
 
 /// A valid value as orjson writes what pydantic makes of it (``encode`` of the event).
 fn write_out(out: &mut Vec<u8>, value: &Out<'_>) {
-    use std::io::Write;
     match value {
         Out::Null => out.extend_from_slice(b"null"),
         Out::Bool(true) => out.extend_from_slice(b"true"),
         Out::Bool(false) => out.extend_from_slice(b"false"),
-        Out::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Out::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Out::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Out::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
         Out::Float(f) => write_float(out, *f),
         Out::Str(s) => crate::join::event_json::write_string(out, s),
         Out::Time(t) => write_time(out, t),

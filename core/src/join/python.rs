@@ -551,13 +551,7 @@ impl JoinCore {
                     continue;
                 }
             };
-            let fields = event_json::fields(&json);
-            let raw = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| &json[k.clone()] == name.as_bytes())
-                    .map(|(_, v)| &json[v.clone()])
-            };
+            let raw = |name: &str| event_json::field(&json, name);
             let key = raw("decision_id").and_then(event_json::string).unwrap_or_default();
             let moment = raw("timestamp").and_then(event_json::timestamp).unwrap_or(now);
             let refused = moment - now > max_future;
@@ -610,10 +604,11 @@ impl JoinCore {
                 }
                 Processed::Joined(out) => {
                     for example in out.examples {
-                        let key = self
-                            .model_keys
-                            .entry(example.model.clone())
-                            .or_insert_with(|| PyBytes::new(py, example.model.as_bytes()).unbind());
+                        if !self.model_keys.contains_key(&example.model) {
+                            let key = PyBytes::new(py, example.model.as_bytes()).unbind();
+                            self.model_keys.insert(example.model.clone(), key);
+                        }
+                        let key = &self.model_keys[&example.model];
                         examples.append((partition, key.bind(py), PyBytes::new(py, &example.json)))?;
                         match joined.iter_mut().find(|j| j.0 == example.model && j.1 == example.status) {
                             Some(j) => j.2 += 1,
