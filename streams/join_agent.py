@@ -403,10 +403,12 @@ class JoinAgent:
             self.positions[(name, index)] = position
             received[self.consumer.topic_of(name).name] += count
         for item in rare:
-            self._finish(messages[item[1]], item, now)
+            self._finish(messages[item[1]], item, now, received)
         return stop
 
-    def _finish(self, message: Message, item: tuple[Any, ...], now: float) -> None:
+    def _finish(
+        self, message: Message, item: tuple[Any, ...], now: float, received: Counter[str]
+    ) -> None:
         """A record the join did not simply join (see :data:`~adaptloop.learners.join.RawBatch`):
         its dead letter, or its send to its decision's partition."""
         name, index, _ = position_of(message)
@@ -415,6 +417,7 @@ class JoinAgent:
         if what == rules.RAW_CONTRACT:
             error = classify_compiled(topic, message.value(), *item[2:])
             self._reject(message, error.kind, error.reason)
+            received[topic.name] -= 1  # an event in is one decoded, as every role counts them
         elif what == rules.RAW_TIME:
             problem = self._time_problem(decode(topic, message.value()), index, now)
             assert problem is not None  # the core refused it for this
@@ -450,11 +453,11 @@ class JoinAgent:
             return
         name, index, offset = position_of(message)
         topic = self.consumer.topic_of(name)
-        received[topic.name] += 1
         self.positions[(name, index)] = offset + 1
         key, value = message.key(), message.value()
         event = self.consumer.dead_letters.decode(topic, name, index, offset, key, value)
         if event is not None:  # (else dead-lettered)
+            received[topic.name] += 1
             stamp = message.timestamp()[1] / 1000.0
             self._tick(Record(topic, index, offset, key, value or b"", event, stamp), joined)
 
