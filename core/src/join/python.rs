@@ -479,8 +479,9 @@ impl JoinCore {
     /// error: the caller handles it and calls again after it). ``topics``: the full names of
     /// predictions, outcomes and their repartition topics. Each record is decoded and validated
     /// by its contract (of at most ``max_bytes``), refused if its time is more than
-    /// ``max_future`` seconds after ``now``, and joined as :meth:`process` joins, with no Python
-    /// object made per record but the training examples.
+    /// ``max_future`` seconds after ``now``, and joined (``Join::process``: sent on if misplaced,
+    /// a record that raises leaving its decision as it was), with no Python object made per record
+    /// but the training examples.
     ///
     /// Returns ``(stop, examples, joined, rare, positions)``: where it stopped; each training
     /// example as ``(input partition, model key, JSON)``; ``(model, status, count)`` of the
@@ -488,7 +489,7 @@ impl JoinCore {
     /// it is: ``(0, i, kind, path, message)`` the contract refused message ``i``,
     /// ``(1, i)`` its time was refused, ``(2, i, home, key)`` to be sent on to partition
     /// ``home``, ``(3, i, exception)`` it raised (its decision left as it was), ``(4, i,
-    /// decision_id, outcome JSON, reason, offset, sent_on)`` a rejection as :meth:`process` gives
+    /// decision_id, outcome JSON, reason, offset, sent_on)`` a rejection as ``on_outcome`` gives
     /// them; and ``(topic, partition, next offset, records)`` of each input partition read.
     #[pyo3(signature = (table, messages, start, topics, partitions, now, max_future, max_bytes))]
     #[allow(clippy::too_many_arguments)]
