@@ -1,6 +1,6 @@
 """Type stubs of adaptloop._core, the compiled core (the Rust crate in core/)."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # core/src/contract.rs: events decoded and validated with the JSON Schema their contract exports
@@ -13,9 +13,11 @@ class Contract:
         schema: str,
         event: type | None = None,
         complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        defaults: list[tuple[str, bytes | None]] | None = None,
     ) -> None: ...
     def decode(self, data: bytes | None, max_bytes: int) -> dict[str, Any]: ...
     def decode_event(self, data: bytes | None, max_bytes: int) -> Any: ...
+    def encode_valid(self, data: bytes | None, max_bytes: int, now: float) -> bytes: ...
 
 # -- the join (core/src/join) ----------------------------------------------------------------------
 
@@ -72,14 +74,32 @@ class JoinCore:
         sent_on: bool,
     ) -> _Output: ...
     def tick(self, table: JoinTable, partition: int, now: float, clocks: list[int]) -> _Output: ...
-    def process(
+    def use_contracts(
+        self,
+        predictions: Contract,
+        outcomes: Contract,
+        feature_problem: Callable[[str, bytes], str | None],
+    ) -> None: ...
+    def set_feature_rules(
+        self, model: str, rules: tuple[bool, dict[str, str] | None] | None
+    ) -> None: ...
+    def process_raw(
         self,
         table: JoinTable,
-        records: list[
-            tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
-        ],
+        messages: Sequence[Any],
+        start: int,
+        topics: tuple[str, str, str, str],
         partitions: int,
-    ) -> list[int | _Output | tuple[()] | BaseException | None]: ...
+        now: float,
+        max_future: float,
+        max_bytes: int,
+    ) -> tuple[
+        int,
+        list[tuple[int, bytes, bytes]],
+        list[tuple[str, str, int]],
+        list[tuple[Any, ...]],
+        list[tuple[str, int, int, int]],
+    ]: ...
     def set_spec(
         self,
         model: str,

@@ -3,7 +3,7 @@
 The rules run in the compiled core (``adaptloop._core``, ``core/src/join``), over a
 :class:`JoinState` whose changes the worker writes to a changelog topic; this module is their Python
 face, tested without Kafka, and the join agent calls the core once per polled batch
-(:meth:`DelayedJoin.process`). Time is event time, with one clock per input: predictions and
+(:meth:`DelayedJoin.process_raw`). Time is event time, with one clock per input: predictions and
 outcomes are separate topics that a consumer reads at different paces, so a pending prediction
 expires only when the *outcomes* clock of its partition passes its deadline, an outcome waiting for
 its prediction only when the *predictions* clock does, and finished entries are forgotten when both
@@ -21,7 +21,7 @@ outcome whose label the model cannot learn (its prediction waits on for a good o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -30,8 +30,10 @@ import orjson
 
 from adaptloop._core import JOIN_MAX_JOINABLE_BYTES, JoinCore, JoinTable
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas.codec import encode
+from adaptloop.schemas.codec import compiled_contract, encode
+from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.inference import OutcomeEvent, PredictionEvent, TrainingExample
+from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS
 
 EntryStatus = Literal["pending", "done", "expired", "late", "rejected"]
 PENDING: EntryStatus = "pending"
@@ -207,11 +209,25 @@ RawRejections = list[tuple[str | None, bytes | None, str | tuple[str, float], in
 the event being processed; the reason, or ``(decision_id, horizon)`` for an outcome no prediction
 came for; offset; sent_on) each."""
 RawOutput = tuple[Examples, RawRejections]
-JoinRecord = tuple[bool, int, bool, bool, str, str | None, bytes, str | None, int | None, bool]
-"""A record of a batch for :meth:`DelayedJoin.process` (see :meth:`DelayedJoin.record`)."""
-Processed = int | RawOutput | tuple[()] | BaseException | None
-"""What became of a record of a batch: the partition it is to be sent on to, its output (``()``:
-nothing), the exception it raised, or None (refused before the join)."""
+RawBatch = tuple[
+    int,
+    list[tuple[int, bytes, bytes]],
+    list[tuple[str, str, int]],
+    list[tuple[Any, ...]],
+    list[tuple[str, int, int, int]],
+]
+"""What :meth:`DelayedJoin.process_raw` gives: ``(stop, examples, joined, rare, read)``. ``stop``:
+the first message it left to the caller; ``examples``: ``(input partition, model key, JSON)`` each,
+in order; ``joined``: ``(model, status, count)`` of those examples; ``read``: ``(topic, partition,
+next offset, records)`` of each input partition read; ``rare``: in the records' order, the records
+the caller finishes, each ``(what, message index, ...)``: :data:`RAW_CONTRACT` ``(kind, path,
+message)``: its contract refused it (``codec.classify_compiled`` words it); :data:`RAW_TIME`: its
+time is too far ahead (the agent's ``_time_problem`` words it); :data:`RAW_SENT_ON` ``(home
+partition, key)``: read on another partition than its decision's; :data:`RAW_FAILED`
+``(exception)``: it raised (its decision's entry left as it was); :data:`RAW_REJECTION`
+``(decision_id, outcome JSON, reason, offset, sent_on)``: a rejection as in :data:`RawRejections`.
+"""
+RAW_CONTRACT, RAW_TIME, RAW_SENT_ON, RAW_FAILED, RAW_REJECTION = range(5)
 
 
 class DelayedJoin:
@@ -267,6 +283,11 @@ class DelayedJoin:
             outcome_duplicates == "last",
             self._label_problem,
         )
+        self.core.use_contracts(
+            compiled_contract(PREDICTIONS), compiled_contract(OUTCOMES), self._feature_problem
+        )
+        for name, contract in self._contracts.items():
+            self.core.set_feature_rules(name, _feature_rules(contract))
 
     @property
     def counts(self) -> Counter[str]:
@@ -279,6 +300,14 @@ class DelayedJoin:
         there is a reward."""
         return self._contracts[model].label_problem(orjson.loads(label), orjson.loads(reward))
 
+    def _feature_problem(self, model: str, prediction: bytes) -> str | None:
+        """What ``model``'s contract says of a prediction's features (its JSON); the core asks only
+        about features it may refuse (:func:`_feature_rules`)."""
+        contract = self._contracts.get(model)
+        if contract is None:
+            return None
+        return contract.feature_problem(orjson.loads(prediction)["features"])
+
     def use_spec(self, name: str, spec: LearnerSpec | None) -> None:
         """Join ``name``'s predictions under ``spec`` from now on (its contract, horizon, duplicates
         and default label); None: the model was retired (its predictions are joined as an unknown
@@ -287,9 +316,11 @@ class DelayedJoin:
             self.specs.pop(name, None)
             self._contracts.pop(name, None)
             self.core.set_spec(name, None, self.default_horizon)
+            self.core.set_feature_rules(name, None)
             return
         self.specs[name] = spec
         self._contracts[name] = spec.contract()
+        self.core.set_feature_rules(name, _feature_rules(self._contracts[name]))
         self.default_horizon = max(self.default_horizon, spec.horizon_seconds)
         self.core.set_spec(
             name,
@@ -346,43 +377,29 @@ class DelayedJoin:
         """
         return self._output(self.core.tick(self.state.table, partition, now, list(clocks)), None)
 
-    def record(
+    def process_raw(
         self,
-        event: PredictionEvent | OutcomeEvent,
-        partition: int,
-        offset: int,
-        *,
-        sent_on: bool,
-        refused: bool,
-    ) -> JoinRecord:
-        """A record of a batch: ``event`` read at ``offset`` of ``partition``; ``sent_on``: of a
-        repartition topic (where every record is on its decision's partition; elsewhere one may not
-        be, and is sent on); ``refused``: not to be joined (the caller dead-letters it), only sent
-        on if it is misplaced."""
-        encoded = encode(event)
-        if isinstance(event, PredictionEvent):
-            problem = None if refused else self.feature_problem(event, encoded)
-            key, model = event.decision_id, event.model
-            return (
-                False,
-                partition,
-                not sent_on,
-                refused,
-                key,
-                model,
-                encoded,
-                problem,
-                None,
-                False,
-            )
-        key = event.decision_id
-        return (True, partition, not sent_on, refused, key, None, encoded, None, offset, sent_on)
+        messages: Sequence[Any],
+        start: int,
+        topics: tuple[str, str, str, str],
+        partitions: int,
+        now: float,
+        max_future: float,
+        max_bytes: int,
+    ) -> RawBatch:
+        """Join a polled batch as it came from the consumer, in one call of the core: the records
+        of ``messages`` (confluent-kafka ``Message`` s) from ``start`` up to the first that is not
+        a prediction or an outcome of ``topics`` (predictions, outcomes and their repartition
+        topics, by full name) on inputs of ``partitions`` partitions.
 
-    def process(self, records: list[JoinRecord], partitions: int) -> list[Processed]:
-        """A polled batch, in order, on inputs of ``partitions`` partitions: one call of the core.
-        For each record what became of it (see :data:`Processed`); a record that raised left its
-        decision's entry as it was."""
-        return self.core.process(self.state.table, records, partitions)
+        The core decodes and validates each record with its contract (at most ``max_bytes``),
+        refuses one whose time is more than ``max_future`` seconds after ``now`` (so that it cannot
+        move the clocks), asks the model's contract about features it may refuse, and joins: no
+        Python object is made per record, only per training example and per record refused,
+        misplaced or failed (see :data:`RawBatch`)."""
+        return self.core.process_raw(
+            self.state.table, messages, start, topics, partitions, now, max_future, max_bytes
+        )
 
     def tick_raw(self, partition: int, now: float, clocks: tuple[int, ...]) -> RawOutput:
         """:meth:`tick`, its output as the core returns it."""
@@ -407,6 +424,11 @@ class DelayedJoin:
             assert refused_event is not None  # a tick refuses only outcomes kept in the state
             out.rejections.append(Rejection(refused_event, self.reason(reason), offset, sent_on))
         return out
+
+
+def _feature_rules(contract: ModelContract) -> tuple[bool, dict[str, str] | None]:
+    """What the core checks of a prediction's features to find those the contract may refuse."""
+    return contract.numbers_only, None if contract.features is None else dict(contract.features)
 
 
 def _defaults(spec: LearnerSpec) -> tuple[bytes | None, bytes | None]:

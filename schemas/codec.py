@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from adaptloop._core import Contract, ContractError
-from adaptloop.schemas.base import Event
+from adaptloop.schemas.base import Event, utc_now
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.export import core_schema
 from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, Topic
@@ -117,6 +118,30 @@ def _compiled_decoder(topic: Topic) -> Callable[[bytes | None, int], Event]:
     """The decoder of ``topic``'s records by the core: its contract compiled from the exported
     schema, which makes the event of the fields it read as :meth:`Event.from_valid` does (in
     declared order, the defaults of those absent added by ``complete``)."""
+    decode_event = compiled_contract(topic).decode_event
+
+    def decode_compiled(data: bytes | None, max_bytes: int) -> Event:
+        try:
+            event: Event = decode_event(data, max_bytes)
+            return event
+        except ContractError as error:
+            raise classify_compiled(topic, data, *error.args) from None
+
+    _COMPILED_DECODERS[topic.name] = decode_compiled
+    return decode_compiled
+
+
+_CONTRACTS: dict[str, Contract] = {}
+
+
+def compiled_contract(topic: Topic) -> Contract:
+    """The core's contract of ``topic`` (one of :data:`COMPILED`), compiled once from the exported
+    schema: it decodes events (``decode_event``, as :func:`decode` uses it) and, for the join, writes
+    the JSON :func:`encode` would write of the event, every default filled in, with no Python object
+    in between (``JoinCore.process_raw``)."""
+    contract = _CONTRACTS.get(topic.name)
+    if contract is not None:
+        return contract
     model = topic.event
     defaults = {name: info for name, info in model.model_fields.items() if not info.is_required()}
     names = tuple(model.model_fields)
@@ -130,20 +155,27 @@ def _compiled_decoder(topic: Topic) -> Callable[[bytes | None, int], Event]:
             for name in names
         }
 
-    decode_event = Contract(orjson.dumps(core_schema(topic)).decode(), model, complete).decode_event
-
-    def decode_compiled(data: bytes | None, max_bytes: int) -> Event:
-        try:
-            event: Event = decode_event(data, max_bytes)
-            return event
-        except ContractError as error:
-            raise _classify_compiled(topic, data, *error.args) from None
-
-    _COMPILED_DECODERS[topic.name] = decode_compiled
-    return decode_compiled
+    contract = Contract(
+        orjson.dumps(core_schema(topic)).decode(),
+        model,
+        complete,
+        [(name, _default_json(topic, name, info)) for name, info in defaults.items()],
+    )
+    _CONTRACTS[topic.name] = contract
+    return contract
 
 
-def _classify_compiled(
+def _default_json(topic: Topic, name: str, info: FieldInfo) -> bytes | None:
+    """A field's default as :func:`encode` writes it; None for the time now (``utc_now``, the one
+    default factory events have: any other is refused here, so the core never writes a wrong one)."""
+    if info.default_factory is None:
+        return orjson.dumps(info.default, default=_default)
+    if info.default_factory is utc_now:
+        return None
+    raise TypeError(f"{topic.event.__name__}.{name}: the core cannot fill this default factory")
+
+
+def classify_compiled(
     topic: Topic, data: bytes | None, kind: str, path: tuple[str, ...], message: str
 ) -> DecodeError:
     """The core's failure as a dead letter's kind and reason (as :func:`_classify` says

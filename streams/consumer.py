@@ -27,6 +27,20 @@ def position_of(message: Message) -> tuple[str, int, int]:
     return topic, partition, offset
 
 
+def is_record(message: Message) -> bool:
+    """Whether a fetched message is a record; an error event is not: the end of a partition is
+    skipped, a fatal error raised, any other logged."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    if error.fatal():
+        raise KafkaException(error)
+    log.warning("consumer error on %s: %s", message.topic(), error.str())
+    return False
+
+
 class Record(NamedTuple):
     """A decoded event with where it came from (a tuple: cheap to make, one per record).
 
@@ -111,14 +125,8 @@ class EventConsumer:
         """Up to ``max_records`` decoded records; bad ones are dead-lettered, not returned."""
         records: list[Record] = []
         topics, readers, decode = self._topics, self._readers, self.dead_letters.decode
-        for message in self._fetch(max_records, timeout):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consumer error on %s: %s", message.topic(), error.str())
+        for message in self.fetch(max_records, timeout):
+            if not is_record(message):
                 continue
             name, partition, offset = position_of(message)
             key, value = message.key(), message.value()
@@ -130,9 +138,14 @@ class EventConsumer:
                 records.append(Record(topic, partition, offset, key, value, event, stamp))  # type: ignore[arg-type]
         return records
 
-    def _fetch(self, max_records: int, timeout: float) -> list[Message]:
-        """What is there now, up to ``max_records``; if nothing, wait up to ``timeout`` for the
-        first record.
+    def topic_of(self, name: str) -> Topic:
+        """The topic read under the full name ``name``."""
+        return self._topics[name]
+
+    def fetch(self, max_records: int, timeout: float) -> list[Message]:
+        """The messages there are now, as the client gives them (not decoded: for the join, whose
+        core decodes its inputs' bytes itself; error events among them), up to ``max_records``;
+        if none, wait up to ``timeout`` for the first.
 
         (librdkafka's batch consume waits for a *full* batch or the timeout: under a trickle
         every poll would wait the whole timeout.)

@@ -35,10 +35,11 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from adaptloop.learners import join as rules
 from adaptloop.learners.catalog import spec_of
 from adaptloop.learners.join import (
     OUTCOME_CLOCK,
@@ -50,6 +51,7 @@ from adaptloop.learners.join import (
 )
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import classify_compiled, decode
 from adaptloop.schemas.errors import ConfigError, DeliveryFailed, TimedOut, TopicConfigMismatch
 from adaptloop.schemas.system import ClockTick, DeadLetter, DeadLetterKind
 from adaptloop.schemas.topics import (
@@ -63,7 +65,7 @@ from adaptloop.schemas.topics import (
 )
 from adaptloop.streams.admin import BY_CLUSTER_SIZE, Replication, ensure_changelog, wait_for_broker
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
-from adaptloop.streams.consumer import EventConsumer, Record
+from adaptloop.streams.consumer import EventConsumer, Record, is_record, position_of
 from adaptloop.streams.deadletter import DeadLetters
 from adaptloop.streams.metrics import EVENTS_IN, JOINS, REPARTITIONED, model_label, record_lag
 from adaptloop.streams.producer import EventProducer
@@ -80,8 +82,6 @@ INPUTS: tuple[Topic, ...] = (
     OUTCOMES_REPARTITION,
 )
 REPARTITION = {PREDICTIONS: PREDICTIONS_REPARTITION, OUTCOMES: OUTCOMES_REPARTITION}
-# records sent on from another partition: each on its decision's
-SENT_ON = frozenset(REPARTITION.values())
 RESTORE_TIMEOUT = 300.0
 
 
@@ -207,6 +207,13 @@ class JoinAgent:
         self.ends = self.connection.group_consumer(f"{self.group}-ends")
         self._last_tick = 0.0
         self._lag_recorded_at = 0.0
+        # the inputs the join reads raw, by full name, in the order process_raw takes them
+        self._raw_inputs = (
+            self.names[PREDICTIONS],
+            self.names[OUTCOMES],
+            self.names[PREDICTIONS_REPARTITION],
+            self.names[OUTCOMES_REPARTITION],
+        )
         self.consumer = EventConsumer(
             connection,
             self.group,
@@ -333,24 +340,20 @@ class JoinAgent:
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self, timeout: float = 0.1) -> int:
-        """Process one batch and commit it; return the number of records processed."""
+        """Process one batch and commit it; return the number of records read."""
         self._maybe_tick()
         self._follow_specs()
-        records = self.consumer.poll(self.batch_size, timeout)
+        messages = self.consumer.fetch(self.batch_size, timeout)
         received: Counter[str] = Counter()
         joined: Counter[tuple[str, str]] = Counter()
-        # predictions and outcomes since the last clock tick: one call of the join
-        run: list[Record] = []
-        for record in records:
-            received[record.topic.name] += 1
-            # after the records before it: it asks how far they were read
-            if record.topic is JOIN_CLOCK:
-                self._join(run, joined)
-                run = []
-                self._tick(record, joined)
-            else:
-                run.append(record)
-        self._join(run, joined)
+        at = 0
+        while at < len(messages):
+            # predictions and outcomes up to the next clock tick (or error): one call of the join
+            at = self._join(messages, at, received, joined)
+            if at < len(messages):
+                # after the records before it: a tick asks how far they were read
+                self._other(messages[at], received, joined)
+                at += 1
         # Commit every partition that moved, also those whose records were all dead-lettered.
         kafka = self.consumer.kafka
         moved: dict[int, list[TopicPartition]] = {}
@@ -366,55 +369,97 @@ class JoinAgent:
             record_lag("join", kafka)
             self._lag_recorded_at = time.monotonic()
             self.consumer.dead_letters.log_summary()
-        return len(records)
+        return len(messages)
 
-    def _join(self, records: list[Record], joined: Counter[tuple[str, str]]) -> None:
-        """Join predictions and outcomes, in one call of the join, and send what each gave in its
-        partition's transaction: a record read on another partition than its decision's on to that
-        partition's repartition topic, training examples, dead letters (a record whose time must not
-        reach the clocks, one that raised: its decision is left as it was, no record stops the
-        join)."""
-        if not records:
-            return
-        problems: list[str | None] = []
-        batch = []
-        for record in records:
-            name, index = record.topic.full_name(self.prefix), record.partition
-            self.positions[(name, index)] = record.offset + 1
-            problem = self._time_problem(record.event, index)
-            problems.append(problem)
-            sent_on = record.topic in SENT_ON
-            batch.append(
-                self.join.record(
-                    record.event,  # type: ignore[arg-type]
-                    index,
-                    record.offset,
-                    sent_on=sent_on,
-                    refused=problem is not None,
-                )
-            )
-        for record, problem, result in zip(
-            records, problems, self.join.process(batch, self.partitions), strict=True
-        ):
-            if isinstance(result, int):
-                self._send_on(record, result)
-            elif result is None:
-                assert problem is not None
-                self._reject(record, "rejected", problem)
-            elif isinstance(result, BaseException):
-                self._failed(record, result)
-            elif result:
-                self._emit(record, result, joined)
-
-    def _send_on(self, record: Record, home: int) -> None:
-        """Send a prediction or outcome read on another partition than its decision's on to that
-        partition's repartition topic (in this partition's transaction)."""
-        topic = REPARTITION[record.topic]
-        key = record.event.decision_id.encode()  # type: ignore[attr-defined]
-        self.outputs[record.partition].send_bytes(
-            topic.full_name(self.prefix), key, record.value, partition=home
+    def _join(
+        self,
+        messages: list[Message],
+        start: int,
+        received: Counter[str],
+        joined: Counter[tuple[str, str]],
+    ) -> int:
+        """Join the predictions and outcomes of ``messages`` from ``start`` up to the next other
+        message, in one call of the join on their bytes, and send what they gave in their
+        partition's transaction: training examples, records read on another partition than their
+        decision's on to that partition's repartition topic, dead letters (a record its contract
+        refuses, one whose time must not reach the clocks, one that raised: its decision is left as
+        it was, no record stops the join). Return the index of the first message left."""
+        now = time.time()
+        stop, examples, counts, rare, read = self.join.process_raw(
+            messages,
+            start,
+            self._raw_inputs,
+            self.partitions,
+            now,
+            self.max_future_seconds,
+            self.consumer.dead_letters.max_record_bytes,
         )
-        REPARTITIONED.labels(record.topic.name).inc()
+        outputs, topic = self.outputs, self.examples_topic
+        for index, key, example in examples:
+            outputs[index].send_bytes(topic, key, example)
+        for model, status, count in counts:
+            joined[(model, status)] += count
+        for name, index, position, count in read:
+            self.positions[(name, index)] = position
+            received[self.consumer.topic_of(name).name] += count
+        for item in rare:
+            self._finish(messages[item[1]], item, now, received)
+        return stop
+
+    def _finish(
+        self, message: Message, item: tuple[Any, ...], now: float, received: Counter[str]
+    ) -> None:
+        """A record the join did not simply join (see :data:`~adaptloop.learners.join.RawBatch`):
+        its dead letter, or its send to its decision's partition."""
+        name, index, _ = position_of(message)
+        topic = self.consumer.topic_of(name)
+        what = item[0]
+        if what == rules.RAW_CONTRACT:
+            error = classify_compiled(topic, message.value(), *item[2:])
+            self._reject(message, error.kind, error.reason)
+            received[topic.name] -= 1  # an event in is one decoded, as every role counts them
+        elif what == rules.RAW_TIME:
+            problem = self._time_problem(decode(topic, message.value()), index, now)
+            assert problem is not None  # the core refused it for this
+            self._reject(message, "rejected", problem)
+        elif what == rules.RAW_SENT_ON:
+            home, key = item[2:]
+            self.outputs[index].send_bytes(
+                REPARTITION[topic].full_name(self.prefix), key, message.value(), partition=home
+            )
+            REPARTITIONED.labels(topic.name).inc()
+        elif what == rules.RAW_FAILED:
+            self._failed(message, item[2])
+        else:
+            key, refused, reason, offset, sent_on = item[2:]
+            if refused is None:  # the record being processed: its own bytes
+                self._reject(message, "rejected", self.join.reason(reason))
+            else:  # an outcome read earlier
+                self.consumer.dead_letters.reject(
+                    self.names[OUTCOMES_REPARTITION if sent_on else OUTCOMES],
+                    index,
+                    offset,
+                    key.encode(),
+                    refused,
+                    "rejected",
+                    self.join.reason(reason),
+                )
+
+    def _other(
+        self, message: Message, received: Counter[str], joined: Counter[tuple[str, str]]
+    ) -> None:
+        """A message that is not a prediction or an outcome: a clock tick, or a consumer error."""
+        if not is_record(message):
+            return
+        name, index, offset = position_of(message)
+        topic = self.consumer.topic_of(name)
+        self.positions[(name, index)] = offset + 1
+        key, value = message.key(), message.value()
+        event = self.consumer.dead_letters.decode(topic, name, index, offset, key, value)
+        if event is not None:  # (else dead-lettered)
+            received[topic.name] += 1
+            stamp = message.timestamp()[1] / 1000.0
+            self._tick(Record(topic, index, offset, key, value or b"", event, stamp), joined)
 
     def _tick(self, record: Record, joined: Counter[tuple[str, str]]) -> None:
         """Advance the clocks of the tick's partition whose inputs have been read to their end."""
@@ -451,36 +496,43 @@ class JoinAgent:
                     topic_name, index, offset, key.encode(), refused, "rejected", reason_text
                 )
 
-    def _reject(self, record: Record, kind: DeadLetterKind, reason: str) -> None:
-        self.consumer.dead_letters.reject(
-            record.topic.full_name(self.prefix),
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            kind,
-            reason,
-        )
+    def _reject(self, record: Record | Message, kind: DeadLetterKind, reason: str) -> None:
+        """Dead-letter a record (a clock tick's, or a message of the inputs the join reads raw)."""
+        key: bytes | None
+        value: bytes | None
+        if isinstance(record, Record):
+            name, index, offset = (
+                record.topic.full_name(self.prefix),
+                record.partition,
+                record.offset,
+            )
+            key, value = record.key, record.value
+        else:
+            name, index, offset = position_of(record)
+            key, value = record.key(), record.value()
+        self.consumer.dead_letters.reject(name, index, offset, key, value, kind, reason)
 
-    def _failed(self, record: Record, error: BaseException) -> None:
+    def _failed(self, record: Record | Message, error: BaseException) -> None:
         """A record the join raised on: a dead letter of kind ``error`` (its decision was left as it
         was)."""
+        name, index, offset = (
+            (record.topic.name, record.partition, record.offset)
+            if isinstance(record, Record)
+            else position_of(record)
+        )
         log.error(
-            "join: %s[%d]@%d raised; it is dead-lettered",
-            record.topic.name,
-            record.partition,
-            record.offset,
-            exc_info=error,
+            "join: %s[%d]@%d raised; it is dead-lettered", name, index, offset, exc_info=error
         )
         self._reject(record, "error", f"the join raised {type(error).__name__}: {error}")
 
-    def _time_problem(self, event: Event, index: int) -> str | None:
+    def _time_problem(self, event: Event, index: int, now: float | None = None) -> str | None:
         """Why a record's time must not reach the join's clocks, if it must not: ahead of this
         worker's clock by more than ``max_future_seconds`` (a prediction from the year 9999, or a
         forged clock tick, would expire every pending decision of its partition), or a clock tick
-        that far behind what the partition has seen."""
+        that far behind what the partition has seen. ``now``: the worker's clock (default: read
+        now)."""
         moment = event.timestamp.timestamp()
-        ahead = moment - time.time()
+        ahead = moment - (time.time() if now is None else now)
         if ahead > self.max_future_seconds:
             return (
                 f"timestamp {event.timestamp.isoformat()} is {ahead:,.0f}s ahead of this "

@@ -22,7 +22,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDateTime, PyDelta, PyDict, PyString, PyTuple, PyTzInfo};
+use pyo3::types::{PyBytes, PyDateTime, PyDelta, PyDict, PyString, PyTuple, PyTzInfo};
 use regex_lite::Regex;
 use serde_core::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -572,7 +572,7 @@ fn first_place_last_value<'a>(fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Vec<(Cow
 /// The key of a field of the decoded dict: a property's name made a Python string when compiled, or the
 /// record's own name of a field no property names.
 enum Key<'a> {
-    Property(&'a Py<PyString>),
+    Property(&'a str, &'a Py<PyString>),
     Sent(&'a str),
 }
 
@@ -832,7 +832,7 @@ fn object<'a>(schema: &'a Schema, value: &'a Json<'a>, loud: bool) -> Result<Out
         };
         match found {
             Some(value) => {
-                out.push((Key::Property(key), validate(sub, value, loud).map_err(|f| f.at(name))?))
+                out.push((Key::Property(name, key), validate(sub, value, loud).map_err(|f| f.at(name))?))
             }
             None if schema.required.contains(name) => return Err(missing(name, loud)),
             None => {}
@@ -903,7 +903,7 @@ fn to_python<'py>(py: Python<'py>, out: Out<'_>) -> PyResult<Bound<'py, PyAny>> 
             for (key, value) in fields {
                 let value = to_python(py, value)?;
                 match key {
-                    Key::Property(name) => dict.set_item(name.bind(py), value)?,
+                    Key::Property(_, name) => dict.set_item(name.bind(py), value)?,
                     Key::Sent(name) => dict.set_item(name, value)?,
                 }
             }
@@ -914,9 +914,235 @@ fn to_python<'py>(py: Python<'py>, out: Out<'_>) -> PyResult<Bound<'py, PyAny>> 
 
 /// One event's contract, compiled from its JSON Schema.
 #[pyclass(frozen, module = "adaptloop._core")]
-struct Contract {
+pub(crate) struct Contract {
     schema: Schema,
     event: Option<EventMaker>,
+    /// What [`Contract::canonical`] writes for each property absent from a record (in the schema's
+    /// order; None: a required one).
+    fills: Vec<Option<Fill>>,
+}
+
+/// A default of an event's field, for [`Contract::canonical`]: its JSON, or the time now (the
+/// ``default_factory`` of ``timestamp``).
+enum Fill {
+    Json(Vec<u8>),
+    Now,
+}
+
+/// A record the contract refuses: the ``(kind, path, message)`` of a ContractError.
+pub(crate) struct Refusal {
+    pub kind: &'static str,
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, path: Vec<String>, message: String) -> Self {
+        Refusal { kind, path, message }
+    }
+}
+
+/// ``value`` as orjson writes a float: the shortest digits that read back the same, plain from
+/// 1e-5 to below 1e16, else as ``1.5e+16`` / ``1e-7`` (the differential test checks it against orjson).
+pub(crate) fn write_float(out: &mut Vec<u8>, value: f64) {
+    if value == 0.0 {
+        out.extend_from_slice(if value.is_sign_negative() { b"-0.0" } else { b"0.0" });
+        return;
+    }
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format_finite(value).as_bytes(); // the shortest digits, in zmij's own layout
+    let text = match text.strip_prefix(b"-") {
+        Some(rest) => {
+            out.push(b'-');
+            rest
+        }
+        None => text,
+    };
+    let (mantissa, power) = match text.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(at) => (&text[..at], exponent_of(&text[at + 1..])),
+        None => (text, 0),
+    };
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    // The significant digits d1 d2 ... and the power of ten of d1.
+    let mut all = [0u8; 64];
+    let count = whole.len() + fraction.len();
+    all[..whole.len()].copy_from_slice(whole);
+    all[whole.len()..count].copy_from_slice(fraction);
+    let leading = all[..count].iter().take_while(|&&b| b == b'0').count();
+    let mut end = count;
+    while end > leading + 1 && all[end - 1] == b'0' {
+        end -= 1;
+    }
+    let digits = &all[leading..end];
+    let exponent = power + whole.len() as i32 - 1 - leading as i32;
+    if !(-5..=15).contains(&exponent) {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        if exponent > 0 {
+            out.push(b'+');
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(exponent).as_bytes());
+    } else if exponent < 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-exponent - 1) as usize));
+        out.extend_from_slice(digits);
+    } else {
+        let whole = exponent as usize + 1;
+        if digits.len() <= whole {
+            out.extend_from_slice(digits);
+            out.extend(std::iter::repeat_n(b'0', whole - digits.len()));
+            out.extend_from_slice(b".0");
+        } else {
+            out.extend_from_slice(&digits[..whole]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[whole..]);
+        }
+    }
+}
+
+/// The exponent zmij writes after its ``e`` (a sign, then digits).
+fn exponent_of(text: &[u8]) -> i32 {
+    let (negative, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let value = digits.iter().fold(0i32, |n, d| n * 10 + i32::from(d - b'0'));
+    if negative { -value } else { value }
+}
+
+/// A time as Python's ``isoformat`` (and orjson) write an aware datetime: microseconds only when not
+/// zero, the offset as ``+HH:MM``.
+fn write_time(out: &mut Vec<u8>, t: &Time) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
+    if t.micro != 0 {
+        let _ = write!(out, ".{:06}", t.micro);
+    }
+    let sign = if t.offset < 0 { '-' } else { '+' };
+    let offset = t.offset.unsigned_abs();
+    let _ = write!(out, "{sign}{:02}:{:02}\"", offset / 3600, offset % 3600 / 60);
+}
+
+/// A valid value as orjson writes what pydantic makes of it (``encode`` of the event).
+fn write_out(out: &mut Vec<u8>, value: &Out<'_>) {
+    match value {
+        Out::Null => out.extend_from_slice(b"null"),
+        Out::Bool(true) => out.extend_from_slice(b"true"),
+        Out::Bool(false) => out.extend_from_slice(b"false"),
+        Out::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Out::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
+        Out::Float(f) => write_float(out, *f),
+        Out::Str(s) => crate::join::event_json::write_string(out, s),
+        Out::Time(t) => write_time(out, t),
+        Out::Object(fields) => {
+            out.push(b'{');
+            for (i, (key, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let name = match key {
+                    Key::Property(name, _) => *name,
+                    Key::Sent(name) => *name,
+                };
+                crate::join::event_json::write_string(out, name);
+                out.push(b':');
+                write_out(out, value);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+impl Contract {
+    /// Parse ``data`` and validate it (quietly first; loud, to say why, only when refused).
+    fn checked<'a>(&'a self, value: &'a Json<'a>) -> Result<Out<'a>, Refusal> {
+        if let Ok(out) = validate(&self.schema, value, false) {
+            return Ok(out);
+        }
+        match validate(&self.schema, value, true) {
+            Ok(out) => Ok(out), // unreachable: the quiet validation said no
+            Err(failure) => {
+                let mut path = failure.path;
+                path.reverse();
+                let kind = if failure.missing { "missing" } else { "invalid" };
+                Err(Refusal::new(kind, path, failure.message))
+            }
+        }
+    }
+
+    /// The JSON of ``data`` as ``encode`` writes the event pydantic makes of it (every field, in the
+    /// declared order, the absent ones with their defaults: ``now``, epoch seconds, for the time),
+    /// or why the contract refuses it. The join reads its inputs this way, with no Python object
+    /// per record.
+    pub(crate) fn canonical(
+        &self,
+        data: Option<&[u8]>,
+        max_bytes: usize,
+        now: f64,
+    ) -> Result<Vec<u8>, Refusal> {
+        let data = data.ok_or_else(|| Refusal::new("empty", vec![], "the record has no value".into()))?;
+        let value = parse(data, max_bytes)?;
+        let out = self.checked(&value)?;
+        let Out::Object(fields) = &out else {
+            return Err(Refusal::new("invalid", vec![], "an event is an object".into()));
+        };
+        let mut json = Vec::with_capacity(data.len() + 64);
+        json.push(b'{');
+        let mut at = 0;
+        for (i, (name, _, _)) in self.schema.properties.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            crate::join::event_json::write_string(&mut json, name);
+            json.push(b':');
+            match fields.get(at) {
+                Some((Key::Property(sent, _), value)) if *sent == name.as_str() => {
+                    write_out(&mut json, value);
+                    at += 1;
+                }
+                _ => match self.fills.get(i) {
+                    Some(Some(Fill::Json(default))) => json.extend_from_slice(default),
+                    Some(Some(Fill::Now)) => crate::join::event_json::write_utc(&mut json, now),
+                    _ => {
+                        let message = format!("the contract gives {name} no default");
+                        return Err(Refusal::new("invalid", vec![name.clone()], message));
+                    }
+                },
+            }
+        }
+        json.push(b'}');
+        Ok(json)
+    }
+}
+
+/// A record's bytes parsed (not validated), or why they cannot be.
+fn parse(data: &[u8], max_bytes: usize) -> Result<Json<'_>, Refusal> {
+    if data.len() > max_bytes {
+        let message = format!("{} bytes exceeds the {max_bytes}-byte limit", data.len());
+        return Err(Refusal::new("too_large", vec![], message));
+    }
+    serde_json::from_slice(data).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("number out of range") {
+            // Valid JSON (any number of digits is), but no float: not a finite number, as pydantic says.
+            let message = format!("a number is not finite in a 64-bit float: {message}");
+            Refusal::new("invalid", vec![], message)
+        } else {
+            Refusal::new("malformed", vec![], format!("not valid JSON: {message}"))
+        }
+    })
 }
 
 /// What makes an event of the decoded fields, as ``Event.from_valid`` makes it (schemas/base.py).
@@ -963,12 +1189,15 @@ impl Contract {
     /// ``event`` and ``complete``, if given, are what :meth:`decode_event` makes its events with: the event's
     /// class, and what adds the defaults of absent fields to the decoded ones.
     #[new]
-    #[pyo3(signature = (schema, event=None, complete=None))]
+    /// ``defaults``: each field's default as JSON (None: the time now), by name, for
+    /// :meth:`canonical`'s fields absent from a record.
+    #[pyo3(signature = (schema, event=None, complete=None, defaults=None))]
     fn new(
         py: Python<'_>,
         schema: &str,
         event: Option<Py<PyAny>>,
         complete: Option<Py<PyAny>>,
+        defaults: Option<Vec<(String, Option<Vec<u8>>)>>,
     ) -> PyResult<Self> {
         let value: Value = serde_json::from_str(schema)
             .map_err(|e| PyValueError::new_err(format!("the schema is not JSON: {e}")))?;
@@ -984,7 +1213,18 @@ impl Contract {
             (None, None) => None,
             _ => return Err(PyValueError::new_err("event and complete go together")),
         };
-        Ok(Contract { schema, event })
+        let defaults = defaults.unwrap_or_default();
+        let fills = schema
+            .properties
+            .iter()
+            .map(|(name, _, _)| {
+                defaults.iter().find(|(field, _)| field == name).map(|(_, json)| match json {
+                    Some(json) => Fill::Json(json.clone()),
+                    None => Fill::Now,
+                })
+            })
+            .collect();
+        Ok(Contract { schema, event, fills })
     }
 
     /// The event of the valid record ``data``, made as ``Event.from_valid`` makes it of :meth:`decode`'s
@@ -1001,6 +1241,23 @@ impl Contract {
         maker.make(py, fields, self.schema.properties.len())
     }
 
+    /// The JSON ``encode`` writes of the event of the valid record ``data`` (the join's raw path
+    /// keeps these bytes; absent fields with their defaults, ``now`` for the time), or
+    /// ContractError(kind, path, message), as :meth:`decode` says it.
+    #[pyo3(signature = (data, max_bytes, now))]
+    fn encode_valid<'py>(
+        &self,
+        py: Python<'py>,
+        data: Option<&[u8]>,
+        max_bytes: usize,
+        now: f64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        match self.canonical(data, max_bytes, now) {
+            Ok(json) => Ok(PyBytes::new(py, &json)),
+            Err(r) => Err(fail(py, r.kind, &r.path, r.message)),
+        }
+    }
+
     /// The fields of the valid record ``data`` (the schema's properties in its order, those absent left
     /// out), or ContractError(kind, path, message).
     #[pyo3(signature = (data, max_bytes))]
@@ -1011,31 +1268,10 @@ impl Contract {
         max_bytes: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let data = data.ok_or_else(|| fail(py, "empty", &[], "the record has no value".to_owned()))?;
-        if data.len() > max_bytes {
-            let message = format!("{} bytes exceeds the {max_bytes}-byte limit", data.len());
-            return Err(fail(py, "too_large", &[], message));
-        }
-        let value: Json<'_> = serde_json::from_slice(data).map_err(|e| {
-            let message = e.to_string();
-            if message.starts_with("number out of range") {
-                // Valid JSON (any number of digits is), but no float: not a finite number, as pydantic says.
-                fail(py, "invalid", &[], format!("a number is not finite in a 64-bit float: {message}"))
-            } else {
-                fail(py, "malformed", &[], format!("not valid JSON: {message}"))
-            }
-        })?;
-        if let Ok(out) = validate(&self.schema, &value, false) {
-            return to_python(py, out);
-        }
-        match validate(&self.schema, &value, true) {
-            Ok(out) => to_python(py, out), // unreachable: the quiet validation said no
-            Err(failure) => {
-                let mut path = failure.path;
-                path.reverse();
-                let kind = if failure.missing { "missing" } else { "invalid" };
-                Err(fail(py, kind, &path, failure.message))
-            }
-        }
+        let refused = |r: Refusal| fail(py, r.kind, &r.path, r.message);
+        let value = parse(data, max_bytes).map_err(refused)?;
+        let out = self.checked(&value).map_err(refused)?;
+        to_python(py, out)
     }
 }
 

@@ -38,12 +38,35 @@ pub fn fields(json: &[u8]) -> Vec<(Range<usize>, Range<usize>)> {
     }
 }
 
-/// The raw value of ``key`` at the top level of ``json`` (``None``: absent).
+/// The raw value of ``key`` at the top level of ``json`` (``None``: absent), read up to it only.
 pub fn field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    fields(json)
-        .into_iter()
-        .find(|(k, _)| &json[k.clone()] == key.as_bytes())
-        .map(|(_, v)| &json[v])
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = skip_string(json, i);
+        let found = &json[i + 1..key_end - 1] == key.as_bytes();
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(json, i + 1);
+        let end = skip_value(json, i);
+        if found {
+            return Some(&json[i..end]);
+        }
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
 }
 
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
@@ -57,10 +80,10 @@ fn skip_ws(json: &[u8], mut i: usize) -> usize {
 fn skip_string(json: &[u8], mut i: usize) -> usize {
     i += 1;
     while i < json.len() {
-        match json[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
+        match memchr::memchr2(b'"', b'\\', &json[i..]) {
+            Some(at) if json[i + at] == b'"' => return i + at + 1,
+            Some(at) => i += at + 2, // an escape: the next character is part of it
+            None => break,
         }
     }
     json.len()

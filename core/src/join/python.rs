@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::contract::Contract;
 
 use super::entry::{Entry, Value};
 use super::event_json;
@@ -258,6 +262,61 @@ pub struct JoinCore {
     join: Join,
     label_problem: Py<PyAny>,
     answers: HashMap<Question, Option<String>>,
+    /// The contracts of predictions and outcomes (``process_raw`` decodes with them).
+    contracts: Option<(Py<Contract>, Py<Contract>)>,
+    /// ``(model, prediction JSON) -> problem or None``: the model contract's words for features
+    /// that [`FeatureRules`] found it may refuse.
+    feature_problem: Option<Py<PyAny>>,
+    /// What each model's contract asks of features (models without rules take any).
+    feature_rules: HashMap<String, FeatureRules>,
+    /// Each model's name as a record key (made once: every training example is keyed by it).
+    model_keys: HashMap<String, Py<PyBytes>>,
+}
+
+/// A model contract's rules for features (``ModelContract.numbers_only`` and ``features``): which
+/// predictions it may refuse. Only those are asked of the contract itself, which words the
+/// problem.
+struct FeatureRules {
+    numbers_only: bool,
+    /// Each declared feature's kind: ``number``, ``category`` or ``flag``.
+    kinds: Option<HashMap<String, String>>,
+}
+
+impl FeatureRules {
+    /// Whether the contract may refuse ``features`` (a JSON object): a value other than a number
+    /// or a boolean under ``numbers_only``, a feature not declared, or one of another kind.
+    fn may_refuse(&self, features: &[u8]) -> bool {
+        for (name, value) in event_json::fields(features) {
+            let kind = match features.get(value.start) {
+                Some(b'"') => "category",
+                Some(b't' | b'f') => "flag",
+                Some(b'n') => "null",
+                _ => "number",
+            };
+            if self.numbers_only && !matches!(kind, "number" | "flag") {
+                return true;
+            }
+            if let Some(kinds) = &self.kinds {
+                let Some(name) = event_json::string(&features[name.start - 1..name.end + 1]) else {
+                    return true;
+                };
+                match kinds.get(&name) {
+                    None => return true,
+                    Some(declared) if kind != "null" && declared != kind => return true,
+                    Some(_) => {}
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The inputs ``process_raw`` reads: predictions, outcomes, and each one's repartition topic.
+const RAW_INPUTS: usize = 4;
+
+/// A record of a raw batch that Python finishes (rare: a record refused, misplaced or failed).
+fn rare<'py>(py: Python<'py>, items: impl IntoPyObject<'py>) -> PyResult<Bound<'py, PyAny>> {
+    items.into_bound_py_any(py)
 }
 
 #[pymethods]
@@ -295,6 +354,10 @@ impl JoinCore {
             join: Join::new(table, settings),
             label_problem,
             answers: HashMap::new(),
+            contracts: None,
+            feature_problem: None,
+            feature_rules: HashMap::new(),
+            model_keys: HashMap::new(),
         })
     }
 
@@ -379,94 +442,216 @@ impl JoinCore {
         output(py, out)
     }
 
-    /// A polled batch, in order. Each record is ``(is_outcome, partition, may_send_on, refused,
-    /// decision_id, model, JSON, problem, offset, sent_on)`` (a prediction's ``model`` and
-    /// ``problem``, an outcome's ``offset`` and ``sent_on``; the others None or False). For each
-    /// record, in order: the partition to send it on to (an int), None (``refused`` and on its
-    /// decision's partition), its output (as ``on_prediction`` returns it; ``()`` when it is
-    /// empty), or the exception it raised (its decision's entry left as it was).
-    fn process<'py>(
+    /// The contracts ``process_raw`` decodes predictions and outcomes with (``Contract``s made
+    /// with their fields' defaults), and ``feature_problem(model, prediction JSON)``: what the
+    /// model's contract says of the prediction's features (asked only where ``set_feature_rules``
+    /// says it may refuse them).
+    fn use_contracts(
+        &mut self,
+        predictions: Py<Contract>,
+        outcomes: Py<Contract>,
+        feature_problem: Py<PyAny>,
+    ) {
+        self.contracts = Some((predictions, outcomes));
+        self.feature_problem = Some(feature_problem);
+    }
+
+    /// What ``model``'s contract asks of features: ``(numbers_only, {feature: kind} or None)``;
+    /// None: nothing (the model takes any features, or it was retired).
+    #[pyo3(signature = (model, rules))]
+    fn set_feature_rules(
+        &mut self,
+        model: String,
+        rules: Option<(bool, Option<HashMap<String, String>>)>,
+    ) {
+        match rules {
+            Some((numbers_only, kinds)) if numbers_only || kinds.is_some() => {
+                self.feature_rules.insert(model, FeatureRules { numbers_only, kinds });
+            }
+            _ => {
+                self.feature_rules.remove(&model);
+            }
+        }
+    }
+
+    /// A polled batch straight from the consumer: ``messages`` (confluent-kafka ``Message``s)
+    /// from ``start``, up to the first that is not a prediction or an outcome (a clock tick, an
+    /// error: the caller handles it and calls again after it). ``topics``: the full names of
+    /// predictions, outcomes and their repartition topics. Each record is decoded and validated
+    /// by its contract (of at most ``max_bytes``), refused if its time is more than
+    /// ``max_future`` seconds after ``now``, and joined (``Join::process``: sent on if misplaced,
+    /// a record that raises leaving its decision as it was), with no Python object made per record
+    /// but the training examples.
+    ///
+    /// Returns ``(stop, examples, joined, rare, positions)``: where it stopped; each training
+    /// example as ``(input partition, model key, JSON)``; ``(model, status, count)`` of the
+    /// examples; the records Python finishes, in order, each a tuple whose first item says what
+    /// it is: ``(0, i, kind, path, message)`` the contract refused message ``i``,
+    /// ``(1, i)`` its time was refused, ``(2, i, home, key)`` to be sent on to partition
+    /// ``home``, ``(3, i, exception)`` it raised (its decision left as it was), ``(4, i,
+    /// decision_id, outcome JSON, reason, offset, sent_on)`` a rejection as ``on_outcome`` gives
+    /// them; and ``(topic, partition, next offset, records)`` of each input partition read.
+    #[pyo3(signature = (table, messages, start, topics, partitions, now, max_future, max_bytes))]
+    #[allow(clippy::too_many_arguments)]
+    fn process_raw<'py>(
         &mut self,
         py: Python<'py>,
         mut table: PyRefMut<'_, JoinTable>,
-        records: &Bound<'py, PyList>,
+        messages: &Bound<'py, PyList>,
+        start: usize,
+        topics: [String; RAW_INPUTS],
         partitions: i64,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let mut batch = Vec::with_capacity(records.len());
-        for item in records.iter() {
-            let (
-                is_outcome,
-                partition,
-                may_send_on,
-                refused,
-                key,
-                model,
-                json,
-                problem,
-                offset,
-                sent_on,
-            ): (
-                bool,
-                i64,
-                bool,
-                bool,
-                String,
-                Option<String>,
-                Bound<'py, PyBytes>,
-                Option<String>,
-                Option<i64>,
-                bool,
-            ) = item.extract()?;
-            let json: Arc<[u8]> = Arc::from(json.as_bytes());
-            let input = if is_outcome {
-                Input::Outcome {
-                    key,
-                    json,
-                    offset,
-                    sent_on,
+        now: f64,
+        max_future: f64,
+        max_bytes: usize,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let (predictions, outcomes) = self
+            .contracts
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("use_contracts first"))?;
+        let contracts = [predictions.get(), outcomes.get()];
+        let mut rares: Vec<(usize, Bound<'py, PyAny>)> = Vec::new();
+        let mut batch = Vec::new();
+        let mut indexes = Vec::new(); // the message of each record of the batch
+        let mut read: Vec<(usize, i64, i64, usize)> = Vec::new(); // topic, partition, next, count
+        let mut stop = start;
+        while stop < messages.len() {
+            let message = messages.get_item(stop)?;
+            if !message.call_method0(intern!(py, "error"))?.is_none() {
+                break;
+            }
+            let topic = message.call_method0(intern!(py, "topic"))?;
+            let topic = topic.cast::<PyString>()?.to_str()?;
+            let Some(kind) = topics.iter().position(|name| name == topic) else {
+                break;
+            };
+            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract()?;
+            let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
+            let i = stop;
+            stop += 1;
+            match read.iter_mut().find(|r| r.0 == kind && r.1 == partition) {
+                Some(r) => {
+                    r.2 = offset + 1;
+                    r.3 += 1;
                 }
+                None => read.push((kind, partition, offset + 1, 1)),
+            }
+            let value = message.call_method0(intern!(py, "value"))?;
+            let data = if value.is_none() {
+                None
             } else {
-                Input::Prediction {
-                    key,
-                    model: model.unwrap_or_default(),
-                    json,
-                    problem,
+                Some(value.cast::<PyBytes>()?.as_bytes())
+            };
+            let is_outcome = kind % 2 == 1;
+            let sent_on = kind >= 2;
+            let json = match contracts[usize::from(is_outcome)].canonical(data, max_bytes, now) {
+                Ok(json) => json,
+                Err(refusal) => {
+                    let path = PyTuple::new(py, &refusal.path)?;
+                    rares.push((i, rare(py, (0, i, refusal.kind, path, refusal.message))?));
+                    continue;
                 }
             };
-            batch.push(Record {
-                partition,
-                may_send_on,
-                refused,
-                input,
-            });
+            let raw = |name: &str| event_json::field(&json, name);
+            let key = raw("decision_id").and_then(event_json::string).unwrap_or_default();
+            let moment = raw("timestamp").and_then(event_json::timestamp).unwrap_or(now);
+            let refused = moment - now > max_future;
+            let input = if is_outcome {
+                Input::Outcome { key, json: Arc::from(json), offset: Some(offset), sent_on }
+            } else {
+                let model = raw("model").and_then(event_json::string).unwrap_or_default();
+                let mut problem = None;
+                if let (false, Some(rules), Some(features)) =
+                    (refused, self.feature_rules.get(&model), raw("features"))
+                {
+                    if json.len() <= MAX_JOINABLE_BYTES && rules.may_refuse(features) {
+                        if let Some(check) = &self.feature_problem {
+                            problem = check
+                                .bind(py)
+                                .call1((&model, PyBytes::new(py, &json)))?
+                                .extract()?;
+                        }
+                    }
+                }
+                Input::Prediction { key, model, json: Arc::from(json), problem }
+            };
+            batch.push(Record { partition, may_send_on: !sent_on, refused, input });
+            indexes.push((i, partition));
         }
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|record| match &record.input {
+                Input::Prediction { key, .. } | Input::Outcome { key, .. } => key.clone(),
+            })
+            .collect();
         let check = self.label_problem.bind(py);
         let results = self.join.process(
             &mut table.state,
             batch,
             partitions,
-            &mut PyLabelCheck {
-                check,
-                answers: &mut self.answers,
-            },
+            &mut PyLabelCheck { check, answers: &mut self.answers },
         );
-        let out = PyList::empty(py);
-        for result in results {
+        let examples = PyList::empty(py);
+        let mut joined: Vec<(String, &'static str, usize)> = Vec::new();
+        for (n, result) in results.into_iter().enumerate() {
+            let (i, partition) = indexes[n];
             match result {
-                Processed::SentOn(home) => out.append(home)?,
-                Processed::Refused => out.append(py.None())?,
-                // Nothing to send (a prediction waiting for its outcome): the empty tuple, made
-                // once by Python.
-                Processed::Joined(output_)
-                    if output_.examples.is_empty() && output_.rejections.is_empty() =>
-                {
-                    out.append(PyTuple::empty(py))?
+                Processed::SentOn(home) => {
+                    rares.push((i, rare(py, (2, i, home, PyBytes::new(py, keys[n].as_bytes())))?))
                 }
-                Processed::Joined(output_) => out.append(output(py, output_)?)?,
-                Processed::Failed(error) => out.append(raised(error).into_value(py))?,
+                Processed::Refused => rares.push((i, rare(py, (1, i))?)),
+                Processed::Failed(error) => {
+                    rares.push((i, rare(py, (3, i, raised(error).into_value(py)))?))
+                }
+                Processed::Joined(out) => {
+                    for example in out.examples {
+                        if !self.model_keys.contains_key(&example.model) {
+                            let key = PyBytes::new(py, example.model.as_bytes()).unbind();
+                            self.model_keys.insert(example.model.clone(), key);
+                        }
+                        let key = &self.model_keys[&example.model];
+                        examples.append((partition, key.bind(py), PyBytes::new(py, &example.json)))?;
+                        match joined.iter_mut().find(|j| j.0 == example.model && j.1 == example.status) {
+                            Some(j) => j.2 += 1,
+                            None => joined.push((example.model, example.status, 1)),
+                        }
+                    }
+                    for rejection in out.rejections {
+                        let (key, event) = match rejection.event {
+                            Refused::Current => (None, None),
+                            Refused::Outcome(key, json) => (Some(key), Some(PyBytes::new(py, &json))),
+                        };
+                        let reason = match rejection.reason {
+                            Reason::Text(text) => text.into_pyobject(py)?.into_any(),
+                            Reason::NoPrediction { key, horizon } => {
+                                (key, horizon).into_pyobject(py)?.into_any()
+                            }
+                        };
+                        rares.push((
+                            i,
+                            rare(py, (4, i, key, event, reason, rejection.offset, rejection.sent_on))?,
+                        ));
+                    }
+                }
             }
         }
-        Ok(out)
+        rares.sort_by_key(|(i, _)| *i); // in the records' order (stable: a record's own in order)
+        let rare_list = PyList::new(py, rares.into_iter().map(|(_, item)| item))?;
+        let positions = PyList::empty(py);
+        for (kind, partition, next, count) in read {
+            positions.append((&topics[kind], partition, next, count))?;
+        }
+        let joined = PyList::new(py, joined)?;
+        PyTuple::new(
+            py,
+            [
+                stop.into_pyobject(py)?.into_any(),
+                examples.into_any(),
+                joined.into_any(),
+                rare_list.into_any(),
+                positions.into_any(),
+            ],
+        )
     }
 
     /// Join ``model``'s predictions under a new spec from now on (``spec``: as ``new`` takes each,

@@ -11,12 +11,15 @@ same reasons and provenance, the same clocks and the same state (in the changelo
 after every step; the product's changelog must hold its whole state at every commit.
 
 Every contact with the product's join is in :class:`ProductJoin`: a new entry point is an edit
-there.
+there. Predictions and outcomes go in as the join agent hands them to the core, as a record's
+bytes (``DelayedJoin.process_raw``): the core decodes and validates them, checks their time and the
+models' contracts, and joins.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +29,7 @@ from hypothesis import strategies as st
 
 from adaptloop.learners.join import (
     MAX_JOINABLE_BYTES,
+    RAW_REJECTION,
     DelayedJoin,
     JoinState,
     entry_bytes,
@@ -33,9 +37,14 @@ from adaptloop.learners.join import (
 )
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.schemas import OutcomeEvent, PredictionEvent, TrainingExample, encode
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import MAX_RECORD_BYTES
+from adaptloop.schemas.topics import partition_for
 from tests.join_reference import Decision, ReferenceJoin
 
 PARTITIONS = 2
+RAW_TOPICS = ("predictions", "outcomes", "predictions-repartition", "outcomes-repartition")
+"""The join's inputs, in the order ``process_raw`` takes them."""
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 IDS = ("d0", "d1", "d2", "d3", "d4")
 MODELS = ("a", "b", "unregistered")
@@ -50,6 +59,28 @@ def _output(examples: list[TrainingExample], refused: list[Any]) -> Output:
         [encode(example) for example in examples],
         [(type(r.event).__name__, encode(r.event), r.reason, r.offset, r.sent_on) for r in refused],
     )
+
+
+class _Message:
+    """A fetched record as confluent-kafka's ``Message`` shows it to the core's raw path."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
 
 
 class JoinUnderTest(Protocol):
@@ -79,12 +110,36 @@ class ProductJoin:
         self.join = DelayedJoin(self.state, specs, **params)
 
     def prediction(self, event: PredictionEvent, partition: int) -> Output:
-        out = self.join.on_prediction(event, partition)
-        return _output(out.examples, out.rejections)
+        return self._raw(event, partition, 0, sent_on=False)
 
     def outcome(self, event: OutcomeEvent, partition: int, offset: int, sent_on: bool) -> Output:
-        out = self.join.on_outcome(event, partition, offset, sent_on)
-        return _output(out.examples, out.rejections)
+        return self._raw(event, partition, offset, sent_on)
+
+    def _raw(self, event: Event, partition: int, offset: int, sent_on: bool) -> Output:
+        """The event's bytes read at ``offset`` of ``partition``, through the core's raw path (the
+        join agent's): decoded and validated by the core, time-checked, joined."""
+        kind = (isinstance(event, OutcomeEvent)) + 2 * sent_on
+        message = _Message(RAW_TOPICS[kind], partition, offset, encode(event))
+        stop, examples, counts, rare, read = self.join.process_raw(
+            [message], 0, RAW_TOPICS, PARTITIONS, time.time(), 300.0, MAX_RECORD_BYTES
+        )
+        assert (stop, read) == (1, [(RAW_TOPICS[kind], partition, offset + 1, 1)])
+        assert sum(count for _, _, count in counts) == len(examples)
+        assert all(index == partition for index, _, _ in examples)
+        rejections = []
+        for item in rare:
+            assert item[0] == RAW_REJECTION, item  # at home, valid, in time: nothing else
+            _, _, _, refused, reason, refused_offset, refused_sent_on = item
+            rejections.append(
+                (
+                    "OutcomeEvent" if refused is not None else type(event).__name__,
+                    refused if refused is not None else encode(event),
+                    self.join.reason(reason),
+                    refused_offset,
+                    refused_sent_on,
+                )
+            )
+        return [example for _, _, example in examples], rejections
 
     def tick(self, partition: int, now: float, clocks: tuple[int, ...]) -> Output:
         out = self.join.tick(partition, now, clocks)
@@ -223,8 +278,8 @@ Op = Read | ReadSentOn | Tick | Commit | Crash | Move
 
 
 def home(decision_id: str) -> int:
-    """The decision's partition by its key (the agent hashes it with murmur2; any function does)."""
-    return int(decision_id[1:]) % PARTITIONS
+    """The decision's partition by its key, as the agent (and the core's raw path) hash it."""
+    return partition_for(decision_id.encode(), PARTITIONS)
 
 
 class Loop:

@@ -9,7 +9,9 @@ bytes once encoded. The records: every sample event, the malformed records of th
 test's strategies (contract-valid extreme decisions and hostile bytes), the fault tests' poison
 records, and Hypothesis' JSON objects built near the contracts' edges (names at their length limits
 and with control characters, 64-bit integers and beyond, probabilities out of range, times of every
-shape and zone, unknown and missing fields).
+shape and zone, unknown and missing fields). The join's raw path, which keeps an accepted record
+as the bytes ``encode`` writes of its event (written by the core, with no Python object between),
+agrees too: the same bytes, the same refusals in the same words.
 """
 
 from __future__ import annotations
@@ -25,10 +27,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from adaptloop._core import ContractError
 from adaptloop.samples import MALFORMED_RECORDS, sample_events
 from adaptloop.schemas import OutcomeEvent, PredictionEvent
 from adaptloop.schemas.base import Event
-from adaptloop.schemas.codec import COMPILED, MAX_RECORD_BYTES, checked_size, decode, encode
+from adaptloop.schemas.codec import (
+    COMPILED,
+    MAX_RECORD_BYTES,
+    checked_size,
+    classify_compiled,
+    compiled_contract,
+    decode,
+    encode,
+)
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.topics import OUTCOMES, PREDICTIONS, Topic
 from tests.integration.test_fuzz import decisions, hostile_bytes
@@ -89,6 +100,10 @@ def assert_agree(topic: Topic, data: bytes | None) -> None:
         assert isinstance(got, DecodeError), (
             f"pydantic refused, the core accepted {data!r:.300}: {got!r}"
         )
+        with pytest.raises(ContractError) as refused:
+            compiled_contract(topic).encode_valid(data, MAX_RECORD_BYTES, 0.0)
+        said = classify_compiled(topic, data, *refused.value.args)
+        assert (said.kind, said.reason) == (got.kind, got.reason)
         return
     assert not isinstance(got, DecodeError), (
         f"pydantic accepted, the core refused {data!r:.300}: {got}"
@@ -104,6 +119,22 @@ def assert_agree(topic: Topic, data: bytes | None) -> None:
         assert encode(got) == encode(expected)
     else:  # the default: now, as pydantic makes it
         assert abs((got.timestamp - expected.timestamp).total_seconds()) < 60
+    assert_raw_agrees(topic, data, expected, "timestamp" in sent)
+
+
+def assert_raw_agrees(topic: Topic, data: bytes | None, expected: Event, timed: bool) -> None:
+    """The join's raw path (``JoinCore.process_raw``) keeps the bytes ``encode`` writes of the
+    event pydantic makes: every field, in order, the defaults filled in (``now`` for a time left
+    out)."""
+    now = datetime.now(UTC).timestamp()
+    raw = compiled_contract(topic).encode_valid(data, MAX_RECORD_BYTES, now)
+    if timed:
+        assert raw == encode(expected)
+        return
+    written, reference = orjson.loads(raw), orjson.loads(encode(expected))
+    assert datetime.fromisoformat(written.pop("timestamp")).timestamp() == pytest.approx(now)
+    del reference["timestamp"]
+    assert list(written) == list(reference) and written == reference
 
 
 def test_the_core_decodes_the_join_inputs():
@@ -292,3 +323,21 @@ def test_the_size_limit_is_the_records(topic):
     with pytest.raises(DecodeError) as caught:
         decode(topic, padded + b" ")
     assert caught.value.kind == "too_large"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=12))
+def test_every_float_is_written_as_orjson_writes_it(values):
+    """The raw path writes features' floats itself: the shortest digits, plain or with an exponent
+    where orjson (not Python's repr) puts one."""
+    features = {f"f{i}": value for i, value in enumerate(values)}
+    data = orjson.dumps(
+        {
+            "timestamp": "2026-01-01T00:00:00.5-05:30",
+            "decision_id": "d",
+            "model": "m",
+            "model_version": "v",
+            "features": features,
+        }
+    )
+    assert_agree(PREDICTIONS, data)
