@@ -36,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -225,6 +226,10 @@ class LearnerAgent:
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                # The partitions of training-examples join the fetch in flight (the catalogue's end
+                # of model-specs, empty) only when it returns: at the default 500 ms, the first
+                # examples came 0.5 s after assignment. (Once data flows, fetches answer at once.)
+                "fetch.wait.max.ms": 100,
             },
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
@@ -236,15 +241,28 @@ class LearnerAgent:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Eager rebalancing: every member has checkpointed on revoke before anyone is assigned, so
         # the store holds the latest state of every model, whoever owned it before.
-        catalogue = read_catalogue(self.connection, self.seeds, self.prefix)
-        self.specs, self.retired = catalogue.specs, catalogue.retired
-        self.learners = {name: self._restored(spec) for name, spec in self.specs.items()}
-        self.journals = {name: [] for name in self.specs}
-        for name in self.specs:
-            self._watch(name)
-        self._alerts_sent.clear()
-        self.publish_missing()
-        self._recall_dead_letters()
+        # Each read of a topic to its end is a client of its own (metadata, ends, a fetch): those
+        # that do not need each other's results go side by side, not one after the other.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="learner-assign") as reads:
+            versions = reads.submit(published_versions, self.connection, self.prefix)
+            catalogue = read_catalogue(self.connection, self.seeds, self.prefix)
+            self.specs, self.retired = catalogue.specs, catalogue.retired
+            self.learners = {name: self._restored(spec) for name, spec in self.specs.items()}
+            self.journals = {name: [] for name in self.specs}
+            for name in self.specs:
+                self._watch(name)
+            self._alerts_sent.clear()
+            # From the checkpoints restored: a first version published now only moves the oldest
+            # stamp later, so this recalls the same dead letters or a few more of them.
+            recalled = reads.submit(
+                dead_lettered_since,
+                self.connection,
+                self.prefix,
+                self.dead_letters.consumer,
+                self._recall_since(),
+            )
+            self.publish_missing(versions.result())
+            self._recall_dead_letters(recalled.result())
         self.positions = {}
         specs_topic = MODEL_SPECS.full_name(self.prefix)
         for tp in partitions:
@@ -258,22 +276,24 @@ class LearnerAgent:
         consumer.assign(partitions)
         log.info("learner assigned %s", [(tp.partition, tp.offset) for tp in partitions])
 
-    def _recall_dead_letters(self) -> None:
-        """Read back what this learner dead-lettered since its oldest checkpoint (a restart reads
-        those records again: each must stay one dead letter)."""
+    def _recall_since(self) -> float:
+        """Since when (epoch seconds) to read back what this learner dead-lettered: its oldest
+        checkpoint, less :data:`RECALL_MARGIN_SECONDS` (a restart reads the records after it again:
+        each must stay one dead letter)."""
         stamps = [
             learner.progress.record.timestamp.timestamp()
             for learner in self.learners.values()
             if learner.progress.record is not None
         ]
-        since = min(stamps, default=time.time()) - RECALL_MARGIN_SECONDS
-        self.dead_letters.already = dead_lettered_since(
-            self.connection, self.prefix, self.dead_letters.consumer, since
-        )
-        if self.dead_letters.already:
+        return min(stamps, default=time.time()) - RECALL_MARGIN_SECONDS
+
+    def _recall_dead_letters(self, recalled: set[tuple[str, int, int]]) -> None:
+        """Dead-letter none of the records ``recalled`` (topic, partition, offset) again."""
+        self.dead_letters.already = recalled
+        if recalled:
             log.info(
                 "%d records dead-lettered since the last checkpoint will not be again",
-                len(self.dead_letters.already),
+                len(recalled),
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -284,15 +304,18 @@ class LearnerAgent:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def publish_missing(self) -> None:
+    def publish_missing(self, published: Mapping[str, ModelVersion] | None = None) -> None:
         """Publish what serving lacks: a first version of new models, and checkpoints a crash kept
         unpublished.
 
         A worker killed between saving a checkpoint and delivering its record leaves a version
         nobody has seen (a hole in the lineage); the next owner publishes it. A checkpoint older
         than what is on ``model-updates`` is never republished: that would step serving back.
+        ``published``: each model's current version on ``model-updates``, if already read
+        (:func:`~adaptloop.streams.versions.published_versions`).
         """
-        published = published_versions(self.connection, self.prefix)
+        if published is None:
+            published = published_versions(self.connection, self.prefix)
         for name, learner in self.learners.items():
             if learner.progress.version is None:
                 self._publish(self.store.checkpoint(learner))
