@@ -329,13 +329,7 @@ def test_nothing_hypothesis_sends_stops_the_worker_and_every_record_is_accounted
     assert _learned(versions) == len(joined) - _learner_letters(settings, sent, letters)
 
     # Feedback: each thumbs, rating, score and preference counted in a store or quarantined, once.
-    counted = refused = 0
-    for position, (what, _, event) in sent.at.items():
-        if what == "feedback" and not (
-            isinstance(event, AgentFeedbackEvent) and event.kind not in COUNTED
-        ):
-            counted += 1
-            refused += position in lettered
+    counted, refused = _feedback(sent, lettered)
     assert _store_updates(snapshots) + refused == counted
     print(
         f"fuzz: {dict(kinds)}; {len(letters)} dead letters, {len(joined)} joined, "
@@ -361,6 +355,19 @@ def _learner_letters(settings, sent: Sent, letters: list[DeadLetter]) -> int:
         for d in letters
         if d.source_topic == name and sent.at.get((name, d.partition, d.offset)) is None
     )
+
+
+def _feedback(sent: Sent, lettered: set[tuple[str, int, int]]) -> tuple[int, int]:
+    """(the pieces of feedback a store counts: thumbs, ratings, scores and preferences; those of
+    them quarantined as dead letters)."""
+    counted = refused = 0
+    for position, (what, _, event) in sent.at.items():
+        if what == "feedback" and not (
+            isinstance(event, AgentFeedbackEvent) and event.kind not in COUNTED
+        ):
+            counted += 1
+            refused += position in lettered
+    return counted, refused
 
 
 def _store_updates(snapshots: list[PreferenceSnapshot]) -> int:
@@ -411,7 +418,20 @@ def _settle(settings, sent: Sent, worker, timeout: float = 300.0) -> tuple[list,
             wait_until_read(settings, "join", list(JOIN_INPUTS), worker)
             wait_until_read(settings, "learner", [TRAINING_EXAMPLES, MODEL_COMMANDS], worker)
             wait_until_read(settings, "agentops", [AGENT_FEEDBACK, PREFERENCES], worker)
-            return _read(settings)
+            # A group's offsets commit with its transaction, but the transaction's markers reach the
+            # output partitions a moment later: until then a committed reader stops short of the
+            # last snapshots. Read until the feedback is accounted for (or the deadline: then the
+            # test's assertion says what is missing).
+            settle_by = time.monotonic() + 60
+            while True:
+                outputs = _read(settings)
+                letters, snapshots = outputs[0], outputs[3]
+                counted, refused = _feedback(
+                    sent, {(d.source_topic, d.partition, d.offset) for d in letters}
+                )
+                if _store_updates(snapshots) + refused >= counted or time.monotonic() > settle_by:
+                    return outputs
+                time.sleep(0.5)
         worker.check_alive()
         time.sleep(1)
 
