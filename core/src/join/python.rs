@@ -207,6 +207,25 @@ fn raised(error: Error<PyErr>) -> PyErr {
     }
 }
 
+/// A rejection's event and reason as Python takes them: ``(decision_id, outcome JSON, reason)``,
+/// decision_id and JSON None for the event being processed, the reason a text or, for an outcome no
+/// prediction came for, ``(decision_id, horizon)``.
+fn refusal<'py>(
+    py: Python<'py>,
+    event: Refused,
+    reason: Reason,
+) -> PyResult<(Option<String>, Option<Bound<'py, PyBytes>>, Bound<'py, PyAny>)> {
+    let (key, event) = match event {
+        Refused::Current => (None, None),
+        Refused::Outcome(key, json) => (Some(key), Some(PyBytes::new(py, &json))),
+    };
+    let reason = match reason {
+        Reason::Text(text) => text.into_pyobject(py)?.into_any(),
+        Reason::NoPrediction { key, horizon } => (key, horizon).into_pyobject(py)?.into_any(),
+    };
+    Ok((key, event, reason))
+}
+
 /// ``(examples, rejections)``: each example ``(model, status, JSON)``; each rejection
 /// ``(decision_id, outcome JSON, reason, offset, sent_on)`` (decision_id and JSON None: the event
 /// being processed), a reason being a text or, for an outcome no prediction came for,
@@ -222,14 +241,7 @@ fn output<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
     }
     let rejections = PyList::empty(py);
     for rejection in out.rejections {
-        let (key, event) = match rejection.event {
-            Refused::Current => (None, None),
-            Refused::Outcome(key, json) => (Some(key), Some(PyBytes::new(py, &json))),
-        };
-        let reason = match rejection.reason {
-            Reason::Text(text) => text.into_pyobject(py)?.into_any(),
-            Reason::NoPrediction { key, horizon } => (key, horizon).into_pyobject(py)?.into_any(),
-        };
+        let (key, event, reason) = refusal(py, rejection.event, rejection.reason)?;
         rejections.append((key, event, reason, rejection.offset, rejection.sent_on))?;
     }
     PyTuple::new(py, [examples.into_any(), rejections.into_any()])
@@ -617,16 +629,8 @@ impl JoinCore {
                         }
                     }
                     for rejection in out.rejections {
-                        let (key, event) = match rejection.event {
-                            Refused::Current => (None, None),
-                            Refused::Outcome(key, json) => (Some(key), Some(PyBytes::new(py, &json))),
-                        };
-                        let reason = match rejection.reason {
-                            Reason::Text(text) => text.into_pyobject(py)?.into_any(),
-                            Reason::NoPrediction { key, horizon } => {
-                                (key, horizon).into_pyobject(py)?.into_any()
-                            }
-                        };
+                        let (key, event, reason) =
+                            refusal(py, rejection.event, rejection.reason)?;
                         rares.push((
                             i,
                             rare(py, (4, i, key, event, reason, rejection.offset, rejection.sent_on))?,
