@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adaptloop.settings import Settings
+from adaptloop.streams.connection import forget_frames
 from adaptloop.streams.metrics import write_health
 from adaptloop.streams.outage import (
     OUTAGE_EXIT,
@@ -97,6 +98,7 @@ def _stop_for(role: str, error: Exception) -> None:
     verdict = classify(error)
     if verdict == "crash":
         raise error
+    forget_frames(error)  # the role's clients stop now, not at its exit (see forget_frames)
     if verdict == "refused":
         log.error("%s stops: %s", role, error)
         sys.exit(REFUSED_EXIT)

@@ -3,6 +3,7 @@ topics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -44,16 +45,21 @@ def wait_for_broker(connection: ConnectionLike, timeout: float = 30.0) -> AdminC
     # last one.
     config = connection.config(**{"socket.connection.setup.timeout.ms": 5000, "log_level": 0})
     errors: ClientErrors = config["error_cb"]
-    admin = AdminClient(config)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            metadata = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
-            if metadata.brokers:
-                return admin
-        except KafkaException as error:
-            errors.last = errors.last or str(error.args[0].str() if error.args else error)
-        admin.poll(0.2)  # serves the error_cb: a refused login raises here
+    # an admin client not returned is destroyed here, its threads joined (see forget_frames)
+    with contextlib.ExitStack() as unless_returned:
+        admin = unless_returned.enter_context(AdminClient(config))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                metadata = admin.list_topics(
+                    timeout=min(5.0, max(0.5, deadline - time.monotonic()))
+                )
+                if metadata.brokers:
+                    unless_returned.pop_all()
+                    return admin
+            except KafkaException as error:
+                errors.last = errors.last or str(error.args[0].str() if error.args else error)
+            admin.poll(0.2)  # serves the error_cb: a refused login raises here
     raise BrokerUnavailable(connection.bootstrap, errors.summary())
 
 

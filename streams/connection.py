@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,11 +442,15 @@ class ClientErrors:
     count: int = 0
     last: str = ""
     started: float = field(default_factory=time.monotonic)
+    # raised already: the client is being given up, and its closing (where librdkafka reports the
+    # refusal again) must not raise a second time from inside its teardown
+    refused: bool = False
 
     def __call__(self, error: KafkaError) -> None:
         self.count += 1
         self.last = _without_address(error.str())
-        if refused_login(error):
+        if refused_login(error) and not self.refused:
+            self.refused = True
             raise AuthenticationFailed(self.bootstrap, self.login, self.last)
 
     def summary(self) -> str:
@@ -456,6 +461,25 @@ class ClientErrors:
             if self.count
             else (f"{tried}: no answer")
         )
+
+
+def forget_frames(error: BaseException) -> None:
+    """Let go of what the frames ``error`` (and the errors it chains to) passed through hold.
+
+    Call it where such an error ends a command or a role, once its traceback is of no more use.
+    confluent-kafka, on Python 3.11, keeps a reference to each exception a client's callback raises
+    (:class:`ClientErrors`' :class:`AuthenticationFailed` above all): that exception never dies, nor
+    its traceback's frames, nor the clients they hold, whose librdkafka threads then still run when
+    the process exits, and crash it (SIGSEGV) if OpenSSL's exit cleanup frees its locks under a
+    SASL_SSL reconnect. Cleared here, those clients are destroyed at once, their threads joined.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # frames still running are left as they are
+        current.__traceback__ = None  # and those, once they return
+        current = current.__cause__ or current.__context__
 
 
 def _without_address(reason: str) -> str:

@@ -11,6 +11,7 @@ again, so the worker stops with that one line. Any other error is a crash, which
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -169,34 +170,37 @@ def wait_patiently(
         **{"socket.connection.setup.timeout.ms": 5000, "log_level": 0, **(config or {})}
     )
     errors: ClientErrors = properties["error_cb"]
-    admin = AdminClient(properties)
-    since, delay, logged = time.time(), 0.5, 0.0
-    while True:
-        try:
-            if admin.list_topics(timeout=5).brokers:
-                if time.time() - since > 1:
-                    log.warning(
-                        "Kafka at %s answers again, after %.0fs", bootstrap, time.time() - since
-                    )
-                return admin
-            why = "no broker in the metadata"
-        except KafkaException as error:
-            why = (
-                error.args[0].str()
-                if error.args and isinstance(error.args[0], KafkaError)
-                else str(error)
-            )
-        admin.poll(0)  # serves the error_cb: a refused login raises here
-        why = errors.last or why
-        if on_wait is not None:
-            on_wait(since, why)
-        if time.monotonic() - logged > 60:
-            log.warning(
-                "Kafka at %s does not answer (%s); waiting since %s",
-                bootstrap,
-                why,
-                time.strftime("%H:%M:%S", time.localtime(since)),
-            )
-            logged = time.monotonic()
-        time.sleep(delay)
-        delay = min(BACKOFF_CAP_SECONDS, delay * 2)
+    # an admin client not returned is destroyed here, its threads joined (see forget_frames)
+    with contextlib.ExitStack() as unless_returned:
+        admin = unless_returned.enter_context(AdminClient(properties))
+        since, delay, logged = time.time(), 0.5, 0.0
+        while True:
+            try:
+                if admin.list_topics(timeout=5).brokers:
+                    if time.time() - since > 1:
+                        log.warning(
+                            "Kafka at %s answers again, after %.0fs", bootstrap, time.time() - since
+                        )
+                    unless_returned.pop_all()
+                    return admin
+                why = "no broker in the metadata"
+            except KafkaException as error:
+                why = (
+                    error.args[0].str()
+                    if error.args and isinstance(error.args[0], KafkaError)
+                    else str(error)
+                )
+            admin.poll(0)  # serves the error_cb: a refused login raises here
+            why = errors.last or why
+            if on_wait is not None:
+                on_wait(since, why)
+            if time.monotonic() - logged > 60:
+                log.warning(
+                    "Kafka at %s does not answer (%s); waiting since %s",
+                    bootstrap,
+                    why,
+                    time.strftime("%H:%M:%S", time.localtime(since)),
+                )
+                logged = time.monotonic()
+            time.sleep(delay)
+            delay = min(BACKOFF_CAP_SECONDS, delay * 2)

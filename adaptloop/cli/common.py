@@ -48,6 +48,9 @@ def _exit_for(error: Exception) -> None:
     shown = error_line(error)
     if shown is None or _OPTIONS.get("traceback"):
         return
+    from adaptloop.streams.connection import forget_frames
+
+    forget_frames(error)
     console.print(f"[bold red]error:[/] {escape(shown)}", soft_wrap=True)
     raise SystemExit(REFUSED_STATUS if _refused(error) else 1) from None
 
@@ -136,7 +139,11 @@ VERSION_ID_WIDTH = 16
 
 def fail(error: Exception) -> typer.Exit:
     """Print ``error`` for a person and return the exit to raise (code 1; :data:`REFUSED_STATUS` for
-    a wrong setting or a refused login)."""
+    a wrong setting or a refused login); the Kafka clients only ``error``'s frames held are
+    destroyed now (:func:`~adaptloop.streams.connection.forget_frames`)."""
+    from adaptloop.streams.connection import forget_frames
+
+    forget_frames(error)
     console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     return typer.Exit(code=REFUSED_STATUS if _refused(error) else 1)
 

@@ -89,3 +89,49 @@ def test_each_role_stops_with_the_refused_exit_naming_user_and_mechanism(
     [line] = said_refused(output)
     assert f"{role} ERROR adaptloop.roles: {role} stops: authentication failed" in line
     assert "as user 'worker' with SASL SCRAM-SHA-512 over SASL_SSL" in line
+
+
+THREADS_AT_EXIT = """
+import atexit, os, runpy, sys
+
+def kafka_threads_at_exit():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{{task}}/comm") as comm:
+                names.append(comm.read().strip())
+        except OSError:
+            pass  # ended meanwhile
+    with open({path!r}, "w") as out:
+        out.write(" ".join(sorted(name for name in names if name.startswith("rdk:"))))
+
+atexit.register(kafka_threads_at_exit)
+{run}
+"""
+
+
+@pytest.mark.parametrize(
+    "run_it",
+    [
+        "sys.argv = ['adaptloop', 'status']; runpy.run_module('adaptloop', run_name='__main__')",
+        "from adaptloop.roles import run_role; run_role('learn')",
+    ],
+    ids=["status", "learn-role"],
+)
+def test_a_refused_login_leaves_no_kafka_client_running_at_exit(secure_kafka, tmp_path, run_it):
+    """The refused clients are destroyed before the process exits: a librdkafka thread still
+    reconnecting over SASL_SSL when OpenSSL's exit cleanup frees its locks crashes the process
+    (SIGSEGV instead of the refused exit). confluent-kafka keeps the exception its ``error_cb``
+    raised, and with it every frame it passed through, so nothing is left to chance."""
+    threads = tmp_path / "threads-at-exit.txt"
+    code = THREADS_AT_EXIT.format(path=str(threads), run=run_it)
+    status, output = run(
+        tmp_path,
+        ["-c", code],
+        secure_kafka.secure_bootstrap,
+        secure_kafka.client_properties("worker"),
+    )
+    assert status == REFUSED_EXIT, output
+    assert said_refused(output), output
+    left = threads.read_text()
+    assert left == "", f"Kafka client threads still running at exit: {left}"
