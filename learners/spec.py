@@ -213,7 +213,11 @@ class LearnerSpec(BaseModel):
         None, description="The reward learned when no outcome came (on_missing = 'default')."
     )
     duplicates: Literal["first", "last"] = Field(
-        "first", description="Which of repeated predictions/outcomes counts."
+        "first",
+        description="Which of a decision's repeated predictions counts while it waits for its "
+        "outcome: the first, or the last (its deadline then runs from the last one's time). Of "
+        "repeated outcomes the first counts, always: it ends the decision, or waits for the "
+        "prediction.",
     )
     label_type: LabelType | None = Field(
         None,
