@@ -409,8 +409,12 @@ class LearnerAgent:
                 learned[learner.spec.name] += 1
                 # Count-based versions fall on exact example counts, whatever the batch boundaries,
                 # so a replay of the same examples reproduces the same versions. (Costly checkpoints
-                # skip some of those counts; the lineage records where each version fell.)
-                if self._count_due(learner, time.monotonic()):
+                # skip some of those counts; the lineage records where each version fell.) The
+                # remainder first: it rules out all but one example in checkpoint_every.
+                spec = learner.spec
+                if learner.progress.examples_seen % spec.checkpoint_every < (
+                    spec.mini_batch or 1
+                ) and self._count_due(learner, time.monotonic()):
                     self._checkpoint(learner)
         return specs_read
 
