@@ -35,9 +35,10 @@ Data = list[tuple[dict, bool]]
 WATCH_AND_ALERT = DriftSpec(policy="alert")
 """The drift settings of the bench's learners: watched as every model is, alerts raised, but no
 switch of model. A false alarm on ``Hyperplane`` (no drift) under the default ``challenger``
-policy would learn a second model beside the first (work the peers and River never do) and,
-promoted, publish versions counted from the challenger's start, so no version would ever reach the
-backlog's count. The policies themselves are measured by ``python -m bench policies``."""
+policy would learn a second model beside the first, work the peers and River never do. (Its
+promotion would not keep a run from reaching its backlog's count: count-based versions fall on
+multiples of ``checkpoint_every`` of the stream's count, see ``count_version_due``.) The policies
+themselves are measured by ``python -m bench policies``."""
 
 
 def stream(n: int, seed: int = 1) -> Data:

@@ -187,7 +187,9 @@ class LearnerSpec(BaseModel):
         default_factory=lambda: ["Accuracy", "LogLoss"], description="River metrics, by class name."
     )
     checkpoint_every: int = Field(
-        1000, ge=1, description="Publish a version every N learned examples..."
+        1000,
+        ge=1,
+        description="Publish a version each time the examples learned reach a multiple of N...",
     )
     checkpoint_seconds: float | None = Field(
         30.0, gt=0, description="...or after this long with unpublished learning."

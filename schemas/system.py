@@ -110,7 +110,14 @@ class ModelVersion(Event):
     version: VersionId
     parent: VersionId | None = None
     reason: VersionReason = "checkpoint"
-    examples_seen: Offset
+    examples_seen: Offset = Field(
+        description="The examples the model's learner has learned from its stream, in all: "
+        "counted across challenger promotions, rollbacks, restarts and hand-overs (a promoted "
+        "challenger's versions go on from the count it was promoted at, not from its own start), "
+        "so a wait for a version with examples_seen >= N (the learnable examples sent) ends. What "
+        "a version a rollback serves again had learned when it was made is on the record that "
+        "first published it."
+    )
     offsets: dict[NonEmptyStr, Offset] = Field(default_factory=dict)
     metrics: dict[NonEmptyStr, FiniteFloat | None] = Field(
         default_factory=dict,

@@ -107,11 +107,21 @@ hyperplane) takes 40-125 ms."""
 
 
 def count_version_due(
-    learned: int, every: int, since_last: float, last_cost: float, last_size: int
+    seen: int,
+    every: int,
+    since_last: float,
+    last_cost: float,
+    last_size: int,
+    batch: int = 1,
 ) -> bool:
-    """Whether a count-based version is due: a multiple of ``every`` examples learned since the last
-    version, and, for a model of :data:`SMALL_MODEL_BYTES` or more, long enough since it that
-    checkpoints take at most :data:`CHECKPOINT_SHARE` of the time.
+    """Whether a count-based version is due once the model has learned ``seen`` examples of its
+    stream (learned ``batch`` at a time): ``seen`` reached a multiple of ``every`` with the examples
+    just learned, and, for a model of :data:`SMALL_MODEL_BYTES` or more, long enough since the last
+    version that checkpoints take at most :data:`CHECKPOINT_SHARE` of the time.
+
+    The multiples are of the stream's count (the versions' ``examples_seen``), not of the examples
+    since the last version: a promotion, a rollback or a time-based version in between moves no
+    count-based version, so a stream of a multiple of ``every`` examples always ends on a version.
 
     >>> count_version_due(1000, 1000, since_last=0.001, last_cost=0.3, last_size=4_000)  # small: every 1,000
     True
@@ -119,8 +129,10 @@ def count_version_due(
     False
     >>> count_version_due(2000, 1000, 1.0, 0.25, 5_000_000), count_version_due(2500, 1000, 1.0, 0.25, 5_000_000)
     (True, False)
+    >>> count_version_due(1003, 1000, 1.0, 0.0, 0, batch=10)  # a batch of 10 that crossed 1,000
+    True
     """
-    if learned < every or learned % every:
+    if seen < every or seen % every >= batch:
         return False
     return (
         last_size < SMALL_MODEL_BYTES
@@ -397,11 +409,12 @@ class LearnerAgent:
                 learned[learner.spec.name] += 1
                 # Count-based versions fall on exact example counts, whatever the batch boundaries,
                 # so a replay of the same examples reproduces the same versions. (Costly checkpoints
-                # skip some of those counts; the lineage records where each version fell.)
-                if (
-                    learner.progress.learned_since_version >= learner.spec.checkpoint_every
-                    and self._count_due(learner, time.monotonic())
-                ):
+                # skip some of those counts; the lineage records where each version fell.) The
+                # remainder first: it rules out all but one example in checkpoint_every.
+                spec = learner.spec
+                if learner.progress.examples_seen % spec.checkpoint_every < (
+                    spec.mini_batch or 1
+                ) and self._count_due(learner, time.monotonic()):
                     self._checkpoint(learner)
         return specs_read
 
@@ -765,14 +778,17 @@ class LearnerAgent:
         return versions
 
     def _count_due(self, learner: OnlineLearner, now: float) -> bool:
-        """:func:`count_version_due` for ``learner`` at monotonic time ``now``."""
-        name, record = learner.spec.name, learner.progress.record
-        return count_version_due(
-            learner.progress.learned_since_version,
-            learner.spec.checkpoint_every,
+        """Whether ``learner`` learned since its last version and :func:`count_version_due` says a
+        version is due, at monotonic time ``now``."""
+        name, progress, spec = learner.spec.name, learner.progress, learner.spec
+        record = progress.record
+        return progress.learned_since_version > 0 and count_version_due(
+            progress.examples_seen,
+            spec.checkpoint_every,
             now - self._last_version_at[name],
             self._checkpoint_cost[name],
             record.size_bytes if record is not None else 0,
+            spec.mini_batch or 1,
         )
 
     def _checkpoint(

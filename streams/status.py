@@ -12,7 +12,6 @@ from pathlib import Path
 import duckdb
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import AdaptloopError
 from adaptloop.schemas.system import DriftAlert, ModelHealth, ModelVersion
 from adaptloop.schemas.topics import (
@@ -25,8 +24,7 @@ from adaptloop.schemas.topics import (
     TRAINING_EXAMPLES,
     Topic,
 )
-from adaptloop.snapshots.archive import ParquetArchive
-from adaptloop.snapshots.replay import SWAPS
+from adaptloop.snapshots.replay import SWAPS, model_history
 from adaptloop.snapshots.snapshot import ARCHIVED_TOPICS
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.reader import topic_ends as ends_of_topics
@@ -105,8 +103,9 @@ def own_records(
 
     A rollback or promotion publishes the version it swaps in again, with the learner's running
     figures (the stream's examples and metrics, from which learning goes on). What that version
-    itself had learned and scored is in the record that first published it: on ``model-updates``
-    while compaction keeps it, in the archive (``archive_root``) for ever.
+    itself had learned and scored is in the record that first published it (see
+    :func:`first_published`): on ``model-updates`` while compaction keeps it, in the archive
+    (``archive_root``) for ever.
     """
     latest = {record.model: record for record in records}
     own: dict[str, ModelVersion | None] = {}
@@ -114,15 +113,39 @@ def own_records(
         if current.reason not in SWAPS:
             own[model] = current
             continue
-        made = (
-            r
-            for r in records
-            if r.model == model and r.version == current.version and r.reason not in SWAPS
-        )
-        own[model] = next(made, None) or _archived_record(
+        history = [record for record in records if record.model == model]
+        own[model] = first_published(history, current.version) or _archived_record(
             archive_root, prefix, model, current.version
         )
     return own
+
+
+def first_published(history: list[ModelVersion], version: str) -> ModelVersion | None:
+    """The record that first published ``version`` in ``history`` (one model's records, in
+    publication order), or None if ``history`` lacks it.
+
+    That is the first record that learned it; or else the swap that brought it, when ``history``
+    holds every numbered record up to it: a challenger's promotion publishes the version it
+    promotes for the first time. A history with numbers missing (compacted) may have lost the
+    version's first record, which only the archive then has.
+
+    >>> def record(sequence, version, reason):
+    ...     return ModelVersion(model="m", version=version * 16, sequence=sequence, reason=reason,
+    ...                         examples_seen=sequence * 100, sha256="ab" * 32, uri="u", size_bytes=1)
+    >>> learned = [record(1, "a", "initial"), record(2, "b", "checkpoint")]
+    >>> first_published([*learned, record(3, "a", "rollback")], "a" * 16).examples_seen
+    100
+    >>> first_published([*learned, record(3, "c", "promotion")], "c" * 16).reason
+    'promotion'
+    >>> first_published([learned[1], record(3, "c", "promotion")], "c" * 16) is None
+    True
+    """
+    records = [record for record in history if record.version == version]
+    learned = next((record for record in records if record.reason not in SWAPS), None)
+    if learned is not None or not records:
+        return learned
+    numbers = {record.sequence or 0 for record in history}
+    return records[0] if numbers == set(range(1, len(numbers) + 1)) else None
 
 
 def _archived_record(
@@ -133,17 +156,7 @@ def _archived_record(
     if archive_root is None:
         return None
     try:
-        with duckdb.connect() as db:  # a connection of its own (see count_archived)
-            source = ParquetArchive(archive_root).rows_sql(db, MODEL_UPDATES.full_name(prefix))
-            if source is None:
-                return None
-            reasons = ", ".join(f"'{reason}'" for reason in SWAPS)
-            row = db.execute(
-                f"SELECT _value FROM {source} WHERE _error IS NULL AND model = ? AND version = ? "
-                f"AND reason NOT IN ({reasons}) ORDER BY _kafka_timestamp, _offset LIMIT 1",
-                [model, version],
-            ).fetchone()
-        record = decode(MODEL_UPDATES, row[0]) if row else None
+        history = model_history(archive_root, model, prefix)
     # an archive out of reach: the figures are unknown
     except (duckdb.Error, OSError, AdaptloopError) as error:
         log.warning(
@@ -154,7 +167,7 @@ def _archived_record(
             error,
         )
         return None
-    return record if isinstance(record, ModelVersion) else None
+    return first_published(history, version)
 
 
 def loop_status(

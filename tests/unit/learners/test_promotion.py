@@ -202,3 +202,55 @@ def test_the_default_policy_is_the_challenger_and_alert_for_models_learned_in_mi
     assert LearnerSpec(**batched, drift=DriftSpec(window=100)).drift.policy == "alert"
     with pytest.raises(ValueError, match="the challenger policy learns one example at a time"):
         LearnerSpec(**batched, drift=DriftSpec(policy="challenger"))
+
+
+def test_a_promoted_challengers_versions_count_every_example_the_stream_gave_across_restarts(
+    tmp_path,
+):
+    """Whoever waits for a version that has learned the N examples they sent (ingest, the demo, the
+    bench, a service's script) finds it after a promotion too: a version's ``examples_seen`` counts
+    the model's stream, not the examples the promoted challenger learned since it started."""
+    from datetime import UTC, datetime
+
+    from adaptloop.learners.drift_eval import sine_stream
+    from adaptloop.learners.online import OnlineLearner
+    from adaptloop.learners.store import ModelStore
+    from adaptloop.schemas.inference import TrainingExample
+
+    spec = LearnerSpec(
+        name="sine", drift=DriftSpec(policy="challenger", data=False), metrics=["Accuracy"]
+    )
+    store = ModelStore(tmp_path)
+    learner = OnlineLearner(spec)
+    published: list[tuple[int, Any]] = []  # (examples sent when it was made, the record)
+    restarted_with: list[str] = []  # the origin of the challenger each restart restored
+    sent = 0
+    for i, (x, y) in enumerate(sine_stream(seed=7, n=7000, drift_at=6000)):
+        features = {f"x{k}": value for k, value in x.items()}
+        example = TrainingExample(
+            model="sine",
+            decision_id=str(i),
+            model_version="v0",
+            features=features,
+            prediction=False,
+            label=y,
+            predicted_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        assert learner.learn(example, ("training-examples:0", i))
+        sent += 1
+        for action in learner.watch.actions:  # as the learner agent acts: at once
+            published.append((sent, store.checkpoint(learner, reason=action.kind, actor="policy")))
+        learner.watch.actions.clear()
+        if sent % 100 == 0:
+            published.append((sent, store.checkpoint(learner)))
+            if learner.watch.challenger is not None:  # a worker restarted while one runs
+                learner = store.restore(spec)
+                restarted_with.append(learner.watch.challenger.origin)  # type: ignore[union-attr]
+
+    promotions = [record for _, record in published if record.reason == "promotion"]
+    assert [(r.examples_seen, r.actor) for r in promotions] == [(6315, "policy")]
+    # restarts with the drift challenger shadowing, then with the replaced champion
+    assert restarted_with[0] == "drift" and restarted_with[-1] == "replaced"
+    assert [record.examples_seen for _, record in published] == [n for n, _ in published]
+    assert published[-1][1].examples_seen == sent == 7000
+    assert [record.sequence for _, record in published] == list(range(1, len(published) + 1))
