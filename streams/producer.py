@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -12,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from adaptloop.schemas.base import Event
 from adaptloop.schemas.codec import encode
-from adaptloop.schemas.errors import DeliveryFailed
+from adaptloop.schemas.errors import DeliveryFailed, TimedOut
 from adaptloop.schemas.topics import Topic, topic_for
 from adaptloop.streams.connection import ClientSettings, ConnectionLike, KafkaConnection
 
@@ -33,6 +34,10 @@ DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
     # Only failures call back into Python; successes are counted from the queue (see ``delivered``).
     "delivery.report.only.error": True,
 }
+
+STUCK_CALL_GRACE_SECONDS = 10.0
+"""How long past its own timeout a call of librdkafka that may ignore it is waited for before the
+producer is taken for stuck (see :meth:`EventProducer.commit_transaction`)."""
 
 
 class EventProducer:
@@ -77,6 +82,7 @@ class EventProducer:
         self.failed = 0
         self.transactional = transactional_id is not None
         self._in_transaction = False
+        self._stuck = False  # a transactional call never returned: see commit_transaction
         if self.transactional:
             # Metadata first: librdkafka looks for the transaction coordinator as its bootstrap
             # connection hands over to the broker's own, finds no broker up, and retries 500 ms
@@ -169,6 +175,14 @@ class EventProducer:
         Retriable errors (a broker restarting) are retried until ``timeout``; an error that
         needs an abort raises :class:`confluent_kafka.KafkaException` with ``txn_requires_abort()``:
         the caller aborts (:meth:`abort_transaction`) and reprocesses from the committed offsets.
+
+        Sending the offsets raises :class:`~adaptloop.schemas.errors.TimedOut` if librdkafka has not
+        returned :data:`STUCK_CALL_GRACE_SECONDS` after the timeout: its
+        ``send_offsets_to_transaction`` waits for its group coordinator without a limit
+        (confluentinc/librdkafka#5456, #5511), and after a single broker restarts it can wait for a
+        coordinator it lost track of for ever. The producer is then stuck for good (any other
+        transactional call would be refused); the role stops as for an outage, and the producer
+        that takes over its ``transactional.id`` fences it and aborts the open transaction.
         """
         if not self._in_transaction:
             self._producer.begin_transaction()
@@ -178,8 +192,13 @@ class EventProducer:
         if offsets is not None:
             steps.insert(
                 0,
-                lambda left: self._producer.send_offsets_to_transaction(
-                    offsets, group_metadata, left
+                lambda left: self._within(
+                    left,
+                    "send_offsets_to_transaction",
+                    self._producer.send_offsets_to_transaction,
+                    offsets,
+                    group_metadata,
+                    left,
                 ),
             )
         for step in steps:
@@ -194,9 +213,42 @@ class EventProducer:
         self._in_transaction = False
         self.failures.clear()  # a committed transaction delivered every record in it
 
+    def _within(self, timeout: float, name: str, call: Callable[..., object], *args: Any) -> None:
+        """``call(*args)``, a call of librdkafka given ``timeout`` that may not keep to it, in a
+        daemon thread, waited for :data:`STUCK_CALL_GRACE_SECONDS` longer; raises what it raised,
+        or :class:`~adaptloop.schemas.errors.TimedOut` if it is still waiting (the thread is left
+        behind: a daemon thread does not hold the process when the role exits)."""
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+                outcome.append(None)
+            except BaseException as error:  # handed to the caller's thread
+                outcome.append(error)
+
+        thread = threading.Thread(target=run, name=f"{name}-call", daemon=True)
+        thread.start()
+        thread.join(timeout + STUCK_CALL_GRACE_SECONDS)
+        if not outcome:
+            self._stuck = True
+            raise TimedOut(
+                f"librdkafka's {name} has not returned {timeout + STUCK_CALL_GRACE_SECONDS:.0f}s "
+                "after it was called with a timeout of "
+                f"{timeout:.0f}s (it waits for a group coordinator it lost track of, "
+                "confluentinc/librdkafka#5456): this producer is stuck"
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
+
     def abort_transaction(self, timeout: float = 60.0) -> None:
-        """Drop what was sent since the last commit (read_committed consumers never see it)."""
-        if self._in_transaction:
+        """Drop what was sent since the last commit (read_committed consumers never see it).
+
+        A stuck producer (see :meth:`commit_transaction`) cannot: librdkafka refuses any other
+        transactional call while one is under way. Its transaction stays open until the producer
+        that takes over its ``transactional.id`` aborts it.
+        """
+        if self._in_transaction and not self._stuck:
             self._producer.abort_transaction(timeout)
             self._in_transaction = False
         self.failures.clear()

@@ -90,3 +90,41 @@ def test_a_bug_is_a_crash_with_its_traceback(tmp_path):
     status, log = run_role(tmp_path, "raise ZeroDivisionError('a bug')")
     assert status == 1
     assert "Traceback" in log and "ZeroDivisionError: a bug" in log
+
+
+STUCK_COMMIT = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from confluent_kafka import TopicPartition
+from adaptloop.streams import producer as sdk
+
+sdk.STUCK_CALL_GRACE_SECONDS = 0.5
+
+class Stuck:  # librdkafka waiting for a group coordinator it lost track of
+    def begin_transaction(self): pass
+    def send_offsets_to_transaction(self, *args): threading.Event().wait()
+    def commit_transaction(self, *args): pass
+    def flush(self, timeout=None): return 0
+    def __len__(self): return 0
+
+output = sdk.EventProducer("127.0.0.1:9")
+output._producer = Stuck()
+# as the join commits: in a pool's (non-daemon) thread, waited for by the role's thread
+committer = ThreadPoolExecutor(1)
+try:
+    committer.submit(
+        output.commit_transaction, [TopicPartition("t", 0, 1)], object(), 1.0
+    ).result()
+finally:
+    output.abort_transaction()
+    committer.shutdown()
+""".strip()
+
+
+def test_a_transaction_stuck_in_librdkafka_stops_the_role_as_an_outage_and_its_process_ends(
+    tmp_path,
+):
+    body = STUCK_COMMIT.replace("\n", "\n        ")
+    status, log = run_role(tmp_path, body)
+    assert status == OUTAGE_EXIT, log
+    assert "archive stops: Kafka does not answer (librdkafka's send_offsets_to_transaction" in log
