@@ -55,7 +55,7 @@ from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelSpecRecord, ModelVersion
 from adaptloop.schemas.topics import MODEL_SPECS, MODEL_UPDATES, partition_for
 from adaptloop.streams.connection import ClientSettings, ConnectionLike
-from adaptloop.streams.follower import ModelSpecs, ModelUpdates
+from adaptloop.streams.follower import ModelSpecs, ModelUpdates, Subscription
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import home_partition, is_newer, on_its_partition
@@ -368,16 +368,22 @@ class ModelClient:
             self.producer = producer if producer is not None else self._updates.producer()
             self._owns_producer = producer is None
             partitions = self._updates.partitions(wait)
-            spec_partitions = self._specs.partitions(wait)
         except BaseException:
             self._updates.release()
             self._specs.release()
             raise
         self._newest = NewestVersion(model, partitions, serve=self._swap)
         self._retirement = Retirement(model)
+        self._spec_subscription: Subscription | None = None
         self._subscription = self._updates.subscribe(
             model, home_partition(model, partitions), self._newest
         )
+        # (the model's versions are read meanwhile)
+        try:
+            spec_partitions = self._specs.partitions(max(deadline - time.monotonic(), 0.5))
+        except BaseException:
+            self.close()
+            raise
         self._spec_subscription = self._specs.subscribe(
             model, partition_for(model.encode(), spec_partitions), self._retirement
         )
@@ -619,7 +625,8 @@ class ModelClient:
                 return
             self._closed = True
         self._updates.unsubscribe(self._subscription)
-        self._specs.unsubscribe(self._spec_subscription)
+        if self._spec_subscription is not None:
+            self._specs.unsubscribe(self._spec_subscription)
         self._newest.stop()  # waits for a version being loaded
         try:
             if self._owns_producer:
