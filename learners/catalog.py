@@ -80,6 +80,21 @@ def spec_of(record: ModelSpecRecord, *, buildable: bool = True) -> LearnerSpec:
     return spec
 
 
+def retirement(record: ModelSpecRecord) -> str | None:
+    """Who retired the model and why, if ``record`` retires it (None: it declares the model).
+
+    >>> retirement(ModelSpecRecord(model="churn", status="retired", actor="ops", reason="closed"))
+    'retired by ops: closed'
+    >>> retirement(ModelSpecRecord(model="churn", status="retired", actor="ops"))
+    'retired by ops: no reason given'
+    >>> retirement(ModelSpecRecord(model="churn", spec={"name": "churn"}, actor="ops")) is None
+    True
+    """
+    if record.status != "retired":
+        return None
+    return f"retired by {record.actor}: {record.reason or 'no reason given'}"
+
+
 def change_of(
     current: LearnerSpec | None, record: ModelSpecRecord, spec: LearnerSpec | None
 ) -> Change:

@@ -9,6 +9,7 @@ They live in the lowest layer so that every layer can raise them. The tree::
     │   └── TopicConfigMismatch                a topic exists with other partitions or cleanup policy
     ├── InvalidInput (also a ValueError)       a caller's input breaks a contract (a model's features, a request)
     ├── UnknownModel (also a KeyError)         no spec, store or version knows this model or version
+    │   └── ModelRetired                       operators retired the model: it is no longer served
     ├── NoModelYet                             a model has published no version for serving yet
     ├── DecodeError                            a record is not a valid event (kind + reason: a dead letter)
     ├── UnlearnableExample                     a valid example that breaks its model's contract
@@ -71,6 +72,20 @@ class UnknownModel(AdaptloopError, KeyError):
 
     def __str__(self) -> str:  # a KeyError would quote its message
         return str(self.args[0]) if self.args else ""
+
+
+class ModelRetired(UnknownModel):
+    """Operators retired the model on ``model-specs`` (``adaptloop models retire``): it is no longer
+    learned nor served, until it is added again. ``why`` says who retired it and why.
+
+    An :class:`UnknownModel`: the model has no spec in effect, and code that handles an unknown
+    model (``adaptloop serve``'s 404) handles a retired one alike.
+    """
+
+    def __init__(self, model: str, why: str) -> None:
+        super().__init__(f"model {model!r} is retired ({why}); it is no longer served")
+        self.model = model
+        self.why = why
 
 
 class NoModelYet(AdaptloopError):

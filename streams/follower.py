@@ -12,7 +12,9 @@ process shares (one per connection and topic): a model's records sit on one part
 key hashes to (:func:`~adaptloop.streams.versions.home_partition`), so it reads only the partitions
 of the models followed, with one consumer and one producer for them all, and hands each record to
 the clients of its key. A hundred models then cost one consumer's threads and fetches rather than a
-hundred, and a client starts without making a Kafka client of its own.
+hundred, and a client starts without making a Kafka client of its own. :class:`ModelSpecs` follows
+``model-specs`` alike (keyed by model too), for the clients to see their model retired; both are
+:class:`KeyedFollower`\\ s.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from adaptloop.schemas.errors import TimedOut
-from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.schemas.topics import MODEL_SPECS, MODEL_UPDATES, Topic
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import EventProducer
@@ -261,45 +263,48 @@ class Routes:
         return done
 
 
-class ModelUpdates:
-    """The process's follower of ``model-updates`` (per connection and topic), shared by its
-    ModelClients.
+class KeyedFollower:
+    """The process's follower of one topic keyed by model (per connection and topic), shared by its
+    ModelClients: each model's records sit on the partition its key hashes to, and only the
+    partitions of the models followed are read.
 
     Get it with :meth:`acquire` and give it back with :meth:`release`: the last user's release stops
     it. Each client :meth:`subscribe`\\ s its model; a model added later has its partition read
     again from its start (the subscribers that have read it already skip what they have seen).
+    :class:`ModelUpdates` follows ``model-updates`` (the versions), :class:`ModelSpecs`
+    ``model-specs`` (the retirements).
     """
 
-    _shared: ClassVar[dict[tuple[Any, ...], ModelUpdates]] = {}
+    TOPIC: ClassVar[Topic]
+    _shared: ClassVar[dict[tuple[Any, ...], KeyedFollower]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, bootstrap: KafkaConnection, prefix: str, key: tuple[Any, ...]) -> None:
-        self.bootstrap, self.prefix, self.topic = bootstrap, prefix, MODEL_UPDATES.full_name(prefix)
+        self.bootstrap, self.prefix, self.topic = bootstrap, prefix, self.TOPIC.full_name(prefix)
         self._key = key
         self._users = 0
-        self._lock = threading.Lock()  # guards the routes and the producer
+        self._lock = threading.Lock()  # guards the routes (and a subclass's state)
         self._routes = Routes()
-        self._producer: EventProducer | None = None
         self._count_lock = threading.Lock()
         self._partition_count: int | None = None
         self._follower = Follower(
             bootstrap,
             self.topic,
-            name="model-updates",
+            name=self.TOPIC.name,
             on_records=self._records,
             on_start=self._started,
             on_end=self._ended,
         )
 
     @classmethod
-    def acquire(cls, bootstrap: ConnectionLike, prefix: str = "") -> ModelUpdates:
-        """The follower of ``model-updates`` of this connection and prefix, made if this process has
+    def acquire(cls, bootstrap: ConnectionLike, prefix: str = "") -> Self:
+        """The follower of the topic of this connection and prefix, made if this process has
         none."""
         connection = KafkaConnection.of(bootstrap)
         # Two identities are two followers: the key holds the address and every property, secrets
         # included (as the values they are, never shown).
         key = (
-            MODEL_UPDATES.full_name(prefix),
+            cls.TOPIC.full_name(prefix),
             connection.bootstrap,
             *sorted(connection.librdkafka().items()),
         )
@@ -308,32 +313,24 @@ class ModelUpdates:
             if shared is None:
                 shared = cls._shared[key] = cls(connection, prefix, key)
             shared._users += 1
+            assert isinstance(shared, cls)
             return shared
 
     def release(self) -> None:
-        """One user fewer; the last one stops the follower and delivers what the shared producer
-        holds."""
-        with ModelUpdates._shared_lock:
+        """One user fewer; the last one stops the follower."""
+        with KeyedFollower._shared_lock:
             self._users -= 1
             if self._users > 0:
                 return
-            del ModelUpdates._shared[self._key]
+            del KeyedFollower._shared[self._key]
         self._follower.close()
-        with self._lock:
-            producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush()
+        self._closed()
 
-    def producer(self) -> EventProducer:
-        """The producer the clients that bring none of their own send their predictions with."""
-        with self._lock:
-            if self._producer is None:
-                self._producer = EventProducer(self.bootstrap, topic_prefix=self.prefix)
-            return self._producer
+    def _closed(self) -> None:
+        """What a subclass does once its follower has stopped."""
 
     def partitions(self, wait: float) -> int:
-        """How many partitions ``model-updates`` has, once it exists (a worker creates it when it
-        starts)."""
+        """How many partitions the topic has, once it exists (a worker creates it when it starts)."""
         deadline = time.monotonic() + wait
         if not self._count_lock.acquire(timeout=wait):
             raise TimedOut(f"the partitions of {self.topic!r} were not found within {wait:.0f}s")
@@ -400,3 +397,35 @@ class ModelUpdates:
                 subscription.reader.caught_up()
             except Exception:
                 log.exception("a reader of %s failed on catching up", self.topic)
+
+
+class ModelUpdates(KeyedFollower):
+    """The process's follower of ``model-updates``: each client's model's versions, and the one
+    producer the clients that bring none of their own send their predictions with."""
+
+    TOPIC = MODEL_UPDATES
+
+    def __init__(self, bootstrap: KafkaConnection, prefix: str, key: tuple[Any, ...]) -> None:
+        self._producer: EventProducer | None = None
+        super().__init__(bootstrap, prefix, key)
+
+    def producer(self) -> EventProducer:
+        """The producer the clients that bring none of their own send their predictions with."""
+        with self._lock:
+            if self._producer is None:
+                self._producer = EventProducer(self.bootstrap, topic_prefix=self.prefix)
+            return self._producer
+
+    def _closed(self) -> None:
+        """Deliver what the shared producer holds."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush()
+
+
+class ModelSpecs(KeyedFollower):
+    """The process's follower of ``model-specs``: each client's model's spec records, which say
+    whether operators retired it (one partition a model, as on ``model-updates``)."""
+
+    TOPIC = MODEL_SPECS

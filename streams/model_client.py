@@ -11,6 +11,10 @@ While a canary runs (the version record's ``canary``), the record's version answ
 whose id falls in the canary's share (:mod:`adaptloop.learners.canary_split`) and the record's
 stable version the others: the same decision id always gets the same version, in any process, and
 the version is logged with it.
+
+Once operators retire the model on ``model-specs`` (``adaptloop models retire``), ``predict`` raises
+:class:`ModelRetired` (who retired it and why) and logs nothing, as ``adaptloop serve`` answers 404;
+a later record that adds it again has it served again (:class:`Retirement`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from river import base, compose
 
 from adaptloop.learners.canary_split import in_canary
+from adaptloop.learners.catalog import retirement, spec_of
 from adaptloop.learners.recipes import Model
 from adaptloop.learners.serving import read_only
 from adaptloop.learners.store import ModelStore
@@ -37,17 +42,20 @@ from adaptloop.schemas.base import FeatureValue
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.errors import (
+    ConfigError,
     DecodeError,
     InvalidInput,
+    ModelRetired,
     NoModelYet,
     PredictionFailed,
+    TimedOut,
     UnknownModel,
 )
 from adaptloop.schemas.inference import PredictionEvent
-from adaptloop.schemas.system import ModelVersion
-from adaptloop.schemas.topics import MODEL_UPDATES
+from adaptloop.schemas.system import ModelSpecRecord, ModelVersion
+from adaptloop.schemas.topics import MODEL_SPECS, MODEL_UPDATES, partition_for
 from adaptloop.streams.connection import ClientSettings, ConnectionLike
-from adaptloop.streams.follower import ModelUpdates
+from adaptloop.streams.follower import ModelSpecs, ModelUpdates, Subscription
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.versions import home_partition, is_newer, on_its_partition
@@ -133,6 +141,7 @@ class NewestVersion:
         self.model, self.partitions = model, partitions
         self.latest: ModelVersion | None = None  # the newest record, servable or not (its contract)
         self.ready = threading.Event()  # set once caught up with a latest record
+        self.history_read = threading.Event()  # set once caught up, with a record or none
         self._serve = serve
         # (sequence, offset, record) while catching up
         self._history: list[tuple[int, int, ModelVersion]] = []
@@ -178,6 +187,7 @@ class NewestVersion:
                 pass
             if self.latest is not None:
                 self.ready.set()
+            self.history_read.set()
 
     def stop(self) -> None:
         """Take no record after this returns (it waits for one being served)."""
@@ -240,15 +250,77 @@ class NewestVersion:
             return False
 
 
+class Retirement:
+    """Whether operators retired one model: its latest record on ``model-specs`` (a
+    :class:`~adaptloop.streams.follower.Reader` of the process's follower of the topic).
+
+    ``why`` is who retired it and why (:func:`~adaptloop.learners.catalog.retirement`, the words
+    ``adaptloop serve`` answers with), None while it is not retired: no record (a model of the
+    settings only), a record that declares it, or a tombstone. A record that is not a valid spec is
+    ignored, as the catalogue ignores it (:func:`~adaptloop.learners.catalog.catalogue`). ``ready``
+    is set once the model's history on the topic is read. No Kafka here.
+
+    >>> def record(status, reason=""):
+    ...     return ModelSpecRecord(model="m", status=status, spec={"name": "m"}, actor="ops",
+    ...                            reason=reason).model_dump_json().encode()
+    >>> retired = Retirement("m")
+    >>> retired.read(0, 0, record("retired", "closed")); retired.why
+    'retired by ops: closed'
+    >>> retired.read(0, 1, record("active")); retired.why is None
+    True
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.why: str | None = None
+        self.ready = threading.Event()
+
+    def read(self, partition: int, offset: int, value: bytes | None) -> None:
+        """One record of the model's key on ``model-specs``, in the partition's order."""
+        if value is None:  # a tombstone: the model's records are forgotten
+            self.why = None
+            return
+        try:
+            record = decode(MODEL_SPECS, value)
+            assert isinstance(record, ModelSpecRecord)
+            if record.model != self.model:
+                raise DecodeError(
+                    "invalid", f"a record of model {record.model!r} under the key {self.model!r}"
+                )
+            why = retirement(record)
+            if why is None:
+                spec_of(record, buildable=False)
+        except (DecodeError, ConfigError) as error:
+            log.error(
+                "ignored the %s record of %s at partition %d, offset %d (%s)",
+                MODEL_SPECS.name,
+                self.model,
+                partition,
+                offset,
+                error,
+            )
+            return
+        if why != self.why and self.ready.is_set():
+            log.warning("model %s %s", self.model, why or f"added again by {record.actor}")
+        self.why = why
+
+    def caught_up(self) -> None:
+        """The model's history on the topic is read."""
+        self.ready.set()
+
+
 class ModelClient:
     """The current version of one model, always, without restarts.
 
     Loads the latest published version at start, follows ``model-updates`` in the background and
     swaps the model atomically; ``predict`` never mutates the served model and logs a
-    :class:`PredictionEvent` with the version that answered. The clients of one process share one
-    follower of ``model-updates`` (reading only their models' partitions) and, unless given a
-    ``producer``, one producer (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs
-    no Kafka client nor thread of its own.
+    :class:`PredictionEvent` with the version that answered. It follows ``model-specs`` too: while
+    operators have the model retired, ``predict`` raises :class:`ModelRetired` (a client started
+    then too, at once; one of a model retired before it published any version raises it from the
+    constructor). The clients of one process share one follower of ``model-updates`` and one of
+    ``model-specs`` (each reading only their models' partitions) and, unless given a ``producer``,
+    one producer (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs no Kafka client
+    nor thread of its own.
 
     Typical use (needs a broker and a worker)::
 
@@ -283,20 +355,51 @@ class ModelClient:
         self._broken: set[str] = set()  # versions that raised on a prediction
         self._changed = threading.Condition()
         self._closed = False
-        # The process's one follower of model-updates (and, unless one is given, its one producer).
+        deadline = time.monotonic() + wait
+        # The process's one follower of model-updates (and, unless one is given, its one producer)
+        # and its one follower of model-specs.
         self._updates = ModelUpdates.acquire(bootstrap, prefix)
+        try:
+            self._specs = ModelSpecs.acquire(bootstrap, prefix)
+        except BaseException:
+            self._updates.release()
+            raise
         try:
             self.producer = producer if producer is not None else self._updates.producer()
             self._owns_producer = producer is None
             partitions = self._updates.partitions(wait)
         except BaseException:
             self._updates.release()
+            self._specs.release()
             raise
         self._newest = NewestVersion(model, partitions, serve=self._swap)
+        self._retirement = Retirement(model)
+        self._spec_subscription: Subscription | None = None
         self._subscription = self._updates.subscribe(
             model, home_partition(model, partitions), self._newest
         )
-        if not self._newest.ready.wait(wait):
+        # (the model's versions are read meanwhile)
+        try:
+            spec_partitions = self._specs.partitions(max(deadline - time.monotonic(), 0.5))
+        except BaseException:
+            self.close()
+            raise
+        self._spec_subscription = self._specs.subscribe(
+            model, partition_for(model.encode(), spec_partitions), self._retirement
+        )
+        # the retirement first: a model retired before any version of it has none to wait for
+        if not self._retirement.ready.wait(max(deadline - time.monotonic(), 0.0)):
+            self.close()
+            raise TimedOut(
+                f"the records of model {model!r} on {self._specs.topic!r} were not read "
+                f"within {wait:.0f}s"
+            )
+        if self._retirement.why is not None:
+            self._newest.history_read.wait(max(deadline - time.monotonic(), 0.0))
+            if self._newest.latest is None:
+                self.close()
+                raise ModelRetired(model, self._retirement.why)
+        if not self._newest.ready.wait(max(deadline - time.monotonic(), 0.0)):
             self.close()
             raise UnknownModel(
                 f"no version of model {model!r} was published on {self.topic_name!r} within "
@@ -336,6 +439,11 @@ class ModelClient:
         latest = self._newest.latest
         return latest.contract if latest is not None else None
 
+    @property
+    def retired(self) -> str | None:
+        """Who retired the model and why, while operators have it retired; None while it serves."""
+        return self._retirement.why
+
     def predict(
         self,
         features: dict[str, FeatureValue],
@@ -348,10 +456,12 @@ class ModelClient:
         """Predict with the current version and log the decision (with its tenant, user and session,
         if given).
 
-        Raises :class:`InvalidInput` for features the model's contract refuses, and
-        :class:`NoModelYet` when no version may serve yet and the model declares no
-        ``default_prediction``.
+        Raises :class:`ModelRetired` (and logs nothing) while operators have the model retired,
+        :class:`InvalidInput` for features the model's contract refuses, and :class:`NoModelYet`
+        when no version may serve yet and the model declares no ``default_prediction``.
         """
+        if (why := self._retirement.why) is not None:
+            raise ModelRetired(self.model, why)
         contract = self.contract
         if contract is not None and (problem := contract.feature_problem(features)) is not None:
             raise InvalidInput(problem)
@@ -515,12 +625,15 @@ class ModelClient:
                 return
             self._closed = True
         self._updates.unsubscribe(self._subscription)
+        if self._spec_subscription is not None:
+            self._specs.unsubscribe(self._spec_subscription)
         self._newest.stop()  # waits for a version being loaded
         try:
             if self._owns_producer:
                 self.producer.flush()
         finally:
             self._updates.release()
+            self._specs.release()
 
     def __enter__(self) -> ModelClient:
         return self

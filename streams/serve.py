@@ -45,6 +45,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adaptloop.learners.catalog import retirement
 from adaptloop.learners.spec import MAX_EVENT_FEATURES
 from adaptloop.schemas.agents import AgentFeedbackEvent, PreferenceEvent
 from adaptloop.schemas.base import FeatureValue, Name
@@ -53,6 +54,7 @@ from adaptloop.schemas.errors import (
     AdaptloopError,
     DeliveryFailed,
     InvalidInput,
+    ModelRetired,
     NoModelYet,
     PredictionFailed,
     UnknownModel,
@@ -122,7 +124,8 @@ class ErrorBody(BaseModel):
     error: str = Field(
         description="The kind: BodyTooLarge (413), UnsupportedMediaType (415), InvalidJSON, "
         "InvalidRequest or "
-        "InvalidInput (422), UnknownModel or NotFound (404), MethodNotAllowed (405), NoModelYet, "
+        "InvalidInput (422), UnknownModel, ModelRetired or NotFound (404), MethodNotAllowed "
+        "(405), NoModelYet, "
         "PredictionFailed or DeliveryFailed (503)."
     )
     detail: str = Field(description="What went wrong and what to do.")
@@ -422,11 +425,8 @@ class ServedModels:
         try:
             while not self._stop.is_set():
                 for record in follower.poll(1.0):
-                    if record.status == "retired":
-                        self.retire(
-                            record.model,
-                            f"retired by {record.actor}: {record.reason or 'no reason given'}",
-                        )
+                    if (why := retirement(record)) is not None:
+                        self.retire(record.model, why)
                         log.info(
                             "model %s retired by %s: no longer served", record.model, record.actor
                         )
@@ -459,10 +459,7 @@ class ServedModels:
 
     def get(self, model: str) -> ModelClient:
         if model in self.retired:
-            raise UnknownModel(
-                f"model {model!r} is retired ({self.retired[model]}); this "
-                "server no longer serves it"
-            )
+            raise ModelRetired(model, self.retired[model])
         if model not in self.clients:
             raise UnknownModel(
                 f"this server serves no model {model!r} (it serves {', '.join(self.clients)})"

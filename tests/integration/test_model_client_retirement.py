@@ -1,0 +1,139 @@
+"""A model operators retire on model-specs is no longer served by the ModelClients that serve it (a
+typed error saying who retired it and why, and no decision logged), nor by one started afterwards,
+and is served again once it is added back: what ``adaptloop serve`` does with the same records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from river import datasets
+
+from adaptloop.learners.online import OnlineLearner
+from adaptloop.learners.signing import ModelKeys
+from adaptloop.learners.spec import LearnerSpec
+from adaptloop.learners.store import ModelStore
+from adaptloop.schemas import ModelVersion, PredictionEvent, TrainingExample
+from adaptloop.schemas.errors import ModelRetired, UnknownModel
+from adaptloop.schemas.topics import PREDICTIONS
+from adaptloop.streams import EventProducer
+from adaptloop.streams.model_client import ModelClient
+from adaptloop.streams.specs import declare
+
+from .loop_helpers import loop_settings, read_until, wait_for
+
+pytestmark = pytest.mark.kafka
+
+ROWS = list(datasets.Phishing())
+RETIRED = "model 'churn' is retired (retired by ops: product closed); it is no longer served"
+
+
+def _publish(bootstrap: str, prefix: str, store: ModelStore, spec: LearnerSpec) -> ModelVersion:
+    """A version of ``spec``'s model that learned 50 rows, published as a worker would."""
+    learner = OnlineLearner(spec)
+    for i, (x, y) in enumerate(ROWS[:50]):
+        example = TrainingExample(
+            model=spec.name,
+            decision_id=str(i),
+            model_version="v",
+            features=x,
+            label=y,
+            predicted_at=datetime.now(UTC),
+        )
+        learner.learn(example, ("t:0", i))
+    version = store.checkpoint(learner)
+    with EventProducer(bootstrap, topic_prefix=prefix) as producer:
+        producer.send(version)
+    return version
+
+
+def test_a_retired_model_raises_model_retired_and_serves_again_once_added_back(
+    kafka_bootstrap, tmp_path
+):
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=3)
+    prefix = settings.topic_prefix
+    store = ModelStore(settings.models_dir, ModelKeys.create(tmp_path / "keys"))
+    spec = LearnerSpec(name="churn", min_examples=0)
+    declare(kafka_bootstrap, "churn", spec, actor="ops", reason="launch", prefix=prefix)
+    version = _publish(kafka_bootstrap, prefix, store, spec)
+    features = ROWS[100][0]
+    logged: list[str] = []  # the decisions answered, each to be logged once
+
+    def answered(client: ModelClient) -> bool:
+        try:
+            prediction = client.predict(features)
+        except ModelRetired:
+            return False
+        assert prediction.model_version == version.version
+        logged.append(prediction.decision_id)
+        return True
+
+    def refusal(client: ModelClient) -> ModelRetired | None:
+        """The error ``predict`` raises now, or None (a decision answered) while it serves."""
+        try:
+            prediction = client.predict(features)
+        except ModelRetired as error:
+            return error
+        logged.append(prediction.decision_id)
+        return None
+
+    client = ModelClient("churn", bootstrap=kafka_bootstrap, store=store, prefix=prefix)
+    try:
+        assert client.retired is None
+        assert answered(client)
+
+        declare(
+            kafka_bootstrap,
+            "churn",
+            None,
+            status="retired",
+            actor="ops",
+            reason="product closed",
+            prefix=prefix,
+        )
+        error = wait_for(lambda: refusal(client), timeout=30)
+        assert isinstance(error, ModelRetired) and isinstance(error, UnknownModel)
+        assert str(error) == RETIRED
+        assert (error.model, error.why) == ("churn", "retired by ops: product closed")
+        assert client.retired == "retired by ops: product closed"
+
+        # a client started after the retirement refuses at once (not NoModelYet)
+        with ModelClient("churn", bootstrap=kafka_bootstrap, store=store, prefix=prefix) as later:
+            assert later.retired == "retired by ops: product closed"
+            with pytest.raises(ModelRetired) as refused_later:
+                later.predict(features)
+            assert str(refused_later.value) == RETIRED
+
+            declare(kafka_bootstrap, "churn", spec, actor="ops", reason="reopened", prefix=prefix)
+            assert wait_for(lambda: answered(client), timeout=30)
+            assert wait_for(lambda: answered(later), timeout=30)
+            assert client.retired is None and later.retired is None
+    finally:
+        client.close()  # delivers the decisions logged
+
+    # every decision answered is logged, once; none while the model was retired
+    events = read_until(settings, [PREDICTIONS], lambda seen: len(seen) >= len(logged), timeout=60)
+    assert all(isinstance(event, PredictionEvent) for event in events)
+    assert sorted(event.decision_id for event in events) == sorted(logged)  # type: ignore[union-attr]
+
+
+def test_a_model_retired_before_it_published_a_version_is_refused_at_start(
+    kafka_bootstrap, tmp_path
+):
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=3)
+    prefix = settings.topic_prefix
+    store = ModelStore(settings.models_dir, ModelKeys.create(tmp_path / "keys"))
+    declare(kafka_bootstrap, "churn", LearnerSpec(name="churn"), actor="ops", prefix=prefix)
+    declare(
+        kafka_bootstrap,
+        "churn",
+        None,
+        status="retired",
+        actor="ops",
+        reason="product closed",
+        prefix=prefix,
+    )
+    # (without the retirement, this would wait its 60 s and say no version was published)
+    with pytest.raises(ModelRetired) as refused:
+        ModelClient("churn", bootstrap=kafka_bootstrap, store=store, prefix=prefix, wait=60)
+    assert str(refused.value) == RETIRED
