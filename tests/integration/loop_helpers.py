@@ -15,8 +15,15 @@ from typing import TypeVar
 import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.schemas import Event, ModelVersion, OutcomeEvent, PredictionEvent
+from adaptloop.schemas import (
+    Event,
+    ModelVersion,
+    OutcomeEvent,
+    PredictionEvent,
+    TrainingExample,
+)
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import DecodeError
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic, topic_named
@@ -262,6 +269,21 @@ def send_decisions(producer: EventProducer, rows, first: int = 0, model: str = "
             )
         )
         producer.send(OutcomeEvent(decision_id=f"d{n}", label=y, source="test", timestamp=at))
+
+
+def learn_rows(learner: OnlineLearner, rows, first: int = 0) -> None:
+    """``learner`` learns each (x, y) of ``rows`` as decision ``first``, ``first + 1``... of its
+    model (read at offset ``("t:0", decision)``), as a worker's learner would, with no broker."""
+    for i, (x, y) in enumerate(rows, first):
+        example = TrainingExample(
+            model=learner.spec.name,
+            decision_id=str(i),
+            model_version="v",
+            features=x,
+            label=y,
+            predicted_at=datetime.now(UTC),
+        )
+        learner.learn(example, ("t:0", i))
 
 
 def learn_all(

@@ -4,8 +4,6 @@ and is served again once it is added back: what ``adaptloop serve`` does with th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from river import datasets
 
@@ -13,14 +11,14 @@ from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
-from adaptloop.schemas import ModelVersion, PredictionEvent, TrainingExample
+from adaptloop.schemas import ModelVersion, PredictionEvent
 from adaptloop.schemas.errors import ModelRetired, UnknownModel
 from adaptloop.schemas.topics import PREDICTIONS
 from adaptloop.streams import EventProducer
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.specs import declare
 
-from .loop_helpers import loop_settings, read_until, wait_for
+from .loop_helpers import learn_rows, loop_settings, read_until, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -31,16 +29,7 @@ RETIRED = "model 'churn' is retired (retired by ops: product closed); it is no l
 def _publish(bootstrap: str, prefix: str, store: ModelStore, spec: LearnerSpec) -> ModelVersion:
     """A version of ``spec``'s model that learned 50 rows, published as a worker would."""
     learner = OnlineLearner(spec)
-    for i, (x, y) in enumerate(ROWS[:50]):
-        example = TrainingExample(
-            model=spec.name,
-            decision_id=str(i),
-            model_version="v",
-            features=x,
-            label=y,
-            predicted_at=datetime.now(UTC),
-        )
-        learner.learn(example, ("t:0", i))
+    learn_rows(learner, ROWS[:50])
     version = store.checkpoint(learner)
     with EventProducer(bootstrap, topic_prefix=prefix) as producer:
         producer.send(version)

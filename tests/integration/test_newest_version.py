@@ -7,7 +7,6 @@ examples' version though 1,601's was published)."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 import pytest
 from river import datasets
@@ -16,30 +15,17 @@ from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
-from adaptloop.schemas import ModelVersion, TrainingExample
+from adaptloop.schemas import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES, partition_for
 from adaptloop.streams import EventProducer
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.versions import published_versions
 
-from .loop_helpers import loop_settings, read_until, wait_for
+from .loop_helpers import learn_rows, loop_settings, read_until, wait_for
 
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 3
-
-
-def _learn(learner: OnlineLearner, rows, first: int) -> None:
-    for i, (x, y) in enumerate(rows, first):
-        example = TrainingExample(
-            model="phishing",
-            decision_id=str(i),
-            model_version="v",
-            features=x,
-            label=y,
-            predicted_at=datetime.now(UTC),
-        )
-        learner.learn(example, ("t:0", i))
 
 
 def test_clients_serve_the_highest_sequence_whatever_the_read_order(
@@ -50,9 +36,9 @@ def test_clients_serve_the_highest_sequence_whatever_the_read_order(
     store = ModelStore(settings.models_dir, ModelKeys.create(tmp_path / "keys"))
     learner = OnlineLearner(LearnerSpec(name="phishing", recipe="logistic", min_examples=0))
     rows = list(datasets.Phishing())
-    _learn(learner, rows[:1200], 0)
+    learn_rows(learner, rows[:1200], 0)
     older = store.checkpoint(learner)
-    _learn(learner, rows[1200:1250], 1200)
+    learn_rows(learner, rows[1200:1250], 1200)
     newer = store.checkpoint(learner)
     assert (older.examples_seen, newer.examples_seen) == (1200, 1250)
     # from the learner's own state, kept with its checkpoint
@@ -117,9 +103,9 @@ def test_records_from_before_sequence_numbers_are_older_than_numbered_ones(
     store = ModelStore(settings.models_dir)
     learner = OnlineLearner(LearnerSpec(name="phishing", recipe="logistic", min_examples=0))
     rows = list(datasets.Phishing())
-    _learn(learner, rows[:100], 0)
+    learn_rows(learner, rows[:100], 0)
     first = store.checkpoint(learner)
-    _learn(learner, rows[100:200], 100)
+    learn_rows(learner, rows[100:200], 100)
     second = store.checkpoint(learner)
     # as an old worker wrote them
     unnumbered = [v.model_copy(update={"sequence": None}) for v in (first, second)]

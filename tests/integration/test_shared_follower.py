@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 
 import pytest
 from river import datasets
@@ -15,14 +14,14 @@ from adaptloop.learners.online import OnlineLearner
 from adaptloop.learners.signing import ModelKeys
 from adaptloop.learners.spec import LearnerSpec
 from adaptloop.learners.store import ModelStore
-from adaptloop.schemas import ModelVersion, PredictionEvent, TrainingExample
+from adaptloop.schemas import ModelVersion, PredictionEvent
 from adaptloop.schemas.topics import PREDICTIONS
 from adaptloop.streams import EventProducer
 from adaptloop.streams.follower import ModelUpdates
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.versions import home_partition
 
-from .loop_helpers import loop_settings, read_until, wait_for
+from .loop_helpers import learn_rows, loop_settings, read_until, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -57,16 +56,7 @@ class Publisher:
         )
         first = self.learned.get(model, 0)
         self.learned[model] = first + 50
-        for i, (x, y) in enumerate(ROWS[first : first + 50], first):
-            example = TrainingExample(
-                model=model,
-                decision_id=str(i),
-                model_version="v",
-                features=x,
-                label=y,
-                predicted_at=datetime.now(UTC),
-            )
-            learner.learn(example, ("t:0", i))
+        learn_rows(learner, ROWS[first : first + 50], first)
         version = self.store.checkpoint(learner)
         with EventProducer(self.bootstrap, topic_prefix=self.prefix) as producer:
             producer.send(version, partition=partition)
