@@ -86,19 +86,24 @@ def running_worker(settings: Settings, log_file: Path) -> Iterator[Worker]:
 
 
 class Server:
-    """`adaptloop serve` of the loop ``settings`` describe, run as an operator runs it (the command,
-    in a process of its own, on a free port), and an HTTP client of it."""
+    """`adaptloop serve` of the loop ``settings`` describe (and of nothing else this process's
+    environment may set), run as an operator runs it (the command, in a process of its own, on a free
+    port), and an HTTP client of it."""
 
     def __init__(self, settings: Settings, log_file: Path, *args: str) -> None:
         self.log_file, port = log_file, free_port()
+        own = {
+            name: value for name, value in os.environ.items() if not name.startswith("ADAPTLOOP_")
+        }
         with open(log_file, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "adaptloop", "serve", "--port", str(port), *args],
-                env={**os.environ, **settings_env(settings)},
+                env={**own, **settings_env(settings)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.base, timeout=10)
 
     def request(self, method: str, path: str, **options: object) -> httpx.Response | None:
         """The server's answer, or None while it does not listen yet (a server that died fails the
@@ -108,6 +113,11 @@ class Server:
         except httpx.TransportError:
             assert self.process.poll() is None, self.log_file.read_text()
             return None
+
+    def healthy(self) -> bool:
+        """Whether ``/health`` answers 200: every model serves a version, or is retired."""
+        answer = self.request("GET", "/health")
+        return answer is not None and answer.status_code == 200
 
     def close(self) -> None:
         self.http.close()
