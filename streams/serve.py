@@ -83,8 +83,9 @@ PREDICT_SECONDS = Histogram(
 )
 CLIENT_RETRY_SECONDS = 5.0
 RETIRED_SECONDS = 0.5
-"""How often a retired model's thread looks whether operators added it back: the most it adds to
-the model's first answer then (a client is made, its version loaded)."""
+"""How often the thread of a retired model (or of one whose records on ``model-specs`` are being
+read) looks again whether it may serve: the most this adds to a model's first answer once it is added
+back (then a client is made and its version loaded)."""
 MAX_DEPTH = 32
 """JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's
 or a validator's recursion over 100,000 levels is an easy way to exhaust a server."""
