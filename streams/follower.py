@@ -12,9 +12,9 @@ process shares (one per connection and topic): a model's records sit on one part
 key hashes to (:func:`~adaptloop.streams.versions.home_partition`), so it reads only the partitions
 of the models followed, with one consumer and one producer for them all, and hands each record to
 the clients of its key. A hundred models then cost one consumer's threads and fetches rather than a
-hundred, and a client starts without making a Kafka client of its own. :class:`ModelSpecs` follows
-``model-specs`` alike (keyed by model too), for the clients to see their model retired; both are
-:class:`KeyedFollower`\\ s.
+hundred, and a client starts without making a Kafka client of its own.
+:class:`~adaptloop.streams.retirement.ModelSpecs` follows ``model-specs`` alike (keyed by model too),
+for the clients and ``adaptloop serve`` to see a model retired; both are :class:`KeyedFollower`\\ s.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol, Self
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from adaptloop.schemas.errors import TimedOut
-from adaptloop.schemas.topics import MODEL_SPECS, MODEL_UPDATES, Topic
+from adaptloop.schemas.topics import MODEL_UPDATES, Topic
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
 from adaptloop.streams.producer import EventProducer
@@ -271,8 +271,8 @@ class KeyedFollower:
     Get it with :meth:`acquire` and give it back with :meth:`release`: the last user's release stops
     it. Each client :meth:`subscribe`\\ s its model; a model added later has its partition read
     again from its start (the subscribers that have read it already skip what they have seen).
-    :class:`ModelUpdates` follows ``model-updates`` (the versions), :class:`ModelSpecs`
-    ``model-specs`` (the retirements).
+    :class:`ModelUpdates` follows ``model-updates`` (the versions),
+    :class:`~adaptloop.streams.retirement.ModelSpecs` ``model-specs`` (the retirements).
     """
 
     TOPIC: ClassVar[Topic]
@@ -422,10 +422,3 @@ class ModelUpdates(KeyedFollower):
             producer, self._producer = self._producer, None
         if producer is not None:
             producer.flush()
-
-
-class ModelSpecs(KeyedFollower):
-    """The process's follower of ``model-specs``: each client's model's spec records, which say
-    whether operators retired it (one partition a model, as on ``model-updates``)."""
-
-    TOPIC = MODEL_SPECS

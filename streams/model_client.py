@@ -14,7 +14,8 @@ the version is logged with it.
 
 Once operators retire the model on ``model-specs`` (``adaptloop models retire``), ``predict`` raises
 :class:`ModelRetired` (who retired it and why) and logs nothing, as ``adaptloop serve`` answers 404;
-a later record that adds it again has it served again (:class:`Retirement`).
+a later record that adds it again has it served again (the process's one
+:class:`~adaptloop.streams.retirement.Retirement` of the model, which ``adaptloop serve`` asks too).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from typing import Any
 from river import base, compose
 
 from adaptloop.learners.canary_split import in_canary
-from adaptloop.learners.catalog import retirement, spec_of
 from adaptloop.learners.recipes import Model
 from adaptloop.learners.serving import read_only
 from adaptloop.learners.store import ModelStore
@@ -42,7 +42,6 @@ from adaptloop.schemas.base import FeatureValue
 from adaptloop.schemas.codec import decode
 from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.errors import (
-    ConfigError,
     DecodeError,
     InvalidInput,
     ModelRetired,
@@ -52,12 +51,13 @@ from adaptloop.schemas.errors import (
     UnknownModel,
 )
 from adaptloop.schemas.inference import PredictionEvent
-from adaptloop.schemas.system import ModelSpecRecord, ModelVersion
-from adaptloop.schemas.topics import MODEL_SPECS, MODEL_UPDATES, partition_for
+from adaptloop.schemas.system import ModelVersion
+from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.connection import ClientSettings, ConnectionLike
-from adaptloop.streams.follower import ModelSpecs, ModelUpdates, Subscription
+from adaptloop.streams.follower import ModelUpdates
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.retirement import ModelSpecs, Retirement
 from adaptloop.streams.versions import home_partition, is_newer, on_its_partition
 
 log = logging.getLogger(__name__)
@@ -250,65 +250,6 @@ class NewestVersion:
             return False
 
 
-class Retirement:
-    """Whether operators retired one model: its latest record on ``model-specs`` (a
-    :class:`~adaptloop.streams.follower.Reader` of the process's follower of the topic).
-
-    ``why`` is who retired it and why (:func:`~adaptloop.learners.catalog.retirement`, the words
-    ``adaptloop serve`` answers with), None while it is not retired: no record (a model of the
-    settings only), a record that declares it, or a tombstone. A record that is not a valid spec is
-    ignored, as the catalogue ignores it (:func:`~adaptloop.learners.catalog.catalogue`). ``ready``
-    is set once the model's history on the topic is read. No Kafka here.
-
-    >>> def record(status, reason=""):
-    ...     return ModelSpecRecord(model="m", status=status, spec={"name": "m"}, actor="ops",
-    ...                            reason=reason).model_dump_json().encode()
-    >>> retired = Retirement("m")
-    >>> retired.read(0, 0, record("retired", "closed")); retired.why
-    'retired by ops: closed'
-    >>> retired.read(0, 1, record("active")); retired.why is None
-    True
-    """
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.why: str | None = None
-        self.ready = threading.Event()
-
-    def read(self, partition: int, offset: int, value: bytes | None) -> None:
-        """One record of the model's key on ``model-specs``, in the partition's order."""
-        if value is None:  # a tombstone: the model's records are forgotten
-            self.why = None
-            return
-        try:
-            record = decode(MODEL_SPECS, value)
-            assert isinstance(record, ModelSpecRecord)
-            if record.model != self.model:
-                raise DecodeError(
-                    "invalid", f"a record of model {record.model!r} under the key {self.model!r}"
-                )
-            why = retirement(record)
-            if why is None:
-                spec_of(record, buildable=False)
-        except (DecodeError, ConfigError) as error:
-            log.error(
-                "ignored the %s record of %s at partition %d, offset %d (%s)",
-                MODEL_SPECS.name,
-                self.model,
-                partition,
-                offset,
-                error,
-            )
-            return
-        if why != self.why and self.ready.is_set():
-            log.warning("model %s %s", self.model, why or f"added again by {record.actor}")
-        self.why = why
-
-    def caught_up(self) -> None:
-        """The model's history on the topic is read."""
-        self.ready.set()
-
-
 class ModelClient:
     """The current version of one model, always, without restarts.
 
@@ -318,9 +259,10 @@ class ModelClient:
     operators have the model retired, ``predict`` raises :class:`ModelRetired` (a client started
     then too, at once; one of a model retired before it published any version raises it from the
     constructor). The clients of one process share one follower of ``model-updates`` and one of
-    ``model-specs`` (each reading only their models' partitions) and, unless given a ``producer``,
-    one producer (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs no Kafka client
-    nor thread of its own.
+    ``model-specs`` (each reading only their models' partitions; the clients of one model, and
+    ``adaptloop serve``, its one :class:`~adaptloop.streams.retirement.Retirement`) and, unless given
+    a ``producer``, one producer (:class:`~adaptloop.streams.follower.ModelUpdates`): a client costs
+    no Kafka client nor thread of its own.
 
     Typical use (needs a broker and a worker)::
 
@@ -373,20 +315,18 @@ class ModelClient:
             self._specs.release()
             raise
         self._newest = NewestVersion(model, partitions, serve=self._swap)
-        self._retirement = Retirement(model)
-        self._spec_subscription: Subscription | None = None
+        self._watching = False  # the model's retirement (unwatched on close)
         self._subscription = self._updates.subscribe(
             model, home_partition(model, partitions), self._newest
         )
         # (the model's versions are read meanwhile)
         try:
-            spec_partitions = self._specs.partitions(max(deadline - time.monotonic(), 0.5))
+            retirement = self._specs.watch(model, max(deadline - time.monotonic(), 0.5))
         except BaseException:
             self.close()
             raise
-        self._spec_subscription = self._specs.subscribe(
-            model, partition_for(model.encode(), spec_partitions), self._retirement
-        )
+        self._retirement: Retirement = retirement
+        self._watching = True
         # the retirement first: a model retired before any version of it has none to wait for
         if not self._retirement.ready.wait(max(deadline - time.monotonic(), 0.0)):
             self.close()
@@ -625,8 +565,8 @@ class ModelClient:
                 return
             self._closed = True
         self._updates.unsubscribe(self._subscription)
-        if self._spec_subscription is not None:
-            self._specs.unsubscribe(self._spec_subscription)
+        if self._watching:
+            self._specs.unwatch(self.model)
         self._newest.stop()  # waits for a version being loaded
         try:
             if self._owns_producer:

@@ -18,8 +18,10 @@ field; 404: an unknown model; 503: no version may serve yet). Every error is one
 quoting inputs as short excerpts. Each configured model gets a client in the background, so the
 server starts before the models have versions and serves each one as soon as it has. Started to
 follow ``model-specs`` (``adaptloop serve`` without ``--model``), it serves a model added there from
-its first servable version on, and stops serving a retired one (404, saying it was retired) as soon
-as it reads the record.
+its first servable version on. A model operators retired is answered 404 ``ModelRetired`` (who
+retired it and why), whether the server started before the retirement or after: it asks the model's
+one :class:`~adaptloop.streams.retirement.Retirement` in the process, as its ``ModelClient`` does, and
+serves the model again once it is added back.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from adaptloop.schemas.inference import OutcomeEvent
 from adaptloop.streams.connection import ClientSettings
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.producer import EventProducer
+from adaptloop.streams.retirement import ModelSpecs, Retirement
 from adaptloop.streams.specs import SpecFollower
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,10 @@ PREDICT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 CLIENT_RETRY_SECONDS = 5.0
+RETIRED_SECONDS = 0.5
+"""How often the thread of a retired model (or of one whose records on ``model-specs`` are being
+read) looks again whether it may serve: the most this adds to a model's first answer once it is added
+back (then a client is made and its version loaded)."""
 MAX_DEPTH = 32
 """JSON nested deeper than this is refused: no contract nests more than three levels, and a parser's
 or a validator's recursion over 100,000 levels is an easy way to exhaust a server."""
@@ -390,7 +397,13 @@ class ServedModels:
     with no version yet is retried every few seconds), all sending through one producer and all
     following ``model-updates`` through the process's one follower
     (:class:`~adaptloop.streams.follower.ModelUpdates`): a hundred models start together in about
-    the time of one, on one consumer's threads."""
+    the time of one, on one consumer's threads.
+
+    Whether operators retired a model is its :class:`~adaptloop.streams.retirement.Retirement` on
+    the process's follower of ``model-specs``, the one its clients ask too: so a server started
+    after the retirement answers as one that saw it happen. While a model is retired its requests
+    get :class:`ModelRetired`, and no client is made for it (nothing of it is loaded); one made
+    before stays, refusing as well, and serves again once the model is added back."""
 
     def __init__(
         self, settings: ClientSettings, models: list[str], producer: EventProducer
@@ -398,39 +411,34 @@ class ServedModels:
         self.settings, self.producer = settings, producer
         self.clients: dict[str, ModelClient | None] = {}
         self.problems: dict[str, str] = {}
-        self.retired: dict[str, str] = {}  # model -> who retired it and why
+        self.retirements: dict[str, Retirement] = {}  # each model's, once watched
+        self._specs = ModelSpecs.acquire(settings.connection(), settings.topic_prefix)
+        self._lock = threading.Lock()  # guards the retirements watched against close
         self._stop = threading.Event()
         for model in models:
             self.add(model)
 
     def add(self, model: str) -> None:
-        """Serve ``model`` too (from its first servable version on)."""
+        """Serve ``model`` too (from its first servable version on, unless operators retired it)."""
         if model in self.clients:
             return
-        self.retired.pop(model, None)
         self.clients[model] = None
         threading.Thread(target=self._connect, args=(model,), daemon=True).start()
 
-    def retire(self, model: str, why: str) -> None:
-        """Stop serving ``model``: its requests get a 404 that says ``why``."""
-        self.retired[model] = why
-        client = self.clients.pop(model, None)
-        self.problems.pop(model, None)
-        if client is not None:
-            client.close()
+    def retired(self, model: str) -> str | None:
+        """Who retired ``model`` and why, while operators have it retired (None: they do not, or its
+        records on ``model-specs`` are not read yet)."""
+        retirement = self.retirements.get(model)
+        return retirement.why if retirement is not None else None
 
     def follow(self, follower: SpecFollower) -> None:
-        """Serve the models operators add on ``model-specs``, stop serving the ones they retire (a
-        thread's body, until :meth:`close`)."""
+        """Serve the models operators add on ``model-specs`` (a thread's body, until
+        :meth:`close`); a retirement, or a model added back, each model's
+        :class:`~adaptloop.streams.retirement.Retirement` reads."""
         try:
             while not self._stop.is_set():
                 for record in follower.poll(1.0):
-                    if (why := retirement(record)) is not None:
-                        self.retire(record.model, why)
-                        log.info(
-                            "model %s retired by %s: no longer served", record.model, record.actor
-                        )
-                    elif record.model not in self.clients:
+                    if retirement(record) is None and record.model not in self.clients:
                         self.add(record.model)
                         log.info(
                             "model %s added by %s: served from its first servable version",
@@ -441,29 +449,53 @@ class ServedModels:
             follower.close()
 
     def _connect(self, model: str) -> None:
-        while not self._stop.is_set() and model in self.clients:
+        retirement = self._watch(model)
+        while retirement is not None and not self._stop.is_set():
+            if not retirement.ready.is_set() or retirement.why is not None:
+                self._stop.wait(RETIRED_SECONDS)
+                continue
             try:
                 client = ModelClient.from_settings(
                     model, self.settings, producer=self.producer, wait=CLIENT_RETRY_SECONDS
                 )
-                if model not in self.clients:  # retired meanwhile
+            except AdaptloopError as error:  # (ModelRetired: retired meanwhile)
+                self.problems[model] = str(error)
+                self._stop.wait(CLIENT_RETRY_SECONDS)
+                continue
+            with self._lock:
+                if self._stop.is_set():  # closed meanwhile
                     client.close()
                     return
                 self.clients[model] = client
-                self.problems.pop(model, None)
-                log.info("serving model %s", model)
-                return
-            except AdaptloopError as error:
+            self.problems.pop(model, None)
+            log.info("serving model %s", model)
+            return
+
+    def _watch(self, model: str) -> Retirement | None:
+        """``model``'s retirement, watched (until :meth:`close`); None if closed first."""
+        while not self._stop.is_set():
+            try:
+                watched = self._specs.watch(model, CLIENT_RETRY_SECONDS)
+            except AdaptloopError as error:  # no model-specs yet (no worker made the topics)
                 self.problems[model] = str(error)
                 self._stop.wait(CLIENT_RETRY_SECONDS)
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    self._specs.unwatch(model)
+                    return None
+                self.retirements[model] = watched
+                return watched
+        return None
 
     def get(self, model: str) -> ModelClient:
-        if model in self.retired:
-            raise ModelRetired(model, self.retired[model])
         if model not in self.clients:
+            served = [name for name in self.clients if self.retired(name) is None]
             raise UnknownModel(
-                f"this server serves no model {model!r} (it serves {', '.join(self.clients)})"
+                f"this server serves no model {model!r} (it serves {', '.join(served)})"
             )
+        if (why := self.retired(model)) is not None:
+            raise ModelRetired(model, why)
         client = self.clients.get(model)
         if client is None:
             why = self.problems.get(model, "its client is connecting")
@@ -471,10 +503,15 @@ class ServedModels:
         return client
 
     def close(self) -> None:
-        self._stop.set()
-        for client in list(self.clients.values()):
-            if client is not None:
-                client.close()
+        with self._lock:
+            self._stop.set()
+            watched, self.retirements = list(self.retirements), {}
+            clients = [client for client in self.clients.values() if client is not None]
+        for client in clients:
+            client.close()
+        for model in watched:
+            self._specs.unwatch(model)
+        self._specs.release()
 
 
 def _info(name: str, client: ModelClient | None) -> ModelInfo:
@@ -507,7 +544,7 @@ STATUS = {
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of these error statuses: each an :class:`ErrorBody`."""
     what = {
-        404: "No such model",
+        404: "No such model, or one operators retired",
         408: "The body did not come whole in time",
         413: "The body is larger than the server takes",
         415: "The body is not JSON",
@@ -521,6 +558,10 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class Health(BaseModel):
     ok: bool
     waiting: dict[str, str] = Field(description="Each model not serving yet, and why.")
+    retired: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each model operators retired (answered 404 `ModelRetired`), who and why.",
+    )
 
 
 def create_app(
@@ -531,7 +572,8 @@ def create_app(
 ) -> FastAPI:
     """The HTTP app serving ``models`` of the loop ``settings`` describe, taking requests within
     ``limits``; with ``follow_specs`` (the ends of the catalogue ``models`` came from), also the
-    models added on ``model-specs`` from there on, and not the ones retired."""
+    models added on ``model-specs`` from there on. A model of ``models`` that operators retire,
+    before the app starts or after, is answered 404 :class:`ModelRetired` until added back."""
     limits = limits or RequestLimits()
     state: dict[str, Any] = {}
 
@@ -675,15 +717,24 @@ def create_app(
 
     @app.get("/v1/models", response_model=list[ModelInfo])
     def list_models() -> list[ModelInfo]:
-        """Every model this server serves: its current version, lineage head and metrics."""
-        return [_info(name, client) for name, client in list(state["served"].clients.items())]
+        """Every model this server serves (not one operators retired): its current version, lineage
+        head and metrics."""
+        served: ServedModels = state["served"]
+        return [
+            _info(name, client)
+            for name, client in list(served.clients.items())
+            if served.retired(name) is None
+        ]
 
     @app.get("/v1/models/{model}", response_model=ModelInfo, responses=_documented(404, 422))
     def one_model(model: str) -> ModelInfo:
+        """The model's current version, lineage head and metrics (404 ``ModelRetired`` for one
+        operators retired, as its predictions get)."""
         served: ServedModels = state["served"]
         if model not in served.clients:
-            why = f" (it is {served.retired[model]})" if model in served.retired else ""
-            raise UnknownModel(f"this server serves no model {model!r}{why}")
+            raise UnknownModel(f"this server serves no model {model!r}")
+        if (why := served.retired(model)) is not None:
+            raise ModelRetired(model, why)
         return _info(model, served.clients.get(model))
 
     @app.get(
@@ -692,15 +743,19 @@ def create_app(
         responses={503: {"model": Health, "description": "Models waiting"}},
     )
     def health() -> JSONResponse:
-        """200 once every model serves a version; 503 (naming those still waiting) before."""
+        """200 once every model serves a version, or is retired; 503 (naming those still waiting)
+        before."""
         served: ServedModels = state["served"]
+        clients = list(served.clients.items())
+        retired = {name: why for name, _ in clients if (why := served.retired(name)) is not None}
         waiting = {
             name: served.problems.get(name, "connecting")
-            for name, c in list(served.clients.items())
-            if c is None
+            for name, client in clients
+            if client is None and name not in retired
         }
         return JSONResponse(
-            {"ok": not waiting, "waiting": waiting}, status_code=503 if waiting else 200
+            {"ok": not waiting, "waiting": waiting, "retired": retired},
+            status_code=503 if waiting else 200,
         )
 
     @app.get("/metrics", response_class=PlainTextResponse)

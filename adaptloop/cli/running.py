@@ -85,15 +85,16 @@ def serve(
     from adaptloop.streams.serve import RequestLimits, create_app
 
     settings = Settings()
-    specs, follow = dict(settings.specs), None
-    # the models in effect, followed: added ones served, retired ones not
+    specs, follow, retired = dict(settings.specs), None, list[str]()
+    # the models in effect, followed: added ones served; retired ones answered as such (added back:
+    # served)
     if openapi is None and not model:
         from adaptloop.streams.specs import read_catalogue
 
         catalogue = read_catalogue(
             settings.bootstrap_address, settings.specs, settings.topic_prefix, buildable=False
         )
-        specs, follow = catalogue.specs, catalogue.ends
+        specs, follow, retired = catalogue.specs, catalogue.ends, sorted(catalogue.retired)
     models = list(model or specs)
     if not models and openapi is None:
         raise fail(
@@ -115,7 +116,7 @@ def serve(
     budgets = [specs[name].max_event_features for name in models if name in specs]
     max_features = max([settings.max_event_features, *(b for b in budgets if b is not None)])
     limits = RequestLimits(max_body_bytes=settings.serve_max_body_bytes, max_features=max_features)
-    app_ = create_app(settings, models, limits, follow_specs=follow)
+    app_ = create_app(settings, [*models, *retired], limits, follow_specs=follow)
     if openapi is not None:
         import orjson
 
@@ -124,7 +125,7 @@ def serve(
         return
     console.print(
         f"serving {', '.join(models)} on http://{host}:{port} (OpenAPI: /openapi.json, "
-        "docs: /docs)",
+        "docs: /docs)" + (f"; retired: {', '.join(retired)}" if retired else ""),
         markup=False,
     )
     tune_gc()  # as the worker's roles: a full collection of start-up's objects would stall requests

@@ -1,9 +1,12 @@
-"""Helpers for the loop's integration tests: a worker subprocess and readers of its outputs."""
+"""Helpers for the loop's integration tests: a worker subprocess, an `adaptloop serve` subprocess and
+readers of their outputs."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adaptloop.learners.online import OnlineLearner
@@ -32,7 +36,8 @@ from adaptloop.snapshots.archive import ParquetArchive
 from adaptloop.streams import DeadLetters, EventConsumer, EventProducer, ensure_topics
 from adaptloop.streams.reader import watermarks
 from adaptloop.streams.status import group_lag
-from adaptloop.worker import start_worker_process, stop_worker_process
+from adaptloop.testing import free_port
+from adaptloop.worker import settings_env, start_worker_process, stop_worker_process
 
 T = TypeVar("T")
 
@@ -78,6 +83,56 @@ def running_worker(settings: Settings, log_file: Path) -> Iterator[Worker]:
         worker.check_alive()
     finally:
         stop_worker_process(worker.process)
+
+
+class Server:
+    """`adaptloop serve` of the loop ``settings`` describe (and of nothing else this process's
+    environment may set), run as an operator runs it (the command, in a process of its own, on a free
+    port), and an HTTP client of it."""
+
+    def __init__(self, settings: Settings, log_file: Path, *args: str) -> None:
+        self.log_file, port = log_file, free_port()
+        own = {
+            name: value for name, value in os.environ.items() if not name.startswith("ADAPTLOOP_")
+        }
+        with open(log_file, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "adaptloop", "serve", "--port", str(port), *args],
+                env={**own, **settings_env(settings)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.base, timeout=10)
+
+    def request(self, method: str, path: str, **options: object) -> httpx.Response | None:
+        """The server's answer, or None while it does not listen yet (a server that died fails the
+        test at once, with its log)."""
+        try:
+            return self.http.request(method, path, **options)  # type: ignore[arg-type]
+        except httpx.TransportError:
+            assert self.process.poll() is None, self.log_file.read_text()
+            return None
+
+    def healthy(self) -> bool:
+        """Whether ``/health`` answers 200: every model serves a version, or is retired."""
+        answer = self.request("GET", "/health")
+        return answer is not None and answer.status_code == 200
+
+    def close(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        self.process.wait(30)
+
+
+@contextmanager
+def running_server(settings: Settings, log_file: Path, *args: str) -> Iterator[Server]:
+    """A :class:`Server` (``args``: more of the command's options), stopped on the way out."""
+    server = Server(settings, log_file, *args)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def wait_for(check: Callable[[], T], timeout: float = 300.0, worker: Worker | None = None) -> T:

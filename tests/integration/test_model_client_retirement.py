@@ -1,6 +1,7 @@
 """A model operators retire on model-specs is no longer served by the ModelClients that serve it (a
 typed error saying who retired it and why, and no decision logged), nor by one started afterwards,
-and is served again once it is added back: what ``adaptloop serve`` does with the same records."""
+and is served again once it is added back; `adaptloop serve` started after the retirement answers
+it as retired (404 ``ModelRetired``, the same words), and serves it once it is added back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from adaptloop.streams import EventProducer
 from adaptloop.streams.model_client import ModelClient
 from adaptloop.streams.specs import declare
 
-from .loop_helpers import learn_rows, loop_settings, read_until, wait_for
+from .loop_helpers import learn_rows, loop_settings, read_until, running_server, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -126,3 +127,63 @@ def test_a_model_retired_before_it_published_a_version_is_refused_at_start(
     with pytest.raises(ModelRetired) as refused:
         ModelClient("churn", bootstrap=kafka_bootstrap, store=store, prefix=prefix, wait=60)
     assert str(refused.value) == RETIRED
+
+
+def test_a_serve_started_after_the_retirement_answers_it_retired_and_serves_it_once_added_back(
+    kafka_bootstrap, tmp_path
+):
+    settings = loop_settings(kafka_bootstrap, tmp_path / "home", [], partitions=3)
+    prefix = settings.topic_prefix
+    store = settings.worker_model_store()  # signed with the home's key, which serve checks
+    specs = {name: LearnerSpec(name=name, min_examples=0) for name in ("churn", "phishing")}
+    versions = {}
+    for name, spec in specs.items():
+        declare(kafka_bootstrap, name, spec, actor="ops", reason="launch", prefix=prefix)
+        versions[name] = _publish(kafka_bootstrap, prefix, store, spec)
+    declare(
+        kafka_bootstrap,
+        "churn",
+        None,
+        status="retired",
+        actor="ops",
+        reason="product closed",
+        prefix=prefix,
+    )
+    features = {"features": ROWS[100][0]}
+    refused = {"error": "ModelRetired", "detail": RETIRED, "problems": []}
+
+    with running_server(settings, tmp_path / "serve.log") as server:
+
+        def health() -> dict | None:
+            answer = server.request("GET", "/health")
+            return answer.json() if answer is not None and answer.status_code == 200 else None
+
+        assert wait_for(health) == {
+            "ok": True,
+            "waiting": {},
+            "retired": {"churn": "retired by ops: product closed"},
+        }
+        for method, path, body in [
+            ("POST", "/v1/models/churn:predict", features),
+            ("GET", "/v1/models/churn", None),
+        ]:
+            answer = server.request(method, path, json=body)
+            assert answer is not None
+            assert (answer.status_code, answer.json()) == (404, refused), path
+        listed = server.request("GET", "/v1/models")
+        assert listed is not None and [m["model"] for m in listed.json()] == ["phishing"]
+
+        declare(
+            kafka_bootstrap, "churn", specs["churn"], actor="ops", reason="reopened", prefix=prefix
+        )
+
+        def served() -> dict | None:
+            answer = server.request("POST", "/v1/models/churn:predict", json=features)
+            return answer.json() if answer is not None and answer.status_code == 200 else None
+
+        answer = wait_for(served, timeout=60)
+        assert answer is not None and answer["model_version"] == versions["churn"].version
+        assert health() == {"ok": True, "waiting": {}, "retired": {}}
+        listed = server.request("GET", "/v1/models")
+        assert listed is not None
+        assert sorted(m["model"] for m in listed.json()) == ["churn", "phishing"]

@@ -6,12 +6,7 @@ features (422, with an excerpt of the input, never the whole input)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptloop.learners.spec import LearnerSpec
-from adaptloop.testing import free_port
-from adaptloop.worker import settings_env
 
-from .loop_helpers import loop_settings, running_worker, wait_for
+from .loop_helpers import Server, loop_settings, running_server, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -32,47 +25,21 @@ BODY_LIMIT = 1_000_000  # the contracts' record limit: the default
 SMALL_ANSWER = 2_000  # bytes: an error answer names the problem and an excerpt, whatever was sent
 
 
-@dataclass
-class Served:
-    base: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`adaptloop serve` of one model (a worker publishes its first version), on a free port."""
     tmp_path = tmp_path_factory.mktemp("serve")
     spec = LearnerSpec(name=MODEL, recipe="logistic", min_examples=50, default_prediction=False)
     settings = loop_settings(kafka_bootstrap, tmp_path / "home", [spec], partitions=1)
-    port = free_port()
-    own = {name: value for name, value in os.environ.items() if not name.startswith("ADAPTLOOP_")}
-    with running_worker(settings, tmp_path / "worker.log"):
-        log = tmp_path / "serve.log"
-        with open(log, "wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "adaptloop", "serve", "--port", str(port)],
-                env={**own, **settings_env(settings)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            base = f"http://127.0.0.1:{port}"
-
-            def healthy() -> bool:
-                try:
-                    return httpx.get(f"{base}/health", timeout=10).status_code == 200
-                except httpx.TransportError:
-                    assert server.poll() is None, log.read_text()
-                    return False
-
-            assert wait_for(healthy), log.read_text()
-            yield Served(base, log)
-        finally:
-            server.terminate()
-            server.wait(30)
+    with (
+        running_worker(settings, tmp_path / "worker.log"),
+        running_server(settings, tmp_path / "serve.log") as server,
+    ):
+        assert wait_for(server.healthy), server.log_file.read_text()
+        yield server
 
 
-def test_generated_requests_get_no_5xx_and_answers_as_documented(served: Served) -> None:
+def test_generated_requests_get_no_5xx_and_answers_as_documented(served: Server) -> None:
     import schemathesis
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
@@ -121,7 +88,7 @@ def test_generated_requests_get_no_5xx_and_answers_as_documented(served: Served)
         statuses.append(response.status_code)
 
     answers_as_documented()
-    assert not [s for s in statuses if s >= 500], served.log.read_text()
+    assert not [s for s in statuses if s >= 500], served.log_file.read_text()
     # the generated requests reached every kind
     assert {200, 202, 404, 422} <= set(statuses), sorted(set(statuses))
 
@@ -180,17 +147,17 @@ BAD_BODIES = {  # name: (body, headers, status, error, what the detail says)
 
 @pytest.mark.parametrize("case", list(BAD_BODIES))
 def test_a_bad_body_is_refused_on_every_route_with_a_short_answer(
-    served: Served, case: str
+    served: Server, case: str
 ) -> None:
     body, headers, status, error, says = BAD_BODIES[case]
     with httpx.Client(base_url=served.base, timeout=60) as http:
         for path in PATHS:
             _refused(http.post(path, content=body, headers=headers), status, error, says)
-    assert "Exception in ASGI application" not in served.log.read_text()
+    assert "Exception in ASGI application" not in served.log_file.read_text()
 
 
 def test_a_chunked_body_is_refused_once_past_the_limit_and_one_under_it_is_read(
-    served: Served,
+    served: Server,
 ) -> None:
     def chunks() -> Iterator[bytes]:  # no Content-Length: 10 MB in chunks
         for _ in range(1000):
@@ -218,7 +185,7 @@ def test_a_chunked_body_is_refused_once_past_the_limit_and_one_under_it_is_read(
 
 
 def test_a_prediction_with_10000_features_is_refused_and_one_with_1000_served(
-    served: Served,
+    served: Server,
 ) -> None:
     with httpx.Client(base_url=served.base, timeout=60) as http:
         many = {"features": {f"f{i}": float(i) for i in range(10_000)}}
@@ -236,7 +203,7 @@ def test_a_prediction_with_10000_features_is_refused_and_one_with_1000_served(
         assert http.post(f"/v1/models/{MODEL}:predict", json=fine).status_code == 200
 
 
-def test_refused_fields_routes_and_methods_answer_in_the_one_error_shape(served: Served) -> None:
+def test_refused_fields_routes_and_methods_answer_in_the_one_error_shape(served: Server) -> None:
     with httpx.Client(base_url=served.base, timeout=60) as http:
         body = _refused(
             http.post(
@@ -257,7 +224,7 @@ def test_refused_fields_routes_and_methods_answer_in_the_one_error_shape(served:
         _refused(http.put("/v1/outcomes", json={}), 405, "MethodNotAllowed", "Method Not Allowed")
 
 
-def test_the_openapi_document_describes_the_errors_and_limits(served: Served) -> None:
+def test_the_openapi_document_describes_the_errors_and_limits(served: Server) -> None:
     document = httpx.get(f"{served.base}/openapi.json", timeout=30).json()
     assert {"ErrorBody", "Problem"} <= set(document["components"]["schemas"])
     predict = document["paths"]["/v1/models/{model}:predict"]["post"]
