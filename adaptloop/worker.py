@@ -56,6 +56,8 @@ HASH_SEED = "0"
 # more crashes of one role than this within the window stop the worker
 MAX_RESTARTS, RESTART_WINDOW = 5, 300
 BACKOFF_CAP_SECONDS = 30.0
+# a role that ran this long before it stopped for an outage starts a new series of backoffs
+STEADY_SECONDS = 60.0
 
 
 def ensure_reproducible_hashing() -> None:
@@ -79,6 +81,7 @@ class RoleProcess:
     process: BaseProcess
     crashes: list[float] = field(default_factory=list)  # monotonic times, within the window
     outages: int = 0  # stops in a row for an outage (for the backoff)
+    started: float = field(default_factory=time.monotonic)  # when its process was started
 
 
 def worker_health(roles: Sequence[RoleProcess], metrics_dir: Path) -> tuple[bool, dict[str, Any]]:
@@ -223,7 +226,7 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
             )
             if stopping.wait(delay):
                 break
-            item.process = start(item.role)
+            item.process, item.started = start(item.role), time.monotonic()
     for item in roles:
         if item.process.is_alive():
             item.process.terminate()  # SIGTERM: the role finishes its batch and checkpoints
@@ -239,21 +242,30 @@ def run_worker(settings: Settings, role: Role = "all") -> None:
         raise SystemExit(f"worker role(s) {', '.join(gave_up)} {why}")
 
 
-def _restart_delay(item: RoleProcess) -> float | None:
+def _restart_delay(item: RoleProcess, now: float | None = None) -> float | None:
     """How long to wait before starting a stopped role again; None if it crashed too often.
 
-    >>> item = RoleProcess("join", process=None)  # type: ignore[arg-type]
+    Outages are never given up on: the wait doubles with each stop in a row, up to 30 s. A role that
+    ran :data:`STEADY_SECONDS` or more before it stopped had got through the last outage: its next
+    one starts again from 1 s, so a worker that rode out outages weeks ago does not wait the longest
+    backoff on every later one.
+
+    >>> item = RoleProcess("join", process=None, started=0.0)  # type: ignore[arg-type]
     >>> class Stopped:
     ...     exitcode = 75
     >>> item.process = Stopped()  # type: ignore[assignment]
-    >>> [_restart_delay(item) for _ in range(8)]  # outages: never given up on, backing off to 30 s
+    >>> [_restart_delay(item, now=1.0) for _ in range(8)]  # stopped at once, again and again
     [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    >>> _restart_delay(item, now=STEADY_SECONDS)  # after a steady run: a new outage
+    1.0
     """
+    now = time.monotonic() if now is None else now
     if item.process.exitcode == OUTAGE_EXIT:
+        if now - item.started >= STEADY_SECONDS:
+            item.outages = 0
         item.outages += 1
         return min(BACKOFF_CAP_SECONDS, 2.0 ** (item.outages - 1))
     item.outages = 0
-    now = time.monotonic()
     item.crashes = [at for at in item.crashes if now - at < RESTART_WINDOW] + [now]
     if len(item.crashes) > MAX_RESTARTS:
         return None
