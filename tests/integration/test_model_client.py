@@ -26,12 +26,9 @@ from .loop_helpers import loop_settings, read_until, running_worker
 
 pytestmark = pytest.mark.kafka
 
-REFRESH_BOUND = 30.0
-"""Seconds from a version's making to a follower's swap to it. The lag holds the rest of the
-learner's batch, the write of the version's file and the follower's read and load, each stretched
-several times over on a loaded machine; a follower that swapped on a timer or a metadata refresh
-rather than on the record would not make it. The tight figure belongs to the benchmark
-(``published_to_served``)."""
+# seconds; generous on a shared machine (0.04-0.08 s with load 11 on 2 cores), the tight figure
+# belongs to the benchmark
+REFRESH_BOUND = 2.0
 
 SWAPS_WAIT = 300.0
 """Seconds the follower may take to swap twice: the worker learns 800 examples and publishes two
