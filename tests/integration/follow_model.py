@@ -1,10 +1,9 @@
 """Run as a separate process: follow one model and print each version it starts serving, with the
-lag."""
+lag, until its standard input closes (the test closes it, or ends)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -19,7 +18,7 @@ def report(version: ModelVersion, lag: float | None) -> None:
         print(orjson.dumps({"version": version.version, "lag": lag}).decode(), flush=True)
 
 
-def main(bootstrap: str, prefix: str, models_dir: str, model: str, seconds: float) -> None:
+def main(bootstrap: str, prefix: str, models_dir: str, model: str) -> None:
     with ModelClient(
         model,
         bootstrap=bootstrap,
@@ -28,8 +27,9 @@ def main(bootstrap: str, prefix: str, models_dir: str, model: str, seconds: floa
         on_swap=report,
     ) as client:
         print(orjson.dumps({"ready": client.version.version}).decode(), flush=True)
-        time.sleep(seconds)
+        # Following for as long as the test needs, however slow the machine: no timer of its own.
+        sys.stdin.read()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])

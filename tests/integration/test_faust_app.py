@@ -26,6 +26,11 @@ from .loop_helpers import loop_settings, running_worker
 
 pytestmark = pytest.mark.kafka
 
+WAIT = 300.0
+"""Seconds for an answer or a version to come: the first wave's wait holds the faust app's and the
+worker's start-ups, which a loaded machine stretches several times over (a wait for what is
+asserted, ended as soon as it comes)."""
+
 
 class _Answers:
     """The app's answers, read as they come."""
@@ -37,7 +42,7 @@ class _Answers:
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         self.app, self.log, self.got = app, log, []
 
-    def read(self, want: int, timeout: float = 120) -> list[dict]:
+    def read(self, want: int, timeout: float = WAIT) -> list[dict]:
         deadline = time.monotonic() + timeout
         while len(self.got) < want and time.monotonic() < deadline:
             assert self.app.poll() is None, self.log.read_text()[-3000:]
@@ -109,7 +114,7 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
                 answers.read(sent)
 
             def published(examples: int) -> ModelVersion:
-                deadline = time.monotonic() + 120
+                deadline = time.monotonic() + WAIT
                 while time.monotonic() < deadline:
                     worker.check_alive()
                     versions = read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)
@@ -121,7 +126,16 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
                     if learned:
                         return learned[0]
                     time.sleep(0.5)
-                raise AssertionError(f"no version learned {examples} examples within 120 s")
+                raise AssertionError(f"no version learned {examples} examples within {WAIT:.0f} s")
+
+            def since(version: ModelVersion) -> set[str]:
+                """``version`` and those the learner published after it: it goes on publishing
+                as it learns the waves (once a second), meanwhile the app swaps."""
+                return {
+                    v.version
+                    for v in read_all(kafka_bootstrap, MODEL_UPDATES, settings.topic_prefix)
+                    if isinstance(v, ModelVersion) and v.examples_seen >= version.examples_seen
+                }
 
             # Waves: each one scored after the loop learned the one before; the app swaps versions
             # by itself.
@@ -130,7 +144,7 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
             send(200)
             newer = published(400)
             deadline = time.monotonic() + 120
-            while answers.got[-1]["version"] != newer.version and time.monotonic() < deadline:
+            while answers.got[-1]["version"] not in since(newer) and time.monotonic() < deadline:
                 send(20)
             final = published(sent)
         finally:
@@ -145,4 +159,4 @@ def test_a_faust_app_scores_with_the_current_version_and_its_decisions_are_learn
     served = [a["version"] for a in got if not a["fallback"]]
     assert {a["version"] for a in got if a["fallback"]} <= {"default"}
     assert set(served) <= versions and len(set(served)) >= 2  # new versions swapped in while it ran
-    assert got[-1]["version"] == newer.version
+    assert got[-1]["version"] in since(newer)

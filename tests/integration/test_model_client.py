@@ -26,8 +26,13 @@ from .loop_helpers import loop_settings, read_until, running_worker
 
 pytestmark = pytest.mark.kafka
 
-# seconds; generous on a shared machine, the tight figure belongs to the benchmark
+# seconds; generous on a shared machine (0.04-0.08 s with load 11 on 2 cores), the tight figure
+# belongs to the benchmark
 REFRESH_BOUND = 2.0
+
+SWAPS_WAIT = 300.0
+"""Seconds the follower may take to swap twice: the worker learns 800 examples and publishes two
+versions first (a wait for what is asserted, ended by the second swap)."""
 
 
 def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
@@ -59,8 +64,8 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
                 settings.topic_prefix,
                 str(settings.models_dir),
                 "phishing",
-                "90",
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -69,7 +74,8 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
             target=lambda: [lines.put(line) for line in follower.stdout], daemon=True
         ).start()
         try:
-            ready = orjson.loads(lines.get(timeout=60))
+            # (a process's start-up: imports a loaded machine stretches several times over)
+            ready = orjson.loads(lines.get(timeout=180))
             assert "ready" in ready
             with ModelClient(
                 "phishing",
@@ -108,7 +114,7 @@ def test_client_in_another_process_swaps_within_bound_and_serving_never_mutates(
                             OutcomeEvent(decision_id=f"d{i}", label=y, source="test", timestamp=at)
                         )
                 swaps = []
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + SWAPS_WAIT
                 while len(swaps) < 2 and time.monotonic() < deadline:
                     try:
                         swaps.append(orjson.loads(lines.get(timeout=0.5)))
