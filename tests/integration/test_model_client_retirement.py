@@ -81,7 +81,7 @@ def test_a_retired_model_raises_model_retired_and_serves_again_once_added_back(
             reason="product closed",
             prefix=prefix,
         )
-        error = wait_for(lambda: refusal(client), timeout=30)
+        error = wait_for(lambda: refusal(client), timeout=120)
         assert isinstance(error, ModelRetired) and isinstance(error, UnknownModel)
         assert str(error) == RETIRED
         assert (error.model, error.why) == ("churn", "retired by ops: product closed")
@@ -95,8 +95,8 @@ def test_a_retired_model_raises_model_retired_and_serves_again_once_added_back(
             assert str(refused_later.value) == RETIRED
 
             declare(kafka_bootstrap, "churn", spec, actor="ops", reason="reopened", prefix=prefix)
-            assert wait_for(lambda: answered(client), timeout=30)
-            assert wait_for(lambda: answered(later), timeout=30)
+            assert wait_for(lambda: answered(client), timeout=120)
+            assert wait_for(lambda: answered(later), timeout=120)
             assert client.retired is None and later.retired is None
     finally:
         client.close()  # delivers the decisions logged
