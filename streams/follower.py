@@ -25,11 +25,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from adaptloop.schemas.errors import TimedOut
+from adaptloop.schemas.base import Event
+from adaptloop.schemas.codec import decode
+from adaptloop.schemas.errors import DecodeError, TimedOut
 from adaptloop.schemas.topics import MODEL_UPDATES, Topic
 from adaptloop.streams.admin import wait_for_broker
 from adaptloop.streams.connection import ConnectionLike, KafkaConnection
@@ -178,6 +180,20 @@ class Subscription:
     caught_up: bool = False
     # partition -> the first offset not read yet
     next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+E = TypeVar("E", bound=Event)
+
+
+def decode_keyed(topic: Topic, value: bytes, model: str, kind: type[E]) -> E:
+    """The record read under ``model``'s key on ``topic``: a ``kind`` of that model, or
+    :class:`~adaptloop.schemas.errors.DecodeError` (a record under another model's key would make
+    a :class:`Reader` take another model's history for its own)."""
+    record = decode(topic, value)
+    assert isinstance(record, kind)  # the topic's one event
+    if (owner := getattr(record, "model", None)) != model:
+        raise DecodeError("invalid", f"a record of model {owner!r} under the key {model!r}")
+    return record
 
 
 Record = tuple[int, int, bytes | None, bytes | None]

@@ -39,10 +39,8 @@ from adaptloop.learners.recipes import Model
 from adaptloop.learners.serving import read_only
 from adaptloop.learners.store import ModelStore
 from adaptloop.schemas.base import FeatureValue
-from adaptloop.schemas.codec import decode
 from adaptloop.schemas.contract import ModelContract
 from adaptloop.schemas.errors import (
-    DecodeError,
     InvalidInput,
     ModelRetired,
     NoModelYet,
@@ -54,7 +52,7 @@ from adaptloop.schemas.inference import PredictionEvent
 from adaptloop.schemas.system import ModelVersion
 from adaptloop.schemas.topics import MODEL_UPDATES
 from adaptloop.streams.connection import ClientSettings, ConnectionLike
-from adaptloop.streams.follower import ModelUpdates
+from adaptloop.streams.follower import ModelUpdates, decode_keyed
 from adaptloop.streams.metrics import REFRESH_LAG, SERVING_FALLBACKS
 from adaptloop.streams.producer import EventProducer
 from adaptloop.streams.retirement import ModelSpecs, Retirement
@@ -198,13 +196,7 @@ class NewestVersion:
         """The record at ``offset`` of the model's partition; None (logged) if it is not one of its
         versions."""
         try:
-            version = decode(MODEL_UPDATES, value)
-            assert isinstance(version, ModelVersion)
-            if version.model != self.model:
-                raise DecodeError(
-                    "invalid", f"a record of model {version.model!r} under the key {self.model!r}"
-                )
-            return version
+            return decode_keyed(MODEL_UPDATES, value, self.model, ModelVersion)
         # any record: a broken or forged update must not take serving down
         except Exception as error:
             log.error(

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptloop.learners.catalog import retirement, spec_of
-from adaptloop.schemas.codec import decode
 from adaptloop.schemas.errors import ConfigError, DecodeError
 from adaptloop.schemas.system import ModelSpecRecord
 from adaptloop.schemas.topics import MODEL_SPECS, partition_for
 from adaptloop.streams.connection import KafkaConnection
-from adaptloop.streams.follower import KeyedFollower, Subscription
+from adaptloop.streams.follower import KeyedFollower, Subscription, decode_keyed
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +55,7 @@ class Retirement:
             self.why = None
             return
         try:
-            record = decode(MODEL_SPECS, value)
-            assert isinstance(record, ModelSpecRecord)
-            if record.model != self.model:
-                raise DecodeError(
-                    "invalid", f"a record of model {record.model!r} under the key {self.model!r}"
-                )
+            record = decode_keyed(MODEL_SPECS, value, self.model, ModelSpecRecord)
             why = retirement(record)
             if why is None:
                 spec_of(record, buildable=False)

@@ -37,6 +37,19 @@ def _publish(bootstrap: str, prefix: str, store: ModelStore, spec: LearnerSpec) 
     return version
 
 
+def _retire(bootstrap: str, prefix: str) -> None:
+    """Retire ``churn`` as operators do (its words: :data:`RETIRED`)."""
+    declare(
+        bootstrap,
+        "churn",
+        None,
+        status="retired",
+        actor="ops",
+        reason="product closed",
+        prefix=prefix,
+    )
+
+
 def test_a_retired_model_raises_model_retired_and_serves_again_once_added_back(
     kafka_bootstrap, tmp_path
 ):
@@ -72,15 +85,7 @@ def test_a_retired_model_raises_model_retired_and_serves_again_once_added_back(
         assert client.retired is None
         assert answered(client)
 
-        declare(
-            kafka_bootstrap,
-            "churn",
-            None,
-            status="retired",
-            actor="ops",
-            reason="product closed",
-            prefix=prefix,
-        )
+        _retire(kafka_bootstrap, prefix)
         error = wait_for(lambda: refusal(client), timeout=120)
         assert isinstance(error, ModelRetired) and isinstance(error, UnknownModel)
         assert str(error) == RETIRED
@@ -114,15 +119,7 @@ def test_a_model_retired_before_it_published_a_version_is_refused_at_start(
     prefix = settings.topic_prefix
     store = ModelStore(settings.models_dir, ModelKeys.create(tmp_path / "keys"))
     declare(kafka_bootstrap, "churn", LearnerSpec(name="churn"), actor="ops", prefix=prefix)
-    declare(
-        kafka_bootstrap,
-        "churn",
-        None,
-        status="retired",
-        actor="ops",
-        reason="product closed",
-        prefix=prefix,
-    )
+    _retire(kafka_bootstrap, prefix)
     # (without the retirement, this would wait its 60 s and say no version was published)
     with pytest.raises(ModelRetired) as refused:
         ModelClient("churn", bootstrap=kafka_bootstrap, store=store, prefix=prefix, wait=60)
@@ -140,15 +137,7 @@ def test_a_serve_started_after_the_retirement_answers_it_retired_and_serves_it_o
     for name, spec in specs.items():
         declare(kafka_bootstrap, name, spec, actor="ops", reason="launch", prefix=prefix)
         versions[name] = _publish(kafka_bootstrap, prefix, store, spec)
-    declare(
-        kafka_bootstrap,
-        "churn",
-        None,
-        status="retired",
-        actor="ops",
-        reason="product closed",
-        prefix=prefix,
-    )
+    _retire(kafka_bootstrap, prefix)
     features = {"features": ROWS[100][0]}
     refused = {"error": "ModelRetired", "detail": RETIRED, "problems": []}
 
